@@ -1,0 +1,156 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+)
+
+// Runtime loads function artifacts. It is safe for concurrent use.
+type Runtime interface {
+	// Load compiles and validates the artifact described by spec. The returned
+	// Module is ready to create instances. Load of an artifact that is not
+	// usable (not WebAssembly, not WASI, no known guest contract) fails with an
+	// error wrapping ErrInvalidModule.
+	Load(ctx context.Context, spec Spec) (Module, error)
+	// Close releases everything the runtime holds. Modules loaded from it must
+	// not be used afterwards.
+	Close(ctx context.Context) error
+}
+
+// Module is a loaded (compiled) function revision.
+type Module interface {
+	// Contract reports how the guest talks to the host.
+	Contract() Contract
+	// Reusable reports whether an instance may serve more than one request in
+	// turn. WAGI instances are single use; SDK reactor instances are reusable.
+	Reusable() bool
+	// NewInstance creates a fresh instance (a cold start).
+	NewInstance(ctx context.Context) (Instance, error)
+	// Close releases the compiled code.
+	Close(ctx context.Context) error
+}
+
+// Instance is one sandboxed copy of a guest. It is not safe for concurrent
+// use: callers serve one request at a time on it.
+type Instance interface {
+	// Handle serves one request. After Handle returns a non-nil error the
+	// instance must be closed and not reused (its state is unknown).
+	Handle(ctx context.Context, req *Request) (*Response, error)
+	// Close releases the instance.
+	Close(ctx context.Context) error
+}
+
+// Contract is the protocol between host and guest.
+type Contract string
+
+const (
+	// ContractWAGI is CGI over WASI: a WASI command module, request in
+	// environment variables and stdin, response on stdout. One instance per
+	// request.
+	ContractWAGI Contract = "wagi"
+	// ContractSDK is the Nimbus guest SDK: a WASI reactor exporting the
+	// Nimbus handler ABI (see sdk/go/wire); instances are reused.
+	ContractSDK Contract = "sdk"
+)
+
+// Spec is everything a runtime needs to load one function revision.
+type Spec struct {
+	App      string
+	Function string
+	// Revision is the function revision id (content address).
+	Revision string
+	// Artifact is the module bytes (wasm) or executable (process).
+	Artifact []byte
+	// Env is the environment the guest sees, besides what the contract adds.
+	Env map[string]string
+	// Capabilities are the grants from the manifest, for example "log".
+	// Anything not listed is denied.
+	Capabilities []string
+	Limits       Limits
+}
+
+// Limits bound what one request on one instance may use.
+type Limits struct {
+	// MemoryBytes caps the guest's linear memory. Zero means the runtime default.
+	MemoryBytes uint64
+	// Timeout is the wall-clock deadline of one request. Zero means the
+	// runtime default.
+	Timeout time.Duration
+	// MaxRequestBytes caps the request body. Zero means the runtime default.
+	MaxRequestBytes int64
+	// MaxResponseBytes caps the response body. Zero means the runtime default.
+	MaxResponseBytes int64
+}
+
+// Request is one invocation as the guest sees it.
+type Request struct {
+	Method string
+	// Path is the request path, unescaped as in URL.Path.
+	Path string
+	// RawQuery is the query string without '?'.
+	RawQuery   string
+	Header     http.Header
+	Host       string
+	RemoteAddr string
+	Body       []byte
+	// Route is the matched route pattern ("GET /users/{id}"), empty when
+	// invoked without HTTP routing.
+	Route string
+	// Params are the route's path parameters.
+	Params map[string]string
+
+	InvocationID string
+	// TraceParent is the W3C traceparent of this invocation.
+	TraceParent string
+	// Log receives what the guest writes (stdout/stderr outside the response,
+	// and the log host function). Nil discards.
+	Log LogSink
+}
+
+// Response is what the guest answered.
+type Response struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+// LogSink receives guest log lines for one invocation. Implementations must
+// be safe for concurrent use and must not block for long: they sit on the
+// request path.
+type LogSink interface {
+	// Log records one line. stream is "stdout", "stderr" or "log"; level is
+	// empty for stdout/stderr.
+	Log(stream, level string, line []byte)
+}
+
+// Errors a runtime returns; callers branch on them with errors.Is and map
+// them to HTTP statuses at the edge.
+var (
+	// ErrInvalidModule means the artifact cannot be run: not WebAssembly,
+	// missing WASI, or no known guest contract.
+	ErrInvalidModule = errors.New("invalid module")
+	// ErrTimeout means the request ran past the function's timeout.
+	ErrTimeout = errors.New("function timed out")
+	// ErrMemoryLimit means the guest tried to grow memory past its cap.
+	ErrMemoryLimit = errors.New("memory limit exceeded")
+	// ErrRequestTooLarge means the request body is over the limit.
+	ErrRequestTooLarge = errors.New("request body too large")
+	// ErrResponseTooLarge means the guest's response is over the limit.
+	ErrResponseTooLarge = errors.New("response too large")
+	// ErrGuestFailed means the guest trapped, panicked, exited non-zero or
+	// broke its contract (for example malformed CGI output).
+	ErrGuestFailed = errors.New("guest failed")
+)
+
+// LimitError carries the limit that was hit, so messages can name it
+// ("function timed out after 2s"). It wraps one of the sentinel errors.
+type LimitError struct {
+	Err   error  // ErrTimeout, ErrMemoryLimit, ErrRequestTooLarge or ErrResponseTooLarge
+	Limit string // human form of the limit, e.g. "2s" or "64MiB"
+}
+
+func (e *LimitError) Error() string { return fmt.Sprintf("%v (limit %s)", e.Err, e.Limit) }
+func (e *LimitError) Unwrap() error { return e.Err }
