@@ -1,0 +1,288 @@
+package wire
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sort"
+)
+
+// Message tags: the first byte of every encoded message.
+const (
+	TagRequest  byte = 0x01
+	TagResponse byte = 0x02
+)
+
+// Export and import names of ABI version 1 (see the package documentation).
+const (
+	ExportMarker = "nimbus_abi_v1"
+	ExportAlloc  = "nimbus_alloc"
+	ExportHandle = "nimbus_handle"
+	HostModule   = "nimbus"
+)
+
+// Status codes returned by host functions.
+const (
+	CodeOK          int32 = 0
+	CodeDenied      int32 = 1
+	CodeBadArgument int32 = 2
+	CodeTooLarge    int32 = 3
+	CodeUnavailable int32 = 4
+	CodeInternal    int32 = 5
+)
+
+// Log levels of the log host function.
+const (
+	LevelDebug int32 = 0
+	LevelInfo  int32 = 1
+	LevelWarn  int32 = 2
+	LevelError int32 = 3
+)
+
+// ErrMalformed is returned (wrapped) by the decoders for bytes that are not a
+// valid message.
+var ErrMalformed = errors.New("wire: malformed message")
+
+// Request is one invocation as it crosses into the guest.
+type Request struct {
+	Method       string
+	Path         string
+	RawQuery     string
+	Host         string
+	RemoteAddr   string
+	Route        string
+	InvocationID string
+	TraceParent  string
+	// Header has the shape of net/http.Header (convertible to it).
+	Header map[string][]string
+	Params map[string]string
+	Body   []byte
+}
+
+// Response is what the guest answers.
+type Response struct {
+	// Status is the HTTP status; 0 means 200.
+	Status int
+	// Error is non-empty when the guest failed to serve the request.
+	Error  string
+	Header map[string][]string
+	Body   []byte
+}
+
+// EncodeRequest appends the encoding of r to dst and returns the result.
+func EncodeRequest(dst []byte, r *Request) []byte {
+	dst = append(dst, TagRequest)
+	for _, s := range [...]string{r.Method, r.Path, r.RawQuery, r.Host, r.RemoteAddr, r.Route, r.InvocationID, r.TraceParent} {
+		dst = appendString(dst, s)
+	}
+	dst = appendHeader(dst, r.Header)
+	dst = binary.AppendUvarint(dst, uint64(len(r.Params)))
+	for _, k := range sortedKeys(r.Params) {
+		dst = appendString(dst, k)
+		dst = appendString(dst, r.Params[k])
+	}
+	return appendBytes(dst, r.Body)
+}
+
+// EncodeResponse appends the encoding of r to dst and returns the result.
+func EncodeResponse(dst []byte, r *Response) []byte {
+	dst = append(dst, TagResponse)
+	status := r.Status
+	if status < 0 {
+		status = 0
+	}
+	dst = binary.AppendUvarint(dst, uint64(status))
+	dst = appendString(dst, r.Error)
+	dst = appendHeader(dst, r.Header)
+	return appendBytes(dst, r.Body)
+}
+
+// DecodeRequest decodes a request. It never panics, and it allocates at most
+// a small multiple of len(b): every length is checked against what remains
+// before anything is allocated. The returned Body aliases b.
+func DecodeRequest(b []byte) (*Request, error) {
+	d := decoder{b: b}
+	if d.byte() != TagRequest && d.err == nil {
+		d.fail("not a request")
+	}
+	r := &Request{}
+	for _, p := range [...]*string{&r.Method, &r.Path, &r.RawQuery, &r.Host, &r.RemoteAddr, &r.Route, &r.InvocationID, &r.TraceParent} {
+		*p = d.string()
+	}
+	r.Header = d.header()
+	n := d.count()
+	if n > 0 {
+		r.Params = make(map[string]string, n)
+	}
+	for i := 0; i < n && d.err == nil; i++ {
+		k := d.string()
+		r.Params[k] = d.string()
+	}
+	r.Body = d.bytes()
+	if err := d.finish(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// DecodeResponse decodes a response with the same guarantees as
+// DecodeRequest. The returned Body aliases b.
+func DecodeResponse(b []byte) (*Response, error) {
+	d := decoder{b: b}
+	if d.byte() != TagResponse && d.err == nil {
+		d.fail("not a response")
+	}
+	r := &Response{}
+	st := d.uvarint()
+	if st != 0 && (st < 100 || st > 999) && d.err == nil {
+		d.fail(fmt.Sprintf("status %d out of range", st))
+	}
+	r.Status = int(st)
+	if r.Status == 0 {
+		r.Status = 200
+	}
+	r.Error = d.string()
+	r.Header = d.header()
+	r.Body = d.bytes()
+	if err := d.finish(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func appendString(dst []byte, s string) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(s)))
+	return append(dst, s...)
+}
+
+func appendBytes(dst, b []byte) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(b)))
+	return append(dst, b...)
+}
+
+func appendHeader(dst []byte, h map[string][]string) []byte {
+	n := 0
+	for _, vs := range h {
+		n += len(vs)
+	}
+	dst = binary.AppendUvarint(dst, uint64(n))
+	for _, k := range sortedKeys(h) {
+		for _, v := range h[k] {
+			dst = appendString(dst, k)
+			dst = appendString(dst, v)
+		}
+	}
+	return dst
+}
+
+// sortedKeys makes encodings deterministic (equal messages, equal bytes).
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// decoder reads from b; after the first error every read returns a zero value
+// and err keeps the first error.
+type decoder struct {
+	b   []byte
+	off int
+	err error
+}
+
+func (d *decoder) fail(why string) {
+	if d.err == nil {
+		d.err = fmt.Errorf("%w: %s at byte %d", ErrMalformed, why, d.off)
+	}
+}
+
+func (d *decoder) byte() byte {
+	if d.err != nil {
+		return 0
+	}
+	if d.off >= len(d.b) {
+		d.fail("unexpected end")
+		return 0
+	}
+	c := d.b[d.off]
+	d.off++
+	return c
+}
+
+func (d *decoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b[d.off:])
+	if n <= 0 {
+		d.fail("bad varint")
+		return 0
+	}
+	d.off += n
+	return v
+}
+
+// length reads a length and checks it against the bytes that remain.
+func (d *decoder) length() int {
+	v := d.uvarint()
+	if d.err != nil {
+		return 0
+	}
+	if v > uint64(len(d.b)-d.off) {
+		d.fail("length past end")
+		return 0
+	}
+	return int(v)
+}
+
+// count reads an element count; every element takes at least two bytes (two
+// empty strings), so a count above half of what remains is a lie.
+func (d *decoder) count() int {
+	v := d.uvarint()
+	if d.err != nil {
+		return 0
+	}
+	if v > uint64(len(d.b)-d.off)/2 {
+		d.fail("count past end")
+		return 0
+	}
+	return int(v)
+}
+
+func (d *decoder) bytes() []byte {
+	n := d.length()
+	if d.err != nil || n == 0 {
+		return nil
+	}
+	b := d.b[d.off : d.off+n : d.off+n]
+	d.off += n
+	return b
+}
+
+func (d *decoder) string() string { return string(d.bytes()) }
+
+func (d *decoder) header() map[string][]string {
+	n := d.count()
+	if d.err != nil || n == 0 {
+		return nil
+	}
+	h := make(map[string][]string, min(n, 64))
+	for i := 0; i < n && d.err == nil; i++ {
+		k := d.string()
+		v := d.string()
+		if d.err == nil {
+			h[k] = append(h[k], v)
+		}
+	}
+	return h
+}
+
+func (d *decoder) finish() error {
+	if d.err == nil && d.off != len(d.b) {
+		d.fail("trailing bytes")
+	}
+	return d.err
+}

@@ -1,0 +1,137 @@
+package wire
+
+import (
+	"bytes"
+	"errors"
+	"reflect"
+	"testing"
+)
+
+func TestRequestRoundTrip(t *testing.T) {
+	tests := []struct {
+		name string
+		req  Request
+	}{
+		{"empty", Request{}},
+		{"full", Request{
+			Method: "POST", Path: "/users/42", RawQuery: "a=1&b=2", Host: "example.com",
+			RemoteAddr: "127.0.0.1:5555", Route: "POST /users/{id}", InvocationID: "inv-1",
+			TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+			Header:      map[string][]string{"Accept": {"a", "b"}, "X-Empty": {""}},
+			Params:      map[string]string{"id": "42", "": "empty-key"},
+			Body:        []byte("hello\x00world"),
+		}},
+		{"binary body", Request{Method: "PUT", Body: bytes.Repeat([]byte{0xff, 0}, 1000)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := EncodeRequest(nil, &tt.req)
+			got, err := DecodeRequest(b)
+			if err != nil {
+				t.Fatalf("decode: %v", err)
+			}
+			if !reflect.DeepEqual(*got, tt.req) {
+				t.Fatalf("round trip:\n got %#v\nwant %#v", *got, tt.req)
+			}
+			if b2 := EncodeRequest(nil, got); !bytes.Equal(b, b2) {
+				t.Fatal("encoding is not deterministic")
+			}
+		})
+	}
+}
+
+func TestResponseRoundTrip(t *testing.T) {
+	tests := []struct {
+		name string
+		resp Response
+	}{
+		{"ok", Response{Status: 200}},
+		{"full", Response{Status: 404, Header: map[string][]string{"Content-Type": {"text/plain"}, "Set-Cookie": {"a=1", "b=2"}}, Body: []byte("not found")}},
+		{"error", Response{Status: 500, Error: "panic: boom"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := DecodeResponse(EncodeResponse(nil, &tt.resp))
+			if err != nil {
+				t.Fatalf("decode: %v", err)
+			}
+			if !reflect.DeepEqual(*got, tt.resp) {
+				t.Fatalf("round trip:\n got %#v\nwant %#v", *got, tt.resp)
+			}
+		})
+	}
+}
+
+func TestResponseZeroStatusMeans200(t *testing.T) {
+	got, err := DecodeResponse(EncodeResponse(nil, &Response{}))
+	if err != nil || got.Status != 200 {
+		t.Fatalf("got %v, %v; want status 200", got, err)
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	valid := EncodeResponse(nil, &Response{Status: 201, Body: []byte("x")})
+	tests := []struct {
+		name string
+		b    []byte
+	}{
+		{"empty", nil},
+		{"wrong tag", EncodeRequest(nil, &Request{})},
+		{"truncated", valid[:len(valid)-1]},
+		{"trailing", append(append([]byte{}, valid...), 0)},
+		{"status out of range", []byte{TagResponse, 5, 0, 0, 0}},
+		{"huge length", []byte{TagResponse, 0, 0xff, 0xff, 0xff, 0xff, 0x0f}},
+		{"huge count", []byte{TagResponse, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f}},
+		{"bad varint", []byte{TagResponse, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := DecodeResponse(tt.b); !errors.Is(err, ErrMalformed) {
+				t.Fatalf("err = %v, want ErrMalformed", err)
+			}
+		})
+	}
+	if _, err := DecodeRequest(valid); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("request decoder accepted a response: %v", err)
+	}
+}
+
+// FuzzDecode feeds hostile bytes to both decoders: they must not panic, must
+// not allocate beyond the input's size, and what they accept must re-encode
+// to something that decodes to the same message.
+func FuzzDecode(f *testing.F) {
+	f.Add(EncodeRequest(nil, &Request{Method: "GET", Path: "/", Header: map[string][]string{"A": {"b"}}, Params: map[string]string{"x": "y"}, Body: []byte("hi")}))
+	f.Add(EncodeResponse(nil, &Response{Status: 404, Error: "e", Header: map[string][]string{"A": {"b", "c"}}, Body: []byte("body")}))
+	f.Add([]byte{TagRequest})
+	f.Add([]byte{TagResponse, 0x80})
+	f.Add([]byte{TagResponse, 0, 0, 0xff, 0xff, 0x03, 0, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if r, err := DecodeRequest(b); err == nil {
+			r2, err := DecodeRequest(EncodeRequest(nil, r))
+			if err != nil || !reflect.DeepEqual(r, r2) {
+				t.Fatalf("request re-encode mismatch: %v", err)
+			}
+		}
+		if r, err := DecodeResponse(b); err == nil {
+			if len(r.Body) > len(b) {
+				t.Fatal("body longer than input")
+			}
+			r2, err := DecodeResponse(EncodeResponse(nil, r))
+			if err != nil || !reflect.DeepEqual(r, r2) {
+				t.Fatalf("response re-encode mismatch: %v", err)
+			}
+		}
+	})
+}
+
+func BenchmarkEncodeDecodeRequest(b *testing.B) {
+	req := &Request{Method: "GET", Path: "/hello/world", Header: map[string][]string{"Accept": {"*/*"}, "User-Agent": {"bench"}}, Params: map[string]string{"name": "world"}}
+	var buf []byte
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = EncodeRequest(buf[:0], req)
+		if _, err := DecodeRequest(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
