@@ -1,0 +1,189 @@
+package manifest
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/nimbus-dev/nimbus/internal/registry"
+)
+
+// FileNames are the names Load looks for in a directory, in order.
+var FileNames = []string{"nimbus.yaml", "nimbus.yml"}
+
+// KnownCapabilities is every capability a function may be granted. Later
+// capabilities (kv, publish, fetch, secrets, ...) are added here, and in
+// docs/manifest.schema.json, as the host functions that implement them land.
+var KnownCapabilities = []string{"log"}
+
+// Runtimes.
+const (
+	// RuntimeWasm runs WebAssembly (WASI preview 1) modules on wazero.
+	RuntimeWasm = "wasm"
+	// RuntimeProcess is reserved for executables run as workers; it is not
+	// available yet.
+	RuntimeProcess = "process"
+)
+
+// Defaults and limits of function settings. docs/manifest.md documents them.
+const (
+	DefaultMemoryBytes      uint64        = 128 << 20
+	MinMemoryBytes          uint64        = 1 << 20
+	MaxMemoryBytes          uint64        = 4 << 30
+	WasmPageBytes           uint64        = 64 << 10
+	DefaultTimeout          time.Duration = 30 * time.Second
+	MinTimeout              time.Duration = time.Millisecond
+	MaxTimeout              time.Duration = 15 * time.Minute
+	DefaultConcurrency                    = 1
+	DefaultMaxInstances                   = 16
+	MaxMaxInstances                       = 1000
+	DefaultMaxBodyBytes     int64         = 6 << 20
+	MaxBodyBytes            int64         = 64 << 20
+	defaultMaxConcurrency                 = 1000
+)
+
+// Manifest is a validated nimbus.yaml. Every default is filled in.
+type Manifest struct {
+	// File is the absolute path of the manifest.
+	File string
+	// Dir is the absolute path of the directory holding it; module and build
+	// paths are relative to it.
+	Dir string
+	// App is the app's name, a DNS label.
+	App string
+	// Functions in the order the file declares them; at least one.
+	Functions []*Function
+}
+
+// Function is one validated function of a manifest.
+type Function struct {
+	Name    string
+	Runtime string // "wasm"
+	// Module is the absolute path of the artifact (inside Manifest.Dir).
+	Module string
+	// Build is how to produce Module; nil if the manifest has no build step.
+	Build *Build
+
+	MemoryBytes  uint64        // default 128MiB; a multiple of 64KiB
+	Timeout      time.Duration // default 30s
+	Concurrency  int           // max concurrent requests per instance; 1 for wasm
+	MaxInstances int           // default 16
+
+	MaxRequestBytes  int64 // default 6MiB
+	MaxResponseBytes int64 // default 6MiB
+
+	Env          map[string]string // never nil
+	Capabilities []string
+	Routes       []registry.Route
+
+	// Pos is where the function is declared (its name).
+	Pos Position
+}
+
+// Build is a function's build step.
+type Build struct {
+	// Command is run with sh -c.
+	Command string
+	// Dir is the absolute working directory of Command.
+	Dir string
+	// Pos is the position of build.command in the manifest.
+	Pos Position
+}
+
+// Registry returns the registry record of f, naming its module by
+// moduleSHA256 (hex), as stored in the artifact store.
+func (f *Function) Registry(moduleSHA256 string) registry.Function {
+	return registry.Function{
+		Name:             f.Name,
+		Runtime:          f.Runtime,
+		Module:           moduleSHA256,
+		MemoryBytes:      f.MemoryBytes,
+		TimeoutMS:        f.Timeout.Milliseconds(),
+		Concurrency:      f.Concurrency,
+		MaxInstances:     f.MaxInstances,
+		MaxRequestBytes:  f.MaxRequestBytes,
+		MaxResponseBytes: f.MaxResponseBytes,
+		Env:              maps.Clone(f.Env),
+		Capabilities:     slices.Clone(f.Capabilities),
+		Routes:           slices.Clone(f.Routes),
+	}
+}
+
+// Function returns the function called name, or nil.
+func (m *Manifest) Function(name string) *Function {
+	for _, f := range m.Functions {
+		if f.Name == name {
+			return f
+		}
+	}
+	return nil
+}
+
+// Load reads and validates a manifest. path is either the manifest file or a
+// directory, in which Load reads nimbus.yaml, or else nimbus.yml.
+//
+// Positions in errors name the file relative to the current directory when
+// it is below it, else by its absolute path. A manifest that does not
+// validate yields Errors; a file that cannot be read yields the os error,
+// wrapped.
+func Load(path string) (*Manifest, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("load manifest %s: %w", path, err)
+	}
+	st, err := os.Stat(abs)
+	if err != nil {
+		return nil, fmt.Errorf("load manifest: %w", err)
+	}
+	if st.IsDir() {
+		found := ""
+		for _, name := range FileNames {
+			p := filepath.Join(abs, name)
+			if _, err := os.Stat(p); err == nil {
+				found = p
+				break
+			} else if !errors.Is(err, fs.ErrNotExist) {
+				return nil, fmt.Errorf("load manifest: %w", err)
+			}
+		}
+		if found == "" {
+			return nil, fmt.Errorf("load manifest: no %s in %s: %w", FileNames[0], displayName(abs), fs.ErrNotExist)
+		}
+		abs = found
+	}
+	data, err := os.ReadFile(abs)
+	if err != nil {
+		return nil, fmt.Errorf("load manifest: %w", err)
+	}
+	return parse(displayName(abs), abs, data)
+}
+
+// Parse validates the manifest in data. filename is used in error positions
+// as given; its absolute form (relative to the current directory) is where
+// module and build paths are resolved from.
+func Parse(filename string, data []byte) (*Manifest, error) {
+	abs, err := filepath.Abs(filename)
+	if err != nil {
+		return nil, fmt.Errorf("parse manifest %s: %w", filename, err)
+	}
+	return parse(filename, abs, data)
+}
+
+// displayName is abs relative to the working directory when it is below it,
+// else abs.
+func displayName(abs string) string {
+	wd, err := os.Getwd()
+	if err != nil {
+		return abs
+	}
+	rel, err := filepath.Rel(wd, abs)
+	if err != nil || !filepath.IsLocal(rel) {
+		return abs
+	}
+	return rel
+}
