@@ -1,0 +1,230 @@
+package hostfn
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+
+	"github.com/nimbus-dev/nimbus/internal/runtime"
+	"github.com/nimbus-dev/nimbus/sdk/go/wire"
+)
+
+// ModuleName is the import module every host function lives in.
+const ModuleName = wire.HostModule
+
+// Status codes a host function returns to the guest as its first result.
+const (
+	CodeOK          = wire.CodeOK
+	CodeDenied      = wire.CodeDenied
+	CodeBadArgument = wire.CodeBadArgument
+	CodeTooLarge    = wire.CodeTooLarge
+	CodeUnavailable = wire.CodeUnavailable
+	CodeInternal    = wire.CodeInternal
+)
+
+// Capability names known to this build.
+const (
+	// CapLog grants nimbus.log.
+	CapLog = "log"
+)
+
+// Capabilities returns the capability names this build knows, sorted, for
+// documentation and manifest validation.
+func Capabilities() []string {
+	return []string{CapLog}
+}
+
+// Function is one host function.
+type Function struct {
+	// Name is the import name in the "nimbus" module.
+	Name   string
+	Params []api.ValueType
+	// Results must start with an i32: the status code (CodeOK, ...).
+	Results []api.ValueType
+	// Fn runs an allowed call: the Registry has already checked the
+	// capability. Arguments are in stack[:len(Params)], results go to
+	// stack[:len(Results)] (wazero's stack-based calling convention).
+	Fn func(ctx context.Context, call *Call, mod api.Module, stack []uint64)
+}
+
+// Provider contributes the functions of one capability.
+type Provider interface {
+	// Capability is the name granted in nimbus.yaml (capabilities: [name]).
+	Capability() string
+	// Functions lists the provider's host functions.
+	Functions() []Function
+}
+
+// Registry is a fixed set of providers. It is immutable and safe for
+// concurrent use.
+type Registry struct {
+	logger    *slog.Logger
+	providers []Provider
+}
+
+// NewRegistry checks the providers (unique capability and function names,
+// well-formed signatures) and returns a registry of them. A nil logger
+// discards.
+func NewRegistry(logger *slog.Logger, providers ...Provider) (*Registry, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	caps := map[string]bool{}
+	names := map[string]bool{}
+	for _, p := range providers {
+		c := p.Capability()
+		if c == "" || caps[c] {
+			return nil, fmt.Errorf("hostfn: capability %q is empty or registered twice", c)
+		}
+		caps[c] = true
+		for _, f := range p.Functions() {
+			if f.Name == "" || names[f.Name] {
+				return nil, fmt.Errorf("hostfn: function %q of %q is empty or registered twice", f.Name, c)
+			}
+			names[f.Name] = true
+			if len(f.Results) == 0 || f.Results[0] != api.ValueTypeI32 || f.Fn == nil {
+				return nil, fmt.Errorf("hostfn: function %q of %q must return an i32 status code first", f.Name, c)
+			}
+		}
+	}
+	return &Registry{logger: logger, providers: slices.Clone(providers)}, nil
+}
+
+// NewDefaultRegistry returns the registry of every provider of this build.
+func NewDefaultRegistry(logger *slog.Logger) *Registry {
+	r, err := NewRegistry(logger, LogProvider{})
+	if err != nil {
+		panic(err) // the built-in providers are static; this is a programming error
+	}
+	return r
+}
+
+// Capabilities returns the capabilities of the registry's providers.
+func (r *Registry) Capabilities() []string {
+	out := make([]string, 0, len(r.providers))
+	for _, p := range r.providers {
+		out = append(out, p.Capability())
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Instantiate defines the "nimbus" host module with every function of every
+// provider in rt. Call it once per wazero runtime, before instantiating
+// guests.
+func (r *Registry) Instantiate(ctx context.Context, rt wazero.Runtime) (api.Module, error) {
+	b := rt.NewHostModuleBuilder(ModuleName)
+	for _, p := range r.providers {
+		capability := p.Capability()
+		for _, f := range p.Functions() {
+			b.NewFunctionBuilder().
+				WithGoModuleFunction(r.guard(capability, f), f.Params, f.Results).
+				WithName(f.Name).
+				Export(f.Name)
+		}
+	}
+	m, err := b.Instantiate(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("hostfn: instantiate %s module: %w", ModuleName, err)
+	}
+	return m, nil
+}
+
+// guard wraps f with the capability check every call goes through.
+func (r *Registry) guard(capability string, f Function) api.GoModuleFunc {
+	return func(ctx context.Context, mod api.Module, stack []uint64) {
+		call := CallFrom(ctx)
+		if call == nil || !call.Grants.Has(capability) {
+			r.deny(call, capability, f.Name)
+			clear(stack[:len(f.Results)])
+			stack[0] = api.EncodeI32(CodeDenied)
+			return
+		}
+		f.Fn(ctx, call, mod, stack)
+	}
+}
+
+func (r *Registry) deny(call *Call, capability, name string) {
+	if call == nil {
+		r.logger.Warn("host function called outside an invocation", "host_function", name, "capability", capability)
+		return
+	}
+	if !call.firstDenial(capability) {
+		return // one line per capability and invocation: a guest in a loop must not flood the log
+	}
+	call.log("log", "warn", fmt.Sprintf("nimbus.%s denied: capability %q is not granted to function %q; add `capabilities: [%s]` to the function in nimbus.yaml",
+		name, capability, call.Function, capability))
+	r.logger.Warn("host function denied", "app", call.App, "function", call.Function, "capability", capability,
+		"host_function", name, "invocation", call.InvocationID)
+}
+
+// Grants is the set of capabilities granted to a function.
+type Grants map[string]struct{}
+
+// NewGrants returns the set of the given capability names.
+func NewGrants(capabilities []string) Grants {
+	g := make(Grants, len(capabilities))
+	for _, c := range capabilities {
+		g[c] = struct{}{}
+	}
+	return g
+}
+
+// Has reports whether capability is granted.
+func (g Grants) Has(capability string) bool {
+	_, ok := g[capability]
+	return ok
+}
+
+// Call is what host functions know about the invocation calling them. The
+// runtime creates one per guest call (a request, or an instance's
+// initialization) and puts it in the context with WithCall.
+type Call struct {
+	App          string
+	Function     string
+	InvocationID string
+	Grants       Grants
+	// Sink receives log lines; nil discards.
+	Sink runtime.LogSink
+
+	mu     sync.Mutex
+	denied map[string]bool
+}
+
+func (c *Call) log(stream, level, line string) {
+	if c.Sink != nil {
+		c.Sink.Log(stream, level, []byte(line))
+	}
+}
+
+func (c *Call) firstDenial(capability string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.denied[capability] {
+		return false
+	}
+	if c.denied == nil {
+		c.denied = map[string]bool{}
+	}
+	c.denied[capability] = true
+	return true
+}
+
+type callKey struct{}
+
+// WithCall returns ctx carrying c; pass it to the guest call so host
+// functions see it.
+func WithCall(ctx context.Context, c *Call) context.Context {
+	return context.WithValue(ctx, callKey{}, c)
+}
+
+// CallFrom returns the Call in ctx, or nil.
+func CallFrom(ctx context.Context) *Call {
+	c, _ := ctx.Value(callKey{}).(*Call)
+	return c
+}
