@@ -1,0 +1,545 @@
+package registry
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Errors returned by the registry. Callers branch on them with errors.Is and
+// map them to API errors at the edge.
+var (
+	// ErrAppNotFound means no app has this name.
+	ErrAppNotFound = errors.New("app not found")
+	// ErrRevisionNotFound means the app has no revision with this id or
+	// prefix.
+	ErrRevisionNotFound = errors.New("revision not found")
+	// ErrConflict means a route of the deploy overlaps a route that is
+	// already taking traffic; the error is a *ConflictError with the details.
+	ErrConflict = errors.New("route conflict")
+	// ErrInvalid means the deploy or lookup request is malformed (a bad name,
+	// no functions, an invalid route, an ambiguous revision prefix); the
+	// message says what to fix.
+	ErrInvalid = errors.New("invalid request")
+	// ErrModuleNotFound means a function names a module that is not in the
+	// artifact store: upload it before deploying.
+	ErrModuleNotFound = errors.New("module not found in the artifact store")
+	// ErrNoPreviousRevision means a rollback without a target found no
+	// revision active before the current one.
+	ErrNoPreviousRevision = errors.New("no previous revision")
+)
+
+// ConflictError is a route of the deploy (App, Function, Route) that
+// overlaps a route already taking traffic (OtherApp, OtherFunction,
+// OtherRoute), or another route of the same deploy. It matches ErrConflict.
+type ConflictError struct {
+	App           string
+	Function      string
+	Route         Route
+	OtherApp      string
+	OtherFunction string
+	OtherRoute    Route
+	// Reason is net/http's explanation of the overlap.
+	Reason string
+}
+
+func (e *ConflictError) Error() string {
+	msg := fmt.Sprintf("route %q of function %s (app %s) conflicts with route %q of function %s (app %s)",
+		pattern(e.Route), e.Function, e.App, pattern(e.OtherRoute), e.OtherFunction, e.OtherApp)
+	if e.Reason != "" {
+		msg += ": " + e.Reason
+	}
+	return msg
+}
+
+// Unwrap makes errors.Is(err, ErrConflict) true.
+func (e *ConflictError) Unwrap() error { return ErrConflict }
+
+// ArtifactChecker reports whether a module is in the artifact store.
+// *store.Store implements it.
+type ArtifactChecker interface {
+	HasArtifact(ctx context.Context, sha string) (bool, error)
+}
+
+// Registry is the catalogue of apps and revisions in a KV bucket. It is safe
+// for concurrent use, also across processes sharing the bucket.
+//
+// Keys: apps.<app> holds the App (the mutable head), revisions.<app>.<id>
+// holds a Revision (written once, never changed).
+type Registry struct {
+	kv        jetstream.KeyValue
+	artifacts ArtifactChecker
+	now       func() time.Time
+}
+
+// New returns a registry over kv (store.Store.Registry) that checks modules
+// against artifacts.
+func New(kv jetstream.KeyValue, artifacts ArtifactChecker) *Registry {
+	return &Registry{kv: kv, artifacts: artifacts, now: func() time.Time { return time.Now().UTC() }}
+}
+
+const (
+	appPrefix = "apps."
+	revPrefix = "revisions."
+	// maxHistory bounds App.History so the head stays well under the NATS
+	// max payload (1 MiB) however often an app is deployed: 1000 items are
+	// about 130 KiB. The oldest items are dropped first.
+	maxHistory = 1000
+	// casAttempts bounds the compare-and-set retries on the app head.
+	casAttempts = 64
+	// minPrefix is the shortest revision id prefix accepted.
+	minPrefix = 7
+)
+
+func appKey(app string) string     { return appPrefix + app }
+func revKey(app, id string) string { return revPrefix + app + "." + id }
+
+// Deploy makes fns the active revision of app, creating the app if needed.
+// It returns the revision and whether anything changed: deploying what is
+// already active is a no-op (changed == false). Redeploying an older
+// revision activates it again.
+func (r *Registry) Deploy(ctx context.Context, app string, fns []Function) (*Revision, bool, error) {
+	rev, err := r.prepare(ctx, app, fns)
+	if err != nil {
+		return nil, false, fmt.Errorf("deploy %s: %w", app, err)
+	}
+	head, _, err := r.head(ctx, app)
+	if err != nil && !errors.Is(err, ErrAppNotFound) {
+		return nil, false, fmt.Errorf("deploy %s: %w", app, err)
+	}
+	if head != nil && head.Active == rev.ID {
+		active, err := r.revision(ctx, app, rev.ID)
+		if err != nil {
+			return nil, false, fmt.Errorf("deploy %s: %w", app, err)
+		}
+		return active, false, nil
+	}
+	if err := r.checkConflicts(ctx, app, rev.Functions); err != nil {
+		return nil, false, fmt.Errorf("deploy %s: %w", app, err)
+	}
+	stored, err := r.storeRevision(ctx, rev)
+	if err != nil {
+		return nil, false, fmt.Errorf("deploy %s: %w", app, err)
+	}
+	changed, err := r.activate(ctx, app, stored.ID, "deploy", false)
+	if err != nil {
+		return nil, false, fmt.Errorf("deploy %s: %w", app, err)
+	}
+	return stored, changed, nil
+}
+
+// prepare validates fns and builds the content-addressed revision.
+func (r *Registry) prepare(ctx context.Context, app string, fns []Function) (*Revision, error) {
+	if err := checkName("app", app); err != nil {
+		return nil, err
+	}
+	if len(fns) == 0 {
+		return nil, fmt.Errorf("%w: app %s has no functions", ErrInvalid, app)
+	}
+	if len(fns) > maxFuncs {
+		return nil, fmt.Errorf("%w: app %s has %d functions, over the limit of %d", ErrInvalid, app, len(fns), maxFuncs)
+	}
+	canon := make([]Function, len(fns))
+	for i, f := range fns {
+		c, err := canonical(f)
+		if err != nil {
+			return nil, err
+		}
+		canon[i] = c
+	}
+	slices.SortFunc(canon, func(a, b Function) int { return strings.Compare(a.Name, b.Name) })
+	for i := 1; i < len(canon); i++ {
+		if canon[i].Name == canon[i-1].Name {
+			return nil, fmt.Errorf("%w: function %s is declared twice", ErrInvalid, canon[i].Name)
+		}
+	}
+	if err := checkOwnRoutes(app, canon); err != nil {
+		return nil, err
+	}
+	for _, f := range canon {
+		ok, err := r.artifacts.HasArtifact(ctx, f.Module)
+		if err != nil {
+			return nil, fmt.Errorf("function %s: check module %s: %w", f.Name, f.Module, err)
+		}
+		if !ok {
+			return nil, fmt.Errorf("function %s: module %s: %w", f.Name, f.Module, ErrModuleNotFound)
+		}
+	}
+	for i := range canon {
+		b, err := json.Marshal(canon[i]) // Revision is empty here
+		if err != nil {
+			return nil, fmt.Errorf("function %s: %w", canon[i].Name, err)
+		}
+		canon[i].Revision = digest(b)
+	}
+	b, err := json.Marshal(canon)
+	if err != nil {
+		return nil, err
+	}
+	return &Revision{ID: digest(b), App: app, CreatedAt: r.now(), Functions: canon}, nil
+}
+
+// storeRevision writes rev unless a revision with its id exists, in which
+// case the stored one (with its original CreatedAt) is returned.
+func (r *Registry) storeRevision(ctx context.Context, rev *Revision) (*Revision, error) {
+	b, err := json.Marshal(rev)
+	if err != nil {
+		return nil, err
+	}
+	_, err = r.kv.Create(ctx, revKey(rev.App, rev.ID), b)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return r.revision(ctx, rev.App, rev.ID)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store revision %s: %w", rev.ID, err)
+	}
+	return rev, nil
+}
+
+// activate makes id the active revision of app with compare-and-set on the
+// head, retrying when another writer got there first. With mustExist, a
+// missing app is ErrAppNotFound instead of being created. It reports false
+// when id was already active.
+func (r *Registry) activate(ctx context.Context, app, id, reason string, mustExist bool) (bool, error) {
+	for attempt := range casAttempts {
+		head, kvRev, err := r.head(ctx, app)
+		switch {
+		case errors.Is(err, ErrAppNotFound) && !mustExist:
+			head = &App{Name: app}
+		case err != nil:
+			return false, err
+		}
+		if head.Active == id {
+			return false, nil
+		}
+		now := r.now()
+		head.Active = id
+		head.UpdatedAt = now
+		head.History = append(head.History, HistoryItem{Revision: id, ActivatedAt: now, Reason: reason})
+		if n := len(head.History); n > maxHistory {
+			head.History = slices.Clone(head.History[n-maxHistory:])
+		}
+		b, err := json.Marshal(head)
+		if err != nil {
+			return false, err
+		}
+		if kvRev == 0 {
+			_, err = r.kv.Create(ctx, appKey(app), b)
+		} else {
+			_, err = r.kv.Update(ctx, appKey(app), b, kvRev)
+		}
+		if err == nil {
+			return true, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			return false, fmt.Errorf("update app head: %w", err)
+		}
+		// Another writer updated the head: back off a little, re-read, retry.
+		if err := backoff(ctx, attempt); err != nil {
+			return false, err
+		}
+	}
+	return false, fmt.Errorf("update app head: gave up after %d concurrent updates; retry", casAttempts)
+}
+
+func backoff(ctx context.Context, attempt int) error {
+	limit := time.Millisecond << min(attempt, 6) // up to 64ms
+	t := time.NewTimer(rand.N(limit))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// Rollback makes toRevision the active revision of app. toRevision may be a
+// unique prefix of at least 7 hex digits; "" means the revision that was
+// active before the current one. Rolling back to the active revision is a
+// no-op.
+func (r *Registry) Rollback(ctx context.Context, app, toRevision string) (*Revision, error) {
+	if err := checkName("app", app); err != nil {
+		return nil, fmt.Errorf("rollback %s: %w", app, err)
+	}
+	head, _, err := r.head(ctx, app)
+	if err != nil {
+		return nil, fmt.Errorf("rollback %s: %w", app, err)
+	}
+	var target *Revision
+	if toRevision == "" {
+		id, ok := previous(head)
+		if !ok {
+			return nil, fmt.Errorf("rollback: app %s has only one revision; nothing to roll back to: %w", app, ErrNoPreviousRevision)
+		}
+		target, err = r.revision(ctx, app, id)
+	} else {
+		target, err = r.Revision(ctx, app, toRevision)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("rollback %s: %w", app, err)
+	}
+	// A deploy racing with this rollback may land first; the rollback then
+	// still activates target (last writer wins, both are in the history).
+	if _, err := r.activate(ctx, app, target.ID, "rollback", true); err != nil {
+		return nil, fmt.Errorf("rollback %s: %w", app, err)
+	}
+	return target, nil
+}
+
+// previous is the most recent revision in the history that is not the
+// active one.
+func previous(head *App) (string, bool) {
+	for i := len(head.History) - 1; i >= 0; i-- {
+		if id := head.History[i].Revision; id != head.Active {
+			return id, true
+		}
+	}
+	return "", false
+}
+
+// App returns the head of app, or an error wrapping ErrAppNotFound.
+func (r *Registry) App(ctx context.Context, name string) (*App, error) {
+	if err := checkName("app", name); err != nil {
+		return nil, err
+	}
+	a, _, err := r.head(ctx, name)
+	return a, err
+}
+
+// head reads the app head and its KV revision (for compare-and-set).
+func (r *Registry) head(ctx context.Context, app string) (*App, uint64, error) {
+	e, err := r.kv.Get(ctx, appKey(app))
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return nil, 0, fmt.Errorf("app %s: %w", app, ErrAppNotFound)
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("app %s: %w", app, err)
+	}
+	var a App
+	if err := json.Unmarshal(e.Value(), &a); err != nil {
+		return nil, 0, fmt.Errorf("app %s: decode head: %w", app, err)
+	}
+	return &a, e.Revision(), nil
+}
+
+// Apps returns every app, sorted by name.
+func (r *Registry) Apps(ctx context.Context) ([]*App, error) {
+	keys, err := r.keys(ctx, appPrefix+"*")
+	if err != nil {
+		return nil, fmt.Errorf("list apps: %w", err)
+	}
+	apps := make([]*App, 0, len(keys))
+	for _, k := range keys {
+		a, _, err := r.head(ctx, strings.TrimPrefix(k, appPrefix))
+		if errors.Is(err, ErrAppNotFound) {
+			continue // deleted since listed
+		}
+		if err != nil {
+			return nil, fmt.Errorf("list apps: %w", err)
+		}
+		apps = append(apps, a)
+	}
+	slices.SortFunc(apps, func(a, b *App) int { return strings.Compare(a.Name, b.Name) })
+	return apps, nil
+}
+
+// keys lists the keys matching filter (a NATS subject filter).
+func (r *Registry) keys(ctx context.Context, filter string) ([]string, error) {
+	l, err := r.kv.ListKeysFiltered(ctx, filter)
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer l.Stop()
+	var keys []string
+	for k := range l.Keys() {
+		keys = append(keys, k)
+	}
+	return keys, nil
+}
+
+// Revision returns revision id of app. id may be a unique prefix of at least
+// 7 hex digits. A missing revision is ErrRevisionNotFound (ErrAppNotFound if
+// the app does not exist).
+func (r *Registry) Revision(ctx context.Context, app, id string) (*Revision, error) {
+	if err := checkName("app", app); err != nil {
+		return nil, err
+	}
+	id = strings.ToLower(id)
+	if len(id) < minPrefix || !isHex(id) || len(id) > sha256.Size*2 {
+		return nil, fmt.Errorf("%w: revision %q: give a revision id or a prefix of at least %d hex digits", ErrInvalid, id, minPrefix)
+	}
+	if len(id) < sha256.Size*2 {
+		full, err := r.resolvePrefix(ctx, app, id)
+		if err != nil {
+			return nil, err
+		}
+		id = full
+	}
+	rev, err := r.revision(ctx, app, id)
+	if errors.Is(err, ErrRevisionNotFound) {
+		if _, _, herr := r.head(ctx, app); errors.Is(herr, ErrAppNotFound) {
+			return nil, herr
+		}
+	}
+	return rev, err
+}
+
+func (r *Registry) resolvePrefix(ctx context.Context, app, prefix string) (string, error) {
+	keys, err := r.keys(ctx, revPrefix+app+".*")
+	if err != nil {
+		return "", fmt.Errorf("app %s: list revisions: %w", app, err)
+	}
+	var matches []string
+	for _, k := range keys {
+		if id := strings.TrimPrefix(k, revPrefix+app+"."); strings.HasPrefix(id, prefix) {
+			matches = append(matches, id)
+		}
+	}
+	switch len(matches) {
+	case 0:
+		if _, _, err := r.head(ctx, app); errors.Is(err, ErrAppNotFound) {
+			return "", err
+		}
+		return "", fmt.Errorf("app %s: revision %s: %w", app, prefix, ErrRevisionNotFound)
+	case 1:
+		return matches[0], nil
+	default:
+		slices.Sort(matches)
+		return "", fmt.Errorf("%w: revision prefix %s of app %s is ambiguous (matches %s); give more digits",
+			ErrInvalid, prefix, app, strings.Join(matches, ", "))
+	}
+}
+
+// revision reads one revision by full id.
+func (r *Registry) revision(ctx context.Context, app, id string) (*Revision, error) {
+	e, err := r.kv.Get(ctx, revKey(app, id))
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return nil, fmt.Errorf("app %s: revision %s: %w", app, id, ErrRevisionNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("app %s: revision %s: %w", app, id, err)
+	}
+	var rev Revision
+	if err := json.Unmarshal(e.Value(), &rev); err != nil {
+		return nil, fmt.Errorf("app %s: revision %s: decode: %w", app, id, err)
+	}
+	return &rev, nil
+}
+
+// Active returns the revision of app taking traffic.
+func (r *Registry) Active(ctx context.Context, app string) (*Revision, error) {
+	a, err := r.App(ctx, app)
+	if err != nil {
+		return nil, err
+	}
+	return r.revision(ctx, app, a.Active)
+}
+
+// Revisions returns every stored revision of app, newest first.
+func (r *Registry) Revisions(ctx context.Context, app string) ([]*Revision, error) {
+	if _, err := r.App(ctx, app); err != nil {
+		return nil, err
+	}
+	keys, err := r.keys(ctx, revPrefix+app+".*")
+	if err != nil {
+		return nil, fmt.Errorf("app %s: list revisions: %w", app, err)
+	}
+	revs := make([]*Revision, 0, len(keys))
+	for _, k := range keys {
+		rev, err := r.revision(ctx, app, strings.TrimPrefix(k, revPrefix+app+"."))
+		if errors.Is(err, ErrRevisionNotFound) {
+			continue // deleted since listed
+		}
+		if err != nil {
+			return nil, err
+		}
+		revs = append(revs, rev)
+	}
+	slices.SortFunc(revs, func(a, b *Revision) int {
+		if c := b.CreatedAt.Compare(a.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return revs, nil
+}
+
+// Delete removes app and all its revisions. Artifacts stay in the artifact
+// store (other apps may share them).
+func (r *Registry) Delete(ctx context.Context, app string) error {
+	if _, err := r.App(ctx, app); err != nil {
+		return fmt.Errorf("delete: %w", err)
+	}
+	// The head goes first: routing stops as soon as it is gone.
+	if err := r.kv.Purge(ctx, appKey(app)); err != nil {
+		return fmt.Errorf("delete app %s: %w", app, err)
+	}
+	keys, err := r.keys(ctx, revPrefix+app+".*")
+	if err != nil {
+		return fmt.Errorf("delete app %s: list revisions: %w", app, err)
+	}
+	for _, k := range keys {
+		if err := r.kv.Purge(ctx, k); err != nil {
+			return fmt.Errorf("delete app %s: %s: %w", app, k, err)
+		}
+	}
+	return nil
+}
+
+// Watch calls fn with the app's name whenever the head of an app is
+// created, changed or deleted, until ctx is done; then it returns nil. When
+// the watch starts, fn is called once for every existing app, so a caller
+// that loads its state in fn misses no change. fn runs on Watch's goroutine,
+// one call at a time.
+func (r *Registry) Watch(ctx context.Context, fn func(app string)) error {
+	w, err := r.kv.Watch(ctx, appPrefix+"*")
+	if err != nil {
+		return fmt.Errorf("watch apps: %w", err)
+	}
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return errors.New("watch apps: watcher stopped")
+			}
+			if e == nil {
+				continue // end of the initial values
+			}
+			fn(strings.TrimPrefix(e.Key(), appPrefix))
+		}
+	}
+}
+
+func digest(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+func isHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}

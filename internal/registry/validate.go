@@ -1,0 +1,249 @@
+package registry
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"net/http"
+	"slices"
+	"strings"
+)
+
+// Runtimes a function may name.
+var knownRuntimes = []string{"wasm", "process"}
+
+const (
+	maxNameLen  = 63
+	maxPathLen  = 1024
+	maxFuncs    = 1000
+	maxRoutes   = 1000
+	maxEnvBytes = 64 << 10
+)
+
+// checkName accepts 1 to 63 ASCII letters, digits, '-' and '_', starting
+// with a letter or digit. Names become KV keys and NATS subject tokens, so
+// '.', '*', '>' and spaces must never get in.
+func checkName(kind, name string) error {
+	if name == "" {
+		return fmt.Errorf("%w: %s name is empty", ErrInvalid, kind)
+	}
+	if len(name) > maxNameLen {
+		return fmt.Errorf("%w: %s name %.20q... is longer than %d characters", ErrInvalid, kind, name, maxNameLen)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		alnum := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+		if !alnum && (i == 0 || c != '-' && c != '_') {
+			return fmt.Errorf("%w: %s name %q: use letters, digits, '-' and '_', starting with a letter or digit", ErrInvalid, kind, name)
+		}
+	}
+	return nil
+}
+
+// canonical validates f and returns a deep copy in canonical form:
+// capabilities and routes sorted and deduplicated, Revision empty. Two
+// manifests that differ only in the order of these lists give one revision.
+func canonical(f Function) (Function, error) {
+	if err := checkName("function", f.Name); err != nil {
+		return Function{}, err
+	}
+	bad := func(format string, args ...any) (Function, error) {
+		return Function{}, fmt.Errorf("%w: function %s: %s", ErrInvalid, f.Name, fmt.Sprintf(format, args...))
+	}
+	if !slices.Contains(knownRuntimes, f.Runtime) {
+		return bad("runtime %q: use one of %s", f.Runtime, strings.Join(knownRuntimes, ", "))
+	}
+	if len(f.Module) != 64 || !isHex(f.Module) {
+		return bad("module %q is not a sha256 hex digest", f.Module)
+	}
+	if f.TimeoutMS < 0 || f.Concurrency < 0 || f.MaxInstances < 0 || f.MaxRequestBytes < 0 || f.MaxResponseBytes < 0 {
+		return bad("limits must not be negative")
+	}
+	envBytes := 0
+	for k, v := range f.Env {
+		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(v, 0) {
+			return bad("environment variable %q: names must be non-empty without '=' and values without NUL", k)
+		}
+		envBytes += len(k) + len(v)
+	}
+	if envBytes > maxEnvBytes {
+		return bad("environment is %d bytes, over the limit of %d", envBytes, maxEnvBytes)
+	}
+	for _, c := range f.Capabilities {
+		if strings.TrimSpace(c) == "" {
+			return bad("empty capability")
+		}
+	}
+	if len(f.Routes) > maxRoutes {
+		return bad("%d routes, over the limit of %d", len(f.Routes), maxRoutes)
+	}
+	for _, rt := range f.Routes {
+		if err := checkRoute(rt); err != nil {
+			return bad("%v", err)
+		}
+	}
+
+	c := f
+	c.Revision = ""
+	c.Env = nil
+	if len(f.Env) > 0 {
+		c.Env = maps.Clone(f.Env)
+	}
+	c.Capabilities = nil
+	if len(f.Capabilities) > 0 {
+		c.Capabilities = slices.Compact(slices.Sorted(slices.Values(f.Capabilities)))
+	}
+	c.Routes = nil
+	if len(f.Routes) > 0 {
+		c.Routes = slices.Clone(f.Routes)
+		slices.SortFunc(c.Routes, func(a, b Route) int {
+			if c := strings.Compare(a.Path, b.Path); c != 0 {
+				return c
+			}
+			return strings.Compare(a.Method, b.Method)
+		})
+		c.Routes = slices.Compact(c.Routes)
+	}
+	return c, nil
+}
+
+// checkRoute validates one route as a net/http ServeMux pattern without a
+// host.
+func checkRoute(rt Route) error {
+	for i := 0; i < len(rt.Method); i++ {
+		if c := rt.Method[i]; c < 'A' || c > 'Z' {
+			return fmt.Errorf("route %q: method must be upper-case letters (GET, POST, ...) or empty for any", pattern(rt))
+		}
+	}
+	if !strings.HasPrefix(rt.Path, "/") {
+		return fmt.Errorf("route %q: path must start with '/'", pattern(rt))
+	}
+	if len(rt.Path) > maxPathLen {
+		return fmt.Errorf("route path is longer than %d bytes", maxPathLen)
+	}
+	if err := register(http.NewServeMux(), pattern(rt)); err != nil {
+		return fmt.Errorf("route %q: %s", pattern(rt), err)
+	}
+	return nil
+}
+
+// pattern is the ServeMux pattern of a route.
+func pattern(rt Route) string {
+	if rt.Method == "" {
+		return rt.Path
+	}
+	return rt.Method + " " + rt.Path
+}
+
+// register adds pat to mux, turning ServeMux's panic on an invalid or
+// conflicting pattern into an error.
+func register(mux *http.ServeMux, pat string) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%v", p)
+		}
+	}()
+	mux.Handle(pat, http.NotFoundHandler())
+	return nil
+}
+
+// reason keeps ServeMux's explanation of a conflict and drops the
+// "registered at file:line" preamble.
+func reason(err error) string {
+	msg := err.Error()
+	if _, after, ok := strings.Cut(msg, ":\n"); ok {
+		msg = after
+	}
+	return strings.ReplaceAll(msg, "\n", " ")
+}
+
+// ownedRoute is a route and who serves it.
+type ownedRoute struct {
+	app, function string
+	route         Route
+}
+
+// checkOwnRoutes fails with a *ConflictError when two routes of one deploy
+// overlap.
+func checkOwnRoutes(app string, fns []Function) error {
+	var own []ownedRoute
+	for _, f := range fns {
+		for _, rt := range f.Routes {
+			own = append(own, ownedRoute{app, f.Name, rt})
+		}
+	}
+	return findConflict(own, own)
+}
+
+// checkConflicts fails with a *ConflictError when a route of fns overlaps a
+// route of another app's active revision.
+//
+// Two deploys of different apps racing with overlapping routes can both
+// pass; the gateway resolves that at routing time. Serialising deploys across
+// apps would cost a global lock for a rare mistake.
+func (r *Registry) checkConflicts(ctx context.Context, app string, fns []Function) error {
+	apps, err := r.Apps(ctx)
+	if err != nil {
+		return err
+	}
+	var others []ownedRoute
+	for _, a := range apps {
+		if a.Name == app {
+			continue
+		}
+		rev, err := r.revision(ctx, a.Name, a.Active)
+		if err != nil {
+			return fmt.Errorf("routes of app %s: %w", a.Name, err)
+		}
+		for _, f := range rev.Functions {
+			for _, rt := range f.Routes {
+				others = append(others, ownedRoute{a.Name, f.Name, rt})
+			}
+		}
+	}
+	var own []ownedRoute
+	for _, f := range fns {
+		for _, rt := range f.Routes {
+			own = append(own, ownedRoute{app, f.Name, rt})
+		}
+	}
+	return findConflict(own, others)
+}
+
+// findConflict registers every route of existing in one ServeMux, then each
+// route of candidates; on the first that ServeMux rejects it finds which
+// existing route it overlaps. When candidates and existing are the same
+// slice, routes are checked against each other.
+func findConflict(candidates, existing []ownedRoute) error {
+	same := len(candidates) > 0 && len(existing) > 0 && &candidates[0] == &existing[0]
+	mux := http.NewServeMux()
+	if !same {
+		for _, o := range existing {
+			_ = register(mux, pattern(o.route)) // live routes conflicting among themselves are not this deploy's fault
+		}
+	}
+	for i, c := range candidates {
+		if register(mux, pattern(c.route)) == nil {
+			continue
+		}
+		against := existing
+		if same {
+			against = existing[:i]
+		}
+		for _, o := range against {
+			pair := http.NewServeMux()
+			_ = register(pair, pattern(o.route))
+			if err := register(pair, pattern(c.route)); err != nil {
+				return &ConflictError{
+					App: c.app, Function: c.function, Route: c.route,
+					OtherApp: o.app, OtherFunction: o.function, OtherRoute: o.route,
+					Reason: reason(err),
+				}
+			}
+		}
+		// The combination conflicts but no single route does; name the first.
+		return fmt.Errorf("%w: route %q of function %s (app %s) conflicts with existing routes",
+			ErrConflict, pattern(c.route), c.function, c.app)
+	}
+	return nil
+}
