@@ -32,19 +32,19 @@ const (
 
 // Defaults and limits of function settings. docs/manifest.md documents them.
 const (
-	DefaultMemoryBytes      uint64        = 128 << 20
-	MinMemoryBytes          uint64        = 1 << 20
-	MaxMemoryBytes          uint64        = 4 << 30
-	WasmPageBytes           uint64        = 64 << 10
-	DefaultTimeout          time.Duration = 30 * time.Second
-	MinTimeout              time.Duration = time.Millisecond
-	MaxTimeout              time.Duration = 15 * time.Minute
-	DefaultConcurrency                    = 1
-	DefaultMaxInstances                   = 16
-	MaxMaxInstances                       = 1000
-	DefaultMaxBodyBytes     int64         = 6 << 20
-	MaxBodyBytes            int64         = 64 << 20
-	defaultMaxConcurrency                 = 1000
+	DefaultMemoryBytes    uint64        = 128 << 20
+	MinMemoryBytes        uint64        = 1 << 20
+	MaxMemoryBytes        uint64        = 4 << 30
+	WasmPageBytes         uint64        = 64 << 10
+	DefaultTimeout        time.Duration = 30 * time.Second
+	MinTimeout            time.Duration = time.Millisecond
+	MaxTimeout            time.Duration = 15 * time.Minute
+	DefaultConcurrency                  = 1
+	DefaultMaxInstances                 = 16
+	MaxMaxInstances                     = 1000
+	DefaultMaxBodyBytes   int64         = 6 << 20
+	MaxBodyBytes          int64         = 64 << 20
+	defaultMaxConcurrency               = 1000
 )
 
 // Manifest is a validated nimbus.yaml. Every default is filled in.

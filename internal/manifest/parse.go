@@ -510,4 +510,3 @@ func join(path, field string) string {
 	}
 	return path + "." + field
 }
-

@@ -1,0 +1,353 @@
+package manifest
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+)
+
+const (
+	schemaPath = "../../docs/manifest.schema.json"
+	docPath    = "../../docs/manifest.md"
+)
+
+func loadSchema(t *testing.T) map[string]any {
+	t.Helper()
+	data, err := os.ReadFile(schemaPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s map[string]any
+	if err := json.Unmarshal(data, &s); err != nil {
+		t.Fatalf("schema is not JSON: %v", err)
+	}
+	if s["$schema"] != "https://json-schema.org/draft/2020-12/schema" {
+		t.Errorf("$schema = %v, want draft 2020-12", s["$schema"])
+	}
+	return s
+}
+
+// TestSchemaFields walks the schema and checks each level lists exactly the
+// fields the parser accepts, and the same enums.
+func TestSchemaFields(t *testing.T) {
+	s := loadSchema(t)
+	v := &validator{root: s}
+	obj := func(path ...string) map[string]any {
+		var cur any = s
+		for _, p := range path {
+			m, ok := cur.(map[string]any)
+			if !ok {
+				t.Fatalf("schema: %s is not an object", strings.Join(path, "/"))
+			}
+			cur = m[p]
+		}
+		m, _ := cur.(map[string]any)
+		return v.resolve(m)
+	}
+	props := func(m map[string]any) []string {
+		var out []string
+		for k := range m["properties"].(map[string]any) {
+			out = append(out, k)
+		}
+		sort.Strings(out)
+		return out
+	}
+	sorted := func(in []string) []string { out := slices.Clone(in); sort.Strings(out); return out }
+
+	function := obj("properties", "functions", "additionalProperties")
+	var routeObj map[string]any
+	for _, alt := range obj("$defs", "route")["oneOf"].([]any) {
+		if a := alt.(map[string]any); a["type"] == "object" {
+			routeObj = a
+		}
+	}
+	for _, c := range []struct {
+		level  string
+		schema map[string]any
+		parser []string
+	}{
+		{"top", s, topFields},
+		{"function", function, functionFields},
+		{"build", v.resolve(function["properties"].(map[string]any)["build"].(map[string]any)), buildFields},
+		{"route", routeObj, routeFields},
+	} {
+		if got, want := props(c.schema), sorted(c.parser); !reflect.DeepEqual(got, want) {
+			t.Errorf("%s fields: schema has %v, parser accepts %v", c.level, got, want)
+		}
+		if c.schema["additionalProperties"] != false {
+			t.Errorf("%s: schema must set additionalProperties: false, as the parser rejects unknown fields", c.level)
+		}
+	}
+	fp := function["properties"].(map[string]any)
+	enum := func(m map[string]any) []string {
+		var out []string
+		for _, e := range m["enum"].([]any) {
+			out = append(out, e.(string))
+		}
+		return sorted(out)
+	}
+	if got := enum(fp["capabilities"].(map[string]any)["items"].(map[string]any)); !reflect.DeepEqual(got, sorted(KnownCapabilities)) {
+		t.Errorf("schema capabilities %v, KnownCapabilities %v", got, KnownCapabilities)
+	}
+	if got := enum(fp["runtime"].(map[string]any)); !reflect.DeepEqual(got, []string{RuntimeWasm}) {
+		t.Errorf("schema runtimes %v, want [wasm]", got)
+	}
+	if got := enum(routeObj["properties"].(map[string]any)["method"].(map[string]any)); !reflect.DeepEqual(got, sorted(HTTPMethods)) {
+		t.Errorf("schema methods %v, parser %v", got, HTTPMethods)
+	}
+	if got := obj("$defs", "name")["pattern"]; got != nameRe.String() {
+		t.Errorf("schema name pattern %v, parser %v", got, nameRe)
+	}
+}
+
+// exampleManifests returns every yaml block of docs/manifest.md, every
+// examples/*/nimbus.yaml and every valid golden file, by a name for errors.
+func exampleManifests(t *testing.T) map[string][]byte {
+	t.Helper()
+	out := map[string][]byte{}
+	doc, err := os.ReadFile(docPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := regexp.MustCompile("(?ms)^```yaml\n(.*?)^```").FindAllSubmatch(doc, -1)
+	if len(blocks) < 2 {
+		t.Fatalf("docs/manifest.md has %d yaml blocks; want the complete example and more", len(blocks))
+	}
+	for i, b := range blocks {
+		out[fmt.Sprintf("docs/manifest.md block %d", i+1)] = b[1]
+	}
+	paths, _ := filepath.Glob("../../examples/*/nimbus.yaml")
+	for _, p := range paths {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[p] = data
+	}
+	for p, c := range goldenFiles(t, "valid") {
+		out[p] = []byte(c[0])
+	}
+	return out
+}
+
+// TestExamplesValidate checks every example manifest passes both the parser
+// and the JSON Schema.
+func TestExamplesValidate(t *testing.T) {
+	v := &validator{root: loadSchema(t)}
+	for name, data := range exampleManifests(t) {
+		if _, err := Parse("nimbus.yaml", data); err != nil {
+			t.Errorf("%s: parser rejects it:\n%v", name, err)
+		}
+		var doc any
+		if err := yaml.Unmarshal(data, &doc); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if errs := v.validate(v.root, doc, ""); len(errs) > 0 {
+			t.Errorf("%s: schema rejects it:\n%s", name, strings.Join(errs, "\n"))
+		}
+	}
+}
+
+// TestSchemaRejectsBadGolden checks the schema also rejects bad manifests
+// whose problem a schema can express (the rest need the parser: ranges,
+// conflicts, path escapes, YAML syntax).
+func TestSchemaRejectsBadGolden(t *testing.T) {
+	v := &validator{root: loadSchema(t)}
+	for _, name := range []string{
+		"missing-app", "bad-app-name", "app-trailing-dash", "app-not-string", "unknown-top-field",
+		"unknown-function-field", "bad-memory-unit", "memory-not-size", "memory-no-unit",
+		"bad-timeout", "concurrency-wasm", "runtime-process", "runtime-bogus", "module-missing",
+		"env-not-string", "env-bad-key", "capability-unknown", "capability-duplicate",
+		"route-bad-method", "route-no-slash", "route-malformed", "functions-empty",
+		"functions-null", "functions-list", "function-bad-name", "function-not-map", "build-bad",
+		"max-instances",
+	} {
+		data, err := os.ReadFile(filepath.Join("testdata", "errors", name+".yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		in, _, _ := strings.Cut(string(data), separator)
+		var doc any
+		if err := yaml.Unmarshal([]byte(in), &doc); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if errs := v.validate(v.root, doc, ""); len(errs) == 0 {
+			t.Errorf("%s: schema accepts a manifest the parser rejects", name)
+		}
+	}
+}
+
+// validator is a JSON Schema validator for the keywords
+// docs/manifest.schema.json uses. It fails on any other keyword, so the
+// schema cannot grow a rule this test silently ignores.
+type validator struct{ root map[string]any }
+
+func (v *validator) resolve(s map[string]any) map[string]any {
+	for i := 0; i < 8; i++ {
+		ref, ok := s["$ref"].(string)
+		if !ok {
+			return s
+		}
+		var cur any = v.root
+		for _, p := range strings.Split(strings.TrimPrefix(ref, "#/"), "/") {
+			cur = cur.(map[string]any)[p]
+		}
+		merged := map[string]any{}
+		for k, x := range cur.(map[string]any) {
+			merged[k] = x
+		}
+		for k, x := range s {
+			if k != "$ref" {
+				merged[k] = x
+			}
+		}
+		s = merged
+	}
+	return s
+}
+
+func typeOf(x any) string {
+	switch x := x.(type) {
+	case nil:
+		return "null"
+	case map[string]any:
+		return "object"
+	case []any:
+		return "array"
+	case string:
+		return "string"
+	case bool:
+		return "boolean"
+	case int, int64, uint64:
+		return "integer"
+	case float64:
+		if x == float64(int64(x)) {
+			return "integer"
+		}
+		return "number"
+	}
+	return fmt.Sprintf("%T", x)
+}
+
+func (v *validator) validate(s map[string]any, x any, path string) []string {
+	s = v.resolve(s)
+	var errs []string
+	fail := func(format string, args ...any) { errs = append(errs, path+": "+fmt.Sprintf(format, args...)) }
+	for k, rule := range s {
+		switch k {
+		case "$schema", "$id", "$defs", "title", "description", "default":
+		case "type":
+			types := []any{rule}
+			if l, ok := rule.([]any); ok {
+				types = l
+			}
+			if !slices.ContainsFunc(types, func(t any) bool { return t == typeOf(x) }) {
+				fail("type %s, want %v", typeOf(x), rule)
+			}
+		case "enum":
+			if !slices.ContainsFunc(rule.([]any), func(e any) bool { return e == x }) {
+				fail("%v not in %v", x, rule)
+			}
+		case "pattern":
+			if str, ok := x.(string); ok && !regexp.MustCompile(rule.(string)).MatchString(str) {
+				fail("%q does not match %s", str, rule)
+			}
+		case "minLength":
+			if str, ok := x.(string); ok && len([]rune(str)) < int(rule.(float64)) {
+				fail("shorter than %v", rule)
+			}
+		case "minimum", "maximum":
+			var n float64
+			switch x := x.(type) {
+			case int:
+				n = float64(x)
+			case float64:
+				n = x
+			default:
+				continue
+			}
+			if (k == "minimum" && n < rule.(float64)) || (k == "maximum" && n > rule.(float64)) {
+				fail("%v violates %s %v", x, k, rule)
+			}
+		case "required":
+			if m, ok := x.(map[string]any); ok {
+				for _, r := range rule.([]any) {
+					if _, ok := m[r.(string)]; !ok {
+						fail("missing %s", r)
+					}
+				}
+			}
+		case "minProperties":
+			if m, ok := x.(map[string]any); ok && len(m) < int(rule.(float64)) {
+				fail("fewer than %v properties", rule)
+			}
+		case "properties", "additionalProperties", "propertyNames":
+			m, ok := x.(map[string]any)
+			if !ok {
+				continue
+			}
+			props, _ := s["properties"].(map[string]any)
+			for name, val := range m {
+				switch k {
+				case "properties":
+					if ps, ok := props[name]; ok {
+						errs = append(errs, v.validate(ps.(map[string]any), val, path+"."+name)...)
+					}
+				case "additionalProperties":
+					if _, ok := props[name]; ok {
+						continue
+					}
+					if rule == false {
+						fail("unknown property %s", name)
+					} else if rs, ok := rule.(map[string]any); ok {
+						errs = append(errs, v.validate(rs, val, path+"."+name)...)
+					}
+				case "propertyNames":
+					errs = append(errs, v.validate(rule.(map[string]any), name, path+".("+name+")")...)
+				}
+			}
+		case "items":
+			if l, ok := x.([]any); ok {
+				for i, item := range l {
+					errs = append(errs, v.validate(rule.(map[string]any), item, fmt.Sprintf("%s[%d]", path, i))...)
+				}
+			}
+		case "uniqueItems":
+			if l, ok := x.([]any); ok && rule == true {
+				for i := range l {
+					for j := i + 1; j < len(l); j++ {
+						if reflect.DeepEqual(l[i], l[j]) {
+							fail("items %d and %d are equal", i, j)
+						}
+					}
+				}
+			}
+		case "oneOf":
+			matched := 0
+			for _, alt := range rule.([]any) {
+				if len(v.validate(alt.(map[string]any), x, path)) == 0 {
+					matched++
+				}
+			}
+			if matched != 1 {
+				fail("matches %d of oneOf, want 1", matched)
+			}
+		case "not":
+			if len(v.validate(rule.(map[string]any), x, path)) == 0 {
+				fail("matches a forbidden schema")
+			}
+		default:
+			panic("schema keyword not supported by the test validator: " + k)
+		}
+	}
+	return errs
+}
