@@ -1,0 +1,9 @@
+//go:build !unix
+
+package build
+
+import "os/exec"
+
+// killProcessGroup is a no-op where process groups do not exist; cancelling
+// kills only the shell (exec.CommandContext's default).
+func killProcessGroup(*exec.Cmd) {}
