@@ -1,0 +1,257 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+
+	"github.com/nimbus-dev/nimbus/internal/apierror"
+	"github.com/nimbus-dev/nimbus/internal/registry"
+	"github.com/nimbus-dev/nimbus/internal/runtime"
+	"github.com/nimbus-dev/nimbus/internal/scheduler"
+	"github.com/nimbus-dev/nimbus/internal/telemetry"
+)
+
+// Invoker runs invocations; *scheduler.Scheduler implements it.
+type Invoker interface {
+	Invoke(ctx context.Context, app, function string, req *runtime.Request) (*runtime.Response, error)
+}
+
+var _ Invoker = (*scheduler.Scheduler)(nil)
+
+// Header names the gateway sets on every response.
+const (
+	HeaderInvocationID = "X-Nimbus-Invocation-Id"
+	HeaderTraceParent  = "Traceparent"
+)
+
+// Gateway serves function routes.
+type Gateway struct {
+	inv    Invoker
+	logger *slog.Logger
+	table  atomic.Pointer[http.ServeMux]
+}
+
+// New creates a gateway with no routes.
+func New(inv Invoker, logger *slog.Logger) *Gateway {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	g := &Gateway{inv: inv, logger: logger}
+	g.table.Store(g.newMux())
+	return g
+}
+
+func (g *Gateway) newMux() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		apierror.Write(w, apierror.New(http.StatusNotFound, "route_not_found",
+			fmt.Sprintf("no route matches %s %s; routes are declared in nimbus.yaml under functions.<name>.routes (see `nimbus ls`)", r.Method, r.URL.Path)))
+	})
+	return mux
+}
+
+// SetRoutes replaces the routing table with the routes of the given active
+// revisions. On a conflict it keeps the old table and returns an error.
+func (g *Gateway) SetRoutes(revs []*registry.Revision) (err error) {
+	mux := g.newMux()
+	defer func() {
+		// ServeMux panics on a conflicting or invalid pattern. Deploy
+		// validation rejects those first; this is the last line.
+		if r := recover(); r != nil {
+			err = fmt.Errorf("routing table: %v", r)
+		}
+	}()
+	for _, rev := range revs {
+		for _, fn := range rev.Functions {
+			for _, rt := range fn.Routes {
+				pattern := rt.Path
+				if rt.Method != "" {
+					pattern = rt.Method + " " + rt.Path
+				}
+				mux.Handle(pattern, &route{g: g, app: rev.App, fn: fn, pattern: pattern, params: wildcards(rt.Path)})
+			}
+		}
+	}
+	g.table.Store(mux)
+	return nil
+}
+
+// ServeHTTP dispatches to the current routing table.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	g.table.Load().ServeHTTP(w, r)
+}
+
+// wildcards lists the names of the {wildcards} in a path pattern.
+func wildcards(path string) []string {
+	var names []string
+	for {
+		i := strings.IndexByte(path, '{')
+		if i < 0 {
+			return names
+		}
+		j := strings.IndexByte(path[i:], '}')
+		if j < 0 {
+			return names
+		}
+		name := strings.TrimSuffix(path[i+1:i+j], "...")
+		if name != "" && name != "$" {
+			names = append(names, name)
+		}
+		path = path[i+j+1:]
+	}
+}
+
+type route struct {
+	g       *Gateway
+	app     string
+	fn      registry.Function
+	pattern string
+	params  []string
+}
+
+func (rt *route) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	tc, ok := telemetry.ParseTraceParent(r.Header.Get("traceparent"))
+	if ok {
+		tc = tc.Child()
+	} else {
+		tc = telemetry.NewTrace()
+	}
+	req := &runtime.Request{
+		Method:       r.Method,
+		Path:         r.URL.Path,
+		RawQuery:     r.URL.RawQuery,
+		Header:       r.Header,
+		Host:         r.Host,
+		RemoteAddr:   r.RemoteAddr,
+		Route:        rt.pattern,
+		InvocationID: telemetry.NewInvocationID(),
+		TraceParent:  tc.String(),
+	}
+	w.Header().Set(HeaderInvocationID, req.InvocationID)
+	w.Header().Set(HeaderTraceParent, req.TraceParent)
+	if len(rt.params) > 0 {
+		req.Params = make(map[string]string, len(rt.params))
+		for _, name := range rt.params {
+			req.Params[name] = r.PathValue(name)
+		}
+	}
+	body, err := ReadBody(w, r, rt.fn.MaxRequestBytes)
+	if err != nil {
+		rt.g.fail(w, req, rt.app, rt.fn.Name, err)
+		return
+	}
+	req.Body = body
+	resp, err := rt.g.inv.Invoke(r.Context(), rt.app, rt.fn.Name, req)
+	if err != nil {
+		rt.g.fail(w, req, rt.app, rt.fn.Name, err)
+		return
+	}
+	WriteResponse(w, resp)
+}
+
+// ReadBody reads a request body of at most limit bytes (no limit if <= 0).
+// A larger body fails with a runtime.LimitError wrapping ErrRequestTooLarge.
+func ReadBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil, nil
+	}
+	if limit > 0 && r.ContentLength > limit {
+		return nil, &runtime.LimitError{Err: runtime.ErrRequestTooLarge, Limit: FormatBytes(limit)}
+	}
+	var rd io.Reader = r.Body
+	if limit > 0 {
+		rd = http.MaxBytesReader(w, r.Body, limit)
+	}
+	body, err := io.ReadAll(rd)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, &runtime.LimitError{Err: runtime.ErrRequestTooLarge, Limit: FormatBytes(limit)}
+		}
+		return nil, fmt.Errorf("read request body: %w", err)
+	}
+	return body, nil
+}
+
+// hopHeaders are connection-level headers a guest may not set.
+var hopHeaders = map[string]bool{
+	"Connection": true, "Keep-Alive": true, "Proxy-Connection": true, "Transfer-Encoding": true,
+	"Te": true, "Trailer": true, "Upgrade": true, "Content-Length": true,
+}
+
+// WriteResponse writes a guest response.
+func WriteResponse(w http.ResponseWriter, resp *runtime.Response) {
+	h := w.Header()
+	for k, vs := range resp.Header {
+		if hopHeaders[http.CanonicalHeaderKey(k)] {
+			continue
+		}
+		h[http.CanonicalHeaderKey(k)] = vs
+	}
+	h.Set("Content-Length", strconv.Itoa(len(resp.Body)))
+	status := resp.Status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	w.WriteHeader(status)
+	w.Write(resp.Body)
+}
+
+func (g *Gateway) fail(w http.ResponseWriter, req *runtime.Request, app, fn string, err error) {
+	e := InvocationError(app, fn, err)
+	if e.Status >= 500 {
+		g.logger.Warn("invocation failed", "app", app, "function", fn, "invocation", req.InvocationID,
+			"trace_id", traceID(req.TraceParent), "status", e.Status, "error", err)
+	}
+	apierror.Write(w, e)
+}
+
+// InvocationError turns an invocation failure into an API error whose
+// message names the function, the limit and where to change it.
+func InvocationError(app, fn string, err error) *apierror.Error {
+	status, code := scheduler.StatusOf(err)
+	msg := fmt.Sprintf("%s/%s: %v", app, fn, err)
+	var le *runtime.LimitError
+	if errors.As(err, &le) {
+		field := map[error]string{
+			runtime.ErrTimeout:          "timeout",
+			runtime.ErrMemoryLimit:      "memory",
+			runtime.ErrRequestTooLarge:  "max_request_body",
+			runtime.ErrResponseTooLarge: "max_response_body",
+		}[le.Err]
+		if field != "" {
+			msg = fmt.Sprintf("%s/%s: %v: the function's %s is %s; raise functions.%s.%s in nimbus.yaml if this is expected",
+				app, fn, le.Err, field, le.Limit, fn, field)
+		}
+	}
+	return &apierror.Error{Status: status, Code: code, Message: msg, Err: err}
+}
+
+func traceID(traceparent string) string {
+	if tc, ok := telemetry.ParseTraceParent(traceparent); ok {
+		return tc.TraceIDString()
+	}
+	return ""
+}
+
+// FormatBytes renders a byte count the way the manifest writes it: 6MiB,
+// 512KiB, 100B.
+func FormatBytes(n int64) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return strconv.FormatInt(n>>30, 10) + "GiB"
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return strconv.FormatInt(n>>20, 10) + "MiB"
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return strconv.FormatInt(n>>10, 10) + "KiB"
+	default:
+		return strconv.FormatInt(n, 10) + "B"
+	}
+}

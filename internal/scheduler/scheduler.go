@@ -1,0 +1,354 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/nimbus-dev/nimbus/internal/registry"
+	"github.com/nimbus-dev/nimbus/internal/runtime"
+	"github.com/nimbus-dev/nimbus/internal/telemetry"
+)
+
+// ErrNotFound means no active function has that app and name.
+var ErrNotFound = errors.New("function not found")
+
+// ArtifactSource gives the bytes of an artifact by sha256.
+type ArtifactSource interface {
+	GetArtifact(ctx context.Context, sha string) ([]byte, error)
+}
+
+// LogSinks makes the log sink of one invocation.
+type LogSinks interface {
+	Sink(app, function, revision, invocation string) runtime.LogSink
+}
+
+// Options configure a Scheduler. The zero value of each field is its default.
+type Options struct {
+	// IdleTimeout closes instances idle for longer. Default 5m.
+	IdleTimeout time.Duration
+	// Now is the clock. Default time.Now; tests inject their own.
+	Now func() time.Time
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// Metrics defaults to a private set.
+	Metrics *telemetry.Metrics
+	// Logs receives guest output. Nil discards it.
+	Logs LogSinks
+}
+
+// Scheduler routes invocations to instance pools of the active revisions.
+type Scheduler struct {
+	rt   runtime.Runtime
+	arts ArtifactSource
+	opts Options
+	wg   sync.WaitGroup // retiring pools
+
+	mu    sync.RWMutex
+	apps  map[string]map[string]*pool // app -> function name -> active pool
+	pools map[string]*pool            // app/function-revision -> pool, active or prepared
+}
+
+// New creates a scheduler over a runtime.
+func New(rt runtime.Runtime, arts ArtifactSource, opts Options) *Scheduler {
+	if opts.IdleTimeout <= 0 {
+		opts.IdleTimeout = 5 * time.Minute
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = telemetry.NewMetrics()
+	}
+	return &Scheduler{
+		rt: rt, arts: arts, opts: opts,
+		apps:  map[string]map[string]*pool{},
+		pools: map[string]*pool{},
+	}
+}
+
+func poolKey(app string, fn registry.Function) string { return app + "/" + fn.Revision }
+
+// Prepare loads (compiles and validates) every function of an app revision
+// without routing traffic to it. A module that cannot run fails here, with
+// an error naming the function, so a deploy is rejected before activation.
+// Functions must carry their Revision.
+func (s *Scheduler) Prepare(ctx context.Context, app string, fns []registry.Function) error {
+	var errs []error
+	for _, fn := range fns {
+		if _, err := s.prepare(ctx, app, fn); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Scheduler) prepare(ctx context.Context, app string, fn registry.Function) (*pool, error) {
+	key := poolKey(app, fn)
+	s.mu.RLock()
+	p := s.pools[key]
+	s.mu.RUnlock()
+	if p != nil {
+		return p, nil
+	}
+	art, err := s.arts.GetArtifact(ctx, fn.Module)
+	if err != nil {
+		return nil, fmt.Errorf("function %s: artifact %s: %w", fn.Name, fn.Module, err)
+	}
+	mod, err := s.rt.Load(ctx, SpecOf(app, fn, art))
+	if err != nil {
+		return nil, fmt.Errorf("function %s: %w", fn.Name, err)
+	}
+	p = newPool(app, fn, mod, s.opts.Metrics.Function(app, fn.Name), s.opts.Now)
+	s.mu.Lock()
+	if existing := s.pools[key]; existing != nil {
+		s.mu.Unlock()
+		mod.Close(ctx)
+		return existing, nil
+	}
+	s.pools[key] = p
+	s.mu.Unlock()
+	return p, nil
+}
+
+// SpecOf is the runtime spec of a function.
+func SpecOf(app string, fn registry.Function, artifact []byte) runtime.Spec {
+	return runtime.Spec{
+		App: app, Function: fn.Name, Revision: fn.Revision,
+		Artifact:     artifact,
+		Env:          fn.Env,
+		Capabilities: fn.Capabilities,
+		Limits: runtime.Limits{
+			MemoryBytes:      fn.MemoryBytes,
+			Timeout:          time.Duration(fn.TimeoutMS) * time.Millisecond,
+			MaxRequestBytes:  fn.MaxRequestBytes,
+			MaxResponseBytes: fn.MaxResponseBytes,
+		},
+	}
+}
+
+// Activate routes the app's invocations to rev. Functions whose revision did
+// not change keep their pools and warm instances; the others are retired.
+func (s *Scheduler) Activate(ctx context.Context, rev *registry.Revision) error {
+	next := map[string]*pool{}
+	for _, fn := range rev.Functions {
+		p, err := s.prepare(ctx, rev.App, fn)
+		if err != nil {
+			return fmt.Errorf("activate %s revision %s: %w", rev.App, short(rev.ID), err)
+		}
+		next[fn.Name] = p
+	}
+	s.mu.Lock()
+	s.apps[rev.App] = next
+	retired := s.unusedLocked(rev.App)
+	s.mu.Unlock()
+	for _, p := range retired {
+		p.close(&s.wg)
+	}
+	s.opts.Logger.Info("revision active", "app", rev.App, "revision", short(rev.ID), "functions", len(rev.Functions))
+	return nil
+}
+
+// Deactivate stops routing to an app and retires its pools.
+func (s *Scheduler) Deactivate(app string) {
+	s.mu.Lock()
+	delete(s.apps, app)
+	retired := s.unusedLocked(app)
+	s.mu.Unlock()
+	for _, p := range retired {
+		p.close(&s.wg)
+	}
+}
+
+// unusedLocked removes and returns the app's pools that no route uses. s.mu
+// is held.
+func (s *Scheduler) unusedLocked(app string) []*pool {
+	active := map[*pool]bool{}
+	for _, p := range s.apps[app] {
+		active[p] = true
+	}
+	var out []*pool
+	for key, p := range s.pools {
+		if p.app == app && !active[p] {
+			delete(s.pools, key)
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Function returns the active configuration of a function.
+func (s *Scheduler) Function(app, name string) (registry.Function, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	p := s.apps[app][name]
+	if p == nil {
+		return registry.Function{}, false
+	}
+	return p.fn, true
+}
+
+// Instances reports the idle and busy instances of an active function.
+func (s *Scheduler) Instances(app, name string) (idle, busy int) {
+	s.mu.RLock()
+	p := s.apps[app][name]
+	s.mu.RUnlock()
+	if p == nil {
+		return 0, 0
+	}
+	return p.counts()
+}
+
+// Invoke runs one invocation of app/function. It fills in the request's
+// invocation id and traceparent when empty and attaches the log sink. The
+// invocation, waiting for an instance included, is bounded by the function's
+// timeout.
+func (s *Scheduler) Invoke(ctx context.Context, app, function string, req *runtime.Request) (*runtime.Response, error) {
+	s.mu.RLock()
+	p := s.apps[app][function]
+	s.mu.RUnlock()
+	if p == nil {
+		return nil, fmt.Errorf("%w: %s/%s", ErrNotFound, app, function)
+	}
+	start := time.Now()
+	if req.InvocationID == "" {
+		req.InvocationID = telemetry.NewInvocationID()
+	}
+	if req.TraceParent == "" {
+		req.TraceParent = telemetry.NewTrace().String()
+	}
+	if req.Log == nil && s.opts.Logs != nil {
+		req.Log = s.opts.Logs.Sink(app, function, p.fn.Revision, req.InvocationID)
+	}
+	timeout := time.Duration(p.fn.TimeoutMS) * time.Millisecond
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+
+	resp, err := s.invoke(ctx, p, req)
+	code, reason := http.StatusOK, ""
+	if resp != nil {
+		code = resp.Status
+	}
+	if err != nil {
+		code, reason = StatusOf(err)
+	}
+	p.metrics.Observe(code, time.Since(start), reason)
+	return resp, err
+}
+
+func (s *Scheduler) invoke(ctx context.Context, p *pool, req *runtime.Request) (*runtime.Response, error) {
+	for {
+		inst, _, err := p.acquire(ctx)
+		if errors.Is(err, errPoolClosed) {
+			// The revision was replaced while we waited; take the new one.
+			s.mu.RLock()
+			np := s.apps[p.app][p.fn.Name]
+			s.mu.RUnlock()
+			if np == nil || np == p {
+				return nil, fmt.Errorf("%w: %s/%s", ErrNotFound, p.app, p.fn.Name)
+			}
+			p = np
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		resp, err := inst.Handle(ctx, req)
+		p.release(inst, err != nil)
+		return resp, err
+	}
+}
+
+// StatusOf maps an invocation error to an HTTP status and a short reason
+// for metrics. It is the one place that decides how failures look to callers.
+func StatusOf(err error) (int, string) {
+	switch {
+	case err == nil:
+		return http.StatusOK, ""
+	case errors.Is(err, ErrNotFound):
+		return http.StatusNotFound, "not_found"
+	case errors.Is(err, runtime.ErrRequestTooLarge):
+		return http.StatusRequestEntityTooLarge, "request_too_large"
+	case errors.Is(err, runtime.ErrTimeout):
+		return http.StatusGatewayTimeout, "timeout"
+	case errors.Is(err, ErrBusy):
+		return http.StatusServiceUnavailable, "busy"
+	case errors.Is(err, runtime.ErrMemoryLimit):
+		return http.StatusInternalServerError, "memory_limit"
+	case errors.Is(err, runtime.ErrResponseTooLarge):
+		return http.StatusBadGateway, "response_too_large"
+	case errors.Is(err, runtime.ErrGuestFailed):
+		return http.StatusBadGateway, "guest_failed"
+	case errors.Is(err, context.Canceled):
+		return 499, "canceled"
+	default:
+		return http.StatusInternalServerError, "internal"
+	}
+}
+
+// ReapIdle closes instances idle since before now minus the idle timeout,
+// and reports how many it closed.
+func (s *Scheduler) ReapIdle(now time.Time) int {
+	cutoff := now.Add(-s.opts.IdleTimeout)
+	s.mu.RLock()
+	pools := make([]*pool, 0, len(s.pools))
+	for _, p := range s.pools {
+		pools = append(pools, p)
+	}
+	s.mu.RUnlock()
+	n := 0
+	for _, p := range pools {
+		n += p.reap(cutoff)
+	}
+	return n
+}
+
+// Run reaps idle instances until ctx is done.
+func (s *Scheduler) Run(ctx context.Context) {
+	every := s.opts.IdleTimeout / 4
+	if every > 30*time.Second {
+		every = 30 * time.Second
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if n := s.ReapIdle(s.opts.Now()); n > 0 {
+				s.opts.Logger.Debug("idle instances closed", "count", n)
+			}
+		}
+	}
+}
+
+// Close retires every pool and waits for in-flight requests to finish.
+func (s *Scheduler) Close() {
+	s.mu.Lock()
+	pools := s.pools
+	s.pools = map[string]*pool{}
+	s.apps = map[string]map[string]*pool{}
+	s.mu.Unlock()
+	for _, p := range pools {
+		p.close(&s.wg)
+	}
+	s.wg.Wait()
+}
+
+func short(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
