@@ -137,8 +137,35 @@ func (r *Registry) Deploy(ctx context.Context, app string, fns []Function) (*Rev
 	return stored, changed, nil
 }
 
-// prepare validates fns and builds the content-addressed revision.
+// prepare plans the revision and checks that its modules are stored.
 func (r *Registry) prepare(ctx context.Context, app string, fns []Function) (*Revision, error) {
+	rev, err := Plan(app, fns)
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range rev.Functions {
+		ok, err := r.artifacts.HasArtifact(ctx, f.Module)
+		if err != nil {
+			return nil, fmt.Errorf("function %s: check module %s: %w", f.Name, f.Module, err)
+		}
+		if !ok {
+			return nil, fmt.Errorf("function %s: module %s: %w", f.Name, f.Module, ErrModuleNotFound)
+		}
+	}
+	rev.CreatedAt = r.now()
+	return rev, nil
+}
+
+// Plan validates fns and returns the revision Deploy would store, without
+// touching the store: functions in canonical form sorted by name, each with
+// its Revision, and the revision ID. CreatedAt is zero. It checks neither
+// that modules exist nor routes of other apps. Errors wrap ErrInvalid, or
+// are a *ConflictError for two overlapping routes of this app.
+//
+// The function revision is the sha256 of the function's canonical JSON with
+// Revision empty; the revision ID is the sha256 of the canonical JSON of the
+// sorted functions including their revisions (CreatedAt is not part of it).
+func Plan(app string, fns []Function) (*Revision, error) {
 	if err := checkName("app", app); err != nil {
 		return nil, err
 	}
@@ -165,15 +192,6 @@ func (r *Registry) prepare(ctx context.Context, app string, fns []Function) (*Re
 	if err := checkOwnRoutes(app, canon); err != nil {
 		return nil, err
 	}
-	for _, f := range canon {
-		ok, err := r.artifacts.HasArtifact(ctx, f.Module)
-		if err != nil {
-			return nil, fmt.Errorf("function %s: check module %s: %w", f.Name, f.Module, err)
-		}
-		if !ok {
-			return nil, fmt.Errorf("function %s: module %s: %w", f.Name, f.Module, ErrModuleNotFound)
-		}
-	}
 	for i := range canon {
 		b, err := json.Marshal(canon[i]) // Revision is empty here
 		if err != nil {
@@ -185,7 +203,7 @@ func (r *Registry) prepare(ctx context.Context, app string, fns []Function) (*Re
 	if err != nil {
 		return nil, err
 	}
-	return &Revision{ID: digest(b), App: app, CreatedAt: r.now(), Functions: canon}, nil
+	return &Revision{ID: digest(b), App: app, Functions: canon}, nil
 }
 
 // storeRevision writes rev unless a revision with its id exists, in which

@@ -527,3 +527,25 @@ func TestSurvivesRestart(t *testing.T) {
 		t.Fatalf("after second restart app = %+v", a)
 	}
 }
+
+func TestPlanMatchesDeploy(t *testing.T) {
+	e := newEnv(t)
+	fns := []Function{e.fn("b", "/b"), e.fn("a", "/a")}
+	planned, err := Plan("hello", fns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev := e.deploy("hello", fns...)
+	if planned.ID != rev.ID || planned.Functions[0].Revision != rev.Functions[0].Revision || !planned.CreatedAt.IsZero() {
+		t.Fatalf("Plan = %s/%s, Deploy = %s/%s", planned.ID, planned.Functions[0].Revision, rev.ID, rev.Functions[0].Revision)
+	}
+	// Plan checks neither artifacts nor other apps.
+	f := fns[0]
+	f.Module = strings.Repeat("cd", 32)
+	if _, err := Plan("other", []Function{f}); err != nil {
+		t.Fatalf("Plan with an unknown module: %v", err)
+	}
+	if _, err := Plan("a.b", fns); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("Plan with a bad name: %v", err)
+	}
+}
