@@ -1,0 +1,2 @@
+// Package wasm is the WebAssembly runtime of Nimbus, on wazero.
+package wasm

@@ -1,0 +1,150 @@
+package wasm
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
+	"github.com/tetratelabs/wazero/sys"
+
+	"github.com/nimbus-dev/nimbus/internal/hostfn"
+	"github.com/nimbus-dev/nimbus/internal/runtime"
+)
+
+// module is one compiled function revision.
+type module struct {
+	rt       *Runtime
+	app      string
+	function string
+	compiled wazero.CompiledModule
+	contract runtime.Contract
+	// initialize is set for reactors exporting _initialize.
+	initialize bool
+	limits     runtime.Limits
+	grants     hostfn.Grants
+	env        []envVar
+}
+
+var _ runtime.Module = (*module)(nil)
+
+func (m *module) Contract() runtime.Contract { return m.contract }
+
+func (m *module) Reusable() bool { return m.contract == runtime.ContractSDK }
+
+func (m *module) Close(ctx context.Context) error { return m.compiled.Close(ctx) }
+
+// NewInstance implements runtime.Module. For the SDK contract it
+// instantiates the reactor and runs _initialize (the cold start). A WAGI
+// instance is a handle only: CGI passes the request in the environment and
+// stdin, which are fixed at instantiation, so Handle instantiates the command
+// for each request.
+func (m *module) NewInstance(ctx context.Context) (runtime.Instance, error) {
+	if m.contract == runtime.ContractWAGI {
+		return &wagiInstance{m: m}, nil
+	}
+	return m.newSDKInstance(ctx)
+}
+
+// moduleConfig is what every instance gets: real clocks and randomness (the
+// wazero defaults are deterministic fakes), the function name as argv[0]
+// and the spec's environment.
+func (m *module) moduleConfig() wazero.ModuleConfig {
+	cfg := wazero.NewModuleConfig().
+		WithName(""). // anonymous: many instances of one module coexist
+		WithArgs(m.function).
+		WithSysWalltime().
+		WithSysNanotime().
+		WithSysNanosleep().
+		WithRandSource(rand.Reader).
+		WithStartFunctions()
+	for _, e := range m.env {
+		cfg = cfg.WithEnv(e.k, e.v)
+	}
+	return cfg
+}
+
+// withCall returns ctx carrying what host functions need to know about the
+// guest call made with it.
+func (m *module) withCall(ctx context.Context, invocation string, sink runtime.LogSink) context.Context {
+	return hostfn.WithCall(ctx, &hostfn.Call{App: m.app, Function: m.function, InvocationID: invocation, Grants: m.grants, Sink: sink})
+}
+
+// instantiate runs wazero's InstantiateModule with a memory capped at the
+// function's limit. A panic from wazero (an allocator refusing a module's
+// initial memory) becomes an error.
+func (m *module) instantiate(ctx context.Context, alloc *cappedAllocator, cfg wazero.ModuleConfig) (mod api.Module, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			mod, err = nil, fmt.Errorf("instantiate: %v", p)
+		}
+	}()
+	return m.rt.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, alloc), m.compiled, cfg)
+}
+
+// failure turns an error from a guest call into the error Handle returns.
+// parent is the caller's context (before the function's timeout was added).
+func (m *module) failure(parent context.Context, err error, alloc *cappedAllocator, stderr *lineWriter) error {
+	if alloc.refused.Load() {
+		return &runtime.LimitError{Err: runtime.ErrMemoryLimit, Limit: humanBytes(m.limits.MemoryBytes)}
+	}
+	var exit *sys.ExitError
+	if errors.As(err, &exit) {
+		switch exit.ExitCode() {
+		case sys.ExitCodeDeadlineExceeded, sys.ExitCodeContextCanceled:
+			if perr := parent.Err(); perr != nil {
+				return fmt.Errorf("%s/%s: %w", m.app, m.function, perr)
+			}
+			return &runtime.LimitError{Err: runtime.ErrTimeout, Limit: m.limits.Timeout.String()}
+		}
+		return guestFailed(fmt.Sprintf("exited with code %d", exit.ExitCode()), stderr.reason(), err)
+	}
+	if perr := parent.Err(); perr != nil {
+		return fmt.Errorf("%s/%s: %w", m.app, m.function, perr)
+	}
+	return guestFailed(firstLine(err.Error()), stderr.reason(), err)
+}
+
+// guestError is ErrGuestFailed with the guest's reason.
+type guestError struct {
+	reason string
+	cause  error
+}
+
+func (e *guestError) Error() string { return runtime.ErrGuestFailed.Error() + ": " + e.reason }
+func (e *guestError) Unwrap() []error {
+	if e.cause == nil {
+		return []error{runtime.ErrGuestFailed}
+	}
+	return []error{runtime.ErrGuestFailed, e.cause}
+}
+
+func guestFailed(what, stderr string, cause error) error {
+	if stderr != "" && !strings.Contains(what, stderr) {
+		what += ": " + stderr
+	}
+	return &guestError{reason: what, cause: cause}
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+// checkRequest enforces the request limit before the guest sees anything.
+func (m *module) checkRequest(req *runtime.Request) error {
+	if int64(len(req.Body)) > m.limits.MaxRequestBytes {
+		return &runtime.LimitError{Err: runtime.ErrRequestTooLarge, Limit: humanBytes(uint64(m.limits.MaxRequestBytes))}
+	}
+	return nil
+}
+
+func (m *module) responseTooLarge() error {
+	return &runtime.LimitError{Err: runtime.ErrResponseTooLarge, Limit: humanBytes(uint64(m.limits.MaxResponseBytes))}
+}

@@ -1,0 +1,267 @@
+package wasm
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+
+	"github.com/nimbus-dev/nimbus/internal/hostfn"
+	"github.com/nimbus-dev/nimbus/internal/runtime"
+	"github.com/nimbus-dev/nimbus/sdk/go/wire"
+)
+
+// Defaults for zero Limits fields.
+const (
+	DefaultMemoryBytes      = 128 << 20
+	DefaultTimeout          = 30 * time.Second
+	DefaultMaxRequestBytes  = 6 << 20
+	DefaultMaxResponseBytes = 6 << 20
+)
+
+const (
+	pageSize = 64 << 10
+	// maxMemoryBytes is all a wasm32 memory can address.
+	maxMemoryBytes = 1 << 32
+	wasiModule     = wasi_snapshot_preview1.ModuleName
+)
+
+// Config configures a Runtime. The zero value is usable.
+type Config struct {
+	// CacheDir holds compiled code across process restarts. Optional:
+	// default "" keeps compiled code in memory only.
+	CacheDir string
+	// Logger receives runtime diagnostics. Optional: default discards.
+	Logger *slog.Logger
+	// HostFunctions are the host functions guests may import. Optional:
+	// default hostfn.NewDefaultRegistry(Logger).
+	HostFunctions *hostfn.Registry
+}
+
+// Runtime runs WebAssembly functions on one wazero runtime (compiler
+// backend) shared by every module it loads.
+type Runtime struct {
+	logger *slog.Logger
+	cache  wazero.CompilationCache
+	rt     wazero.Runtime
+	// provided lists, per allowed import module, the functions it exports.
+	provided map[string]map[string]api.FunctionDefinition
+}
+
+var _ runtime.Runtime = (*Runtime)(nil)
+
+// New returns a Runtime with WASI preview 1 and the host functions
+// instantiated. Close it to release compiled code.
+func New(ctx context.Context, cfg Config) (*Runtime, error) {
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	reg := cfg.HostFunctions
+	if reg == nil {
+		reg = hostfn.NewDefaultRegistry(logger)
+	}
+	cache := wazero.NewCompilationCache()
+	if cfg.CacheDir != "" {
+		var err error
+		if cache, err = wazero.NewCompilationCacheWithDir(cfg.CacheDir); err != nil {
+			return nil, fmt.Errorf("wasm: compilation cache %s: %w", cfg.CacheDir, err)
+		}
+	}
+	rcfg := wazero.NewRuntimeConfigCompiler().
+		WithCompilationCache(cache).
+		WithCloseOnContextDone(true) // a deadline stops even a guest in a tight loop
+	rt := wazero.NewRuntimeWithConfig(ctx, rcfg)
+	r := &Runtime{logger: logger, cache: cache, rt: rt, provided: map[string]map[string]api.FunctionDefinition{}}
+	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
+		r.Close(ctx)
+		return nil, fmt.Errorf("wasm: instantiate WASI: %w", err)
+	}
+	if _, err := reg.Instantiate(ctx, rt); err != nil {
+		r.Close(ctx)
+		return nil, fmt.Errorf("wasm: %w", err)
+	}
+	for _, name := range []string{wasiModule, hostfn.ModuleName} {
+		r.provided[name] = rt.Module(name).ExportedFunctionDefinitions()
+	}
+	return r, nil
+}
+
+// Close implements runtime.Runtime.
+func (r *Runtime) Close(ctx context.Context) error {
+	return errors.Join(r.rt.Close(ctx), r.cache.Close(ctx))
+}
+
+// Load implements runtime.Runtime: it compiles the module (or loads it from
+// the compilation cache), checks its imports and detects its contract.
+func (r *Runtime) Load(ctx context.Context, spec runtime.Spec) (runtime.Module, error) {
+	invalid := func(format string, args ...any) error {
+		return fmt.Errorf("load %s/%s: %w: %s", spec.App, spec.Function, runtime.ErrInvalidModule, fmt.Sprintf(format, args...))
+	}
+	lim := resolveLimits(spec.Limits)
+	if lim.MemoryBytes > maxMemoryBytes {
+		return nil, invalid("memory limit %s is above the 4GiB a wasm32 module can address", humanBytes(lim.MemoryBytes))
+	}
+	for k, v := range spec.Env {
+		if k == "" || strings.ContainsAny(k, "=\x00") || strings.Contains(v, "\x00") {
+			return nil, invalid("environment variable %q: names must be non-empty without '=' or NUL, values without NUL", k)
+		}
+	}
+	b := spec.Artifact
+	if len(b) < 8 || !bytes.Equal(b[:4], []byte("\x00asm")) {
+		return nil, invalid("not a WebAssembly module (bad magic)")
+	}
+	if !bytes.Equal(b[4:8], []byte{1, 0, 0, 0}) {
+		return nil, invalid("unsupported WebAssembly binary version %x (want 1)", b[4:8])
+	}
+	compiled, err := r.rt.CompileModule(ctx, b)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("load %s/%s: %w", spec.App, spec.Function, ctx.Err())
+		}
+		return nil, fmt.Errorf("load %s/%s: %w: does not compile: %w", spec.App, spec.Function, runtime.ErrInvalidModule, err)
+	}
+	m := &module{
+		rt:       r,
+		app:      spec.App,
+		function: spec.Function,
+		compiled: compiled,
+		limits:   lim,
+		grants:   hostfn.NewGrants(spec.Capabilities),
+		env:      sortedEnv(spec.Env),
+	}
+	if why := r.check(compiled, lim, m); why != "" {
+		compiled.Close(ctx)
+		return nil, invalid("%s", why)
+	}
+	return m, nil
+}
+
+// check validates imports, memory and exports, fills m.contract, and
+// returns why the module is unusable, or "".
+func (r *Runtime) check(c wazero.CompiledModule, lim runtime.Limits, m *module) string {
+	for _, def := range c.ImportedFunctions() {
+		mod, name, _ := def.Import()
+		provided, ok := r.provided[mod]
+		if !ok {
+			return fmt.Sprintf("module imports %q from %q, which Nimbus does not provide (guests may import only %s and %s)", name, mod, wasiModule, hostfn.ModuleName)
+		}
+		want, ok := provided[name]
+		if !ok {
+			return fmt.Sprintf("module imports %q from %q, which Nimbus does not provide", name, mod)
+		}
+		if !slices.Equal(def.ParamTypes(), want.ParamTypes()) || !slices.Equal(def.ResultTypes(), want.ResultTypes()) {
+			return fmt.Sprintf("module imports %s.%s as %s, but Nimbus provides %s", mod, name, signature(def), signature(want))
+		}
+	}
+	for _, def := range c.ImportedMemories() {
+		mod, name, _ := def.Import()
+		return fmt.Sprintf("module imports memory %s.%s; a guest must define its own memory", mod, name)
+	}
+	mems := c.ExportedMemories()
+	for name, def := range mems {
+		if uint64(def.Min())*pageSize > lim.MemoryBytes {
+			return fmt.Sprintf("memory %q needs %s at start, above the function's memory limit of %s", name, humanBytes(uint64(def.Min())*pageSize), humanBytes(lim.MemoryBytes))
+		}
+	}
+	exports := c.ExportedFunctions()
+	start, hasStart := exports["_start"]
+	handle, hasHandle := exports[wire.ExportHandle]
+	switch {
+	case hasHandle && hasStart:
+		return "module exports both _start and " + wire.ExportHandle + ": an SDK guest must be a reactor (for Go, build with -buildmode=c-shared)"
+	case hasHandle:
+		if _, ok := exports[wire.ExportMarker]; !ok {
+			return "module exports " + wire.ExportHandle + " but not the ABI marker " + wire.ExportMarker + " (it speaks another ABI version)"
+		}
+		alloc, ok := exports[wire.ExportAlloc]
+		if !ok {
+			return "module exports " + wire.ExportHandle + " but not " + wire.ExportAlloc
+		}
+		if sig := signature(alloc); sig != "(i32) -> (i32)" {
+			return fmt.Sprintf("%s has signature %s, want (i32) -> (i32)", wire.ExportAlloc, sig)
+		}
+		if sig := signature(handle); sig != "(i32, i32) -> (i64)" {
+			return fmt.Sprintf("%s has signature %s, want (i32, i32) -> (i64)", wire.ExportHandle, sig)
+		}
+		if _, ok := mems["memory"]; !ok {
+			return "module does not export its memory as \"memory\""
+		}
+		if init, ok := exports["_initialize"]; ok {
+			if sig := signature(init); sig != "() -> ()" {
+				return fmt.Sprintf("_initialize has signature %s, want () -> ()", sig)
+			}
+			m.initialize = true
+		}
+		m.contract = runtime.ContractSDK
+	case hasStart:
+		if sig := signature(start); sig != "() -> ()" {
+			return fmt.Sprintf("_start has signature %s, want () -> ()", sig)
+		}
+		m.contract = runtime.ContractWAGI
+	default:
+		return "module exports neither _start (WAGI command) nor " + wire.ExportHandle + " (Nimbus SDK reactor)"
+	}
+	return ""
+}
+
+func signature(def api.FunctionDefinition) string {
+	names := func(ts []api.ValueType) string {
+		s := make([]string, len(ts))
+		for i, t := range ts {
+			s[i] = api.ValueTypeName(t)
+		}
+		return strings.Join(s, ", ")
+	}
+	return "(" + names(def.ParamTypes()) + ") -> (" + names(def.ResultTypes()) + ")"
+}
+
+func resolveLimits(l runtime.Limits) runtime.Limits {
+	if l.MemoryBytes == 0 {
+		l.MemoryBytes = DefaultMemoryBytes
+	}
+	// Memory grows in whole pages; round the cap up to one.
+	l.MemoryBytes = (l.MemoryBytes + pageSize - 1) / pageSize * pageSize
+	if l.Timeout <= 0 {
+		l.Timeout = DefaultTimeout
+	}
+	if l.MaxRequestBytes <= 0 {
+		l.MaxRequestBytes = DefaultMaxRequestBytes
+	}
+	if l.MaxResponseBytes <= 0 {
+		l.MaxResponseBytes = DefaultMaxResponseBytes
+	}
+	return l
+}
+
+// humanBytes formats a limit the way a user wrote it: "64MiB", "512KiB".
+func humanBytes(n uint64) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%dGiB", n>>30)
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%dMiB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%dKiB", n>>10)
+	}
+	return fmt.Sprintf("%dB", n)
+}
+
+type envVar struct{ k, v string }
+
+func sortedEnv(env map[string]string) []envVar {
+	out := make([]envVar, 0, len(env))
+	for k, v := range env {
+		out = append(out, envVar{k, v})
+	}
+	slices.SortFunc(out, func(a, b envVar) int { return strings.Compare(a.k, b.k) })
+	return out
+}
