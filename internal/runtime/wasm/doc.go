@@ -1,2 +1,58 @@
-// Package wasm is the WebAssembly runtime of Nimbus, on wazero.
+// Package wasm is the WebAssembly runtime of Nimbus: it implements
+// runtime.Runtime on wazero (compiler backend, WASI preview 1).
+//
+// It sits between the scheduler and the guest:
+//
+//	gateway -> scheduler -> runtime (this package) -> guest -> host functions
+//
+// # Contracts
+//
+// Load detects how a module talks to the host from its exports:
+//
+//   - SDK (runtime.ContractSDK): a WASI reactor exporting the Nimbus ABI
+//     (nimbus_abi_v1, nimbus_alloc, nimbus_handle; specified in sdk/go/wire).
+//     NewInstance instantiates it and runs _initialize (not _start): that is
+//     the cold start. The instance then serves requests in turn; its stdout
+//     and stderr go, line by line, to the LogSink of the request being served.
+//   - WAGI (runtime.ContractWAGI): a WASI command exporting _start, spoken to
+//     as CGI (RFC 3875, as WAGI does). The request is in the environment and
+//     on stdin, which WASI fixes at instantiation, so NewInstance is cheap and
+//     each Handle instantiates and runs the command; the response is CGI on
+//     stdout (see parseCGI), stderr goes to the LogSink. Environment: the
+//     RFC 3875 variables (REQUEST_METHOD, PATH_INFO = the whole request path,
+//     SCRIPT_NAME = "", QUERY_STRING, CONTENT_TYPE, CONTENT_LENGTH,
+//     SERVER_NAME, SERVER_PORT, SERVER_PROTOCOL, REMOTE_ADDR, REQUEST_URI,
+//     GATEWAY_INTERFACE=CGI/1.1, HTTP_<HEADER> per header), WAGI's extras
+//     (X_MATCHED_ROUTE, X_FULL_URL, X_RAW_PATH_INFO), route parameters as
+//     X_PARAM_<NAME> (uppercased, non-alphanumerics as '_'), X_INVOCATION_ID
+//     and TRACEPARENT, on top of the function's own env (CGI variables win).
+//
+// Imports are checked at Load: a module may import only
+// wasi_snapshot_preview1 and the "nimbus" host module (package hostfn), with
+// the signatures the host provides. Anything unusable fails Load with an
+// error wrapping runtime.ErrInvalidModule that says why.
+//
+// # Limits
+//
+// Zero Limits fields take the defaults (DefaultMemoryBytes 128MiB,
+// DefaultTimeout 30s, DefaultMaxRequestBytes and DefaultMaxResponseBytes
+// 6MiB). A request body over the limit is refused before the guest runs. The
+// timeout is a context deadline with wazero's CloseOnContextDone, which stops
+// even a guest spinning in a loop. Memory is capped per instance by a wazero
+// memory allocator that refuses to grow past the limit and records the
+// refusal, so a guest that dies of it (Go prints "out of memory" and exits)
+// is reported precisely as ErrMemoryLimit. One wazero runtime therefore
+// serves modules of every memory limit; all share one compilation cache,
+// on disk when Config.CacheDir is set, so a restarted process does not
+// recompile. A response over the limit is ErrResponseTooLarge; traps,
+// panics, non-zero exits and contract violations are ErrGuestFailed with the
+// guest's reason (its panic line or last stderr line). Every pointer and
+// length a guest returns is bounds-checked; a hostile guest fails its own
+// request, never the process.
+//
+// # Concurrency
+//
+// Runtime and modules are safe for concurrent use; an instance serves one
+// request at a time. After Handle returns an error, an SDK instance refuses
+// further requests: the caller closes it and makes a new one.
 package wasm

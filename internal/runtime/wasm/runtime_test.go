@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -21,12 +22,22 @@ import (
 // guests holds the real guests, built once per test binary by TestMain.
 var guests map[string][]byte
 
+// testCacheDir is the compilation cache the tests share (and keep across
+// runs): compiling a Go guest takes seconds, loading it from the cache
+// milliseconds.
+var testCacheDir string
+
 func TestMain(m *testing.M) {
 	var err error
 	if guests, err = buildGuests(); err != nil {
 		fmt.Fprintln(os.Stderr, "building wasm test guests:", err)
 		os.Exit(1)
 	}
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		dir = os.TempDir()
+	}
+	testCacheDir = filepath.Join(dir, "nimbus-test", "wazero-cache")
 	os.Exit(m.Run())
 }
 
@@ -81,6 +92,9 @@ func (b *syncBuffer) String() string {
 
 func newRuntime(t testing.TB, cfg Config) *Runtime {
 	t.Helper()
+	if cfg.CacheDir == "" {
+		cfg.CacheDir = testCacheDir
+	}
 	r, err := New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
