@@ -56,5 +56,7 @@ func Write(w http.ResponseWriter, err error) {
 	// Marks the answer as the platform's, not a function's own error body.
 	w.Header().Set(Header, e.Code)
 	w.WriteHeader(e.Status)
-	json.NewEncoder(w).Encode(Body{Error: e})
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	enc.Encode(Body{Error: e})
 }

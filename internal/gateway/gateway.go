@@ -48,14 +48,7 @@ func New(inv Invoker, logger *slog.Logger) *Gateway {
 	return g
 }
 
-func (g *Gateway) newMux() *http.ServeMux {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		apierror.Write(w, apierror.New(http.StatusNotFound, "route_not_found",
-			fmt.Sprintf("no route matches %s %s; routes are declared in nimbus.yaml under functions.<name>.routes (see `nimbus ls`)", r.Method, r.URL.Path)))
-	})
-	return mux
-}
+func (g *Gateway) newMux() *http.ServeMux { return http.NewServeMux() }
 
 // SetRoutes replaces the routing table with the routes of the given active
 // revisions. On a conflict it keeps the old table and returns an error.
@@ -85,7 +78,45 @@ func (g *Gateway) SetRoutes(revs []*registry.Revision) (err error) {
 
 // ServeHTTP dispatches to the current routing table.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	g.table.Load().ServeHTTP(w, r)
+	mux := g.table.Load()
+	h, pattern := mux.Handler(r)
+	if pattern != "" {
+		mux.ServeHTTP(w, r) // (Handler does not fill in r.PathValue)
+		return
+	}
+	// No route: let the mux decide between 404 and 405 (it knows the
+	// other methods of the path), then answer in our error format.
+	probe := &statusProbe{header: http.Header{}}
+	h.ServeHTTP(probe, r)
+	switch probe.status {
+	case http.StatusMethodNotAllowed:
+		w.Header().Set("Allow", probe.header.Get("Allow"))
+		apierror.Write(w, apierror.New(http.StatusMethodNotAllowed, "method_not_allowed",
+			fmt.Sprintf("%s is not allowed on %s; this route accepts %s", r.Method, r.URL.Path, probe.header.Get("Allow"))))
+	case http.StatusMovedPermanently, http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
+		h.ServeHTTP(w, r) // ServeMux's path cleaning redirect
+	default:
+		apierror.Write(w, apierror.New(http.StatusNotFound, "route_not_found",
+			fmt.Sprintf("no route matches %s %s; routes are declared in nimbus.yaml under functions.<name>.routes (see `nimbus ls`)", r.Method, r.URL.Path)))
+	}
+}
+
+// statusProbe records what ServeMux's own not-found or not-allowed handler
+// answers, without sending it.
+type statusProbe struct {
+	header http.Header
+	status int
+}
+
+func (p *statusProbe) Header() http.Header { return p.header }
+func (p *statusProbe) WriteHeader(code int) {
+	if p.status == 0 {
+		p.status = code
+	}
+}
+func (p *statusProbe) Write(b []byte) (int, error) {
+	p.WriteHeader(http.StatusOK)
+	return len(b), nil
 }
 
 // wildcards lists the names of the {wildcards} in a path pattern.
@@ -217,7 +248,10 @@ func (g *Gateway) fail(w http.ResponseWriter, req *runtime.Request, app, fn stri
 // message names the function, the limit and where to change it.
 func InvocationError(app, fn string, err error) *apierror.Error {
 	status, code := scheduler.StatusOf(err)
-	msg := fmt.Sprintf("%s/%s: %v", app, fn, err)
+	msg := err.Error()
+	if prefix := app + "/" + fn; !strings.Contains(msg, prefix) {
+		msg = prefix + ": " + msg
+	}
 	var le *runtime.LimitError
 	if errors.As(err, &le) {
 		field := map[error]string{

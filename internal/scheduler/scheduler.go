@@ -207,9 +207,9 @@ func (s *Scheduler) Instances(app, name string) (idle, busy int) {
 }
 
 // Invoke runs one invocation of app/function. It fills in the request's
-// invocation id and traceparent when empty and attaches the log sink. The
-// invocation, waiting for an instance included, is bounded by the function's
-// timeout.
+// invocation id and traceparent when empty and attaches the log sink. Both
+// the wait for a free instance and the guest's run are bounded by the
+// function's timeout.
 func (s *Scheduler) Invoke(ctx context.Context, app, function string, req *runtime.Request) (*runtime.Response, error) {
 	s.mu.RLock()
 	p := s.apps[app][function]
@@ -227,13 +227,6 @@ func (s *Scheduler) Invoke(ctx context.Context, app, function string, req *runti
 	if req.Log == nil && s.opts.Logs != nil {
 		req.Log = s.opts.Logs.Sink(app, function, p.fn.Revision, req.InvocationID)
 	}
-	timeout := time.Duration(p.fn.TimeoutMS) * time.Millisecond
-	if timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
-	}
-
 	resp, err := s.invoke(ctx, p, req)
 	code, reason := http.StatusOK, ""
 	if resp != nil {
@@ -247,8 +240,17 @@ func (s *Scheduler) Invoke(ctx context.Context, app, function string, req *runti
 }
 
 func (s *Scheduler) invoke(ctx context.Context, p *pool, req *runtime.Request) (*runtime.Response, error) {
+	// Waiting for an instance is bounded by the function's timeout; the
+	// guest's run is bounded by the runtime's own deadline of the same
+	// length, which reports it as runtime.ErrTimeout.
+	wait := ctx
+	if timeout := time.Duration(p.fn.TimeoutMS) * time.Millisecond; timeout > 0 {
+		var cancel context.CancelFunc
+		wait, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
 	for {
-		inst, _, err := p.acquire(ctx)
+		inst, _, err := p.acquire(wait)
 		if errors.Is(err, errPoolClosed) {
 			// The revision was replaced while we waited; take the new one.
 			s.mu.RLock()

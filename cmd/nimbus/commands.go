@@ -1,0 +1,372 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/nimbus-dev/nimbus/internal/client"
+	"github.com/nimbus-dev/nimbus/internal/deploy"
+	"github.com/nimbus-dev/nimbus/internal/guestlog"
+	"github.com/nimbus-dev/nimbus/internal/manifest"
+)
+
+func newValidate(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "validate [DIR]",
+		Short: "Check a nimbus.yaml without deploying it",
+		Long: `Check the manifest in DIR (or a manifest file). Every problem is reported
+with its file, line, column and field, and what is allowed instead.`,
+		Example: `  nimbus validate examples/hello
+  nimbus validate ./nimbus.yaml --json`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			path := "."
+			if len(args) == 1 {
+				path = args[0]
+			}
+			m, err := manifest.Load(path)
+			if g.json {
+				out := map[string]any{"valid": err == nil}
+				if err != nil {
+					out["errors"] = jsonErrors(err)
+				} else {
+					out["app"] = m.App
+					out["functions"] = len(m.Functions)
+				}
+				printJSON(os.Stdout, out)
+				if err != nil {
+					return &exitError{1}
+				}
+				return nil
+			}
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return &exitError{1}
+			}
+			fmt.Printf("%s: app %s with %d function(s) is valid\n", m.File, m.App, len(m.Functions))
+			return nil
+		},
+	}
+}
+
+func newDeploy(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "deploy [DIR]",
+		Short: "Build DIR's app and deploy it as a new revision",
+		Long: `Validate the manifest, run each function's build command (GOOS=wasip1
+GOARCH=wasm are set), upload the modules the server does not have yet, and
+activate the revision. A revision is content-addressed: deploying an
+unchanged app is a no-op and says so.`,
+		Example: `  nimbus deploy examples/hello
+  NIMBUS_URL=http://10.0.0.5:8081 NIMBUS_TOKEN=nmb_... nimbus deploy .`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			path := "."
+			if len(args) == 1 {
+				path = args[0]
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			res, err := deploy.Run(cmd.Context(), deploy.API{C: c}, path, func(e deploy.Event) {
+				if !g.json {
+					printProgress(e)
+				}
+			})
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(os.Stdout, res)
+			}
+			printDeployResult(res)
+			return nil
+		},
+	}
+}
+
+func newLs(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "ls [APP]",
+		Short: "List apps, functions, revisions and routes",
+		Example: `  nimbus ls
+  nimbus ls hello          # one app, with its revision history
+  nimbus ls --json`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			if len(args) == 1 {
+				app, err := c.App(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				revs, err := c.Revisions(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				if g.json {
+					return printJSON(os.Stdout, map[string]any{"app": app, "revisions": revs})
+				}
+				printApps(os.Stdout, []appRow{{app.Name, app.Active, app.Functions, app.Instances}})
+				fmt.Println()
+				tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "HISTORY\tREVISION\tREASON\tACTIVATED")
+				for i := len(app.History) - 1; i >= 0; i-- {
+					h := app.History[i]
+					mark := ""
+					if i == len(app.History)-1 {
+						mark = "*"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", mark, short(h.Revision), h.Reason, h.ActivatedAt.Local().Format(time.DateTime))
+				}
+				return tw.Flush()
+			}
+			apps, err := c.Apps(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(os.Stdout, apps)
+			}
+			if len(apps) == 0 {
+				fmt.Println("no apps deployed; `nimbus deploy DIR` deploys one")
+				return nil
+			}
+			rows := make([]appRow, len(apps))
+			for i, a := range apps {
+				rows[i] = appRow{a.Name, a.Active, a.Functions, a.Instances}
+			}
+			printApps(os.Stdout, rows)
+			return nil
+		},
+	}
+}
+
+func newRollback(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "rollback APP [REVISION]",
+		Short: "Move an app's traffic back to an earlier revision",
+		Long: `Activate REVISION (an id or a unique prefix of at least 7 characters), or,
+without it, the revision that was active before the current one.`,
+		Example: `  nimbus rollback hello
+  nimbus rollback hello 3f9a2c1`,
+		Args: cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			rev := ""
+			if len(args) == 2 {
+				rev = args[1]
+			}
+			res, err := c.Rollback(cmd.Context(), args[0], rev)
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(os.Stdout, res)
+			}
+			fmt.Printf("rolled back %s: revision %s is active\n", res.App, short(res.Revision.ID))
+			return nil
+		},
+	}
+}
+
+func newInvoke(g *globals) *cobra.Command {
+	var data, contentType string
+	cmd := &cobra.Command{
+		Use:   "invoke APP/FUNCTION",
+		Short: "Call a function directly, without HTTP routing",
+		Long: `Call APP/FUNCTION with a request body and print its response body.
+-d takes the data itself, @file to read a file, or @- to read standard input.
+The function sees a POST to /. A response status of 400 or more exits 1.`,
+		Example: `  nimbus invoke hello/hello -d world
+  nimbus invoke hello/hello -d @payload.json --content-type application/json
+  echo hi | nimbus invoke hello/hello -d @-`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			app, fn, ok := strings.Cut(args[0], "/")
+			if !ok || app == "" || fn == "" {
+				return fmt.Errorf("%q is not APP/FUNCTION (for example hello/hello)", args[0])
+			}
+			body, err := readData(data)
+			if err != nil {
+				return err
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			res, err := c.Invoke(cmd.Context(), app, fn, body, contentType)
+			if err != nil {
+				return err
+			}
+			if g.json {
+				printJSON(os.Stdout, map[string]any{
+					"status": res.Status, "headers": res.Header, "body": string(res.Body),
+					"invocation_id": res.InvocationID, "traceparent": res.TraceParent,
+				})
+			} else {
+				os.Stdout.Write(res.Body)
+				if len(res.Body) > 0 && res.Body[len(res.Body)-1] != '\n' {
+					fmt.Println()
+				}
+			}
+			if res.Status >= 400 {
+				if !g.json {
+					stderrf("function answered %d (invocation %s)\n", res.Status, res.InvocationID)
+				}
+				return &exitError{1}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&data, "data", "d", "", "request body: text, @file, or @- for standard input")
+	cmd.Flags().StringVar(&contentType, "content-type", "", "Content-Type of the request body")
+	return cmd
+}
+
+func readData(d string) ([]byte, error) {
+	switch {
+	case d == "@-":
+		return io.ReadAll(os.Stdin)
+	case strings.HasPrefix(d, "@"):
+		b, err := os.ReadFile(d[1:])
+		if err != nil {
+			return nil, fmt.Errorf("-d %s: %w", d, err)
+		}
+		return b, nil
+	}
+	return []byte(d), nil
+}
+
+func newLogs(g *globals) *cobra.Command {
+	var q client.LogQuery
+	cmd := &cobra.Command{
+		Use:   "logs APP[/FUNCTION]",
+		Short: "Show what functions wrote to stdout, stderr and the log",
+		Long: `Show guest output, each line tagged with its function and invocation id.
+--since takes a duration (10m) or an RFC 3339 time; -f keeps following.`,
+		Example: `  nimbus logs hello
+  nimbus logs hello/hello --since 10m
+  nimbus logs hello -f --json`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			app, fn, _ := strings.Cut(args[0], "/")
+			q.Function = fn
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			return c.Logs(cmd.Context(), app, q, func(e guestlog.Entry) error {
+				if g.json {
+					return printJSON(os.Stdout, e)
+				}
+				inv := e.Invocation
+				if len(inv) > 12 {
+					inv = inv[len(inv)-12:]
+				}
+				level := e.Stream
+				if e.Level != "" {
+					level = e.Level
+				}
+				_, err := fmt.Printf("%s %s %s %-6s %s\n", e.Time.Local().Format("15:04:05.000"), e.Function, inv, level, e.Message)
+				return err
+			})
+		},
+	}
+	cmd.Flags().BoolVarP(&q.Follow, "follow", "f", false, "keep streaming new lines")
+	cmd.Flags().StringVar(&q.Since, "since", "", "only lines newer than this (10m, 2h, or RFC 3339)")
+	cmd.Flags().IntVar(&q.Limit, "limit", 0, "at most this many lines (0: no limit)")
+	return cmd
+}
+
+func newVersion(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:     "version",
+		Short:   "Print the version",
+		Example: "  nimbus version",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if g.json {
+				return printJSON(os.Stdout, map[string]string{"version": version})
+			}
+			fmt.Println("nimbus", version)
+			return nil
+		},
+	}
+}
+
+type appRow struct {
+	name      string
+	active    string
+	functions []registryFunction
+	instances map[string]apiInstances
+}
+
+func printApps(w io.Writer, rows []appRow) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "APP\tFUNCTION\tREVISION\tINSTANCES\tROUTES")
+	for _, r := range rows {
+		fns := append([]registryFunction(nil), r.functions...)
+		sort.Slice(fns, func(i, j int) bool { return fns[i].Name < fns[j].Name })
+		if len(fns) == 0 {
+			fmt.Fprintf(tw, "%s\t-\t%s\t-\t-\n", r.name, short(r.active))
+		}
+		for _, fn := range fns {
+			var routes []string
+			for _, rt := range fn.Routes {
+				if rt.Method != "" {
+					routes = append(routes, rt.Method+" "+rt.Path)
+				} else {
+					routes = append(routes, rt.Path)
+				}
+			}
+			if len(routes) == 0 {
+				routes = []string{"-"}
+			}
+			in := r.instances[fn.Name]
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d idle, %d busy\t%s\n", r.name, fn.Name, short(r.active), in.Idle, in.Busy, strings.Join(routes, ", "))
+		}
+	}
+	tw.Flush()
+}
+
+// validationError is one manifest problem in `validate --json`.
+type validationError struct {
+	File    string `json:"file,omitempty"`
+	Line    int    `json:"line,omitempty"`
+	Col     int    `json:"col,omitempty"`
+	Field   string `json:"field,omitempty"`
+	Message string `json:"message"`
+}
+
+func jsonErrors(err error) []validationError {
+	var fes manifest.Errors
+	var one *manifest.FieldError
+	switch {
+	case errors.As(err, &fes):
+	case errors.As(err, &one):
+		fes = manifest.Errors{one}
+	default:
+		return []validationError{{Message: err.Error()}}
+	}
+	out := make([]validationError, len(fes))
+	for i, fe := range fes {
+		out[i] = validationError{File: fe.Pos.File, Line: fe.Pos.Line, Col: fe.Pos.Col, Field: fe.Field, Message: fe.Msg}
+	}
+	return out
+}

@@ -1,0 +1,193 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestQuickStart follows the README: `nimbus up examples/hello` on a fresh
+// data directory, then the CLI against it, then a restart.
+func TestQuickStart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and the example guest")
+	}
+	tmp := t.TempDir()
+	bin := filepath.Join(tmp, "nimbus")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build nimbus: %v\n%s", err, out)
+	}
+	env := append(os.Environ(), "NIMBUS_CONFIG="+filepath.Join(tmp, "config.json"), "NIMBUS_URL=", "NIMBUS_TOKEN=")
+	data := filepath.Join(tmp, "data")
+	example := filepath.Join("..", "..", "examples", "hello")
+
+	up := func() (*exec.Cmd, map[string]string, *bytes.Buffer) {
+		cmd := exec.Command(bin, "up", example, "--data", data, "--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0")
+		cmd.Env = env
+		stderr := &bytes.Buffer{}
+		cmd.Stderr = stderr
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		fields := map[string]string{}
+		lines := make(chan string)
+		go func() {
+			sc := bufio.NewScanner(stdout)
+			for sc.Scan() {
+				lines <- sc.Text()
+			}
+			close(lines)
+		}()
+		timeout := time.After(3 * time.Minute)
+		for {
+			select {
+			case line, ok := <-lines:
+				if !ok {
+					t.Fatalf("nimbus up exited early; stderr:\n%s", stderr)
+				}
+				f := strings.Fields(line)
+				if len(f) >= 2 && (f[0] == "gateway" || f[0] == "API" || f[0] == "admin") {
+					fields[f[0]] = f[len(f)-1]
+					if f[0] == "API" {
+						fields["API"] = f[1]
+					}
+					if f[0] == "admin" {
+						fields["admin"] = f[2]
+					}
+				}
+				fields["out"] += line + "\n"
+				if strings.HasPrefix(line, "Press Ctrl-C") {
+					go func() {
+						for range lines {
+						}
+					}()
+					return cmd, fields, stderr
+				}
+			case <-timeout:
+				t.Fatalf("nimbus up did not come up; stderr:\n%s", stderr)
+			}
+		}
+	}
+	run := func(args ...string) (string, error) {
+		cmd := exec.Command(bin, args...)
+		cmd.Env = env
+		var out bytes.Buffer
+		cmd.Stdout = &out
+		cmd.Stderr = &out
+		err := cmd.Run()
+		return out.String(), err
+	}
+
+	srv, f, stderr := up()
+	if !strings.HasPrefix(f["admin"], "nmb_") {
+		t.Fatalf("first start printed no admin token:\n%s", f["out"])
+	}
+	if !strings.Contains(stderr.String(), "[activate]") || !strings.Contains(stderr.String(), "[build") {
+		t.Errorf("deploy progress missing:\n%s", stderr)
+	}
+	resp, err := http.Get(f["gateway"] + "/hello/nimbus")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || strings.TrimSpace(string(body)) != "hello, nimbus" {
+		t.Fatalf("GET /hello/nimbus: %d %q", resp.StatusCode, body)
+	}
+
+	// The CLI finds the server and token in the config file `up` wrote.
+	out, err := run("invoke", "hello/hello", "-d", "world")
+	if err != nil || strings.TrimSpace(out) != "world" {
+		t.Fatalf("invoke: %v\n%s", err, out)
+	}
+	out, err = run("ls", "--json")
+	if err != nil {
+		t.Fatalf("ls: %v\n%s", err, out)
+	}
+	var apps []struct {
+		Name   string `json:"name"`
+		Active string `json:"active"`
+	}
+	if err := json.Unmarshal([]byte(out), &apps); err != nil || len(apps) != 1 || apps[0].Name != "hello" {
+		t.Fatalf("ls --json: %v\n%s", err, out)
+	}
+	out, err = run("deploy", example)
+	if err != nil || !strings.Contains(out, "unchanged") {
+		t.Fatalf("redeploy of an unchanged app: %v\n%s", err, out)
+	}
+	out, err = run("logs", "hello", "--json")
+	if err != nil || !strings.Contains(out, `"invocation"`) {
+		t.Fatalf("logs: %v\n%s", err, out)
+	}
+	for _, c := range []string{"up", "validate", "deploy", "ls", "rollback", "invoke", "logs", "version"} {
+		out, err := run(c, "--help")
+		if err != nil || !strings.Contains(out, "Examples:") {
+			t.Errorf("%s --help has no example: %v\n%s", c, err, out)
+		}
+	}
+
+	// Ctrl-C stops it cleanly; a restart serves the same revision without
+	// rebuilding and prints no new token.
+	srv.Process.Signal(syscall.SIGINT)
+	if err := srv.Wait(); err != nil {
+		t.Fatalf("nimbus up did not exit cleanly on SIGINT: %v\n%s", err, stderr)
+	}
+	_, f2, stderr2 := up()
+	if f2["admin"] != "" {
+		t.Errorf("restart printed a new admin token")
+	}
+	if strings.Contains(stderr2.String(), "[build") {
+		t.Errorf("restart rebuilt the app:\n%s", stderr2)
+	}
+	out, err = run("invoke", "hello/hello", "-d", "again")
+	if err != nil || strings.TrimSpace(out) != "again" {
+		t.Fatalf("invoke after restart: %v\n%s", err, out)
+	}
+}
+
+func TestValidateReportsPosition(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "nimbus.yaml"), []byte("app: demo\nfunctions:\n  f:\n    module: f.wasm\n    memory: lots\n"), 0o644)
+	cmd := newRoot()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	cmd.SetArgs([]string{"validate", dir, "--json"})
+	stdout := os.Stdout
+	r, w, _ := os.Pipe()
+	os.Stdout = w
+	err := cmd.Execute()
+	w.Close()
+	os.Stdout = stdout
+	got, _ := io.ReadAll(r)
+	if err == nil {
+		t.Fatal("validate accepted a bad manifest")
+	}
+	var res struct {
+		Valid  bool `json:"valid"`
+		Errors []struct {
+			Field string `json:"field"`
+		} `json:"errors"`
+	}
+	if err := json.Unmarshal(got, &res); err != nil {
+		t.Fatalf("validate --json output: %v\n%s", err, got)
+	}
+	if res.Valid || len(res.Errors) != 1 || res.Errors[0].Field != "functions.f.memory" {
+		t.Fatalf("validate --json: %s", got)
+	}
+}

@@ -1,0 +1,65 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/nimbus-dev/nimbus/internal/client"
+)
+
+type globals struct {
+	server string
+	json   bool
+}
+
+func newRoot() *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:   "nimbus",
+		Short: "Nimbus: a self-hosted serverless platform in one binary",
+		Long: `Nimbus runs WebAssembly functions declared in a nimbus.yaml manifest,
+on an embedded NATS JetStream store.
+
+Start a server with an app, then talk to it from another terminal:`,
+		Example: `  nimbus up examples/hello          # start the platform and deploy the app
+  nimbus invoke hello/hello -d world  # call a function
+  nimbus ls                           # list apps, functions, routes`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&g.server, "server", "", "API URL (default: $NIMBUS_URL, then the config written by `nimbus up`, then "+client.DefaultServer+")")
+	root.PersistentFlags().BoolVar(&g.json, "json", false, "print machine-readable JSON")
+	root.AddCommand(
+		newUp(g), newValidate(g), newDeploy(g), newLs(g), newRollback(g),
+		newInvoke(g), newLogs(g), newVersion(g),
+	)
+	return root
+}
+
+// client returns an API client from flags, environment and config.
+func (g *globals) client() (*client.Client, error) {
+	server, token, err := client.Resolve(g.server)
+	if err != nil {
+		return nil, err
+	}
+	return client.New(server, token), nil
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func stderrf(format string, a ...any) { fmt.Fprintf(os.Stderr, format, a...) }
+
+func short(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}

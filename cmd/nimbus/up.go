@@ -1,0 +1,204 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/nimbus-dev/nimbus/internal/client"
+	"github.com/nimbus-dev/nimbus/internal/deploy"
+	"github.com/nimbus-dev/nimbus/internal/manifest"
+	"github.com/nimbus-dev/nimbus/internal/registry"
+	"github.com/nimbus-dev/nimbus/internal/server"
+)
+
+func newUp(g *globals) *cobra.Command {
+	var cfg server.Config
+	var logLevel string
+	var redeploy bool
+	cmd := &cobra.Command{
+		Use:   "up [DIR]",
+		Short: "Start the platform; deploy DIR's app if it has a nimbus.yaml",
+		Long: `Start Nimbus: an embedded NATS JetStream store (data under --data), the
+function gateway (--listen) and the control plane API (--api-listen).
+
+If DIR holds a nimbus.yaml and its app is not deployed yet, it is built and
+deployed. Later starts serve the apps and revisions already deployed without
+rebuilding; use 'nimbus deploy' (or --redeploy) to ship changes.
+
+On the first start of a data directory an admin token is created, printed
+once, and saved with the API URL to the CLI config file, so the other
+commands work without flags. Ctrl-C stops the server cleanly.`,
+		Example: `  nimbus up examples/hello
+  nimbus up --listen 127.0.0.1:9000 --api-listen 127.0.0.1:9001 ./myapp
+  nimbus up --data /var/lib/nimbus --nats-listen 127.0.0.1:4222`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dir := "."
+			if len(args) == 1 {
+				dir = args[0]
+			}
+			if cfg.DataDir == "" {
+				cfg.DataDir = filepath.Join(dir, ".nimbus")
+			}
+			level := slog.LevelInfo
+			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+				return fmt.Errorf("--log-level %q: use debug, info, warn or error", logLevel)
+			}
+			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			cfg.Version = version
+			return runUp(cmd.Context(), g, cfg, dir, redeploy)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.DataDir, "data", "", "data directory (default DIR/.nimbus)")
+	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "gateway address for function routes")
+	f.StringVar(&cfg.APIListen, "api-listen", "127.0.0.1:8081", "control plane API and /metrics address")
+	f.StringVar(&cfg.NATSListen, "nats-listen", "", "also open a NATS client listener on this address (default: none)")
+	f.DurationVar(&cfg.IdleTimeout, "idle-timeout", 5*time.Minute, "close instances idle this long (scale to zero)")
+	f.StringVar(&logLevel, "log-level", "info", "server log level: debug, info, warn, error")
+	f.BoolVar(&redeploy, "redeploy", false, "build and deploy DIR's app even if it is already deployed")
+	return cmd
+}
+
+func runUp(ctx context.Context, g *globals, cfg server.Config, dir string, redeploy bool) error {
+	// Check the manifest before starting anything, so a typo fails fast.
+	var m *manifest.Manifest
+	if _, err := os.Stat(filepath.Join(dir, "nimbus.yaml")); err == nil {
+		if m, err = manifest.Load(dir); err != nil {
+			return err
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+
+	srv, err := server.Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		stderrf("stopping...\n")
+		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := srv.Close(cctx); err != nil {
+			stderrf("stop: %v\n", err)
+		}
+	}()
+
+	conf, err := client.LoadConfig()
+	if err != nil {
+		return err
+	}
+	conf.Server = srv.APIURL()
+	if tok := srv.AdminToken(); tok != "" {
+		conf.Token = tok
+	}
+	confPath, err := client.SaveConfig(conf)
+	if err != nil {
+		return fmt.Errorf("write CLI config: %w", err)
+	}
+
+	info := map[string]any{
+		"gateway_url": srv.GatewayURL(), "api_url": srv.APIURL(), "data_dir": cfg.DataDir,
+		"config_file": confPath, "version": version,
+	}
+	if !g.json {
+		fmt.Printf("Nimbus %s is up\n", version)
+		fmt.Printf("  gateway      %s\n", srv.GatewayURL())
+		fmt.Printf("  API          %s   (metrics at %s/metrics)\n", srv.APIURL(), srv.APIURL())
+		if u := srv.NATSURL(); u != "" {
+			fmt.Printf("  NATS         %s\n", u)
+		}
+		fmt.Printf("  data         %s\n", cfg.DataDir)
+		if tok := srv.AdminToken(); tok != "" {
+			fmt.Printf("  admin token  %s\n", tok)
+			fmt.Printf("               shown once; saved for the CLI in %s\n", confPath)
+		}
+	}
+	if tok := srv.AdminToken(); tok != "" {
+		info["admin_token"] = tok
+	}
+
+	if m != nil {
+		_, err := srv.Registry().App(ctx, m.App)
+		deployed := err == nil
+		if !deployed && !errors.Is(err, registry.ErrAppNotFound) {
+			return err
+		}
+		if deployed && !redeploy {
+			if !g.json {
+				fmt.Printf("app %s is already deployed; serving its active revision (use `nimbus deploy %s` to ship changes)\n", m.App, dir)
+			}
+		} else {
+			res, err := deploy.Run(ctx, deploy.Local{S: srv}, dir, func(e deploy.Event) {
+				if !g.json {
+					printProgress(e)
+				}
+			})
+			if err != nil {
+				return err
+			}
+			info["deploy"] = res
+			if !g.json {
+				printDeployResult(res)
+			}
+		}
+		if !g.json {
+			printRoutes(ctx, srv)
+		}
+	}
+	if g.json {
+		printJSON(os.Stdout, info)
+	} else {
+		fmt.Println("Press Ctrl-C to stop.")
+	}
+	<-ctx.Done()
+	return nil
+}
+
+func printRoutes(ctx context.Context, srv *server.Server) {
+	apps, err := srv.Registry().Apps(ctx)
+	if err != nil {
+		return
+	}
+	for _, app := range apps {
+		rev, err := srv.Registry().Active(ctx, app.Name)
+		if err != nil {
+			continue
+		}
+		for _, fn := range rev.Functions {
+			for _, r := range fn.Routes {
+				method := r.Method
+				if method == "" {
+					method = "*"
+				}
+				fmt.Printf("  %-6s %s%s  ->  %s/%s\n", method, srv.GatewayURL(), r.Path, app.Name, fn.Name)
+			}
+		}
+	}
+}
+
+func printProgress(e deploy.Event) {
+	who := ""
+	if e.Function != "" {
+		who = e.Function + ": "
+	}
+	stderrf("  [%-8s] %s%s\n", e.Step, who, strings.TrimSpace(e.Message))
+}
+
+func printDeployResult(res *deploy.Result) {
+	if !res.Changed {
+		fmt.Printf("app %s is unchanged: revision %s is already active, nothing to deploy\n", res.App, short(res.Revision.ID))
+		return
+	}
+	fmt.Printf("deployed %s: revision %s is active (%d function(s), %d module(s) uploaded)\n",
+		res.App, short(res.Revision.ID), len(res.Revision.Functions), res.Uploaded)
+}

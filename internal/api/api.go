@@ -1,0 +1,449 @@
+package api
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nimbus-dev/nimbus/internal/apierror"
+	"github.com/nimbus-dev/nimbus/internal/gateway"
+	"github.com/nimbus-dev/nimbus/internal/guestlog"
+	"github.com/nimbus-dev/nimbus/internal/registry"
+	"github.com/nimbus-dev/nimbus/internal/runtime"
+	"github.com/nimbus-dev/nimbus/internal/security"
+	"github.com/nimbus-dev/nimbus/internal/telemetry"
+)
+
+// Platform is what the API drives. Package server implements it.
+type Platform interface {
+	// Deploy makes fns the active revision of app, or reports that it
+	// already is (changed=false).
+	Deploy(ctx context.Context, app string, fns []registry.Function) (rev *registry.Revision, changed bool, err error)
+	Rollback(ctx context.Context, app, revision string) (*registry.Revision, error)
+	Delete(ctx context.Context, app string) error
+	Registry() *registry.Registry
+	PutArtifact(ctx context.Context, data []byte) (string, error)
+	HasArtifact(ctx context.Context, sha string) (bool, error)
+	Invoke(ctx context.Context, app, function string, req *runtime.Request) (*runtime.Response, error)
+	Function(app, name string) (registry.Function, bool)
+	Instances(app, name string) (idle, busy int)
+	ReadLogs(ctx context.Context, q guestlog.Query, fn func(guestlog.Entry) error) error
+}
+
+// Authenticator checks tokens; *security.Tokens implements it.
+type Authenticator interface {
+	Verify(ctx context.Context, token string) (*security.Identity, error)
+}
+
+// MaxArtifactBytes caps one uploaded artifact.
+const MaxArtifactBytes = 256 << 20
+
+// Handler returns the API handler: /api/v1/... and /metrics.
+func Handler(p Platform, auth Authenticator, metrics *telemetry.Metrics, version string, logger *slog.Logger) http.Handler {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	a := &api{p: p, auth: auth, logger: logger, version: version, started: time.Now()}
+	mux := http.NewServeMux()
+	handle := func(pattern string, scope security.Scope, h func(http.ResponseWriter, *http.Request) error) {
+		mux.Handle(pattern, a.guard(scope, h))
+	}
+	handle("GET /api/v1/status", security.ScopeRead, a.status)
+	handle("HEAD /api/v1/artifacts/{sha}", security.ScopeDeploy, a.hasArtifact)
+	handle("PUT /api/v1/artifacts/{sha}", security.ScopeDeploy, a.putArtifact)
+	handle("GET /api/v1/apps", security.ScopeRead, a.listApps)
+	handle("GET /api/v1/apps/{app}", security.ScopeRead, a.getApp)
+	handle("DELETE /api/v1/apps/{app}", security.ScopeDeploy, a.deleteApp)
+	handle("POST /api/v1/apps/{app}/deploy", security.ScopeDeploy, a.deploy)
+	handle("GET /api/v1/apps/{app}/revisions", security.ScopeRead, a.revisions)
+	handle("POST /api/v1/apps/{app}/rollback", security.ScopeDeploy, a.rollback)
+	handle("POST /api/v1/apps/{app}/functions/{function}/invoke", security.ScopeInvoke, a.invoke)
+	handle("GET /api/v1/apps/{app}/logs", security.ScopeRead, a.logs)
+	mux.Handle("GET /metrics", metrics.Handler())
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		apierror.Write(w, apierror.New(http.StatusNotFound, "not_found",
+			fmt.Sprintf("no API endpoint %s %s; see docs/api.md", r.Method, r.URL.Path)))
+	})
+	return mux
+}
+
+type api struct {
+	p       Platform
+	auth    Authenticator
+	logger  *slog.Logger
+	version string
+	started time.Time
+}
+
+func (a *api) guard(scope security.Scope, h func(http.ResponseWriter, *http.Request) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || token == "" {
+			apierror.Write(w, apierror.New(http.StatusUnauthorized, "unauthorized",
+				"missing API token: send \"Authorization: Bearer <token>\"; `nimbus up` prints the admin token on first start and saves it for the CLI"))
+			return
+		}
+		id, err := a.auth.Verify(r.Context(), token)
+		if err != nil {
+			if errors.Is(err, security.ErrUnauthorized) {
+				apierror.Write(w, apierror.Wrap(http.StatusUnauthorized, "unauthorized", err))
+			} else {
+				apierror.Write(w, err)
+			}
+			return
+		}
+		if !id.Allows(scope) {
+			apierror.Write(w, apierror.New(http.StatusForbidden, "forbidden",
+				fmt.Sprintf("token %q lacks the %q scope needed for %s %s", id.Name, scope, r.Method, r.URL.Path)))
+			return
+		}
+		if err := h(w, r); err != nil {
+			var e *apierror.Error
+			if !errors.As(err, &e) || e.Status >= 500 {
+				a.logger.Error("api call failed", "method", r.Method, "path", r.URL.Path, "error", err)
+			}
+			apierror.Write(w, err)
+		}
+	})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func decodeJSON(r *http.Request, v any) error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, 8<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return apierror.New(http.StatusBadRequest, "bad_request", "request body is not valid JSON for this endpoint: "+err.Error())
+	}
+	return nil
+}
+
+// Status is the answer of GET /api/v1/status.
+type Status struct {
+	Version string `json:"version"`
+	Uptime  string `json:"uptime"`
+	Apps    int    `json:"apps"`
+}
+
+func (a *api) status(w http.ResponseWriter, r *http.Request) error {
+	apps, err := a.p.Registry().Apps(r.Context())
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, Status{Version: a.version, Uptime: time.Since(a.started).Round(time.Second).String(), Apps: len(apps)})
+}
+
+func validSHA(sha string) bool {
+	if len(sha) != 64 {
+		return false
+	}
+	_, err := hex.DecodeString(sha)
+	return err == nil && strings.ToLower(sha) == sha
+}
+
+func (a *api) hasArtifact(w http.ResponseWriter, r *http.Request) error {
+	sha := r.PathValue("sha")
+	if !validSHA(sha) {
+		return apierror.New(http.StatusBadRequest, "bad_sha256", "artifact id must be 64 lowercase hex characters (sha256)")
+	}
+	ok, err := a.p.HasArtifact(r.Context(), sha)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		w.WriteHeader(http.StatusNotFound)
+		return nil
+	}
+	w.WriteHeader(http.StatusOK)
+	return nil
+}
+
+// ArtifactInfo is the answer of PUT /api/v1/artifacts/{sha}.
+type ArtifactInfo struct {
+	SHA256 string `json:"sha256"`
+	Size   int    `json:"size"`
+}
+
+func (a *api) putArtifact(w http.ResponseWriter, r *http.Request) error {
+	sha := r.PathValue("sha")
+	if !validSHA(sha) {
+		return apierror.New(http.StatusBadRequest, "bad_sha256", "artifact id must be 64 lowercase hex characters (sha256)")
+	}
+	data, err := gateway.ReadBody(w, r, MaxArtifactBytes)
+	if err != nil {
+		if errors.Is(err, runtime.ErrRequestTooLarge) {
+			return apierror.New(http.StatusRequestEntityTooLarge, "artifact_too_large", fmt.Sprintf("artifact is larger than %d MiB", MaxArtifactBytes>>20))
+		}
+		return err
+	}
+	sum := sha256.Sum256(data)
+	if got := hex.EncodeToString(sum[:]); got != sha {
+		return apierror.New(http.StatusBadRequest, "sha256_mismatch", fmt.Sprintf("uploaded bytes have sha256 %s, not %s: the upload was corrupted or the id is wrong", got, sha))
+	}
+	if _, err := a.p.PutArtifact(r.Context(), data); err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusCreated, ArtifactInfo{SHA256: sha, Size: len(data)})
+}
+
+// AppSummary is one row of GET /api/v1/apps.
+type AppSummary struct {
+	Name      string               `json:"name"`
+	Active    string               `json:"active"`
+	UpdatedAt time.Time            `json:"updated_at"`
+	Revisions int                  `json:"revisions"`
+	Functions []registry.Function  `json:"functions"`
+	Instances map[string]Instances `json:"instances,omitempty"`
+}
+
+// Instances counts a function's live instances.
+type Instances struct {
+	Idle int `json:"idle"`
+	Busy int `json:"busy"`
+}
+
+func (a *api) summary(ctx context.Context, app *registry.App) (AppSummary, error) {
+	s := AppSummary{Name: app.Name, Active: app.Active, UpdatedAt: app.UpdatedAt, Instances: map[string]Instances{}}
+	revs, err := a.p.Registry().Revisions(ctx, app.Name)
+	if err != nil {
+		return s, err
+	}
+	s.Revisions = len(revs)
+	if app.Active != "" {
+		rev, err := a.p.Registry().Revision(ctx, app.Name, app.Active)
+		if err != nil {
+			return s, err
+		}
+		s.Functions = rev.Functions
+		for _, fn := range rev.Functions {
+			idle, busy := a.p.Instances(app.Name, fn.Name)
+			s.Instances[fn.Name] = Instances{Idle: idle, Busy: busy}
+		}
+	}
+	return s, nil
+}
+
+func (a *api) listApps(w http.ResponseWriter, r *http.Request) error {
+	apps, err := a.p.Registry().Apps(r.Context())
+	if err != nil {
+		return err
+	}
+	out := make([]AppSummary, 0, len(apps))
+	for _, app := range apps {
+		s, err := a.summary(r.Context(), app)
+		if err != nil {
+			return err
+		}
+		out = append(out, s)
+	}
+	return writeJSON(w, http.StatusOK, out)
+}
+
+// AppDetail is the answer of GET /api/v1/apps/{app}.
+type AppDetail struct {
+	AppSummary
+	History []registry.HistoryItem `json:"history"`
+}
+
+func (a *api) getApp(w http.ResponseWriter, r *http.Request) error {
+	app, err := a.p.Registry().App(r.Context(), r.PathValue("app"))
+	if err != nil {
+		return notFound(err)
+	}
+	s, err := a.summary(r.Context(), app)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, AppDetail{AppSummary: s, History: app.History})
+}
+
+func (a *api) deleteApp(w http.ResponseWriter, r *http.Request) error {
+	if err := a.p.Delete(r.Context(), r.PathValue("app")); err != nil {
+		return notFound(err)
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// DeployRequest is the body of POST /api/v1/apps/{app}/deploy.
+type DeployRequest struct {
+	Functions []registry.Function `json:"functions"`
+}
+
+// DeployResult is the answer of deploy and rollback.
+type DeployResult struct {
+	App      string             `json:"app"`
+	Revision *registry.Revision `json:"revision"`
+	Changed  bool               `json:"changed"`
+}
+
+func (a *api) deploy(w http.ResponseWriter, r *http.Request) error {
+	var req DeployRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	app := r.PathValue("app")
+	rev, changed, err := a.p.Deploy(r.Context(), app, req.Functions)
+	if err != nil {
+		return err
+	}
+	a.logger.Info("deploy", "app", app, "revision", rev.ID, "changed", changed)
+	return writeJSON(w, http.StatusOK, DeployResult{App: app, Revision: rev, Changed: changed})
+}
+
+func (a *api) revisions(w http.ResponseWriter, r *http.Request) error {
+	revs, err := a.p.Registry().Revisions(r.Context(), r.PathValue("app"))
+	if err != nil {
+		return notFound(err)
+	}
+	return writeJSON(w, http.StatusOK, revs)
+}
+
+// RollbackRequest is the body of POST /api/v1/apps/{app}/rollback.
+type RollbackRequest struct {
+	// Revision is an id or unique prefix; empty means the previous one.
+	Revision string `json:"revision"`
+}
+
+func (a *api) rollback(w http.ResponseWriter, r *http.Request) error {
+	var req RollbackRequest
+	if r.ContentLength != 0 {
+		if err := decodeJSON(r, &req); err != nil {
+			return err
+		}
+	}
+	app := r.PathValue("app")
+	rev, err := a.p.Rollback(r.Context(), app, req.Revision)
+	if err != nil {
+		return notFound(err)
+	}
+	a.logger.Info("rollback", "app", app, "revision", rev.ID)
+	return writeJSON(w, http.StatusOK, DeployResult{App: app, Revision: rev, Changed: true})
+}
+
+func (a *api) invoke(w http.ResponseWriter, r *http.Request) error {
+	app, name := r.PathValue("app"), r.PathValue("function")
+	fn, ok := a.p.Function(app, name)
+	if !ok {
+		return apierror.New(http.StatusNotFound, "function_not_found", fmt.Sprintf("no active function %s/%s; `nimbus ls` lists what is deployed", app, name))
+	}
+	tc, ok := telemetry.ParseTraceParent(r.Header.Get("traceparent"))
+	if ok {
+		tc = tc.Child()
+	} else {
+		tc = telemetry.NewTrace()
+	}
+	req := &runtime.Request{
+		Method:       http.MethodPost,
+		Path:         "/",
+		Header:       http.Header{},
+		Host:         r.Host,
+		RemoteAddr:   r.RemoteAddr,
+		InvocationID: telemetry.NewInvocationID(),
+		TraceParent:  tc.String(),
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		req.Header.Set("Content-Type", ct)
+	}
+	w.Header().Set(gateway.HeaderInvocationID, req.InvocationID)
+	w.Header().Set(gateway.HeaderTraceParent, req.TraceParent)
+	body, err := gateway.ReadBody(w, r, fn.MaxRequestBytes)
+	if err != nil {
+		return gateway.InvocationError(app, name, err)
+	}
+	req.Body = body
+	resp, err := a.p.Invoke(r.Context(), app, name, req)
+	if err != nil {
+		return gateway.InvocationError(app, name, err)
+	}
+	gateway.WriteResponse(w, resp)
+	return nil
+}
+
+func (a *api) logs(w http.ResponseWriter, r *http.Request) error {
+	q := guestlog.Query{App: r.PathValue("app"), Function: r.URL.Query().Get("function")}
+	if s := r.URL.Query().Get("since"); s != "" {
+		t, err := parseSince(s, time.Now())
+		if err != nil {
+			return apierror.New(http.StatusBadRequest, "bad_since", err.Error())
+		}
+		q.Since = t
+	}
+	if s := r.URL.Query().Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 {
+			return apierror.New(http.StatusBadRequest, "bad_limit", "limit must be a non-negative integer")
+		}
+		q.Limit = n
+	}
+	q.Follow = r.URL.Query().Get("follow") == "true" || r.URL.Query().Get("follow") == "1"
+	if _, err := a.p.Registry().App(r.Context(), q.App); err != nil {
+		return notFound(err)
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.WriteHeader(http.StatusOK)
+	flusher, _ := w.(http.Flusher)
+	bw := bufio.NewWriter(w)
+	enc := json.NewEncoder(bw)
+	if flusher != nil {
+		flusher.Flush()
+	}
+	err := a.p.ReadLogs(r.Context(), q, func(e guestlog.Entry) error {
+		if err := enc.Encode(e); err != nil {
+			return err
+		}
+		if q.Follow {
+			if err := bw.Flush(); err != nil {
+				return err
+			}
+			if flusher != nil {
+				flusher.Flush()
+			}
+		}
+		return nil
+	})
+	bw.Flush()
+	if err != nil && !errors.Is(err, context.Canceled) && r.Context().Err() == nil {
+		a.logger.Warn("log stream ended", "app", q.App, "error", err)
+	}
+	return nil
+}
+
+// parseSince accepts a duration ("10m": that long ago) or an RFC 3339 time.
+func parseSince(s string, now time.Time) (time.Time, error) {
+	if d, err := time.ParseDuration(s); err == nil {
+		return now.Add(-d), nil
+	}
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	return time.Time{}, fmt.Errorf("since %q is neither a duration (10m, 2h) nor an RFC 3339 time (2026-01-02T15:04:05Z)", s)
+}
+
+// notFound turns the registry's not-found errors into 404s.
+func notFound(err error) error {
+	switch {
+	case errors.Is(err, registry.ErrAppNotFound):
+		return apierror.Wrap(http.StatusNotFound, "app_not_found", err)
+	case errors.Is(err, registry.ErrRevisionNotFound):
+		return apierror.Wrap(http.StatusNotFound, "revision_not_found", err)
+	}
+	return err
+}

@@ -1,0 +1,279 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/nimbus-dev/nimbus/internal/api"
+	"github.com/nimbus-dev/nimbus/internal/apierror"
+	"github.com/nimbus-dev/nimbus/internal/guestlog"
+	"github.com/nimbus-dev/nimbus/internal/registry"
+)
+
+// Client calls one Nimbus server's API.
+type Client struct {
+	BaseURL string // e.g. http://127.0.0.1:8081
+	Token   string
+	HTTP    *http.Client
+}
+
+// New returns a client for the API at baseURL.
+func New(baseURL, token string) *Client {
+	return &Client{BaseURL: strings.TrimRight(baseURL, "/"), Token: token, HTTP: &http.Client{}}
+}
+
+// Error is an error answered by the server.
+type Error struct {
+	Status  int
+	Code    string
+	Message string
+	Details json.RawMessage
+}
+
+func (e *Error) Error() string { return e.Message }
+
+func (c *Client) do(ctx context.Context, method, path string, body io.Reader, header http.Header) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.BaseURL+path, body)
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		var op interface{ Timeout() bool }
+		if errors.As(err, &op) || strings.Contains(err.Error(), "connection refused") {
+			return nil, fmt.Errorf("cannot reach the Nimbus API at %s (is `nimbus up` running? set --server or NIMBUS_URL): %w", c.BaseURL, err)
+		}
+		return nil, err
+	}
+	return resp, nil
+}
+
+// decodeError reads an API error body.
+func decodeError(resp *http.Response) error {
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	var b struct {
+		Error *apierror.Error `json:"error"`
+	}
+	var raw struct {
+		Error struct {
+			Details json.RawMessage `json:"details"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(data, &b) == nil && b.Error != nil {
+		json.Unmarshal(data, &raw)
+		return &Error{Status: resp.StatusCode, Code: b.Error.Code, Message: b.Error.Message, Details: raw.Error.Details}
+	}
+	msg := strings.TrimSpace(string(data))
+	if msg == "" {
+		msg = resp.Status
+	}
+	return &Error{Status: resp.StatusCode, Code: "http_" + fmt.Sprint(resp.StatusCode), Message: msg}
+}
+
+func (c *Client) call(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	h := http.Header{}
+	if in != nil {
+		data, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(data)
+		h.Set("Content-Type", "application/json")
+	}
+	resp, err := c.do(ctx, method, path, body, h)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return decodeError(resp)
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("%s %s: decode answer: %w", method, path, err)
+	}
+	return nil
+}
+
+// Status calls GET /api/v1/status.
+func (c *Client) Status(ctx context.Context) (*api.Status, error) {
+	var s api.Status
+	return &s, c.call(ctx, http.MethodGet, "/api/v1/status", nil, &s)
+}
+
+// HasArtifact reports whether the server holds the artifact.
+func (c *Client) HasArtifact(ctx context.Context, sha string) (bool, error) {
+	resp, err := c.do(ctx, http.MethodHead, "/api/v1/artifacts/"+sha, nil, nil)
+	if err != nil {
+		return false, err
+	}
+	resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusOK:
+		return true, nil
+	case http.StatusNotFound:
+		return false, nil
+	}
+	return false, &Error{Status: resp.StatusCode, Code: "http_" + fmt.Sprint(resp.StatusCode), Message: "HEAD artifact: " + resp.Status}
+}
+
+// PutArtifact uploads an artifact under its sha256.
+func (c *Client) PutArtifact(ctx context.Context, sha string, data []byte) error {
+	h := http.Header{"Content-Type": {"application/wasm"}}
+	resp, err := c.do(ctx, http.MethodPut, "/api/v1/artifacts/"+sha, bytes.NewReader(data), h)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return decodeError(resp)
+	}
+	return nil
+}
+
+// Deploy activates a new revision of app.
+func (c *Client) Deploy(ctx context.Context, app string, fns []registry.Function) (*api.DeployResult, error) {
+	var out api.DeployResult
+	return &out, c.call(ctx, http.MethodPost, "/api/v1/apps/"+url.PathEscape(app)+"/deploy", api.DeployRequest{Functions: fns}, &out)
+}
+
+// Rollback moves app back to revision ("" = the previous one).
+func (c *Client) Rollback(ctx context.Context, app, revision string) (*api.DeployResult, error) {
+	var out api.DeployResult
+	return &out, c.call(ctx, http.MethodPost, "/api/v1/apps/"+url.PathEscape(app)+"/rollback", api.RollbackRequest{Revision: revision}, &out)
+}
+
+// Apps lists apps.
+func (c *Client) Apps(ctx context.Context) ([]api.AppSummary, error) {
+	var out []api.AppSummary
+	return out, c.call(ctx, http.MethodGet, "/api/v1/apps", nil, &out)
+}
+
+// App shows one app.
+func (c *Client) App(ctx context.Context, app string) (*api.AppDetail, error) {
+	var out api.AppDetail
+	return &out, c.call(ctx, http.MethodGet, "/api/v1/apps/"+url.PathEscape(app), nil, &out)
+}
+
+// Revisions lists an app's revisions, newest first.
+func (c *Client) Revisions(ctx context.Context, app string) ([]registry.Revision, error) {
+	var out []registry.Revision
+	return out, c.call(ctx, http.MethodGet, "/api/v1/apps/"+url.PathEscape(app)+"/revisions", nil, &out)
+}
+
+// InvokeResult is a function's answer to Invoke.
+type InvokeResult struct {
+	Status       int         `json:"status"`
+	Header       http.Header `json:"headers"`
+	Body         []byte      `json:"-"`
+	InvocationID string      `json:"invocation_id"`
+	TraceParent  string      `json:"traceparent"`
+}
+
+// Invoke calls app/function directly, without HTTP routing. A function's
+// own non-2xx answer is a result, not an error; platform failures (timeout,
+// limits) are errors.
+func (c *Client) Invoke(ctx context.Context, app, function string, body []byte, contentType string) (*InvokeResult, error) {
+	h := http.Header{}
+	if contentType != "" {
+		h.Set("Content-Type", contentType)
+	}
+	resp, err := c.do(ctx, http.MethodPost, "/api/v1/apps/"+url.PathEscape(app)+"/functions/"+url.PathEscape(function)+"/invoke", bytes.NewReader(body), h)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.Header.Get("Content-Type") == "application/json" && resp.StatusCode >= 400 && resp.Header.Get("X-Nimbus-Error") != "" {
+		return nil, decodeError(resp)
+	}
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	r := &InvokeResult{Status: resp.StatusCode, Header: resp.Header, Body: data,
+		InvocationID: resp.Header.Get("X-Nimbus-Invocation-Id"), TraceParent: resp.Header.Get("Traceparent")}
+	return r, nil
+}
+
+// LogQuery selects logs.
+type LogQuery struct {
+	Function string
+	Since    string // duration or RFC 3339
+	Limit    int
+	Follow   bool
+}
+
+// Logs streams an app's guest logs to fn until the stream ends (or, with
+// Follow, until ctx is done).
+func (c *Client) Logs(ctx context.Context, app string, q LogQuery, fn func(guestlog.Entry) error) error {
+	v := url.Values{}
+	if q.Function != "" {
+		v.Set("function", q.Function)
+	}
+	if q.Since != "" {
+		v.Set("since", q.Since)
+	}
+	if q.Limit > 0 {
+		v.Set("limit", fmt.Sprint(q.Limit))
+	}
+	if q.Follow {
+		v.Set("follow", "true")
+	}
+	resp, err := c.do(ctx, http.MethodGet, "/api/v1/apps/"+url.PathEscape(app)+"/logs?"+v.Encode(), nil, nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return decodeError(resp)
+	}
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var e guestlog.Entry
+		if err := dec.Decode(&e); err != nil {
+			if errors.Is(err, io.EOF) || ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("read log stream: %w", err)
+		}
+		if err := fn(e); err != nil {
+			return err
+		}
+	}
+}
+
+// Wait polls the API until it answers or the timeout passes.
+func (c *Client) Wait(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		_, err := c.Status(ctx)
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
