@@ -122,6 +122,7 @@ func (r *Runtime) Load(ctx context.Context, spec runtime.Spec) (runtime.Module, 
 	if !bytes.Equal(b[4:8], []byte{1, 0, 0, 0}) {
 		return nil, invalid("unsupported WebAssembly binary version %x (want 1)", b[4:8])
 	}
+	start := time.Now()
 	compiled, err := r.rt.CompileModule(ctx, b)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -142,6 +143,8 @@ func (r *Runtime) Load(ctx context.Context, spec runtime.Spec) (runtime.Module, 
 		compiled.Close(ctx)
 		return nil, invalid("%s", why)
 	}
+	r.logger.Debug("module loaded", "app", spec.App, "function", spec.Function, "revision", spec.Revision,
+		"contract", string(m.contract), "bytes", len(b), "compile_seconds", time.Since(start).Seconds())
 	return m, nil
 }
 

@@ -352,13 +352,14 @@ func TestLimits(t *testing.T) {
 		{"sdk response outside memory", minimalSDK(wasmbin.I64Const(0xfff0<<32 | 0x100)), runtime.Limits{}, get("/", ""), runtime.ErrGuestFailed, "", "outside its 65536-byte memory"},
 		{"sdk response pointer wraps", minimalSDK(wasmbin.I64Const(-1)), runtime.Limits{}, get("/", ""), runtime.ErrResponseTooLarge, "6MiB", ""},
 		{"sdk response huge length", minimalSDK(wasmbin.I64Const(0x7fffffff)), runtime.Limits{MaxResponseBytes: 1 << 20}, get("/", ""), runtime.ErrResponseTooLarge, "1MiB", ""},
-		{"sdk response garbage", minimalSDK(wasmbin.I64Const(16)), runtime.Limits{}, get("/", ""), runtime.ErrGuestFailed, "", "undecodable response"},
+		{"sdk response garbage", minimalSDK(wasmbin.I64Const(16)), runtime.Limits{}, get("/", ""), runtime.ErrGuestFailed, "", "undecodable response: wire: malformed message"},
 		{"sdk request does not fit", minimalSDK(nil), runtime.Limits{}, withBody(get("/", ""), 100<<10), runtime.ErrGuestFailed, "", "does not fit"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			m := load(t, r, runtime.Spec{Artifact: tt.artifact, Limits: tt.limits})
 			_, err := instance(t, m).Handle(context.Background(), tt.req)
+			t.Logf("error: %v", err)
 			if !errors.Is(err, tt.wantErr) {
 				t.Fatalf("err = %v, want %v", err, tt.wantErr)
 			}

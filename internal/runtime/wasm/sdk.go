@@ -113,7 +113,7 @@ func (i *sdkInstance) serve(ctx context.Context, req *runtime.Request) (*runtime
 	// Copy out: the guest reuses that memory on its next call.
 	wr, err := wire.DecodeResponse(bytes.Clone(raw))
 	if err != nil {
-		return nil, guestFailed("undecodable response", "", err)
+		return nil, guestFailed("undecodable response: "+err.Error(), "", err)
 	}
 	if wr.Error != "" {
 		return nil, guestFailed(wr.Error, "", nil)
