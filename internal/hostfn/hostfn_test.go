@@ -43,7 +43,7 @@ func logGuest() []byte {
 	return m.Encode()
 }
 
-func setup(t *testing.T, logger *slog.Logger, providers ...hostfn.Provider) api.Function {
+func setup(t testing.TB, logger *slog.Logger, providers ...hostfn.Provider) api.Function {
 	t.Helper()
 	ctx := context.Background()
 	rt := wazero.NewRuntime(ctx)
@@ -162,4 +162,24 @@ func TestCapabilities(t *testing.T) {
 	if got := hostfn.NewDefaultRegistry(nil).Capabilities(); !slices.Equal(got, hostfn.Capabilities()) {
 		t.Fatalf("default registry has %v, Capabilities() says %v", got, hostfn.Capabilities())
 	}
+}
+
+// FuzzLogArgs: whatever arguments a guest passes to nimbus.log, the call
+// returns a status code and never traps or panics the host.
+func FuzzLogArgs(f *testing.F) {
+	f.Add(int32(1), uint32(0), uint32(5))
+	f.Add(int32(-1), uint32(0xffffffff), uint32(0xffffffff))
+	f.Add(int32(3), uint32(65535), uint32(1))
+	f.Add(int32(2), uint32(100), uint32(100000))
+	run := setup(f, nil, hostfn.LogProvider{})
+	ctx := hostfn.WithCall(context.Background(), &hostfn.Call{Grants: hostfn.NewGrants([]string{"log"}), Sink: &sink{}})
+	f.Fuzz(func(t *testing.T, level int32, ptr, n uint32) {
+		res, err := run.Call(ctx, api.EncodeI32(level), api.EncodeU32(ptr), api.EncodeU32(n))
+		if err != nil {
+			t.Fatalf("trapped: %v", err)
+		}
+		if c := api.DecodeI32(res[0]); c != hostfn.CodeOK && c != hostfn.CodeBadArgument {
+			t.Fatalf("code %d", c)
+		}
+	})
 }

@@ -99,3 +99,26 @@ func FuzzParseCGI(f *testing.F) {
 		}
 	})
 }
+
+func TestCheckHeader(t *testing.T) {
+	tests := []struct {
+		name string
+		in   map[string][]string
+		want http.Header
+		ok   bool
+	}{
+		{"canonicalized", map[string][]string{"x-a": {"1", "2"}}, http.Header{"X-A": {"1", "2"}}, true},
+		{"empty", nil, http.Header{}, true},
+		{"bad name", map[string][]string{"X A": {"1"}}, nil, false},
+		{"newline in value", map[string][]string{"X-A": {"1\r\nSet-Cookie: x"}}, nil, false},
+		{"NUL in value", map[string][]string{"X-A": {"\x00"}}, nil, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := checkHeader(tt.in)
+			if (err == nil) != tt.ok || (tt.ok && !reflect.DeepEqual(got, tt.want)) {
+				t.Fatalf("got %v, %v; want %v ok=%v", got, err, tt.want, tt.ok)
+			}
+		})
+	}
+}
