@@ -1,0 +1,194 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/nimbus-dev/nimbus/internal/guesttest"
+)
+
+// warmWorkers are the fixed concurrencies of the warm scenario.
+var warmWorkers = []int{8, 32}
+
+// runWarm: the SDK hello guest deployed on a whole in-process node, called
+// through the gateway on 127.0.0.1, against a raw net/http handler that
+// answers the same text, both driven by the same in-process load generator.
+func runWarm(ctx context.Context, b *bench) ([]row, error) {
+	ex, err := b.loadExample("hello", "hello", guesttest.Reactor)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := b.startServer(ctx, "warm")
+	if err != nil {
+		return nil, err
+	}
+	defer srv.Close(context.Background())
+	if err := deployExample(ctx, srv, "hello", ex); err != nil {
+		return nil, err
+	}
+	raw, err := startRawHello()
+	if err != nil {
+		return nil, err
+	}
+	defer raw.close()
+
+	targets := []struct{ name, url string }{
+		{"nimbus", srv.GatewayURL() + "/hello/bench"},
+		{"raw", raw.url + "/hello/bench"},
+	}
+	var rows []row
+	for _, c := range warmWorkers {
+		rps := map[string][]float64{}
+		p50 := map[string][]float64{}
+		p99 := map[string][]float64{}
+		clients := map[string]*http.Client{}
+		for _, t := range targets {
+			clients[t.name] = loadClient(c)
+			defer clients[t.name].CloseIdleConnections()
+			// Warm up: open connections, start the instances.
+			if _, err := drive(ctx, clients[t.name], t.url, c, min(b.opts.duration/4, 500*time.Millisecond)); err != nil {
+				return nil, fmt.Errorf("warm up %s: %w", t.name, err)
+			}
+		}
+		for i := range b.opts.runs {
+			for j := range targets {
+				t := targets[(i+j)%len(targets)] // alternate who goes first
+				res, err := drive(ctx, clients[t.name], t.url, c, b.opts.duration)
+				if err != nil {
+					return nil, fmt.Errorf("%s with %d workers: %w", t.name, c, err)
+				}
+				rps[t.name] = append(rps[t.name], res.RPS())
+				p50[t.name] = append(p50[t.name], ms(res.P50))
+				p99[t.name] = append(p99[t.name], ms(res.P99))
+				if b.opts.verbose {
+					progress("   run %d c=%d %-6s %8.0f req/s p50 %.3fms p99 %.3fms", i+1, c, t.name, res.RPS(), ms(res.P50), ms(res.P99))
+				}
+			}
+		}
+		r := newRow("warm", fmt.Sprintf("req/s, %d workers", c), "req/s", rps["nimbus"], "net/http", rps["raw"])
+		rows = append(rows,
+			r.goal(">= 0.60x raw", r.Ratio >= 0.6),
+			newRow("warm", fmt.Sprintf("p50, %d workers", c), "ms", p50["nimbus"], "net/http", p50["raw"]),
+			newRow("warm", fmt.Sprintf("p99, %d workers", c), "ms", p99["nimbus"], "net/http", p99["raw"]),
+		)
+	}
+	wrkRows, err := runWrk(ctx, b, targets[0].url, targets[1].url)
+	if err != nil {
+		return nil, err
+	}
+	return append(rows, wrkRows...), nil
+}
+
+// rawServer is the baseline: net/http with a ServeMux route like the
+// gateway's, answering what the hello guest answers.
+type rawServer struct {
+	url string
+	srv *http.Server
+	ln  net.Listener
+	// done is closed when Serve returned.
+	done chan struct{}
+}
+
+func startRawServer(h http.Handler) (*rawServer, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	s := &rawServer{url: "http://" + ln.Addr().String(), ln: ln, done: make(chan struct{}),
+		srv: &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}}
+	go func() {
+		defer close(s.done)
+		s.srv.Serve(ln)
+	}()
+	return s, nil
+}
+
+func startRawHello() (*rawServer, error) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /hello/{name}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintf(w, "%s, %s\n", "hello", r.PathValue("name"))
+	})
+	return startRawServer(mux)
+}
+
+func (s *rawServer) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s.srv.Shutdown(ctx)
+	<-s.done
+}
+
+// runWrk measures both URLs with wrk when it is installed (the bench never
+// installs it): 2 threads, 32 connections.
+func runWrk(ctx context.Context, b *bench, nimbusURL, rawURL string) ([]row, error) {
+	wrk, err := exec.LookPath("wrk")
+	if err != nil {
+		progress("   wrk not installed; skipping the wrk measurement")
+		return nil, nil
+	}
+	secs := max(1, int(b.opts.duration.Round(time.Second)/time.Second))
+	rps := map[string][]float64{}
+	p50 := map[string][]float64{}
+	p99 := map[string][]float64{}
+	urls := map[string]string{"nimbus": nimbusURL, "raw": rawURL}
+	for i := range b.opts.runs {
+		for j, name := range []string{"nimbus", "raw"} {
+			if (i+j)%2 == 1 {
+				name = map[string]string{"nimbus": "raw", "raw": "nimbus"}[name]
+			}
+			cctx, cancel := context.WithTimeout(ctx, time.Duration(secs+30)*time.Second)
+			out, err := exec.CommandContext(cctx, wrk, "-t2", "-c32", fmt.Sprintf("-d%ds", secs), "--latency", urls[name]).CombinedOutput()
+			cancel()
+			if err != nil {
+				return nil, fmt.Errorf("wrk %s: %w\n%s", name, err, out)
+			}
+			r, p5, p9, err := parseWrk(string(out))
+			if err != nil {
+				return nil, err
+			}
+			rps[name], p50[name], p99[name] = append(rps[name], r), append(p50[name], p5), append(p99[name], p9)
+		}
+	}
+	r := newRow("warm", "wrk req/s, 32 conns", "req/s", rps["nimbus"], "net/http", rps["raw"])
+	return []row{
+		r.goal(">= 0.60x raw", r.Ratio >= 0.6),
+		newRow("warm", "wrk p50, 32 conns", "ms", p50["nimbus"], "net/http", p50["raw"]),
+		newRow("warm", "wrk p99, 32 conns", "ms", p99["nimbus"], "net/http", p99["raw"]),
+	}, nil
+}
+
+var (
+	wrkRPS     = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+	wrkLatency = regexp.MustCompile(`(?m)^\s+(50|99)%\s+([0-9.]+)(us|ms|s)\s*$`)
+	wrkErrors  = regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)`)
+)
+
+// parseWrk reads req/s and p50/p99 (ms) from wrk --latency output.
+func parseWrk(out string) (rps, p50, p99 float64, err error) {
+	if m := wrkErrors.FindStringSubmatch(out); m != nil {
+		return 0, 0, 0, fmt.Errorf("wrk saw %s non-2xx answers:\n%s", m[1], out)
+	}
+	m := wrkRPS.FindStringSubmatch(out)
+	if m == nil {
+		return 0, 0, 0, errors.New("no Requests/sec in wrk output:\n" + out)
+	}
+	rps, _ = strconv.ParseFloat(m[1], 64)
+	for _, l := range wrkLatency.FindAllStringSubmatch(out, -1) {
+		v, _ := strconv.ParseFloat(l[2], 64)
+		v *= map[string]float64{"us": 1e-3, "ms": 1, "s": 1e3}[l[3]]
+		if l[1] == "50" {
+			p50 = v
+		} else {
+			p99 = v
+		}
+	}
+	return rps, p50, p99, nil
+}
