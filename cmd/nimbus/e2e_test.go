@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -31,10 +32,10 @@ func TestQuickStart(t *testing.T) {
 	data := filepath.Join(tmp, "data")
 	example := filepath.Join("..", "..", "examples", "hello")
 
-	up := func() (*exec.Cmd, map[string]string, *bytes.Buffer) {
+	up := func() (*exec.Cmd, map[string]string, *syncBuffer) {
 		cmd := exec.Command(bin, "up", example, "--data", data, "--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0")
 		cmd.Env = env
-		stderr := &bytes.Buffer{}
+		stderr := &syncBuffer{}
 		cmd.Stderr = stderr
 		stdout, err := cmd.StdoutPipe()
 		if err != nil {
@@ -190,4 +191,23 @@ func TestValidateReportsPosition(t *testing.T) {
 	if res.Valid || len(res.Errors) != 1 || res.Errors[0].Field != "functions.f.memory" {
 		t.Fatalf("validate --json: %s", got)
 	}
+}
+
+// syncBuffer is a bytes.Buffer that a child process writes while the test
+// reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -36,6 +36,8 @@ type Config struct {
 	// NATSListen opens a NATS client listener on the embedded server. Default
 	// none: the embedded server is reachable only in process.
 	NATSListen string
+	// CacheDir holds compiled wasm across restarts. Default DataDir/wasm-cache.
+	CacheDir string
 	// IdleTimeout closes idle instances. Default 5m.
 	IdleTimeout time.Duration
 	// Version is reported by the API.
@@ -86,6 +88,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.CacheDir == "" {
+		cfg.CacheDir = filepath.Join(cfg.DataDir, "wasm-cache")
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
@@ -100,7 +105,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s.rt, err = wasm.New(ctx, wasm.Config{CacheDir: filepath.Join(cfg.DataDir, "wasm-cache"), Logger: cfg.Logger})
+	s.rt, err = wasm.New(ctx, wasm.Config{CacheDir: cfg.CacheDir, Logger: cfg.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("wasm runtime: %w", err)
 	}

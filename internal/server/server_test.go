@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -24,10 +25,27 @@ import (
 	"github.com/nimbus-dev/nimbus/internal/server"
 )
 
+// cacheDir is the compilation cache shared by every server of this test
+// binary: compiling a Go guest is the slowest part of a start, and sharing the
+// cache is what a restart does anyway.
+var cacheDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "nimbus-server-test-cache-")
+	if err != nil {
+		panic(err)
+	}
+	cacheDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
 func start(t *testing.T, dataDir string) *server.Server {
 	t.Helper()
 	srv, err := server.Start(context.Background(), server.Config{
 		DataDir:   dataDir,
+		CacheDir:  cacheDir,
 		Listen:    "127.0.0.1:0",
 		APIListen: "127.0.0.1:0",
 		Version:   "test",
@@ -405,11 +423,13 @@ func TestLimitsThroughGateway(t *testing.T) {
 	guest := guesttest.MustBuild(t, "../runtime/wasm/testdata/sdkguest", guesttest.Reactor)
 	srv := start(t, t.TempDir())
 	f := fn("g", guest, "/{path...}")
-	f.TimeoutMS = 500
+	f.TimeoutMS = 60_000 // the memory bomb must hit memory, not time, on a slow machine
 	f.MemoryBytes = 32 << 20
 	f.MaxRequestBytes = 1 << 10
 	f.MaxResponseBytes = 64 << 10
-	deploy(t, srv, "lim", [][]byte{guest}, f)
+	loop := fn("loop", guest, "/loop")
+	loop.TimeoutMS = 300
+	deploy(t, srv, "lim", [][]byte{guest}, f, loop)
 
 	type errBody struct {
 		Error struct{ Code, Message string } `json:"error"`
@@ -439,7 +459,7 @@ func TestLimitsThroughGateway(t *testing.T) {
 	}
 	check("GET", "/bomb", "", 500, "memory_limit", "functions.g.memory")
 	check("GET", "/hello", "", 200, "", "")
-	check("GET", "/loop", "", 504, "timeout", "500ms")
+	check("GET", "/loop", "", 504, "timeout", "functions.loop.timeout")
 	check("GET", "/hello", "", 200, "", "")
 	check("POST", "/echo", strings.Repeat("x", 2<<10), 413, "request_too_large", "1KiB")
 	check("GET", "/huge?n=200000", "", 502, "response_too_large", "64KiB")
