@@ -69,7 +69,7 @@ func coldGuest(ctx context.Context, b *bench, name string, artifact []byte, fn r
 	if name == "go-sdk" {
 		start = "_initialize"
 	}
-	raw, err := newRawWazero(ctx, artifact, fn.Name, fn.Env, start)
+	raw, err := newRawWazero(ctx, b.opts.baselineTermination, artifact, fn.Name, fn.Env, start)
 	if err != nil {
 		return nil, err
 	}
@@ -159,6 +159,46 @@ func coldGuest(ctx context.Context, b *bench, name string, artifact []byte, fn r
 		}
 	}
 
+	// Warm call: one request on an instance that already served one, on
+	// one thread, so the runtime's per-call cost is seen without HTTP.
+	inst, err := nimbusOnce(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer inst.Close(context.Background())
+	rawInst, err := rawOnce(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer rawInst.Close(context.Background())
+	warmOps := map[string]func(context.Context) (time.Duration, error){
+		"nimbus": func(ctx context.Context) (time.Duration, error) {
+			resp, err := inst.Handle(ctx, req)
+			if err == nil && resp.Status != http.StatusOK {
+				err = fmt.Errorf("status %d", resp.Status)
+			}
+			return 0, err
+		},
+		"raw": func(ctx context.Context) (time.Duration, error) {
+			_, err := sdkCall(ctx, rawInst, rawReq)
+			return 0, err
+		},
+	}
+	warm := map[string][]float64{}
+	for i := range b.opts.runs {
+		for j := range sides {
+			side := sides[(i+j)%2]
+			res, err := measure(ctx, 1, b.opts.duration/2, coldLimit*5, warmOps[side])
+			if err != nil {
+				return nil, fmt.Errorf("warm call %s: %w", side, err)
+			}
+			warm[side] = append(warm[side], us(res.P50))
+			if b.opts.verbose {
+				progress("   run %d %s warm call %-6s p50 %.1fµs p99 %.1fµs (%d calls)", i+1, name, side, us(res.P50), us(res.P99), res.Requests)
+			}
+		}
+	}
+
 	// Memory: hold `live` instances after one request each and divide the
 	// growth of the Go heap (where wazero keeps linear memories and module
 	// instances) by their number.
@@ -189,6 +229,7 @@ func coldGuest(ctx context.Context, b *bench, name string, artifact []byte, fn r
 		p,
 		newRow("cold", name+": p99", "µs", p99["nimbus"], "wazero", p99["raw"]),
 		newRow("cold", name+": cold starts/s, 1 thread", "inst/s", rate["nimbus"], "wazero", rate["raw"]),
+		newRow("cold", name+": warm call p50 (for contrast)", "µs", warm["nimbus"], "wazero", warm["raw"]),
 		newRow("cold", fmt.Sprintf("%s: Go heap per live instance (linear memory %s)", name, fmtValue(float64(linear), "B")), "B", heap["nimbus"], "wazero", heap["raw"]),
 	}, nil
 }

@@ -37,6 +37,9 @@ type options struct {
 	functions  int
 	cpuprofile string
 	verbose    bool
+	// baselineTermination gives the raw wazero baselines wazero's
+	// WithCloseOnContextDone, as Nimbus has.
+	baselineTermination bool
 }
 
 // scenario is one benchmark. run does its own setup, takes opts.runs
@@ -71,6 +74,7 @@ func main() {
 	flag.BoolVar(&o.json, "json", false, "print rows as JSON instead of a table")
 	flag.IntVar(&o.functions, "functions", 1000, "functions deployed by the memory scenario")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the whole run (this process: load generator, in-process server, runtime) to this file")
+	flag.BoolVar(&o.baselineTermination, "baseline-termination", false, "give the raw wazero baselines WithCloseOnContextDone(true), as the Nimbus runtime has, to isolate what its termination checks cost")
 	flag.BoolVar(&o.verbose, "v", false, "print each run's figures to stderr as they come")
 	flag.Parse()
 	if err := run(o); err != nil {

@@ -25,8 +25,12 @@ type rawWazero struct {
 // newRawWazero compiles wasm and satisfies its non-WASI imports with stubs
 // that return zeros (the examples import Nimbus's log host function; a
 // zero result means success).
-func newRawWazero(ctx context.Context, wasm []byte, function string, env map[string]string, start string) (*rawWazero, error) {
-	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigCompiler())
+//
+// closeOnDone turns on wazero's WithCloseOnContextDone, as the Nimbus
+// runtime does (the -baseline-termination flag), to show what those
+// termination checks cost on their own.
+func newRawWazero(ctx context.Context, closeOnDone bool, wasm []byte, function string, env map[string]string, start string) (*rawWazero, error) {
+	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigCompiler().WithCloseOnContextDone(closeOnDone))
 	r := &rawWazero{rt: rt}
 	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
 		r.close(ctx)
