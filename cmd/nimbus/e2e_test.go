@@ -131,6 +131,22 @@ func TestQuickStart(t *testing.T) {
 	if err != nil || !strings.Contains(out, "unchanged") {
 		t.Fatalf("redeploy of an unchanged app: %v\n%s", err, out)
 	}
+	// The WAGI example deploys beside it and answers through the gateway.
+	out, err = run("deploy", filepath.Join("..", "..", "examples", "wagi"))
+	if err != nil || !strings.Contains(out, "deployed wagi") {
+		t.Fatalf("deploy examples/wagi: %v\n%s", err, out)
+	}
+	resp, err = http.Post(f["gateway"]+"/wagi/cgi?x=1", "text/plain", strings.NewReader("ping"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"hello, cgi", "method: POST", "query: x=1", "body: ping"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("WAGI example answer lacks %q:\n%s", want, body)
+		}
+	}
 	out, err = run("logs", "hello", "--json")
 	if err != nil || !strings.Contains(out, `"invocation"`) {
 		t.Fatalf("logs: %v\n%s", err, out)
