@@ -1,0 +1,232 @@
+package scheduler
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nimbus-dev/nimbus/internal/guesttest"
+	"github.com/nimbus-dev/nimbus/internal/registry"
+	"github.com/nimbus-dev/nimbus/internal/runtime"
+	"github.com/nimbus-dev/nimbus/internal/runtime/wasm"
+)
+
+// artifacts is an in-memory ArtifactSource: the store is not what these
+// tests are about, and the runtime below is the real one.
+type artifacts map[string][]byte
+
+func (a artifacts) GetArtifact(_ context.Context, sha string) ([]byte, error) {
+	if b, ok := a[sha]; ok {
+		return b, nil
+	}
+	return nil, fmt.Errorf("artifact %s: not found", sha)
+}
+
+func (a artifacts) add(b []byte) string {
+	s := sha256.Sum256(b)
+	h := hex.EncodeToString(s[:])
+	a[h] = b
+	return h
+}
+
+// clock is a manual clock for idle reaping.
+type clock struct{ ns atomic.Int64 }
+
+func (c *clock) now() time.Time          { return time.Unix(0, c.ns.Load()) }
+func (c *clock) advance(d time.Duration) { c.ns.Add(int64(d)) }
+
+var cacheDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "nimbus-scheduler-test-")
+	if err != nil {
+		panic(err)
+	}
+	cacheDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func setup(t *testing.T, maxInstances int) (*Scheduler, *clock, registry.Function) {
+	t.Helper()
+	ctx := context.Background()
+	rt, err := wasm.New(ctx, wasm.Config{CacheDir: cacheDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	arts := artifacts{}
+	sha := arts.add(guesttest.MustBuild(t, "../runtime/wasm/testdata/sdkguest", guesttest.Reactor))
+	clk := &clock{}
+	clk.ns.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
+	s := New(rt, arts, Options{IdleTimeout: time.Minute, Now: clk.now, Logger: slog.New(slog.DiscardHandler)})
+	t.Cleanup(func() { s.Close(); rt.Close(ctx) })
+	fn := registry.Function{
+		Name: "g", Runtime: "wasm", Module: sha, MemoryBytes: 64 << 20, TimeoutMS: 30_000,
+		Concurrency: 1, MaxInstances: maxInstances, MaxRequestBytes: 1 << 20, MaxResponseBytes: 1 << 20,
+	}
+	rev, err := registry.Plan("app", []registry.Function{fn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Activate(ctx, rev); err != nil {
+		t.Fatal(err)
+	}
+	return s, clk, rev.Functions[0]
+}
+
+func invoke(t *testing.T, s *Scheduler, path string) *runtime.Response {
+	t.Helper()
+	resp, err := s.Invoke(context.Background(), "app", "g", &runtime.Request{Method: "GET", Path: path})
+	if err != nil {
+		t.Fatalf("invoke %s: %v", path, err)
+	}
+	return resp
+}
+
+func TestIdleInstancesAreReapedToZero(t *testing.T) {
+	s, clk, _ := setup(t, 4)
+	invoke(t, s, "/hello")
+	if idle, busy := s.Instances("app", "g"); idle != 1 || busy != 0 {
+		t.Fatalf("after one call: idle=%d busy=%d", idle, busy)
+	}
+	if n := s.ReapIdle(clk.now()); n != 0 {
+		t.Fatalf("reaped %d fresh instances", n)
+	}
+	clk.advance(2 * time.Minute)
+	if n := s.ReapIdle(clk.now()); n != 1 {
+		t.Fatalf("reaped %d instances idle past the timeout, want 1", n)
+	}
+	if idle, busy := s.Instances("app", "g"); idle != 0 || busy != 0 {
+		t.Fatalf("after reaping: idle=%d busy=%d", idle, busy)
+	}
+	// Scaled to zero, the next call starts a new instance: the counter the
+	// guest keeps in a global starts again.
+	if got := string(invoke(t, s, "/count").Body); got != "1" {
+		t.Fatalf("count on a new instance = %q, want 1", got)
+	}
+}
+
+func TestWarmInstanceIsReused(t *testing.T) {
+	s, _, _ := setup(t, 4)
+	for i := 1; i <= 5; i++ {
+		if got := string(invoke(t, s, "/count").Body); got != fmt.Sprint(i) {
+			t.Fatalf("call %d on a warm instance counted %q", i, got)
+		}
+	}
+}
+
+func TestFailedInstanceIsNotReused(t *testing.T) {
+	s, _, _ := setup(t, 4)
+	invoke(t, s, "/count")
+	invoke(t, s, "/count")
+	if _, err := s.Invoke(context.Background(), "app", "g", &runtime.Request{Method: "GET", Path: "/panic"}); !errors.Is(err, runtime.ErrGuestFailed) {
+		t.Fatalf("panic: %v", err)
+	}
+	if got := string(invoke(t, s, "/count").Body); got != "1" {
+		t.Fatalf("after a failure, count = %q: the failed instance was reused", got)
+	}
+}
+
+func TestBusyAfterWaitingForAnInstance(t *testing.T) {
+	s, _, _ := setup(t, 1)
+	s.mu.RLock()
+	p := s.apps["app"]["g"]
+	s.mu.RUnlock()
+	inst, _, err := p.acquire(context.Background()) // hold the only instance
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.release(inst, false)
+	s.mu.Lock()
+	p.fn.TimeoutMS = 50 // wait briefly; the test does not depend on how long
+	s.mu.Unlock()
+	_, err = s.Invoke(context.Background(), "app", "g", &runtime.Request{Method: "GET", Path: "/hello"})
+	if !errors.Is(err, ErrBusy) {
+		t.Fatalf("invoke with every instance held: %v", err)
+	}
+	if code, _ := StatusOf(err); code != 503 {
+		t.Fatalf("busy maps to %d", code)
+	}
+}
+
+// TestHammer runs many concurrent invocations against a pool of 3 and checks
+// that the pool never holds more than 3 instances.
+func TestHammer(t *testing.T) {
+	s, _, _ := setup(t, 3)
+	stop := make(chan struct{})
+	var maxLive atomic.Int64
+	var watch sync.WaitGroup
+	watch.Add(1)
+	go func() {
+		defer watch.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			idle, busy := s.Instances("app", "g")
+			if n := int64(idle + busy); n > maxLive.Load() {
+				maxLive.Store(n)
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for w := 0; w < 12; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 20; i++ {
+				if _, err := s.Invoke(context.Background(), "app", "g", &runtime.Request{Method: "GET", Path: "/hello"}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	watch.Wait()
+	if m := maxLive.Load(); m > 3 {
+		t.Fatalf("pool held %d instances, max_instances is 3", m)
+	}
+}
+
+func TestActivateRetiresTheOldRevision(t *testing.T) {
+	s, _, fn := setup(t, 2)
+	invoke(t, s, "/count")
+	fn.Env = map[string]string{"V": "2"}
+	fn.Revision = ""
+	rev, err := registry.Plan("app", []registry.Function{fn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Activate(context.Background(), rev); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := s.Invoke(context.Background(), "app", "g", &runtime.Request{Method: "GET", Path: "/env", RawQuery: "key=V"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(resp.Body); got != "2" {
+		t.Fatalf("env after activation: %q", got)
+	}
+	s.mu.RLock()
+	pools := len(s.pools)
+	s.mu.RUnlock()
+	if pools != 1 {
+		t.Fatalf("%d pools after activating a new revision, want 1 (the old one retired)", pools)
+	}
+	if _, err := s.Invoke(context.Background(), "app", "nope", &runtime.Request{}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown function: %v", err)
+	}
+}
