@@ -343,12 +343,7 @@ func (a *api) invoke(w http.ResponseWriter, r *http.Request) error {
 	if !ok {
 		return apierror.New(http.StatusNotFound, "function_not_found", fmt.Sprintf("no active function %s/%s; `nimbus ls` lists what is deployed", app, name))
 	}
-	tc, ok := telemetry.ParseTraceParent(r.Header.Get("traceparent"))
-	if ok {
-		tc = tc.Child()
-	} else {
-		tc = telemetry.NewTrace()
-	}
+	tc := telemetry.Continue(r.Header.Get("traceparent"))
 	req := &runtime.Request{
 		Method:       http.MethodPost,
 		Path:         "/",

@@ -148,12 +148,7 @@ type route struct {
 }
 
 func (rt *route) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	tc, ok := telemetry.ParseTraceParent(r.Header.Get("traceparent"))
-	if ok {
-		tc = tc.Child()
-	} else {
-		tc = telemetry.NewTrace()
-	}
+	tc := telemetry.Continue(r.Header.Get("traceparent"))
 	req := &runtime.Request{
 		Method:       r.Method,
 		Path:         r.URL.Path,

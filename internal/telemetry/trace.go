@@ -66,6 +66,15 @@ func NewTrace() TraceContext {
 	return tc.Child()
 }
 
+// Continue returns the context of a new span for an incoming request: a
+// child of the caller's span when traceparent is valid, else a new trace.
+func Continue(traceparent string) TraceContext {
+	if tc, ok := ParseTraceParent(traceparent); ok {
+		return tc.Child()
+	}
+	return NewTrace()
+}
+
 // Child returns the context of a new span in the same trace.
 func (tc TraceContext) Child() TraceContext {
 	binary.BigEndian.PutUint64(tc.SpanID[:], rand.Uint64()|1)
