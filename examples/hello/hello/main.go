@@ -17,7 +17,9 @@ func init() {
 	nimbus.HandleFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPost {
 			body, _ := io.ReadAll(r.Body)
-			w.Header().Set("Content-Type", r.Header.Get("Content-Type"))
+			if ct := r.Header.Get("Content-Type"); ct != "" {
+				w.Header().Set("Content-Type", ct)
+			}
 			w.Write(body)
 			return
 		}
