@@ -146,7 +146,7 @@ func coldGuest(ctx context.Context, b *bench, name string, artifact []byte, fn r
 	for i := range b.opts.runs {
 		for j := range sides {
 			side := sides[(i+j)%2]
-			res, err := measure(ctx, 1, b.opts.duration, coldLimit, ops[side])
+			res, err := measure(ctx, 1, b.opts.duration/2, coldLimit, ops[side])
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", side, err)
 			}

@@ -35,6 +35,7 @@ type options struct {
 	only       string
 	json       bool
 	functions  int
+	memoryRuns int
 	cpuprofile string
 	verbose    bool
 	// baselineTermination gives the raw wazero baselines wazero's
@@ -73,6 +74,7 @@ func main() {
 	flag.StringVar(&o.only, "only", "", "run only these scenarios (comma separated): "+names())
 	flag.BoolVar(&o.json, "json", false, "print rows as JSON instead of a table")
 	flag.IntVar(&o.functions, "functions", 1000, "functions deployed by the memory scenario")
+	flag.IntVar(&o.memoryRuns, "memory-runs", 1, "runs of the memory scenario (each starts a process and deploys -functions functions twice; slow, see README)")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the whole run (this process: load generator, in-process server, runtime) to this file")
 	flag.BoolVar(&o.baselineTermination, "baseline-termination", false, "give the raw wazero baselines WithCloseOnContextDone(true), as the Nimbus runtime has, to isolate what its termination checks cost")
 	flag.BoolVar(&o.verbose, "v", false, "print each run's figures to stderr as they come")

@@ -36,7 +36,7 @@ func runMemory(ctx context.Context, b *bench) ([]row, error) {
 	var rows []row
 	for _, variant := range []string{"shared module", "distinct modules"} {
 		var rss0, rssN, perFn, rate []float64
-		for i := range b.opts.runs {
+		for i := range max(b.opts.memoryRuns, 1) {
 			r0, rN, took, err := memoryRun(ctx, b, bin, fmt.Sprintf("%s-%d", strings.Fields(variant)[0], i), n, variant == "distinct modules")
 			if err != nil {
 				return nil, fmt.Errorf("%s, run %d: %w", variant, i+1, err)
