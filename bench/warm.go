@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nimbus-dev/nimbus/internal/guesttest"
+	"github.com/nimbus-dev/nimbus/internal/registry"
 )
 
 // warmWorkers are the fixed concurrencies of the warm scenario.
@@ -33,6 +34,15 @@ func runWarm(ctx context.Context, b *bench) ([]row, error) {
 	if err := deployExample(ctx, srv, "hello", ex); err != nil {
 		return nil, err
 	}
+	// The minimal hand-made guest on the same node shows what the platform
+	// itself (HTTP, gateway, scheduler, runtime) costs without a Go guest.
+	minimal := &example{wasm: minimalSDK(0), fn: ex.fn}
+	minimal.fn.Module = sha(minimal.wasm)
+	minimal.fn.Capabilities = nil
+	minimal.fn.Routes = []registry.Route{{Method: http.MethodGet, Path: "/minimal/{name}"}}
+	if err := deployExample(ctx, srv, "minimal", minimal); err != nil {
+		return nil, err
+	}
 	raw, err := startRawHello()
 	if err != nil {
 		return nil, err
@@ -42,6 +52,7 @@ func runWarm(ctx context.Context, b *bench) ([]row, error) {
 	targets := []struct{ name, url string }{
 		{"nimbus", srv.GatewayURL() + "/hello/bench"},
 		{"raw", raw.url + "/hello/bench"},
+		{"minimal", srv.GatewayURL() + "/minimal/bench"},
 	}
 	var rows []row
 	for _, c := range warmWorkers {
@@ -49,6 +60,10 @@ func runWarm(ctx context.Context, b *bench) ([]row, error) {
 		p50 := map[string][]float64{}
 		p99 := map[string][]float64{}
 		clients := map[string]*http.Client{}
+		targets := targets
+		if c != warmWorkers[0] {
+			targets = targets[:2] // the minimal guest at the first concurrency only
+		}
 		for _, t := range targets {
 			clients[t.name] = loadClient(c)
 			defer clients[t.name].CloseIdleConnections()
@@ -78,6 +93,12 @@ func runWarm(ctx context.Context, b *bench) ([]row, error) {
 			newRow("warm", fmt.Sprintf("p50, %d workers", c), "ms", p50["nimbus"], "net/http", p50["raw"]),
 			newRow("warm", fmt.Sprintf("p99, %d workers", c), "ms", p99["nimbus"], "net/http", p99["raw"]),
 		)
+		if len(rps["minimal"]) > 0 {
+			rows = append(rows,
+				newRow("warm", fmt.Sprintf("minimal guest: req/s, %d workers (for contrast)", c), "req/s", rps["minimal"], "net/http", rps["raw"]),
+				newRow("warm", fmt.Sprintf("minimal guest: p50, %d workers (for contrast)", c), "ms", p50["minimal"], "net/http", p50["raw"]),
+			)
+		}
 	}
 	wrkRows, err := runWrk(ctx, b, targets[0].url, targets[1].url)
 	if err != nil {
