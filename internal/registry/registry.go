@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -79,6 +80,12 @@ type Registry struct {
 	kv        jetstream.KeyValue
 	artifacts ArtifactChecker
 	now       func() time.Time
+
+	// revs caches decoded revisions by app + "/" + id. Revisions are
+	// immutable, so an entry never goes stale; Delete drops an app's
+	// entries. Deploy checks every other app's routes, so without it a
+	// deploy costs a KV read per deployed app.
+	revs sync.Map
 }
 
 // New returns a registry over kv (store.Store.Registry) that checks modules
@@ -352,23 +359,33 @@ func (r *Registry) head(ctx context.Context, app string) (*App, uint64, error) {
 
 // Apps returns every app, sorted by name.
 func (r *Registry) Apps(ctx context.Context) ([]*App, error) {
-	keys, err := r.keys(ctx, appPrefix+"*")
+	// One watch streams every head's current value; a key listing followed
+	// by a Get per app would cost a round trip per app.
+	w, err := r.kv.WatchFiltered(ctx, []string{appPrefix + "*"}, jetstream.IgnoreDeletes())
 	if err != nil {
 		return nil, fmt.Errorf("list apps: %w", err)
 	}
-	apps := make([]*App, 0, len(keys))
-	for _, k := range keys {
-		a, _, err := r.head(ctx, strings.TrimPrefix(k, appPrefix))
-		if errors.Is(err, ErrAppNotFound) {
-			continue // deleted since listed
+	defer w.Stop()
+	var apps []*App
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("list apps: %w", ctx.Err())
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil, errors.New("list apps: watcher stopped")
+			}
+			if e == nil { // every current value has been delivered
+				slices.SortFunc(apps, func(a, b *App) int { return strings.Compare(a.Name, b.Name) })
+				return apps, nil
+			}
+			var a App
+			if err := json.Unmarshal(e.Value(), &a); err != nil {
+				return nil, fmt.Errorf("list apps: %s: decode: %w", e.Key(), err)
+			}
+			apps = append(apps, &a)
 		}
-		if err != nil {
-			return nil, fmt.Errorf("list apps: %w", err)
-		}
-		apps = append(apps, a)
 	}
-	slices.SortFunc(apps, func(a, b *App) int { return strings.Compare(a.Name, b.Name) })
-	return apps, nil
 }
 
 // keys lists the keys matching filter (a NATS subject filter).
@@ -443,6 +460,9 @@ func (r *Registry) resolvePrefix(ctx context.Context, app, prefix string) (strin
 
 // revision reads one revision by full id.
 func (r *Registry) revision(ctx context.Context, app, id string) (*Revision, error) {
+	if v, ok := r.revs.Load(app + "/" + id); ok {
+		return v.(*Revision), nil
+	}
 	e, err := r.kv.Get(ctx, revKey(app, id))
 	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
 		return nil, fmt.Errorf("app %s: revision %s: %w", app, id, ErrRevisionNotFound)
@@ -454,6 +474,7 @@ func (r *Registry) revision(ctx context.Context, app, id string) (*Revision, err
 	if err := json.Unmarshal(e.Value(), &rev); err != nil {
 		return nil, fmt.Errorf("app %s: revision %s: decode: %w", app, id, err)
 	}
+	r.revs.Store(app+"/"+id, &rev)
 	return &rev, nil
 }
 
@@ -501,6 +522,12 @@ func (r *Registry) Delete(ctx context.Context, app string) error {
 	if _, err := r.App(ctx, app); err != nil {
 		return fmt.Errorf("delete: %w", err)
 	}
+	r.revs.Range(func(k, _ any) bool {
+		if strings.HasPrefix(k.(string), app+"/") {
+			r.revs.Delete(k)
+		}
+		return true
+	})
 	// The head goes first: routing stops as soon as it is gone.
 	if err := r.kv.Purge(ctx, appKey(app)); err != nil {
 		return fmt.Errorf("delete app %s: %w", app, err)

@@ -65,7 +65,8 @@ type Server struct {
 
 	adminToken string
 
-	deployMu sync.Mutex // one activation at a time keeps routes and pools in step
+	deployMu sync.Mutex                    // one activation at a time keeps routes and pools in step
+	active   map[string]*registry.Revision // app -> revision taking traffic; guarded by deployMu
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 }
@@ -94,7 +95,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
-	s := &Server{cfg: cfg, logger: cfg.Logger, metrics: telemetry.NewMetrics()}
+	s := &Server{cfg: cfg, logger: cfg.Logger, metrics: telemetry.NewMetrics(), active: map[string]*registry.Revision{}}
 	defer func() {
 		if err != nil {
 			s.Close(context.Background())
@@ -171,26 +172,18 @@ func (s *Server) restore(ctx context.Context) error {
 		if err := s.sched.Activate(ctx, rev); err != nil {
 			// One broken app must not keep the others down.
 			s.logger.Error("restore app failed", "app", app.Name, "error", err)
+			continue
 		}
+		s.active[app.Name] = rev
 	}
-	return s.refreshRoutes(ctx)
+	return s.refreshRoutes()
 }
 
 // refreshRoutes rebuilds the gateway's table from the active revisions.
-func (s *Server) refreshRoutes(ctx context.Context) error {
-	apps, err := s.reg.Apps(ctx)
-	if err != nil {
-		return err
-	}
-	var revs []*registry.Revision
-	for _, app := range apps {
-		if app.Active == "" {
-			continue
-		}
-		rev, err := s.reg.Revision(ctx, app.Name, app.Active)
-		if err != nil {
-			return err
-		}
+// s.deployMu is held (or the server is not serving yet).
+func (s *Server) refreshRoutes() error {
+	revs := make([]*registry.Revision, 0, len(s.active))
+	for _, rev := range s.active {
 		revs = append(revs, rev)
 	}
 	return s.gw.SetRoutes(revs)
@@ -282,7 +275,8 @@ func (s *Server) Deploy(ctx context.Context, app string, fns []registry.Function
 	if err := s.sched.Activate(ctx, rev); err != nil {
 		return nil, false, err
 	}
-	if err := s.refreshRoutes(ctx); err != nil {
+	s.active[app] = rev
+	if err := s.refreshRoutes(); err != nil {
 		return nil, false, err
 	}
 	return rev, changed, nil
@@ -315,7 +309,8 @@ func (s *Server) Rollback(ctx context.Context, app, revision string) (*registry.
 	if err := s.sched.Activate(ctx, rev); err != nil {
 		return nil, err
 	}
-	return rev, s.refreshRoutes(ctx)
+	s.active[app] = rev
+	return rev, s.refreshRoutes()
 }
 
 // Delete implements api.Platform.
@@ -326,7 +321,8 @@ func (s *Server) Delete(ctx context.Context, app string) error {
 		return err
 	}
 	s.sched.Deactivate(app)
-	return s.refreshRoutes(ctx)
+	delete(s.active, app)
+	return s.refreshRoutes()
 }
 
 // Registry implements api.Platform.

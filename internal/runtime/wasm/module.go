@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
@@ -28,6 +29,10 @@ type module struct {
 	limits     runtime.Limits
 	grants     hostfn.Grants
 	env        []envVar
+	// base is moduleConfig's result, built once: each With* call copies
+	// the config, which was a visible share of a minimal cold start.
+	baseOnce sync.Once
+	base     wazero.ModuleConfig
 }
 
 var _ runtime.Module = (*module)(nil)
@@ -54,6 +59,11 @@ func (m *module) NewInstance(ctx context.Context) (runtime.Instance, error) {
 // wazero defaults are deterministic fakes), the function name as argv[0]
 // and the spec's environment.
 func (m *module) moduleConfig() wazero.ModuleConfig {
+	m.baseOnce.Do(func() { m.base = m.buildModuleConfig() })
+	return m.base
+}
+
+func (m *module) buildModuleConfig() wazero.ModuleConfig {
 	cfg := wazero.NewModuleConfig().
 		WithName(""). // anonymous: many instances of one module coexist
 		WithArgs(m.function).
