@@ -696,7 +696,9 @@ func (e *Event) MarshalJSON() ([]byte, error) {
 // Data is written as a JSON value when DataContentType is JSON (or absent)
 // and Data is valid JSON; as a JSON string when DataContentType is text
 // (text/*, */xml, */*+xml) and Data valid UTF-8; as data_base64 otherwise.
-// Extensions are written as JSON strings, in sorted order.
+// An absent DataContentType with JSON data is written as the implied
+// "application/json". Extensions are written as JSON strings, in sorted
+// order.
 func (e *Event) AppendJSON(dst []byte) []byte {
 	dst = append(dst, `{"specversion":`...)
 	dst = appendJSONString(dst, e.SpecVersion)
@@ -706,8 +708,14 @@ func (e *Event) AppendJSON(dst []byte) []byte {
 	if e.Subject != "" {
 		dst = appendMember(dst, "subject", e.Subject)
 	}
-	if e.DataContentType != "" {
+	jsonData := e.Data != nil && IsJSONContentType(e.DataContentType) && validJSON(e.Data)
+	switch {
+	case e.DataContentType != "":
 		dst = appendMember(dst, "datacontenttype", e.DataContentType)
+	case jsonData:
+		// The implied type, made explicit so that reading this back gives
+		// the same bytes when written again (json-format.md 3.1.2).
+		dst = appendMember(dst, "datacontenttype", "application/json")
 	}
 	if e.DataSchema != "" {
 		dst = appendMember(dst, "dataschema", e.DataSchema)
@@ -722,7 +730,7 @@ func (e *Event) AppendJSON(dst []byte) []byte {
 	}
 	if e.Data != nil {
 		switch {
-		case IsJSONContentType(e.DataContentType) && validJSON(e.Data):
+		case jsonData:
 			dst = append(dst, `,"data":`...)
 			dst = append(dst, trimJSONSpace(e.Data)...)
 		case isTextContentType(e.DataContentType) && utf8.Valid(e.Data):

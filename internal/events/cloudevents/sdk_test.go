@@ -77,7 +77,9 @@ func sdkEvents(t *testing.T) []sdkevent.Event {
 		return e.SetData(sdk.ApplicationJSON, map[string]any{"order": 42, "items": []string{"a", "b"}})
 	})
 	add(func(e *sdkevent.Event) error { return e.SetData("text/plain", "hello, world") })
-	add(func(e *sdkevent.Event) error { return e.SetData("application/octet-stream", []byte{0, 1, 2, 0xfe, 0xff}) })
+	add(func(e *sdkevent.Event) error {
+		return e.SetData("application/octet-stream", []byte{0, 1, 2, 0xfe, 0xff})
+	})
 	add(func(e *sdkevent.Event) error {
 		e.SetExtension("averyveryverylongextensionname", "x") // > 20 characters: a SHOULD, sdk-go allows it
 		return e.SetData(sdk.ApplicationJSON, "just a string")
