@@ -183,6 +183,16 @@ func checkExtensionName(name string) *AttributeError {
 // characters (U+0000-U+001F, U+007F-U+009F) and without noncharacters or
 // surrogates (Go strings cannot hold surrogates; invalid UTF-8 is refused).
 func checkString(s string) string {
+	ascii := true
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7F {
+			ascii = false
+			break
+		}
+	}
+	if ascii {
+		return ""
+	}
 	for i, r := range s {
 		switch {
 		case r == 0xFFFD && isInvalidUTF8At(s, i):
@@ -226,7 +236,7 @@ func checkURIReference(s string) string {
 		c := s[i]
 		switch {
 		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		case strings.IndexByte("-._~:/?#[]@!$&'()*+,;=", c) >= 0:
+		case uriPunct[c]:
 		case c == '%':
 			if i+2 >= len(s) || !isHex(s[i+1]) || !isHex(s[i+2]) {
 				return fmt.Sprintf("'%%' at byte %d is not followed by two hex digits", i)
@@ -246,6 +256,14 @@ func checkURIReference(s string) string {
 	}
 	return ""
 }
+
+// uriPunct holds the punctuation RFC 3986 allows unescaped in a URI.
+var uriPunct = func() (t [256]bool) {
+	for _, c := range []byte("-._~:/?#[]@!$&'()*+,;=") {
+		t[c] = true
+	}
+	return t
+}()
 
 func isHex(c byte) bool {
 	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'

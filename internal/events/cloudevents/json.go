@@ -435,10 +435,31 @@ const (
 	seenDataBase64
 )
 
-var coreBits = map[string]int{
-	"specversion": seenSpecVersion, "id": seenID, "source": seenSource, "type": seenType,
-	"subject": seenSubject, "datacontenttype": seenDataContentType, "dataschema": seenDataSchema,
-	"time": seenTime, "data": seenData, "data_base64": seenDataBase64,
+// coreBit returns the member bit of a core attribute name, 0 for others.
+func coreBit(name string) int {
+	switch name {
+	case "specversion":
+		return seenSpecVersion
+	case "id":
+		return seenID
+	case "source":
+		return seenSource
+	case "type":
+		return seenType
+	case "subject":
+		return seenSubject
+	case "datacontenttype":
+		return seenDataContentType
+	case "dataschema":
+		return seenDataSchema
+	case "time":
+		return seenTime
+	case "data":
+		return seenData
+	case "data_base64":
+		return seenDataBase64
+	}
+	return 0
 }
 
 // event reads one event object at d.i and validates it.
@@ -480,7 +501,7 @@ func (d *decoder) event(e *Event) error {
 		if err != nil {
 			return err
 		}
-		bit := coreBits[name]
+		bit := coreBit(name)
 		if bit != 0 {
 			if seen&bit != 0 {
 				return attrErr(name, "appears more than once; give each attribute once")
@@ -685,9 +706,11 @@ func (e *Event) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// MarshalJSON writes e in the CloudEvents JSON event format. It does not
-// validate e; call Validate first for events that did not come from this
-// package.
+// MarshalJSON writes e in the CloudEvents JSON event format (see
+// AppendJSON). It does not validate e; call Validate first for events that
+// did not come from this package. Note that json.Marshal compacts a
+// Marshaler's output, so through it JSON data keeps its value but not its
+// white space.
 func (e *Event) MarshalJSON() ([]byte, error) {
 	return e.AppendJSON(make([]byte, 0, 256+len(e.Data)+len(e.Data)/3)), nil
 }

@@ -120,7 +120,7 @@ func compact(t *testing.T, b []byte) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	if err := json.Compact(&buf, b); err != nil {
-		t.Fatalf("data %q: %v", b, err)
+		return b // not JSON: compare as is
 	}
 	return buf.Bytes()
 }
