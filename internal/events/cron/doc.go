@@ -67,7 +67,8 @@
 //
 // Ticks depend only on the spec, the zone and the zone database, never on
 // when or where they are computed, and TickID is in UTC. Nodes with
-// different tzdata versions may disagree about a zone whose rules changed;
-// the binary should embed one (import time/tzdata) and deployments should
-// keep it current.
+// different tzdata versions may disagree about a zone whose rules changed
+// between those versions, so a cluster's nodes should run the same one.
+// (The time package reads the system's tzdata first and falls back to a
+// copy embedded by importing time/tzdata in main.)
 package cron
