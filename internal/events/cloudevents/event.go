@@ -88,7 +88,8 @@ func attrErr(name, format string, args ...any) *AttributeError {
 // Validate checks e against CloudEvents 1.0: specversion is "1.0"; id,
 // source and type are present; source is a URI-reference; dataschema, when
 // present, an absolute URI; datacontenttype a media type; time, when set,
-// representable in RFC 3339 (years 0000-9999); extension names lower-case
+// representable in RFC 3339 (years 0000-9999, a zone offset in whole
+// minutes); extension names lower-case
 // letters and digits, not a core attribute name. The error is an
 // *AttributeError naming the first offending attribute.
 func (e *Event) Validate() error {
@@ -132,6 +133,9 @@ func (e *Event) validate() *AttributeError {
 	if !e.Time.IsZero() {
 		if y := e.Time.Year(); y < 0 || y > 9999 {
 			return attrErr("time", "year %d cannot be written in RFC 3339; use a year between 0000 and 9999", y)
+		}
+		if _, off := e.Time.Zone(); off%60 != 0 {
+			return attrErr("time", "zone offset of %d seconds cannot be written in RFC 3339 (whole minutes only); convert the time to UTC", off)
 		}
 	}
 	for _, s := range []struct{ name, v string }{

@@ -256,51 +256,55 @@ func (d *decoder) str() (escaped bool, err error) {
 func (d *decoder) container() error {
 	var stackArr [32]byte
 	stack := stackArr[:0]
+	opening := true // d.s[d.i] is a '{' or '[' to open
 	for {
-		// At the start of a container, or after a ',' in one.
-		c := d.s[d.i]
-		d.i++
-		stack = append(stack, c)
-		if len(stack) > maxDepth {
-			return d.syntax("nested deeper than %d levels", maxDepth)
-		}
-		d.ws()
-		closing := byte('}')
-		if c == '[' {
-			closing = ']'
-		}
-		if d.i < len(d.s) && d.s[d.i] == closing {
+		if opening {
+			c := d.s[d.i]
 			d.i++
-			stack = stack[:len(stack)-1]
-			if done, err := d.afterValue(&stack); done || err != nil {
-				return err
-			}
-			continue
-		}
-		for {
-			if stack[len(stack)-1] == '{' {
-				d.ws()
-				if d.i >= len(d.s) || d.s[d.i] != '"' {
-					return d.syntax("expected a member name")
-				}
-				if _, err := d.str(); err != nil {
-					return err
-				}
-				if err := d.expect(':'); err != nil {
-					return err
-				}
+			stack = append(stack, c)
+			if len(stack) > maxDepth {
+				return d.syntax("nested deeper than %d levels", maxDepth)
 			}
 			d.ws()
-			if d.i < len(d.s) && (d.s[d.i] == '{' || d.s[d.i] == '[') {
-				break // descend
+			closing := byte('}')
+			if c == '[' {
+				closing = ']'
 			}
-			if _, err := d.value(); err != nil {
+			if d.i < len(d.s) && d.s[d.i] == closing {
+				d.i++
+				stack = stack[:len(stack)-1]
+				done, err := d.afterValue(&stack)
+				if done || err != nil {
+					return err
+				}
+				// A ',' was consumed: read the parent's next element.
+			}
+		}
+		// One element of the innermost open container.
+		if stack[len(stack)-1] == '{' {
+			d.ws()
+			if d.i >= len(d.s) || d.s[d.i] != '"' {
+				return d.syntax("expected a member name")
+			}
+			if _, err := d.str(); err != nil {
 				return err
 			}
-			done, err := d.afterValue(&stack)
-			if done || err != nil {
+			if err := d.expect(':'); err != nil {
 				return err
 			}
+		}
+		d.ws()
+		if d.i < len(d.s) && (d.s[d.i] == '{' || d.s[d.i] == '[') {
+			opening = true // descend
+			continue
+		}
+		opening = false
+		if _, err := d.value(); err != nil {
+			return err
+		}
+		done, err := d.afterValue(&stack)
+		if done || err != nil {
+			return err
 		}
 	}
 }
@@ -690,7 +694,8 @@ func (d *decoder) eventData(e *Event, data, data64 span) error {
 }
 
 // UnmarshalJSON reads e from the CloudEvents JSON event format and
-// validates it. Errors are *SyntaxError or *AttributeError.
+// validates it, allowing up to DefaultMaxExtensions extensions. Errors are
+// *SyntaxError or *AttributeError.
 func (e *Event) UnmarshalJSON(b []byte) error {
 	b = append([]byte(nil), b...) // Data may point into it; b is the caller's
 	d := &decoder{s: string(b), b: b, maxExt: DefaultMaxExtensions}

@@ -78,3 +78,27 @@ func TestUnmarshalJSONCopiesInput(t *testing.T) {
 		t.Fatalf("event changed with its input: %s", show(e))
 	}
 }
+
+// TestDataJSONAgreesWithEncodingJSON checks the package's JSON scanner
+// against encoding/json on the data member: both accept or both refuse.
+func TestDataJSONAgreesWithEncodingJSON(t *testing.T) {
+	values := []string{
+		`0`, `-0`, `-`, `01`, `1.`, `1.5`, `.5`, `1e5`, `1E+5`, `1e`, `1e-`, `-1.5e-10`, `2.5e3`,
+		`true`, `tru`, `false`, `null`, `nul`, `"a"`, `"\u00e9"`, `"\u00g9"`, `"\x"`, `"a\"b"`, `"\/"`,
+		`[]`, `[1,]`, `[,1]`, `[1 2]`, `[[]]`, `[[],[]]`, `[[],1]`, `[{},{"a":[]}]`, `[{}`, `[`, `]`,
+		`{}`, `{"a":1}`, `{"a":1,}`, `{"a"}`, `{"a":}`, `{1:2}`, `{"a":{"b":{"c":[1,{"d":null}]}}}`,
+		`{"a":[],"b":{}}`, `{"a":[]"b":1}`, `{"a":1}}`, `[1]]`, "\"\t\"", `[1,[2,[3,[4]]],5]`,
+		`{"":""}`, `[[[[[[]]]]]]`, `[[[[[[]]]]]`, `{"a":[{}],"b":[[]],"c":"x"}`,
+	}
+	for _, v := range values {
+		body := `{"specversion":"1.0","id":"1","source":"/","type":"t","data":` + v + `}`
+		events, _, err := cloudevents.ReadRequest(request(cloudevents.MediaTypeStructured, nil, body), 0)
+		if got, want := err == nil, json.Valid([]byte(body)); got != want {
+			t.Errorf("data %s: accepted=%v, encoding/json valid=%v (err %v)", v, got, want, err)
+			continue
+		}
+		if err == nil && string(events[0].Data) != v {
+			t.Errorf("data %s: got %s", v, events[0].Data)
+		}
+	}
+}

@@ -558,6 +558,8 @@ func TestValidate(t *testing.T) {
 			`cloudevents: attribute "": empty extension name: names are lower-case letters a-z and digits 0-9`},
 		{"year 10000", with(func(e *cloudevents.Event) { e.Time = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC) }),
 			`cloudevents: attribute "time": year 10000 cannot be written in RFC 3339; use a year between 0000 and 9999`},
+		{"zone offset with seconds", with(func(e *cloudevents.Event) { e.Time = time.Date(1900, 1, 1, 0, 0, 0, 0, time.FixedZone("LMT", -75)) }),
+			`cloudevents: attribute "time": zone offset of -75 seconds cannot be written in RFC 3339 (whole minutes only); convert the time to UTC`},
 		{"invalid UTF-8", with(func(e *cloudevents.Event) { e.ID = "a\xffb" }),
 			`cloudevents: attribute "id": not valid UTF-8`},
 		{"noncharacter", with(func(e *cloudevents.Event) { e.ID = "a\uFFFEb" }),
