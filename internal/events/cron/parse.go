@@ -8,7 +8,7 @@ import (
 )
 
 // Schedule is a parsed cron schedule. It is immutable after Parse and safe
-// for concurrent use.
+// for concurrent use. Make one with Parse; the zero Schedule is not valid.
 type Schedule struct {
 	// body is the canonical spec without the time zone prefix; tz is the
 	// zone name as given ("UTC" when none was).
