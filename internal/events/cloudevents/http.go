@@ -106,11 +106,22 @@ func (e *MalformedError) Error() string {
 
 func (e *MalformedError) Unwrap() error { return e.Err }
 
-type unsupportedError struct{ msg string }
+// requestError is a problem with the request as a whole rather than with
+// one attribute; unsupported marks an event format or charset this package
+// cannot read (ErrUnsupportedFormat).
+type requestError struct {
+	msg         string
+	unsupported bool
+}
 
-func (e *unsupportedError) Error() string { return e.msg }
-func (e *unsupportedError) text() string  { return e.msg }
-func (e *unsupportedError) Unwrap() error { return ErrUnsupportedFormat }
+func (e *requestError) Error() string { return e.msg }
+func (e *requestError) text() string  { return e.msg }
+func (e *requestError) Unwrap() error {
+	if e.unsupported {
+		return ErrUnsupportedFormat
+	}
+	return nil
+}
 
 func malformed(index int, err error) error {
 	return &MalformedError{Index: index, Err: err}
@@ -167,9 +178,9 @@ func (l Limits) ReadRequest(r *http.Request) ([]Event, Mode, error) {
 		ev, err := l.readBatch(body)
 		return ev, Batched, err
 	case hasPrefixFold(mt, "application/cloudevents"):
-		return nil, 0, malformed(-1, &unsupportedError{fmt.Sprintf(
+		return nil, 0, malformed(-1, &requestError{fmt.Sprintf(
 			"unsupported event format %q: send binary mode (ce-* headers), %s (one event) or %s (a JSON array of events)",
-			mt, MediaTypeStructured, MediaTypeBatch)})
+			mt, MediaTypeStructured, MediaTypeBatch), true})
 	}
 	e, err := l.readBinary(r, ct)
 	if err != nil {
@@ -194,7 +205,7 @@ func checkCharset(params string) error {
 		}
 		v = strings.Trim(strings.TrimSpace(v), `"`)
 		if !strings.EqualFold(v, "utf-8") && !strings.EqualFold(v, "utf8") {
-			return malformed(-1, &unsupportedError{fmt.Sprintf("unsupported charset %q: CloudEvents JSON is UTF-8; send charset=utf-8 or none", v)})
+			return malformed(-1, &requestError{fmt.Sprintf("unsupported charset %q: CloudEvents JSON is UTF-8; send charset=utf-8 or none", v), true})
 		}
 	}
 	return nil
@@ -266,7 +277,7 @@ func (l Limits) readBinary(r *http.Request, ct string) (Event, error) {
 		}
 	}
 	if !found {
-		return Event{}, malformed(-1, &unsupportedError{fmt.Sprintf(
+		return Event{}, malformed(-1, &requestError{msg: fmt.Sprintf(
 			"not a CloudEvent: no ce-* headers and Content-Type %q; send binary mode (ce-specversion, ce-id, ce-source, ce-type headers) or Content-Type %s",
 			ct, MediaTypeStructured)})
 	}

@@ -490,10 +490,16 @@ func TestReadBinary(t *testing.T) {
 			t.Errorf("error\n got: %v\nwant: %s", err, want)
 		}
 	})
-	t.Run("unsupported format is ErrUnsupportedFormat", func(t *testing.T) {
-		_, _, err := cloudevents.ReadRequest(request("application/cloudevents+avro", nil, ""), 0)
-		if !errors.Is(err, cloudevents.ErrUnsupportedFormat) {
-			t.Fatalf("got %v", err)
+	t.Run("unsupported format and charset are ErrUnsupportedFormat", func(t *testing.T) {
+		for _, ct := range []string{"application/cloudevents+avro", cloudevents.MediaTypeBatch + "; charset=utf-16"} {
+			_, _, err := cloudevents.ReadRequest(request(ct, nil, ""), 0)
+			if !errors.Is(err, cloudevents.ErrUnsupportedFormat) {
+				t.Fatalf("%s: got %v", ct, err)
+			}
+		}
+		_, _, err := cloudevents.ReadRequest(request("application/json", nil, "{}"), 0)
+		if err == nil || errors.Is(err, cloudevents.ErrUnsupportedFormat) {
+			t.Fatalf("not a CloudEvent: got %v, want a plain *MalformedError (400)", err)
 		}
 	})
 }
