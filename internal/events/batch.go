@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -125,6 +126,10 @@ func (l *Log) write(items []*item) {
 		l.account(1, it.err, it.ack.Duplicate)
 		return
 	}
+	if len(items) <= plainBatchMax {
+		l.publishPipelined(items)
+		return
+	}
 	last, err := l.publishBatch(items)
 	if err == nil {
 		first := last - uint64(len(items)) + 1
@@ -167,6 +172,52 @@ func (l *Log) account(n int, err error, dup bool) {
 		if int64(n) <= cur || l.largest.CompareAndSwap(cur, int64(n)) {
 			return
 		}
+	}
+}
+
+// plainBatchMax is the largest batch written as pipelined plain publishes
+// instead of one atomic batch. On R1 file storage an atomic batch has a
+// fixed cost of ~3 ms (the server stages it in a file store of its own that
+// it creates, fsyncs and deletes per batch), against ~0.23 ms per fsynced
+// plain publish (measured here, doc.go "Figures"): below ~14 entries the
+// plain publishes are cheaper even though each pays its own fsync.
+const plainBatchMax = 12
+
+// publishPipelined sends every item as a plain publish without waiting, then
+// collects the acks (in order: one connection, one stream). Each entry is
+// fsynced on its own and succeeds or fails on its own.
+func (l *Log) publishPipelined(items []*item) {
+	futs := make([]jetstream.PubAckFuture, len(items))
+	for i, it := range items {
+		f, err := l.js.PublishMsgAsync(message(it.e, 0))
+		if err != nil {
+			it.err = fmt.Errorf("events: publish: %w", err)
+			continue
+		}
+		futs[i] = f
+	}
+	timer := time.NewTimer(l.timeout)
+	defer timer.Stop()
+	for i, it := range items {
+		if futs[i] != nil {
+			select {
+			case a := <-futs[i].Ok():
+				it.ack = Ack{Seq: a.Sequence, Duplicate: a.Duplicate}
+			case err := <-futs[i].Err():
+				var apiErr *jetstream.APIError
+				if errors.As(err, &apiErr) {
+					it.err = fmt.Errorf("events: publish: %w", err)
+				} else {
+					it.err = fmt.Errorf("events: publish: %w: %w", ErrOutcomeUnknown, err)
+				}
+			case <-timer.C:
+				it.err = fmt.Errorf("events: publish: %w: no ack within %s", ErrOutcomeUnknown, l.timeout)
+				timer.Reset(0) // the rest expire at once
+			case <-l.abort.Done():
+				it.err = fmt.Errorf("events: publish: %w: %w", ErrOutcomeUnknown, l.abort.Err())
+			}
+		}
+		l.account(1, it.err, it.ack.Duplicate)
 	}
 }
 

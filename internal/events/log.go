@@ -159,6 +159,7 @@ type LogStats struct {
 // Log appends events to a JetStream stream with group commit. It is safe
 // for concurrent use; see the package documentation.
 type Log struct {
+	js       jetstream.JetStream // for pipelined plain publishes (async acks)
 	nc       *nats.Conn
 	stream   string
 	prefix   string
@@ -277,8 +278,13 @@ func OpenLog(ctx context.Context, js jetstream.JetStream, cfg LogConfig) (*Log, 
 	if _, err := rand.Read(rnd[:]); err != nil {
 		return nil, fmt.Errorf("open event log: batch id prefix: %w", err)
 	}
+	ajs, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4*plainBatchMax))
+	if err != nil {
+		return nil, fmt.Errorf("open event log: %w", err)
+	}
 	abort, cancel := context.WithCancel(context.Background())
 	l := &Log{
+		js:          ajs,
 		nc:          nc,
 		stream:      cfg.Stream,
 		prefix:      cfg.SubjectPrefix,

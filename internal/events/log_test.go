@@ -115,8 +115,8 @@ func TestAppendReadBack(t *testing.T) {
 		}
 		want = append(want, e)
 	}
-	var multi []Entry // one call, one atomic batch
-	for i := range 4 {
+	var multi []Entry // one call, one atomic batch (larger than plainBatchMax)
+	for i := range 20 {
 		multi = append(multi, Entry{
 			Subject: "nimbus.events.shop.payments",
 			Header:  nats.Header{"Ce-Id": []string{fmt.Sprint(i)}},
@@ -128,7 +128,7 @@ func TestAppendReadBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, a := range acks {
-		if a.Seq != uint64(4+i) || a.Duplicate {
+		if a.Seq != uint64(4+i) || a.Duplicate || len(acks) != 20 {
 			t.Fatalf("batch acks %+v", acks)
 		}
 	}
@@ -156,8 +156,8 @@ func TestAppendReadBack(t *testing.T) {
 			t.Errorf("entry %d: caller's header was modified", i)
 		}
 	}
-	if st := l.Stats(); st.Commits != 4 || st.Entries != 7 || st.MaxBatch != 4 {
-		t.Errorf("stats %+v, want 4 commits, 7 entries, max batch 4", st)
+	if st := l.Stats(); st.Commits != 4 || st.Entries != 23 || st.MaxBatch != 20 {
+		t.Errorf("stats %+v, want 4 commits, 23 entries, max batch 20", st)
 	}
 }
 
@@ -255,28 +255,35 @@ func TestAppendDuplicates(t *testing.T) {
 		t.Fatalf("acks %+v then %+v", a1, a2)
 	}
 
-	// Both copies in one batch.
-	acks, err := l.Append(ctx, ev("b", "1"), ev("c", "2"), ev("b", "3"), ev("", "4"), ev("", "5"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	stored += 4
-	if acks[0].Duplicate || !acks[2].Duplicate || acks[2].Seq != acks[0].Seq || acks[3].Duplicate || acks[4].Duplicate {
-		t.Fatalf("same-batch acks %+v", acks)
+	// Both copies in one batch, small (pipelined plain publishes) and large
+	// (one atomic batch).
+	for _, n := range []int{5, 3 * plainBatchMax} {
+		es := []Entry{ev(fmt.Sprintf("b%d", n), "1"), ev(fmt.Sprintf("c%d", n), "2"), ev(fmt.Sprintf("b%d", n), "3")}
+		for len(es) < n {
+			es = append(es, ev("", "no id"))
+		}
+		acks, err := l.Append(ctx, es...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored += n - 1
+		if acks[0].Duplicate || !acks[2].Duplicate || acks[2].Seq != acks[0].Seq || acks[3].Duplicate || acks[1].Seq != acks[0].Seq+1 {
+			t.Fatalf("same-batch acks (%d entries) %+v", n, acks)
+		}
 	}
 
 	// A batch with one id already in the stream: the server rejects it as a
 	// whole, the log splits it, the others are stored once.
 	var batch []Entry
-	for i := range 9 {
+	for i := range 3 * plainBatchMax {
 		batch = append(batch, ev(fmt.Sprintf("d%d", i), "x"))
 	}
-	batch[5] = ev("c", "again")
-	acks, err = l.Append(ctx, batch...)
+	batch[5] = ev("c5", "again")
+	acks, err := l.Append(ctx, batch...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	stored += 8
+	stored += len(batch) - 1
 	for i, a := range acks {
 		if (i == 5) != a.Duplicate {
 			t.Fatalf("split batch acks %+v", acks)
@@ -301,7 +308,7 @@ func TestAppendDuplicates(t *testing.T) {
 		}
 		seen[id] = seqOf(t, m)
 	}
-	if seen["c"] != acks[5].Seq || seen["a"] != a1[0].Seq {
+	if seen["c5"] != acks[5].Seq || seen["a"] != a1[0].Seq {
 		t.Errorf("duplicate acks point at %d/%d, stored at %d/%d", acks[5].Seq, a1[0].Seq, seen["c"], seen["a"])
 	}
 	for i, a := range acks {
