@@ -13,16 +13,24 @@
 //     links whatever it was granted; grants are checked per call.
 //   - A call is allowed only when the calling invocation's Call (carried in
 //     the context the runtime passes to the guest) grants the provider's
-//     capability. A denied call does not trap: it returns CodeDenied to the
-//     guest, writes a warning to the invocation's log (stream "log", level
-//     "warn") saying how to grant the capability in nimbus.yaml, and logs
-//     through slog with keys app, function and capability.
+//     capability. Scoped capabilities are granted per resource: "kv:counts"
+//     allows reads and writes of bucket counts, "kv:counts:read" reads only;
+//     the registry decodes the bucket a kv call names (Function.Scope) and
+//     checks it before the function runs. A denied call does not trap: it returns CodeDenied to the
+//     guest, writes one warning per grant and invocation to the
+//     invocation's log (stream "log", level "warn") naming the exact grant
+//     to add in nimbus.yaml, and logs through slog with keys app, function
+//     and capability.
 //   - Functions treat every pointer and length from the guest as hostile:
 //     out-of-range arguments return CodeBadArgument, never a host panic.
 //
 // The status codes and the function signatures are part of the guest ABI;
 // they are specified in sdk/go/wire.
 //
-// Adding a capability (kv, publish, fetch, ...) means writing a Provider and
+// The kv functions (KVProvider) reach the calling app's buckets through a
+// KVStore, a *state.Buckets in the server (NewDefaultRegistry(logger,
+// WithKV(buckets))); without one they return CodeUnavailable.
+//
+// Adding a capability (publish, fetch, ...) means writing a Provider and
 // listing it in NewDefaultRegistry and Capabilities.
 package hostfn

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/tetratelabs/wazero"
@@ -31,12 +32,66 @@ const (
 const (
 	// CapLog grants nimbus.log.
 	CapLog = "log"
+	// CapKV is scoped to a bucket: "kv:NAME" grants read and write on
+	// bucket NAME, "kv:NAME:read" grants read only.
+	CapKV = "kv"
 )
 
+// ReadOnlySuffix ends a scoped grant that allows only reads ("kv:NAME:read").
+const ReadOnlySuffix = ":read"
+
 // Capabilities returns the capability names this build knows, sorted, for
-// documentation and manifest validation.
+// documentation and manifest validation. Scoped capabilities (kv) are
+// granted per resource: see CheckGrant.
 func Capabilities() []string {
-	return []string{CapLog}
+	return []string{CapKV, CapLog}
+}
+
+// isScoped reports whether capability c is granted per resource.
+func isScoped(c string) bool { return c == CapKV }
+
+// CheckGrant reports whether s is a valid entry of a function's
+// capabilities list: "log", "kv:NAME" or "kv:NAME:read" where NAME is a
+// bucket name (a DNS label). The error says what is wrong.
+func CheckGrant(s string) error {
+	c, rest, hasScope := strings.Cut(s, ":")
+	switch {
+	case !slices.Contains(Capabilities(), c):
+		return fmt.Errorf("unknown capability %q (known: log, kv:BUCKET, kv:BUCKET:read)", s)
+	case !isScoped(c) && hasScope:
+		return fmt.Errorf("capability %q takes no scope: write %q", s, c)
+	case isScoped(c) && !hasScope:
+		return fmt.Errorf("capability %q needs a bucket: %s:BUCKET (read-write) or %s:BUCKET:read", s, c, c)
+	}
+	if !isScoped(c) {
+		return nil
+	}
+	name := strings.TrimSuffix(rest, ReadOnlySuffix)
+	if !validName(name) {
+		return fmt.Errorf("capability %q: %q is not a bucket name (lowercase letters, digits and '-', starting with a letter)", s, name)
+	}
+	return nil
+}
+
+func validName(s string) bool {
+	if len(s) == 0 || len(s) > 63 || s[0] < 'a' || s[0] > 'z' || s[len(s)-1] == '-' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// Grant returns the grant string that allows capability on resource, for
+// writing when write is set: "kv:counts" or "kv:counts:read".
+func Grant(capability, resource string, write bool) string {
+	if write {
+		return capability + ":" + resource
+	}
+	return capability + ":" + resource + ReadOnlySuffix
 }
 
 // Function is one host function.
@@ -50,6 +105,13 @@ type Function struct {
 	// capability. Arguments are in stack[:len(Params)], results go to
 	// stack[:len(Results)] (wazero's stack-based calling convention).
 	Fn func(ctx context.Context, call *Call, mod api.Module, stack []uint64)
+	// Scope, set for the functions of a scoped capability, returns the
+	// resource the call names (a bucket) and whether it writes; the call is
+	// allowed when Grants.Allows(capability, resource, write). A code other
+	// than CodeOK (an argument out of range) is returned to the guest
+	// without checking grants or calling Fn. Scope must not keep references
+	// into guest memory.
+	Scope func(mod api.Module, stack []uint64) (resource string, write bool, code int32)
 }
 
 // Provider contributes the functions of one capability.
@@ -95,9 +157,27 @@ func NewRegistry(logger *slog.Logger, providers ...Provider) (*Registry, error) 
 	return &Registry{logger: logger, providers: slices.Clone(providers)}, nil
 }
 
+// Option configures NewDefaultRegistry.
+type Option func(*defaults)
+
+type defaults struct {
+	kv KVStore
+}
+
+// WithKV gives the kv functions their store (in the server, a
+// *state.Buckets). Without it, or with a nil store, every kv call returns
+// CodeUnavailable once its arguments are checked.
+func WithKV(store KVStore) Option {
+	return func(d *defaults) { d.kv = store }
+}
+
 // NewDefaultRegistry returns the registry of every provider of this build.
-func NewDefaultRegistry(logger *slog.Logger) *Registry {
-	r, err := NewRegistry(logger, LogProvider{})
+func NewDefaultRegistry(logger *slog.Logger, opts ...Option) *Registry {
+	var d defaults
+	for _, o := range opts {
+		o(&d)
+	}
+	r, err := NewRegistry(logger, LogProvider{}, KVProvider{Store: d.kv, Logger: logger})
 	if err != nil {
 		panic(err) // the built-in providers are static; this is a programming error
 	}
@@ -137,29 +217,53 @@ func (r *Registry) Instantiate(ctx context.Context, rt wazero.Runtime) (api.Modu
 
 // guard wraps f with the capability check every call goes through.
 func (r *Registry) guard(capability string, f Function) api.GoModuleFunc {
+	fail := func(stack []uint64, code int32) {
+		clear(stack[:len(f.Results)])
+		stack[0] = api.EncodeI32(code)
+	}
+	if f.Scope != nil {
+		return func(ctx context.Context, mod api.Module, stack []uint64) {
+			call := CallFrom(ctx)
+			resource, write, code := f.Scope(mod, stack)
+			if code != CodeOK {
+				fail(stack, code)
+				return
+			}
+			if call == nil || !call.Grants.Allows(capability, resource, write) {
+				note := ""
+				if call != nil && write && call.Grants.Has(Grant(capability, resource, false)) {
+					note = fmt.Sprintf(" (it has %q, which is read-only)", Grant(capability, resource, false))
+				}
+				r.deny(call, Grant(capability, resource, write), f.Name, note)
+				fail(stack, CodeDenied)
+				return
+			}
+			f.Fn(ctx, call, mod, stack)
+		}
+	}
 	return func(ctx context.Context, mod api.Module, stack []uint64) {
 		call := CallFrom(ctx)
 		if call == nil || !call.Grants.Has(capability) {
-			r.deny(call, capability, f.Name)
-			clear(stack[:len(f.Results)])
-			stack[0] = api.EncodeI32(CodeDenied)
+			r.deny(call, capability, f.Name, "")
+			fail(stack, CodeDenied)
 			return
 		}
 		f.Fn(ctx, call, mod, stack)
 	}
 }
 
-func (r *Registry) deny(call *Call, capability, name string) {
+// deny logs a denied call; grant is what the function must be granted.
+func (r *Registry) deny(call *Call, grant, name, note string) {
 	if call == nil {
-		r.logger.Warn("host function called outside an invocation", "host_function", name, "capability", capability)
+		r.logger.Warn("host function called outside an invocation", "host_function", name, "capability", grant)
 		return
 	}
-	if !call.firstDenial(capability) {
-		return // one line per capability and invocation: a guest in a loop must not flood the log
+	if !call.firstDenial(grant) {
+		return // one line per grant and invocation: a guest in a loop must not flood the log
 	}
-	call.log("log", "warn", fmt.Sprintf("nimbus.%s denied: capability %q is not granted to function %q; add `capabilities: [%s]` to the function in nimbus.yaml",
-		name, capability, call.Function, capability))
-	r.logger.Warn("host function denied", "app", call.App, "function", call.Function, "capability", capability,
+	call.log("log", "warn", fmt.Sprintf("nimbus.%s denied: capability %q is not granted to function %q%s; add `capabilities: [%s]` to the function in nimbus.yaml",
+		name, grant, call.Function, note, grant))
+	r.logger.Warn("host function denied", "app", call.App, "function", call.Function, "capability", grant,
 		"host_function", name, "invocation", call.InvocationID)
 }
 
@@ -179,6 +283,16 @@ func NewGrants(capabilities []string) Grants {
 func (g Grants) Has(capability string) bool {
 	_, ok := g[capability]
 	return ok
+}
+
+// Allows reports whether the scoped capability is granted on resource:
+// "<capability>:<resource>" allows reads and writes,
+// "<capability>:<resource>:read" reads only.
+func (g Grants) Allows(capability, resource string, write bool) bool {
+	if g.Has(Grant(capability, resource, true)) {
+		return true
+	}
+	return !write && g.Has(Grant(capability, resource, false))
 }
 
 // Call is what host functions know about the invocation calling them. The

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -134,4 +135,44 @@ func BenchmarkEncodeDecodeRequest(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+func TestKeys(t *testing.T) {
+	for _, keys := range [][]string{nil, {""}, {"a"}, {"orders.1", "orders.2", strings.Repeat("k", 300)}} {
+		b := AppendKeys(nil, keys)
+		if len(b) != KeysSize(keys) {
+			t.Fatalf("KeysSize %d, encoded %d", KeysSize(keys), len(b))
+		}
+		got, err := DecodeKeys(b)
+		if err != nil || !reflect.DeepEqual(got, keys) && !(len(got) == 0 && len(keys) == 0) {
+			t.Fatalf("round trip %q: %q %v", keys, got, err)
+		}
+	}
+	for _, b := range [][]byte{{}, {1}, {2, 0}, {1, 5, 'a'}, {0, 0}, {0xff}} {
+		if _, err := DecodeKeys(b); !errors.Is(err, ErrMalformed) {
+			t.Errorf("DecodeKeys(%x): %v, want ErrMalformed", b, err)
+		}
+	}
+}
+
+func FuzzDecodeKeys(f *testing.F) {
+	f.Add(AppendKeys(nil, []string{"a", "bb"}))
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0x0f})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		keys, err := DecodeKeys(b)
+		if err != nil {
+			return
+		}
+		total := 0
+		for _, k := range keys {
+			total += len(k)
+		}
+		if total > len(b) {
+			t.Fatal("keys longer than input")
+		}
+		again, err := DecodeKeys(AppendKeys(nil, keys))
+		if err != nil || len(again) != len(keys) || len(keys) > 0 && !reflect.DeepEqual(again, keys) {
+			t.Fatalf("re-encode mismatch: %q %q %v", keys, again, err)
+		}
+	})
 }
