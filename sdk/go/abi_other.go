@@ -5,6 +5,8 @@ package nimbus
 import (
 	"fmt"
 	"os"
+
+	"github.com/nimbus-dev/nimbus/sdk/go/wire"
 )
 
 // hostLog outside WebAssembly writes to standard error, so handlers can be
@@ -12,4 +14,21 @@ import (
 func hostLog(level int32, msg string) int32 {
 	fmt.Fprintf(os.Stderr, "nimbus: %s: %s\n", Level(level), msg)
 	return 0
+}
+
+// Outside WebAssembly there is no host: key-value calls fail with
+// ErrUnavailable.
+
+func hostKVGet(string, string, []byte, *[wire.KVGetOutSize]byte) int32 { return wire.CodeUnavailable }
+
+func hostKVPut(string, string, []byte, int64, int64, *[wire.KVPutOutSize]byte) int32 {
+	return wire.CodeUnavailable
+}
+
+func hostKVDelete(string, string, int64, *[wire.KVPutOutSize]byte) int32 {
+	return wire.CodeUnavailable
+}
+
+func hostKVList(string, string, string, int32, []byte, *[wire.KVListOutSize]byte) int32 {
+	return wire.CodeUnavailable
 }

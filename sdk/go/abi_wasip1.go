@@ -51,3 +51,43 @@ func nimbusLog(level int32, ptr unsafe.Pointer, size int32) int32
 func hostLog(level int32, msg string) int32 {
 	return nimbusLog(level, unsafe.Pointer(unsafe.StringData(msg)), int32(len(msg)))
 }
+
+// The kv host functions (see package wire). Strings and slices are passed as
+// pointer and length; Go's garbage collector does not move objects, and the
+// arguments stay reachable for the duration of the call.
+
+//go:wasmimport nimbus kv_get
+func kvGet(bucket unsafe.Pointer, bucketLen int32, key unsafe.Pointer, keyLen int32, buf unsafe.Pointer, bufCap int32, out unsafe.Pointer) int32
+
+//go:wasmimport nimbus kv_put
+func kvPut(bucket unsafe.Pointer, bucketLen int32, key unsafe.Pointer, keyLen int32, val unsafe.Pointer, valLen int32, ttlMS int64, ifRevision int64, out unsafe.Pointer) int32
+
+//go:wasmimport nimbus kv_delete
+func kvDelete(bucket unsafe.Pointer, bucketLen int32, key unsafe.Pointer, keyLen int32, ifRevision int64, out unsafe.Pointer) int32
+
+//go:wasmimport nimbus kv_list
+func kvList(bucket unsafe.Pointer, bucketLen int32, prefix unsafe.Pointer, prefixLen int32, after unsafe.Pointer, afterLen int32, limit int32, buf unsafe.Pointer, bufCap int32, out unsafe.Pointer) int32
+
+func strPtr(s string) unsafe.Pointer { return unsafe.Pointer(unsafe.StringData(s)) }
+
+func bytesPtr(b []byte) unsafe.Pointer { return unsafe.Pointer(unsafe.SliceData(b)) }
+
+// clampLen passes lengths above the ABI's int32 as the largest int32: the
+// host rejects them as too large instead of seeing a wrapped length.
+func clampLen(n int) int32 { return int32(min(n, 1<<31-1)) }
+
+func hostKVGet(bucket, key string, buf []byte, out *[12]byte) int32 {
+	return kvGet(strPtr(bucket), clampLen(len(bucket)), strPtr(key), clampLen(len(key)), bytesPtr(buf), clampLen(len(buf)), unsafe.Pointer(out))
+}
+
+func hostKVPut(bucket, key string, value []byte, ttlMS, ifRevision int64, out *[8]byte) int32 {
+	return kvPut(strPtr(bucket), clampLen(len(bucket)), strPtr(key), clampLen(len(key)), bytesPtr(value), clampLen(len(value)), ttlMS, ifRevision, unsafe.Pointer(out))
+}
+
+func hostKVDelete(bucket, key string, ifRevision int64, out *[8]byte) int32 {
+	return kvDelete(strPtr(bucket), clampLen(len(bucket)), strPtr(key), clampLen(len(key)), ifRevision, unsafe.Pointer(out))
+}
+
+func hostKVList(bucket, prefix, after string, limit int32, buf []byte, out *[8]byte) int32 {
+	return kvList(strPtr(bucket), clampLen(len(bucket)), strPtr(prefix), clampLen(len(prefix)), strPtr(after), clampLen(len(after)), limit, bytesPtr(buf), clampLen(len(buf)), unsafe.Pointer(out))
+}

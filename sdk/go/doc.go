@@ -50,12 +50,26 @@
 // capability granted in nimbus.yaml (capabilities: [log]); without it Log
 // returns an error wrapping ErrDenied and the call has no other effect.
 //
+// Bucket gives a key-value bucket of the app (declared under buckets: in
+// nimbus.yaml), with Get, Put (options TTL and IfRevision for per-key expiry
+// and compare-and-swap), Delete, List and ListPage. Reads need the
+// capability "kv:NAME:read", writes "kv:NAME":
+//
+//	counts := nimbus.Bucket("counts")
+//	v, rev, err := counts.Get("orders.total")
+//	if errors.Is(err, nimbus.ErrNotFound) { ... }
+//	_, err = counts.Put("orders.total", next, nimbus.IfRevision(rev))
+//	if errors.Is(err, nimbus.ErrRevisionMismatch) { ... retry ... }
+//
+// A Put that returned is on disk.
+//
 // Instances are reused: one instance serves many requests in turn, never two
 // at once, so package-level state survives between requests of one instance
 // but not between instances. Do not rely on it for anything but caches.
 //
 // Outside WebAssembly (go test on the host), the package builds too: Log
-// writes to standard error, so handlers can be unit-tested with net/http/httptest.
+// writes to standard error, so handlers can be unit-tested with
+// net/http/httptest; key-value calls return errors wrapping ErrUnavailable.
 //
 // The ABI between this package and the host is specified in package wire.
 package nimbus

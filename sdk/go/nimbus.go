@@ -48,6 +48,15 @@ var (
 	ErrUnavailable = errors.New("host service unavailable")
 	// ErrHost is any other host-side failure.
 	ErrHost = errors.New("host error")
+	// ErrNotFound means the key does not exist (never written, deleted or
+	// expired).
+	ErrNotFound = errors.New("key not found")
+	// ErrRevisionMismatch means a write with IfRevision found another
+	// revision; the error is a *RevisionMismatchError.
+	ErrRevisionMismatch = errors.New("revision mismatch")
+	// ErrBucketNotFound means the app declares no bucket of that name in
+	// nimbus.yaml.
+	ErrBucketNotFound = errors.New("bucket not found")
 )
 
 // handler is the module's one handler. A module is one function, so this is
@@ -126,6 +135,12 @@ func codeError(function, capability string, code int32) error {
 		return fmt.Errorf("nimbus: %s: %w", function, ErrTooLarge)
 	case wire.CodeUnavailable:
 		return fmt.Errorf("nimbus: %s: %w", function, ErrUnavailable)
+	case wire.CodeNotFound:
+		return fmt.Errorf("nimbus: %s: %w", function, ErrNotFound)
+	case wire.CodeRevisionMismatch:
+		return fmt.Errorf("nimbus: %s: %w", function, ErrRevisionMismatch)
+	case wire.CodeNoBucket:
+		return fmt.Errorf("nimbus: %s: %w: declare it under buckets: in nimbus.yaml", function, ErrBucketNotFound)
 	default:
 		return fmt.Errorf("nimbus: %s: %w (code %d)", function, ErrHost, code)
 	}

@@ -57,10 +57,64 @@
 // Host functions live in the "nimbus" import module. Each returns an i32
 // status code first: 0 ok, 1 denied (the function's capability is not
 // granted to this function in nimbus.yaml), 2 bad argument (for example a
-// pointer outside memory), 3 too large, 4 unavailable, 5 internal. A denied
-// call never traps. Version 1 defines:
+// pointer outside memory), 3 too large, 4 unavailable, 5 internal, and for
+// the kv functions 6 not found, 7 revision mismatch, 8 no such bucket. A
+// denied call never traps. Version 1 defines:
 //
 //	log(level i32, ptr i32, len i32) -> i32    capability "log"
 //	    level: 0 debug, 1 info, 2 warn, 3 error. The message is the UTF-8
 //	    bytes at [ptr, ptr+len); the host truncates long messages.
+//
+// # Key-value host functions
+//
+// The kv functions reach the buckets of the calling function's app. Their
+// capability is scoped per bucket: "kv:NAME" allows every function on bucket
+// NAME, "kv:NAME:read" only kv_get and kv_list. Every string or byte
+// argument is a (ptr i32, len i32) pair in the guest's memory; an out
+// argument is a pointer to an area the host writes, little-endian. The host
+// checks every pointer and length before doing anything: an area outside
+// memory is 2 (bad argument) and nothing happens.
+//
+//	kv_get(bucket_ptr, bucket_len, key_ptr, key_len,
+//	       buf_ptr, buf_cap, out_ptr i32) -> i32
+//	    out (12 bytes): revision u64, value length u32.
+//	    0: the value is at [buf_ptr, buf_ptr+length).
+//	    3: the value is longer than buf_cap; nothing was copied, out holds
+//	       its length and revision: call again with a buffer that large
+//	       (the value may have changed meanwhile; repeat while 3).
+//	    6: no such key.
+//
+//	kv_put(bucket_ptr, bucket_len, key_ptr, key_len, val_ptr, val_len i32,
+//	       ttl_ms i64, if_revision i64, out_ptr i32) -> i32
+//	    ttl_ms: 0 no TTL; otherwise the key expires after it (rounded up to
+//	    whole seconds, at least one). if_revision: -1 write unconditionally;
+//	    0 only if the key does not exist; n only if the key's current
+//	    revision is n (compare-and-swap). out (8 bytes): revision u64.
+//	    0: written and durable; out is the new revision.
+//	    7: if_revision did not match; out is the current revision (0: no key).
+//	    3: the value is over the bucket's limit.
+//
+//	kv_delete(bucket_ptr, bucket_len, key_ptr, key_len i32,
+//	          if_revision i64, out_ptr i32) -> i32
+//	    if_revision as for kv_put (0: succeed only if there is no key).
+//	    Deleting a missing key is 0. out (8 bytes): on 7, the current
+//	    revision.
+//
+//	kv_list(bucket_ptr, bucket_len, prefix_ptr, prefix_len,
+//	        after_ptr, after_len, limit i32, buf_ptr, buf_cap, out_ptr i32) -> i32
+//	    The keys starting with prefix that sort after the key "after" (none:
+//	    an empty after), sorted, at most limit (0 or above 1000: 1000).
+//	    out (8 bytes): encoded length u32, flags u32 (bit 0: more keys
+//	    follow; list again after the last key returned).
+//	    0: the keys are at [buf_ptr, buf_ptr+length), encoded as a varint
+//	       count followed by that many strings (AppendKeys, DecodeKeys).
+//	    3: buf_cap is too small; out holds the length: call again.
+//
+// In every kv function 8 means the app has no bucket of that name (declare
+// it in nimbus.yaml) and 4 that the store is unavailable. Limits: a bucket
+// name is at most 63 bytes, a key, prefix or cursor at most 512, a value at
+// most 1MiB (and the bucket's own limit). A key is made of
+// [-/_=.a-zA-Z0-9], does not start or end with '.', has no ".." and does
+// not start with "_kv" (reserved by JetStream);
+// anything else is 2.
 package wire
