@@ -180,8 +180,10 @@ func (l *Log) account(n int, err error, dup bool) {
 // fixed cost of ~3 ms (the server stages it in a file store of its own that
 // it creates, fsyncs and deletes per batch), against ~0.23 ms per fsynced
 // plain publish (measured here, doc.go "Figures"): below ~14 entries the
-// plain publishes are cheaper even though each pays its own fsync.
-const plainBatchMax = 12
+// plain publishes are cheaper even though each pays its own fsync. It is
+// kept well below that break-even: under load, a high threshold made
+// batches alternate between small pipelined and large atomic ones.
+const plainBatchMax = 4
 
 // publishPipelined sends every item as a plain publish without waiting, then
 // collects the acks (in order: one connection, one stream). Each entry is

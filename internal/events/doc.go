@@ -50,13 +50,17 @@
 // How a batch is written depends on its size:
 //
 //   - 1 entry: a plain publish (one write, one fsync).
-//   - 2 to 12 entries: pipelined plain publishes, acks collected in order;
+//   - 2 to 4 entries: pipelined plain publishes, acks collected in order;
 //     each entry is fsynced and succeeds on its own.
-//   - 13 to MaxBatch entries: one JetStream atomic batch: one commit, one
+//   - 5 to MaxBatch entries: one JetStream atomic batch: one commit, one
 //     final fsync for all of them.
 //
 // The threshold comes from the cost of an atomic batch on R1 file storage
 // (next section): about 3 ms fixed, against ~0.23 ms per fsynced publish.
+// Break-even is near 12 entries, but a high threshold made batches
+// alternate between small pipelined and large atomic ones under load, so it
+// is kept low (plainBatchMax; measurements were too noisy to tune it
+// finely).
 //
 // # The atomic batch protocol (nats-server v2.15.2, read in its source)
 //
@@ -114,7 +118,8 @@
 //
 //	raw js.Publish, one at a time per publisher   1: ~3.3-4.4k/s  16: ~4.1-4.4k/s  64: ~4.3-4.5k/s
 //	raw js.PublishAsync, one publisher            ~5.3k/s
-//	Append, 1 entry per call                      1: ~3.2-3.9k/s (p50 0.25 ms)  16: ~2.5-3.1k/s (p50 5-6 ms)  64: ~6-10.6k/s (p50 6-9 ms)
+//	Append, 1 entry per call                      1: ~3.2-3.9k/s (p50 0.25 ms)  16: ~2.5-3.3k/s (p50 5-6 ms)
+//	                                              64: ~5.4-10.6k/s (p50 6-9 ms)  256: ~20k/s (p50 12.6 ms, 133 per commit)
 //	Append, 100 entries per call                  1 caller: ~22k/s (p50 4.3 ms)  16 callers: ~80k/s
 //
 // So with atomic batches the log reaches well past the fsync ceiling only

@@ -23,7 +23,7 @@ import (
 //
 //	go test -run '^$' -bench . -benchtime 2s ./internal/events/
 
-var benchConcurrency = []int{1, 16, 64}
+var benchConcurrency = []int{1, 16, 64, 256}
 
 // BenchmarkAppend: concurrent callers, one entry per Append (what the
 // gateway's binary and structured modes and the publish host function do).
