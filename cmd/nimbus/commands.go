@@ -12,10 +12,12 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/nimbus-dev/nimbus/internal/api"
 	"github.com/nimbus-dev/nimbus/internal/client"
 	"github.com/nimbus-dev/nimbus/internal/deploy"
 	"github.com/nimbus-dev/nimbus/internal/guestlog"
 	"github.com/nimbus-dev/nimbus/internal/manifest"
+	"github.com/nimbus-dev/nimbus/internal/registry"
 )
 
 func newValidate(g *globals) *cobra.Command {
@@ -313,15 +315,15 @@ func newVersion(g *globals) *cobra.Command {
 type appRow struct {
 	name      string
 	active    string
-	functions []registryFunction
-	instances map[string]apiInstances
+	functions []registry.Function
+	instances map[string]api.Instances
 }
 
 func printApps(w io.Writer, rows []appRow) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "APP\tFUNCTION\tREVISION\tINSTANCES\tROUTES")
 	for _, r := range rows {
-		fns := append([]registryFunction(nil), r.functions...)
+		fns := append([]registry.Function(nil), r.functions...)
 		sort.Slice(fns, func(i, j int) bool { return fns[i].Name < fns[j].Name })
 		if len(fns) == 0 {
 			fmt.Fprintf(tw, "%s\t-\t%s\t-\t-\n", r.name, short(r.active))

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -53,8 +54,8 @@ func (c *Client) do(ctx context.Context, method, path string, body io.Reader, he
 	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
-		var op interface{ Timeout() bool }
-		if errors.As(err, &op) || strings.Contains(err.Error(), "connection refused") {
+		var netErr *net.OpError
+		if errors.As(err, &netErr) {
 			return nil, fmt.Errorf("cannot reach the Nimbus API at %s (is `nimbus up` running? set --server or NIMBUS_URL): %w", c.BaseURL, err)
 		}
 		return nil, err
