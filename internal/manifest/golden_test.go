@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/nimbus-dev/nimbus/internal/registry"
 )
 
 var update = flag.Bool("update", false, "rewrite the expected output of testdata golden files")
@@ -83,7 +85,10 @@ func TestGoldenErrors(t *testing.T) {
 // files: paths relative to the manifest's directory so the files do not
 // depend on where the repo lives.
 type resolved struct {
-	App       string
+	App string
+	// Topics and Buckets are shown as the registry records the server gets.
+	Topics    []registry.Topic  `json:",omitempty"`
+	Buckets   []registry.Bucket `json:",omitempty"`
 	Functions []resolvedFunction
 }
 
@@ -92,11 +97,15 @@ type resolvedFunction struct {
 	Module   string
 	BuildDir string `json:",omitempty"`
 	Timeout  string
+	// Triggers and Flow are shown as registry records (durations in ms),
+	// which also checks the conversion.
+	Triggers []registry.Trigger `json:",omitempty"`
+	Flow     *registry.Flow     `json:",omitempty"`
 }
 
 func resolve(t *testing.T, m *Manifest) string {
 	t.Helper()
-	r := resolved{App: m.App}
+	r := resolved{App: m.App, Topics: m.RegistryTopics(), Buckets: m.RegistryBuckets()}
 	rel := func(p string) string {
 		s, err := filepath.Rel(m.Dir, p)
 		if err != nil {
@@ -105,7 +114,8 @@ func resolve(t *testing.T, m *Manifest) string {
 		return filepath.ToSlash(s)
 	}
 	for _, f := range m.Functions {
-		rf := resolvedFunction{Function: *f, Module: rel(f.Module), Timeout: f.Timeout.String()}
+		rf := resolvedFunction{Function: *f, Module: rel(f.Module), Timeout: f.Timeout.String(),
+			Triggers: f.Registry("").Triggers, Flow: f.Flow.Registry()}
 		if f.Build != nil {
 			b := *f.Build
 			rf.BuildDir = rel(b.Dir)

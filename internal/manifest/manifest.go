@@ -16,11 +16,6 @@ import (
 // FileNames are the names Load looks for in a directory, in order.
 var FileNames = []string{"nimbus.yaml", "nimbus.yml"}
 
-// KnownCapabilities is every capability a function may be granted. Later
-// capabilities (kv, publish, fetch, secrets, ...) are added here, and in
-// docs/manifest.schema.json, as the host functions that implement them land.
-var KnownCapabilities = []string{"log"}
-
 // Runtimes.
 const (
 	// RuntimeWasm runs WebAssembly (WASI preview 1) modules on wazero.
@@ -58,6 +53,12 @@ type Manifest struct {
 	App string
 	// Functions in the order the file declares them; at least one.
 	Functions []*Function
+	// Topics in the order the file declares them, then the dead-letter
+	// topic (Implicit) unless declared, whenever the app has any topic or
+	// trigger. Empty for an app without events.
+	Topics []Topic
+	// Buckets in the order the file declares them.
+	Buckets []Bucket
 }
 
 // Function is one validated function of a manifest.
@@ -77,9 +78,16 @@ type Function struct {
 	MaxRequestBytes  int64 // default 6MiB
 	MaxResponseBytes int64 // default 6MiB
 
-	Env          map[string]string // never nil
+	Env map[string]string // never nil
+	// Capabilities are the grants as written: log, kv:<bucket>,
+	// kv:<bucket>:read, publish:<topic> (see ParseCapability); every bucket
+	// and topic named is declared.
 	Capabilities []string
 	Routes       []registry.Route
+	// Triggers in the order the file declares them, names unique.
+	Triggers []Trigger
+	// Flow is nil when the function declares none, or only defaults.
+	Flow *Flow
 
 	// Pos is where the function is declared (its name).
 	Pos Position
@@ -111,7 +119,31 @@ func (f *Function) Registry(moduleSHA256 string) registry.Function {
 		Env:              maps.Clone(f.Env),
 		Capabilities:     slices.Clone(f.Capabilities),
 		Routes:           slices.Clone(f.Routes),
+		Triggers:         f.registryTriggers(),
+		Flow:             f.Flow.Registry(),
 	}
+}
+
+func (f *Function) registryTriggers() []registry.Trigger {
+	var out []registry.Trigger
+	for _, t := range f.Triggers {
+		out = append(out, t.Registry())
+	}
+	return out
+}
+
+// addDeadLetter adds the implicit dead-letter topic to an app that has
+// events: a declared topic or a trigger.
+func (m *Manifest) addDeadLetter() {
+	events := len(m.Topics) > 0
+	for _, f := range m.Functions {
+		events = events || len(f.Triggers) > 0
+	}
+	if !events || slices.ContainsFunc(m.Topics, func(t Topic) bool { return t.Name == registry.DeadLetterTopic }) {
+		return
+	}
+	m.Topics = append(m.Topics, Topic{Name: registry.DeadLetterTopic, MaxEventBytes: MaxEventBytes,
+		Retention: DefaultRetention, Implicit: true})
 }
 
 // Function returns the function called name, or nil.

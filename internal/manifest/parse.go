@@ -17,9 +17,10 @@ import (
 // The fields each level of the manifest accepts, in documentation order. The
 // schema test checks docs/manifest.schema.json lists exactly these.
 var (
-	topFields      = []string{"app", "functions"}
+	topFields      = []string{"app", "topics", "buckets", "functions"}
 	functionFields = []string{"runtime", "module", "build", "memory", "timeout", "concurrency",
-		"max_instances", "max_request_body", "max_response_body", "env", "capabilities", "routes"}
+		"max_instances", "max_request_body", "max_response_body", "env", "capabilities", "routes",
+		"triggers", "flow"}
 	buildFields = []string{"command", "dir"}
 	routeFields = []string{"method", "path"}
 )
@@ -29,6 +30,8 @@ var (
 	nameRe   = regexp.MustCompile(`^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$`)
 	envKeyRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+	// starValue finds "key: *..." where the value is not an alias name.
+	starValue = regexp.MustCompile(`([A-Za-z_]+):\s+(\*[^A-Za-z0-9_\s,}][^,}\n]*|\*\s[^,}\n]*)`)
 )
 
 // parser collects the errors of one manifest.
@@ -39,6 +42,9 @@ type parser struct {
 	// routeNodes is every syntactically valid route of the app, in file
 	// order, for conflict checking once all functions are read.
 	routeNodes []route
+	// topicNames and bucketNames are the names the manifest declares, read
+	// before the functions that refer to them.
+	topicNames, bucketNames []string
 }
 
 func (p *parser) pos(n *yaml.Node) Position {
@@ -83,12 +89,19 @@ func parse(display, abs string, data []byte) (*Manifest, error) {
 	} else {
 		p.missing(fields, root, "", "app", "required field is missing: name the app, such as app: hello")
 	}
+	if n, ok := fields.get("topics"); ok {
+		m.Topics = p.topics(n.key, n.value)
+	}
+	if n, ok := fields.get("buckets"); ok {
+		m.Buckets = p.buckets(n.key, n.value)
+	}
 	if n, ok := fields.get("functions"); ok {
 		m.Functions = p.functions(n.key, n.value)
 	} else {
 		p.missing(fields, root, "", "functions", "required field is missing: declare at least one function")
 	}
 	p.checkRoutes()
+	m.addDeadLetter()
 	if err := finish(p.errs); err != nil {
 		return nil, err
 	}
@@ -104,6 +117,16 @@ func (p *parser) syntaxError(data []byte, err error) {
 		if col := bytes.IndexByte(indent, '\t'); col >= 0 {
 			p.errs = append(p.errs, &FieldError{Pos: Position{File: p.file, Line: i + 1, Col: col + 1},
 				Msg: "YAML does not allow tabs for indentation: indent with spaces"})
+			return
+		}
+	}
+	// An unquoted cron schedule ("cron: */5 * * * *") is the likeliest
+	// YAML error of a manifest with triggers: '*' starts an alias.
+	for i, line := range bytes.Split(data, []byte("\n")) {
+		if loc := starValue.FindSubmatchIndex(line); loc != nil {
+			key, value := string(line[loc[2]:loc[3]]), strings.TrimSpace(string(line[loc[4]:loc[5]]))
+			p.errs = append(p.errs, &FieldError{Pos: Position{File: p.file, Line: i + 1, Col: loc[4] + 1},
+				Msg: fmt.Sprintf("invalid YAML: a value starting with '*' must be quoted, because YAML reads *name as an alias: write %s: %q", key, value)})
 			return
 		}
 	}
@@ -323,6 +346,12 @@ func (p *parser) function(key, n *yaml.Node) *Function {
 	if kv, ok := fields.get("routes"); ok {
 		f.Routes = p.routes(kv.key, kv.value, path+".routes", f)
 	}
+	if kv, ok := fields.get("triggers"); ok {
+		f.Triggers = p.triggers(kv.key, kv.value, path+".triggers")
+	}
+	if kv, ok := fields.get("flow"); ok {
+		f.Flow = p.flow(kv.key, kv.value, path+".flow")
+	}
 	return f
 }
 
@@ -405,41 +434,6 @@ func (p *parser) env(key, n *yaml.Node, path string, env map[string]string) {
 		}
 		p.errorf(valueOrKey(v, kv.key), field, "must be a string, not %s", describe(v))
 	}
-}
-
-func (p *parser) capabilities(key, n *yaml.Node, path string) []string {
-	if n.Kind != yaml.SequenceNode {
-		if isNull(n) {
-			return nil
-		}
-		p.errorf(valueOrKey(n, key), path, "must be a list, such as [log], not %s", describe(n))
-		return nil
-	}
-	var out []string
-	seen := map[string]int{}
-	for i, item := range n.Content {
-		item = deref(item)
-		field := fmt.Sprintf("%s[%d]", path, i)
-		s, ok := p.str(item, field)
-		if !ok {
-			continue
-		}
-		if !slices.Contains(KnownCapabilities, s) {
-			hint := ""
-			if sug := suggest(s, KnownCapabilities); sug != "" {
-				hint = fmt.Sprintf(": did you mean %q?", sug)
-			}
-			p.errorf(item, field, "unknown capability %q%s (known: %s)", s, hint, strings.Join(KnownCapabilities, ", "))
-			continue
-		}
-		if first, dup := seen[s]; dup {
-			p.errorf(item, field, "capability %q is listed twice (first at %s[%d])", s, path, first)
-			continue
-		}
-		seen[s] = i
-		out = append(out, s)
-	}
-	return out
 }
 
 func (p *parser) integer(n *yaml.Node, field string, lo, hi int) (int, bool) {

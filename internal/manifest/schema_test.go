@@ -79,6 +79,13 @@ func TestSchemaFields(t *testing.T) {
 		{"function", function, functionFields},
 		{"build", v.resolve(function["properties"].(map[string]any)["build"].(map[string]any)), buildFields},
 		{"route", routeObj, routeFields},
+		{"topic", obj("$defs", "topic"), topicFields},
+		{"bucket", obj("$defs", "bucket"), bucketFields},
+		{"topic trigger", v.resolve(triggerAlt(t, obj("$defs", "trigger"), "topic")), topicTriggerFields},
+		{"cron trigger", v.resolve(triggerAlt(t, obj("$defs", "trigger"), "cron")), cronTriggerFields},
+		{"bucket trigger", v.resolve(triggerAlt(t, obj("$defs", "trigger"), "bucket")), bucketTriggerFields},
+		{"filter", obj("$defs", "filter"), filterFields},
+		{"flow", obj("$defs", "flow"), flowFields},
 	} {
 		if got, want := props(c.schema), sorted(c.parser); !reflect.DeepEqual(got, want) {
 			t.Errorf("%s fields: schema has %v, parser accepts %v", c.level, got, want)
@@ -95,8 +102,11 @@ func TestSchemaFields(t *testing.T) {
 		}
 		return sorted(out)
 	}
-	if got := enum(fp["capabilities"].(map[string]any)["items"].(map[string]any)); !reflect.DeepEqual(got, sorted(KnownCapabilities)) {
-		t.Errorf("schema capabilities %v, KnownCapabilities %v", got, KnownCapabilities)
+	capPattern := obj("$defs", "capability")["pattern"].(string)
+	for _, kind := range KnownCapabilities {
+		if !strings.Contains(capPattern, kind) {
+			t.Errorf("schema capability pattern %s does not mention kind %s", capPattern, kind)
+		}
 	}
 	if got := enum(fp["runtime"].(map[string]any)); !reflect.DeepEqual(got, []string{RuntimeWasm}) {
 		t.Errorf("schema runtimes %v, want [wasm]", got)
@@ -106,6 +116,75 @@ func TestSchemaFields(t *testing.T) {
 	}
 	if got := obj("$defs", "name")["pattern"]; got != nameRe.String() {
 		t.Errorf("schema name pattern %v, parser %v", got, nameRe)
+	}
+}
+
+// triggerAlt returns the alternative of the trigger schema's oneOf that
+// requires field.
+func triggerAlt(t *testing.T, trigger map[string]any, field string) map[string]any {
+	t.Helper()
+	for _, alt := range trigger["oneOf"].([]any) {
+		a := alt.(map[string]any)
+		if req, _ := a["required"].([]any); len(req) == 1 && req[0] == field {
+			return a
+		}
+	}
+	t.Fatalf("schema: no trigger alternative requires %s", field)
+	return nil
+}
+
+// TestSchemaValueSyntax checks the schema's patterns for capabilities,
+// keys, rates and durations accept exactly what the parser's own functions
+// accept, on a table of good and bad values.
+func TestSchemaValueSyntax(t *testing.T) {
+	s := loadSchema(t)
+	v := &validator{root: s}
+	def := func(name string) map[string]any { return s["$defs"].(map[string]any)[name].(map[string]any) }
+	flowProps := def("flow")["properties"].(map[string]any)
+	for _, c := range []struct {
+		what   string
+		schema map[string]any
+		parse  func(string) error
+		values []string
+	}{
+		{"capability", def("capability"), func(x string) error {
+			c, err := ParseCapability(x)
+			if err == nil && c.Kind == CapPublish && c.Resource == "dead-letter" {
+				return fmt.Errorf("refused by the parser")
+			}
+			return err
+		}, []string{"log", "kv:counts", "kv:counts:read", "publish:orders", "publish:dead-letter", "kv:dead-letter:read",
+			"", "lgo", "kv", "kv:", "kv:Counts", "kv:counts:write", "kv:counts:read:x", "log:x", "publish", "publish:a:read",
+			"kv:a-", "kv:-a", "kv:" + strings.Repeat("a", 64), "fetch", "kv:a b"}},
+		{"event key", def("eventKey"), func(x string) error { _, err := EventKey(x); return err },
+			[]string{"event.subject", "event.source", "event.type", "event.tenantid", "event.id", "event.time", "event.data",
+				"event.", "event.Tenant", "subject", "event.a.b", "header.X", "event.a-b", "event." + strings.Repeat("a", 65)}},
+		{"flow key", flowProps["key"].(map[string]any), func(x string) error { _, err := FlowKey(x); return err },
+			[]string{"event.subject", "event.tenantid", "header.X-Tenant", "header.x-tenant", "query.tenant", "query.Tenant_ID",
+				"event.id", "header.", "header.X Tenant", "header.X:Y", "query.", "query.a&b", "query.a=b", "tenant", "headers.X", "event.Type"}},
+		{"rate", flowProps["rate"].(map[string]any), func(x string) error { _, err := ParseRate(x); return err },
+			[]string{"100/1s", "10/1m", "1/h", "100/s", "5/500ms", "1000000/24h", "2/1m30s",
+				"0/1s", "100", "100/", "/1s", "100/1y", "100/1d", "1/5ms", "10/25h", "1000001/1s", "-1/1s", "1.5/1s"}},
+	} {
+		for _, x := range c.values {
+			schemaOK := len(v.validate(c.schema, x, c.what)) == 0
+			parseErr := c.parse(x)
+			if schemaOK != (parseErr == nil) {
+				// The schema cannot express numeric ranges inside strings;
+				// those are the parser's alone.
+				if c.what == "rate" && schemaOK && parseErr != nil && strings.Contains(parseErr.Error(), "out of range") {
+					continue
+				}
+				t.Errorf("%s %q: schema accepts: %v, parser error: %v", c.what, x, schemaOK, parseErr)
+			}
+		}
+	}
+	long := def("longDuration")
+	for _, x := range []string{"1s", "90s", "1h30m", "7d", "1d12h", "0.5s", "10ms", "", "7", "d", "1w", "7 d", "1d1d", "-1s"} {
+		_, err := ParseDuration(x)
+		if ok := len(v.validate(long, x, "duration")) == 0; ok != (err == nil) {
+			t.Errorf("duration %q: schema accepts: %v, ParseDuration error: %v", x, ok, err)
+		}
 	}
 }
 
@@ -170,6 +249,11 @@ func TestSchemaRejectsBadGolden(t *testing.T) {
 		"route-bad-method", "route-no-slash", "route-malformed", "functions-empty",
 		"functions-null", "functions-list", "function-bad-name", "function-not-map", "build-bad",
 		"max-instances",
+		"trigger-unknown-kind", "trigger-kind-typo", "trigger-two-kinds", "cron-catch-up",
+		"trigger-field-of-other-kind", "rate-bad", "key-concurrency-without-key", "priority-out-of-range",
+		"ordering-key-bad", "flow-key-bad", "capability-bad-access", "capability-forms", "capability-publish-dead-letter",
+		"topics-list", "topic-bad-options", "bucket-bad-options", "retry-bad", "bucket-trigger-bad", "filter-bad",
+		"triggers-not-list", "trigger-not-map", "flow-bad", "trigger-name-duplicate",
 	} {
 		data, err := os.ReadFile(filepath.Join("testdata", "errors", name+".yaml"))
 		if err != nil {
@@ -254,7 +338,11 @@ func (v *validator) validate(s map[string]any, x any, path string) []string {
 				fail("type %s, want %v", typeOf(x), rule)
 			}
 		case "enum":
-			if !slices.ContainsFunc(rule.([]any), func(e any) bool { return e == x }) {
+			y := x
+			if i, ok := x.(int); ok {
+				y = float64(i) // JSON numbers are float64, YAML integers int
+			}
+			if !slices.ContainsFunc(rule.([]any), func(e any) bool { return e == y }) {
 				fail("%v not in %v", x, rule)
 			}
 		case "pattern":
@@ -340,6 +428,19 @@ func (v *validator) validate(s map[string]any, x any, path string) []string {
 			}
 			if matched != 1 {
 				fail("matches %d of oneOf, want 1", matched)
+			}
+		case "dependentRequired":
+			if m, ok := x.(map[string]any); ok {
+				for field, needs := range rule.(map[string]any) {
+					if _, ok := m[field]; !ok {
+						continue
+					}
+					for _, n := range needs.([]any) {
+						if _, ok := m[n.(string)]; !ok {
+							fail("%s requires %s", field, n)
+						}
+					}
+				}
 			}
 		case "not":
 			if len(v.validate(rule.(map[string]any), x, path)) == 0 {

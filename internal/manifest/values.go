@@ -108,3 +108,73 @@ func (p *parser) duration(n *yaml.Node, field string, def time.Duration) time.Du
 	}
 	return d
 }
+
+// ParseDuration parses a Go duration ("90s", "1h30m", "500ms") that may
+// start with a whole number of days ("7d", "1d12h"), as retention and TTLs
+// are usually thought of. A day is 24h: these durations count elapsed time,
+// not calendar days.
+func ParseDuration(s string) (time.Duration, error) {
+	days, rest := int64(0), s
+	if m := daysRe.FindStringSubmatch(s); m != nil {
+		n, err := strconv.ParseInt(m[1], 10, 64)
+		if err != nil || n > int64(maxDuration/(24*time.Hour)) {
+			return 0, fmt.Errorf("%q is too long", s)
+		}
+		days, rest = n, m[2]
+		if rest == "" {
+			return time.Duration(days) * 24 * time.Hour, nil
+		}
+	}
+	d, err := time.ParseDuration(rest)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("%q is not a duration: use a number with a unit, such as 10s, 500ms, 2m or 7d", s)
+	}
+	total := time.Duration(days) * 24 * time.Hour
+	if d > maxDuration-total {
+		return 0, fmt.Errorf("%q is too long", s)
+	}
+	return total + d, nil
+}
+
+const maxDuration = time.Duration(1<<63 - 1)
+
+var daysRe = regexp.MustCompile(`^([0-9]+)d(.*)$`)
+
+// FormatDuration formats d briefly: "1h" rather than "1h0m0s", "7d" for
+// whole days.
+func FormatDuration(d time.Duration) string {
+	if d >= 24*time.Hour && d%(24*time.Hour) == 0 {
+		return fmt.Sprintf("%dd", d/(24*time.Hour))
+	}
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+// durationIn reads a duration field, days allowed, and checks it lies in
+// [lo, hi].
+func (p *parser) durationIn(n *yaml.Node, field string, lo, hi time.Duration, example string) (time.Duration, bool) {
+	if n.Kind != yaml.ScalarNode || (n.Tag != "!!str" && n.Tag != "!!int" && n.Tag != "!!float") {
+		p.errorf(n, field, "must be a duration, such as %s, not %s", example, describe(n))
+		return 0, false
+	}
+	if n.Tag != "!!str" {
+		p.errorf(n, field, "%s has no unit: add one, such as %ss (units: ms, s, m, h, d)", n.Value, n.Value)
+		return 0, false
+	}
+	d, err := ParseDuration(n.Value)
+	if err != nil {
+		p.errorf(n, field, "%s", err.Error())
+		return 0, false
+	}
+	if d < lo || d > hi {
+		p.errorf(n, field, "%s is out of range: use %s to %s", n.Value, FormatDuration(lo), FormatDuration(hi))
+		return 0, false
+	}
+	return d, true
+}
