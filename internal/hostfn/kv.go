@@ -61,8 +61,14 @@ func writeScope(mod api.Module, stack []uint64) (string, bool, int32) {
 	return b, true, code
 }
 
+// bucketArg decodes the bucket name. It must be a valid name before grants
+// are checked: "counts:read" must not match the grant "kv:counts:read".
 func bucketArg(mod api.Module, stack []uint64) (string, int32) {
-	return stringArg(mod.Memory(), stack[0], stack[1], wire.KVMaxBucketLen)
+	b, code := stringArg(mod.Memory(), stack[0], stack[1], wire.KVMaxBucketLen)
+	if code == CodeOK && !validName(b) {
+		return "", CodeBadArgument
+	}
+	return b, code
 }
 
 // bytesArg returns the guest bytes at (ptr, n), at most max of them, as a

@@ -270,6 +270,7 @@ func TestKVHostileArguments(t *testing.T) {
 		{"bucket out of memory", wire.FuncKVGet, with(getArgs(), 0, past), hostfn.CodeBadArgument},
 		{"bucket pointer past 4GiB", wire.FuncKVGet, with(getArgs(), 0, 0xffffffff), hostfn.CodeBadArgument},
 		{"bucket too long", wire.FuncKVGet, with(getArgs(), 1, 64), hostfn.CodeBadArgument},
+		{"bucket not a name", wire.FuncKVGet, with(getArgs(), 1, 7), hostfn.CodeBadArgument},
 		{"key out of memory", wire.FuncKVGet, with(getArgs(), 2, past), hostfn.CodeBadArgument},
 		{"key too long", wire.FuncKVPut, with(putArgs(), 3, 513), hostfn.CodeBadArgument},
 		{"key length 4GiB", wire.FuncKVPut, with(putArgs(), 3, 0xffffffff), hostfn.CodeBadArgument},

@@ -255,7 +255,14 @@ func TestTTL(t *testing.T) {
 	if _, err := b.Put(ctx, "shop", "counts", "created", []byte("c"), state.PutOptions{TTL: time.Second, IfRevision: ptr(0)}); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []string{"session", "created"} {
+	rev, err := b.Put(ctx, "shop", "counts", "swapped", []byte("1"), state.PutOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Put(ctx, "shop", "counts", "swapped", []byte("2"), state.PutOptions{TTL: time.Second, IfRevision: &rev}); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"session", "created", "swapped"} {
 		checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
 			if _, _, err := b.Get(ctx, "shop", "counts", k); !errors.Is(err, state.ErrKeyNotFound) {
 				return fmt.Errorf("%s still there (%v)", k, err)
@@ -272,7 +279,7 @@ func TestTTL(t *testing.T) {
 	// The watcher saw the expiry as a delete.
 	expired := map[string]bool{}
 	deadline := time.After(10 * time.Second)
-	for len(expired) < 2 {
+	for len(expired) < 3 {
 		select {
 		case c := <-changes:
 			if c.Op == state.OpDelete && c.Expired {
