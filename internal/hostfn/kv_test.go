@@ -352,4 +352,3 @@ func FuzzKVArgs(f *testing.F) {
 		}
 	})
 }
-

@@ -250,4 +250,3 @@ func BenchmarkKV(b *testing.B) {
 		})
 	}
 }
-
