@@ -115,12 +115,12 @@ func (e *kvEnv) buf(n uint32) []byte {
 
 func i64(v int64) uint64 { return uint64(v) }
 
-var any = i64(wire.KVAnyRevision)
+var anyRev = i64(wire.KVAnyRevision)
 
 // Argument lists with good defaults; tests override single arguments.
 func getArgs() []uint64 { return []uint64{atBucket, 6, atKey, 1, atBuf, 1024, atOut} }
-func putArgs() []uint64 { return []uint64{atBucket, 6, atKey, 1, atValue, 5, 0, any, atOut} }
-func delArgs() []uint64 { return []uint64{atBucket, 6, atKey, 1, any, atOut} }
+func putArgs() []uint64 { return []uint64{atBucket, 6, atKey, 1, atValue, 5, 0, anyRev, atOut} }
+func delArgs() []uint64 { return []uint64{atBucket, 6, atKey, 1, anyRev, atOut} }
 func listArgs() []uint64 {
 	return []uint64{atBucket, 6, atPrefix, 1, 0, 0, 0, atBuf, 1024, atOut}
 }
