@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/nimbus-dev/nimbus/internal/events/cron"
 )
 
 // FuzzParse checks Parse never panics and keeps its contract on any input:
@@ -16,6 +18,8 @@ func FuzzParse(f *testing.F) {
 	}
 	f.Add([]byte("app: a\nfunctions:\n  a: &x\n    module: a.wasm\n  b: *x\n"))
 	f.Add([]byte("app: a\nfunctions:\n  a:\n    module: a.wasm\n    routes: [\"GET /{x}/{y...}\", {method: PUT, path: \"/{$}\"}]\n"))
+	f.Add([]byte(eventsManifest))
+	f.Add([]byte("app: a\ntopics: {t: }\nbuckets: {b: {ttl: 1d}}\nfunctions:\n  a:\n    module: a.wasm\n    capabilities: [kv:b:read, publish:t]\n    triggers: [{topic: t, name: x}, {topic: t}, {bucket: b, key_prefix: a.}, {cron: \"@every 1s\", catch_up: never}]\n    flow: {rate: 1/s, debounce: 1s, key: header.x-y, priority: 0}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := Parse("nimbus.yaml", data)
 		if err != nil {
@@ -39,6 +43,26 @@ func FuzzParse(f *testing.F) {
 		for _, fn := range m.Functions {
 			if fn.Module == "" || fn.MemoryBytes%WasmPageBytes != 0 || fn.Timeout < MinTimeout || fn.Concurrency != 1 || fn.Env == nil {
 				t.Fatalf("function %s incomplete: %+v", fn.Name, fn)
+			}
+			names := map[string]bool{}
+			for _, tr := range fn.Triggers {
+				if tr.Name == "" || names[tr.Name] || tr.MaxAttempts < 1 || tr.Backoff < MinBackoff || tr.MaxBackoff < tr.Backoff {
+					t.Fatalf("function %s: bad trigger %+v", fn.Name, tr)
+				}
+				names[tr.Name] = true
+				if tr.Kind == "cron" {
+					if _, err := cron.Parse(tr.Cron, tr.Timezone); err != nil {
+						t.Fatalf("function %s: cron trigger does not parse back: %v", fn.Name, err)
+					}
+				}
+			}
+			for _, c := range fn.Capabilities {
+				if _, err := ParseCapability(c); err != nil {
+					t.Fatalf("function %s: capability %q: %v", fn.Name, c, err)
+				}
+			}
+			if fn.Flow != nil && fn.Flow.KeyConcurrency > 0 && fn.Flow.Key == "" {
+				t.Fatalf("function %s: key_concurrency without key", fn.Name)
 			}
 		}
 	})
