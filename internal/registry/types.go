@@ -126,7 +126,9 @@ type Trigger struct {
 	BackoffMS    int64 `json:"backoff_ms"`
 	MaxBackoffMS int64 `json:"max_backoff_ms"`
 	// DeadLetter is the topic a delivery goes to after MaxAttempts failures
-	// (default DeadLetterTopic).
+	// (default DeadLetterTopic). "" only on a trigger of the topic
+	// DeadLetterTopic itself: its failures are logged and dropped, never
+	// dead-lettered again.
 	DeadLetter string `json:"dead_letter"`
 }
 
