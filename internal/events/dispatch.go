@@ -1,0 +1,521 @@
+package events
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nimbus-dev/nimbus/internal/events/cloudevents"
+	"github.com/nimbus-dev/nimbus/internal/runtime"
+)
+
+// Defaults of TriggerSpec and DispatcherOptions.
+const (
+	// DefaultMaxAttempts is how many times a delivery is tried before the
+	// event is dead-lettered.
+	DefaultMaxAttempts = 5
+	// DefaultBackoff is the delay before the first retry.
+	DefaultBackoff = time.Second
+	// DefaultMaxBackoff caps the retry delay.
+	DefaultMaxBackoff = 5 * time.Minute
+	// DefaultDeadLetterTopic is the topic of an app's dead letters.
+	DefaultDeadLetterTopic = "dead-letter"
+	// DefaultConcurrency bounds the invocations in flight per trigger.
+	DefaultConcurrency = 16
+	// DefaultMaxAckPending bounds the events a trigger holds unacknowledged
+	// (in flight, waiting behind their ordering key, or waiting for a
+	// retry) on the server.
+	DefaultMaxAckPending = 1000
+	// DefaultAckWait is the consumer's ack wait; held events are kept alive
+	// with InProgress every AckWait/3, so it only matters after a crash.
+	DefaultAckWait = 30 * time.Second
+	// DeliveredBucket is the KV bucket recording completed deliveries
+	// (<consumer>.<msgid>), with a TTL of the duplicate window.
+	DeliveredBucket = "nimbus_delivered"
+)
+
+// Headers and extensions the dispatcher adds.
+const (
+	// HeaderAttempt is the request header carrying the delivery attempt
+	// (1 for the first).
+	HeaderAttempt = "Nimbus-Attempt"
+	// HeaderTrigger is the request header naming the trigger
+	// (function/trigger-id).
+	HeaderTrigger = "Nimbus-Trigger"
+
+	// Extensions set on a dead-lettered event (and mirrored as headers of
+	// its entry, "Nimbus-Dead-Error" and so on).
+	ExtDeadError    = "nimbuserror"    // the last failure, at most 1 KiB
+	ExtDeadAttempts = "nimbusattempts" // attempts made
+	ExtDeadTopic    = "nimbustopic"    // the topic the event was published on
+	ExtDeadFunction = "nimbusfunction" // the function that failed it
+	ExtDeadTrigger  = "nimbustrigger"  // the trigger id within the function
+)
+
+// Metadata keys of trigger consumers; Sync finds an app's consumers by them.
+const (
+	metaApp      = "nimbus.app"
+	metaFunction = "nimbus.function"
+	metaTrigger  = "nimbus.trigger"
+	metaTopic    = "nimbus.topic"
+)
+
+// Invoker runs one invocation of a function; *scheduler.Scheduler
+// satisfies it.
+type Invoker interface {
+	Invoke(ctx context.Context, app, function string, req *runtime.Request) (*runtime.Response, error)
+}
+
+// Filter selects the events of a topic trigger; every set field must match
+// and empty fields match anything.
+type Filter struct {
+	Type          string // equal to the event's type
+	Source        string // equal to the event's source
+	SubjectPrefix string // a prefix of the event's subject (an event without subject does not match)
+}
+
+// Match reports whether e passes the filter.
+func (f Filter) Match(e *cloudevents.Event) bool {
+	if f.Type != "" && e.Type != f.Type {
+		return false
+	}
+	if f.Source != "" && e.Source != f.Source {
+		return false
+	}
+	if f.SubjectPrefix != "" && (e.Subject == "" || !strings.HasPrefix(e.Subject, f.SubjectPrefix)) {
+		return false
+	}
+	return true
+}
+
+// TriggerSpec is one topic trigger of an active function, resolved from the
+// manifest by the caller. Zero fields take their defaults.
+type TriggerSpec struct {
+	App, Function, Topic string
+	// ID is the trigger's stable id within the function (its name in the
+	// manifest); with App, Function and Topic it names the durable
+	// consumer, so a trigger that keeps them keeps its place in the topic.
+	ID     string
+	Filter Filter
+	// MaxAttempts is how many times a delivery is tried before the event is
+	// dead-lettered. Optional: default 5.
+	MaxAttempts int
+	// Backoff is the delay before the first retry; each further retry
+	// doubles it (with ±20% jitter) up to MaxBackoff. Optional: default 1s
+	// and 5m.
+	Backoff, MaxBackoff time.Duration
+	// OrderingKey, when set, delivers events with the same key one at a
+	// time, in stream order: "event.subject", "event.source", "event.type",
+	// "event.id" or "event.<extension>". Events without the attribute share
+	// the empty key.
+	OrderingKey string
+	// DeadLetter is the topic failed events go to. Optional: default
+	// "dead-letter".
+	DeadLetter string
+}
+
+func (s TriggerSpec) withDefaults() TriggerSpec {
+	if s.MaxAttempts <= 0 {
+		s.MaxAttempts = DefaultMaxAttempts
+	}
+	if s.Backoff <= 0 {
+		s.Backoff = DefaultBackoff
+	}
+	if s.MaxBackoff <= 0 {
+		s.MaxBackoff = DefaultMaxBackoff
+	}
+	s.MaxBackoff = max(s.MaxBackoff, s.Backoff)
+	if s.DeadLetter == "" {
+		s.DeadLetter = DefaultDeadLetterTopic
+	}
+	return s
+}
+
+func (s TriggerSpec) validate(app string) error {
+	if s.App != app {
+		return fmt.Errorf("trigger %s/%s: app %q, want %q", s.Function, s.ID, s.App, app)
+	}
+	for _, tok := range []struct{ what, v string }{{"app", s.App}, {"function", s.Function}, {"topic", s.Topic}, {"dead-letter topic", s.DeadLetter}} {
+		if tok.v == "" || !validSubject(tok.v) || strings.Contains(tok.v, ".") {
+			return fmt.Errorf("trigger %s/%s: %s %q must be one subject token", s.Function, s.ID, tok.what, tok.v)
+		}
+	}
+	if s.ID == "" {
+		return fmt.Errorf("trigger of %s: empty id", s.Function)
+	}
+	if k := s.OrderingKey; k != "" && (!strings.HasPrefix(k, "event.") || len(k) == len("event.")) {
+		return fmt.Errorf("trigger %s/%s: ordering key %q must be event.<attribute>", s.Function, s.ID, k)
+	}
+	return nil
+}
+
+// DispatcherOptions configure a Dispatcher. The zero value is usable.
+type DispatcherOptions struct {
+	// Logger receives delivery failures and dead letters. Optional:
+	// default slog.Default().
+	Logger *slog.Logger
+	// Now is the clock of dead-letter records. Optional: default time.Now.
+	Now func() time.Time
+	// After returns a channel that fires after d; ordered triggers wait for
+	// their in-process retries with it. Optional: default time.After.
+	After func(d time.Duration) <-chan time.Time
+	// Concurrency bounds the invocations in flight per trigger. Optional:
+	// default 16.
+	Concurrency int
+	// MaxAckPending bounds the unacknowledged events per trigger (see
+	// DefaultMaxAckPending). Optional: default 1000, at least Concurrency.
+	MaxAckPending int
+	// AckWait is the consumers' ack wait. Optional: default 30s.
+	AckWait time.Duration
+	// DuplicateWindow is the TTL of delivery records; use the Log's
+	// duplicate window. Optional: default 10m.
+	DuplicateWindow time.Duration
+}
+
+// DispatcherStats are cumulative counters of a Dispatcher.
+type DispatcherStats struct {
+	Delivered    uint64 // invocations that succeeded (and were acked)
+	Failed       uint64 // invocations that failed (retried or dead-lettered)
+	DeadLettered uint64 // events appended to a dead-letter topic
+	Filtered     uint64 // events acked without invocation because the filter did not match
+	Duplicates   uint64 // redeliveries acked without invocation because a delivery record existed
+	Malformed    uint64 // entries that are not CloudEvents (dead-lettered as they are)
+}
+
+// Dispatcher delivers events to topic triggers: one durable JetStream
+// consumer and one delivery loop per trigger (see doc.go, "Delivery").
+type Dispatcher struct {
+	js     jetstream.JetStream
+	log    *Log
+	inv    Invoker
+	opts   DispatcherOptions
+	logger *slog.Logger
+
+	syncMu    sync.Mutex // serializes Sync and Close; held while loops start and stop
+	delivered jetstream.KeyValue
+	loops     map[string]*trigger // consumer name -> running loop
+	closed    bool
+
+	nDelivered, failed, dead, filtered, dups, malformed atomic.Uint64
+}
+
+// NewDispatcher returns a Dispatcher delivering the events of log (appended
+// on js's stream) to inv. It starts nothing until Sync.
+func NewDispatcher(js jetstream.JetStream, log *Log, inv Invoker, opts DispatcherOptions) *Dispatcher {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.After == nil {
+		opts.After = time.After
+	}
+	if opts.Concurrency <= 0 {
+		opts.Concurrency = DefaultConcurrency
+	}
+	if opts.MaxAckPending <= 0 {
+		opts.MaxAckPending = DefaultMaxAckPending
+	}
+	opts.MaxAckPending = max(opts.MaxAckPending, opts.Concurrency)
+	if opts.AckWait <= 0 {
+		opts.AckWait = DefaultAckWait
+	}
+	if opts.DuplicateWindow <= 0 {
+		opts.DuplicateWindow = DefaultDuplicateWindow
+	}
+	return &Dispatcher{
+		js: js, log: log, inv: inv, opts: opts,
+		logger: opts.Logger.With("component", "events.dispatch"),
+		loops:  map[string]*trigger{},
+	}
+}
+
+// Stats returns the Dispatcher's counters.
+func (d *Dispatcher) Stats() DispatcherStats {
+	return DispatcherStats{
+		Delivered: d.nDelivered.Load(), Failed: d.failed.Load(), DeadLettered: d.dead.Load(),
+		Filtered: d.filtered.Load(), Duplicates: d.dups.Load(), Malformed: d.malformed.Load(),
+	}
+}
+
+// ErrDispatcherClosed is returned by Sync after Close.
+var ErrDispatcherClosed = errors.New("events: dispatcher is closed")
+
+// Sync makes the app's trigger consumers match triggers: it creates (or
+// updates) a durable consumer and starts a delivery loop for each, and
+// stops the loops of and deletes the consumers of the app's triggers that
+// are not listed (also those left by an earlier process). Sync(ctx, app,
+// nil) removes them all (deactivate). A new trigger receives the events
+// appended after Sync created its consumer; an existing one resumes where
+// it was.
+func (d *Dispatcher) Sync(ctx context.Context, app string, triggers []TriggerSpec) error {
+	d.syncMu.Lock()
+	defer d.syncMu.Unlock()
+	if d.closed {
+		return ErrDispatcherClosed
+	}
+	if err := d.ensureBucket(ctx); err != nil {
+		return err
+	}
+	want := map[string]TriggerSpec{}
+	for _, s := range triggers {
+		s = s.withDefaults()
+		if err := s.validate(app); err != nil {
+			return fmt.Errorf("sync triggers of %s: %w", app, err)
+		}
+		name := consumerName(s)
+		if _, dup := want[name]; dup {
+			return fmt.Errorf("sync triggers of %s: trigger %s/%s on %s listed twice", app, s.Function, s.ID, s.Topic)
+		}
+		want[name] = s
+	}
+
+	var errs []error
+	for name, s := range want {
+		if l := d.loops[name]; l != nil {
+			if l.spec == s {
+				continue
+			}
+			l.stop()
+			delete(d.loops, name)
+		}
+		cons, err := d.js.CreateOrUpdateConsumer(ctx, d.log.Stream(), d.consumerConfig(name, s))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("trigger %s/%s: consumer %s: %w", s.Function, s.ID, name, err))
+			continue
+		}
+		d.loops[name] = d.start(name, s, cons)
+	}
+
+	// Remove the app's other consumers, running here or left over.
+	for name, l := range d.loops {
+		if _, ok := want[name]; !ok && l.spec.App == app {
+			l.stop()
+			delete(d.loops, name)
+		}
+	}
+	st, err := d.js.Stream(ctx, d.log.Stream())
+	if err != nil {
+		return errors.Join(append(errs, fmt.Errorf("sync triggers of %s: %w", app, err))...)
+	}
+	lister := st.ListConsumers(ctx)
+	var stale []string
+	for info := range lister.Info() {
+		if info.Config.Metadata[metaApp] == app {
+			if _, ok := want[info.Name]; !ok {
+				stale = append(stale, info.Name)
+			}
+		}
+	}
+	if err := lister.Err(); err != nil {
+		errs = append(errs, fmt.Errorf("sync triggers of %s: list consumers: %w", app, err))
+	}
+	for _, name := range stale {
+		if err := st.DeleteConsumer(ctx, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			errs = append(errs, fmt.Errorf("sync triggers of %s: delete consumer %s: %w", app, name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Close stops every delivery loop and waits for them (and their in-flight
+// invocations) to return. Events in flight that did not finish stay
+// unacknowledged and are redelivered later. ctx bounds the wait.
+func (d *Dispatcher) Close(ctx context.Context) error {
+	d.syncMu.Lock()
+	d.closed = true
+	loops := d.loops
+	d.loops = map[string]*trigger{}
+	d.syncMu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var wg sync.WaitGroup
+		for _, l := range loops {
+			wg.Go(l.stop)
+		}
+		wg.Wait()
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("close dispatcher: %w", ctx.Err())
+	}
+}
+
+func (d *Dispatcher) ensureBucket(ctx context.Context) error {
+	if d.delivered != nil {
+		return nil
+	}
+	// A KV bucket created as its stream, to set AsyncPersistMode: a
+	// delivery record is an optimisation (it saves a second run after a
+	// crash between success and ack), not worth an fsync per event. It
+	// survives kill -9 of the process (the write reached the OS) but maybe
+	// not power loss, which at-least-once allows.
+	name := "KV_" + DeliveredBucket
+	_, err := d.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:              name,
+		Description:       "Nimbus completed trigger deliveries: <consumer>.<event msgid>",
+		Subjects:          []string{"$KV." + DeliveredBucket + ".>"},
+		MaxMsgsPerSubject: 1,
+		MaxAge:            d.opts.DuplicateWindow,
+		MaxMsgs:           -1,
+		MaxBytes:          -1,
+		MaxConsumers:      -1,
+		Storage:           jetstream.FileStorage,
+		Replicas:          1,
+		AllowRollup:       true,
+		DenyDelete:        true,
+		AllowDirect:       true,
+		Duplicates:        min(2*time.Minute, d.opts.DuplicateWindow),
+		Discard:           jetstream.DiscardNew,
+		PersistMode:       jetstream.AsyncPersistMode,
+	})
+	if err != nil {
+		return fmt.Errorf("delivery records %s: %w", name, err)
+	}
+	kv, err := d.js.KeyValue(ctx, DeliveredBucket)
+	if err != nil {
+		return fmt.Errorf("delivery records %s: %w", DeliveredBucket, err)
+	}
+	d.delivered = kv
+	return nil
+}
+
+func (d *Dispatcher) consumerConfig(name string, s TriggerSpec) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       name,
+		Description:   fmt.Sprintf("Nimbus trigger %s/%s#%s on topic %s", s.App, s.Function, s.ID, s.Topic),
+		FilterSubject: SubjectFor(d.log.prefix, s.App, s.Topic),
+		DeliverPolicy: jetstream.DeliverNewPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       d.opts.AckWait,
+		// Unlimited: the dispatcher counts attempts itself (NumDelivered) and
+		// dead-letters on the last one. With MaxDeliver = MaxAttempts the
+		// server would silently drop an event whose dead-letter append
+		// failed on the last attempt; here it comes back and the append is
+		// tried again.
+		MaxDeliver:    -1,
+		MaxAckPending: d.opts.MaxAckPending,
+		Metadata: map[string]string{
+			metaApp: s.App, metaFunction: s.Function, metaTrigger: s.ID, metaTopic: s.Topic,
+		},
+	}
+}
+
+// consumerName is the durable name of a trigger's consumer: readable parts
+// and a hash of the identity (app, function, id, topic), so that any id is
+// a valid name and a trigger moved to another topic gets a new consumer.
+func consumerName(s TriggerSpec) string {
+	h := sha256.Sum256([]byte(s.App + "\x00" + s.Function + "\x00" + s.ID + "\x00" + s.Topic))
+	return "trigger_" + nameToken(s.App) + "_" + nameToken(s.Function) + "_" + hex.EncodeToString(h[:8])
+}
+
+func nameToken(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+			b[i] = '-'
+		}
+	}
+	if len(b) > 32 {
+		b = b[:32]
+	}
+	return string(b)
+}
+
+// SubjectFor is the stream subject of an app's topic: prefix + app + "." +
+// topic (prefix is the Log's, "nimbus.events." by default).
+func SubjectFor(prefix, app, topic string) string { return prefix + app + "." + topic }
+
+// IdempotencyKey is the Nats-Msg-Id of an event: the hex sha256 of its
+// source, a NUL byte and its id, so an event re-sent within the duplicate
+// window is stored once.
+func IdempotencyKey(e *cloudevents.Event) string {
+	h := sha256.New()
+	h.Write([]byte(e.Source))
+	h.Write([]byte{0})
+	h.Write([]byte(e.ID))
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// EventEntry is the log entry of an event on an app's topic (the storage
+// format, see doc.go): subject nimbus.events.<app>.<topic>, data the event
+// in the CloudEvents JSON format, MsgID its IdempotencyKey, no headers.
+// The event should be valid (ingress validated it).
+func EventEntry(app, topic string, e *cloudevents.Event) Entry {
+	return Entry{
+		Subject: SubjectFor(DefaultSubjectPrefix, app, topic),
+		MsgID:   IdempotencyKey(e),
+		Data:    e.AppendJSON(make([]byte, 0, 256+len(e.Data)+len(e.Data)/3)),
+	}
+}
+
+// DecodeEntry reads the event of a stored entry's data.
+func DecodeEntry(data []byte) (*cloudevents.Event, error) {
+	e := new(cloudevents.Event)
+	if err := e.UnmarshalJSON(data); err != nil {
+		return nil, fmt.Errorf("decode event: %w", err)
+	}
+	return e, nil
+}
+
+// deadLetterEntry is the entry of an event that failed delivery: the event
+// with the Ext* extensions added, on the trigger's dead-letter topic. Its
+// MsgID is derived from the trigger and the original stream sequence, so a
+// dead letter appended twice (crash before Term) is stored once.
+func (d *Dispatcher) deadLetterEntry(t *trigger, seq uint64, e *cloudevents.Event, raw []byte, attempts int, cause string) Entry {
+	s := t.spec
+	if len(cause) > 1024 {
+		cause = cause[:1024]
+	}
+	cause = printable(cause)
+	hdr := nats.Header{}
+	hdr.Set("Nimbus-Dead-Error", cause)
+	hdr.Set("Nimbus-Dead-Attempts", fmt.Sprint(attempts))
+	hdr.Set("Nimbus-Dead-Topic", s.Topic)
+	hdr.Set("Nimbus-Dead-Function", s.Function)
+	hdr.Set("Nimbus-Dead-Trigger", s.ID)
+	id := sha256.Sum256(fmt.Appendf(nil, "dead-letter\x00%s\x00%d", t.name, seq))
+	ent := Entry{Subject: SubjectFor(d.log.prefix, s.App, s.DeadLetter), MsgID: hex.EncodeToString(id[:]), Header: hdr}
+	if e == nil {
+		ent.Data = raw // not a CloudEvent: kept as it was, the headers say why
+		return ent
+	}
+	de := *e
+	de.Extensions = maps.Clone(e.Extensions)
+	if de.Extensions == nil {
+		de.Extensions = map[string]string{}
+	}
+	de.Extensions[ExtDeadError] = cause
+	de.Extensions[ExtDeadAttempts] = fmt.Sprint(attempts)
+	de.Extensions[ExtDeadTopic] = s.Topic
+	de.Extensions[ExtDeadFunction] = s.Function
+	de.Extensions[ExtDeadTrigger] = s.ID
+	ent.Data = de.AppendJSON(nil)
+	return ent
+}
+
+// printable replaces control characters (not allowed in extension values
+// or header lines) with spaces.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+}

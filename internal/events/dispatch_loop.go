@@ -1,0 +1,452 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nimbus-dev/nimbus/internal/events/cloudevents"
+	"github.com/nimbus-dev/nimbus/internal/runtime"
+	"github.com/nimbus-dev/nimbus/internal/telemetry"
+)
+
+// trigger is the delivery loop of one trigger: a reader goroutine pulling
+// from the trigger's durable consumer, at most Concurrency workers, a
+// heartbeat, and (ordered triggers) goroutines waiting for a retry. All of
+// them are in wg; stop cancels ctx and waits.
+//
+// Every event the loop has taken and not yet acked, nacked or terminated
+// is in held (by stream sequence): the heartbeat keeps them alive on the
+// server with InProgress, and a redelivery of one of them (its ack wait
+// expired anyway) only refreshes its handle instead of running it twice.
+//
+// # Ordering per key
+//
+// JetStream delivers a consumer's new messages in stream order, and
+// redelivers expired ones in stream order too; what breaks order is
+// concurrency (two workers) and retries (a nacked message comes back after
+// later ones). So for an ordered trigger:
+//
+//   - the reader puts every event in keys[key], a queue in stream order
+//     whose head is the one event of that key being worked on; a new
+//     event starts a worker only when it is the head (its key was idle).
+//     The reader never waits for a key, only for a free worker slot, so
+//     other keys keep flowing;
+//   - a worker that finishes the head (acked, or dead-lettered and
+//     terminated) pops it and goes on with the next event of the same key
+//     in the same slot;
+//   - a failed head is not nacked (JetStream would redeliver it after the
+//     events behind it); it stays held and is retried in process after its
+//     backoff, with the slot released meanwhile. Its attempt count is
+//     NumDelivered-1 plus the attempts made in process;
+//   - the events waiting behind a head are held too, so they are neither
+//     acked nor redelivered while they wait.
+//
+// After a crash every held event expires together (they were all kept
+// alive by the same heartbeat) and JetStream redelivers them in stream
+// order, so the head of each key comes back first; the reader also inserts
+// by stream sequence. The cost: events waiting behind a slow or failing key
+// count toward MaxAckPending, so more than MaxAckPending events stuck behind
+// poison keys stall the trigger until those keys are dead-lettered (at most
+// MaxAttempts backoffs).
+type trigger struct {
+	d       *Dispatcher
+	spec    TriggerSpec
+	name    string
+	cons    jetstream.Consumer
+	logger  *slog.Logger
+	ordered bool
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	sem    chan struct{} // worker slots
+
+	mu   sync.Mutex
+	held map[uint64]*delivery   // stream sequence -> event held unacknowledged
+	keys map[string][]*delivery // ordered triggers: key -> events in stream order, head in progress
+}
+
+// delivery is one event held by a trigger.
+type delivery struct {
+	msg       jetstream.Msg // the latest delivery of it; guarded by trigger.mu
+	seq       uint64        // stream sequence
+	delivered uint64        // NumDelivered when taken
+	local     int           // attempts made in this process before the current one (ordered retries)
+	msgID     string
+	event     *cloudevents.Event
+	key       string
+	lastErr   string
+}
+
+func (d *Dispatcher) start(name string, s TriggerSpec, cons jetstream.Consumer) *trigger {
+	ctx, cancel := context.WithCancel(context.Background())
+	t := &trigger{
+		d: d, spec: s, name: name, cons: cons,
+		logger:  d.logger.With("app", s.App, "function", s.Function, "trigger", s.ID, "topic", s.Topic),
+		ordered: s.OrderingKey != "",
+		ctx:     ctx, cancel: cancel,
+		sem:  make(chan struct{}, d.opts.Concurrency),
+		held: map[uint64]*delivery{},
+		keys: map[string][]*delivery{},
+	}
+	t.wg.Go(t.run)
+	t.wg.Go(t.heartbeat)
+	return t
+}
+
+// stop ends the loop and waits for every goroutine of it. In-flight
+// invocations are cancelled; what was not acked is redelivered later.
+func (t *trigger) stop() {
+	t.cancel()
+	t.wg.Wait()
+}
+
+// run is the reader.
+func (t *trigger) run() {
+	for t.ctx.Err() == nil {
+		it, err := t.cons.Messages(jetstream.PullMaxMessages(2 * t.d.opts.Concurrency))
+		if err != nil {
+			t.logger.Error("trigger consumer", "err", err)
+			t.pause(time.Second)
+			continue
+		}
+		stopIt := context.AfterFunc(t.ctx, it.Stop)
+		for {
+			msg, err := it.Next()
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				break
+			}
+			if err != nil {
+				if t.ctx.Err() != nil {
+					break
+				}
+				t.logger.Warn("trigger consumer", "err", err)
+				if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+					t.pause(time.Second)
+				}
+				continue
+			}
+			t.accept(msg)
+		}
+		stopIt()
+		it.Stop()
+	}
+}
+
+// pause waits for d or the end of the loop.
+func (t *trigger) pause(d time.Duration) {
+	select {
+	case <-time.After(d):
+	case <-t.ctx.Done():
+	}
+}
+
+// accept takes one message from the consumer.
+func (t *trigger) accept(msg jetstream.Msg) {
+	meta, err := msg.Metadata()
+	if err != nil {
+		t.logger.Error("message without JetStream metadata", "err", err)
+		return
+	}
+	seq := meta.Sequence.Stream
+	t.mu.Lock()
+	if h := t.held[seq]; h != nil {
+		h.msg = msg // redelivered while held: keep the newest handle, do not run it twice
+		t.mu.Unlock()
+		return
+	}
+	t.mu.Unlock()
+
+	dl := &delivery{msg: msg, seq: seq, delivered: meta.NumDelivered, msgID: msg.Headers().Get(nats.MsgIdHdr)}
+	e, err := DecodeEntry(msg.Data())
+	if err != nil {
+		// Not a CloudEvent: no attempt can succeed. Dead-letter it as it is.
+		t.d.malformed.Add(1)
+		t.final(dl, msg.Data(), 0, err.Error())
+		return
+	}
+	if !t.spec.Filter.Match(e) {
+		t.d.filtered.Add(1)
+		_ = msg.Ack()
+		return
+	}
+	dl.event = e
+	start := true
+	t.mu.Lock()
+	t.held[seq] = dl
+	if t.ordered {
+		dl.key = orderingKey(e, t.spec.OrderingKey)
+		q := t.keys[dl.key]
+		i := len(q)
+		for i > 1 && q[i-1].seq > seq { // in stream order, never before the head
+			i--
+		}
+		q = slices.Insert(q, i, dl)
+		t.keys[dl.key] = q
+		start = len(q) == 1
+	}
+	t.mu.Unlock()
+	if start && t.acquire() {
+		t.wg.Go(func() { t.work(dl) })
+	}
+}
+
+// acquire takes a worker slot; false when the loop is stopping.
+func (t *trigger) acquire() bool {
+	select {
+	case t.sem <- struct{}{}:
+		return true
+	case <-t.ctx.Done():
+		return false
+	}
+}
+
+// work delivers dl, then (ordered) the events queued behind it on its key,
+// in one worker slot, which it releases when done.
+func (t *trigger) work(dl *delivery) {
+	defer func() { <-t.sem }()
+	for dl != nil && t.ctx.Err() == nil {
+		retry, delay := t.deliver(dl)
+		if t.ctx.Err() != nil {
+			return // stopped mid-delivery: left unacknowledged, redelivered later
+		}
+		if retry {
+			dl.local++
+			t.wg.Go(func() { t.retryAfter(dl, delay) })
+			return
+		}
+		t.mu.Lock()
+		if t.held[dl.seq] == dl {
+			delete(t.held, dl.seq)
+		}
+		var next *delivery
+		if t.ordered {
+			q := t.keys[dl.key][1:] // dl is the head
+			if len(q) == 0 {
+				delete(t.keys, dl.key)
+			} else {
+				t.keys[dl.key] = q
+				next = q[0]
+			}
+		}
+		t.mu.Unlock()
+		dl = next
+	}
+}
+
+// retryAfter runs an ordered trigger's in-process retry of a key's head.
+func (t *trigger) retryAfter(dl *delivery, delay time.Duration) {
+	select {
+	case <-t.d.opts.After(delay):
+	case <-t.ctx.Done():
+		return
+	}
+	if t.acquire() {
+		t.work(dl)
+	}
+}
+
+func (t *trigger) handle(dl *delivery) jetstream.Msg {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return dl.msg
+}
+
+// deliver makes one attempt at dl. It acks, nacks (unordered: the server
+// redelivers after the backoff) or terminates the message, or returns
+// retry (ordered: the caller retries after delay in process).
+func (t *trigger) deliver(dl *delivery) (retry bool, delay time.Duration) {
+	s := &t.spec
+	attempt := int(dl.delivered) + dl.local
+	if attempt > s.MaxAttempts {
+		// The last attempt ran (or was cut short by a crash) but its dead
+		// letter was not appended and terminated.
+		cause := dl.lastErr
+		if cause == "" {
+			cause = "the last attempt's error was lost in a restart"
+		}
+		return t.final(dl, nil, s.MaxAttempts, cause)
+	}
+	recKey := t.name + "."
+	if dl.msgID != "" {
+		recKey += dl.msgID
+	} else {
+		recKey += "seq" + strconv.FormatUint(dl.seq, 10)
+	}
+	if dl.delivered > 1 && dl.local == 0 {
+		// A redelivery: the function may have succeeded just before a crash
+		// that lost the ack.
+		if _, err := t.d.delivered.Get(t.ctx, recKey); err == nil {
+			t.d.dups.Add(1)
+			_ = t.handle(dl).Ack()
+			return false, 0
+		}
+	}
+
+	resp, err := t.d.inv.Invoke(t.ctx, s.App, s.Function, t.request(dl, attempt))
+	if t.ctx.Err() != nil {
+		return false, 0
+	}
+	if err == nil && resp.Status >= 200 && resp.Status < 300 {
+		if _, err := t.d.delivered.Put(t.ctx, recKey, strconv.AppendUint(nil, dl.seq, 10)); err != nil {
+			t.logger.Warn("record delivery", "seq", dl.seq, "err", err)
+		}
+		t.d.nDelivered.Add(1)
+		_ = t.handle(dl).Ack()
+		return false, 0
+	}
+	t.d.failed.Add(1)
+	var cause string
+	if err != nil {
+		cause = err.Error()
+	} else {
+		body := resp.Body
+		if len(body) > 256 {
+			body = body[:256]
+		}
+		cause = fmt.Sprintf("function answered %d: %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+	dl.lastErr = cause
+	if attempt < s.MaxAttempts {
+		delay := backoff(s, attempt)
+		t.logger.Debug("delivery failed, will retry", "seq", dl.seq, "attempt", attempt, "retry_in", delay, "err", cause)
+		if t.ordered {
+			return true, delay
+		}
+		msg := t.handle(dl)
+		t.remove(dl) // before the nak: its redelivery is a new delivery
+		_ = msg.NakWithDelay(delay)
+		return false, 0
+	}
+	return t.final(dl, nil, attempt, cause)
+}
+
+// remove forgets an event about to be nacked: it is the server's again,
+// and its redelivery must not be mistaken for a held copy.
+func (t *trigger) remove(dl *delivery) {
+	t.mu.Lock()
+	if t.held[dl.seq] == dl {
+		delete(t.held, dl.seq)
+	}
+	t.mu.Unlock()
+}
+
+// final dead-letters dl after its last attempt (raw is the entry's data
+// when it is not a CloudEvent) and terminates it. If the dead letter cannot
+// be appended the event is retried later (nacked, or retry for ordered
+// triggers) and comes back straight here.
+func (t *trigger) final(dl *delivery, raw []byte, attempts int, cause string) (retry bool, delay time.Duration) {
+	s := &t.spec
+	msg := t.handle(dl)
+	if s.Topic == s.DeadLetter {
+		// A trigger on the dead-letter topic itself: dead-lettering again
+		// would loop.
+		t.logger.Error("dead letter could not be delivered; dropped", "seq", dl.seq, "attempts", attempts, "err", cause)
+		_ = msg.TermWithReason("dead letter not delivered")
+		return false, 0
+	}
+	ent := t.d.deadLetterEntry(t, dl.seq, dl.event, raw, attempts, cause)
+	if _, err := t.d.log.Append(t.ctx, ent); err != nil {
+		if t.ctx.Err() != nil {
+			return false, 0
+		}
+		delay := backoff(s, max(attempts, 1))
+		t.logger.Error("append dead letter; will retry", "seq", dl.seq, "retry_in", delay, "err", err)
+		if t.ordered && dl.event != nil {
+			return true, delay
+		}
+		t.remove(dl)
+		_ = msg.NakWithDelay(delay)
+		return false, 0
+	}
+	t.d.dead.Add(1)
+	t.logger.Warn("event dead-lettered", "seq", dl.seq, "attempts", attempts, "dead_letter", s.DeadLetter, "err", cause)
+	_ = msg.TermWithReason("dead-lettered")
+	return false, 0
+}
+
+// request is the invocation of dl: the CloudEvents HTTP binary mode
+// (cloudevents.WriteRequest) as a runtime.Request, POST /, with the
+// attempt and trigger headers and, when the event carries a valid
+// traceparent extension, a child span of it.
+func (t *trigger) request(dl *delivery, attempt int) *runtime.Request {
+	e := dl.event
+	hr := http.Request{Header: make(http.Header, 10+len(e.Extensions))}
+	if err := cloudevents.WriteRequest(&hr, e); err != nil {
+		// Cannot happen for an event DecodeEntry validated; keep going with
+		// what was written.
+		t.logger.Error("write event request", "seq", dl.seq, "err", err)
+	}
+	hr.Header.Set(HeaderAttempt, strconv.Itoa(attempt))
+	hr.Header.Set(HeaderTrigger, t.spec.Function+"/"+t.spec.ID)
+	return &runtime.Request{
+		Method:      http.MethodPost,
+		Path:        "/",
+		Header:      hr.Header,
+		Body:        e.Data,
+		TraceParent: telemetry.Continue(e.Extensions["traceparent"]).String(),
+	}
+}
+
+// heartbeat keeps held events alive on the server.
+func (t *trigger) heartbeat() {
+	tick := time.NewTicker(t.d.opts.AckWait / 3)
+	defer tick.Stop()
+	var msgs []jetstream.Msg
+	for {
+		select {
+		case <-t.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		msgs = msgs[:0]
+		t.mu.Lock()
+		for _, dl := range t.held {
+			msgs = append(msgs, dl.msg)
+		}
+		t.mu.Unlock()
+		for _, m := range msgs {
+			_ = m.InProgress()
+		}
+	}
+}
+
+// backoff is the delay after a failed attempt (1 = the first): Backoff
+// doubled per attempt, capped at MaxBackoff, with ±20% jitter (never past
+// MaxBackoff).
+func backoff(s *TriggerSpec, attempt int) time.Duration {
+	d := s.Backoff
+	for i := 1; i < attempt && d < s.MaxBackoff; i++ {
+		d *= 2
+	}
+	d = min(d, s.MaxBackoff)
+	d = time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+	return min(d, s.MaxBackoff)
+}
+
+// orderingKey is the value of an ordering key attribute of e.
+func orderingKey(e *cloudevents.Event, key string) string {
+	switch key {
+	case "event.subject":
+		return e.Subject
+	case "event.source":
+		return e.Source
+	case "event.type":
+		return e.Type
+	case "event.id":
+		return e.ID
+	}
+	return e.Extensions[strings.TrimPrefix(key, "event.")]
+}
