@@ -120,7 +120,7 @@ func deployExample(ctx context.Context, srv *server.Server, app string, ex *exam
 	if _, err := srv.PutArtifact(ctx, ex.wasm); err != nil {
 		return err
 	}
-	if _, _, err := srv.Deploy(ctx, app, []registry.Function{ex.fn}); err != nil {
+	if _, _, err := srv.Deploy(ctx, app, registry.Spec{Functions: []registry.Function{ex.fn}}); err != nil {
 		return fmt.Errorf("deploy %s: %w", app, err)
 	}
 	return nil

@@ -101,7 +101,7 @@ func memoryRun(ctx context.Context, b *bench, bin, name string, n int, distinct 
 			MaxRequestBytes: 6 << 20, MaxResponseBytes: 6 << 20,
 			Routes: []registry.Route{{Method: "GET", Path: fmt.Sprintf("/f%04d/{name}", i)}},
 		}
-		if _, err := c.Deploy(ctx, fmt.Sprintf("f%04d", i), []registry.Function{fn}); err != nil {
+		if _, err := c.Deploy(ctx, fmt.Sprintf("f%04d", i), registry.Spec{Functions: []registry.Function{fn}}); err != nil {
 			return 0, 0, 0, fmt.Errorf("deploy function %d: %w", i, err)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -147,11 +148,52 @@ func TestQuickStart(t *testing.T) {
 			t.Errorf("WAGI example answer lacks %q:\n%s", want, body)
 		}
 	}
+	// Key-value state: the counter example increments through the SDK, the
+	// CLI reads and writes the same bucket.
+	out, err = run("deploy", filepath.Join("..", "..", "examples", "counter"))
+	if err != nil || !strings.Contains(out, "deployed counter") {
+		t.Fatalf("deploy examples/counter: %v\n%s", err, out)
+	}
+	for want := 1; want <= 3; want++ {
+		resp, err := http.Post(f["gateway"]+"/count/visits", "text/plain", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.TrimSpace(string(b)) != fmt.Sprint(want) {
+			t.Fatalf("POST /count/visits #%d: %d %q", want, resp.StatusCode, b)
+		}
+	}
+	if out, err = run("kv", "get", "counter/counts", "count.visits"); err != nil || strings.TrimSpace(out) != "3" {
+		t.Fatalf("kv get: %v\n%s", err, out)
+	}
+	if out, err = run("kv", "put", "counter/counts", "count.visits", "41"); err != nil {
+		t.Fatalf("kv put: %v\n%s", err, out)
+	}
+	if out, err = run("kv", "put", "counter/counts", "count.visits", "0", "--if-revision", "1"); err == nil || !strings.Contains(out, "revision") {
+		t.Fatalf("kv put with a stale revision succeeded: %v\n%s", err, out)
+	}
+	resp, err = http.Post(f["gateway"]+"/count/visits", "text/plain", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if strings.TrimSpace(string(body)) != "42" {
+		t.Fatalf("counter after kv put: %q", body)
+	}
+	if out, err = run("kv", "ls", "counter/counts", "count.", "--json"); err != nil || !strings.Contains(out, `"count.visits"`) {
+		t.Fatalf("kv ls: %v\n%s", err, out)
+	}
+	if out, err = run("kv", "get", "counter/counts", "nope"); err == nil || !strings.Contains(out, "not found") {
+		t.Fatalf("kv get of a missing key: %v\n%s", err, out)
+	}
 	out, err = run("logs", "hello", "--json")
 	if err != nil || !strings.Contains(out, `"invocation"`) {
 		t.Fatalf("logs: %v\n%s", err, out)
 	}
-	for _, c := range []string{"up", "validate", "deploy", "ls", "rollback", "invoke", "logs", "version"} {
+	for _, c := range []string{"up", "validate", "deploy", "ls", "rollback", "invoke", "logs", "kv", "version"} {
 		out, err := run(c, "--help")
 		if err != nil || !strings.Contains(out, "Examples:") {
 			t.Errorf("%s --help has no example: %v\n%s", c, err, out)

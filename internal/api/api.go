@@ -28,7 +28,7 @@ import (
 type Platform interface {
 	// Deploy makes fns the active revision of app, or reports that it
 	// already is (changed=false).
-	Deploy(ctx context.Context, app string, fns []registry.Function) (rev *registry.Revision, changed bool, err error)
+	Deploy(ctx context.Context, app string, spec registry.Spec) (rev *registry.Revision, changed bool, err error)
 	Rollback(ctx context.Context, app, revision string) (*registry.Revision, error)
 	Delete(ctx context.Context, app string) error
 	Registry() *registry.Registry
@@ -38,6 +38,7 @@ type Platform interface {
 	Function(app, name string) (registry.Function, bool)
 	Instances(app, name string) (idle, busy int)
 	ReadLogs(ctx context.Context, q guestlog.Query, fn func(guestlog.Entry) error) error
+	KV() KV
 }
 
 // Authenticator checks tokens; *security.Tokens implements it.
@@ -69,6 +70,7 @@ func Handler(p Platform, auth Authenticator, metrics *telemetry.Metrics, version
 	handle("POST /api/v1/apps/{app}/rollback", security.ScopeDeploy, a.rollback)
 	handle("POST /api/v1/apps/{app}/functions/{function}/invoke", security.ScopeInvoke, a.invoke)
 	handle("GET /api/v1/apps/{app}/logs", security.ScopeRead, a.logs)
+	a.kvRoutes(handle)
 	mux.Handle("GET /metrics", metrics.Handler())
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		apierror.Write(w, apierror.New(http.StatusNotFound, "not_found",
@@ -281,10 +283,9 @@ func (a *api) deleteApp(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// DeployRequest is the body of POST /api/v1/apps/{app}/deploy.
-type DeployRequest struct {
-	Functions []registry.Function `json:"functions"`
-}
+// DeployRequest is the body of POST /api/v1/apps/{app}/deploy: the app's
+// functions, topics and buckets.
+type DeployRequest = registry.Spec
 
 // DeployResult is the answer of deploy and rollback.
 type DeployResult struct {
@@ -299,7 +300,7 @@ func (a *api) deploy(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	app := r.PathValue("app")
-	rev, changed, err := a.p.Deploy(r.Context(), app, req.Functions)
+	rev, changed, err := a.p.Deploy(r.Context(), app, req)
 	if err != nil {
 		return err
 	}

@@ -150,9 +150,9 @@ func (c *Client) PutArtifact(ctx context.Context, sha string, data []byte) error
 }
 
 // Deploy activates a new revision of app.
-func (c *Client) Deploy(ctx context.Context, app string, fns []registry.Function) (*api.DeployResult, error) {
+func (c *Client) Deploy(ctx context.Context, app string, spec registry.Spec) (*api.DeployResult, error) {
 	var out api.DeployResult
-	return &out, c.call(ctx, http.MethodPost, "/api/v1/apps/"+url.PathEscape(app)+"/deploy", api.DeployRequest{Functions: fns}, &out)
+	return &out, c.call(ctx, http.MethodPost, "/api/v1/apps/"+url.PathEscape(app)+"/deploy", spec, &out)
 }
 
 // Rollback moves app back to revision ("" = the previous one).
@@ -277,4 +277,67 @@ func (c *Client) Wait(ctx context.Context, timeout time.Duration) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+func kvPath(app, bucket string) string {
+	return "/api/v1/apps/" + url.PathEscape(app) + "/buckets/" + url.PathEscape(bucket) + "/keys"
+}
+
+// KVGet reads a key: its value and revision.
+func (c *Client) KVGet(ctx context.Context, app, bucket, key string) ([]byte, uint64, error) {
+	resp, err := c.do(ctx, http.MethodGet, kvPath(app, bucket)+"/"+key, nil, nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return nil, 0, decodeError(resp)
+	}
+	v, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, 0, err
+	}
+	var rev uint64
+	fmt.Sscan(resp.Header.Get(api.HeaderRevision), &rev)
+	return v, rev, nil
+}
+
+// KVPut writes a key. ttl 0 means none; ifRevision nil means unconditional.
+func (c *Client) KVPut(ctx context.Context, app, bucket, key string, value []byte, ttl time.Duration, ifRevision *uint64) (uint64, error) {
+	q := url.Values{}
+	if ttl > 0 {
+		q.Set("ttl", ttl.String())
+	}
+	if ifRevision != nil {
+		q.Set("if_revision", fmt.Sprint(*ifRevision))
+	}
+	resp, err := c.do(ctx, http.MethodPut, kvPath(app, bucket)+"/"+key+"?"+q.Encode(), bytes.NewReader(value), http.Header{"Content-Type": {"application/octet-stream"}})
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return 0, decodeError(resp)
+	}
+	var out api.KVPutResult
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return 0, fmt.Errorf("kv put: decode answer: %w", err)
+	}
+	return out.Revision, nil
+}
+
+// KVDelete deletes a key.
+func (c *Client) KVDelete(ctx context.Context, app, bucket, key string, ifRevision *uint64) error {
+	q := ""
+	if ifRevision != nil {
+		q = "?if_revision=" + fmt.Sprint(*ifRevision)
+	}
+	return c.call(ctx, http.MethodDelete, kvPath(app, bucket)+"/"+key+q, nil, nil)
+}
+
+// KVList lists keys with a prefix, one page after the key `after`.
+func (c *Client) KVList(ctx context.Context, app, bucket, prefix, after string) (*api.KVKeys, error) {
+	q := url.Values{"prefix": {prefix}, "after": {after}}
+	var out api.KVKeys
+	return &out, c.call(ctx, http.MethodGet, kvPath(app, bucket)+"?"+q.Encode(), nil, &out)
 }

@@ -19,7 +19,7 @@ import (
 type Target interface {
 	HasArtifact(ctx context.Context, sha string) (bool, error)
 	PutArtifact(ctx context.Context, sha string, data []byte) error
-	Deploy(ctx context.Context, app string, fns []registry.Function) (*registry.Revision, bool, error)
+	Deploy(ctx context.Context, app string, spec registry.Spec) (*registry.Revision, bool, error)
 }
 
 // Event is one step of progress.
@@ -78,7 +78,8 @@ func Run(ctx context.Context, t Target, path string, progress func(Event)) (*Res
 		fns = append(fns, f.Registry(sha))
 	}
 	progress(Event{Step: "activate", Message: "activating revision"})
-	rev, changed, err := t.Deploy(ctx, m.App, fns)
+	spec := registry.Spec{Functions: fns, Topics: m.RegistryTopics(), Buckets: m.RegistryBuckets()}
+	rev, changed, err := t.Deploy(ctx, m.App, spec)
 	if err != nil {
 		return nil, fmt.Errorf("deploy %s: %w", m.App, err)
 	}

@@ -22,8 +22,8 @@ func (a API) PutArtifact(ctx context.Context, sha string, data []byte) error {
 	return a.C.PutArtifact(ctx, sha, data)
 }
 
-func (a API) Deploy(ctx context.Context, app string, fns []registry.Function) (*registry.Revision, bool, error) {
-	r, err := a.C.Deploy(ctx, app, fns)
+func (a API) Deploy(ctx context.Context, app string, spec registry.Spec) (*registry.Revision, bool, error) {
+	r, err := a.C.Deploy(ctx, app, spec)
 	if err != nil {
 		return nil, false, err
 	}
@@ -50,6 +50,6 @@ func (l Local) PutArtifact(ctx context.Context, sha string, data []byte) error {
 	return nil
 }
 
-func (l Local) Deploy(ctx context.Context, app string, fns []registry.Function) (*registry.Revision, bool, error) {
-	return l.S.Deploy(ctx, app, fns)
+func (l Local) Deploy(ctx context.Context, app string, spec registry.Spec) (*registry.Revision, bool, error) {
+	return l.S.Deploy(ctx, app, spec)
 }

@@ -115,7 +115,12 @@ func revKey(app, id string) string { return revPrefix + app + "." + id }
 // already active is a no-op (changed == false). Redeploying an older
 // revision activates it again.
 func (r *Registry) Deploy(ctx context.Context, app string, fns []Function) (*Revision, bool, error) {
-	rev, err := r.prepare(ctx, app, fns)
+	return r.DeploySpec(ctx, app, Spec{Functions: fns})
+}
+
+// DeploySpec is Deploy for a whole app: functions, topics and buckets.
+func (r *Registry) DeploySpec(ctx context.Context, app string, spec Spec) (*Revision, bool, error) {
+	rev, err := r.prepare(ctx, app, spec)
 	if err != nil {
 		return nil, false, fmt.Errorf("deploy %s: %w", app, err)
 	}
@@ -145,8 +150,8 @@ func (r *Registry) Deploy(ctx context.Context, app string, fns []Function) (*Rev
 }
 
 // prepare plans the revision and checks that its modules are stored.
-func (r *Registry) prepare(ctx context.Context, app string, fns []Function) (*Revision, error) {
-	rev, err := Plan(app, fns)
+func (r *Registry) prepare(ctx context.Context, app string, spec Spec) (*Revision, error) {
+	rev, err := PlanSpec(app, spec)
 	if err != nil {
 		return nil, err
 	}
@@ -160,6 +165,50 @@ func (r *Registry) prepare(ctx context.Context, app string, fns []Function) (*Re
 		}
 	}
 	rev.CreatedAt = r.now()
+	return rev, nil
+}
+
+// PlanSpec is Plan for a whole app. Topics and buckets are sorted by name
+// and become part of the revision id; an app without any keeps the id Plan
+// gives its functions alone, so revisions made before topics and buckets
+// existed keep their ids.
+func PlanSpec(app string, spec Spec) (*Revision, error) {
+	rev, err := Plan(app, spec.Functions)
+	if err != nil {
+		return nil, err
+	}
+	if len(spec.Topics) == 0 && len(spec.Buckets) == 0 {
+		return rev, nil
+	}
+	topics := slices.Clone(spec.Topics)
+	slices.SortFunc(topics, func(a, b Topic) int { return strings.Compare(a.Name, b.Name) })
+	for i, t := range topics {
+		if err := checkName("topic", t.Name); err != nil {
+			return nil, err
+		}
+		if i > 0 && topics[i-1].Name == t.Name {
+			return nil, fmt.Errorf("%w: topic %s is declared twice", ErrInvalid, t.Name)
+		}
+	}
+	buckets := slices.Clone(spec.Buckets)
+	slices.SortFunc(buckets, func(a, b Bucket) int { return strings.Compare(a.Name, b.Name) })
+	for i, b := range buckets {
+		if err := checkName("bucket", b.Name); err != nil {
+			return nil, err
+		}
+		if i > 0 && buckets[i-1].Name == b.Name {
+			return nil, fmt.Errorf("%w: bucket %s is declared twice", ErrInvalid, b.Name)
+		}
+	}
+	b, err := json.Marshal(struct {
+		Functions []Function `json:"functions"`
+		Topics    []Topic    `json:"topics,omitempty"`
+		Buckets   []Bucket   `json:"buckets,omitempty"`
+	}{rev.Functions, topics, buckets})
+	if err != nil {
+		return nil, err
+	}
+	rev.ID, rev.Topics, rev.Buckets = digest(b), topics, buckets
 	return rev, nil
 }
 

@@ -198,6 +198,13 @@ type Bucket struct {
 	History int `json:"history"`
 }
 
+// Spec is what a deploy declares: the app's functions, topics and buckets.
+type Spec struct {
+	Functions []Function `json:"functions"`
+	Topics    []Topic    `json:"topics,omitempty"`
+	Buckets   []Bucket   `json:"buckets,omitempty"`
+}
+
 // App is the mutable head of an app: which revision is active and which
 // revisions it has had, newest last.
 type App struct {

@@ -16,11 +16,13 @@ import (
 	"github.com/nimbus-dev/nimbus/internal/apierror"
 	"github.com/nimbus-dev/nimbus/internal/gateway"
 	"github.com/nimbus-dev/nimbus/internal/guestlog"
+	"github.com/nimbus-dev/nimbus/internal/hostfn"
 	"github.com/nimbus-dev/nimbus/internal/registry"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 	"github.com/nimbus-dev/nimbus/internal/runtime/wasm"
 	"github.com/nimbus-dev/nimbus/internal/scheduler"
 	"github.com/nimbus-dev/nimbus/internal/security"
+	"github.com/nimbus-dev/nimbus/internal/state"
 	"github.com/nimbus-dev/nimbus/internal/store"
 	"github.com/nimbus-dev/nimbus/internal/telemetry"
 )
@@ -56,6 +58,7 @@ type Server struct {
 	gw      *gateway.Gateway
 	reg     *registry.Registry
 	tokens  *security.Tokens
+	buckets *state.Buckets
 	logs    *guestlog.Writer
 	metrics *telemetry.Metrics
 
@@ -106,7 +109,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s.rt, err = wasm.New(ctx, wasm.Config{CacheDir: cfg.CacheDir, Logger: cfg.Logger})
+	s.buckets = state.NewBuckets(s.store.JetStream(), cfg.Logger)
+	s.rt, err = wasm.New(ctx, wasm.Config{CacheDir: cfg.CacheDir, Logger: cfg.Logger,
+		HostFunctions: hostfn.NewDefaultRegistry(cfg.Logger, hostfn.WithKV(s.buckets))})
 	if err != nil {
 		return nil, fmt.Errorf("wasm runtime: %w", err)
 	}
@@ -252,10 +257,10 @@ func (s *Server) Close(ctx context.Context) error {
 
 // Deploy implements api.Platform: load every module (rejecting broken ones
 // before anything changes), record the revision, activate it, route it.
-func (s *Server) Deploy(ctx context.Context, app string, fns []registry.Function) (*registry.Revision, bool, error) {
+func (s *Server) Deploy(ctx context.Context, app string, spec registry.Spec) (*registry.Revision, bool, error) {
 	s.deployMu.Lock()
 	defer s.deployMu.Unlock()
-	planned, err := registry.Plan(app, fns)
+	planned, err := registry.PlanSpec(app, spec)
 	if err != nil {
 		return nil, false, apierror.Wrap(http.StatusBadRequest, "invalid_revision", err)
 	}
@@ -268,7 +273,15 @@ func (s *Server) Deploy(ctx context.Context, app string, fns []registry.Function
 		}
 		return nil, false, err
 	}
-	rev, changed, err := s.reg.Deploy(ctx, app, fns)
+	// Buckets exist before any function that uses them can run.
+	for _, b := range planned.Buckets {
+		err := s.buckets.Ensure(ctx, state.BucketConfig{App: app, Name: b.Name,
+			MaxValueBytes: int(b.MaxValueBytes), TTL: time.Duration(b.TTLMS) * time.Millisecond, History: b.History})
+		if err != nil {
+			return nil, false, apierror.Wrap(http.StatusBadRequest, "invalid_bucket", fmt.Errorf("bucket %s: %w", b.Name, err))
+		}
+	}
+	rev, changed, err := s.reg.DeploySpec(ctx, app, spec)
 	if err != nil {
 		return nil, false, deployError(err)
 	}
@@ -324,6 +337,9 @@ func (s *Server) Delete(ctx context.Context, app string) error {
 	delete(s.active, app)
 	return s.refreshRoutes()
 }
+
+// KV implements api.Platform: the node's key-value buckets.
+func (s *Server) KV() api.KV { return s.buckets }
 
 // Registry implements api.Platform.
 func (s *Server) Registry() *registry.Registry { return s.reg }

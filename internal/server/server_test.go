@@ -89,7 +89,7 @@ func deploy(t *testing.T, srv *server.Server, app string, modules [][]byte, fns 
 			t.Fatal(err)
 		}
 	}
-	rev, changed, err := srv.Deploy(ctx, app, fns)
+	rev, changed, err := srv.Deploy(ctx, app, registry.Spec{Functions: fns})
 	if err != nil {
 		t.Fatalf("deploy %s: %v", app, err)
 	}
@@ -209,7 +209,7 @@ func TestBrokenModuleRejectedAtDeploy(t *testing.T) {
 	if _, err := srv.PutArtifact(context.Background(), junk); err != nil {
 		t.Fatal(err)
 	}
-	_, _, err := srv.Deploy(context.Background(), "app", []registry.Function{fn("hello", junk, "GET /hello/{name}")})
+	_, _, err := srv.Deploy(context.Background(), "app", registry.Spec{Functions: []registry.Function{fn("hello", junk, "GET /hello/{name}")}})
 	var ae *apierror.Error
 	if !errors.As(err, &ae) || ae.Status != http.StatusUnprocessableEntity || ae.Code != "invalid_module" {
 		t.Fatalf("deploy of a broken module: %v", err)

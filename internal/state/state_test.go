@@ -351,9 +351,9 @@ func TestInvalid(t *testing.T) {
 func TestDefaultValueLimit(t *testing.T) {
 	ctx := context.Background()
 	b := setup(t, state.BucketConfig{})
-	// The embedded server's max payload is 1MiB, so the default limit is
-	// what fits beside the headers.
-	limit := 1<<20 - state.HeaderRoom
+	// The embedded server's max payload (store.MaxPayload) leaves room for
+	// the default limit plus headers.
+	limit := state.DefaultMaxValueBytes
 	if _, err := b.Put(ctx, "shop", "counts", "big", bytes.Repeat([]byte("x"), limit), state.PutOptions{TTL: time.Hour, IfRevision: ptr(0)}); err != nil {
 		t.Fatalf("value at the limit: %v", err)
 	}

@@ -47,6 +47,9 @@ var (
 	ErrLocked = errors.New("data directory is in use by another nimbus up")
 )
 
+// MaxPayload is the largest NATS message the embedded server accepts.
+const MaxPayload = 2 << 20
+
 // Options configure Open. The zero value is not usable: DataDir is required.
 type Options struct {
 	// DataDir holds everything Nimbus stores on this node. JetStream keeps
@@ -127,6 +130,9 @@ func Open(ctx context.Context, opts Options) (_ *Store, err error) {
 		// power loss.
 		SyncAlways: true,
 		NoSigs:     true,
+		// Room for the largest value, event or artifact chunk Nimbus
+		// accepts (1MiB) plus its headers; the NATS default is 1MB.
+		MaxPayload: MaxPayload,
 		// The embedded server has no monitoring, cluster or leaf listeners.
 		HTTPPort: 0,
 	}
