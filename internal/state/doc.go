@@ -19,9 +19,9 @@
 // is ErrInvalidKey.
 //
 // A value is at most the bucket's MaxValueBytes (default 1MiB), and never
-// more than the connection's maximum message size minus HeaderRoom (with
-// the embedded server's default 1MiB max_payload: 1MiB-1KiB). Larger values
-// are ErrValueTooLarge before anything is written.
+// more than the connection's maximum message size minus HeaderRoom (the
+// embedded server allows store.MaxPayload, 2MiB, so 1MiB values fit).
+// Larger values are ErrValueTooLarge before anything is written.
 //
 // Every write has a revision: the sequence of the JetStream message that
 // holds it, increasing across the bucket. Put and Delete take an optional
