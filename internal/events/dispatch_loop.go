@@ -113,35 +113,38 @@ func (t *trigger) stop() {
 	t.wg.Wait()
 }
 
-// run is the reader.
+// fetchWait is how long one pull request waits on the server. Messages
+// are handled as they arrive, so it only bounds how often an idle trigger
+// asks again.
+const fetchWait = 5 * time.Second
+
+// run is the reader. It pulls with Fetch in a loop rather than with
+// Consumer.Messages: under load with a reader that blocks for worker slots,
+// the Messages iterator of nats.go v1.55 was seen to stop pulling (no
+// waiting request on the server, messages pending) until its 30 s expiry.
 func (t *trigger) run() {
+	batchSize := 2 * t.d.opts.Concurrency
 	for t.ctx.Err() == nil {
-		it, err := t.cons.Messages(jetstream.PullMaxMessages(2 * t.d.opts.Concurrency))
+		fctx, cancel := context.WithTimeout(t.ctx, fetchWait)
+		batch, err := t.cons.Fetch(batchSize, jetstream.FetchContext(fctx))
 		if err != nil {
-			t.logger.Error("trigger consumer", "err", err)
+			cancel()
+			if t.ctx.Err() != nil {
+				return
+			}
+			t.logger.Warn("trigger consumer fetch", "err", err)
 			t.pause(time.Second)
 			continue
 		}
-		stopIt := context.AfterFunc(t.ctx, it.Stop)
-		for {
-			msg, err := it.Next()
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				break
-			}
-			if err != nil {
-				if t.ctx.Err() != nil {
-					break
-				}
-				t.logger.Warn("trigger consumer", "err", err)
-				if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
-					t.pause(time.Second)
-				}
-				continue
-			}
+		for msg := range batch.Messages() {
 			t.accept(msg)
 		}
-		stopIt()
-		it.Stop()
+		cancel()
+		if err := batch.Error(); err != nil && t.ctx.Err() == nil &&
+			!errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
+			t.logger.Warn("trigger consumer fetch", "err", err)
+			t.pause(time.Second)
+		}
 	}
 }
 

@@ -2,6 +2,7 @@
 // invoked with a CloudEvent in binary mode; what it does depends on the
 // event's type:
 //
+//	fast   200, empty body (benchmarks)
 //	ok     200, body lists the ce-* headers it saw (one "name=value" a line)
 //	fail   500 (a poison event)
 //	flaky  500 while the delivery attempt (Nimbus-Attempt) is at most the
@@ -31,6 +32,8 @@ func serve(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Trace", nimbus.TraceParent(r))
 	w.Header().Set("X-Attempt", attempt)
 	switch r.Header.Get("Ce-Type") {
+	case "fast":
+		return // 200, nothing else: the benchmark's minimal path
 	case "fail":
 		w.WriteHeader(http.StatusInternalServerError)
 		fmt.Fprint(w, "poison event")
