@@ -194,7 +194,74 @@ type DispatcherStats struct {
 }
 
 // Dispatcher delivers events to topic triggers: one durable JetStream
-// consumer and one delivery loop per trigger (see doc.go, "Delivery").
+// consumer and one delivery loop per trigger.
+//
+// # Storage format
+//
+// An event on topic T of app A is one Log entry (EventEntry): subject
+// nimbus.events.A.T, data the event in the CloudEvents JSON format
+// (cloudevents.Event.AppendJSON, the traceparent extension included), no
+// headers, Nats-Msg-Id = IdempotencyKey = hex sha256(source "\x00" id).
+// An event re-sent with the same source and id within the Log's duplicate
+// window (10 min) is acknowledged and not stored again.
+//
+// # Delivery
+//
+// Each trigger has a durable pull consumer on the events stream, filtered
+// to its topic's subject, explicit ack, DeliverNew (a new trigger gets the
+// events appended after Sync created it; an existing one resumes at its
+// ack floor, also after a restart). For every event the loop:
+//
+//   - acks and skips it when the trigger's Filter does not match;
+//   - invokes the function in CloudEvents HTTP binary mode: POST /, ce-*
+//     headers and Content-Type as cloudevents.WriteRequest writes them,
+//     body = data, plus Nimbus-Attempt (1, 2, ...) and Nimbus-Trigger
+//     (function/id); the invocation's traceparent is a child span of the
+//     event's traceparent extension when it is valid (a new trace
+//     otherwise), so a trace runs from publisher to subscriber;
+//   - success is no error and a 2xx status: the delivery is recorded and
+//     the message acked. Anything else (an error, a timeout, 3xx, 4xx, 5xx)
+//     is a failure and is retried: a function that wants to drop an event
+//     answers 2xx;
+//   - a failed attempt n < MaxAttempts is retried after Backoff*2^(n-1)
+//     (±20% jitter, capped at MaxBackoff): unordered triggers nack with
+//     that delay, so the server keeps the schedule across restarts and
+//     nothing waits in process; ordered triggers retry in process (see
+//     trigger);
+//   - after attempt MaxAttempts the event is appended to the app's
+//     dead-letter topic (TriggerSpec.DeadLetter, "dead-letter") with the
+//     extensions ExtDeadError, ExtDeadAttempts, ExtDeadTopic,
+//     ExtDeadFunction and ExtDeadTrigger (and the same as Nimbus-Dead-*
+//     entry headers), then the message is terminated. An entry that is not
+//     a CloudEvent is dead-lettered at once, as it was. A trigger on the
+//     dead-letter topic itself drops (and logs) what it cannot deliver
+//     instead of looping.
+//
+// The consumer's MaxDeliver is unlimited on purpose: the dispatcher counts
+// attempts (NumDelivered) and dead-letters on the last one; with MaxDeliver
+// = MaxAttempts the server would silently drop an event whose dead-letter
+// append failed on its last attempt.
+//
+// # What is guaranteed
+//
+// At least once: an event the Log acknowledged is invoked on every
+// matching trigger until one attempt succeeds, or it is in the dead-letter
+// topic. It may run more than once: a crash (or Close) during an
+// invocation, or between success and ack, redelivers it. To narrow the
+// second case, a success is recorded in the KV bucket nimbus_delivered
+// (key <consumer>.<msgid>, TTL = the duplicate window) before the ack, and
+// a redelivered event with a record is acked without running. The record
+// is written without fsync (AsyncPersistMode): it survives kill -9, maybe
+// not power loss. Effects happen once only when the function makes them
+// idempotent (the event's source+id is its idempotency key).
+//
+// # Concurrency and ordering
+//
+// At most Concurrency invocations per trigger run at once; the reader waits
+// for a free slot, so the server holds the rest. With OrderingKey, events
+// of one key run one at a time in stream order, including their retries;
+// other keys proceed (see the comment on trigger for how, and its limit:
+// MaxAckPending).
 type Dispatcher struct {
 	js     jetstream.JetStream
 	log    *Log
@@ -452,10 +519,11 @@ func IdempotencyKey(e *cloudevents.Event) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// EventEntry is the log entry of an event on an app's topic (the storage
-// format, see doc.go): subject nimbus.events.<app>.<topic>, data the event
-// in the CloudEvents JSON format, MsgID its IdempotencyKey, no headers.
-// The event should be valid (ingress validated it).
+// EventEntry is the log entry of an event on an app's topic:
+// subject nimbus.events.<app>.<topic>, data the event
+// in the CloudEvents JSON format, MsgID its IdempotencyKey, no headers
+// (the storage format, see Dispatcher). The subject uses the default
+// prefix. The event should be valid (ingress validated it).
 func EventEntry(app, topic string, e *cloudevents.Event) Entry {
 	return Entry{
 		Subject: SubjectFor(DefaultSubjectPrefix, app, topic),
