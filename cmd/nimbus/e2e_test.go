@@ -189,11 +189,64 @@ func TestQuickStart(t *testing.T) {
 	if out, err = run("kv", "get", "counter/counts", "nope"); err == nil || !strings.Contains(out, "not found") {
 		t.Fatalf("kv get of a missing key: %v\n%s", err, out)
 	}
+	// Events: the orders example counts events in KV through one trigger,
+	// and dead-letters them through another that always fails.
+	out, err = run("deploy", filepath.Join("..", "..", "examples", "orders"))
+	if err != nil || !strings.Contains(out, "deployed orders") {
+		t.Fatalf("deploy examples/orders: %v\n%s", err, out)
+	}
+	for i, id := range []string{"o-1", "o-2", "o-3", "o-1"} {
+		out, err := run("publish", "orders/orders", "--type", "order.created", "--id", id, "--subject", "eu/"+id, "-d", `{"total": 12}`)
+		if err != nil {
+			t.Fatalf("publish %s: %v\n%s", id, err, out)
+		}
+		if dup := strings.Contains(out, "already published"); dup != (i == 3) {
+			t.Fatalf("publish #%d (%s): %s", i, id, out)
+		}
+	}
+	// A CloudEvents client posting straight to the gateway.
+	ce, _ := http.NewRequest("POST", f["gateway"]+"/_nimbus/events/orders/orders", strings.NewReader(`{"specversion":"1.0","id":"o-4","source":"/shop"}`))
+	ce.Header.Set("Content-Type", "application/cloudevents+json")
+	resp, err = http.DefaultClient.Do(ce)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 400 || !strings.Contains(string(body), `attribute \"type\"`) {
+		t.Fatalf("event without a type: %d %s", resp.StatusCode, body)
+	}
+	resp, err = http.Post(f["gateway"]+"/_nimbus/events/orders/nope", "application/cloudevents+json",
+		strings.NewReader(`{"specversion":"1.0","id":"o-5","source":"/shop","type":"order.created"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 404 || !strings.Contains(string(body), "nope") {
+		t.Fatalf("event to an unknown topic: %d %s", resp.StatusCode, body)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get(f["gateway"] + "/orders/stats")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.TrimSpace(string(b)) == `{"orders": 3, "dead_letters": 3}` {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("orders stats never reached 3 delivered and 3 dead letters: %s", b)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	out, err = run("logs", "hello", "--json")
 	if err != nil || !strings.Contains(out, `"invocation"`) {
 		t.Fatalf("logs: %v\n%s", err, out)
 	}
-	for _, c := range []string{"up", "validate", "deploy", "ls", "rollback", "invoke", "logs", "kv", "version"} {
+	for _, c := range []string{"up", "validate", "deploy", "ls", "rollback", "invoke", "logs", "kv", "publish", "version"} {
 		out, err := run(c, "--help")
 		if err != nil || !strings.Contains(out, "Examples:") {
 			t.Errorf("%s --help has no example: %v\n%s", c, err, out)

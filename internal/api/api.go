@@ -39,6 +39,7 @@ type Platform interface {
 	Instances(app, name string) (idle, busy int)
 	ReadLogs(ctx context.Context, q guestlog.Query, fn func(guestlog.Entry) error) error
 	KV() KV
+	gateway.EventSink
 }
 
 // Authenticator checks tokens; *security.Tokens implements it.
@@ -71,6 +72,10 @@ func Handler(p Platform, auth Authenticator, metrics *telemetry.Metrics, version
 	handle("POST /api/v1/apps/{app}/functions/{function}/invoke", security.ScopeInvoke, a.invoke)
 	handle("GET /api/v1/apps/{app}/logs", security.ScopeRead, a.logs)
 	a.kvRoutes(handle)
+	handle("POST /api/v1/apps/{app}/topics/{topic}/events", security.ScopeInvoke, func(w http.ResponseWriter, r *http.Request) error {
+		gateway.ServeEvents(w, r, a.p, r.PathValue("app"), r.PathValue("topic"))
+		return nil
+	})
 	mux.Handle("GET /metrics", metrics.Handler())
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		apierror.Write(w, apierror.New(http.StatusNotFound, "not_found",

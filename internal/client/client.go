@@ -15,6 +15,8 @@ import (
 
 	"github.com/nimbus-dev/nimbus/internal/api"
 	"github.com/nimbus-dev/nimbus/internal/apierror"
+	"github.com/nimbus-dev/nimbus/internal/events/cloudevents"
+	"github.com/nimbus-dev/nimbus/internal/gateway"
 	"github.com/nimbus-dev/nimbus/internal/guestlog"
 	"github.com/nimbus-dev/nimbus/internal/registry"
 )
@@ -340,4 +342,31 @@ func (c *Client) KVList(ctx context.Context, app, bucket, prefix, after string) 
 	q := url.Values{"prefix": {prefix}, "after": {after}}
 	var out api.KVKeys
 	return &out, c.call(ctx, http.MethodGet, kvPath(app, bucket)+"?"+q.Encode(), nil, &out)
+}
+
+// Publish sends one event to app/topic (CloudEvents binary mode) and returns
+// once the server has stored it.
+func (c *Client) Publish(ctx context.Context, app, topic string, e *cloudevents.Event) (*gateway.PublishResult, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost,
+		c.BaseURL+"/api/v1/apps/"+url.PathEscape(app)+"/topics/"+url.PathEscape(topic)+"/events", nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := cloudevents.WriteRequest(req, e); err != nil {
+		return nil, err
+	}
+	h := req.Header.Clone()
+	resp, err := c.do(ctx, http.MethodPost, "/api/v1/apps/"+url.PathEscape(app)+"/topics/"+url.PathEscape(topic)+"/events", bytes.NewReader(e.Data), h)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return nil, decodeError(resp)
+	}
+	var out gateway.PublishResult
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return nil, fmt.Errorf("publish: decode answer: %w", err)
+	}
+	return &out, nil
 }

@@ -36,6 +36,7 @@ type Gateway struct {
 	inv    Invoker
 	logger *slog.Logger
 	table  atomic.Pointer[http.ServeMux]
+	events atomic.Pointer[EventSink]
 }
 
 // New creates a gateway with no routes.
@@ -48,7 +49,18 @@ func New(inv Invoker, logger *slog.Logger) *Gateway {
 	return g
 }
 
-func (g *Gateway) newMux() *http.ServeMux { return http.NewServeMux() }
+func (g *Gateway) newMux() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc(EventsPattern, func(w http.ResponseWriter, r *http.Request) {
+		sink := g.events.Load()
+		if sink == nil {
+			apierror.Write(w, apierror.New(http.StatusNotFound, "route_not_found", "this gateway does not accept events"))
+			return
+		}
+		ServeEvents(w, r, *sink, r.PathValue("app"), r.PathValue("topic"))
+	})
+	return mux
+}
 
 // SetRoutes replaces the routing table with the routes of the given active
 // revisions. On a conflict it keeps the old table and returns an error.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/nimbus-dev/nimbus/internal/api"
 	"github.com/nimbus-dev/nimbus/internal/apierror"
+	"github.com/nimbus-dev/nimbus/internal/events"
 	"github.com/nimbus-dev/nimbus/internal/gateway"
 	"github.com/nimbus-dev/nimbus/internal/guestlog"
 	"github.com/nimbus-dev/nimbus/internal/hostfn"
@@ -59,6 +60,8 @@ type Server struct {
 	reg     *registry.Registry
 	tokens  *security.Tokens
 	buckets *state.Buckets
+	events  *events.Log
+	deliver *events.Dispatcher
 	logs    *guestlog.Writer
 	metrics *telemetry.Metrics
 
@@ -69,7 +72,8 @@ type Server struct {
 	adminToken string
 
 	deployMu sync.Mutex                    // one activation at a time keeps routes and pools in step
-	active   map[string]*registry.Revision // app -> revision taking traffic; guarded by deployMu
+	activeMu sync.RWMutex                  // guards active; taken inside deployMu
+	active   map[string]*registry.Revision // app -> revision taking traffic
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 }
@@ -119,7 +123,13 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.sched = scheduler.New(s.rt, s.store, scheduler.Options{
 		IdleTimeout: cfg.IdleTimeout, Logger: cfg.Logger, Metrics: s.metrics, Logs: s.logs,
 	})
+	s.events, err = events.OpenLog(ctx, s.store.JetStream(), events.LogConfig{Logger: cfg.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("event log: %w", err)
+	}
+	s.deliver = events.NewDispatcher(s.store.JetStream(), s.events, s.sched, events.DispatcherOptions{Logger: cfg.Logger})
 	s.gw = gateway.New(s.sched, cfg.Logger)
+	s.gw.SetEvents(s)
 	s.reg = registry.New(s.store.Registry(), s.store)
 	s.tokens = security.NewTokens(s.store.Security())
 
@@ -179,7 +189,10 @@ func (s *Server) restore(ctx context.Context) error {
 			s.logger.Error("restore app failed", "app", app.Name, "error", err)
 			continue
 		}
-		s.active[app.Name] = rev
+		s.setActive(app.Name, rev)
+		if err := s.deliver.Sync(ctx, app.Name, topicTriggers(rev)); err != nil {
+			s.logger.Error("restore triggers failed", "app", app.Name, "error", err)
+		}
 	}
 	return s.refreshRoutes()
 }
@@ -187,11 +200,31 @@ func (s *Server) restore(ctx context.Context) error {
 // refreshRoutes rebuilds the gateway's table from the active revisions.
 // s.deployMu is held (or the server is not serving yet).
 func (s *Server) refreshRoutes() error {
+	s.activeMu.RLock()
 	revs := make([]*registry.Revision, 0, len(s.active))
 	for _, rev := range s.active {
 		revs = append(revs, rev)
 	}
+	s.activeMu.RUnlock()
 	return s.gw.SetRoutes(revs)
+}
+
+// setActive records app's active revision (nil: none).
+func (s *Server) setActive(app string, rev *registry.Revision) {
+	s.activeMu.Lock()
+	defer s.activeMu.Unlock()
+	if rev == nil {
+		delete(s.active, app)
+		return
+	}
+	s.active[app] = rev
+}
+
+// activeRevision is app's active revision, or nil.
+func (s *Server) activeRevision(app string) *registry.Revision {
+	s.activeMu.RLock()
+	defer s.activeMu.RUnlock()
+	return s.active[app]
 }
 
 // GatewayURL is where functions are served.
@@ -234,8 +267,18 @@ func (s *Server) Close(ctx context.Context) error {
 		s.cancel()
 	}
 	s.wg.Wait()
+	if s.deliver != nil {
+		if err := s.deliver.Close(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if s.sched != nil {
 		s.sched.Close()
+	}
+	if s.events != nil {
+		if err := s.events.Close(ctx); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if s.logs != nil {
 		if err := s.logs.Close(ctx); err != nil {
@@ -288,9 +331,12 @@ func (s *Server) Deploy(ctx context.Context, app string, spec registry.Spec) (*r
 	if err := s.sched.Activate(ctx, rev); err != nil {
 		return nil, false, err
 	}
-	s.active[app] = rev
+	s.setActive(app, rev)
 	if err := s.refreshRoutes(); err != nil {
 		return nil, false, err
+	}
+	if err := s.deliver.Sync(ctx, app, topicTriggers(rev)); err != nil {
+		return nil, false, fmt.Errorf("deploy %s: triggers: %w", app, err)
 	}
 	return rev, changed, nil
 }
@@ -322,8 +368,11 @@ func (s *Server) Rollback(ctx context.Context, app, revision string) (*registry.
 	if err := s.sched.Activate(ctx, rev); err != nil {
 		return nil, err
 	}
-	s.active[app] = rev
-	return rev, s.refreshRoutes()
+	s.setActive(app, rev)
+	if err := s.refreshRoutes(); err != nil {
+		return nil, err
+	}
+	return rev, s.deliver.Sync(ctx, app, topicTriggers(rev))
 }
 
 // Delete implements api.Platform.
@@ -333,8 +382,11 @@ func (s *Server) Delete(ctx context.Context, app string) error {
 	if err := s.reg.Delete(ctx, app); err != nil {
 		return err
 	}
+	if err := s.deliver.Sync(ctx, app, nil); err != nil {
+		return err
+	}
 	s.sched.Deactivate(app)
-	delete(s.active, app)
+	s.setActive(app, nil)
 	return s.refreshRoutes()
 }
 

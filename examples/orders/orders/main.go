@@ -1,0 +1,83 @@
+// Command orders is the event pipeline example. One module plays three
+// functions, told apart by the ROLE environment variable in nimbus.yaml:
+//
+//	count  subscribes to the topic "orders" and counts events in the bucket
+//	       "counts"; GET /orders/stats reads the counts
+//	audit  subscribes to "orders" too, and always fails: after max_attempts
+//	       its events go to the app's dead-letter topic
+//	dead   subscribes to "dead-letter" and counts what arrives there
+//
+// An event arrives as an HTTP request in CloudEvents binary mode: its
+// attributes in Ce-* headers, its data as the body.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"strconv"
+
+	nimbus "github.com/nimbus-dev/nimbus/sdk/go"
+)
+
+var counts = nimbus.Bucket("counts")
+
+func init() {
+	nimbus.HandleFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Ce-Id") == "" { // an HTTP request, not an event
+			stats(w)
+			return
+		}
+		switch os.Getenv("ROLE") {
+		case "count":
+			if err := increment("orders.total"); err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+			}
+		case "audit":
+			http.Error(w, "audit service unavailable", http.StatusServiceUnavailable)
+		case "dead":
+			nimbus.Logf(nimbus.LevelWarn, "dead letter %s from %s: %s", r.Header.Get("Ce-Id"), r.Header.Get("Ce-Nimbusfunction"), r.Header.Get("Ce-Nimbuserror"))
+			if err := increment("dead.total"); err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+			}
+		}
+	})
+}
+
+func stats(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "application/json")
+	fmt.Fprintf(w, `{"orders": %d, "dead_letters": %d}`+"\n", read("orders.total"), read("dead.total"))
+}
+
+func read(key string) int {
+	v, _, err := counts.Get(key)
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(string(v))
+	return n
+}
+
+// increment adds one to key with compare-and-swap: concurrent deliveries
+// never lose an increment.
+func increment(key string) error {
+	for {
+		v, rev, err := counts.Get(key)
+		n := 0
+		switch {
+		case errors.Is(err, nimbus.ErrNotFound):
+			rev = 0
+		case err != nil:
+			return err
+		default:
+			n, _ = strconv.Atoi(string(v))
+		}
+		_, err = counts.Put(key, []byte(strconv.Itoa(n+1)), nimbus.IfRevision(rev))
+		if !errors.Is(err, nimbus.ErrRevisionMismatch) {
+			return err
+		}
+	}
+}
+
+func main() {}
