@@ -91,11 +91,7 @@ not exist yet): compare-and-swap. --ttl expires the key.`,
 					return err
 				}
 			}
-			var cond *uint64
-			if ifRev >= 0 {
-				u := uint64(ifRev)
-				cond = &u
-			}
+			cond := optRevision(ifRev)
 			c, err := g.client()
 			if err != nil {
 				return err
@@ -129,11 +125,7 @@ func newKVDel(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var cond *uint64
-			if ifRev >= 0 {
-				u := uint64(ifRev)
-				cond = &u
-			}
+			cond := optRevision(ifRev)
 			c, err := g.client()
 			if err != nil {
 				return err
@@ -196,4 +188,14 @@ func newKVLs(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// optRevision turns an --if-revision flag into a condition: negative (the
+// default) is none.
+func optRevision(n int64) *uint64 {
+	if n < 0 {
+		return nil
+	}
+	u := uint64(n)
+	return &u
 }
