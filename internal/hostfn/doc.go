@@ -31,6 +31,16 @@
 // KVStore, a *state.Buckets in the server (NewDefaultRegistry(logger,
 // WithKV(buckets))); without one they return CodeUnavailable.
 //
-// Adding a capability (publish, fetch, ...) means writing a Provider and
+// The publish function (PublishProvider, capability "publish:TOPIC")
+// appends one CloudEvent to a topic of the calling app through a Publisher,
+// the *server.Server in the server (WithPublisher(srv)); without one it
+// returns CodeUnavailable. The dead-letter topic is closed to guests
+// whatever they are granted. An event without a traceparent extension gets
+// a child of the invocation's (Call.TraceParent), one without a source gets
+// /nimbus/APP/FUNCTION. A publish is durable when it returns and is not
+// transactional with the invocation: it stays published if the function
+// fails afterwards.
+//
+// Adding a capability (fetch, ...) means writing a Provider and
 // listing it in NewDefaultRegistry and Capabilities.
 package hostfn

@@ -35,35 +35,47 @@ const (
 	// CapKV is scoped to a bucket: "kv:NAME" grants read and write on
 	// bucket NAME, "kv:NAME:read" grants read only.
 	CapKV = "kv"
+	// CapPublish is scoped to a topic: "publish:NAME" grants publishing
+	// to topic NAME of the function's app.
+	CapPublish = "publish"
 )
 
 // ReadOnlySuffix ends a scoped grant that allows only reads ("kv:NAME:read").
 const ReadOnlySuffix = ":read"
 
 // Capabilities returns the capability names this build knows, sorted, for
-// documentation and manifest validation. Scoped capabilities (kv) are
-// granted per resource: see CheckGrant.
+// documentation and manifest validation. Scoped capabilities (kv,
+// publish) are granted per resource: see CheckGrant.
 func Capabilities() []string {
-	return []string{CapKV, CapLog}
+	return []string{CapKV, CapLog, CapPublish}
 }
 
 // isScoped reports whether capability c is granted per resource.
-func isScoped(c string) bool { return c == CapKV }
+func isScoped(c string) bool { return c == CapKV || c == CapPublish }
 
 // CheckGrant reports whether s is a valid entry of a function's
-// capabilities list: "log", "kv:NAME" or "kv:NAME:read" where NAME is a
-// bucket name (a DNS label). The error says what is wrong.
+// capabilities list: "log", "kv:NAME", "kv:NAME:read" or "publish:NAME"
+// where NAME is a bucket or topic name (a DNS label). The error says what
+// is wrong.
 func CheckGrant(s string) error {
 	c, rest, hasScope := strings.Cut(s, ":")
 	switch {
 	case !slices.Contains(Capabilities(), c):
-		return fmt.Errorf("unknown capability %q (known: log, kv:BUCKET, kv:BUCKET:read)", s)
+		return fmt.Errorf("unknown capability %q (known: log, kv:BUCKET, kv:BUCKET:read, publish:TOPIC)", s)
 	case !isScoped(c) && hasScope:
 		return fmt.Errorf("capability %q takes no scope: write %q", s, c)
+	case c == CapPublish && !hasScope:
+		return fmt.Errorf("capability %q needs a topic: publish:TOPIC", s)
 	case isScoped(c) && !hasScope:
 		return fmt.Errorf("capability %q needs a bucket: %s:BUCKET (read-write) or %s:BUCKET:read", s, c, c)
 	}
 	if !isScoped(c) {
+		return nil
+	}
+	if c == CapPublish {
+		if !validName(rest) {
+			return fmt.Errorf("capability %q: %q is not a topic name (lowercase letters, digits and '-', starting with a letter)", s, rest)
+		}
 		return nil
 	}
 	name := strings.TrimSuffix(rest, ReadOnlySuffix)
@@ -161,7 +173,8 @@ func NewRegistry(logger *slog.Logger, providers ...Provider) (*Registry, error) 
 type Option func(*defaults)
 
 type defaults struct {
-	kv KVStore
+	kv  KVStore
+	pub Publisher
 }
 
 // WithKV gives the kv functions their store (in the server, a
@@ -171,13 +184,21 @@ func WithKV(store KVStore) Option {
 	return func(d *defaults) { d.kv = store }
 }
 
+// WithPublisher gives the publish function its publisher (in the server,
+// the *server.Server). Without it, or with a nil publisher, every publish
+// returns CodeUnavailable once its arguments are checked.
+func WithPublisher(p Publisher) Option {
+	return func(d *defaults) { d.pub = p }
+}
+
 // NewDefaultRegistry returns the registry of every provider of this build.
 func NewDefaultRegistry(logger *slog.Logger, opts ...Option) *Registry {
 	var d defaults
 	for _, o := range opts {
 		o(&d)
 	}
-	r, err := NewRegistry(logger, LogProvider{}, KVProvider{Store: d.kv, Logger: logger})
+	r, err := NewRegistry(logger, LogProvider{}, KVProvider{Store: d.kv, Logger: logger},
+		PublishProvider{Publisher: d.pub, Logger: logger})
 	if err != nil {
 		panic(err) // the built-in providers are static; this is a programming error
 	}
@@ -302,7 +323,10 @@ type Call struct {
 	App          string
 	Function     string
 	InvocationID string
-	Grants       Grants
+	// TraceParent is the invocation's W3C traceparent ("" when none):
+	// events the guest publishes without one carry a child of it.
+	TraceParent string
+	Grants      Grants
 	// Sink receives log lines; nil discards.
 	Sink runtime.LogSink
 

@@ -32,3 +32,5 @@ func hostKVDelete(string, string, int64, *[wire.KVPutOutSize]byte) int32 {
 func hostKVList(string, string, string, int32, []byte, *[wire.KVListOutSize]byte) int32 {
 	return wire.CodeUnavailable
 }
+
+func hostPublish(string, []byte, *[wire.PublishOutSize]byte) int32 { return wire.CodeUnavailable }

@@ -91,3 +91,10 @@ func hostKVDelete(bucket, key string, ifRevision int64, out *[8]byte) int32 {
 func hostKVList(bucket, prefix, after string, limit int32, buf []byte, out *[8]byte) int32 {
 	return kvList(strPtr(bucket), clampLen(len(bucket)), strPtr(prefix), clampLen(len(prefix)), strPtr(after), clampLen(len(after)), limit, bytesPtr(buf), clampLen(len(buf)), unsafe.Pointer(out))
 }
+
+//go:wasmimport nimbus publish
+func publish(topic unsafe.Pointer, topicLen int32, event unsafe.Pointer, eventLen int32, out unsafe.Pointer) int32
+
+func hostPublish(topic string, event []byte, out *[8]byte) int32 {
+	return publish(strPtr(topic), clampLen(len(topic)), bytesPtr(event), clampLen(len(event)), unsafe.Pointer(out))
+}

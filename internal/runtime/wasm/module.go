@@ -80,8 +80,8 @@ func (m *module) buildModuleConfig() wazero.ModuleConfig {
 
 // withCall returns ctx carrying what host functions need to know about the
 // guest call made with it.
-func (m *module) withCall(ctx context.Context, invocation string, sink runtime.LogSink) context.Context {
-	return hostfn.WithCall(ctx, &hostfn.Call{App: m.app, Function: m.function, InvocationID: invocation, Grants: m.grants, Sink: sink})
+func (m *module) withCall(ctx context.Context, invocation, traceParent string, sink runtime.LogSink) context.Context {
+	return hostfn.WithCall(ctx, &hostfn.Call{App: m.app, Function: m.function, InvocationID: invocation, TraceParent: traceParent, Grants: m.grants, Sink: sink})
 }
 
 // instantiate runs wazero's InstantiateModule with a memory capped at the

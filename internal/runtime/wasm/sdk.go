@@ -44,7 +44,7 @@ func (m *module) newSDKInstance(ctx context.Context) (*sdkInstance, error) {
 	}
 	tctx, cancel := context.WithTimeout(ctx, m.limits.Timeout)
 	defer cancel()
-	mod, err := m.instantiate(m.withCall(tctx, "", init), i.memcap, cfg)
+	mod, err := m.instantiate(m.withCall(tctx, "", "", init), i.memcap, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("new instance of %s/%s: %w", m.app, m.function, m.failure(ctx, err, i.memcap, i.stderr))
 	}
@@ -85,7 +85,7 @@ func (i *sdkInstance) serve(ctx context.Context, req *runtime.Request) (*runtime
 
 	tctx, cancel := context.WithTimeout(ctx, m.limits.Timeout)
 	defer cancel()
-	cctx := m.withCall(tctx, req.InvocationID, req.Log)
+	cctx := m.withCall(tctx, req.InvocationID, req.TraceParent, req.Log)
 
 	res, err := i.alloc.Call(cctx, uint64(len(i.buf)))
 	if err != nil {

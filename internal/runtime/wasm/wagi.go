@@ -41,7 +41,7 @@ func (i *wagiInstance) Handle(ctx context.Context, req *runtime.Request) (*runti
 	tctx, cancel := context.WithTimeout(ctx, m.limits.Timeout)
 	defer cancel()
 	// On exit code 0 wazero returns a nil error and a closed module.
-	mod, err := m.instantiate(m.withCall(tctx, req.InvocationID, req.Log), alloc, cfg)
+	mod, err := m.instantiate(m.withCall(tctx, req.InvocationID, req.TraceParent, req.Log), alloc, cfg)
 	if mod != nil {
 		mod.Close(ctx)
 	}

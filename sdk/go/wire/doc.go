@@ -57,8 +57,9 @@
 // Host functions live in the "nimbus" import module. Each returns an i32
 // status code first: 0 ok, 1 denied (the function's capability is not
 // granted to this function in nimbus.yaml), 2 bad argument (for example a
-// pointer outside memory), 3 too large, 4 unavailable, 5 internal, and for
-// the kv functions 6 not found, 7 revision mismatch, 8 no such bucket. A
+// pointer outside memory), 3 too large, 4 unavailable, 5 internal, for the
+// kv functions 6 not found, 7 revision mismatch, 8 no such bucket, and for
+// publish 8 no such topic. A
 // denied call never traps. Version 1 defines:
 //
 //	log(level i32, ptr i32, len i32) -> i32    capability "log"
@@ -117,4 +118,43 @@
 // [-/_=.a-zA-Z0-9], does not start or end with '.', has no ".." and does
 // not start with "_kv" (reserved by JetStream);
 // anything else is 2.
+//
+// # Publishing events
+//
+//	publish(topic_ptr, topic_len, event_ptr, event_len, out_ptr i32) -> i32
+//	    capability "publish:TOPIC"
+//
+// publish appends one event to a topic of the calling function's app. The
+// topic is a name (1 to 63 bytes of [a-z0-9-], starting with a letter, not
+// ending with '-'); anything else is 2. The event is one CloudEvents 1.0
+// event in the JSON event format (application/cloudevents+json), at most
+// 1MiB; over that is 3, and nothing is read. The host validates it as
+// HTTP ingress does (specversion "1.0", id, type, a URI-reference source,
+// extension names of [a-z0-9], ...); an invalid event is 2, and the reason
+// goes to the function's log (one warning per topic and invocation). The
+// host fills in:
+//
+//   - source, when absent (or empty): "/nimbus/APP/FUNCTION";
+//   - the traceparent extension, when absent and the invocation has a trace:
+//     a new span of the invocation's trace, so the trace runs on to every
+//     subscriber.
+//
+// The id is required: an SDK makes a random one when its user gives none.
+// out (8 bytes): flags u32 (bit 0: duplicate, an event with the same
+// source and id was already accepted within the topic's duplicate window
+// and was not stored again), reserved u32.
+//
+//	0: the event is durably stored (fsynced) and will be delivered to every
+//	   matching trigger, at least once.
+//	1: the function is not granted "publish:TOPIC", or TOPIC is
+//	   "dead-letter", which only Nimbus writes, whatever the grants.
+//	3: the event is over 1MiB or the topic's max_event_size.
+//	4: no event store (or it failed; the host logs why).
+//	8: the app declares no topic of that name.
+//
+// A publish is not transactional with the invocation: the event stays
+// published if the function fails after the call returns, and a retried
+// invocation publishes again (a fixed id makes the second copy a
+// duplicate). Publishes that commit with a workflow step are a later
+// feature.
 package wire
