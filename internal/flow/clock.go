@@ -12,12 +12,11 @@ type Clock interface {
 	AfterFunc(d time.Duration, f func()) Timer
 }
 
-// Timer is a pending AfterFunc call.
-type Timer interface {
-	// Stop prevents the call if it has not started, and reports whether it
-	// did so.
-	Stop() bool
-}
+// Timer is a pending AfterFunc call: Stop prevents the call if it has not
+// started, and reports whether it did so. It is an alias of an unnamed
+// interface so that fake clocks (flowtest) satisfy Clock without importing
+// this package.
+type Timer = interface{ Stop() bool }
 
 // System returns the real clock.
 func System() Clock { return systemClock{} }

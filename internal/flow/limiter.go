@@ -26,21 +26,26 @@ type Limiter struct {
 	gran   int64 // rate slot width, ns
 	per    int64 // rate period, ns
 
-	mu       sync.Mutex
-	closed   bool
-	inflight int
-	waiting  int // queued for a slot
-	pending  int // held by debounce
-	single   keyState
-	keys     map[string]*keyState
-	peak     int // largest len(keys) since the map was last rebuilt
-	free     []*keyState
-	ring     ring     // keys whose head waiter could start but for MaxConcurrency
-	wakes    wakeHeap // keys waiting for time: rate or debounce
-	idle     idleQueue
-	timer    Timer
-	timerAt  int64 // when timer fires, ns since epoch
-	timerGen uint64
+	mu         sync.Mutex
+	closed     bool
+	inflight   int
+	waiting    int // queued for a slot
+	pending    int // held by debounce
+	superseded uint64
+	single     keyState
+	keys       map[string]*keyState
+	peak       int // largest len(keys) since the map was last rebuilt
+	free       []*keyState
+	ring       ring     // keys whose head waiter could start but for MaxConcurrency
+	wakes      wakeHeap // keys waiting for time: rate or debounce
+	idle       idleQueue
+	timer      Timer
+	timerAt    int64 // when timer fires, ns since epoch
+	timerGen   uint64
+
+	// onStart, set only by tests, sees every start under mu, and every
+	// start handed back (undo) by a waiter whose context ended.
+	onStart func(key string, at int64, undo bool)
 }
 
 // rateSlots is how many slots a rate period is cut into (see keyState).
@@ -151,6 +156,7 @@ func (l *Limiter) wait(ctx context.Context, k *keyState, prio int8, now int64) (
 			old.state = stSuperseded
 			old.ready <- struct{}{}
 			l.pending--
+			l.superseded++
 		}
 		w.state = stPending
 		k.pending = w
@@ -193,6 +199,9 @@ func (l *Limiter) wait(ctx context.Context, k *keyState, prio int8, now int64) (
 		l.inflight--
 		if w.slot >= 0 {
 			k.refund(w.slot)
+		}
+		if l.onStart != nil {
+			l.onStart(k.name, w.at, true)
 		}
 	case stQueued:
 		le = l.blockedLocked(k, now)
@@ -259,6 +268,8 @@ type Stats struct {
 	Waiting  int // invocations waiting for a slot
 	Pending  int // invocations held by debounce, waiting for quiet
 	Keys     int // keys with state: in flight, waiting, or inside a rate window
+	// Superseded counts the requests debounce has superseded, ever.
+	Superseded uint64
 }
 
 // Stats reports the limiter's state, after dropping keys that have become
@@ -272,7 +283,7 @@ func (l *Limiter) Stats() Stats {
 	if l.timed {
 		l.sweepLocked(l.now())
 	}
-	return Stats{InFlight: l.inflight, Waiting: l.waiting, Pending: l.pending, Keys: len(l.keys)}
+	return Stats{InFlight: l.inflight, Waiting: l.waiting, Pending: l.pending, Keys: len(l.keys), Superseded: l.superseded}
 }
 
 // Close fails every waiting and pending invocation with ErrClosed, and
@@ -357,6 +368,9 @@ func (l *Limiter) keyReadyLocked(k *keyState, now int64) bool {
 func (l *Limiter) startLocked(k *keyState, now int64) int64 {
 	k.inflight++
 	l.inflight++
+	if l.onStart != nil {
+		l.onStart(k.name, now, false)
+	}
 	if l.p.Rate > 0 {
 		return k.record(l, now)
 	}
@@ -430,7 +444,7 @@ func (l *Limiter) pumpLocked(now int64) {
 		w := k.head
 		k.unlink(w)
 		l.waiting--
-		w.slot = l.startLocked(k, now)
+		w.slot, w.at = l.startLocked(k, now), now
 		w.gen = k.gen
 		w.state = stGranted
 		w.ready <- struct{}{}
@@ -730,6 +744,7 @@ type waiter struct {
 	prio       int8
 	gen        uint32
 	slot       int64 // rate slot counted at grant, -1 none
+	at         int64 // when granted
 	prev, next *waiter
 }
 
