@@ -1,0 +1,46 @@
+package flow_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/nimbus-dev/nimbus/internal/flow"
+	"github.com/nimbus-dev/nimbus/internal/flow/flowtest"
+)
+
+// One limiter, keyed by tenant: each tenant may run one invocation at a
+// time and start two per minute.
+func Example() {
+	clock := flowtest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	lim, err := flow.NewLimiter(flow.Policy{KeyConcurrency: 1, Rate: 2, Per: time.Minute}, clock)
+	if err != nil {
+		panic(err)
+	}
+	defer lim.Close()
+	keyOf, _ := flow.ParseKey("header.x-tenant")
+	h := http.Header{"X-Tenant": {"acme"}}
+
+	for i := 0; i < 3; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		permit, err := lim.Acquire(ctx, keyOf.FromRequest(h, ""), flow.DefaultPriority)
+		cancel()
+		var le *flow.LimitError
+		switch {
+		case errors.As(err, &le):
+			status, _, retry, _ := flow.StatusOf(err)
+			fmt.Println(status, "Retry-After:", retry)
+		case err != nil:
+			fmt.Println(err)
+		default:
+			fmt.Println("run for", keyOf.FromRequest(h, ""))
+			permit.Release()
+		}
+	}
+	// Output:
+	// run for acme
+	// run for acme
+	// 429 Retry-After: 61
+}
