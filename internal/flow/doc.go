@@ -79,9 +79,12 @@
 //     max concurrency -> 503 with Retry-After.
 //   - Events (topic and bucket triggers): key from FromEvent on the event's
 //     attributes; wait rather than refuse. A superseded event is acked as
-//     done: the last event of its burst carries the state. A *LimitError
-//     with RetryAfter longer than the consumer's ack wait is a NAK with that
-//     delay (it does not count as a failed attempt).
+//     done: the last event of its burst carries the state. The consumer
+//     waits (keeping the message alive with InProgress); only a *LimitError
+//     with a RetryAfter longer than it wants to hold the message becomes a
+//     NAK with that delay. JetStream counts that redelivery against
+//     MaxDeliver, so the trigger must not treat it as a failed attempt in
+//     its own accounting (or must size MaxDeliver for it).
 //   - Cron: a firing is an event (FromEvent on its attributes; usually no
 //     key), handled as events are.
 //   - Async invocations: the stored request's headers and query give the
