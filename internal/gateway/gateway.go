@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 
 	"github.com/nimbus-dev/nimbus/internal/apierror"
+	"github.com/nimbus-dev/nimbus/internal/flow"
 	"github.com/nimbus-dev/nimbus/internal/registry"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 	"github.com/nimbus-dev/nimbus/internal/scheduler"
@@ -244,6 +245,14 @@ func WriteResponse(w http.ResponseWriter, resp *runtime.Response) {
 
 func (g *Gateway) fail(w http.ResponseWriter, req *runtime.Request, app, fn string, err error) {
 	e := InvocationError(app, fn, err)
+	if _, reason, retryAfter, ok := flow.StatusOf(err); ok {
+		if retryAfter != "" {
+			w.Header().Set("Retry-After", retryAfter)
+		}
+		if reason == "superseded" {
+			w.Header().Set("Nimbus-Flow", "superseded")
+		}
+	}
 	if e.Status >= 500 {
 		g.logger.Warn("invocation failed", "app", app, "function", fn, "invocation", req.InvocationID,
 			"trace_id", traceID(req.TraceParent), "status", e.Status, "error", err)

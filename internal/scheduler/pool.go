@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nimbus-dev/nimbus/internal/flow"
 	"github.com/nimbus-dev/nimbus/internal/registry"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 	"github.com/nimbus-dev/nimbus/internal/telemetry"
@@ -32,6 +33,12 @@ type pool struct {
 	metrics *telemetry.FunctionMetrics
 	now     func() time.Time
 
+	// The function's flow control (manifest flow:), applied before an
+	// instance is taken. A nil limiter has no limits.
+	limiter  *flow.Limiter
+	flowKey  flow.KeySource
+	priority int
+
 	tokens chan struct{}
 
 	mu     sync.Mutex
@@ -45,12 +52,28 @@ type idleInstance struct {
 	since time.Time
 }
 
-func newPool(app string, fn registry.Function, mod runtime.Module, m *telemetry.FunctionMetrics, now func() time.Time) *pool {
+func newPool(app string, fn registry.Function, mod runtime.Module, m *telemetry.FunctionMetrics, now func() time.Time) (*pool, error) {
 	n := fn.MaxInstances
 	if n <= 0 {
 		n = 1
 	}
-	return &pool{app: app, fn: fn, mod: mod, metrics: m, now: now, tokens: make(chan struct{}, n)}
+	p := &pool{app: app, fn: fn, mod: mod, metrics: m, now: now, tokens: make(chan struct{}, n),
+		priority: flow.PriorityOf(fn.Flow)}
+	if policy := flow.PolicyOf(fn.Flow); !policy.IsZero() {
+		lim, err := flow.NewLimiter(policy, nil)
+		if err != nil {
+			return nil, fmt.Errorf("function %s: flow: %w", fn.Name, err)
+		}
+		p.limiter = lim
+	}
+	if fn.Flow != nil && fn.Flow.Key != "" {
+		key, err := flow.ParseKey(fn.Flow.Key)
+		if err != nil {
+			return nil, fmt.Errorf("function %s: flow key: %w", fn.Name, err)
+		}
+		p.flowKey = key
+	}
+	return p, nil
 }
 
 // acquire returns an instance for exclusive use, and whether it was created
@@ -145,6 +168,9 @@ func (p *pool) close(wg *sync.WaitGroup) {
 		return
 	}
 	p.closed = true
+	if p.limiter != nil {
+		p.limiter.Close() // waiters get flow.ErrClosed and move to the new revision
+	}
 	idle := p.idle
 	p.idle = nil
 	p.gauge()

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nimbus-dev/nimbus/internal/flow"
 	"github.com/nimbus-dev/nimbus/internal/registry"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 	"github.com/nimbus-dev/nimbus/internal/telemetry"
@@ -106,7 +107,11 @@ func (s *Scheduler) prepare(ctx context.Context, app string, fn registry.Functio
 	if err != nil {
 		return nil, fmt.Errorf("function %s: %w", fn.Name, err)
 	}
-	p = newPool(app, fn, mod, s.opts.Metrics.Function(app, fn.Name), s.opts.Now)
+	p, err = newPool(app, fn, mod, s.opts.Metrics.Function(app, fn.Name), s.opts.Now)
+	if err != nil {
+		mod.Close(ctx)
+		return nil, err
+	}
 	s.mu.Lock()
 	if existing := s.pools[key]; existing != nil {
 		s.mu.Unlock()
@@ -250,25 +255,63 @@ func (s *Scheduler) invoke(ctx context.Context, p *pool, req *runtime.Request) (
 		defer cancel()
 	}
 	for {
+		// Flow control first: it decides the order in which waiting
+		// invocations get an instance.
+		var permit flow.Permit
+		if p.limiter != nil {
+			fwait, cancel := context.WithTimeout(ctx, time.Duration(p.fn.TimeoutMS)*time.Millisecond+p.limiter.Policy().Debounce)
+			var err error
+			permit, err = p.limiter.Acquire(fwait, p.flowKey.FromRequest(req.Header, req.RawQuery), p.priority)
+			cancel()
+			if errors.Is(err, flow.ErrClosed) {
+				np := s.successor(p)
+				if np == nil {
+					return nil, fmt.Errorf("%w: %s/%s", ErrNotFound, p.app, p.fn.Name)
+				}
+				p = np
+				continue
+			}
+			if err != nil {
+				return nil, err
+			}
+		}
 		inst, _, err := p.acquire(wait)
 		if errors.Is(err, errPoolClosed) {
+			if p.limiter != nil {
+				permit.Release()
+			}
 			// The revision was replaced while we waited; take the new one.
-			s.mu.RLock()
-			np := s.apps[p.app][p.fn.Name]
-			s.mu.RUnlock()
-			if np == nil || np == p {
+			np := s.successor(p)
+			if np == nil {
 				return nil, fmt.Errorf("%w: %s/%s", ErrNotFound, p.app, p.fn.Name)
 			}
 			p = np
 			continue
 		}
 		if err != nil {
+			if p.limiter != nil {
+				permit.Release()
+			}
 			return nil, err
 		}
 		resp, err := inst.Handle(ctx, req)
 		p.release(inst, err != nil)
+		if p.limiter != nil {
+			permit.Release()
+		}
 		return resp, err
 	}
+}
+
+// successor is the pool now serving p's function, or nil if none does.
+func (s *Scheduler) successor(p *pool) *pool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	np := s.apps[p.app][p.fn.Name]
+	if np == p {
+		return nil
+	}
+	return np
 }
 
 // StatusOf maps an invocation error to an HTTP status and a short reason
@@ -293,9 +336,11 @@ func StatusOf(err error) (int, string) {
 		return http.StatusBadGateway, "guest_failed"
 	case errors.Is(err, context.Canceled):
 		return 499, "canceled"
-	default:
-		return http.StatusInternalServerError, "internal"
 	}
+	if code, reason, _, ok := flow.StatusOf(err); ok {
+		return code, reason
+	}
+	return http.StatusInternalServerError, "internal"
 }
 
 // ReapIdle closes instances idle since before now minus the idle timeout,

@@ -484,3 +484,34 @@ func TestGatewayNotFoundAndMethodNotAllowed(t *testing.T) {
 		t.Fatalf("unknown path: %d %s", code, body)
 	}
 }
+
+// TestFlowRateLimitPerKey: a per-tenant rate limit answers 429 with
+// Retry-After to the tenant over its rate, and not to the others.
+func TestFlowRateLimitPerKey(t *testing.T) {
+	hello := guesttest.MustBuild(t, helloDir, guesttest.Reactor)
+	srv := start(t, t.TempDir())
+	f := fn("hello", hello, "GET /hello/{name}")
+	f.Flow = &registry.Flow{Key: "header.X-Tenant", Rate: &registry.Rate{Limit: 1, PeriodMS: 3_600_000}, Priority: registry.DefaultPriority}
+	deploy(t, srv, "hello", [][]byte{hello}, f)
+	call := func(tenant string) *http.Response {
+		req, _ := http.NewRequest("GET", srv.GatewayURL()+"/hello/x", nil)
+		req.Header.Set("X-Tenant", tenant)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	if r := call("a"); r.StatusCode != 200 {
+		t.Fatalf("first request of tenant a: %d", r.StatusCode)
+	}
+	r := call("a")
+	if r.StatusCode != 429 || r.Header.Get("Retry-After") == "" {
+		t.Fatalf("second request of tenant a within the period: %d, Retry-After %q", r.StatusCode, r.Header.Get("Retry-After"))
+	}
+	if r := call("b"); r.StatusCode != 200 {
+		t.Fatalf("tenant b is limited by tenant a: %d", r.StatusCode)
+	}
+}
