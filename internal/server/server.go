@@ -78,7 +78,10 @@ type Server struct {
 	wg       sync.WaitGroup
 }
 
-var _ api.Platform = (*Server)(nil)
+var (
+	_ api.Platform     = (*Server)(nil)
+	_ hostfn.Publisher = (*Server)(nil)
+)
 
 // Start opens the store, restores every active revision and starts serving.
 // On the first start of a data directory it creates the admin token
@@ -115,7 +118,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	s.buckets = state.NewBuckets(s.store.JetStream(), cfg.Logger)
 	s.rt, err = wasm.New(ctx, wasm.Config{CacheDir: cfg.CacheDir, Logger: cfg.Logger,
-		HostFunctions: hostfn.NewDefaultRegistry(cfg.Logger, hostfn.WithKV(s.buckets))})
+		HostFunctions: hostfn.NewDefaultRegistry(cfg.Logger, hostfn.WithKV(s.buckets), hostfn.WithPublisher(s))})
 	if err != nil {
 		return nil, fmt.Errorf("wasm runtime: %w", err)
 	}

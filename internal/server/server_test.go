@@ -515,3 +515,55 @@ func TestFlowRateLimitPerKey(t *testing.T) {
 		t.Fatalf("tenant b is limited by tenant a: %d", r.StatusCode)
 	}
 }
+
+// TestGuestPublishReachesSubscribers: a guest granted publish:orders
+// publishes through the node's event log, a topic trigger delivers it, and
+// an ungranted topic or an undeclared one are refused to the guest.
+func TestGuestPublishReachesSubscribers(t *testing.T) {
+	pub := guesttest.MustBuild(t, "../runtime/wasm/testdata/pubguest", guesttest.Reactor)
+	counter := guesttest.MustBuild(t, counterDir, guesttest.Reactor)
+	srv := start(t, t.TempDir())
+	p := fn("pub", pub, "/{path...}")
+	p.Capabilities = []string{"publish:orders"}
+	sub := fn("sub", counter)
+	sub.Triggers = []registry.Trigger{{Name: "t", Kind: registry.TriggerTopic, Topic: "orders",
+		MaxAttempts: 3, BackoffMS: 10, MaxBackoffMS: 100, DeadLetter: registry.DeadLetterTopic}}
+	for _, m := range [][]byte{pub, counter} {
+		if _, err := srv.PutArtifact(context.Background(), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	topics := []registry.Topic{{Name: "orders", MaxEventBytes: 1 << 16, RetentionMS: 3_600_000},
+		{Name: "audit", MaxEventBytes: 1 << 16, RetentionMS: 3_600_000},
+		{Name: registry.DeadLetterTopic, MaxEventBytes: 1 << 20, RetentionMS: 3_600_000}}
+	if _, _, err := srv.Deploy(context.Background(), "shop", registry.Spec{Functions: []registry.Function{p, sub}, Topics: topics}); err != nil {
+		t.Fatal(err)
+	}
+	post := func(query string) (int, string) {
+		resp, err := http.Post(srv.GatewayURL()+"/publish?"+query, "text/plain", strings.NewReader("{}"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, string(b)
+	}
+	if code, body := post("t=orders&type=order.created&id=1&source=/shop"); code != 200 {
+		t.Fatalf("granted publish: %d %s", code, body)
+	}
+	if code, body := post("t=audit&type=x&id=2&source=/shop"); code != 403 {
+		t.Fatalf("publish to a topic not granted: %d %s", code, body)
+	}
+	// The subscriber (the counter guest) was invoked with the event.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		idle, busy := srv.Instances("shop", "sub")
+		if idle+busy > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the subscriber never ran")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
