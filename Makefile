@@ -1,10 +1,13 @@
-# `make check` is the one test command: formatting, vet, and every test under
-# the race detector. CI (.ci/run) runs exactly this.
+# `make test` is the one test command: formatting, vet, and every test under
+# the race detector. CI (.ci/run) runs exactly this. `make check` is the same.
 GO ?= go
 
-.PHONY: check fmt vet test build bench
+.PHONY: test check fmt vet build bench
 
-check: fmt vet test
+test: fmt vet
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+check: test
 
 fmt:
 	@out="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
@@ -12,9 +15,6 @@ fmt:
 
 vet:
 	$(GO) vet ./...
-
-test:
-	$(GO) test -race -count=1 -timeout 15m ./...
 
 build:
 	$(GO) build -o bin/nimbus ./cmd/nimbus
