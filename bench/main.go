@@ -57,6 +57,7 @@ var scenarios = []scenario{
 	{"cold", "cold start (NewInstance + one Handle) vs raw wazero", runCold},
 	{"wagi", "WAGI request through the gateway vs raw net/http and raw wazero", runWAGI},
 	{"memory", "RSS of a nimbus process with 1,000 idle functions vs none; deploy rate", runMemory},
+	{"events", "events/s from CloudEvents ingress to function completion (fsync on) vs raw JetStream sync publishes", runEvents},
 }
 
 // bench is what scenarios share.

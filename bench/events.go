@@ -1,0 +1,263 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nimbus-dev/nimbus/internal/guesttest"
+	"github.com/nimbus-dev/nimbus/internal/registry"
+	"github.com/nimbus-dev/nimbus/internal/server"
+	"github.com/nimbus-dev/nimbus/internal/store"
+)
+
+// runEvents measures events per second from gateway ingress to function
+// completion (fsync on), batched and single-event, beside raw JetStream
+// publishes with synchronous writes on the same kind of store.
+func runEvents(ctx context.Context, b *bench) ([]row, error) {
+	progress("   building internal/events/testdata/eventguest (reactor)")
+	wasm, err := guesttest.Build(b.root+"/internal/events/testdata/eventguest", guesttest.Reactor)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := b.startServer(ctx, "events")
+	if err != nil {
+		return nil, err
+	}
+	defer srv.Close(context.Background())
+	if _, err := srv.PutArtifact(ctx, wasm); err != nil {
+		return nil, err
+	}
+	fn := registry.Function{Name: "f", Runtime: "wasm", Module: sha(wasm), MemoryBytes: 64 << 20, TimeoutMS: 5000,
+		Concurrency: 1, MaxInstances: 8, MaxRequestBytes: 1 << 20, MaxResponseBytes: 1 << 20,
+		Triggers: []registry.Trigger{{Name: "t", Kind: registry.TriggerTopic, Topic: "t", MaxAttempts: 5,
+			BackoffMS: 1000, MaxBackoffMS: 300_000, DeadLetter: registry.DeadLetterTopic}}}
+	topics := []registry.Topic{{Name: "t", MaxEventBytes: 1 << 16, RetentionMS: 3_600_000},
+		{Name: registry.DeadLetterTopic, MaxEventBytes: 1 << 20, RetentionMS: 3_600_000}}
+	if _, _, err := srv.Deploy(ctx, "ev", registry.Spec{Functions: []registry.Function{fn}, Topics: topics}); err != nil {
+		return nil, err
+	}
+	raw, err := newRawJetStream(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	defer raw.close()
+
+	url := srv.GatewayURL() + "/_nimbus/events/ev/t"
+	client := loadClient(16)
+	var seq atomic.Int64
+	var batched, single, rawRuns []float64
+	for i := 0; i < b.opts.runs; i++ {
+		n, err := eventsRun(ctx, srv, b.opts.duration, 4, func(ctx context.Context) (int, error) {
+			return postBatch(ctx, client, url, &seq, 100)
+		})
+		if err != nil {
+			return nil, fmt.Errorf("batched: %w", err)
+		}
+		batched = append(batched, n)
+		n, err = eventsRun(ctx, srv, b.opts.duration, 16, func(ctx context.Context) (int, error) {
+			return postBatch(ctx, client, url, &seq, 1)
+		})
+		if err != nil {
+			return nil, fmt.Errorf("single: %w", err)
+		}
+		single = append(single, n)
+		r, err := raw.run(ctx, b.opts.duration, 16)
+		if err != nil {
+			return nil, fmt.Errorf("raw JetStream: %w", err)
+		}
+		rawRuns = append(rawRuns, r)
+		progress("   run %d: batched %.0f/s, single %.0f/s, raw sync publish %.0f/s", i+1, batched[i], single[i], r)
+	}
+	rows := []row{
+		newRow("events", "ingress->completion, batches of 100, 4 clients", "events/s", batched, "raw js.Publish (sync), 16 publishers", rawRuns).
+			goal(">= 20000 events/s", median(batched) >= 20000),
+		newRow("events", "ingress->completion, single events, 16 clients", "events/s", single, "raw js.Publish (sync), 16 publishers", rawRuns),
+	}
+	return rows, nil
+}
+
+// eventsRun publishes with `workers` clients for d, then waits until the
+// function has completed every accepted event, and returns events per second
+// from the first publish to the last completion.
+func eventsRun(ctx context.Context, srv *server.Server, d time.Duration, workers int, publish func(context.Context) (int, error)) (float64, error) {
+	before, err := completions(srv)
+	if err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	var sent atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	pctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for pctx.Err() == nil {
+				n, err := publish(pctx)
+				if err != nil {
+					if pctx.Err() == nil {
+						errs <- err
+					}
+					return
+				}
+				sent.Add(int64(n))
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return 0, err
+	}
+	want := before + float64(sent.Load())
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		done, err := completions(srv)
+		if err != nil {
+			return 0, err
+		}
+		if done >= want {
+			return float64(sent.Load()) / time.Since(start).Seconds(), nil
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("%0.f of %d events completed after 2 minutes", done-before, sent.Load())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// completions is the function's successful invocation count, from the
+// node's own metrics.
+func completions(srv *server.Server) (float64, error) {
+	mfs, err := srv.Metrics().Registry().Gather()
+	if err != nil {
+		return 0, err
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "nimbus_requests_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["app"] == "ev" && labels["function"] == "f" && labels["code"] == "200" {
+				return m.GetCounter().GetValue(), nil
+			}
+		}
+	}
+	return 0, nil
+}
+
+// postBatch publishes n events (batched mode, or binary mode for one).
+func postBatch(ctx context.Context, client *http.Client, url string, seq *atomic.Int64, n int) (int, error) {
+	var body bytes.Buffer
+	ct := "application/cloudevents-batch+json"
+	var req *http.Request
+	var err error
+	if n == 1 {
+		req, err = http.NewRequestWithContext(ctx, http.MethodPost, url, nil)
+		if err != nil {
+			return 0, err
+		}
+		req.Header.Set("Ce-Specversion", "1.0")
+		req.Header.Set("Ce-Id", strconv.FormatInt(seq.Add(1), 10))
+		req.Header.Set("Ce-Source", "/bench")
+		req.Header.Set("Ce-Type", "fast")
+	} else {
+		body.WriteByte('[')
+		for i := 0; i < n; i++ {
+			if i > 0 {
+				body.WriteByte(',')
+			}
+			fmt.Fprintf(&body, `{"specversion":"1.0","id":"%d","source":"/bench","type":"fast"}`, seq.Add(1))
+		}
+		body.WriteByte(']')
+		req, err = http.NewRequestWithContext(ctx, http.MethodPost, url, &body)
+		if err != nil {
+			return 0, err
+		}
+		req.Header.Set("Content-Type", ct)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		return 0, fmt.Errorf("publish: %d %s", resp.StatusCode, b)
+	}
+	return n, nil
+}
+
+// rawJetStream is the baseline: an embedded store like the node's
+// (synchronous writes) and plain publishes to a stream of its own.
+type rawJetStream struct {
+	st *store.Store
+	js jetstream.JetStream
+}
+
+func newRawJetStream(ctx context.Context, b *bench) (*rawJetStream, error) {
+	dir, err := os.MkdirTemp(b.tmp, "rawjs-")
+	if err != nil {
+		return nil, err
+	}
+	st, err := store.Open(ctx, store.Options{DataDir: dir, Logger: b.logger})
+	if err != nil {
+		return nil, err
+	}
+	js := st.JetStream()
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "RAW", Subjects: []string{"raw.>"}, Storage: jetstream.FileStorage}); err != nil {
+		st.Close()
+		return nil, err
+	}
+	return &rawJetStream{st: st, js: js}, nil
+}
+
+func (r *rawJetStream) close() { r.st.Close() }
+
+// run publishes one message at a time from each of `workers` goroutines for
+// d and returns acknowledged messages per second.
+func (r *rawJetStream) run(ctx context.Context, d time.Duration, workers int) (float64, error) {
+	msg := []byte(`{"specversion":"1.0","id":"1","source":"/bench","type":"fast"}`)
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	pctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	start := time.Now()
+	var firstErr atomic.Value
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for pctx.Err() == nil {
+				if _, err := r.js.Publish(pctx, "raw.t", msg); err != nil {
+					if pctx.Err() == nil {
+						firstErr.Store(err)
+					}
+					return
+				}
+				n.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if err, ok := firstErr.Load().(error); ok {
+		return 0, err
+	}
+	return float64(n.Load()) / time.Since(start).Seconds(), nil
+}
