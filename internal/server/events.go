@@ -12,12 +12,15 @@ import (
 	"github.com/nimbus-dev/nimbus/internal/apierror"
 	"github.com/nimbus-dev/nimbus/internal/events"
 	"github.com/nimbus-dev/nimbus/internal/events/cloudevents"
+	"github.com/nimbus-dev/nimbus/internal/events/cron"
 	"github.com/nimbus-dev/nimbus/internal/registry"
 	"github.com/nimbus-dev/nimbus/internal/telemetry"
 )
 
 // topicTriggers are the topic triggers of a revision, in the dispatcher's
-// terms.
+// terms. A cron trigger is one too: its firings are events on the internal
+// topic events.CronTopic(function, trigger) (see events.CronSource), which
+// the dispatcher delivers with the trigger's retries and dead letter.
 func topicTriggers(rev *registry.Revision) []events.TriggerSpec {
 	var out []events.TriggerSpec
 	if rev == nil {
@@ -25,6 +28,16 @@ func topicTriggers(rev *registry.Revision) []events.TriggerSpec {
 	}
 	for _, fn := range rev.Functions {
 		for _, t := range fn.Triggers {
+			if t.Kind == registry.TriggerCron {
+				out = append(out, events.TriggerSpec{
+					App: rev.App, Function: fn.Name, Topic: events.CronTopic(fn.Name, t.Name), ID: t.Name,
+					MaxAttempts: t.MaxAttempts,
+					Backoff:     time.Duration(t.BackoffMS) * time.Millisecond,
+					MaxBackoff:  time.Duration(t.MaxBackoffMS) * time.Millisecond,
+					DeadLetter:  t.DeadLetter,
+				})
+				continue
+			}
 			if t.Kind != registry.TriggerTopic {
 				continue
 			}
@@ -43,6 +56,43 @@ func topicTriggers(rev *registry.Revision) []events.TriggerSpec {
 		}
 	}
 	return out
+}
+
+// cronTriggers are the cron triggers of a revision, in the cron source's
+// terms. A schedule that does not parse (the registry stores canonical,
+// validated ones, so only a corrupt record) is left out and reported.
+func cronTriggers(rev *registry.Revision) ([]events.CronSpec, error) {
+	if rev == nil {
+		return nil, nil
+	}
+	var out []events.CronSpec
+	var errs []error
+	for _, fn := range rev.Functions {
+		for _, t := range fn.Triggers {
+			if t.Kind != registry.TriggerCron {
+				continue
+			}
+			sched, err := cron.Parse(t.Cron, t.Timezone)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("cron trigger %s/%s: %w", fn.Name, t.Name, err))
+				continue
+			}
+			catchUp := time.Duration(t.CatchUpMS) * time.Millisecond
+			if t.CatchUpMS == registry.CatchUpNoLimit {
+				catchUp = cron.NoLimit
+			}
+			out = append(out, events.CronSpec{App: rev.App, Function: fn.Name, ID: t.Name, Schedule: sched, CatchUp: catchUp})
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+// syncCron starts and stops the cron triggers of app (rev nil: none). It
+// runs after the dispatcher's Sync, so the consumer of a cron trigger's
+// topic exists before its first firing.
+func (s *Server) syncCron(ctx context.Context, app string, rev *registry.Revision) error {
+	specs, perr := cronTriggers(rev)
+	return errors.Join(perr, s.cron.Sync(ctx, app, specs))
 }
 
 // Publish appends events to a topic of an active app. It returns once every

@@ -62,6 +62,7 @@ type Server struct {
 	buckets *state.Buckets
 	events  *events.Log
 	deliver *events.Dispatcher
+	cron    *events.CronSource
 	logs    *guestlog.Writer
 	metrics *telemetry.Metrics
 
@@ -131,6 +132,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, fmt.Errorf("event log: %w", err)
 	}
 	s.deliver = events.NewDispatcher(s.store.JetStream(), s.events, s.sched, events.DispatcherOptions{Logger: cfg.Logger})
+	s.cron = events.NewCronSource(s.store.JetStream(), s.events, events.CronOptions{Logger: cfg.Logger})
 	s.gw = gateway.New(s.sched, cfg.Logger)
 	s.gw.SetEvents(s)
 	s.reg = registry.New(s.store.Registry(), s.store)
@@ -195,6 +197,9 @@ func (s *Server) restore(ctx context.Context) error {
 		s.setActive(app.Name, rev)
 		if err := s.deliver.Sync(ctx, app.Name, topicTriggers(rev)); err != nil {
 			s.logger.Error("restore triggers failed", "app", app.Name, "error", err)
+		}
+		if err := s.syncCron(ctx, app.Name, rev); err != nil {
+			s.logger.Error("restore cron triggers failed", "app", app.Name, "error", err)
 		}
 	}
 	return s.refreshRoutes()
@@ -270,6 +275,11 @@ func (s *Server) Close(ctx context.Context) error {
 		s.cancel()
 	}
 	s.wg.Wait()
+	if s.cron != nil {
+		if err := s.cron.Close(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if s.deliver != nil {
 		if err := s.deliver.Close(ctx); err != nil {
 			errs = append(errs, err)
@@ -341,6 +351,9 @@ func (s *Server) Deploy(ctx context.Context, app string, spec registry.Spec) (*r
 	if err := s.deliver.Sync(ctx, app, topicTriggers(rev)); err != nil {
 		return nil, false, fmt.Errorf("deploy %s: triggers: %w", app, err)
 	}
+	if err := s.syncCron(ctx, app, rev); err != nil {
+		return nil, false, fmt.Errorf("deploy %s: cron triggers: %w", app, err)
+	}
 	return rev, changed, nil
 }
 
@@ -375,7 +388,10 @@ func (s *Server) Rollback(ctx context.Context, app, revision string) (*registry.
 	if err := s.refreshRoutes(); err != nil {
 		return nil, err
 	}
-	return rev, s.deliver.Sync(ctx, app, topicTriggers(rev))
+	if err := s.deliver.Sync(ctx, app, topicTriggers(rev)); err != nil {
+		return rev, err
+	}
+	return rev, s.syncCron(ctx, app, rev)
 }
 
 // Delete implements api.Platform.
@@ -383,6 +399,9 @@ func (s *Server) Delete(ctx context.Context, app string) error {
 	s.deployMu.Lock()
 	defer s.deployMu.Unlock()
 	if err := s.reg.Delete(ctx, app); err != nil {
+		return err
+	}
+	if err := s.cron.Sync(ctx, app, nil); err != nil {
 		return err
 	}
 	if err := s.deliver.Sync(ctx, app, nil); err != nil {

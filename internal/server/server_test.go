@@ -567,3 +567,34 @@ func TestGuestPublishReachesSubscribers(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestCronTriggerInvokesFunction: a cron trigger's tick becomes an event on
+// its internal topic, which the dispatcher delivers to the function.
+func TestCronTriggerInvokesFunction(t *testing.T) {
+	counter := guesttest.MustBuild(t, counterDir, guesttest.Reactor)
+	srv := start(t, t.TempDir())
+	f := fn("tick", counter)
+	f.Triggers = []registry.Trigger{{Name: "every-second", Kind: registry.TriggerCron, Cron: "@every 1s",
+		CatchUpMS: registry.CatchUpNoLimit, MaxAttempts: 3, BackoffMS: 10, MaxBackoffMS: 100, DeadLetter: registry.DeadLetterTopic}}
+	if _, err := srv.PutArtifact(context.Background(), counter); err != nil {
+		t.Fatal(err)
+	}
+	topics := []registry.Topic{{Name: registry.DeadLetterTopic, MaxEventBytes: 1 << 20, RetentionMS: 3_600_000}}
+	if _, _, err := srv.Deploy(context.Background(), "clock", registry.Spec{Functions: []registry.Function{f}, Topics: topics}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		idle, busy := srv.Instances("clock", "tick")
+		if idle+busy > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the cron trigger never invoked the function")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := srv.Delete(context.Background(), "clock"); err != nil {
+		t.Fatalf("delete: %v", err)
+	}
+}
