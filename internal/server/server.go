@@ -320,6 +320,10 @@ func (s *Server) Deploy(ctx context.Context, app string, spec registry.Spec) (*r
 	if err != nil {
 		return nil, false, apierror.Wrap(http.StatusBadRequest, "invalid_revision", err)
 	}
+	// A schedule that does not parse is refused before anything changes.
+	if _, err := cronTriggers(planned); err != nil {
+		return nil, false, apierror.Wrap(http.StatusBadRequest, "invalid_revision", err)
+	}
 	if err := s.sched.Prepare(ctx, app, planned.Functions); err != nil {
 		if errors.Is(err, runtime.ErrInvalidModule) {
 			return nil, false, apierror.Wrap(http.StatusUnprocessableEntity, "invalid_module", err)
