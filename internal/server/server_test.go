@@ -344,7 +344,7 @@ func TestLogsAndMetricsCarryTheInvocation(t *testing.T) {
 	inv := hdr.Get("X-Nimbus-Invocation-Id")
 
 	// The guest's log line arrives tagged with the invocation id.
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		var found bool
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -583,7 +583,7 @@ func TestCronTriggerInvokesFunction(t *testing.T) {
 	if _, _, err := srv.Deploy(context.Background(), "clock", registry.Spec{Functions: []registry.Function{f}, Topics: topics}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		idle, busy := srv.Instances("clock", "tick")
 		if idle+busy > 0 {
