@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -65,7 +66,7 @@ func newKVGet(g *globals) *cobra.Command {
 
 func newKVPut(g *globals) *cobra.Command {
 	var data string
-	var ttl = new(durationFlag)
+	var ttl time.Duration
 	var ifRev int64 = -1
 	cmd := &cobra.Command{
 		Use:   "put APP/BUCKET KEY [VALUE]",
@@ -96,7 +97,10 @@ not exist yet): compare-and-swap. --ttl expires the key.`,
 			if err != nil {
 				return err
 			}
-			rev, err := c.KVPut(cmd.Context(), app, bucket, args[1], value, ttl.d, cond)
+			if ttl < 0 {
+				return fmt.Errorf("--ttl %s: use a positive duration such as 30s or 1h", ttl)
+			}
+			rev, err := c.KVPut(cmd.Context(), app, bucket, args[1], value, ttl, cond)
 			if err != nil {
 				return err
 			}
@@ -108,7 +112,7 @@ not exist yet): compare-and-swap. --ttl expires the key.`,
 		},
 	}
 	cmd.Flags().StringVarP(&data, "data", "d", "", "value: text, @file, or @- for standard input")
-	cmd.Flags().Var(ttl, "ttl", "expire the key after this long (e.g. 30s, 1h)")
+	cmd.Flags().DurationVar(&ttl, "ttl", 0, "expire the key after this long (e.g. 30s, 1h; default: never)")
 	cmd.Flags().Int64Var(&ifRev, "if-revision", -1, "write only if the key is at this revision (0: only if absent)")
 	return cmd
 }

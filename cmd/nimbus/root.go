@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -64,24 +63,3 @@ func short(id string) string {
 	}
 	return id
 }
-
-// durationFlag is a time.Duration flag whose zero value means "not set".
-type durationFlag struct{ d time.Duration }
-
-func (f *durationFlag) String() string {
-	if f.d == 0 {
-		return ""
-	}
-	return f.d.String()
-}
-
-func (f *durationFlag) Set(s string) error {
-	d, err := time.ParseDuration(s)
-	if err != nil || d <= 0 {
-		return fmt.Errorf("%q is not a positive duration such as 30s or 1h", s)
-	}
-	f.d = d
-	return nil
-}
-
-func (f *durationFlag) Type() string { return "duration" }

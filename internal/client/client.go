@@ -347,16 +347,14 @@ func (c *Client) KVList(ctx context.Context, app, bucket, prefix, after string) 
 // Publish sends one event to app/topic (CloudEvents binary mode) and returns
 // once the server has stored it.
 func (c *Client) Publish(ctx context.Context, app, topic string, e *cloudevents.Event) (*gateway.PublishResult, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost,
-		c.BaseURL+"/api/v1/apps/"+url.PathEscape(app)+"/topics/"+url.PathEscape(topic)+"/events", nil)
-	if err != nil {
+	// WriteRequest encodes the event's attributes as ce-* headers; c.do
+	// sends them with the data as the body.
+	enc := &http.Request{Header: http.Header{}}
+	if err := cloudevents.WriteRequest(enc, e); err != nil {
 		return nil, err
 	}
-	if err := cloudevents.WriteRequest(req, e); err != nil {
-		return nil, err
-	}
-	h := req.Header.Clone()
-	resp, err := c.do(ctx, http.MethodPost, "/api/v1/apps/"+url.PathEscape(app)+"/topics/"+url.PathEscape(topic)+"/events", bytes.NewReader(e.Data), h)
+	path := "/api/v1/apps/" + url.PathEscape(app) + "/topics/" + url.PathEscape(topic) + "/events"
+	resp, err := c.do(ctx, http.MethodPost, path, bytes.NewReader(e.Data), enc.Header)
 	if err != nil {
 		return nil, err
 	}

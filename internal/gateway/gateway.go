@@ -106,8 +106,6 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Allow", probe.header.Get("Allow"))
 		apierror.Write(w, apierror.New(http.StatusMethodNotAllowed, "method_not_allowed",
 			fmt.Sprintf("%s is not allowed on %s; this route accepts %s", r.Method, r.URL.Path, probe.header.Get("Allow"))))
-	case http.StatusMovedPermanently, http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
-		h.ServeHTTP(w, r) // ServeMux's path cleaning redirect
 	default:
 		apierror.Write(w, apierror.New(http.StatusNotFound, "route_not_found",
 			fmt.Sprintf("no route matches %s %s; routes are declared in nimbus.yaml under functions.<name>.routes (see `nimbus ls`)", r.Method, r.URL.Path)))
