@@ -40,6 +40,7 @@ type Platform interface {
 	ReadLogs(ctx context.Context, q guestlog.Query, fn func(guestlog.Entry) error) error
 	KV() KV
 	gateway.EventSink
+	Async
 }
 
 // Authenticator checks tokens; *security.Tokens implements it.
@@ -72,6 +73,7 @@ func Handler(p Platform, auth Authenticator, metrics *telemetry.Metrics, version
 	handle("POST /api/v1/apps/{app}/functions/{function}/invoke", security.ScopeInvoke, a.invoke)
 	handle("GET /api/v1/apps/{app}/logs", security.ScopeRead, a.logs)
 	a.kvRoutes(handle)
+	handle("GET /api/v1/invocations/{id}", security.ScopeRead, a.invocation)
 	handle("POST /api/v1/apps/{app}/topics/{topic}/events", security.ScopeInvoke, func(w http.ResponseWriter, r *http.Request) error {
 		gateway.ServeEvents(w, r, a.p, r.PathValue("app"), r.PathValue("topic"))
 		return nil
@@ -369,6 +371,10 @@ func (a *api) invoke(w http.ResponseWriter, r *http.Request) error {
 		return gateway.InvocationError(app, name, err)
 	}
 	req.Body = body
+	if gateway.WantsAsync(r.Header) {
+		gateway.ServeAsync(w, r, a.p, app, name, req)
+		return nil
+	}
 	resp, err := a.p.Invoke(r.Context(), app, name, req)
 	if err != nil {
 		return gateway.InvocationError(app, name, err)

@@ -123,6 +123,16 @@ type TriggerSpec struct {
 	// DeadLetter is the topic failed events go to. Optional: default
 	// "dead-letter".
 	DeadLetter string
+	// Async makes this the app's async invocation trigger (see AsyncEntry):
+	// Topic must be AsyncTopic, and each event invokes the function it
+	// names with the request it carries; outcomes are recorded in
+	// InvocationsBucket. Function is only a name for the consumer.
+	Async bool
+}
+
+// AsyncTrigger is the trigger delivering app's async invocations.
+func AsyncTrigger(app string) TriggerSpec {
+	return TriggerSpec{App: app, Function: AsyncTopic, Topic: AsyncTopic, ID: "async", Async: true}
 }
 
 func (s TriggerSpec) withDefaults() TriggerSpec {
@@ -154,6 +164,9 @@ func (s TriggerSpec) validate(app string) error {
 	if s.ID == "" {
 		return fmt.Errorf("trigger of %s: empty id", s.Function)
 	}
+	if s.Async != (s.Topic == AsyncTopic) {
+		return fmt.Errorf("trigger %s/%s: only the async trigger reads topic %s", s.Function, s.ID, AsyncTopic)
+	}
 	if k := s.OrderingKey; k != "" && (!strings.HasPrefix(k, "event.") || len(k) == len("event.")) {
 		return fmt.Errorf("trigger %s/%s: ordering key %q must be event.<attribute>", s.Function, s.ID, k)
 	}
@@ -181,6 +194,9 @@ type DispatcherOptions struct {
 	// DuplicateWindow is the TTL of delivery records; use the Log's
 	// duplicate window. Optional: default 10m.
 	DuplicateWindow time.Duration
+	// InvocationTTL is how long async invocation records are kept.
+	// Optional: default 24h.
+	InvocationTTL time.Duration
 }
 
 // DispatcherStats are cumulative counters of a Dispatcher.
@@ -271,6 +287,8 @@ type Dispatcher struct {
 
 	syncMu    sync.Mutex // serializes Sync and Close; held while loops start and stop
 	delivered jetstream.KeyValue
+	records   *Invocations
+	running   sync.Map // stream sequence -> attempt, async invocations running here
 	loops     map[string]*trigger // consumer name -> running loop
 	closed    bool
 
@@ -315,6 +333,58 @@ func (d *Dispatcher) Stats() DispatcherStats {
 		Delivered: d.nDelivered.Load(), Failed: d.failed.Load(), DeadLettered: d.dead.Load(),
 		Filtered: d.filtered.Load(), Duplicates: d.dups.Load(), Malformed: d.malformed.Load(),
 	}
+}
+
+// Invocation returns the state of the async invocation id: its record,
+// or "running" when an attempt runs on this node before any record, or
+// "queued" while its event waits. It returns ErrNoRecord for an id that
+// names no async invocation (never accepted, or older than the records'
+// TTL and the stream's retention).
+func (d *Dispatcher) Invocation(ctx context.Context, id string) (*Invocation, error) {
+	seq, ok := ParseAsyncID(id)
+	if !ok {
+		return nil, ErrNoRecord
+	}
+	d.syncMu.Lock()
+	err := d.ensureBucket(ctx)
+	d.syncMu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	inv, err := d.records.Get(ctx, id)
+	if !errors.Is(err, ErrNoRecord) {
+		return inv, err
+	}
+	inv, found, err := QueuedInvocation(ctx, d.js, d.log.Stream(), seq)
+	if err != nil || !found {
+		return nil, errors.Join(err, ErrNoRecord)
+	}
+	if a, ok := d.running.Load(seq); ok {
+		inv.State, inv.Attempts = StateRunning, a.(int)
+	}
+	return inv, nil
+}
+
+// InvocationByKey returns the id of a finished async invocation of
+// app/function accepted with idempotency key key, while its record exists.
+func (d *Dispatcher) InvocationByKey(ctx context.Context, app, function, key string) (string, bool, error) {
+	d.syncMu.Lock()
+	err := d.ensureBucket(ctx)
+	d.syncMu.Unlock()
+	if err != nil {
+		return "", false, err
+	}
+	return d.records.ByKey(ctx, app, function, key)
+}
+
+// HasConsumer reports whether the durable consumer of trigger s exists on
+// the server (created by this process or an earlier one).
+func (d *Dispatcher) HasConsumer(ctx context.Context, s TriggerSpec) (bool, error) {
+	_, err := d.js.Consumer(ctx, d.log.Stream(), consumerName(s.withDefaults()))
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // ErrDispatcherClosed is returned by Sync after Close.
@@ -424,7 +494,7 @@ func (d *Dispatcher) Close(ctx context.Context) error {
 }
 
 func (d *Dispatcher) ensureBucket(ctx context.Context) error {
-	if d.delivered != nil {
+	if d.delivered != nil && d.records != nil {
 		return nil
 	}
 	// A KV bucket created as its stream, to set AsyncPersistMode: a
@@ -459,7 +529,8 @@ func (d *Dispatcher) ensureBucket(ctx context.Context) error {
 		return fmt.Errorf("delivery records %s: %w", DeliveredBucket, err)
 	}
 	d.delivered = kv
-	return nil
+	d.records, err = OpenInvocations(ctx, d.js, d.opts.InvocationTTL)
+	return err
 }
 
 func (d *Dispatcher) consumerConfig(name string, s TriggerSpec) jetstream.ConsumerConfig {

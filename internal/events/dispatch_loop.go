@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nimbus-dev/nimbus/internal/events/cloudevents"
+	"github.com/nimbus-dev/nimbus/internal/flow"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 	"github.com/nimbus-dev/nimbus/internal/telemetry"
 )
@@ -73,9 +74,10 @@ type trigger struct {
 	wg     sync.WaitGroup
 	sem    chan struct{} // worker slots
 
-	mu   sync.Mutex
-	held map[uint64]*delivery   // stream sequence -> event held unacknowledged
-	keys map[string][]*delivery // ordered triggers: key -> events in stream order, head in progress
+	mu       sync.Mutex
+	held     map[uint64]*delivery   // stream sequence -> event held unacknowledged
+	keys     map[string][]*delivery // ordered triggers: key -> events in stream order, head in progress
+	deferred map[uint64]int         // stream sequence -> deliveries put off by a flow limit (not attempts)
 }
 
 // delivery is one event held by a trigger.
@@ -83,6 +85,7 @@ type delivery struct {
 	msg       jetstream.Msg // the latest delivery of it; guarded by trigger.mu
 	seq       uint64        // stream sequence
 	delivered uint64        // NumDelivered when taken
+	stored    time.Time     // when the event was appended
 	local     int           // attempts made in this process before the current one (ordered retries)
 	msgID     string
 	event     *cloudevents.Event
@@ -98,8 +101,9 @@ func (d *Dispatcher) start(name string, s TriggerSpec, cons jetstream.Consumer) 
 		ordered: s.OrderingKey != "",
 		ctx:     ctx, cancel: cancel,
 		sem:  make(chan struct{}, d.opts.Concurrency),
-		held: map[uint64]*delivery{},
-		keys: map[string][]*delivery{},
+		held:     map[uint64]*delivery{},
+		keys:     map[string][]*delivery{},
+		deferred: map[uint64]int{},
 	}
 	t.wg.Go(t.run)
 	t.wg.Go(t.heartbeat)
@@ -172,7 +176,7 @@ func (t *trigger) accept(msg jetstream.Msg) {
 	}
 	t.mu.Unlock()
 
-	dl := &delivery{msg: msg, seq: seq, delivered: meta.NumDelivered, msgID: msg.Headers().Get(nats.MsgIdHdr)}
+	dl := &delivery{msg: msg, seq: seq, delivered: meta.NumDelivered, stored: meta.Timestamp, msgID: msg.Headers().Get(nats.MsgIdHdr)}
 	e, err := DecodeEntry(msg.Data())
 	if err != nil {
 		// Not a CloudEvent: no attempt can succeed. Dead-letter it as it is.
@@ -272,7 +276,9 @@ func (t *trigger) handle(dl *delivery) jetstream.Msg {
 // retry (ordered: the caller retries after delay in process).
 func (t *trigger) deliver(dl *delivery) (retry bool, delay time.Duration) {
 	s := &t.spec
-	attempt := int(dl.delivered) + dl.local
+	t.mu.Lock()
+	attempt := int(dl.delivered) + dl.local - t.deferred[dl.seq]
+	t.mu.Unlock()
 	if attempt > s.MaxAttempts {
 		// The last attempt ran (or was cut short by a crash) but its dead
 		// letter was not appended and terminated.
@@ -298,15 +304,28 @@ func (t *trigger) deliver(dl *delivery) (retry bool, delay time.Duration) {
 		}
 	}
 
+	if s.Async {
+		return t.deliverAsync(dl, attempt)
+	}
 	resp, err := t.d.inv.Invoke(t.ctx, s.App, s.Function, t.request(dl, attempt))
 	if t.ctx.Err() != nil {
 		return false, 0
+	}
+	if errors.Is(err, flow.ErrSuperseded) {
+		// Debounced: a later event with the same flow key runs instead.
+		t.forget(dl.seq)
+		_ = t.handle(dl).Ack()
+		return false, 0
+	}
+	if wait, ok := flowDeferral(err); ok {
+		return t.putOff(dl, wait)
 	}
 	if err == nil && resp.Status >= 200 && resp.Status < 300 {
 		if _, err := t.d.delivered.Put(t.ctx, recKey, strconv.AppendUint(nil, dl.seq, 10)); err != nil {
 			t.logger.Warn("record delivery", "seq", dl.seq, "err", err)
 		}
 		t.d.nDelivered.Add(1)
+		t.forget(dl.seq)
 		_ = t.handle(dl).Ack()
 		return false, 0
 	}
@@ -334,6 +353,43 @@ func (t *trigger) deliver(dl *delivery) (retry bool, delay time.Duration) {
 		return false, 0
 	}
 	return t.final(dl, nil, attempt, cause)
+}
+
+// flowDeferral reports whether err is a flow limit refusing to start an
+// invocation now (a rate limit with a known wait) rather than a failure,
+// and how long to wait.
+func flowDeferral(err error) (time.Duration, bool) {
+	var le *flow.LimitError
+	if !errors.As(err, &le) || le.Err != nil || le.RetryAfter <= 0 {
+		return 0, false
+	}
+	return le.RetryAfter, true
+}
+
+// putOff delays dl because a flow limit refused it: it is not an attempt
+// (deferred is subtracted from the attempt count), and it runs again after
+// wait plus up to 10% jitter, so the events refused together do not all
+// come back at the same instant.
+func (t *trigger) putOff(dl *delivery, wait time.Duration) (retry bool, delay time.Duration) {
+	delay = wait + time.Duration(rand.Int64N(int64(wait)/10+1))
+	t.mu.Lock()
+	t.deferred[dl.seq]++
+	t.mu.Unlock()
+	t.logger.Debug("delivery put off by flow limit", "seq", dl.seq, "retry_in", delay)
+	if t.ordered {
+		return true, delay // work counts it in local; deferred takes it back
+	}
+	msg := t.handle(dl)
+	t.remove(dl)
+	_ = msg.NakWithDelay(delay)
+	return false, 0
+}
+
+// forget drops what the trigger remembers of an event it is done with.
+func (t *trigger) forget(seq uint64) {
+	t.mu.Lock()
+	delete(t.deferred, seq)
+	t.mu.Unlock()
 }
 
 // remove forgets an event about to be nacked: it is the server's again,
@@ -375,6 +431,7 @@ func (t *trigger) final(dl *delivery, raw []byte, attempts int, cause string) (r
 		return false, 0
 	}
 	t.d.dead.Add(1)
+	t.forget(dl.seq)
 	t.logger.Warn("event dead-lettered", "seq", dl.seq, "attempts", attempts, "dead_letter", s.DeadLetter, "err", cause)
 	_ = msg.TermWithReason("dead-lettered")
 	return false, 0

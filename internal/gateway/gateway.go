@@ -38,6 +38,7 @@ type Gateway struct {
 	logger *slog.Logger
 	table  atomic.Pointer[http.ServeMux]
 	events atomic.Pointer[EventSink]
+	async  atomic.Pointer[AsyncSink]
 }
 
 // New creates a gateway with no routes.
@@ -185,6 +186,12 @@ func (rt *route) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req.Body = body
+	if WantsAsync(r.Header) {
+		if sink := rt.g.async.Load(); sink != nil {
+			ServeAsync(w, r, *sink, rt.app, rt.fn.Name, req)
+			return
+		}
+	}
 	resp, err := rt.g.inv.Invoke(r.Context(), rt.app, rt.fn.Name, req)
 	if err != nil {
 		rt.g.fail(w, req, rt.app, rt.fn.Name, err)

@@ -43,6 +43,11 @@ type Config struct {
 	CacheDir string
 	// IdleTimeout closes idle instances. Default 5m.
 	IdleTimeout time.Duration
+	// AsyncMaxAttempts and AsyncBackoff are the retry policy of async
+	// invocations (see events.TriggerSpec). Default 5 attempts, 1s first
+	// backoff.
+	AsyncMaxAttempts int
+	AsyncBackoff     time.Duration
 	// Version is reported by the API.
 	Version string
 	// Logger defaults to slog.Default().
@@ -75,6 +80,11 @@ type Server struct {
 	deployMu sync.Mutex                    // one activation at a time keeps routes and pools in step
 	activeMu sync.RWMutex                  // guards active; taken inside deployMu
 	active   map[string]*registry.Revision // app -> revision taking traffic
+	// asyncApps are the apps that accepted an async invocation: they have
+	// an async trigger (events.AsyncTrigger). Guarded by deployMu.
+	asyncApps map[string]bool
+	// asyncReady mirrors asyncApps for the accept path; guarded by activeMu.
+	asyncReady map[string]bool
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 }
@@ -106,7 +116,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
-	s := &Server{cfg: cfg, logger: cfg.Logger, metrics: telemetry.NewMetrics(), active: map[string]*registry.Revision{}}
+	s := &Server{cfg: cfg, logger: cfg.Logger, metrics: telemetry.NewMetrics(), active: map[string]*registry.Revision{}, asyncApps: map[string]bool{}, asyncReady: map[string]bool{}}
 	defer func() {
 		if err != nil {
 			s.Close(context.Background())
@@ -135,6 +145,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.cron = events.NewCronSource(s.store.JetStream(), s.events, events.CronOptions{Logger: cfg.Logger})
 	s.gw = gateway.New(s.sched, cfg.Logger)
 	s.gw.SetEvents(s)
+	s.gw.SetAsync(s)
 	s.reg = registry.New(s.store.Registry(), s.store)
 	s.tokens = security.NewTokens(s.store.Security())
 
@@ -195,7 +206,11 @@ func (s *Server) restore(ctx context.Context) error {
 			continue
 		}
 		s.setActive(app.Name, rev)
-		if err := s.deliver.Sync(ctx, app.Name, topicTriggers(rev)); err != nil {
+		if ok, err := s.deliver.HasConsumer(ctx, events.AsyncTrigger(app.Name)); err == nil && ok {
+			s.asyncApps[app.Name] = true // its async consumer keeps its queue
+			s.asyncReady[app.Name] = true
+		}
+		if err := s.deliver.Sync(ctx, app.Name, s.triggersOf(rev)); err != nil {
 			s.logger.Error("restore triggers failed", "app", app.Name, "error", err)
 		}
 		if err := s.syncCron(ctx, app.Name, rev); err != nil {
@@ -352,7 +367,7 @@ func (s *Server) Deploy(ctx context.Context, app string, spec registry.Spec) (*r
 	if err := s.refreshRoutes(); err != nil {
 		return nil, false, err
 	}
-	if err := s.deliver.Sync(ctx, app, topicTriggers(rev)); err != nil {
+	if err := s.deliver.Sync(ctx, app, s.triggersOf(rev)); err != nil {
 		return nil, false, fmt.Errorf("deploy %s: triggers: %w", app, err)
 	}
 	if err := s.syncCron(ctx, app, rev); err != nil {
@@ -392,7 +407,7 @@ func (s *Server) Rollback(ctx context.Context, app, revision string) (*registry.
 	if err := s.refreshRoutes(); err != nil {
 		return nil, err
 	}
-	if err := s.deliver.Sync(ctx, app, topicTriggers(rev)); err != nil {
+	if err := s.deliver.Sync(ctx, app, s.triggersOf(rev)); err != nil {
 		return rev, err
 	}
 	return rev, s.syncCron(ctx, app, rev)
@@ -411,6 +426,10 @@ func (s *Server) Delete(ctx context.Context, app string) error {
 	if err := s.deliver.Sync(ctx, app, nil); err != nil {
 		return err
 	}
+	delete(s.asyncApps, app)
+	s.activeMu.Lock()
+	delete(s.asyncReady, app)
+	s.activeMu.Unlock()
 	s.sched.Deactivate(app)
 	s.setActive(app, nil)
 	return s.refreshRoutes()

@@ -1,0 +1,109 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+
+	"github.com/nimbus-dev/nimbus/internal/apierror"
+	"github.com/nimbus-dev/nimbus/internal/events"
+	"github.com/nimbus-dev/nimbus/internal/registry"
+	"github.com/nimbus-dev/nimbus/internal/runtime"
+)
+
+// triggersOf is what the dispatcher delivers for rev's app: its topic and
+// cron triggers, and its async trigger once the app took an async
+// invocation. s.deployMu is held.
+func (s *Server) triggersOf(rev *registry.Revision) []events.TriggerSpec {
+	out := topicTriggers(rev)
+	if rev != nil && s.asyncApps[rev.App] {
+		t := events.AsyncTrigger(rev.App)
+		t.MaxAttempts, t.Backoff = s.cfg.AsyncMaxAttempts, s.cfg.AsyncBackoff
+		out = append(out, t)
+	}
+	return out
+}
+
+// ensureAsync makes sure app's async trigger consumes before an async
+// invocation is appended (a new consumer starts after what was already
+// appended). The first async invocation of an app creates it; it then
+// lives as long as the app.
+func (s *Server) ensureAsync(ctx context.Context, app string) error {
+	s.activeMu.RLock()
+	ok := s.asyncReady[app]
+	s.activeMu.RUnlock()
+	if ok {
+		return nil
+	}
+	s.deployMu.Lock()
+	defer s.deployMu.Unlock()
+	rev := s.activeRevision(app)
+	if rev == nil {
+		return appNotFound(app)
+	}
+	if !s.asyncApps[app] {
+		s.asyncApps[app] = true
+		if err := s.deliver.Sync(ctx, app, s.triggersOf(rev)); err != nil {
+			delete(s.asyncApps, app)
+			return fmt.Errorf("start async invocations of %s: %w", app, err)
+		}
+	}
+	s.activeMu.Lock()
+	s.asyncReady[app] = true
+	s.activeMu.Unlock()
+	return nil
+}
+
+func appNotFound(app string) error {
+	return apierror.New(http.StatusNotFound, "app_not_found", fmt.Sprintf("app %q is not deployed; `nimbus ls` lists apps", app))
+}
+
+// EnqueueInvocation accepts an async invocation of app/function with req:
+// it returns once the invocation is durably queued, with its id. With an
+// idempotency key, a second call for the same function and key returns
+// the first one's id and duplicate=true, within the event log's duplicate
+// window and, once the first finished, as long as its record is kept.
+func (s *Server) EnqueueInvocation(ctx context.Context, app, function string, req *runtime.Request, idempotencyKey string) (id string, duplicate bool, err error) {
+	rev := s.activeRevision(app)
+	if rev == nil {
+		return "", false, appNotFound(app)
+	}
+	if !slices.ContainsFunc(rev.Functions, func(f registry.Function) bool { return f.Name == function }) {
+		return "", false, apierror.New(http.StatusNotFound, "function_not_found",
+			fmt.Sprintf("app %s has no function %q", app, function))
+	}
+	if err := s.ensureAsync(ctx, app); err != nil {
+		return "", false, err
+	}
+	if idempotencyKey != "" {
+		if id, ok, err := s.deliver.InvocationByKey(ctx, app, function, idempotencyKey); err != nil {
+			return "", false, err
+		} else if ok {
+			return id, true, nil
+		}
+	}
+	ent, err := events.AsyncEntry(app, function, req, idempotencyKey)
+	if err != nil {
+		return "", false, err
+	}
+	acks, err := s.events.Append(ctx, ent)
+	if err != nil {
+		if errors.Is(err, events.ErrTooLarge) {
+			return "", false, apierror.Wrap(http.StatusRequestEntityTooLarge, "request_too_large", err)
+		}
+		return "", false, fmt.Errorf("queue invocation of %s/%s: %w", app, function, err)
+	}
+	return events.AsyncID(acks[0].Seq), acks[0].Duplicate, nil
+}
+
+// Invocation returns the state of an async invocation.
+func (s *Server) Invocation(ctx context.Context, id string) (*events.Invocation, error) {
+	inv, err := s.deliver.Invocation(ctx, id)
+	if errors.Is(err, events.ErrNoRecord) {
+		return nil, apierror.New(http.StatusNotFound, "invocation_not_found",
+			fmt.Sprintf("no async invocation %q (ids look like inv-123; records are kept 24h)", id))
+	}
+	return inv, err
+}

@@ -1,0 +1,177 @@
+package server_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nimbus-dev/nimbus/internal/apierror"
+	"github.com/nimbus-dev/nimbus/internal/events"
+	"github.com/nimbus-dev/nimbus/internal/guesttest"
+	"github.com/nimbus-dev/nimbus/internal/registry"
+	"github.com/nimbus-dev/nimbus/internal/server"
+)
+
+const sdkGuestDir = "../runtime/wasm/testdata/sdkguest"
+
+// postAsync sends an async request to the gateway and decodes the 202.
+func postAsync(t *testing.T, url, body, idemKey string) (events.Invocation, bool, http.Header) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", url, strings.NewReader(body))
+	req.Header.Set("Content-Type", "text/plain")
+	req.Header.Set("Prefer", "respond-async, wait=0")
+	if idemKey != "" {
+		req.Header.Set("Idempotency-Key", idemKey)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST %s with Prefer: respond-async: %d %s", url, resp.StatusCode, b)
+	}
+	var acc struct {
+		ID        string `json:"id"`
+		StatusURL string `json:"status_url"`
+		Duplicate bool   `json:"duplicate"`
+	}
+	if err := json.Unmarshal(b, &acc); err != nil || acc.ID == "" {
+		t.Fatalf("202 body %q: %v", b, err)
+	}
+	if resp.Header.Get("Location") != acc.StatusURL || !strings.HasSuffix(acc.StatusURL, "/"+acc.ID) {
+		t.Fatalf("Location %q, status_url %q, id %q", resp.Header.Get("Location"), acc.StatusURL, acc.ID)
+	}
+	return events.Invocation{ID: acc.ID}, acc.Duplicate, resp.Header
+}
+
+// waitDone polls an invocation until it is final (bounded).
+func waitDone(t *testing.T, srv *server.Server, id string) *events.Invocation {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	var last *events.Invocation
+	for time.Now().Before(deadline) {
+		inv, err := srv.Invocation(context.Background(), id)
+		if err != nil {
+			t.Fatalf("invocation %s: %v", id, err)
+		}
+		if inv.Done() {
+			return inv
+		}
+		last = inv
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("invocation %s not done; last state %+v", id, last)
+	return nil
+}
+
+// TestAsyncInvocation: Prefer: respond-async on a route answers 202 with
+// an id; the invocation runs once with the original request; its result,
+// a retried failure ending in the dead-letter topic, and idempotency keys
+// are visible through the invocation record and the API.
+func TestAsyncInvocation(t *testing.T) {
+	guest := guesttest.MustBuild(t, sdkGuestDir, guesttest.Reactor)
+	srv, err := server.Start(context.Background(), server.Config{
+		DataDir: t.TempDir(), CacheDir: cacheDir, Listen: "127.0.0.1:0", APIListen: "127.0.0.1:0",
+		AsyncMaxAttempts: 3, AsyncBackoff: 10 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close(context.Background()) })
+	f := fn("g", guest, "/{path...}")
+	f.MaxInstances = 1
+	if _, err := srv.PutArtifact(context.Background(), guest); err != nil {
+		t.Fatal(err)
+	}
+	topics := []registry.Topic{{Name: registry.DeadLetterTopic, MaxEventBytes: 1 << 20, RetentionMS: 3_600_000}}
+	if _, _, err := srv.Deploy(context.Background(), "jobs", registry.Spec{Functions: []registry.Function{f}, Topics: topics}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Success: the function sees the original request; the record keeps
+	// its answer.
+	acc, _, hdr := postAsync(t, srv.GatewayURL()+"/echo?x=1", "hi", "")
+	if hdr.Get("Preference-Applied") != "respond-async" {
+		t.Errorf("Preference-Applied = %q", hdr.Get("Preference-Applied"))
+	}
+	inv := waitDone(t, srv, acc.ID)
+	if inv.State != events.StateSucceeded || inv.Status != 201 || inv.Attempts != 1 || inv.Function != "g" || inv.App != "jobs" {
+		t.Fatalf("record: %+v", inv)
+	}
+	if body := string(inv.Body); !strings.Contains(body, "POST /echo?x=1") || !strings.HasSuffix(body, "body=hi") {
+		t.Fatalf("the function saw another request: %q", body)
+	}
+
+	// The same through the API, with a read token.
+	req, _ := http.NewRequest("GET", srv.APIURL()+"/api/v1/invocations/"+acc.ID, nil)
+	req.Header.Set("Authorization", "Bearer "+srv.AdminToken())
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var viaAPI events.Invocation
+	json.NewDecoder(resp.Body).Decode(&viaAPI)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || viaAPI.State != events.StateSucceeded || viaAPI.ID != acc.ID {
+		t.Fatalf("GET /api/v1/invocations/%s: %d %+v", acc.ID, resp.StatusCode, viaAPI)
+	}
+
+	// Idempotency-Key: the same key gives the same invocation, run once,
+	// while it is queued and after it finished.
+	countBefore := count(t, srv)
+	a1, dup1, _ := postAsync(t, srv.GatewayURL()+"/echo", "once", "order-42")
+	a2, dup2, _ := postAsync(t, srv.GatewayURL()+"/echo", "once", "order-42")
+	if a1.ID != a2.ID || dup1 || !dup2 {
+		t.Fatalf("same Idempotency-Key: ids %s, %s duplicate %v, %v", a1.ID, a2.ID, dup1, dup2)
+	}
+	waitDone(t, srv, a1.ID)
+	a3, dup3, _ := postAsync(t, srv.GatewayURL()+"/echo", "once", "order-42")
+	if a3.ID != a1.ID || !dup3 {
+		t.Fatalf("Idempotency-Key after completion: id %s duplicate %v, want %s", a3.ID, dup3, a1.ID)
+	}
+	if n := count(t, srv) - countBefore; n != 2 { // the echo, plus the /count call itself
+		t.Fatalf("the idempotent invocation ran %d times (want 1)", n-1)
+	}
+
+	// A function that always fails: retried, then failed and dead-lettered.
+	bad, _, _ := postAsync(t, srv.GatewayURL()+"/panic", "", "")
+	inv = waitDone(t, srv, bad.ID)
+	if inv.State != events.StateFailed || inv.Attempts != 3 || inv.DeadLetter != registry.DeadLetterTopic || inv.Error == "" {
+		t.Fatalf("failing invocation: %+v", inv)
+	}
+	// A 4xx answer is final: not retried.
+	nf, _, _ := postAsync(t, srv.GatewayURL()+"/nope", "", "")
+	inv = waitDone(t, srv, nf.ID)
+	if inv.State != events.StateFailed || inv.Attempts != 1 || inv.Status != 404 {
+		t.Fatalf("4xx invocation: %+v", inv)
+	}
+
+	// Unknown ids are 404.
+	_, err = srv.Invocation(context.Background(), "inv-999999")
+	var ae *apierror.Error
+	if !errors.As(err, &ae) || ae.Status != 404 {
+		t.Fatalf("unknown invocation: %v", err)
+	}
+}
+
+// count asks the single instance of jobs/g how many requests it served.
+func count(t *testing.T, srv *server.Server) int {
+	t.Helper()
+	code, body, _ := get(t, srv.GatewayURL()+"/count")
+	if code != 200 {
+		t.Fatalf("/count: %d %s", code, body)
+	}
+	var n int
+	if err := json.Unmarshal([]byte(body), &n); err != nil {
+		t.Fatalf("/count body %q", body)
+	}
+	return n
+}
