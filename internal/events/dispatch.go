@@ -288,7 +288,7 @@ type Dispatcher struct {
 	syncMu    sync.Mutex // serializes Sync and Close; held while loops start and stop
 	delivered jetstream.KeyValue
 	records   *Invocations
-	running   sync.Map // stream sequence -> attempt, async invocations running here
+	running   sync.Map            // stream sequence -> attempt, async invocations running here
 	loops     map[string]*trigger // consumer name -> running loop
 	closed    bool
 

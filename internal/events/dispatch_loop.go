@@ -100,7 +100,7 @@ func (d *Dispatcher) start(name string, s TriggerSpec, cons jetstream.Consumer) 
 		logger:  d.logger.With("app", s.App, "function", s.Function, "trigger", s.ID, "topic", s.Topic),
 		ordered: s.OrderingKey != "",
 		ctx:     ctx, cancel: cancel,
-		sem:  make(chan struct{}, d.opts.Concurrency),
+		sem:      make(chan struct{}, d.opts.Concurrency),
 		held:     map[uint64]*delivery{},
 		keys:     map[string][]*delivery{},
 		deferred: map[uint64]int{},

@@ -85,8 +85,8 @@ type Server struct {
 	asyncApps map[string]bool
 	// asyncReady mirrors asyncApps for the accept path; guarded by activeMu.
 	asyncReady map[string]bool
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
 }
 
 var (
