@@ -188,16 +188,21 @@ without it, the revision that was active before the current one.`,
 }
 
 func newInvoke(g *globals) *cobra.Command {
-	var data, contentType string
+	var data, contentType, key string
+	var async, wait bool
 	cmd := &cobra.Command{
 		Use:   "invoke APP/FUNCTION",
 		Short: "Call a function directly, without HTTP routing",
 		Long: `Call APP/FUNCTION with a request body and print its response body.
 -d takes the data itself, @file to read a file, or @- to read standard input.
-The function sees a POST to /. A response status of 400 or more exits 1.`,
+The function sees a POST to /. A response status of 400 or more exits 1.
+--async queues the invocation and prints its id at once; it runs with
+retries (see ` + "`nimbus invocation ID`" + `), once per --idempotency-key.`,
 		Example: `  nimbus invoke hello/hello -d world
   nimbus invoke hello/hello -d @payload.json --content-type application/json
-  echo hi | nimbus invoke hello/hello -d @-`,
+  echo hi | nimbus invoke hello/hello -d @-
+  nimbus invoke hello/hello --async -d world --idempotency-key order-42
+  nimbus invoke hello/hello --async --wait -d world`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			app, fn, ok := strings.Cut(args[0], "/")
@@ -211,6 +216,9 @@ The function sees a POST to /. A response status of 400 or more exits 1.`,
 			c, err := g.client()
 			if err != nil {
 				return err
+			}
+			if async || wait || key != "" {
+				return invokeAsync(cmd.Context(), g, c, app, fn, body, contentType, key, wait)
 			}
 			res, err := c.Invoke(cmd.Context(), app, fn, body, contentType)
 			if err != nil {
@@ -238,6 +246,9 @@ The function sees a POST to /. A response status of 400 or more exits 1.`,
 	}
 	cmd.Flags().StringVarP(&data, "data", "d", "", "request body: text, @file, or @- for standard input")
 	cmd.Flags().StringVar(&contentType, "content-type", "", "Content-Type of the request body")
+	cmd.Flags().BoolVar(&async, "async", false, "queue the invocation and print its id (it runs with retries)")
+	cmd.Flags().BoolVar(&wait, "wait", false, "with --async: wait for the invocation to finish and show it")
+	cmd.Flags().StringVar(&key, "idempotency-key", "", "with --async: run once per key (implies --async)")
 	return cmd
 }
 

@@ -117,6 +117,26 @@ func TestQuickStart(t *testing.T) {
 	if err != nil || strings.TrimSpace(out) != "world" {
 		t.Fatalf("invoke: %v\n%s", err, out)
 	}
+	// Async: queued, run with retries, its result read back; an
+	// idempotency key runs it once.
+	out, err = run("invoke", "hello/hello", "--async", "--wait", "--json", "-d", "later")
+	var inv struct {
+		ID, State string
+		Attempts  int
+		Body      []byte
+	}
+	if err != nil || json.Unmarshal([]byte(out), &inv) != nil || inv.State != "succeeded" || string(inv.Body) != "later" {
+		t.Fatalf("invoke --async --wait: %v\n%s", err, out)
+	}
+	out1, err1 := run("invoke", "hello/hello", "--idempotency-key", "k1", "-d", "once")
+	out2, err2 := run("invoke", "hello/hello", "--idempotency-key", "k1", "-d", "once")
+	id1, _, _ := strings.Cut(out1, "\n")
+	if err1 != nil || err2 != nil || !strings.HasPrefix(id1, "inv-") || !strings.HasPrefix(out2, id1+" (already queued") {
+		t.Fatalf("idempotency key: %v %v\n%s\n%s", err1, err2, out1, out2)
+	}
+	if out, err := run("invocation", id1, "--wait"); err != nil || !strings.Contains(out, "succeeded") {
+		t.Fatalf("invocation --wait: %v\n%s", err, out)
+	}
 	out, err = run("ls", "--json")
 	if err != nil {
 		t.Fatalf("ls: %v\n%s", err, out)
@@ -246,7 +266,7 @@ func TestQuickStart(t *testing.T) {
 	if err != nil || !strings.Contains(out, `"invocation"`) {
 		t.Fatalf("logs: %v\n%s", err, out)
 	}
-	for _, c := range []string{"up", "validate", "deploy", "ls", "rollback", "invoke", "logs", "kv", "publish", "version"} {
+	for _, c := range []string{"up", "validate", "deploy", "ls", "rollback", "invoke", "invocation", "logs", "kv", "publish", "version"} {
 		out, err := run(c, "--help")
 		if err != nil || !strings.Contains(out, "Examples:") {
 			t.Errorf("%s --help has no example: %v\n%s", c, err, out)
