@@ -69,7 +69,11 @@ func showInvocation(ctx context.Context, g *globals, c *client.Client, id string
 	delay := 50 * time.Millisecond
 	for wait && !inv.Done() {
 		if s := fmt.Sprintf("%s %d", inv.State, inv.Attempts); s != last && !g.json {
-			stderrf("%s: %s (attempt %d)\n", id, inv.State, inv.Attempts)
+			if inv.Attempts > 0 {
+				stderrf("%s: %s (attempt %d)\n", id, inv.State, inv.Attempts)
+			} else {
+				stderrf("%s: %s\n", id, inv.State)
+			}
 			last = s
 		}
 		select {
