@@ -58,6 +58,7 @@ var scenarios = []scenario{
 	{"wagi", "WAGI request through the gateway vs raw net/http and raw wazero", runWAGI},
 	{"memory", "RSS of a nimbus process with 1,000 idle functions vs none; deploy rate", runMemory},
 	{"events", "events/s from CloudEvents ingress to function completion (fsync on) vs raw JetStream sync publishes", runEvents},
+	{"async", "async invocations/s from 202 to recorded completion (fsync on) vs raw JetStream sync publishes", runAsync},
 }
 
 // bench is what scenarios share.

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -199,12 +200,15 @@ func asyncRetryable(status int) bool {
 // idempotency keys, kept for the records' TTL.
 type Invocations struct {
 	kv jetstream.KeyValue
+	// w writes records in group commits (atomic batches on the bucket's
+	// stream): concurrent completions share one fsync.
+	w *Log
 }
 
 // OpenInvocations creates or opens the records bucket. Records are written
 // with the store's durability (fsynced on a SyncAlways server): a result
 // the API showed survives a crash.
-func OpenInvocations(ctx context.Context, js jetstream.JetStream, ttl time.Duration) (*Invocations, error) {
+func OpenInvocations(ctx context.Context, js jetstream.JetStream, ttl time.Duration, logger *slog.Logger) (*Invocations, error) {
 	if ttl <= 0 {
 		ttl = DefaultInvocationTTL
 	}
@@ -218,8 +222,15 @@ func OpenInvocations(ctx context.Context, js jetstream.JetStream, ttl time.Durat
 	if err != nil {
 		return nil, fmt.Errorf("invocation records %s: %w", InvocationsBucket, err)
 	}
-	return &Invocations{kv: kv}, nil
+	w, err := OpenLog(ctx, js, LogConfig{KeyValue: InvocationsBucket, MaxBatch: 256, Logger: logger})
+	if err != nil {
+		return nil, fmt.Errorf("invocation records %s: %w", InvocationsBucket, err)
+	}
+	return &Invocations{kv: kv, w: w}, nil
 }
+
+// Close stops the record writer; ctx bounds the wait for pending writes.
+func (r *Invocations) Close(ctx context.Context) error { return r.w.Close(ctx) }
 
 // ErrNoRecord means an invocation has no record (yet).
 var ErrNoRecord = errors.New("events: no invocation record")
@@ -259,13 +270,13 @@ func (r *Invocations) put(ctx context.Context, inv *Invocation) error {
 	if err != nil {
 		return err
 	}
-	if _, err := r.kv.Put(ctx, inv.ID, b); err != nil {
-		return fmt.Errorf("record invocation %s: %w", inv.ID, err)
-	}
+	subject := "$KV." + InvocationsBucket + "."
+	ents := []Entry{{Subject: subject + inv.ID, Data: b}}
 	if inv.IdempotencyKey != "" && inv.Done() {
-		if _, err := r.kv.Put(ctx, "key."+asyncMsgID(inv.App, inv.Function, inv.IdempotencyKey), []byte(inv.ID)); err != nil {
-			return fmt.Errorf("record invocation %s: idempotency key: %w", inv.ID, err)
-		}
+		ents = append(ents, Entry{Subject: subject + "key." + asyncMsgID(inv.App, inv.Function, inv.IdempotencyKey), Data: []byte(inv.ID)})
+	}
+	if _, err := r.w.Append(ctx, ents...); err != nil {
+		return fmt.Errorf("record invocation %s: %w", inv.ID, err)
 	}
 	return nil
 }

@@ -345,10 +345,7 @@ func (d *Dispatcher) Invocation(ctx context.Context, id string) (*Invocation, er
 	if !ok {
 		return nil, ErrNoRecord
 	}
-	d.syncMu.Lock()
-	err := d.ensureBucket(ctx)
-	d.syncMu.Unlock()
-	if err != nil {
+	if err := d.openRecords(ctx); err != nil {
 		return nil, err
 	}
 	inv, err := d.records.Get(ctx, id)
@@ -368,10 +365,7 @@ func (d *Dispatcher) Invocation(ctx context.Context, id string) (*Invocation, er
 // InvocationByKey returns the id of a finished async invocation of
 // app/function accepted with idempotency key key, while its record exists.
 func (d *Dispatcher) InvocationByKey(ctx context.Context, app, function, key string) (string, bool, error) {
-	d.syncMu.Lock()
-	err := d.ensureBucket(ctx)
-	d.syncMu.Unlock()
-	if err != nil {
+	if err := d.openRecords(ctx); err != nil {
 		return "", false, err
 	}
 	return d.records.ByKey(ctx, app, function, key)
@@ -485,12 +479,29 @@ func (d *Dispatcher) Close(ctx context.Context) error {
 		}
 		wg.Wait()
 	}()
+	var err error
 	select {
 	case <-done:
-		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("close dispatcher: %w", ctx.Err())
+		err = fmt.Errorf("close dispatcher: %w", ctx.Err())
 	}
+	d.syncMu.Lock()
+	records := d.records
+	d.syncMu.Unlock()
+	if records != nil {
+		err = errors.Join(err, records.Close(ctx))
+	}
+	return err
+}
+
+// openRecords opens the invocation records (once) unless d is closed.
+func (d *Dispatcher) openRecords(ctx context.Context) error {
+	d.syncMu.Lock()
+	defer d.syncMu.Unlock()
+	if d.closed {
+		return ErrDispatcherClosed
+	}
+	return d.ensureBucket(ctx)
 }
 
 func (d *Dispatcher) ensureBucket(ctx context.Context) error {
@@ -529,7 +540,7 @@ func (d *Dispatcher) ensureBucket(ctx context.Context) error {
 		return fmt.Errorf("delivery records %s: %w", DeliveredBucket, err)
 	}
 	d.delivered = kv
-	d.records, err = OpenInvocations(ctx, d.js, d.opts.InvocationTTL)
+	d.records, err = OpenInvocations(ctx, d.js, d.opts.InvocationTTL, d.opts.Logger)
 	return err
 }
 

@@ -117,6 +117,13 @@ type LogConfig struct {
 	CommitTimeout time.Duration
 	// Logger receives commit failures. Optional: default slog.Default().
 	Logger *slog.Logger
+	// KeyValue, when set, makes the Log a group committer for writes to
+	// that existing JetStream KV bucket instead of an event stream: Stream
+	// and SubjectPrefix become the bucket's ("KV_<bucket>", "$KV.<bucket>."),
+	// the bucket's stream is only updated to allow atomic batches, and
+	// MaxAge, DuplicateWindow and Replicas are the bucket's own. An entry
+	// with subject "$KV.<bucket>.<key>" is a put of key.
+	KeyValue string
 }
 
 // Entry is one event to append.
@@ -210,6 +217,9 @@ const (
 // writes on a SyncAlways server, atomic publish allowed, duplicate window)
 // and starts the Log's committer. Close stops it.
 func OpenLog(ctx context.Context, js jetstream.JetStream, cfg LogConfig) (*Log, error) {
+	if cfg.KeyValue != "" {
+		cfg.Stream, cfg.SubjectPrefix = "KV_"+cfg.KeyValue, "$KV."+cfg.KeyValue+"."
+	}
 	if cfg.Stream == "" {
 		cfg.Stream = DefaultStream
 	}
@@ -254,22 +264,27 @@ func OpenLog(ctx context.Context, js jetstream.JetStream, cfg LogConfig) (*Log, 
 		return nil, fmt.Errorf("open event log: connection max payload %d is too small", nc.MaxPayload())
 	}
 
-	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        cfg.Stream,
-		Description: "Nimbus events: " + cfg.SubjectPrefix + "<app>.<topic>",
-		Subjects:    []string{cfg.SubjectPrefix + ">"},
-		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
-		Retention:   jetstream.LimitsPolicy,
-		Discard:     jetstream.DiscardOld,
-		MaxAge:      cfg.MaxAge,
-		Duplicates:  cfg.DuplicateWindow,
-		// One Append of many entries, and one group commit of many callers,
-		// is one atomic batch: one write and one fsync (doc.go).
-		AllowAtomicPublish: true,
-		// Defence in depth: Append checks sizes before anything is sent.
-		MaxMsgSize: int32(maxEvent + batchHeaderReserve),
-	})
+	var err error
+	if cfg.KeyValue != "" {
+		err = allowAtomic(ctx, js, cfg.Stream)
+	} else {
+		_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+			Name:        cfg.Stream,
+			Description: "Nimbus events: " + cfg.SubjectPrefix + "<app>.<topic>",
+			Subjects:    []string{cfg.SubjectPrefix + ">"},
+			Storage:     jetstream.FileStorage,
+			Replicas:    cfg.Replicas,
+			Retention:   jetstream.LimitsPolicy,
+			Discard:     jetstream.DiscardOld,
+			MaxAge:      cfg.MaxAge,
+			Duplicates:  cfg.DuplicateWindow,
+			// One Append of many entries, and one group commit of many callers,
+			// is one atomic batch: one write and one fsync (doc.go).
+			AllowAtomicPublish: true,
+			// Defence in depth: Append checks sizes before anything is sent.
+			MaxMsgSize: int32(maxEvent + batchHeaderReserve),
+		})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open event log: stream %s: %w", cfg.Stream, err)
 	}
@@ -302,6 +317,21 @@ func OpenLog(ctx context.Context, js jetstream.JetStream, cfg LogConfig) (*Log, 
 	}
 	go l.run()
 	return l, nil
+}
+
+// allowAtomic turns on atomic batch publish on an existing stream.
+func allowAtomic(ctx context.Context, js jetstream.JetStream, stream string) error {
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return err
+	}
+	cfg := st.CachedInfo().Config
+	if cfg.AllowAtomicPublish {
+		return nil
+	}
+	cfg.AllowAtomicPublish = true
+	_, err = js.UpdateStream(ctx, cfg)
+	return err
 }
 
 // Stream returns the name of the events stream.

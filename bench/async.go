@@ -1,0 +1,87 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/nimbus-dev/nimbus/internal/guesttest"
+	"github.com/nimbus-dev/nimbus/internal/registry"
+)
+
+// runAsync measures async invocations per second, from the gateway's 202
+// (request fsynced) to the function's completion (its result recorded,
+// fsynced), beside raw JetStream synchronous publishes.
+func runAsync(ctx context.Context, b *bench) ([]row, error) {
+	progress("   building internal/events/testdata/eventguest (reactor)")
+	wasm, err := guesttest.Build(b.root+"/internal/events/testdata/eventguest", guesttest.Reactor)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := b.startServer(ctx, "async")
+	if err != nil {
+		return nil, err
+	}
+	defer srv.Close(context.Background())
+	if _, err := srv.PutArtifact(ctx, wasm); err != nil {
+		return nil, err
+	}
+	fn := registry.Function{Name: "f", Runtime: "wasm", Module: sha(wasm), MemoryBytes: 64 << 20, TimeoutMS: 5000,
+		Concurrency: 1, MaxInstances: 8, MaxRequestBytes: 1 << 20, MaxResponseBytes: 1 << 20,
+		Routes: []registry.Route{{Method: "POST", Path: "/job"}}}
+	topics := []registry.Topic{{Name: registry.DeadLetterTopic, MaxEventBytes: 1 << 20, RetentionMS: 3_600_000}}
+	if _, _, err := srv.Deploy(ctx, "ev", registry.Spec{Functions: []registry.Function{fn}, Topics: topics}); err != nil {
+		return nil, err
+	}
+	raw, err := newRawJetStream(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	defer raw.close()
+
+	url := srv.GatewayURL() + "/job"
+	client := loadClient(64)
+	post := func(ctx context.Context) (int, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(`{"n":1}`))
+		if err != nil {
+			return 0, err
+		}
+		req.Header.Set("Prefer", "respond-async")
+		req.Header.Set("Ce-Type", "fast") // the guest's minimal path
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusAccepted {
+			return 0, fmt.Errorf("async request: %d %s", resp.StatusCode, body)
+		}
+		return 1, nil
+	}
+	var c16, c64, rawRuns []float64
+	for i := 0; i < b.opts.runs; i++ {
+		n, err := eventsRun(ctx, srv, b.opts.duration, 16, post)
+		if err != nil {
+			return nil, fmt.Errorf("16 clients: %w", err)
+		}
+		c16 = append(c16, n)
+		n, err = eventsRun(ctx, srv, b.opts.duration, 64, post)
+		if err != nil {
+			return nil, fmt.Errorf("64 clients: %w", err)
+		}
+		c64 = append(c64, n)
+		r, err := raw.run(ctx, b.opts.duration, 16)
+		if err != nil {
+			return nil, fmt.Errorf("raw JetStream: %w", err)
+		}
+		rawRuns = append(rawRuns, r)
+		progress("   run %d: 16 clients %.0f/s, 64 clients %.0f/s, raw sync publish %.0f/s", i+1, c16[i], c64[i], r)
+	}
+	return []row{
+		newRow("async", "202 -> completion recorded, 16 clients", "invocations/s", c16, "raw js.Publish (sync), 16 publishers", rawRuns),
+		newRow("async", "202 -> completion recorded, 64 clients", "invocations/s", c64, "raw js.Publish (sync), 16 publishers", rawRuns),
+	}, nil
+}
