@@ -43,6 +43,8 @@ const (
 	// DeliveredBucket is the KV bucket recording completed deliveries
 	// (<consumer>.<msgid>), with a TTL of the duplicate window.
 	DeliveredBucket = "nimbus_delivered"
+
+	deliveredSubject = "$KV." + DeliveredBucket + "."
 )
 
 // Headers and extensions the dispatcher adds.

@@ -62,6 +62,26 @@ func TestDeliverToEveryTrigger(t *testing.T) {
 	if st := e.disp.Stats(); st.Delivered != 2*n || st.Failed != 0 {
 		t.Fatalf("stats %+v, want %d delivered, none failed", st, 2*n)
 	}
+	// Every success left a delivery record (what saves a second run when
+	// an ack is lost); they are written without waiting, so poll.
+	kv, err := e.st.JetStream().KeyValue(context.Background(), events.DeliveredBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "delivery records", func() error {
+		keys, err := kv.ListKeys(context.Background())
+		if err != nil {
+			return err
+		}
+		got := 0
+		for range keys.Keys() {
+			got++
+		}
+		if got != 2*n {
+			return fmt.Errorf("%d delivery records, want %d", got, 2*n)
+		}
+		return nil
+	})
 }
 
 func TestFilter(t *testing.T) {
