@@ -53,7 +53,7 @@ func (s *Server) ReplayDeadLetters(ctx context.Context, app string, req api.Repl
 	}
 	if req.Topic != "" {
 		if req.Topic == registry.DeadLetterTopic {
-			return nil, apierror.New(http.StatusBadRequest, "topic_reserved",
+			return nil, apierror.New(http.StatusForbidden, "topic_reserved",
 				fmt.Sprintf("replaying to %s would only file the events again as dead letters; name a topic with triggers", registry.DeadLetterTopic))
 		}
 		if !slices.ContainsFunc(rev.Topics, func(t registry.Topic) bool { return t.Name == req.Topic }) {

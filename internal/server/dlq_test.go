@@ -113,7 +113,7 @@ func TestDeadLettersListAndReplayThroughAPI(t *testing.T) {
 	_, err = c.ReplayDeadLetters(ctx, "shop", api.ReplayRequest{All: true, Topic: "nope"})
 	wantCode(err, 404, "topic_not_found")
 	_, err = c.ReplayDeadLetters(ctx, "shop", api.ReplayRequest{All: true, Topic: registry.DeadLetterTopic})
-	wantCode(err, 400, "topic_reserved")
+	wantCode(err, 403, "topic_reserved")
 	_, err = c.ReplayDeadLetters(ctx, "nope", api.ReplayRequest{All: true})
 	wantCode(err, 404, "app_not_found")
 	_, err = c.DeadLetters(ctx, "nope", client.DeadLetterQuery{})
