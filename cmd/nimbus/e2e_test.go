@@ -262,12 +262,69 @@ func TestQuickStart(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// Dead letters: the three events audit failed are listed with their
+	// error and attempts. Replayed, they go back to audit alone (count
+	// stays at 3), fail again, and return as three new dead letters.
+	dlq := func() []deadLetterRow {
+		t.Helper()
+		out, err := run("dlq", "ls", "orders", "--json")
+		var list struct {
+			DeadLetters []deadLetterRow `json:"dead_letters"`
+		}
+		if err != nil || json.Unmarshal([]byte(out), &list) != nil {
+			t.Fatalf("dlq ls --json: %v\n%s", err, out)
+		}
+		return list.DeadLetters
+	}
+	first := dlq()
+	ids := map[string]bool{}
+	for _, d := range first {
+		if d.Function != "audit" || d.Topic != "orders" || d.Attempts != 2 || !strings.Contains(d.Error, "audit service unavailable") {
+			t.Fatalf("dead letter %+v", d)
+		}
+		ids[d.ID] = true
+	}
+	if len(first) != 3 || !ids["o-1"] || !ids["o-2"] || !ids["o-3"] {
+		t.Fatalf("dlq ls: %+v, want the dead letters of o-1, o-2 and o-3", first)
+	}
+	if out, err = run("dlq", "ls", "orders"); err != nil || !strings.Contains(out, "SEQ") || !strings.Contains(out, "audit/") {
+		t.Fatalf("dlq ls: %v\n%s", err, out)
+	}
+	if out, err = run("dlq", "replay", "orders", "--all"); err != nil || !strings.Contains(out, "replayed 3 ") {
+		t.Fatalf("dlq replay --all: %v\n%s", err, out)
+	}
+	deadline = time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get(f["gateway"] + "/orders/stats")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.TrimSpace(string(b)) == `{"orders": 3, "dead_letters": 6}` {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the replay, orders stats never reached 3 delivered and 6 dead letters: %s", b)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	var again []deadLetterRow
+	for again = dlq(); len(again) < 3 && time.Now().Before(deadline); again = dlq() {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if len(again) != 3 || again[0].Seq <= first[2].Seq {
+		t.Fatalf("dead letters after the replay: %+v (before: %+v)", again, first)
+	}
+	if out, err = run("dlq", "replay", "orders", fmt.Sprint(first[0].Seq)); err == nil || !strings.Contains(out, "not found") {
+		t.Fatalf("replay of a replayed dead letter: %v\n%s", err, out)
+	}
 	out, err = run("logs", "hello", "--json")
 	if err != nil || !strings.Contains(out, `"invocation"`) {
 		t.Fatalf("logs: %v\n%s", err, out)
 	}
-	for _, c := range []string{"up", "validate", "deploy", "ls", "rollback", "invoke", "invocation", "logs", "kv", "publish", "version"} {
-		out, err := run(c, "--help")
+	for _, c := range []string{"up", "validate", "deploy", "ls", "rollback", "invoke", "invocation", "logs", "kv", "publish", "dlq", "dlq ls", "dlq replay", "version"} {
+		out, err := run(append(strings.Fields(c), "--help")...)
 		if err != nil || !strings.Contains(out, "Examples:") {
 			t.Errorf("%s --help has no example: %v\n%s", c, err, out)
 		}
@@ -322,6 +379,16 @@ func TestValidateReportsPosition(t *testing.T) {
 	if res.Valid || len(res.Errors) != 1 || res.Errors[0].Field != "functions.f.memory" {
 		t.Fatalf("validate --json: %s", got)
 	}
+}
+
+// deadLetterRow is what the e2e test reads of `nimbus dlq ls --json`.
+type deadLetterRow struct {
+	Seq      uint64 `json:"seq"`
+	ID       string `json:"id"`
+	Function string `json:"function"`
+	Topic    string `json:"topic"`
+	Error    string `json:"error"`
+	Attempts int    `json:"attempts"`
 }
 
 // syncBuffer is a bytes.Buffer that a child process writes while the test

@@ -39,6 +39,7 @@ type Platform interface {
 	Instances(app, name string) (idle, busy int)
 	ReadLogs(ctx context.Context, q guestlog.Query, fn func(guestlog.Entry) error) error
 	KV() KV
+	DeadLetterQueue
 	gateway.EventSink
 	Async
 }
@@ -74,6 +75,7 @@ func Handler(p Platform, auth Authenticator, metrics *telemetry.Metrics, version
 	handle("GET /api/v1/apps/{app}/logs", security.ScopeRead, a.logs)
 	a.kvRoutes(handle)
 	handle("GET /api/v1/invocations/{id}", security.ScopeRead, a.invocation)
+	a.dlqRoutes(handle)
 	handle("POST /api/v1/apps/{app}/topics/{topic}/events", security.ScopeInvoke, func(w http.ResponseWriter, r *http.Request) error {
 		gateway.ServeEvents(w, r, a.p, r.PathValue("app"), r.PathValue("topic"))
 		return nil

@@ -368,3 +368,33 @@ func (c *Client) Publish(ctx context.Context, app, topic string, e *cloudevents.
 	}
 	return &out, nil
 }
+
+// DeadLetterQuery selects a page of dead letters.
+type DeadLetterQuery struct {
+	Limit  int    // page size; 0: the server's default (100)
+	After  uint64 // the previous page's Next
+	Newest bool   // newest first; default oldest first
+}
+
+// DeadLetters lists a page of an app's dead letters.
+func (c *Client) DeadLetters(ctx context.Context, app string, q DeadLetterQuery) (*api.DeadLetterList, error) {
+	v := url.Values{}
+	if q.Limit > 0 {
+		v.Set("limit", fmt.Sprint(q.Limit))
+	}
+	if q.After > 0 {
+		v.Set("after", fmt.Sprint(q.After))
+	}
+	if q.Newest {
+		v.Set("order", "newest")
+	}
+	var out api.DeadLetterList
+	return &out, c.call(ctx, http.MethodGet, "/api/v1/apps/"+url.PathEscape(app)+"/dead-letters?"+v.Encode(), nil, &out)
+}
+
+// ReplayDeadLetters re-drives dead letters of an app (req.Seqs, or req.All).
+// A dead letter that could not be replayed is in the answer, not an error.
+func (c *Client) ReplayDeadLetters(ctx context.Context, app string, req api.ReplayRequest) (*api.ReplayAnswer, error) {
+	var out api.ReplayAnswer
+	return &out, c.call(ctx, http.MethodPost, "/api/v1/apps/"+url.PathEscape(app)+"/dead-letters/replay", req, &out)
+}

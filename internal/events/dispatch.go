@@ -226,7 +226,8 @@ type DispatcherStats struct {
 // # Delivery
 //
 // Each trigger has a durable pull consumer on the events stream, filtered
-// to its topic's subject, explicit ack, DeliverNew (a new trigger gets the
+// to its topic's subject and to its own replay subject (see Replay),
+// explicit ack, DeliverNew (a new trigger gets the
 // events appended after Sync created it; an existing one resumes at its
 // ack floor, also after a restart). For every event the loop:
 //
@@ -550,10 +551,13 @@ func (d *Dispatcher) consumerConfig(name string, s TriggerSpec) jetstream.Consum
 	return jetstream.ConsumerConfig{
 		Durable:       name,
 		Description:   fmt.Sprintf("Nimbus trigger %s/%s#%s on topic %s", s.App, s.Function, s.ID, s.Topic),
-		FilterSubject: SubjectFor(d.log.prefix, s.App, s.Topic),
 		DeliverPolicy: jetstream.DeliverNewPolicy,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       d.opts.AckWait,
+
+		// The topic, and the trigger's own replay subject (deadletter.go).
+		FilterSubjects: []string{SubjectFor(d.log.prefix, s.App, s.Topic), ReplaySubject(d.log.prefix, s.App, name)},
+
 		// Unlimited: the dispatcher counts attempts itself (NumDelivered) and
 		// dead-letters on the last one. With MaxDeliver = MaxAttempts the
 		// server would silently drop an event whose dead-letter append
