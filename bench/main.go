@@ -59,6 +59,8 @@ var scenarios = []scenario{
 	{"memory", "RSS of a nimbus process with 1,000 idle functions vs none; deploy rate", runMemory},
 	{"events", "events/s from CloudEvents ingress to function completion (fsync on) vs raw JetStream sync publishes", runEvents},
 	{"async", "async invocations/s from 202 to recorded completion (fsync on) vs raw JetStream sync publishes", runAsync},
+	{"kv", "KV get/put ops/s from a wasm guest through the gateway vs raw jetstream.KeyValue", runKV},
+	{"latency", "publish -> function start p50/p99, single events at a fixed rate, vs raw JetStream publish -> consumer receive", runLatency},
 }
 
 // bench is what scenarios share.

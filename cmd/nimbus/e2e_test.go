@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -24,76 +23,11 @@ func TestQuickStart(t *testing.T) {
 		t.Skip("builds the binary and the example guest")
 	}
 	tmp := t.TempDir()
-	bin := filepath.Join(tmp, "nimbus")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build nimbus: %v\n%s", err, out)
-	}
-	env := append(os.Environ(), "NIMBUS_CONFIG="+filepath.Join(tmp, "config.json"), "NIMBUS_URL=", "NIMBUS_TOKEN=")
+	c := newCLI(t, tmp)
 	data := filepath.Join(tmp, "data")
 	example := filepath.Join("..", "..", "examples", "hello")
-
-	up := func() (*exec.Cmd, map[string]string, *syncBuffer) {
-		cmd := exec.Command(bin, "up", example, "--data", data, "--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0")
-		cmd.Env = env
-		stderr := &syncBuffer{}
-		cmd.Stderr = stderr
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		fields := map[string]string{}
-		lines := make(chan string)
-		go func() {
-			sc := bufio.NewScanner(stdout)
-			for sc.Scan() {
-				lines <- sc.Text()
-			}
-			close(lines)
-		}()
-		timeout := time.After(3 * time.Minute)
-		for {
-			select {
-			case line, ok := <-lines:
-				if !ok {
-					t.Fatalf("nimbus up exited early; stderr:\n%s", stderr)
-				}
-				f := strings.Fields(line)
-				if len(f) >= 2 && (f[0] == "gateway" || f[0] == "API" || f[0] == "admin") {
-					fields[f[0]] = f[len(f)-1]
-					if f[0] == "API" {
-						fields["API"] = f[1]
-					}
-					if f[0] == "admin" {
-						fields["admin"] = f[2]
-					}
-				}
-				fields["out"] += line + "\n"
-				if strings.HasPrefix(line, "Press Ctrl-C") {
-					go func() {
-						for range lines {
-						}
-					}()
-					return cmd, fields, stderr
-				}
-			case <-timeout:
-				t.Fatalf("nimbus up did not come up; stderr:\n%s", stderr)
-			}
-		}
-	}
-	run := func(args ...string) (string, error) {
-		cmd := exec.Command(bin, args...)
-		cmd.Env = env
-		var out bytes.Buffer
-		cmd.Stdout = &out
-		cmd.Stderr = &out
-		err := cmd.Run()
-		return out.String(), err
-	}
+	up := func() (*exec.Cmd, map[string]string, *syncBuffer) { return c.up(example, data) }
+	run := c.run
 
 	srv, f, stderr := up()
 	if !strings.HasPrefix(f["admin"], "nmb_") {
