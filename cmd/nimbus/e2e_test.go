@@ -190,7 +190,8 @@ func TestQuickStart(t *testing.T) {
 		t.Fatalf("kv get of a missing key: %v\n%s", err, out)
 	}
 	// Events: the orders example counts events in KV through one trigger,
-	// and dead-letters them through another that always fails.
+	// dead-letters them through another that always fails, and a bucket
+	// trigger on the count copies its latest value.
 	out, err = run("deploy", filepath.Join("..", "..", "examples", "orders"))
 	if err != nil || !strings.Contains(out, "deployed orders") {
 		t.Fatalf("deploy examples/orders: %v\n%s", err, out)
@@ -234,11 +235,12 @@ func TestQuickStart(t *testing.T) {
 		}
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if strings.TrimSpace(string(b)) == `{"orders": 3, "dead_letters": 3}` {
+		// seen: a bucket trigger on orders.* copied the latest count.
+		if strings.TrimSpace(string(b)) == `{"orders": 3, "dead_letters": 3, "seen": 3}` {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("orders stats never reached 3 delivered and 3 dead letters: %s", b)
+			t.Fatalf("orders stats never reached 3 delivered, 3 dead letters and 3 seen by the bucket trigger: %s", b)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
