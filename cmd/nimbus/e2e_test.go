@@ -244,6 +244,25 @@ func TestQuickStart(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// A write from the CLI reaches the bucket trigger too (docs/kv.md).
+	if out, err = run("kv", "put", "orders/counts", "orders.total", "41"); err != nil {
+		t.Fatalf("kv put orders.total: %v\n%s", err, out)
+	}
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		resp, err := http.Get(f["gateway"] + "/orders/stats")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.TrimSpace(string(b)) == `{"orders": 41, "dead_letters": 3, "seen": 41}` {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a kv put never reached the bucket trigger: %s", b)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	out, err = run("logs", "hello", "--json")
 	if err != nil || !strings.Contains(out, `"invocation"`) {
 		t.Fatalf("logs: %v\n%s", err, out)

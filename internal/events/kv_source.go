@@ -417,9 +417,31 @@ func (s *BucketSource) run(b *bucketBridge) {
 			}
 		}
 		cancel()
-		if err := batch.Error(); err != nil && b.ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) {
-			b.logger.Warn("bucket trigger fetch ended with an error", "error", err)
+		if err := batch.Error(); err != nil && b.ctx.Err() == nil {
+			if !errors.Is(err, context.DeadlineExceeded) {
+				b.logger.Warn("bucket trigger fetch ended with an error", "error", err)
+			}
+			// A pull cut short may have dropped changes the server sent.
+			s.resendLost(b)
 		}
+	}
+}
+
+// resendLost resets the consumer to its ack floor if changes are pending on
+// it. Called between batches, when the bridge holds nothing unacked, so
+// pending changes were sent by the server and lost on the way (a pull cut
+// short): without the reset they would come back only after AckWait, behind
+// newer ones.
+func (s *BucketSource) resendLost(b *bucketBridge) {
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	info, err := b.cons.Info(ctx)
+	if err != nil || info.NumAckPending == 0 {
+		return
+	}
+	if _, err := s.js.ResetConsumer(ctx, b.stream, BucketConsumer); err != nil && b.ctx.Err() == nil {
+		b.logger.Warn("bucket trigger consumer not reset; lost changes come back after the ack wait",
+			"pending", info.NumAckPending, "ack_wait", s.opts.AckWait, "error", err)
 	}
 }
 
