@@ -20,7 +20,9 @@ func TestBucketTriggerDeliversChanges(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	b := state.NewBuckets(e.st.JetStream(), quietLogger())
-	if err := b.Ensure(ctx, state.BucketConfig{App: testApp, Name: "counts"}); err != nil {
+	// History 5: the delete of orders.eu must not drop its put before the
+	// bridge read it (with history 1 a lagging bridge sees only the delete).
+	if err := b.Ensure(ctx, state.BucketConfig{App: testApp, Name: "counts", History: 5}); err != nil {
 		t.Fatal(err)
 	}
 	onBucket := func(fn, prefix string) events.TriggerSpec {
