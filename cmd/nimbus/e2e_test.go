@@ -144,7 +144,8 @@ func TestQuickStart(t *testing.T) {
 		t.Fatalf("kv get of a missing key: %v\n%s", err, out)
 	}
 	// Events: the orders example counts events in KV through one trigger,
-	// and dead-letters them through another that always fails.
+	// dead-letters them through another that always fails, and a bucket
+	// trigger on the count copies its latest value.
 	out, err = run("deploy", filepath.Join("..", "..", "examples", "orders"))
 	if err != nil || !strings.Contains(out, "deployed orders") {
 		t.Fatalf("deploy examples/orders: %v\n%s", err, out)
@@ -188,11 +189,31 @@ func TestQuickStart(t *testing.T) {
 		}
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if strings.TrimSpace(string(b)) == `{"orders": 3, "dead_letters": 3}` {
+		// seen: a bucket trigger on orders.* copied the latest count.
+		if strings.TrimSpace(string(b)) == `{"orders": 3, "dead_letters": 3, "seen": 3}` {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("orders stats never reached 3 delivered and 3 dead letters: %s", b)
+			t.Fatalf("orders stats never reached 3 delivered, 3 dead letters and 3 seen by the bucket trigger: %s", b)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// A write from the CLI reaches the bucket trigger too (docs/kv.md).
+	if out, err = run("kv", "put", "orders/counts", "orders.total", "41"); err != nil {
+		t.Fatalf("kv put orders.total: %v\n%s", err, out)
+	}
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		resp, err := http.Get(f["gateway"] + "/orders/stats")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.TrimSpace(string(b)) == `{"orders": 41, "dead_letters": 3, "seen": 41}` {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a kv put never reached the bucket trigger: %s", b)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

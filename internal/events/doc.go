@@ -1,7 +1,10 @@
 // Package events carries Nimbus events: topics, triggers, delivery, retries,
 // dead letters. This file documents its first piece, the durable event log
 // (Log); package cloudevents (the envelope and HTTP binding) and package
-// cron (schedules) sit beside it.
+// cron (schedules) sit beside it. The Dispatcher (dispatch.go) delivers
+// topic events to triggers; CronSource (cron_source.go) and BucketSource
+// (kv_source.go) turn cron ticks and bucket changes into events on internal
+// topics, so the Dispatcher delivers those too.
 //
 // # Where the log sits
 //

@@ -18,9 +18,11 @@ import (
 )
 
 // topicTriggers are the topic triggers of a revision, in the dispatcher's
-// terms. A cron trigger is one too: its firings are events on the internal
-// topic events.CronTopic(function, trigger) (see events.CronSource), which
-// the dispatcher delivers with the trigger's retries and dead letter.
+// terms. Cron and bucket triggers are ones too: a cron firing is an event on
+// the internal topic events.CronTopic(function, trigger) (see
+// events.CronSource), a bucket change one on events.BucketTopic(bucket) (see
+// events.BucketSource), which the dispatcher delivers with the trigger's
+// retries and dead letter.
 func topicTriggers(rev *registry.Revision) []events.TriggerSpec {
 	var out []events.TriggerSpec
 	if rev == nil {
@@ -38,11 +40,18 @@ func topicTriggers(rev *registry.Revision) []events.TriggerSpec {
 				})
 				continue
 			}
-			if t.Kind != registry.TriggerTopic {
+			if t.Kind != registry.TriggerTopic && t.Kind != registry.TriggerBucket {
 				continue
 			}
+			topic := t.Topic
+			if t.Kind == registry.TriggerBucket {
+				// Its changes are events on the internal topic
+				// events.BucketTopic(bucket) (see events.BucketSource), the
+				// key in their subject.
+				topic = events.BucketTopic(t.Bucket)
+			}
 			spec := events.TriggerSpec{
-				App: rev.App, Function: fn.Name, Topic: t.Topic, ID: t.Name,
+				App: rev.App, Function: fn.Name, Topic: topic, ID: t.Name,
 				MaxAttempts: t.MaxAttempts,
 				Backoff:     time.Duration(t.BackoffMS) * time.Millisecond,
 				MaxBackoff:  time.Duration(t.MaxBackoffMS) * time.Millisecond,
@@ -51,6 +60,9 @@ func topicTriggers(rev *registry.Revision) []events.TriggerSpec {
 			}
 			if t.Filter != nil {
 				spec.Filter = events.Filter{Type: t.Filter.Type, Source: t.Filter.Source, SubjectPrefix: t.Filter.SubjectPrefix}
+			}
+			if t.Kind == registry.TriggerBucket {
+				spec.Filter = events.Filter{SubjectPrefix: t.KeyPrefix}
 			}
 			out = append(out, spec)
 		}
@@ -93,6 +105,42 @@ func cronTriggers(rev *registry.Revision) ([]events.CronSpec, error) {
 func (s *Server) syncCron(ctx context.Context, app string, rev *registry.Revision) error {
 	specs, perr := cronTriggers(rev)
 	return errors.Join(perr, s.cron.Sync(ctx, app, specs))
+}
+
+// bucketTriggers are the buckets of a revision that bucket triggers watch,
+// in the bucket source's terms. A trigger on a bucket the revision does not
+// declare (the manifest refuses it, so only a hand-made spec) is left out
+// and reported.
+func bucketTriggers(rev *registry.Revision) ([]events.BucketSpec, error) {
+	if rev == nil {
+		return nil, nil
+	}
+	var out []events.BucketSpec
+	var errs []error
+	for _, fn := range rev.Functions {
+		for _, t := range fn.Triggers {
+			if t.Kind != registry.TriggerBucket {
+				continue
+			}
+			if !slices.ContainsFunc(rev.Buckets, func(b registry.Bucket) bool { return b.Name == t.Bucket }) {
+				errs = append(errs, fmt.Errorf("bucket trigger %s/%s: bucket %q is not declared; declare it under buckets:", fn.Name, t.Name, t.Bucket))
+				continue
+			}
+			spec := events.BucketSpec{App: rev.App, Bucket: t.Bucket}
+			if !slices.Contains(out, spec) {
+				out = append(out, spec)
+			}
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+// syncBuckets starts and stops the bucket bridges of app (rev nil: none).
+// Like syncCron it runs after the dispatcher's Sync, so the consumers of
+// the buckets' topics exist before the first change is appended.
+func (s *Server) syncBuckets(ctx context.Context, app string, rev *registry.Revision) error {
+	specs, perr := bucketTriggers(rev)
+	return errors.Join(perr, s.kvtrig.Sync(ctx, app, specs))
 }
 
 // Publish appends events to a topic of an active app. It returns once every

@@ -68,6 +68,7 @@ type Server struct {
 	events  *events.Log
 	deliver *events.Dispatcher
 	cron    *events.CronSource
+	kvtrig  *events.BucketSource // bucket changes -> events
 	logs    *guestlog.Writer
 	metrics *telemetry.Metrics
 
@@ -143,6 +144,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	s.deliver = events.NewDispatcher(s.store.JetStream(), s.events, s.sched, events.DispatcherOptions{Logger: cfg.Logger})
 	s.cron = events.NewCronSource(s.store.JetStream(), s.events, events.CronOptions{Logger: cfg.Logger})
+	s.kvtrig = events.NewBucketSource(s.store.JetStream(), s.events, events.BucketOptions{Logger: cfg.Logger})
 	s.gw = gateway.New(s.sched, cfg.Logger)
 	s.gw.SetEvents(s)
 	s.gw.SetAsync(s)
@@ -215,6 +217,9 @@ func (s *Server) restore(ctx context.Context) error {
 		}
 		if err := s.syncCron(ctx, app.Name, rev); err != nil {
 			s.logger.Error("restore cron triggers failed", "app", app.Name, "error", err)
+		}
+		if err := s.syncBuckets(ctx, app.Name, rev); err != nil {
+			s.logger.Error("restore bucket triggers failed", "app", app.Name, "error", err)
 		}
 	}
 	return s.refreshRoutes()
@@ -295,6 +300,11 @@ func (s *Server) Close(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
+	if s.kvtrig != nil {
+		if err := s.kvtrig.Close(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if s.deliver != nil {
 		if err := s.deliver.Close(ctx); err != nil {
 			errs = append(errs, err)
@@ -339,6 +349,9 @@ func (s *Server) Deploy(ctx context.Context, app string, spec registry.Spec) (*r
 	if _, err := cronTriggers(planned); err != nil {
 		return nil, false, apierror.Wrap(http.StatusBadRequest, "invalid_revision", err)
 	}
+	if _, err := bucketTriggers(planned); err != nil {
+		return nil, false, apierror.Wrap(http.StatusBadRequest, "invalid_revision", err)
+	}
 	if err := s.sched.Prepare(ctx, app, planned.Functions); err != nil {
 		if errors.Is(err, runtime.ErrInvalidModule) {
 			return nil, false, apierror.Wrap(http.StatusUnprocessableEntity, "invalid_module", err)
@@ -372,6 +385,9 @@ func (s *Server) Deploy(ctx context.Context, app string, spec registry.Spec) (*r
 	}
 	if err := s.syncCron(ctx, app, rev); err != nil {
 		return nil, false, fmt.Errorf("deploy %s: cron triggers: %w", app, err)
+	}
+	if err := s.syncBuckets(ctx, app, rev); err != nil {
+		return nil, false, fmt.Errorf("deploy %s: bucket triggers: %w", app, err)
 	}
 	return rev, changed, nil
 }
@@ -410,7 +426,7 @@ func (s *Server) Rollback(ctx context.Context, app, revision string) (*registry.
 	if err := s.deliver.Sync(ctx, app, s.triggersOf(rev)); err != nil {
 		return rev, err
 	}
-	return rev, s.syncCron(ctx, app, rev)
+	return rev, errors.Join(s.syncCron(ctx, app, rev), s.syncBuckets(ctx, app, rev))
 }
 
 // Delete implements api.Platform.
@@ -421,6 +437,9 @@ func (s *Server) Delete(ctx context.Context, app string) error {
 		return err
 	}
 	if err := s.cron.Sync(ctx, app, nil); err != nil {
+		return err
+	}
+	if err := s.kvtrig.Sync(ctx, app, nil); err != nil {
 		return err
 	}
 	if err := s.deliver.Sync(ctx, app, nil); err != nil {

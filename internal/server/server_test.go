@@ -18,11 +18,13 @@ import (
 	"time"
 
 	"github.com/nimbus-dev/nimbus/internal/apierror"
+	"github.com/nimbus-dev/nimbus/internal/events/cloudevents"
 	"github.com/nimbus-dev/nimbus/internal/guestlog"
 	"github.com/nimbus-dev/nimbus/internal/guesttest"
 	"github.com/nimbus-dev/nimbus/internal/registry"
 	"github.com/nimbus-dev/nimbus/internal/security"
 	"github.com/nimbus-dev/nimbus/internal/server"
+	"github.com/nimbus-dev/nimbus/internal/state"
 )
 
 // cacheDir is the compilation cache shared by every server of this test
@@ -595,6 +597,98 @@ func TestCronTriggerInvokesFunction(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	if err := srv.Delete(context.Background(), "clock"); err != nil {
+		t.Fatalf("delete: %v", err)
+	}
+}
+
+// TestBucketTriggerInvokesFunction: a write to a bucket, through the KV API
+// or by a guest, invokes the function whose bucket trigger matches its key,
+// with the change; also after a restart. Internal topics stay closed to
+// publishers.
+func TestBucketTriggerInvokesFunction(t *testing.T) {
+	counter := guesttest.MustBuild(t, "../../examples/counter/counter", guesttest.Reactor)
+	watch := guesttest.MustBuild(t, "testdata/kvwatch", guesttest.Reactor)
+	dir := t.TempDir()
+	srv := start(t, dir)
+	ctx := context.Background()
+	c := fn("counter", counter, "POST /count/{name}")
+	c.Capabilities = []string{"kv:counts"}
+	w := fn("watch", watch)
+	w.Capabilities = []string{"kv:seen"}
+	w.Triggers = []registry.Trigger{{Name: "bucket-counts", Kind: registry.TriggerBucket, Bucket: "counts", KeyPrefix: "count.",
+		MaxAttempts: 3, BackoffMS: 10, MaxBackoffMS: 100, DeadLetter: registry.DeadLetterTopic}}
+	for _, m := range [][]byte{counter, watch} {
+		if _, err := srv.PutArtifact(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	spec := registry.Spec{Functions: []registry.Function{c, w},
+		Topics:  []registry.Topic{{Name: registry.DeadLetterTopic, MaxEventBytes: 1 << 20, RetentionMS: 3_600_000}},
+		Buckets: []registry.Bucket{{Name: "counts", History: 1}, {Name: "seen", History: 1}}}
+	if _, _, err := srv.Deploy(ctx, "shop", spec); err != nil {
+		t.Fatal(err)
+	}
+	// waitSeen waits until the guest recorded want for key.
+	waitSeen := func(srv *server.Server, key, want string) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			v, _, err := srv.KV().Get(ctx, "shop", "seen", "seen."+key)
+			if err == nil && string(v) == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the watcher never recorded %q for %s: %q, %v", want, key, v, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+
+	// Through the KV API (what `nimbus kv put` calls).
+	rev, err := srv.KV().Put(ctx, "shop", "counts", "count.api", []byte("7"), state.PutOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.KV().Put(ctx, "shop", "counts", "other.x", []byte("1"), state.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitSeen(srv, "count.api", fmt.Sprintf("dev.nimbus.kv.put %d put application/octet-stream 7", rev))
+	if err := srv.KV().Delete(ctx, "shop", "counts", "count.api", nil); err != nil {
+		t.Fatal(err)
+	}
+	waitSeen(srv, "count.api", fmt.Sprintf("dev.nimbus.kv.delete %d delete  ", rev+2))
+
+	// A guest's write (the counter example's kv put) triggers the watcher.
+	resp, err := http.Post(srv.GatewayURL()+"/count/guest", "text/plain", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	_, grev, err := srv.KV().Get(ctx, "shop", "counts", "count.guest")
+	if err != nil {
+		t.Fatalf("the counter guest did not write: %v", err)
+	}
+	waitSeen(srv, "count.guest", fmt.Sprintf("dev.nimbus.kv.put %d put application/octet-stream 1", grev))
+	if _, _, err := srv.KV().Get(ctx, "shop", "seen", "seen.other.x"); err == nil {
+		t.Fatal("the key_prefix count. trigger got other.x")
+	}
+
+	// The internal topic of the bucket is not a topic anyone may publish to.
+	_, _, err = srv.Publish(ctx, "shop", "_kv_counts", []cloudevents.Event{{SpecVersion: "1.0", ID: "x", Source: "/x", Type: "dev.nimbus.kv.put", Subject: "count.fake"}}, "")
+	var apiErr *apierror.Error
+	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusNotFound {
+		t.Fatalf("publish to the internal topic _kv_counts: %v", err)
+	}
+
+	// After a restart the trigger resumes.
+	srv.Close(ctx)
+	srv = start(t, dir)
+	rev, err = srv.KV().Put(ctx, "shop", "counts", "count.api", []byte("8"), state.PutOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitSeen(srv, "count.api", fmt.Sprintf("dev.nimbus.kv.put %d put application/octet-stream 8", rev))
+	if err := srv.Delete(ctx, "shop"); err != nil {
 		t.Fatalf("delete: %v", err)
 	}
 }

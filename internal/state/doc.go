@@ -54,6 +54,7 @@
 // # Change events
 //
 // Watch streams every put and delete (including expiries) of a bucket after
-// it starts, in revision order, to a callback; triggers on bucket changes
-// build on it.
+// it starts, in revision order, to a callback. Bucket triggers do not use
+// it: they must resume after a restart, so events.BucketSource reads the
+// bucket's stream with a durable consumer of its own.
 package state

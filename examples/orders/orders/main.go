@@ -2,18 +2,24 @@
 // functions, told apart by the ROLE environment variable in nimbus.yaml:
 //
 //	count  subscribes to the topic "orders" and counts events in the bucket
-//	       "counts"; GET /orders/stats reads the counts
+//	       "counts" (key "orders.total"); GET /orders/stats reads the counts
 //	audit  subscribes to "orders" too, and always fails: after max_attempts
 //	       its events go to the app's dead-letter topic
 //	dead   subscribes to "dead-letter" and counts what arrives there
+//	watch  is invoked by every change of a key "orders.*" in the bucket
+//	       (a bucket trigger): it copies the order count it was given to
+//	       "seen.orders", where a real app would notify someone or refresh
+//	       a cache
 //
 // An event arrives as an HTTP request in CloudEvents binary mode: its
-// attributes in Ce-* headers, its data as the body.
+// attributes in Ce-* headers, its data as the body. A bucket change is one
+// too: the key in Ce-Subject, the new value as the body.
 package main
 
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"strconv"
@@ -36,6 +42,17 @@ func init() {
 			}
 		case "audit":
 			http.Error(w, "audit service unavailable", http.StatusServiceUnavailable)
+		case "watch":
+			if r.Header.Get("Ce-Type") != "dev.nimbus.kv.put" {
+				return // a delete: nothing to copy
+			}
+			value, err := io.ReadAll(r.Body)
+			if err == nil {
+				_, err = counts.Put("seen.orders", value)
+			}
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+			}
 		case "dead":
 			nimbus.Logf(nimbus.LevelWarn, "dead letter %s from %s: %s", r.Header.Get("Ce-Id"), r.Header.Get("Ce-Nimbusfunction"), r.Header.Get("Ce-Nimbuserror"))
 			if err := increment("dead.total"); err != nil {
@@ -47,7 +64,7 @@ func init() {
 
 func stats(w http.ResponseWriter) {
 	w.Header().Set("Content-Type", "application/json")
-	fmt.Fprintf(w, `{"orders": %d, "dead_letters": %d}`+"\n", read("orders.total"), read("dead.total"))
+	fmt.Fprintf(w, `{"orders": %d, "dead_letters": %d, "seen": %d}`+"\n", read("orders.total"), read("dead.total"), read("seen.orders"))
 }
 
 func read(key string) int {
