@@ -59,9 +59,13 @@ func TestDeliverToEveryTrigger(t *testing.T) {
 			t.Fatalf("guest saw headers\n%s\nwithout %q", body, want)
 		}
 	}
-	if st := e.disp.Stats(); st.Delivered != 2*n || st.Failed != 0 {
-		t.Fatalf("stats %+v, want %d delivered, none failed", st, 2*n)
-	}
+	// Counters move just after the recorder sees the call: poll.
+	waitFor(t, "dispatcher stats", func() error {
+		if st := e.disp.Stats(); st.Delivered != 2*n || st.Failed != 0 {
+			return fmt.Errorf("stats %+v, want %d delivered, none failed", st, 2*n)
+		}
+		return nil
+	})
 	// Every success left a delivery record (what saves a second run when
 	// an ack is lost); they are written without waiting, so poll.
 	kv, err := e.st.JetStream().KeyValue(context.Background(), events.DeliveredBucket)
@@ -139,9 +143,13 @@ func TestRetryThenSuccess(t *testing.T) {
 	if !slices.Equal(attempts, []int{1, 2, 3}) {
 		t.Fatalf("attempts %v, want [1 2 3]", attempts)
 	}
-	if st := e.disp.Stats(); st.Delivered != 1 || st.Failed != 2 || st.DeadLettered != 0 {
-		t.Fatalf("stats %+v", st)
-	}
+	// Counters move just after the recorder sees the call: poll.
+	waitFor(t, "dispatcher stats", func() error {
+		if st := e.disp.Stats(); st.Delivered != 1 || st.Failed != 2 || st.DeadLettered != 0 {
+			return fmt.Errorf("stats %+v", st)
+		}
+		return nil
+	})
 }
 
 // readDeadLetters returns the events on the app's dead-letter topic.
@@ -221,9 +229,13 @@ func TestPoisonGoesToDeadLetterWhileOthersFlow(t *testing.T) {
 			if n != 3 {
 				t.Fatalf("poison invoked %d times, want max_attempts 3", n)
 			}
-			if st := e.disp.Stats(); st.DeadLettered != 1 {
-				t.Fatalf("stats %+v", st)
-			}
+			// Counters move just after the recorder sees the call: poll.
+			waitFor(t, "dispatcher stats", func() error {
+				if st := e.disp.Stats(); st.DeadLettered != 1 {
+					return fmt.Errorf("stats %+v", st)
+				}
+				return nil
+			})
 		})
 	}
 }
@@ -441,9 +453,13 @@ func TestDeadLetterTriggerDoesNotLoop(t *testing.T) {
 		}
 		return nil
 	})
-	if st := e.disp.Stats(); st.DeadLettered != 1 {
-		t.Fatalf("stats %+v, want the one original dead letter", st)
-	}
+	// Counters move just after the recorder sees the call: poll.
+	waitFor(t, "dispatcher stats", func() error {
+		if st := e.disp.Stats(); st.DeadLettered != 1 {
+			return fmt.Errorf("stats %+v, want the one original dead letter", st)
+		}
+		return nil
+	})
 }
 
 func TestSyncRejectsBadSpecs(t *testing.T) {
