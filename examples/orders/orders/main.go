@@ -1,6 +1,10 @@
-// Command orders is the event pipeline example. One module plays three
+// Command orders is the event pipeline example. One module plays five
 // functions, told apart by the ROLE environment variable in nimbus.yaml:
 //
+//	place  takes an order over HTTP (POST /orders, a JSON body) and
+//	       publishes it to the topic "orders" as an order.created event;
+//	       an Idempotency-Key header becomes the event id, so a retried
+//	       request is one order
 //	count  subscribes to the topic "orders" and counts events in the bucket
 //	       "counts" (key "orders.total"); GET /orders/stats reads the counts
 //	audit  subscribes to "orders" too, and always fails: after max_attempts
@@ -32,6 +36,10 @@ var counts = nimbus.Bucket("counts")
 func init() {
 	nimbus.HandleFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Ce-Id") == "" { // an HTTP request, not an event
+			if os.Getenv("ROLE") == "place" {
+				place(w, r)
+				return
+			}
 			stats(w)
 			return
 		}
@@ -98,3 +106,23 @@ func increment(key string) error {
 }
 
 func main() {}
+
+// place publishes the order in the request body. Publishing needs
+// `capabilities: [publish:orders]`; the 202 means the event is on disk.
+func place(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	e := nimbus.Event{Type: "order.created", Source: "/shop/orders", ID: r.Header.Get("Idempotency-Key"),
+		Subject: r.URL.Query().Get("customer"), Data: body}
+	dup, err := nimbus.Publish("orders", e)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusAccepted)
+	fmt.Fprintf(w, `{"published": true, "duplicate": %t}`+"\n", dup)
+}
