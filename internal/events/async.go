@@ -284,7 +284,7 @@ func (r *Invocations) put(ctx context.Context, inv *Invocation) error {
 // QueuedInvocation reads an async invocation from the events stream at
 // seq, for an invocation that has no record yet. It reports false when
 // seq does not hold an async invocation (or no longer exists).
-func QueuedInvocation(ctx context.Context, js jetstream.JetStream, stream string, seq uint64) (*Invocation, bool, error) {
+func QueuedInvocation(ctx context.Context, js jetstream.JetStream, stream, prefix string, seq uint64) (*Invocation, bool, error) {
 	st, err := js.Stream(ctx, stream)
 	if err != nil {
 		return nil, false, fmt.Errorf("events stream: %w", err)
@@ -296,16 +296,19 @@ func QueuedInvocation(ctx context.Context, js jetstream.JetStream, stream string
 	if err != nil {
 		return nil, false, fmt.Errorf("invocation %s: %w", AsyncID(seq), err)
 	}
-	parts := strings.Split(m.Subject, ".")
-	if len(parts) < 2 || parts[len(parts)-1] != AsyncTopic {
+	// On the app's async topic, or on the async trigger's replay subject
+	// (a dead letter replayed): nimbus.events.<app>.<...>.
+	rest, ok := strings.CutPrefix(m.Subject, prefix)
+	app, _, _ := strings.Cut(rest, ".")
+	if !ok || app == "" {
 		return nil, false, nil
 	}
 	e, err := DecodeEntry(m.Data)
-	if err != nil || e.Type != AsyncEventType {
+	if err != nil || e.Type != AsyncEventType || e.Source != AsyncSource(app, e.Subject) {
 		return nil, false, nil
 	}
 	return &Invocation{
-		ID: AsyncID(seq), App: parts[len(parts)-2], Function: e.Subject, State: StateQueued,
+		ID: AsyncID(seq), App: app, Function: e.Subject, State: StateQueued,
 		Accepted: m.Time, Updated: m.Time, IdempotencyKey: e.Extensions["nimbusidempotencykey"],
 	}, true, nil
 }

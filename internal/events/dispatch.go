@@ -355,7 +355,7 @@ func (d *Dispatcher) Invocation(ctx context.Context, id string) (*Invocation, er
 	if !errors.Is(err, ErrNoRecord) {
 		return inv, err
 	}
-	inv, found, err := QueuedInvocation(ctx, d.js, d.log.Stream(), seq)
+	inv, found, err := QueuedInvocation(ctx, d.js, d.log.Stream(), d.log.prefix, seq)
 	if err != nil || !found {
 		return nil, errors.Join(err, ErrNoRecord)
 	}

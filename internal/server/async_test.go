@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nimbus-dev/nimbus/internal/api"
 	"github.com/nimbus-dev/nimbus/internal/apierror"
 	"github.com/nimbus-dev/nimbus/internal/events"
 	"github.com/nimbus-dev/nimbus/internal/guesttest"
@@ -147,6 +148,20 @@ func TestAsyncInvocation(t *testing.T) {
 	if inv.State != events.StateFailed || inv.Attempts != 3 || inv.DeadLetter != registry.DeadLetterTopic || inv.Error == "" {
 		t.Fatalf("failing invocation: %+v", inv)
 	}
+	// Its dead letter replays to the async trigger as a new invocation.
+	page, err := srv.DeadLetters(context.Background(), "jobs", events.DeadLetterQuery{})
+	if err != nil || len(page.Letters) != 1 || page.Letters[0].Function != events.AsyncTopic || page.Letters[0].Event.Subject != "g" {
+		t.Fatalf("dead letters: %v %+v", err, page)
+	}
+	res, err := srv.ReplayDeadLetters(context.Background(), "jobs", api.ReplayRequest{Seqs: []uint64{page.Letters[0].Seq}})
+	if err != nil || len(res) != 1 || res[0].Err != nil || res[0].NewSeq == 0 {
+		t.Fatalf("replay: %v %+v", err, res)
+	}
+	inv = waitDone(t, srv, events.AsyncID(res[0].NewSeq))
+	if inv.State != events.StateFailed || inv.Attempts != 3 || inv.Function != "g" {
+		t.Fatalf("replayed invocation: %+v", inv)
+	}
+
 	// A 4xx answer is final: not retried.
 	nf, _, _ := postAsync(t, srv.GatewayURL()+"/nope", "", "")
 	inv = waitDone(t, srv, nf.ID)
