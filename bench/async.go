@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/nimbus-dev/nimbus/internal/guesttest"
 	"github.com/nimbus-dev/nimbus/internal/registry"
 )
 
@@ -15,24 +14,14 @@ import (
 // (request fsynced) to the function's completion (its result recorded,
 // fsynced), beside raw JetStream synchronous publishes.
 func runAsync(ctx context.Context, b *bench) ([]row, error) {
-	progress("   building internal/events/testdata/eventguest (reactor)")
-	wasm, err := guesttest.Build(b.root+"/internal/events/testdata/eventguest", guesttest.Reactor)
-	if err != nil {
-		return nil, err
-	}
-	srv, err := b.startServer(ctx, "async")
+	srv, wasm, err := b.serverWithGuest(ctx, "async", "internal/events/testdata/eventguest")
 	if err != nil {
 		return nil, err
 	}
 	defer srv.Close(context.Background())
-	if _, err := srv.PutArtifact(ctx, wasm); err != nil {
-		return nil, err
-	}
-	fn := registry.Function{Name: "f", Runtime: "wasm", Module: sha(wasm), MemoryBytes: 64 << 20, TimeoutMS: 5000,
-		Concurrency: 1, MaxInstances: 8, MaxRequestBytes: 1 << 20, MaxResponseBytes: 1 << 20,
-		Routes: []registry.Route{{Method: "POST", Path: "/job"}}}
-	topics := []registry.Topic{{Name: registry.DeadLetterTopic, MaxEventBytes: 1 << 20, RetentionMS: 3_600_000}}
-	if _, _, err := srv.Deploy(ctx, "ev", registry.Spec{Functions: []registry.Function{fn}, Topics: topics}); err != nil {
+	fn := benchFunction(wasm)
+	fn.Routes = []registry.Route{{Method: "POST", Path: "/job"}}
+	if _, _, err := srv.Deploy(ctx, "ev", registry.Spec{Functions: []registry.Function{fn}, Topics: benchTopics()}); err != nil {
 		return nil, err
 	}
 	raw, err := newRawJetStream(ctx, b)

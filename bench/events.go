@@ -14,7 +14,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/nimbus-dev/nimbus/internal/guesttest"
 	"github.com/nimbus-dev/nimbus/internal/registry"
 	"github.com/nimbus-dev/nimbus/internal/server"
 	"github.com/nimbus-dev/nimbus/internal/store"
@@ -24,25 +23,14 @@ import (
 // completion (fsync on), batched and single-event, beside raw JetStream
 // publishes with synchronous writes on the same kind of store.
 func runEvents(ctx context.Context, b *bench) ([]row, error) {
-	progress("   building internal/events/testdata/eventguest (reactor)")
-	wasm, err := guesttest.Build(b.root+"/internal/events/testdata/eventguest", guesttest.Reactor)
-	if err != nil {
-		return nil, err
-	}
-	srv, err := b.startServer(ctx, "events")
+	srv, wasm, err := b.serverWithGuest(ctx, "events", "internal/events/testdata/eventguest")
 	if err != nil {
 		return nil, err
 	}
 	defer srv.Close(context.Background())
-	if _, err := srv.PutArtifact(ctx, wasm); err != nil {
-		return nil, err
-	}
-	fn := registry.Function{Name: "f", Runtime: "wasm", Module: sha(wasm), MemoryBytes: 64 << 20, TimeoutMS: 5000,
-		Concurrency: 1, MaxInstances: 8, MaxRequestBytes: 1 << 20, MaxResponseBytes: 1 << 20,
-		Triggers: []registry.Trigger{{Name: "t", Kind: registry.TriggerTopic, Topic: "t", MaxAttempts: 5,
-			BackoffMS: 1000, MaxBackoffMS: 300_000, DeadLetter: registry.DeadLetterTopic}}}
-	topics := []registry.Topic{{Name: "t", MaxEventBytes: 1 << 16, RetentionMS: 3_600_000},
-		{Name: registry.DeadLetterTopic, MaxEventBytes: 1 << 20, RetentionMS: 3_600_000}}
+	fn := benchFunction(wasm)
+	fn.Triggers = []registry.Trigger{topicTrigger("t")}
+	topics := benchTopics("t")
 	if _, _, err := srv.Deploy(ctx, "ev", registry.Spec{Functions: []registry.Function{fn}, Topics: topics}); err != nil {
 		return nil, err
 	}

@@ -164,3 +164,45 @@ func minimalSDK(variant uint32) []byte {
 	}
 	return m.Encode()
 }
+
+// serverWithGuest builds the guest in guestDir (relative to the module
+// root) as a reactor, starts a node named name and uploads the module. The
+// caller deploys it and closes the node.
+func (b *bench) serverWithGuest(ctx context.Context, name, guestDir string) (*server.Server, []byte, error) {
+	progress("   building %s (reactor)", guestDir)
+	wasm, err := guesttest.Build(b.root+"/"+guestDir, guesttest.Reactor)
+	if err != nil {
+		return nil, nil, err
+	}
+	srv, err := b.startServer(ctx, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, err := srv.PutArtifact(ctx, wasm); err != nil {
+		srv.Close(context.Background())
+		return nil, nil, err
+	}
+	return srv, wasm, nil
+}
+
+// benchFunction is the function "f" of the scenarios' apps, running wasm.
+func benchFunction(wasm []byte) registry.Function {
+	return registry.Function{Name: "f", Runtime: "wasm", Module: sha(wasm), MemoryBytes: 64 << 20, TimeoutMS: 5000,
+		Concurrency: 1, MaxInstances: 8, MaxRequestBytes: 1 << 20, MaxResponseBytes: 1 << 20}
+}
+
+// topicTrigger subscribes a function to topic with the default retries.
+func topicTrigger(topic string) registry.Trigger {
+	return registry.Trigger{Name: "t", Kind: registry.TriggerTopic, Topic: topic, MaxAttempts: 5,
+		BackoffMS: 1000, MaxBackoffMS: 300_000, DeadLetter: registry.DeadLetterTopic}
+}
+
+// benchTopics are the topics of the scenarios' apps: the dead-letter topic
+// and the named ones.
+func benchTopics(names ...string) []registry.Topic {
+	out := []registry.Topic{{Name: registry.DeadLetterTopic, MaxEventBytes: 1 << 20, RetentionMS: 3_600_000}}
+	for _, n := range names {
+		out = append(out, registry.Topic{Name: n, MaxEventBytes: 1 << 16, RetentionMS: 3_600_000})
+	}
+	return out
+}

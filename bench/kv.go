@@ -10,7 +10,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/nimbus-dev/nimbus/internal/guesttest"
 	"github.com/nimbus-dev/nimbus/internal/registry"
 	"github.com/nimbus-dev/nimbus/internal/state"
 	"github.com/nimbus-dev/nimbus/internal/store"
@@ -35,23 +34,16 @@ var kvValue = []byte("0123456789abcdef")
 // calls made with nats.go's jetstream.KeyValue on a store opened the same
 // way, with the same bucket configuration and the same concurrency.
 func runKV(ctx context.Context, b *bench) ([]row, error) {
-	progress("   building internal/runtime/wasm/testdata/kvguest (reactor)")
-	wasm, err := guesttest.Build(b.root+"/internal/runtime/wasm/testdata/kvguest", guesttest.Reactor)
-	if err != nil {
-		return nil, err
-	}
-	srv, err := b.startServer(ctx, "kv")
+	srv, wasm, err := b.serverWithGuest(ctx, "kv", "internal/runtime/wasm/testdata/kvguest")
 	if err != nil {
 		return nil, err
 	}
 	defer srv.Close(context.Background())
-	if _, err := srv.PutArtifact(ctx, wasm); err != nil {
-		return nil, err
-	}
 	maxWorkers := kvWorkers[len(kvWorkers)-1]
-	fn := registry.Function{Name: "f", Runtime: "wasm", Module: sha(wasm), MemoryBytes: 64 << 20, TimeoutMS: 30_000,
-		Concurrency: 1, MaxInstances: maxWorkers, MaxRequestBytes: 1 << 20, MaxResponseBytes: 1 << 20,
-		Capabilities: []string{"kv:counts"}, Routes: []registry.Route{{Method: http.MethodGet, Path: "/loop"}}}
+	fn := benchFunction(wasm)
+	fn.TimeoutMS, fn.MaxInstances = 30_000, maxWorkers
+	fn.Capabilities = []string{"kv:counts"}
+	fn.Routes = []registry.Route{{Method: http.MethodGet, Path: "/loop"}}
 	bucket := registry.Bucket{Name: "counts", MaxValueBytes: state.DefaultMaxValueBytes, History: 1}
 	if _, _, err := srv.Deploy(ctx, "kv", registry.Spec{Functions: []registry.Function{fn}, Buckets: []registry.Bucket{bucket}}); err != nil {
 		return nil, err

@@ -16,7 +16,6 @@ import (
 
 	"github.com/nimbus-dev/nimbus/internal/events/cloudevents"
 	"github.com/nimbus-dev/nimbus/internal/guestlog"
-	"github.com/nimbus-dev/nimbus/internal/guesttest"
 	"github.com/nimbus-dev/nimbus/internal/registry"
 	"github.com/nimbus-dev/nimbus/internal/server"
 	"github.com/nimbus-dev/nimbus/internal/store"
@@ -35,25 +34,15 @@ const latencyRate = 200
 // durable pull consumer (explicit ack) on a store opened like the node's
 // noting when each message arrives.
 func runLatency(ctx context.Context, b *bench) ([]row, error) {
-	progress("   building bench/testdata/startguest (reactor)")
-	wasm, err := guesttest.Build(b.root+"/bench/testdata/startguest", guesttest.Reactor)
-	if err != nil {
-		return nil, err
-	}
-	srv, err := b.startServer(ctx, "latency")
+	srv, wasm, err := b.serverWithGuest(ctx, "latency", "bench/testdata/startguest")
 	if err != nil {
 		return nil, err
 	}
 	defer srv.Close(context.Background())
-	if _, err := srv.PutArtifact(ctx, wasm); err != nil {
-		return nil, err
-	}
-	fn := registry.Function{Name: "f", Runtime: "wasm", Module: sha(wasm), MemoryBytes: 64 << 20, TimeoutMS: 5000,
-		Concurrency: 1, MaxInstances: 8, MaxRequestBytes: 1 << 20, MaxResponseBytes: 1 << 20, Capabilities: []string{"log"},
-		Triggers: []registry.Trigger{{Name: "t", Kind: registry.TriggerTopic, Topic: "t", MaxAttempts: 5,
-			BackoffMS: 1000, MaxBackoffMS: 300_000, DeadLetter: registry.DeadLetterTopic}}}
-	topics := []registry.Topic{{Name: "t", MaxEventBytes: 1 << 16, RetentionMS: 3_600_000},
-		{Name: registry.DeadLetterTopic, MaxEventBytes: 1 << 20, RetentionMS: 3_600_000}}
+	fn := benchFunction(wasm)
+	fn.Capabilities = []string{"log"}
+	fn.Triggers = []registry.Trigger{topicTrigger("t")}
+	topics := benchTopics("t")
 	if _, _, err := srv.Deploy(ctx, "lat", registry.Spec{Functions: []registry.Function{fn}, Topics: topics}); err != nil {
 		return nil, err
 	}

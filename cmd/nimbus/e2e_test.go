@@ -196,42 +196,33 @@ func TestQuickStart(t *testing.T) {
 	if resp.StatusCode != 404 || !strings.Contains(string(body), "nope") {
 		t.Fatalf("event to an unknown topic: %d %s", resp.StatusCode, body)
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		resp, err := http.Get(f["gateway"] + "/orders/stats")
-		if err != nil {
-			t.Fatal(err)
+	// waitStats polls the orders example's counters until they read want.
+	waitStats := func(want, what string) {
+		t.Helper()
+		var b []byte
+		for deadline := time.Now().Add(60 * time.Second); ; {
+			resp, err := http.Get(f["gateway"] + "/orders/stats")
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if strings.TrimSpace(string(b)) == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: orders stats %s, want %s", what, b, want)
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		// seen: a bucket trigger on orders.* copied the latest count.
-		if strings.TrimSpace(string(b)) == `{"orders": 3, "dead_letters": 3, "seen": 3}` {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("orders stats never reached 3 delivered, 3 dead letters and 3 seen by the bucket trigger: %s", b)
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
+	// seen: a bucket trigger on orders.* copied the latest count.
+	waitStats(`{"orders": 3, "dead_letters": 3, "seen": 3}`, "3 delivered, 3 dead letters and 3 seen by the bucket trigger")
 	// A write from the CLI reaches the bucket trigger too (docs/kv.md).
 	if out, err = run("kv", "put", "orders/counts", "orders.total", "41"); err != nil {
 		t.Fatalf("kv put orders.total: %v\n%s", err, out)
 	}
-	for deadline := time.Now().Add(60 * time.Second); ; {
-		resp, err := http.Get(f["gateway"] + "/orders/stats")
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if strings.TrimSpace(string(b)) == `{"orders": 41, "dead_letters": 3, "seen": 41}` {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("a kv put never reached the bucket trigger: %s", b)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitStats(`{"orders": 41, "dead_letters": 3, "seen": 41}`, "a kv put never reached the bucket trigger")
 	// Dead letters: the three events audit failed are listed with their
 	// error and attempts. Replayed, they go back to audit alone (count
 	// stays at 3), fail again, and return as three new dead letters.
@@ -263,24 +254,9 @@ func TestQuickStart(t *testing.T) {
 	if out, err = run("dlq", "replay", "orders", "--all"); err != nil || !strings.Contains(out, "replayed 3 ") {
 		t.Fatalf("dlq replay --all: %v\n%s", err, out)
 	}
-	deadline = time.Now().Add(60 * time.Second)
-	for {
-		resp, err := http.Get(f["gateway"] + "/orders/stats")
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if strings.TrimSpace(string(b)) == `{"orders": 41, "dead_letters": 6, "seen": 41}` {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after the replay, orders stats never reached 6 dead letters (count and seen unchanged at 41): %s", b)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	var again []deadLetterRow
-	for again = dlq(); len(again) < 3 && time.Now().Before(deadline); again = dlq() {
+	waitStats(`{"orders": 41, "dead_letters": 6, "seen": 41}`, "after the replay, 6 dead letters (count and seen unchanged)")
+	again := dlq()
+	for deadline := time.Now().Add(60 * time.Second); len(again) < 3 && time.Now().Before(deadline); again = dlq() {
 		time.Sleep(100 * time.Millisecond)
 	}
 	if len(again) != 3 || again[0].Seq <= first[2].Seq {
