@@ -169,6 +169,15 @@ func TestAsyncInvocation(t *testing.T) {
 		t.Fatalf("4xx invocation: %+v", inv)
 	}
 
+	// The event log and the dispatcher are on /metrics: the failed
+	// invocation was dead-lettered twice (first run, then its replay).
+	_, metrics, _ := get(t, srv.APIURL()+"/metrics")
+	for _, want := range []string{`nimbus_deliveries_total{outcome="dead_lettered"} 2`, "nimbus_events_appended_total ", "nimbus_events_commits_total "} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+
 	// Unknown ids are 404.
 	_, err = srv.Invocation(context.Background(), "inv-999999")
 	var ae *apierror.Error

@@ -143,6 +143,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, fmt.Errorf("event log: %w", err)
 	}
 	s.deliver = events.NewDispatcher(s.store.JetStream(), s.events, s.sched, events.DispatcherOptions{Logger: cfg.Logger})
+	s.metrics.Registry().MustRegister(newEventsCollector(s))
 	s.cron = events.NewCronSource(s.store.JetStream(), s.events, events.CronOptions{Logger: cfg.Logger})
 	s.kvtrig = events.NewBucketSource(s.store.JetStream(), s.events, events.BucketOptions{Logger: cfg.Logger})
 	s.gw = gateway.New(s.sched, cfg.Logger)
