@@ -135,10 +135,25 @@ func asyncMsgID(app, function, key string) string {
 	return hex.EncodeToString(h[:])
 }
 
+// RetryPolicy overrides the async trigger's retries for one invocation
+// (the function's policy); zero fields keep the trigger's.
+type RetryPolicy struct {
+	MaxAttempts         int
+	Backoff, MaxBackoff time.Duration
+}
+
+// Extensions carrying an async invocation's RetryPolicy.
+const (
+	extMaxAttempts = "nimbusmaxattempts"
+	extBackoff     = "nimbusbackoffms"
+	extMaxBackoff  = "nimbusmaxbackoffms"
+)
+
 // AsyncEntry is the log entry of an async invocation of app/function with
 // req (its body is the event's data). idempotencyKey, when set, makes the
 // same invocation accepted twice within the duplicate window stored once.
-func AsyncEntry(app, function string, req *runtime.Request, idempotencyKey string) (Entry, error) {
+// policy, if not nil, is how it is retried.
+func AsyncEntry(app, function string, req *runtime.Request, idempotencyKey string, policy *RetryPolicy) (Entry, error) {
 	meta, err := json.Marshal(AsyncRequest{
 		Method: req.Method, Path: req.Path, RawQuery: req.RawQuery, Header: req.Header,
 		Host: req.Host, Route: req.Route, Params: req.Params,
@@ -167,6 +182,17 @@ func AsyncEntry(app, function string, req *runtime.Request, idempotencyKey strin
 	if idempotencyKey != "" {
 		e.Extensions["nimbusidempotencykey"] = idempotencyKey
 	}
+	if policy != nil {
+		if policy.MaxAttempts > 0 {
+			e.Extensions[extMaxAttempts] = strconv.Itoa(policy.MaxAttempts)
+		}
+		if policy.Backoff > 0 {
+			e.Extensions[extBackoff] = strconv.FormatInt(policy.Backoff.Milliseconds(), 10)
+		}
+		if policy.MaxBackoff > 0 {
+			e.Extensions[extMaxBackoff] = strconv.FormatInt(policy.MaxBackoff.Milliseconds(), 10)
+		}
+	}
 	ent := EventEntry(app, AsyncTopic, e)
 	if idempotencyKey != "" {
 		ent.MsgID = asyncMsgID(app, function, idempotencyKey)
@@ -187,6 +213,29 @@ func asyncRequest(e *cloudevents.Event) (*runtime.Request, error) {
 		Method: meta.Method, Path: meta.Path, RawQuery: meta.RawQuery, Header: meta.Header,
 		Host: meta.Host, Route: meta.Route, Params: meta.Params, Body: e.Data,
 	}, nil
+}
+
+// withPolicy is the trigger's spec with the retry policy an async
+// invocation carries, if any.
+func withPolicy(s TriggerSpec, e *cloudevents.Event) TriggerSpec {
+	num := func(ext string) int64 {
+		n, err := strconv.ParseInt(e.Extensions[ext], 10, 64)
+		if err != nil || n <= 0 {
+			return 0
+		}
+		return n
+	}
+	if n := num(extMaxAttempts); n > 0 {
+		s.MaxAttempts = int(min(n, 1000))
+	}
+	if n := num(extBackoff); n > 0 {
+		s.Backoff = time.Duration(n) * time.Millisecond
+	}
+	if n := num(extMaxBackoff); n > 0 {
+		s.MaxBackoff = time.Duration(n) * time.Millisecond
+	}
+	s.MaxBackoff = max(s.MaxBackoff, s.Backoff)
+	return s
 }
 
 // asyncRetryable reports whether an answered async attempt is retried:
@@ -316,8 +365,18 @@ func QueuedInvocation(ctx context.Context, js jetstream.JetStream, stream, prefi
 // deliverAsync makes one attempt at an async invocation (see deliver for
 // what the results mean) and records its outcome.
 func (t *trigger) deliverAsync(dl *delivery, attempt int) (retry bool, delay time.Duration) {
-	s := &t.spec
 	e := dl.event
+	pol := withPolicy(t.spec, e)
+	s := &pol
+	if attempt > s.MaxAttempts {
+		// The last attempt ran (or was cut short by a crash) but its dead
+		// letter was not appended and terminated.
+		cause := dl.lastErr
+		if cause == "" {
+			cause = "the last attempt's error was lost in a restart"
+		}
+		return t.final(dl, nil, s.MaxAttempts, cause)
+	}
 	id := AsyncID(dl.seq)
 	rec := &Invocation{
 		ID: id, App: s.App, Function: e.Subject, Attempts: attempt,

@@ -279,6 +279,9 @@ func (t *trigger) deliver(dl *delivery) (retry bool, delay time.Duration) {
 	t.mu.Lock()
 	attempt := int(dl.delivered) + dl.local - t.deferred[dl.seq]
 	t.mu.Unlock()
+	if s.Async {
+		return t.deliverAsync(dl, attempt)
+	}
 	if attempt > s.MaxAttempts {
 		// The last attempt ran (or was cut short by a crash) but its dead
 		// letter was not appended and terminated.
@@ -304,9 +307,6 @@ func (t *trigger) deliver(dl *delivery) (retry bool, delay time.Duration) {
 		}
 	}
 
-	if s.Async {
-		return t.deliverAsync(dl, attempt)
-	}
 	resp, err := t.d.inv.Invoke(t.ctx, s.App, s.Function, t.request(dl, attempt))
 	if t.ctx.Err() != nil {
 		return false, 0

@@ -27,6 +27,7 @@ var (
 	topicTriggerFields  = []string{"topic", "name", "filter", "ordering_key", "max_attempts", "backoff", "max_backoff", "dead_letter"}
 	cronTriggerFields   = []string{"cron", "name", "timezone", "catch_up", "max_attempts", "backoff", "max_backoff", "dead_letter"}
 	bucketTriggerFields = []string{"bucket", "name", "key_prefix", "ordering_key", "max_attempts", "backoff", "max_backoff", "dead_letter"}
+	asyncFields         = []string{"max_attempts", "backoff", "max_backoff"}
 	filterFields        = []string{"type", "source", "subject_prefix"}
 )
 
@@ -655,4 +656,19 @@ func checkKeyPrefix(s string) string {
 		return fmt.Sprintf("%q starts with _kv, which JetStream reserves: keys never do", s)
 	}
 	return ""
+}
+
+// async reads a function's async retry policy: the retry fields of a
+// trigger, with the same defaults and ranges.
+func (p *parser) async(key, n *yaml.Node, path string) *registry.AsyncPolicy {
+	if isNull(n) {
+		return nil
+	}
+	if n.Kind != yaml.MappingNode {
+		p.errorf(valueOrKey(n, key), path, "must be a map with any of %s, not %s", strings.Join(asyncFields, ", "), describe(n))
+		return nil
+	}
+	t := Trigger{MaxAttempts: DefaultMaxAttempts, Backoff: DefaultBackoff, MaxBackoff: DefaultMaxBackoff}
+	p.retry(p.mapping(n, path, asyncFields), path, &t)
+	return &registry.AsyncPolicy{MaxAttempts: t.MaxAttempts, BackoffMS: t.Backoff.Milliseconds(), MaxBackoffMS: t.MaxBackoff.Milliseconds()}
 }

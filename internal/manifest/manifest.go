@@ -88,6 +88,9 @@ type Function struct {
 	Triggers []Trigger
 	// Flow is nil when the function declares none, or only defaults.
 	Flow *Flow
+	// Async is the retry policy of async invocations; nil when the
+	// function declares none (the node's defaults apply).
+	Async *registry.AsyncPolicy
 
 	// Pos is where the function is declared (its name).
 	Pos Position
@@ -121,6 +124,7 @@ func (f *Function) Registry(moduleSHA256 string) registry.Function {
 		Routes:           slices.Clone(f.Routes),
 		Triggers:         f.registryTriggers(),
 		Flow:             f.Flow.Registry(),
+		Async:            f.Async,
 	}
 }
 

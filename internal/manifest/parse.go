@@ -20,7 +20,7 @@ var (
 	topFields      = []string{"app", "topics", "buckets", "functions"}
 	functionFields = []string{"runtime", "module", "build", "memory", "timeout", "concurrency",
 		"max_instances", "max_request_body", "max_response_body", "env", "capabilities", "routes",
-		"triggers", "flow"}
+		"triggers", "flow", "async"}
 	buildFields = []string{"command", "dir"}
 	routeFields = []string{"method", "path"}
 )
@@ -351,6 +351,9 @@ func (p *parser) function(key, n *yaml.Node) *Function {
 	}
 	if kv, ok := fields.get("flow"); ok {
 		f.Flow = p.flow(kv.key, kv.value, path+".flow")
+	}
+	if kv, ok := fields.get("async"); ok {
+		f.Async = p.async(kv.key, kv.value, path+".async")
 	}
 	return f
 }

@@ -86,6 +86,7 @@ func TestSchemaFields(t *testing.T) {
 		{"bucket trigger", v.resolve(triggerAlt(t, obj("$defs", "trigger"), "bucket")), bucketTriggerFields},
 		{"filter", obj("$defs", "filter"), filterFields},
 		{"flow", obj("$defs", "flow"), flowFields},
+		{"async", obj("$defs", "async"), asyncFields},
 	} {
 		if got, want := props(c.schema), sorted(c.parser); !reflect.DeepEqual(got, want) {
 			t.Errorf("%s fields: schema has %v, parser accepts %v", c.level, got, want)

@@ -30,6 +30,9 @@ type Function struct {
 	// events, cron, async). nil: no limits beyond MaxInstances, and
 	// priority DefaultPriority.
 	Flow *Flow `json:"flow,omitempty"`
+	// Async is the retry policy of the function's async invocations. nil:
+	// the node's defaults (5 attempts, 1s doubling up to 5m).
+	Async *AsyncPolicy `json:"async,omitempty"`
 	// Revision is the function's own content address (module + config). It
 	// is computed by the server; a function whose Revision did not change
 	// between two app revisions keeps its warm instances.
@@ -220,4 +223,12 @@ type HistoryItem struct {
 	ActivatedAt time.Time `json:"activated_at"`
 	// Reason is "deploy" or "rollback".
 	Reason string `json:"reason"`
+}
+
+// AsyncPolicy is how a function's async invocations are retried: like a
+// trigger's MaxAttempts, BackoffMS and MaxBackoffMS.
+type AsyncPolicy struct {
+	MaxAttempts  int   `json:"max_attempts"`
+	BackoffMS    int64 `json:"backoff_ms"`
+	MaxBackoffMS int64 `json:"max_backoff_ms"`
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"time"
 
 	"github.com/nimbus-dev/nimbus/internal/apierror"
 	"github.com/nimbus-dev/nimbus/internal/events"
@@ -70,7 +71,8 @@ func (s *Server) EnqueueInvocation(ctx context.Context, app, function string, re
 	if rev == nil {
 		return "", false, appNotFound(app)
 	}
-	if !slices.ContainsFunc(rev.Functions, func(f registry.Function) bool { return f.Name == function }) {
+	i := slices.IndexFunc(rev.Functions, func(f registry.Function) bool { return f.Name == function })
+	if i < 0 {
 		return "", false, apierror.New(http.StatusNotFound, "function_not_found",
 			fmt.Sprintf("app %s has no function %q", app, function))
 	}
@@ -84,7 +86,12 @@ func (s *Server) EnqueueInvocation(ctx context.Context, app, function string, re
 			return id, true, nil
 		}
 	}
-	ent, err := events.AsyncEntry(app, function, req, idempotencyKey)
+	var policy *events.RetryPolicy
+	if p := rev.Functions[i].Async; p != nil {
+		policy = &events.RetryPolicy{MaxAttempts: p.MaxAttempts,
+			Backoff: time.Duration(p.BackoffMS) * time.Millisecond, MaxBackoff: time.Duration(p.MaxBackoffMS) * time.Millisecond}
+	}
+	ent, err := events.AsyncEntry(app, function, req, idempotencyKey, policy)
 	if err != nil {
 		return "", false, err
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/nimbus-dev/nimbus/internal/events"
 	"github.com/nimbus-dev/nimbus/internal/guesttest"
 	"github.com/nimbus-dev/nimbus/internal/registry"
+	"github.com/nimbus-dev/nimbus/internal/runtime"
 	"github.com/nimbus-dev/nimbus/internal/server"
 )
 
@@ -89,11 +90,13 @@ func TestAsyncInvocation(t *testing.T) {
 	t.Cleanup(func() { srv.Close(context.Background()) })
 	f := fn("g", guest, "/{path...}")
 	f.MaxInstances = 1
+	h := fn("h", guest) // its own retry policy: 2 attempts
+	h.Async = &registry.AsyncPolicy{MaxAttempts: 2, BackoffMS: 10, MaxBackoffMS: 10}
 	if _, err := srv.PutArtifact(context.Background(), guest); err != nil {
 		t.Fatal(err)
 	}
 	topics := []registry.Topic{{Name: registry.DeadLetterTopic, MaxEventBytes: 1 << 20, RetentionMS: 3_600_000}}
-	if _, _, err := srv.Deploy(context.Background(), "jobs", registry.Spec{Functions: []registry.Function{f}, Topics: topics}); err != nil {
+	if _, _, err := srv.Deploy(context.Background(), "jobs", registry.Spec{Functions: []registry.Function{f, h}, Topics: topics}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -162,6 +165,16 @@ func TestAsyncInvocation(t *testing.T) {
 		t.Fatalf("replayed invocation: %+v", inv)
 	}
 
+	// A function's own policy (manifest async:) overrides the node's.
+	id, _, err := srv.EnqueueInvocation(context.Background(), "jobs", "h",
+		&runtime.Request{Method: "GET", Path: "/panic", Header: http.Header{}}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inv = waitDone(t, srv, id); inv.State != events.StateFailed || inv.Attempts != 2 {
+		t.Fatalf("invocation of h (max_attempts 2): %+v", inv)
+	}
+
 	// A 4xx answer is final: not retried.
 	nf, _, _ := postAsync(t, srv.GatewayURL()+"/nope", "", "")
 	inv = waitDone(t, srv, nf.ID)
@@ -170,9 +183,9 @@ func TestAsyncInvocation(t *testing.T) {
 	}
 
 	// The event log and the dispatcher are on /metrics: the failed
-	// invocation was dead-lettered twice (first run, then its replay).
+	// invocations were dead-lettered three times (g, its replay, h).
 	_, metrics, _ := get(t, srv.APIURL()+"/metrics")
-	for _, want := range []string{`nimbus_deliveries_total{outcome="dead_lettered"} 2`, "nimbus_events_appended_total ", "nimbus_events_commits_total "} {
+	for _, want := range []string{`nimbus_deliveries_total{outcome="dead_lettered"} 3`, "nimbus_events_appended_total ", "nimbus_events_commits_total "} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %s", want)
 		}
