@@ -20,7 +20,9 @@ import (
 // restarts it on the same data directory, and counts: every event the
 // gateway acknowledged is delivered, nothing that was refused is, an event
 // runs twice only if one of its runs was cut by the kill, and re-sent
-// events (same source and id) are not run again.
+// events (same source and id) are not run again. Async invocations queued
+// before the kill are counted the same way, and their records and
+// Idempotency-Keys are checked after the restart.
 //
 // The app is testdata/killapp: its function records each run of an event
 // in the bucket "state" (seen.<id>: the start time of every run) and
@@ -67,6 +69,18 @@ func TestKillWithEventsInFlight(t *testing.T) {
 		for _, e := range evs {
 			gated = append(gated, e.ID)
 		}
+	}
+	// Async invocations ride the same path: 20 that run at once and 10
+	// that wait at the gate, each queued on disk when answered 202.
+	invocations := map[string]string{} // invocation id -> the id it records
+	for i := range 30 {
+		id := fmt.Sprintf("job%d", i)
+		inv, dup, err := postJob(client, f["gateway"], id, i >= 20)
+		if err != nil || dup {
+			t.Fatalf("async job %s: %v (duplicate %v)", id, err, dup)
+		}
+		invocations[inv] = id
+		acked[id] = true
 	}
 	// Refused batches store nothing: one with an event lacking its type
 	// (400), one with an event over the topic's 1KiB max_event_size (413).
@@ -239,6 +253,23 @@ func TestKillWithEventsInFlight(t *testing.T) {
 		"%d invocations when killed; after the restart %d distinct events ran in %d invocations: %d duplicates (%d of them recorded a second run)",
 		len(acked), lateAcked, lateDoubt, lateStored, atKill, unique, st.Invocations, st.Invocations-unique, runs-unique)
 
+	// Every async invocation finished, and its record says so; the same
+	// Idempotency-Key after the restart names the same invocation.
+	for inv, id := range invocations {
+		out, err := c.run("invocation", inv, "--json")
+		var rec struct{ State string }
+		if err != nil || json.Unmarshal([]byte(out), &rec) != nil || rec.State != "succeeded" {
+			t.Errorf("async invocation %s (job %s) after the restart: %v\n%s", inv, id, err, out)
+		}
+	}
+	for inv, id := range invocations {
+		again, dup, err := postJob(client, f2["gateway"], id, false)
+		if err != nil || !dup || again != inv {
+			t.Errorf("job %s posted again with its Idempotency-Key: %s (duplicate %v), want %s: %v", id, again, dup, inv, err)
+		}
+		break
+	}
+
 	// Idempotency across the restart: events sent again with the same
 	// source and id are stored once and not run again. The gated events
 	// all ran once, after the restart, and were acknowledged without a
@@ -278,6 +309,31 @@ func TestKillWithEventsInFlight(t *testing.T) {
 			t.Errorf("event %s re-sent with the same source and id ran again (%d runs, had %d)", id, n, before[id])
 		}
 	}
+}
+
+// postJob sends POST /killapp/job?id=ID as an async invocation (with id as
+// its Idempotency-Key) and returns the invocation id from the 202.
+func postJob(client *http.Client, gateway, id string, gated bool) (inv string, duplicate bool, err error) {
+	url := gateway + "/killapp/job?id=" + id
+	if gated {
+		url += "&gated=1"
+	}
+	req, _ := http.NewRequest(http.MethodPost, url, nil)
+	req.Header.Set("Prefer", "respond-async")
+	req.Header.Set("Idempotency-Key", id)
+	resp, err := client.Do(req)
+	if err != nil {
+		return "", false, err
+	}
+	defer resp.Body.Close()
+	var acc struct {
+		ID        string `json:"id"`
+		Duplicate bool   `json:"duplicate"`
+	}
+	if resp.StatusCode != http.StatusAccepted || json.NewDecoder(resp.Body).Decode(&acc) != nil {
+		return "", false, fmt.Errorf("POST %s: %s", url, resp.Status)
+	}
+	return acc.ID, acc.Duplicate, nil
 }
 
 // testEvent is one CloudEvent of the test, in the JSON format.

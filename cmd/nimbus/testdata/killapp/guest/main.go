@@ -12,6 +12,10 @@
 //
 // Both writes are compare-and-swap, so concurrent runs lose nothing.
 //
+// POST /killapp/job?id=ID[&gated=1] (the test sends it with Prefer:
+// respond-async) is handled the same way, with the id and gate from the
+// query.
+//
 // GET /killapp/stats answers {"invocations": N, "seen": {"<id>": [t1, ...]}};
 // with ?brief=1, only the invocations.
 package main
@@ -37,13 +41,18 @@ func init() {
 func main() {}
 
 func serve(w http.ResponseWriter, r *http.Request) {
-	id := r.Header.Get("Ce-Id")
+	id, gated := r.Header.Get("Ce-Id"), r.Header.Get("Ce-Gated") == "1"
+	if id == "" && r.Method == http.MethodPost {
+		// POST /killapp/job?id=...&gated=1, sent as an async invocation:
+		// recorded like an event with that id.
+		id, gated = r.URL.Query().Get("id"), r.URL.Query().Get("gated") == "1"
+	}
 	if id == "" { // an HTTP request, not an event
 		stats(w, r.URL.Query().Get("brief") == "1")
 		return
 	}
 	started := time.Now()
-	if r.Header.Get("Ce-Gated") == "1" {
+	if gated {
 		if err := waitGate(45 * time.Second); err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
