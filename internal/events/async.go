@@ -363,20 +363,10 @@ func QueuedInvocation(ctx context.Context, js jetstream.JetStream, stream, prefi
 }
 
 // deliverAsync makes one attempt at an async invocation (see deliver for
-// what the results mean) and records its outcome.
-func (t *trigger) deliverAsync(dl *delivery, attempt int) (retry bool, delay time.Duration) {
+// what the results mean) and records its outcome. s is the trigger's spec
+// with the invocation's retry policy.
+func (t *trigger) deliverAsync(dl *delivery, attempt int, s *TriggerSpec) (retry bool, delay time.Duration) {
 	e := dl.event
-	pol := withPolicy(t.spec, e)
-	s := &pol
-	if attempt > s.MaxAttempts {
-		// The last attempt ran (or was cut short by a crash) but its dead
-		// letter was not appended and terminated.
-		cause := dl.lastErr
-		if cause == "" {
-			cause = "the last attempt's error was lost in a restart"
-		}
-		return t.final(dl, nil, s.MaxAttempts, cause)
-	}
 	id := AsyncID(dl.seq)
 	rec := &Invocation{
 		ID: id, App: s.App, Function: e.Subject, Attempts: attempt,
@@ -478,16 +468,4 @@ func (t *trigger) record(rec *Invocation) {
 	if err := t.d.records.put(t.ctx, rec); err != nil && t.ctx.Err() == nil {
 		t.logger.Warn("record async invocation", "invocation", rec.ID, "err", err)
 	}
-}
-
-// retryLater schedules another attempt at dl after delay: a nak with that
-// delay, or for ordered triggers an in-process retry.
-func (t *trigger) retryLater(dl *delivery, delay time.Duration) (retry bool, d time.Duration) {
-	if t.ordered {
-		return true, delay
-	}
-	msg := t.handle(dl)
-	t.remove(dl)
-	_ = msg.NakWithDelay(delay)
-	return false, 0
 }

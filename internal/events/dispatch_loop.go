@@ -276,12 +276,13 @@ func (t *trigger) handle(dl *delivery) jetstream.Msg {
 // retry (ordered: the caller retries after delay in process).
 func (t *trigger) deliver(dl *delivery) (retry bool, delay time.Duration) {
 	s := &t.spec
+	if s.Async {
+		pol := withPolicy(t.spec, dl.event) // the invocation's own retries
+		s = &pol
+	}
 	t.mu.Lock()
 	attempt := int(dl.delivered) + dl.local - t.deferred[dl.seq]
 	t.mu.Unlock()
-	if s.Async {
-		return t.deliverAsync(dl, attempt)
-	}
 	if attempt > s.MaxAttempts {
 		// The last attempt ran (or was cut short by a crash) but its dead
 		// letter was not appended and terminated.
@@ -290,6 +291,9 @@ func (t *trigger) deliver(dl *delivery) (retry bool, delay time.Duration) {
 			cause = "the last attempt's error was lost in a restart"
 		}
 		return t.final(dl, nil, s.MaxAttempts, cause)
+	}
+	if s.Async {
+		return t.deliverAsync(dl, attempt, s)
 	}
 	recKey := t.name + "."
 	if dl.msgID != "" {
@@ -349,13 +353,7 @@ func (t *trigger) deliver(dl *delivery) (retry bool, delay time.Duration) {
 	if attempt < s.MaxAttempts {
 		delay := backoff(s, attempt)
 		t.logger.Debug("delivery failed, will retry", "seq", dl.seq, "attempt", attempt, "retry_in", delay, "err", cause)
-		if t.ordered {
-			return true, delay
-		}
-		msg := t.handle(dl)
-		t.remove(dl) // before the nak: its redelivery is a new delivery
-		_ = msg.NakWithDelay(delay)
-		return false, 0
+		return t.retryLater(dl, delay)
 	}
 	return t.final(dl, nil, attempt, cause)
 }
@@ -381,11 +379,18 @@ func (t *trigger) putOff(dl *delivery, wait time.Duration) (retry bool, delay ti
 	t.deferred[dl.seq]++
 	t.mu.Unlock()
 	t.logger.Debug("delivery put off by flow limit", "seq", dl.seq, "retry_in", delay)
+	return t.retryLater(dl, delay) // ordered: work counts it in local; deferred takes it back
+}
+
+// retryLater schedules another try at dl after delay: unordered triggers
+// nak with that delay (the server keeps the schedule), ordered ones return
+// retry for work to wait in process.
+func (t *trigger) retryLater(dl *delivery, delay time.Duration) (retry bool, d time.Duration) {
 	if t.ordered {
-		return true, delay // work counts it in local; deferred takes it back
+		return true, delay
 	}
 	msg := t.handle(dl)
-	t.remove(dl)
+	t.remove(dl) // before the nak: its redelivery is a new delivery
 	_ = msg.NakWithDelay(delay)
 	return false, 0
 }

@@ -20,11 +20,16 @@ import (
 func (s *Server) triggersOf(rev *registry.Revision) []events.TriggerSpec {
 	out := topicTriggers(rev)
 	if rev != nil && s.asyncApps[rev.App] {
-		t := events.AsyncTrigger(rev.App)
-		t.MaxAttempts, t.Backoff = s.cfg.AsyncMaxAttempts, s.cfg.AsyncBackoff
-		out = append(out, t)
+		out = append(out, s.asyncTrigger(rev.App))
 	}
 	return out
+}
+
+// asyncTrigger is app's async trigger with the node's retry defaults.
+func (s *Server) asyncTrigger(app string) events.TriggerSpec {
+	t := events.AsyncTrigger(app)
+	t.MaxAttempts, t.Backoff = s.cfg.AsyncMaxAttempts, s.cfg.AsyncBackoff
+	return t
 }
 
 // ensureAsync makes sure app's async trigger consumes before an async
@@ -33,7 +38,7 @@ func (s *Server) triggersOf(rev *registry.Revision) []events.TriggerSpec {
 // lives as long as the app.
 func (s *Server) ensureAsync(ctx context.Context, app string) error {
 	s.activeMu.RLock()
-	ok := s.asyncReady[app]
+	ok := s.asyncApps[app]
 	s.activeMu.RUnlock()
 	if ok {
 		return nil
@@ -44,15 +49,16 @@ func (s *Server) ensureAsync(ctx context.Context, app string) error {
 	if rev == nil {
 		return appNotFound(app)
 	}
-	if !s.asyncApps[app] {
-		s.asyncApps[app] = true
-		if err := s.deliver.Sync(ctx, app, s.triggersOf(rev)); err != nil {
-			delete(s.asyncApps, app)
-			return fmt.Errorf("start async invocations of %s: %w", app, err)
-		}
+	if s.asyncApps[app] {
+		return nil
+	}
+	// Listed as async only once its consumer exists: until then the accept
+	// path above keeps coming here.
+	if err := s.deliver.Sync(ctx, app, append(s.triggersOf(rev), s.asyncTrigger(app))); err != nil {
+		return fmt.Errorf("start async invocations of %s: %w", app, err)
 	}
 	s.activeMu.Lock()
-	s.asyncReady[app] = true
+	s.asyncApps[app] = true
 	s.activeMu.Unlock()
 	return nil
 }

@@ -81,13 +81,12 @@ type Server struct {
 	deployMu sync.Mutex                    // one activation at a time keeps routes and pools in step
 	activeMu sync.RWMutex                  // guards active; taken inside deployMu
 	active   map[string]*registry.Revision // app -> revision taking traffic
-	// asyncApps are the apps that accepted an async invocation: they have
-	// an async trigger (events.AsyncTrigger). Guarded by deployMu.
+	// asyncApps are the apps whose async trigger (events.AsyncTrigger)
+	// consumes: they accepted an async invocation. Written holding deployMu
+	// and activeMu, so either one is enough to read it.
 	asyncApps map[string]bool
-	// asyncReady mirrors asyncApps for the accept path; guarded by activeMu.
-	asyncReady map[string]bool
-	cancel     context.CancelFunc
-	wg         sync.WaitGroup
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
 }
 
 var (
@@ -117,7 +116,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
-	s := &Server{cfg: cfg, logger: cfg.Logger, metrics: telemetry.NewMetrics(), active: map[string]*registry.Revision{}, asyncApps: map[string]bool{}, asyncReady: map[string]bool{}}
+	s := &Server{cfg: cfg, logger: cfg.Logger, metrics: telemetry.NewMetrics(), active: map[string]*registry.Revision{}, asyncApps: map[string]bool{}}
 	defer func() {
 		if err != nil {
 			s.Close(context.Background())
@@ -210,8 +209,7 @@ func (s *Server) restore(ctx context.Context) error {
 		}
 		s.setActive(app.Name, rev)
 		if ok, err := s.deliver.HasConsumer(ctx, events.AsyncTrigger(app.Name)); err == nil && ok {
-			s.asyncApps[app.Name] = true // its async consumer keeps its queue
-			s.asyncReady[app.Name] = true
+			s.asyncApps[app.Name] = true // its async consumer keeps its queue (not serving yet: no lock)
 		}
 		if err := s.deliver.Sync(ctx, app.Name, s.triggersOf(rev)); err != nil {
 			s.logger.Error("restore triggers failed", "app", app.Name, "error", err)
@@ -446,9 +444,8 @@ func (s *Server) Delete(ctx context.Context, app string) error {
 	if err := s.deliver.Sync(ctx, app, nil); err != nil {
 		return err
 	}
-	delete(s.asyncApps, app)
 	s.activeMu.Lock()
-	delete(s.asyncReady, app)
+	delete(s.asyncApps, app)
 	s.activeMu.Unlock()
 	s.sched.Deactivate(app)
 	s.setActive(app, nil)
