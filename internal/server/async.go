@@ -63,10 +63,6 @@ func (s *Server) ensureAsync(ctx context.Context, app string) error {
 	return nil
 }
 
-func appNotFound(app string) error {
-	return apierror.New(http.StatusNotFound, "app_not_found", fmt.Sprintf("app %q is not deployed; `nimbus ls` lists apps", app))
-}
-
 // EnqueueInvocation accepts an async invocation of app/function with req:
 // it returns once the invocation is durably queued, with its id. With an
 // idempotency key, a second call for the same function and key returns

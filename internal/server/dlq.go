@@ -49,7 +49,7 @@ func (s *Server) ReplayDeadLetters(ctx context.Context, app string, req api.Repl
 	defer s.deployMu.Unlock()
 	rev := s.activeRevision(app)
 	if rev == nil {
-		return nil, apierror.New(http.StatusNotFound, "app_not_found", fmt.Sprintf("app %q is not deployed; `nimbus ls` lists apps", app))
+		return nil, appNotFound(app)
 	}
 	if req.Topic != "" {
 		if req.Topic == registry.DeadLetterTopic {

@@ -24,45 +24,33 @@ import (
 // events.BucketSource), which the dispatcher delivers with the trigger's
 // retries and dead letter.
 func topicTriggers(rev *registry.Revision) []events.TriggerSpec {
-	var out []events.TriggerSpec
 	if rev == nil {
 		return nil
 	}
+	var out []events.TriggerSpec
 	for _, fn := range rev.Functions {
 		for _, t := range fn.Triggers {
-			if t.Kind == registry.TriggerCron {
-				out = append(out, events.TriggerSpec{
-					App: rev.App, Function: fn.Name, Topic: events.CronTopic(fn.Name, t.Name), ID: t.Name,
-					MaxAttempts: t.MaxAttempts,
-					Backoff:     time.Duration(t.BackoffMS) * time.Millisecond,
-					MaxBackoff:  time.Duration(t.MaxBackoffMS) * time.Millisecond,
-					DeadLetter:  t.DeadLetter,
-				})
-				continue
-			}
-			if t.Kind != registry.TriggerTopic && t.Kind != registry.TriggerBucket {
-				continue
-			}
-			topic := t.Topic
-			if t.Kind == registry.TriggerBucket {
-				// Its changes are events on the internal topic
-				// events.BucketTopic(bucket) (see events.BucketSource), the
-				// key in their subject.
-				topic = events.BucketTopic(t.Bucket)
-			}
 			spec := events.TriggerSpec{
-				App: rev.App, Function: fn.Name, Topic: topic, ID: t.Name,
+				App: rev.App, Function: fn.Name, ID: t.Name,
 				MaxAttempts: t.MaxAttempts,
 				Backoff:     time.Duration(t.BackoffMS) * time.Millisecond,
 				MaxBackoff:  time.Duration(t.MaxBackoffMS) * time.Millisecond,
 				OrderingKey: t.OrderingKey,
 				DeadLetter:  t.DeadLetter,
 			}
-			if t.Filter != nil {
-				spec.Filter = events.Filter{Type: t.Filter.Type, Source: t.Filter.Source, SubjectPrefix: t.Filter.SubjectPrefix}
-			}
-			if t.Kind == registry.TriggerBucket {
-				spec.Filter = events.Filter{SubjectPrefix: t.KeyPrefix}
+			switch t.Kind {
+			case registry.TriggerTopic:
+				spec.Topic = t.Topic
+				if t.Filter != nil {
+					spec.Filter = events.Filter{Type: t.Filter.Type, Source: t.Filter.Source, SubjectPrefix: t.Filter.SubjectPrefix}
+				}
+			case registry.TriggerCron:
+				spec.Topic, spec.OrderingKey = events.CronTopic(fn.Name, t.Name), ""
+			case registry.TriggerBucket:
+				// The key is the change event's subject.
+				spec.Topic, spec.Filter = events.BucketTopic(t.Bucket), events.Filter{SubjectPrefix: t.KeyPrefix}
+			default:
+				continue
 			}
 			out = append(out, spec)
 		}
@@ -143,13 +131,18 @@ func (s *Server) syncBuckets(ctx context.Context, app string, rev *registry.Revi
 	return errors.Join(perr, s.kvtrig.Sync(ctx, app, specs))
 }
 
+// appNotFound is the error for an app that is not deployed.
+func appNotFound(app string) error {
+	return apierror.New(http.StatusNotFound, "app_not_found", fmt.Sprintf("app %q is not deployed; `nimbus ls` lists apps", app))
+}
+
 // Publish appends events to a topic of an active app. It returns once every
 // event is durably stored (fsynced), with how many were duplicates of events
 // already accepted (same source and id) within the duplicate window.
 func (s *Server) Publish(ctx context.Context, app, topic string, evs []cloudevents.Event, traceparent string) (accepted, duplicates int, err error) {
 	rev := s.activeRevision(app)
 	if rev == nil {
-		return 0, 0, apierror.New(http.StatusNotFound, "app_not_found", fmt.Sprintf("app %q is not deployed; `nimbus ls` lists apps", app))
+		return 0, 0, appNotFound(app)
 	}
 	i := slices.IndexFunc(rev.Topics, func(t registry.Topic) bool { return t.Name == topic })
 	if i < 0 {
