@@ -7,7 +7,7 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/nimbus-dev/nimbus/internal/registry"
+	"github.com/nimbus-dev/nimbus/internal/model"
 )
 
 // runAsync measures async invocations per second, from the gateway's 202
@@ -20,8 +20,8 @@ func runAsync(ctx context.Context, b *bench) ([]row, error) {
 	}
 	defer srv.Close(context.Background())
 	fn := benchFunction(wasm)
-	fn.Routes = []registry.Route{{Method: "POST", Path: "/job"}}
-	if _, _, err := srv.Deploy(ctx, "ev", registry.Spec{Functions: []registry.Function{fn}, Topics: benchTopics()}); err != nil {
+	fn.Routes = []model.Route{{Method: "POST", Path: "/job"}}
+	if _, _, err := srv.Deploy(ctx, "ev", model.Spec{Functions: []model.Function{fn}, Topics: benchTopics()}); err != nil {
 		return nil, err
 	}
 	raw, err := newRawJetStream(ctx, b)

@@ -10,7 +10,7 @@ import (
 	"github.com/tetratelabs/wazero/api"
 
 	"github.com/nimbus-dev/nimbus/internal/guesttest"
-	"github.com/nimbus-dev/nimbus/internal/registry"
+	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 	"github.com/nimbus-dev/nimbus/internal/runtime/wasm"
 	"github.com/nimbus-dev/nimbus/internal/scheduler"
@@ -38,7 +38,7 @@ func runCold(ctx context.Context, b *bench) ([]row, error) {
 	for _, g := range []struct {
 		name string
 		wasm []byte
-		fn   registry.Function
+		fn   model.Function
 		// live is how many instances are held at once to measure memory.
 		live int
 	}{
@@ -54,7 +54,7 @@ func runCold(ctx context.Context, b *bench) ([]row, error) {
 	return rows, nil
 }
 
-func coldGuest(ctx context.Context, b *bench, name string, artifact []byte, fn registry.Function, live int) ([]row, error) {
+func coldGuest(ctx context.Context, b *bench, name string, artifact []byte, fn model.Function, live int) ([]row, error) {
 	rt, err := wasm.New(ctx, wasm.Config{Logger: b.logger})
 	if err != nil {
 		return nil, err

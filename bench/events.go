@@ -14,7 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/nimbus-dev/nimbus/internal/registry"
+	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/server"
 	"github.com/nimbus-dev/nimbus/internal/store"
 )
@@ -29,9 +29,9 @@ func runEvents(ctx context.Context, b *bench) ([]row, error) {
 	}
 	defer srv.Close(context.Background())
 	fn := benchFunction(wasm)
-	fn.Triggers = []registry.Trigger{topicTrigger("t")}
+	fn.Triggers = []model.Trigger{topicTrigger("t")}
 	topics := benchTopics("t")
-	if _, _, err := srv.Deploy(ctx, "ev", registry.Spec{Functions: []registry.Function{fn}, Topics: topics}); err != nil {
+	if _, _, err := srv.Deploy(ctx, "ev", model.Spec{Functions: []model.Function{fn}, Topics: topics}); err != nil {
 		return nil, err
 	}
 	// The same trigger on a minimal guest (hand-assembled, answers 200 at
@@ -42,7 +42,7 @@ func runEvents(ctx context.Context, b *bench) ([]row, error) {
 	}
 	fnMin := fn
 	fnMin.Module = sha(minimal)
-	if _, _, err := srv.Deploy(ctx, "evmin", registry.Spec{Functions: []registry.Function{fnMin}, Topics: topics}); err != nil {
+	if _, _, err := srv.Deploy(ctx, "evmin", model.Spec{Functions: []model.Function{fnMin}, Topics: topics}); err != nil {
 		return nil, err
 	}
 	raw, err := newRawJetStream(ctx, b)

@@ -17,7 +17,7 @@ import (
 
 	"github.com/nimbus-dev/nimbus/internal/guesttest"
 	"github.com/nimbus-dev/nimbus/internal/manifest"
-	"github.com/nimbus-dev/nimbus/internal/registry"
+	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/runtime/wasm/wasmbin"
 	"github.com/nimbus-dev/nimbus/internal/server"
 	"github.com/nimbus-dev/nimbus/sdk/go/wire"
@@ -67,7 +67,7 @@ func machine() string {
 // toolchain, with the configuration its nimbus.yaml gives it.
 type example struct {
 	wasm []byte
-	fn   registry.Function
+	fn   model.Function
 }
 
 // loadExample builds examples/<app>'s function and resolves its manifest.
@@ -120,7 +120,7 @@ func deployExample(ctx context.Context, srv *server.Server, app string, ex *exam
 	if _, err := srv.PutArtifact(ctx, ex.wasm); err != nil {
 		return err
 	}
-	if _, _, err := srv.Deploy(ctx, app, registry.Spec{Functions: []registry.Function{ex.fn}}); err != nil {
+	if _, _, err := srv.Deploy(ctx, app, model.Spec{Functions: []model.Function{ex.fn}}); err != nil {
 		return fmt.Errorf("deploy %s: %w", app, err)
 	}
 	return nil
@@ -186,23 +186,23 @@ func (b *bench) serverWithGuest(ctx context.Context, name, guestDir string) (*se
 }
 
 // benchFunction is the function "f" of the scenarios' apps, running wasm.
-func benchFunction(wasm []byte) registry.Function {
-	return registry.Function{Name: "f", Runtime: "wasm", Module: sha(wasm), MemoryBytes: 64 << 20, TimeoutMS: 5000,
+func benchFunction(wasm []byte) model.Function {
+	return model.Function{Name: "f", Runtime: "wasm", Module: sha(wasm), MemoryBytes: 64 << 20, TimeoutMS: 5000,
 		Concurrency: 1, MaxInstances: 8, MaxRequestBytes: 1 << 20, MaxResponseBytes: 1 << 20}
 }
 
 // topicTrigger subscribes a function to topic with the default retries.
-func topicTrigger(topic string) registry.Trigger {
-	return registry.Trigger{Name: "t", Kind: registry.TriggerTopic, Topic: topic, MaxAttempts: 5,
-		BackoffMS: 1000, MaxBackoffMS: 300_000, DeadLetter: registry.DeadLetterTopic}
+func topicTrigger(topic string) model.Trigger {
+	return model.Trigger{Name: "t", Kind: model.TriggerTopic, Topic: topic, MaxAttempts: 5,
+		BackoffMS: 1000, MaxBackoffMS: 300_000, DeadLetter: model.DeadLetterTopic}
 }
 
 // benchTopics are the topics of the scenarios' apps: the dead-letter topic
 // and the named ones.
-func benchTopics(names ...string) []registry.Topic {
-	out := []registry.Topic{{Name: registry.DeadLetterTopic, MaxEventBytes: 1 << 20, RetentionMS: 3_600_000}}
+func benchTopics(names ...string) []model.Topic {
+	out := []model.Topic{{Name: model.DeadLetterTopic, MaxEventBytes: 1 << 20, RetentionMS: 3_600_000}}
 	for _, n := range names {
-		out = append(out, registry.Topic{Name: n, MaxEventBytes: 1 << 16, RetentionMS: 3_600_000})
+		out = append(out, model.Topic{Name: n, MaxEventBytes: 1 << 16, RetentionMS: 3_600_000})
 	}
 	return out
 }

@@ -10,7 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/nimbus-dev/nimbus/internal/registry"
+	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/state"
 	"github.com/nimbus-dev/nimbus/internal/store"
 )
@@ -43,9 +43,9 @@ func runKV(ctx context.Context, b *bench) ([]row, error) {
 	fn := benchFunction(wasm)
 	fn.TimeoutMS, fn.MaxInstances = 30_000, maxWorkers
 	fn.Capabilities = []string{"kv:counts"}
-	fn.Routes = []registry.Route{{Method: http.MethodGet, Path: "/loop"}}
-	bucket := registry.Bucket{Name: "counts", MaxValueBytes: state.DefaultMaxValueBytes, History: 1}
-	if _, _, err := srv.Deploy(ctx, "kv", registry.Spec{Functions: []registry.Function{fn}, Buckets: []registry.Bucket{bucket}}); err != nil {
+	fn.Routes = []model.Route{{Method: http.MethodGet, Path: "/loop"}}
+	bucket := model.Bucket{Name: "counts", MaxValueBytes: state.DefaultMaxValueBytes, History: 1}
+	if _, _, err := srv.Deploy(ctx, "kv", model.Spec{Functions: []model.Function{fn}, Buckets: []model.Bucket{bucket}}); err != nil {
 		return nil, err
 	}
 	raw, err := newRawKV(ctx, b, "kv", bucket)
@@ -176,7 +176,7 @@ type rawKV struct {
 	kv jetstream.KeyValue
 }
 
-func newRawKV(ctx context.Context, b *bench, app string, bk registry.Bucket) (*rawKV, error) {
+func newRawKV(ctx context.Context, b *bench, app string, bk model.Bucket) (*rawKV, error) {
 	dir, err := os.MkdirTemp(b.tmp, "rawkv-")
 	if err != nil {
 		return nil, err

@@ -16,7 +16,7 @@ import (
 
 	"github.com/nimbus-dev/nimbus/internal/events/cloudevents"
 	"github.com/nimbus-dev/nimbus/internal/guestlog"
-	"github.com/nimbus-dev/nimbus/internal/registry"
+	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/server"
 	"github.com/nimbus-dev/nimbus/internal/store"
 )
@@ -41,9 +41,9 @@ func runLatency(ctx context.Context, b *bench) ([]row, error) {
 	defer srv.Close(context.Background())
 	fn := benchFunction(wasm)
 	fn.Capabilities = []string{"log"}
-	fn.Triggers = []registry.Trigger{topicTrigger("t")}
+	fn.Triggers = []model.Trigger{topicTrigger("t")}
 	topics := benchTopics("t")
-	if _, _, err := srv.Deploy(ctx, "lat", registry.Spec{Functions: []registry.Function{fn}, Topics: topics}); err != nil {
+	if _, _, err := srv.Deploy(ctx, "lat", model.Spec{Functions: []model.Function{fn}, Topics: topics}); err != nil {
 		return nil, err
 	}
 	raw, err := newRawLatency(ctx, b)

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/nimbus-dev/nimbus/internal/client"
-	"github.com/nimbus-dev/nimbus/internal/registry"
+	"github.com/nimbus-dev/nimbus/internal/model"
 )
 
 // runMemory: a real `nimbus up` process (built with go build), its RSS with
@@ -95,13 +95,13 @@ func memoryRun(ctx context.Context, b *bench, bin, name string, n int, distinct 
 				return 0, 0, 0, fmt.Errorf("upload module %d: %w", i, err)
 			}
 		}
-		fn := registry.Function{
+		fn := model.Function{
 			Name: "fn", Runtime: "wasm", Module: s,
 			MemoryBytes: 64 << 20, TimeoutMS: 5000, Concurrency: 1, MaxInstances: 8,
 			MaxRequestBytes: 6 << 20, MaxResponseBytes: 6 << 20,
-			Routes: []registry.Route{{Method: "GET", Path: fmt.Sprintf("/f%04d/{name}", i)}},
+			Routes: []model.Route{{Method: "GET", Path: fmt.Sprintf("/f%04d/{name}", i)}},
 		}
-		if _, err := c.Deploy(ctx, fmt.Sprintf("f%04d", i), registry.Spec{Functions: []registry.Function{fn}}); err != nil {
+		if _, err := c.Deploy(ctx, fmt.Sprintf("f%04d", i), model.Spec{Functions: []model.Function{fn}}); err != nil {
 			return 0, 0, 0, fmt.Errorf("deploy function %d: %w", i, err)
 		}
 	}

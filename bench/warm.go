@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/nimbus-dev/nimbus/internal/guesttest"
-	"github.com/nimbus-dev/nimbus/internal/registry"
+	"github.com/nimbus-dev/nimbus/internal/model"
 )
 
 // warmWorkers are the fixed concurrencies of the warm scenario.
@@ -39,7 +39,7 @@ func runWarm(ctx context.Context, b *bench) ([]row, error) {
 	minimal := &example{wasm: minimalSDK(0), fn: ex.fn}
 	minimal.fn.Module = sha(minimal.wasm)
 	minimal.fn.Capabilities = nil
-	minimal.fn.Routes = []registry.Route{{Method: http.MethodGet, Path: "/minimal/{name}"}}
+	minimal.fn.Routes = []model.Route{{Method: http.MethodGet, Path: "/minimal/{name}"}}
 	if err := deployExample(ctx, srv, "minimal", minimal); err != nil {
 		return nil, err
 	}

@@ -17,7 +17,7 @@ import (
 	"github.com/nimbus-dev/nimbus/internal/deploy"
 	"github.com/nimbus-dev/nimbus/internal/guestlog"
 	"github.com/nimbus-dev/nimbus/internal/manifest"
-	"github.com/nimbus-dev/nimbus/internal/registry"
+	"github.com/nimbus-dev/nimbus/internal/model"
 )
 
 func newValidate(g *globals) *cobra.Command {
@@ -326,7 +326,7 @@ func newVersion(g *globals) *cobra.Command {
 type appRow struct {
 	name      string
 	active    string
-	functions []registry.Function
+	functions []model.Function
 	instances map[string]api.Instances
 }
 
@@ -334,7 +334,7 @@ func printApps(w io.Writer, rows []appRow) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "APP\tFUNCTION\tREVISION\tINSTANCES\tROUTES")
 	for _, r := range rows {
-		fns := append([]registry.Function(nil), r.functions...)
+		fns := append([]model.Function(nil), r.functions...)
 		sort.Slice(fns, func(i, j int) bool { return fns[i].Name < fns[j].Name })
 		if len(fns) == 0 {
 			fmt.Fprintf(tw, "%s\t-\t%s\t-\t-\n", r.name, short(r.active))

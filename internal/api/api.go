@@ -18,6 +18,7 @@ import (
 	"github.com/nimbus-dev/nimbus/internal/apierror"
 	"github.com/nimbus-dev/nimbus/internal/gateway"
 	"github.com/nimbus-dev/nimbus/internal/guestlog"
+	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/registry"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 	"github.com/nimbus-dev/nimbus/internal/security"
@@ -28,14 +29,14 @@ import (
 type Platform interface {
 	// Deploy makes fns the active revision of app, or reports that it
 	// already is (changed=false).
-	Deploy(ctx context.Context, app string, spec registry.Spec) (rev *registry.Revision, changed bool, err error)
-	Rollback(ctx context.Context, app, revision string) (*registry.Revision, error)
+	Deploy(ctx context.Context, app string, spec model.Spec) (rev *model.Revision, changed bool, err error)
+	Rollback(ctx context.Context, app, revision string) (*model.Revision, error)
 	Delete(ctx context.Context, app string) error
 	Registry() *registry.Registry
 	PutArtifact(ctx context.Context, data []byte) (string, error)
 	HasArtifact(ctx context.Context, sha string) (bool, error)
 	Invoke(ctx context.Context, app, function string, req *runtime.Request) (*runtime.Response, error)
-	Function(app, name string) (registry.Function, bool)
+	Function(app, name string) (model.Function, bool)
 	Instances(app, name string) (idle, busy int)
 	ReadLogs(ctx context.Context, q guestlog.Query, fn func(guestlog.Entry) error) error
 	KV() KV
@@ -219,7 +220,7 @@ type AppSummary struct {
 	Active    string               `json:"active"`
 	UpdatedAt time.Time            `json:"updated_at"`
 	Revisions int                  `json:"revisions"`
-	Functions []registry.Function  `json:"functions"`
+	Functions []model.Function     `json:"functions"`
 	Instances map[string]Instances `json:"instances,omitempty"`
 }
 
@@ -294,13 +295,13 @@ func (a *api) deleteApp(w http.ResponseWriter, r *http.Request) error {
 
 // DeployRequest is the body of POST /api/v1/apps/{app}/deploy: the app's
 // functions, topics and buckets.
-type DeployRequest = registry.Spec
+type DeployRequest = model.Spec
 
 // DeployResult is the answer of deploy and rollback.
 type DeployResult struct {
-	App      string             `json:"app"`
-	Revision *registry.Revision `json:"revision"`
-	Changed  bool               `json:"changed"`
+	App      string          `json:"app"`
+	Revision *model.Revision `json:"revision"`
+	Changed  bool            `json:"changed"`
 }
 
 func (a *api) deploy(w http.ResponseWriter, r *http.Request) error {

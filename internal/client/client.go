@@ -18,7 +18,7 @@ import (
 	"github.com/nimbus-dev/nimbus/internal/events/cloudevents"
 	"github.com/nimbus-dev/nimbus/internal/gateway"
 	"github.com/nimbus-dev/nimbus/internal/guestlog"
-	"github.com/nimbus-dev/nimbus/internal/registry"
+	"github.com/nimbus-dev/nimbus/internal/model"
 )
 
 // Client calls one Nimbus server's API.
@@ -152,7 +152,7 @@ func (c *Client) PutArtifact(ctx context.Context, sha string, data []byte) error
 }
 
 // Deploy activates a new revision of app.
-func (c *Client) Deploy(ctx context.Context, app string, spec registry.Spec) (*api.DeployResult, error) {
+func (c *Client) Deploy(ctx context.Context, app string, spec model.Spec) (*api.DeployResult, error) {
 	var out api.DeployResult
 	return &out, c.call(ctx, http.MethodPost, "/api/v1/apps/"+url.PathEscape(app)+"/deploy", spec, &out)
 }
@@ -176,8 +176,8 @@ func (c *Client) App(ctx context.Context, app string) (*api.AppDetail, error) {
 }
 
 // Revisions lists an app's revisions, newest first.
-func (c *Client) Revisions(ctx context.Context, app string) ([]registry.Revision, error) {
-	var out []registry.Revision
+func (c *Client) Revisions(ctx context.Context, app string) ([]model.Revision, error) {
+	var out []model.Revision
 	return out, c.call(ctx, http.MethodGet, "/api/v1/apps/"+url.PathEscape(app)+"/revisions", nil, &out)
 }
 

@@ -10,16 +10,16 @@ import (
 	"encoding/hex"
 	"fmt"
 
-	"github.com/nimbus-dev/nimbus/internal/build"
+	"github.com/nimbus-dev/nimbus/internal/guestbuild"
 	"github.com/nimbus-dev/nimbus/internal/manifest"
-	"github.com/nimbus-dev/nimbus/internal/registry"
+	"github.com/nimbus-dev/nimbus/internal/model"
 )
 
 // Target is where a deploy goes.
 type Target interface {
 	HasArtifact(ctx context.Context, sha string) (bool, error)
 	PutArtifact(ctx context.Context, sha string, data []byte) error
-	Deploy(ctx context.Context, app string, spec registry.Spec) (*registry.Revision, bool, error)
+	Deploy(ctx context.Context, app string, spec model.Spec) (*model.Revision, bool, error)
 }
 
 // Event is one step of progress.
@@ -31,10 +31,10 @@ type Event struct {
 
 // Result is what a deploy did.
 type Result struct {
-	App      string             `json:"app"`
-	Revision *registry.Revision `json:"revision"`
-	Changed  bool               `json:"changed"`
-	Uploaded int                `json:"uploaded"`
+	App      string          `json:"app"`
+	Revision *model.Revision `json:"revision"`
+	Changed  bool            `json:"changed"`
+	Uploaded int             `json:"uploaded"`
 }
 
 // Run deploys the app at path (a directory or a nimbus.yaml).
@@ -47,7 +47,7 @@ func Run(ctx context.Context, t Target, path string, progress func(Event)) (*Res
 		return nil, err
 	}
 	progress(Event{Step: "validate", Message: fmt.Sprintf("%s: app %s, %d function(s)", m.File, m.App, len(m.Functions))})
-	modules, err := build.Build(ctx, m, func(e build.Event) {
+	modules, err := guestbuild.Build(ctx, m, func(e guestbuild.Event) {
 		if e.Err != nil {
 			return
 		}
@@ -57,7 +57,7 @@ func Run(ctx context.Context, t Target, path string, progress func(Event)) (*Res
 		return nil, err
 	}
 	res := &Result{App: m.App}
-	fns := make([]registry.Function, 0, len(m.Functions))
+	fns := make([]model.Function, 0, len(m.Functions))
 	for _, f := range m.Functions {
 		data := modules[f.Name]
 		sum := sha256.Sum256(data)
@@ -78,7 +78,7 @@ func Run(ctx context.Context, t Target, path string, progress func(Event)) (*Res
 		fns = append(fns, f.Registry(sha))
 	}
 	progress(Event{Step: "activate", Message: "activating revision"})
-	spec := registry.Spec{Functions: fns, Topics: m.RegistryTopics(), Buckets: m.RegistryBuckets()}
+	spec := model.Spec{Functions: fns, Topics: m.RegistryTopics(), Buckets: m.RegistryBuckets()}
 	rev, changed, err := t.Deploy(ctx, m.App, spec)
 	if err != nil {
 		return nil, fmt.Errorf("deploy %s: %w", m.App, err)

@@ -5,7 +5,7 @@ import (
 	"fmt"
 
 	"github.com/nimbus-dev/nimbus/internal/client"
-	"github.com/nimbus-dev/nimbus/internal/registry"
+	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/server"
 )
 
@@ -22,7 +22,7 @@ func (a API) PutArtifact(ctx context.Context, sha string, data []byte) error {
 	return a.C.PutArtifact(ctx, sha, data)
 }
 
-func (a API) Deploy(ctx context.Context, app string, spec registry.Spec) (*registry.Revision, bool, error) {
+func (a API) Deploy(ctx context.Context, app string, spec model.Spec) (*model.Revision, bool, error) {
 	r, err := a.C.Deploy(ctx, app, spec)
 	if err != nil {
 		return nil, false, err
@@ -50,6 +50,6 @@ func (l Local) PutArtifact(ctx context.Context, sha string, data []byte) error {
 	return nil
 }
 
-func (l Local) Deploy(ctx context.Context, app string, spec registry.Spec) (*registry.Revision, bool, error) {
+func (l Local) Deploy(ctx context.Context, app string, spec model.Spec) (*model.Revision, bool, error) {
 	return l.S.Deploy(ctx, app, spec)
 }

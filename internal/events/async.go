@@ -17,9 +17,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nimbus-dev/nimbus/internal/events/cloudevents"
-	"github.com/nimbus-dev/nimbus/internal/flow"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 	"github.com/nimbus-dev/nimbus/internal/telemetry"
+	"github.com/nimbus-dev/nimbus/internal/throttle"
 )
 
 // Async invocations.
@@ -403,7 +403,7 @@ func (t *trigger) deliverAsync(dl *delivery, attempt int, s *TriggerSpec) (retry
 	}
 	var cause string
 	switch {
-	case errors.Is(err, flow.ErrSuperseded):
+	case errors.Is(err, throttle.ErrSuperseded):
 		rec.State = StateSuperseded
 	case err == nil && !asyncRetryable(resp.Status):
 		rec.State = StateSucceeded

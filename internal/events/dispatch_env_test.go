@@ -15,7 +15,7 @@ import (
 	"github.com/nimbus-dev/nimbus/internal/events"
 	"github.com/nimbus-dev/nimbus/internal/events/cloudevents"
 	"github.com/nimbus-dev/nimbus/internal/guesttest"
-	"github.com/nimbus-dev/nimbus/internal/registry"
+	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 	"github.com/nimbus-dev/nimbus/internal/runtime/wasm"
 	"github.com/nimbus-dev/nimbus/internal/scheduler"
@@ -95,14 +95,14 @@ func (e *env) open(wrap func(events.Invoker) events.Invoker) {
 		t.Fatal(err)
 	}
 	e.sched = scheduler.New(e.rt, st, scheduler.Options{Logger: quietLogger()})
-	var fns []registry.Function
+	var fns []model.Function
 	for _, name := range e.fns {
-		fns = append(fns, registry.Function{
+		fns = append(fns, model.Function{
 			Name: name, Runtime: "wasm", Module: sha, MemoryBytes: 64 << 20, TimeoutMS: 30_000,
 			Concurrency: 1, MaxInstances: 8, MaxRequestBytes: 1 << 20, MaxResponseBytes: 1 << 20,
 		})
 	}
-	rev, err := registry.Plan(testApp, fns)
+	rev, err := model.Plan(testApp, fns)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,9 +17,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nimbus-dev/nimbus/internal/events/cloudevents"
-	"github.com/nimbus-dev/nimbus/internal/flow"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 	"github.com/nimbus-dev/nimbus/internal/telemetry"
+	"github.com/nimbus-dev/nimbus/internal/throttle"
 )
 
 // trigger is the delivery loop of one trigger: a reader goroutine pulling
@@ -315,7 +315,7 @@ func (t *trigger) deliver(dl *delivery) (retry bool, delay time.Duration) {
 	if t.ctx.Err() != nil {
 		return false, 0
 	}
-	if errors.Is(err, flow.ErrSuperseded) {
+	if errors.Is(err, throttle.ErrSuperseded) {
 		// Debounced: a later event with the same flow key runs instead.
 		t.forget(dl.seq)
 		_ = t.handle(dl).Ack()
@@ -362,7 +362,7 @@ func (t *trigger) deliver(dl *delivery) (retry bool, delay time.Duration) {
 // invocation now (a rate limit with a known wait) rather than a failure,
 // and how long to wait.
 func flowDeferral(err error) (time.Duration, bool) {
-	var le *flow.LimitError
+	var le *throttle.LimitError
 	if !errors.As(err, &le) || le.Err != nil || le.RetryAfter <= 0 {
 		return 0, false
 	}

@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/nimbus-dev/nimbus/internal/events"
-	"github.com/nimbus-dev/nimbus/internal/flow"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
+	"github.com/nimbus-dev/nimbus/internal/throttle"
 )
 
 // rateLimited refuses the first n calls per event id with a rate limit,
@@ -28,7 +28,7 @@ func (r *rateLimited) Invoke(ctx context.Context, app, fn string, req *runtime.R
 	refused := r.seen[id] <= r.n
 	r.mu.Unlock()
 	if refused {
-		return nil, &flow.LimitError{Limit: flow.LimitRate, Key: id, RetryAfter: 5 * time.Millisecond}
+		return nil, &throttle.LimitError{Limit: throttle.LimitRate, Key: id, RetryAfter: 5 * time.Millisecond}
 	}
 	return r.inner.Invoke(ctx, app, fn, req)
 }

@@ -12,11 +12,11 @@ import (
 	"sync/atomic"
 
 	"github.com/nimbus-dev/nimbus/internal/apierror"
-	"github.com/nimbus-dev/nimbus/internal/flow"
-	"github.com/nimbus-dev/nimbus/internal/registry"
+	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 	"github.com/nimbus-dev/nimbus/internal/scheduler"
 	"github.com/nimbus-dev/nimbus/internal/telemetry"
+	"github.com/nimbus-dev/nimbus/internal/throttle"
 )
 
 // Invoker runs invocations; *scheduler.Scheduler implements it.
@@ -66,7 +66,7 @@ func (g *Gateway) newMux() *http.ServeMux {
 
 // SetRoutes replaces the routing table with the routes of the given active
 // revisions. On a conflict it keeps the old table and returns an error.
-func (g *Gateway) SetRoutes(revs []*registry.Revision) (err error) {
+func (g *Gateway) SetRoutes(revs []*model.Revision) (err error) {
 	mux := g.newMux()
 	defer func() {
 		// ServeMux panics on a conflicting or invalid pattern. Deploy
@@ -154,7 +154,7 @@ func wildcards(path string) []string {
 type route struct {
 	g       *Gateway
 	app     string
-	fn      registry.Function
+	fn      model.Function
 	pattern string
 	params  []string
 }
@@ -250,7 +250,7 @@ func WriteResponse(w http.ResponseWriter, resp *runtime.Response) {
 
 func (g *Gateway) fail(w http.ResponseWriter, req *runtime.Request, app, fn string, err error) {
 	e := InvocationError(app, fn, err)
-	if _, reason, retryAfter, ok := flow.StatusOf(err); ok {
+	if _, reason, retryAfter, ok := throttle.StatusOf(err); ok {
 		if retryAfter != "" {
 			w.Header().Set("Retry-After", retryAfter)
 		}

@@ -11,7 +11,7 @@ import (
 
 	"github.com/nimbus-dev/nimbus/internal/apierror"
 	"github.com/nimbus-dev/nimbus/internal/events/cloudevents"
-	"github.com/nimbus-dev/nimbus/internal/registry"
+	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/telemetry"
 	"github.com/nimbus-dev/nimbus/sdk/go/wire"
 )
@@ -26,7 +26,7 @@ type Publisher interface {
 }
 
 // The guest ABI and the registry agree on the dead-letter topic's name.
-var _ = [1]struct{}{}[len(wire.DeadLetterTopic)-len(registry.DeadLetterTopic)]
+var _ = [1]struct{}{}[len(wire.DeadLetterTopic)-len(model.DeadLetterTopic)]
 
 // PublishProvider provides publish (capability "publish", scoped per topic:
 // "publish:orders"), which appends one CloudEvent to a topic of the calling

@@ -5,9 +5,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/nimbus-dev/nimbus/internal/model"
 	"gopkg.in/yaml.v3"
-
-	"github.com/nimbus-dev/nimbus/internal/registry"
 )
 
 // Capability kinds: what a grant in capabilities: lets a function do.
@@ -167,8 +166,8 @@ func (p *parser) capabilities(key, n *yaml.Node, path string) []string {
 			}
 			kvAt[c.Resource] = i
 		case CapPublish:
-			if c.Resource == registry.DeadLetterTopic {
-				p.errorf(item, field, "capability %q is not allowed: only Nimbus writes to %s (a delivery lands there after its trigger's max_attempts); to give up on an event, fail it", s, registry.DeadLetterTopic)
+			if c.Resource == model.DeadLetterTopic {
+				p.errorf(item, field, "capability %q is not allowed: only Nimbus writes to %s (a delivery lands there after its trigger's max_attempts); to give up on an event, fail it", s, model.DeadLetterTopic)
 				continue
 			}
 			if !p.declared(item, field, "topic", c.Resource, p.topicNames, fmt.Sprintf("capability %q names", s)) {
@@ -195,7 +194,7 @@ func (p *parser) declared(n *yaml.Node, field, what, name string, names []string
 	if len(names) > 0 {
 		list = "declared: " + strings.Join(names, ", ")
 	}
-	if what == "topic" && slices.Contains(names, registry.DeadLetterTopic) && !slices.Contains(p.topicNames, registry.DeadLetterTopic) {
+	if what == "topic" && slices.Contains(names, model.DeadLetterTopic) && !slices.Contains(p.topicNames, model.DeadLetterTopic) {
 		list = "none are declared; dead-letter is implicit"
 		if len(p.topicNames) > 0 {
 			list = "declared: " + strings.Join(p.topicNames, ", ") + "; dead-letter is implicit"

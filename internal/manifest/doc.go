@@ -8,8 +8,8 @@
 //
 // It sits at the very start of a deploy:
 //
-//	nimbus.yaml -> manifest.Load -> build.Build -> upload -> registry.Function
-//	                                                         (+ registry.Topic, registry.Bucket)
+//	nimbus.yaml -> manifest.Load -> build.Build -> upload -> model.Function
+//	                                                         (+ model.Topic, model.Bucket)
 //
 // Guarantees:
 //   - Validation happens once, here. A *Manifest returned without error is

@@ -15,7 +15,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/nimbus-dev/nimbus/internal/events/cron"
-	"github.com/nimbus-dev/nimbus/internal/registry"
+	"github.com/nimbus-dev/nimbus/internal/model"
 )
 
 // The fields of topics, buckets and triggers, in documentation order. The
@@ -23,7 +23,7 @@ import (
 var (
 	topicFields         = []string{"max_event_size", "retention"}
 	bucketFields        = []string{"ttl", "max_value_size", "history"}
-	triggerKinds        = []string{registry.TriggerTopic, registry.TriggerCron, registry.TriggerBucket}
+	triggerKinds        = []string{model.TriggerTopic, model.TriggerCron, model.TriggerBucket}
 	topicTriggerFields  = []string{"topic", "name", "filter", "ordering_key", "max_attempts", "backoff", "max_backoff", "dead_letter"}
 	cronTriggerFields   = []string{"cron", "name", "timezone", "catch_up", "max_attempts", "backoff", "max_backoff", "dead_letter"}
 	bucketTriggerFields = []string{"bucket", "name", "key_prefix", "ordering_key", "max_attempts", "backoff", "max_backoff", "dead_letter"}
@@ -73,8 +73,8 @@ type Topic struct {
 }
 
 // Registry returns the registry record of t.
-func (t Topic) Registry() registry.Topic {
-	return registry.Topic{Name: t.Name, MaxEventBytes: t.MaxEventBytes, RetentionMS: t.Retention.Milliseconds()}
+func (t Topic) Registry() model.Topic {
+	return model.Topic{Name: t.Name, MaxEventBytes: t.MaxEventBytes, RetentionMS: t.Retention.Milliseconds()}
 }
 
 // Bucket is one key-value bucket of the app.
@@ -87,8 +87,8 @@ type Bucket struct {
 }
 
 // Registry returns the registry record of b.
-func (b Bucket) Registry() registry.Bucket {
-	return registry.Bucket{Name: b.Name, TTLMS: b.TTL.Milliseconds(), MaxValueBytes: b.MaxValueBytes, History: b.History}
+func (b Bucket) Registry() model.Bucket {
+	return model.Bucket{Name: b.Name, TTLMS: b.TTL.Milliseconds(), MaxValueBytes: b.MaxValueBytes, History: b.History}
 }
 
 // Trigger is one validated trigger of a function: exactly one of a topic,
@@ -98,10 +98,10 @@ type Trigger struct {
 	// "cron" or "bucket-<bucket>", with "-2", "-3"... for later triggers that
 	// would get the same one.
 	Name string
-	Kind string // registry.TriggerTopic, TriggerCron or TriggerBucket
+	Kind string // model.TriggerTopic, TriggerCron or TriggerBucket
 
 	Topic  string
-	Filter *registry.EventFilter // nil: every event
+	Filter *model.EventFilter // nil: every event
 
 	// Cron is the schedule in cron's canonical form, without CRON_TZ=.
 	Cron     string
@@ -126,8 +126,8 @@ type Trigger struct {
 }
 
 // Registry returns the registry record of t.
-func (t Trigger) Registry() registry.Trigger {
-	r := registry.Trigger{
+func (t Trigger) Registry() model.Trigger {
+	r := model.Trigger{
 		Name: t.Name, Kind: t.Kind, Topic: t.Topic, Cron: t.Cron, Timezone: t.Timezone,
 		Bucket: t.Bucket, KeyPrefix: t.KeyPrefix, OrderingKey: t.OrderingKey,
 		MaxAttempts: t.MaxAttempts, BackoffMS: t.Backoff.Milliseconds(), MaxBackoffMS: t.MaxBackoff.Milliseconds(),
@@ -137,10 +137,10 @@ func (t Trigger) Registry() registry.Trigger {
 		f := *t.Filter
 		r.Filter = &f
 	}
-	if t.Kind == registry.TriggerCron {
+	if t.Kind == model.TriggerCron {
 		r.CatchUpMS = t.CatchUp.Milliseconds()
 		if t.CatchUp == cron.NoLimit {
-			r.CatchUpMS = registry.CatchUpNoLimit
+			r.CatchUpMS = model.CatchUpNoLimit
 		}
 	}
 	return r
@@ -148,23 +148,23 @@ func (t Trigger) Registry() registry.Trigger {
 
 // RegistryTopics returns the app's topics as registry records, sorted by
 // name.
-func (m *Manifest) RegistryTopics() []registry.Topic {
-	var out []registry.Topic
+func (m *Manifest) RegistryTopics() []model.Topic {
+	var out []model.Topic
 	for _, t := range m.Topics {
 		out = append(out, t.Registry())
 	}
-	slices.SortFunc(out, func(a, b registry.Topic) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b model.Topic) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 
 // RegistryBuckets returns the app's buckets as registry records, sorted by
 // name.
-func (m *Manifest) RegistryBuckets() []registry.Bucket {
-	var out []registry.Bucket
+func (m *Manifest) RegistryBuckets() []model.Bucket {
+	var out []model.Bucket
 	for _, b := range m.Buckets {
 		out = append(out, b.Registry())
 	}
-	slices.SortFunc(out, func(a, b registry.Bucket) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b model.Bucket) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 
@@ -203,7 +203,7 @@ func (p *parser) topics(key, n *yaml.Node) []Topic {
 	for _, kv := range kvs {
 		path := "topics." + kv.key.Value
 		t := Topic{Name: kv.key.Value, MaxEventBytes: DefaultMaxEventBytes, Retention: DefaultRetention, Pos: p.pos(kv.key)}
-		if t.Name == registry.DeadLetterTopic {
+		if t.Name == model.DeadLetterTopic {
 			t.MaxEventBytes = MaxEventBytes // room for any event it receives
 		}
 		if !nameRe.MatchString(t.Name) {
@@ -286,10 +286,10 @@ func (p *parser) options(kv pair, path, what, example string) bool {
 // allTopics is the topics a trigger may name: the declared ones and the
 // implicit dead-letter topic.
 func (p *parser) allTopics() []string {
-	if slices.Contains(p.topicNames, registry.DeadLetterTopic) {
+	if slices.Contains(p.topicNames, model.DeadLetterTopic) {
 		return p.topicNames
 	}
-	return append(slices.Clone(p.topicNames), registry.DeadLetterTopic)
+	return append(slices.Clone(p.topicNames), model.DeadLetterTopic)
 }
 
 // parsedTrigger is a trigger with the nodes its checks across triggers need.
@@ -354,8 +354,8 @@ func (p *parser) triggers(key, n *yaml.Node, path string) []Trigger {
 	for _, pt := range kept {
 		if pt.nameNode == nil {
 			base := pt.t.Kind + "-" + pt.t.Topic + pt.t.Bucket
-			if pt.t.Kind == registry.TriggerCron {
-				base = registry.TriggerCron
+			if pt.t.Kind == model.TriggerCron {
+				base = model.TriggerCron
 			}
 			name := base
 			for i := 2; ; i++ {
@@ -424,7 +424,7 @@ func (p *parser) trigger(n *yaml.Node, field string) (parsedTrigger, bool) {
 	}
 	kind := kinds[0].key.Value
 	allowed := map[string][]string{
-		registry.TriggerTopic: topicTriggerFields, registry.TriggerCron: cronTriggerFields, registry.TriggerBucket: bucketTriggerFields,
+		model.TriggerTopic: topicTriggerFields, model.TriggerCron: cronTriggerFields, model.TriggerBucket: bucketTriggerFields,
 	}[kind]
 	fields := fieldSet{fields: map[string]pair{}, suggested: map[string]bool{}}
 	for _, kv := range kvs {
@@ -441,20 +441,20 @@ func (p *parser) trigger(n *yaml.Node, field string) (parsedTrigger, bool) {
 
 	t := &pt.t
 	*t = Trigger{Kind: kind, MaxAttempts: DefaultMaxAttempts, Backoff: DefaultBackoff, MaxBackoff: DefaultMaxBackoff,
-		DeadLetter: registry.DeadLetterTopic, Pos: p.pos(n)}
+		DeadLetter: model.DeadLetterTopic, Pos: p.pos(n)}
 	before := len(p.errs)
 	kv := kinds[0]
 	switch kind {
-	case registry.TriggerTopic:
+	case model.TriggerTopic:
 		if s, ok := p.str(kv.value, field+".topic"); ok && p.declared(kv.value, field+".topic", "topic", s, p.allTopics(), "") {
 			t.Topic = s
 		}
 		if f, ok := fields.get("filter"); ok {
 			t.Filter = p.filter(f.key, f.value, field+".filter")
 		}
-	case registry.TriggerCron:
+	case model.TriggerCron:
 		p.cronTrigger(kv, fields, field, t)
-	case registry.TriggerBucket:
+	case model.TriggerBucket:
 		if s, ok := p.str(kv.value, field+".bucket"); ok && p.declared(kv.value, field+".bucket", "bucket", s, p.bucketNames, "") {
 			t.Bucket = s
 		}
@@ -512,7 +512,7 @@ func (p *parser) retry(fields fieldSet, field string, t *Trigger) {
 			}
 		}
 	}
-	if t.Topic == registry.DeadLetterTopic {
+	if t.Topic == model.DeadLetterTopic {
 		t.DeadLetter = "" // failures of dead-letter handlers are logged, not dead-lettered again
 	}
 	if f, ok := fields.get("dead_letter"); ok {
@@ -526,7 +526,7 @@ func (p *parser) retry(fields fieldSet, field string, t *Trigger) {
 	}
 }
 
-func (p *parser) filter(key, n *yaml.Node, path string) *registry.EventFilter {
+func (p *parser) filter(key, n *yaml.Node, path string) *model.EventFilter {
 	if isNull(n) {
 		return nil
 	}
@@ -534,7 +534,7 @@ func (p *parser) filter(key, n *yaml.Node, path string) *registry.EventFilter {
 		p.errorf(valueOrKey(n, key), path, "must be a map with any of type, source and subject_prefix, such as {type: order.created}, not %s", describe(n))
 		return nil
 	}
-	var f registry.EventFilter
+	var f model.EventFilter
 	fields := p.mapping(n, path, filterFields)
 	for _, c := range []struct {
 		name string
@@ -552,7 +552,7 @@ func (p *parser) filter(key, n *yaml.Node, path string) *registry.EventFilter {
 			*c.dst = s
 		}
 	}
-	if f == (registry.EventFilter{}) {
+	if f == (model.EventFilter{}) {
 		return nil
 	}
 	return &f
@@ -660,7 +660,7 @@ func checkKeyPrefix(s string) string {
 
 // async reads a function's async retry policy: the retry fields of a
 // trigger, with the same defaults and ranges.
-func (p *parser) async(key, n *yaml.Node, path string) *registry.AsyncPolicy {
+func (p *parser) async(key, n *yaml.Node, path string) *model.AsyncPolicy {
 	if isNull(n) {
 		return nil
 	}
@@ -670,5 +670,5 @@ func (p *parser) async(key, n *yaml.Node, path string) *registry.AsyncPolicy {
 	}
 	t := Trigger{MaxAttempts: DefaultMaxAttempts, Backoff: DefaultBackoff, MaxBackoff: DefaultMaxBackoff}
 	p.retry(p.mapping(n, path, asyncFields), path, &t)
-	return &registry.AsyncPolicy{MaxAttempts: t.MaxAttempts, BackoffMS: t.Backoff.Milliseconds(), MaxBackoffMS: t.MaxBackoff.Milliseconds()}
+	return &model.AsyncPolicy{MaxAttempts: t.MaxAttempts, BackoffMS: t.Backoff.Milliseconds(), MaxBackoffMS: t.MaxBackoff.Milliseconds()}
 }

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/nimbus-dev/nimbus/internal/events/cron"
-	"github.com/nimbus-dev/nimbus/internal/registry"
+	"github.com/nimbus-dev/nimbus/internal/model"
 )
 
 func TestParseCapability(t *testing.T) {
@@ -126,15 +126,15 @@ functions:
 `
 
 // TestEventsRegistry checks triggers and flow reach the registry record,
-// that registry.Plan accepts it, and that a trigger change is a new revision.
+// that model.Plan accepts it, and that a trigger change is a new revision.
 func TestEventsRegistry(t *testing.T) {
-	plan := func(src string) *registry.Revision {
+	plan := func(src string) *model.Revision {
 		t.Helper()
 		m, err := Parse("nimbus.yaml", []byte(src))
 		if err != nil {
 			t.Fatal(err)
 		}
-		rev, err := registry.Plan(m.App, []registry.Function{m.Functions[0].Registry(strings.Repeat("ab", 32))})
+		rev, err := model.Plan(m.App, []model.Function{m.Functions[0].Registry(strings.Repeat("ab", 32))})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -142,8 +142,8 @@ func TestEventsRegistry(t *testing.T) {
 	}
 	rev := plan(eventsManifest)
 	f := rev.Functions[0]
-	want := []registry.Trigger{
-		{Name: "topic-orders", Kind: "topic", Topic: "orders", Filter: &registry.EventFilter{Type: "order.created"},
+	want := []model.Trigger{
+		{Name: "topic-orders", Kind: "topic", Topic: "orders", Filter: &model.EventFilter{Type: "order.created"},
 			MaxAttempts: 5, BackoffMS: 1000, MaxBackoffMS: 300000, DeadLetter: "dead-letter"},
 		{Name: "cron", Kind: "cron", Cron: "30 2 * * *", Timezone: "Europe/Paris", CatchUpMS: 7200000,
 			MaxAttempts: 5, BackoffMS: 1000, MaxBackoffMS: 300000, DeadLetter: "dead-letter"},
@@ -151,7 +151,7 @@ func TestEventsRegistry(t *testing.T) {
 	if !reflect.DeepEqual(f.Triggers, want) {
 		t.Errorf("triggers:\n got %+v\nwant %+v", f.Triggers, want)
 	}
-	if want := (&registry.Flow{Key: "event.subject", KeyConcurrency: 1, Priority: 5}); !reflect.DeepEqual(f.Flow, want) {
+	if want := (&model.Flow{Key: "event.subject", KeyConcurrency: 1, Priority: 5}); !reflect.DeepEqual(f.Flow, want) {
 		t.Errorf("flow = %+v, want %+v", f.Flow, want)
 	}
 	// The cron schedule in the record parses back to the same schedule.

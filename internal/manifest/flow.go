@@ -8,9 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nimbus-dev/nimbus/internal/model"
 	"gopkg.in/yaml.v3"
-
-	"github.com/nimbus-dev/nimbus/internal/registry"
 )
 
 // flowFields are the fields of a function's flow block, in documentation
@@ -26,7 +25,7 @@ const (
 	MinDebounce        time.Duration = 10 * time.Millisecond
 	MaxDebounce        time.Duration = 24 * time.Hour
 	MaxPriority                      = 9
-	DefaultPriority                  = registry.DefaultPriority
+	DefaultPriority                  = model.DefaultPriority
 )
 
 // Flow is a function's validated flow control. It applies to every
@@ -55,14 +54,14 @@ type Rate struct {
 func (r Rate) String() string { return fmt.Sprintf("%d/%s", r.Limit, FormatDuration(r.Period)) }
 
 // Registry returns the registry record of f.
-func (f *Flow) Registry() *registry.Flow {
+func (f *Flow) Registry() *model.Flow {
 	if f == nil {
 		return nil
 	}
-	r := &registry.Flow{MaxConcurrency: f.MaxConcurrency, Key: f.Key, KeyConcurrency: f.KeyConcurrency,
+	r := &model.Flow{MaxConcurrency: f.MaxConcurrency, Key: f.Key, KeyConcurrency: f.KeyConcurrency,
 		DebounceMS: f.Debounce.Milliseconds(), Priority: f.Priority}
 	if f.Rate != nil {
-		r.Rate = &registry.Rate{Limit: f.Rate.Limit, PeriodMS: f.Rate.Period.Milliseconds()}
+		r.Rate = &model.Rate{Limit: f.Rate.Limit, PeriodMS: f.Rate.Period.Milliseconds()}
 	}
 	return r
 }

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nimbus-dev/nimbus/internal/registry"
+	"github.com/nimbus-dev/nimbus/internal/model"
 )
 
 var update = flag.Bool("update", false, "rewrite the expected output of testdata golden files")
@@ -87,8 +87,8 @@ func TestGoldenErrors(t *testing.T) {
 type resolved struct {
 	App string
 	// Topics and Buckets are shown as the registry records the server gets.
-	Topics    []registry.Topic  `json:",omitempty"`
-	Buckets   []registry.Bucket `json:",omitempty"`
+	Topics    []model.Topic  `json:",omitempty"`
+	Buckets   []model.Bucket `json:",omitempty"`
 	Functions []resolvedFunction
 }
 
@@ -99,8 +99,8 @@ type resolvedFunction struct {
 	Timeout  string
 	// Triggers and Flow are shown as registry records (durations in ms),
 	// which also checks the conversion.
-	Triggers []registry.Trigger `json:",omitempty"`
-	Flow     *registry.Flow     `json:",omitempty"`
+	Triggers []model.Trigger `json:",omitempty"`
+	Flow     *model.Flow     `json:",omitempty"`
 }
 
 func resolve(t *testing.T, m *Manifest) string {

@@ -10,7 +10,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/nimbus-dev/nimbus/internal/registry"
+	"github.com/nimbus-dev/nimbus/internal/model"
 )
 
 // FileNames are the names Load looks for in a directory, in order.
@@ -83,14 +83,14 @@ type Function struct {
 	// kv:<bucket>:read, publish:<topic> (see ParseCapability); every bucket
 	// and topic named is declared.
 	Capabilities []string
-	Routes       []registry.Route
+	Routes       []model.Route
 	// Triggers in the order the file declares them, names unique.
 	Triggers []Trigger
 	// Flow is nil when the function declares none, or only defaults.
 	Flow *Flow
 	// Async is the retry policy of async invocations; nil when the
 	// function declares none (the node's defaults apply).
-	Async *registry.AsyncPolicy
+	Async *model.AsyncPolicy
 
 	// Pos is where the function is declared (its name).
 	Pos Position
@@ -108,8 +108,8 @@ type Build struct {
 
 // Registry returns the registry record of f, naming its module by
 // moduleSHA256 (hex), as stored in the artifact store.
-func (f *Function) Registry(moduleSHA256 string) registry.Function {
-	return registry.Function{
+func (f *Function) Registry(moduleSHA256 string) model.Function {
+	return model.Function{
 		Name:             f.Name,
 		Runtime:          f.Runtime,
 		Module:           moduleSHA256,
@@ -128,8 +128,8 @@ func (f *Function) Registry(moduleSHA256 string) registry.Function {
 	}
 }
 
-func (f *Function) registryTriggers() []registry.Trigger {
-	var out []registry.Trigger
+func (f *Function) registryTriggers() []model.Trigger {
+	var out []model.Trigger
 	for _, t := range f.Triggers {
 		out = append(out, t.Registry())
 	}
@@ -143,10 +143,10 @@ func (m *Manifest) addDeadLetter() {
 	for _, f := range m.Functions {
 		events = events || len(f.Triggers) > 0
 	}
-	if !events || slices.ContainsFunc(m.Topics, func(t Topic) bool { return t.Name == registry.DeadLetterTopic }) {
+	if !events || slices.ContainsFunc(m.Topics, func(t Topic) bool { return t.Name == model.DeadLetterTopic }) {
 		return
 	}
-	m.Topics = append(m.Topics, Topic{Name: registry.DeadLetterTopic, MaxEventBytes: MaxEventBytes,
+	m.Topics = append(m.Topics, Topic{Name: model.DeadLetterTopic, MaxEventBytes: MaxEventBytes,
 		Retention: DefaultRetention, Implicit: true})
 }
 

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nimbus-dev/nimbus/internal/registry"
+	"github.com/nimbus-dev/nimbus/internal/model"
 )
 
 const minimal = "app: hello\nfunctions:\n  hello:\n    module: hello/hello.wasm\n    build:\n      command: make\n      dir: hello\n"
@@ -113,11 +113,11 @@ functions:
 		t.Fatal(err)
 	}
 	got := m.Functions[0].Registry("abc123")
-	want := registry.Function{
+	want := model.Function{
 		Name: "hello", Runtime: "wasm", Module: "abc123", MemoryBytes: 64 << 20, TimeoutMS: 1500,
 		Concurrency: 1, MaxInstances: 3, MaxRequestBytes: 1024, MaxResponseBytes: 6 << 20,
 		Env: map[string]string{"A": "b"}, Capabilities: []string{"log"},
-		Routes: []registry.Route{{Method: "GET", Path: "/x"}, {Path: "/y"}},
+		Routes: []model.Route{{Method: "GET", Path: "/x"}, {Path: "/y"}},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Registry:\n got %+v\nwant %+v", got, want)

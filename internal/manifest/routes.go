@@ -8,9 +8,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/nimbus-dev/nimbus/internal/model"
 	"gopkg.in/yaml.v3"
-
-	"github.com/nimbus-dev/nimbus/internal/registry"
 )
 
 // HTTPMethods are the methods a route may name.
@@ -29,7 +28,7 @@ const maxRoutes = 1000
 
 // route is a parsed route and where it came from, for conflict messages.
 type route struct {
-	r        registry.Route
+	r        model.Route
 	function string
 	field    string
 	node     *yaml.Node
@@ -42,7 +41,7 @@ func (r route) pattern() string {
 	return r.r.Method + " " + r.r.Path
 }
 
-func (p *parser) routes(key, n *yaml.Node, path string, f *Function) []registry.Route {
+func (p *parser) routes(key, n *yaml.Node, path string, f *Function) []model.Route {
 	if n.Kind != yaml.SequenceNode {
 		if isNull(n) {
 			return nil
@@ -50,11 +49,11 @@ func (p *parser) routes(key, n *yaml.Node, path string, f *Function) []registry.
 		p.errorf(valueOrKey(n, key), path, `must be a list of routes, such as ["GET /hello/{name}"], not %s`, describe(n))
 		return nil
 	}
-	var out []registry.Route
+	var out []model.Route
 	for i, item := range n.Content {
 		item = deref(item)
 		field := fmt.Sprintf("%s[%d]", path, i)
-		var r registry.Route
+		var r model.Route
 		var ok bool
 		switch item.Kind {
 		case yaml.ScalarNode:
@@ -72,13 +71,13 @@ func (p *parser) routes(key, n *yaml.Node, path string, f *Function) []registry.
 	return out
 }
 
-func (p *parser) routeString(n *yaml.Node, field string) (registry.Route, bool) {
+func (p *parser) routeString(n *yaml.Node, field string) (model.Route, bool) {
 	s, ok := p.str(n, field)
 	if !ok {
-		return registry.Route{}, false
+		return model.Route{}, false
 	}
 	parts := strings.Fields(s)
-	var r registry.Route
+	var r model.Route
 	switch len(parts) {
 	case 1:
 		r.Path = parts[0]
@@ -95,8 +94,8 @@ func (p *parser) routeString(n *yaml.Node, field string) (registry.Route, bool) 
 	return r, p.checkRoute(n, field, r)
 }
 
-func (p *parser) routeMap(n *yaml.Node, field string) (registry.Route, bool) {
-	var r registry.Route
+func (p *parser) routeMap(n *yaml.Node, field string) (model.Route, bool) {
+	var r model.Route
 	before := len(p.errs)
 	fields := p.mapping(n, field, routeFields)
 	if kv, ok := fields.get("method"); ok {
@@ -117,7 +116,7 @@ var likeRe = regexp.MustCompile(`like "([^"]*)"`)
 
 // checkRoute validates one route on its own: method, path shape, reserved
 // prefixes and ServeMux pattern syntax.
-func (p *parser) checkRoute(n *yaml.Node, field string, r registry.Route) bool {
+func (p *parser) checkRoute(n *yaml.Node, field string, r model.Route) bool {
 	if r.Method != "" && !slices.Contains(HTTPMethods, r.Method) {
 		if up := strings.ToUpper(r.Method); slices.Contains(HTTPMethods, up) {
 			p.errorf(n, field, "method %q must be uppercase: %s", r.Method, up)

@@ -3,7 +3,6 @@ package registry
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nimbus-dev/nimbus/internal/model"
 )
 
 // Errors returned by the registry. Callers branch on them with errors.Is and
@@ -24,13 +24,6 @@ var (
 	// ErrRevisionNotFound means the app has no revision with this id or
 	// prefix.
 	ErrRevisionNotFound = errors.New("revision not found")
-	// ErrConflict means a route of the deploy overlaps a route that is
-	// already taking traffic; the error is a *ConflictError with the details.
-	ErrConflict = errors.New("route conflict")
-	// ErrInvalid means the deploy or lookup request is malformed (a bad name,
-	// no functions, an invalid route, an ambiguous revision prefix); the
-	// message says what to fix.
-	ErrInvalid = errors.New("invalid request")
 	// ErrModuleNotFound means a function names a module that is not in the
 	// artifact store: upload it before deploying.
 	ErrModuleNotFound = errors.New("module not found in the artifact store")
@@ -38,32 +31,6 @@ var (
 	// revision active before the current one.
 	ErrNoPreviousRevision = errors.New("no previous revision")
 )
-
-// ConflictError is a route of the deploy (App, Function, Route) that
-// overlaps a route already taking traffic (OtherApp, OtherFunction,
-// OtherRoute), or another route of the same deploy. It matches ErrConflict.
-type ConflictError struct {
-	App           string
-	Function      string
-	Route         Route
-	OtherApp      string
-	OtherFunction string
-	OtherRoute    Route
-	// Reason is net/http's explanation of the overlap.
-	Reason string
-}
-
-func (e *ConflictError) Error() string {
-	msg := fmt.Sprintf("route %q of function %s (app %s) conflicts with route %q of function %s (app %s)",
-		pattern(e.Route), e.Function, e.App, pattern(e.OtherRoute), e.OtherFunction, e.OtherApp)
-	if e.Reason != "" {
-		msg += ": " + e.Reason
-	}
-	return msg
-}
-
-// Unwrap makes errors.Is(err, ErrConflict) true.
-func (e *ConflictError) Unwrap() error { return ErrConflict }
 
 // ArtifactChecker reports whether a module is in the artifact store.
 // *store.Store implements it.
@@ -114,12 +81,12 @@ func revKey(app, id string) string { return revPrefix + app + "." + id }
 // It returns the revision and whether anything changed: deploying what is
 // already active is a no-op (changed == false). Redeploying an older
 // revision activates it again.
-func (r *Registry) Deploy(ctx context.Context, app string, fns []Function) (*Revision, bool, error) {
-	return r.DeploySpec(ctx, app, Spec{Functions: fns})
+func (r *Registry) Deploy(ctx context.Context, app string, fns []model.Function) (*model.Revision, bool, error) {
+	return r.DeploySpec(ctx, app, model.Spec{Functions: fns})
 }
 
 // DeploySpec is Deploy for a whole app: functions, topics and buckets.
-func (r *Registry) DeploySpec(ctx context.Context, app string, spec Spec) (*Revision, bool, error) {
+func (r *Registry) DeploySpec(ctx context.Context, app string, spec model.Spec) (*model.Revision, bool, error) {
 	rev, err := r.prepare(ctx, app, spec)
 	if err != nil {
 		return nil, false, fmt.Errorf("deploy %s: %w", app, err)
@@ -150,8 +117,8 @@ func (r *Registry) DeploySpec(ctx context.Context, app string, spec Spec) (*Revi
 }
 
 // prepare plans the revision and checks that its modules are stored.
-func (r *Registry) prepare(ctx context.Context, app string, spec Spec) (*Revision, error) {
-	rev, err := PlanSpec(app, spec)
+func (r *Registry) prepare(ctx context.Context, app string, spec model.Spec) (*model.Revision, error) {
+	rev, err := model.PlanSpec(app, spec)
 	if err != nil {
 		return nil, err
 	}
@@ -168,103 +135,9 @@ func (r *Registry) prepare(ctx context.Context, app string, spec Spec) (*Revisio
 	return rev, nil
 }
 
-// PlanSpec is Plan for a whole app. Topics and buckets are sorted by name
-// and become part of the revision id; an app without any keeps the id Plan
-// gives its functions alone, so revisions made before topics and buckets
-// existed keep their ids.
-func PlanSpec(app string, spec Spec) (*Revision, error) {
-	rev, err := Plan(app, spec.Functions)
-	if err != nil {
-		return nil, err
-	}
-	if len(spec.Topics) == 0 && len(spec.Buckets) == 0 {
-		return rev, nil
-	}
-	topics := slices.Clone(spec.Topics)
-	slices.SortFunc(topics, func(a, b Topic) int { return strings.Compare(a.Name, b.Name) })
-	for i, t := range topics {
-		if err := checkName("topic", t.Name); err != nil {
-			return nil, err
-		}
-		if i > 0 && topics[i-1].Name == t.Name {
-			return nil, fmt.Errorf("%w: topic %s is declared twice", ErrInvalid, t.Name)
-		}
-	}
-	buckets := slices.Clone(spec.Buckets)
-	slices.SortFunc(buckets, func(a, b Bucket) int { return strings.Compare(a.Name, b.Name) })
-	for i, b := range buckets {
-		if err := checkName("bucket", b.Name); err != nil {
-			return nil, err
-		}
-		if i > 0 && buckets[i-1].Name == b.Name {
-			return nil, fmt.Errorf("%w: bucket %s is declared twice", ErrInvalid, b.Name)
-		}
-	}
-	b, err := json.Marshal(struct {
-		Functions []Function `json:"functions"`
-		Topics    []Topic    `json:"topics,omitempty"`
-		Buckets   []Bucket   `json:"buckets,omitempty"`
-	}{rev.Functions, topics, buckets})
-	if err != nil {
-		return nil, err
-	}
-	rev.ID, rev.Topics, rev.Buckets = digest(b), topics, buckets
-	return rev, nil
-}
-
-// Plan validates fns and returns the revision Deploy would store, without
-// touching the store: functions in canonical form sorted by name, each with
-// its Revision, and the revision ID. CreatedAt is zero. It checks neither
-// that modules exist nor routes of other apps. Errors wrap ErrInvalid, or
-// are a *ConflictError for two overlapping routes of this app.
-//
-// The function revision is the sha256 of the function's canonical JSON with
-// Revision empty; the revision ID is the sha256 of the canonical JSON of the
-// sorted functions including their revisions (CreatedAt is not part of it).
-func Plan(app string, fns []Function) (*Revision, error) {
-	if err := checkName("app", app); err != nil {
-		return nil, err
-	}
-	if len(fns) == 0 {
-		return nil, fmt.Errorf("%w: app %s has no functions", ErrInvalid, app)
-	}
-	if len(fns) > maxFuncs {
-		return nil, fmt.Errorf("%w: app %s has %d functions, over the limit of %d", ErrInvalid, app, len(fns), maxFuncs)
-	}
-	canon := make([]Function, len(fns))
-	for i, f := range fns {
-		c, err := canonical(f)
-		if err != nil {
-			return nil, err
-		}
-		canon[i] = c
-	}
-	slices.SortFunc(canon, func(a, b Function) int { return strings.Compare(a.Name, b.Name) })
-	for i := 1; i < len(canon); i++ {
-		if canon[i].Name == canon[i-1].Name {
-			return nil, fmt.Errorf("%w: function %s is declared twice", ErrInvalid, canon[i].Name)
-		}
-	}
-	if err := checkOwnRoutes(app, canon); err != nil {
-		return nil, err
-	}
-	for i := range canon {
-		b, err := json.Marshal(canon[i]) // Revision is empty here
-		if err != nil {
-			return nil, fmt.Errorf("function %s: %w", canon[i].Name, err)
-		}
-		canon[i].Revision = digest(b)
-	}
-	b, err := json.Marshal(canon)
-	if err != nil {
-		return nil, err
-	}
-	return &Revision{ID: digest(b), App: app, Functions: canon}, nil
-}
-
 // storeRevision writes rev unless a revision with its id exists, in which
 // case the stored one (with its original CreatedAt) is returned.
-func (r *Registry) storeRevision(ctx context.Context, rev *Revision) (*Revision, error) {
+func (r *Registry) storeRevision(ctx context.Context, rev *model.Revision) (*model.Revision, error) {
 	b, err := json.Marshal(rev)
 	if err != nil {
 		return nil, err
@@ -341,15 +214,15 @@ func backoff(ctx context.Context, attempt int) error {
 // unique prefix of at least 7 hex digits; "" means the revision that was
 // active before the current one. Rolling back to the active revision is a
 // no-op.
-func (r *Registry) Rollback(ctx context.Context, app, toRevision string) (*Revision, error) {
-	if err := checkName("app", app); err != nil {
+func (r *Registry) Rollback(ctx context.Context, app, toRevision string) (*model.Revision, error) {
+	if err := model.CheckName("app", app); err != nil {
 		return nil, fmt.Errorf("rollback %s: %w", app, err)
 	}
 	head, _, err := r.head(ctx, app)
 	if err != nil {
 		return nil, fmt.Errorf("rollback %s: %w", app, err)
 	}
-	var target *Revision
+	var target *model.Revision
 	if toRevision == "" {
 		id, ok := previous(head)
 		if !ok {
@@ -383,7 +256,7 @@ func previous(head *App) (string, bool) {
 
 // App returns the head of app, or an error wrapping ErrAppNotFound.
 func (r *Registry) App(ctx context.Context, name string) (*App, error) {
-	if err := checkName("app", name); err != nil {
+	if err := model.CheckName("app", name); err != nil {
 		return nil, err
 	}
 	a, _, err := r.head(ctx, name)
@@ -457,13 +330,13 @@ func (r *Registry) keys(ctx context.Context, filter string) ([]string, error) {
 // Revision returns revision id of app. id may be a unique prefix of at least
 // 7 hex digits. A missing revision is ErrRevisionNotFound (ErrAppNotFound if
 // the app does not exist).
-func (r *Registry) Revision(ctx context.Context, app, id string) (*Revision, error) {
-	if err := checkName("app", app); err != nil {
+func (r *Registry) Revision(ctx context.Context, app, id string) (*model.Revision, error) {
+	if err := model.CheckName("app", app); err != nil {
 		return nil, err
 	}
 	id = strings.ToLower(id)
-	if len(id) < minPrefix || !isHex(id) || len(id) > sha256.Size*2 {
-		return nil, fmt.Errorf("%w: revision %q: give a revision id or a prefix of at least %d hex digits", ErrInvalid, id, minPrefix)
+	if len(id) < minPrefix || !model.IsHex(id) || len(id) > sha256.Size*2 {
+		return nil, fmt.Errorf("%w: revision %q: give a revision id or a prefix of at least %d hex digits", model.ErrInvalid, id, minPrefix)
 	}
 	if len(id) < sha256.Size*2 {
 		full, err := r.resolvePrefix(ctx, app, id)
@@ -503,14 +376,14 @@ func (r *Registry) resolvePrefix(ctx context.Context, app, prefix string) (strin
 	default:
 		slices.Sort(matches)
 		return "", fmt.Errorf("%w: revision prefix %s of app %s is ambiguous (matches %s); give more digits",
-			ErrInvalid, prefix, app, strings.Join(matches, ", "))
+			model.ErrInvalid, prefix, app, strings.Join(matches, ", "))
 	}
 }
 
 // revision reads one revision by full id.
-func (r *Registry) revision(ctx context.Context, app, id string) (*Revision, error) {
+func (r *Registry) revision(ctx context.Context, app, id string) (*model.Revision, error) {
 	if v, ok := r.revs.Load(app + "/" + id); ok {
-		return v.(*Revision), nil
+		return v.(*model.Revision), nil
 	}
 	e, err := r.kv.Get(ctx, revKey(app, id))
 	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
@@ -519,7 +392,7 @@ func (r *Registry) revision(ctx context.Context, app, id string) (*Revision, err
 	if err != nil {
 		return nil, fmt.Errorf("app %s: revision %s: %w", app, id, err)
 	}
-	var rev Revision
+	var rev model.Revision
 	if err := json.Unmarshal(e.Value(), &rev); err != nil {
 		return nil, fmt.Errorf("app %s: revision %s: decode: %w", app, id, err)
 	}
@@ -528,7 +401,7 @@ func (r *Registry) revision(ctx context.Context, app, id string) (*Revision, err
 }
 
 // Active returns the revision of app taking traffic.
-func (r *Registry) Active(ctx context.Context, app string) (*Revision, error) {
+func (r *Registry) Active(ctx context.Context, app string) (*model.Revision, error) {
 	a, err := r.App(ctx, app)
 	if err != nil {
 		return nil, err
@@ -537,7 +410,7 @@ func (r *Registry) Active(ctx context.Context, app string) (*Revision, error) {
 }
 
 // Revisions returns every stored revision of app, newest first.
-func (r *Registry) Revisions(ctx context.Context, app string) ([]*Revision, error) {
+func (r *Registry) Revisions(ctx context.Context, app string) ([]*model.Revision, error) {
 	if _, err := r.App(ctx, app); err != nil {
 		return nil, err
 	}
@@ -545,7 +418,7 @@ func (r *Registry) Revisions(ctx context.Context, app string) ([]*Revision, erro
 	if err != nil {
 		return nil, fmt.Errorf("app %s: list revisions: %w", app, err)
 	}
-	revs := make([]*Revision, 0, len(keys))
+	revs := make([]*model.Revision, 0, len(keys))
 	for _, k := range keys {
 		rev, err := r.revision(ctx, app, strings.TrimPrefix(k, revPrefix+app+"."))
 		if errors.Is(err, ErrRevisionNotFound) {
@@ -556,7 +429,7 @@ func (r *Registry) Revisions(ctx context.Context, app string) ([]*Revision, erro
 		}
 		revs = append(revs, rev)
 	}
-	slices.SortFunc(revs, func(a, b *Revision) int {
+	slices.SortFunc(revs, func(a, b *model.Revision) int {
 		if c := b.CreatedAt.Compare(a.CreatedAt); c != 0 {
 			return c
 		}
@@ -623,17 +496,37 @@ func (r *Registry) Watch(ctx context.Context, fn func(app string)) error {
 	}
 }
 
-func digest(b []byte) string {
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:])
-}
-
-func isHex(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return false
+// checkConflicts fails with a *ConflictError when a route of fns overlaps a
+// route of another app's active revision.
+//
+// Two deploys of different apps racing with overlapping routes can both
+// pass; the gateway resolves that at routing time. Serialising deploys across
+// apps would cost a global lock for a rare mistake.
+func (r *Registry) checkConflicts(ctx context.Context, app string, fns []model.Function) error {
+	apps, err := r.Apps(ctx)
+	if err != nil {
+		return err
+	}
+	var others []model.OwnedRoute
+	for _, a := range apps {
+		if a.Name == app {
+			continue
+		}
+		rev, err := r.revision(ctx, a.Name, a.Active)
+		if err != nil {
+			return fmt.Errorf("routes of app %s: %w", a.Name, err)
+		}
+		for _, f := range rev.Functions {
+			for _, rt := range f.Routes {
+				others = append(others, model.OwnedRoute{App: a.Name, Function: f.Name, Route: rt})
+			}
 		}
 	}
-	return true
+	var own []model.OwnedRoute
+	for _, f := range fns {
+		for _, rt := range f.Routes {
+			own = append(own, model.OwnedRoute{App: app, Function: f.Name, Route: rt})
+		}
+	}
+	return model.FindConflict(own, others)
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/store"
 )
 
@@ -65,8 +66,8 @@ func (e *env) module(name string) string {
 	return sha
 }
 
-func (e *env) fn(name string, routes ...string) Function {
-	f := Function{
+func (e *env) fn(name string, routes ...string) model.Function {
+	f := model.Function{
 		Name: name, Runtime: "wasm", Module: e.module(name),
 		MemoryBytes: 64 << 20, TimeoutMS: 2000, Concurrency: 1, MaxInstances: 10,
 		MaxRequestBytes: 1 << 20, MaxResponseBytes: 1 << 20,
@@ -76,12 +77,12 @@ func (e *env) fn(name string, routes ...string) Function {
 		if !ok {
 			method, path = "", r
 		}
-		f.Routes = append(f.Routes, Route{Method: method, Path: path})
+		f.Routes = append(f.Routes, model.Route{Method: method, Path: path})
 	}
 	return f
 }
 
-func (e *env) deploy(app string, fns ...Function) *Revision {
+func (e *env) deploy(app string, fns ...model.Function) *model.Revision {
 	e.t.Helper()
 	rev, changed, err := e.reg.Deploy(context.Background(), app, fns)
 	if err != nil {
@@ -151,7 +152,7 @@ func TestDeploy(t *testing.T) {
 	// Same content in another order: a no-op.
 	web2 := web
 	web2.Capabilities = []string{"kv", "log"}
-	again, changed, err := e.reg.Deploy(ctx, "hello", []Function{api, web2})
+	again, changed, err := e.reg.Deploy(ctx, "hello", []model.Function{api, web2})
 	if err != nil || changed || again.ID != rev.ID {
 		t.Fatalf("no-op Deploy = %v, changed %v, %v; want same id, false", again, changed, err)
 	}
@@ -235,9 +236,9 @@ func TestRollback(t *testing.T) {
 		{"unknown app with target", "nope", revA.ID, ErrAppNotFound},
 		{"unknown revision", "hello", strings.Repeat("0", 64), ErrRevisionNotFound},
 		{"unknown prefix", "hello", "0000000", ErrRevisionNotFound},
-		{"short prefix", "hello", revA.ID[:6], ErrInvalid},
-		{"not hex", "hello", "zzzzzzzz", ErrInvalid},
-		{"bad app name", "a.b", "", ErrInvalid},
+		{"short prefix", "hello", revA.ID[:6], model.ErrInvalid},
+		{"not hex", "hello", "zzzzzzzz", model.ErrInvalid},
+		{"bad app name", "a.b", "", model.ErrInvalid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -260,7 +261,7 @@ func TestAmbiguousPrefix(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := e.reg.Revision(ctx, "hello", rev.ID[:8])
-	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "ambiguous") || !strings.Contains(err.Error(), twin.ID) {
+	if !errors.Is(err, model.ErrInvalid) || !strings.Contains(err.Error(), "ambiguous") || !strings.Contains(err.Error(), twin.ID) {
 		t.Fatalf("ambiguous prefix err = %v", err)
 	}
 	if got, err := e.reg.Revision(ctx, "hello", rev.ID[:11]); err != nil || got.ID != rev.ID {
@@ -290,7 +291,7 @@ func TestRouteConflicts(t *testing.T) {
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			app := fmt.Sprintf("other%d", i)
-			_, _, err := e.reg.Deploy(ctx, app, []Function{e.fn("f", tt.routes...)})
+			_, _, err := e.reg.Deploy(ctx, app, []model.Function{e.fn("f", tt.routes...)})
 			if tt.conflicts == "" {
 				if err != nil {
 					t.Fatalf("Deploy: %v", err)
@@ -301,11 +302,11 @@ func TestRouteConflicts(t *testing.T) {
 				}
 				return
 			}
-			var ce *ConflictError
-			if !errors.Is(err, ErrConflict) || !errors.As(err, &ce) {
+			var ce *model.ConflictError
+			if !errors.Is(err, model.ErrConflict) || !errors.As(err, &ce) {
 				t.Fatalf("Deploy err = %v, want a *ConflictError", err)
 			}
-			if ce.OtherApp != "users" || pattern(ce.OtherRoute) != tt.conflicts || ce.App != app || ce.Function != "f" {
+			if ce.OtherApp != "users" || ce.OtherRoute.Pattern() != tt.conflicts || ce.App != app || ce.Function != "f" {
 				t.Errorf("conflict = %+v, want other app users route %q", ce, tt.conflicts)
 			}
 			if !strings.Contains(err.Error(), "users") || !strings.Contains(err.Error(), tt.conflicts) {
@@ -321,8 +322,8 @@ func TestRouteConflicts(t *testing.T) {
 	e.deploy("users", e.fn("get", "GET /users/{id}", "GET /users/{id}/posts"), e.fn("static", "/static/{path...}"))
 
 	// Two functions of one app.
-	_, _, err := e.reg.Deploy(ctx, "dup", []Function{e.fn("a", "/x/{id}"), e.fn("b", "/x/{name}")})
-	var ce *ConflictError
+	_, _, err := e.reg.Deploy(ctx, "dup", []model.Function{e.fn("a", "/x/{id}"), e.fn("b", "/x/{name}")})
+	var ce *model.ConflictError
 	if !errors.As(err, &ce) || ce.OtherApp != "dup" || ce.Function != "b" || ce.OtherFunction != "a" {
 		t.Fatalf("same-app conflict err = %v (%+v)", err, ce)
 	}
@@ -332,37 +333,37 @@ func TestDeployValidation(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	good := e.fn("ok", "/ok")
-	mod := func(change func(*Function)) []Function {
+	mod := func(change func(*model.Function)) []model.Function {
 		f := good
 		change(&f)
-		return []Function{f}
+		return []model.Function{f}
 	}
 	missing := strings.Repeat("ab", 32)
 	tests := []struct {
 		name string
 		app  string
-		fns  []Function
+		fns  []model.Function
 		want error
 		msg  string
 	}{
-		{"empty app name", "", []Function{good}, ErrInvalid, "app name is empty"},
-		{"dot in app name", "a.b", []Function{good}, ErrInvalid, `"a.b"`},
-		{"wildcard app name", "a*", []Function{good}, ErrInvalid, "letters, digits"},
-		{"long app name", strings.Repeat("a", 64), []Function{good}, ErrInvalid, "longer than 63"},
-		{"no functions", "app", nil, ErrInvalid, "no functions"},
-		{"empty function name", "app", mod(func(f *Function) { f.Name = "" }), ErrInvalid, "function name is empty"},
-		{"bad function name", "app", mod(func(f *Function) { f.Name = "a b" }), ErrInvalid, `"a b"`},
-		{"duplicate function", "app", []Function{good, good}, ErrInvalid, "declared twice"},
-		{"unknown runtime", "app", mod(func(f *Function) { f.Runtime = "" }), ErrInvalid, "runtime"},
-		{"module not a sha", "app", mod(func(f *Function) { f.Module = "abc" }), ErrInvalid, "not a sha256"},
-		{"negative timeout", "app", mod(func(f *Function) { f.TimeoutMS = -1 }), ErrInvalid, "negative"},
-		{"env name with =", "app", mod(func(f *Function) { f.Env = map[string]string{"A=B": "c"} }), ErrInvalid, "environment"},
-		{"empty capability", "app", mod(func(f *Function) { f.Capabilities = []string{""} }), ErrInvalid, "capability"},
-		{"route without slash", "app", mod(func(f *Function) { f.Routes = []Route{{Path: "users"}} }), ErrInvalid, "must start with '/'"},
-		{"route with host", "app", mod(func(f *Function) { f.Routes = []Route{{Path: "example.com/"}} }), ErrInvalid, "must start with '/'"},
-		{"bad wildcard", "app", mod(func(f *Function) { f.Routes = []Route{{Path: "/{a"}} }), ErrInvalid, "/{a"},
-		{"lower-case method", "app", mod(func(f *Function) { f.Routes = []Route{{Method: "get", Path: "/"}} }), ErrInvalid, "method"},
-		{"missing module", "app", mod(func(f *Function) { f.Module = missing }), ErrModuleNotFound, "function ok: module " + missing},
+		{"empty app name", "", []model.Function{good}, model.ErrInvalid, "app name is empty"},
+		{"dot in app name", "a.b", []model.Function{good}, model.ErrInvalid, `"a.b"`},
+		{"wildcard app name", "a*", []model.Function{good}, model.ErrInvalid, "letters, digits"},
+		{"long app name", strings.Repeat("a", 64), []model.Function{good}, model.ErrInvalid, "longer than 63"},
+		{"no functions", "app", nil, model.ErrInvalid, "no functions"},
+		{"empty function name", "app", mod(func(f *model.Function) { f.Name = "" }), model.ErrInvalid, "function name is empty"},
+		{"bad function name", "app", mod(func(f *model.Function) { f.Name = "a b" }), model.ErrInvalid, `"a b"`},
+		{"duplicate function", "app", []model.Function{good, good}, model.ErrInvalid, "declared twice"},
+		{"unknown runtime", "app", mod(func(f *model.Function) { f.Runtime = "" }), model.ErrInvalid, "runtime"},
+		{"module not a sha", "app", mod(func(f *model.Function) { f.Module = "abc" }), model.ErrInvalid, "not a sha256"},
+		{"negative timeout", "app", mod(func(f *model.Function) { f.TimeoutMS = -1 }), model.ErrInvalid, "negative"},
+		{"env name with =", "app", mod(func(f *model.Function) { f.Env = map[string]string{"A=B": "c"} }), model.ErrInvalid, "environment"},
+		{"empty capability", "app", mod(func(f *model.Function) { f.Capabilities = []string{""} }), model.ErrInvalid, "capability"},
+		{"route without slash", "app", mod(func(f *model.Function) { f.Routes = []model.Route{{Path: "users"}} }), model.ErrInvalid, "must start with '/'"},
+		{"route with host", "app", mod(func(f *model.Function) { f.Routes = []model.Route{{Path: "example.com/"}} }), model.ErrInvalid, "must start with '/'"},
+		{"bad wildcard", "app", mod(func(f *model.Function) { f.Routes = []model.Route{{Path: "/{a"}} }), model.ErrInvalid, "/{a"},
+		{"lower-case method", "app", mod(func(f *model.Function) { f.Routes = []model.Route{{Method: "get", Path: "/"}} }), model.ErrInvalid, "method"},
+		{"missing module", "app", mod(func(f *model.Function) { f.Module = missing }), ErrModuleNotFound, "function ok: module " + missing},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -395,7 +396,7 @@ func TestConcurrentDeploys(t *testing.T) {
 			for i := range each {
 				g := f
 				g.Env = map[string]string{"W": fmt.Sprint(w), "I": fmt.Sprint(i)}
-				rev, changed, err := e.reg.Deploy(ctx, "hammer", []Function{g})
+				rev, changed, err := e.reg.Deploy(ctx, "hammer", []model.Function{g})
 				if err != nil || !changed {
 					errs <- fmt.Errorf("worker %d deploy %d: changed %v, %w", w, i, changed, err)
 					continue
@@ -530,8 +531,8 @@ func TestSurvivesRestart(t *testing.T) {
 
 func TestPlanMatchesDeploy(t *testing.T) {
 	e := newEnv(t)
-	fns := []Function{e.fn("b", "/b"), e.fn("a", "/a")}
-	planned, err := Plan("hello", fns)
+	fns := []model.Function{e.fn("b", "/b"), e.fn("a", "/a")}
+	planned, err := model.Plan("hello", fns)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -542,10 +543,10 @@ func TestPlanMatchesDeploy(t *testing.T) {
 	// Plan checks neither artifacts nor other apps.
 	f := fns[0]
 	f.Module = strings.Repeat("cd", 32)
-	if _, err := Plan("other", []Function{f}); err != nil {
+	if _, err := model.Plan("other", []model.Function{f}); err != nil {
 		t.Fatalf("Plan with an unknown module: %v", err)
 	}
-	if _, err := Plan("a.b", fns); !errors.Is(err, ErrInvalid) {
+	if _, err := model.Plan("a.b", fns); !errors.Is(err, model.ErrInvalid) {
 		t.Fatalf("Plan with a bad name: %v", err)
 	}
 }

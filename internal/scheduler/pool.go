@@ -7,10 +7,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nimbus-dev/nimbus/internal/flow"
-	"github.com/nimbus-dev/nimbus/internal/registry"
+	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 	"github.com/nimbus-dev/nimbus/internal/telemetry"
+	"github.com/nimbus-dev/nimbus/internal/throttle"
 )
 
 // ErrBusy means every instance of a function stayed busy until the
@@ -28,15 +28,15 @@ var errPoolClosed = errors.New("function revision retired")
 // exceed the number of tokens.
 type pool struct {
 	app     string
-	fn      registry.Function
+	fn      model.Function
 	mod     runtime.Module
 	metrics *telemetry.FunctionMetrics
 	now     func() time.Time
 
 	// The function's flow control (manifest flow:), applied before an
 	// instance is taken. A nil limiter has no limits.
-	limiter  *flow.Limiter
-	flowKey  flow.KeySource
+	limiter  *throttle.Limiter
+	flowKey  throttle.KeySource
 	priority int
 
 	tokens chan struct{}
@@ -52,22 +52,22 @@ type idleInstance struct {
 	since time.Time
 }
 
-func newPool(app string, fn registry.Function, mod runtime.Module, m *telemetry.FunctionMetrics, now func() time.Time) (*pool, error) {
+func newPool(app string, fn model.Function, mod runtime.Module, m *telemetry.FunctionMetrics, now func() time.Time) (*pool, error) {
 	n := fn.MaxInstances
 	if n <= 0 {
 		n = 1
 	}
 	p := &pool{app: app, fn: fn, mod: mod, metrics: m, now: now, tokens: make(chan struct{}, n),
-		priority: flow.PriorityOf(fn.Flow)}
-	if policy := flow.PolicyOf(fn.Flow); !policy.IsZero() {
-		lim, err := flow.NewLimiter(policy, nil)
+		priority: throttle.PriorityOf(fn.Flow)}
+	if policy := throttle.PolicyOf(fn.Flow); !policy.IsZero() {
+		lim, err := throttle.NewLimiter(policy, nil)
 		if err != nil {
 			return nil, fmt.Errorf("function %s: flow: %w", fn.Name, err)
 		}
 		p.limiter = lim
 	}
 	if fn.Flow != nil && fn.Flow.Key != "" {
-		key, err := flow.ParseKey(fn.Flow.Key)
+		key, err := throttle.ParseKey(fn.Flow.Key)
 		if err != nil {
 			return nil, fmt.Errorf("function %s: flow key: %w", fn.Name, err)
 		}
@@ -169,7 +169,7 @@ func (p *pool) close(wg *sync.WaitGroup) {
 	}
 	p.closed = true
 	if p.limiter != nil {
-		p.limiter.Close() // waiters get flow.ErrClosed and move to the new revision
+		p.limiter.Close() // waiters get throttle.ErrClosed and move to the new revision
 	}
 	idle := p.idle
 	p.idle = nil

@@ -9,10 +9,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nimbus-dev/nimbus/internal/flow"
-	"github.com/nimbus-dev/nimbus/internal/registry"
+	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 	"github.com/nimbus-dev/nimbus/internal/telemetry"
+	"github.com/nimbus-dev/nimbus/internal/throttle"
 )
 
 // ErrNotFound means no active function has that app and name.
@@ -75,13 +75,13 @@ func New(rt runtime.Runtime, arts ArtifactSource, opts Options) *Scheduler {
 	}
 }
 
-func poolKey(app string, fn registry.Function) string { return app + "/" + fn.Revision }
+func poolKey(app string, fn model.Function) string { return app + "/" + fn.Revision }
 
 // Prepare loads (compiles and validates) every function of an app revision
 // without routing traffic to it. A module that cannot run fails here, with
 // an error naming the function, so a deploy is rejected before activation.
 // Functions must carry their Revision.
-func (s *Scheduler) Prepare(ctx context.Context, app string, fns []registry.Function) error {
+func (s *Scheduler) Prepare(ctx context.Context, app string, fns []model.Function) error {
 	var errs []error
 	for _, fn := range fns {
 		if _, err := s.prepare(ctx, app, fn); err != nil {
@@ -91,7 +91,7 @@ func (s *Scheduler) Prepare(ctx context.Context, app string, fns []registry.Func
 	return errors.Join(errs...)
 }
 
-func (s *Scheduler) prepare(ctx context.Context, app string, fn registry.Function) (*pool, error) {
+func (s *Scheduler) prepare(ctx context.Context, app string, fn model.Function) (*pool, error) {
 	key := poolKey(app, fn)
 	s.mu.RLock()
 	p := s.pools[key]
@@ -124,7 +124,7 @@ func (s *Scheduler) prepare(ctx context.Context, app string, fn registry.Functio
 }
 
 // SpecOf is the runtime spec of a function.
-func SpecOf(app string, fn registry.Function, artifact []byte) runtime.Spec {
+func SpecOf(app string, fn model.Function, artifact []byte) runtime.Spec {
 	return runtime.Spec{
 		App: app, Function: fn.Name, Revision: fn.Revision,
 		Artifact:     artifact,
@@ -141,7 +141,7 @@ func SpecOf(app string, fn registry.Function, artifact []byte) runtime.Spec {
 
 // Activate routes the app's invocations to rev. Functions whose revision did
 // not change keep their pools and warm instances; the others are retired.
-func (s *Scheduler) Activate(ctx context.Context, rev *registry.Revision) error {
+func (s *Scheduler) Activate(ctx context.Context, rev *model.Revision) error {
 	next := map[string]*pool{}
 	for _, fn := range rev.Functions {
 		p, err := s.prepare(ctx, rev.App, fn)
@@ -190,12 +190,12 @@ func (s *Scheduler) unusedLocked(app string) []*pool {
 }
 
 // Function returns the active configuration of a function.
-func (s *Scheduler) Function(app, name string) (registry.Function, bool) {
+func (s *Scheduler) Function(app, name string) (model.Function, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	p := s.apps[app][name]
 	if p == nil {
-		return registry.Function{}, false
+		return model.Function{}, false
 	}
 	return p.fn, true
 }
@@ -257,13 +257,13 @@ func (s *Scheduler) invoke(ctx context.Context, p *pool, req *runtime.Request) (
 	for {
 		// Flow control first: it decides the order in which waiting
 		// invocations get an instance.
-		var permit flow.Permit
+		var permit throttle.Permit
 		if p.limiter != nil {
 			fwait, cancel := context.WithTimeout(ctx, time.Duration(p.fn.TimeoutMS)*time.Millisecond+p.limiter.Policy().Debounce)
 			var err error
 			permit, err = p.limiter.Acquire(fwait, p.flowKey.FromRequest(req.Header, req.RawQuery), p.priority)
 			cancel()
-			if errors.Is(err, flow.ErrClosed) {
+			if errors.Is(err, throttle.ErrClosed) {
 				np := s.successor(p)
 				if np == nil {
 					return nil, fmt.Errorf("%w: %s/%s", ErrNotFound, p.app, p.fn.Name)
@@ -337,7 +337,7 @@ func StatusOf(err error) (int, string) {
 	case errors.Is(err, context.Canceled):
 		return 499, "canceled"
 	}
-	if code, reason, _, ok := flow.StatusOf(err); ok {
+	if code, reason, _, ok := throttle.StatusOf(err); ok {
 		return code, reason
 	}
 	return http.StatusInternalServerError, "internal"

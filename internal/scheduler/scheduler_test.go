@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/nimbus-dev/nimbus/internal/guesttest"
-	"github.com/nimbus-dev/nimbus/internal/registry"
+	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 	"github.com/nimbus-dev/nimbus/internal/runtime/wasm"
 )
@@ -56,7 +56,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func setup(t *testing.T, maxInstances int) (*Scheduler, *clock, registry.Function) {
+func setup(t *testing.T, maxInstances int) (*Scheduler, *clock, model.Function) {
 	t.Helper()
 	ctx := context.Background()
 	rt, err := wasm.New(ctx, wasm.Config{CacheDir: cacheDir})
@@ -69,11 +69,11 @@ func setup(t *testing.T, maxInstances int) (*Scheduler, *clock, registry.Functio
 	clk.ns.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
 	s := New(rt, arts, Options{IdleTimeout: time.Minute, Now: clk.now, Logger: slog.New(slog.DiscardHandler)})
 	t.Cleanup(func() { s.Close(); rt.Close(ctx) })
-	fn := registry.Function{
+	fn := model.Function{
 		Name: "g", Runtime: "wasm", Module: sha, MemoryBytes: 64 << 20, TimeoutMS: 30_000,
 		Concurrency: 1, MaxInstances: maxInstances, MaxRequestBytes: 1 << 20, MaxResponseBytes: 1 << 20,
 	}
-	rev, err := registry.Plan("app", []registry.Function{fn})
+	rev, err := model.Plan("app", []model.Function{fn})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +206,7 @@ func TestActivateRetiresTheOldRevision(t *testing.T) {
 	invoke(t, s, "/count")
 	fn.Env = map[string]string{"V": "2"}
 	fn.Revision = ""
-	rev, err := registry.Plan("app", []registry.Function{fn})
+	rev, err := model.Plan("app", []model.Function{fn})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,14 +10,14 @@ import (
 
 	"github.com/nimbus-dev/nimbus/internal/apierror"
 	"github.com/nimbus-dev/nimbus/internal/events"
-	"github.com/nimbus-dev/nimbus/internal/registry"
+	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 )
 
 // triggersOf is what the dispatcher delivers for rev's app: its topic and
 // cron triggers, and its async trigger once the app took an async
 // invocation. s.deployMu is held.
-func (s *Server) triggersOf(rev *registry.Revision) []events.TriggerSpec {
+func (s *Server) triggersOf(rev *model.Revision) []events.TriggerSpec {
 	out := topicTriggers(rev)
 	if rev != nil && s.asyncApps[rev.App] {
 		out = append(out, s.asyncTrigger(rev.App))
@@ -73,7 +73,7 @@ func (s *Server) EnqueueInvocation(ctx context.Context, app, function string, re
 	if rev == nil {
 		return "", false, appNotFound(app)
 	}
-	i := slices.IndexFunc(rev.Functions, func(f registry.Function) bool { return f.Name == function })
+	i := slices.IndexFunc(rev.Functions, func(f model.Function) bool { return f.Name == function })
 	if i < 0 {
 		return "", false, apierror.New(http.StatusNotFound, "function_not_found",
 			fmt.Sprintf("app %s has no function %q", app, function))

@@ -15,7 +15,7 @@ import (
 	"github.com/nimbus-dev/nimbus/internal/apierror"
 	"github.com/nimbus-dev/nimbus/internal/events"
 	"github.com/nimbus-dev/nimbus/internal/guesttest"
-	"github.com/nimbus-dev/nimbus/internal/registry"
+	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 	"github.com/nimbus-dev/nimbus/internal/server"
 )
@@ -91,12 +91,12 @@ func TestAsyncInvocation(t *testing.T) {
 	f := fn("g", guest, "/{path...}")
 	f.MaxInstances = 1
 	h := fn("h", guest) // its own retry policy: 2 attempts
-	h.Async = &registry.AsyncPolicy{MaxAttempts: 2, BackoffMS: 10, MaxBackoffMS: 10}
+	h.Async = &model.AsyncPolicy{MaxAttempts: 2, BackoffMS: 10, MaxBackoffMS: 10}
 	if _, err := srv.PutArtifact(context.Background(), guest); err != nil {
 		t.Fatal(err)
 	}
-	topics := []registry.Topic{{Name: registry.DeadLetterTopic, MaxEventBytes: 1 << 20, RetentionMS: 3_600_000}}
-	if _, _, err := srv.Deploy(context.Background(), "jobs", registry.Spec{Functions: []registry.Function{f, h}, Topics: topics}); err != nil {
+	topics := []model.Topic{{Name: model.DeadLetterTopic, MaxEventBytes: 1 << 20, RetentionMS: 3_600_000}}
+	if _, _, err := srv.Deploy(context.Background(), "jobs", model.Spec{Functions: []model.Function{f, h}, Topics: topics}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -148,7 +148,7 @@ func TestAsyncInvocation(t *testing.T) {
 	// A function that always fails: retried, then failed and dead-lettered.
 	bad, _, _ := postAsync(t, srv.GatewayURL()+"/panic", "", "")
 	inv = waitDone(t, srv, bad.ID)
-	if inv.State != events.StateFailed || inv.Attempts != 3 || inv.DeadLetter != registry.DeadLetterTopic || inv.Error == "" {
+	if inv.State != events.StateFailed || inv.Attempts != 3 || inv.DeadLetter != model.DeadLetterTopic || inv.Error == "" {
 		t.Fatalf("failing invocation: %+v", inv)
 	}
 	// Its dead letter replays to the async trigger as a new invocation.

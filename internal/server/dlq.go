@@ -10,15 +10,15 @@ import (
 	"github.com/nimbus-dev/nimbus/internal/api"
 	"github.com/nimbus-dev/nimbus/internal/apierror"
 	"github.com/nimbus-dev/nimbus/internal/events"
-	"github.com/nimbus-dev/nimbus/internal/registry"
+	"github.com/nimbus-dev/nimbus/internal/model"
 )
 
 var _ api.DeadLetterQueue = (*Server)(nil)
 
 // deadLetterTopics are the topics a revision's triggers dead-letter to:
-// registry.DeadLetterTopic and every other one a trigger names.
-func deadLetterTopics(rev *registry.Revision) []string {
-	topics := []string{registry.DeadLetterTopic}
+// model.DeadLetterTopic and every other one a trigger names.
+func deadLetterTopics(rev *model.Revision) []string {
+	topics := []string{model.DeadLetterTopic}
 	if rev == nil {
 		return topics
 	}
@@ -52,14 +52,14 @@ func (s *Server) ReplayDeadLetters(ctx context.Context, app string, req api.Repl
 		return nil, appNotFound(app)
 	}
 	if req.Topic != "" {
-		if req.Topic == registry.DeadLetterTopic {
+		if req.Topic == model.DeadLetterTopic {
 			return nil, apierror.New(http.StatusForbidden, "topic_reserved",
-				fmt.Sprintf("replaying to %s would only file the events again as dead letters; name a topic with triggers", registry.DeadLetterTopic))
+				fmt.Sprintf("replaying to %s would only file the events again as dead letters; name a topic with triggers", model.DeadLetterTopic))
 		}
-		if !slices.ContainsFunc(rev.Topics, func(t registry.Topic) bool { return t.Name == req.Topic }) {
+		if !slices.ContainsFunc(rev.Topics, func(t model.Topic) bool { return t.Name == req.Topic }) {
 			var names []string
 			for _, t := range rev.Topics {
-				if t.Name != registry.DeadLetterTopic {
+				if t.Name != model.DeadLetterTopic {
 					names = append(names, t.Name)
 				}
 			}

@@ -12,7 +12,7 @@ import (
 	"github.com/nimbus-dev/nimbus/internal/client"
 	"github.com/nimbus-dev/nimbus/internal/events/cloudevents"
 	"github.com/nimbus-dev/nimbus/internal/guesttest"
-	"github.com/nimbus-dev/nimbus/internal/registry"
+	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/security"
 	"github.com/nimbus-dev/nimbus/internal/server"
 )
@@ -27,23 +27,23 @@ func TestDeadLettersListAndReplayThroughAPI(t *testing.T) {
 	if _, err := srv.PutArtifact(ctx, orders); err != nil {
 		t.Fatal(err)
 	}
-	role := func(name, r string, triggers ...registry.Trigger) registry.Function {
+	role := func(name, r string, triggers ...model.Trigger) model.Function {
 		f := fn(name, orders)
 		f.Env = map[string]string{"ROLE": r}
 		f.Capabilities = []string{"kv:counts"}
 		f.Triggers = triggers
 		return f
 	}
-	trig := func(attempts int) registry.Trigger {
-		return registry.Trigger{Name: "t", Kind: registry.TriggerTopic, Topic: "orders",
-			MaxAttempts: attempts, BackoffMS: 10, MaxBackoffMS: 100, DeadLetter: registry.DeadLetterTopic}
+	trig := func(attempts int) model.Trigger {
+		return model.Trigger{Name: "t", Kind: model.TriggerTopic, Topic: "orders",
+			MaxAttempts: attempts, BackoffMS: 10, MaxBackoffMS: 100, DeadLetter: model.DeadLetterTopic}
 	}
-	deploy := func(fns ...registry.Function) {
+	deploy := func(fns ...model.Function) {
 		t.Helper()
-		_, _, err := srv.Deploy(ctx, "shop", registry.Spec{Functions: fns,
-			Topics: []registry.Topic{{Name: "orders", MaxEventBytes: 1 << 16, RetentionMS: 3_600_000},
-				{Name: registry.DeadLetterTopic, MaxEventBytes: 1 << 20, RetentionMS: 3_600_000}},
-			Buckets: []registry.Bucket{{Name: "counts", MaxValueBytes: 1 << 10, History: 1}}})
+		_, _, err := srv.Deploy(ctx, "shop", model.Spec{Functions: fns,
+			Topics: []model.Topic{{Name: "orders", MaxEventBytes: 1 << 16, RetentionMS: 3_600_000},
+				{Name: model.DeadLetterTopic, MaxEventBytes: 1 << 20, RetentionMS: 3_600_000}},
+			Buckets: []model.Bucket{{Name: "counts", MaxValueBytes: 1 << 10, History: 1}}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -112,7 +112,7 @@ func TestDeadLettersListAndReplayThroughAPI(t *testing.T) {
 	wantCode(err, 400, "bad_request")
 	_, err = c.ReplayDeadLetters(ctx, "shop", api.ReplayRequest{All: true, Topic: "nope"})
 	wantCode(err, 404, "topic_not_found")
-	_, err = c.ReplayDeadLetters(ctx, "shop", api.ReplayRequest{All: true, Topic: registry.DeadLetterTopic})
+	_, err = c.ReplayDeadLetters(ctx, "shop", api.ReplayRequest{All: true, Topic: model.DeadLetterTopic})
 	wantCode(err, 403, "topic_reserved")
 	_, err = c.ReplayDeadLetters(ctx, "nope", api.ReplayRequest{All: true})
 	wantCode(err, 404, "app_not_found")

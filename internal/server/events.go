@@ -13,7 +13,7 @@ import (
 	"github.com/nimbus-dev/nimbus/internal/events"
 	"github.com/nimbus-dev/nimbus/internal/events/cloudevents"
 	"github.com/nimbus-dev/nimbus/internal/events/cron"
-	"github.com/nimbus-dev/nimbus/internal/registry"
+	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/telemetry"
 )
 
@@ -23,7 +23,7 @@ import (
 // events.CronSource), a bucket change one on events.BucketTopic(bucket) (see
 // events.BucketSource), which the dispatcher delivers with the trigger's
 // retries and dead letter.
-func topicTriggers(rev *registry.Revision) []events.TriggerSpec {
+func topicTriggers(rev *model.Revision) []events.TriggerSpec {
 	if rev == nil {
 		return nil
 	}
@@ -39,14 +39,14 @@ func topicTriggers(rev *registry.Revision) []events.TriggerSpec {
 				DeadLetter:  t.DeadLetter,
 			}
 			switch t.Kind {
-			case registry.TriggerTopic:
+			case model.TriggerTopic:
 				spec.Topic = t.Topic
 				if t.Filter != nil {
 					spec.Filter = events.Filter{Type: t.Filter.Type, Source: t.Filter.Source, SubjectPrefix: t.Filter.SubjectPrefix}
 				}
-			case registry.TriggerCron:
+			case model.TriggerCron:
 				spec.Topic, spec.OrderingKey = events.CronTopic(fn.Name, t.Name), ""
-			case registry.TriggerBucket:
+			case model.TriggerBucket:
 				// The key is the change event's subject.
 				spec.Topic, spec.Filter = events.BucketTopic(t.Bucket), events.Filter{SubjectPrefix: t.KeyPrefix}
 			default:
@@ -61,7 +61,7 @@ func topicTriggers(rev *registry.Revision) []events.TriggerSpec {
 // cronTriggers are the cron triggers of a revision, in the cron source's
 // terms. A schedule that does not parse (the registry stores canonical,
 // validated ones, so only a corrupt record) is left out and reported.
-func cronTriggers(rev *registry.Revision) ([]events.CronSpec, error) {
+func cronTriggers(rev *model.Revision) ([]events.CronSpec, error) {
 	if rev == nil {
 		return nil, nil
 	}
@@ -69,7 +69,7 @@ func cronTriggers(rev *registry.Revision) ([]events.CronSpec, error) {
 	var errs []error
 	for _, fn := range rev.Functions {
 		for _, t := range fn.Triggers {
-			if t.Kind != registry.TriggerCron {
+			if t.Kind != model.TriggerCron {
 				continue
 			}
 			sched, err := cron.Parse(t.Cron, t.Timezone)
@@ -78,7 +78,7 @@ func cronTriggers(rev *registry.Revision) ([]events.CronSpec, error) {
 				continue
 			}
 			catchUp := time.Duration(t.CatchUpMS) * time.Millisecond
-			if t.CatchUpMS == registry.CatchUpNoLimit {
+			if t.CatchUpMS == model.CatchUpNoLimit {
 				catchUp = cron.NoLimit
 			}
 			out = append(out, events.CronSpec{App: rev.App, Function: fn.Name, ID: t.Name, Schedule: sched, CatchUp: catchUp})
@@ -90,7 +90,7 @@ func cronTriggers(rev *registry.Revision) ([]events.CronSpec, error) {
 // syncCron starts and stops the cron triggers of app (rev nil: none). It
 // runs after the dispatcher's Sync, so the consumer of a cron trigger's
 // topic exists before its first firing.
-func (s *Server) syncCron(ctx context.Context, app string, rev *registry.Revision) error {
+func (s *Server) syncCron(ctx context.Context, app string, rev *model.Revision) error {
 	specs, perr := cronTriggers(rev)
 	return errors.Join(perr, s.cron.Sync(ctx, app, specs))
 }
@@ -99,7 +99,7 @@ func (s *Server) syncCron(ctx context.Context, app string, rev *registry.Revisio
 // in the bucket source's terms. A trigger on a bucket the revision does not
 // declare (the manifest refuses it, so only a hand-made spec) is left out
 // and reported.
-func bucketTriggers(rev *registry.Revision) ([]events.BucketSpec, error) {
+func bucketTriggers(rev *model.Revision) ([]events.BucketSpec, error) {
 	if rev == nil {
 		return nil, nil
 	}
@@ -107,10 +107,10 @@ func bucketTriggers(rev *registry.Revision) ([]events.BucketSpec, error) {
 	var errs []error
 	for _, fn := range rev.Functions {
 		for _, t := range fn.Triggers {
-			if t.Kind != registry.TriggerBucket {
+			if t.Kind != model.TriggerBucket {
 				continue
 			}
-			if !slices.ContainsFunc(rev.Buckets, func(b registry.Bucket) bool { return b.Name == t.Bucket }) {
+			if !slices.ContainsFunc(rev.Buckets, func(b model.Bucket) bool { return b.Name == t.Bucket }) {
 				errs = append(errs, fmt.Errorf("bucket trigger %s/%s: bucket %q is not declared; declare it under buckets:", fn.Name, t.Name, t.Bucket))
 				continue
 			}
@@ -126,7 +126,7 @@ func bucketTriggers(rev *registry.Revision) ([]events.BucketSpec, error) {
 // syncBuckets starts and stops the bucket bridges of app (rev nil: none).
 // Like syncCron it runs after the dispatcher's Sync, so the consumers of
 // the buckets' topics exist before the first change is appended.
-func (s *Server) syncBuckets(ctx context.Context, app string, rev *registry.Revision) error {
+func (s *Server) syncBuckets(ctx context.Context, app string, rev *model.Revision) error {
 	specs, perr := bucketTriggers(rev)
 	return errors.Join(perr, s.kvtrig.Sync(ctx, app, specs))
 }
@@ -144,18 +144,18 @@ func (s *Server) Publish(ctx context.Context, app, topic string, evs []cloudeven
 	if rev == nil {
 		return 0, 0, appNotFound(app)
 	}
-	i := slices.IndexFunc(rev.Topics, func(t registry.Topic) bool { return t.Name == topic })
+	i := slices.IndexFunc(rev.Topics, func(t model.Topic) bool { return t.Name == topic })
 	if i < 0 {
 		var names []string
 		for _, t := range rev.Topics {
-			if t.Name != registry.DeadLetterTopic {
+			if t.Name != model.DeadLetterTopic {
 				names = append(names, t.Name)
 			}
 		}
 		return 0, 0, apierror.New(http.StatusNotFound, "topic_not_found",
 			fmt.Sprintf("app %s has no topic %q (declared: %s); topics are declared under topics: in nimbus.yaml", app, topic, strings.Join(names, ", ")))
 	}
-	if topic == registry.DeadLetterTopic {
+	if topic == model.DeadLetterTopic {
 		return 0, 0, apierror.New(http.StatusForbidden, "topic_reserved",
 			fmt.Sprintf("%s is written by Nimbus with failed deliveries; publish to another topic", topic))
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/nimbus-dev/nimbus/internal/gateway"
 	"github.com/nimbus-dev/nimbus/internal/guestlog"
 	"github.com/nimbus-dev/nimbus/internal/hostfn"
+	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/registry"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 	"github.com/nimbus-dev/nimbus/internal/runtime/wasm"
@@ -78,9 +79,9 @@ type Server struct {
 
 	adminToken string
 
-	deployMu sync.Mutex                    // one activation at a time keeps routes and pools in step
-	activeMu sync.RWMutex                  // guards active; taken inside deployMu
-	active   map[string]*registry.Revision // app -> revision taking traffic
+	deployMu sync.Mutex                 // one activation at a time keeps routes and pools in step
+	activeMu sync.RWMutex               // guards active; taken inside deployMu
+	active   map[string]*model.Revision // app -> revision taking traffic
 	// asyncApps are the apps whose async trigger (events.AsyncTrigger)
 	// consumes: they accepted an async invocation. Written holding deployMu
 	// and activeMu, so either one is enough to read it.
@@ -116,7 +117,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
-	s := &Server{cfg: cfg, logger: cfg.Logger, metrics: telemetry.NewMetrics(), active: map[string]*registry.Revision{}, asyncApps: map[string]bool{}}
+	s := &Server{cfg: cfg, logger: cfg.Logger, metrics: telemetry.NewMetrics(), active: map[string]*model.Revision{}, asyncApps: map[string]bool{}}
 	defer func() {
 		if err != nil {
 			s.Close(context.Background())
@@ -228,7 +229,7 @@ func (s *Server) restore(ctx context.Context) error {
 // s.deployMu is held (or the server is not serving yet).
 func (s *Server) refreshRoutes() error {
 	s.activeMu.RLock()
-	revs := make([]*registry.Revision, 0, len(s.active))
+	revs := make([]*model.Revision, 0, len(s.active))
 	for _, rev := range s.active {
 		revs = append(revs, rev)
 	}
@@ -237,7 +238,7 @@ func (s *Server) refreshRoutes() error {
 }
 
 // setActive records app's active revision (nil: none).
-func (s *Server) setActive(app string, rev *registry.Revision) {
+func (s *Server) setActive(app string, rev *model.Revision) {
 	s.activeMu.Lock()
 	defer s.activeMu.Unlock()
 	if rev == nil {
@@ -248,7 +249,7 @@ func (s *Server) setActive(app string, rev *registry.Revision) {
 }
 
 // activeRevision is app's active revision, or nil.
-func (s *Server) activeRevision(app string) *registry.Revision {
+func (s *Server) activeRevision(app string) *model.Revision {
 	s.activeMu.RLock()
 	defer s.activeMu.RUnlock()
 	return s.active[app]
@@ -337,10 +338,10 @@ func (s *Server) Close(ctx context.Context) error {
 
 // Deploy implements api.Platform: load every module (rejecting broken ones
 // before anything changes), record the revision, activate it, route it.
-func (s *Server) Deploy(ctx context.Context, app string, spec registry.Spec) (*registry.Revision, bool, error) {
+func (s *Server) Deploy(ctx context.Context, app string, spec model.Spec) (*model.Revision, bool, error) {
 	s.deployMu.Lock()
 	defer s.deployMu.Unlock()
-	planned, err := registry.PlanSpec(app, spec)
+	planned, err := model.PlanSpec(app, spec)
 	if err != nil {
 		return nil, false, apierror.Wrap(http.StatusBadRequest, "invalid_revision", err)
 	}
@@ -392,11 +393,11 @@ func (s *Server) Deploy(ctx context.Context, app string, spec registry.Spec) (*r
 }
 
 func deployError(err error) error {
-	var conflict *registry.ConflictError
+	var conflict *model.ConflictError
 	switch {
-	case errors.As(err, &conflict), errors.Is(err, registry.ErrConflict):
+	case errors.As(err, &conflict), errors.Is(err, model.ErrConflict):
 		return apierror.Wrap(http.StatusConflict, "route_conflict", err)
-	case errors.Is(err, registry.ErrInvalid):
+	case errors.Is(err, model.ErrInvalid):
 		return apierror.Wrap(http.StatusBadRequest, "invalid_revision", err)
 	case errors.Is(err, store.ErrNotFound):
 		return apierror.Wrap(http.StatusBadRequest, "artifact_missing", err)
@@ -405,7 +406,7 @@ func deployError(err error) error {
 }
 
 // Rollback implements api.Platform.
-func (s *Server) Rollback(ctx context.Context, app, revision string) (*registry.Revision, error) {
+func (s *Server) Rollback(ctx context.Context, app, revision string) (*model.Revision, error) {
 	s.deployMu.Lock()
 	defer s.deployMu.Unlock()
 	rev, err := s.reg.Rollback(ctx, app, revision)
@@ -474,7 +475,7 @@ func (s *Server) Invoke(ctx context.Context, app, function string, req *runtime.
 }
 
 // Function implements api.Platform.
-func (s *Server) Function(app, name string) (registry.Function, bool) {
+func (s *Server) Function(app, name string) (model.Function, bool) {
 	return s.sched.Function(app, name)
 }
 

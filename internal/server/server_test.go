@@ -21,7 +21,7 @@ import (
 	"github.com/nimbus-dev/nimbus/internal/events/cloudevents"
 	"github.com/nimbus-dev/nimbus/internal/guestlog"
 	"github.com/nimbus-dev/nimbus/internal/guesttest"
-	"github.com/nimbus-dev/nimbus/internal/registry"
+	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/security"
 	"github.com/nimbus-dev/nimbus/internal/server"
 	"github.com/nimbus-dev/nimbus/internal/state"
@@ -61,8 +61,8 @@ func start(t *testing.T, dataDir string) *server.Server {
 }
 
 // fn is a function of a test deploy.
-func fn(name string, wasm []byte, routes ...string) registry.Function {
-	f := registry.Function{
+func fn(name string, wasm []byte, routes ...string) model.Function {
+	f := model.Function{
 		Name: name, Runtime: "wasm", Module: sha(wasm),
 		MemoryBytes: 64 << 20, TimeoutMS: 5000, Concurrency: 1, MaxInstances: 4,
 		MaxRequestBytes: 1 << 20, MaxResponseBytes: 1 << 20,
@@ -73,7 +73,7 @@ func fn(name string, wasm []byte, routes ...string) registry.Function {
 		if !ok {
 			method, path = "", r
 		}
-		f.Routes = append(f.Routes, registry.Route{Method: method, Path: path})
+		f.Routes = append(f.Routes, model.Route{Method: method, Path: path})
 	}
 	return f
 }
@@ -83,7 +83,7 @@ func sha(b []byte) string {
 	return hex.EncodeToString(s[:])
 }
 
-func deploy(t *testing.T, srv *server.Server, app string, modules [][]byte, fns ...registry.Function) (*registry.Revision, bool) {
+func deploy(t *testing.T, srv *server.Server, app string, modules [][]byte, fns ...model.Function) (*model.Revision, bool) {
 	t.Helper()
 	ctx := context.Background()
 	for _, m := range modules {
@@ -91,7 +91,7 @@ func deploy(t *testing.T, srv *server.Server, app string, modules [][]byte, fns 
 			t.Fatal(err)
 		}
 	}
-	rev, changed, err := srv.Deploy(ctx, app, registry.Spec{Functions: fns})
+	rev, changed, err := srv.Deploy(ctx, app, model.Spec{Functions: fns})
 	if err != nil {
 		t.Fatalf("deploy %s: %v", app, err)
 	}
@@ -211,7 +211,7 @@ func TestBrokenModuleRejectedAtDeploy(t *testing.T) {
 	if _, err := srv.PutArtifact(context.Background(), junk); err != nil {
 		t.Fatal(err)
 	}
-	_, _, err := srv.Deploy(context.Background(), "app", registry.Spec{Functions: []registry.Function{fn("hello", junk, "GET /hello/{name}")}})
+	_, _, err := srv.Deploy(context.Background(), "app", model.Spec{Functions: []model.Function{fn("hello", junk, "GET /hello/{name}")}})
 	var ae *apierror.Error
 	if !errors.As(err, &ae) || ae.Status != http.StatusUnprocessableEntity || ae.Code != "invalid_module" {
 		t.Fatalf("deploy of a broken module: %v", err)
@@ -405,7 +405,7 @@ func TestAPIDeployAndInvoke(t *testing.T) {
 	if resp, b := do("PUT", "/api/v1/artifacts/"+sha(hello), hello); resp.StatusCode != 201 {
 		t.Fatalf("PUT artifact: %d %s", resp.StatusCode, b)
 	}
-	body, _ := json.Marshal(map[string]any{"functions": []registry.Function{fn("hello", hello)}})
+	body, _ := json.Marshal(map[string]any{"functions": []model.Function{fn("hello", hello)}})
 	if resp, b := do("POST", "/api/v1/apps/hello/deploy", body); resp.StatusCode != 200 {
 		t.Fatalf("deploy: %d %s", resp.StatusCode, b)
 	}
@@ -493,7 +493,7 @@ func TestFlowRateLimitPerKey(t *testing.T) {
 	hello := guesttest.MustBuild(t, helloDir, guesttest.Reactor)
 	srv := start(t, t.TempDir())
 	f := fn("hello", hello, "GET /hello/{name}")
-	f.Flow = &registry.Flow{Key: "header.X-Tenant", Rate: &registry.Rate{Limit: 1, PeriodMS: 3_600_000}, Priority: registry.DefaultPriority}
+	f.Flow = &model.Flow{Key: "header.X-Tenant", Rate: &model.Rate{Limit: 1, PeriodMS: 3_600_000}, Priority: model.DefaultPriority}
 	deploy(t, srv, "hello", [][]byte{hello}, f)
 	call := func(tenant string) *http.Response {
 		req, _ := http.NewRequest("GET", srv.GatewayURL()+"/hello/x", nil)
@@ -528,17 +528,17 @@ func TestGuestPublishReachesSubscribers(t *testing.T) {
 	p := fn("pub", pub, "/{path...}")
 	p.Capabilities = []string{"publish:orders"}
 	sub := fn("sub", counter)
-	sub.Triggers = []registry.Trigger{{Name: "t", Kind: registry.TriggerTopic, Topic: "orders",
-		MaxAttempts: 3, BackoffMS: 10, MaxBackoffMS: 100, DeadLetter: registry.DeadLetterTopic}}
+	sub.Triggers = []model.Trigger{{Name: "t", Kind: model.TriggerTopic, Topic: "orders",
+		MaxAttempts: 3, BackoffMS: 10, MaxBackoffMS: 100, DeadLetter: model.DeadLetterTopic}}
 	for _, m := range [][]byte{pub, counter} {
 		if _, err := srv.PutArtifact(context.Background(), m); err != nil {
 			t.Fatal(err)
 		}
 	}
-	topics := []registry.Topic{{Name: "orders", MaxEventBytes: 1 << 16, RetentionMS: 3_600_000},
+	topics := []model.Topic{{Name: "orders", MaxEventBytes: 1 << 16, RetentionMS: 3_600_000},
 		{Name: "audit", MaxEventBytes: 1 << 16, RetentionMS: 3_600_000},
-		{Name: registry.DeadLetterTopic, MaxEventBytes: 1 << 20, RetentionMS: 3_600_000}}
-	if _, _, err := srv.Deploy(context.Background(), "shop", registry.Spec{Functions: []registry.Function{p, sub}, Topics: topics}); err != nil {
+		{Name: model.DeadLetterTopic, MaxEventBytes: 1 << 20, RetentionMS: 3_600_000}}
+	if _, _, err := srv.Deploy(context.Background(), "shop", model.Spec{Functions: []model.Function{p, sub}, Topics: topics}); err != nil {
 		t.Fatal(err)
 	}
 	post := func(query string) (int, string) {
@@ -576,13 +576,13 @@ func TestCronTriggerInvokesFunction(t *testing.T) {
 	counter := guesttest.MustBuild(t, counterDir, guesttest.Reactor)
 	srv := start(t, t.TempDir())
 	f := fn("tick", counter)
-	f.Triggers = []registry.Trigger{{Name: "every-second", Kind: registry.TriggerCron, Cron: "@every 1s",
-		CatchUpMS: registry.CatchUpNoLimit, MaxAttempts: 3, BackoffMS: 10, MaxBackoffMS: 100, DeadLetter: registry.DeadLetterTopic}}
+	f.Triggers = []model.Trigger{{Name: "every-second", Kind: model.TriggerCron, Cron: "@every 1s",
+		CatchUpMS: model.CatchUpNoLimit, MaxAttempts: 3, BackoffMS: 10, MaxBackoffMS: 100, DeadLetter: model.DeadLetterTopic}}
 	if _, err := srv.PutArtifact(context.Background(), counter); err != nil {
 		t.Fatal(err)
 	}
-	topics := []registry.Topic{{Name: registry.DeadLetterTopic, MaxEventBytes: 1 << 20, RetentionMS: 3_600_000}}
-	if _, _, err := srv.Deploy(context.Background(), "clock", registry.Spec{Functions: []registry.Function{f}, Topics: topics}); err != nil {
+	topics := []model.Topic{{Name: model.DeadLetterTopic, MaxEventBytes: 1 << 20, RetentionMS: 3_600_000}}
+	if _, _, err := srv.Deploy(context.Background(), "clock", model.Spec{Functions: []model.Function{f}, Topics: topics}); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(60 * time.Second)
@@ -615,16 +615,16 @@ func TestBucketTriggerInvokesFunction(t *testing.T) {
 	c.Capabilities = []string{"kv:counts"}
 	w := fn("watch", watch)
 	w.Capabilities = []string{"kv:seen"}
-	w.Triggers = []registry.Trigger{{Name: "bucket-counts", Kind: registry.TriggerBucket, Bucket: "counts", KeyPrefix: "count.",
-		MaxAttempts: 3, BackoffMS: 10, MaxBackoffMS: 100, DeadLetter: registry.DeadLetterTopic}}
+	w.Triggers = []model.Trigger{{Name: "bucket-counts", Kind: model.TriggerBucket, Bucket: "counts", KeyPrefix: "count.",
+		MaxAttempts: 3, BackoffMS: 10, MaxBackoffMS: 100, DeadLetter: model.DeadLetterTopic}}
 	for _, m := range [][]byte{counter, watch} {
 		if _, err := srv.PutArtifact(ctx, m); err != nil {
 			t.Fatal(err)
 		}
 	}
-	spec := registry.Spec{Functions: []registry.Function{c, w},
-		Topics:  []registry.Topic{{Name: registry.DeadLetterTopic, MaxEventBytes: 1 << 20, RetentionMS: 3_600_000}},
-		Buckets: []registry.Bucket{{Name: "counts", History: 1}, {Name: "seen", History: 1}}}
+	spec := model.Spec{Functions: []model.Function{c, w},
+		Topics:  []model.Topic{{Name: model.DeadLetterTopic, MaxEventBytes: 1 << 20, RetentionMS: 3_600_000}},
+		Buckets: []model.Bucket{{Name: "counts", History: 1}, {Name: "seen", History: 1}}}
 	if _, _, err := srv.Deploy(ctx, "shop", spec); err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package flow_test
+package throttle_test
 
 import (
 	"context"
@@ -7,30 +7,30 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/nimbus-dev/nimbus/internal/flow"
-	"github.com/nimbus-dev/nimbus/internal/flow/flowtest"
+	"github.com/nimbus-dev/nimbus/internal/throttle"
+	"github.com/nimbus-dev/nimbus/internal/throttle/throttletest"
 )
 
 // One limiter, keyed by tenant: each tenant may run one invocation at a
 // time and start two per minute.
 func Example() {
-	clock := flowtest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	lim, err := flow.NewLimiter(flow.Policy{KeyConcurrency: 1, Rate: 2, Per: time.Minute}, clock)
+	clock := throttletest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	lim, err := throttle.NewLimiter(throttle.Policy{KeyConcurrency: 1, Rate: 2, Per: time.Minute}, clock)
 	if err != nil {
 		panic(err)
 	}
 	defer lim.Close()
-	keyOf, _ := flow.ParseKey("header.x-tenant")
+	keyOf, _ := throttle.ParseKey("header.x-tenant")
 	h := http.Header{"X-Tenant": {"acme"}}
 
 	for i := 0; i < 3; i++ {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		permit, err := lim.Acquire(ctx, keyOf.FromRequest(h, ""), flow.DefaultPriority)
+		permit, err := lim.Acquire(ctx, keyOf.FromRequest(h, ""), throttle.DefaultPriority)
 		cancel()
-		var le *flow.LimitError
+		var le *throttle.LimitError
 		switch {
 		case errors.As(err, &le):
-			status, _, retry, _ := flow.StatusOf(err)
+			status, _, retry, _ := throttle.StatusOf(err)
 			fmt.Println(status, "Retry-After:", retry)
 		case err != nil:
 			fmt.Println(err)

@@ -1,8 +1,8 @@
-// Package flowtest provides a fake clock for tests of code that uses
+// Package throttletest provides a fake clock for tests of code that uses
 // flow.Limiter (or anything else that takes a flow.Clock): time moves only
 // when the test says so, and timers fire synchronously in Advance. It does
 // not import flow (flow's own tests use it); *Clock satisfies flow.Clock.
-package flowtest
+package throttletest
 
 import (
 	"sort"

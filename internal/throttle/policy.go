@@ -1,11 +1,11 @@
-package flow
+package throttle
 
 import (
 	"errors"
 	"fmt"
 	"time"
 
-	"github.com/nimbus-dev/nimbus/internal/registry"
+	"github.com/nimbus-dev/nimbus/internal/model"
 )
 
 // Priorities run from MinPriority (lowest) to MaxPriority (highest); a
@@ -13,7 +13,7 @@ import (
 const (
 	MinPriority     = 0
 	MaxPriority     = 9
-	DefaultPriority = registry.DefaultPriority
+	DefaultPriority = model.DefaultPriority
 	levels          = MaxPriority + 1
 )
 
@@ -69,7 +69,7 @@ func (p Policy) Validate() error {
 
 // PolicyOf returns the Policy of a function's flow record (nil: the zero
 // Policy).
-func PolicyOf(f *registry.Flow) Policy {
+func PolicyOf(f *model.Flow) Policy {
 	if f == nil {
 		return Policy{}
 	}
@@ -86,7 +86,7 @@ func PolicyOf(f *registry.Flow) Policy {
 
 // PriorityOf returns the priority of a function's invocations: its flow's
 // priority, or DefaultPriority when it declares no flow.
-func PriorityOf(f *registry.Flow) int {
+func PriorityOf(f *model.Flow) int {
 	if f == nil {
 		return DefaultPriority
 	}

@@ -1,10 +1,10 @@
-// Package flow is flow control for function invocations: one mechanism,
+// Package throttle is flow control for function invocations: one mechanism,
 // applied the same way whether an invocation comes from an HTTP request,
 // an event trigger, a cron firing or the async queue.
 //
 // # Concept
 //
-// A function's manifest `flow:` block (registry.Flow) becomes a Policy, and
+// A function's manifest `flow:` block (model.Flow) becomes a Policy, and
 // the scheduler keeps one Limiter per function. Every invocation, whatever
 // its source, asks the Limiter for a Permit before it takes an instance,
 // and releases it when it ends:
@@ -92,4 +92,4 @@
 //     a superseded invocation is recorded as done with state "superseded".
 //
 // Time comes from a Clock; tests inject flowtest.Clock and skip time.
-package flow
+package throttle

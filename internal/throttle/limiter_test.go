@@ -1,4 +1,4 @@
-package flow
+package throttle
 
 import (
 	"context"
@@ -11,16 +11,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nimbus-dev/nimbus/internal/flow/flowtest"
+	"github.com/nimbus-dev/nimbus/internal/throttle/throttletest"
 )
 
-var _ Clock = (*flowtest.Clock)(nil)
+var _ Clock = (*throttletest.Clock)(nil)
 
 var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 
-func newLimiter(t testing.TB, p Policy) (*Limiter, *flowtest.Clock) {
+func newLimiter(t testing.TB, p Policy) (*Limiter, *throttletest.Clock) {
 	t.Helper()
-	c := flowtest.New(t0)
+	c := throttletest.New(t0)
 	l, err := NewLimiter(p, c)
 	if err != nil {
 		t.Fatal(err)
@@ -147,18 +147,18 @@ func TestControlsAlone(t *testing.T) {
 		policy  Policy
 		keys    []string // one request each, in order
 		started int      // how many start at once
-		lift    func(c *flowtest.Clock, held []Permit)
+		lift    func(c *throttletest.Clock, held []Permit)
 	}{
 		{"max concurrency", Policy{MaxConcurrency: 2}, []string{"a", "b", "c", "a"}, 2,
-			func(c *flowtest.Clock, held []Permit) { held[0].Release(); held[1].Release() }},
+			func(c *throttletest.Clock, held []Permit) { held[0].Release(); held[1].Release() }},
 		{"key concurrency", Policy{KeyConcurrency: 1}, []string{"a", "b", "c", "a", "b"}, 3,
-			func(c *flowtest.Clock, held []Permit) {
+			func(c *throttletest.Clock, held []Permit) {
 				for _, p := range held {
 					p.Release()
 				}
 			}},
 		{"rate", Policy{Rate: 2, Per: time.Second}, []string{"a", "a", "b", "a", "a"}, 3,
-			func(c *flowtest.Clock, held []Permit) { c.Advance(time.Second + time.Second/rateSlots) }},
+			func(c *throttletest.Clock, held []Permit) { c.Advance(time.Second + time.Second/rateSlots) }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,9 +1,9 @@
-// Package build produces the artifacts of a manifest: it runs each
+// Package guestbuild produces the artifacts of a manifest: it runs each
 // function's build command and reads the module it wrote.
 //
 // It sits between the manifest and the upload in a deploy:
 //
-//	manifest.Load -> build.Build -> upload (sha256) -> registry.Function
+//	manifest.Load -> build.Build -> upload (sha256) -> model.Function
 //
 // Guarantees:
 //   - A build command runs once per distinct (command, dir, runtime), even if
@@ -19,4 +19,4 @@
 //     output (CommandError). A module that is missing or does not start
 //     with the WebAssembly magic is reported before anything is uploaded;
 //     deeper validation is the runtime's job at deploy.
-package build
+package guestbuild

@@ -1,7 +1,6 @@
-package registry
+package model
 
 import (
-	"context"
 	"fmt"
 	"maps"
 	"net/http"
@@ -20,10 +19,10 @@ const (
 	maxEnvBytes = 64 << 10
 )
 
-// checkName accepts 1 to 63 ASCII letters, digits, '-' and '_', starting
+// CheckName accepts 1 to 63 ASCII letters, digits, '-' and '_', starting
 // with a letter or digit. Names become KV keys and NATS subject tokens, so
 // '.', '*', '>' and spaces must never get in.
-func checkName(kind, name string) error {
+func CheckName(kind, name string) error {
 	if name == "" {
 		return fmt.Errorf("%w: %s name is empty", ErrInvalid, kind)
 	}
@@ -44,7 +43,7 @@ func checkName(kind, name string) error {
 // capabilities and routes sorted and deduplicated, Revision empty. Two
 // manifests that differ only in the order of these lists give one revision.
 func canonical(f Function) (Function, error) {
-	if err := checkName("function", f.Name); err != nil {
+	if err := CheckName("function", f.Name); err != nil {
 		return Function{}, err
 	}
 	bad := func(format string, args ...any) (Function, error) {
@@ -53,7 +52,7 @@ func canonical(f Function) (Function, error) {
 	if !slices.Contains(knownRuntimes, f.Runtime) {
 		return bad("runtime %q: use one of %s", f.Runtime, strings.Join(knownRuntimes, ", "))
 	}
-	if len(f.Module) != 64 || !isHex(f.Module) {
+	if len(f.Module) != 64 || !IsHex(f.Module) {
 		return bad("module %q is not a sha256 hex digest", f.Module)
 	}
 	if f.TimeoutMS < 0 || f.Concurrency < 0 || f.MaxInstances < 0 || f.MaxRequestBytes < 0 || f.MaxResponseBytes < 0 {
@@ -112,23 +111,24 @@ func canonical(f Function) (Function, error) {
 func checkRoute(rt Route) error {
 	for i := 0; i < len(rt.Method); i++ {
 		if c := rt.Method[i]; c < 'A' || c > 'Z' {
-			return fmt.Errorf("route %q: method must be upper-case letters (GET, POST, ...) or empty for any", pattern(rt))
+			return fmt.Errorf("route %q: method must be upper-case letters (GET, POST, ...) or empty for any", rt.Pattern())
 		}
 	}
 	if !strings.HasPrefix(rt.Path, "/") {
-		return fmt.Errorf("route %q: path must start with '/'", pattern(rt))
+		return fmt.Errorf("route %q: path must start with '/'", rt.Pattern())
 	}
 	if len(rt.Path) > maxPathLen {
 		return fmt.Errorf("route path is longer than %d bytes", maxPathLen)
 	}
-	if err := register(http.NewServeMux(), pattern(rt)); err != nil {
-		return fmt.Errorf("route %q: %s", pattern(rt), err)
+	if err := register(http.NewServeMux(), rt.Pattern()); err != nil {
+		return fmt.Errorf("route %q: %s", rt.Pattern(), err)
 	}
 	return nil
 }
 
-// pattern is the ServeMux pattern of a route.
-func pattern(rt Route) string {
+// Pattern is the net/http ServeMux pattern of the route: "GET /users/{id}",
+// or the path alone when any method matches.
+func (rt Route) Pattern() string {
 	if rt.Method == "" {
 		return rt.Path
 	}
@@ -157,73 +157,38 @@ func reason(err error) string {
 	return strings.ReplaceAll(msg, "\n", " ")
 }
 
-// ownedRoute is a route and who serves it.
-type ownedRoute struct {
-	app, function string
-	route         Route
+// OwnedRoute is a route and who serves it.
+type OwnedRoute struct {
+	App, Function string
+	Route         Route
 }
 
 // checkOwnRoutes fails with a *ConflictError when two routes of one deploy
 // overlap.
 func checkOwnRoutes(app string, fns []Function) error {
-	var own []ownedRoute
+	var own []OwnedRoute
 	for _, f := range fns {
 		for _, rt := range f.Routes {
-			own = append(own, ownedRoute{app, f.Name, rt})
+			own = append(own, OwnedRoute{App: app, Function: f.Name, Route: rt})
 		}
 	}
-	return findConflict(own, own)
-}
-
-// checkConflicts fails with a *ConflictError when a route of fns overlaps a
-// route of another app's active revision.
-//
-// Two deploys of different apps racing with overlapping routes can both
-// pass; the gateway resolves that at routing time. Serialising deploys across
-// apps would cost a global lock for a rare mistake.
-func (r *Registry) checkConflicts(ctx context.Context, app string, fns []Function) error {
-	apps, err := r.Apps(ctx)
-	if err != nil {
-		return err
-	}
-	var others []ownedRoute
-	for _, a := range apps {
-		if a.Name == app {
-			continue
-		}
-		rev, err := r.revision(ctx, a.Name, a.Active)
-		if err != nil {
-			return fmt.Errorf("routes of app %s: %w", a.Name, err)
-		}
-		for _, f := range rev.Functions {
-			for _, rt := range f.Routes {
-				others = append(others, ownedRoute{a.Name, f.Name, rt})
-			}
-		}
-	}
-	var own []ownedRoute
-	for _, f := range fns {
-		for _, rt := range f.Routes {
-			own = append(own, ownedRoute{app, f.Name, rt})
-		}
-	}
-	return findConflict(own, others)
+	return FindConflict(own, own)
 }
 
 // findConflict registers every route of existing in one ServeMux, then each
 // route of candidates; on the first that ServeMux rejects it finds which
 // existing route it overlaps. When candidates and existing are the same
 // slice, routes are checked against each other.
-func findConflict(candidates, existing []ownedRoute) error {
+func FindConflict(candidates, existing []OwnedRoute) error {
 	same := len(candidates) > 0 && len(existing) > 0 && &candidates[0] == &existing[0]
 	mux := http.NewServeMux()
 	if !same {
 		for _, o := range existing {
-			_ = register(mux, pattern(o.route)) // live routes conflicting among themselves are not this deploy's fault
+			_ = register(mux, o.Route.Pattern()) // live routes conflicting among themselves are not this deploy's fault
 		}
 	}
 	for i, c := range candidates {
-		if register(mux, pattern(c.route)) == nil {
+		if register(mux, c.Route.Pattern()) == nil {
 			continue
 		}
 		against := existing
@@ -232,18 +197,18 @@ func findConflict(candidates, existing []ownedRoute) error {
 		}
 		for _, o := range against {
 			pair := http.NewServeMux()
-			_ = register(pair, pattern(o.route))
-			if err := register(pair, pattern(c.route)); err != nil {
+			_ = register(pair, o.Route.Pattern())
+			if err := register(pair, c.Route.Pattern()); err != nil {
 				return &ConflictError{
-					App: c.app, Function: c.function, Route: c.route,
-					OtherApp: o.app, OtherFunction: o.function, OtherRoute: o.route,
+					App: c.App, Function: c.Function, Route: c.Route,
+					OtherApp: o.App, OtherFunction: o.Function, OtherRoute: o.Route,
 					Reason: reason(err),
 				}
 			}
 		}
 		// The combination conflicts but no single route does; name the first.
 		return fmt.Errorf("%w: route %q of function %s (app %s) conflicts with existing routes",
-			ErrConflict, pattern(c.route), c.function, c.app)
+			ErrConflict, c.Route.Pattern(), c.Function, c.App)
 	}
 	return nil
 }
