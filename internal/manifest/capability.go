@@ -117,7 +117,7 @@ func ParseCapability(s string) (Capability, error) {
 		}
 		c.Resource = parts[1]
 	}
-	if !nameRe.MatchString(c.Resource) {
+	if !model.ValidName(c.Resource) {
 		what := "bucket"
 		if kind == CapPublish {
 			what = "topic"

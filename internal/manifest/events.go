@@ -179,7 +179,7 @@ func (p *parser) namedMap(key, n *yaml.Node, path, what, example string) ([]pair
 		p.errorf(n, path, "must be a map of %s name to options, such as %s, not a list", what, example)
 		var names []string
 		for _, item := range n.Content {
-			if item = deref(item); item.Kind == yaml.ScalarNode && nameRe.MatchString(item.Value) {
+			if item = deref(item); item.Kind == yaml.ScalarNode && model.ValidName(item.Value) {
 				names = append(names, item.Value)
 			}
 		}
@@ -206,7 +206,7 @@ func (p *parser) topics(key, n *yaml.Node) []Topic {
 		if t.Name == model.DeadLetterTopic {
 			t.MaxEventBytes = MaxEventBytes // room for any event it receives
 		}
-		if !nameRe.MatchString(t.Name) {
+		if !model.ValidName(t.Name) {
 			p.errorf(kv.key, path, "%q is not a valid topic name: use 1 to 63 lowercase letters, digits and '-', starting with a letter and not ending with '-'", t.Name)
 			continue
 		}
@@ -237,7 +237,7 @@ func (p *parser) buckets(key, n *yaml.Node) []Bucket {
 	for _, kv := range kvs {
 		path := "buckets." + kv.key.Value
 		b := Bucket{Name: kv.key.Value, MaxValueBytes: DefaultMaxValueBytes, History: DefaultHistory, Pos: p.pos(kv.key)}
-		if !nameRe.MatchString(b.Name) {
+		if !model.ValidName(b.Name) {
 			p.errorf(kv.key, path, "%q is not a valid bucket name: use 1 to 63 lowercase letters, digits and '-', starting with a letter and not ending with '-'", b.Name)
 			continue
 		}
@@ -471,7 +471,7 @@ func (p *parser) trigger(n *yaml.Node, field string) (parsedTrigger, bool) {
 	if f, ok := fields.get("name"); ok {
 		pt.nameNode = f.value
 		if s, ok := p.str(f.value, field+".name"); ok {
-			if !nameRe.MatchString(s) {
+			if !model.ValidName(s) {
 				p.errorf(f.value, field+".name", "%q is not a valid trigger name: use 1 to 63 lowercase letters, digits and '-', starting with a letter and not ending with '-'", s)
 			}
 			t.Name = s

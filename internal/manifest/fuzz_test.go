@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/nimbus-dev/nimbus/internal/events/cron"
+	"github.com/nimbus-dev/nimbus/internal/model"
 )
 
 // FuzzParse checks Parse never panics and keeps its contract on any input:
@@ -37,7 +38,7 @@ func FuzzParse(f *testing.F) {
 			}
 			return
 		}
-		if !nameRe.MatchString(m.App) || len(m.Functions) == 0 {
+		if !model.ValidName(m.App) || len(m.Functions) == 0 {
 			t.Fatalf("invalid manifest accepted: %+v", m)
 		}
 		for _, fn := range m.Functions {

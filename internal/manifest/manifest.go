@@ -25,21 +25,23 @@ const (
 	RuntimeProcess = "process"
 )
 
-// Defaults and limits of function settings. docs/manifest.md documents them.
+// Defaults and limits of function settings: the model's (model.Plan
+// applies the same ones to a function deployed through the API).
+// docs/manifest.md documents them.
 const (
-	DefaultMemoryBytes    uint64        = 128 << 20
-	MinMemoryBytes        uint64        = 1 << 20
-	MaxMemoryBytes        uint64        = 4 << 30
-	WasmPageBytes         uint64        = 64 << 10
-	DefaultTimeout        time.Duration = 30 * time.Second
-	MinTimeout            time.Duration = time.Millisecond
-	MaxTimeout            time.Duration = 15 * time.Minute
-	DefaultConcurrency                  = 1
-	DefaultMaxInstances                 = 16
-	MaxMaxInstances                     = 1000
-	DefaultMaxBodyBytes   int64         = 6 << 20
-	MaxBodyBytes          int64         = 64 << 20
-	defaultMaxConcurrency               = 1000
+	DefaultMemoryBytes           = model.DefaultMemoryBytes
+	MinMemoryBytes               = model.MinMemoryBytes
+	MaxMemoryBytes               = model.MaxMemoryBytes
+	WasmPageBytes         uint64 = 64 << 10
+	DefaultTimeout               = model.DefaultTimeout
+	MinTimeout                   = model.MinTimeout
+	MaxTimeout                   = model.MaxTimeout
+	DefaultConcurrency           = model.DefaultConcurrency
+	DefaultMaxInstances          = model.DefaultMaxInstances
+	MaxMaxInstances              = model.MaxMaxInstances
+	DefaultMaxBodyBytes          = model.DefaultMaxBodyBytes
+	MaxBodyBytes                 = model.MaxBodyBytes
+	defaultMaxConcurrency        = model.MaxConcurrency
 )
 
 // Manifest is a validated nimbus.yaml. Every default is filled in.

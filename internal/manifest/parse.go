@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/nimbus-dev/nimbus/internal/model"
 	"gopkg.in/yaml.v3"
 )
 
@@ -26,8 +27,6 @@ var (
 )
 
 var (
-	// nameRe is a DNS label: lowercase, starts with a letter, no trailing '-'.
-	nameRe   = regexp.MustCompile(`^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$`)
 	envKeyRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 	// starValue finds "key: *..." where the value is not an alias name.
@@ -220,7 +219,7 @@ func (p *parser) name(n *yaml.Node, field, what string) string {
 	if !ok {
 		return ""
 	}
-	if !nameRe.MatchString(s) {
+	if !model.ValidName(s) {
 		p.errorf(n, field, "%q is not a valid %s: use 1 to 63 lowercase letters, digits and '-', starting with a letter and not ending with '-'", s, what)
 		return ""
 	}
@@ -273,7 +272,7 @@ func (p *parser) function(key, n *yaml.Node) *Function {
 		Env:              map[string]string{},
 		Pos:              p.pos(key),
 	}
-	if !nameRe.MatchString(key.Value) {
+	if !model.ValidName(key.Value) {
 		p.errorf(key, path, "%q is not a valid function name: use 1 to 63 lowercase letters, digits and '-', starting with a letter and not ending with '-'", key.Value)
 	}
 	if n.Kind != yaml.MappingNode {

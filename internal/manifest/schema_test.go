@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nimbus-dev/nimbus/internal/model"
 	"gopkg.in/yaml.v3"
 )
 
@@ -115,8 +116,12 @@ func TestSchemaFields(t *testing.T) {
 	if got := enum(routeObj["properties"].(map[string]any)["method"].(map[string]any)); !reflect.DeepEqual(got, sorted(HTTPMethods)) {
 		t.Errorf("schema methods %v, parser %v", got, HTTPMethods)
 	}
-	if got := obj("$defs", "name")["pattern"]; got != nameRe.String() {
-		t.Errorf("schema name pattern %v, parser %v", got, nameRe)
+	namePattern := regexp.MustCompile(obj("$defs", "name")["pattern"].(string))
+	for _, name := range []string{"a", "ab", "a-b", "a1", "abc-", "-abc", "1abc", "Abc", "a_b", "a.b", "a b", "",
+		strings.Repeat("a", model.MaxNameLen), strings.Repeat("a", model.MaxNameLen+1)} {
+		if schema, parser := namePattern.MatchString(name), model.ValidName(name); schema != parser {
+			t.Errorf("name %q: schema pattern says %v, model.ValidName says %v", name, schema, parser)
+		}
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nimbus-dev/nimbus/internal/model"
 	"gopkg.in/yaml.v3"
 )
 
@@ -52,18 +53,9 @@ func ParseSize(s string) (uint64, error) {
 	return v, nil
 }
 
-// FormatSize formats n bytes with the largest binary unit that divides it.
-func FormatSize(n uint64) string {
-	for _, u := range []struct {
-		name string
-		size uint64
-	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
-		if n >= u.size && n%u.size == 0 {
-			return fmt.Sprintf("%d%s", n/u.size, u.name)
-		}
-	}
-	return fmt.Sprintf("%dB", n)
-}
+// FormatSize formats n bytes with the largest binary unit that divides it
+// (model.FormatBytes).
+func FormatSize(n uint64) string { return model.FormatBytes(n) }
 
 // size reads a size field and checks it lies in [lo, hi].
 func (p *parser) size(n *yaml.Node, field string, lo, hi uint64, example string) (uint64, bool) {

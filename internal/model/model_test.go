@@ -2,6 +2,7 @@ package model
 
 import (
 	"encoding/json"
+	"errors"
 	"reflect"
 	"strings"
 	"testing"
@@ -110,6 +111,29 @@ func TestRevisionJSON(t *testing.T) {
 	for _, field := range []string{"triggers", "flow", "topics", "buckets"} {
 		if strings.Contains(string(plain), `"`+field+`"`) {
 			t.Errorf("a revision without events encodes %q: %s", field, plain)
+		}
+	}
+}
+
+// TestOneNameRule: the API, the manifest and storage share model.ValidName,
+// so what one refuses the others do too (the registry once accepted upper
+// case, '_' and a leading digit that the manifest refused).
+func TestOneNameRule(t *testing.T) {
+	for name, ok := range map[string]bool{
+		"a": true, "shop": true, "my-app": true, "a1": true, strings.Repeat("a", MaxNameLen): true,
+		"": false, "Shop": false, "my_app": false, "1app": false, "app-": false, "-app": false,
+		"a.b": false, "a*": false, "a b": false, strings.Repeat("a", MaxNameLen+1): false,
+	} {
+		if got := ValidName(name); got != ok {
+			t.Errorf("ValidName(%q) = %v, want %v", name, got, ok)
+		}
+		err := CheckName("app", name)
+		if (err == nil) != ok || err != nil && !errors.Is(err, ErrInvalid) {
+			t.Errorf("CheckName(%q) = %v", name, err)
+		}
+		_, err = Plan(name, []Function{baseFunction()})
+		if (err == nil) != ok {
+			t.Errorf("Plan(%q): %v, want ok=%v", name, err, ok)
 		}
 	}
 }

@@ -12,29 +12,48 @@ import (
 var knownRuntimes = []string{"wasm", "process"}
 
 const (
-	maxNameLen  = 63
 	maxPathLen  = 1024
 	maxFuncs    = 1000
 	maxRoutes   = 1000
 	maxEnvBytes = 64 << 10
 )
 
-// CheckName accepts 1 to 63 ASCII letters, digits, '-' and '_', starting
-// with a letter or digit. Names become KV keys and NATS subject tokens, so
-// '.', '*', '>' and spaces must never get in.
+// MaxNameLen is the longest name of an app, function, topic, bucket or
+// trigger.
+const MaxNameLen = 63
+
+// ValidName reports whether s is a valid name of an app, function, topic,
+// bucket or trigger: a DNS label (RFC 1123) of at most MaxNameLen bytes,
+// lowercase letters, digits and '-', starting with a letter and not ending
+// with '-'. Names become KV keys, NATS subject tokens and URL path segments,
+// so '.', '*', '>', '_', spaces and upper case never get in. This is the one
+// name rule: the manifest, the API and storage all apply it.
+func ValidName(s string) bool {
+	if len(s) == 0 || len(s) > MaxNameLen || s[0] < 'a' || s[0] > 'z' || s[len(s)-1] == '-' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// NameRule says in words what ValidName accepts, for error messages.
+const NameRule = "lowercase letters, digits and '-', starting with a letter, not ending with '-', at most 63 characters"
+
+// CheckName is ValidName as an error wrapping ErrInvalid that names the
+// kind of thing named ("app", "function", ...).
 func CheckName(kind, name string) error {
 	if name == "" {
 		return fmt.Errorf("%w: %s name is empty", ErrInvalid, kind)
 	}
-	if len(name) > maxNameLen {
-		return fmt.Errorf("%w: %s name %.20q... is longer than %d characters", ErrInvalid, kind, name, maxNameLen)
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		alnum := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
-		if !alnum && (i == 0 || c != '-' && c != '_') {
-			return fmt.Errorf("%w: %s name %q: use letters, digits, '-' and '_', starting with a letter or digit", ErrInvalid, kind, name)
+	if !ValidName(name) {
+		if len(name) > MaxNameLen {
+			return fmt.Errorf("%w: %s name %.20q... is longer than %d characters", ErrInvalid, kind, name, MaxNameLen)
 		}
+		return fmt.Errorf("%w: %s name %q: use %s", ErrInvalid, kind, name, NameRule)
 	}
 	return nil
 }
@@ -55,8 +74,9 @@ func canonical(f Function) (Function, error) {
 	if len(f.Module) != 64 || !IsHex(f.Module) {
 		return bad("module %q is not a sha256 hex digest", f.Module)
 	}
-	if f.TimeoutMS < 0 || f.Concurrency < 0 || f.MaxInstances < 0 || f.MaxRequestBytes < 0 || f.MaxResponseBytes < 0 {
-		return bad("limits must not be negative")
+	f, err := withLimits(f)
+	if err != nil {
+		return bad("%v", err)
 	}
 	envBytes := 0
 	for k, v := range f.Env {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nimbus-dev/nimbus/internal/model"
 )
 
 // Limits and defaults.
@@ -179,20 +180,8 @@ func BucketName(app, bucket string) string {
 	return NamePrefix + app + "_" + bucket
 }
 
-// ValidName reports whether s is a valid app or bucket name: a DNS label,
-// lowercase, starting with a letter, not ending with '-', at most 63 bytes.
-func ValidName(s string) bool {
-	if len(s) == 0 || len(s) > MaxNameLen || s[0] < 'a' || s[0] > 'z' || s[len(s)-1] == '-' {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
+// ValidName reports whether s is a valid app or bucket name (model.ValidName).
+func ValidName(s string) bool { return model.ValidName(s) }
 
 func keyByte(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
