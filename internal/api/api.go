@@ -27,7 +27,7 @@ import (
 
 // Platform is what the API drives. Package server implements it.
 type Platform interface {
-	// Deploy makes fns the active revision of app, or reports that it
+	// Deploy makes spec the active revision of app, or reports that it
 	// already is (changed=false).
 	Deploy(ctx context.Context, app string, spec model.Spec) (rev *model.Revision, changed bool, err error)
 	Rollback(ctx context.Context, app, revision string) (*model.Revision, error)
