@@ -7,11 +7,15 @@ import (
 	"net/http"
 
 	"github.com/nimbus-dev/nimbus/internal/apierror"
+	"github.com/nimbus-dev/nimbus/internal/events"
 	"github.com/nimbus-dev/nimbus/internal/events/cloudevents"
+	"github.com/nimbus-dev/nimbus/internal/registry"
 )
 
 // EventSink accepts events for a topic; the server implements it. Publish
-// returns only when every event is durably stored.
+// returns only when every event is durably stored. Its errors are typed:
+// events.ErrTopicNotFound, events.ErrTopicReserved, events.ErrTooLarge and
+// registry.ErrAppNotFound are the client's to fix (see publishError).
 type EventSink interface {
 	Publish(ctx context.Context, app, topic string, evs []cloudevents.Event, traceparent string) (accepted, duplicates int, err error)
 }
@@ -47,12 +51,28 @@ func ServeEvents(w http.ResponseWriter, r *http.Request, sink EventSink, app, to
 	}
 	accepted, dups, err := sink.Publish(r.Context(), app, topic, evs, r.Header.Get("traceparent"))
 	if err != nil {
-		apierror.Write(w, err)
+		apierror.Write(w, publishError(err))
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusAccepted)
 	json.NewEncoder(w).Encode(PublishResult{Accepted: accepted, Duplicates: dups})
+}
+
+// publishError maps an EventSink's typed errors to API errors; the message
+// is the error's own, which says what to fix. Any other error is a 500.
+func publishError(err error) error {
+	switch {
+	case errors.Is(err, events.ErrTopicNotFound):
+		return apierror.Wrap(http.StatusNotFound, "topic_not_found", err)
+	case errors.Is(err, events.ErrTopicReserved):
+		return apierror.Wrap(http.StatusForbidden, "topic_reserved", err)
+	case errors.Is(err, events.ErrTooLarge):
+		return apierror.Wrap(http.StatusRequestEntityTooLarge, "event_too_large", err)
+	case errors.Is(err, registry.ErrAppNotFound):
+		return apierror.Wrap(http.StatusNotFound, "app_not_found", err)
+	}
+	return err
 }
 
 // eventError maps CloudEvents parse errors to API errors: what was wrong

@@ -1,132 +1,22 @@
 package manifest
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 
-	"github.com/nimbus-dev/nimbus/internal/model"
 	"gopkg.in/yaml.v3"
+
+	"github.com/nimbus-dev/nimbus/internal/capability"
+	"github.com/nimbus-dev/nimbus/internal/model"
 )
 
-// Capability kinds: what a grant in capabilities: lets a function do.
-const (
-	// CapLog lets the function write log lines (nimbus.log). Written "log".
-	CapLog = "log"
-	// CapKV lets the function use one bucket of its app. Written
-	// "kv:<bucket>" (read-write) or "kv:<bucket>:read" (read-only).
-	CapKV = "kv"
-	// CapPublish lets the function publish events to one topic of its app.
-	// Written "publish:<topic>".
-	CapPublish = "publish"
-)
-
-// Access levels of a kv grant (Capability.Access).
-const (
-	AccessReadWrite = "read-write"
-	AccessRead      = "read"
-)
-
-// KnownCapabilities is every kind of capability a function may be granted,
-// in documentation order. A grant is a kind with its resource (see
-// ParseCapability); the schema test keeps docs/manifest.schema.json in
-// agreement.
-var KnownCapabilities = []string{CapLog, CapKV, CapPublish}
-
-// capabilityForms lists the grant syntaxes, for error messages.
-const capabilityForms = "log, kv:<bucket>, kv:<bucket>:read, publish:<topic>"
-
-// Capability is one parsed grant.
-type Capability struct {
-	// Kind is CapLog, CapKV or CapPublish.
-	Kind string
-	// Resource is the bucket (kv) or topic (publish); "" for log.
-	Resource string
-	// Access is AccessReadWrite or AccessRead for kv; "" otherwise.
-	Access string
-}
-
-// String returns the grant as written in a manifest: "log", "kv:counts",
-// "kv:counts:read", "publish:orders". ParseCapability(c.String()) == c.
-func (c Capability) String() string {
-	switch {
-	case c.Resource == "":
-		return c.Kind
-	case c.Kind == CapKV && c.Access == AccessRead:
-		return c.Kind + ":" + c.Resource + ":" + AccessRead
-	}
-	return c.Kind + ":" + c.Resource
-}
-
-// Allows reports whether c grants kind on resource with access ("" or
-// AccessRead asks for reading, AccessReadWrite for writing). A read-write
-// kv grant allows reads. Host functions check grants with it.
-func (c Capability) Allows(kind, resource, access string) bool {
-	if c.Kind != kind || c.Resource != resource {
-		return false
-	}
-	if kind == CapKV && access == AccessReadWrite {
-		return c.Access == AccessReadWrite
-	}
-	return true
-}
-
-// ParseCapability parses one grant as written in capabilities:. It checks
-// the syntax only (known kind, resource name, access); whether the bucket or
-// topic is declared is the manifest's business. Errors say what to write
-// instead.
-func ParseCapability(s string) (Capability, error) {
-	if strings.TrimSpace(s) == "" {
-		return Capability{}, fmt.Errorf("empty capability: write one of %s", capabilityForms)
-	}
-	parts := strings.Split(s, ":")
-	kind := parts[0]
-	if !slices.Contains(KnownCapabilities, kind) {
-		hint := ""
-		if sug := suggest(kind, KnownCapabilities); sug != "" {
-			hint = fmt.Sprintf(": did you mean %q?", sug)
-		}
-		return Capability{}, fmt.Errorf("unknown capability %q%s (known: %s)", s, hint, capabilityForms)
-	}
-	c := Capability{Kind: kind}
-	switch kind {
-	case CapLog:
-		if len(parts) > 1 {
-			return Capability{}, fmt.Errorf("%q: log takes no bucket or topic: write log", s)
-		}
-		return c, nil
-	case CapKV:
-		if len(parts) == 1 || parts[1] == "" {
-			return Capability{}, fmt.Errorf("%q needs a bucket: write kv:<bucket> (read-write) or kv:<bucket>:read (read-only), such as kv:counts", s)
-		}
-		c.Resource, c.Access = parts[1], AccessReadWrite
-		switch {
-		case len(parts) == 3 && parts[2] == AccessRead:
-			c.Access = AccessRead
-		case len(parts) == 3:
-			return Capability{}, fmt.Errorf("%q: unknown access %q: write kv:%s for read-write or kv:%s:read for read-only", s, parts[2], parts[1], parts[1])
-		case len(parts) > 3:
-			return Capability{}, fmt.Errorf("%q has too many parts: write kv:%s or kv:%s:read", s, parts[1], parts[1])
-		}
-	case CapPublish:
-		if len(parts) == 1 || parts[1] == "" {
-			return Capability{}, fmt.Errorf("%q needs a topic: write publish:<topic>, such as publish:orders", s)
-		}
-		if len(parts) > 2 {
-			return Capability{}, fmt.Errorf("%q: publish takes a topic and nothing after it: write publish:%s", s, parts[1])
-		}
-		c.Resource = parts[1]
-	}
-	if !model.ValidName(c.Resource) {
-		what := "bucket"
-		if kind == CapPublish {
-			what = "topic"
-		}
-		return Capability{}, fmt.Errorf("%q: %q is not a valid %s name: use 1 to 63 lowercase letters, digits and '-', starting with a letter and not ending with '-'", s, c.Resource, what)
-	}
-	return c, nil
-}
-
+// capabilities reads a function's capabilities: list. Each grant is parsed
+// by capability.Parse, the one grammar host functions check with (the
+// manifest adds its typo suggestion to an unknown kind); the manifest adds
+// what needs the whole file: duplicates, overlapping kv grants, the
+// dead-letter topic, and undeclared buckets and topics.
 func (p *parser) capabilities(key, n *yaml.Node, path string) []string {
 	if n.Kind != yaml.SequenceNode {
 		if isNull(n) {
@@ -145,8 +35,12 @@ func (p *parser) capabilities(key, n *yaml.Node, path string) []string {
 		if !ok {
 			continue
 		}
-		c, err := ParseCapability(s)
+		c, err := capability.Parse(s)
 		if err != nil {
+			var unknown *capability.UnknownKindError
+			if errors.As(err, &unknown) {
+				unknown.Suggestion = suggest(unknown.Kind, capability.Kinds())
+			}
 			p.errorf(item, field, "%s", err.Error())
 			continue
 		}
@@ -156,7 +50,7 @@ func (p *parser) capabilities(key, n *yaml.Node, path string) []string {
 		}
 		seen[s] = i
 		switch c.Kind {
-		case CapKV:
+		case capability.KindKV:
 			if !p.declared(item, field, "bucket", c.Resource, p.bucketNames, fmt.Sprintf("capability %q names", s)) {
 				continue
 			}
@@ -165,7 +59,7 @@ func (p *parser) capabilities(key, n *yaml.Node, path string) []string {
 				continue
 			}
 			kvAt[c.Resource] = i
-		case CapPublish:
+		case capability.KindPublish:
 			if c.Resource == model.DeadLetterTopic {
 				p.errorf(item, field, "capability %q is not allowed: only Nimbus writes to %s (a delivery lands there after its trigger's max_attempts); to give up on an event, fail it", s, model.DeadLetterTopic)
 				continue

@@ -2,7 +2,7 @@
 // app: its name, its event topics and key-value buckets, and its functions,
 // each with a runtime, a module (the built artifact), an optional build
 // command, limits, environment, capabilities (log, kv:<bucket>[:read],
-// publish:<topic>; see ParseCapability), HTTP routes, triggers (a topic, a
+// publish:<topic>; see capability.Parse), HTTP routes, triggers (a topic, a
 // cron schedule or a bucket's changes, with retries and a dead-letter topic)
 // and flow control (concurrency, per-key limits, rate, debounce, priority).
 //

@@ -10,61 +10,6 @@ import (
 	"github.com/nimbus-dev/nimbus/internal/model"
 )
 
-func TestParseCapability(t *testing.T) {
-	for _, c := range []struct {
-		in   string
-		want Capability
-		err  string
-	}{
-		{"log", Capability{Kind: CapLog}, ""},
-		{"kv:counts", Capability{Kind: CapKV, Resource: "counts", Access: AccessReadWrite}, ""},
-		{"kv:counts:read", Capability{Kind: CapKV, Resource: "counts", Access: AccessRead}, ""},
-		{"publish:orders", Capability{Kind: CapPublish, Resource: "orders"}, ""},
-		{"kv:counts:write", Capability{}, `unknown access "write"`},
-		{"kv", Capability{}, "needs a bucket"},
-		{"publish:", Capability{}, "needs a topic"},
-		{"log:x", Capability{}, "log takes no bucket"},
-		{"lgo", Capability{}, `did you mean "log"?`},
-		{"kv:Counts", Capability{}, "not a valid bucket name"},
-		{"", Capability{}, "empty capability"},
-	} {
-		got, err := ParseCapability(c.in)
-		if c.err != "" {
-			if err == nil || !strings.Contains(err.Error(), c.err) {
-				t.Errorf("ParseCapability(%q) error = %v, want it to contain %q", c.in, err, c.err)
-			}
-			continue
-		}
-		if err != nil || got != c.want {
-			t.Errorf("ParseCapability(%q) = %+v, %v; want %+v", c.in, got, err, c.want)
-		}
-		if got.String() != c.in {
-			t.Errorf("%+v.String() = %q, want %q", got, got.String(), c.in)
-		}
-	}
-	rw, _ := ParseCapability("kv:counts")
-	ro, _ := ParseCapability("kv:counts:read")
-	pub, _ := ParseCapability("publish:orders")
-	for _, c := range []struct {
-		c                      Capability
-		kind, resource, access string
-		want                   bool
-	}{
-		{rw, CapKV, "counts", AccessRead, true},
-		{rw, CapKV, "counts", AccessReadWrite, true},
-		{ro, CapKV, "counts", AccessRead, true},
-		{ro, CapKV, "counts", AccessReadWrite, false},
-		{rw, CapKV, "other", AccessRead, false},
-		{pub, CapPublish, "orders", "", true},
-		{pub, CapPublish, "payments", "", false},
-		{pub, CapKV, "orders", AccessRead, false},
-	} {
-		if got := c.c.Allows(c.kind, c.resource, c.access); got != c.want {
-			t.Errorf("%s.Allows(%s, %s, %s) = %v", c.c, c.kind, c.resource, c.access, got)
-		}
-	}
-}
-
 func TestParseRate(t *testing.T) {
 	for in, want := range map[string]Rate{
 		"100/1s": {100, time.Second}, "10/1m": {10, time.Minute}, "100/s": {100, time.Second},

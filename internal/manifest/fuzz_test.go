@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nimbus-dev/nimbus/internal/capability"
 	"github.com/nimbus-dev/nimbus/internal/events/cron"
 	"github.com/nimbus-dev/nimbus/internal/model"
 )
@@ -58,7 +59,7 @@ func FuzzParse(f *testing.F) {
 				}
 			}
 			for _, c := range fn.Capabilities {
-				if _, err := ParseCapability(c); err != nil {
+				if _, err := capability.Parse(c); err != nil {
 					t.Fatalf("function %s: capability %q: %v", fn.Name, c, err)
 				}
 			}

@@ -82,7 +82,7 @@ type Function struct {
 
 	Env map[string]string // never nil
 	// Capabilities are the grants as written: log, kv:<bucket>,
-	// kv:<bucket>:read, publish:<topic> (see ParseCapability); every bucket
+	// kv:<bucket>:read, publish:<topic> (see capability.Parse); every bucket
 	// and topic named is declared.
 	Capabilities []string
 	Routes       []model.Route

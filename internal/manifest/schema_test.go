@@ -14,6 +14,8 @@ import (
 
 	"github.com/nimbus-dev/nimbus/internal/model"
 	"gopkg.in/yaml.v3"
+
+	"github.com/nimbus-dev/nimbus/internal/capability"
 )
 
 const (
@@ -105,7 +107,7 @@ func TestSchemaFields(t *testing.T) {
 		return sorted(out)
 	}
 	capPattern := obj("$defs", "capability")["pattern"].(string)
-	for _, kind := range KnownCapabilities {
+	for _, kind := range capability.Kinds() {
 		if !strings.Contains(capPattern, kind) {
 			t.Errorf("schema capability pattern %s does not mention kind %s", capPattern, kind)
 		}
@@ -154,8 +156,8 @@ func TestSchemaValueSyntax(t *testing.T) {
 		values []string
 	}{
 		{"capability", def("capability"), func(x string) error {
-			c, err := ParseCapability(x)
-			if err == nil && c.Kind == CapPublish && c.Resource == "dead-letter" {
+			c, err := capability.Parse(x)
+			if err == nil && c.Kind == capability.KindPublish && c.Resource == "dead-letter" {
 				return fmt.Errorf("refused by the parser")
 			}
 			return err

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/nimbus-dev/nimbus/internal/apierror"
@@ -14,6 +13,7 @@ import (
 	"github.com/nimbus-dev/nimbus/internal/events/cloudevents"
 	"github.com/nimbus-dev/nimbus/internal/events/cron"
 	"github.com/nimbus-dev/nimbus/internal/model"
+	"github.com/nimbus-dev/nimbus/internal/registry"
 	"github.com/nimbus-dev/nimbus/internal/telemetry"
 )
 
@@ -133,16 +133,30 @@ func (s *Server) syncBuckets(ctx context.Context, app string, rev *model.Revisio
 
 // appNotFound is the error for an app that is not deployed.
 func appNotFound(app string) error {
-	return apierror.New(http.StatusNotFound, "app_not_found", fmt.Sprintf("app %q is not deployed; `nimbus ls` lists apps", app))
+	return apierror.New(http.StatusNotFound, "app_not_found", notDeployedError{app}.Error())
 }
+
+// notDeployedError is an app without an active revision, for callers that
+// map errors themselves (Publish); it matches registry.ErrAppNotFound.
+type notDeployedError struct{ app string }
+
+func (e notDeployedError) Error() string {
+	return fmt.Sprintf("app %q is not deployed; `nimbus ls` lists apps", e.app)
+}
+
+func (e notDeployedError) Is(target error) bool { return target == registry.ErrAppNotFound }
 
 // Publish appends events to a topic of an active app. It returns once every
 // event is durably stored (fsynced), with how many were duplicates of events
-// already accepted (same source and id) within the duplicate window.
+// already accepted (same source and id) within the duplicate window. Its
+// errors are typed for the callers to map (gateway to HTTP, the capability
+// service to guest codes): an *events.TopicError (events.ErrTopicNotFound,
+// events.ErrTopicReserved), an error matching events.ErrTooLarge, or one
+// matching registry.ErrAppNotFound.
 func (s *Server) Publish(ctx context.Context, app, topic string, evs []cloudevents.Event, traceparent string) (accepted, duplicates int, err error) {
 	rev := s.activeRevision(app)
 	if rev == nil {
-		return 0, 0, appNotFound(app)
+		return 0, 0, notDeployedError{app}
 	}
 	i := slices.IndexFunc(rev.Topics, func(t model.Topic) bool { return t.Name == topic })
 	if i < 0 {
@@ -152,12 +166,10 @@ func (s *Server) Publish(ctx context.Context, app, topic string, evs []cloudeven
 				names = append(names, t.Name)
 			}
 		}
-		return 0, 0, apierror.New(http.StatusNotFound, "topic_not_found",
-			fmt.Sprintf("app %s has no topic %q (declared: %s); topics are declared under topics: in nimbus.yaml", app, topic, strings.Join(names, ", ")))
+		return 0, 0, &events.TopicError{App: app, Topic: topic, Declared: names, Err: events.ErrTopicNotFound}
 	}
 	if topic == model.DeadLetterTopic {
-		return 0, 0, apierror.New(http.StatusForbidden, "topic_reserved",
-			fmt.Sprintf("%s is written by Nimbus with failed deliveries; publish to another topic", topic))
+		return 0, 0, &events.TopicError{App: app, Topic: topic, Err: events.ErrTopicReserved}
 	}
 	limit := rev.Topics[i].MaxEventBytes
 	entries := make([]events.Entry, len(evs))
@@ -172,8 +184,7 @@ func (s *Server) Publish(ctx context.Context, app, topic string, evs []cloudeven
 		}
 		entries[j] = events.EventEntry(app, topic, e)
 		if limit > 0 && int64(len(entries[j].Data)) > limit {
-			return 0, 0, apierror.New(http.StatusRequestEntityTooLarge, "event_too_large",
-				fmt.Sprintf("event %d (id %q) is %d bytes, over topic %s's max_event_size of %d bytes", j, e.ID, len(entries[j].Data), topic, limit))
+			return 0, 0, &events.EventTooLargeError{Topic: topic, Index: j, ID: e.ID, Size: len(entries[j].Data), Limit: limit}
 		}
 	}
 	for len(entries) > 0 {
@@ -181,7 +192,7 @@ func (s *Server) Publish(ctx context.Context, app, topic string, evs []cloudeven
 		acks, err := s.events.Append(ctx, entries[:n]...)
 		if err != nil {
 			if errors.Is(err, events.ErrTooLarge) {
-				return accepted, duplicates, apierror.Wrap(http.StatusRequestEntityTooLarge, "event_too_large", err)
+				return accepted, duplicates, err // unwrapped: clients see its message as it is
 			}
 			return accepted, duplicates, fmt.Errorf("publish to %s/%s: %w", app, topic, err)
 		}

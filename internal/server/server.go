@@ -14,14 +14,15 @@ import (
 
 	"github.com/nimbus-dev/nimbus/internal/api"
 	"github.com/nimbus-dev/nimbus/internal/apierror"
+	"github.com/nimbus-dev/nimbus/internal/capability"
 	"github.com/nimbus-dev/nimbus/internal/events"
 	"github.com/nimbus-dev/nimbus/internal/gateway"
 	"github.com/nimbus-dev/nimbus/internal/guestlog"
-	"github.com/nimbus-dev/nimbus/internal/hostfn"
 	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/registry"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 	"github.com/nimbus-dev/nimbus/internal/runtime/wasm"
+	"github.com/nimbus-dev/nimbus/internal/runtime/wasm/hostfn"
 	"github.com/nimbus-dev/nimbus/internal/scheduler"
 	"github.com/nimbus-dev/nimbus/internal/security"
 	"github.com/nimbus-dev/nimbus/internal/state"
@@ -91,8 +92,8 @@ type Server struct {
 }
 
 var (
-	_ api.Platform     = (*Server)(nil)
-	_ hostfn.Publisher = (*Server)(nil)
+	_ api.Platform         = (*Server)(nil)
+	_ capability.Publisher = (*Server)(nil)
 )
 
 // Start opens the store, restores every active revision and starts serving.
@@ -130,7 +131,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	s.buckets = state.NewBuckets(s.store.JetStream(), cfg.Logger)
 	s.rt, err = wasm.New(ctx, wasm.Config{CacheDir: cfg.CacheDir, Logger: cfg.Logger,
-		HostFunctions: hostfn.NewDefaultRegistry(cfg.Logger, hostfn.WithKV(s.buckets), hostfn.WithPublisher(s))})
+		HostFunctions: hostfn.NewDefaultRegistry(capability.New(capability.Config{Logger: cfg.Logger, KV: s.buckets, Publisher: s}))})
 	if err != nil {
 		return nil, fmt.Errorf("wasm runtime: %w", err)
 	}

@@ -18,10 +18,12 @@ import (
 	"time"
 
 	"github.com/nimbus-dev/nimbus/internal/apierror"
+	"github.com/nimbus-dev/nimbus/internal/events"
 	"github.com/nimbus-dev/nimbus/internal/events/cloudevents"
 	"github.com/nimbus-dev/nimbus/internal/guestlog"
 	"github.com/nimbus-dev/nimbus/internal/guesttest"
 	"github.com/nimbus-dev/nimbus/internal/model"
+	"github.com/nimbus-dev/nimbus/internal/registry"
 	"github.com/nimbus-dev/nimbus/internal/security"
 	"github.com/nimbus-dev/nimbus/internal/server"
 	"github.com/nimbus-dev/nimbus/internal/state"
@@ -675,9 +677,11 @@ func TestBucketTriggerInvokesFunction(t *testing.T) {
 
 	// The internal topic of the bucket is not a topic anyone may publish to.
 	_, _, err = srv.Publish(ctx, "shop", "_kv_counts", []cloudevents.Event{{SpecVersion: "1.0", ID: "x", Source: "/x", Type: "dev.nimbus.kv.put", Subject: "count.fake"}}, "")
-	var apiErr *apierror.Error
-	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusNotFound {
+	if !errors.Is(err, events.ErrTopicNotFound) || !strings.Contains(err.Error(), `app shop has no topic "_kv_counts"`) {
 		t.Fatalf("publish to the internal topic _kv_counts: %v", err)
+	}
+	if _, _, err := srv.Publish(ctx, "nope", "orders", nil, ""); !errors.Is(err, registry.ErrAppNotFound) || err.Error() != "app \"nope\" is not deployed; `nimbus ls` lists apps" {
+		t.Fatalf("publish to an app not deployed: %v", err)
 	}
 
 	// After a restart the trigger resumes.

@@ -1,13 +1,13 @@
 // Package state holds the key-value buckets of apps: named namespaces of
-// keys and values that guests reach through the kv host functions (package
-// hostfn) and operators through the CLI and API. Each app bucket is one
+// keys and values that guests reach through the kv service (package
+// capability) and operators through the CLI and API. Each app bucket is one
 // JetStream KV bucket, "nimbus_kv_<app>_<bucket>" (app and bucket names are
 // DNS labels, so the name is unambiguous), created or updated by
 // Buckets.Ensure when an app that declares it is deployed.
 //
-// It sits below the host functions in the request flow:
+// It sits below the capability services in the request flow:
 //
-//	gateway -> scheduler -> runtime -> guest -> host functions -> state -> JetStream
+//	gateway -> scheduler -> runtime -> guest -> kv service -> state -> JetStream
 //
 // # Keys and values
 //

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nimbus-dev/nimbus/internal/hostfn"
+	"github.com/nimbus-dev/nimbus/internal/capability"
 	nimbus "github.com/nimbus-dev/nimbus/sdk/go"
 )
 
@@ -29,7 +29,7 @@ func TestAppendEventJSON(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			b := nimbus.AppendEventJSON(nil, &tt.in)
-			ev, err := hostfn.DecodeEvent(b, "/nimbus/app/fn")
+			ev, err := capability.DecodeEvent(b, "/nimbus/app/fn")
 			if err != nil {
 				if tt.name == "JSON type, data not JSON" {
 					return // sent as data_base64 with a JSON type; the host refuses such an event

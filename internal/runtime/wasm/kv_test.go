@@ -10,8 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nimbus-dev/nimbus/internal/hostfn"
+	"github.com/nimbus-dev/nimbus/internal/capability"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
+	"github.com/nimbus-dev/nimbus/internal/runtime/wasm/hostfn"
 	"github.com/nimbus-dev/nimbus/internal/state"
 	"github.com/nimbus-dev/nimbus/internal/store"
 )
@@ -45,7 +46,7 @@ func newKVSetup(t testing.TB) *kvSetup {
 	}
 	buf := &syncBuffer{}
 	logger := slog.New(slog.NewTextHandler(buf, nil))
-	rt := newRuntime(t, Config{Logger: logger, HostFunctions: hostfn.NewDefaultRegistry(logger, hostfn.WithKV(b))})
+	rt := newRuntime(t, Config{Logger: logger, HostFunctions: hostfn.NewDefaultRegistry(capability.New(capability.Config{Logger: logger, KV: b}))})
 	return &kvSetup{buckets: b, st: st, rt: rt, slog: buf}
 }
 

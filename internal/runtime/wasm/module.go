@@ -13,7 +13,7 @@ import (
 	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/sys"
 
-	"github.com/nimbus-dev/nimbus/internal/hostfn"
+	"github.com/nimbus-dev/nimbus/internal/capability"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 )
 
@@ -27,7 +27,7 @@ type module struct {
 	// initialize is set for reactors exporting _initialize.
 	initialize bool
 	limits     runtime.Limits
-	grants     hostfn.Grants
+	grants     capability.Grants
 	env        []envVar
 	// base is moduleConfig's result, built once: each With* call copies
 	// the config, which was a visible share of a minimal cold start.
@@ -81,7 +81,7 @@ func (m *module) buildModuleConfig() wazero.ModuleConfig {
 // withCall returns ctx carrying what host functions need to know about the
 // guest call made with it.
 func (m *module) withCall(ctx context.Context, invocation, traceParent string, sink runtime.LogSink) context.Context {
-	return hostfn.WithCall(ctx, &hostfn.Call{App: m.app, Function: m.function, InvocationID: invocation, TraceParent: traceParent, Grants: m.grants, Sink: sink})
+	return capability.WithCaller(ctx, &capability.Caller{App: m.app, Function: m.function, InvocationID: invocation, TraceParent: traceParent, Grants: m.grants, Sink: sink})
 }
 
 // instantiate runs wazero's InstantiateModule with a memory capped at the

@@ -3,18 +3,16 @@ package wasm
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
-	"net/http"
-	"slices"
 	"strings"
 	"testing"
 
-	"github.com/nimbus-dev/nimbus/internal/apierror"
+	"github.com/nimbus-dev/nimbus/internal/capability"
+	"github.com/nimbus-dev/nimbus/internal/capability/captest"
 	"github.com/nimbus-dev/nimbus/internal/events"
 	"github.com/nimbus-dev/nimbus/internal/events/cloudevents"
-	"github.com/nimbus-dev/nimbus/internal/hostfn"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
+	"github.com/nimbus-dev/nimbus/internal/runtime/wasm/hostfn"
 	"github.com/nimbus-dev/nimbus/internal/store"
 	"github.com/nimbus-dev/nimbus/internal/telemetry"
 )
@@ -23,38 +21,6 @@ import (
 // (test registration only; guests_test.go lists the others).
 func init() {
 	guestSrcs = append(guestSrcs, guestSrc{"pub", "./internal/runtime/wasm/testdata/pubguest", true})
-}
-
-// logPublisher stands in for the server's Publish (tested in
-// internal/server) over a real event log: declared topics, the dead-letter
-// topic reserved, API errors as the server returns them.
-type logPublisher struct {
-	log    *events.Log
-	topics []string
-}
-
-func (p *logPublisher) Publish(ctx context.Context, app, topic string, evs []cloudevents.Event, _ string) (int, int, error) {
-	switch {
-	case topic == "dead-letter":
-		return 0, 0, apierror.New(http.StatusForbidden, "topic_reserved", "reserved")
-	case !slices.Contains(p.topics, topic):
-		return 0, 0, apierror.New(http.StatusNotFound, "topic_not_found", "no topic "+topic)
-	}
-	entries := make([]events.Entry, len(evs))
-	for i := range evs {
-		entries[i] = events.EventEntry(app, topic, &evs[i])
-	}
-	acks, err := p.log.Append(ctx, entries...)
-	if err != nil {
-		return 0, 0, err
-	}
-	dups := 0
-	for _, a := range acks {
-		if a.Duplicate {
-			dups++
-		}
-	}
-	return len(acks), dups, nil
 }
 
 // pubSetup is a real store and event log with topic shop/orders, and a
@@ -68,21 +34,11 @@ type pubSetup struct {
 
 func newPubSetup(t testing.TB) *pubSetup {
 	t.Helper()
-	ctx := context.Background()
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	st, err := store.Open(ctx, store.Options{DataDir: t.TempDir(), Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	l, err := events.OpenLog(ctx, st.JetStream(), events.LogConfig{Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close(context.Background()) })
+	st, l := captest.OpenLog(t)
 	buf := &syncBuffer{}
 	logger := slog.New(slog.NewTextHandler(buf, nil))
-	reg := hostfn.NewDefaultRegistry(logger, hostfn.WithPublisher(&logPublisher{log: l, topics: []string{"orders"}}))
+	svc := capability.New(capability.Config{Logger: logger, Publisher: &captest.Publisher{Log: l, Topics: []string{"orders"}}})
+	reg := hostfn.NewDefaultRegistry(svc)
 	return &pubSetup{st: st, log: l, rt: newRuntime(t, Config{Logger: logger, HostFunctions: reg}), slog: buf}
 }
 

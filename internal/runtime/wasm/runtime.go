@@ -14,8 +14,9 @@ import (
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 
-	"github.com/nimbus-dev/nimbus/internal/hostfn"
+	"github.com/nimbus-dev/nimbus/internal/capability"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
+	"github.com/nimbus-dev/nimbus/internal/runtime/wasm/hostfn"
 	"github.com/nimbus-dev/nimbus/sdk/go/wire"
 )
 
@@ -42,7 +43,8 @@ type Config struct {
 	// Logger receives runtime diagnostics. Optional: default discards.
 	Logger *slog.Logger
 	// HostFunctions are the host functions guests may import. Optional:
-	// default hostfn.NewDefaultRegistry(Logger).
+	// default hostfn.NewDefaultRegistry over
+	// capability.New(capability.Config{Logger: Logger}).
 	HostFunctions *hostfn.Registry
 }
 
@@ -67,7 +69,7 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 	}
 	reg := cfg.HostFunctions
 	if reg == nil {
-		reg = hostfn.NewDefaultRegistry(logger)
+		reg = hostfn.NewDefaultRegistry(capability.New(capability.Config{Logger: logger}))
 	}
 	cache := wazero.NewCompilationCache()
 	if cfg.CacheDir != "" {
@@ -136,7 +138,7 @@ func (r *Runtime) Load(ctx context.Context, spec runtime.Spec) (runtime.Module, 
 		function: spec.Function,
 		compiled: compiled,
 		limits:   lim,
-		grants:   hostfn.NewGrants(spec.Capabilities),
+		grants:   capability.NewGrants(spec.Capabilities),
 		env:      sortedEnv(spec.Env),
 	}
 	if why := r.check(compiled, lim, m); why != "" {

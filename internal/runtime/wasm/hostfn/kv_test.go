@@ -11,7 +11,8 @@ import (
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 
-	"github.com/nimbus-dev/nimbus/internal/hostfn"
+	"github.com/nimbus-dev/nimbus/internal/capability"
+	"github.com/nimbus-dev/nimbus/internal/runtime/wasm/hostfn"
 	"github.com/nimbus-dev/nimbus/internal/runtime/wasm/wasmbin"
 	"github.com/nimbus-dev/nimbus/internal/state"
 	"github.com/nimbus-dev/nimbus/internal/store"
@@ -70,16 +71,13 @@ type kvEnv struct {
 	mod api.Module
 }
 
-func newKVEnv(t testing.TB, logger *slog.Logger, store hostfn.KVStore) *kvEnv {
+func newKVEnv(t testing.TB, logger *slog.Logger, store capability.KVStore) *kvEnv {
 	t.Helper()
 	ctx := context.Background()
 	rt := wazero.NewRuntime(ctx)
 	t.Cleanup(func() { rt.Close(ctx) })
-	var opts []hostfn.Option
-	if store != nil {
-		opts = append(opts, hostfn.WithKV(store))
-	}
-	if _, err := hostfn.NewDefaultRegistry(logger, opts...).Instantiate(ctx, rt); err != nil {
+	svc := capability.New(capability.Config{Logger: logger, KV: store})
+	if _, err := hostfn.NewDefaultRegistry(svc).Instantiate(ctx, rt); err != nil {
 		t.Fatal(err)
 	}
 	mod, err := rt.Instantiate(ctx, kvGuest())
@@ -142,7 +140,7 @@ func openBuckets(t testing.TB) *state.Buckets {
 }
 
 func callCtx(grants []string, s *sink) context.Context {
-	return hostfn.WithCall(context.Background(), &hostfn.Call{App: "shop", Function: "fn", Grants: hostfn.NewGrants(grants), Sink: s})
+	return capability.WithCaller(context.Background(), &capability.Caller{App: "shop", Function: "fn", Grants: capability.NewGrants(grants), Sink: s})
 }
 
 func TestKVReadWrite(t *testing.T) {
@@ -198,7 +196,7 @@ func TestKVReadWrite(t *testing.T) {
 		t.Fatalf("undeclared bucket: %d", c)
 	}
 	// Another app's bucket of the same name is another bucket.
-	ctxApp := hostfn.WithCall(context.Background(), &hostfn.Call{App: "blog", Function: "fn", Grants: hostfn.NewGrants([]string{"kv:counts"})})
+	ctxApp := capability.WithCaller(context.Background(), &capability.Caller{App: "blog", Function: "fn", Grants: capability.NewGrants([]string{"kv:counts"})})
 	if c := e.call(t, ctxApp, wire.FuncKVGet, getArgs()...); c != wire.CodeNoBucket {
 		t.Fatalf("other app: %d", c)
 	}
@@ -316,23 +314,10 @@ func TestKVWithoutStore(t *testing.T) {
 	}
 }
 
-func TestCheckGrant(t *testing.T) {
-	for _, ok := range []string{"log", "kv:counts", "kv:counts:read", "kv:a-1"} {
-		if err := hostfn.CheckGrant(ok); err != nil {
-			t.Errorf("%q: %v", ok, err)
-		}
-	}
-	for _, bad := range []string{"", "kv", "kv:", "kv:Counts", "kv:a_b", "kv:counts:write", "log:x", "publish", "kv:counts:read:read"} {
-		if err := hostfn.CheckGrant(bad); err == nil {
-			t.Errorf("%q accepted", bad)
-		}
-	}
-}
-
-// FuzzKVArgs: whatever a guest passes to kv_put and kv_list (the two with
-// the most arguments), the host returns a status code and never traps. No
-// store is configured, so calls with good arguments stop at
-// CodeUnavailable; everything before that (the decoding) runs for real.
+// FuzzKVArgs: whatever a guest passes to the kv functions, the host
+// returns a status code and never traps. No store is configured, so calls
+// with good arguments stop at CodeUnavailable; everything before that (the
+// decoding, the grant check) runs for real.
 func FuzzKVArgs(f *testing.F) {
 	f.Add(uint32(atBucket), uint32(6), uint32(atKey), uint32(1), uint32(atValue), uint32(5), int64(0), int64(-1), uint32(atOut), int32(0))
 	f.Add(uint32(0xffffffff), uint32(0xffffffff), uint32(0), uint32(0), uint32(0), uint32(0), int64(-5), int64(-2), uint32(0xfffffff0), int32(-1))
@@ -349,6 +334,9 @@ func FuzzKVArgs(f *testing.F) {
 		}
 		if c := e.call(t, ctx, wire.FuncKVGet, uint64(bp), uint64(bl), uint64(kp), uint64(kl), uint64(vp), uint64(vl), uint64(out)); !ok[c] {
 			t.Fatalf("kv_get code %d", c)
+		}
+		if c := e.call(t, ctx, wire.FuncKVDelete, uint64(bp), uint64(bl), uint64(kp), uint64(kl), uint64(rev), uint64(out)); !ok[c] {
+			t.Fatalf("kv_delete code %d", c)
 		}
 	})
 }

@@ -12,7 +12,8 @@ import (
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 
-	"github.com/nimbus-dev/nimbus/internal/hostfn"
+	"github.com/nimbus-dev/nimbus/internal/capability"
+	"github.com/nimbus-dev/nimbus/internal/runtime/wasm/hostfn"
 	"github.com/nimbus-dev/nimbus/internal/runtime/wasm/wasmbin"
 )
 
@@ -43,12 +44,17 @@ func logGuest() []byte {
 	return m.Encode()
 }
 
-func setup(t testing.TB, logger *slog.Logger, providers ...hostfn.Provider) api.Function {
+// logProvider is the log host function over services configured by cfg.
+func logProvider(cfg capability.Config) hostfn.LogProvider {
+	return hostfn.LogProvider{Service: capability.New(cfg).Log}
+}
+
+func setup(t testing.TB, providers ...hostfn.Provider) api.Function {
 	t.Helper()
 	ctx := context.Background()
 	rt := wazero.NewRuntime(ctx)
 	t.Cleanup(func() { rt.Close(ctx) })
-	reg, err := hostfn.NewRegistry(logger, providers...)
+	reg, err := hostfn.NewRegistry(providers...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +71,7 @@ func setup(t testing.TB, logger *slog.Logger, providers ...hostfn.Provider) api.
 func TestLog(t *testing.T) {
 	var slogBuf bytes.Buffer
 	logger := slog.New(slog.NewTextHandler(&slogBuf, nil))
-	run := setup(t, logger, hostfn.LogProvider{MaxBytes: 1000})
+	run := setup(t, logProvider(capability.Config{Logger: logger, MaxLogBytes: 1000}))
 	tests := []struct {
 		name      string
 		grants    []string
@@ -88,7 +94,7 @@ func TestLog(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := &sink{}
-			ctx := hostfn.WithCall(context.Background(), &hostfn.Call{App: "app", Function: "fn", Grants: hostfn.NewGrants(tt.grants), Sink: s})
+			ctx := capability.WithCaller(context.Background(), &capability.Caller{App: "app", Function: "fn", Grants: capability.NewGrants(tt.grants), Sink: s})
 			res, err := run.Call(ctx, api.EncodeI32(tt.level), api.EncodeU32(tt.ptr), api.EncodeU32(tt.n))
 			if err != nil {
 				t.Fatalf("call trapped: %v", err)
@@ -107,9 +113,9 @@ func TestLog(t *testing.T) {
 }
 
 func TestDenialLoggedOncePerCall(t *testing.T) {
-	run := setup(t, nil, hostfn.LogProvider{})
+	run := setup(t, logProvider(capability.Config{}))
 	s := &sink{}
-	ctx := hostfn.WithCall(context.Background(), &hostfn.Call{Function: "fn", Sink: s})
+	ctx := capability.WithCaller(context.Background(), &capability.Caller{Function: "fn", Sink: s})
 	for range 10 {
 		res, err := run.Call(ctx, 1, 0, 5)
 		if err != nil || api.DecodeI32(res[0]) != hostfn.CodeDenied {
@@ -122,7 +128,7 @@ func TestDenialLoggedOncePerCall(t *testing.T) {
 }
 
 func TestNoCallInContextIsDenied(t *testing.T) {
-	run := setup(t, nil, hostfn.LogProvider{})
+	run := setup(t, logProvider(capability.Config{}))
 	res, err := run.Call(context.Background(), 1, 0, 5)
 	if err != nil || api.DecodeI32(res[0]) != hostfn.CodeDenied {
 		t.Fatalf("res %v err %v, want denied", res, err)
@@ -138,7 +144,7 @@ func (p badProvider) Capability() string           { return p.capability }
 func (p badProvider) Functions() []hostfn.Function { return p.fns }
 
 func TestNewRegistryRejects(t *testing.T) {
-	fn := func(context.Context, *hostfn.Call, api.Module, []uint64) {}
+	fn := func(context.Context, *capability.Caller, api.Module, []uint64) {}
 	tests := []struct {
 		name      string
 		providers []hostfn.Provider
@@ -151,7 +157,7 @@ func TestNewRegistryRejects(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, err := hostfn.NewRegistry(nil, tt.providers...); err == nil {
+			if _, err := hostfn.NewRegistry(tt.providers...); err == nil {
 				t.Fatal("accepted")
 			}
 		})
@@ -171,8 +177,8 @@ func FuzzLogArgs(f *testing.F) {
 	f.Add(int32(-1), uint32(0xffffffff), uint32(0xffffffff))
 	f.Add(int32(3), uint32(65535), uint32(1))
 	f.Add(int32(2), uint32(100), uint32(100000))
-	run := setup(f, nil, hostfn.LogProvider{})
-	ctx := hostfn.WithCall(context.Background(), &hostfn.Call{Grants: hostfn.NewGrants([]string{"log"}), Sink: &sink{}})
+	run := setup(f, logProvider(capability.Config{}))
+	ctx := capability.WithCaller(context.Background(), &capability.Caller{Grants: capability.NewGrants([]string{"log"}), Sink: &sink{}})
 	f.Fuzz(func(t *testing.T, level int32, ptr, n uint32) {
 		res, err := run.Call(ctx, api.EncodeI32(level), api.EncodeU32(ptr), api.EncodeU32(n))
 		if err != nil {

@@ -3,59 +3,23 @@ package hostfn_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
-	"fmt"
-	"io"
 	"log/slog"
-	"net/http"
-	"slices"
 	"strings"
 	"testing"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 
-	"github.com/nimbus-dev/nimbus/internal/apierror"
+	"github.com/nimbus-dev/nimbus/internal/capability"
+	"github.com/nimbus-dev/nimbus/internal/capability/captest"
 	"github.com/nimbus-dev/nimbus/internal/events"
 	"github.com/nimbus-dev/nimbus/internal/events/cloudevents"
-	"github.com/nimbus-dev/nimbus/internal/hostfn"
+	"github.com/nimbus-dev/nimbus/internal/runtime/wasm/hostfn"
 	"github.com/nimbus-dev/nimbus/internal/runtime/wasm/wasmbin"
 	"github.com/nimbus-dev/nimbus/internal/store"
 	"github.com/nimbus-dev/nimbus/internal/telemetry"
 	"github.com/nimbus-dev/nimbus/sdk/go/wire"
 )
-
-// logPublisher stands in for the server's Publish (tested in
-// internal/server) over a real event log: declared topics, the dead-letter
-// topic reserved, API errors as the server returns them.
-type logPublisher struct {
-	log    *events.Log
-	topics []string
-}
-
-func (p *logPublisher) Publish(ctx context.Context, app, topic string, evs []cloudevents.Event, _ string) (int, int, error) {
-	switch {
-	case topic == "dead-letter":
-		return 0, 0, apierror.New(http.StatusForbidden, "topic_reserved", "reserved")
-	case !slices.Contains(p.topics, topic):
-		return 0, 0, apierror.New(http.StatusNotFound, "topic_not_found", "no topic "+topic)
-	}
-	entries := make([]events.Entry, len(evs))
-	for i := range evs {
-		entries[i] = events.EventEntry(app, topic, &evs[i])
-	}
-	acks, err := p.log.Append(ctx, entries...)
-	if err != nil {
-		return 0, 0, err
-	}
-	dups := 0
-	for _, a := range acks {
-		if a.Duplicate {
-			dups++
-		}
-	}
-	return len(acks), dups, nil
-}
 
 type pubEnv struct {
 	mod api.Module
@@ -94,25 +58,14 @@ func newPubEnv(t testing.TB, logger *slog.Logger, withPublisher bool) *pubEnv {
 	t.Helper()
 	ctx := context.Background()
 	e := &pubEnv{}
-	var opts []hostfn.Option
+	cfg := capability.Config{Logger: logger}
 	if withPublisher {
-		quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-		st, err := store.Open(ctx, store.Options{DataDir: t.TempDir(), Logger: quiet})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
-		l, err := events.OpenLog(ctx, st.JetStream(), events.LogConfig{Logger: quiet})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { l.Close(context.Background()) })
-		e.st, e.log = st, l
-		opts = append(opts, hostfn.WithPublisher(&logPublisher{log: l, topics: []string{"orders", "other"}}))
+		e.st, e.log = captest.OpenLog(t)
+		cfg.Publisher = &captest.Publisher{Log: e.log, Topics: []string{"orders", "other"}}
 	}
 	rt := wazero.NewRuntime(ctx)
 	t.Cleanup(func() { rt.Close(ctx) })
-	if _, err := hostfn.NewDefaultRegistry(logger, opts...).Instantiate(ctx, rt); err != nil {
+	if _, err := hostfn.NewDefaultRegistry(capability.New(cfg)).Instantiate(ctx, rt); err != nil {
 		t.Fatal(err)
 	}
 	mod, err := rt.Instantiate(ctx, pubGuest())
@@ -166,8 +119,8 @@ func (e *pubEnv) last(t testing.TB, topic string) (cloudevents.Event, uint64) {
 const traceParent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 func pubCtx(grants []string, s *sink) context.Context {
-	return hostfn.WithCall(context.Background(), &hostfn.Call{App: "shop", Function: "fn", InvocationID: "inv1",
-		TraceParent: traceParent, Grants: hostfn.NewGrants(grants), Sink: s})
+	return capability.WithCaller(context.Background(), &capability.Caller{App: "shop", Function: "fn", InvocationID: "inv1",
+		TraceParent: traceParent, Grants: capability.NewGrants(grants), Sink: s})
 }
 
 func TestPublishStoresEvent(t *testing.T) {
@@ -318,66 +271,6 @@ func TestPublishWithoutPublisher(t *testing.T) {
 	}
 }
 
-func TestCheckGrantPublish(t *testing.T) {
-	for _, ok := range []string{"publish:orders", "publish:a-1", "publish:dead-letter"} {
-		if err := hostfn.CheckGrant(ok); err != nil {
-			t.Errorf("%q: %v", ok, err)
-		}
-	}
-	for _, bad := range []string{"publish", "publish:", "publish:Orders", "publish:orders:read", "publish:a_b"} {
-		if err := hostfn.CheckGrant(bad); err == nil {
-			t.Errorf("%q accepted", bad)
-		}
-	}
-}
-
-func TestDecodeEvent(t *testing.T) {
-	tests := []struct {
-		in, source, wantErr string
-	}{
-		{`{"specversion":"1.0","id":"1","type":"t"}`, "/nimbus/a/f", ""},
-		{` {"specversion":"1.0","id":"1","type":"t","source":"/s"}`, "/s", ""},
-		{"\n{ \"specversion\":\"1.0\", \"id\":\"1\", \"type\":\"t\" }", "/nimbus/a/f", ""},
-		{`{"specversion":"1.0","type":"t"}`, "", `"id"`},
-		{`{"specversion":"1.0","id":"1"}`, "", `"type"`},
-		{`{"specversion":"1.0","id":"1","type":"t","source":""}`, "", "source"},
-		{`{"specversion":"1.0","id":"1","type":"t","source":"%zz"}`, "", "source"},
-		{`{}`, "", "specversion"},
-		{`null`, "", "cloudevents"},
-	}
-	for _, tt := range tests {
-		ev, err := hostfn.DecodeEvent([]byte(tt.in), "/nimbus/a/f")
-		switch {
-		case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
-			t.Errorf("%s: err %v, want one naming %s", tt.in, err, tt.wantErr)
-		case tt.wantErr == "" && (err != nil || ev.Source != tt.source || ev.Extensions == nil):
-			t.Errorf("%s: %+v %v, want source %q", tt.in, ev, err, tt.source)
-		}
-	}
-}
-
-// FuzzDecodeEvent: any bytes a guest passes as an event either decode to a
-// valid event with a source, or give an error; never a panic.
-func FuzzDecodeEvent(f *testing.F) {
-	f.Add([]byte(`{"specversion":"1.0","id":"1","type":"t"}`))
-	f.Add([]byte(`{"specversion":"1.0","id":"1","type":"t","source":"/s","data_base64":"AAE="}`))
-	f.Add([]byte(`{"specversion":"1.0","id":"1","source":"","type":"t"}`))
-	f.Add([]byte(`{"id":"1","type":"t","data":{"a":[1,2,{"b":null}]},"x":"y"}`))
-	f.Add([]byte(`{`))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		ev, err := hostfn.DecodeEvent(b, "/nimbus/a/f")
-		if err != nil {
-			return
-		}
-		if verr := ev.Validate(); verr != nil || ev.Source == "" || ev.Extensions == nil {
-			t.Fatalf("%q decoded to %+v (validate: %v)", b, ev, verr)
-		}
-		if _, err := json.Marshal(&ev); err != nil {
-			t.Fatalf("decoded event does not encode: %v", err)
-		}
-	})
-}
-
 // FuzzPublishArgs: whatever pointers and lengths a guest passes to publish,
 // the host returns a status code and never traps. No publisher is
 // configured, so calls with good arguments stop at CodeUnavailable.
@@ -394,9 +287,4 @@ func FuzzPublishArgs(f *testing.F) {
 			t.Fatalf("code %d", code)
 		}
 	})
-}
-
-func Example_defaultSource() {
-	fmt.Println(hostfn.DefaultSource("shop", "checkout"))
-	// Output: /nimbus/shop/checkout
 }

@@ -1,0 +1,134 @@
+package capability
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/nimbus-dev/nimbus/internal/model"
+	"github.com/nimbus-dev/nimbus/internal/state"
+)
+
+// KVStore is what the kv service needs of the buckets; *state.Buckets
+// implements it. Its errors are package state's.
+type KVStore interface {
+	Get(ctx context.Context, app, bucket, key string) ([]byte, uint64, error)
+	Put(ctx context.Context, app, bucket, key string, value []byte, opts state.PutOptions) (uint64, error)
+	Delete(ctx context.Context, app, bucket, key string, ifRevision *uint64) error
+	ListAfter(ctx context.Context, app, bucket, prefix, after string, limit int) ([]string, bool, error)
+}
+
+var _ KVStore = (*state.Buckets)(nil)
+
+// MaxListKeys caps the keys of one List.
+const MaxListKeys = state.MaxListLimit
+
+// KVService reaches the buckets of the caller's app (capability "kv",
+// scoped per bucket: "kv:B" reads and writes bucket B, "kv:B:read" only
+// reads it). A bucket of the same name in another app is another bucket.
+type KVService struct {
+	*guard
+	store KVStore
+}
+
+// begin validates the bucket name, then checks the grant for op, then that
+// there is a store. The name is checked first so that "counts:read" cannot
+// match the grant "kv:counts:read".
+func (s *KVService) begin(call *Caller, op, bucket string, write bool) error {
+	if !model.ValidName(bucket) {
+		return fail(op, ErrBadArgument, fmt.Errorf("%q is not a bucket name", bucket))
+	}
+	if err := s.check(call, op, kvGrant(bucket, write)); err != nil {
+		return err
+	}
+	if s.store == nil {
+		return fail(op, ErrUnavailable, errors.New("no key-value store in this process"))
+	}
+	return nil
+}
+
+// Get returns the value of key and its revision. A missing key is
+// ErrNotFound.
+func (s *KVService) Get(ctx context.Context, call *Caller, bucket, key string) ([]byte, uint64, error) {
+	const op = "kv_get"
+	if err := s.begin(call, op, bucket, false); err != nil {
+		return nil, 0, err
+	}
+	v, rev, err := s.store.Get(ctx, call.App, bucket, key)
+	if err != nil {
+		return nil, 0, s.storeError(call, op, bucket, err)
+	}
+	return v, rev, nil
+}
+
+// Put writes value under key and returns the new revision; it is durable
+// when Put returns. opts.IfRevision makes it a compare-and-swap, which
+// fails with a *RevisionMismatchError. Put is done with value when it
+// returns.
+func (s *KVService) Put(ctx context.Context, call *Caller, bucket, key string, value []byte, opts state.PutOptions) (uint64, error) {
+	const op = "kv_put"
+	if err := s.begin(call, op, bucket, true); err != nil {
+		return 0, err
+	}
+	rev, err := s.store.Put(ctx, call.App, bucket, key, value, opts)
+	if err != nil {
+		return 0, s.storeError(call, op, bucket, err)
+	}
+	return rev, nil
+}
+
+// Delete removes key; deleting a missing key succeeds. A non-nil
+// ifRevision makes it a compare-and-swap (0: only if there is no key).
+func (s *KVService) Delete(ctx context.Context, call *Caller, bucket, key string, ifRevision *uint64) error {
+	const op = "kv_delete"
+	if err := s.begin(call, op, bucket, true); err != nil {
+		return err
+	}
+	if err := s.store.Delete(ctx, call.App, bucket, key, ifRevision); err != nil {
+		return s.storeError(call, op, bucket, err)
+	}
+	return nil
+}
+
+// List returns, sorted, the keys starting with prefix that sort after the
+// key after ("" for the first page), at most limit of them (0 or above
+// MaxListKeys: MaxListKeys), and whether more follow.
+func (s *KVService) List(ctx context.Context, call *Caller, bucket, prefix, after string, limit int) ([]string, bool, error) {
+	const op = "kv_list"
+	if limit < 0 {
+		return nil, false, fail(op, ErrBadArgument, fmt.Errorf("negative limit %d", limit))
+	}
+	if limit == 0 || limit > MaxListKeys {
+		limit = MaxListKeys
+	}
+	if err := s.begin(call, op, bucket, false); err != nil {
+		return nil, false, err
+	}
+	keys, more, err := s.store.ListAfter(ctx, call.App, bucket, prefix, after, limit)
+	if err != nil {
+		return nil, false, s.storeError(call, op, bucket, err)
+	}
+	return keys, more, nil
+}
+
+// storeError classifies a store error; what the caller cannot act on is
+// logged and becomes ErrUnavailable.
+func (s *KVService) storeError(call *Caller, op, bucket string, err error) error {
+	var mm *state.RevisionMismatchError
+	switch {
+	case errors.As(err, &mm):
+		return &RevisionMismatchError{Current: mm.Current, Err: err}
+	case errors.Is(err, state.ErrKeyNotFound):
+		return fail(op, ErrNotFound, err)
+	case errors.Is(err, state.ErrBucketNotFound):
+		return fail(op, ErrNoBucket, err)
+	case errors.Is(err, state.ErrInvalidKey), errors.Is(err, state.ErrInvalidName), errors.Is(err, state.ErrInvalidTTL):
+		return fail(op, ErrBadArgument, err)
+	case errors.Is(err, state.ErrValueTooLarge):
+		return fail(op, ErrTooLarge, err)
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return fail(op, ErrUnavailable, err)
+	}
+	s.failed(call, "kv host function failed", op, err, "bucket", bucket)
+	return fail(op, ErrUnavailable, err)
+}

@@ -1,0 +1,88 @@
+package capability
+
+import (
+	"log/slog"
+)
+
+// Config configures New. The zero value is usable: log works, kv and
+// publish answer ErrUnavailable once the grant is checked.
+type Config struct {
+	// Logger receives denials and backend failures, with keys app,
+	// function, invocation, capability and host_function. Optional:
+	// default discards.
+	Logger *slog.Logger
+	// KV holds the apps' buckets (in the server, a *state.Buckets).
+	// Optional: nil makes every kv call fail with ErrUnavailable.
+	KV KVStore
+	// Publisher appends events to the apps' topics (in the server, the
+	// *server.Server). Optional: nil makes every publish fail with
+	// ErrUnavailable.
+	Publisher Publisher
+	// MaxLogBytes caps one log message; longer ones are truncated.
+	// Optional: default DefaultMaxLogBytes.
+	MaxLogBytes int
+}
+
+// Services are the capability services of a node. They are immutable and
+// safe for concurrent use; one set serves every runtime.
+type Services struct {
+	Log     *LogService
+	KV      *KVService
+	Publish *PublishService
+}
+
+// New returns the services configured by cfg.
+func New(cfg Config) *Services {
+	g := &guard{logger: cfg.Logger}
+	if g.logger == nil {
+		g.logger = slog.New(slog.DiscardHandler)
+	}
+	maxLog := cfg.MaxLogBytes
+	if maxLog <= 0 {
+		maxLog = DefaultMaxLogBytes
+	}
+	return &Services{
+		Log:     &LogService{guard: g, maxBytes: maxLog},
+		KV:      &KVService{guard: g, store: cfg.KV},
+		Publish: &PublishService{guard: g, pub: cfg.Publisher},
+	}
+}
+
+// guard is where every service checks grants.
+type guard struct {
+	logger *slog.Logger
+}
+
+// check is the one place a grant is checked: it returns nil when call may
+// do op, which needs need, and a *DeniedError otherwise. The first denial
+// of each grant in an invocation writes one warning to the invocation's log
+// naming the grant to add, and one slog warning; later ones are silent, so
+// a function retrying in a loop does not flood either log.
+func (g *guard) check(call *Caller, op string, need Grant) error {
+	if call == nil {
+		g.logger.Warn("host function called outside an invocation", "host_function", op, "capability", need.String())
+		return &DeniedError{Op: op, Need: need}
+	}
+	if call.Grants.Allows(need) {
+		return nil
+	}
+	err := &DeniedError{Op: op, Function: call.Function, Need: need}
+	if need.Access == AccessReadWrite {
+		ro := need
+		ro.Access = AccessRead
+		err.ReadOnly = call.Grants.Allows(ro)
+	}
+	if call.first(need.String()) {
+		call.log("warn", err.Error())
+		g.logger.Warn("host function denied", "app", call.App, "function", call.Function, "capability", need.String(),
+			"host_function", op, "invocation", call.InvocationID)
+	}
+	return err
+}
+
+// failed logs a backend failure the caller cannot act on; the service
+// returns ErrUnavailable for it.
+func (g *guard) failed(call *Caller, msg, op string, err error, attrs ...any) {
+	args := append([]any{"app", call.App, "function", call.Function, "invocation", call.InvocationID, "host_function", op}, attrs...)
+	g.logger.Warn(msg, append(args, "err", err)...)
+}
