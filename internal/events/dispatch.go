@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nimbus-dev/nimbus/internal/events/cloudevents"
+	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 )
 
@@ -199,6 +200,12 @@ type DispatcherOptions struct {
 	// InvocationTTL is how long async invocation records are kept.
 	// Optional: default 24h.
 	InvocationTTL time.Duration
+	// AsyncMaxAttempts and AsyncBackoff are the retry policy of async
+	// invocations (the async trigger's MaxAttempts and Backoff); a
+	// function's async policy overrides them per invocation. Optional:
+	// default 5 attempts, 1s first backoff (TriggerSpec's defaults).
+	AsyncMaxAttempts int
+	AsyncBackoff     time.Duration
 }
 
 // DispatcherStats are cumulative counters of a Dispatcher.
@@ -295,6 +302,16 @@ type Dispatcher struct {
 	loops     map[string]*trigger // consumer name -> running loop
 	closed    bool
 
+	// The dispatcher as a component (see component.go): the revision of
+	// each app provisioned here, and whether the app's async trigger
+	// consumes. provMu serializes Provision, Retire and EnsureAsync (it is
+	// taken before syncMu); appsMu guards revs and async, which are written
+	// holding both, so either one is enough to read them.
+	provMu sync.Mutex
+	appsMu sync.RWMutex
+	revs   map[string]*model.Revision
+	async  map[string]bool
+
 	nDelivered, failed, dead, filtered, dups, malformed atomic.Uint64
 }
 
@@ -327,6 +344,8 @@ func NewDispatcher(js jetstream.JetStream, log *Log, inv Invoker, opts Dispatche
 		js: js, log: log, inv: inv, opts: opts,
 		logger: opts.Logger.With("component", "events.dispatch"),
 		loops:  map[string]*trigger{},
+		revs:   map[string]*model.Revision{},
+		async:  map[string]bool{},
 	}
 }
 

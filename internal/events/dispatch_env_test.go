@@ -94,7 +94,7 @@ func (e *env) open(wrap func(events.Invoker) events.Invoker) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.sched = scheduler.New(e.rt, st, scheduler.Options{Logger: quietLogger()})
+	e.sched = scheduler.New(runtime.Set{model.RuntimeWasm: e.rt}, st, scheduler.Options{Logger: quietLogger()})
 	var fns []model.Function
 	for _, name := range e.fns {
 		fns = append(fns, model.Function{
@@ -134,7 +134,7 @@ func (e *env) close() {
 	if err := e.disp.Close(ctx); err != nil {
 		e.t.Error(err)
 	}
-	e.sched.Close()
+	e.sched.Close(ctx)
 	e.rt.Close(ctx)
 	e.log.Close(ctx)
 	e.st.Close()

@@ -7,5 +7,11 @@
 // table is immutable and swapped atomically when a revision is activated, so
 // requests never see a half-built table and the hot path takes no lock.
 //
+// The gateway is a component of the server (component.go): it keeps the
+// revision of each app whose routes it serves and rebuilds the whole table
+// from them. Validate checks a revision's routes against that table and the
+// gateway's built-in routes (CloudEvents ingress at EventsPattern), so a
+// deploy that would break the table is refused before it is recorded.
+//
 // Flow: client -> gateway -> scheduler -> runtime.
 package gateway

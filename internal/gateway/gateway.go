@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/nimbus-dev/nimbus/internal/apierror"
@@ -39,6 +40,9 @@ type Gateway struct {
 	table  atomic.Pointer[http.ServeMux]
 	events atomic.Pointer[EventSink]
 	async  atomic.Pointer[AsyncSink]
+
+	mu   sync.Mutex                 // serializes changes of revs and the table built from them
+	revs map[string]*model.Revision // app -> revision whose routes are served
 }
 
 // New creates a gateway with no routes.
@@ -46,7 +50,7 @@ func New(inv Invoker, logger *slog.Logger) *Gateway {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	g := &Gateway{inv: inv, logger: logger}
+	g := &Gateway{inv: inv, logger: logger, revs: map[string]*model.Revision{}}
 	g.table.Store(g.newMux())
 	return g
 }
@@ -64,15 +68,14 @@ func (g *Gateway) newMux() *http.ServeMux {
 	return mux
 }
 
-// SetRoutes replaces the routing table with the routes of the given active
-// revisions. On a conflict it keeps the old table and returns an error.
-func (g *Gateway) SetRoutes(revs []*model.Revision) (err error) {
-	mux := g.newMux()
+// buildTable is the routing table serving the given revisions and the
+// built-in routes. ServeMux panics on a conflicting or invalid pattern;
+// Validate refuses those first, this is the last line.
+func (g *Gateway) buildTable(revs map[string]*model.Revision) (mux *http.ServeMux, err error) {
+	mux = g.newMux()
 	defer func() {
-		// ServeMux panics on a conflicting or invalid pattern. Deploy
-		// validation rejects those first; this is the last line.
 		if r := recover(); r != nil {
-			err = fmt.Errorf("routing table: %v", r)
+			mux, err = nil, fmt.Errorf("%w: routing table: %v", model.ErrConflict, r)
 		}
 	}()
 	for _, rev := range revs {
@@ -86,8 +89,7 @@ func (g *Gateway) SetRoutes(revs []*model.Revision) (err error) {
 			}
 		}
 	}
-	g.table.Store(mux)
-	return nil
+	return mux, nil
 }
 
 // ServeHTTP dispatches to the current routing table.

@@ -16,13 +16,14 @@ import (
 // FileNames are the names Load looks for in a directory, in order.
 var FileNames = []string{"nimbus.yaml", "nimbus.yml"}
 
-// Runtimes.
+// Runtimes. The list of runtimes a function may name is the model's
+// (model.Runtimes), so the manifest and the server cannot disagree.
 const (
 	// RuntimeWasm runs WebAssembly (WASI preview 1) modules on wazero.
-	RuntimeWasm = "wasm"
+	RuntimeWasm = model.RuntimeWasm
 	// RuntimeProcess is reserved for executables run as workers; it is not
 	// available yet.
-	RuntimeProcess = "process"
+	RuntimeProcess = model.RuntimeProcess
 )
 
 // Defaults and limits of function settings: the model's (model.Plan

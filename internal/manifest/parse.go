@@ -11,8 +11,9 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/nimbus-dev/nimbus/internal/model"
 	"gopkg.in/yaml.v3"
+
+	"github.com/nimbus-dev/nimbus/internal/model"
 )
 
 // The fields each level of the manifest accepts, in documentation order. The
@@ -283,12 +284,8 @@ func (p *parser) function(key, n *yaml.Node) *Function {
 
 	if kv, ok := fields.get("runtime"); ok {
 		if s, ok := p.str(kv.value, path+".runtime"); ok {
-			switch s {
-			case RuntimeWasm:
-			case RuntimeProcess:
-				p.errorf(kv.value, path+".runtime", "runtime %q is not available yet: only %q is", s, RuntimeWasm)
-			default:
-				p.errorf(kv.value, path+".runtime", "unknown runtime %q: only %q is available", s, RuntimeWasm)
+			if err := model.CheckRuntime(s); err != nil {
+				p.errorf(kv.value, path+".runtime", "%v", err)
 			}
 			f.Runtime = s
 		}

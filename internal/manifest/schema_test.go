@@ -112,8 +112,8 @@ func TestSchemaFields(t *testing.T) {
 			t.Errorf("schema capability pattern %s does not mention kind %s", capPattern, kind)
 		}
 	}
-	if got := enum(fp["runtime"].(map[string]any)); !reflect.DeepEqual(got, []string{RuntimeWasm}) {
-		t.Errorf("schema runtimes %v, want [wasm]", got)
+	if got := enum(fp["runtime"].(map[string]any)); !reflect.DeepEqual(got, sorted(model.Runtimes())) {
+		t.Errorf("schema runtimes %v, model %v", got, model.Runtimes())
 	}
 	if got := enum(routeObj["properties"].(map[string]any)["method"].(map[string]any)); !reflect.DeepEqual(got, sorted(HTTPMethods)) {
 		t.Errorf("schema methods %v, parser %v", got, HTTPMethods)

@@ -137,3 +137,21 @@ func TestOneNameRule(t *testing.T) {
 		}
 	}
 }
+
+func TestRuntimeNamesAreOneList(t *testing.T) {
+	for _, name := range Runtimes() {
+		if err := CheckRuntime(name); err != nil {
+			t.Errorf("CheckRuntime(%q) = %v", name, err)
+		}
+	}
+	// process is reserved until a node runs it: an API deploy naming it is
+	// refused before anything loads it as something else.
+	fn := baseFunction()
+	fn.Runtime = RuntimeProcess
+	if _, err := Plan("app", []Function{fn}); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "not available yet") {
+		t.Fatalf("Plan with runtime process: %v", err)
+	}
+	if err := CheckRuntime("bogus"); err == nil || !strings.Contains(err.Error(), `"wasm"`) {
+		t.Fatalf("CheckRuntime(bogus) = %v, want a message naming wasm", err)
+	}
+}

@@ -8,9 +8,6 @@ import (
 	"strings"
 )
 
-// Runtimes a function may name.
-var knownRuntimes = []string{"wasm", "process"}
-
 const (
 	maxPathLen  = 1024
 	maxFuncs    = 1000
@@ -68,8 +65,8 @@ func canonical(f Function) (Function, error) {
 	bad := func(format string, args ...any) (Function, error) {
 		return Function{}, fmt.Errorf("%w: function %s: %s", ErrInvalid, f.Name, fmt.Sprintf(format, args...))
 	}
-	if !slices.Contains(knownRuntimes, f.Runtime) {
-		return bad("runtime %q: use one of %s", f.Runtime, strings.Join(knownRuntimes, ", "))
+	if err := CheckRuntime(f.Runtime); err != nil {
+		return bad("%v", err)
 	}
 	if len(f.Module) != 64 || !IsHex(f.Module) {
 		return bad("module %q is not a sha256 hex digest", f.Module)

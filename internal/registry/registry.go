@@ -215,6 +215,21 @@ func backoff(ctx context.Context, attempt int) error {
 // active before the current one. Rolling back to the active revision is a
 // no-op.
 func (r *Registry) Rollback(ctx context.Context, app, toRevision string) (*model.Revision, error) {
+	target, err := r.RollbackTarget(ctx, app, toRevision)
+	if err != nil {
+		return nil, err
+	}
+	// A deploy racing with this rollback may land first; the rollback then
+	// still activates target (last writer wins, both are in the history).
+	if _, err := r.activate(ctx, app, target.ID, "rollback", true); err != nil {
+		return nil, fmt.Errorf("rollback %s: %w", app, err)
+	}
+	return target, nil
+}
+
+// RollbackTarget is the revision Rollback(ctx, app, toRevision) would
+// activate, without activating it, so a caller can check it first.
+func (r *Registry) RollbackTarget(ctx context.Context, app, toRevision string) (*model.Revision, error) {
 	if err := model.CheckName("app", app); err != nil {
 		return nil, fmt.Errorf("rollback %s: %w", app, err)
 	}
@@ -233,11 +248,6 @@ func (r *Registry) Rollback(ctx context.Context, app, toRevision string) (*model
 		target, err = r.Revision(ctx, app, toRevision)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("rollback %s: %w", app, err)
-	}
-	// A deploy racing with this rollback may land first; the rollback then
-	// still activates target (last writer wins, both are in the history).
-	if _, err := r.activate(ctx, app, target.ID, "rollback", true); err != nil {
 		return nil, fmt.Errorf("rollback %s: %w", app, err)
 	}
 	return target, nil

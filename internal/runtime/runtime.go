@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"time"
 )
 
@@ -20,6 +22,25 @@ type Runtime interface {
 	Close(ctx context.Context) error
 }
 
+// Set is the runtimes a node runs, keyed by the name functions give in
+// model.Function.Runtime ("wasm"). The scheduler loads each function with
+// the runtime its Runtime names.
+type Set map[string]Runtime
+
+// Names are the names of the runtimes in the set, sorted.
+func (s Set) Names() []string { return slices.Sorted(maps.Keys(s)) }
+
+// Close closes every runtime of the set.
+func (s Set) Close(ctx context.Context) error {
+	var errs []error
+	for _, name := range s.Names() {
+		if err := s[name].Close(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("runtime %s: %w", name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // Module is a loaded (compiled) function revision.
 type Module interface {
 	// Contract reports how the guest talks to the host.
@@ -27,14 +48,19 @@ type Module interface {
 	// Reusable reports whether an instance may serve more than one request in
 	// turn. WAGI instances are single use; SDK reactor instances are reusable.
 	Reusable() bool
+	// MaxConcurrency is how many requests one instance may serve at once
+	// (at least 1). A wasm instance is single-threaded: 1. The scheduler
+	// sends an instance at most min(this, the function's concurrency).
+	MaxConcurrency() int
 	// NewInstance creates a fresh instance (a cold start).
 	NewInstance(ctx context.Context) (Instance, error)
 	// Close releases the compiled code.
 	Close(ctx context.Context) error
 }
 
-// Instance is one sandboxed copy of a guest. It is not safe for concurrent
-// use: callers serve one request at a time on it.
+// Instance is one sandboxed copy of a guest. Handle may be called
+// concurrently by at most its Module's MaxConcurrency callers (for wasm:
+// one request at a time).
 type Instance interface {
 	// Handle serves one request. After Handle returns a non-nil error the
 	// instance must be closed and not reused (its state is unknown).
@@ -60,6 +86,9 @@ const (
 type Spec struct {
 	App      string
 	Function string
+	// Runtime is the name of the runtime the function asked for
+	// (model.Function.Runtime), the one that loads this spec.
+	Runtime string
 	// Revision is the function revision id (content address).
 	Revision string
 	// Artifact is the module bytes (wasm) or executable (process).

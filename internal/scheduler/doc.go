@@ -1,13 +1,21 @@
 // Package scheduler decides which instance serves an invocation.
 //
 // It keeps, per active function revision, a pool of instances of the loaded
-// module. An invocation takes an idle instance (warm) or creates one (cold)
-// if the function is below max_instances, otherwise it waits, bounded by the
-// function's timeout. An instance serves one request at a time: it is either
-// idle in the pool or held by exactly one invocation, never both, and never
-// two. An instance whose request failed is closed, not reused, because the
-// guest's state is unknown. Instances idle for longer than the idle timeout
-// are closed, so a function scales to zero.
+// module, loaded by the runtime the function names (model.Function.Runtime,
+// one of the node's runtime.Set; a function whose runtime the node does not
+// run is refused with ErrNoRuntime before activation). An invocation takes
+// a free slot of a busy instance, an idle instance (warm), or creates one
+// (cold) if the function is below max_instances, otherwise it waits,
+// bounded by the function's timeout. An instance serves at most
+// min(the function's concurrency, its module's MaxConcurrency) requests at
+// once; for wasm that is one: an instance is either idle in the pool or
+// held by exactly one invocation, never both, and never two. An instance
+// whose request failed takes no new request and is closed once its last
+// one returns, because the guest's state is unknown. Instances idle for
+// longer than the idle timeout are closed, so a function scales to zero.
+//
+// The Scheduler is a component of the server (Validate loads the modules,
+// Provision activates, Retire deactivates).
 //
 // Both doors into a function, the gateway's HTTP routes and the API's
 // invoke, come through Scheduler.Invoke, which is where an invocation gets

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -22,10 +23,20 @@ var errPoolClosed = errors.New("function revision retired")
 
 // pool holds the instances of one function revision.
 //
-// Invariant: live instances (busy + len(idle)) <= cap(tokens). An invocation
-// holds a token for as long as it holds an instance; it creates an instance
-// only while holding a token and finding no idle one, so live instances never
-// exceed the number of tokens.
+// One instance serves up to slots requests at once: the function's
+// concurrency capped by what the module allows (runtime.Module
+// MaxConcurrency; 1 for wasm), and 1 for single-use instances. An
+// invocation holds a token for as long as it holds a slot, so at most
+// max*slots requests are in flight.
+//
+// Invariants (p.mu): live instances (busy + len(idle)) <= max, because an
+// instance is created only while fewer are live; inst.inflight <= slots,
+// because a slot is taken only from an instance in open or idle, and an
+// instance leaves open when it is full. An invocation holding a token
+// always finds a slot in the end: with max*slots tokens, if every live
+// instance were full and no more could start, it could not hold one; so
+// it either takes a slot, starts an instance, or waits for a start or a
+// release to wake it.
 type pool struct {
 	app     string
 	fn      model.Function
@@ -39,17 +50,24 @@ type pool struct {
 	flowKey  throttle.KeySource
 	priority int
 
-	tokens chan struct{}
+	max    int           // max instances (the function's max_instances)
+	slots  int           // requests one instance serves at once, >= 1
+	tokens chan struct{} // one per request in flight; cap max*slots
 
 	mu     sync.Mutex
-	idle   []idleInstance // LIFO: the most recently used instance is warmest
-	busy   int
+	idle   []*instance   // serving nothing; LIFO: the most recently used instance is warmest
+	open   []*instance   // serving, with a free slot (only when slots > 1)
+	busy   int           // instances serving or starting
+	wake   chan struct{} // closed when a slot may have freed; nil while no one waits
 	closed bool
 }
 
-type idleInstance struct {
-	inst  runtime.Instance
-	since time.Time
+// instance is a live instance and its accounting; p.mu guards the fields.
+type instance struct {
+	runtime.Instance
+	inflight int       // requests it serves now
+	since    time.Time // when it last became idle
+	broken   bool      // a request failed on it: it takes no more and closes when the last returns
 }
 
 func newPool(app string, fn model.Function, mod runtime.Module, m *telemetry.FunctionMetrics, now func() time.Time) (*pool, error) {
@@ -57,8 +75,12 @@ func newPool(app string, fn model.Function, mod runtime.Module, m *telemetry.Fun
 	if n <= 0 {
 		n = 1
 	}
-	p := &pool{app: app, fn: fn, mod: mod, metrics: m, now: now, tokens: make(chan struct{}, n),
-		priority: throttle.PriorityOf(fn.Flow)}
+	slots := max(1, min(fn.Concurrency, mod.MaxConcurrency()))
+	if !mod.Reusable() {
+		slots = 1 // a single-use instance serves one request in its life
+	}
+	p := &pool{app: app, fn: fn, mod: mod, metrics: m, now: now, max: n, slots: slots,
+		tokens: make(chan struct{}, n*slots), priority: throttle.PriorityOf(fn.Flow)}
 	if policy := throttle.PolicyOf(fn.Flow); !policy.IsZero() {
 		lim, err := throttle.NewLimiter(policy, nil)
 		if err != nil {
@@ -76,65 +98,152 @@ func newPool(app string, fn model.Function, mod runtime.Module, m *telemetry.Fun
 	return p, nil
 }
 
-// acquire returns an instance for exclusive use, and whether it was created
-// for this call (a cold start).
-func (p *pool) acquire(ctx context.Context) (runtime.Instance, bool, error) {
+// acquire returns an instance with a slot taken for the caller, and
+// whether it was created for this call (a cold start).
+func (p *pool) acquire(ctx context.Context) (*instance, bool, error) {
 	select {
 	case p.tokens <- struct{}{}:
 	default:
 		select {
 		case p.tokens <- struct{}{}:
 		case <-ctx.Done():
-			return nil, false, fmt.Errorf("%w: max_instances %d of %s/%s all busy: %w", ErrBusy, cap(p.tokens), p.app, p.fn.Name, context.Cause(ctx))
+			return nil, false, p.busyError(ctx)
 		}
 	}
 	p.mu.Lock()
-	if p.closed {
+	for {
+		if p.closed {
+			p.mu.Unlock()
+			<-p.tokens
+			return nil, false, errPoolClosed
+		}
+		if n := len(p.open); n > 0 {
+			inst := p.open[n-1]
+			inst.inflight++
+			if inst.inflight == p.slots {
+				p.open[n-1] = nil
+				p.open = p.open[:n-1]
+			}
+			p.mu.Unlock()
+			return inst, false, nil
+		}
+		if n := len(p.idle); n > 0 {
+			inst := p.idle[n-1]
+			p.idle[n-1] = nil
+			p.idle = p.idle[:n-1]
+			inst.inflight = 1
+			if p.slots > 1 {
+				p.open = append(p.open, inst)
+			}
+			p.busy++
+			p.gauge()
+			p.mu.Unlock()
+			return inst, false, nil
+		}
+		if p.busy+len(p.idle) < p.max {
+			break
+		}
+		// Every instance is full or starting (only possible with slots >
+		// 1): one of them frees a slot for us.
+		wake := p.wait()
 		p.mu.Unlock()
-		<-p.tokens
-		return nil, false, errPoolClosed
-	}
-	if n := len(p.idle); n > 0 {
-		inst := p.idle[n-1].inst
-		p.idle[n-1] = idleInstance{}
-		p.idle = p.idle[:n-1]
-		p.busy++
-		p.gauge()
-		p.mu.Unlock()
-		return inst, false, nil
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			<-p.tokens
+			return nil, false, p.busyError(ctx)
+		}
+		p.mu.Lock()
 	}
 	p.busy++
 	p.gauge()
 	p.mu.Unlock()
 
 	start := time.Now()
-	inst, err := p.mod.NewInstance(ctx)
+	ri, err := p.mod.NewInstance(ctx)
 	if err != nil {
 		p.mu.Lock()
 		p.busy--
+		p.notify()
 		p.gauge()
 		p.mu.Unlock()
 		<-p.tokens
 		return nil, false, fmt.Errorf("start instance of %s/%s: %w", p.app, p.fn.Name, err)
 	}
 	p.metrics.ColdStart(time.Since(start))
+	inst := &instance{Instance: ri, inflight: 1}
+	if p.slots > 1 {
+		p.mu.Lock()
+		if !p.closed {
+			p.open = append(p.open, inst)
+			p.notify()
+		}
+		p.mu.Unlock()
+	}
 	return inst, true, nil
 }
 
-// release gives an instance back. A broken instance, or one of a module
-// whose instances are single use, is closed instead of kept.
-func (p *pool) release(inst runtime.Instance, broken bool) {
-	p.mu.Lock()
-	p.busy--
-	keep := !broken && !p.closed && p.mod.Reusable()
-	if keep {
-		p.idle = append(p.idle, idleInstance{inst: inst, since: p.now()})
+func (p *pool) busyError(ctx context.Context) error {
+	if p.slots > 1 {
+		return fmt.Errorf("%w: max_instances %d (each serving %d at once) of %s/%s all busy: %w", ErrBusy, p.max, p.slots, p.app, p.fn.Name, context.Cause(ctx))
 	}
+	return fmt.Errorf("%w: max_instances %d of %s/%s all busy: %w", ErrBusy, p.max, p.app, p.fn.Name, context.Cause(ctx))
+}
+
+// wait returns the channel the next notify closes; p.mu is held.
+func (p *pool) wait() <-chan struct{} {
+	if p.wake == nil {
+		p.wake = make(chan struct{})
+	}
+	return p.wake
+}
+
+// notify wakes the invocations waiting for a slot; p.mu is held.
+func (p *pool) notify() {
+	if p.wake != nil {
+		close(p.wake)
+		p.wake = nil
+	}
+}
+
+// release gives a slot back. A broken instance, or one of a module whose
+// instances are single use, is closed once its last request returns
+// instead of kept.
+func (p *pool) release(inst *instance, broken bool) {
+	p.mu.Lock()
+	full := inst.inflight == p.slots
+	inst.inflight--
+	if broken && !inst.broken {
+		inst.broken = true
+		p.unopen(inst)
+	}
+	closeIt := false
+	switch {
+	case inst.inflight == 0:
+		p.busy--
+		p.unopen(inst)
+		if inst.broken || p.closed || !p.mod.Reusable() {
+			closeIt = true
+		} else {
+			inst.since = p.now()
+			p.idle = append(p.idle, inst)
+		}
+	case full && !inst.broken && !p.closed:
+		p.open = append(p.open, inst)
+	}
+	p.notify()
 	p.gauge()
 	p.mu.Unlock()
 	<-p.tokens
-	if !keep {
+	if closeIt {
 		inst.Close(context.Background())
+	}
+}
+
+// unopen removes inst from p.open if it is there; p.mu is held.
+func (p *pool) unopen(inst *instance) {
+	if i := slices.Index(p.open, inst); i >= 0 {
+		p.open = slices.Delete(p.open, i, i+1)
 	}
 }
 
@@ -146,11 +255,8 @@ func (p *pool) reap(cutoff time.Time) int {
 	for n < len(p.idle) && p.idle[n].since.Before(cutoff) {
 		n++
 	}
-	victims := make([]runtime.Instance, n)
-	for i := 0; i < n; i++ {
-		victims[i] = p.idle[i].inst
-	}
-	p.idle = append(p.idle[:0], p.idle[n:]...)
+	victims := slices.Clone(p.idle[:n])
+	p.idle = slices.Delete(p.idle, 0, n)
 	p.gauge()
 	p.mu.Unlock()
 	for _, inst := range victims {
@@ -172,11 +278,12 @@ func (p *pool) close(wg *sync.WaitGroup) {
 		p.limiter.Close() // waiters get throttle.ErrClosed and move to the new revision
 	}
 	idle := p.idle
-	p.idle = nil
+	p.idle, p.open = nil, nil
+	p.notify() // waiters see closed and move to the new revision
 	p.gauge()
 	p.mu.Unlock()
-	for _, it := range idle {
-		it.inst.Close(context.Background())
+	for _, inst := range idle {
+		inst.Close(context.Background())
 	}
 	// In-flight requests hold tokens; take them all to wait for them, then
 	// close the module. Done in the background so retiring never blocks a

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -17,6 +18,10 @@ import (
 
 // ErrNotFound means no active function has that app and name.
 var ErrNotFound = errors.New("function not found")
+
+// ErrNoRuntime means a function names a runtime this node does not run
+// (model.Function.Runtime is not in the scheduler's runtime.Set).
+var ErrNoRuntime = errors.New("runtime not available on this node")
 
 // ArtifactSource gives the bytes of an artifact by sha256.
 type ArtifactSource interface {
@@ -44,7 +49,7 @@ type Options struct {
 
 // Scheduler routes invocations to instance pools of the active revisions.
 type Scheduler struct {
-	rt   runtime.Runtime
+	rts  runtime.Set
 	arts ArtifactSource
 	opts Options
 	wg   sync.WaitGroup // retiring pools
@@ -54,8 +59,9 @@ type Scheduler struct {
 	pools map[string]*pool            // app/function-revision -> pool, active or prepared
 }
 
-// New creates a scheduler over a runtime.
-func New(rt runtime.Runtime, arts ArtifactSource, opts Options) *Scheduler {
+// New creates a scheduler over a set of runtimes: each function is loaded
+// by the runtime its Runtime names.
+func New(rts runtime.Set, arts ArtifactSource, opts Options) *Scheduler {
 	if opts.IdleTimeout <= 0 {
 		opts.IdleTimeout = 5 * time.Minute
 	}
@@ -69,7 +75,7 @@ func New(rt runtime.Runtime, arts ArtifactSource, opts Options) *Scheduler {
 		opts.Metrics = telemetry.NewMetrics()
 	}
 	return &Scheduler{
-		rt: rt, arts: arts, opts: opts,
+		rts: rts, arts: arts, opts: opts,
 		apps:  map[string]map[string]*pool{},
 		pools: map[string]*pool{},
 	}
@@ -78,9 +84,10 @@ func New(rt runtime.Runtime, arts ArtifactSource, opts Options) *Scheduler {
 func poolKey(app string, fn model.Function) string { return app + "/" + fn.Revision }
 
 // Prepare loads (compiles and validates) every function of an app revision
-// without routing traffic to it. A module that cannot run fails here, with
-// an error naming the function, so a deploy is rejected before activation.
-// Functions must carry their Revision.
+// without routing traffic to it. A module that cannot run, or whose runtime
+// this node does not run (ErrNoRuntime), fails here, with an error naming
+// the function, so a deploy is rejected before activation. Functions must
+// carry their Revision.
 func (s *Scheduler) Prepare(ctx context.Context, app string, fns []model.Function) error {
 	var errs []error
 	for _, fn := range fns {
@@ -99,11 +106,15 @@ func (s *Scheduler) prepare(ctx context.Context, app string, fn model.Function) 
 	if p != nil {
 		return p, nil
 	}
+	rt, ok := s.rts[fn.Runtime]
+	if !ok {
+		return nil, fmt.Errorf("function %s: %w: runtime %q; this node runs %s", fn.Name, ErrNoRuntime, fn.Runtime, strings.Join(s.rts.Names(), ", "))
+	}
 	art, err := s.arts.GetArtifact(ctx, fn.Module)
 	if err != nil {
 		return nil, fmt.Errorf("function %s: artifact %s: %w", fn.Name, fn.Module, err)
 	}
-	mod, err := s.rt.Load(ctx, SpecOf(app, fn, art))
+	mod, err := rt.Load(ctx, SpecOf(app, fn, art))
 	if err != nil {
 		return nil, fmt.Errorf("function %s: %w", fn.Name, err)
 	}
@@ -127,6 +138,7 @@ func (s *Scheduler) prepare(ctx context.Context, app string, fn model.Function) 
 func SpecOf(app string, fn model.Function, artifact []byte) runtime.Spec {
 	return runtime.Spec{
 		App: app, Function: fn.Name, Revision: fn.Revision,
+		Runtime:      fn.Runtime,
 		Artifact:     artifact,
 		Env:          fn.Env,
 		Capabilities: fn.Capabilities,
@@ -380,8 +392,9 @@ func (s *Scheduler) Run(ctx context.Context) {
 	}
 }
 
-// Close retires every pool and waits for in-flight requests to finish.
-func (s *Scheduler) Close() {
+// Close retires every pool and waits for in-flight requests to finish,
+// bounded by ctx. The runtimes are the caller's to close, after.
+func (s *Scheduler) Close(ctx context.Context) error {
 	s.mu.Lock()
 	pools := s.pools
 	s.pools = map[string]*pool{}
@@ -390,7 +403,14 @@ func (s *Scheduler) Close() {
 	for _, p := range pools {
 		p.close(&s.wg)
 	}
-	s.wg.Wait()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("close scheduler: in-flight requests: %w", ctx.Err())
+	}
 }
 
 func short(id string) string {

@@ -67,8 +67,8 @@ func setup(t *testing.T, maxInstances int) (*Scheduler, *clock, model.Function) 
 	sha := arts.add(guesttest.MustBuild(t, "../runtime/wasm/testdata/sdkguest", guesttest.Reactor))
 	clk := &clock{}
 	clk.ns.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
-	s := New(rt, arts, Options{IdleTimeout: time.Minute, Now: clk.now, Logger: slog.New(slog.DiscardHandler)})
-	t.Cleanup(func() { s.Close(); rt.Close(ctx) })
+	s := New(runtime.Set{model.RuntimeWasm: rt}, arts, Options{IdleTimeout: time.Minute, Now: clk.now, Logger: slog.New(slog.DiscardHandler)})
+	t.Cleanup(func() { s.Close(ctx); rt.Close(ctx) })
 	fn := model.Function{
 		Name: "g", Runtime: "wasm", Module: sha, MemoryBytes: 64 << 20, TimeoutMS: 30_000,
 		Concurrency: 1, MaxInstances: maxInstances, MaxRequestBytes: 1 << 20, MaxResponseBytes: 1 << 20,

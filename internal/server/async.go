@@ -14,55 +14,6 @@ import (
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 )
 
-// triggersOf is what the dispatcher delivers for rev's app: its topic and
-// cron triggers, and its async trigger once the app took an async
-// invocation. s.deployMu is held.
-func (s *Server) triggersOf(rev *model.Revision) []events.TriggerSpec {
-	out := topicTriggers(rev)
-	if rev != nil && s.asyncApps[rev.App] {
-		out = append(out, s.asyncTrigger(rev.App))
-	}
-	return out
-}
-
-// asyncTrigger is app's async trigger with the node's retry defaults.
-func (s *Server) asyncTrigger(app string) events.TriggerSpec {
-	t := events.AsyncTrigger(app)
-	t.MaxAttempts, t.Backoff = s.cfg.AsyncMaxAttempts, s.cfg.AsyncBackoff
-	return t
-}
-
-// ensureAsync makes sure app's async trigger consumes before an async
-// invocation is appended (a new consumer starts after what was already
-// appended). The first async invocation of an app creates it; it then
-// lives as long as the app.
-func (s *Server) ensureAsync(ctx context.Context, app string) error {
-	s.activeMu.RLock()
-	ok := s.asyncApps[app]
-	s.activeMu.RUnlock()
-	if ok {
-		return nil
-	}
-	s.deployMu.Lock()
-	defer s.deployMu.Unlock()
-	rev := s.activeRevision(app)
-	if rev == nil {
-		return appNotFound(app)
-	}
-	if s.asyncApps[app] {
-		return nil
-	}
-	// Listed as async only once its consumer exists: until then the accept
-	// path above keeps coming here.
-	if err := s.deliver.Sync(ctx, app, append(s.triggersOf(rev), s.asyncTrigger(app))); err != nil {
-		return fmt.Errorf("start async invocations of %s: %w", app, err)
-	}
-	s.activeMu.Lock()
-	s.asyncApps[app] = true
-	s.activeMu.Unlock()
-	return nil
-}
-
 // EnqueueInvocation accepts an async invocation of app/function with req:
 // it returns once the invocation is durably queued, with its id. With an
 // idempotency key, a second call for the same function and key returns
@@ -78,7 +29,11 @@ func (s *Server) EnqueueInvocation(ctx context.Context, app, function string, re
 		return "", false, apierror.New(http.StatusNotFound, "function_not_found",
 			fmt.Sprintf("app %s has no function %q", app, function))
 	}
-	if err := s.ensureAsync(ctx, app); err != nil {
+	// The async trigger consumes before the invocation is appended.
+	if err := s.deliver.EnsureAsync(ctx, app); err != nil {
+		if errors.Is(err, events.ErrAppNotActive) {
+			return "", false, appNotFound(app)
+		}
 		return "", false, err
 	}
 	if idempotencyKey != "" {

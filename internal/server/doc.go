@@ -3,8 +3,12 @@
 // plane API, and it owns their lifetimes. `nimbus up` is a thin shell over
 // Start; tests start servers in process the same way.
 //
-// It also holds the deploy orchestration, because it needs all the parts:
-// a deploy loads (compiles and validates) every module first, so a broken
-// one is rejected before anything changes, then records the revision in the
-// registry, then activates it in the scheduler and the gateway.
+// It holds no domain rules: it is wiring over an ordered list of components
+// (component.go: buckets, scheduler, active set, gateway, dispatcher, cron,
+// bucket triggers) that a revision is provisioned into and retired from. A
+// deploy asks every component to Validate the planned revision (a broken
+// module, an unknown runtime, a conflicting route, a bad schedule refuse it
+// before anything changes), records it in the registry, then Provisions it
+// into each component in order. A restart Provisions every stored app and
+// logs, rather than fails on, an app a component refuses.
 package server

@@ -6,130 +6,14 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"time"
 
 	"github.com/nimbus-dev/nimbus/internal/apierror"
 	"github.com/nimbus-dev/nimbus/internal/events"
 	"github.com/nimbus-dev/nimbus/internal/events/cloudevents"
-	"github.com/nimbus-dev/nimbus/internal/events/cron"
 	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/registry"
 	"github.com/nimbus-dev/nimbus/internal/telemetry"
 )
-
-// topicTriggers are the topic triggers of a revision, in the dispatcher's
-// terms. Cron and bucket triggers are ones too: a cron firing is an event on
-// the internal topic events.CronTopic(function, trigger) (see
-// events.CronSource), a bucket change one on events.BucketTopic(bucket) (see
-// events.BucketSource), which the dispatcher delivers with the trigger's
-// retries and dead letter.
-func topicTriggers(rev *model.Revision) []events.TriggerSpec {
-	if rev == nil {
-		return nil
-	}
-	var out []events.TriggerSpec
-	for _, fn := range rev.Functions {
-		for _, t := range fn.Triggers {
-			spec := events.TriggerSpec{
-				App: rev.App, Function: fn.Name, ID: t.Name,
-				MaxAttempts: t.MaxAttempts,
-				Backoff:     time.Duration(t.BackoffMS) * time.Millisecond,
-				MaxBackoff:  time.Duration(t.MaxBackoffMS) * time.Millisecond,
-				OrderingKey: t.OrderingKey,
-				DeadLetter:  t.DeadLetter,
-			}
-			switch t.Kind {
-			case model.TriggerTopic:
-				spec.Topic = t.Topic
-				if t.Filter != nil {
-					spec.Filter = events.Filter{Type: t.Filter.Type, Source: t.Filter.Source, SubjectPrefix: t.Filter.SubjectPrefix}
-				}
-			case model.TriggerCron:
-				spec.Topic, spec.OrderingKey = events.CronTopic(fn.Name, t.Name), ""
-			case model.TriggerBucket:
-				// The key is the change event's subject.
-				spec.Topic, spec.Filter = events.BucketTopic(t.Bucket), events.Filter{SubjectPrefix: t.KeyPrefix}
-			default:
-				continue
-			}
-			out = append(out, spec)
-		}
-	}
-	return out
-}
-
-// cronTriggers are the cron triggers of a revision, in the cron source's
-// terms. A schedule that does not parse (the registry stores canonical,
-// validated ones, so only a corrupt record) is left out and reported.
-func cronTriggers(rev *model.Revision) ([]events.CronSpec, error) {
-	if rev == nil {
-		return nil, nil
-	}
-	var out []events.CronSpec
-	var errs []error
-	for _, fn := range rev.Functions {
-		for _, t := range fn.Triggers {
-			if t.Kind != model.TriggerCron {
-				continue
-			}
-			sched, err := cron.Parse(t.Cron, t.Timezone)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("cron trigger %s/%s: %w", fn.Name, t.Name, err))
-				continue
-			}
-			catchUp := time.Duration(t.CatchUpMS) * time.Millisecond
-			if t.CatchUpMS == model.CatchUpNoLimit {
-				catchUp = cron.NoLimit
-			}
-			out = append(out, events.CronSpec{App: rev.App, Function: fn.Name, ID: t.Name, Schedule: sched, CatchUp: catchUp})
-		}
-	}
-	return out, errors.Join(errs...)
-}
-
-// syncCron starts and stops the cron triggers of app (rev nil: none). It
-// runs after the dispatcher's Sync, so the consumer of a cron trigger's
-// topic exists before its first firing.
-func (s *Server) syncCron(ctx context.Context, app string, rev *model.Revision) error {
-	specs, perr := cronTriggers(rev)
-	return errors.Join(perr, s.cron.Sync(ctx, app, specs))
-}
-
-// bucketTriggers are the buckets of a revision that bucket triggers watch,
-// in the bucket source's terms. A trigger on a bucket the revision does not
-// declare (the manifest refuses it, so only a hand-made spec) is left out
-// and reported.
-func bucketTriggers(rev *model.Revision) ([]events.BucketSpec, error) {
-	if rev == nil {
-		return nil, nil
-	}
-	var out []events.BucketSpec
-	var errs []error
-	for _, fn := range rev.Functions {
-		for _, t := range fn.Triggers {
-			if t.Kind != model.TriggerBucket {
-				continue
-			}
-			if !slices.ContainsFunc(rev.Buckets, func(b model.Bucket) bool { return b.Name == t.Bucket }) {
-				errs = append(errs, fmt.Errorf("bucket trigger %s/%s: bucket %q is not declared; declare it under buckets:", fn.Name, t.Name, t.Bucket))
-				continue
-			}
-			spec := events.BucketSpec{App: rev.App, Bucket: t.Bucket}
-			if !slices.Contains(out, spec) {
-				out = append(out, spec)
-			}
-		}
-	}
-	return out, errors.Join(errs...)
-}
-
-// syncBuckets starts and stops the bucket bridges of app (rev nil: none).
-// Like syncCron it runs after the dispatcher's Sync, so the consumers of
-// the buckets' topics exist before the first change is appended.
-func (s *Server) syncBuckets(ctx context.Context, app string, rev *model.Revision) error {
-	specs, perr := bucketTriggers(rev)
-	return errors.Join(perr, s.kvtrig.Sync(ctx, app, specs))
-}
 
 // appNotFound is the error for an app that is not deployed.
 func appNotFound(app string) error {

@@ -61,7 +61,7 @@ type Server struct {
 	cfg     Config
 	logger  *slog.Logger
 	store   *store.Store
-	rt      *wasm.Runtime
+	rts     runtime.Set // the runtimes this node runs, by name
 	sched   *scheduler.Scheduler
 	gw      *gateway.Gateway
 	reg     *registry.Registry
@@ -80,15 +80,13 @@ type Server struct {
 
 	adminToken string
 
-	deployMu sync.Mutex                 // one activation at a time keeps routes and pools in step
-	activeMu sync.RWMutex               // guards active; taken inside deployMu
-	active   map[string]*model.Revision // app -> revision taking traffic
-	// asyncApps are the apps whose async trigger (events.AsyncTrigger)
-	// consumes: they accepted an async invocation. Written holding deployMu
-	// and activeMu, so either one is enough to read it.
-	asyncApps map[string]bool
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
+	// components are what a revision is provisioned into, in order (see
+	// Component); active is one of them.
+	components []namedComponent
+	active     *activeSet
+	deployMu   sync.Mutex // one deploy, rollback or delete at a time keeps the components in step
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
 }
 
 var (
@@ -118,7 +116,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
-	s := &Server{cfg: cfg, logger: cfg.Logger, metrics: telemetry.NewMetrics(), active: map[string]*model.Revision{}, asyncApps: map[string]bool{}}
+	s := &Server{cfg: cfg, logger: cfg.Logger, metrics: telemetry.NewMetrics(), active: newActiveSet()}
 	defer func() {
 		if err != nil {
 			s.Close(context.Background())
@@ -130,26 +128,40 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	s.buckets = state.NewBuckets(s.store.JetStream(), cfg.Logger)
-	s.rt, err = wasm.New(ctx, wasm.Config{CacheDir: cfg.CacheDir, Logger: cfg.Logger,
+	s.rts = runtime.Set{}
+	wasmRT, err := wasm.New(ctx, wasm.Config{CacheDir: cfg.CacheDir, Logger: cfg.Logger,
 		HostFunctions: hostfn.NewDefaultRegistry(capability.New(capability.Config{Logger: cfg.Logger, KV: s.buckets, Publisher: s}))})
 	if err != nil {
 		return nil, fmt.Errorf("wasm runtime: %w", err)
 	}
+	s.rts[model.RuntimeWasm] = wasmRT
 	s.logs = guestlog.NewWriter(s.store.JetStream(), cfg.Logger)
-	s.sched = scheduler.New(s.rt, s.store, scheduler.Options{
+	s.sched = scheduler.New(s.rts, s.store, scheduler.Options{
 		IdleTimeout: cfg.IdleTimeout, Logger: cfg.Logger, Metrics: s.metrics, Logs: s.logs,
 	})
 	s.events, err = events.OpenLog(ctx, s.store.JetStream(), events.LogConfig{Logger: cfg.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("event log: %w", err)
 	}
-	s.deliver = events.NewDispatcher(s.store.JetStream(), s.events, s.sched, events.DispatcherOptions{Logger: cfg.Logger})
+	s.deliver = events.NewDispatcher(s.store.JetStream(), s.events, s.sched, events.DispatcherOptions{Logger: cfg.Logger,
+		AsyncMaxAttempts: cfg.AsyncMaxAttempts, AsyncBackoff: cfg.AsyncBackoff})
 	s.metrics.Registry().MustRegister(newEventsCollector(s))
 	s.cron = events.NewCronSource(s.store.JetStream(), s.events, events.CronOptions{Logger: cfg.Logger})
 	s.kvtrig = events.NewBucketSource(s.store.JetStream(), s.events, events.BucketOptions{Logger: cfg.Logger})
 	s.gw = gateway.New(s.sched, cfg.Logger)
 	s.gw.SetEvents(s)
 	s.gw.SetAsync(s)
+	// What a revision is provisioned into, in dependency order (see
+	// Component). A new trigger kind, engine or runtime registers here.
+	s.components = []namedComponent{
+		{"buckets", s.buckets},
+		{"scheduler", s.sched},
+		{"active", s.active},
+		{"gateway", s.gw},
+		{"dispatcher", s.deliver},
+		{"cron", s.cron},
+		{"bucket-triggers", s.kvtrig},
+	}
 	s.reg = registry.New(s.store.Registry(), s.store)
 	s.tokens = security.NewTokens(s.store.Security())
 
@@ -190,7 +202,10 @@ func (s *Server) serve(srv *http.Server, ln net.Listener, name string) {
 	}
 }
 
-// restore activates the active revision of every app in the registry.
+// restore provisions the active revision of every app in the registry. A
+// stored app that cannot be read, or that a component refuses, is logged
+// and skipped at that component: the node serves what it can rather than
+// not start.
 func (s *Server) restore(ctx context.Context) error {
 	apps, err := s.reg.Apps(ctx)
 	if err != nil {
@@ -202,59 +217,19 @@ func (s *Server) restore(ctx context.Context) error {
 		}
 		rev, err := s.reg.Revision(ctx, app.Name, app.Active)
 		if err != nil {
-			return fmt.Errorf("restore %s: %w", app.Name, err)
-		}
-		if err := s.sched.Activate(ctx, rev); err != nil {
-			// One broken app must not keep the others down.
-			s.logger.Error("restore app failed", "app", app.Name, "error", err)
+			s.logger.Error("restore app failed", "app", app.Name, "revision", app.Active, "error", err)
 			continue
 		}
-		s.setActive(app.Name, rev)
-		if ok, err := s.deliver.HasConsumer(ctx, events.AsyncTrigger(app.Name)); err == nil && ok {
-			s.asyncApps[app.Name] = true // its async consumer keeps its queue (not serving yet: no lock)
-		}
-		if err := s.deliver.Sync(ctx, app.Name, s.triggersOf(rev)); err != nil {
-			s.logger.Error("restore triggers failed", "app", app.Name, "error", err)
-		}
-		if err := s.syncCron(ctx, app.Name, rev); err != nil {
-			s.logger.Error("restore cron triggers failed", "app", app.Name, "error", err)
-		}
-		if err := s.syncBuckets(ctx, app.Name, rev); err != nil {
-			s.logger.Error("restore bucket triggers failed", "app", app.Name, "error", err)
+		if err := s.provision(ctx, rev); err != nil {
+			// One broken app must not keep the others down.
+			s.logger.Error("restore app failed", "app", app.Name, "revision", rev.ID, "error", err)
 		}
 	}
-	return s.refreshRoutes()
-}
-
-// refreshRoutes rebuilds the gateway's table from the active revisions.
-// s.deployMu is held (or the server is not serving yet).
-func (s *Server) refreshRoutes() error {
-	s.activeMu.RLock()
-	revs := make([]*model.Revision, 0, len(s.active))
-	for _, rev := range s.active {
-		revs = append(revs, rev)
-	}
-	s.activeMu.RUnlock()
-	return s.gw.SetRoutes(revs)
-}
-
-// setActive records app's active revision (nil: none).
-func (s *Server) setActive(app string, rev *model.Revision) {
-	s.activeMu.Lock()
-	defer s.activeMu.Unlock()
-	if rev == nil {
-		delete(s.active, app)
-		return
-	}
-	s.active[app] = rev
+	return nil
 }
 
 // activeRevision is app's active revision, or nil.
-func (s *Server) activeRevision(app string) *model.Revision {
-	s.activeMu.RLock()
-	defer s.activeMu.RUnlock()
-	return s.active[app]
-}
+func (s *Server) activeRevision(app string) *model.Revision { return s.active.get(app) }
 
 // GatewayURL is where functions are served.
 func (s *Server) GatewayURL() string { return "http://" + s.gatewayLn.Addr().String() }
@@ -296,23 +271,8 @@ func (s *Server) Close(ctx context.Context) error {
 		s.cancel()
 	}
 	s.wg.Wait()
-	if s.cron != nil {
-		if err := s.cron.Close(ctx); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if s.kvtrig != nil {
-		if err := s.kvtrig.Close(ctx); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if s.deliver != nil {
-		if err := s.deliver.Close(ctx); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if s.sched != nil {
-		s.sched.Close()
+	if err := s.closeComponents(ctx); err != nil {
+		errs = append(errs, err)
 	}
 	if s.events != nil {
 		if err := s.events.Close(ctx); err != nil {
@@ -324,10 +284,8 @@ func (s *Server) Close(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
-	if s.rt != nil {
-		if err := s.rt.Close(ctx); err != nil {
-			errs = append(errs, err)
-		}
+	if err := s.rts.Close(ctx); err != nil {
+		errs = append(errs, err)
 	}
 	if s.store != nil {
 		if err := s.store.Close(); err != nil {
@@ -337,8 +295,10 @@ func (s *Server) Close(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// Deploy implements api.Platform: load every module (rejecting broken ones
-// before anything changes), record the revision, activate it, route it.
+// Deploy implements api.Platform: plan the revision, let every component
+// validate it (a broken module, an unknown runtime, a route overlapping
+// another or the gateway's own, a bad schedule refuse it before anything
+// changes), record it, then provision it into every component.
 func (s *Server) Deploy(ctx context.Context, app string, spec model.Spec) (*model.Revision, bool, error) {
 	s.deployMu.Lock()
 	defer s.deployMu.Unlock()
@@ -346,58 +306,32 @@ func (s *Server) Deploy(ctx context.Context, app string, spec model.Spec) (*mode
 	if err != nil {
 		return nil, false, apierror.Wrap(http.StatusBadRequest, "invalid_revision", err)
 	}
-	// A schedule that does not parse is refused before anything changes.
-	if _, err := cronTriggers(planned); err != nil {
-		return nil, false, apierror.Wrap(http.StatusBadRequest, "invalid_revision", err)
-	}
-	if _, err := bucketTriggers(planned); err != nil {
-		return nil, false, apierror.Wrap(http.StatusBadRequest, "invalid_revision", err)
-	}
-	if err := s.sched.Prepare(ctx, app, planned.Functions); err != nil {
-		if errors.Is(err, runtime.ErrInvalidModule) {
-			return nil, false, apierror.Wrap(http.StatusUnprocessableEntity, "invalid_module", err)
-		}
-		if errors.Is(err, store.ErrNotFound) {
-			return nil, false, apierror.Wrap(http.StatusBadRequest, "artifact_missing", err)
-		}
-		return nil, false, err
-	}
-	// Buckets exist before any function that uses them can run.
-	for _, b := range planned.Buckets {
-		err := s.buckets.Ensure(ctx, state.BucketConfig{App: app, Name: b.Name,
-			MaxValueBytes: int(b.MaxValueBytes), TTL: time.Duration(b.TTLMS) * time.Millisecond, History: b.History})
-		if err != nil {
-			return nil, false, apierror.Wrap(http.StatusBadRequest, "invalid_bucket", fmt.Errorf("bucket %s: %w", b.Name, err))
-		}
+	if err := s.validate(ctx, planned); err != nil {
+		return nil, false, deployError(err)
 	}
 	rev, changed, err := s.reg.DeploySpec(ctx, app, spec)
 	if err != nil {
 		return nil, false, deployError(err)
 	}
-	if err := s.sched.Activate(ctx, rev); err != nil {
-		return nil, false, err
-	}
-	s.setActive(app, rev)
-	if err := s.refreshRoutes(); err != nil {
-		return nil, false, err
-	}
-	if err := s.deliver.Sync(ctx, app, s.triggersOf(rev)); err != nil {
-		return nil, false, fmt.Errorf("deploy %s: triggers: %w", app, err)
-	}
-	if err := s.syncCron(ctx, app, rev); err != nil {
-		return nil, false, fmt.Errorf("deploy %s: cron triggers: %w", app, err)
-	}
-	if err := s.syncBuckets(ctx, app, rev); err != nil {
-		return nil, false, fmt.Errorf("deploy %s: bucket triggers: %w", app, err)
+	if err := s.provision(ctx, rev); err != nil {
+		return nil, false, fmt.Errorf("deploy %s: %w", app, err)
 	}
 	return rev, changed, nil
 }
 
+// deployError maps the errors that refuse a deploy (the registry's and the
+// components' Validate) to API errors.
 func deployError(err error) error {
 	var conflict *model.ConflictError
 	switch {
 	case errors.As(err, &conflict), errors.Is(err, model.ErrConflict):
 		return apierror.Wrap(http.StatusConflict, "route_conflict", err)
+	case errors.Is(err, runtime.ErrInvalidModule):
+		return apierror.Wrap(http.StatusUnprocessableEntity, "invalid_module", err)
+	case errors.Is(err, scheduler.ErrNoRuntime):
+		return apierror.Wrap(http.StatusUnprocessableEntity, "runtime_unavailable", err)
+	case errors.Is(err, state.ErrInvalidBucket):
+		return apierror.Wrap(http.StatusBadRequest, "invalid_bucket", err)
 	case errors.Is(err, model.ErrInvalid):
 		return apierror.Wrap(http.StatusBadRequest, "invalid_revision", err)
 	case errors.Is(err, store.ErrNotFound):
@@ -406,52 +340,48 @@ func deployError(err error) error {
 	return err
 }
 
-// Rollback implements api.Platform.
+// Rollback implements api.Platform: the target revision is validated like
+// a deploy (the node or the other apps may have changed since it ran),
+// recorded, then provisioned.
 func (s *Server) Rollback(ctx context.Context, app, revision string) (*model.Revision, error) {
 	s.deployMu.Lock()
 	defer s.deployMu.Unlock()
-	rev, err := s.reg.Rollback(ctx, app, revision)
+	target, err := s.reg.RollbackTarget(ctx, app, revision)
 	if err != nil {
-		if errors.Is(err, registry.ErrAppNotFound) || errors.Is(err, registry.ErrRevisionNotFound) {
-			return nil, err
-		}
-		return nil, apierror.Wrap(http.StatusConflict, "rollback_failed", err)
+		return nil, rollbackError(err)
 	}
-	if err := s.sched.Activate(ctx, rev); err != nil {
-		return nil, err
+	if err := s.validate(ctx, target); err != nil {
+		return nil, deployError(err)
 	}
-	s.setActive(app, rev)
-	if err := s.refreshRoutes(); err != nil {
-		return nil, err
+	rev, err := s.reg.Rollback(ctx, app, target.ID)
+	if err != nil {
+		return nil, rollbackError(err)
 	}
-	if err := s.deliver.Sync(ctx, app, s.triggersOf(rev)); err != nil {
-		return rev, err
+	if err := s.provision(ctx, rev); err != nil {
+		return rev, fmt.Errorf("rollback %s: %w", app, err)
 	}
-	return rev, errors.Join(s.syncCron(ctx, app, rev), s.syncBuckets(ctx, app, rev))
+	return rev, nil
 }
 
-// Delete implements api.Platform.
+func rollbackError(err error) error {
+	if errors.Is(err, registry.ErrAppNotFound) || errors.Is(err, registry.ErrRevisionNotFound) {
+		return err
+	}
+	return apierror.Wrap(http.StatusConflict, "rollback_failed", err)
+}
+
+// Delete implements api.Platform: the app leaves the registry, then every
+// component, last first.
 func (s *Server) Delete(ctx context.Context, app string) error {
 	s.deployMu.Lock()
 	defer s.deployMu.Unlock()
 	if err := s.reg.Delete(ctx, app); err != nil {
 		return err
 	}
-	if err := s.cron.Sync(ctx, app, nil); err != nil {
-		return err
+	if err := s.retire(ctx, app); err != nil {
+		return fmt.Errorf("delete %s: %w", app, err)
 	}
-	if err := s.kvtrig.Sync(ctx, app, nil); err != nil {
-		return err
-	}
-	if err := s.deliver.Sync(ctx, app, nil); err != nil {
-		return err
-	}
-	s.activeMu.Lock()
-	delete(s.asyncApps, app)
-	s.activeMu.Unlock()
-	s.sched.Deactivate(app)
-	s.setActive(app, nil)
-	return s.refreshRoutes()
+	return nil
 }
 
 // KV implements api.Platform: the node's key-value buckets.

@@ -223,11 +223,11 @@ func (b *Buckets) maxValueLimit() int {
 	return int(b.js.Conn().MaxPayload()) - HeaderRoom
 }
 
-// Ensure creates the bucket, or updates its configuration. It is
-// idempotent; deploys call it for every bucket an app declares.
-func (b *Buckets) Ensure(ctx context.Context, cfg BucketConfig) error {
+// kvConfig checks cfg and returns the KV configuration of its bucket and
+// its max value size. It only reads, so Validate uses it too.
+func (b *Buckets) kvConfig(cfg BucketConfig) (jetstream.KeyValueConfig, int, error) {
 	if err := checkNames(cfg.App, cfg.Name); err != nil {
-		return fmt.Errorf("ensure %w", err)
+		return jetstream.KeyValueConfig{}, 0, fmt.Errorf("ensure %w", err)
 	}
 	maxValue := cfg.MaxValueBytes
 	if maxValue <= 0 {
@@ -235,7 +235,7 @@ func (b *Buckets) Ensure(ctx context.Context, cfg BucketConfig) error {
 	}
 	if limit := b.maxValueLimit(); maxValue > limit {
 		if cfg.MaxValueBytes > 0 {
-			return fmt.Errorf("ensure bucket %s/%s: max value size %d is above the %d bytes a message can carry", cfg.App, cfg.Name, maxValue, limit)
+			return jetstream.KeyValueConfig{}, 0, fmt.Errorf("ensure bucket %s/%s: max value size %d is above the %d bytes a message can carry", cfg.App, cfg.Name, maxValue, limit)
 		}
 		maxValue = limit
 	}
@@ -244,10 +244,10 @@ func (b *Buckets) Ensure(ctx context.Context, cfg BucketConfig) error {
 		history = 1
 	}
 	if history > jetstream.KeyValueMaxHistory {
-		return fmt.Errorf("ensure bucket %s/%s: history %d is above %d", cfg.App, cfg.Name, history, jetstream.KeyValueMaxHistory)
+		return jetstream.KeyValueConfig{}, 0, fmt.Errorf("ensure bucket %s/%s: history %d is above %d", cfg.App, cfg.Name, history, jetstream.KeyValueMaxHistory)
 	}
 	if cfg.TTL < 0 {
-		return fmt.Errorf("ensure bucket %s/%s: %w: %s", cfg.App, cfg.Name, ErrInvalidTTL, cfg.TTL)
+		return jetstream.KeyValueConfig{}, 0, fmt.Errorf("ensure bucket %s/%s: %w: %s", cfg.App, cfg.Name, ErrInvalidTTL, cfg.TTL)
 	}
 	name := BucketName(cfg.App, cfg.Name)
 	kvcfg := jetstream.KeyValueConfig{
@@ -265,6 +265,16 @@ func (b *Buckets) Ensure(ctx context.Context, cfg BucketConfig) error {
 			metaMaxValue: strconv.Itoa(maxValue),
 		},
 	}
+	return kvcfg, maxValue, nil
+}
+
+// Ensure creates the bucket, or updates its configuration. It is
+// idempotent; deploys call it for every bucket an app declares.
+func (b *Buckets) Ensure(ctx context.Context, cfg BucketConfig) error {
+	kvcfg, maxValue, err := b.kvConfig(cfg)
+	if err != nil {
+		return err
+	}
 	kv, err := b.js.CreateOrUpdateKeyValue(ctx, kvcfg)
 	if errors.Is(err, jetstream.ErrLimitMarkerTTLNotSupported) {
 		// An old server: the bucket works, without per-key TTL.
@@ -276,6 +286,7 @@ func (b *Buckets) Ensure(ctx context.Context, cfg BucketConfig) error {
 		return fmt.Errorf("ensure bucket %s/%s: %w", cfg.App, cfg.Name, err)
 	}
 	b.mu.Lock()
+	name := kvcfg.Bucket
 	b.open[name] = &bucket{kv: kv, name: name, subject: "$KV." + name + ".", maxValue: maxValue, msgTTL: kvcfg.LimitMarkerTTL > 0}
 	b.mu.Unlock()
 	return nil

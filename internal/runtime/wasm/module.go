@@ -41,6 +41,10 @@ func (m *module) Contract() runtime.Contract { return m.contract }
 
 func (m *module) Reusable() bool { return m.contract == runtime.ContractSDK }
 
+// MaxConcurrency implements runtime.Module: a wasm instance is
+// single-threaded, so it serves one request at a time.
+func (m *module) MaxConcurrency() int { return 1 }
+
 func (m *module) Close(ctx context.Context) error { return m.compiled.Close(ctx) }
 
 // NewInstance implements runtime.Module. For the SDK contract it

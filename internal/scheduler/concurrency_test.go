@@ -1,0 +1,269 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nimbus-dev/nimbus/internal/model"
+	"github.com/nimbus-dev/nimbus/internal/runtime"
+)
+
+// doubleRuntime is a test double of runtime.Runtime: its modules say how
+// many requests an instance may serve at once (maxConc), and its instances
+// count what they serve, so the tests below check the pool's accounting,
+// not a guest. (The other tests of this package run real wasm guests.)
+type doubleRuntime struct {
+	maxConc  int
+	reusable bool
+	gate     chan struct{} // when non-nil, Handle waits for it to close
+
+	mu       sync.Mutex
+	specs    []runtime.Spec
+	live     int // instances created and not closed
+	maxLive  int
+	created  int
+	overload atomic.Bool  // an instance served more than maxConc at once
+	inflight atomic.Int64 // requests inside Handle, all instances
+}
+
+func (r *doubleRuntime) Load(_ context.Context, spec runtime.Spec) (runtime.Module, error) {
+	r.mu.Lock()
+	r.specs = append(r.specs, spec)
+	r.mu.Unlock()
+	return &doubleModule{r: r}, nil
+}
+
+func (r *doubleRuntime) Close(context.Context) error { return nil }
+
+type doubleModule struct{ r *doubleRuntime }
+
+func (m *doubleModule) Contract() runtime.Contract { return runtime.ContractSDK }
+func (m *doubleModule) Reusable() bool             { return m.r.reusable }
+func (m *doubleModule) MaxConcurrency() int        { return m.r.maxConc }
+func (m *doubleModule) Close(context.Context) error {
+	return nil
+}
+
+func (m *doubleModule) NewInstance(context.Context) (runtime.Instance, error) {
+	r := m.r
+	r.mu.Lock()
+	r.live++
+	r.created++
+	r.maxLive = max(r.maxLive, r.live)
+	r.mu.Unlock()
+	return &doubleInstance{r: r}, nil
+}
+
+type doubleInstance struct {
+	r      *doubleRuntime
+	now    atomic.Int64 // requests it serves now
+	closed atomic.Bool
+}
+
+// Handle serves one request; path "/fail" fails it (the instance is then
+// broken and must not take new requests).
+func (i *doubleInstance) Handle(_ context.Context, req *runtime.Request) (*runtime.Response, error) {
+	if i.closed.Load() {
+		return nil, errors.New("handle on a closed instance")
+	}
+	if n := i.now.Add(1); n > int64(i.r.maxConc) {
+		i.r.overload.Store(true)
+	}
+	i.r.inflight.Add(1)
+	defer func() { i.now.Add(-1); i.r.inflight.Add(-1) }()
+	if i.r.gate != nil {
+		<-i.r.gate
+	}
+	if req.Path == "/fail" {
+		return nil, fmt.Errorf("%w: asked to", runtime.ErrGuestFailed)
+	}
+	return &runtime.Response{Status: 200}, nil
+}
+
+func (i *doubleInstance) Close(context.Context) error {
+	if !i.closed.Swap(true) {
+		i.r.mu.Lock()
+		i.r.live--
+		i.r.mu.Unlock()
+	}
+	return nil
+}
+
+// doubleSetup activates one function "f" of app "app" on the double,
+// registered under the runtime name "double".
+func doubleSetup(t *testing.T, r *doubleRuntime, concurrency, maxInstances int) *Scheduler {
+	t.Helper()
+	arts := artifacts{}
+	sha := arts.add([]byte("double"))
+	s := New(runtime.Set{"double": r}, arts, Options{IdleTimeout: time.Minute, Logger: slog.New(slog.DiscardHandler)})
+	t.Cleanup(func() { s.Close(context.Background()) })
+	rev := &model.Revision{App: "app", ID: "rev1", Functions: []model.Function{{
+		Name: "f", Runtime: "double", Module: sha, TimeoutMS: 60_000,
+		Concurrency: concurrency, MaxInstances: maxInstances, Revision: "f1",
+	}}}
+	if err := s.Provision(context.Background(), rev); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// checkFor polls cond until it returns nil or the deadline passes.
+func checkFor(t *testing.T, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestInstanceServesUpToItsSlots fills every slot of a pool and checks that
+// one more request finds it busy: an instance takes min(the function's
+// concurrency, the module's max) requests at once, and a single-use
+// instance one.
+func TestInstanceServesUpToItsSlots(t *testing.T) {
+	for _, tc := range []struct {
+		name                          string
+		moduleMax, concurrency, insts int
+		reusable                      bool
+		wantSlots                     int
+	}{
+		{"module caps the function", 3, 4, 2, true, 3},
+		{"function caps the module", 8, 2, 2, true, 2},
+		{"wasm-like: one at a time", 1, 1, 3, true, 1},
+		{"single-use instances", 4, 4, 2, false, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &doubleRuntime{maxConc: tc.moduleMax, reusable: tc.reusable, gate: make(chan struct{})}
+			s := doubleSetup(t, r, tc.concurrency, tc.insts)
+			full := tc.insts * tc.wantSlots
+			var wg sync.WaitGroup
+			errs := make(chan error, full)
+			for range full {
+				wg.Go(func() {
+					if _, err := s.Invoke(context.Background(), "app", "f", &runtime.Request{Path: "/"}); err != nil {
+						errs <- err
+					}
+				})
+			}
+			checkFor(t, "every slot taken", func() error {
+				if n := r.inflight.Load(); n != int64(full) {
+					return fmt.Errorf("%d requests in flight, want %d", n, full)
+				}
+				return nil
+			})
+			// One more does not fit: with its context already done it is
+			// refused at once instead of waiting.
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			if _, err := s.Invoke(ctx, "app", "f", &runtime.Request{Path: "/"}); !errors.Is(err, ErrBusy) {
+				t.Fatalf("request %d: %v, want ErrBusy", full+1, err)
+			}
+			close(r.gate)
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Fatal(err)
+			}
+			if r.overload.Load() {
+				t.Fatalf("an instance served more than %d at once", tc.moduleMax)
+			}
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			if r.maxLive > tc.insts {
+				t.Fatalf("%d instances live at once, max_instances is %d", r.maxLive, tc.insts)
+			}
+			if idle, busy := s.Instances("app", "f"); busy != 0 || (tc.reusable && idle != tc.insts) {
+				t.Fatalf("after: idle=%d busy=%d", idle, busy)
+			}
+		})
+	}
+}
+
+// TestConcurrentInstanceHammer runs many invocations, some failing, on a
+// pool of 2 instances serving 3 at once, and checks the accounting: never
+// more than 3 requests on an instance, never more than 2 instances, a
+// failed instance takes no new request, and nothing is left busy.
+func TestConcurrentInstanceHammer(t *testing.T) {
+	r := &doubleRuntime{maxConc: 3, reusable: true}
+	s := doubleSetup(t, r, 5, 2)
+	var wg sync.WaitGroup
+	var ok, failed atomic.Int64
+	for w := range 16 {
+		wg.Go(func() {
+			for i := range 50 {
+				path := "/"
+				if (w*50+i)%7 == 0 {
+					path = "/fail"
+				}
+				_, err := s.Invoke(context.Background(), "app", "f", &runtime.Request{Path: path})
+				switch {
+				case err == nil:
+					ok.Add(1)
+				case errors.Is(err, runtime.ErrGuestFailed) && path == "/fail":
+					failed.Add(1)
+				default:
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if ok.Load()+failed.Load() != 16*50 {
+		t.Fatalf("%d succeeded and %d failed of %d", ok.Load(), failed.Load(), 16*50)
+	}
+	if r.overload.Load() {
+		t.Fatal("an instance served more than 3 requests at once")
+	}
+	r.mu.Lock()
+	maxLive, live, created := r.maxLive, r.live, r.created
+	r.mu.Unlock()
+	if maxLive > 2 {
+		t.Fatalf("%d instances live at once, max_instances is 2", maxLive)
+	}
+	if created < 2 {
+		t.Fatalf("%d instances created; failures must replace broken instances", created)
+	}
+	idle, busy := s.Instances("app", "f")
+	if busy != 0 || idle != live {
+		t.Fatalf("after: idle=%d busy=%d, %d instances live", idle, busy, live)
+	}
+}
+
+// TestRuntimeChosenPerFunction loads a function with the runtime it names
+// and refuses, before activation, one whose runtime the node does not run.
+func TestRuntimeChosenPerFunction(t *testing.T) {
+	r := &doubleRuntime{maxConc: 1, reusable: true}
+	s := doubleSetup(t, r, 1, 1)
+	r.mu.Lock()
+	got := r.specs[0].Runtime
+	r.mu.Unlock()
+	if got != "double" {
+		t.Fatalf("spec.Runtime = %q, want double", got)
+	}
+	arts := artifacts{}
+	rev := &model.Revision{App: "app2", ID: "rev2", Functions: []model.Function{{
+		Name: "w", Runtime: model.RuntimeWasm, Module: arts.add([]byte("x")), Concurrency: 1, MaxInstances: 1, Revision: "w1",
+	}}}
+	err := s.Validate(context.Background(), rev)
+	if !errors.Is(err, ErrNoRuntime) || !strings.Contains(err.Error(), `"wasm"`) || !strings.Contains(err.Error(), "double") {
+		t.Fatalf("Validate of a wasm function on a node running only double: %v", err)
+	}
+	if _, ok := s.Function("app2", "w"); ok {
+		t.Fatal("a refused function is active")
+	}
+}

@@ -1,0 +1,107 @@
+package server_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/nimbus-dev/nimbus/internal/apierror"
+	"github.com/nimbus-dev/nimbus/internal/guesttest"
+	"github.com/nimbus-dev/nimbus/internal/model"
+	"github.com/nimbus-dev/nimbus/internal/registry"
+)
+
+// TestComponentsRefuseBeforeAnythingIsRecorded: a deploy that a component
+// cannot run (a route over the gateway's own CloudEvents ingress, a
+// schedule that does not parse, a trigger on an undeclared bucket) is
+// refused with a 4xx and leaves no trace in the registry.
+func TestComponentsRefuseBeforeAnythingIsRecorded(t *testing.T) {
+	hello := guesttest.MustBuild(t, helloDir, guesttest.Reactor)
+	srv := start(t, t.TempDir())
+	ctx := context.Background()
+	if _, err := srv.PutArtifact(ctx, hello); err != nil {
+		t.Fatal(err)
+	}
+	dlq := []model.Topic{{Name: model.DeadLetterTopic, MaxEventBytes: 1 << 20, RetentionMS: 3_600_000}}
+	cronFn := fn("tick", hello)
+	cronFn.Triggers = []model.Trigger{{Name: "t", Kind: model.TriggerCron, Cron: "not a schedule",
+		MaxAttempts: 3, BackoffMS: 10, MaxBackoffMS: 100, DeadLetter: model.DeadLetterTopic}}
+	bucketFn := fn("watch", hello)
+	bucketFn.Triggers = []model.Trigger{{Name: "b", Kind: model.TriggerBucket, Bucket: "nowhere",
+		MaxAttempts: 3, BackoffMS: 10, MaxBackoffMS: 100, DeadLetter: model.DeadLetterTopic}}
+	for _, tc := range []struct {
+		name   string
+		spec   model.Spec
+		status int
+		code   string
+		says   string
+	}{
+		{"overlaps the events ingress", model.Spec{Functions: []model.Function{fn("hello", hello, "/_nimbus/events/x/y")}},
+			http.StatusConflict, "route_conflict", "/_nimbus/"},
+		{"is the events ingress", model.Spec{Functions: []model.Function{fn("hello", hello, "POST /_nimbus/events/{app}/{topic}")}},
+			http.StatusConflict, "route_conflict", "/_nimbus/"},
+		{"bad schedule", model.Spec{Functions: []model.Function{cronFn}, Topics: dlq},
+			http.StatusBadRequest, "invalid_revision", "tick/t"},
+		{"undeclared bucket", model.Spec{Functions: []model.Function{bucketFn}, Topics: dlq},
+			http.StatusBadRequest, "invalid_revision", "nowhere"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := srv.Deploy(ctx, "refused", tc.spec)
+			var ae *apierror.Error
+			if !errors.As(err, &ae) || ae.Status != tc.status || ae.Code != tc.code || !strings.Contains(ae.Message, tc.says) {
+				t.Fatalf("deploy: %v, want %d %s saying %q", err, tc.status, tc.code, tc.says)
+			}
+			if _, err := srv.Registry().App(ctx, "refused"); !errors.Is(err, registry.ErrAppNotFound) {
+				t.Fatalf("a refused deploy was recorded: %v", err)
+			}
+		})
+	}
+	// The ingress still answers.
+	if code, _, _ := get(t, srv.GatewayURL()+"/_nimbus/events/x/y"); code != http.StatusMethodNotAllowed {
+		t.Fatalf("GET on the events ingress = %d, want 405", code)
+	}
+}
+
+// TestNodeStartsWhenAComponentRefusesAStoredApp: revisions recorded before
+// the components checked them (written here straight to the registry) are
+// refused by one component at restore; the node still starts, serves the
+// other apps, and serves the rest of the refused app up to that
+// component.
+func TestNodeStartsWhenAComponentRefusesAStoredApp(t *testing.T) {
+	hello := guesttest.MustBuild(t, helloDir, guesttest.Reactor)
+	dir := t.TempDir()
+	srv := start(t, dir)
+	ctx := context.Background()
+	deploy(t, srv, "good", [][]byte{hello}, fn("hello", hello, "GET /hello/{name}"))
+
+	// A route over the gateway's ingress: the gateway refuses it.
+	if _, _, err := srv.Registry().DeploySpec(ctx, "badroute", model.Spec{
+		Functions: []model.Function{fn("hello", hello, "/_nimbus/events/x/y")}}); err != nil {
+		t.Fatal(err)
+	}
+	// A schedule that does not parse: the cron source refuses it; its
+	// routes come before it and are served.
+	f := fn("hello", hello, "GET /badcron/{name}")
+	f.Triggers = []model.Trigger{{Name: "t", Kind: model.TriggerCron, Cron: "not a schedule",
+		MaxAttempts: 3, BackoffMS: 10, MaxBackoffMS: 100, DeadLetter: model.DeadLetterTopic}}
+	if _, _, err := srv.Registry().DeploySpec(ctx, "badcron", model.Spec{Functions: []model.Function{f},
+		Topics: []model.Topic{{Name: model.DeadLetterTopic, MaxEventBytes: 1 << 20, RetentionMS: 3_600_000}}}); err != nil {
+		t.Fatal(err)
+	}
+	srv.Close(ctx)
+
+	srv = start(t, dir) // fails the test if the node does not start
+	if code, body, _ := get(t, srv.GatewayURL()+"/hello/nimbus"); code != 200 || !strings.Contains(body, "nimbus") {
+		t.Fatalf("good app after restart: %d %q", code, body)
+	}
+	if code, _, _ := get(t, srv.GatewayURL()+"/badcron/x"); code != 200 {
+		t.Fatalf("routes of the app whose cron trigger was refused: %d", code)
+	}
+	// The refused app is fixed by a deploy that the components accept.
+	deploy(t, srv, "badroute", [][]byte{hello}, fn("hello", hello, "GET /fixed/{name}"))
+	if code, _, _ := get(t, srv.GatewayURL()+"/fixed/x"); code != 200 {
+		t.Fatalf("fixed app: %d", code)
+	}
+}
