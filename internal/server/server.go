@@ -128,7 +128,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s.buckets = state.NewBuckets(s.store.JetStream(), cfg.Logger)
+	s.buckets = state.New(s.store.Committer(), cfg.Logger)
 	s.rt, err = wasm.New(ctx, wasm.Config{CacheDir: cfg.CacheDir, Logger: cfg.Logger,
 		HostFunctions: hostfn.NewDefaultRegistry(cfg.Logger, hostfn.WithKV(s.buckets), hostfn.WithPublisher(s))})
 	if err != nil {
@@ -138,7 +138,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.sched = scheduler.New(s.rt, s.store, scheduler.Options{
 		IdleTimeout: cfg.IdleTimeout, Logger: cfg.Logger, Metrics: s.metrics, Logs: s.logs,
 	})
-	s.events, err = events.OpenLog(ctx, s.store.JetStream(), events.LogConfig{Logger: cfg.Logger})
+	s.events, err = events.OpenLog(ctx, s.store.JetStream(), events.LogConfig{Logger: cfg.Logger, Committer: s.store.Committer()})
 	if err != nil {
 		return nil, fmt.Errorf("event log: %w", err)
 	}
