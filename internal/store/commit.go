@@ -295,7 +295,7 @@ func NewCommitter(js jetstream.JetStream, opts CommitterOptions) (*Committer, er
 	if _, err := rand.Read(rnd[:]); err != nil {
 		return nil, fmt.Errorf("committer: batch id prefix: %w", err)
 	}
-	ajs, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4*plainBatchMax))
+	ajs, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4*kvPlainBatchMax))
 	if err != nil {
 		return nil, fmt.Errorf("committer: %w", err)
 	}

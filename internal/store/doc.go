@@ -67,8 +67,10 @@
 // empty. How a batch is written:
 //
 //   - one write: a plain publish (one write, one fsync);
-//   - 2 to 4 units of one write each: pipelined plain publishes, each its
-//     own fsync and its own success or failure;
+//   - 2 to 4 units of one write each (2 to 14 on a KV bucket's stream,
+//     whose writes were all plain publishes before the commit path):
+//     pipelined plain publishes, each its own fsync and its own success or
+//     failure;
 //   - anything else (more writes, or a unit of several): one JetStream
 //     atomic batch, one final fsync for all of it.
 //
