@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/nimbus-dev/nimbus/internal/events/cloudevents"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
+	"github.com/nimbus-dev/nimbus/internal/store"
 	"github.com/nimbus-dev/nimbus/internal/telemetry"
 	"github.com/nimbus-dev/nimbus/internal/throttle"
 )
@@ -249,19 +249,19 @@ func asyncRetryable(status int) bool {
 // idempotency keys, kept for the records' TTL.
 type Invocations struct {
 	kv jetstream.KeyValue
-	// w writes records in group commits (atomic batches on the bucket's
-	// stream): concurrent completions share one fsync.
-	w *Log
+	// c writes records through the commit path: concurrent completions
+	// share one commit and one fsync.
+	c *store.Committer
 }
 
-// OpenInvocations creates or opens the records bucket. Records are written
-// with the store's durability (fsynced on a SyncAlways server): a result
-// the API showed survives a crash.
-func OpenInvocations(ctx context.Context, js jetstream.JetStream, ttl time.Duration, logger *slog.Logger) (*Invocations, error) {
+// OpenInvocations creates or opens the records bucket; records are written
+// through c. Records are written with the store's durability (fsynced on a
+// SyncAlways server): a result the API showed survives a crash.
+func OpenInvocations(ctx context.Context, c *store.Committer, ttl time.Duration) (*Invocations, error) {
 	if ttl <= 0 {
 		ttl = DefaultInvocationTTL
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := c.JetStream().CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      InvocationsBucket,
 		Description: "Nimbus async invocation records",
 		TTL:         ttl,
@@ -271,15 +271,8 @@ func OpenInvocations(ctx context.Context, js jetstream.JetStream, ttl time.Durat
 	if err != nil {
 		return nil, fmt.Errorf("invocation records %s: %w", InvocationsBucket, err)
 	}
-	w, err := OpenLog(ctx, js, LogConfig{KeyValue: InvocationsBucket, MaxBatch: 256, Logger: logger})
-	if err != nil {
-		return nil, fmt.Errorf("invocation records %s: %w", InvocationsBucket, err)
-	}
-	return &Invocations{kv: kv, w: w}, nil
+	return &Invocations{kv: kv, c: c}, nil
 }
-
-// Close stops the record writer; ctx bounds the wait for pending writes.
-func (r *Invocations) Close(ctx context.Context) error { return r.w.Close(ctx) }
 
 // ErrNoRecord means an invocation has no record (yet).
 var ErrNoRecord = errors.New("events: no invocation record")
@@ -319,12 +312,12 @@ func (r *Invocations) put(ctx context.Context, inv *Invocation) error {
 	if err != nil {
 		return err
 	}
-	subject := "$KV." + InvocationsBucket + "."
-	ents := []Entry{{Subject: subject + inv.ID, Data: b}}
+	u := &store.Unit{Writes: []store.Write{store.KVPut(InvocationsBucket, inv.ID, b)}}
 	if inv.IdempotencyKey != "" && inv.Done() {
-		ents = append(ents, Entry{Subject: subject + "key." + asyncMsgID(inv.App, inv.Function, inv.IdempotencyKey), Data: []byte(inv.ID)})
+		// The record and its key's pointer in one atomic batch.
+		u.Writes = append(u.Writes, store.KVPut(InvocationsBucket, "key."+asyncMsgID(inv.App, inv.Function, inv.IdempotencyKey), []byte(inv.ID)))
 	}
-	if _, err := r.w.Append(ctx, ents...); err != nil {
+	if _, err := r.c.Commit(ctx, u); err != nil {
 		return fmt.Errorf("record invocation %s: %w", inv.ID, err)
 	}
 	return nil

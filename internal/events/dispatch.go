@@ -507,12 +507,6 @@ func (d *Dispatcher) Close(ctx context.Context) error {
 	case <-ctx.Done():
 		err = fmt.Errorf("close dispatcher: %w", ctx.Err())
 	}
-	d.syncMu.Lock()
-	records := d.records
-	d.syncMu.Unlock()
-	if records != nil {
-		err = errors.Join(err, records.Close(ctx))
-	}
 	return err
 }
 
@@ -562,7 +556,7 @@ func (d *Dispatcher) ensureBucket(ctx context.Context) error {
 		return fmt.Errorf("delivery records %s: %w", DeliveredBucket, err)
 	}
 	d.delivered = kv
-	d.records, err = OpenInvocations(ctx, d.js, d.opts.InvocationTTL, d.opts.Logger)
+	d.records, err = OpenInvocations(ctx, d.log.Committer(), d.opts.InvocationTTL)
 	return err
 }
 

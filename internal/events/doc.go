@@ -40,78 +40,24 @@
 //
 // # Group commit
 //
-// One fsync per event caps a node at the disk's fsync rate (~4k/s here, the
-// same with 1 or 64 publishers: JetStream does not coalesce them). Concurrent
-// Append calls therefore only enqueue; one committer goroutine takes
-// everything pending (up to MaxBatch entries, never splitting one call),
-// writes it in one round trip and, when the server answers, releases every
-// waiter of that batch at once. While a batch is in flight the next one
-// accumulates, so batches grow with load and no timer adds latency when the
-// log is idle. One call of several entries is all-or-nothing (one atomic
-// batch), except when the server's duplicate check forces a split (below).
+// Append is a thin layer over the node's commit path, store.Committer
+// (LogConfig.Committer; the server passes the store's): it checks the
+// entries, makes them one store.Unit on the events stream, and maps the
+// results to Acks. The committer queues concurrent calls and writes
+// everything pending in one round trip (one atomic batch, one fsync) while
+// the previous one is in flight, so batches grow with load and no timer
+// adds latency when the log is idle. One call is one unit: all-or-nothing,
+// except when the server's duplicate check forces a split. A batch of 1
+// write is a plain publish, of 2 to 4 single-entry calls pipelined plain
+// publishes, anything larger one JetStream atomic batch (about 3 ms fixed
+// on R1 file storage, against ~0.23 ms per fsynced publish); package
+// store's documentation has the protocol, the limits found in the server's
+// source and how a rejected batch is split so that one caller's failure
+// (or duplicate) never fails another's.
 //
-// How a batch is written depends on its size:
-//
-//   - 1 entry: a plain publish (one write, one fsync).
-//   - 2 to 4 entries: pipelined plain publishes, acks collected in order;
-//     each entry is fsynced and succeeds on its own.
-//   - 5 to MaxBatch entries: one JetStream atomic batch: one commit, one
-//     final fsync for all of them.
-//
-// The threshold comes from the cost of an atomic batch on R1 file storage
-// (next section): about 3 ms fixed, against ~0.23 ms per fsynced publish.
-// Break-even is near 12 entries, but a high threshold made batches
-// alternate between small pipelined and large atomic ones under load, so it
-// is kept low (plainBatchMax; measurements were too noisy to tune it
-// finely).
-//
-// # The atomic batch protocol (nats-server v2.15.2, read in its source)
-//
-// The stream has AllowAtomicPublish. Every message of a batch carries
-// Nats-Batch-Id (at most 64 characters; the log uses a random prefix and a
-// counter) and Nats-Batch-Sequence (1, 2, ... without gaps); the last one
-// also carries Nats-Batch-Commit: 1 ("eob" would mean: commit, and do not
-// store this marker). Only the commit needs to be a request: a staged
-// message with a reply gets an empty ack, one without gets nothing, and any
-// problem while staging (gap, timeout, too large) abandons the batch, so the
-// commit is answered with an error ("incomplete batch") and nothing is
-// lost. The log sends messages 1..n-1 as plain publishes and the commit as
-// a request. The commit answer is a PubAck {"stream","seq","batch","count"}
-// whose seq is the last entry's; the server holds the stream's isolation
-// lock while it commits, so the entries have the contiguous sequences
-// seq-count+1 .. seq. Or it is {"error":{...}} and nothing was stored.
-//
-// Limits and behaviour found in the server source:
-//
-//   - at most 1,000 messages per batch (max_batch_size, an operator
-//     option), 50 open batches per stream, 1,000 per server, and a staged
-//     batch is dropped after 10 s without its commit (max_batch_timeout);
-//   - on R1 file storage the server stages each batch in a file store of its
-//     own (created under the stream's directory, flushed and fsynced at
-//     commit, deleted after), so that a commit interrupted by a crash can be
-//     finished at restart; then it writes the batch to the stream with
-//     SyncAlways suspended and fsyncs once ("coalesceSync"). On R3 the
-//     staging is in memory and the batch is one Raft proposal. This staging
-//     is why an R1 atomic batch costs ~3 ms whatever its size;
-//   - Nats-Msg-Id is checked for every message at commit, but a duplicate
-//     does not become a duplicate ack: the whole batch is rejected with
-//     err_code 10201 "atomic publish batch contains duplicate message id"
-//     (10158 on a cluster when the id is being stored concurrently), and the
-//     error does not say which message. So the log removes duplicates within
-//     a batch itself (later copies are acknowledged as duplicates of the
-//     first), and on 10201 it splits the rejected batch in halves and
-//     retries each, down to single plain publishes, which the server answers
-//     with duplicate: true and the original sequence. Retrying is safe
-//     because a rejected batch stored nothing. Cost: about log2(n) extra
-//     round trips per duplicate;
-//   - Nats-Expected-Last-Msg-Id is not supported in a batch, and headers
-//     starting with "Nats-" change how JetStream stores a message, so Append
-//     rejects user headers with that prefix;
-//   - the batch headers stay on the stored messages (consumers may ignore
-//     them);
-//   - the server also offers "fast batch" publishing (AllowBatchPublish,
-//     flow-controlled, not atomic); it does not coalesce fsyncs the way the
-//     atomic commit does, so it does not serve group commit.
+// The async invocation records (KV bucket nimbus_invocations) are written
+// through the same committer: a final record and its idempotency key's
+// pointer are one unit.
 //
 // # Figures (BenchmarkAppend and raw baselines in log_bench_test.go)
 //

@@ -2,18 +2,17 @@ package events
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nimbus-dev/nimbus/internal/store"
 )
 
 // Defaults of LogConfig.
@@ -25,29 +24,18 @@ const (
 	DefaultSubjectPrefix = "nimbus.events."
 	// DefaultDuplicateWindow is how long a Nats-Msg-Id is remembered.
 	DefaultDuplicateWindow = 10 * time.Minute
-	// DefaultMaxBatch is the largest number of entries in one commit. It is
-	// also the server's limit on an atomic batch (nats-server
-	// max_batch_size, 1,000 by default); a larger MaxBatch is clamped to it.
-	DefaultMaxBatch = 1000
+	// DefaultMaxBatch is the largest number of entries in one Append (and
+	// in one commit of a committer of the Log's own). It is also the
+	// server's limit on an atomic batch; a larger MaxBatch is clamped to it.
+	DefaultMaxBatch = store.DefaultMaxBatch
 	// DefaultMaxEventBytes bounds one entry (data plus headers).
 	DefaultMaxEventBytes = 1 << 20
 	// DefaultMaxAge is how long events are kept.
 	DefaultMaxAge = 7 * 24 * time.Hour
-	// DefaultCommitTimeout bounds one commit round trip. It matches the
-	// server's batch timeout (a staged batch is dropped after 10 s without
-	// its commit).
-	DefaultCommitTimeout = 10 * time.Second
+	// DefaultCommitTimeout bounds one commit round trip of a committer of
+	// the Log's own.
+	DefaultCommitTimeout = store.DefaultCommitTimeout
 )
-
-// serverMaxBatch is nats-server's default limit on the number of messages in
-// one atomic batch (streamDefaultMaxAtomicBatchSize).
-const serverMaxBatch = 1000
-
-// batchHeaderReserve is the room kept below the connection's max payload for
-// the headers the Log adds to every entry (Nats-Batch-Id with a ~30 byte id,
-// Nats-Batch-Sequence, Nats-Batch-Commit and header framing). Nats-Msg-Id is
-// counted in the entry's own size.
-const batchHeaderReserve = 160
 
 // Errors returned by Append.
 var (
@@ -66,8 +54,9 @@ var (
 	// ErrOutcomeUnknown means the entries were sent but no answer came
 	// (the caller's context ended while its batch was in flight, or the
 	// commit timed out): they may or may not be stored. Retrying with the
-	// same MsgID is safe within the duplicate window.
-	ErrOutcomeUnknown = errors.New("events: append outcome unknown (retry with the same MsgID)")
+	// same MsgID is safe within the duplicate window. It is the commit
+	// path's store.ErrOutcomeUnknown.
+	ErrOutcomeUnknown = store.ErrOutcomeUnknown
 )
 
 // EntryError reports which entry of an Append call was rejected before
@@ -94,17 +83,18 @@ type LogConfig struct {
 	// acknowledged as a Duplicate and not stored again. Optional: default
 	// 10m.
 	DuplicateWindow time.Duration
-	// MaxBatch is the largest number of entries in one commit (one atomic
-	// batch, one fsync). Optional: default 1000, which is also the server's
-	// limit; larger values are clamped to 1000.
+	// MaxBatch is the largest number of entries in one Append, and in one
+	// commit of a committer of the Log's own. Optional: default 1000,
+	// which is also the server's limit; larger values are clamped to 1000
+	// (and to the committer's MaxBatch).
 	MaxBatch int
 	// MaxEventBytes bounds one entry: its data plus its headers (including
 	// Nats-Msg-Id). Optional: default 1 MiB, lowered if the connection's
 	// max payload (1 MB on a default server) leaves less room.
 	MaxEventBytes int
-	// MaxPending bounds the entries waiting for the committer; Append
-	// blocks (until its context ends) while the queue is full. Optional:
-	// default 16 * MaxBatch.
+	// MaxPending bounds the entries waiting for a committer of the Log's
+	// own; Append blocks (until its context ends) while the queue is full.
+	// Optional: default 16 * MaxBatch.
 	MaxPending int
 	// MaxAge is how long the stream keeps an event. Optional: default 7
 	// days.
@@ -112,18 +102,18 @@ type LogConfig struct {
 	// Replicas of the stream. Optional: default 1 (the embedded server);
 	// use 3 on a cluster so an acknowledged event is on a quorum.
 	Replicas int
-	// CommitTimeout bounds one commit round trip; past it the batch's
-	// callers get ErrOutcomeUnknown. Optional: default 10s.
+	// CommitTimeout bounds one commit round trip of a committer of the
+	// Log's own; past it the batch's callers get ErrOutcomeUnknown.
+	// Optional: default 10s.
 	CommitTimeout time.Duration
 	// Logger receives commit failures. Optional: default slog.Default().
 	Logger *slog.Logger
-	// KeyValue, when set, makes the Log a group committer for writes to
-	// that existing JetStream KV bucket instead of an event stream: Stream
-	// and SubjectPrefix become the bucket's ("KV_<bucket>", "$KV.<bucket>."),
-	// the bucket's stream is only updated to allow atomic batches, and
-	// MaxAge, DuplicateWindow and Replicas are the bucket's own. An entry
-	// with subject "$KV.<bucket>.<key>" is a put of key.
-	KeyValue string
+	// Committer is the commit path the Log appends through. Optional:
+	// default a committer of the Log's own (MaxBatch, MaxPending and
+	// CommitTimeout configure it; Close closes it). A server passes the
+	// store's (store.Store.Committer), so that events share it with every
+	// other durable write of the node; that committer's limits then apply.
+	Committer *store.Committer
 }
 
 // Entry is one event to append.
@@ -155,78 +145,49 @@ type Ack struct {
 
 // LogStats are cumulative counters of a Log.
 type LogStats struct {
-	Commits    uint64 // write round trips to JetStream (atomic batches or single publishes)
+	Commits    uint64 // write round trips to JetStream that carried entries of this Log (atomic batches or single publishes)
 	Entries    uint64 // entries acknowledged, duplicates included
 	Duplicates uint64 // entries acknowledged as Duplicate
 	Failed     uint64 // entries whose batch failed
 	MaxBatch   int    // the largest batch committed so far, in entries
-	Splits     uint64 // batches split because the server found a duplicate MsgID in them
+	Splits     uint64 // batches split because the server refused part of them (a duplicate MsgID)
 }
 
-// Log appends events to a JetStream stream with group commit. It is safe
-// for concurrent use; see the package documentation.
+// Log appends events to a JetStream stream through the commit path
+// (store.Committer) with group commit. It is safe for concurrent use; see
+// the package documentation.
 type Log struct {
-	js       jetstream.JetStream // for pipelined plain publishes (async acks)
-	nc       *nats.Conn
+	c        *store.Committer
+	own      bool // c is the Log's own: Close closes it
 	stream   string
 	prefix   string
 	maxBatch int
 	maxEvent int
-	maxPend  int
-	timeout  time.Duration
 	logger   *slog.Logger
+	counters store.Counters
 
-	// mu guards the queue. Lock order: mu is never held while sending.
+	// mu guards closing; active counts the Append calls under way (Add
+	// only while not closing).
 	mu      sync.Mutex
-	queue   []*request
-	queued  int           // entries in queue
-	closing bool          // set by Close: no new requests
-	space   chan struct{} // closed (and replaced) when the committer takes from the queue
+	closing bool
+	active  sync.WaitGroup
 
-	wake chan struct{} // capacity 1: the queue changed or Close was called
-	done chan struct{} // closed when the committer has returned
-
-	// abort ends in-flight commits when Close's context expires.
+	// abort ends the Append calls under way when Close's context expires.
 	abort       context.Context
 	cancelAbort context.CancelFunc
-
-	// Committer-only state.
-	batchPrefix string
-	batchN      uint64
-
-	commits, entries, dups, failed, splits atomic.Uint64
-	largest                                atomic.Int64
 }
-
-// request is one Append call waiting for its batch.
-type request struct {
-	entries []Entry
-	state   atomic.Int32  // reqPending -> reqTaken (committer) or reqAbandoned (caller)
-	done    chan struct{} // closed by the committer after acks/err are set
-	acks    []Ack
-	err     error
-}
-
-const (
-	reqPending int32 = iota
-	reqTaken
-	reqAbandoned
-)
 
 // OpenLog creates or updates the events stream (file storage, synchronous
 // writes on a SyncAlways server, atomic publish allowed, duplicate window)
-// and starts the Log's committer. Close stops it.
+// and returns the Log. Close stops it.
 func OpenLog(ctx context.Context, js jetstream.JetStream, cfg LogConfig) (*Log, error) {
-	if cfg.KeyValue != "" {
-		cfg.Stream, cfg.SubjectPrefix = "KV_"+cfg.KeyValue, "$KV."+cfg.KeyValue+"."
-	}
 	if cfg.Stream == "" {
 		cfg.Stream = DefaultStream
 	}
 	if cfg.SubjectPrefix == "" {
 		cfg.SubjectPrefix = DefaultSubjectPrefix
 	}
-	if !strings.HasSuffix(cfg.SubjectPrefix, ".") || !validSubject(strings.TrimSuffix(cfg.SubjectPrefix, ".")) {
+	if !strings.HasSuffix(cfg.SubjectPrefix, ".") || !store.ValidSubject(strings.TrimSuffix(cfg.SubjectPrefix, ".")) {
 		return nil, fmt.Errorf("open event log: subject prefix %q must be a literal subject ending in '.'", cfg.SubjectPrefix)
 	}
 	if cfg.DuplicateWindow <= 0 {
@@ -235,104 +196,69 @@ func OpenLog(ctx context.Context, js jetstream.JetStream, cfg LogConfig) (*Log, 
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = DefaultMaxBatch
 	}
-	cfg.MaxBatch = min(cfg.MaxBatch, serverMaxBatch)
 	if cfg.MaxEventBytes <= 0 {
 		cfg.MaxEventBytes = DefaultMaxEventBytes
 	}
-	if cfg.MaxPending <= 0 {
-		cfg.MaxPending = 16 * cfg.MaxBatch
-	}
-	cfg.MaxPending = max(cfg.MaxPending, cfg.MaxBatch)
 	if cfg.MaxAge <= 0 {
 		cfg.MaxAge = DefaultMaxAge
 	}
 	if cfg.Replicas <= 0 {
 		cfg.Replicas = 1
 	}
-	if cfg.CommitTimeout <= 0 {
-		cfg.CommitTimeout = DefaultCommitTimeout
-	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	nc := js.Conn()
-	maxEvent := cfg.MaxEventBytes
-	if mp := int(nc.MaxPayload()) - batchHeaderReserve; mp < maxEvent {
-		maxEvent = mp
-	}
-	if maxEvent <= 0 {
-		return nil, fmt.Errorf("open event log: connection max payload %d is too small", nc.MaxPayload())
-	}
-
-	var err error
-	if cfg.KeyValue != "" {
-		err = allowAtomic(ctx, js, cfg.Stream)
-	} else {
-		_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-			Name:        cfg.Stream,
-			Description: "Nimbus events: " + cfg.SubjectPrefix + "<app>.<topic>",
-			Subjects:    []string{cfg.SubjectPrefix + ">"},
-			Storage:     jetstream.FileStorage,
-			Replicas:    cfg.Replicas,
-			Retention:   jetstream.LimitsPolicy,
-			Discard:     jetstream.DiscardOld,
-			MaxAge:      cfg.MaxAge,
-			Duplicates:  cfg.DuplicateWindow,
-			// One Append of many entries, and one group commit of many callers,
-			// is one atomic batch: one write and one fsync (doc.go).
-			AllowAtomicPublish: true,
-			// Defence in depth: Append checks sizes before anything is sent.
-			MaxMsgSize: int32(maxEvent + batchHeaderReserve),
+	c, own := cfg.Committer, false
+	if c == nil {
+		var err error
+		c, err = store.NewCommitter(js, store.CommitterOptions{
+			MaxBatch: cfg.MaxBatch, MaxPending: cfg.MaxPending, CommitTimeout: cfg.CommitTimeout, Logger: cfg.Logger,
 		})
+		if err != nil {
+			return nil, fmt.Errorf("open event log: %w", err)
+		}
+		own = true
 	}
+	maxEvent := min(cfg.MaxEventBytes, c.MaxWriteBytes())
+
+	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        cfg.Stream,
+		Description: "Nimbus events: " + cfg.SubjectPrefix + "<app>.<topic>",
+		Subjects:    []string{cfg.SubjectPrefix + ">"},
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      cfg.MaxAge,
+		Duplicates:  cfg.DuplicateWindow,
+		// One Append of many entries, and one group commit of many callers,
+		// is one atomic batch: one write and one fsync (doc.go).
+		AllowAtomicPublish: true,
+		// Defence in depth: Append checks sizes before anything is sent.
+		MaxMsgSize: int32(maxEvent + store.BatchHeaderReserve),
+	})
 	if err != nil {
+		if own {
+			_ = c.Close(ctx)
+		}
 		return nil, fmt.Errorf("open event log: stream %s: %w", cfg.Stream, err)
 	}
-
-	var rnd [6]byte
-	if _, err := rand.Read(rnd[:]); err != nil {
-		return nil, fmt.Errorf("open event log: batch id prefix: %w", err)
-	}
-	ajs, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4*plainBatchMax))
-	if err != nil {
-		return nil, fmt.Errorf("open event log: %w", err)
-	}
 	abort, cancel := context.WithCancel(context.Background())
-	l := &Log{
-		js:          ajs,
-		nc:          nc,
+	return &Log{
+		c:           c,
+		own:         own,
 		stream:      cfg.Stream,
 		prefix:      cfg.SubjectPrefix,
-		maxBatch:    cfg.MaxBatch,
+		maxBatch:    min(cfg.MaxBatch, c.MaxBatch()),
 		maxEvent:    maxEvent,
-		maxPend:     cfg.MaxPending,
-		timeout:     cfg.CommitTimeout,
 		logger:      cfg.Logger.With("component", "events.log", "stream", cfg.Stream),
-		space:       make(chan struct{}),
-		wake:        make(chan struct{}, 1),
-		done:        make(chan struct{}),
 		abort:       abort,
 		cancelAbort: cancel,
-		batchPrefix: hex.EncodeToString(rnd[:]),
-	}
-	go l.run()
-	return l, nil
+	}, nil
 }
 
-// allowAtomic turns on atomic batch publish on an existing stream.
-func allowAtomic(ctx context.Context, js jetstream.JetStream, stream string) error {
-	st, err := js.Stream(ctx, stream)
-	if err != nil {
-		return err
-	}
-	cfg := st.CachedInfo().Config
-	if cfg.AllowAtomicPublish {
-		return nil
-	}
-	cfg.AllowAtomicPublish = true
-	_, err = js.UpdateStream(ctx, cfg)
-	return err
-}
+// Committer returns the commit path the Log appends through.
+func (l *Log) Committer() *store.Committer { return l.c }
 
 // Stream returns the name of the events stream.
 func (l *Log) Stream() string { return l.stream }
@@ -343,13 +269,14 @@ func (l *Log) MaxEventBytes() int { return l.maxEvent }
 
 // Stats returns the Log's counters.
 func (l *Log) Stats() LogStats {
+	st := l.counters.Stats()
 	return LogStats{
-		Commits:    l.commits.Load(),
-		Entries:    l.entries.Load(),
-		Duplicates: l.dups.Load(),
-		Failed:     l.failed.Load(),
-		MaxBatch:   int(l.largest.Load()),
-		Splits:     l.splits.Load(),
+		Commits:    st.Commits,
+		Entries:    st.Writes,
+		Duplicates: st.Duplicates,
+		Failed:     st.Failed,
+		MaxBatch:   st.MaxBatch,
+		Splits:     st.Splits,
 	}
 }
 
@@ -379,45 +306,52 @@ func (l *Log) Append(ctx context.Context, entries ...Entry) ([]Ack, error) {
 			return nil, &EntryError{Index: i, Err: err}
 		}
 	}
-	r := &request{entries: entries, done: make(chan struct{})}
-	for {
-		l.mu.Lock()
-		if l.closing {
-			l.mu.Unlock()
-			return nil, ErrClosed
-		}
-		// An empty queue always takes a request, so a call of MaxBatch
-		// entries cannot wait forever.
-		if l.queued == 0 || l.queued+len(entries) <= l.maxPend {
-			l.queue = append(l.queue, r)
-			l.queued += len(entries)
-			l.mu.Unlock()
-			break
-		}
-		space := l.space
+	l.mu.Lock()
+	if l.closing {
 		l.mu.Unlock()
-		select {
-		case <-space:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
+		return nil, ErrClosed
 	}
-	select {
-	case l.wake <- struct{}{}:
-	default:
-	}
+	l.active.Add(1)
+	l.mu.Unlock()
+	defer l.active.Done()
 
-	select {
-	case <-r.done:
-		return r.acks, r.err
-	case <-ctx.Done():
-		if r.state.CompareAndSwap(reqPending, reqAbandoned) {
-			// The committer skips it: nothing of this call is sent.
-			return nil, ctx.Err()
-		}
-		// Already taken: the batch goes on for the other callers.
-		return nil, fmt.Errorf("%w: %w", ErrOutcomeUnknown, ctx.Err())
+	u := &store.Unit{Writes: make([]store.Write, len(entries)), Counters: &l.counters}
+	for i := range entries {
+		e := &entries[i]
+		u.Writes[i] = store.Write{Stream: l.stream, Subject: e.Subject, Header: e.Header, Data: e.Data, MsgID: e.MsgID}
 	}
+	// Close's abort ends the call as the caller's context would.
+	cctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(l.abort, cancel)
+	results, err := l.c.Commit(cctx, u)
+	stop()
+	cancel()
+	if err != nil {
+		return nil, l.appendErr(ctx, err)
+	}
+	acks := make([]Ack, len(results))
+	for i, r := range results {
+		acks[i] = Ack{Seq: r.Seq, Duplicate: r.Duplicate}
+	}
+	return acks, nil
+}
+
+// appendErr maps the commit path's error of an Append.
+func (l *Log) appendErr(ctx context.Context, err error) error {
+	var we *store.WriteError
+	switch {
+	case errors.As(err, &we):
+		if errors.Is(err, store.ErrWriteTooLarge) {
+			return &EntryError{Index: we.Index, Err: fmt.Errorf("%w: %w", ErrTooLarge, we.Err)}
+		}
+		return &EntryError{Index: we.Index, Err: fmt.Errorf("%w: %w", ErrInvalidEntry, we.Err)}
+	case errors.Is(err, store.ErrCommitterClosed):
+		return ErrClosed
+	case ctx.Err() == nil && l.abort.Err() != nil && !errors.Is(err, ErrOutcomeUnknown):
+		// Aborted by Close before the commit took it: nothing sent.
+		return ErrClosed
+	}
+	return fmt.Errorf("events: %w", err)
 }
 
 // check validates one entry before it is queued.
@@ -452,109 +386,34 @@ func (l *Log) check(e *Entry) error {
 	return nil
 }
 
-// validSubject reports whether s is a literal NATS subject: non-empty
-// tokens separated by '.', no wildcards, no whitespace.
-func validSubject(s string) bool {
-	if s == "" {
-		return false
-	}
-	for tok := range strings.SplitSeq(s, ".") {
-		if tok == "" || tok == "*" || tok == ">" {
-			return false
-		}
-		if strings.ContainsAny(tok, " \t\r\n*>") {
-			return false
-		}
-	}
-	return true
-}
+// validSubject reports whether s is a literal NATS subject.
+func validSubject(s string) bool { return store.ValidSubject(s) }
 
-// Close stops taking entries, commits everything already queued, stops the
-// committer and waits for it. If ctx ends first, in-flight and queued
-// appends fail (queued ones with ErrClosed, in-flight ones with
-// ErrOutcomeUnknown), Close still waits for the committer to return, and
-// reports ctx.Err(). It is safe to call more than once.
+// Close stops taking entries, waits for the Append calls under way (their
+// entries are committed, not dropped) and, if the Log has a committer of
+// its own, closes it. If ctx ends first, the calls under way fail (those
+// not yet taken for a commit with ErrClosed, in-flight ones with
+// ErrOutcomeUnknown), Close still waits for them to return, and reports
+// ctx.Err(). It is safe to call more than once.
 func (l *Log) Close(ctx context.Context) error {
 	l.mu.Lock()
 	l.closing = true
 	l.mu.Unlock()
+	done := make(chan struct{})
+	go func() { l.active.Wait(); close(done) }()
+	var err error
 	select {
-	case l.wake <- struct{}{}:
-	default:
-	}
-	select {
-	case <-l.done:
-		l.cancelAbort()
-		return nil
+	case <-done:
 	case <-ctx.Done():
 		l.cancelAbort()
-		<-l.done
-		return fmt.Errorf("close event log: %w", ctx.Err())
+		<-done
+		err = fmt.Errorf("close event log: %w", ctx.Err())
 	}
-}
-
-// run is the committer: the one goroutine that writes to the stream. It
-// returns when the Log is closing and the queue is empty, or on abort.
-func (l *Log) run() {
-	defer close(l.done)
-	for {
-		reqs, closing := l.take()
-		if len(reqs) > 0 {
-			if l.abort.Err() != nil {
-				l.release(reqs, nil, ErrClosed)
-				continue
-			}
-			l.commit(reqs)
-			continue
+	l.cancelAbort()
+	if l.own {
+		if cerr := l.c.Close(ctx); cerr != nil && err == nil {
+			err = fmt.Errorf("close event log: %w", cerr)
 		}
-		if closing {
-			return
-		}
-		<-l.wake
 	}
-}
-
-// take removes requests from the head of the queue, up to maxBatch entries,
-// marking each taken; requests their caller abandoned are dropped.
-func (l *Log) take() ([]*request, bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n, i := 0, 0
-	var reqs []*request
-	for ; i < len(l.queue); i++ {
-		r := l.queue[i]
-		if n > 0 && n+len(r.entries) > l.maxBatch {
-			break
-		}
-		l.queued -= len(r.entries)
-		if !r.state.CompareAndSwap(reqPending, reqTaken) {
-			continue // abandoned by its caller
-		}
-		reqs = append(reqs, r)
-		n += len(r.entries)
-	}
-	if i > 0 {
-		clear(l.queue[:i])
-		l.queue = l.queue[i:]
-		if len(l.queue) == 0 {
-			l.queue = nil
-		}
-		close(l.space)
-		l.space = make(chan struct{})
-	}
-	return reqs, l.closing
-}
-
-// release wakes the callers of reqs: each gets its slice of acks, or err.
-func (l *Log) release(reqs []*request, acks []Ack, err error) {
-	off := 0
-	for _, r := range reqs {
-		if err == nil {
-			r.acks = acks[off : off+len(r.entries) : off+len(r.entries)]
-		} else {
-			r.err = err
-		}
-		off += len(r.entries)
-		close(r.done)
-	}
+	return err
 }

@@ -127,7 +127,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s.buckets = state.NewBuckets(s.store.JetStream(), cfg.Logger)
+	s.buckets = state.New(s.store.Committer(), cfg.Logger)
 	s.rts = runtime.Set{}
 	wasmRT, err := wasm.New(ctx, wasm.Config{CacheDir: cfg.CacheDir, Logger: cfg.Logger,
 		HostFunctions: hostfn.NewDefaultRegistry(capability.New(capability.Config{Logger: cfg.Logger, KV: s.buckets, Publisher: s}))})
@@ -139,7 +139,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.sched = scheduler.New(s.rts, s.store, scheduler.Options{
 		IdleTimeout: cfg.IdleTimeout, Logger: cfg.Logger, Metrics: s.metrics, Logs: s.logs,
 	})
-	s.events, err = events.OpenLog(ctx, s.store.JetStream(), events.LogConfig{Logger: cfg.Logger})
+	s.events, err = events.OpenLog(ctx, s.store.JetStream(), events.LogConfig{Logger: cfg.Logger, Committer: s.store.Committer()})
 	if err != nil {
 		return nil, fmt.Errorf("event log: %w", err)
 	}

@@ -7,7 +7,7 @@
 //
 // It sits below the capability services in the request flow:
 //
-//	gateway -> scheduler -> runtime -> guest -> kv service -> state -> JetStream
+//	gateway -> scheduler -> runtime -> guest -> kv service -> state -> store.Committer -> JetStream
 //
 // # Keys and values
 //
@@ -48,7 +48,9 @@
 // Put and Delete return after JetStream acknowledged the write. The store
 // runs the embedded server with SyncAlways, so at that point the value is
 // written and fsynced to the bucket's stream file on this node: it survives
-// kill -9 and power loss. Buckets are R1 today; in a cluster (R3) the
+// kill -9 and power loss. Writes go through the node's commit path
+// (store.Committer, given to New): concurrent writes to one bucket share one
+// commit and one fsync, and a compare-and-swap that fails fails alone. Buckets are R1 today; in a cluster (R3) the
 // acknowledgement would mean a quorum of nodes holds it.
 //
 // # Change events

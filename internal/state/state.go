@@ -13,6 +13,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nimbus-dev/nimbus/internal/model"
+
+	"github.com/nimbus-dev/nimbus/internal/store"
 )
 
 // Limits and defaults.
@@ -152,6 +154,11 @@ func (o Op) String() string {
 type Buckets struct {
 	js     jetstream.JetStream
 	logger *slog.Logger
+	// c commits every write (the store's commit path): concurrent writes
+	// to one bucket share one commit and one fsync. cerr is why NewBuckets
+	// could not make one; writes then fail with it.
+	c    *store.Committer
+	cerr error
 
 	mu   sync.Mutex
 	open map[string]*bucket // by JetStream bucket name
@@ -167,12 +174,25 @@ type bucket struct {
 	msgTTL   bool
 }
 
-// NewBuckets returns the buckets over js. A nil logger discards.
+// New returns the buckets that write through c, the node's commit path
+// (store.Store.Committer). A nil logger discards.
+func New(c *store.Committer, logger *slog.Logger) *Buckets {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Buckets{js: c.JetStream(), logger: logger, c: c, open: map[string]*bucket{}}
+}
+
+// NewBuckets returns the buckets over js, writing through a committer of
+// their own (it needs no closing: it runs only while writes are pending).
+// A server uses New with the store's committer instead, so that KV writes
+// share commits with the rest of the node. A nil logger discards.
 func NewBuckets(js jetstream.JetStream, logger *slog.Logger) *Buckets {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Buckets{js: js, logger: logger, open: map[string]*bucket{}}
+	c, err := store.NewCommitter(js, store.CommitterOptions{Logger: logger})
+	return &Buckets{js: js, logger: logger, c: c, cerr: err, open: map[string]*bucket{}}
 }
 
 // BucketName returns the JetStream KV bucket of an app bucket.
@@ -425,27 +445,52 @@ func (b *Buckets) Put(ctx context.Context, app, bucket, key string, value []byte
 }
 
 func (b *Buckets) put(ctx context.Context, bk *bucket, key string, value []byte, opts PutOptions) (uint64, error) {
-	if opts.IfRevision != nil && *opts.IfRevision == 0 {
-		// Create also accepts a key whose last entry is a delete or an
-		// expiry marker, which a bare "expected sequence 0" would refuse.
-		var copts []jetstream.KVCreateOpt
-		if opts.TTL > 0 {
-			copts = append(copts, jetstream.KeyTTL(time.Duration(ttlSeconds(opts.TTL))*time.Second))
-		}
-		return bk.kv.Create(ctx, key, value, copts...)
-	}
-	msg := &nats.Msg{Subject: bk.subject + key, Data: value, Header: nats.Header{}}
+	w := store.KVPut(bk.name, key, value)
 	if opts.TTL > 0 {
-		msg.Header.Set(jetstream.MsgTTLHeader, strconv.FormatInt(ttlSeconds(opts.TTL), 10))
+		w.TTL = time.Duration(ttlSeconds(opts.TTL)) * time.Second
 	}
-	if opts.IfRevision != nil {
-		msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(*opts.IfRevision, 10))
+	w.IfLastSeq = opts.IfRevision
+	rev, err := b.commit(ctx, w)
+	if err != nil && opts.IfRevision != nil && *opts.IfRevision == 0 && isWrongLastSeq(err) {
+		// Create also accepts a key whose last entry is a delete or an
+		// expiry marker, which a bare "expected sequence 0" refuses (as
+		// jetstream.KeyValue.Create does).
+		last, deleted, gerr := b.lastEntry(ctx, bk, key)
+		if gerr != nil || !deleted {
+			return 0, err
+		}
+		w.IfLastSeq = &last
+		return b.commit(ctx, w)
 	}
-	ack, err := b.js.PublishMsg(ctx, msg)
+	return rev, err
+}
+
+// commit writes one KV write through the commit path and returns its
+// revision.
+func (b *Buckets) commit(ctx context.Context, w store.Write) (uint64, error) {
+	if b.cerr != nil {
+		return 0, b.cerr
+	}
+	res, err := b.c.Commit(ctx, &store.Unit{Writes: []store.Write{w}})
 	if err != nil {
 		return 0, err
 	}
-	return ack.Sequence, nil
+	return res[0].Seq, nil
+}
+
+// lastEntry returns the revision of the last message on key and whether it
+// marks the key deleted (a delete, a purge or a TTL expiry marker).
+func (b *Buckets) lastEntry(ctx context.Context, bk *bucket, key string) (uint64, bool, error) {
+	st, err := b.js.Stream(ctx, store.KVStream(bk.name))
+	if err != nil {
+		return 0, false, err
+	}
+	m, err := st.GetLastMsgForSubject(ctx, store.KVSubject(bk.name, key))
+	if err != nil {
+		return 0, false, err
+	}
+	op := m.Header.Get("KV-Operation")
+	return m.Sequence, op == "DEL" || op == "PURGE" || m.Header.Get(jetstream.MarkerReasonHeader) != "", nil
 }
 
 func isWrongLastSeq(err error) bool {
@@ -476,7 +521,7 @@ func (b *Buckets) Delete(ctx context.Context, app, bucket, key string, ifRevisio
 	if err != nil {
 		return fmt.Errorf("delete: %w", err)
 	}
-	var opts []jetstream.KVDeleteOpt
+	w := store.KVDelete(bk.name, key)
 	if ifRevision != nil {
 		if *ifRevision == 0 {
 			e, err := bk.kv.Get(ctx, key)
@@ -488,9 +533,9 @@ func (b *Buckets) Delete(ctx context.Context, app, bucket, key string, ifRevisio
 			}
 			return fmt.Errorf("delete %s/%s: %w", app, bucket, &RevisionMismatchError{Key: key, Current: e.Revision()})
 		}
-		opts = append(opts, jetstream.LastRevision(*ifRevision))
+		w.IfLastSeq = ifRevision
 	}
-	if err := bk.kv.Delete(ctx, key, opts...); err != nil {
+	if _, err := b.commit(ctx, w); err != nil {
 		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || isWrongLastSeq(err) {
 			return fmt.Errorf("delete %s/%s: %w", app, bucket, b.mismatch(ctx, bk, key, *ifRevision))
 		}

@@ -77,6 +77,7 @@ type Store struct {
 	artifacts jetstream.ObjectStore
 	registry  jetstream.KeyValue
 	security  jetstream.KeyValue
+	committer *Committer
 
 	listening bool
 	closed    chan struct{} // closed by the connection's ClosedHandler
@@ -201,6 +202,10 @@ func Open(ctx context.Context, opts Options) (_ *Store, err error) {
 	if err := s.setup(ctx); err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
+	s.committer, err = NewCommitter(js, CommitterOptions{Logger: logger})
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
 	return s, nil
 }
 
@@ -265,6 +270,11 @@ func (s *Store) Conn() *nats.Conn { return s.nc }
 // JetStream returns the JetStream context of Conn.
 func (s *Store) JetStream() jetstream.JetStream { return s.js }
 
+// Committer returns the node's commit path: every durable write of the
+// event log, the async invocation records and app KV buckets goes through
+// it, so concurrent writers share commits (see Committer).
+func (s *Store) Committer() *Committer { return s.committer }
+
 // Registry returns the KV bucket of apps and revisions.
 func (s *Store) Registry() jetstream.KeyValue { return s.registry }
 
@@ -285,6 +295,11 @@ func (s *Store) ClientURL() string {
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		var errs []error
+		ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+		if err := s.committer.Close(ctx); err != nil {
+			errs = append(errs, err)
+		}
+		cancel()
 		if err := s.nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 			errs = append(errs, fmt.Errorf("drain: %w", err))
 			s.nc.Close()
