@@ -75,6 +75,10 @@ func newEnv(t testing.TB, opts events.DispatcherOptions, fns ...string) *env {
 func (e *env) open(wrap func(events.Invoker) events.Invoker) {
 	t := e.t
 	t.Helper()
+	// The guest is built (once per test binary) before the clock starts:
+	// a cold build on a loaded machine can take longer than the deadline
+	// below, which bounds the node's own start.
+	guest := guesttest.MustBuild(t, "testdata/eventguest", guesttest.Reactor)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	st, err := store.Open(ctx, store.Options{DataDir: e.dir, Logger: quietLogger()})
@@ -90,7 +94,7 @@ func (e *env) open(wrap func(events.Invoker) events.Invoker) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sha, err := st.PutArtifact(ctx, guesttest.MustBuild(t, "testdata/eventguest", guesttest.Reactor))
+	sha, err := st.PutArtifact(ctx, guest)
 	if err != nil {
 		t.Fatal(err)
 	}
