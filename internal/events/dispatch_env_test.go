@@ -79,7 +79,7 @@ func (e *env) open(wrap func(events.Invoker) events.Invoker) {
 	// a cold build on a loaded machine can take longer than the deadline
 	// below, which bounds the node's own start.
 	guest := guesttest.MustBuild(t, "testdata/eventguest", guesttest.Reactor)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	st, err := store.Open(ctx, store.Options{DataDir: e.dir, Logger: quietLogger()})
 	if err != nil {
