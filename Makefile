@@ -1,13 +1,19 @@
-# `make test` is the one test command: formatting, vet, and every test under
-# the race detector. CI (.ci/run) runs exactly this. `make check` is the same.
+# `make test` is the one test command: go.mod/go.sum tidy, formatting, vet,
+# and every test under the race detector. CI (.ci/run) runs
+# exactly this. `make check` is the same.
 GO ?= go
 
-.PHONY: test check fmt vet build bench
+.PHONY: test check tidy fmt vet build bench
 
-test: fmt vet
+test: tidy fmt vet
 	$(GO) test -race -count=1 -timeout 15m ./...
 
 check: test
+
+# tidy fails when `go mod tidy` would change go.mod or go.sum, so a stale
+# requirement (or a direct one marked indirect) cannot land.
+tidy:
+	@$(GO) mod tidy -diff || { echo "go.mod/go.sum not tidy (or tidy failed): run 'go mod tidy'"; exit 1; }
 
 fmt:
 	@out="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
