@@ -111,7 +111,7 @@ func bucketTriggers(rev *model.Revision) ([]events.BucketSpec, error) {
 				continue
 			}
 			if !slices.ContainsFunc(rev.Buckets, func(b model.Bucket) bool { return b.Name == t.Bucket }) {
-				errs = append(errs, fmt.Errorf("bucket trigger %s/%s: bucket %q is not declared; declare it under buckets:", fn.Name, t.Name, t.Bucket))
+				errs = append(errs, fmt.Errorf("bucket trigger %s/%s: bucket %q is not declared; declare it under buckets: in nimbus.yaml", fn.Name, t.Name, t.Bucket))
 				continue
 			}
 			spec := events.BucketSpec{App: rev.App, Bucket: t.Bucket}
