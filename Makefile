@@ -1,13 +1,19 @@
-# `make test` is the one test command: formatting, vet, and every test under
-# the race detector. CI (.ci/run) runs exactly this. `make check` is the same.
+# `make test` is the one test command: go.mod/go.sum tidy, formatting, vet,
+# staticcheck, and every test under the race detector. CI (.ci/run) runs
+# exactly this. `make check` is the same.
 GO ?= go
 
-.PHONY: test check fmt vet build bench
+.PHONY: test check tidy fmt vet lint build bench
 
-test: fmt vet
+test: tidy fmt vet lint
 	$(GO) test -race -count=1 -timeout 15m ./...
 
 check: test
+
+# tidy fails when `go mod tidy` would change go.mod or go.sum, so a stale
+# requirement (or a direct one marked indirect) cannot land.
+tidy:
+	@$(GO) mod tidy -diff || { echo "go.mod/go.sum not tidy (or tidy failed): run 'go mod tidy'"; exit 1; }
 
 fmt:
 	@out="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
@@ -15,6 +21,13 @@ fmt:
 
 vet:
 	$(GO) vet ./...
+
+# lint runs staticcheck at the version pinned as a tool in go.mod (go get
+# -tool), so every machine runs the same checks. It checks the host build;
+# the sdk's wasip1 files are not linted (staticcheck does not see that
+# //go:wasmexport functions are used).
+lint:
+	$(GO) tool staticcheck ./...
 
 build:
 	$(GO) build -o bin/nimbus ./cmd/nimbus

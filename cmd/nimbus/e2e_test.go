@@ -199,22 +199,18 @@ func TestQuickStart(t *testing.T) {
 	// waitStats polls the orders example's counters until they read want.
 	waitStats := func(want, what string) {
 		t.Helper()
-		var b []byte
-		for deadline := time.Now().Add(60 * time.Second); ; {
+		poll(t, 60*time.Second, func() error {
 			resp, err := http.Get(f["gateway"] + "/orders/stats")
 			if err != nil {
 				t.Fatal(err)
 			}
-			b, _ = io.ReadAll(resp.Body)
+			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if strings.TrimSpace(string(b)) == want {
-				return
+			if strings.TrimSpace(string(b)) != want {
+				return fmt.Errorf("%s: orders stats %s, want %s", what, b, want)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: orders stats %s, want %s", what, b, want)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+			return nil
+		})
 	}
 	// seen: a bucket trigger on orders.* copied the latest count.
 	waitStats(`{"orders": 3, "dead_letters": 3, "seen": 3}`, "3 delivered, 3 dead letters and 3 seen by the bucket trigger")
@@ -255,10 +251,13 @@ func TestQuickStart(t *testing.T) {
 		t.Fatalf("dlq replay --all: %v\n%s", err, out)
 	}
 	waitStats(`{"orders": 41, "dead_letters": 6, "seen": 41}`, "after the replay, 6 dead letters (count and seen unchanged)")
-	again := dlq()
-	for deadline := time.Now().Add(60 * time.Second); len(again) < 3 && time.Now().Before(deadline); again = dlq() {
-		time.Sleep(100 * time.Millisecond)
-	}
+	var again []deadLetterRow
+	poll(t, 60*time.Second, func() error {
+		if again = dlq(); len(again) < 3 {
+			return fmt.Errorf("%d dead letters after the replay, want 3: %+v", len(again), again)
+		}
+		return nil
+	})
 	if len(again) != 3 || again[0].Seq <= first[2].Seq {
 		t.Fatalf("dead letters after the replay: %+v (before: %+v)", again, first)
 	}

@@ -107,7 +107,7 @@ func BucketSpecsOf(rev *model.Revision) ([]BucketSpec, error) {
 				continue
 			}
 			if !slices.ContainsFunc(rev.Buckets, func(b model.Bucket) bool { return b.Name == t.Bucket }) {
-				errs = append(errs, fmt.Errorf("%w: bucket trigger %s/%s: bucket %q is not declared; declare it under buckets:", model.ErrInvalid, fn.Name, t.Name, t.Bucket))
+				errs = append(errs, fmt.Errorf("%w: bucket trigger %s/%s: bucket %q is not declared; declare it under buckets: in nimbus.yaml", model.ErrInvalid, fn.Name, t.Name, t.Bucket))
 				continue
 			}
 			spec := BucketSpec{App: rev.App, Bucket: t.Bucket}

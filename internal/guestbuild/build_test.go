@@ -233,12 +233,29 @@ functions:
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for alive(pid) {
-		if time.Now().After(deadline) {
-			t.Fatalf("background child %d still running after cancel", pid)
+	// Killing the group is asynchronous: poll until the child is gone.
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if alive(pid) {
+			return fmt.Errorf("background child %d still running after cancel", pid)
 		}
-		time.Sleep(10 * time.Millisecond)
+		return nil
+	})
+}
+
+// checkFor calls f every interval until it returns nil, and fails the test
+// with f's last error once total has passed (nats-server's checkFor).
+func checkFor(t testing.TB, total, interval time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(total)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %v", total, err)
+		}
+		time.Sleep(interval)
 	}
 }
 

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"testing"
 )
@@ -75,14 +74,10 @@ func build(dir string, mode Mode) ([]byte, error) {
 	return os.ReadFile(target)
 }
 
-// goBin is the go command of the toolchain running the tests.
-func goBin() string {
-	p := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(p); err == nil {
-		return p
-	}
-	return "go"
-}
+// goBin is the go command of the toolchain running the tests: `go test` and
+// `go run` put their own $GOROOT/bin first on PATH, so "go" resolves to it
+// (runtime.GOROOT, the build-time root, is deprecated since Go 1.24).
+func goBin() string { return "go" }
 
 // MustBuild is Build for tests: it fails tb on error.
 func MustBuild(tb testing.TB, dir string, mode Mode) []byte {

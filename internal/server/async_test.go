@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -57,21 +58,18 @@ func postAsync(t *testing.T, url, body, idemKey string) (events.Invocation, bool
 // waitDone polls an invocation until it is final (bounded).
 func waitDone(t *testing.T, srv *server.Server, id string) *events.Invocation {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	var last *events.Invocation
-	for time.Now().Before(deadline) {
-		inv, err := srv.Invocation(context.Background(), id)
-		if err != nil {
+	var inv *events.Invocation
+	poll(t, "invocation "+id+" done", func() error {
+		var err error
+		if inv, err = srv.Invocation(context.Background(), id); err != nil {
 			t.Fatalf("invocation %s: %v", id, err)
 		}
-		if inv.Done() {
-			return inv
+		if !inv.Done() {
+			return fmt.Errorf("not done; last state %+v", inv)
 		}
-		last = inv
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("invocation %s not done; last state %+v", id, last)
-	return nil
+		return nil
+	})
+	return inv
 }
 
 // TestAsyncInvocation: Prefer: respond-async on a route answers 202 with

@@ -2,7 +2,10 @@
 
 package nimbus
 
-import "unsafe"
+import (
+	"net/http"
+	"unsafe"
+)
 
 // The exports below are the wire.Export* names of ABI v1 (see package wire).
 
@@ -39,6 +42,14 @@ func nimbusHandle(ptr uint32, size int32) uint64 {
 		return 0
 	}
 	return uint64(addr(respBuf))<<32 | uint64(len(respBuf))
+}
+
+// registered is the handler that Handle stored, or nil before Handle.
+func registered() http.Handler {
+	if p := handler.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 func addr(b []byte) uint32 {

@@ -75,13 +75,6 @@ func HandleFunc(f func(http.ResponseWriter, *http.Request)) {
 	Handle(http.HandlerFunc(f))
 }
 
-func registered() http.Handler {
-	if p := handler.Load(); p != nil {
-		return *p
-	}
-	return nil
-}
-
 type metaKey struct{}
 
 type meta struct {

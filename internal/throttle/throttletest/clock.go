@@ -19,11 +19,10 @@ type Clock struct {
 }
 
 type timer struct {
-	c     *Clock
-	at    time.Time
-	seq   uint64
-	f     func()
-	fired bool
+	c   *Clock
+	at  time.Time
+	seq uint64
+	f   func()
 }
 
 // New returns a fake clock reading start.
