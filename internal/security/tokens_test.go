@@ -138,15 +138,18 @@ func TestVerifyRejects(t *testing.T) {
 	}
 }
 
-// TestDeletedRecord: a token whose record is gone from the bucket is refused
-// by a Tokens that has not answered for it before (a restarted server).
-// There is no revocation API yet; deleting the record is what an operator
-// can do today.
+// TestDeletedRecord: a token whose record is gone from the bucket is refused,
+// by a Tokens that has not answered for it before (a restarted server) and by
+// one that has: without a running Watch nothing is cached.
 func TestDeletedRecord(t *testing.T) {
 	ctx := context.Background()
 	kv := openStore(t, t.TempDir()).Security()
-	tok, err := security.NewTokens(kv).Create(ctx, "gone", []security.Scope{security.ScopeRead})
+	running := security.NewTokens(kv)
+	tok, err := running.Create(ctx, "gone", []security.Scope{security.ScopeRead})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := running.Verify(ctx, tok); err != nil {
 		t.Fatal(err)
 	}
 	h := sha256.Sum256([]byte(tok))
@@ -155,6 +158,9 @@ func TestDeletedRecord(t *testing.T) {
 	}
 	if _, err := security.NewTokens(kv).Verify(ctx, tok); !errors.Is(err, security.ErrUnauthorized) {
 		t.Fatalf("Verify after delete = %v, want ErrUnauthorized", err)
+	}
+	if _, err := running.Verify(ctx, tok); !errors.Is(err, security.ErrUnauthorized) {
+		t.Fatalf("Verify after delete, by the Tokens that verified it before = %v, want ErrUnauthorized", err)
 	}
 }
 
