@@ -77,6 +77,9 @@ func Handler(p Platform, auth Authenticator, metrics *telemetry.Metrics, version
 	a.kvRoutes(handle)
 	handle("GET /api/v1/invocations/{id}", security.ScopeRead, a.invocation)
 	a.dlqRoutes(handle)
+	if tm, ok := auth.(TokenManager); ok {
+		tokenRoutes(handle, tm)
+	}
 	handle("POST /api/v1/apps/{app}/topics/{topic}/events", security.ScopeInvoke, func(w http.ResponseWriter, r *http.Request) error {
 		gateway.ServeEvents(w, r, a.p, r.PathValue("app"), r.PathValue("topic"))
 		return nil
@@ -99,8 +102,8 @@ type api struct {
 
 func (a *api) guard(scope security.Scope, h func(http.ResponseWriter, *http.Request) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || token == "" {
+		token, ok := bearerToken(r.Header.Get("Authorization"))
+		if !ok {
 			apierror.Write(w, apierror.New(http.StatusUnauthorized, "unauthorized",
 				"missing API token: send \"Authorization: Bearer <token>\"; `nimbus up` prints the admin token on first start and saves it for the CLI"))
 			return
@@ -115,10 +118,12 @@ func (a *api) guard(scope security.Scope, h func(http.ResponseWriter, *http.Requ
 			return
 		}
 		if !id.Allows(scope) {
+			w.Header().Set(HeaderRequiredScope, string(scope))
 			apierror.Write(w, apierror.New(http.StatusForbidden, "forbidden",
-				fmt.Sprintf("token %q lacks the %q scope needed for %s %s", id.Name, scope, r.Method, r.URL.Path)))
+				fmt.Sprintf("token %q lacks the %q scope needed for %s %s (an admin can create one: `nimbus token create NAME --scope %s`)", id.Name, scope, r.Method, r.URL.Path, scope)))
 			return
 		}
+		r = r.WithContext(withIdentity(r.Context(), id))
 		if err := h(w, r); err != nil {
 			var e *apierror.Error
 			if !errors.As(err, &e) || e.Status >= 500 {

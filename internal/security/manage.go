@@ -97,7 +97,7 @@ func (t *Tokens) Issue(ctx context.Context, spec TokenSpec) (string, TokenInfo, 
 	if spec.TTL < 0 || spec.TTL > MaxTTL {
 		return "", TokenInfo{}, fmt.Errorf("%w: lifetime %s: use a positive duration up to 10 years, or none for a token that does not expire", ErrInvalid, spec.TTL)
 	}
-	now := time.Now().UTC().Truncate(time.Second)
+	now := time.Now().UTC()
 	id := Identity{Name: spec.Name, Scopes: scopes, CreatedAt: now, CreatedBy: spec.CreatedBy}
 	if spec.TTL > 0 {
 		exp := now.Add(spec.TTL)

@@ -77,6 +77,7 @@ type Server struct {
 	gatewayLn, apiLn net.Listener
 	gatewaySrv       *http.Server
 	apiSrv           *http.Server
+	local            *localSocket // token endpoints for the data directory's owner; nil if it could not open
 
 	adminToken string
 
@@ -187,8 +188,14 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.gatewaySrv = &http.Server{Handler: s.gw, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
 	s.apiSrv = &http.Server{Handler: api.Handler(s, s.tokens, s.metrics, cfg.Version, cfg.Logger), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
 
+	s.local, err = openLocal(cfg.DataDir, api.LocalHandler(s.tokens, api.LocalInfo{APIURL: s.APIURL(), Version: cfg.Version}), cfg.Logger)
+	if err != nil {
+		cfg.Logger.Warn("no local socket: `nimbus token create --data` needs this node stopped", "error", err)
+	}
+
 	runCtx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
+	s.startLocal(runCtx)
 	s.wg.Add(3)
 	go func() { defer s.wg.Done(); s.sched.Run(runCtx) }()
 	go func() { defer s.wg.Done(); s.serve(s.gatewaySrv, s.gatewayLn, "gateway") }()
@@ -260,6 +267,11 @@ func (s *Server) Close(ctx context.Context) error {
 				errs = append(errs, err)
 				srv.Close()
 			}
+		}
+	}
+	if s.local != nil {
+		if err := s.local.close(ctx); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	for _, ln := range []net.Listener{s.gatewayLn, s.apiLn} {

@@ -27,7 +27,7 @@ func lockDir(dir string) (*dirLock, error) {
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("%w: %s (lock %s is held; stop the other nimbus up or use another --data-dir)", ErrLocked, dir, path)
+			return nil, fmt.Errorf("%w: %s (lock %s is held; stop the other `nimbus up` or use another --data directory)", ErrLocked, dir, path)
 		}
 		return nil, fmt.Errorf("lock data directory %s: %w", dir, err)
 	}
