@@ -31,7 +31,7 @@ func (c *Client) InvokeAsync(ctx context.Context, app, function string, body []b
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusAccepted {
-		return nil, decodeError(resp)
+		return nil, c.decodeError(resp)
 	}
 	var out gateway.Accepted
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {

@@ -25,7 +25,10 @@ import (
 type Client struct {
 	BaseURL string // e.g. http://127.0.0.1:8081
 	Token   string
-	HTTP    *http.Client
+	// TokenSource says where Token came from (see Target); error messages
+	// about the token name it.
+	TokenSource string
+	HTTP        *http.Client
 }
 
 // New returns a client for the API at baseURL.
@@ -66,6 +69,11 @@ func (c *Client) do(ctx context.Context, method, path string, body io.Reader, he
 }
 
 // decodeError reads an API error body.
+func (c *Client) decodeError(resp *http.Response) error {
+	return c.explain(resp, decodeError(resp))
+}
+
+// decodeError reads an API error body.
 func decodeError(resp *http.Response) error {
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	var b struct {
@@ -80,11 +88,18 @@ func decodeError(resp *http.Response) error {
 		json.Unmarshal(data, &raw)
 		return &Error{Status: resp.StatusCode, Code: b.Error.Code, Message: b.Error.Message, Details: raw.Error.Details}
 	}
+	code := resp.Header.Get(apierror.Header)
 	msg := strings.TrimSpace(string(data))
 	if msg == "" {
 		msg = resp.Status
+		if code != "" {
+			msg += " (" + code + ")"
+		}
 	}
-	return &Error{Status: resp.StatusCode, Code: "http_" + fmt.Sprint(resp.StatusCode), Message: msg}
+	if code == "" {
+		code = "http_" + fmt.Sprint(resp.StatusCode)
+	}
+	return &Error{Status: resp.StatusCode, Code: code, Message: msg}
 }
 
 func (c *Client) call(ctx context.Context, method, path string, in, out any) error {
@@ -104,7 +119,7 @@ func (c *Client) call(ctx context.Context, method, path string, in, out any) err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
-		return decodeError(resp)
+		return c.decodeError(resp)
 	}
 	if out == nil {
 		return nil
@@ -134,7 +149,7 @@ func (c *Client) HasArtifact(ctx context.Context, sha string) (bool, error) {
 	case http.StatusNotFound:
 		return false, nil
 	}
-	return false, &Error{Status: resp.StatusCode, Code: "http_" + fmt.Sprint(resp.StatusCode), Message: "HEAD artifact: " + resp.Status}
+	return false, c.decodeError(resp)
 }
 
 // PutArtifact uploads an artifact under its sha256.
@@ -146,7 +161,7 @@ func (c *Client) PutArtifact(ctx context.Context, sha string, data []byte) error
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
-		return decodeError(resp)
+		return c.decodeError(resp)
 	}
 	return nil
 }
@@ -204,7 +219,7 @@ func (c *Client) Invoke(ctx context.Context, app, function string, body []byte, 
 	}
 	defer resp.Body.Close()
 	if resp.Header.Get("Content-Type") == "application/json" && resp.StatusCode >= 400 && resp.Header.Get("X-Nimbus-Error") != "" {
-		return nil, decodeError(resp)
+		return nil, c.decodeError(resp)
 	}
 	data, err := io.ReadAll(resp.Body)
 	if err != nil {
@@ -245,7 +260,7 @@ func (c *Client) Logs(ctx context.Context, app string, q LogQuery, fn func(guest
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
-		return decodeError(resp)
+		return c.decodeError(resp)
 	}
 	dec := json.NewDecoder(resp.Body)
 	for {
@@ -293,7 +308,7 @@ func (c *Client) KVGet(ctx context.Context, app, bucket, key string) ([]byte, ui
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
-		return nil, 0, decodeError(resp)
+		return nil, 0, c.decodeError(resp)
 	}
 	v, err := io.ReadAll(resp.Body)
 	if err != nil {
@@ -319,7 +334,7 @@ func (c *Client) KVPut(ctx context.Context, app, bucket, key string, value []byt
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
-		return 0, decodeError(resp)
+		return 0, c.decodeError(resp)
 	}
 	var out api.KVPutResult
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
@@ -360,7 +375,7 @@ func (c *Client) Publish(ctx context.Context, app, topic string, e *cloudevents.
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
-		return nil, decodeError(resp)
+		return nil, c.decodeError(resp)
 	}
 	var out gateway.PublishResult
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
