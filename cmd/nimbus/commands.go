@@ -1,10 +1,14 @@
 package main
 
 import (
+	"bufio"
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -272,7 +276,8 @@ func newLogs(g *globals) *cobra.Command {
 		Use:   "logs APP[/FUNCTION]",
 		Short: "Show what functions wrote to stdout, stderr and the log",
 		Long: `Show guest output, each line tagged with its function and invocation id.
---since takes a duration (10m) or an RFC 3339 time; -f keeps following.`,
+--since takes a duration (10m) or an RFC 3339 time; -f keeps following.
+--json prints one JSON object per line.`,
 		Example: `  nimbus logs hello
   nimbus logs hello/hello --since 10m
   nimbus logs hello -f --json`,
@@ -284,9 +289,15 @@ func newLogs(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if fn != "" {
+				if err := checkFunction(cmd.Context(), c, app, fn); err != nil {
+					return err
+				}
+			}
+			enc := json.NewEncoder(os.Stdout) // one object per line (NDJSON)
 			return c.Logs(cmd.Context(), app, q, func(e guestlog.Entry) error {
 				if g.json {
-					return printJSON(os.Stdout, e)
+					return enc.Encode(e)
 				}
 				inv := e.Invocation
 				if len(inv) > 12 {
@@ -305,6 +316,84 @@ func newLogs(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&q.Since, "since", "", "only lines newer than this (10m, 2h, or RFC 3339)")
 	cmd.Flags().IntVar(&q.Limit, "limit", 0, "at most this many lines (0: no limit)")
 	return cmd
+}
+
+// checkFunction fails unless app has (or had, in some revision) a function
+// named fn, so a typo in logs APP/FUNCTION is not an empty answer.
+func checkFunction(ctx context.Context, c *client.Client, app, fn string) error {
+	revs, err := c.Revisions(ctx, app)
+	if err != nil {
+		return err
+	}
+	var names []string
+	for _, r := range revs {
+		for _, f := range r.Functions {
+			if f.Name == fn {
+				return nil
+			}
+			if !slices.Contains(names, f.Name) {
+				names = append(names, f.Name)
+			}
+		}
+	}
+	sort.Strings(names)
+	return fmt.Errorf("app %s has no function %q in any revision (functions: %s)", app, fn, strings.Join(names, ", "))
+}
+
+func newDelete(g *globals) *cobra.Command {
+	var yes bool
+	cmd := &cobra.Command{
+		Use:   "delete APP",
+		Short: "Stop serving an app and forget its revisions",
+		Long: `Delete APP: its routes stop answering, its triggers and cron schedules
+stop, and its revisions are forgotten (a rollback is no longer possible).
+The data in its key-value buckets is kept. Asks you to type the app's name
+to confirm; --yes skips that (needed when standard input is not a
+terminal).`,
+		Example: `  nimbus delete hello
+  nimbus delete hello --yes --json`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			app, err := c.App(cmd.Context(), name)
+			if err != nil {
+				return err
+			}
+			if !yes {
+				if err := confirm(name, "delete app "+name, fmt.Sprintf("%d function(s) and %d revision(s) go; its bucket data stays", len(app.Functions), app.Revisions)); err != nil {
+					return err
+				}
+			}
+			if err := c.DeleteApp(cmd.Context(), name); err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(os.Stdout, map[string]any{"app": name, "deleted": true})
+			}
+			fmt.Printf("deleted app %s\n", name)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
+	return cmd
+}
+
+// confirm asks the user on the terminal to type want before action (what
+// it does: detail); it refuses when standard input is not a terminal.
+func confirm(want, action, detail string) error {
+	if fi, err := os.Stdin.Stat(); err != nil || fi.Mode()&os.ModeCharDevice == 0 {
+		return fmt.Errorf("refusing to %s without confirmation: standard input is not a terminal; pass --yes", action)
+	}
+	stderrf("%s: %s.\nType %q to confirm: ", action, detail, want)
+	line, _ := bufio.NewReader(os.Stdin).ReadString('\n')
+	if strings.TrimSpace(line) != want {
+		return errors.New("not confirmed; nothing was deleted")
+	}
+	return nil
 }
 
 func newVersion(g *globals) *cobra.Command {

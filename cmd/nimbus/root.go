@@ -31,22 +31,26 @@ Start a server with an app, then talk to it from another terminal:`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.PersistentFlags().StringVar(&g.server, "server", "", "API URL (default: $NIMBUS_URL, then the config written by `nimbus up`, then "+client.DefaultServer+")")
+	// pflag takes a back-quoted word of the usage as the value's name:
+	// the first one is URL, not a command quoted later.
+	root.PersistentFlags().StringVar(&g.server, "server", "", "API `URL`, e.g. 127.0.0.1:8081 (default: $NIMBUS_URL, then the config file written by 'nimbus up', then "+client.DefaultServer+")")
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print machine-readable JSON")
 	root.AddCommand(
 		newUp(g), newValidate(g), newDeploy(g), newLs(g), newRollback(g),
-		newInvoke(g), newInvocation(g), newLogs(g), newKV(g), newPublish(g), newDLQ(g), newVersion(g),
+		newInvoke(g), newInvocation(g), newLogs(g), newKV(g), newPublish(g), newDLQ(g), newDelete(g), newToken(g), newVersion(g),
 	)
 	return root
 }
 
 // client returns an API client from flags, environment and config.
 func (g *globals) client() (*client.Client, error) {
-	server, token, err := client.Resolve(g.server)
+	t, err := client.ResolveTarget(g.server)
 	if err != nil {
 		return nil, err
 	}
-	return client.New(server, token), nil
+	c := client.New(t.Server, t.Token)
+	c.TokenSource = t.TokenSource
+	return c, nil
 }
 
 func printJSON(w io.Writer, v any) error {

@@ -17,6 +17,7 @@ import (
 	"github.com/nimbus-dev/nimbus/internal/deploy"
 	"github.com/nimbus-dev/nimbus/internal/manifest"
 	"github.com/nimbus-dev/nimbus/internal/registry"
+	"github.com/nimbus-dev/nimbus/internal/security"
 	"github.com/nimbus-dev/nimbus/internal/server"
 )
 
@@ -34,9 +35,15 @@ If DIR holds a nimbus.yaml and its app is not deployed yet, it is built and
 deployed. Later starts serve the apps and revisions already deployed without
 rebuilding; use 'nimbus deploy' (or --redeploy) to ship changes.
 
+Progress goes to stderr; the banner with the gateway URL comes once the app
+is deployed and answering.
+
 On the first start of a data directory an admin token is created, printed
 once, and saved with the API URL to the CLI config file, so the other
-commands work without flags. Ctrl-C stops the server cleanly.`,
+commands work without flags. The config keeps one entry per data directory:
+starting another one does not lose the first one's token, and the last
+started is the one the CLI talks to. Lost a token? 'nimbus token create
+--data DIR' mints a new admin token. Ctrl-C stops the server cleanly.`,
 		Example: `  nimbus up examples/hello
   nimbus up --listen 127.0.0.1:9000 --api-listen 127.0.0.1:9001 ./myapp
   nimbus up --data /var/lib/nimbus --nats-listen 127.0.0.1:4222`,
@@ -80,6 +87,9 @@ func runUp(ctx context.Context, g *globals, cfg server.Config, dir string, redep
 		return err
 	}
 
+	if !g.json {
+		stderrf("starting Nimbus %s (data in %s)...\n", version, cfg.DataDir)
+	}
 	srv, err := server.Start(ctx, cfg)
 	if err != nil {
 		return err
@@ -93,24 +103,58 @@ func runUp(ctx context.Context, g *globals, cfg server.Config, dir string, redep
 		}
 	}()
 
-	conf, err := client.LoadConfig()
-	if err != nil {
-		return err
-	}
-	conf.Server = srv.APIURL()
-	if tok := srv.AdminToken(); tok != "" {
-		conf.Token = tok
-	}
-	confPath, err := client.SaveConfig(conf)
+	confPath, warning, err := saveUpConfig(ctx, srv, cfg.DataDir)
 	if err != nil {
 		return fmt.Errorf("write CLI config: %w", err)
+	}
+	if warning != "" {
+		stderrf("warning: %s\n", warning)
 	}
 
 	info := map[string]any{
 		"gateway_url": srv.GatewayURL(), "api_url": srv.APIURL(), "data_dir": cfg.DataDir,
 		"config_file": confPath, "version": version,
 	}
-	if !g.json {
+	if warning != "" {
+		info["warning"] = warning
+	}
+	if tok := srv.AdminToken(); tok != "" {
+		info["admin_token"] = tok
+	}
+
+	// Deploy first, with progress on stderr, so that when the banner shows
+	// the gateway URL the app answers there.
+	var status string
+	if m != nil {
+		_, err := srv.Registry().App(ctx, m.App)
+		deployed := err == nil
+		if !deployed && !errors.Is(err, registry.ErrAppNotFound) {
+			return err
+		}
+		if deployed && !redeploy {
+			status = fmt.Sprintf("app %s is already deployed; serving its active revision (use `nimbus deploy %s` to ship changes)", m.App, dir)
+		} else {
+			if !g.json {
+				stderrf("deploying %s...\n", dir)
+			}
+			res, err := deploy.Run(ctx, deploy.Local{S: srv}, dir, func(e deploy.Event) {
+				if !g.json {
+					printProgress(e)
+				}
+			})
+			if err != nil {
+				return err
+			}
+			info["deploy"] = res
+			status = deployResult(res)
+		}
+	}
+	if g.json {
+		printJSON(os.Stdout, info)
+	} else {
+		if status != "" {
+			fmt.Println(status)
+		}
 		fmt.Printf("Nimbus %s is up\n", version)
 		fmt.Printf("  gateway      %s\n", srv.GatewayURL())
 		fmt.Printf("  API          %s   (metrics at %s/metrics)\n", srv.APIURL(), srv.APIURL())
@@ -122,46 +166,56 @@ func runUp(ctx context.Context, g *globals, cfg server.Config, dir string, redep
 			fmt.Printf("  admin token  %s\n", tok)
 			fmt.Printf("               shown once; saved for the CLI in %s\n", confPath)
 		}
-	}
-	if tok := srv.AdminToken(); tok != "" {
-		info["admin_token"] = tok
-	}
-
-	if m != nil {
-		_, err := srv.Registry().App(ctx, m.App)
-		deployed := err == nil
-		if !deployed && !errors.Is(err, registry.ErrAppNotFound) {
-			return err
-		}
-		if deployed && !redeploy {
-			if !g.json {
-				fmt.Printf("app %s is already deployed; serving its active revision (use `nimbus deploy %s` to ship changes)\n", m.App, dir)
-			}
-		} else {
-			res, err := deploy.Run(ctx, deploy.Local{S: srv}, dir, func(e deploy.Event) {
-				if !g.json {
-					printProgress(e)
-				}
-			})
-			if err != nil {
-				return err
-			}
-			info["deploy"] = res
-			if !g.json {
-				printDeployResult(res)
-			}
-		}
-		if !g.json {
-			printRoutes(ctx, srv)
-		}
-	}
-	if g.json {
-		printJSON(os.Stdout, info)
-	} else {
+		printRoutes(ctx, srv)
 		fmt.Println("Press Ctrl-C to stop.")
 	}
 	<-ctx.Done()
 	return nil
+}
+
+// saveUpConfig records the node in the CLI config as its data directory's
+// entry and makes it current: the API URL, and the admin token if this
+// start created one. Otherwise the entry keeps the token it has; an entry
+// without one adopts the config's current token if this node accepts it (a
+// config written before entries). The warning says when the CLI will have
+// no working token for this node, and how to get one.
+func saveUpConfig(ctx context.Context, srv *server.Server, dataDir string) (path, warning string, err error) {
+	conf, err := client.LoadConfig()
+	if err != nil {
+		return "", "", err
+	}
+	if path, err = client.ConfigPath(); err != nil {
+		return "", "", err
+	}
+	dir := canonicalDir(dataDir)
+	e := client.Entry{DataDir: dir}
+	if old := conf.Entry(dir); old != nil {
+		e = *old
+	}
+	e.Server = srv.APIURL()
+	mint := fmt.Sprintf("`nimbus token create --data %s` mints a new admin token and saves it for the CLI", dataDir)
+	switch {
+	case srv.AdminToken() != "":
+		e.Token = srv.AdminToken()
+	case e.Token != "":
+		if _, err := srv.Tokens().Verify(ctx, e.Token); errors.Is(err, security.ErrUnauthorized) {
+			warning = fmt.Sprintf("the token saved for %s in %s is refused (%v); %s", dataDir, path, err, mint)
+		}
+	default:
+		if conf.Token != "" {
+			if _, err := srv.Tokens().Verify(ctx, conf.Token); err == nil {
+				e.Token = conf.Token
+			}
+		}
+		if e.Token == "" {
+			warning = fmt.Sprintf("%s has no token for %s, so the CLI cannot call this node; %s", path, dataDir, mint)
+		}
+	}
+	conf.Use(e)
+	if _, err := client.SaveConfig(conf); err != nil {
+		return "", "", err
+	}
+	return path, warning, nil
 }
 
 func printRoutes(ctx context.Context, srv *server.Server) {
@@ -194,11 +248,12 @@ func printProgress(e deploy.Event) {
 	stderrf("  [%-8s] %s%s\n", e.Step, who, strings.TrimSpace(e.Message))
 }
 
-func printDeployResult(res *deploy.Result) {
+func printDeployResult(res *deploy.Result) { fmt.Println(deployResult(res)) }
+
+func deployResult(res *deploy.Result) string {
 	if !res.Changed {
-		fmt.Printf("app %s is unchanged: revision %s is already active, nothing to deploy\n", res.App, short(res.Revision.ID))
-		return
+		return fmt.Sprintf("app %s is unchanged: revision %s is already active, nothing to deploy", res.App, short(res.Revision.ID))
 	}
-	fmt.Printf("deployed %s: revision %s is active (%d function(s), %d module(s) uploaded)\n",
+	return fmt.Sprintf("deployed %s: revision %s is active (%d function(s), %d module(s) uploaded)",
 		res.App, short(res.Revision.ID), len(res.Revision.Functions), res.Uploaded)
 }

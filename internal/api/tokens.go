@@ -108,7 +108,7 @@ func (t tokenAPI) create(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return tokenError(err)
 	}
-	ttl, err := parseTTL(req.ExpiresIn)
+	ttl, err := ParseTTL(req.ExpiresIn)
 	if err != nil {
 		return apierror.New(http.StatusBadRequest, "invalid_token_request", err.Error())
 	}
@@ -153,9 +153,9 @@ func tokenError(err error) error {
 	return err
 }
 
-// parseTTL reads a token lifetime: "" (none), a Go duration, or whole days
-// ("30d").
-func parseTTL(s string) (time.Duration, error) {
+// ParseTTL reads a token lifetime (CreateTokenRequest.ExpiresIn): ""
+// (none), a Go duration, or whole days ("30d").
+func ParseTTL(s string) (time.Duration, error) {
 	if s == "" {
 		return 0, nil
 	}
