@@ -391,7 +391,7 @@ func confirm(want, action, detail string) error {
 	stderrf("%s: %s.\nType %q to confirm: ", action, detail, want)
 	line, _ := bufio.NewReader(os.Stdin).ReadString('\n')
 	if strings.TrimSpace(line) != want {
-		return errors.New("not confirmed; nothing was deleted")
+		return errors.New("not confirmed; nothing was deleted (--yes skips the question)")
 	}
 	return nil
 }

@@ -135,3 +135,15 @@ func (c *cli) run(args ...string) (string, error) {
 	err := cmd.Run()
 	return out.String(), err
 }
+
+// runWith runs a nimbus command with extra environment variables (they
+// override the CLI's) and returns its stdout and stderr apart.
+func (c *cli) runWith(env []string, args ...string) (stdout, stderr string, err error) {
+	cmd := exec.Command(c.bin, args...)
+	cmd.Env = append(append([]string(nil), c.env...), env...)
+	var out, errb bytes.Buffer
+	cmd.Stdout = &out
+	cmd.Stderr = &errb
+	err = cmd.Run()
+	return out.String(), errb.String(), err
+}

@@ -43,7 +43,7 @@ func (c *Client) explain(resp *http.Response, err error) error {
 			e.Message = "unauthorized: the server refused the token for " + what
 		}
 		if c.Token == "" {
-			e.Message += "; no token was sent: set NIMBUS_TOKEN, or start the server with `nimbus up`, which saves its admin token in the CLI config"
+			e.Message = "unauthorized: no API token was sent (none in $NIMBUS_TOKEN or the CLI config file): `nimbus up` saves its admin token in the config on a data directory's first start; `nimbus token create --data DIR` on the server's machine mints a new one"
 		} else {
 			e.Message += fmt.Sprintf("; the token came from %s. A token works only with the data directory that issued it, until revoked or expired; `nimbus token create --data DIR` on the server's machine mints a new admin token",
 				firstNonEmpty(c.TokenSource, "the client"))

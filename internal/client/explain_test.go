@@ -80,7 +80,7 @@ func TestTokensAndScopes(t *testing.T) {
 		t.Fatalf("revoked token on HEAD: %+v", e)
 	}
 	_, err = client.New(url, "").Apps(ctx)
-	if e := asError(t, err); e.Status != 401 || !strings.Contains(e.Message, "no token was sent") {
+	if e := asError(t, err); e.Status != 401 || !strings.Contains(e.Message, "no API token was sent") {
 		t.Fatalf("no token: %+v", e)
 	}
 }
