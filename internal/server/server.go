@@ -188,10 +188,11 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.gatewaySrv = &http.Server{Handler: s.gw, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
 	s.apiSrv = &http.Server{Handler: api.Handler(s, s.tokens, s.metrics, cfg.Version, cfg.Logger), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
 
-	s.local, err = openLocal(cfg.DataDir, api.LocalHandler(s.tokens, api.LocalInfo{APIURL: s.APIURL(), Version: cfg.Version}), cfg.Logger)
-	if err != nil {
-		cfg.Logger.Warn("no local socket: `nimbus token create --data` needs this node stopped", "error", err)
+	local, lerr := openLocal(cfg.DataDir, api.LocalHandler(s.tokens, api.LocalInfo{APIURL: s.APIURL(), Version: cfg.Version}), cfg.Logger)
+	if lerr != nil {
+		cfg.Logger.Warn("no local socket: `nimbus token create --data` needs this node stopped", "error", lerr)
 	}
+	s.local = local
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
