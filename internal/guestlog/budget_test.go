@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-
 	"github.com/nimbus-dev/nimbus/internal/guesttest"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 	"github.com/nimbus-dev/nimbus/internal/runtime/wasm"
@@ -38,13 +36,31 @@ func (c *clock) advance(d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
+var _ DropCounter = (*telemetry.Metrics)(nil)
+
+// dropped reads nimbus_guest_log_dropped_lines_total{app,reason} from m's
+// registry; 0 when the series does not exist.
 func dropped(t *testing.T, m *telemetry.Metrics, app, reason string) float64 {
 	t.Helper()
-	var d dto.Metric
-	if err := m.GuestLogDropped(app, reason).Write(&d); err != nil {
+	mfs, err := m.Registry().Gather()
+	if err != nil {
 		t.Fatal(err)
 	}
-	return d.GetCounter().GetValue()
+	for _, mf := range mfs {
+		if mf.GetName() != "nimbus_guest_log_dropped_lines_total" {
+			continue
+		}
+		for _, mt := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range mt.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["app"] == app && labels["reason"] == reason {
+				return mt.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
 }
 
 func TestInvocationBudget(t *testing.T) {

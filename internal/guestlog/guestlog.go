@@ -16,7 +16,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nimbus-dev/nimbus/internal/runtime"
-	"github.com/nimbus-dev/nimbus/internal/telemetry"
 )
 
 // Entry is one line a guest wrote.
@@ -75,15 +74,22 @@ const (
 	ReasonEncodeFailed     = "encode_failed"
 )
 
+// DropCounter counts dropped lines by app and reason (one of the Reason
+// constants). *telemetry.Metrics implements it as
+// nimbus_guest_log_dropped_lines_total{app,reason}.
+type DropCounter interface {
+	GuestLogDropped(app, reason string)
+}
+
 // Config configures a Writer. The zero value is usable: every field has a
 // default.
 type Config struct {
 	// Logger receives the writer's own warnings. Optional: default
 	// slog.Default().
 	Logger *slog.Logger
-	// Metrics counts dropped lines (nimbus_guest_log_dropped_lines_total).
-	// Optional: default nil counts them in Dropped only.
-	Metrics *telemetry.Metrics
+	// Metrics counts dropped lines by app and reason. Optional: default nil
+	// counts them in Dropped only.
+	Metrics DropCounter
 	// InvocationLines and InvocationBytes are the budget of one invocation:
 	// lines past either are counted, not stored, and one marker entry says
 	// how many when the invocation ends. Optional: default 1000 lines and
@@ -295,7 +301,7 @@ func streamConfig(app string, cfg Config) jetstream.StreamConfig {
 func (w *Writer) drop(app, reason string, err error) {
 	n := w.dropped.Add(1)
 	if w.cfg.Metrics != nil {
-		w.cfg.Metrics.GuestLogDropped(app, reason).Inc()
+		w.cfg.Metrics.GuestLogDropped(app, reason)
 	}
 	if reason == ReasonInvocationBudget || reason == ReasonAppRate {
 		return // expected, visible in the marker and the metric

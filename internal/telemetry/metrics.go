@@ -122,8 +122,8 @@ func (f *FunctionMetrics) Instances(idle, busy int) {
 	f.busy.Set(float64(busy))
 }
 
-// GuestLogDropped returns the counter of app's guest log lines dropped for
-// reason (see package guestlog for the reasons).
-func (m *Metrics) GuestLogDropped(app, reason string) prometheus.Counter {
-	return m.logDropped.WithLabelValues(app, reason)
+// GuestLogDropped counts one guest log line of app dropped for reason (see
+// package guestlog for the reasons).
+func (m *Metrics) GuestLogDropped(app, reason string) {
+	m.logDropped.WithLabelValues(app, reason).Inc()
 }
