@@ -155,6 +155,22 @@ type LogSink interface {
 	Log(stream, level string, line []byte)
 }
 
+// LogFlusher is implemented by a LogSink that holds something back until the
+// guest is done with it: guestlog's sink writes one "dropped N lines" marker
+// for the lines its budget refused. A runtime calls Flush when Handle
+// returns, after the request's last line; the sink may be flushed more than
+// once.
+type LogFlusher interface {
+	Flush()
+}
+
+// FlushLog calls Flush on sink if it is a LogFlusher.
+func FlushLog(sink LogSink) {
+	if f, ok := sink.(LogFlusher); ok {
+		f.Flush()
+	}
+}
+
 // Errors a runtime returns; callers branch on them with errors.Is and map
 // them to HTTP statuses at the edge.
 var (

@@ -135,7 +135,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, fmt.Errorf("wasm runtime: %w", err)
 	}
 	s.rts[model.RuntimeWasm] = wasmRT
-	s.logs = guestlog.NewWriter(s.store.JetStream(), cfg.Logger)
+	s.logs = guestlog.New(s.store.JetStream(), guestlog.Config{Logger: cfg.Logger, Metrics: s.metrics})
 	s.sched = scheduler.New(s.rts, s.store, scheduler.Options{
 		IdleTimeout: cfg.IdleTimeout, Logger: cfg.Logger, Metrics: s.metrics, Logs: s.logs,
 	})

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -43,10 +44,24 @@ func TestMain(m *testing.M) {
 
 type logLine struct{ stream, level, text string }
 
-// sink records log lines; safe for concurrent use.
+// sink records log lines; safe for concurrent use. It is a
+// runtime.LogFlusher and records how many lines it had at each Flush.
 type sink struct {
-	mu    sync.Mutex
-	lines []logLine
+	mu      sync.Mutex
+	lines   []logLine
+	flushes []int
+}
+
+func (s *sink) Flush() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.flushes = append(s.flushes, len(s.lines))
+}
+
+func (s *sink) count() (lines int, flushes []int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.lines), slices.Clone(s.flushes)
 }
 
 func (s *sink) Log(stream, level string, line []byte) {
@@ -183,6 +198,24 @@ func TestSDKContract(t *testing.T) {
 		mustHandle(t, inst, req)
 		if !s.has(logLine{"stdout", "", "to stdout"}) || !s.has(logLine{"stderr", "", "to stderr, no newline"}) {
 			t.Fatalf("lines: %s", s)
+		}
+		// Flushed once, after the last line (the unterminated stderr one).
+		if n, flushes := s.count(); len(flushes) != 1 || flushes[0] != n {
+			t.Fatalf("flushes at line counts %v, want one at %d", flushes, n)
+		}
+	})
+	t.Run("endless stdout is log output, not a failure", func(t *testing.T) {
+		// For an SDK guest stdout is log output: the runtime passes every
+		// line on and the sink's budget (package guestlog) decides what is
+		// kept. The guest's bounded flood must not fail its request.
+		s := &sink{}
+		req := get("/flood", "n=20000")
+		req.Log = s
+		if resp := mustHandle(t, inst, req); string(resp.Body) != "flooded 20000" {
+			t.Fatalf("body %q", resp.Body)
+		}
+		if n, flushes := s.count(); n != 20000 || len(flushes) != 1 || flushes[0] != n {
+			t.Fatalf("%d lines, flushes at %v; want 20000 and one flush after them", n, flushes)
 		}
 	})
 	t.Run("log granted", func(t *testing.T) {
@@ -341,6 +374,11 @@ func TestLimits(t *testing.T) {
 		{"sdk response too large", guests["sdk"], runtime.Limits{MaxResponseBytes: 1 << 20}, get("/huge", "n=2000000"), runtime.ErrResponseTooLarge, "1MiB", ""},
 		{"sdk response just over", guests["sdk"], runtime.Limits{MaxResponseBytes: 1 << 20}, get("/huge", fmt.Sprint("n=", 1<<20+1)), runtime.ErrResponseTooLarge, "1MiB", ""},
 		{"wagi response too large", guests["wagi"], runtime.Limits{MaxResponseBytes: 1 << 20}, get("/", "mode=huge"), runtime.ErrResponseTooLarge, "1MiB", ""},
+		// A guest printing forever is stopped as soon as its output passes
+		// the response limit: the error names that limit, not the (here
+		// generous) timeout it would otherwise run into.
+		{"wagi endless stdout", guests["wagi"], runtime.Limits{MaxResponseBytes: 1 << 20, Timeout: 5 * time.Minute}, get("/", "mode=flood"), runtime.ErrResponseTooLarge, "1MiB", ""},
+		{"wagi endless stdout without headers", guests["wagi"], runtime.Limits{MaxResponseBytes: 1 << 20, Timeout: 5 * time.Minute}, get("/", "mode=floodraw"), runtime.ErrResponseTooLarge, "1MiB", ""},
 		{"sdk panic", guests["sdk"], runtime.Limits{}, get("/panic", ""), runtime.ErrGuestFailed, "", "guest failed: panic: boom"},
 		{"wagi panic", guests["wagi"], runtime.Limits{}, get("/", "mode=panic"), runtime.ErrGuestFailed, "", "exited with code 2: panic: wagi boom"},
 		{"wagi exit code", guests["wagi"], runtime.Limits{}, get("/", "mode=fail"), runtime.ErrGuestFailed, "", "exited with code 3: failing on purpose"},

@@ -79,6 +79,7 @@ func (i *sdkInstance) serve(ctx context.Context, req *runtime.Request) (*runtime
 	})
 	i.stdout.reset(req.Log)
 	i.stderr.reset(req.Log)
+	defer runtime.FlushLog(req.Log) // after the last line of stdout and stderr
 	defer i.stdout.flush()
 	defer i.stderr.flush()
 	i.memcap.refused.Store(false)
