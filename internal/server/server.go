@@ -152,6 +152,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.gw = gateway.New(s.sched, cfg.Logger)
 	s.gw.SetEvents(s)
 	s.gw.SetAsync(s)
+	s.gw.SetMetrics(s.metrics) // a 413 answered at the gateway counts like one from the scheduler
 	// What a revision is provisioned into, in dependency order (see
 	// Component). A new trigger kind, engine or runtime registers here.
 	s.components = []namedComponent{

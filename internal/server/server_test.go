@@ -469,6 +469,17 @@ func TestLimitsThroughGateway(t *testing.T) {
 	check("GET", "/huge?n=200000", "", 502, "response_too_large", "64KiB")
 	check("GET", "/panic", "", 502, "guest_failed", "")
 	check("GET", "/hello", "", 200, "", "")
+	// Every failure counts under its reason, the 413 refused at the
+	// gateway (before the scheduler) too.
+	_, metrics, _ := get(t, srv.APIURL()+"/metrics")
+	for _, reason := range []string{"memory_limit", "timeout", "request_too_large", "response_too_large", "guest_failed"} {
+		if !strings.Contains(metrics, `reason="`+reason+`"`) {
+			t.Errorf("metrics lack nimbus_request_errors_total with reason %s", reason)
+		}
+	}
+	if !strings.Contains(metrics, `nimbus_requests_total{app="lim",code="413",function="g"} 1`) {
+		t.Errorf("metrics lack the 413 in nimbus_requests_total")
+	}
 }
 
 func TestGatewayNotFoundAndMethodNotAllowed(t *testing.T) {
