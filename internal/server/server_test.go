@@ -214,8 +214,8 @@ func TestBrokenModuleRejectedAtDeploy(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, _, err := srv.Deploy(context.Background(), "app", model.Spec{Functions: []model.Function{fn("hello", junk, "GET /hello/{name}")}})
-	var ae *apierror.Error
-	if !errors.As(err, &ae) || ae.Status != http.StatusUnprocessableEntity || ae.Code != "invalid_module" {
+	ae := apierror.From(err) // as the API answers it
+	if err == nil || ae.Status != http.StatusUnprocessableEntity || ae.Code != "invalid_module" {
 		t.Fatalf("deploy of a broken module: %v", err)
 	}
 	if !strings.Contains(ae.Message, "hello") {
@@ -465,6 +465,17 @@ func TestLimitsThroughGateway(t *testing.T) {
 	check("GET", "/huge?n=200000", "", 502, "response_too_large", "64KiB")
 	check("GET", "/panic", "", 502, "guest_failed", "")
 	check("GET", "/hello", "", 200, "", "")
+	// Every failure counts under its reason, the 413 refused at the
+	// gateway (before the scheduler) too.
+	_, metrics, _ := get(t, srv.APIURL()+"/metrics")
+	for _, reason := range []string{"memory_limit", "timeout", "request_too_large", "response_too_large", "guest_failed"} {
+		if !strings.Contains(metrics, `reason="`+reason+`"`) {
+			t.Errorf("metrics lack nimbus_request_errors_total with reason %s", reason)
+		}
+	}
+	if !strings.Contains(metrics, `nimbus_requests_total{app="lim",code="413",function="g"} 1`) {
+		t.Errorf("metrics lack the 413 in nimbus_requests_total")
+	}
 }
 
 func TestGatewayNotFoundAndMethodNotAllowed(t *testing.T) {

@@ -110,6 +110,16 @@ func (f *FunctionMetrics) Observe(code int, d time.Duration, reason string) {
 	f.duration.Observe(d.Seconds())
 }
 
+// Refused records a request to app/function refused before it reached the
+// scheduler (a body over max_request_body, answered at the gateway): it
+// counts in nimbus_requests_total with its code and in
+// nimbus_request_errors_total with its reason, not in the duration of
+// invocations, which it never started.
+func (m *Metrics) Refused(app, function string, code int, reason string) {
+	m.requests.WithLabelValues(app, function, strconv.Itoa(code)).Inc()
+	m.errors.WithLabelValues(app, function, reason).Inc()
+}
+
 // ColdStart records the creation of an instance.
 func (f *FunctionMetrics) ColdStart(d time.Duration) {
 	f.coldStarts.Inc()

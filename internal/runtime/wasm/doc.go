@@ -34,9 +34,10 @@
 //
 // # Limits
 //
-// Zero Limits fields take the defaults (DefaultMemoryBytes 128MiB,
-// DefaultTimeout 30s, DefaultMaxRequestBytes and DefaultMaxResponseBytes
-// 6MiB). A request body over the limit is refused before the guest runs. The
+// Limits come complete from the function (model.Plan applies the
+// defaults); Load refuses a Spec with a zero limit rather than guess one.
+// The request body limit is the scheduler's to check, before a request
+// reaches an instance (runtime.CheckRequestBody). The
 // timeout is a context deadline with wazero's CloseOnContextDone, which stops
 // even a guest spinning in a loop. Memory is capped per instance by a wazero
 // memory allocator that refuses to grow past the limit and records the

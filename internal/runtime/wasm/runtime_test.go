@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 	"github.com/nimbus-dev/nimbus/internal/runtime/wasm/wasmbin"
 	"github.com/nimbus-dev/nimbus/sdk/go/wire"
@@ -118,11 +119,28 @@ func newRuntime(t testing.TB, cfg Config) *Runtime {
 	return r
 }
 
+// complete fills the zero limits of l with the defaults model.Plan gives a
+// function: the runtime takes complete limits only.
+func complete(l runtime.Limits) runtime.Limits {
+	if l.MemoryBytes == 0 {
+		l.MemoryBytes = model.DefaultMemoryBytes
+	}
+	if l.Timeout == 0 {
+		l.Timeout = model.DefaultTimeout
+	}
+	if l.MaxResponseBytes == 0 {
+		l.MaxResponseBytes = model.DefaultMaxBodyBytes
+	}
+	return l
+}
+
+// load loads spec with its limits completed (complete).
 func load(t testing.TB, r *Runtime, spec runtime.Spec) runtime.Module {
 	t.Helper()
 	if spec.App == "" {
 		spec.App, spec.Function = "app", "fn"
 	}
+	spec.Limits = complete(spec.Limits)
 	m, err := r.Load(context.Background(), spec)
 	if err != nil {
 		t.Fatal(err)
@@ -369,8 +387,6 @@ func TestLimits(t *testing.T) {
 		{"wagi memory bomb", guests["wagi"], runtime.Limits{MemoryBytes: 64 << 20}, get("/", "mode=bomb"), runtime.ErrMemoryLimit, "64MiB", ""},
 		{"sdk infinite loop", guests["sdk"], runtime.Limits{Timeout: time.Second}, get("/loop", ""), runtime.ErrTimeout, "1s", ""},
 		{"wagi infinite loop", guests["wagi"], runtime.Limits{Timeout: time.Second}, get("/", "mode=loop"), runtime.ErrTimeout, "1s", ""},
-		{"sdk request too large", guests["sdk"], runtime.Limits{MaxRequestBytes: 1 << 20}, withBody(get("/echo", ""), 1<<20+1), runtime.ErrRequestTooLarge, "1MiB", ""},
-		{"wagi request too large", guests["wagi"], runtime.Limits{MaxRequestBytes: 1 << 20}, withBody(get("/", ""), 1<<20+1), runtime.ErrRequestTooLarge, "1MiB", ""},
 		{"sdk response too large", guests["sdk"], runtime.Limits{MaxResponseBytes: 1 << 20}, get("/huge", "n=2000000"), runtime.ErrResponseTooLarge, "1MiB", ""},
 		{"sdk response just over", guests["sdk"], runtime.Limits{MaxResponseBytes: 1 << 20}, get("/huge", fmt.Sprint("n=", 1<<20+1)), runtime.ErrResponseTooLarge, "1MiB", ""},
 		{"wagi response too large", guests["wagi"], runtime.Limits{MaxResponseBytes: 1 << 20}, get("/", "mode=huge"), runtime.ErrResponseTooLarge, "1MiB", ""},
@@ -510,7 +526,7 @@ func TestLoadRejects(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := r.Load(context.Background(), runtime.Spec{App: "app", Function: "fn", Artifact: tt.artifact, Limits: tt.limits, Env: tt.env})
+			_, err := r.Load(context.Background(), runtime.Spec{App: "app", Function: "fn", Artifact: tt.artifact, Limits: complete(tt.limits), Env: tt.env})
 			if !errors.Is(err, runtime.ErrInvalidModule) || !strings.Contains(err.Error(), tt.wantMsg) {
 				t.Fatalf("err = %v, want ErrInvalidModule containing %q", err, tt.wantMsg)
 			}
@@ -601,7 +617,7 @@ func TestCompilationCacheDir(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r1.Load(ctx, runtime.Spec{Artifact: guests["sdk"]}); err != nil {
+	if _, err := r1.Load(ctx, runtime.Spec{Artifact: guests["sdk"], Limits: complete(runtime.Limits{})}); err != nil {
 		t.Fatal(err)
 	}
 	if err := r1.Close(ctx); err != nil {
@@ -618,10 +634,15 @@ func TestCompilationCacheDir(t *testing.T) {
 	}
 }
 
-func TestHumanBytes(t *testing.T) {
-	for n, want := range map[uint64]string{64 << 20: "64MiB", 1 << 30: "1GiB", 512 << 10: "512KiB", 1000: "1000B", 1<<20 + 1: "1048577B"} {
-		if got := humanBytes(n); got != want {
-			t.Errorf("humanBytes(%d) = %q, want %q", n, got, want)
+// TestLoadRefusesIncompleteLimits: the runtime applies no defaults; a
+// spec with a zero limit is the caller's bug and says so.
+func TestLoadRefusesIncompleteLimits(t *testing.T) {
+	r := newRuntime(t, Config{})
+	full := complete(runtime.Limits{})
+	for _, l := range []runtime.Limits{{}, {MemoryBytes: full.MemoryBytes, Timeout: full.Timeout}, {Timeout: full.Timeout, MaxResponseBytes: 1}} {
+		_, err := r.Load(context.Background(), runtime.Spec{App: "app", Function: "fn", Artifact: guests["sdk"], Limits: l})
+		if err == nil || !strings.Contains(err.Error(), "incomplete limits") {
+			t.Errorf("Load with limits %+v: %v, want an incomplete limits error", l, err)
 		}
 	}
 }

@@ -23,9 +23,6 @@ type wagiInstance struct {
 // Handle implements runtime.Instance.
 func (i *wagiInstance) Handle(ctx context.Context, req *runtime.Request) (*runtime.Response, error) {
 	m := i.m
-	if err := m.checkRequest(req); err != nil {
-		return nil, err
-	}
 	stdout := &cappedBuffer{limit: int(m.limits.MaxResponseBytes) + maxCGIHeaderBytes}
 	stderr := newLineWriter("stderr", req.Log)
 	defer runtime.FlushLog(req.Log) // after stderr's last line
