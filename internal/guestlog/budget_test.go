@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nimbus-dev/nimbus/internal/guesttest"
+	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 	"github.com/nimbus-dev/nimbus/internal/runtime/wasm"
 	"github.com/nimbus-dev/nimbus/internal/telemetry"
@@ -219,7 +220,8 @@ func TestGuestFloodKeepsOtherAppsLogs(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rt.Close(ctx) })
-	mod, err := rt.Load(ctx, runtime.Spec{App: "flooder", Function: "f", Artifact: guest})
+	mod, err := rt.Load(ctx, runtime.Spec{App: "flooder", Function: "f", Artifact: guest,
+		Limits: runtime.Limits{MemoryBytes: model.DefaultMemoryBytes, Timeout: model.DefaultTimeout, MaxResponseBytes: model.DefaultMaxBodyBytes}})
 	if err != nil {
 		t.Fatal(err)
 	}
