@@ -58,7 +58,8 @@ func Handler(p Platform, auth Authenticator, metrics *telemetry.Metrics, version
 	if logger == nil {
 		logger = slog.Default()
 	}
-	a := &api{p: p, auth: auth, logger: logger, version: version, started: time.Now()}
+	a := &api{p: p, auth: auth, logger: logger, version: version, started: time.Now(),
+		calls: gateway.Invocations{Invoker: p, Async: p, Metrics: metrics, Logger: logger}}
 	mux := http.NewServeMux()
 	handle := func(pattern string, scope security.Scope, h func(http.ResponseWriter, *http.Request) error) {
 		mux.Handle(pattern, a.guard(scope, h))
@@ -98,6 +99,7 @@ type api struct {
 	logger  *slog.Logger
 	version string
 	started time.Time
+	calls   gateway.Invocations // answers invoke
 }
 
 func (a *api) guard(scope security.Scope, h func(http.ResponseWriter, *http.Request) error) http.Handler {
@@ -110,11 +112,7 @@ func (a *api) guard(scope security.Scope, h func(http.ResponseWriter, *http.Requ
 		}
 		id, err := a.auth.Verify(r.Context(), token)
 		if err != nil {
-			if errors.Is(err, security.ErrUnauthorized) {
-				apierror.Write(w, apierror.Wrap(http.StatusUnauthorized, "unauthorized", err))
-			} else {
-				apierror.Write(w, err)
-			}
+			apierror.Write(w, err)
 			return
 		}
 		if !id.Allows(scope) {
@@ -125,8 +123,7 @@ func (a *api) guard(scope security.Scope, h func(http.ResponseWriter, *http.Requ
 		}
 		r = r.WithContext(withIdentity(r.Context(), id))
 		if err := h(w, r); err != nil {
-			var e *apierror.Error
-			if !errors.As(err, &e) || e.Status >= 500 {
+			if apierror.Status(err) >= 500 {
 				a.logger.Error("api call failed", "method", r.Method, "path", r.URL.Path, "error", err)
 			}
 			apierror.Write(w, err)
@@ -281,7 +278,7 @@ type AppDetail struct {
 func (a *api) getApp(w http.ResponseWriter, r *http.Request) error {
 	app, err := a.p.Registry().App(r.Context(), r.PathValue("app"))
 	if err != nil {
-		return notFound(err)
+		return err
 	}
 	s, err := a.summary(r.Context(), app)
 	if err != nil {
@@ -292,7 +289,7 @@ func (a *api) getApp(w http.ResponseWriter, r *http.Request) error {
 
 func (a *api) deleteApp(w http.ResponseWriter, r *http.Request) error {
 	if err := a.p.Delete(r.Context(), r.PathValue("app")); err != nil {
-		return notFound(err)
+		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
@@ -326,7 +323,7 @@ func (a *api) deploy(w http.ResponseWriter, r *http.Request) error {
 func (a *api) revisions(w http.ResponseWriter, r *http.Request) error {
 	revs, err := a.p.Registry().Revisions(r.Context(), r.PathValue("app"))
 	if err != nil {
-		return notFound(err)
+		return err
 	}
 	return writeJSON(w, http.StatusOK, revs)
 }
@@ -347,12 +344,15 @@ func (a *api) rollback(w http.ResponseWriter, r *http.Request) error {
 	app := r.PathValue("app")
 	rev, err := a.p.Rollback(r.Context(), app, req.Revision)
 	if err != nil {
-		return notFound(err)
+		return err
 	}
 	a.logger.Info("rollback", "app", app, "revision", rev.ID)
 	return writeJSON(w, http.StatusOK, DeployResult{App: app, Revision: rev, Changed: true})
 }
 
+// invoke runs a function with the request's body (and its Content-Type),
+// as the gateway's routes do: the same Invocations.Serve reads, checks,
+// queues or runs it and answers.
 func (a *api) invoke(w http.ResponseWriter, r *http.Request) error {
 	app, name := r.PathValue("app"), r.PathValue("function")
 	fn, ok := a.p.Function(app, name)
@@ -372,22 +372,7 @@ func (a *api) invoke(w http.ResponseWriter, r *http.Request) error {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		req.Header.Set("Content-Type", ct)
 	}
-	w.Header().Set(gateway.HeaderInvocationID, req.InvocationID)
-	w.Header().Set(gateway.HeaderTraceParent, req.TraceParent)
-	body, err := gateway.ReadBody(w, r, fn.MaxRequestBytes)
-	if err != nil {
-		return gateway.InvocationError(app, name, err)
-	}
-	req.Body = body
-	if gateway.WantsAsync(r.Header) {
-		gateway.ServeAsync(w, r, a.p, app, name, req)
-		return nil
-	}
-	resp, err := a.p.Invoke(r.Context(), app, name, req)
-	if err != nil {
-		return gateway.InvocationError(app, name, err)
-	}
-	gateway.WriteResponse(w, resp)
+	a.calls.Serve(w, r, app, &fn, req)
 	return nil
 }
 
@@ -409,7 +394,7 @@ func (a *api) logs(w http.ResponseWriter, r *http.Request) error {
 	}
 	q.Follow = r.URL.Query().Get("follow") == "true" || r.URL.Query().Get("follow") == "1"
 	if _, err := a.p.Registry().App(r.Context(), q.App); err != nil {
-		return notFound(err)
+		return err
 	}
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set("Cache-Control", "no-cache")
@@ -450,15 +435,4 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 		return t, nil
 	}
 	return time.Time{}, fmt.Errorf("since %q is neither a duration (10m, 2h) nor an RFC 3339 time (2026-01-02T15:04:05Z)", s)
-}
-
-// notFound turns the registry's not-found errors into 404s.
-func notFound(err error) error {
-	switch {
-	case errors.Is(err, registry.ErrAppNotFound):
-		return apierror.Wrap(http.StatusNotFound, "app_not_found", err)
-	case errors.Is(err, registry.ErrRevisionNotFound):
-		return apierror.Wrap(http.StatusNotFound, "revision_not_found", err)
-	}
-	return err
 }

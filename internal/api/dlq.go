@@ -134,7 +134,7 @@ func (a *api) deadLetters(w http.ResponseWriter, r *http.Request) error {
 	}
 	page, err := a.p.DeadLetters(r.Context(), r.PathValue("app"), q)
 	if err != nil {
-		return notFound(err)
+		return err
 	}
 	out := DeadLetterList{DeadLetters: make([]DeadLetter, 0, len(page.Letters)), Next: page.Next}
 	for _, dl := range page.Letters {
@@ -196,7 +196,7 @@ func (a *api) replayDeadLetters(w http.ResponseWriter, r *http.Request) error {
 	app := r.PathValue("app")
 	res, err := a.p.ReplayDeadLetters(r.Context(), app, req)
 	if err != nil {
-		return notFound(err)
+		return err
 	}
 	out := ReplayAnswer{Results: make([]ReplayItem, 0, len(res))}
 	for _, x := range res {

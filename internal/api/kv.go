@@ -38,25 +38,6 @@ func (a *api) kvRoutes(handle func(string, security.Scope, func(http.ResponseWri
 	handle("DELETE /api/v1/apps/{app}/buckets/{bucket}/keys/{key...}", security.ScopeInvoke, a.kvDelete)
 }
 
-// kvError maps state errors to API errors.
-func kvError(err error) error {
-	var mismatch *state.RevisionMismatchError
-	switch {
-	case errors.As(err, &mismatch):
-		return &apierror.Error{Status: http.StatusConflict, Code: "revision_mismatch", Message: err.Error(),
-			Details: map[string]uint64{"current": mismatch.Current}, Err: err}
-	case errors.Is(err, state.ErrKeyNotFound):
-		return apierror.Wrap(http.StatusNotFound, "key_not_found", err)
-	case errors.Is(err, state.ErrBucketNotFound):
-		return apierror.Wrap(http.StatusNotFound, "bucket_not_found", fmt.Errorf("%w; buckets are declared under buckets: in nimbus.yaml", err))
-	case errors.Is(err, state.ErrInvalidKey), errors.Is(err, state.ErrInvalidName), errors.Is(err, state.ErrInvalidTTL), errors.Is(err, state.ErrTTLUnsupported):
-		return apierror.Wrap(http.StatusBadRequest, "invalid_request", err)
-	case errors.Is(err, state.ErrValueTooLarge):
-		return apierror.Wrap(http.StatusRequestEntityTooLarge, "value_too_large", err)
-	}
-	return err
-}
-
 // ifRevision reads ?if_revision=N (N=0: the key must not exist).
 func ifRevision(r *http.Request) (*uint64, error) {
 	s := r.URL.Query().Get("if_revision")
@@ -73,7 +54,7 @@ func ifRevision(r *http.Request) (*uint64, error) {
 func (a *api) kvGet(w http.ResponseWriter, r *http.Request) error {
 	v, rev, err := a.p.KV().Get(r.Context(), r.PathValue("app"), r.PathValue("bucket"), r.PathValue("key"))
 	if err != nil {
-		return kvError(err)
+		return err
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set(HeaderRevision, strconv.FormatUint(rev, 10))
@@ -106,7 +87,7 @@ func (a *api) kvPut(w http.ResponseWriter, r *http.Request) error {
 	}
 	rev, err := a.p.KV().Put(r.Context(), r.PathValue("app"), r.PathValue("bucket"), r.PathValue("key"), value, opts)
 	if err != nil {
-		return kvError(err)
+		return err
 	}
 	w.Header().Set(HeaderRevision, strconv.FormatUint(rev, 10))
 	return writeJSON(w, http.StatusOK, KVPutResult{Revision: rev})
@@ -118,7 +99,7 @@ func (a *api) kvDelete(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if err := a.p.KV().Delete(r.Context(), r.PathValue("app"), r.PathValue("bucket"), r.PathValue("key"), ifRev); err != nil {
-		return kvError(err)
+		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
@@ -144,7 +125,7 @@ func (a *api) kvList(w http.ResponseWriter, r *http.Request) error {
 	}
 	keys, more, err := a.p.KV().ListAfter(r.Context(), r.PathValue("app"), r.PathValue("bucket"), q.Get("prefix"), q.Get("after"), limit)
 	if err != nil {
-		return kvError(err)
+		return err
 	}
 	if keys == nil {
 		keys = []string{}

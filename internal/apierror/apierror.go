@@ -1,14 +1,7 @@
-// Package apierror is how every Nimbus HTTP surface (gateway and control
-// plane API) reports a failure: a stable machine-readable code, an HTTP
-// status, and a message that says what was wrong and how to fix it.
-//
-// Errors are mapped to HTTP in one place, here, at the edge; packages below
-// return ordinary wrapped errors.
 package apierror
 
 import (
 	"encoding/json"
-	"errors"
 	"net/http"
 )
 
@@ -18,8 +11,11 @@ type Error struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 	// Details carries structured extras (for example every manifest error).
-	Details any   `json:"details,omitempty"`
-	Err     error `json:"-"`
+	Details any `json:"details,omitempty"`
+	// Header holds headers the answer carries besides the error code
+	// (Retry-After, Nimbus-Flow); nil for none.
+	Header http.Header `json:"-"`
+	Err    error       `json:"-"`
 }
 
 func (e *Error) Error() string { return e.Message }
@@ -44,12 +40,12 @@ type Body struct {
 	Error *Error `json:"error"`
 }
 
-// Write sends err as a JSON error response. An error that is not an *Error
-// becomes a 500 with code "internal".
+// Write sends err as a JSON error response, as From maps it (an error it
+// does not know is a 500 with code "internal").
 func Write(w http.ResponseWriter, err error) {
-	var e *Error
-	if !errors.As(err, &e) {
-		e = &Error{Status: http.StatusInternalServerError, Code: "internal", Message: err.Error(), Err: err}
+	e := From(err)
+	for k, vs := range e.Header {
+		w.Header()[k] = vs
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")

@@ -26,12 +26,20 @@ type TopicError struct {
 	// Declared lists the topics the app declares that a publisher may
 	// use, for ErrTopicNotFound.
 	Declared []string
-	Err      error
+	// Replay is set when the topic was named as where to replay dead
+	// letters, not to publish to.
+	Replay bool
+	Err    error
 }
 
 func (e *TopicError) Error() string {
-	if errors.Is(e.Err, ErrTopicReserved) {
+	switch {
+	case errors.Is(e.Err, ErrTopicReserved) && e.Replay:
+		return fmt.Sprintf("replaying to %s would only file the events again as dead letters; name a topic with triggers", e.Topic)
+	case errors.Is(e.Err, ErrTopicReserved):
 		return fmt.Sprintf("%s is written by Nimbus with failed deliveries; publish to another topic", e.Topic)
+	case e.Replay:
+		return fmt.Sprintf("app %s has no topic %q (declared: %s)", e.App, e.Topic, strings.Join(e.Declared, ", "))
 	}
 	return fmt.Sprintf("app %s has no topic %q (declared: %s); topics are declared under topics: in nimbus.yaml",
 		e.App, e.Topic, strings.Join(e.Declared, ", "))

@@ -39,7 +39,9 @@ type Accepted struct {
 }
 
 // SetAsync turns on async invocation of routes (Prefer: respond-async).
-func (g *Gateway) SetAsync(sink AsyncSink) { g.async.Store(&sink) }
+func (g *Gateway) SetAsync(sink AsyncSink) {
+	g.setCalls(func(c *Invocations) { c.Async = sink })
+}
 
 // WantsAsync reports whether a request asks to be answered before it runs
 // (RFC 7240 "Prefer: respond-async").
@@ -56,7 +58,8 @@ func WantsAsync(h http.Header) bool {
 }
 
 // ServeAsync queues req for app/function and answers 202 with the
-// invocation id and a Location to read its state.
+// invocation id and a Location to read its state; the sink's errors are
+// answered as apierror.From maps them.
 func ServeAsync(w http.ResponseWriter, r *http.Request, sink AsyncSink, app, function string, req *runtime.Request) {
 	key := r.Header.Get(HeaderIdempotencyKey)
 	if len(key) > MaxIdempotencyKey {

@@ -3,6 +3,14 @@
 // assigns the invocation id and W3C trace context, hands the invocation to
 // the scheduler and writes the guest's response back.
 //
+// Invocations is the one handler of an invocation over HTTP (read the body
+// with the function's limit, queue it or run it, answer); the routes and
+// the API's invoke endpoint each hold one, so the two cannot drift. Its
+// failures are answered as apierror.FromInvocation maps them. A body over
+// the limit is refused as it is read, without holding more than the limit
+// in memory, and counted in the metrics (SetMetrics) as the scheduler
+// counts its own failures.
+//
 // Routing uses net/http ServeMux patterns ("GET /users/{id}"). The routing
 // table is immutable and swapped atomically when a revision is activated, so
 // requests never see a half-built table and the hot path takes no lock.

@@ -3,19 +3,17 @@ package gateway
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 
 	"github.com/nimbus-dev/nimbus/internal/apierror"
-	"github.com/nimbus-dev/nimbus/internal/events"
 	"github.com/nimbus-dev/nimbus/internal/events/cloudevents"
-	"github.com/nimbus-dev/nimbus/internal/registry"
 )
 
 // EventSink accepts events for a topic; the server implements it. Publish
 // returns only when every event is durably stored. Its errors are typed:
 // events.ErrTopicNotFound, events.ErrTopicReserved, events.ErrTooLarge and
-// registry.ErrAppNotFound are the client's to fix (see publishError).
+// registry.ErrAppNotFound are the client's to fix (apierror.From answers
+// them).
 type EventSink interface {
 	Publish(ctx context.Context, app, topic string, evs []cloudevents.Event, traceparent string) (accepted, duplicates int, err error)
 }
@@ -51,7 +49,7 @@ func ServeEvents(w http.ResponseWriter, r *http.Request, sink EventSink, app, to
 	}
 	accepted, dups, err := sink.Publish(r.Context(), app, topic, evs, r.Header.Get("traceparent"))
 	if err != nil {
-		apierror.Write(w, publishError(err))
+		apierror.Write(w, err)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -59,31 +57,13 @@ func ServeEvents(w http.ResponseWriter, r *http.Request, sink EventSink, app, to
 	json.NewEncoder(w).Encode(PublishResult{Accepted: accepted, Duplicates: dups})
 }
 
-// publishError maps an EventSink's typed errors to API errors; the message
-// is the error's own, which says what to fix. Any other error is a 500.
-func publishError(err error) error {
-	switch {
-	case errors.Is(err, events.ErrTopicNotFound):
-		return apierror.Wrap(http.StatusNotFound, "topic_not_found", err)
-	case errors.Is(err, events.ErrTopicReserved):
-		return apierror.Wrap(http.StatusForbidden, "topic_reserved", err)
-	case errors.Is(err, events.ErrTooLarge):
-		return apierror.Wrap(http.StatusRequestEntityTooLarge, "event_too_large", err)
-	case errors.Is(err, registry.ErrAppNotFound):
-		return apierror.Wrap(http.StatusNotFound, "app_not_found", err)
-	}
-	return err
-}
-
-// eventError maps CloudEvents parse errors to API errors: what was wrong
-// with which attribute of which event.
+// eventError answers an error of reading events from a request. Every
+// one is the client's: apierror.From knows the size and format ones; any
+// other is an invalid event, with what was wrong with which attribute of
+// which event.
 func eventError(err error) error {
-	var tooLarge *cloudevents.TooLargeError
-	switch {
-	case errors.As(err, &tooLarge):
-		return apierror.Wrap(http.StatusRequestEntityTooLarge, "event_too_large", err)
-	case errors.Is(err, cloudevents.ErrUnsupportedFormat):
-		return apierror.Wrap(http.StatusUnsupportedMediaType, "unsupported_event_format", err)
+	if e := apierror.From(err); e.Status != http.StatusInternalServerError {
+		return e
 	}
 	return apierror.Wrap(http.StatusBadRequest, "invalid_event", err)
 }

@@ -2,12 +2,9 @@ package gateway
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,7 +14,6 @@ import (
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 	"github.com/nimbus-dev/nimbus/internal/scheduler"
 	"github.com/nimbus-dev/nimbus/internal/telemetry"
-	"github.com/nimbus-dev/nimbus/internal/throttle"
 )
 
 // Invoker runs invocations; *scheduler.Scheduler implements it.
@@ -35,24 +31,37 @@ const (
 
 // Gateway serves function routes.
 type Gateway struct {
-	inv    Invoker
-	logger *slog.Logger
 	table  atomic.Pointer[http.ServeMux]
 	events atomic.Pointer[EventSink]
-	async  atomic.Pointer[AsyncSink]
+	// calls answers the routes' invocations; SetAsync and SetMetrics
+	// replace it with a changed copy.
+	calls atomic.Pointer[Invocations]
 
-	mu   sync.Mutex                 // serializes changes of revs and the table built from them
+	mu   sync.Mutex                 // serializes changes of revs, the table built from them, and calls
 	revs map[string]*model.Revision // app -> revision whose routes are served
 }
 
-// New creates a gateway with no routes.
+// New creates a gateway with no routes whose invocations inv runs.
 func New(inv Invoker, logger *slog.Logger) *Gateway {
-	if logger == nil {
-		logger = slog.Default()
-	}
-	g := &Gateway{inv: inv, logger: logger, revs: map[string]*model.Revision{}}
+	g := &Gateway{revs: map[string]*model.Revision{}}
+	g.calls.Store(&Invocations{Invoker: inv, Logger: logger})
 	g.table.Store(g.newMux())
 	return g
+}
+
+// SetMetrics counts the requests the gateway refuses before they reach
+// the Invoker (a body over max_request_body) in m.
+func (g *Gateway) SetMetrics(m *telemetry.Metrics) {
+	g.setCalls(func(c *Invocations) { c.Metrics = m })
+}
+
+// setCalls replaces g.calls with a copy changed by f.
+func (g *Gateway) setCalls(f func(*Invocations)) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	c := *g.calls.Load()
+	f(&c)
+	g.calls.Store(&c)
 }
 
 func (g *Gateway) newMux() *http.ServeMux {
@@ -174,121 +183,13 @@ func (rt *route) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		InvocationID: telemetry.NewInvocationID(),
 		TraceParent:  tc.String(),
 	}
-	w.Header().Set(HeaderInvocationID, req.InvocationID)
-	w.Header().Set(HeaderTraceParent, req.TraceParent)
 	if len(rt.params) > 0 {
 		req.Params = make(map[string]string, len(rt.params))
 		for _, name := range rt.params {
 			req.Params[name] = r.PathValue(name)
 		}
 	}
-	body, err := ReadBody(w, r, rt.fn.MaxRequestBytes)
-	if err != nil {
-		rt.g.fail(w, req, rt.app, rt.fn.Name, err)
-		return
-	}
-	req.Body = body
-	if WantsAsync(r.Header) {
-		if sink := rt.g.async.Load(); sink != nil {
-			ServeAsync(w, r, *sink, rt.app, rt.fn.Name, req)
-			return
-		}
-	}
-	resp, err := rt.g.inv.Invoke(r.Context(), rt.app, rt.fn.Name, req)
-	if err != nil {
-		rt.g.fail(w, req, rt.app, rt.fn.Name, err)
-		return
-	}
-	WriteResponse(w, resp)
-}
-
-// ReadBody reads a request body of at most limit bytes (no limit if <= 0).
-// A larger body fails with a runtime.LimitError wrapping ErrRequestTooLarge.
-func ReadBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
-	if r.Body == nil || r.Body == http.NoBody {
-		return nil, nil
-	}
-	if limit > 0 && r.ContentLength > limit {
-		return nil, &runtime.LimitError{Err: runtime.ErrRequestTooLarge, Limit: FormatBytes(limit)}
-	}
-	var rd io.Reader = r.Body
-	if limit > 0 {
-		rd = http.MaxBytesReader(w, r.Body, limit)
-	}
-	body, err := io.ReadAll(rd)
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return nil, &runtime.LimitError{Err: runtime.ErrRequestTooLarge, Limit: FormatBytes(limit)}
-		}
-		return nil, fmt.Errorf("read request body: %w", err)
-	}
-	return body, nil
-}
-
-// hopHeaders are connection-level headers a guest may not set.
-var hopHeaders = map[string]bool{
-	"Connection": true, "Keep-Alive": true, "Proxy-Connection": true, "Transfer-Encoding": true,
-	"Te": true, "Trailer": true, "Upgrade": true, "Content-Length": true,
-}
-
-// WriteResponse writes a guest response.
-func WriteResponse(w http.ResponseWriter, resp *runtime.Response) {
-	h := w.Header()
-	for k, vs := range resp.Header {
-		if hopHeaders[http.CanonicalHeaderKey(k)] {
-			continue
-		}
-		h[http.CanonicalHeaderKey(k)] = vs
-	}
-	h.Set("Content-Length", strconv.Itoa(len(resp.Body)))
-	status := resp.Status
-	if status == 0 {
-		status = http.StatusOK
-	}
-	w.WriteHeader(status)
-	w.Write(resp.Body)
-}
-
-func (g *Gateway) fail(w http.ResponseWriter, req *runtime.Request, app, fn string, err error) {
-	e := InvocationError(app, fn, err)
-	if _, reason, retryAfter, ok := throttle.StatusOf(err); ok {
-		if retryAfter != "" {
-			w.Header().Set("Retry-After", retryAfter)
-		}
-		if reason == "superseded" {
-			w.Header().Set("Nimbus-Flow", "superseded")
-		}
-	}
-	if e.Status >= 500 {
-		g.logger.Warn("invocation failed", "app", app, "function", fn, "invocation", req.InvocationID,
-			"trace_id", traceID(req.TraceParent), "status", e.Status, "error", err)
-	}
-	apierror.Write(w, e)
-}
-
-// InvocationError turns an invocation failure into an API error whose
-// message names the function, the limit and where to change it.
-func InvocationError(app, fn string, err error) *apierror.Error {
-	status, code := scheduler.StatusOf(err)
-	msg := err.Error()
-	if prefix := app + "/" + fn; !strings.Contains(msg, prefix) {
-		msg = prefix + ": " + msg
-	}
-	var le *runtime.LimitError
-	if errors.As(err, &le) {
-		field := map[error]string{
-			runtime.ErrTimeout:          "timeout",
-			runtime.ErrMemoryLimit:      "memory",
-			runtime.ErrRequestTooLarge:  "max_request_body",
-			runtime.ErrResponseTooLarge: "max_response_body",
-		}[le.Err]
-		if field != "" {
-			msg = fmt.Sprintf("%s/%s: %v: the function's %s is %s; raise functions.%s.%s in nimbus.yaml if this is expected",
-				app, fn, le.Err, field, le.Limit, fn, field)
-		}
-	}
-	return &apierror.Error{Status: status, Code: code, Message: msg, Err: err}
+	rt.g.calls.Load().Serve(w, r, rt.app, &rt.fn, req)
 }
 
 func traceID(traceparent string) string {
@@ -296,19 +197,4 @@ func traceID(traceparent string) string {
 		return tc.TraceIDString()
 	}
 	return ""
-}
-
-// FormatBytes renders a byte count the way the manifest writes it: 6MiB,
-// 512KiB, 100B.
-func FormatBytes(n int64) string {
-	switch {
-	case n >= 1<<30 && n%(1<<30) == 0:
-		return strconv.FormatInt(n>>30, 10) + "GiB"
-	case n >= 1<<20 && n%(1<<20) == 0:
-		return strconv.FormatInt(n>>20, 10) + "MiB"
-	case n >= 1<<10 && n%(1<<10) == 0:
-		return strconv.FormatInt(n>>10, 10) + "KiB"
-	default:
-		return strconv.FormatInt(n, 10) + "B"
-	}
 }

@@ -16,7 +16,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nimbus-dev/nimbus/internal/runtime"
-	"github.com/nimbus-dev/nimbus/internal/store"
 )
 
 // Entry is one line a guest wrote.
@@ -42,6 +41,104 @@ type Entry struct {
 // were cut.
 const MaxLineBytes = 8 << 10
 
+// SubjectPrefix prefixes every log subject: nimbus.applogs.<app>.<function>.
+// It is outside nimbus.logs.>, which the shared store.LegacyLogsStream
+// of earlier versions owns in older data directories: JetStream does not let two
+// streams overlap.
+const SubjectPrefix = "nimbus.applogs."
+
+// StreamPrefix prefixes the name of every app's logs stream.
+const StreamPrefix = "NIMBUS_LOGS_"
+
+// Defaults of Config. docs/observability.md explains the figures.
+const (
+	DefaultInvocationLines   = 1000
+	DefaultInvocationBytes   = 1 << 20
+	DefaultAppLinesPerSecond = 1000
+	DefaultAppBytesPerSecond = 1 << 20
+	DefaultAppMaxBytes       = 128 << 20
+	DefaultAppMaxAge         = 7 * 24 * time.Hour
+	// AppBurstSeconds is how many seconds of its rate an app may write at
+	// once: its token buckets hold that much.
+	AppBurstSeconds = 5
+)
+
+// Reasons a line is dropped: the reason label of
+// nimbus_guest_log_dropped_lines_total.
+const (
+	ReasonInvocationBudget = "invocation_budget"
+	ReasonAppRate          = "app_rate"
+	ReasonBufferFull       = "buffer_full"
+	ReasonPublishFailed    = "publish_failed"
+	ReasonWriterClosed     = "writer_closed"
+	ReasonEncodeFailed     = "encode_failed"
+)
+
+// DropCounter counts dropped lines by app and reason (one of the Reason
+// constants). *telemetry.Metrics implements it as
+// nimbus_guest_log_dropped_lines_total{app,reason}.
+type DropCounter interface {
+	GuestLogDropped(app, reason string)
+}
+
+// Config configures a Writer. The zero value is usable: every field has a
+// default.
+type Config struct {
+	// Logger receives the writer's own warnings. Optional: default
+	// slog.Default().
+	Logger *slog.Logger
+	// Metrics counts dropped lines by app and reason. Optional: default nil
+	// counts them in Dropped only.
+	Metrics DropCounter
+	// InvocationLines and InvocationBytes are the budget of one invocation:
+	// lines past either are counted, not stored, and one marker entry says
+	// how many when the invocation ends. Optional: default 1000 lines and
+	// 1MiB.
+	InvocationLines int
+	InvocationBytes int64
+	// AppLinesPerSecond and AppBytesPerSecond are the rate budget of one app
+	// on this node (token buckets holding AppBurstSeconds of rate), so that
+	// many invocations together cannot flood the node's log path either.
+	// Optional: default 1000 lines/s and 1MiB/s.
+	AppLinesPerSecond float64
+	AppBytesPerSecond float64
+	// AppMaxBytes and AppMaxAge bound each app's logs stream; past them the
+	// app's own oldest entries go, never another app's. Optional: default
+	// 128MiB and 7 days.
+	AppMaxBytes int64
+	AppMaxAge   time.Duration
+	// Now is the clock of the rate budget. Optional: default time.Now.
+	Now func() time.Time
+}
+
+func (c Config) withDefaults() Config {
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.InvocationLines <= 0 {
+		c.InvocationLines = DefaultInvocationLines
+	}
+	if c.InvocationBytes <= 0 {
+		c.InvocationBytes = DefaultInvocationBytes
+	}
+	if c.AppLinesPerSecond <= 0 {
+		c.AppLinesPerSecond = DefaultAppLinesPerSecond
+	}
+	if c.AppBytesPerSecond <= 0 {
+		c.AppBytesPerSecond = DefaultAppBytesPerSecond
+	}
+	if c.AppMaxBytes <= 0 {
+		c.AppMaxBytes = DefaultAppMaxBytes
+	}
+	if c.AppMaxAge <= 0 {
+		c.AppMaxAge = DefaultAppMaxAge
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
 const (
 	// bufferLines is how many lines may wait for the publisher.
 	bufferLines = 4096
@@ -50,16 +147,22 @@ const (
 	// stallWait is how long the publisher waits for acks when maxPending
 	// are outstanding before it drops the line.
 	stallWait = time.Second
-	// ackTimeout bounds how long one publish waits for its ack.
+	// ackTimeout bounds how long one publish waits for its ack, and one
+	// stream creation.
 	ackTimeout = 10 * time.Second
 	// warnEvery rate-limits the warning about dropped lines.
 	warnEvery = 10 * time.Second
+	// retryStream is how long the publisher waits before trying again to
+	// create an app's stream that it failed to create; lines of the app
+	// are dropped meanwhile.
+	retryStream = time.Second
 )
 
-// Writer publishes guest log lines to the logs stream without blocking the
+// Writer publishes guest log lines to the logs streams without blocking the
 // caller. It is safe for concurrent use. Close it before closing the store.
 type Writer struct {
 	js     jetstream.JetStream
+	cfg    Config
 	logger *slog.Logger
 
 	mu     sync.RWMutex // guards closed and sends on lines
@@ -67,28 +170,48 @@ type Writer struct {
 	lines  chan Entry
 	done   chan struct{} // closed when the publisher goroutine has exited
 
+	appsMu sync.Mutex
+	apps   map[string]*appState
+
+	streamsMu sync.Mutex
+	// streams holds the apps whose stream exists (true) or failed to be
+	// created (false, at streamFailed[app]).
+	streams      map[string]bool
+	streamFailed map[string]time.Time
+
 	dropped  atomic.Uint64
 	lastWarn atomic.Int64 // unix nanos of the last drop warning
 }
 
-// NewWriter starts a writer publishing through js's connection. It owns one
-// publisher goroutine, stopped by Close.
+// NewWriter is New with the default Config and logger.
 func NewWriter(js jetstream.JetStream, logger *slog.Logger) *Writer {
-	if logger == nil {
-		logger = slog.Default()
-	}
+	return New(js, Config{Logger: logger})
+}
+
+// New starts a writer publishing through js's connection. It owns one
+// publisher goroutine, stopped by Close.
+func New(js jetstream.JetStream, cfg Config) *Writer {
+	cfg = cfg.withDefaults()
 	w := &Writer{
-		logger: logger,
-		lines:  make(chan Entry, bufferLines),
-		done:   make(chan struct{}),
+		cfg:          cfg,
+		logger:       cfg.Logger,
+		lines:        make(chan Entry, bufferLines),
+		done:         make(chan struct{}),
+		apps:         map[string]*appState{},
+		streams:      map[string]bool{},
+		streamFailed: map[string]time.Time{},
 	}
 	// A JetStream context of our own, so that Close waits for our pending
 	// acks only and the pending bound is ours.
 	ownJS, err := jetstream.New(js.Conn(),
 		jetstream.WithPublishAsyncMaxPending(maxPending),
 		jetstream.WithPublishAsyncTimeout(ackTimeout),
-		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, _ *nats.Msg, err error) {
-			w.drop("publish failed", err)
+		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, err error) {
+			app := appOfSubject(m.Subject)
+			if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
+				w.forgetStream(app) // deleted under us: create it again
+			}
+			w.drop(app, ReasonPublishFailed, err)
 		}),
 	)
 	if err != nil {
@@ -104,40 +227,107 @@ func NewWriter(js jetstream.JetStream, logger *slog.Logger) *Writer {
 func (w *Writer) publish() {
 	defer close(w.done)
 	for e := range w.lines {
+		if err := w.ensureStream(e.App); err != nil {
+			w.drop(e.App, ReasonPublishFailed, err)
+			continue
+		}
 		b, err := json.Marshal(e)
 		if err != nil {
-			w.drop("encode failed", err)
+			w.drop(e.App, ReasonEncodeFailed, err)
 			continue
 		}
 		if _, err := w.js.PublishAsync(Subject(e.App, e.Function), b, jetstream.WithStallWait(stallWait)); err != nil {
-			w.drop("publish failed", err)
+			w.drop(e.App, ReasonPublishFailed, err)
 		}
 	}
 }
 
-// drop counts a lost line and warns at most once per warnEvery. It never
-// logs the line itself.
-func (w *Writer) drop(why string, err error) {
+// ensureStream creates (or updates to this writer's limits) the logs stream
+// of app the first time the writer publishes for it. Only the publisher
+// goroutine calls it.
+func (w *Writer) ensureStream(app string) error {
+	w.streamsMu.Lock()
+	ok, failedAt := w.streams[app], w.streamFailed[app]
+	w.streamsMu.Unlock()
+	if ok {
+		return nil
+	}
+	if !failedAt.IsZero() && w.cfg.Now().Sub(failedAt) < retryStream {
+		return fmt.Errorf("logs stream of %s: creation failed %s ago", app, w.cfg.Now().Sub(failedAt).Round(time.Millisecond))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), ackTimeout)
+	defer cancel()
+	_, err := w.js.CreateOrUpdateStream(ctx, streamConfig(app, w.cfg))
+	w.streamsMu.Lock()
+	defer w.streamsMu.Unlock()
+	if err != nil {
+		w.streamFailed[app] = w.cfg.Now()
+		return fmt.Errorf("logs stream of %s: %w", app, err)
+	}
+	delete(w.streamFailed, app)
+	w.streams[app] = true
+	return nil
+}
+
+func (w *Writer) forgetStream(app string) {
+	w.streamsMu.Lock()
+	delete(w.streams, app)
+	w.streamsMu.Unlock()
+}
+
+// streamConfig is the logs stream of one app. Each app has its own stream so
+// that its limits evict only its own entries: JetStream's byte limit is per
+// stream (per-subject limits count messages only).
+func streamConfig(app string, cfg Config) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        StreamName(app),
+		Description: "Nimbus guest logs of app " + app + ": " + SubjectPrefix + "<app>.<function>",
+		Subjects:    []string{SubjectPrefix + token(app) + ".>"},
+		Storage:     jetstream.FileStorage,
+		Replicas:    1,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      cfg.AppMaxAge,
+		MaxBytes:    cfg.AppMaxBytes,
+		// A log line is not worth an fsync: the stream is flushed in the
+		// background even though the server runs with SyncAlways. Only
+		// allowed on R1 file streams.
+		PersistMode: jetstream.AsyncPersistMode,
+	}
+}
+
+// drop counts a lost line of app and warns at most once per warnEvery. It
+// never logs the line itself.
+func (w *Writer) drop(app, reason string, err error) {
 	n := w.dropped.Add(1)
+	if w.cfg.Metrics != nil {
+		w.cfg.Metrics.GuestLogDropped(app, reason)
+	}
+	if reason == ReasonInvocationBudget || reason == ReasonAppRate {
+		return // expected, visible in the marker and the metric
+	}
 	now := time.Now().UnixNano()
 	last := w.lastWarn.Load()
 	if now-last < int64(warnEvery) || !w.lastWarn.CompareAndSwap(last, now) {
 		return
 	}
-	args := []any{"reason", why, "dropped_total", n}
+	args := []any{"app", app, "reason", reason, "dropped_total", n}
 	if err != nil {
 		args = append(args, "err", err)
 	}
 	w.logger.Warn("guest log lines dropped", args...)
 }
 
-// Dropped reports how many lines were lost since the writer started: the
-// buffer was full, the writer was closed, or the publish failed.
+// Dropped reports how many lines were not stored since the writer started,
+// for any reason: over a budget, the buffer was full, the writer was
+// closed, or the publish failed.
 func (w *Writer) Dropped() uint64 { return w.dropped.Load() }
 
-// Sink returns the LogSink of one invocation.
+// Sink returns the LogSink of one invocation. It enforces the invocation's
+// budget and the app's rate budget, and implements runtime.LogFlusher:
+// Flush writes the marker of what it dropped.
 func (w *Writer) Sink(app, function, revision, invocation string) runtime.LogSink {
-	return &sink{w: w, app: app, function: function, revision: revision, invocation: invocation}
+	return &sink{w: w, app: w.app(app), entry: Entry{App: app, Function: function, Revision: revision, Invocation: invocation}}
 }
 
 // Close stops accepting lines and waits, until ctx is done, for the pending
@@ -166,35 +356,14 @@ func (w *Writer) enqueue(e Entry) {
 	w.mu.RLock()
 	defer w.mu.RUnlock()
 	if w.closed {
-		w.drop("writer closed", nil)
+		w.drop(e.App, ReasonWriterClosed, nil)
 		return
 	}
 	select {
 	case w.lines <- e:
 	default:
-		w.drop("buffer full", nil)
+		w.drop(e.App, ReasonBufferFull, nil)
 	}
-}
-
-type sink struct {
-	w                                   *Writer
-	app, function, revision, invocation string
-}
-
-var _ runtime.LogSink = (*sink)(nil)
-
-// Log records one line; it copies line and never blocks.
-func (s *sink) Log(stream, level string, line []byte) {
-	s.w.enqueue(Entry{
-		Time:       time.Now().UTC(),
-		App:        s.app,
-		Function:   s.function,
-		Revision:   s.revision,
-		Invocation: s.invocation,
-		Stream:     stream,
-		Level:      level,
-		Message:    capLine(line),
-	})
 }
 
 // capLine drops one trailing newline and truncates to MaxLineBytes.
@@ -221,10 +390,28 @@ func trimNewline(b []byte) []byte {
 	return b
 }
 
-// Subject is the logs subject of one function: nimbus.logs.<app>.<function>.
-// Characters that would break a subject token are replaced with '_'.
+// Subject is the logs subject of one function:
+// nimbus.applogs.<app>.<function>. Characters that would break a subject
+// token are replaced with '_'.
 func Subject(app, function string) string {
-	return store.LogsSubjectPrefix + token(app) + "." + token(function)
+	return SubjectPrefix + token(app) + "." + token(function)
+}
+
+// StreamName is the name of app's logs stream: NIMBUS_LOGS_<app>, with
+// characters a stream name cannot hold replaced with '_'.
+func StreamName(app string) string {
+	return StreamPrefix + strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
+			return r
+		}
+		return '_'
+	}, token(app))
+}
+
+// appOfSubject is the app token of a logs subject.
+func appOfSubject(subject string) string {
+	app, _, _ := strings.Cut(strings.TrimPrefix(subject, SubjectPrefix), ".")
+	return app
 }
 
 func token(s string) string {
@@ -267,7 +454,7 @@ func Read(ctx context.Context, js jetstream.JetStream, q Query, fn func(Entry) e
 	if q.Limit < 0 {
 		return fmt.Errorf("read logs: limit %d is negative", q.Limit)
 	}
-	filter := store.LogsSubjectPrefix + token(q.App) + ".*"
+	filter := SubjectPrefix + token(q.App) + ".*"
 	if q.Function != "" {
 		filter = Subject(q.App, q.Function)
 	}
@@ -280,7 +467,20 @@ func Read(ctx context.Context, js jetstream.JetStream, q Query, fn func(Entry) e
 		cfg.DeliverPolicy = jetstream.DeliverByStartTimePolicy
 		cfg.OptStartTime = &since
 	}
-	cons, err := js.OrderedConsumer(ctx, store.LogsStream, cfg)
+	stream := StreamName(q.App)
+	cons, err := js.OrderedConsumer(ctx, stream, cfg)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		// The app has not logged yet. A plain read has nothing to show;
+		// a follow creates the stream (with the default limits, which the
+		// first Writer to publish replaces with its own) and waits on it.
+		if !q.Follow {
+			return nil
+		}
+		if _, err := js.CreateStream(ctx, streamConfig(q.App, Config{}.withDefaults())); err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return fmt.Errorf("read logs of %s: create stream: %w", q.App, err)
+		}
+		cons, err = js.OrderedConsumer(ctx, stream, cfg)
+	}
 	if err != nil {
 		return fmt.Errorf("read logs of %s: %w", q.App, err)
 	}
@@ -361,7 +561,7 @@ func decode(msg jetstream.Msg) decoded {
 	var d decoded
 	if err := json.Unmarshal(msg.Data(), &d.Entry); err != nil {
 		d.Entry = Entry{Message: capLine(msg.Data())}
-		parts := strings.SplitN(strings.TrimPrefix(msg.Subject(), store.LogsSubjectPrefix), ".", 2)
+		parts := strings.SplitN(strings.TrimPrefix(msg.Subject(), SubjectPrefix), ".", 2)
 		if len(parts) == 2 {
 			d.App, d.Function = parts[0], parts[1]
 		}

@@ -302,7 +302,7 @@ func TestConcurrentSinks(t *testing.T) {
 func TestDrops(t *testing.T) {
 	// A writer whose publisher is not running: the buffer fills and Log
 	// drops instead of blocking.
-	w := &Writer{logger: quiet(), lines: make(chan Entry, 2), done: make(chan struct{})}
+	w := &Writer{cfg: Config{}.withDefaults(), logger: quiet(), lines: make(chan Entry, 2), done: make(chan struct{}), apps: map[string]*appState{}}
 	sink := w.Sink("app", "f", "r", "i")
 	for range 5 {
 		sink.Log("stdout", "", []byte("x"))
@@ -324,7 +324,11 @@ func TestDrops(t *testing.T) {
 
 func TestRawMessage(t *testing.T) {
 	s := openStore(t)
-	if _, err := s.JetStream().Publish(context.Background(), "nimbus.logs.app.f", []byte("plain text")); err != nil {
+	ctx := context.Background()
+	if _, err := s.JetStream().CreateStream(ctx, streamConfig("app", Config{}.withDefaults())); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.JetStream().Publish(ctx, "nimbus.applogs.app.f", []byte("plain text")); err != nil {
 		t.Fatal(err)
 	}
 	es := readAll(t, s.JetStream(), Query{App: "app"})
@@ -335,13 +339,23 @@ func TestRawMessage(t *testing.T) {
 
 func TestSubject(t *testing.T) {
 	tests := []struct{ app, fn, want string }{
-		{"shop", "api", "nimbus.logs.shop.api"},
-		{"a.b", "c*", "nimbus.logs.a_b.c_"},
-		{"", "x y>", "nimbus.logs._.x_y_"},
+		{"shop", "api", "nimbus.applogs.shop.api"},
+		{"a.b", "c*", "nimbus.applogs.a_b.c_"},
+		{"", "x y>", "nimbus.applogs._.x_y_"},
 	}
 	for _, tt := range tests {
 		if got := Subject(tt.app, tt.fn); got != tt.want {
 			t.Errorf("Subject(%q, %q) = %q, want %q", tt.app, tt.fn, got, tt.want)
+		}
+	}
+	streams := []struct{ app, want string }{
+		{"shop-2", "NIMBUS_LOGS_shop-2"},
+		{"a.b/c", "NIMBUS_LOGS_a_b_c"},
+		{"", "NIMBUS_LOGS__"},
+	}
+	for _, tt := range streams {
+		if got := StreamName(tt.app); got != tt.want {
+			t.Errorf("StreamName(%q) = %q, want %q", tt.app, got, tt.want)
 		}
 	}
 }

@@ -30,7 +30,20 @@ var (
 	// ErrNoPreviousRevision means a rollback without a target found no
 	// revision active before the current one.
 	ErrNoPreviousRevision = errors.New("no previous revision")
+	// ErrFunctionNotFound means an app's active revision has no function
+	// of that name (the registry's callers look functions up in it).
+	ErrFunctionNotFound = errors.New("function not found")
 )
+
+// RollbackError is a rollback that Rollback or RollbackTarget refused or
+// could not make: no previous revision (ErrNoPreviousRevision), a malformed
+// or ambiguous revision id, a failed read or update of the app. Its message
+// is its cause's. A missing app or revision is one too, and still matches
+// ErrAppNotFound or ErrRevisionNotFound.
+type RollbackError struct{ Err error }
+
+func (e *RollbackError) Error() string { return e.Err.Error() }
+func (e *RollbackError) Unwrap() error { return e.Err }
 
 // ArtifactChecker reports whether a module is in the artifact store.
 // *store.Store implements it.
@@ -214,6 +227,7 @@ func backoff(ctx context.Context, attempt int) error {
 // unique prefix of at least 7 hex digits; "" means the revision that was
 // active before the current one. Rolling back to the active revision is a
 // no-op.
+// Its errors are *RollbackError.
 func (r *Registry) Rollback(ctx context.Context, app, toRevision string) (*model.Revision, error) {
 	target, err := r.RollbackTarget(ctx, app, toRevision)
 	if err != nil {
@@ -222,14 +236,23 @@ func (r *Registry) Rollback(ctx context.Context, app, toRevision string) (*model
 	// A deploy racing with this rollback may land first; the rollback then
 	// still activates target (last writer wins, both are in the history).
 	if _, err := r.activate(ctx, app, target.ID, "rollback", true); err != nil {
-		return nil, fmt.Errorf("rollback %s: %w", app, err)
+		return nil, &RollbackError{fmt.Errorf("rollback %s: %w", app, err)}
 	}
 	return target, nil
 }
 
 // RollbackTarget is the revision Rollback(ctx, app, toRevision) would
-// activate, without activating it, so a caller can check it first.
+// activate, without activating it, so a caller can check it first. Its
+// errors are *RollbackError.
 func (r *Registry) RollbackTarget(ctx context.Context, app, toRevision string) (*model.Revision, error) {
+	target, err := r.rollbackTarget(ctx, app, toRevision)
+	if err != nil {
+		return nil, &RollbackError{err}
+	}
+	return target, nil
+}
+
+func (r *Registry) rollbackTarget(ctx context.Context, app, toRevision string) (*model.Revision, error) {
 	if err := model.CheckName("app", app); err != nil {
 		return nil, fmt.Errorf("rollback %s: %w", app, err)
 	}

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"slices"
 	"time"
+
+	"github.com/nimbus-dev/nimbus/internal/model"
 )
 
 // Runtime loads function artifacts. It is safe for concurrent use.
@@ -101,17 +103,25 @@ type Spec struct {
 	Limits       Limits
 }
 
-// Limits bound what one request on one instance may use.
+// Limits bound what one request on one instance may use. They come from
+// the function (model.Plan gives every one its default and checks its
+// bounds) and are complete: a runtime applies no defaults of its own and
+// refuses a Spec whose Limits has a zero field. The request body limit is
+// not here: the scheduler checks it (CheckRequestBody) before a request
+// reaches a runtime.
 type Limits struct {
-	// MemoryBytes caps the guest's linear memory. Zero means the runtime default.
+	// MemoryBytes caps the guest's linear memory.
 	MemoryBytes uint64
-	// Timeout is the wall-clock deadline of one request. Zero means the
-	// runtime default.
+	// Timeout is the wall-clock deadline of one request
+	// (model.Function.Timeout).
 	Timeout time.Duration
-	// MaxRequestBytes caps the request body. Zero means the runtime default.
-	MaxRequestBytes int64
-	// MaxResponseBytes caps the response body. Zero means the runtime default.
+	// MaxResponseBytes caps the response body.
 	MaxResponseBytes int64
+}
+
+// Complete reports whether every limit is set.
+func (l Limits) Complete() bool {
+	return l.MemoryBytes > 0 && l.Timeout > 0 && l.MaxResponseBytes > 0
 }
 
 // Request is one invocation as the guest sees it.
@@ -155,6 +165,22 @@ type LogSink interface {
 	Log(stream, level string, line []byte)
 }
 
+// LogFlusher is implemented by a LogSink that holds something back until the
+// guest is done with it: guestlog's sink writes one "dropped N lines" marker
+// for the lines its budget refused. A runtime calls Flush when Handle
+// returns, after the request's last line; the sink may be flushed more than
+// once.
+type LogFlusher interface {
+	Flush()
+}
+
+// FlushLog calls Flush on sink if it is a LogFlusher.
+func FlushLog(sink LogSink) {
+	if f, ok := sink.(LogFlusher); ok {
+		f.Flush()
+	}
+}
+
 // Errors a runtime returns; callers branch on them with errors.Is and map
 // them to HTTP statuses at the edge.
 var (
@@ -183,3 +209,17 @@ type LimitError struct {
 
 func (e *LimitError) Error() string { return fmt.Sprintf("%v (limit %s)", e.Err, e.Limit) }
 func (e *LimitError) Unwrap() error { return e.Err }
+
+// CheckRequestBody is the one check of a request body against its
+// function's max_request_body (model.Function.MaxRequestBytes): a body of
+// n bytes over limit is a *LimitError wrapping ErrRequestTooLarge. The
+// scheduler applies it to every invocation before it takes an instance;
+// the gateway applies it while it reads a body (to its Content-Length, then
+// to what it read, which stops one byte past the limit), so an HTTP body
+// never costs more memory than the limit.
+func CheckRequestBody(n, limit int64) error {
+	if n <= limit {
+		return nil
+	}
+	return &LimitError{Err: ErrRequestTooLarge, Limit: model.FormatBytes(uint64(limit))}
+}

@@ -17,9 +17,16 @@
 // The Scheduler is a component of the server (Validate loads the modules,
 // Provision activates, Retire deactivates).
 //
-// Both doors into a function, the gateway's HTTP routes and the API's
-// invoke, come through Scheduler.Invoke, which is where an invocation gets
-// its id, trace context, log sink, deadline and metrics.
+// Every invocation (the gateway's HTTP routes, the API's invoke, event
+// and async deliveries) comes through Scheduler.Invoke, which is where it
+// gets its id, trace context, log sink, deadline and metrics, and where its
+// body meets the function's max_request_body (runtime.CheckRequestBody),
+// before it takes a flow permit or an instance.
+//
+// Errors are typed (ErrNotFound, ErrBusy, ErrNoRuntime, the runtime's and
+// flow control's); Reason names them for metrics, and the edge (package
+// apierror) decides the HTTP status of each. The scheduler knows no HTTP
+// status of its own: Options.Status labels failures in the metrics.
 //
 // Flow: gateway/api -> scheduler -> runtime.
 package scheduler

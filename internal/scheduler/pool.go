@@ -143,8 +143,8 @@ func (p *pool) acquire(ctx context.Context) (*instance, bool, error) {
 		if p.busy+len(p.idle) < p.max {
 			break
 		}
-		// Every instance is full or starting (only possible with slots >
-		// 1): one of them frees a slot for us.
+		// Every instance is full, starting or closing: one of them frees a
+		// slot (or its place) for us.
 		wake := p.wait()
 		p.mu.Unlock()
 		select {
@@ -220,11 +220,14 @@ func (p *pool) release(inst *instance, broken bool) {
 	closeIt := false
 	switch {
 	case inst.inflight == 0:
-		p.busy--
 		p.unopen(inst)
 		if inst.broken || p.closed || !p.mod.Reusable() {
+			// It stays counted in busy until it is closed, so a new
+			// instance never starts while it is still live: max_instances
+			// bounds live instances, not only serving ones.
 			closeIt = true
 		} else {
+			p.busy--
 			inst.since = p.now()
 			p.idle = append(p.idle, inst)
 		}
@@ -234,10 +237,15 @@ func (p *pool) release(inst *instance, broken bool) {
 	p.notify()
 	p.gauge()
 	p.mu.Unlock()
-	<-p.tokens
 	if closeIt {
 		inst.Close(context.Background())
+		p.mu.Lock()
+		p.busy--
+		p.notify()
+		p.gauge()
+		p.mu.Unlock()
 	}
+	<-p.tokens
 }
 
 // unopen removes inst from p.open if it is there; p.mu is held.

@@ -45,6 +45,11 @@ type Options struct {
 	Metrics *telemetry.Metrics
 	// Logs receives guest output. Nil discards it.
 	Logs LogSinks
+	// Status is the HTTP status the edge answers for an invocation error:
+	// the code label of a failed invocation in nimbus_requests_total. The
+	// scheduler knows no HTTP; the server passes the edge's mapping
+	// (apierror.Status). Default: 500 for every error.
+	Status func(error) int
 }
 
 // Scheduler routes invocations to instance pools of the active revisions.
@@ -73,6 +78,9 @@ func New(rts runtime.Set, arts ArtifactSource, opts Options) *Scheduler {
 	}
 	if opts.Metrics == nil {
 		opts.Metrics = telemetry.NewMetrics()
+	}
+	if opts.Status == nil {
+		opts.Status = func(error) int { return http.StatusInternalServerError }
 	}
 	return &Scheduler{
 		rts: rts, arts: arts, opts: opts,
@@ -144,8 +152,7 @@ func SpecOf(app string, fn model.Function, artifact []byte) runtime.Spec {
 		Capabilities: fn.Capabilities,
 		Limits: runtime.Limits{
 			MemoryBytes:      fn.MemoryBytes,
-			Timeout:          time.Duration(fn.TimeoutMS) * time.Millisecond,
-			MaxRequestBytes:  fn.MaxRequestBytes,
+			Timeout:          fn.Timeout(),
 			MaxResponseBytes: fn.MaxResponseBytes,
 		},
 	}
@@ -250,7 +257,7 @@ func (s *Scheduler) Invoke(ctx context.Context, app, function string, req *runti
 		code = resp.Status
 	}
 	if err != nil {
-		code, reason = StatusOf(err)
+		code, reason = s.opts.Status(err), Reason(err)
 	}
 	p.metrics.Observe(code, time.Since(start), reason)
 	return resp, err
@@ -260,18 +267,20 @@ func (s *Scheduler) invoke(ctx context.Context, p *pool, req *runtime.Request) (
 	// Waiting for an instance is bounded by the function's timeout; the
 	// guest's run is bounded by the runtime's own deadline of the same
 	// length, which reports it as runtime.ErrTimeout.
-	wait := ctx
-	if timeout := time.Duration(p.fn.TimeoutMS) * time.Millisecond; timeout > 0 {
-		var cancel context.CancelFunc
-		wait, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
-	}
+	wait, cancel := context.WithTimeout(ctx, p.fn.Timeout())
+	defer cancel()
 	for {
+		// The one check of the request body (the gateway ran it too, as it
+		// read the body): against the limit of the revision that would run
+		// it, before it takes a permit or an instance.
+		if err := runtime.CheckRequestBody(int64(len(req.Body)), p.fn.MaxRequestBytes); err != nil {
+			return nil, err
+		}
 		// Flow control first: it decides the order in which waiting
 		// invocations get an instance.
 		var permit throttle.Permit
 		if p.limiter != nil {
-			fwait, cancel := context.WithTimeout(ctx, time.Duration(p.fn.TimeoutMS)*time.Millisecond+p.limiter.Policy().Debounce)
+			fwait, cancel := context.WithTimeout(ctx, p.fn.Timeout()+p.limiter.Policy().Debounce)
 			var err error
 			permit, err = p.limiter.Acquire(fwait, p.flowKey.FromRequest(req.Header, req.RawQuery), p.priority)
 			cancel()
@@ -326,33 +335,50 @@ func (s *Scheduler) successor(p *pool) *pool {
 	return np
 }
 
-// StatusOf maps an invocation error to an HTTP status and a short reason
-// for metrics. It is the one place that decides how failures look to callers.
-func StatusOf(err error) (int, string) {
+// Reasons of failed invocations (Reason), the reason label of
+// nimbus_request_errors_total. The edge answers each with its own HTTP
+// status and uses the reason as the error code.
+const (
+	ReasonNotFound         = "not_found"          // ErrNotFound
+	ReasonRequestTooLarge  = "request_too_large"  // runtime.ErrRequestTooLarge
+	ReasonTimeout          = "timeout"            // runtime.ErrTimeout
+	ReasonBusy             = "busy"               // ErrBusy
+	ReasonMemoryLimit      = "memory_limit"       // runtime.ErrMemoryLimit
+	ReasonResponseTooLarge = "response_too_large" // runtime.ErrResponseTooLarge
+	ReasonGuestFailed      = "guest_failed"       // runtime.ErrGuestFailed
+	ReasonCanceled         = "canceled"           // context.Canceled: the caller went away
+	ReasonInternal         = "internal"           // anything else
+)
+
+// Reason names why an invocation failed, for metrics and logs: one of the
+// Reason constants, or a flow control reason (throttle.Reason); "" for
+// nil. It is the one classification of invocation errors; the edge maps
+// each reason to an HTTP status.
+func Reason(err error) string {
 	switch {
 	case err == nil:
-		return http.StatusOK, ""
+		return ""
 	case errors.Is(err, ErrNotFound):
-		return http.StatusNotFound, "not_found"
+		return ReasonNotFound
 	case errors.Is(err, runtime.ErrRequestTooLarge):
-		return http.StatusRequestEntityTooLarge, "request_too_large"
+		return ReasonRequestTooLarge
 	case errors.Is(err, runtime.ErrTimeout):
-		return http.StatusGatewayTimeout, "timeout"
+		return ReasonTimeout
 	case errors.Is(err, ErrBusy):
-		return http.StatusServiceUnavailable, "busy"
+		return ReasonBusy
 	case errors.Is(err, runtime.ErrMemoryLimit):
-		return http.StatusInternalServerError, "memory_limit"
+		return ReasonMemoryLimit
 	case errors.Is(err, runtime.ErrResponseTooLarge):
-		return http.StatusBadGateway, "response_too_large"
+		return ReasonResponseTooLarge
 	case errors.Is(err, runtime.ErrGuestFailed):
-		return http.StatusBadGateway, "guest_failed"
+		return ReasonGuestFailed
 	case errors.Is(err, context.Canceled):
-		return 499, "canceled"
+		return ReasonCanceled
 	}
-	if code, reason, _, ok := throttle.StatusOf(err); ok {
-		return code, reason
+	if reason := throttle.Reason(err); reason != "" {
+		return reason
 	}
-	return http.StatusInternalServerError, "internal"
+	return ReasonInternal
 }
 
 // ReapIdle closes instances idle since before now minus the idle timeout,

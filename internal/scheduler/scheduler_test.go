@@ -153,9 +153,59 @@ func TestBusyAfterWaitingForAnInstance(t *testing.T) {
 	if !errors.Is(err, ErrBusy) {
 		t.Fatalf("invoke with every instance held: %v", err)
 	}
-	if code, _ := StatusOf(err); code != 503 {
-		t.Fatalf("busy maps to %d", code)
+	if reason := Reason(err); reason != ReasonBusy {
+		t.Fatalf("busy has reason %q", reason)
 	}
+}
+
+// TestRequestBodyCheckedBeforeAnInstance: the scheduler is where every
+// invocation's body meets the function's max_request_body (the runtime
+// does not check it again): a body over it fails with the limit named,
+// counts under its reason, and never takes an instance; one at the limit
+// runs.
+func TestRequestBodyCheckedBeforeAnInstance(t *testing.T) {
+	s, _, fn := setup(t, 1)
+	big := &runtime.Request{Method: "POST", Path: "/echo", Body: make([]byte, fn.MaxRequestBytes+1)}
+	_, err := s.Invoke(context.Background(), "app", "g", big)
+	var le *runtime.LimitError
+	if !errors.Is(err, runtime.ErrRequestTooLarge) || !errors.As(err, &le) || le.Limit != "1MiB" {
+		t.Fatalf("invoke with a body over the limit: %v, want ErrRequestTooLarge naming 1MiB", err)
+	}
+	if reason := Reason(err); reason != ReasonRequestTooLarge {
+		t.Fatalf("reason %q", reason)
+	}
+	if idle, busy := s.Instances("app", "g"); idle != 0 || busy != 0 {
+		t.Fatalf("a refused body started an instance: idle=%d busy=%d", idle, busy)
+	}
+	if got := errorCount(t, s, ReasonRequestTooLarge); got != 1 {
+		t.Fatalf("nimbus_request_errors_total{reason=request_too_large} = %v, want 1", got)
+	}
+	atLimit := &runtime.Request{Method: "POST", Path: "/hello", Body: make([]byte, fn.MaxRequestBytes)}
+	if _, err := s.Invoke(context.Background(), "app", "g", atLimit); err != nil {
+		t.Fatalf("invoke with a body at the limit: %v", err)
+	}
+}
+
+// errorCount reads nimbus_request_errors_total of app/g for reason.
+func errorCount(t *testing.T, s *Scheduler, reason string) float64 {
+	t.Helper()
+	mfs, err := s.opts.Metrics.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "nimbus_request_errors_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "reason" && l.GetValue() == reason {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }
 
 // TestHammer runs many concurrent invocations against a pool of 3 and checks

@@ -4,13 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"slices"
 	"time"
 
-	"github.com/nimbus-dev/nimbus/internal/apierror"
 	"github.com/nimbus-dev/nimbus/internal/events"
 	"github.com/nimbus-dev/nimbus/internal/model"
+	"github.com/nimbus-dev/nimbus/internal/registry"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 )
 
@@ -26,8 +25,7 @@ func (s *Server) EnqueueInvocation(ctx context.Context, app, function string, re
 	}
 	i := slices.IndexFunc(rev.Functions, func(f model.Function) bool { return f.Name == function })
 	if i < 0 {
-		return "", false, apierror.New(http.StatusNotFound, "function_not_found",
-			fmt.Sprintf("app %s has no function %q", app, function))
+		return "", false, &notFoundError{fmt.Sprintf("app %s has no function %q", app, function), registry.ErrFunctionNotFound}
 	}
 	// The async trigger consumes before the invocation is appended.
 	if err := s.deliver.EnsureAsync(ctx, app); err != nil {
@@ -55,7 +53,7 @@ func (s *Server) EnqueueInvocation(ctx context.Context, app, function string, re
 	acks, err := s.events.Append(ctx, ent)
 	if err != nil {
 		if errors.Is(err, events.ErrTooLarge) {
-			return "", false, apierror.Wrap(http.StatusRequestEntityTooLarge, "request_too_large", err)
+			return "", false, requestTooLarge{err}
 		}
 		return "", false, fmt.Errorf("queue invocation of %s/%s: %w", app, function, err)
 	}
@@ -66,8 +64,15 @@ func (s *Server) EnqueueInvocation(ctx context.Context, app, function string, re
 func (s *Server) Invocation(ctx context.Context, id string) (*events.Invocation, error) {
 	inv, err := s.deliver.Invocation(ctx, id)
 	if errors.Is(err, events.ErrNoRecord) {
-		return nil, apierror.New(http.StatusNotFound, "invocation_not_found",
-			fmt.Sprintf("no async invocation %q (ids look like inv-123; records are kept 24h)", id))
+		return nil, &notFoundError{fmt.Sprintf("no async invocation %q (ids look like inv-123; records are kept 24h)", id), events.ErrNoRecord}
 	}
 	return inv, err
 }
+
+// requestTooLarge is an async invocation too large for the event log: its
+// request is too large to queue (runtime.ErrRequestTooLarge, which the edge
+// answers first), as the log says (events.ErrTooLarge).
+type requestTooLarge struct{ err error }
+
+func (e requestTooLarge) Error() string   { return e.err.Error() }
+func (e requestTooLarge) Unwrap() []error { return []error{runtime.ErrRequestTooLarge, e.err} }

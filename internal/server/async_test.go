@@ -3,7 +3,6 @@ package server_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -191,8 +190,7 @@ func TestAsyncInvocation(t *testing.T) {
 
 	// Unknown ids are 404.
 	_, err = srv.Invocation(context.Background(), "inv-999999")
-	var ae *apierror.Error
-	if !errors.As(err, &ae) || ae.Status != 404 {
+	if ae := apierror.From(err); err == nil || ae.Status != 404 || ae.Code != "invocation_not_found" {
 		t.Fatalf("unknown invocation: %v", err)
 	}
 }

@@ -3,12 +3,9 @@ package server
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"slices"
-	"strings"
 
 	"github.com/nimbus-dev/nimbus/internal/api"
-	"github.com/nimbus-dev/nimbus/internal/apierror"
 	"github.com/nimbus-dev/nimbus/internal/events"
 	"github.com/nimbus-dev/nimbus/internal/model"
 )
@@ -53,18 +50,10 @@ func (s *Server) ReplayDeadLetters(ctx context.Context, app string, req api.Repl
 	}
 	if req.Topic != "" {
 		if req.Topic == model.DeadLetterTopic {
-			return nil, apierror.New(http.StatusForbidden, "topic_reserved",
-				fmt.Sprintf("replaying to %s would only file the events again as dead letters; name a topic with triggers", model.DeadLetterTopic))
+			return nil, &events.TopicError{App: app, Topic: req.Topic, Replay: true, Err: events.ErrTopicReserved}
 		}
 		if !slices.ContainsFunc(rev.Topics, func(t model.Topic) bool { return t.Name == req.Topic }) {
-			var names []string
-			for _, t := range rev.Topics {
-				if t.Name != model.DeadLetterTopic {
-					names = append(names, t.Name)
-				}
-			}
-			return nil, apierror.New(http.StatusNotFound, "topic_not_found",
-				fmt.Sprintf("app %s has no topic %q (declared: %s)", app, req.Topic, strings.Join(names, ", ")))
+			return nil, &events.TopicError{App: app, Topic: req.Topic, Declared: publicTopics(rev), Replay: true, Err: events.ErrTopicNotFound}
 		}
 	}
 	opts := events.ReplayOptions{Topic: req.Topic}

@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"slices"
 
-	"github.com/nimbus-dev/nimbus/internal/apierror"
 	"github.com/nimbus-dev/nimbus/internal/events"
 	"github.com/nimbus-dev/nimbus/internal/events/cloudevents"
 	"github.com/nimbus-dev/nimbus/internal/model"
@@ -15,20 +13,23 @@ import (
 	"github.com/nimbus-dev/nimbus/internal/telemetry"
 )
 
+// notFoundError is a lookup miss of the server's (an app not deployed, a
+// function its active revision lacks, an unknown async invocation) with a
+// message that says what to do; it matches its sentinel
+// (registry.ErrAppNotFound, registry.ErrFunctionNotFound,
+// events.ErrNoRecord), which the edge maps to a 404.
+type notFoundError struct {
+	msg      string
+	sentinel error
+}
+
+func (e *notFoundError) Error() string        { return e.msg }
+func (e *notFoundError) Is(target error) bool { return target == e.sentinel }
+
 // appNotFound is the error for an app that is not deployed.
 func appNotFound(app string) error {
-	return apierror.New(http.StatusNotFound, "app_not_found", notDeployedError{app}.Error())
+	return &notFoundError{fmt.Sprintf("app %q is not deployed; `nimbus ls` lists apps", app), registry.ErrAppNotFound}
 }
-
-// notDeployedError is an app without an active revision, for callers that
-// map errors themselves (Publish); it matches registry.ErrAppNotFound.
-type notDeployedError struct{ app string }
-
-func (e notDeployedError) Error() string {
-	return fmt.Sprintf("app %q is not deployed; `nimbus ls` lists apps", e.app)
-}
-
-func (e notDeployedError) Is(target error) bool { return target == registry.ErrAppNotFound }
 
 // Publish appends events to a topic of an active app. It returns once every
 // event is durably stored (fsynced), with how many were duplicates of events
@@ -40,17 +41,11 @@ func (e notDeployedError) Is(target error) bool { return target == registry.ErrA
 func (s *Server) Publish(ctx context.Context, app, topic string, evs []cloudevents.Event, traceparent string) (accepted, duplicates int, err error) {
 	rev := s.activeRevision(app)
 	if rev == nil {
-		return 0, 0, notDeployedError{app}
+		return 0, 0, appNotFound(app)
 	}
 	i := slices.IndexFunc(rev.Topics, func(t model.Topic) bool { return t.Name == topic })
 	if i < 0 {
-		var names []string
-		for _, t := range rev.Topics {
-			if t.Name != model.DeadLetterTopic {
-				names = append(names, t.Name)
-			}
-		}
-		return 0, 0, &events.TopicError{App: app, Topic: topic, Declared: names, Err: events.ErrTopicNotFound}
+		return 0, 0, &events.TopicError{App: app, Topic: topic, Declared: publicTopics(rev), Err: events.ErrTopicNotFound}
 	}
 	if topic == model.DeadLetterTopic {
 		return 0, 0, &events.TopicError{App: app, Topic: topic, Err: events.ErrTopicReserved}
@@ -89,4 +84,16 @@ func (s *Server) Publish(ctx context.Context, app, topic string, evs []cloudeven
 		entries = entries[n:]
 	}
 	return accepted, duplicates, nil
+}
+
+// publicTopics are the topics of rev a publisher may name: all but the
+// dead-letter topic.
+func publicTopics(rev *model.Revision) []string {
+	var names []string
+	for _, t := range rev.Topics {
+		if t.Name != model.DeadLetterTopic {
+			names = append(names, t.Name)
+		}
+	}
+	return names
 }

@@ -136,9 +136,10 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, fmt.Errorf("wasm runtime: %w", err)
 	}
 	s.rts[model.RuntimeWasm] = wasmRT
-	s.logs = guestlog.NewWriter(s.store.JetStream(), cfg.Logger)
+	s.logs = guestlog.New(s.store.JetStream(), guestlog.Config{Logger: cfg.Logger, Metrics: s.metrics})
 	s.sched = scheduler.New(s.rts, s.store, scheduler.Options{
 		IdleTimeout: cfg.IdleTimeout, Logger: cfg.Logger, Metrics: s.metrics, Logs: s.logs,
+		Status: apierror.Status, // metrics label failures with the status the edge answers
 	})
 	s.events, err = events.OpenLog(ctx, s.store.JetStream(), events.LogConfig{Logger: cfg.Logger, Committer: s.store.Committer()})
 	if err != nil {
@@ -152,6 +153,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.gw = gateway.New(s.sched, cfg.Logger)
 	s.gw.SetEvents(s)
 	s.gw.SetAsync(s)
+	s.gw.SetMetrics(s.metrics) // a 413 answered at the gateway counts like one from the scheduler
 	// What a revision is provisioned into, in dependency order (see
 	// Component). A new trigger kind, engine or runtime registers here.
 	s.components = []namedComponent{
@@ -317,14 +319,14 @@ func (s *Server) Deploy(ctx context.Context, app string, spec model.Spec) (*mode
 	defer s.deployMu.Unlock()
 	planned, err := model.PlanSpec(app, spec)
 	if err != nil {
-		return nil, false, apierror.Wrap(http.StatusBadRequest, "invalid_revision", err)
+		return nil, false, invalidSpec{err}
 	}
 	if err := s.validate(ctx, planned); err != nil {
-		return nil, false, deployError(err)
+		return nil, false, err
 	}
 	rev, changed, err := s.reg.DeploySpec(ctx, app, spec)
 	if err != nil {
-		return nil, false, deployError(err)
+		return nil, false, err
 	}
 	if err := s.provision(ctx, rev); err != nil {
 		return nil, false, fmt.Errorf("deploy %s: %w", app, err)
@@ -332,55 +334,37 @@ func (s *Server) Deploy(ctx context.Context, app string, spec model.Spec) (*mode
 	return rev, changed, nil
 }
 
-// deployError maps the errors that refuse a deploy (the registry's and the
-// components' Validate) to API errors.
-func deployError(err error) error {
-	var conflict *model.ConflictError
-	switch {
-	case errors.As(err, &conflict), errors.Is(err, model.ErrConflict):
-		return apierror.Wrap(http.StatusConflict, "route_conflict", err)
-	case errors.Is(err, runtime.ErrInvalidModule):
-		return apierror.Wrap(http.StatusUnprocessableEntity, "invalid_module", err)
-	case errors.Is(err, scheduler.ErrNoRuntime):
-		return apierror.Wrap(http.StatusUnprocessableEntity, "runtime_unavailable", err)
-	case errors.Is(err, state.ErrInvalidBucket):
-		return apierror.Wrap(http.StatusBadRequest, "invalid_bucket", err)
-	case errors.Is(err, model.ErrInvalid):
-		return apierror.Wrap(http.StatusBadRequest, "invalid_revision", err)
-	case errors.Is(err, store.ErrNotFound):
-		return apierror.Wrap(http.StatusBadRequest, "artifact_missing", err)
-	}
-	return err
-}
+// invalidSpec is a spec model.PlanSpec refused. It matches model.ErrInvalid
+// whatever its cause (routes of the spec that overlap each other are an
+// invalid spec, not a conflict with what is deployed) and says what its
+// cause says.
+type invalidSpec struct{ err error }
+
+func (e invalidSpec) Error() string   { return e.err.Error() }
+func (e invalidSpec) Unwrap() []error { return []error{model.ErrInvalid, e.err} }
 
 // Rollback implements api.Platform: the target revision is validated like
 // a deploy (the node or the other apps may have changed since it ran),
-// recorded, then provisioned.
+// recorded, then provisioned. The registry's refusals are
+// *registry.RollbackError.
 func (s *Server) Rollback(ctx context.Context, app, revision string) (*model.Revision, error) {
 	s.deployMu.Lock()
 	defer s.deployMu.Unlock()
 	target, err := s.reg.RollbackTarget(ctx, app, revision)
 	if err != nil {
-		return nil, rollbackError(err)
+		return nil, err
 	}
 	if err := s.validate(ctx, target); err != nil {
-		return nil, deployError(err)
+		return nil, err
 	}
 	rev, err := s.reg.Rollback(ctx, app, target.ID)
 	if err != nil {
-		return nil, rollbackError(err)
+		return nil, err
 	}
 	if err := s.provision(ctx, rev); err != nil {
 		return rev, fmt.Errorf("rollback %s: %w", app, err)
 	}
 	return rev, nil
-}
-
-func rollbackError(err error) error {
-	if errors.Is(err, registry.ErrAppNotFound) || errors.Is(err, registry.ErrRevisionNotFound) {
-		return err
-	}
-	return apierror.Wrap(http.StatusConflict, "rollback_failed", err)
 }
 
 // Delete implements api.Platform: the app leaves the registry, then every

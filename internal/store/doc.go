@@ -11,14 +11,14 @@
 //     sha256 hex of their bytes; see PutArtifact and GetArtifact.
 //   - nimbus_registry (KV): apps and revisions, used by package registry.
 //   - nimbus_security (KV): tokens, later keys and secrets.
-//   - NIMBUS_LOGS (stream, subjects nimbus.logs.>): guest logs, used by
-//     package guestlog.
 //
 // The packages that own a concept create its streams themselves, each
 // idempotently when it opens: package events the events stream
 // NIMBUS_EVENTS (events.OpenLog), the async invocation records
 // (nimbus_invocations) and the delivery records (nimbus_delivered); package
-// state one KV bucket per app bucket (nimbus_kv_<app>_<bucket>, at deploy).
+// state one KV bucket per app bucket (nimbus_kv_<app>_<bucket>, at deploy);
+// package guestlog one logs stream per app (NIMBUS_LOGS_<app>, when the app
+// first logs).
 // The committer turns on AllowAtomicPublish on a stream the first time it
 // needs an atomic batch there (KV buckets are created without it).
 //
@@ -122,7 +122,7 @@
 //
 // The embedded server runs with SyncAlways, so a write that the store
 // acknowledged has been fsynced on this node and survives kill -9 and
-// power loss (TestKill9, TestCommitKill9). The logs stream opts out with
+// power loss (TestKill9, TestCommitKill9). The logs streams opt out with
 // JetStream's async persist mode (a log line is not worth an fsync), and so
 // do the delivery records of package events. docs/storage.md has the
 // details and the measured cost.

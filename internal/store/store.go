@@ -26,16 +26,11 @@ const (
 	RegistryBucket = "nimbus_registry"
 	// SecurityBucket is the KV bucket of tokens, keys and secrets.
 	SecurityBucket = "nimbus_security"
-	// LogsStream is the stream of guest logs.
-	LogsStream = "NIMBUS_LOGS"
-	// LogsSubjectPrefix prefixes every log subject: nimbus.logs.<app>.<function>.
-	LogsSubjectPrefix = "nimbus.logs."
-)
-
-// Limits of the logs stream.
-const (
-	logsMaxAge   = 7 * 24 * time.Hour
-	logsMaxBytes = 1 << 30
+	// LegacyLogsStream is the stream of guest logs that versions before
+	// per-app log streams (package guestlog) created, on subjects
+	// nimbus.logs.>. It is no longer created or read; in an older data
+	// directory it empties as its entries age out (7 days).
+	LegacyLogsStream = "NIMBUS_LOGS"
 )
 
 // Errors returned by the store.
@@ -242,24 +237,6 @@ func (s *Store) setup(ctx context.Context) error {
 	})
 	if err != nil {
 		return fmt.Errorf("kv %s: %w", SecurityBucket, err)
-	}
-	_, err = s.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        LogsStream,
-		Description: "Nimbus guest logs: nimbus.logs.<app>.<function>",
-		Subjects:    []string{LogsSubjectPrefix + ">"},
-		Storage:     jetstream.FileStorage,
-		Replicas:    1,
-		Retention:   jetstream.LimitsPolicy,
-		Discard:     jetstream.DiscardOld,
-		MaxAge:      logsMaxAge,
-		MaxBytes:    logsMaxBytes,
-		// A log line is not worth an fsync: the stream is flushed in the
-		// background even though the server runs with SyncAlways. Only
-		// allowed on R1 file streams.
-		PersistMode: jetstream.AsyncPersistMode,
-	})
-	if err != nil {
-		return fmt.Errorf("stream %s: %w", LogsStream, err)
 	}
 	return nil
 }

@@ -11,6 +11,7 @@
 //	nimbus_cold_starts_total{app,function}
 //	nimbus_cold_start_duration_seconds{app,function}
 //	nimbus_instances{app,function,state}   state is "idle" or "busy"
+//	nimbus_guest_log_dropped_lines_total{app,reason}
 //
 // The registry is owned by a Metrics value, never global, so tests and
 // several servers in one process do not collide.

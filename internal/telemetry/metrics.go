@@ -19,6 +19,7 @@ type Metrics struct {
 	coldStarts    *prometheus.CounterVec
 	coldStartTime *prometheus.HistogramVec
 	instances     *prometheus.GaugeVec
+	logDropped    *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics in a registry of their own, with the Go
@@ -52,8 +53,12 @@ func NewMetrics() *Metrics {
 			Name: "nimbus_instances",
 			Help: "Live instances, by state (idle or busy).",
 		}, []string{"app", "function", "state"}),
+		logDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nimbus_guest_log_dropped_lines_total",
+			Help: "Guest log lines not stored, by app and reason (invocation_budget, app_rate, buffer_full, publish_failed, writer_closed, encode_failed).",
+		}, []string{"app", "reason"}),
 	}
-	m.reg.MustRegister(m.requests, m.errors, m.duration, m.coldStarts, m.coldStartTime, m.instances,
+	m.reg.MustRegister(m.requests, m.errors, m.duration, m.coldStarts, m.coldStartTime, m.instances, m.logDropped,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -105,6 +110,16 @@ func (f *FunctionMetrics) Observe(code int, d time.Duration, reason string) {
 	f.duration.Observe(d.Seconds())
 }
 
+// Refused records a request to app/function refused before it reached the
+// scheduler (a body over max_request_body, answered at the gateway): it
+// counts in nimbus_requests_total with its code and in
+// nimbus_request_errors_total with its reason, not in the duration of
+// invocations, which it never started.
+func (m *Metrics) Refused(app, function string, code int, reason string) {
+	m.requests.WithLabelValues(app, function, strconv.Itoa(code)).Inc()
+	m.errors.WithLabelValues(app, function, reason).Inc()
+}
+
 // ColdStart records the creation of an instance.
 func (f *FunctionMetrics) ColdStart(d time.Duration) {
 	f.coldStarts.Inc()
@@ -115,4 +130,10 @@ func (f *FunctionMetrics) ColdStart(d time.Duration) {
 func (f *FunctionMetrics) Instances(idle, busy int) {
 	f.idle.Set(float64(idle))
 	f.busy.Set(float64(busy))
+}
+
+// GuestLogDropped counts one guest log line of app dropped for reason (see
+// package guestlog for the reasons).
+func (m *Metrics) GuestLogDropped(app, reason string) {
+	m.logDropped.WithLabelValues(app, reason).Inc()
 }

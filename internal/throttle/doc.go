@@ -72,7 +72,8 @@
 //
 //   - HTTP: key from FromRequest (header, query, or the CloudEvents
 //     binary-mode Ce-* header for event keys); ctx bounded by the function's
-//     timeout. StatusOf maps the errors: ErrSuperseded -> 202 Accepted with
+//     timeout. The errors are typed and named by Reason; the edge
+//     (package apierror) answers them: ErrSuperseded -> 202 Accepted with
 //     `Nimbus-Flow: superseded` (the request was accepted and folded into a
 //     later one, which runs instead; it is not the client's error, so not
 //     409); rate and key concurrency limits -> 429 with Retry-After;

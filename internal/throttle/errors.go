@@ -3,9 +3,6 @@ package throttle
 import (
 	"errors"
 	"fmt"
-	"math"
-	"net/http"
-	"strconv"
 	"time"
 )
 
@@ -77,40 +74,35 @@ func (e *LimitError) Is(target error) bool {
 // Unwrap returns the context's cause, if any.
 func (e *LimitError) Unwrap() error { return e.Err }
 
-// StatusOf maps a flow error to how an HTTP caller sees it, and reports
-// false for errors that are not flow errors (and for nil):
-//
-//   - ErrSuperseded: 202 Accepted, reason "superseded": the request was
-//     accepted and folded into a later one, which runs instead;
-//   - rate or key concurrency limits: 429 Too Many Requests;
-//   - the function's max concurrency: 503 Service Unavailable;
-//   - ErrClosed: 503 (callers normally retry on the new revision first).
-//
-// retryAfter is the Retry-After header value in whole seconds (at least
-// "1") for 429 and 503, "" otherwise. A wait ended by the client going away
-// (context.Canceled) is still reported as a limit here; callers that
-// distinguish 499 check context.Canceled first.
-func StatusOf(err error) (status int, reason, retryAfter string, ok bool) {
+// Reasons of flow errors (Reason): metric labels, and the error codes the
+// edge answers them with.
+const (
+	ReasonSuperseded      = "superseded"       // ErrSuperseded
+	ReasonRevisionRetired = "revision_retired" // ErrClosed
+	// A *LimitError's reason is "flow_" and its Limit:
+	// flow_concurrency, flow_key_concurrency, flow_rate, flow_debounce.
+	reasonLimitPrefix = "flow_"
+)
+
+// Reason names a flow error for metrics and logs, "" for errors that are
+// not flow errors (and for nil): ReasonSuperseded, ReasonRevisionRetired,
+// or "flow_" and the Limit of a *LimitError. How a caller answers each is
+// the edge's to decide (package apierror): a superseded request was
+// accepted and folded into a later one, a limit asks the caller to come
+// back later (LimitError.RetryAfter when known).
+func Reason(err error) string {
 	if err == nil {
-		return 0, "", "", false
+		return ""
 	}
 	if errors.Is(err, ErrSuperseded) {
-		return http.StatusAccepted, "superseded", "", true
+		return ReasonSuperseded
 	}
 	if errors.Is(err, ErrClosed) {
-		return http.StatusServiceUnavailable, "revision_retired", "1", true
+		return ReasonRevisionRetired
 	}
 	var le *LimitError
-	if !errors.As(err, &le) {
-		return 0, "", "", false
+	if errors.As(err, &le) {
+		return reasonLimitPrefix + le.Limit
 	}
-	secs := int64(math.Ceil(le.RetryAfter.Seconds()))
-	if secs < 1 {
-		secs = 1
-	}
-	status = http.StatusTooManyRequests
-	if le.Limit == LimitConcurrency {
-		status = http.StatusServiceUnavailable
-	}
-	return status, "flow_" + le.Limit, strconv.FormatInt(secs, 10), true
+	return ""
 }

@@ -30,8 +30,9 @@ func Example() {
 		var le *throttle.LimitError
 		switch {
 		case errors.As(err, &le):
-			status, _, retry, _ := throttle.StatusOf(err)
-			fmt.Println(status, "Retry-After:", retry)
+			// RetryAfter says when a start could happen: the edge sends
+			// it as Retry-After, in whole seconds rounded up.
+			fmt.Println(throttle.Reason(err), "retry after", (le.RetryAfter + time.Second - 1).Truncate(time.Second))
 		case err != nil:
 			fmt.Println(err)
 		default:
@@ -42,5 +43,5 @@ func Example() {
 	// Output:
 	// run for acme
 	// run for acme
-	// 429 Retry-After: 61
+	// flow_rate retry after 1m1s
 }

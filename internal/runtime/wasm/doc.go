@@ -34,9 +34,10 @@
 //
 // # Limits
 //
-// Zero Limits fields take the defaults (DefaultMemoryBytes 128MiB,
-// DefaultTimeout 30s, DefaultMaxRequestBytes and DefaultMaxResponseBytes
-// 6MiB). A request body over the limit is refused before the guest runs. The
+// Limits come complete from the function (model.Plan applies the
+// defaults); Load refuses a Spec with a zero limit rather than guess one.
+// The request body limit is the scheduler's to check, before a request
+// reaches an instance (runtime.CheckRequestBody). The
 // timeout is a context deadline with wazero's CloseOnContextDone, which stops
 // even a guest spinning in a loop. Memory is capped per instance by a wazero
 // memory allocator that refuses to grow past the limit and records the
@@ -44,7 +45,12 @@
 // is reported precisely as ErrMemoryLimit. One wazero runtime therefore
 // serves modules of every memory limit; all share one compilation cache,
 // on disk when Config.CacheDir is set, so a restarted process does not
-// recompile. A response over the limit is ErrResponseTooLarge; traps,
+// recompile. A response over the limit is ErrResponseTooLarge; a WAGI
+// guest is stopped as soon as its stdout (the response) passes the limit
+// plus the CGI header allowance, so an endless writer fails fast naming
+// that limit rather than its timeout. An SDK guest's stdout is log output:
+// it is passed on line by line, the sink's budget decides what is kept, and
+// when Handle returns the sink is flushed (runtime.LogFlusher). Traps,
 // panics, non-zero exits and contract violations are ErrGuestFailed with the
 // guest's reason (its panic line or last stderr line). Every pointer and
 // length a guest returns is bounds-checked; a hostile guest fails its own

@@ -14,6 +14,7 @@ import (
 	"github.com/tetratelabs/wazero/sys"
 
 	"github.com/nimbus-dev/nimbus/internal/capability"
+	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 )
 
@@ -104,7 +105,7 @@ func (m *module) instantiate(ctx context.Context, alloc *cappedAllocator, cfg wa
 // parent is the caller's context (before the function's timeout was added).
 func (m *module) failure(parent context.Context, err error, alloc *cappedAllocator, stderr *lineWriter) error {
 	if alloc.refused.Load() {
-		return &runtime.LimitError{Err: runtime.ErrMemoryLimit, Limit: humanBytes(m.limits.MemoryBytes)}
+		return &runtime.LimitError{Err: runtime.ErrMemoryLimit, Limit: model.FormatBytes(m.limits.MemoryBytes)}
 	}
 	var exit *sys.ExitError
 	if errors.As(err, &exit) {
@@ -151,14 +152,6 @@ func firstLine(s string) string {
 	return s
 }
 
-// checkRequest enforces the request limit before the guest sees anything.
-func (m *module) checkRequest(req *runtime.Request) error {
-	if int64(len(req.Body)) > m.limits.MaxRequestBytes {
-		return &runtime.LimitError{Err: runtime.ErrRequestTooLarge, Limit: humanBytes(uint64(m.limits.MaxRequestBytes))}
-	}
-	return nil
-}
-
 func (m *module) responseTooLarge() error {
-	return &runtime.LimitError{Err: runtime.ErrResponseTooLarge, Limit: humanBytes(uint64(m.limits.MaxResponseBytes))}
+	return &runtime.LimitError{Err: runtime.ErrResponseTooLarge, Limit: model.FormatBytes(uint64(m.limits.MaxResponseBytes))}
 }

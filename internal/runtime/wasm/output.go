@@ -97,18 +97,24 @@ func (w *lineWriter) reason() string {
 }
 
 // cappedBuffer collects a WAGI guest's stdout up to limit bytes and then
-// drops the rest, remembering that it did.
+// drops the rest, remembering that it did and calling onOverflow (once), which
+// stops the guest.
 type cappedBuffer struct {
-	limit    int
-	buf      bytes.Buffer
-	overflow bool
+	limit      int
+	buf        bytes.Buffer
+	overflow   bool
+	onOverflow func()
 }
 
 // Write always reports success: the guest learns nothing from the cap (a
-// short write could make it retry forever), the host reports the overflow.
+// short write could make it retry forever), the host reports the overflow
+// and stops the guest through onOverflow.
 func (b *cappedBuffer) Write(p []byte) (int, error) {
 	n := len(p)
 	if room := b.limit - b.buf.Len(); len(p) > room {
+		if !b.overflow && b.onOverflow != nil {
+			b.onOverflow()
+		}
 		b.overflow = true
 		p = p[:max(room, 0)]
 	}

@@ -15,17 +15,10 @@ import (
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 
 	"github.com/nimbus-dev/nimbus/internal/capability"
+	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 	"github.com/nimbus-dev/nimbus/internal/runtime/wasm/hostfn"
 	"github.com/nimbus-dev/nimbus/sdk/go/wire"
-)
-
-// Defaults for zero Limits fields.
-const (
-	DefaultMemoryBytes      = 128 << 20
-	DefaultTimeout          = 30 * time.Second
-	DefaultMaxRequestBytes  = 6 << 20
-	DefaultMaxResponseBytes = 6 << 20
 )
 
 const (
@@ -108,9 +101,13 @@ func (r *Runtime) Load(ctx context.Context, spec runtime.Spec) (runtime.Module, 
 	invalid := func(format string, args ...any) error {
 		return fmt.Errorf("load %s/%s: %w: %s", spec.App, spec.Function, runtime.ErrInvalidModule, fmt.Sprintf(format, args...))
 	}
-	lim := resolveLimits(spec.Limits)
+	if !spec.Limits.Complete() {
+		// A caller's bug, not the module's: model.Plan fills every limit.
+		return nil, fmt.Errorf("load %s/%s: incomplete limits %+v: every limit must be set (model.Plan fills them)", spec.App, spec.Function, spec.Limits)
+	}
+	lim := pageLimits(spec.Limits)
 	if lim.MemoryBytes > maxMemoryBytes {
-		return nil, invalid("memory limit %s is above the 4GiB a wasm32 module can address", humanBytes(lim.MemoryBytes))
+		return nil, invalid("memory limit %s is above the 4GiB a wasm32 module can address", model.FormatBytes(lim.MemoryBytes))
 	}
 	for k, v := range spec.Env {
 		if k == "" || strings.ContainsAny(k, "=\x00") || strings.Contains(v, "\x00") {
@@ -174,7 +171,7 @@ func (r *Runtime) check(c wazero.CompiledModule, lim runtime.Limits, m *module) 
 	mems := c.ExportedMemories()
 	for name, def := range mems {
 		if uint64(def.Min())*pageSize > lim.MemoryBytes {
-			return fmt.Sprintf("memory %q needs %s at start, above the function's memory limit of %s", name, humanBytes(uint64(def.Min())*pageSize), humanBytes(lim.MemoryBytes))
+			return fmt.Sprintf("memory %q needs %s at start, above the function's memory limit of %s", name, model.FormatBytes(uint64(def.Min())*pageSize), model.FormatBytes(lim.MemoryBytes))
 		}
 	}
 	exports := c.ExportedFunctions()
@@ -229,35 +226,11 @@ func signature(def api.FunctionDefinition) string {
 	return "(" + names(def.ParamTypes()) + ") -> (" + names(def.ResultTypes()) + ")"
 }
 
-func resolveLimits(l runtime.Limits) runtime.Limits {
-	if l.MemoryBytes == 0 {
-		l.MemoryBytes = DefaultMemoryBytes
-	}
-	// Memory grows in whole pages; round the cap up to one.
+// pageLimits rounds the memory cap up to whole pages: memory grows in
+// pages.
+func pageLimits(l runtime.Limits) runtime.Limits {
 	l.MemoryBytes = (l.MemoryBytes + pageSize - 1) / pageSize * pageSize
-	if l.Timeout <= 0 {
-		l.Timeout = DefaultTimeout
-	}
-	if l.MaxRequestBytes <= 0 {
-		l.MaxRequestBytes = DefaultMaxRequestBytes
-	}
-	if l.MaxResponseBytes <= 0 {
-		l.MaxResponseBytes = DefaultMaxResponseBytes
-	}
 	return l
-}
-
-// humanBytes formats a limit the way a user wrote it: "64MiB", "512KiB".
-func humanBytes(n uint64) string {
-	switch {
-	case n >= 1<<30 && n%(1<<30) == 0:
-		return fmt.Sprintf("%dGiB", n>>30)
-	case n >= 1<<20 && n%(1<<20) == 0:
-		return fmt.Sprintf("%dMiB", n>>20)
-	case n >= 1<<10 && n%(1<<10) == 0:
-		return fmt.Sprintf("%dKiB", n>>10)
-	}
-	return fmt.Sprintf("%dB", n)
 }
 
 type envVar struct{ k, v string }

@@ -9,11 +9,13 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 	"github.com/nimbus-dev/nimbus/internal/runtime/wasm/wasmbin"
 	"github.com/nimbus-dev/nimbus/sdk/go/wire"
@@ -43,10 +45,24 @@ func TestMain(m *testing.M) {
 
 type logLine struct{ stream, level, text string }
 
-// sink records log lines; safe for concurrent use.
+// sink records log lines; safe for concurrent use. It is a
+// runtime.LogFlusher and records how many lines it had at each Flush.
 type sink struct {
-	mu    sync.Mutex
-	lines []logLine
+	mu      sync.Mutex
+	lines   []logLine
+	flushes []int
+}
+
+func (s *sink) Flush() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.flushes = append(s.flushes, len(s.lines))
+}
+
+func (s *sink) count() (lines int, flushes []int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.lines), slices.Clone(s.flushes)
 }
 
 func (s *sink) Log(stream, level string, line []byte) {
@@ -103,11 +119,28 @@ func newRuntime(t testing.TB, cfg Config) *Runtime {
 	return r
 }
 
+// complete fills the zero limits of l with the defaults model.Plan gives a
+// function: the runtime takes complete limits only.
+func complete(l runtime.Limits) runtime.Limits {
+	if l.MemoryBytes == 0 {
+		l.MemoryBytes = model.DefaultMemoryBytes
+	}
+	if l.Timeout == 0 {
+		l.Timeout = model.DefaultTimeout
+	}
+	if l.MaxResponseBytes == 0 {
+		l.MaxResponseBytes = model.DefaultMaxBodyBytes
+	}
+	return l
+}
+
+// load loads spec with its limits completed (complete).
 func load(t testing.TB, r *Runtime, spec runtime.Spec) runtime.Module {
 	t.Helper()
 	if spec.App == "" {
 		spec.App, spec.Function = "app", "fn"
 	}
+	spec.Limits = complete(spec.Limits)
 	m, err := r.Load(context.Background(), spec)
 	if err != nil {
 		t.Fatal(err)
@@ -183,6 +216,24 @@ func TestSDKContract(t *testing.T) {
 		mustHandle(t, inst, req)
 		if !s.has(logLine{"stdout", "", "to stdout"}) || !s.has(logLine{"stderr", "", "to stderr, no newline"}) {
 			t.Fatalf("lines: %s", s)
+		}
+		// Flushed once, after the last line (the unterminated stderr one).
+		if n, flushes := s.count(); len(flushes) != 1 || flushes[0] != n {
+			t.Fatalf("flushes at line counts %v, want one at %d", flushes, n)
+		}
+	})
+	t.Run("endless stdout is log output, not a failure", func(t *testing.T) {
+		// For an SDK guest stdout is log output: the runtime passes every
+		// line on and the sink's budget (package guestlog) decides what is
+		// kept. The guest's bounded flood must not fail its request.
+		s := &sink{}
+		req := get("/flood", "n=20000")
+		req.Log = s
+		if resp := mustHandle(t, inst, req); string(resp.Body) != "flooded 20000" {
+			t.Fatalf("body %q", resp.Body)
+		}
+		if n, flushes := s.count(); n != 20000 || len(flushes) != 1 || flushes[0] != n {
+			t.Fatalf("%d lines, flushes at %v; want 20000 and one flush after them", n, flushes)
 		}
 	})
 	t.Run("log granted", func(t *testing.T) {
@@ -336,11 +387,14 @@ func TestLimits(t *testing.T) {
 		{"wagi memory bomb", guests["wagi"], runtime.Limits{MemoryBytes: 64 << 20}, get("/", "mode=bomb"), runtime.ErrMemoryLimit, "64MiB", ""},
 		{"sdk infinite loop", guests["sdk"], runtime.Limits{Timeout: time.Second}, get("/loop", ""), runtime.ErrTimeout, "1s", ""},
 		{"wagi infinite loop", guests["wagi"], runtime.Limits{Timeout: time.Second}, get("/", "mode=loop"), runtime.ErrTimeout, "1s", ""},
-		{"sdk request too large", guests["sdk"], runtime.Limits{MaxRequestBytes: 1 << 20}, withBody(get("/echo", ""), 1<<20+1), runtime.ErrRequestTooLarge, "1MiB", ""},
-		{"wagi request too large", guests["wagi"], runtime.Limits{MaxRequestBytes: 1 << 20}, withBody(get("/", ""), 1<<20+1), runtime.ErrRequestTooLarge, "1MiB", ""},
 		{"sdk response too large", guests["sdk"], runtime.Limits{MaxResponseBytes: 1 << 20}, get("/huge", "n=2000000"), runtime.ErrResponseTooLarge, "1MiB", ""},
 		{"sdk response just over", guests["sdk"], runtime.Limits{MaxResponseBytes: 1 << 20}, get("/huge", fmt.Sprint("n=", 1<<20+1)), runtime.ErrResponseTooLarge, "1MiB", ""},
 		{"wagi response too large", guests["wagi"], runtime.Limits{MaxResponseBytes: 1 << 20}, get("/", "mode=huge"), runtime.ErrResponseTooLarge, "1MiB", ""},
+		// A guest printing forever is stopped as soon as its output passes
+		// the response limit: the error names that limit, not the (here
+		// generous) timeout it would otherwise run into.
+		{"wagi endless stdout", guests["wagi"], runtime.Limits{MaxResponseBytes: 1 << 20, Timeout: 5 * time.Minute}, get("/", "mode=flood"), runtime.ErrResponseTooLarge, "1MiB", ""},
+		{"wagi endless stdout without headers", guests["wagi"], runtime.Limits{MaxResponseBytes: 1 << 20, Timeout: 5 * time.Minute}, get("/", "mode=floodraw"), runtime.ErrResponseTooLarge, "1MiB", ""},
 		{"sdk panic", guests["sdk"], runtime.Limits{}, get("/panic", ""), runtime.ErrGuestFailed, "", "guest failed: panic: boom"},
 		{"wagi panic", guests["wagi"], runtime.Limits{}, get("/", "mode=panic"), runtime.ErrGuestFailed, "", "exited with code 2: panic: wagi boom"},
 		{"wagi exit code", guests["wagi"], runtime.Limits{}, get("/", "mode=fail"), runtime.ErrGuestFailed, "", "exited with code 3: failing on purpose"},
@@ -472,7 +526,7 @@ func TestLoadRejects(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := r.Load(context.Background(), runtime.Spec{App: "app", Function: "fn", Artifact: tt.artifact, Limits: tt.limits, Env: tt.env})
+			_, err := r.Load(context.Background(), runtime.Spec{App: "app", Function: "fn", Artifact: tt.artifact, Limits: complete(tt.limits), Env: tt.env})
 			if !errors.Is(err, runtime.ErrInvalidModule) || !strings.Contains(err.Error(), tt.wantMsg) {
 				t.Fatalf("err = %v, want ErrInvalidModule containing %q", err, tt.wantMsg)
 			}
@@ -563,7 +617,7 @@ func TestCompilationCacheDir(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r1.Load(ctx, runtime.Spec{Artifact: guests["sdk"]}); err != nil {
+	if _, err := r1.Load(ctx, runtime.Spec{Artifact: guests["sdk"], Limits: complete(runtime.Limits{})}); err != nil {
 		t.Fatal(err)
 	}
 	if err := r1.Close(ctx); err != nil {
@@ -580,10 +634,15 @@ func TestCompilationCacheDir(t *testing.T) {
 	}
 }
 
-func TestHumanBytes(t *testing.T) {
-	for n, want := range map[uint64]string{64 << 20: "64MiB", 1 << 30: "1GiB", 512 << 10: "512KiB", 1000: "1000B", 1<<20 + 1: "1048577B"} {
-		if got := humanBytes(n); got != want {
-			t.Errorf("humanBytes(%d) = %q, want %q", n, got, want)
+// TestLoadRefusesIncompleteLimits: the runtime applies no defaults; a
+// spec with a zero limit is the caller's bug and says so.
+func TestLoadRefusesIncompleteLimits(t *testing.T) {
+	r := newRuntime(t, Config{})
+	full := complete(runtime.Limits{})
+	for _, l := range []runtime.Limits{{}, {MemoryBytes: full.MemoryBytes, Timeout: full.Timeout}, {Timeout: full.Timeout, MaxResponseBytes: 1}} {
+		_, err := r.Load(context.Background(), runtime.Spec{App: "app", Function: "fn", Artifact: guests["sdk"], Limits: l})
+		if err == nil || !strings.Contains(err.Error(), "incomplete limits") {
+			t.Errorf("Load with limits %+v: %v, want an incomplete limits error", l, err)
 		}
 	}
 }

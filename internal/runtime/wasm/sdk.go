@@ -69,9 +69,6 @@ func (i *sdkInstance) Handle(ctx context.Context, req *runtime.Request) (*runtim
 
 func (i *sdkInstance) serve(ctx context.Context, req *runtime.Request) (*runtime.Response, error) {
 	m := i.m
-	if err := m.checkRequest(req); err != nil {
-		return nil, err
-	}
 	i.buf = wire.EncodeRequest(i.buf[:0], &wire.Request{
 		Method: req.Method, Path: req.Path, RawQuery: req.RawQuery, Host: req.Host,
 		RemoteAddr: req.RemoteAddr, Route: req.Route, InvocationID: req.InvocationID,
@@ -79,6 +76,7 @@ func (i *sdkInstance) serve(ctx context.Context, req *runtime.Request) (*runtime
 	})
 	i.stdout.reset(req.Log)
 	i.stderr.reset(req.Log)
+	defer runtime.FlushLog(req.Log) // after the last line of stdout and stderr
 	defer i.stdout.flush()
 	defer i.stderr.flush()
 	i.memcap.refused.Store(false)

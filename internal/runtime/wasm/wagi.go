@@ -3,6 +3,7 @@ package wasm
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"net/url"
 	"sort"
@@ -22,11 +23,9 @@ type wagiInstance struct {
 // Handle implements runtime.Instance.
 func (i *wagiInstance) Handle(ctx context.Context, req *runtime.Request) (*runtime.Response, error) {
 	m := i.m
-	if err := m.checkRequest(req); err != nil {
-		return nil, err
-	}
 	stdout := &cappedBuffer{limit: int(m.limits.MaxResponseBytes) + maxCGIHeaderBytes}
 	stderr := newLineWriter("stderr", req.Log)
+	defer runtime.FlushLog(req.Log) // after stderr's last line
 	defer stderr.flush()
 	cfg := m.moduleConfig().
 		WithStdin(bytes.NewReader(req.Body)).
@@ -40,16 +39,25 @@ func (i *wagiInstance) Handle(ctx context.Context, req *runtime.Request) (*runti
 
 	tctx, cancel := context.WithTimeout(ctx, m.limits.Timeout)
 	defer cancel()
+	// Stdout is the response: once it is past the limit the request has
+	// failed, so stop the guest (CloseOnContextDone) rather than let one
+	// that writes forever run into its timeout.
+	stdout.onOverflow = cancel
 	// On exit code 0 wazero returns a nil error and a closed module.
 	mod, err := m.instantiate(m.withCall(tctx, req.InvocationID, req.TraceParent, req.Log), alloc, cfg)
 	if mod != nil {
 		mod.Close(ctx)
 	}
+	if stdout.overflow {
+		// Whatever stopped the guest, the overflow came first; the caller's
+		// own cancellation still wins.
+		if perr := ctx.Err(); perr != nil {
+			return nil, fmt.Errorf("%s/%s: %w", m.app, m.function, perr)
+		}
+		return nil, m.responseTooLarge()
+	}
 	if err != nil {
 		return nil, m.failure(ctx, err, alloc, stderr)
-	}
-	if stdout.overflow {
-		return nil, m.responseTooLarge()
 	}
 	resp, err := parseCGI(stdout.buf.Bytes(), maxCGIHeaderBytes)
 	if err != nil {

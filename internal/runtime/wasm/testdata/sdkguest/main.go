@@ -54,6 +54,12 @@ func serve(w http.ResponseWriter, r *http.Request) {
 		fmt.Println("to stdout")
 		fmt.Fprint(os.Stderr, "to stderr, no newline")
 		fmt.Fprint(w, "ok")
+	case r.URL.Path == "/flood": // n lines on stdout, which is log output
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		for i := range n {
+			fmt.Println("flood line", i)
+		}
+		fmt.Fprint(w, "flooded ", n)
 	case r.URL.Path == "/env":
 		fmt.Fprint(w, os.Getenv(r.URL.Query().Get("key")))
 	case r.URL.Path == "/panic":

@@ -44,6 +44,16 @@ func main() {
 		for range 200 { // 12.5MiB
 			os.Stdout.Write(chunk)
 		}
+	case "flood": // a response that never ends
+		fmt.Print("Content-Type: text/plain\n\n")
+		for {
+			fmt.Println("all work and no play makes jack a dull boy")
+		}
+	case "floodraw": // output that never ends, not even its headers
+		chunk := strings.Repeat("x", 1024)
+		for {
+			fmt.Print(chunk)
+		}
 	case "fail":
 		fmt.Fprintln(os.Stderr, "failing on purpose")
 		os.Exit(3)

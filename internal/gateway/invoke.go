@@ -1,0 +1,131 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+
+	"github.com/nimbus-dev/nimbus/internal/apierror"
+	"github.com/nimbus-dev/nimbus/internal/model"
+	"github.com/nimbus-dev/nimbus/internal/runtime"
+	"github.com/nimbus-dev/nimbus/internal/telemetry"
+)
+
+// Invocations answers invocations of functions over HTTP. The gateway's
+// routes and the API's invoke endpoint each hold one, so both read, check,
+// queue, run and answer an invocation the same way; they differ only in
+// how they build the request.
+type Invocations struct {
+	// Invoker runs invocations.
+	Invoker Invoker
+	// Async queues the invocations that ask for it (Prefer:
+	// respond-async). Nil runs them as if they had not asked.
+	Async AsyncSink
+	// Metrics counts the requests refused before they reach the Invoker
+	// (a body over the function's max_request_body). Nil counts them
+	// nowhere.
+	Metrics *telemetry.Metrics
+	// Logger receives the failures answered with a 5xx. Nil:
+	// slog.Default().
+	Logger *slog.Logger
+}
+
+// Serve answers one invocation of fn, a function of app. The caller has
+// built req but for its body: Serve sets the invocation id and
+// traceparent headers, reads the body with the function's
+// max_request_body, then queues the invocation (when it asks to be and
+// Async is set) or runs it and writes the guest's response. A failure is
+// answered as apierror.FromInvocation maps it.
+func (h *Invocations) Serve(w http.ResponseWriter, r *http.Request, app string, fn *model.Function, req *runtime.Request) {
+	w.Header().Set(HeaderInvocationID, req.InvocationID)
+	w.Header().Set(HeaderTraceParent, req.TraceParent)
+	body, err := ReadBody(w, r, fn.MaxRequestBytes)
+	if err != nil {
+		e := h.fail(w, req, app, fn.Name, err)
+		if h.Metrics != nil && errors.Is(err, runtime.ErrRequestTooLarge) {
+			// The scheduler never sees it; count it as it would have.
+			h.Metrics.Refused(app, fn.Name, e.Status, e.Code)
+		}
+		return
+	}
+	req.Body = body
+	if h.Async != nil && WantsAsync(r.Header) {
+		ServeAsync(w, r, h.Async, app, fn.Name, req)
+		return
+	}
+	resp, err := h.Invoker.Invoke(r.Context(), app, fn.Name, req)
+	if err != nil {
+		h.fail(w, req, app, fn.Name, err)
+		return
+	}
+	WriteResponse(w, resp)
+}
+
+// fail answers a failed invocation, logs it if it is the platform's or the
+// guest's fault (5xx), and returns the answer.
+func (h *Invocations) fail(w http.ResponseWriter, req *runtime.Request, app, fn string, err error) *apierror.Error {
+	e := apierror.FromInvocation(app, fn, err)
+	if e.Status >= 500 {
+		logger := h.Logger
+		if logger == nil {
+			logger = slog.Default()
+		}
+		logger.Warn("invocation failed", "app", app, "function", fn, "invocation", req.InvocationID,
+			"trace_id", traceID(req.TraceParent), "status", e.Status, "error", err)
+	}
+	apierror.Write(w, e)
+	return e
+}
+
+// ReadBody reads a request body of at most limit bytes. A larger body
+// fails with the error of runtime.CheckRequestBody (a *runtime.LimitError
+// wrapping runtime.ErrRequestTooLarge): at once when its Content-Length
+// says so, else once it has read one byte past the limit, so a body never
+// costs more memory than that.
+func ReadBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil, nil
+	}
+	if err := runtime.CheckRequestBody(r.ContentLength, limit); err != nil {
+		return nil, err
+	}
+	// One byte past the limit tells a body over it from one just at it;
+	// MaxBytesReader also has the server close the connection rather than
+	// drain the rest.
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit+1))
+	var mbe *http.MaxBytesError
+	if err != nil && !errors.As(err, &mbe) {
+		return nil, fmt.Errorf("read request body: %w", err)
+	}
+	if err := runtime.CheckRequestBody(int64(len(body)), limit); err != nil {
+		return nil, err
+	}
+	return body, nil
+}
+
+// hopHeaders are connection-level headers a guest may not set.
+var hopHeaders = map[string]bool{
+	"Connection": true, "Keep-Alive": true, "Proxy-Connection": true, "Transfer-Encoding": true,
+	"Te": true, "Trailer": true, "Upgrade": true, "Content-Length": true,
+}
+
+// WriteResponse writes a guest response.
+func WriteResponse(w http.ResponseWriter, resp *runtime.Response) {
+	h := w.Header()
+	for k, vs := range resp.Header {
+		if hopHeaders[http.CanonicalHeaderKey(k)] {
+			continue
+		}
+		h[http.CanonicalHeaderKey(k)] = vs
+	}
+	h.Set("Content-Length", strconv.Itoa(len(resp.Body)))
+	status := resp.Status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	w.WriteHeader(status)
+	w.Write(resp.Body)
+}
