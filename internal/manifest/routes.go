@@ -19,8 +19,8 @@ var HTTPMethods = []string{
 }
 
 // ReservedPrefixes are path prefixes the platform serves itself; app routes
-// may not use them.
-var ReservedPrefixes = []string{"/api/", "/_nimbus/"}
+// may not use them (model.ReservedPrefixes: the API refuses them too).
+var ReservedPrefixes = model.ReservedPrefixes
 
 // maxRoutes bounds the routes of one app. Conflict checking is quadratic in
 // the worst case; no real app comes near this.
@@ -133,11 +133,9 @@ func (p *parser) checkRoute(n *yaml.Node, field string, r model.Route) bool {
 		p.errorf(n, field, "path %q must not contain spaces or control characters", r.Path)
 		return false
 	}
-	for _, pre := range ReservedPrefixes {
-		if strings.HasPrefix(r.Path, pre) || r.Path == strings.TrimSuffix(pre, "/") {
-			p.errorf(n, field, "path %q is reserved: Nimbus serves %s itself; choose another prefix", r.Path, pre)
-			return false
-		}
+	if pre, ok := model.ReservedPrefix(r.Path); ok {
+		p.errorf(n, field, "path %q is reserved: Nimbus serves %s itself; choose another prefix", r.Path, pre)
+		return false
 	}
 	if err := register(http.NewServeMux(), route{r: r}.pattern()); err != nil {
 		msg := err.Error()

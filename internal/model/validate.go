@@ -137,10 +137,32 @@ func checkRoute(rt Route) error {
 	if len(rt.Path) > maxPathLen {
 		return fmt.Errorf("route path is longer than %d bytes", maxPathLen)
 	}
+	if strings.ContainsFunc(rt.Path, func(c rune) bool { return c <= ' ' || c == 0x7f }) {
+		return fmt.Errorf("route %q: path must not contain spaces or control characters", rt.Pattern())
+	}
+	if pre, ok := ReservedPrefix(rt.Path); ok {
+		return fmt.Errorf("route %q: path is reserved: Nimbus serves %s itself; choose another prefix", rt.Pattern(), pre)
+	}
 	if err := register(http.NewServeMux(), rt.Pattern()); err != nil {
 		return fmt.Errorf("route %q: %s", rt.Pattern(), err)
 	}
 	return nil
+}
+
+// ReservedPrefixes are path prefixes the platform serves itself (the
+// control plane, the CloudEvents ingress); no app route may use them,
+// whether it comes from a manifest or the API.
+var ReservedPrefixes = []string{"/api/", "/_nimbus/"}
+
+// ReservedPrefix reports the reserved prefix path falls under, if any: the
+// prefix itself, anything below it, or the prefix without its slash.
+func ReservedPrefix(path string) (string, bool) {
+	for _, pre := range ReservedPrefixes {
+		if strings.HasPrefix(path, pre) || path == strings.TrimSuffix(pre, "/") {
+			return pre, true
+		}
+	}
+	return "", false
 }
 
 // Pattern is the net/http ServeMux pattern of the route: "GET /users/{id}",

@@ -191,7 +191,7 @@ func TestDeploy(t *testing.T) {
 func TestRollback(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	f := e.fn("api", "/api/")
+	f := e.fn("api", "/v1/")
 	revA := e.deploy("hello", f)
 
 	_, err := e.reg.Rollback(ctx, "hello", "")
@@ -363,6 +363,9 @@ func TestDeployValidation(t *testing.T) {
 		{"empty capability", "app", mod(func(f *model.Function) { f.Capabilities = []string{""} }), model.ErrInvalid, "capability"},
 		{"route without slash", "app", mod(func(f *model.Function) { f.Routes = []model.Route{{Path: "users"}} }), model.ErrInvalid, "must start with '/'"},
 		{"route with host", "app", mod(func(f *model.Function) { f.Routes = []model.Route{{Path: "example.com/"}} }), model.ErrInvalid, "must start with '/'"},
+		{"route under the ingress", "app", mod(func(f *model.Function) { f.Routes = []model.Route{{Method: "POST", Path: "/_nimbus/events/a/b"}} }), model.ErrInvalid, "reserved"},
+		{"route under the API", "app", mod(func(f *model.Function) { f.Routes = []model.Route{{Path: "/api/v1/apps"}} }), model.ErrInvalid, "reserved"},
+		{"route with a space", "app", mod(func(f *model.Function) { f.Routes = []model.Route{{Path: "/a b"}} }), model.ErrInvalid, "spaces"},
 		{"bad wildcard", "app", mod(func(f *model.Function) { f.Routes = []model.Route{{Path: "/{a"}} }), model.ErrInvalid, "/{a"},
 		{"lower-case method", "app", mod(func(f *model.Function) { f.Routes = []model.Route{{Method: "get", Path: "/"}} }), model.ErrInvalid, "method"},
 		{"missing module", "app", mod(func(f *model.Function) { f.Module = missing }), ErrModuleNotFound, "function ok: module " + missing},
@@ -383,7 +386,7 @@ func TestDeployValidation(t *testing.T) {
 func TestConcurrentDeploys(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	f := e.fn("api", "/api/{x}")
+	f := e.fn("api", "/v1/{x}")
 	const workers, each = 6, 5
 	var (
 		mu  sync.Mutex
@@ -512,7 +515,7 @@ func TestDeleteAndApps(t *testing.T) {
 func TestSurvivesRestart(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	f := e.fn("api", "/api")
+	f := e.fn("api", "/v1")
 	r1 := e.deploy("hello", f)
 	f.TimeoutMS = 1
 	r2 := e.deploy("hello", f)
