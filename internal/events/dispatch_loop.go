@@ -18,6 +18,7 @@ import (
 
 	"github.com/nimbus-dev/nimbus/internal/events/cloudevents"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
+	"github.com/nimbus-dev/nimbus/internal/store"
 	"github.com/nimbus-dev/nimbus/internal/telemetry"
 	"github.com/nimbus-dev/nimbus/internal/throttle"
 )
@@ -283,6 +284,18 @@ func (t *trigger) deliver(dl *delivery) (retry bool, delay time.Duration) {
 	t.mu.Lock()
 	attempt := int(dl.delivered) + dl.local - t.deferred[dl.seq]
 	t.mu.Unlock()
+	if !s.Async && dl.delivered > 1 && dl.local == 0 {
+		// A redelivery: the function may have succeeded (or the event been
+		// dead-lettered) just before a crash that lost the ack. Checked
+		// before the attempt count: a recorded event is done, whatever
+		// its count.
+		if _, err := t.d.delivered.Get(t.ctx, t.recordKey(dl)); err == nil {
+			t.d.dups.Add(1)
+			t.forget(dl.seq)
+			_ = t.handle(dl).Ack()
+			return false, 0
+		}
+	}
 	if attempt > s.MaxAttempts {
 		// The last attempt ran (or was cut short by a crash) but its dead
 		// letter was not appended and terminated.
@@ -295,28 +308,15 @@ func (t *trigger) deliver(dl *delivery) (retry bool, delay time.Duration) {
 	if s.Async {
 		return t.deliverAsync(dl, attempt, s)
 	}
-	recKey := t.name + "."
-	if dl.msgID != "" {
-		recKey += dl.msgID
-	} else {
-		recKey += "seq" + strconv.FormatUint(dl.seq, 10)
-	}
-	if dl.delivered > 1 && dl.local == 0 {
-		// A redelivery: the function may have succeeded just before a crash
-		// that lost the ack.
-		if _, err := t.d.delivered.Get(t.ctx, recKey); err == nil {
-			t.d.dups.Add(1)
-			_ = t.handle(dl).Ack()
-			return false, 0
-		}
-	}
-
 	resp, err := t.d.inv.Invoke(t.ctx, s.App, s.Function, t.request(dl, attempt))
 	if t.ctx.Err() != nil {
 		return false, 0
 	}
 	if errors.Is(err, throttle.ErrSuperseded) {
 		// Debounced: a later event with the same flow key runs instead.
+		if !t.recordDone(dl) {
+			return false, 0
+		}
 		t.forget(dl.seq)
 		_ = t.handle(dl).Ack()
 		return false, 0
@@ -325,13 +325,11 @@ func (t *trigger) deliver(dl *delivery) (retry bool, delay time.Duration) {
 		return t.putOff(dl, wait)
 	}
 	if err == nil && resp.Status >= 200 && resp.Status < 300 {
-		// The record is published without waiting for the store's answer:
-		// it only has to be sent before the ack (same connection, so the
-		// server sees it first). If it is lost, a redelivery runs the
-		// function again, which at-least-once allows; if the ack is lost,
-		// the record saves the second run. A round trip per event saved.
-		if err := t.d.js.Conn().Publish(deliveredSubject+recKey, strconv.AppendUint(nil, dl.seq, 10)); err != nil {
-			t.logger.Warn("record delivery", "seq", dl.seq, "err", err)
+		// The record is on disk before the ack: if the ack is lost in a
+		// crash, the redelivery finds it and does not run the function
+		// again.
+		if !t.recordDone(dl) {
+			return false, 0
 		}
 		t.d.nDelivered.Add(1)
 		t.forget(dl.seq)
@@ -356,6 +354,43 @@ func (t *trigger) deliver(dl *delivery) (retry bool, delay time.Duration) {
 		return t.retryLater(dl, delay)
 	}
 	return t.final(dl, nil, attempt, cause)
+}
+
+// recordKey is the key of dl's delivery record in DeliveredBucket:
+// <consumer>.<msgid> (or seq<n> for an entry without a MsgID).
+func (t *trigger) recordKey(dl *delivery) string {
+	if dl.msgID != "" {
+		return t.name + "." + dl.msgID
+	}
+	return t.name + ".seq" + strconv.FormatUint(dl.seq, 10)
+}
+
+// recordDone writes dl's delivery record (DeliveredBucket) through the
+// commit path and waits until it is on disk, before the caller acks or
+// terminates dl: then a redelivery of dl (its ack lost in a crash) is acked without running
+// the function again. Concurrent records share a commit and its fsync.
+// Async triggers keep their own records (Invocations) and write none.
+//
+// It reports false when the loop is stopping and dl must be left
+// unacknowledged (the record may or may not be stored). A record that
+// cannot be written otherwise is logged and the caller acks anyway: the
+// event is done, and only a lost ack would then run it again.
+func (t *trigger) recordDone(dl *delivery) bool {
+	if t.spec.Async {
+		return true
+	}
+	u := &store.Unit{Writes: []store.Write{store.KVPut(DeliveredBucket, t.recordKey(dl), strconv.AppendUint(nil, dl.seq, 10))}}
+	if _, err := t.d.log.Committer().Commit(t.ctx, u); err != nil {
+		if t.ctx.Err() != nil {
+			return false
+		}
+		t.logger.Error("record delivery; a redelivery would run it again", "seq", dl.seq, "err", err)
+		return true
+	}
+	if h := t.d.onRecorded; h != nil {
+		h(t, dl)
+	}
+	return true
 }
 
 // flowDeferral reports whether err is a flow limit refusing to start an
@@ -423,6 +458,9 @@ func (t *trigger) final(dl *delivery, raw []byte, attempts int, cause string) (r
 		// A trigger on the dead-letter topic itself: dead-lettering again
 		// would loop.
 		t.logger.Error("dead letter could not be delivered; dropped", "seq", dl.seq, "attempts", attempts, "err", cause)
+		if !t.recordDone(dl) {
+			return false, 0
+		}
 		_ = msg.TermWithReason("dead letter not delivered")
 		return false, 0
 	}
@@ -438,6 +476,9 @@ func (t *trigger) final(dl *delivery, raw []byte, attempts int, cause string) (r
 		}
 		t.remove(dl)
 		_ = msg.NakWithDelay(delay)
+		return false, 0
+	}
+	if !t.recordDone(dl) {
 		return false, 0
 	}
 	t.d.dead.Add(1)
