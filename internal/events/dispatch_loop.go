@@ -55,13 +55,17 @@ import (
 //   - the events waiting behind a head are held too, so they are neither
 //     acked nor redelivered while they wait.
 //
-// After a crash every held event expires together (they were all kept
-// alive by the same heartbeat) and JetStream redelivers them in stream
-// order, so the head of each key comes back first; the reader also inserts
-// by stream sequence. The cost: events waiting behind a slow or failing key
-// count toward MaxAckPending, so more than MaxAckPending events stuck behind
-// poison keys stall the trigger until those keys are dead-lettered (at most
-// MaxAttempts backoffs).
+// Across a crash or a restart of the loop, JetStream alone would not keep
+// the order: the events held at the crash come back only when their ack
+// wait expires, and the consumer hands out the events it never delivered
+// first. So before an ordered loop takes anything, recoverOrder resets its
+// consumer to the ack floor: everything above it is delivered again, in
+// stream order, and what the earlier loop had finished is recognised by
+// its delivery record. The reader also inserts by stream sequence. The
+// cost: events waiting behind a slow or failing key count toward
+// MaxAckPending, so more than MaxAckPending events stuck behind poison keys
+// stall the trigger until those keys are dead-lettered (at most MaxAttempts
+// backoffs).
 type trigger struct {
 	d       *Dispatcher
 	spec    TriggerSpec
@@ -69,6 +73,9 @@ type trigger struct {
 	cons    jetstream.Consumer
 	logger  *slog.Logger
 	ordered bool
+	// recoverTo is the last stream sequence the consumer had delivered when
+	// recoverOrder reset it (0: no reset). Reader goroutine only.
+	recoverTo uint64
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -128,6 +135,9 @@ const fetchWait = 5 * time.Second
 // the Messages iterator of nats.go v1.55 was seen to stop pulling (no
 // waiting request on the server, messages pending) until its 30 s expiry.
 func (t *trigger) run() {
+	if t.ordered {
+		t.recoverOrder()
+	}
 	batchSize := 2 * t.d.opts.Concurrency
 	for t.ctx.Err() == nil {
 		fctx, cancel := context.WithTimeout(t.ctx, fetchWait)
@@ -151,6 +161,69 @@ func (t *trigger) run() {
 			t.pause(time.Second)
 		}
 	}
+}
+
+// recoverOrder puts an ordered trigger's consumer back to its ack floor
+// before the loop takes anything, when an earlier loop (a crashed or
+// stopped process, or a loop Sync replaced) left events delivered and not
+// acknowledged.
+//
+// JetStream would redeliver those only once their ack wait expires, and
+// meanwhile hand out the events never delivered, so a key's later events
+// would run before its earlier ones. After the reset the consumer delivers
+// everything above the ack floor again, in stream order, at once: the
+// events held by the earlier loop first, where they belong. Events above
+// the floor that the earlier loop finished (acked or terminated) come back
+// too and are recognised by their delivery record (recordDone) without
+// running; filtered ones are filtered again.
+//
+// The reset forgets the server's delivery counts, so recoverTo (the last
+// stream sequence delivered before it) marks the events that were
+// delivered before: each counts as delivered once more than the server
+// says, which keeps the attempt of an event cut by a crash counted, as a
+// plain redelivery would, and sends it through the record check.
+//
+// If the reset fails (a server without the reset API answers with an
+// error, or keeps not answering) the loop goes on without it and logs it:
+// held events then come back after the ack wait, maybe after later events
+// of their key, as they did before.
+func (t *trigger) recoverOrder() {
+	for try := 1; t.ctx.Err() == nil; try++ {
+		err := t.resetToAckFloor()
+		if err == nil {
+			return
+		}
+		if t.ctx.Err() != nil {
+			return
+		}
+		if try == 3 {
+			t.logger.Error("ordered trigger: cannot reset the consumer to its ack floor; held events come back after the ack wait, maybe out of order", "err", err)
+			return
+		}
+		t.logger.Warn("ordered trigger: reset the consumer to its ack floor; will retry", "err", err)
+		t.pause(time.Second)
+	}
+}
+
+// resetToAckFloor resets the consumer to its ack floor if anything is
+// delivered beyond it, and sets recoverTo. Called by the reader before it
+// fetches, so nothing of this loop is held yet.
+func (t *trigger) resetToAckFloor() error {
+	ctx, cancel := context.WithTimeout(t.ctx, 10*time.Second)
+	defer cancel()
+	info, err := t.cons.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("consumer info: %w", err)
+	}
+	if info.NumAckPending == 0 && info.Delivered.Stream <= info.AckFloor.Stream {
+		return nil
+	}
+	if _, err := t.d.js.ResetConsumer(ctx, t.d.log.Stream(), t.name); err != nil {
+		return fmt.Errorf("reset consumer: %w", err)
+	}
+	t.recoverTo = info.Delivered.Stream
+	t.logger.Info("ordered trigger: consumer reset to its ack floor", "ack_floor", info.AckFloor.Stream, "delivered", info.Delivered.Stream, "ack_pending", info.NumAckPending)
+	return nil
 }
 
 // pause waits for d or the end of the loop.
@@ -178,6 +251,9 @@ func (t *trigger) accept(msg jetstream.Msg) {
 	t.mu.Unlock()
 
 	dl := &delivery{msg: msg, seq: seq, delivered: meta.NumDelivered, stored: meta.Timestamp, msgID: msg.Headers().Get(nats.MsgIdHdr)}
+	if seq <= t.recoverTo {
+		dl.delivered++ // delivered before recoverOrder's reset, which forgot it
+	}
 	e, err := DecodeEntry(msg.Data())
 	if err != nil {
 		// Not a CloudEvent: no attempt can succeed. Dead-letter it as it is.
@@ -367,7 +443,8 @@ func (t *trigger) recordKey(dl *delivery) string {
 
 // recordDone writes dl's delivery record (DeliveredBucket) through the
 // commit path and waits until it is on disk, before the caller acks or
-// terminates dl: then a redelivery of dl (its ack lost in a crash) is acked without running
+// terminates dl: then a redelivery of dl (its ack lost in a crash, or an
+// ordered trigger's recovery, see recoverOrder) is acked without running
 // the function again. Concurrent records share a commit and its fsync.
 // Async triggers keep their own records (Invocations) and write none.
 //
