@@ -120,7 +120,7 @@ func TestDeliveryRecordsMadeDurable(t *testing.T) {
 			t.Fatalf("delivery records persist mode %v, want default (synchronous)", m)
 		}
 		tr := &trigger{d: d, name: "c", spec: TriggerSpec{}, ctx: ctx, logger: testLogger()}
-		if !tr.recordDone(&delivery{seq: 7, msgID: "m"}) {
+		if !tr.recordDone(ctx, &delivery{seq: 7, msgID: "m"}) {
 			t.Fatal("record not written")
 		}
 		if _, err := d.delivered.Get(ctx, "c.m"); err != nil {

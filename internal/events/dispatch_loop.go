@@ -45,9 +45,10 @@ import (
 //     event starts a worker only when it is the head (its key was idle).
 //     The reader never waits for a key, only for a free worker slot, so
 //     other keys keep flowing;
-//   - a worker that finishes the head (acked, or dead-lettered and
-//     terminated) pops it and goes on with the next event of the same key
-//     in the same slot;
+//   - a worker that finishes the head (recorded and acked, or
+//     dead-lettered and terminated) pops it and goes on with the next event
+//     of the same key (in a slot taken again: a success is recorded
+//     without one, see work);
 //   - a failed head is not nacked (JetStream would redeliver it after the
 //     events behind it); it stays held and is retried in process after its
 //     backoff, with the slot released meanwhile. Its attempt count is
@@ -99,6 +100,7 @@ type delivery struct {
 	event     *cloudevents.Event
 	key       string
 	lastErr   string
+	succeeded bool // the function succeeded; work completes it (records and acks)
 }
 
 func (d *Dispatcher) start(name string, s TriggerSpec, cons jetstream.Consumer) *trigger {
@@ -298,12 +300,34 @@ func (t *trigger) acquire() bool {
 }
 
 // work delivers dl, then (ordered) the events queued behind it on its key,
-// in one worker slot, which it releases when done.
+// each in a worker slot, which it releases when done.
+//
+// A success is recorded and acked (complete) after the slot is released:
+// the record waits for a commit of the store (an fsync shared with the
+// other completions of the node), and holding the slot meanwhile would
+// bound the trigger at Concurrency events per commit. The next event of
+// an ordered key still waits for it, so that a crash cannot run a key's
+// event again after a later one.
 func (t *trigger) work(dl *delivery) {
-	defer func() { <-t.sem }()
+	slot := true // the caller took a worker slot for us
+	defer func() {
+		if slot {
+			<-t.sem
+		}
+	}()
 	for dl != nil && t.ctx.Err() == nil {
+		if !slot {
+			if !t.acquire() {
+				return
+			}
+			slot = true
+		}
 		retry, delay := t.deliver(dl)
-		if t.ctx.Err() != nil {
+		if dl.succeeded {
+			<-t.sem
+			slot = false
+			t.complete(dl)
+		} else if t.ctx.Err() != nil {
 			return // stopped mid-delivery: left unacknowledged, redelivered later
 		}
 		if retry {
@@ -350,7 +374,8 @@ func (t *trigger) handle(dl *delivery) jetstream.Msg {
 
 // deliver makes one attempt at dl. It acks, nacks (unordered: the server
 // redelivers after the backoff) or terminates the message, or returns
-// retry (ordered: the caller retries after delay in process).
+// retry (ordered: the caller retries after delay in process), or sets
+// dl.succeeded for the caller to complete.
 func (t *trigger) deliver(dl *delivery) (retry bool, delay time.Duration) {
 	s := &t.spec
 	if s.Async {
@@ -390,7 +415,7 @@ func (t *trigger) deliver(dl *delivery) (retry bool, delay time.Duration) {
 	}
 	if errors.Is(err, throttle.ErrSuperseded) {
 		// Debounced: a later event with the same flow key runs instead.
-		if !t.recordDone(dl) {
+		if !t.recordDone(t.ctx, dl) {
 			return false, 0
 		}
 		t.forget(dl.seq)
@@ -401,15 +426,7 @@ func (t *trigger) deliver(dl *delivery) (retry bool, delay time.Duration) {
 		return t.putOff(dl, wait)
 	}
 	if err == nil && resp.Status >= 200 && resp.Status < 300 {
-		// The record is on disk before the ack: if the ack is lost in a
-		// crash, the redelivery finds it and does not run the function
-		// again.
-		if !t.recordDone(dl) {
-			return false, 0
-		}
-		t.d.nDelivered.Add(1)
-		t.forget(dl.seq)
-		_ = t.handle(dl).Ack()
+		dl.succeeded = true // work completes it once the worker slot is free
 		return false, 0
 	}
 	t.d.failed.Add(1)
@@ -448,17 +465,17 @@ func (t *trigger) recordKey(dl *delivery) string {
 // the function again. Concurrent records share a commit and its fsync.
 // Async triggers keep their own records (Invocations) and write none.
 //
-// It reports false when the loop is stopping and dl must be left
-// unacknowledged (the record may or may not be stored). A record that
+// It reports false when ctx ended (the loop is stopping) and dl must be
+// left unacknowledged (the record may or may not be stored). A record that
 // cannot be written otherwise is logged and the caller acks anyway: the
 // event is done, and only a lost ack would then run it again.
-func (t *trigger) recordDone(dl *delivery) bool {
+func (t *trigger) recordDone(ctx context.Context, dl *delivery) bool {
 	if t.spec.Async {
 		return true
 	}
 	u := &store.Unit{Writes: []store.Write{store.KVPut(DeliveredBucket, t.recordKey(dl), strconv.AppendUint(nil, dl.seq, 10))}}
-	if _, err := t.d.log.Committer().Commit(t.ctx, u); err != nil {
-		if t.ctx.Err() != nil {
+	if _, err := t.d.log.Committer().Commit(ctx, u); err != nil {
+		if ctx.Err() != nil {
 			return false
 		}
 		t.logger.Error("record delivery; a redelivery would run it again", "seq", dl.seq, "err", err)
@@ -468,6 +485,18 @@ func (t *trigger) recordDone(dl *delivery) bool {
 		h(t, dl)
 	}
 	return true
+}
+
+// complete records dl's success, then acks it: the record is on disk
+// before the ack, so if the ack is lost in a crash the redelivery finds it
+// and does not run the function again. A success is completed even when
+// the loop is stopping meanwhile (Close waits for it; the commit has its
+// own timeout), so that a graceful stop does not run it twice.
+func (t *trigger) complete(dl *delivery) {
+	t.recordDone(context.WithoutCancel(t.ctx), dl)
+	t.d.nDelivered.Add(1)
+	t.forget(dl.seq)
+	_ = t.handle(dl).Ack()
 }
 
 // flowDeferral reports whether err is a flow limit refusing to start an
@@ -535,7 +564,7 @@ func (t *trigger) final(dl *delivery, raw []byte, attempts int, cause string) (r
 		// A trigger on the dead-letter topic itself: dead-lettering again
 		// would loop.
 		t.logger.Error("dead letter could not be delivered; dropped", "seq", dl.seq, "attempts", attempts, "err", cause)
-		if !t.recordDone(dl) {
+		if !t.recordDone(t.ctx, dl) {
 			return false, 0
 		}
 		_ = msg.TermWithReason("dead letter not delivered")
@@ -555,7 +584,7 @@ func (t *trigger) final(dl *delivery, raw []byte, attempts int, cause string) (r
 		_ = msg.NakWithDelay(delay)
 		return false, 0
 	}
-	if !t.recordDone(dl) {
+	if !t.recordDone(t.ctx, dl) {
 		return false, 0
 	}
 	t.d.dead.Add(1)
