@@ -44,8 +44,6 @@ const (
 	// DeliveredBucket is the KV bucket recording completed deliveries
 	// (<consumer>.<msgid>), with a TTL of the duplicate window.
 	DeliveredBucket = "nimbus_delivered"
-
-	deliveredSubject = "$KV." + DeliveredBucket + "."
 )
 
 // Headers and extensions the dispatcher adds.
@@ -273,13 +271,16 @@ type DispatcherStats struct {
 // At least once: an event the Log acknowledged is invoked on every
 // matching trigger until one attempt succeeds, or it is in the dead-letter
 // topic. It may run more than once: a crash (or Close) during an
-// invocation, or between success and ack, redelivers it. To narrow the
-// second case, a success is recorded in the KV bucket nimbus_delivered
-// (key <consumer>.<msgid>, TTL = the duplicate window) before the ack, and
-// a redelivered event with a record is acked without running. The record
-// is written without fsync (AsyncPersistMode): it survives kill -9, maybe
-// not power loss. Effects happen once only when the function makes them
-// idempotent (the event's source+id is its idempotency key).
+// invocation, or between its success and the record below, redelivers it.
+// A delivery that is done (succeeded, dead-lettered, or superseded by a
+// debounce) is recorded in the KV bucket nimbus_delivered (key
+// <consumer>.<msgid>, TTL = the duplicate window) before its ack, through
+// the store's commit path: the record is fsynced before the ack is sent
+// (concurrent records share one commit), so it survives kill -9 and power
+// loss, and a redelivered event with a record is acked without running.
+// Async invocations have their own records (Invocations). Effects happen
+// once only when the function makes them idempotent (the event's
+// source+id is its idempotency key).
 //
 // # Concurrency and ordering
 //
@@ -313,6 +314,10 @@ type Dispatcher struct {
 	async  map[string]bool
 
 	nDelivered, failed, dead, filtered, dups, malformed atomic.Uint64
+
+	// onRecorded, if set (tests only, before Sync), is called once a
+	// delivery record is on disk, before the ack.
+	onRecorded func(*trigger, *delivery)
 }
 
 // NewDispatcher returns a Dispatcher delivering the events of log (appended
@@ -524,29 +529,34 @@ func (d *Dispatcher) ensureBucket(ctx context.Context) error {
 	if d.delivered != nil && d.records != nil {
 		return nil
 	}
-	// A KV bucket created as its stream, to set AsyncPersistMode: a
-	// delivery record is an optimisation (it saves a second run after a
-	// crash between success and ack), not worth an fsync per event. It
-	// survives kill -9 of the process (the write reached the OS) but maybe
-	// not power loss, which at-least-once allows.
+	// A KV bucket created as its stream (the committer writes it, so it
+	// may turn on atomic batches). Its records are written through the
+	// commit path and fsynced before the ack they protect (see
+	// trigger.recordDone). Data directories of earlier versions hold it in
+	// async persist mode, which a stream update cannot change: that stream
+	// is replaced (its records are at most one duplicate window old, and
+	// losing them can only cause a second run, which at-least-once allows).
 	name := "KV_" + DeliveredBucket
+	if err := replaceAsyncStream(ctx, d.js, name); err != nil {
+		return fmt.Errorf("delivery records %s: %w", name, err)
+	}
 	_, err := d.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:              name,
-		Description:       "Nimbus completed trigger deliveries: <consumer>.<event msgid>",
-		Subjects:          []string{"$KV." + DeliveredBucket + ".>"},
-		MaxMsgsPerSubject: 1,
-		MaxAge:            d.opts.DuplicateWindow,
-		MaxMsgs:           -1,
-		MaxBytes:          -1,
-		MaxConsumers:      -1,
-		Storage:           jetstream.FileStorage,
-		Replicas:          1,
-		AllowRollup:       true,
-		DenyDelete:        true,
-		AllowDirect:       true,
-		Duplicates:        min(2*time.Minute, d.opts.DuplicateWindow),
-		Discard:           jetstream.DiscardNew,
-		PersistMode:       jetstream.AsyncPersistMode,
+		Name:               name,
+		Description:        "Nimbus completed trigger deliveries: <consumer>.<event msgid>",
+		Subjects:           []string{"$KV." + DeliveredBucket + ".>"},
+		MaxMsgsPerSubject:  1,
+		MaxAge:             d.opts.DuplicateWindow,
+		MaxMsgs:            -1,
+		MaxBytes:           -1,
+		MaxConsumers:       -1,
+		Storage:            jetstream.FileStorage,
+		Replicas:           1,
+		AllowRollup:        true,
+		DenyDelete:         true,
+		AllowDirect:        true,
+		AllowAtomicPublish: true,
+		Duplicates:         min(2*time.Minute, d.opts.DuplicateWindow),
+		Discard:            jetstream.DiscardNew,
 	})
 	if err != nil {
 		return fmt.Errorf("delivery records %s: %w", name, err)
@@ -558,6 +568,26 @@ func (d *Dispatcher) ensureBucket(ctx context.Context) error {
 	d.delivered = kv
 	d.records, err = OpenInvocations(ctx, d.log.Committer(), d.opts.InvocationTTL)
 	return err
+}
+
+// replaceAsyncStream deletes stream name if it exists in JetStream's async
+// persist mode (which cannot be changed by an update), so that it is
+// created again with synchronous writes.
+func replaceAsyncStream(ctx context.Context, js jetstream.JetStream, name string) error {
+	st, err := js.Stream(ctx, name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if st.CachedInfo().Config.PersistMode != jetstream.AsyncPersistMode {
+		return nil
+	}
+	if err := js.DeleteStream(ctx, name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("replace the async persist stream: %w", err)
+	}
+	return nil
 }
 
 func (d *Dispatcher) consumerConfig(name string, s TriggerSpec) jetstream.ConsumerConfig {

@@ -39,17 +39,22 @@ func (s *stamper) Invoke(ctx context.Context, app, fn string, req *runtime.Reque
 // guest (200, empty body), with 4 appenders each appending batches of
 // batch events (one Append call per batch). It reports events/s and the
 // p50/p99 latency from the start of the event's Append call to the start of
-// its invocation.
+// its invocation. The keys variant is an ordered trigger (ordering key
+// event.subject) over that many subjects.
 func BenchmarkDispatch(b *testing.B) {
 	for _, bc := range []struct {
 		batch, appenders int
 		noGuest          bool
-	}{{100, 4, false}, {1, 16, false}, {100, 4, true}} {
+		keys             int
+	}{{100, 4, false, 0}, {1, 16, false, 0}, {100, 4, true, 0}, {100, 4, true, 20}} {
 		name := fmt.Sprintf("batch=%d/appenders=%d", bc.batch, bc.appenders)
 		if bc.noGuest {
 			// Baseline in the same run: the dispatcher and JetStream alone,
 			// the invocation answered in Go without the runtime.
 			name += "/guest=none"
+		}
+		if bc.keys > 0 {
+			name += fmt.Sprintf("/ordered-keys=%d", bc.keys)
 		}
 		b.Run(name, func(b *testing.B) {
 			st := &stamper{start: map[string]time.Time{}}
@@ -62,7 +67,11 @@ func BenchmarkDispatch(b *testing.B) {
 				return st
 			})
 			b.Cleanup(e.close)
-			e.sync(events.TriggerSpec{App: testApp, Function: "a", ID: "bench", Topic: "orders"})
+			spec := events.TriggerSpec{App: testApp, Function: "a", ID: "bench", Topic: "orders"}
+			if bc.keys > 0 {
+				spec.OrderingKey = "event.subject"
+			}
+			e.sync(spec)
 
 			total := b.N * bc.batch
 			appended := make(map[string]time.Time, total)
@@ -82,7 +91,11 @@ func BenchmarkDispatch(b *testing.B) {
 						}
 						for i := range ents {
 							ids[i] = fmt.Sprintf("%d-%d", op, i)
-							ents[i] = events.EventEntry(testApp, "orders", event(ids[i], "fast", ""))
+							subject := ""
+							if bc.keys > 0 {
+								subject = fmt.Sprint("k", i%bc.keys)
+							}
+							ents[i] = events.EventEntry(testApp, "orders", event(ids[i], "fast", subject))
 						}
 						t0 := time.Now()
 						amu.Lock()

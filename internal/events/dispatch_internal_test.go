@@ -1,9 +1,12 @@
 package events
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nimbus-dev/nimbus/internal/events/cloudevents"
 )
@@ -83,6 +86,45 @@ func TestConsumerName(t *testing.T) {
 	for _, n := range []string{a, b, c} {
 		if strings.ContainsAny(n, ".*> /\\\t") || len(n) > 100 {
 			t.Fatalf("consumer name %q is not a valid durable name", n)
+		}
+	}
+}
+
+// TestDeliveryRecordsMadeDurable opens a dispatcher on a store where an
+// earlier version left the delivery records in async persist mode (which a
+// stream update cannot change): the stream is replaced by a synchronous
+// one that the commit path writes.
+func TestDeliveryRecordsMadeDurable(t *testing.T) {
+	l, s := openLog(t, LogConfig{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	js := s.JetStream()
+	name := "KV_" + DeliveredBucket
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: name, Subjects: []string{"$KV." + DeliveredBucket + ".>"}, MaxMsgsPerSubject: 1,
+		Storage: jetstream.FileStorage, AllowDirect: true, PersistMode: jetstream.AsyncPersistMode,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	d := NewDispatcher(js, l, nil, DispatcherOptions{Logger: testLogger()})
+	for range 2 { // the second open finds the new stream and keeps it
+		d.delivered, d.records = nil, nil
+		if err := d.openRecords(ctx); err != nil {
+			t.Fatal(err)
+		}
+		st, err := js.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := st.CachedInfo().Config.PersistMode; m != jetstream.DefaultPersistMode {
+			t.Fatalf("delivery records persist mode %v, want default (synchronous)", m)
+		}
+		tr := &trigger{d: d, name: "c", spec: TriggerSpec{}, ctx: ctx, logger: testLogger()}
+		if !tr.recordDone(ctx, &delivery{seq: 7, msgID: "m"}) {
+			t.Fatal("record not written")
+		}
+		if _, err := d.delivered.Get(ctx, "c.m"); err != nil {
+			t.Fatalf("record: %v", err)
 		}
 	}
 }

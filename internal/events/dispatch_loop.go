@@ -18,6 +18,7 @@ import (
 
 	"github.com/nimbus-dev/nimbus/internal/events/cloudevents"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
+	"github.com/nimbus-dev/nimbus/internal/store"
 	"github.com/nimbus-dev/nimbus/internal/telemetry"
 	"github.com/nimbus-dev/nimbus/internal/throttle"
 )
@@ -44,9 +45,10 @@ import (
 //     event starts a worker only when it is the head (its key was idle).
 //     The reader never waits for a key, only for a free worker slot, so
 //     other keys keep flowing;
-//   - a worker that finishes the head (acked, or dead-lettered and
-//     terminated) pops it and goes on with the next event of the same key
-//     in the same slot;
+//   - a worker that finishes the head (recorded and acked, or
+//     dead-lettered and terminated) pops it and goes on with the next event
+//     of the same key (in a slot taken again: a success is recorded
+//     without one, see work);
 //   - a failed head is not nacked (JetStream would redeliver it after the
 //     events behind it); it stays held and is retried in process after its
 //     backoff, with the slot released meanwhile. Its attempt count is
@@ -54,13 +56,17 @@ import (
 //   - the events waiting behind a head are held too, so they are neither
 //     acked nor redelivered while they wait.
 //
-// After a crash every held event expires together (they were all kept
-// alive by the same heartbeat) and JetStream redelivers them in stream
-// order, so the head of each key comes back first; the reader also inserts
-// by stream sequence. The cost: events waiting behind a slow or failing key
-// count toward MaxAckPending, so more than MaxAckPending events stuck behind
-// poison keys stall the trigger until those keys are dead-lettered (at most
-// MaxAttempts backoffs).
+// Across a crash or a restart of the loop, JetStream alone would not keep
+// the order: the events held at the crash come back only when their ack
+// wait expires, and the consumer hands out the events it never delivered
+// first. So before an ordered loop takes anything, recoverOrder resets its
+// consumer to the ack floor: everything above it is delivered again, in
+// stream order, and what the earlier loop had finished is recognised by
+// its delivery record. The reader also inserts by stream sequence. The
+// cost: events waiting behind a slow or failing key count toward
+// MaxAckPending, so more than MaxAckPending events stuck behind poison keys
+// stall the trigger until those keys are dead-lettered (at most MaxAttempts
+// backoffs).
 type trigger struct {
 	d       *Dispatcher
 	spec    TriggerSpec
@@ -68,6 +74,9 @@ type trigger struct {
 	cons    jetstream.Consumer
 	logger  *slog.Logger
 	ordered bool
+	// recoverTo is the last stream sequence the consumer had delivered when
+	// recoverOrder reset it (0: no reset). Reader goroutine only.
+	recoverTo uint64
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -91,6 +100,7 @@ type delivery struct {
 	event     *cloudevents.Event
 	key       string
 	lastErr   string
+	succeeded bool // the function succeeded; work completes it (records and acks)
 }
 
 func (d *Dispatcher) start(name string, s TriggerSpec, cons jetstream.Consumer) *trigger {
@@ -127,6 +137,9 @@ const fetchWait = 5 * time.Second
 // the Messages iterator of nats.go v1.55 was seen to stop pulling (no
 // waiting request on the server, messages pending) until its 30 s expiry.
 func (t *trigger) run() {
+	if t.ordered {
+		t.recoverOrder()
+	}
 	batchSize := 2 * t.d.opts.Concurrency
 	for t.ctx.Err() == nil {
 		fctx, cancel := context.WithTimeout(t.ctx, fetchWait)
@@ -150,6 +163,69 @@ func (t *trigger) run() {
 			t.pause(time.Second)
 		}
 	}
+}
+
+// recoverOrder puts an ordered trigger's consumer back to its ack floor
+// before the loop takes anything, when an earlier loop (a crashed or
+// stopped process, or a loop Sync replaced) left events delivered and not
+// acknowledged.
+//
+// JetStream would redeliver those only once their ack wait expires, and
+// meanwhile hand out the events never delivered, so a key's later events
+// would run before its earlier ones. After the reset the consumer delivers
+// everything above the ack floor again, in stream order, at once: the
+// events held by the earlier loop first, where they belong. Events above
+// the floor that the earlier loop finished (acked or terminated) come back
+// too and are recognised by their delivery record (recordDone) without
+// running; filtered ones are filtered again.
+//
+// The reset forgets the server's delivery counts, so recoverTo (the last
+// stream sequence delivered before it) marks the events that were
+// delivered before: each counts as delivered once more than the server
+// says, which keeps the attempt of an event cut by a crash counted, as a
+// plain redelivery would, and sends it through the record check.
+//
+// If the reset fails (a server without the reset API answers with an
+// error, or keeps not answering) the loop goes on without it and logs it:
+// held events then come back after the ack wait, maybe after later events
+// of their key, as they did before.
+func (t *trigger) recoverOrder() {
+	for try := 1; t.ctx.Err() == nil; try++ {
+		err := t.resetToAckFloor()
+		if err == nil {
+			return
+		}
+		if t.ctx.Err() != nil {
+			return
+		}
+		if try == 3 {
+			t.logger.Error("ordered trigger: cannot reset the consumer to its ack floor; held events come back after the ack wait, maybe out of order", "err", err)
+			return
+		}
+		t.logger.Warn("ordered trigger: reset the consumer to its ack floor; will retry", "err", err)
+		t.pause(time.Second)
+	}
+}
+
+// resetToAckFloor resets the consumer to its ack floor if anything is
+// delivered beyond it, and sets recoverTo. Called by the reader before it
+// fetches, so nothing of this loop is held yet.
+func (t *trigger) resetToAckFloor() error {
+	ctx, cancel := context.WithTimeout(t.ctx, 10*time.Second)
+	defer cancel()
+	info, err := t.cons.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("consumer info: %w", err)
+	}
+	if info.NumAckPending == 0 && info.Delivered.Stream <= info.AckFloor.Stream {
+		return nil
+	}
+	if _, err := t.d.js.ResetConsumer(ctx, t.d.log.Stream(), t.name); err != nil {
+		return fmt.Errorf("reset consumer: %w", err)
+	}
+	t.recoverTo = info.Delivered.Stream
+	t.logger.Info("ordered trigger: consumer reset to its ack floor", "ack_floor", info.AckFloor.Stream, "delivered", info.Delivered.Stream, "ack_pending", info.NumAckPending)
+	return nil
 }
 
 // pause waits for d or the end of the loop.
@@ -177,6 +253,9 @@ func (t *trigger) accept(msg jetstream.Msg) {
 	t.mu.Unlock()
 
 	dl := &delivery{msg: msg, seq: seq, delivered: meta.NumDelivered, stored: meta.Timestamp, msgID: msg.Headers().Get(nats.MsgIdHdr)}
+	if seq <= t.recoverTo {
+		dl.delivered++ // delivered before recoverOrder's reset, which forgot it
+	}
 	e, err := DecodeEntry(msg.Data())
 	if err != nil {
 		// Not a CloudEvent: no attempt can succeed. Dead-letter it as it is.
@@ -221,12 +300,34 @@ func (t *trigger) acquire() bool {
 }
 
 // work delivers dl, then (ordered) the events queued behind it on its key,
-// in one worker slot, which it releases when done.
+// each in a worker slot, which it releases when done.
+//
+// A success is recorded and acked (complete) after the slot is released:
+// the record waits for a commit of the store (an fsync shared with the
+// other completions of the node), and holding the slot meanwhile would
+// bound the trigger at Concurrency events per commit. The next event of
+// an ordered key still waits for it, so that a crash cannot run a key's
+// event again after a later one.
 func (t *trigger) work(dl *delivery) {
-	defer func() { <-t.sem }()
+	slot := true // the caller took a worker slot for us
+	defer func() {
+		if slot {
+			<-t.sem
+		}
+	}()
 	for dl != nil && t.ctx.Err() == nil {
+		if !slot {
+			if !t.acquire() {
+				return
+			}
+			slot = true
+		}
 		retry, delay := t.deliver(dl)
-		if t.ctx.Err() != nil {
+		if dl.succeeded {
+			<-t.sem
+			slot = false
+			t.complete(dl)
+		} else if t.ctx.Err() != nil {
 			return // stopped mid-delivery: left unacknowledged, redelivered later
 		}
 		if retry {
@@ -273,7 +374,8 @@ func (t *trigger) handle(dl *delivery) jetstream.Msg {
 
 // deliver makes one attempt at dl. It acks, nacks (unordered: the server
 // redelivers after the backoff) or terminates the message, or returns
-// retry (ordered: the caller retries after delay in process).
+// retry (ordered: the caller retries after delay in process), or sets
+// dl.succeeded for the caller to complete.
 func (t *trigger) deliver(dl *delivery) (retry bool, delay time.Duration) {
 	s := &t.spec
 	if s.Async {
@@ -283,6 +385,18 @@ func (t *trigger) deliver(dl *delivery) (retry bool, delay time.Duration) {
 	t.mu.Lock()
 	attempt := int(dl.delivered) + dl.local - t.deferred[dl.seq]
 	t.mu.Unlock()
+	if !s.Async && dl.delivered > 1 && dl.local == 0 {
+		// A redelivery: the function may have succeeded (or the event been
+		// dead-lettered) just before a crash that lost the ack. Checked
+		// before the attempt count: a recorded event is done, whatever
+		// its count.
+		if _, err := t.d.delivered.Get(t.ctx, t.recordKey(dl)); err == nil {
+			t.d.dups.Add(1)
+			t.forget(dl.seq)
+			_ = t.handle(dl).Ack()
+			return false, 0
+		}
+	}
 	if attempt > s.MaxAttempts {
 		// The last attempt ran (or was cut short by a crash) but its dead
 		// letter was not appended and terminated.
@@ -295,28 +409,15 @@ func (t *trigger) deliver(dl *delivery) (retry bool, delay time.Duration) {
 	if s.Async {
 		return t.deliverAsync(dl, attempt, s)
 	}
-	recKey := t.name + "."
-	if dl.msgID != "" {
-		recKey += dl.msgID
-	} else {
-		recKey += "seq" + strconv.FormatUint(dl.seq, 10)
-	}
-	if dl.delivered > 1 && dl.local == 0 {
-		// A redelivery: the function may have succeeded just before a crash
-		// that lost the ack.
-		if _, err := t.d.delivered.Get(t.ctx, recKey); err == nil {
-			t.d.dups.Add(1)
-			_ = t.handle(dl).Ack()
-			return false, 0
-		}
-	}
-
 	resp, err := t.d.inv.Invoke(t.ctx, s.App, s.Function, t.request(dl, attempt))
 	if t.ctx.Err() != nil {
 		return false, 0
 	}
 	if errors.Is(err, throttle.ErrSuperseded) {
 		// Debounced: a later event with the same flow key runs instead.
+		if !t.recordDone(t.ctx, dl) {
+			return false, 0
+		}
 		t.forget(dl.seq)
 		_ = t.handle(dl).Ack()
 		return false, 0
@@ -325,17 +426,7 @@ func (t *trigger) deliver(dl *delivery) (retry bool, delay time.Duration) {
 		return t.putOff(dl, wait)
 	}
 	if err == nil && resp.Status >= 200 && resp.Status < 300 {
-		// The record is published without waiting for the store's answer:
-		// it only has to be sent before the ack (same connection, so the
-		// server sees it first). If it is lost, a redelivery runs the
-		// function again, which at-least-once allows; if the ack is lost,
-		// the record saves the second run. A round trip per event saved.
-		if err := t.d.js.Conn().Publish(deliveredSubject+recKey, strconv.AppendUint(nil, dl.seq, 10)); err != nil {
-			t.logger.Warn("record delivery", "seq", dl.seq, "err", err)
-		}
-		t.d.nDelivered.Add(1)
-		t.forget(dl.seq)
-		_ = t.handle(dl).Ack()
+		dl.succeeded = true // work completes it once the worker slot is free
 		return false, 0
 	}
 	t.d.failed.Add(1)
@@ -356,6 +447,56 @@ func (t *trigger) deliver(dl *delivery) (retry bool, delay time.Duration) {
 		return t.retryLater(dl, delay)
 	}
 	return t.final(dl, nil, attempt, cause)
+}
+
+// recordKey is the key of dl's delivery record in DeliveredBucket:
+// <consumer>.<msgid> (or seq<n> for an entry without a MsgID).
+func (t *trigger) recordKey(dl *delivery) string {
+	if dl.msgID != "" {
+		return t.name + "." + dl.msgID
+	}
+	return t.name + ".seq" + strconv.FormatUint(dl.seq, 10)
+}
+
+// recordDone writes dl's delivery record (DeliveredBucket) through the
+// commit path and waits until it is on disk, before the caller acks or
+// terminates dl: then a redelivery of dl (its ack lost in a crash, or an
+// ordered trigger's recovery, see recoverOrder) is acked without running
+// the function again. Concurrent records share a commit and its fsync.
+// Async triggers keep their own records (Invocations) and write none.
+//
+// It reports false when ctx ended (the loop is stopping) and dl must be
+// left unacknowledged (the record may or may not be stored). A record that
+// cannot be written otherwise is logged and the caller acks anyway: the
+// event is done, and only a lost ack would then run it again.
+func (t *trigger) recordDone(ctx context.Context, dl *delivery) bool {
+	if t.spec.Async {
+		return true
+	}
+	u := &store.Unit{Writes: []store.Write{store.KVPut(DeliveredBucket, t.recordKey(dl), strconv.AppendUint(nil, dl.seq, 10))}}
+	if _, err := t.d.log.Committer().Commit(ctx, u); err != nil {
+		if ctx.Err() != nil {
+			return false
+		}
+		t.logger.Error("record delivery; a redelivery would run it again", "seq", dl.seq, "err", err)
+		return true
+	}
+	if h := t.d.onRecorded; h != nil {
+		h(t, dl)
+	}
+	return true
+}
+
+// complete records dl's success, then acks it: the record is on disk
+// before the ack, so if the ack is lost in a crash the redelivery finds it
+// and does not run the function again. A success is completed even when
+// the loop is stopping meanwhile (Close waits for it; the commit has its
+// own timeout), so that a graceful stop does not run it twice.
+func (t *trigger) complete(dl *delivery) {
+	t.recordDone(context.WithoutCancel(t.ctx), dl)
+	t.d.nDelivered.Add(1)
+	t.forget(dl.seq)
+	_ = t.handle(dl).Ack()
 }
 
 // flowDeferral reports whether err is a flow limit refusing to start an
@@ -423,6 +564,9 @@ func (t *trigger) final(dl *delivery, raw []byte, attempts int, cause string) (r
 		// A trigger on the dead-letter topic itself: dead-lettering again
 		// would loop.
 		t.logger.Error("dead letter could not be delivered; dropped", "seq", dl.seq, "attempts", attempts, "err", cause)
+		if !t.recordDone(t.ctx, dl) {
+			return false, 0
+		}
 		_ = msg.TermWithReason("dead letter not delivered")
 		return false, 0
 	}
@@ -438,6 +582,9 @@ func (t *trigger) final(dl *delivery, raw []byte, attempts int, cause string) (r
 		}
 		t.remove(dl)
 		_ = msg.NakWithDelay(delay)
+		return false, 0
+	}
+	if !t.recordDone(t.ctx, dl) {
 		return false, 0
 	}
 	t.d.dead.Add(1)

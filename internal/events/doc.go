@@ -37,8 +37,13 @@
 //     trigger; it is acknowledged only after the function succeeded, retried
 //     with exponential backoff and jitter, and after MaxAttempts goes to the
 //     dead-letter topic with the error and attempt count.
+//   - A delivery that finished is recorded (fsynced, through the commit
+//     path) before its ack, so a redelivery after a lost ack does not run
+//     it again within the duplicate window.
 //   - With an ordering key, events with the same key are delivered one at a
-//     time, in order.
+//     time, in order, also across a crash: an ordered trigger starts by
+//     resetting its consumer to the ack floor, so the events held by the
+//     earlier run come back first, at once.
 //
 // Why events are one message each, how batches are written and what they
 // cost are in RATIONALE.md ("Events: one message per event,

@@ -123,9 +123,8 @@
 // The embedded server runs with SyncAlways, so a write that the store
 // acknowledged has been fsynced on this node and survives kill -9 and
 // power loss (TestKill9, TestCommitKill9). The logs streams opt out with
-// JetStream's async persist mode (a log line is not worth an fsync), and so
-// do the delivery records of package events. docs/storage.md has the
-// details and the measured cost.
+// JetStream's async persist mode (a log line is not worth an fsync).
+// docs/storage.md has the details and the measured cost.
 //
 // A data directory is used by one process at a time: Open takes an exclusive
 // lock on DataDir/LOCK and fails with ErrLocked if another `nimbus up` holds
