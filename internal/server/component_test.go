@@ -13,8 +13,8 @@ import (
 	"github.com/nimbus-dev/nimbus/internal/registry"
 )
 
-// TestComponentsRefuseBeforeAnythingIsRecorded: a deploy that a component
-// cannot run (a route over the gateway's own CloudEvents ingress, a
+// TestComponentsRefuseBeforeAnythingIsRecorded: a deploy that the model or a
+// component refuses (a route over the gateway's own CloudEvents ingress, a
 // schedule that does not parse, a trigger on an undeclared bucket) is
 // refused with a 4xx and leaves no trace in the registry.
 func TestComponentsRefuseBeforeAnythingIsRecorded(t *testing.T) {
@@ -38,10 +38,16 @@ func TestComponentsRefuseBeforeAnythingIsRecorded(t *testing.T) {
 		code   string
 		says   string
 	}{
-		{"overlaps the events ingress", model.Spec{Functions: []model.Function{fn("hello", hello, "/_nimbus/events/x/y")}},
+		// Neither pattern is more specific than the other: the gateway's
+		// table refuses it (the route that once bricked a data dir).
+		{"overlaps the events ingress", model.Spec{Functions: []model.Function{fn("hello", hello, "POST /{tenant}/events/orders/{id}")}},
 			http.StatusConflict, "route_conflict", "/_nimbus/"},
+		// Under the reserved prefix: the model refuses it, even where it
+		// would be more specific than the ingress and win its traffic.
+		{"under the events ingress", model.Spec{Functions: []model.Function{fn("hello", hello, "/_nimbus/events/x/y")}},
+			http.StatusBadRequest, "invalid_revision", "reserved"},
 		{"is the events ingress", model.Spec{Functions: []model.Function{fn("hello", hello, "POST /_nimbus/events/{app}/{topic}")}},
-			http.StatusConflict, "route_conflict", "/_nimbus/"},
+			http.StatusBadRequest, "invalid_revision", "reserved"},
 		{"bad schedule", model.Spec{Functions: []model.Function{cronFn}, Topics: dlq},
 			http.StatusBadRequest, "invalid_revision", "tick/t"},
 		{"undeclared bucket", model.Spec{Functions: []model.Function{bucketFn}, Topics: dlq},
@@ -78,7 +84,7 @@ func TestNodeStartsWhenAComponentRefusesAStoredApp(t *testing.T) {
 
 	// A route over the gateway's ingress: the gateway refuses it.
 	if _, _, err := srv.Registry().DeploySpec(ctx, "badroute", model.Spec{
-		Functions: []model.Function{fn("hello", hello, "/_nimbus/events/x/y")}}); err != nil {
+		Functions: []model.Function{fn("hello", hello, "POST /{tenant}/events/orders/{id}")}}); err != nil {
 		t.Fatal(err)
 	}
 	// A schedule that does not parse: the cron source refuses it; its
