@@ -53,10 +53,6 @@ func ParseSize(s string) (uint64, error) {
 	return v, nil
 }
 
-// FormatSize formats n bytes with the largest binary unit that divides it
-// (model.FormatBytes).
-func FormatSize(n uint64) string { return model.FormatBytes(n) }
-
 // size reads a size field and checks it lies in [lo, hi].
 func (p *parser) size(n *yaml.Node, field string, lo, hi uint64, example string) (uint64, bool) {
 	if n.Kind != yaml.ScalarNode || (n.Tag != "!!str" && n.Tag != "!!int") {
@@ -73,7 +69,7 @@ func (p *parser) size(n *yaml.Node, field string, lo, hi uint64, example string)
 		return 0, false
 	}
 	if v < lo || v > hi {
-		p.errorf(n, field, "%s is out of range: use %s to %s", n.Value, FormatSize(lo), FormatSize(hi))
+		p.errorf(n, field, "%s is out of range: use %s to %s", n.Value, model.FormatBytes(lo), model.FormatBytes(hi))
 		return 0, false
 	}
 	return v, true

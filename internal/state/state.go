@@ -21,8 +21,6 @@ import (
 const (
 	// MaxKeyLen caps a key, in bytes.
 	MaxKeyLen = 512
-	// MaxNameLen caps an app or bucket name (a DNS label).
-	MaxNameLen = 63
 	// DefaultMaxValueBytes is a bucket's value cap when BucketConfig leaves
 	// it 0.
 	DefaultMaxValueBytes = 1 << 20
@@ -233,7 +231,7 @@ func validPrefix(p string) bool {
 
 func checkNames(app, name string) error {
 	if !ValidName(app) || !ValidName(name) {
-		return fmt.Errorf("bucket %s/%s: %w: names are lowercase letters, digits and '-', start with a letter, at most %d bytes", app, name, ErrInvalidName, MaxNameLen)
+		return fmt.Errorf("bucket %s/%s: %w: names are %s", app, name, ErrInvalidName, model.NameRule)
 	}
 	return nil
 }
