@@ -15,6 +15,7 @@ import (
 
 	"github.com/nimbus-dev/nimbus/internal/client"
 	"github.com/nimbus-dev/nimbus/internal/deploy"
+	"github.com/nimbus-dev/nimbus/internal/guesttest"
 	"github.com/nimbus-dev/nimbus/internal/manifest"
 	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/runtime/wasm/wasmbin"
@@ -27,6 +28,7 @@ func start(t *testing.T) *server.Server {
 	t.Helper()
 	srv, err := server.Start(context.Background(), server.Config{
 		DataDir:   t.TempDir(),
+		CacheDir:  guesttest.WazeroCacheDir(),
 		Listen:    "127.0.0.1:0",
 		APIListen: "127.0.0.1:0",
 		Version:   "test",

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,19 +27,8 @@ import (
 // package events_test so that the runtime's imports (host functions) may
 // one day import package events without a cycle.
 
-// wasmCache is the compilation cache shared by the tests of this binary.
-var wasmCache string
-
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "nimbus-events-test-")
-	if err != nil {
-		panic(err)
-	}
-	wasmCache = dir
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+// wasmCache is the compilation cache shared by the test binaries.
+var wasmCache = guesttest.WazeroCacheDir()
 
 const testApp = "shop"
 

@@ -215,7 +215,7 @@ func TestGuestFloodKeepsOtherAppsLogs(t *testing.T) {
 	runtime.FlushLog(quietApp)
 
 	ctx := context.Background()
-	rt, err := wasm.New(ctx, wasm.Config{Logger: quiet()})
+	rt, err := wasm.New(ctx, wasm.Config{Logger: quiet(), CacheDir: guesttest.WazeroCacheDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

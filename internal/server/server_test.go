@@ -11,7 +11,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -29,21 +28,10 @@ import (
 	"github.com/nimbus-dev/nimbus/internal/state"
 )
 
-// cacheDir is the compilation cache shared by every server of this test
-// binary: compiling a Go guest is the slowest part of a start, and sharing the
-// cache is what a restart does anyway.
-var cacheDir string
-
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "nimbus-server-test-cache-")
-	if err != nil {
-		panic(err)
-	}
-	cacheDir = dir
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+// cacheDir is the compilation cache shared by every server of the test
+// binaries (guesttest.WazeroCacheDir): compiling a Go guest is the slowest
+// part of a start, and sharing the cache is what a restart does anyway.
+var cacheDir = guesttest.WazeroCacheDir()
 
 func start(t *testing.T, dataDir string) *server.Server {
 	t.Helper()

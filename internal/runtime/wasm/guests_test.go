@@ -1,136 +1,40 @@
 package wasm
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
-	"fmt"
-	"io/fs"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"sort"
-	"strings"
 
+	"github.com/nimbus-dev/nimbus/internal/guesttest"
 	"github.com/nimbus-dev/nimbus/internal/runtime/wasm/wasmbin"
 	"github.com/nimbus-dev/nimbus/sdk/go/wire"
 )
 
 // guestSrc is one real guest built with the local Go toolchain.
 type guestSrc struct {
-	name   string
-	pkg    string // relative to the module root
-	shared bool   // -buildmode=c-shared (an SDK reactor)
+	name string
+	dir  string // relative to the module root
+	mode guesttest.Mode
 }
 
 var guestSrcs = []guestSrc{
-	{"sdk", "./internal/runtime/wasm/testdata/sdkguest", true},
-	{"wagi", "./internal/runtime/wasm/testdata/wagiguest", false},
-	{"hello-example", "./examples/hello/hello", true},
-	{"wagi-example", "./examples/wagi/wagi", false},
+	{"sdk", "internal/runtime/wasm/testdata/sdkguest", guesttest.Reactor},
+	{"wagi", "internal/runtime/wasm/testdata/wagiguest", guesttest.Command},
+	{"hello-example", "examples/hello/hello", guesttest.Reactor},
+	{"wagi-example", "examples/wagi/wagi", guesttest.Command},
 }
 
-// buildGuests builds every guest (GOOS=wasip1 GOARCH=wasm) and returns their
-// bytes by name. Builds are cached under the user cache dir, keyed by the
-// hash of the toolchain version and of every source they depend on in this
-// repository, so a test run that changed nothing builds nothing.
+// buildGuests builds every guest (GOOS=wasip1 GOARCH=wasm, through
+// guesttest's cache, so a test run that changed nothing builds nothing) and
+// returns their bytes by name.
 func buildGuests() (map[string][]byte, error) {
-	root, err := moduleRoot()
-	if err != nil {
-		return nil, err
-	}
-	version, err := exec.Command("go", "version").Output()
-	if err != nil {
-		return nil, fmt.Errorf("go version: %w", err)
-	}
-	cacheDir, err := os.UserCacheDir()
-	if err != nil {
-		cacheDir = os.TempDir()
-	}
-	cacheDir = filepath.Join(cacheDir, "nimbus-test", "wasm-guests")
-	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
-		return nil, err
-	}
 	out := map[string][]byte{}
 	for _, g := range guestSrcs {
-		h := sha256.New()
-		fmt.Fprintf(h, "%s\n%s\n%v\n", version, g.pkg, g.shared)
-		for _, dir := range []string{g.pkg, "./sdk/go"} {
-			if err := hashDir(h, filepath.Join(root, dir)); err != nil {
-				return nil, err
-			}
-		}
-		if err := hashFile(h, filepath.Join(root, "go.mod")); err != nil {
+		b, err := guesttest.Build(filepath.Join("..", "..", "..", g.dir), g.mode)
+		if err != nil {
 			return nil, err
 		}
-		path := filepath.Join(cacheDir, g.name+"-"+hex.EncodeToString(h.Sum(nil))[:16]+".wasm")
-		if b, err := os.ReadFile(path); err == nil {
-			out[g.name] = b
-			continue
-		}
-		tmp := path + fmt.Sprintf(".%d.tmp", os.Getpid())
-		args := []string{"build", "-o", tmp}
-		if g.shared {
-			args = append(args, "-buildmode=c-shared")
-		}
-		cmd := exec.Command("go", append(args, g.pkg)...)
-		cmd.Dir = root
-		cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
-		if b, err := cmd.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("build %s: %w\n%s", g.pkg, err, b)
-		}
-		if err := os.Rename(tmp, path); err != nil {
-			return nil, err
-		}
-		if out[g.name], err = os.ReadFile(path); err != nil {
-			return nil, err
-		}
+		out[g.name] = b
 	}
 	return out, nil
-}
-
-func moduleRoot() (string, error) {
-	b, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	gomod := strings.TrimSpace(string(b))
-	if gomod == "" || gomod == os.DevNull {
-		return "", fmt.Errorf("not inside a Go module")
-	}
-	return filepath.Dir(gomod), nil
-}
-
-func hashDir(h interface{ Write([]byte) (int, error) }, dir string) error {
-	var files []string
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if !d.IsDir() && strings.HasSuffix(p, ".go") && !strings.HasSuffix(p, "_test.go") {
-			files = append(files, p)
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	sort.Strings(files)
-	for _, f := range files {
-		fmt.Fprintf(h, "%s\n", f)
-		if err := hashFile(h, f); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func hashFile(h interface{ Write([]byte) (int, error) }, path string) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	_, err = h.Write(b)
-	return err
 }
 
 // Hand-written modules.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nimbus-dev/nimbus/internal/capability"
+	"github.com/nimbus-dev/nimbus/internal/guesttest"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 	"github.com/nimbus-dev/nimbus/internal/runtime/wasm/hostfn"
 	"github.com/nimbus-dev/nimbus/internal/state"
@@ -20,7 +21,7 @@ import (
 // init registers the kv test guest with the guests TestMain builds (test
 // registration only; guests_test.go lists the others).
 func init() {
-	guestSrcs = append(guestSrcs, guestSrc{"kv", "./internal/runtime/wasm/testdata/kvguest", true})
+	guestSrcs = append(guestSrcs, guestSrc{"kv", "internal/runtime/wasm/testdata/kvguest", guesttest.Reactor})
 }
 
 // kvSetup is a real store with bucket shop/counts, and a runtime whose kv

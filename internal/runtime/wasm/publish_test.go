@@ -11,6 +11,7 @@ import (
 	"github.com/nimbus-dev/nimbus/internal/capability/captest"
 	"github.com/nimbus-dev/nimbus/internal/events"
 	"github.com/nimbus-dev/nimbus/internal/events/cloudevents"
+	"github.com/nimbus-dev/nimbus/internal/guesttest"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 	"github.com/nimbus-dev/nimbus/internal/runtime/wasm/hostfn"
 	"github.com/nimbus-dev/nimbus/internal/store"
@@ -20,7 +21,7 @@ import (
 // init registers the publish test guest with the guests TestMain builds
 // (test registration only; guests_test.go lists the others).
 func init() {
-	guestSrcs = append(guestSrcs, guestSrc{"pub", "./internal/runtime/wasm/testdata/pubguest", true})
+	guestSrcs = append(guestSrcs, guestSrc{"pub", "internal/runtime/wasm/testdata/pubguest", guesttest.Reactor})
 }
 
 // pubSetup is a real store and event log with topic shop/orders, and a
