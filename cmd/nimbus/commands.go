@@ -28,8 +28,10 @@ func newValidate(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "validate [DIR]",
 		Short: "Check a nimbus.yaml without deploying it",
-		Long: `Check the manifest in DIR (or a manifest file). Every problem is reported
-with its file, line, column and field, and what is allowed instead.`,
+		Long: `Check the manifest in DIR (or a manifest file) by the rules a deploy of it
+meets, short of building modules and what depends on the server (other
+apps' routes). Every problem is reported with its file, line, column and
+field, and what is allowed instead.`,
 		Example: `  nimbus validate examples/hello
   nimbus validate ./nimbus.yaml --json`,
 		Args: cobra.MaximumNArgs(1),
@@ -38,7 +40,7 @@ with its file, line, column and field, and what is allowed instead.`,
 			if len(args) == 1 {
 				path = args[0]
 			}
-			m, err := manifest.Load(path)
+			m, err := deploy.Validate(path)
 			if g.json {
 				out := map[string]any{"valid": err == nil}
 				if err != nil {

@@ -294,35 +294,43 @@ func TestQuickStart(t *testing.T) {
 	}
 }
 
+// TestValidateReportsPosition: `nimbus validate --json` names the field of
+// a manifest problem, and of a problem only a deploy's checks see (a route
+// over the model's length limit) the function it is about.
 func TestValidateReportsPosition(t *testing.T) {
-	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, "nimbus.yaml"), []byte("app: demo\nfunctions:\n  f:\n    module: f.wasm\n    memory: lots\n"), 0o644)
-	cmd := newRoot()
-	var out bytes.Buffer
-	cmd.SetOut(&out)
-	cmd.SetErr(&out)
-	cmd.SetArgs([]string{"validate", dir, "--json"})
-	stdout := os.Stdout
-	r, w, _ := os.Pipe()
-	os.Stdout = w
-	err := cmd.Execute()
-	w.Close()
-	os.Stdout = stdout
-	got, _ := io.ReadAll(r)
-	if err == nil {
-		t.Fatal("validate accepted a bad manifest")
-	}
-	var res struct {
-		Valid  bool `json:"valid"`
-		Errors []struct {
-			Field string `json:"field"`
-		} `json:"errors"`
-	}
-	if err := json.Unmarshal(got, &res); err != nil {
-		t.Fatalf("validate --json output: %v\n%s", err, got)
-	}
-	if res.Valid || len(res.Errors) != 1 || res.Errors[0].Field != "functions.f.memory" {
-		t.Fatalf("validate --json: %s", got)
+	for _, tc := range []struct{ fields, field string }{
+		{"memory: lots", "functions.f.memory"},
+		{"routes: [/" + strings.Repeat("a", 1100) + "]", "functions.f"},
+	} {
+		dir := t.TempDir()
+		os.WriteFile(filepath.Join(dir, "nimbus.yaml"), []byte("app: demo\nfunctions:\n  f:\n    module: f.wasm\n    "+tc.fields+"\n"), 0o644)
+		cmd := newRoot()
+		var out bytes.Buffer
+		cmd.SetOut(&out)
+		cmd.SetErr(&out)
+		cmd.SetArgs([]string{"validate", dir, "--json"})
+		stdout := os.Stdout
+		r, w, _ := os.Pipe()
+		os.Stdout = w
+		err := cmd.Execute()
+		w.Close()
+		os.Stdout = stdout
+		got, _ := io.ReadAll(r)
+		if err == nil {
+			t.Fatalf("validate accepted a bad manifest (%s)", tc.field)
+		}
+		var res struct {
+			Valid  bool `json:"valid"`
+			Errors []struct {
+				Field string `json:"field"`
+			} `json:"errors"`
+		}
+		if err := json.Unmarshal(got, &res); err != nil {
+			t.Fatalf("validate --json output: %v\n%s", err, got)
+		}
+		if res.Valid || len(res.Errors) != 1 || res.Errors[0].Field != tc.field {
+			t.Fatalf("validate --json: %s, want one error at %s", got, tc.field)
+		}
 	}
 }
 

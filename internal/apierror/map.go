@@ -111,7 +111,16 @@ var rules = []rule{
 	{match: is(state.ErrInvalidBucket), status: http.StatusBadRequest, code: "invalid_bucket"},
 	// Before ErrConflict: a spec that conflicts with itself is invalid.
 	{match: is(model.ErrInvalid), status: http.StatusBadRequest, code: "invalid_revision"},
-	{match: is(model.ErrConflict), status: http.StatusConflict, code: "route_conflict"},
+	// The details name the route met and its owner (an app, or "nimbus
+	// built-in"), for clients that act on it.
+	{match: is(model.ErrConflict), status: http.StatusConflict, code: "route_conflict",
+		details: func(err error) any {
+			var ce *model.ConflictError
+			if !errors.As(err, &ce) {
+				return nil
+			}
+			return map[string]string{"owner": ce.OtherApp, "owner_function": ce.OtherFunction, "owner_route": ce.OtherRoute.Pattern()}
+		}},
 	{match: is(store.ErrNotFound), status: http.StatusBadRequest, code: "artifact_missing"},
 
 	{match: as[*state.RevisionMismatchError](), status: http.StatusConflict, code: "revision_mismatch",

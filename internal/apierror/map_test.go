@@ -128,8 +128,14 @@ func TestFromMessages(t *testing.T) {
 			t.Errorf("From(%v).Message = %q, want %q", c.err, got, c.want)
 		}
 	}
+	var owner map[string]string
+	b, _ := json.Marshal(apierror.From(fmt.Errorf("deploy b: %w", &model.ConflictError{App: "b", OtherApp: "a",
+		OtherFunction: "probe", OtherRoute: model.Route{Method: "GET", Path: "/probe"}})).Details)
+	if json.Unmarshal(b, &owner); owner["owner"] != "a" || owner["owner_function"] != "probe" || owner["owner_route"] != "GET /probe" {
+		t.Errorf("route conflict details: %s", b)
+	}
 	var details map[string]uint64
-	b, _ := json.Marshal(apierror.From(&state.RevisionMismatchError{Current: 7}).Details)
+	b, _ = json.Marshal(apierror.From(&state.RevisionMismatchError{Current: 7}).Details)
 	if json.Unmarshal(b, &details); details["current"] != 7 {
 		t.Errorf("revision mismatch details: %s", b)
 	}

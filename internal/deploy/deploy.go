@@ -11,7 +11,6 @@ import (
 	"fmt"
 
 	"github.com/nimbus-dev/nimbus/internal/guestbuild"
-	"github.com/nimbus-dev/nimbus/internal/manifest"
 	"github.com/nimbus-dev/nimbus/internal/model"
 )
 
@@ -42,7 +41,7 @@ func Run(ctx context.Context, t Target, path string, progress func(Event)) (*Res
 	if progress == nil {
 		progress = func(Event) {}
 	}
-	m, err := manifest.Load(path)
+	m, err := Validate(path)
 	if err != nil {
 		return nil, err
 	}
@@ -57,7 +56,7 @@ func Run(ctx context.Context, t Target, path string, progress func(Event)) (*Res
 		return nil, err
 	}
 	res := &Result{App: m.App}
-	fns := make([]model.Function, 0, len(m.Functions))
+	shas := make(map[string]string, len(m.Functions))
 	for _, f := range m.Functions {
 		data := modules[f.Name]
 		sum := sha256.Sum256(data)
@@ -75,11 +74,10 @@ func Run(ctx context.Context, t Target, path string, progress func(Event)) (*Res
 			}
 			res.Uploaded++
 		}
-		fns = append(fns, f.Registry(sha))
+		shas[f.Name] = sha
 	}
 	progress(Event{Step: "activate", Message: "activating revision"})
-	spec := model.Spec{Functions: fns, Topics: m.RegistryTopics(), Buckets: m.RegistryBuckets()}
-	rev, changed, err := t.Deploy(ctx, m.App, spec)
+	rev, changed, err := t.Deploy(ctx, m.App, m.Spec(shas))
 	if err != nil {
 		return nil, fmt.Errorf("deploy %s: %w", m.App, err)
 	}

@@ -36,7 +36,8 @@ func rev(app string, patterns ...string) *model.Revision {
 
 // TestValidateChecksTheWholeTable: a revision's routes are checked against
 // the other apps' and the gateway's built-in routes; the app's own previous
-// revision does not count.
+// revision does not count. Another app's route may not overlap at all,
+// whichever pattern is more specific.
 func TestValidateChecksTheWholeTable(t *testing.T) {
 	ctx := context.Background()
 	g := gateway.New(nil, slog.New(slog.DiscardHandler))
@@ -50,10 +51,22 @@ func TestValidateChecksTheWholeTable(t *testing.T) {
 		{rev("b", "GET /b"), false},
 		{rev("a", "GET /a/{y}"), false}, // replaces a's own route
 		{rev("b", "GET /a/{y}"), true},
+		{rev("b", "GET /a/probe"), true},    // more specific: would take a's traffic
+		{rev("b", "HEAD /a/probe"), true},   // GET covers HEAD
+		{rev("b", "/{x}/{y}"), true},        // more general, any method
+		{rev("b", "/"), true},               // a catch-all meets every path
+		{rev("b", "GET /a/{x}/{y}"), false}, // a/x/y is not a/x
+		{rev("b", "GET /a/{x}/"), true},     // but a/x/ answers a/x with a redirect
+		{rev("b", "POST /a/{x}"), false},    // another method on the same paths
+		{rev("a", "GET /a/{y}", "GET /"), false},
 		{rev("b", "/_nimbus/events/x/y"), true},
 		{rev("b", "POST /_nimbus/events/{app}/{topic}"), true},
 	} {
 		err := g.Validate(ctx, tc.rev)
+		var ce *model.ConflictError
+		if err != nil && tc.rev.App == "b" && (!errors.As(err, &ce) || ce.OtherApp == "") {
+			t.Errorf("Validate %s %v: %v does not name the owner", tc.rev.App, tc.rev.Functions[0].Routes, err)
+		}
 		if got := err != nil; got != tc.wantErr {
 			t.Errorf("Validate %s %v: %v", tc.rev.App, tc.rev.Functions[0].Routes, err)
 		}
@@ -84,5 +97,30 @@ func TestProvisionKeepsTheTableOnConflict(t *testing.T) {
 	}
 	if err := g.Validate(ctx, rev("c", "GET /a")); err != nil {
 		t.Fatalf("a retired app's route still counts: %v", err)
+	}
+}
+
+// TestProvisionServesOverlapsRecordedBefore: revisions recorded before
+// routes had owners may overlap; Provision (a restore) serves both with
+// ServeMux's precedence and logs the overlap instead of refusing one.
+func TestProvisionServesOverlapsRecordedBefore(t *testing.T) {
+	ctx := context.Background()
+	var logs strings.Builder
+	g := gateway.New(answer{}, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err := g.Provision(ctx, rev("a", "GET /probe")); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Provision(ctx, rev("b", "/{x}")); err != nil {
+		t.Fatalf("Provision of an overlapping stored revision: %v", err)
+	}
+	for path, want := range map[string]string{"/probe": "a/f", "/other": "b/f"} {
+		w := httptest.NewRecorder()
+		g.ServeHTTP(w, httptest.NewRequest(http.MethodGet, path, nil))
+		if w.Code != http.StatusOK || w.Body.String() != want {
+			t.Errorf("GET %s = %d %q, want %q", path, w.Code, w.Body, want)
+		}
+	}
+	if !strings.Contains(logs.String(), "overlap") || !strings.Contains(logs.String(), "app a") {
+		t.Errorf("the overlap was not logged: %s", logs.String())
 	}
 }

@@ -64,6 +64,14 @@ func (g *Gateway) setCalls(f func(*Invocations)) {
 	g.calls.Store(&c)
 }
 
+// logger is where the gateway logs; never nil.
+func (g *Gateway) logger() *slog.Logger {
+	if l := g.calls.Load().Logger; l != nil {
+		return l
+	}
+	return slog.Default()
+}
+
 func (g *Gateway) newMux() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc(EventsPattern, func(w http.ResponseWriter, r *http.Request) {

@@ -131,6 +131,17 @@ func (f *Function) Registry(moduleSHA256 string) model.Function {
 	}
 }
 
+// Spec is the deploy m resolves to, as the API takes it: every function
+// (Registry) naming its module by the digest modules holds for it, and
+// the app's topics and buckets.
+func (m *Manifest) Spec(modules map[string]string) model.Spec {
+	fns := make([]model.Function, 0, len(m.Functions))
+	for _, f := range m.Functions {
+		fns = append(fns, f.Registry(modules[f.Name]))
+	}
+	return model.Spec{Functions: fns, Topics: m.RegistryTopics(), Buckets: m.RegistryBuckets()}
+}
+
 func (f *Function) registryTriggers() []model.Trigger {
 	var out []model.Trigger
 	for _, t := range f.Triggers {

@@ -28,7 +28,6 @@ var (
 )
 
 var (
-	envKeyRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 	// starValue finds "key: *..." where the value is not an alias name.
 	starValue = regexp.MustCompile(`([A-Za-z_]+):\s+(\*[^A-Za-z0-9_\s,}][^,}\n]*|\*\s[^,}\n]*)`)
@@ -221,7 +220,7 @@ func (p *parser) name(n *yaml.Node, field, what string) string {
 		return ""
 	}
 	if !model.ValidName(s) {
-		p.errorf(n, field, "%q is not a valid %s: use 1 to 63 lowercase letters, digits and '-', starting with a letter and not ending with '-'", s, what)
+		p.errorf(n, field, "%q is not a valid %s: use %s", s, what, model.NameRule)
 		return ""
 	}
 	return s
@@ -274,7 +273,7 @@ func (p *parser) function(key, n *yaml.Node) *Function {
 		Pos:              p.pos(key),
 	}
 	if !model.ValidName(key.Value) {
-		p.errorf(key, path, "%q is not a valid function name: use 1 to 63 lowercase letters, digits and '-', starting with a letter and not ending with '-'", key.Value)
+		p.errorf(key, path, "%q is not a valid function name: use %s", key.Value, model.NameRule)
 	}
 	if n.Kind != yaml.MappingNode {
 		p.errorf(valueOrKey(n, key), path, "a function must be a map with at least module, not %s", describe(n))
@@ -411,8 +410,8 @@ func (p *parser) env(key, n *yaml.Node, path string, env map[string]string) {
 	}
 	for _, kv := range p.pairs(n, path) {
 		k, v, field := kv.key.Value, kv.value, path+"."+kv.key.Value
-		if !envKeyRe.MatchString(k) {
-			p.errorf(kv.key, field, "%q is not a valid variable name: use letters, digits and '_', not starting with a digit", k)
+		if err := model.CheckEnvName(k); err != nil {
+			p.errorf(kv.key, field, "%v", err)
 			continue
 		}
 		if v.Kind == yaml.ScalarNode {

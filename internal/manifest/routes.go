@@ -12,11 +12,9 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// HTTPMethods are the methods a route may name.
-var HTTPMethods = []string{
-	http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
-	http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace,
-}
+// HTTPMethods are the methods a route may name (model.HTTPMethods: the
+// API refuses others too).
+var HTTPMethods = model.HTTPMethods
 
 // ReservedPrefixes are path prefixes the platform serves itself; app routes
 // may not use them (model.ReservedPrefixes: the API refuses them too).
@@ -117,12 +115,8 @@ var likeRe = regexp.MustCompile(`like "([^"]*)"`)
 // checkRoute validates one route on its own: method, path shape, reserved
 // prefixes and ServeMux pattern syntax.
 func (p *parser) checkRoute(n *yaml.Node, field string, r model.Route) bool {
-	if r.Method != "" && !slices.Contains(HTTPMethods, r.Method) {
-		if up := strings.ToUpper(r.Method); slices.Contains(HTTPMethods, up) {
-			p.errorf(n, field, "method %q must be uppercase: %s", r.Method, up)
-		} else {
-			p.errorf(n, field, "unknown HTTP method %q (known: %s)", r.Method, strings.Join(HTTPMethods, ", "))
-		}
+	if err := model.CheckMethod(r.Method); err != nil {
+		p.errorf(n, field, "%v", err)
 		return false
 	}
 	if !strings.HasPrefix(r.Path, "/") {

@@ -57,7 +57,7 @@ func withLimits(f Function) (Function, error) {
 	case f.MemoryBytes < MinMemoryBytes || f.MemoryBytes > MaxMemoryBytes:
 		return f, fmt.Errorf("memory_bytes %d is out of range: use %s to %s", f.MemoryBytes, FormatBytes(MinMemoryBytes), FormatBytes(MaxMemoryBytes))
 	case f.TimeoutMS < MinTimeout.Milliseconds() || f.TimeoutMS > MaxTimeout.Milliseconds():
-		return f, fmt.Errorf("timeout_ms %d is out of range: use %d to %d", f.TimeoutMS, MinTimeout.Milliseconds(), MaxTimeout.Milliseconds())
+		return f, fmt.Errorf("timeout_ms %d is out of range: use %d to %d (%s to %s)", f.TimeoutMS, MinTimeout.Milliseconds(), MaxTimeout.Milliseconds(), MinTimeout, "15m")
 	case f.Concurrency < 1 || f.Concurrency > MaxConcurrency:
 		return f, fmt.Errorf("concurrency %d is out of range: use 1 to %d", f.Concurrency, MaxConcurrency)
 	case f.MaxInstances < 1 || f.MaxInstances > MaxMaxInstances:

@@ -37,8 +37,9 @@ func ValidName(s string) bool {
 	return true
 }
 
-// NameRule says in words what ValidName accepts, for error messages.
-const NameRule = "lowercase letters, digits and '-', starting with a letter, not ending with '-', at most 63 characters"
+// NameRule says in words what ValidName accepts, for error messages; the
+// manifest's say it the same way.
+const NameRule = "1 to 63 lowercase letters, digits and '-', starting with a letter and not ending with '-'"
 
 // CheckName is ValidName as an error wrapping ErrInvalid that names the
 // kind of thing named ("app", "function", ...).
@@ -50,7 +51,7 @@ func CheckName(kind, name string) error {
 		if len(name) > MaxNameLen {
 			return fmt.Errorf("%w: %s name %.20q... is longer than %d characters", ErrInvalid, kind, name, MaxNameLen)
 		}
-		return fmt.Errorf("%w: %s name %q: use %s", ErrInvalid, kind, name, NameRule)
+		return fmt.Errorf("%w: %q is not a valid %s name: use %s", ErrInvalid, name, kind, NameRule)
 	}
 	return nil
 }
@@ -75,12 +76,18 @@ func canonical(f Function) (Function, error) {
 	if err != nil {
 		return bad("%v", err)
 	}
+	if f.Runtime == RuntimeWasm && f.Concurrency != 1 {
+		return bad("concurrency %d must be 1 for runtime wasm: %s", f.Concurrency, wasmConcurrency)
+	}
 	envBytes := 0
-	for k, v := range f.Env {
-		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(v, 0) {
-			return bad("environment variable %q: names must be non-empty without '=' and values without NUL", k)
+	for _, k := range slices.Sorted(maps.Keys(f.Env)) {
+		if err := CheckEnvName(k); err != nil {
+			return bad("environment: %v", err)
 		}
-		envBytes += len(k) + len(v)
+		if v := f.Env[k]; strings.ContainsRune(v, 0) {
+			return bad("environment variable %s: values must not contain NUL", k)
+		}
+		envBytes += len(k) + len(f.Env[k])
 	}
 	if envBytes > maxEnvBytes {
 		return bad("environment is %d bytes, over the limit of %d", envBytes, maxEnvBytes)
@@ -123,13 +130,47 @@ func canonical(f Function) (Function, error) {
 	return c, nil
 }
 
+// wasmConcurrency says why a wasm function takes one request at a time.
+const wasmConcurrency = "a wasm instance is single-threaded and serves one request at a time; to serve more at once, raise max_instances"
+
+// CheckEnvName fails when name is not a valid environment variable name:
+// letters, digits and '_', not starting with a digit.
+func CheckEnvName(name string) error {
+	ok := name != "" && !('0' <= name[0] && name[0] <= '9')
+	for i := 0; ok && i < len(name); i++ {
+		c := name[i]
+		ok = c == '_' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+	}
+	if !ok {
+		return fmt.Errorf("%q is not a valid variable name: use letters, digits and '_', not starting with a digit", name)
+	}
+	return nil
+}
+
+// HTTPMethods are the methods a route may name; a route without one
+// matches any method.
+var HTTPMethods = []string{
+	http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+	http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace,
+}
+
+// CheckMethod fails when method is neither empty nor one of HTTPMethods,
+// saying what was meant where it can.
+func CheckMethod(method string) error {
+	if method == "" || slices.Contains(HTTPMethods, method) {
+		return nil
+	}
+	if up := strings.ToUpper(method); slices.Contains(HTTPMethods, up) {
+		return fmt.Errorf("method %q must be uppercase: %s", method, up)
+	}
+	return fmt.Errorf("unknown HTTP method %q (known: %s)", method, strings.Join(HTTPMethods, ", "))
+}
+
 // checkRoute validates one route as a net/http ServeMux pattern without a
 // host.
 func checkRoute(rt Route) error {
-	for i := 0; i < len(rt.Method); i++ {
-		if c := rt.Method[i]; c < 'A' || c > 'Z' {
-			return fmt.Errorf("route %q: method must be upper-case letters (GET, POST, ...) or empty for any", rt.Pattern())
-		}
+	if err := CheckMethod(rt.Method); err != nil {
+		return fmt.Errorf("route %q: %w", rt.Pattern(), err)
 	}
 	if !strings.HasPrefix(rt.Path, "/") {
 		return fmt.Errorf("route %q: path must start with '/'", rt.Pattern())

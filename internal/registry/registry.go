@@ -529,8 +529,11 @@ func (r *Registry) Watch(ctx context.Context, fn func(app string)) error {
 	}
 }
 
-// checkConflicts fails with a *ConflictError when a route of fns overlaps a
-// route of another app's active revision.
+// checkConflicts fails with a *ConflictError when a route of fns and a
+// route of another app's active revision could not share one ServeMux
+// (model.FindConflict). That keeps what is recorded servable; the stricter
+// rule that a path belongs to one app (model.FindOverlap) is the gateway's
+// Validate, which a deploy meets first.
 //
 // Two deploys of different apps racing with overlapping routes can both
 // pass; the gateway resolves that at routing time. Serialising deploys across

@@ -74,7 +74,8 @@ func TestComponentsRefuseBeforeAnythingIsRecorded(t *testing.T) {
 // the components checked them (written here straight to the registry) are
 // refused by one component at restore; the node still starts, serves the
 // other apps, and serves the rest of the refused app up to that
-// component.
+// component. Two apps whose routes overlap (recorded before routes had
+// owners) are both served.
 func TestNodeStartsWhenAComponentRefusesAStoredApp(t *testing.T) {
 	hello := guesttest.MustBuild(t, helloDir, guesttest.Reactor)
 	dir := t.TempDir()
@@ -85,6 +86,14 @@ func TestNodeStartsWhenAComponentRefusesAStoredApp(t *testing.T) {
 	// A route over the gateway's ingress: the gateway refuses it.
 	if _, _, err := srv.Registry().DeploySpec(ctx, "badroute", model.Spec{
 		Functions: []model.Function{fn("hello", hello, "POST /{tenant}/events/orders/{id}")}}); err != nil {
+		t.Fatal(err)
+	}
+	// A route of another app that takes some of good's traffic (more
+	// specific), recorded before routes had owners: both apps are served
+	// as ServeMux ranks them, and the overlap is logged.
+	shadow := fn("hello", hello, "GET /hello/nimbus")
+	shadow.Env = map[string]string{"GREETING": "shadowed"}
+	if _, _, err := srv.Registry().DeploySpec(ctx, "shadow", model.Spec{Functions: []model.Function{shadow}}); err != nil {
 		t.Fatal(err)
 	}
 	// A schedule that does not parse: the cron source refuses it; its
@@ -99,8 +108,11 @@ func TestNodeStartsWhenAComponentRefusesAStoredApp(t *testing.T) {
 	srv.Close(ctx)
 
 	srv = start(t, dir) // fails the test if the node does not start
-	if code, body, _ := get(t, srv.GatewayURL()+"/hello/nimbus"); code != 200 || !strings.Contains(body, "nimbus") {
+	if code, body, _ := get(t, srv.GatewayURL()+"/hello/there"); code != 200 || body != "hello, there\n" {
 		t.Fatalf("good app after restart: %d %q", code, body)
+	}
+	if code, body, _ := get(t, srv.GatewayURL()+"/hello/nimbus"); code != 200 || body != "shadowed, world\n" {
+		t.Fatalf("the overlapping app after restart: %d %q", code, body)
 	}
 	if code, _, _ := get(t, srv.GatewayURL()+"/badcron/x"); code != 200 {
 		t.Fatalf("routes of the app whose cron trigger was refused: %d", code)
@@ -109,5 +121,47 @@ func TestNodeStartsWhenAComponentRefusesAStoredApp(t *testing.T) {
 	deploy(t, srv, "badroute", [][]byte{hello}, fn("hello", hello, "GET /fixed/{name}"))
 	if code, _, _ := get(t, srv.GatewayURL()+"/fixed/x"); code != 200 {
 		t.Fatalf("fixed app: %d", code)
+	}
+}
+
+// TestRoutesBelongToOneApp: with app a serving GET /probe/{name}, app b
+// cannot deploy a route that would take any of its requests, whichever
+// pattern is more specific (409 naming a and its route), and a keeps
+// serving. Once b deploys without a route, a may take it; b's rollback to
+// the revision that had it is then refused the same way.
+func TestRoutesBelongToOneApp(t *testing.T) {
+	hello := guesttest.MustBuild(t, helloDir, guesttest.Reactor)
+	srv := start(t, t.TempDir())
+	ctx := context.Background()
+	deploy(t, srv, "a", [][]byte{hello}, fn("probe", hello, "GET /probe/{name}"))
+	deploy(t, srv, "b", nil, fn("hello", hello, "GET /b/{name}"))
+
+	for _, route := range []string{"GET /probe/b", "/{x}/{name}", "HEAD /probe/{id}", "/probe/"} {
+		_, _, err := srv.Deploy(ctx, "b", model.Spec{Functions: []model.Function{fn("hello", hello, route)}})
+		if err == nil {
+			t.Fatalf("b deployed %q over a's GET /probe/{name}", route)
+		}
+		ae := apierror.From(err)
+		if ae.Status != http.StatusConflict || ae.Code != "route_conflict" ||
+			!strings.Contains(ae.Message, `route "GET /probe/{name}" of function probe (app a)`) {
+			t.Errorf("b deploys %q: %v, want 409 route_conflict naming a's route", route, err)
+		}
+	}
+	if code, body, _ := get(t, srv.GatewayURL()+"/probe/b"); code != 200 || body != "hello, b\n" {
+		t.Fatalf("a after b's refused deploys: %d %q", code, body)
+	}
+
+	// The hand-over: b drops /b/..., then a may serve it.
+	deploy(t, srv, "b", nil, fn("hello", hello, "GET /c/{name}"))
+	deploy(t, srv, "a", nil, fn("probe", hello, "GET /probe/{name}", "GET /b/{name}"))
+	_, err := srv.Rollback(ctx, "b", "")
+	if err == nil {
+		t.Fatal("b rolled back onto a's route")
+	}
+	if ae := apierror.From(err); ae.Status != http.StatusConflict || !strings.Contains(ae.Message, "(app a)") {
+		t.Fatalf("b's rollback onto a's route: %v, want 409 naming app a", err)
+	}
+	if code, _, _ := get(t, srv.GatewayURL()+"/b/x"); code != 200 {
+		t.Fatalf("a's new route after b's refused rollback: %d", code)
 	}
 }

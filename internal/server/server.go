@@ -317,9 +317,9 @@ func (s *Server) Close(ctx context.Context) error {
 func (s *Server) Deploy(ctx context.Context, app string, spec model.Spec) (*model.Revision, bool, error) {
 	s.deployMu.Lock()
 	defer s.deployMu.Unlock()
-	planned, err := model.PlanSpec(app, spec)
+	planned, err := Check(app, spec)
 	if err != nil {
-		return nil, false, invalidSpec{err}
+		return nil, false, err
 	}
 	if err := s.validate(ctx, planned); err != nil {
 		return nil, false, err
@@ -332,6 +332,24 @@ func (s *Server) Deploy(ctx context.Context, app string, spec model.Spec) (*mode
 		return nil, false, fmt.Errorf("deploy %s: %w", app, err)
 	}
 	return rev, changed, nil
+}
+
+// Check is what a deploy of spec checks without a node: the model's rules
+// (model.PlanSpec; a refusal matches model.ErrInvalid) and the gateway's
+// built-in routes (gateway.CheckBuiltins; a *model.ConflictError). Deploy
+// runs it first, and `nimbus validate` and the deploy pipeline run it on
+// the spec a manifest resolves to (deploy.Check), so they refuse what a
+// node would, for the same reason. What needs the node (modules, other
+// apps' routes, buckets) is the components' Validate.
+func Check(app string, spec model.Spec) (*model.Revision, error) {
+	rev, err := model.PlanSpec(app, spec)
+	if err != nil {
+		return nil, invalidSpec{err}
+	}
+	if err := gateway.CheckBuiltins(rev); err != nil {
+		return nil, err
+	}
+	return rev, nil
 }
 
 // invalidSpec is a spec model.PlanSpec refused. It matches model.ErrInvalid
