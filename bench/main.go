@@ -36,6 +36,7 @@ type options struct {
 	json       bool
 	functions  int
 	memoryRuns int
+	flood      time.Duration
 	cpuprofile string
 	verbose    bool
 	// baselineTermination gives the raw wazero baselines wazero's
@@ -60,6 +61,7 @@ var scenarios = []scenario{
 	{"events", "events/s from CloudEvents ingress to function completion (fsync on) vs raw JetStream sync publishes", runEvents},
 	{"async", "async invocations/s from 202 to recorded completion (fsync on) vs raw JetStream sync publishes", runAsync},
 	{"kv", "KV get/put ops/s from a wasm guest through the gateway vs raw jetstream.KeyValue", runKV},
+	{"backpressure", "RSS of a nimbus process flooded with events faster than delivery, requests refused, vs a raw JetStream process with a 10m dedupe window", runBackpressure},
 	{"latency", "publish -> function start p50/p99, single events at a fixed rate, vs raw JetStream publish -> consumer receive", runLatency},
 }
 
@@ -72,6 +74,13 @@ type bench struct {
 }
 
 func main() {
+	if dir := os.Getenv(rawJetStreamEnv); dir != "" {
+		if err := rawJetStreamMain(dir); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: raw JetStream:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	var o options
 	flag.IntVar(&o.runs, "runs", 5, "measurements per figure (the table shows the median)")
 	flag.DurationVar(&o.duration, "duration", 2*time.Second, "length of one throughput or latency measurement")
@@ -79,6 +88,7 @@ func main() {
 	flag.BoolVar(&o.json, "json", false, "print rows as JSON instead of a table")
 	flag.IntVar(&o.functions, "functions", 1000, "functions deployed by the memory scenario")
 	flag.IntVar(&o.memoryRuns, "memory-runs", 1, "runs of the memory scenario (each starts a process and deploys -functions functions twice; slow, see README)")
+	flag.DurationVar(&o.flood, "flood", 30*time.Second, "how long the backpressure scenario publishes (once, not -runs times)")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the whole run (this process: load generator, in-process server, runtime) to this file")
 	flag.BoolVar(&o.baselineTermination, "baseline-termination", false, "give the raw wazero baselines WithCloseOnContextDone(true), as the Nimbus runtime has, to isolate what its termination checks cost")
 	flag.BoolVar(&o.verbose, "v", false, "print each run's figures to stderr as they come")

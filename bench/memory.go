@@ -114,16 +114,17 @@ func memoryRun(ctx context.Context, b *bench, bin, name string, n int, distinct 
 
 // nimbusProcess is a running `nimbus up`.
 type nimbusProcess struct {
-	cmd    *exec.Cmd
-	apiURL string
-	token  string
-	done   chan struct{} // closed when the process has been waited for
-	stderr *strings.Builder
+	cmd        *exec.Cmd
+	apiURL     string
+	gatewayURL string
+	token      string
+	done       chan struct{} // closed when the process has been waited for
+	stderr     *strings.Builder
 }
 
 // startNimbus runs `nimbus --json up` on 127.0.0.1 port 0 with its data and
 // CLI config under dir, and reads the API URL and admin token it prints.
-func startNimbus(ctx context.Context, bin, dir string) (*nimbusProcess, error) {
+func startNimbus(ctx context.Context, bin, dir string, flags ...string) (*nimbusProcess, error) {
 	empty := filepath.Join(dir, "app") // no nimbus.yaml: start with no app
 	if err := os.Mkdir(empty, 0o700); err != nil {
 		return nil, err
@@ -131,7 +132,8 @@ func startNimbus(ctx context.Context, bin, dir string) (*nimbusProcess, error) {
 	cmd := exec.Command(bin, "--json", "up",
 		"--data", filepath.Join(dir, "data"),
 		"--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0",
-		"--log-level", "warn", empty)
+		"--log-level", "warn")
+	cmd.Args = append(append(cmd.Args, flags...), empty)
 	cmd.Env = append(os.Environ(), "NIMBUS_CONFIG="+filepath.Join(dir, "config.json"))
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -147,8 +149,9 @@ func startNimbus(ctx context.Context, bin, dir string) (*nimbusProcess, error) {
 		cmd.Wait()
 	}()
 	type info struct {
-		APIURL string `json:"api_url"`
-		Token  string `json:"admin_token"`
+		APIURL     string `json:"api_url"`
+		GatewayURL string `json:"gateway_url"`
+		Token      string `json:"admin_token"`
 	}
 	got := make(chan info, 1)
 	go func() {
@@ -165,7 +168,7 @@ func startNimbus(ctx context.Context, bin, dir string) (*nimbusProcess, error) {
 			p.stop()
 			return nil, fmt.Errorf("nimbus up printed no API URL and token: %s", p.stderr)
 		}
-		p.apiURL, p.token = i.APIURL, i.Token
+		p.apiURL, p.gatewayURL, p.token = i.APIURL, i.GatewayURL, i.Token
 		return p, nil
 	case <-time.After(60 * time.Second):
 		p.stop()

@@ -15,6 +15,7 @@ import (
 
 	"github.com/nimbus-dev/nimbus/internal/client"
 	"github.com/nimbus-dev/nimbus/internal/deploy"
+	"github.com/nimbus-dev/nimbus/internal/events"
 	"github.com/nimbus-dev/nimbus/internal/manifest"
 	"github.com/nimbus-dev/nimbus/internal/registry"
 	"github.com/nimbus-dev/nimbus/internal/security"
@@ -71,6 +72,9 @@ started is the one the CLI talks to. Lost a token? 'nimbus token create
 	f.StringVar(&cfg.APIListen, "api-listen", "127.0.0.1:8081", "control plane API and /metrics address")
 	f.StringVar(&cfg.NATSListen, "nats-listen", "", "also open a NATS client listener on this address (default: none)")
 	f.DurationVar(&cfg.IdleTimeout, "idle-timeout", 5*time.Minute, "close instances idle this long (scale to zero)")
+	f.DurationVar(&cfg.EventsDuplicateWindow, "events-dedupe-window", events.DefaultDuplicateWindow, "how long an event's source and id are remembered to store a re-sent event once (each id costs ~140 B of RAM for the window)")
+	f.IntVar(&cfg.EventsMaxLag, "events-max-lag", events.DefaultMaxLag, "per app: events waiting for its triggers beyond which publishes get 429 (negative: no limit)")
+	f.IntVar(&cfg.EventsMaxWindowEvents, "events-max-window-events", events.DefaultMaxWindowEvents, "per node: events stored within the dedupe window beyond which publishes get 503 (negative: no limit)")
 	f.StringVar(&logLevel, "log-level", "info", "server log level: debug, info, warn, error")
 	f.BoolVar(&redeploy, "redeploy", false, "build and deploy DIR's app even if it is already deployed")
 	return cmd

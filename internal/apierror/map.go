@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nimbus-dev/nimbus/internal/events"
 	"github.com/nimbus-dev/nimbus/internal/events/cloudevents"
@@ -63,6 +64,7 @@ type rule struct {
 	code    string
 	message func(error) string
 	details func(error) any
+	header  func(error) http.Header
 }
 
 func is(target error) func(error) bool {
@@ -102,6 +104,10 @@ var rules = []rule{
 	{match: is(events.ErrTooLarge), status: http.StatusRequestEntityTooLarge, code: "event_too_large"},
 	{match: as[*cloudevents.TooLargeError](), status: http.StatusRequestEntityTooLarge, code: "event_too_large"},
 	{match: is(cloudevents.ErrUnsupportedFormat), status: http.StatusUnsupportedMediaType, code: "unsupported_event_format"},
+	// Back-pressure: the app's own backlog is the client's to wait out
+	// (429); the node's memory budget is the server's (503).
+	{match: backpressure(events.LimitLag), status: http.StatusTooManyRequests, code: "events_backlog", header: backpressureRetry},
+	{match: backpressure(events.LimitWindow), status: http.StatusServiceUnavailable, code: "events_overloaded", header: backpressureRetry},
 
 	// A rollback the registry refused, whatever the cause (before
 	// ErrInvalid: a malformed revision id is a failed rollback).
@@ -168,9 +174,32 @@ func From(err error) *Error {
 		if r.details != nil {
 			e.Details = r.details(err)
 		}
+		if r.header != nil {
+			e.Header = r.header(err)
+		}
 		return e
 	}
 	return &Error{Status: http.StatusInternalServerError, Code: "internal", Message: err.Error(), Err: err}
+}
+
+// backpressure matches an *events.BackpressureError of the given limit.
+func backpressure(limit string) func(error) bool {
+	return func(err error) bool {
+		var be *events.BackpressureError
+		return errors.As(err, &be) && be.Limit == limit
+	}
+}
+
+// backpressureRetry is the Retry-After of an *events.BackpressureError.
+func backpressureRetry(err error) http.Header {
+	var be *events.BackpressureError
+	errors.As(err, &be)
+	return http.Header{HeaderRetryAfter: {retryAfter(be.RetryAfter)}}
+}
+
+// retryAfter is d in whole seconds, rounded up, at least 1.
+func retryAfter(d time.Duration) string {
+	return strconv.FormatInt(max(int64(math.Ceil(d.Seconds())), 1), 10)
 }
 
 // Status is the HTTP status From answers err with (200 for nil); the
@@ -200,9 +229,7 @@ func invocation(reason string, err error) *Error {
 	case errors.Is(err, throttle.ErrClosed):
 		e.Header = http.Header{HeaderRetryAfter: {"1"}}
 	case isLimit:
-		// Whole seconds, rounded up, at least 1.
-		secs := max(int64(math.Ceil(le.RetryAfter.Seconds())), 1)
-		e.Header = http.Header{HeaderRetryAfter: {strconv.FormatInt(secs, 10)}}
+		e.Header = http.Header{HeaderRetryAfter: {retryAfter(le.RetryAfter)}}
 	}
 	return e
 }

@@ -54,6 +54,10 @@ func TestFrom(t *testing.T) {
 		// The caller went away while it waited: 499, the limit's header kept.
 		{&throttle.LimitError{Limit: throttle.LimitConcurrency, Err: context.Canceled}, 499, "canceled", http.Header{"Retry-After": {"1"}}},
 
+		// Back-pressure of publishes.
+		{&events.BackpressureError{App: "a", Limit: events.LimitLag, Value: 11, Max: 10, RetryAfter: time.Second}, 429, "events_backlog", http.Header{"Retry-After": {"1"}}},
+		{fmt.Errorf("publish: %w", &events.BackpressureError{Limit: events.LimitWindow, Value: 11, Max: 10, RetryAfter: 2100 * time.Millisecond}), 503, "events_overloaded", http.Header{"Retry-After": {"3"}}},
+
 		// Lookups.
 		{wrap(registry.ErrAppNotFound), 404, "app_not_found", nil},
 		{wrap(registry.ErrRevisionNotFound), 404, "revision_not_found", nil},

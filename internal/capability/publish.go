@@ -94,7 +94,8 @@ func (s *PublishService) publishError(call *Caller, topic string, err error) err
 		return fail(op, ErrDenied, err)
 	case errors.Is(err, events.ErrTooLarge):
 		return fail(op, ErrTooLarge, err)
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled),
+		errors.Is(err, events.ErrBackpressure): // the function fails and is retried later: back-pressure reaches its trigger
 		return fail(op, ErrUnavailable, err)
 	}
 	s.failed(call, "publish host function failed", op, err, "topic", topic)

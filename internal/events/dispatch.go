@@ -193,7 +193,7 @@ type DispatcherOptions struct {
 	// AckWait is the consumers' ack wait. Optional: default 30s.
 	AckWait time.Duration
 	// DuplicateWindow is the TTL of delivery records; use the Log's
-	// duplicate window. Optional: default 10m.
+	// duplicate window. Optional: default 2m (DefaultDuplicateWindow).
 	DuplicateWindow time.Duration
 	// InvocationTTL is how long async invocation records are kept.
 	// Optional: default 24h.
@@ -226,7 +226,7 @@ type DispatcherStats struct {
 // (cloudevents.Event.AppendJSON, the traceparent extension included), no
 // headers, Nats-Msg-Id = IdempotencyKey = hex sha256(source "\x00" id).
 // An event re-sent with the same source and id within the Log's duplicate
-// window (10 min) is acknowledged and not stored again.
+// window (2 min by default) is acknowledged and not stored again.
 //
 // # Delivery
 //

@@ -32,7 +32,12 @@
 //     quorum in a cluster), or has definitively failed; an error wrapping
 //     ErrOutcomeUnknown means "maybe": retry with the same MsgID.
 //   - An event re-sent with the same source and id within the duplicate
-//     window (10 minutes) is acknowledged as a duplicate and stored once.
+//     window (2 minutes by default) is acknowledged as a duplicate and
+//     stored once.
+//   - Ingress (ingress.go) refuses publishes, with a BackpressureError,
+//     while an app's triggers lag too far behind or while the node holds
+//     too many ids in the duplicate window, so memory stays bounded
+//     whatever the publish rate.
 //   - An acknowledged event is delivered at least once to every matching
 //     trigger; it is acknowledged only after the function succeeded, retried
 //     with exponential backoff and jitter, and after MaxAttempts goes to the

@@ -22,8 +22,12 @@ const (
 	// DefaultSubjectPrefix prefixes every event subject:
 	// nimbus.events.<app>.<topic>.
 	DefaultSubjectPrefix = "nimbus.events."
-	// DefaultDuplicateWindow is how long a Nats-Msg-Id is remembered.
-	DefaultDuplicateWindow = 10 * time.Minute
+	// DefaultDuplicateWindow is how long a Nats-Msg-Id is remembered. The
+	// server keeps every id of the window in memory (about 140 bytes of
+	// live heap each, measured), so the window is what an ingress burst
+	// costs in RAM: see RATIONALE.md ("Events: a 2-minute duplicate
+	// window and ingress back-pressure").
+	DefaultDuplicateWindow = 2 * time.Minute
 	// DefaultMaxBatch is the largest number of entries in one Append (and
 	// in one commit of a committer of the Log's own). It is also the
 	// server's limit on an atomic batch; a larger MaxBatch is clamped to it.
@@ -80,8 +84,9 @@ type LogConfig struct {
 	SubjectPrefix string
 	// DuplicateWindow is how long the stream remembers a Nats-Msg-Id
 	// (Entry.MsgID): an entry whose MsgID was stored within the window is
-	// acknowledged as a Duplicate and not stored again. Optional: default
-	// 10m.
+	// acknowledged as a Duplicate and not stored again. The server holds
+	// every id of the window in memory. Optional: default 2m. An existing
+	// stream is updated to it at open.
 	DuplicateWindow time.Duration
 	// MaxBatch is the largest number of entries in one Append, and in one
 	// commit of a committer of the Log's own. Optional: default 1000,
@@ -108,6 +113,8 @@ type LogConfig struct {
 	CommitTimeout time.Duration
 	// Logger receives commit failures. Optional: default slog.Default().
 	Logger *slog.Logger
+	// Now is the clock of WindowEvents. Optional: default time.Now.
+	Now func() time.Time
 	// Committer is the commit path the Log appends through. Optional:
 	// default a committer of the Log's own (MaxBatch, MaxPending and
 	// CommitTimeout configure it; Close closes it). A server passes the
@@ -165,6 +172,9 @@ type Log struct {
 	maxEvent int
 	logger   *slog.Logger
 	counters store.Counters
+	window   time.Duration
+	now      func() time.Time
+	ids      *idWindow // ids appended within the duplicate window (WindowEvents)
 
 	// mu guards closing; active counts the Append calls under way (Add
 	// only while not closing).
@@ -207,6 +217,9 @@ func OpenLog(ctx context.Context, js jetstream.JetStream, cfg LogConfig) (*Log, 
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	c, own := cfg.Committer, false
 	if c == nil {
@@ -252,6 +265,9 @@ func OpenLog(ctx context.Context, js jetstream.JetStream, cfg LogConfig) (*Log, 
 		maxBatch:    min(cfg.MaxBatch, c.MaxBatch()),
 		maxEvent:    maxEvent,
 		logger:      cfg.Logger.With("component", "events.log", "stream", cfg.Stream),
+		window:      cfg.DuplicateWindow,
+		now:         cfg.Now,
+		ids:         newIDWindow(cfg.DuplicateWindow),
 		abort:       abort,
 		cancelAbort: cancel,
 	}, nil
@@ -266,6 +282,15 @@ func (l *Log) Stream() string { return l.stream }
 // MaxEventBytes returns the effective limit on one entry (data plus headers,
 // Nats-Msg-Id included).
 func (l *Log) MaxEventBytes() int { return l.maxEvent }
+
+// DuplicateWindow returns how long the stream remembers an entry's MsgID.
+func (l *Log) DuplicateWindow() time.Duration { return l.window }
+
+// WindowEvents returns how many entries with a MsgID this Log stored (not
+// counting duplicates) within the last duplicate window: the ids the
+// server holds in memory for them. It errs on the high side by at most one
+// slot of the window (1/60 of it).
+func (l *Log) WindowEvents() int { return l.ids.count(l.now()) }
 
 // Stats returns the Log's counters.
 func (l *Log) Stats() LogStats {
@@ -330,9 +355,14 @@ func (l *Log) Append(ctx context.Context, entries ...Entry) ([]Ack, error) {
 		return nil, l.appendErr(ctx, err)
 	}
 	acks := make([]Ack, len(results))
+	ids := 0
 	for i, r := range results {
 		acks[i] = Ack{Seq: r.Seq, Duplicate: r.Duplicate}
+		if !r.Duplicate && entries[i].MsgID != "" {
+			ids++
+		}
 	}
+	l.ids.add(l.now(), ids)
 	return acks, nil
 }
 

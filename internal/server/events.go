@@ -36,8 +36,10 @@ func appNotFound(app string) error {
 // already accepted (same source and id) within the duplicate window. Its
 // errors are typed for the callers to map (gateway to HTTP, the capability
 // service to guest codes): an *events.TopicError (events.ErrTopicNotFound,
-// events.ErrTopicReserved), an error matching events.ErrTooLarge, or one
-// matching registry.ErrAppNotFound.
+// events.ErrTopicReserved), an error matching events.ErrTooLarge, one
+// matching registry.ErrAppNotFound, or an *events.BackpressureError when
+// the app's triggers lag too far behind or the node holds too many ids in
+// the duplicate window (nothing was stored; retry after its RetryAfter).
 func (s *Server) Publish(ctx context.Context, app, topic string, evs []cloudevents.Event, traceparent string) (accepted, duplicates int, err error) {
 	rev := s.activeRevision(app)
 	if rev == nil {
@@ -65,6 +67,9 @@ func (s *Server) Publish(ctx context.Context, app, topic string, evs []cloudeven
 		if limit > 0 && int64(len(entries[j].Data)) > limit {
 			return 0, 0, &events.EventTooLargeError{Topic: topic, Index: j, ID: e.ID, Size: len(entries[j].Data), Limit: limit}
 		}
+	}
+	if err := s.ingress.Admit(ctx, app, len(entries)); err != nil {
+		return 0, 0, err
 	}
 	for len(entries) > 0 {
 		n := min(len(entries), events.DefaultMaxBatch)

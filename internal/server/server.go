@@ -50,6 +50,18 @@ type Config struct {
 	// backoff.
 	AsyncMaxAttempts int
 	AsyncBackoff     time.Duration
+	// EventsDuplicateWindow is how long an event's source and id are
+	// remembered, so that the same event published again is stored once;
+	// the server holds every id of the window in memory. Default 2m.
+	EventsDuplicateWindow time.Duration
+	// EventsMaxLag bounds, per app, the events waiting for delivery to its
+	// triggers beyond which publishes are refused (429 events_backlog).
+	// Default 100,000; negative: no limit.
+	EventsMaxLag int
+	// EventsMaxWindowEvents bounds the events this node stored within the
+	// duplicate window beyond which publishes are refused (503
+	// events_overloaded). Default 1,000,000; negative: no limit.
+	EventsMaxWindowEvents int
 	// Version is reported by the API.
 	Version string
 	// Logger defaults to slog.Default().
@@ -68,6 +80,7 @@ type Server struct {
 	tokens  *security.Tokens
 	buckets *state.Buckets
 	events  *events.Log
+	ingress *events.Ingress // back-pressure of publishes
 	deliver *events.Dispatcher
 	cron    *events.CronSource
 	kvtrig  *events.BucketSource // bucket changes -> events
@@ -141,12 +154,15 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		IdleTimeout: cfg.IdleTimeout, Logger: cfg.Logger, Metrics: s.metrics, Logs: s.logs,
 		Status: apierror.Status, // metrics label failures with the status the edge answers
 	})
-	s.events, err = events.OpenLog(ctx, s.store.JetStream(), events.LogConfig{Logger: cfg.Logger, Committer: s.store.Committer()})
+	s.events, err = events.OpenLog(ctx, s.store.JetStream(), events.LogConfig{Logger: cfg.Logger, Committer: s.store.Committer(),
+		DuplicateWindow: cfg.EventsDuplicateWindow})
 	if err != nil {
 		return nil, fmt.Errorf("event log: %w", err)
 	}
 	s.deliver = events.NewDispatcher(s.store.JetStream(), s.events, s.sched, events.DispatcherOptions{Logger: cfg.Logger,
-		AsyncMaxAttempts: cfg.AsyncMaxAttempts, AsyncBackoff: cfg.AsyncBackoff})
+		AsyncMaxAttempts: cfg.AsyncMaxAttempts, AsyncBackoff: cfg.AsyncBackoff, DuplicateWindow: s.events.DuplicateWindow()})
+	s.ingress = events.NewIngress(s.events, s.deliver, events.IngressOptions{Logger: cfg.Logger,
+		MaxLag: cfg.EventsMaxLag, MaxWindowEvents: cfg.EventsMaxWindowEvents})
 	s.metrics.Registry().MustRegister(newEventsCollector(s))
 	s.cron = events.NewCronSource(s.store.JetStream(), s.events, events.CronOptions{Logger: cfg.Logger})
 	s.kvtrig = events.NewBucketSource(s.store.JetStream(), s.events, events.BucketOptions{Logger: cfg.Logger})
@@ -396,6 +412,7 @@ func (s *Server) Delete(ctx context.Context, app string) error {
 	if err := s.retire(ctx, app); err != nil {
 		return fmt.Errorf("delete %s: %w", app, err)
 	}
+	s.ingress.Forget(app)
 	return nil
 }
 
