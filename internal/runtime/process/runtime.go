@@ -22,7 +22,8 @@ const Path = "/usr/local/bin:/usr/bin:/bin"
 
 // ErrUnisolated means a function asks for the sandbox on a node that cannot
 // provide it (no root, no namespaces, no writable cgroups); the message says
-// what is missing and how to opt in to running unisolated.
+// what is missing and how to opt in to running unisolated. Load wraps it
+// with runtime.ErrInvalidModule, so the deploy is refused as unrunnable.
 var ErrUnisolated = errors.New("this node cannot isolate processes")
 
 // Config configures a Runtime. The zero value of each field is its default.
@@ -158,8 +159,8 @@ func (r *Runtime) Load(ctx context.Context, spec runtime.Spec) (runtime.Module, 
 	}
 	sandbox := p.Isolation != model.IsolationNone
 	if sandbox && !r.host.Sandbox() {
-		return nil, fmt.Errorf("load %s/%s: %w: missing %s; set isolation: none on the function to run it unisolated (the node's uid and network, rlimits only)",
-			spec.App, spec.Function, ErrUnisolated, strings.Join(r.host.Missing, ", "))
+		return nil, fmt.Errorf("load %s/%s: %w (%w): missing %s; set isolation: none on the function to run it unisolated (the node's uid and network, rlimits only)",
+			spec.App, spec.Function, ErrUnisolated, runtime.ErrInvalidModule, strings.Join(r.host.Missing, ", "))
 	}
 	dir, err := r.unpackDir(spec)
 	if err != nil {
