@@ -184,8 +184,16 @@ func doneMessage(err error) string {
 	return "build ok"
 }
 
-// readModule reads f's module and checks it looks like WebAssembly.
+// readModule reads f's module and checks it looks like WebAssembly; for a
+// process function it packs the function's directory (Pack).
 func readModule(m *manifest.Manifest, f *manifest.Function) ([]byte, error) {
+	if f.Runtime == manifest.RuntimeProcess {
+		data, err := Pack(f.Module)
+		if err != nil {
+			return nil, fmt.Errorf("function %s: pack %s: %w", f.Name, rel(m, f.Module), err)
+		}
+		return data, nil
+	}
 	data, err := os.ReadFile(f.Module)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):

@@ -21,8 +21,7 @@ var FileNames = []string{"nimbus.yaml", "nimbus.yml"}
 const (
 	// RuntimeWasm runs WebAssembly (WASI preview 1) modules on wazero.
 	RuntimeWasm = model.RuntimeWasm
-	// RuntimeProcess is reserved for executables run as workers; it is not
-	// available yet.
+	// RuntimeProcess runs an executable as a worker (HTTP on $PORT).
 	RuntimeProcess = model.RuntimeProcess
 )
 
@@ -67,9 +66,14 @@ type Manifest struct {
 // Function is one validated function of a manifest.
 type Function struct {
 	Name    string
-	Runtime string // "wasm"
-	// Module is the absolute path of the artifact (inside Manifest.Dir).
+	Runtime string // "wasm" (default) or "process"
+	// Module is the absolute path of the artifact (inside Manifest.Dir):
+	// the .wasm file, or for a process the directory deploy packs (default
+	// the manifest's directory).
 	Module string
+	// Process is how a process function starts (command, contract,
+	// readiness, isolation, defaults filled in); nil for wasm.
+	Process *model.Process
 	// Build is how to produce Module; nil if the manifest has no build step.
 	Build *Build
 
@@ -128,6 +132,7 @@ func (f *Function) Registry(moduleSHA256 string) model.Function {
 		Triggers:         f.registryTriggers(),
 		Flow:             f.Flow.Registry(),
 		Async:            f.Async,
+		Process:          f.registryProcess(),
 	}
 }
 
@@ -140,6 +145,15 @@ func (m *Manifest) Spec(modules map[string]string) model.Spec {
 		fns = append(fns, f.Registry(modules[f.Name]))
 	}
 	return model.Spec{Functions: fns, Topics: m.RegistryTopics(), Buckets: m.RegistryBuckets()}
+}
+
+func (f *Function) registryProcess() *model.Process {
+	if f.Process == nil {
+		return nil
+	}
+	p := *f.Process
+	p.Command = slices.Clone(p.Command)
+	return &p
 }
 
 func (f *Function) registryTriggers() []model.Trigger {

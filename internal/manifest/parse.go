@@ -20,7 +20,7 @@ import (
 // schema test checks docs/manifest.schema.json lists exactly these.
 var (
 	topFields      = []string{"app", "topics", "buckets", "functions"}
-	functionFields = []string{"runtime", "module", "build", "memory", "timeout", "concurrency",
+	functionFields = []string{"runtime", "module", "command", "contract", "readiness", "isolation", "build", "memory", "timeout", "concurrency",
 		"max_instances", "max_request_body", "max_response_body", "env", "capabilities", "routes",
 		"triggers", "flow", "async"}
 	buildFields = []string{"command", "dir"}
@@ -291,11 +291,18 @@ func (p *parser) function(key, n *yaml.Node) *Function {
 	}
 	if kv, ok := fields.get("module"); ok {
 		if s, ok := p.str(kv.value, path+".module"); ok {
-			f.Module = p.localPath(kv.value, path+".module", s, "module", "hello/hello.wasm")
+			if f.Runtime == RuntimeProcess && s == "." {
+				f.Module = p.dir
+			} else {
+				f.Module = p.localPath(kv.value, path+".module", s, "module", "hello/hello.wasm")
+			}
 		}
+	} else if f.Runtime == RuntimeProcess {
+		f.Module = p.dir // a process function ships the manifest's directory
 	} else {
 		p.missing(fields, key, path, "module", "required field is missing: set it to the path of the function's .wasm file, relative to the manifest")
 	}
+	p.process(fields, key, path, f)
 	if kv, ok := fields.get("build"); ok {
 		f.Build = p.build(kv.key, kv.value, path+".build")
 	}
@@ -303,7 +310,10 @@ func (p *parser) function(key, n *yaml.Node) *Function {
 		if v, ok := p.size(kv.value, path+".memory", MinMemoryBytes, MaxMemoryBytes, "64MiB"); ok {
 			// Wasm memory grows in 64KiB pages; round up rather than make
 			// users do the arithmetic for 1000-based units.
-			f.MemoryBytes = (v + WasmPageBytes - 1) / WasmPageBytes * WasmPageBytes
+			f.MemoryBytes = v
+			if f.Runtime == RuntimeWasm {
+				f.MemoryBytes = (v + WasmPageBytes - 1) / WasmPageBytes * WasmPageBytes
+			}
 		}
 	}
 	if kv, ok := fields.get("timeout"); ok {

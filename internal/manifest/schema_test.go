@@ -382,6 +382,10 @@ func (v *validator) validate(s map[string]any, x any, path string) []string {
 					}
 				}
 			}
+		case "minItems":
+			if l, ok := x.([]any); ok && len(l) < int(rule.(float64)) {
+				fail("fewer than %v items", rule)
+			}
 		case "minProperties":
 			if m, ok := x.(map[string]any); ok && len(m) < int(rule.(float64)) {
 				fail("fewer than %v properties", rule)
@@ -449,6 +453,19 @@ func (v *validator) validate(s map[string]any, x any, path string) []string {
 						}
 					}
 				}
+			}
+		case "if":
+			branch := "else"
+			if len(v.validate(rule.(map[string]any), x, path)) == 0 {
+				branch = "then"
+			}
+			if b, ok := s[branch].(map[string]any); ok {
+				errs = append(errs, v.validate(b, x, path)...)
+			}
+		case "then", "else": // applied by "if"
+		case "const":
+			if x != rule {
+				fail("%v is not %v", x, rule)
 			}
 		case "not":
 			if len(v.validate(rule.(map[string]any), x, path)) == 0 {

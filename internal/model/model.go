@@ -8,8 +8,9 @@ import "time"
 // it gets here, so a Function is complete and valid.
 type Function struct {
 	Name    string `json:"name"`
-	Runtime string `json:"runtime"` // "wasm"
-	// Module is the sha256 (hex) of the artifact in the artifact store.
+	Runtime string `json:"runtime"` // "wasm" or "process"
+	// Module is the sha256 (hex) of the artifact in the artifact store: the
+	// wasm module, or for a process the tar of the function's directory.
 	Module           string            `json:"module"`
 	MemoryBytes      uint64            `json:"memory_bytes"`
 	TimeoutMS        int64             `json:"timeout_ms"`
@@ -33,6 +34,10 @@ type Function struct {
 	// Async is the retry policy of the function's async invocations. nil:
 	// the node's defaults (5 attempts, 1s doubling up to 5m).
 	Async *AsyncPolicy `json:"async,omitempty"`
+	// Process is how a process function is started (command, contract,
+	// readiness, isolation); nil for wasm, and omitted then, so wasm
+	// functions keep the ids they had before processes existed.
+	Process *Process `json:"process,omitempty"`
 	// Revision is the function's own content address (module + config). It
 	// is computed by the server; a function whose Revision did not change
 	// between two app revisions keeps its warm instances.

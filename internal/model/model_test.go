@@ -144,12 +144,38 @@ func TestRuntimeNamesAreOneList(t *testing.T) {
 			t.Errorf("CheckRuntime(%q) = %v", name, err)
 		}
 	}
-	// process is reserved until a node runs it: an API deploy naming it is
-	// refused before anything loads it as something else.
+	// A process function needs a command; its other settings get defaults.
 	fn := baseFunction()
 	fn.Runtime = RuntimeProcess
-	if _, err := Plan("app", []Function{fn}); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "not available yet") {
+	if _, err := Plan("app", []Function{fn}); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "needs a command") {
+		t.Fatalf("Plan with runtime process and no command: %v", err)
+	}
+	fn.Process = &Process{Command: []string{"python3", "app.py"}}
+	rev, err := Plan("app", []Function{fn})
+	if err != nil {
 		t.Fatalf("Plan with runtime process: %v", err)
+	}
+	if p := rev.Functions[0].Process; p.Contract != ContractHTTP || p.Isolation != IsolationSandbox {
+		t.Fatalf("process defaults = %+v, want contract http, isolation sandbox", p)
+	}
+	for _, tc := range []struct {
+		mutate func(*Function)
+		want   string
+	}{
+		{func(f *Function) { f.Runtime = RuntimeWasm }, "only for runtime"},
+		{func(f *Function) { f.Process.Contract = ContractLambda }, "not available yet"},
+		{func(f *Function) { f.Process.Contract = "grpc" }, "unknown contract"},
+		{func(f *Function) { f.Process.Isolation = "off" }, "unknown isolation"},
+		{func(f *Function) { f.Process.ReadinessPath = "healthz" }, "must start with '/'"},
+		{func(f *Function) { f.Process.Command = []string{""} }, "command[0] is empty"},
+	} {
+		f := baseFunction()
+		f.Runtime = RuntimeProcess
+		f.Process = &Process{Command: []string{"python3", "app.py"}}
+		tc.mutate(&f)
+		if _, err := Plan("app", []Function{f}); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Plan(%+v) = %v, want %q", f.Process, err, tc.want)
+		}
 	}
 	if err := CheckRuntime("bogus"); err == nil || !strings.Contains(err.Error(), `"wasm"`) {
 		t.Fatalf("CheckRuntime(bogus) = %v, want a message naming wasm", err)

@@ -72,7 +72,12 @@ func canonical(f Function) (Function, error) {
 	if len(f.Module) != 64 || !IsHex(f.Module) {
 		return bad("module %q is not a sha256 hex digest", f.Module)
 	}
-	f, err := withLimits(f)
+	proc, err := checkProcess(f)
+	if err != nil {
+		return bad("%v", err)
+	}
+	f.Process = proc
+	f, err = withLimits(f)
 	if err != nil {
 		return bad("%v", err)
 	}

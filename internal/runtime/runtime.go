@@ -82,6 +82,9 @@ const (
 	// ContractSDK is the Nimbus guest SDK: a WASI reactor exporting the
 	// Nimbus handler ABI (see sdk/go/wire); instances are reused.
 	ContractSDK Contract = "sdk"
+	// ContractHTTP is a native process that serves HTTP on $PORT
+	// (model.ContractHTTP); instances are long-lived and reused.
+	ContractHTTP Contract = "http"
 )
 
 // Spec is everything a runtime needs to load one function revision.
@@ -93,8 +96,11 @@ type Spec struct {
 	Runtime string
 	// Revision is the function revision id (content address).
 	Revision string
-	// Artifact is the module bytes (wasm) or executable (process).
+	// Artifact is the module bytes (wasm), or the tar of the function's
+	// directory (process).
 	Artifact []byte
+	// Process is how a process function is started; nil for wasm.
+	Process *model.Process
 	// Env is the environment the guest sees, besides what the contract adds.
 	Env map[string]string
 	// Capabilities are the grants from the manifest, for example "log".

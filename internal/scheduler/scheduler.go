@@ -149,6 +149,7 @@ func SpecOf(app string, fn model.Function, artifact []byte) runtime.Spec {
 		Runtime:      fn.Runtime,
 		Artifact:     artifact,
 		Env:          fn.Env,
+		Process:      fn.Process,
 		Capabilities: fn.Capabilities,
 		Limits: runtime.Limits{
 			MemoryBytes:      fn.MemoryBytes,

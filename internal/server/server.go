@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/registry"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
+	"github.com/nimbus-dev/nimbus/internal/runtime/process"
 	"github.com/nimbus-dev/nimbus/internal/runtime/wasm"
 	"github.com/nimbus-dev/nimbus/internal/runtime/wasm/hostfn"
 	"github.com/nimbus-dev/nimbus/internal/scheduler"
@@ -149,6 +151,15 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, fmt.Errorf("wasm runtime: %w", err)
 	}
 	s.rts[model.RuntimeWasm] = wasmRT
+	procRT, err := process.New(process.Config{Dir: filepath.Join(cfg.DataDir, "process"), Logger: cfg.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("process runtime: %w", err)
+	}
+	s.rts[model.RuntimeProcess] = procRT
+	if host := procRT.Host(); !host.Sandbox() {
+		cfg.Logger.Warn("process runtime: this host cannot sandbox processes; a process function runs only if its manifest sets isolation: none",
+			"missing", strings.Join(host.Missing, "; "))
+	}
 	s.logs = guestlog.New(s.store.JetStream(), guestlog.Config{Logger: cfg.Logger, Metrics: s.metrics})
 	s.sched = scheduler.New(s.rts, s.store, scheduler.Options{
 		IdleTimeout: cfg.IdleTimeout, Logger: cfg.Logger, Metrics: s.metrics, Logs: s.logs,

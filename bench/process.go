@@ -1,0 +1,206 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/nimbus-dev/nimbus/internal/deploy"
+	"github.com/nimbus-dev/nimbus/internal/guestbuild"
+	"github.com/nimbus-dev/nimbus/internal/model"
+	"github.com/nimbus-dev/nimbus/internal/runtime"
+	"github.com/nimbus-dev/nimbus/internal/runtime/process"
+)
+
+// coldStarts bounds the scale-from-zero measurements of one run.
+const coldStarts = 200
+
+// runProcess: examples/process-go (plain net/http) as a process function.
+// Scale from zero: a new instance of the loaded function (start the
+// process sandboxed, wait until its port accepts) and its first response,
+// through internal/runtime/process, vs fork/exec of the same binary on the
+// host, polling its port, and its first response. Warm: GET through the
+// gateway of a whole node vs GET straight to the same binary.
+func runProcess(ctx context.Context, b *bench) ([]row, error) {
+	if !process.Probe().Sandbox() {
+		return nil, errors.New("this host cannot sandbox processes (see process.Probe); the scenario measures the sandbox")
+	}
+	dir := filepath.Join(b.root, "examples", "process-go")
+	bin := filepath.Join(b.tmp, "process-go")
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, ".")
+	build.Dir = dir
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("build process-go: %w\n%s", err, out)
+	}
+
+	// Scale from zero, runtime level.
+	appDir := filepath.Join(b.tmp, "process-app")
+	if err := os.MkdirAll(appDir, 0o755); err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(appDir, "server"), data, 0o755); err != nil {
+		return nil, err
+	}
+	art, err := guestbuild.Pack(appDir)
+	if err != nil {
+		return nil, err
+	}
+	rt, err := process.New(process.Config{Dir: filepath.Join(b.tmp, "process-rt")})
+	if err != nil {
+		return nil, err
+	}
+	defer rt.Close(context.Background())
+	mod, err := rt.Load(ctx, runtime.Spec{App: "bench", Function: "go", Runtime: model.RuntimeProcess, Revision: "bench",
+		Artifact: art, Process: &model.Process{Command: []string{"./server"}, Contract: model.ContractHTTP, Isolation: model.IsolationSandbox},
+		Env:    map[string]string{"GREETING": "bench"},
+		Limits: runtime.Limits{MemoryBytes: 64 << 20, Timeout: 10 * time.Second, MaxResponseBytes: 1 << 20}})
+	if err != nil {
+		return nil, err
+	}
+	defer mod.Close(context.Background())
+	nimbusCold := func(ctx context.Context) (time.Duration, error) {
+		start := time.Now()
+		inst, err := mod.NewInstance(ctx)
+		if err != nil {
+			return 0, err
+		}
+		defer inst.Close(context.Background())
+		resp, err := inst.Handle(ctx, &runtime.Request{Method: "GET", Path: "/cold"})
+		if err != nil || resp.Status != 200 {
+			return 0, fmt.Errorf("first response: %v", err)
+		}
+		return time.Since(start), nil
+	}
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	rawCold := func(ctx context.Context) (time.Duration, error) {
+		port, err := freePort()
+		if err != nil {
+			return 0, err
+		}
+		start := time.Now()
+		cmd := exec.Command(bin)
+		cmd.Env = []string{"PORT=" + strconv.Itoa(port), "GREETING=bench"}
+		if err := cmd.Start(); err != nil {
+			return 0, err
+		}
+		defer func() { cmd.Process.Kill(); cmd.Wait() }()
+		addr := "127.0.0.1:" + strconv.Itoa(port)
+		for delay := 200 * time.Microsecond; ; delay = min(delay*2, 10*time.Millisecond) {
+			c, err := net.Dial("tcp", addr)
+			if err == nil {
+				c.Close()
+				break
+			}
+			if time.Since(start) > 10*time.Second {
+				return 0, fmt.Errorf("raw server not up: %w", err)
+			}
+			time.Sleep(delay)
+		}
+		resp, err := client.Get("http://" + addr + "/cold")
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return time.Since(start), nil
+	}
+	var np50, np99, rp50, rp99 []float64
+	for i := range b.opts.runs {
+		sides := []struct {
+			op       func(context.Context) (time.Duration, error)
+			p50, p99 *[]float64
+		}{{nimbusCold, &np50, &np99}, {rawCold, &rp50, &rp99}}
+		if i%2 == 1 {
+			slices.Reverse(sides)
+		}
+		for _, s := range sides {
+			res, err := measure(ctx, 1, b.opts.duration/2, coldStarts, s.op)
+			if err != nil {
+				return nil, err
+			}
+			*s.p50 = append(*s.p50, ms(res.P50))
+			*s.p99 = append(*s.p99, ms(res.P99))
+		}
+	}
+	p50 := newRow("process", "scale from zero: first response p50", "ms", np50, "fork/exec + first response", rp50)
+	rows := []row{
+		p50.goal("< 10ms", p50.Nimbus < 10),
+		newRow("process", "scale from zero: first response p99", "ms", np99, "fork/exec + first response", rp99),
+	}
+
+	// Warm, through a whole node.
+	srv, err := b.startServer(ctx, "process")
+	if err != nil {
+		return nil, err
+	}
+	defer srv.Close(context.Background())
+	if _, err := deploy.Run(ctx, deploy.Local{S: srv}, dir, nil); err != nil {
+		return nil, err
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	raw := exec.Command(bin)
+	raw.Env = []string{"PORT=" + strconv.Itoa(port), "GREETING=bench"}
+	if err := raw.Start(); err != nil {
+		return nil, err
+	}
+	defer func() { raw.Process.Kill(); raw.Wait() }()
+	rawURL := "http://127.0.0.1:" + strconv.Itoa(port) + "/go/bench"
+	targets := []struct{ name, url string }{{"nimbus", srv.GatewayURL() + "/go/bench"}, {"raw", rawURL}}
+	const workers = 8
+	rps := map[string][]float64{}
+	wp50 := map[string][]float64{}
+	clients := map[string]*http.Client{}
+	for _, t := range targets {
+		clients[t.name] = loadClient(workers)
+		defer clients[t.name].CloseIdleConnections()
+		deadline := time.Now().Add(10 * time.Second)
+		for { // the raw server may still be starting
+			if _, err := drive(ctx, clients[t.name], t.url, workers, min(b.opts.duration/4, 500*time.Millisecond)); err == nil {
+				break
+			} else if time.Now().After(deadline) {
+				return nil, fmt.Errorf("warm up %s: %w", t.name, err)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	for i := range b.opts.runs {
+		for j := range targets {
+			t := targets[(i+j)%len(targets)]
+			res, err := drive(ctx, clients[t.name], t.url, workers, b.opts.duration)
+			if err != nil {
+				return nil, err
+			}
+			rps[t.name] = append(rps[t.name], res.RPS())
+			wp50[t.name] = append(wp50[t.name], ms(res.P50))
+		}
+	}
+	r := newRow("process", "warm req/s, 8 workers", "req/s", rps["nimbus"], "same binary direct", rps["raw"])
+	return append(rows,
+		r.goal(">= 0.60x raw", r.Ratio >= 0.6),
+		newRow("process", "warm p50, 8 workers", "ms", wp50["nimbus"], "same binary direct", wp50["raw"]),
+	), nil
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}

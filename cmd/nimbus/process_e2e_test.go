@@ -1,0 +1,62 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestProcessExamples runs `nimbus up examples/process-python`, deploys
+// the Node and Go examples beside it with `nimbus deploy` (the Go one is
+// built natively by its build step), and calls each through the gateway.
+// The examples run sandboxed, so the host must allow it (root, namespaces,
+// cgroups); otherwise the node refuses them and the test says why.
+func TestProcessExamples(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary, starts processes")
+	}
+	for _, bin := range []string{"python3", "node"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Skipf("no %s", bin)
+		}
+	}
+	tmp := t.TempDir()
+	c := newCLI(t, tmp)
+	examples := filepath.Join("..", "..", "examples")
+	_, f, stderr := c.up(filepath.Join(examples, "process-python"), filepath.Join(tmp, "data"))
+	if strings.Contains(stderr.String(), "cannot sandbox") {
+		t.Skipf("host cannot sandbox processes:\n%s", stderr)
+	}
+	for _, app := range []string{"process-node", "process-go"} {
+		if out, err := c.run("deploy", filepath.Join(examples, app)); err != nil || !strings.Contains(out, "deployed "+app) {
+			t.Fatalf("deploy %s: %v\n%s", app, err, out)
+		}
+	}
+	for _, tc := range []struct{ path, runtime, greeting string }{
+		{"/python/x", "python", "hello from python"},
+		{"/node/x", "node", "hello from node"},
+		{"/go/x", "go", "hello from go"},
+	} {
+		resp, err := http.Get(f["gateway"] + tc.path + "?q=1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var got map[string]string
+		if resp.StatusCode != 200 || json.Unmarshal(body, &got) != nil {
+			t.Fatalf("GET %s: %d %s\nstderr:\n%s", tc.path, resp.StatusCode, body, stderr)
+		}
+		if got["runtime"] != tc.runtime || got["greeting"] != tc.greeting || got["path"] != tc.path+"?q=1" || got["invocation"] == "" {
+			t.Errorf("GET %s: %v", tc.path, got)
+		}
+	}
+	// `nimbus invoke` reaches a process function too.
+	if out, err := c.run("invoke", "process-node/hello"); err != nil || !strings.Contains(out, `"runtime":"node"`) {
+		t.Fatalf("invoke process-node/hello: %v\n%s", err, out)
+	}
+}

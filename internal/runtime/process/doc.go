@@ -1,0 +1,39 @@
+// Package process is the process runtime: a function is any executable (a
+// Python or Node program, a native Go binary) started as a long-lived
+// worker and spoken to through a contract. The contract here is HTTP on
+// $PORT (Cloud Run, Knative): Nimbus starts the command with PORT set,
+// waits until the port accepts (or a readiness path answers), and proxies
+// each request to it. The AWS Lambda Runtime API is the second contract to
+// plug in (see contract and session in module.go).
+//
+// It sits where the wasm runtime sits:
+//
+//	gateway -> scheduler -> runtime/process -> the function's process
+//
+// The artifact is a tar of the function's directory (deploy packs it);
+// Load unpacks it read-only in the runtime's directory, one directory per
+// loaded revision, and checks the command exists. An instance is one
+// process: the scheduler's pool decides how many exist, how many requests
+// each takes at once (the function's concurrency) and when idle ones stop.
+//
+// Guarantees:
+//   - The process sees only what the function declares: its env, a
+//     minimal PATH, HOME and TMPDIR in a private temp directory, and PORT.
+//     Nothing of the node's environment.
+//   - Sandboxed (the default): new pid, ipc, uts, mount and network
+//     namespaces (the network one has only a loopback, which the node
+//     reaches by dialing from inside it), its own uid, cgroups capping
+//     memory (the function's memory), process count and CPU, rlimits on
+//     open files and processes. A host that cannot provide this refuses
+//     the function (ErrUnisolated) unless it opts in with isolation: none.
+//   - A request past the function's timeout kills the process (and
+//     everything it started); a process that dies fails the requests in
+//     flight with ErrGuestFailed (ErrMemoryLimit when the memory cgroup
+//     killed it) and is replaced; one that died while idle is replaced
+//     before the next request.
+//   - Stop is SIGTERM, a grace period, SIGKILL, to the process group; every
+//     process gets SIGKILL when the node dies (parent-death signal), and a
+//     sandboxed one takes everything it started with it (pid namespace).
+//   - Output lines go to the log of the request in flight when there is
+//     exactly one, else to the node's log tagged with the function.
+package process

@@ -1,0 +1,167 @@
+package process
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/nimbus-dev/nimbus/internal/model"
+	"github.com/nimbus-dev/nimbus/internal/runtime"
+)
+
+// httpContract is HTTP on $PORT: the process listens on PORT and Nimbus
+// proxies each request to it.
+type httpContract struct {
+	// readiness is the path polled until it answers below 500; "" waits
+	// for the port to accept a connection.
+	readiness string
+}
+
+func (httpContract) name() runtime.Contract { return runtime.ContractHTTP }
+
+func (c httpContract) attach(p *proc) (session, error) {
+	tr := &http.Transport{
+		DialContext:           func(ctx context.Context, network, _ string) (net.Conn, error) { return p.dial(ctx, network, p.addr) },
+		MaxIdleConns:          64,
+		MaxIdleConnsPerHost:   64,
+		IdleConnTimeout:       90 * time.Second,
+		DisableCompression:    true, // bodies pass through as the process wrote them
+		ResponseHeaderTimeout: 0,    // the request's deadline bounds it
+		ForceAttemptHTTP2:     false,
+	}
+	return &httpSession{c: c, p: p, tr: tr, client: &http.Client{Transport: tr,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}, nil
+}
+
+type httpSession struct {
+	c      httpContract
+	p      *proc
+	tr     *http.Transport
+	client *http.Client
+}
+
+func (s *httpSession) env() []string { return []string{"PORT=" + strconv.Itoa(s.p.port)} }
+
+// ready polls until the port accepts (or the readiness path answers below
+// 500), backing off from 200µs to 10ms: a small server is up within a few
+// milliseconds, and the first poll that succeeds ends the cold start.
+func (s *httpSession) ready(ctx context.Context) error {
+	delay := 200 * time.Microsecond
+	for {
+		err := s.probe(ctx)
+		if err == nil {
+			return nil
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w (last attempt: %w)", context.Cause(ctx), err)
+		case <-t.C:
+		}
+		delay = min(delay*2, 10*time.Millisecond)
+	}
+}
+
+func (s *httpSession) probe(ctx context.Context) error {
+	if s.c.readiness == "" {
+		c, err := s.p.dial(ctx, "tcp", s.p.addr)
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.p.addr+s.c.readiness, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	if resp.StatusCode >= 500 {
+		return fmt.Errorf("readiness path %s answered %d", s.c.readiness, resp.StatusCode)
+	}
+	return nil
+}
+
+// hopHeaders are connection-level headers a proxy does not forward
+// (RFC 9110, section 7.6.1).
+var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+
+// Headers Nimbus adds to every proxied request.
+const (
+	HeaderInvocation = "X-Nimbus-Invocation-Id"
+	HeaderRoute      = "X-Nimbus-Route"
+)
+
+func (s *httpSession) handle(ctx context.Context, req *runtime.Request, maxResponse int64) (*runtime.Response, error) {
+	target := "http://" + s.p.addr + req.Path
+	if req.Path == "" {
+		target += "/"
+	}
+	if req.RawQuery != "" {
+		target += "?" + req.RawQuery
+	}
+	method := req.Method
+	if method == "" {
+		method = http.MethodPost
+	}
+	hreq, err := http.NewRequestWithContext(ctx, method, target, bytes.NewReader(req.Body))
+	if err != nil {
+		return nil, guestFailed("build request", "", err)
+	}
+	hreq.Header = req.Header.Clone()
+	if hreq.Header == nil {
+		hreq.Header = http.Header{}
+	}
+	for _, h := range hopHeaders {
+		hreq.Header.Del(h)
+	}
+	if req.Host != "" {
+		hreq.Host = req.Host
+	}
+	hreq.Header.Set(HeaderInvocation, req.InvocationID)
+	if req.TraceParent != "" {
+		hreq.Header.Set("Traceparent", req.TraceParent)
+	}
+	if req.Route != "" {
+		hreq.Header.Set(HeaderRoute, req.Route)
+	}
+	if req.RemoteAddr != "" {
+		if host, _, err := net.SplitHostPort(req.RemoteAddr); err == nil {
+			hreq.Header.Add("X-Forwarded-For", host)
+		}
+	}
+	resp, err := s.client.Do(hreq)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.ContentLength > maxResponse {
+		return nil, &runtime.LimitError{Err: runtime.ErrResponseTooLarge, Limit: model.FormatBytes(uint64(maxResponse))}
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(body)) > maxResponse {
+		return nil, &runtime.LimitError{Err: runtime.ErrResponseTooLarge, Limit: model.FormatBytes(uint64(maxResponse))}
+	}
+	h := resp.Header.Clone()
+	for _, k := range hopHeaders {
+		h.Del(k)
+	}
+	h.Del("Content-Length")
+	return &runtime.Response{Status: resp.StatusCode, Header: h, Body: body}, nil
+}
+
+func (s *httpSession) close() { s.tr.CloseIdleConnections() }

@@ -1,0 +1,47 @@
+//go:build !linux
+
+package process
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os/exec"
+	"syscall"
+)
+
+// Host is the isolation a host offers a process runtime; outside Linux,
+// none.
+type Host struct {
+	Root, Namespaces bool
+	Cgroups          map[string]string
+	Missing          []string
+}
+
+// Sandbox reports whether the host can sandbox processes.
+func (h Host) Sandbox() bool { return len(h.Missing) == 0 }
+
+// Probe reports that only Linux sandboxes processes.
+func Probe() Host { return Host{Missing: []string{"Linux (namespaces, cgroups)"}} }
+
+type uidPool struct{}
+
+func newUIDPool() *uidPool { return &uidPool{} }
+
+type sandbox struct {
+	uid int
+	tmp string
+}
+
+var errNoSandbox = errors.New("process sandbox: Linux only")
+
+func (r *Runtime) newSandbox(uint64) (*sandbox, error)                     { return nil, errNoSandbox }
+func (sb *sandbox) sysProcAttr() *syscall.SysProcAttr                      { return nil }
+func (sb *sandbox) start(*exec.Cmd) error                                  { return errNoSandbox }
+func (sb *sandbox) dial(context.Context, string, string) (net.Conn, error) { return nil, errNoSandbox }
+func (sb *sandbox) memoryExceeded() bool                                   { return false }
+func (sb *sandbox) release()                                               {}
+func setRlimits(int, uint64, int, bool)                                    {}
+func catchesTERM(int) bool                                                 { return true }
+func unreachable(string) string                                            { return "" }
+func plainProcAttr() *syscall.SysProcAttr                                  { return &syscall.SysProcAttr{Setpgid: true} }

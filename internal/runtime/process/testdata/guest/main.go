@@ -1,0 +1,134 @@
+// Command guest is the process runtime's test guest: an HTTP server on
+// $PORT with one endpoint per behaviour the tests need, hostile ones
+// included.
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+func main() {
+	if os.Getenv("GUEST_FAIL_START") != "" {
+		fmt.Fprintln(os.Stderr, "cannot start: GUEST_FAIL_START is set")
+		os.Exit(2)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("X-Echo-Method", r.Method)
+		w.Header().Set("X-Echo-Query", r.URL.RawQuery)
+		w.Header().Set("X-Echo-Test", r.Header.Get("X-Test"))
+		w.Header().Set("X-Echo-Invocation", r.Header.Get("X-Nimbus-Invocation-Id"))
+		w.WriteHeader(201)
+		w.Write(body)
+	})
+	mux.HandleFunc("/env", func(w http.ResponseWriter, r *http.Request) {
+		env := os.Environ()
+		sort.Strings(env)
+		json.NewEncoder(w).Encode(env)
+	})
+	mux.HandleFunc("/whoami", func(w http.ResponseWriter, r *http.Request) {
+		wd, _ := os.Getwd()
+		host, _ := os.Hostname()
+		fmt.Fprintf(w, "uid=%d pid=%d wd=%s host=%s", os.Getuid(), os.Getpid(), wd, host)
+	})
+	mux.HandleFunc("/log", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Println("to stdout", r.URL.Query().Get("tag"))
+		fmt.Fprintln(os.Stderr, "to stderr", r.URL.Query().Get("tag"))
+		w.Write([]byte("logged"))
+	})
+	mux.HandleFunc("/crash", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(os.Stderr, "boom: crashing on purpose")
+		os.Exit(3)
+	})
+	mux.HandleFunc("/exit-later", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("bye"))
+		go func() { time.Sleep(10 * time.Millisecond); os.Exit(4) }()
+	})
+	mux.HandleFunc("/loop", func(w http.ResponseWriter, r *http.Request) {
+		for {
+		}
+	})
+	mux.HandleFunc("/membomb", func(w http.ResponseWriter, r *http.Request) {
+		var keep [][]byte
+		for {
+			b := make([]byte, 1<<20)
+			for i := range b {
+				b[i] = 1
+			}
+			keep = append(keep, b)
+		}
+	})
+	mux.HandleFunc("/forkbomb", func(w http.ResponseWriter, r *http.Request) {
+		// Each shell starts two more, forever.
+		cmd := exec.Command("/bin/sh", "-c", `b() { b & b & wait; }; b`)
+		if err := cmd.Start(); err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		time.Sleep(time.Duration(atoi(r.URL.Query().Get("ms"), 300)) * time.Millisecond)
+		w.Write([]byte("bombed"))
+	})
+	mux.HandleFunc("/spawn", func(w http.ResponseWriter, r *http.Request) {
+		cmd := exec.Command("/bin/sleep", "1000")
+		if err := cmd.Start(); err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		fmt.Fprint(w, cmd.Process.Pid)
+	})
+	mux.HandleFunc("/big", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(strings.Repeat("x", atoi(r.URL.Query().Get("n"), 0))))
+	})
+	mux.HandleFunc("/dial", func(w http.ResponseWriter, r *http.Request) {
+		c, err := net.DialTimeout("tcp", r.URL.Query().Get("addr"), time.Second)
+		if err != nil {
+			fmt.Fprint(w, "dial failed: ", err)
+			return
+		}
+		c.Close()
+		fmt.Fprint(w, "dial ok")
+	})
+	mux.HandleFunc("/write", func(w http.ResponseWriter, r *http.Request) {
+		if err := os.WriteFile("written.txt", []byte("x"), 0o644); err == nil {
+			fmt.Fprint(w, "app dir writable; ")
+		} else {
+			fmt.Fprint(w, "app dir read-only; ")
+		}
+		if err := os.WriteFile(os.Getenv("TMPDIR")+"/t.txt", []byte("x"), 0o644); err == nil {
+			fmt.Fprint(w, "tmp writable")
+		} else {
+			fmt.Fprint(w, "tmp failed: ", err)
+		}
+	})
+	mux.HandleFunc("/read", func(w http.ResponseWriter, r *http.Request) {
+		_, err := os.ReadFile(r.URL.Query().Get("path"))
+		if err != nil {
+			fmt.Fprint(w, "read failed: ", err)
+			return
+		}
+		fmt.Fprint(w, "read ok")
+	})
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
+	if err := http.ListenAndServe(":"+os.Getenv("PORT"), mux); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
+
+func atoi(s string, def int) int {
+	if n, err := strconv.Atoi(s); err == nil {
+		return n
+	}
+	return def
+}
