@@ -378,8 +378,7 @@ func (t *trigger) deliverAsync(dl *delivery, attempt int, s *TriggerSpec) (retry
 	req, err := asyncRequest(e)
 	if err != nil {
 		rec.State, rec.Error, rec.DeadLetter = StateFailed, err.Error(), s.DeadLetter
-		t.record(rec)
-		return t.final(dl, nil, attempt, err.Error())
+		return t.finalThen(dl, nil, attempt, err.Error(), func() { t.record(rec) })
 	}
 	req.InvocationID = id
 	req.TraceParent = telemetry.Continue(e.Extensions["traceparent"]).String()
@@ -450,8 +449,7 @@ func (t *trigger) deliverAsync(dl *delivery, attempt int, s *TriggerSpec) (retry
 		return t.retryLater(dl, delay)
 	}
 	rec.State, rec.DeadLetter = StateFailed, s.DeadLetter
-	t.record(rec)
-	return t.final(dl, nil, attempt, cause)
+	return t.finalThen(dl, nil, attempt, cause, func() { t.record(rec) })
 }
 
 // record writes an async invocation record that is informative only (the

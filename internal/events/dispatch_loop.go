@@ -558,6 +558,15 @@ func (t *trigger) remove(dl *delivery) {
 // be appended the event is retried later (nacked, or retry for ordered
 // triggers) and comes back straight here.
 func (t *trigger) final(dl *delivery, raw []byte, attempts int, cause string) (retry bool, delay time.Duration) {
+	return t.finalThen(dl, raw, attempts, cause, nil)
+}
+
+// finalThen is final, calling then (when not nil) once the dead letter is
+// in the log and before the delivery is acknowledged: the async queue
+// writes its failed record there, so a client that reads "failed, dead
+// letter X" finds the letter in X, and a crash before the record leaves
+// the delivery to run again rather than a record pointing at no letter.
+func (t *trigger) finalThen(dl *delivery, raw []byte, attempts int, cause string, then func()) (retry bool, delay time.Duration) {
 	s := &t.spec
 	msg := t.handle(dl)
 	if s.Topic == s.DeadLetter {
@@ -583,6 +592,9 @@ func (t *trigger) final(dl *delivery, raw []byte, attempts int, cause string) (r
 		t.remove(dl)
 		_ = msg.NakWithDelay(delay)
 		return false, 0
+	}
+	if then != nil {
+		then()
 	}
 	if !t.recordDone(t.ctx, dl) {
 		return false, 0
