@@ -146,6 +146,7 @@ func equalIDs(got []string, want ...string) bool {
 
 // A tick appends one event; the next tick another; no tick, nothing.
 func TestCronTickAppendsOneEvent(t *testing.T) {
+	t.Parallel()
 	l, st := openLog(t, LogConfig{})
 	js := st.JetStream()
 	clk := newFakeClock(time.Date(2026, 11, 23, 12, 10, 0, 0, time.UTC))
@@ -172,6 +173,7 @@ func TestCronTickAppendsOneEvent(t *testing.T) {
 // A restart after downtime fires the latest missed tick once, within the
 // catch-up window, and nothing beyond it.
 func TestCronCatchUpAfterRestart(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name    string
 		catchUp time.Duration
@@ -227,6 +229,7 @@ func TestCronCatchUpAfterRestart(t *testing.T) {
 // Sync without the trigger stops it and deletes its watermark; Close
 // stops the rest.
 func TestCronSyncRemovalStops(t *testing.T) {
+	t.Parallel()
 	l, st := openLog(t, LogConfig{})
 	js := st.JetStream()
 	clk := newFakeClock(time.Date(2026, 11, 23, 12, 10, 0, 0, time.UTC))
@@ -269,6 +272,7 @@ func TestCronSyncRemovalStops(t *testing.T) {
 
 // Two sources (two nodes) firing the same tick store one event.
 func TestCronDuplicateFiringStoredOnce(t *testing.T) {
+	t.Parallel()
 	l, st := openLog(t, LogConfig{})
 	js := st.JetStream()
 	clk := newFakeClock(time.Date(2026, 11, 23, 12, 10, 0, 0, time.UTC))
@@ -292,6 +296,7 @@ func TestCronDuplicateFiringStoredOnce(t *testing.T) {
 }
 
 func TestCronSyncValidates(t *testing.T) {
+	t.Parallel()
 	l, st := openLog(t, LogConfig{})
 	clk := newFakeClock(time.Date(2026, 11, 23, 12, 10, 0, 0, time.UTC))
 	c := newCron(t, st.JetStream(), l, clk)

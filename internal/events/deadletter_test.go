@@ -116,6 +116,7 @@ func appended(t *testing.T, e *env, subject string) uint64 {
 // dead-letter topic. It holds for topic triggers and for the internal topics
 // of cron and bucket triggers alike.
 func TestReplayGoesToTheFailedTriggerOnly(t *testing.T) {
+	t.Parallel()
 	for _, topic := range []string{"orders", events.CronTopic("a", "tick"), "_kv_counts"} {
 		t.Run(topic, func(t *testing.T) {
 			e, g := newGatedEnv(t, "a", "b")
@@ -221,6 +222,7 @@ func TestReplayGoesToTheFailedTriggerOnly(t *testing.T) {
 // the duplicate window and does not append it again. Concurrent replays of
 // one dead letter append it once too.
 func TestReplayAppendsOnce(t *testing.T) {
+	t.Parallel()
 	e, g := newGatedEnv(t, "a")
 	s := spec("a", "t0", "orders")
 	s.MaxAttempts = 1
@@ -282,6 +284,7 @@ func TestReplayAppendsOnce(t *testing.T) {
 // deploy removed cannot go back to it; it can go to a topic instead, where
 // every trigger of that topic gets it.
 func TestReplayWhenTheTriggerIsGone(t *testing.T) {
+	t.Parallel()
 	e, g := newGatedEnv(t, "a", "b")
 	s := spec("a", "t0", "orders")
 	s.MaxAttempts = 1
@@ -352,6 +355,7 @@ func appendedSeq(t *testing.T, e *env, topic string) uint64 {
 // TestDeadLetterPages: pages by sequence, oldest or newest first, with
 // a cursor; an entry that is not a CloudEvent is listed but not replayed.
 func TestDeadLetterPages(t *testing.T) {
+	t.Parallel()
 	e, g := newGatedEnv(t, "a")
 	s := spec("a", "t0", "orders")
 	s.MaxAttempts = 1
@@ -429,6 +433,7 @@ func TestDeadLetterPages(t *testing.T) {
 // by Sync and resumes where it was: events it acknowledged are not
 // delivered again, and it takes replays.
 func TestConsumerUpgradeKeepsItsPlace(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, events.DispatcherOptions{}, "a")
 	s := spec("a", "t0", "orders")
 	name := events.ConsumerNameForTest(s)

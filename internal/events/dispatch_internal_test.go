@@ -12,6 +12,7 @@ import (
 )
 
 func TestBackoff(t *testing.T) {
+	t.Parallel()
 	s := TriggerSpec{Backoff: time.Second, MaxBackoff: 10 * time.Second}
 	for _, c := range []struct {
 		attempt int
@@ -28,6 +29,7 @@ func TestBackoff(t *testing.T) {
 }
 
 func TestFilterAndOrderingKey(t *testing.T) {
+	t.Parallel()
 	e := &cloudevents.Event{ID: "1", Source: "/s", Type: "t", Subject: "eu/1", Extensions: map[string]string{"tenant": "x"}}
 	for _, c := range []struct {
 		f    Filter
@@ -54,6 +56,7 @@ func TestFilterAndOrderingKey(t *testing.T) {
 }
 
 func TestEventEntryRoundTrip(t *testing.T) {
+	t.Parallel()
 	e := &cloudevents.Event{SpecVersion: "1.0", ID: "a1", Source: "/orders", Type: "order.created", Subject: "eu/1",
 		DataContentType: "application/json", Data: []byte(`{"n":1}`), Extensions: map[string]string{"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}}
 	ent := EventEntry("shop", "orders", e)
@@ -77,6 +80,7 @@ func TestEventEntryRoundTrip(t *testing.T) {
 }
 
 func TestConsumerName(t *testing.T) {
+	t.Parallel()
 	a := consumerName(TriggerSpec{App: "shop", Function: "count", ID: "0", Topic: "orders"})
 	b := consumerName(TriggerSpec{App: "shop", Function: "count", ID: "0", Topic: "payments"})
 	c := consumerName(TriggerSpec{App: "shop", Function: "count", ID: "weird id/with.dots*", Topic: "orders"})
@@ -95,6 +99,7 @@ func TestConsumerName(t *testing.T) {
 // stream update cannot change): the stream is replaced by a synchronous
 // one that the commit path writes.
 func TestDeliveryRecordsMadeDurable(t *testing.T) {
+	t.Parallel()
 	l, s := openLog(t, LogConfig{})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

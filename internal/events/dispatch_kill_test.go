@@ -61,6 +61,7 @@ func (k killInvoker) Invoke(_ context.Context, _, _ string, req *runtime.Request
 //   - no delivery whose record was on disk before the kill (the child saw
 //     its commit return) runs again, on either trigger.
 func TestKill9DeliveryOrderAndRecords(t *testing.T) {
+	t.Parallel()
 	if dir := os.Getenv("NIMBUS_EVENTS_DELIVERY_KILL_CHILD"); dir != "" {
 		deliveryKillChild(dir)
 		return

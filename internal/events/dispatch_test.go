@@ -26,6 +26,7 @@ func spec(fn, id, topic string) events.TriggerSpec {
 }
 
 func TestDeliverToEveryTrigger(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, events.DispatcherOptions{}, "a", "b")
 	e.sync(spec("a", "0", "orders"), spec("b", "0", "orders"))
 	const n = 40
@@ -89,6 +90,7 @@ func TestDeliverToEveryTrigger(t *testing.T) {
 }
 
 func TestFilter(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, events.DispatcherOptions{}, "a")
 	s := spec("a", "eu-created", "orders")
 	s.Filter = events.Filter{Type: "ok", Source: "/test", SubjectPrefix: "eu/"}
@@ -129,6 +131,7 @@ func TestFilter(t *testing.T) {
 }
 
 func TestRetryThenSuccess(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, events.DispatcherOptions{}, "a")
 	e.sync(spec("a", "0", "orders"))
 	e.publish("orders", event("f", "flaky", "", "failtimes", "2"))
@@ -196,6 +199,7 @@ func readDeadLetters(t *testing.T, e *env, want int) []*cloudevents.Event {
 }
 
 func TestPoisonGoesToDeadLetterWhileOthersFlow(t *testing.T) {
+	t.Parallel()
 	for _, ordered := range []bool{false, true} {
 		t.Run(fmt.Sprint("ordered=", ordered), func(t *testing.T) {
 			e := newEnv(t, events.DispatcherOptions{Concurrency: 4}, "a")
@@ -241,6 +245,7 @@ func TestPoisonGoesToDeadLetterWhileOthersFlow(t *testing.T) {
 }
 
 func TestOrderingPerKey(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, events.DispatcherOptions{Concurrency: 8}, "a")
 	s := spec("a", "ordered", "orders")
 	s.OrderingKey = "event.subject"
@@ -295,6 +300,7 @@ func TestOrderingPerKey(t *testing.T) {
 }
 
 func TestTraceContextPropagates(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, events.DispatcherOptions{}, "a")
 	e.sync(spec("a", "0", "orders"))
 	pub := telemetry.NewTrace()
@@ -325,6 +331,7 @@ func TestTraceContextPropagates(t *testing.T) {
 }
 
 func TestSyncRemovesTrigger(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, events.DispatcherOptions{}, "a", "b")
 	e.sync(spec("a", "0", "orders"), spec("b", "0", "orders"))
 	e.publish("orders", event("p0", "ok", ""), event("p1", "ok", ""))
@@ -378,6 +385,7 @@ func (b blocking) Invoke(ctx context.Context, app, fn string, req *runtime.Reque
 }
 
 func TestRestartDeliversWhatWasNotAcked(t *testing.T) {
+	t.Parallel()
 	// A short ack wait: after the restart, events that were in flight come
 	// back once it expires.
 	e := &env{t: t, dir: t.TempDir(), opts: events.DispatcherOptions{AckWait: time.Second, Concurrency: 4}, fns: []string{"a"}}
@@ -432,6 +440,7 @@ func TestRestartDeliversWhatWasNotAcked(t *testing.T) {
 }
 
 func TestDeadLetterTriggerDoesNotLoop(t *testing.T) {
+	t.Parallel()
 	// The dead-letter topic must be one token; a trigger on it does not
 	// loop: its failures are dropped after max_attempts.
 	e := newEnv(t, events.DispatcherOptions{}, "a", "dlq")
@@ -463,6 +472,7 @@ func TestDeadLetterTriggerDoesNotLoop(t *testing.T) {
 }
 
 func TestSyncRejectsBadSpecs(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, events.DispatcherOptions{}, "a")
 	ctx := context.Background()
 	for _, s := range []events.TriggerSpec{
@@ -488,6 +498,7 @@ func TestSyncRejectsBadSpecs(t *testing.T) {
 }
 
 func TestHammer(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, events.DispatcherOptions{Concurrency: 6}, "a", "b")
 	specs := []events.TriggerSpec{spec("a", "plain", "orders"), spec("b", "plain", "orders"), spec("a", "ordered", "orders"), spec("b", "ordered", "orders")}
 	specs[2].OrderingKey = "event.subject"

@@ -37,6 +37,7 @@ func (r *rateLimited) Invoke(ctx context.Context, app, fn string, req *runtime.R
 // runs later; it is not counted as a failed attempt, so an event refused
 // more often than max_attempts is still delivered, not dead-lettered.
 func TestFlowLimitIsNotAnAttempt(t *testing.T) {
+	t.Parallel()
 	for _, ordered := range []bool{false, true} {
 		t.Run(fmt.Sprintf("ordered=%v", ordered), func(t *testing.T) {
 			e := newEnv(t, events.DispatcherOptions{}, "a")

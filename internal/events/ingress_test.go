@@ -54,6 +54,7 @@ func backpressureOf(err error) *events.BackpressureError {
 // most once per LagInterval; once delivery catches up, they are accepted
 // again.
 func TestIngressRefusesWhileTriggersLag(t *testing.T) {
+	t.Parallel()
 	open := make(chan struct{})
 	var once sync.Once
 	release := func() { once.Do(func() { close(open) }) }
@@ -107,6 +108,7 @@ func TestIngressRefusesWhileTriggersLag(t *testing.T) {
 // and accepts them again as the window slides past them. Entries without
 // an id and duplicates hold nothing.
 func TestIngressRefusesOverWindowBudget(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	st, err := store.Open(ctx, store.Options{DataDir: t.TempDir(), Logger: quietLogger()})
 	if err != nil {
@@ -168,6 +170,7 @@ func TestIngressRefusesOverWindowBudget(t *testing.T) {
 // 10-minute duplicate window; opening the log updates it, and a duplicate
 // within the new window is still stored once.
 func TestOpenLogUpdatesDuplicateWindow(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	st, err := store.Open(ctx, store.Options{DataDir: t.TempDir(), Logger: quietLogger()})
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 // still appending, and checks that after a new store.Open every
 // acknowledged event is in the stream at its acknowledged sequence.
 func TestKill9(t *testing.T) {
+	t.Parallel()
 	if dir := os.Getenv("NIMBUS_EVENTS_KILL_CHILD"); dir != "" {
 		killChild(dir)
 		return

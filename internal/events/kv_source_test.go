@@ -153,6 +153,7 @@ func r(rev uint64) string { return strconv.FormatUint(rev, 10) }
 // a purge or an expiry drops the key's revisions whatever the history, so
 // the test waits for the put before them.
 func TestBucketChangesBecomeEvents(t *testing.T) {
+	t.Parallel()
 	l, st := openLog(t, LogConfig{MaxEventBytes: 4096})
 	js := st.JetStream()
 	b := newBuckets(t, st, state.BucketConfig{App: "shop", Name: "counts", History: 10},
@@ -216,6 +217,7 @@ func TestBucketChangesBecomeEvents(t *testing.T) {
 // A stopped source and a new one on the same store: changes made while no
 // bridge ran are delivered after, none lost and none twice.
 func TestBucketSourceRestartLosesNothing(t *testing.T) {
+	t.Parallel()
 	l, st := openLog(t, LogConfig{})
 	js := st.JetStream()
 	b := newBuckets(t, st, state.BucketConfig{App: "shop", Name: "counts"})
@@ -255,6 +257,7 @@ func TestBucketSourceRestartLosesNothing(t *testing.T) {
 // unacknowledged changes again at once, in order, and the log stores
 // them once.
 func TestBucketSourceCrashBetweenAppendAndAck(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	st := openStore(t, dir)
 	l, err := OpenLog(context.Background(), st.JetStream(), LogConfig{Logger: testLogger()})
@@ -303,6 +306,7 @@ func TestBucketSourceCrashBetweenAppendAndAck(t *testing.T) {
 // only the latest (JetStream dropped the others before it read them); with
 // history 5 every one.
 func TestBucketLaggingBridgeSeesLatestPerKey(t *testing.T) {
+	t.Parallel()
 	l, st := openLog(t, LogConfig{})
 	js := st.JetStream()
 	b := newBuckets(t, st, state.BucketConfig{App: "shop", Name: "latest"},
@@ -335,6 +339,7 @@ func TestBucketLaggingBridgeSeesLatestPerKey(t *testing.T) {
 // earlier process left; it refuses a bucket that does not exist and a spec
 // of another app.
 func TestBucketSyncRemovesConsumers(t *testing.T) {
+	t.Parallel()
 	l, st := openLog(t, LogConfig{})
 	js := st.JetStream()
 	b := newBuckets(t, st, state.BucketConfig{App: "shop", Name: "counts"},
@@ -402,6 +407,7 @@ func TestBucketSyncRemovesConsumers(t *testing.T) {
 }
 
 func TestBucketEventFormat(t *testing.T) {
+	t.Parallel()
 	at := time.Date(2026, 11, 23, 12, 0, 0, 5, time.FixedZone("x", 3600))
 	e := BucketEvent("shop", "counts", "orders.eu", KVOpPut, 42, at, []byte{0, 1, 2})
 	if err := e.Validate(); err != nil {

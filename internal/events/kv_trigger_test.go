@@ -16,6 +16,7 @@ import (
 // source's bridge, the event log, the dispatcher and a real wasm guest. A
 // trigger with a key prefix gets only its keys, in write order.
 func TestBucketTriggerDeliversChanges(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, events.DispatcherOptions{}, "orders", "all")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

@@ -96,6 +96,7 @@ func seqOf(t testing.TB, m jetstream.Msg) uint64 {
 }
 
 func TestAppendReadBack(t *testing.T) {
+	t.Parallel()
 	l, s := openLog(t, LogConfig{})
 	ctx := context.Background()
 	var want []Entry
@@ -162,6 +163,7 @@ func TestAppendReadBack(t *testing.T) {
 }
 
 func TestAppendConcurrent(t *testing.T) {
+	t.Parallel()
 	const appenders, each = 64, 200
 	l, s := openLog(t, LogConfig{})
 	ctx := context.Background()
@@ -234,6 +236,7 @@ func TestAppendConcurrent(t *testing.T) {
 }
 
 func TestAppendDuplicates(t *testing.T) {
+	t.Parallel()
 	l, s := openLog(t, LogConfig{})
 	ctx := context.Background()
 	ev := func(id, data string) Entry {
@@ -319,6 +322,7 @@ func TestAppendDuplicates(t *testing.T) {
 }
 
 func TestAppendRejectsEntry(t *testing.T) {
+	t.Parallel()
 	l, s := openLog(t, LogConfig{MaxEventBytes: 1024, MaxBatch: 10})
 	ok := Entry{Subject: "nimbus.events.app.topic", Data: []byte("ok")}
 	cases := []struct {
@@ -367,6 +371,7 @@ func TestAppendRejectsEntry(t *testing.T) {
 // TestOversizedFailsAlone: concurrent appenders are not affected by one
 // caller's oversized event.
 func TestOversizedFailsAlone(t *testing.T) {
+	t.Parallel()
 	l, s := openLog(t, LogConfig{MaxEventBytes: 512})
 	ctx := context.Background()
 	var wg sync.WaitGroup
@@ -399,6 +404,7 @@ func TestOversizedFailsAlone(t *testing.T) {
 // get ctx's error (nothing stored if the committer had not taken their
 // call) or ErrOutcomeUnknown; every other caller's batch is unaffected.
 func TestCancelDoesNotBreakOthers(t *testing.T) {
+	t.Parallel()
 	l, s := openLog(t, LogConfig{})
 	type result struct {
 		id     string
@@ -461,6 +467,7 @@ func TestCancelDoesNotBreakOthers(t *testing.T) {
 }
 
 func TestCloseDrains(t *testing.T) {
+	t.Parallel()
 	l, s := openLog(t, LogConfig{})
 	type result struct {
 		id  string
@@ -522,6 +529,7 @@ func TestCloseDrains(t *testing.T) {
 // TestReopen: every acknowledged entry survives a store restart, and the
 // duplicate window still holds after it.
 func TestReopen(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	ctx := context.Background()
 	s := openStore(t, dir)
