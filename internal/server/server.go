@@ -386,8 +386,9 @@ func (s *Server) Delete(ctx context.Context, app string) error {
 	return nil
 }
 
-// KV implements api.Platform: the node's key-value buckets.
-func (s *Server) KV() api.KV { return s.buckets }
+// KV implements api.Platform: the node's key-value buckets; a call for an
+// app that is not deployed matches registry.ErrAppNotFound.
+func (s *Server) KV() api.KV { return appKV{Buckets: s.buckets, s: s} }
 
 // Registry implements api.Platform.
 func (s *Server) Registry() *registry.Registry { return s.reg }
