@@ -268,7 +268,7 @@ func TestQuickStart(t *testing.T) {
 	if err != nil || !strings.Contains(out, `"invocation"`) {
 		t.Fatalf("logs: %v\n%s", err, out)
 	}
-	for _, c := range []string{"up", "validate", "deploy", "ls", "rollback", "invoke", "invocation", "logs", "kv", "publish", "dlq", "dlq ls", "dlq replay", "delete", "token", "token create", "token ls", "token revoke", "version"} {
+	for _, c := range []string{"new", "up", "validate", "deploy", "ls", "rollback", "invoke", "invocation", "logs", "kv", "publish", "dlq", "dlq ls", "dlq replay", "delete", "token", "token create", "token ls", "token revoke", "version"} {
 		out, err := run(append(strings.Fields(c), "--help")...)
 		if err != nil || !strings.Contains(out, "Examples:") {
 			t.Errorf("%s --help has no example: %v\n%s", c, err, out)

@@ -36,7 +36,7 @@ Start a server with an app, then talk to it from another terminal:`,
 	root.PersistentFlags().StringVar(&g.server, "server", "", "API `URL`, e.g. 127.0.0.1:8081 (default: $NIMBUS_URL, then the config file written by 'nimbus up', then "+client.DefaultServer+")")
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print machine-readable JSON")
 	root.AddCommand(
-		newUp(g), newValidate(g), newDeploy(g), newLs(g), newRollback(g),
+		newNew(g), newUp(g), newValidate(g), newDeploy(g), newLs(g), newRollback(g),
 		newInvoke(g), newInvocation(g), newLogs(g), newKV(g), newPublish(g), newDLQ(g), newDelete(g), newToken(g), newVersion(g),
 	)
 	return root

@@ -70,7 +70,7 @@ started is the one the CLI talks to. Lost a token? 'nimbus token create
 	f.StringVar(&cfg.DataDir, "data", "", "data directory (default DIR/.nimbus)")
 	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "gateway address for function routes")
 	f.StringVar(&cfg.APIListen, "api-listen", "127.0.0.1:8081", "control plane API and /metrics address")
-	f.StringVar(&cfg.NATSListen, "nats-listen", "", "also open a NATS client listener on this address (default: none)")
+	f.StringVar(&cfg.NATSListen, "nats-listen", "", "also open a NATS client listener on this address, for clients with the NKey seed in DATA/nats-client.nk (default: none)")
 	f.DurationVar(&cfg.IdleTimeout, "idle-timeout", 5*time.Minute, "close instances idle this long (scale to zero)")
 	f.DurationVar(&cfg.EventsDuplicateWindow, "events-dedupe-window", events.DefaultDuplicateWindow, "how long an event's source and id are remembered to store a re-sent event once (each id costs ~140 B of RAM for the window)")
 	f.IntVar(&cfg.EventsMaxLag, "events-max-lag", events.DefaultMaxLag, "per app: events waiting for its triggers beyond which publishes get 429 (negative: no limit)")
@@ -122,6 +122,9 @@ func runUp(ctx context.Context, g *globals, cfg server.Config, dir string, redep
 	if warning != "" {
 		info["warning"] = warning
 	}
+	if u := srv.NATSURL(); u != "" {
+		info["nats_url"], info["nats_nkey_file"] = u, srv.NATSSeedFile()
+	}
 	if tok := srv.AdminToken(); tok != "" {
 		info["admin_token"] = tok
 	}
@@ -163,7 +166,7 @@ func runUp(ctx context.Context, g *globals, cfg server.Config, dir string, redep
 		fmt.Printf("  gateway      %s\n", srv.GatewayURL())
 		fmt.Printf("  API          %s   (metrics at %s/metrics)\n", srv.APIURL(), srv.APIURL())
 		if u := srv.NATSURL(); u != "" {
-			fmt.Printf("  NATS         %s\n", u)
+			fmt.Printf("  NATS         %s   (authenticate with the NKey seed in %s)\n", u, srv.NATSSeedFile())
 		}
 		fmt.Printf("  data         %s\n", cfg.DataDir)
 		if tok := srv.AdminToken(); tok != "" {

@@ -40,7 +40,8 @@ type Config struct {
 	Listen string
 	// APIListen is the control plane address. Default 127.0.0.1:8081.
 	APIListen string
-	// NATSListen opens a NATS client listener on the embedded server. Default
+	// NATSListen opens a NATS client listener on the embedded server;
+	// clients authenticate with the NKey seed in NATSSeedFile. Default
 	// none: the embedded server is reachable only in process.
 	NATSListen string
 	// CacheDir holds compiled wasm across restarts. Default DataDir/wasm-cache.
@@ -281,6 +282,10 @@ func (s *Server) AdminToken() string { return s.adminToken }
 // NATSURL is the embedded NATS listener's URL, or "".
 func (s *Server) NATSURL() string { return s.store.ClientURL() }
 
+// NATSSeedFile is the NKey seed file external NATS clients authenticate
+// with at NATSURL, or "" when there is no listener.
+func (s *Server) NATSSeedFile() string { return s.store.ClientSeedFile() }
+
 // Metrics are the node's metrics.
 func (s *Server) Metrics() *telemetry.Metrics { return s.metrics }
 
@@ -427,8 +432,9 @@ func (s *Server) Delete(ctx context.Context, app string) error {
 	return nil
 }
 
-// KV implements api.Platform: the node's key-value buckets.
-func (s *Server) KV() api.KV { return s.buckets }
+// KV implements api.Platform: the node's key-value buckets; a call for an
+// app that is not deployed matches registry.ErrAppNotFound.
+func (s *Server) KV() api.KV { return appKV{Buckets: s.buckets, s: s} }
 
 // Registry implements api.Platform.
 func (s *Server) Registry() *registry.Registry { return s.reg }

@@ -16,7 +16,7 @@
 // JetStream). '.' separates tokens: listing by a prefix that ends at a '.'
 // ("orders.") only reads the keys under it; any other prefix is matched on
 // the host after reading the keys of its last complete token. Anything else
-// is ErrInvalidKey.
+// is ErrInvalidKey, with the rule it breaks (CheckKey).
 //
 // A value is at most the bucket's MaxValueBytes (default 1MiB), and never
 // more than the connection's maximum message size minus HeaderRoom (the

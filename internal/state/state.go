@@ -7,8 +7,10 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -206,27 +208,46 @@ func keyByte(c byte) bool {
 		c == '-' || c == '/' || c == '_' || c == '=' || c == '.'
 }
 
-// ValidKey reports whether key follows the key syntax (see the package
-// documentation).
-func ValidKey(key string) bool {
-	if len(key) == 0 || key[len(key)-1] == '.' {
-		return false
+// KeyRule is the key syntax, as error messages state it.
+const KeyRule = "keys are 1 to 512 bytes of letters, digits and - / _ = . (a '.' separates tokens: not first, not last, not doubled), not starting with _kv"
+
+// CheckKey returns nil if key follows the key syntax (see the package
+// documentation), else an error wrapping ErrInvalidKey that says which rule
+// it breaks.
+func CheckKey(key string) error {
+	if len(key) == 0 {
+		return fmt.Errorf("%w: it is empty; %s", ErrInvalidKey, KeyRule)
 	}
-	return validPrefix(key)
+	if err := checkPrefix(key); err != nil {
+		return err
+	}
+	if key[len(key)-1] == '.' {
+		return fmt.Errorf("%w: it ends with '.'; %s", ErrInvalidKey, KeyRule)
+	}
+	return nil
 }
 
-// validPrefix is ValidKey for a list prefix, which may be empty and may end
-// with '.'.
-func validPrefix(p string) bool {
-	if len(p) > MaxKeyLen || len(p) > 0 && p[0] == '.' || len(p) >= 3 && p[:3] == "_kv" {
-		return false
+// checkPrefix is CheckKey for a list prefix, which may be empty and may
+// end with '.'.
+func checkPrefix(p string) error {
+	switch {
+	case len(p) > MaxKeyLen:
+		return fmt.Errorf("%w: it is %d bytes, over the limit of %d; %s", ErrInvalidKey, len(p), MaxKeyLen, KeyRule)
+	case len(p) > 0 && p[0] == '.':
+		return fmt.Errorf("%w: it starts with '.'; %s", ErrInvalidKey, KeyRule)
+	case strings.HasPrefix(p, "_kv"):
+		return fmt.Errorf("%w: it starts with _kv, which JetStream reserves; %s", ErrInvalidKey, KeyRule)
 	}
 	for i := 0; i < len(p); i++ {
-		if !keyByte(p[i]) || p[i] == '.' && i > 0 && p[i-1] == '.' {
-			return false
+		if !keyByte(p[i]) {
+			r, _ := utf8.DecodeRuneInString(p[i:])
+			return fmt.Errorf("%w: it contains %q at byte %d; %s", ErrInvalidKey, r, i, KeyRule)
+		}
+		if p[i] == '.' && i > 0 && p[i-1] == '.' {
+			return fmt.Errorf("%w: it contains '..' (an empty token) at byte %d; %s", ErrInvalidKey, i-1, KeyRule)
 		}
 	}
-	return true
+	return nil
 }
 
 func checkNames(app, name string) error {
@@ -386,8 +407,8 @@ func (b *Buckets) storeErr(bk *bucket, err error) error {
 // Get returns the value and revision of key. A missing, deleted or expired
 // key is ErrKeyNotFound.
 func (b *Buckets) Get(ctx context.Context, app, bucket, key string) ([]byte, uint64, error) {
-	if !ValidKey(key) {
-		return nil, 0, fmt.Errorf("get %s/%s %q: %w", app, bucket, key, ErrInvalidKey)
+	if err := CheckKey(key); err != nil {
+		return nil, 0, fmt.Errorf("get %s/%s %q: %w", app, bucket, key, err)
 	}
 	bk, err := b.bucket(ctx, app, bucket)
 	if err != nil {
@@ -416,8 +437,8 @@ func ttlSeconds(d time.Duration) int64 {
 // opts.IfRevision set it is a compare-and-swap that fails with a
 // *RevisionMismatchError; see PutOptions.
 func (b *Buckets) Put(ctx context.Context, app, bucket, key string, value []byte, opts PutOptions) (uint64, error) {
-	if !ValidKey(key) {
-		return 0, fmt.Errorf("put %s/%s %q: %w", app, bucket, key, ErrInvalidKey)
+	if err := CheckKey(key); err != nil {
+		return 0, fmt.Errorf("put %s/%s %q: %w", app, bucket, key, err)
 	}
 	if opts.TTL < 0 {
 		return 0, fmt.Errorf("put %s/%s %q: %w: %s", app, bucket, key, ErrInvalidTTL, opts.TTL)
@@ -512,8 +533,8 @@ func (b *Buckets) mismatch(ctx context.Context, bk *bucket, key string, expected
 // current revision is n; 0 succeeds only if the key does not exist (and
 // then writes nothing).
 func (b *Buckets) Delete(ctx context.Context, app, bucket, key string, ifRevision *uint64) error {
-	if !ValidKey(key) {
-		return fmt.Errorf("delete %s/%s %q: %w", app, bucket, key, ErrInvalidKey)
+	if err := CheckKey(key); err != nil {
+		return fmt.Errorf("delete %s/%s %q: %w", app, bucket, key, err)
 	}
 	bk, err := b.bucket(ctx, app, bucket)
 	if err != nil {
@@ -568,8 +589,11 @@ func (b *Buckets) List(ctx context.Context, app, bucket, prefix string, limit in
 // delivers them in write order, not key order) but keeps only limit+1 of
 // them, so memory is bounded by limit and time by the keys under the prefix.
 func (b *Buckets) ListAfter(ctx context.Context, app, bucket, prefix, after string, limit int) ([]string, bool, error) {
-	if !validPrefix(prefix) || len(after) > MaxKeyLen {
-		return nil, false, fmt.Errorf("list %s/%s %q: %w", app, bucket, prefix, ErrInvalidKey)
+	if err := checkPrefix(prefix); err != nil {
+		return nil, false, fmt.Errorf("list %s/%s prefix %q: %w", app, bucket, prefix, err)
+	}
+	if len(after) > MaxKeyLen {
+		return nil, false, fmt.Errorf("list %s/%s after %q: %w: it is %d bytes, longer than any key (%d)", app, bucket, after, ErrInvalidKey, len(after), MaxKeyLen)
 	}
 	if limit <= 0 || limit > MaxListLimit {
 		limit = MaxListLimit
@@ -612,8 +636,8 @@ func (b *Buckets) ListAfter(ctx context.Context, app, bucket, prefix, after stri
 // on, in revision order, until ctx is done (it then returns nil) or fn
 // returns an error (returned, wrapped). It blocks; the caller owns it.
 func (b *Buckets) Watch(ctx context.Context, app, bucket, prefix string, fn func(Change) error) error {
-	if !validPrefix(prefix) {
-		return fmt.Errorf("watch %s/%s %q: %w", app, bucket, prefix, ErrInvalidKey)
+	if err := checkPrefix(prefix); err != nil {
+		return fmt.Errorf("watch %s/%s prefix %q: %w", app, bucket, prefix, err)
 	}
 	bk, err := b.bucket(ctx, app, bucket)
 	if err != nil {

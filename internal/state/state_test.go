@@ -308,20 +308,48 @@ func TestBucketTTL(t *testing.T) {
 	})
 }
 
+// badKeys are keys that break the syntax, each with what its error says.
+var badKeys = map[string]string{
+	"":                                     "it is empty",
+	".a":                                   "starts with '.'",
+	"a.":                                   "ends with '.'",
+	"a..b":                                 "'..' (an empty token) at byte 1",
+	"a b":                                  "contains ' ' at byte 1",
+	"a*":                                   "contains '*' at byte 1",
+	"a>":                                   "contains '>' at byte 1",
+	"ключ":                                 "contains 'к' at byte 0",
+	"_kv.x":                                "starts with _kv",
+	strings.Repeat("k", state.MaxKeyLen+1): "513 bytes, over the limit of 512",
+}
+
+func TestCheckKey(t *testing.T) {
+	for k, want := range badKeys {
+		if err := state.CheckKey(k); !errors.Is(err, state.ErrInvalidKey) || !strings.Contains(err.Error(), want) {
+			t.Errorf("CheckKey(%.20q) = %v, want ErrInvalidKey saying %q", k, err, want)
+		}
+	}
+	for _, k := range []string{"a", "A-b_c=d/e.f", "1", "_k", "x_kv", strings.Repeat("k", state.MaxKeyLen)} {
+		if err := state.CheckKey(k); err != nil {
+			t.Errorf("CheckKey(%q) = %v, want nil", k, err)
+		}
+	}
+}
+
 func TestInvalid(t *testing.T) {
 	ctx := context.Background()
 	b := setup(t, state.BucketConfig{MaxValueBytes: 100})
-	badKeys := []string{"", ".a", "a.", "a..b", "a b", "a*", "a>", "ключ", "_kv.x", strings.Repeat("k", state.MaxKeyLen+1)}
-	for _, k := range badKeys {
-		if _, err := b.Put(ctx, "shop", "counts", k, nil, state.PutOptions{}); !errors.Is(err, state.ErrInvalidKey) {
-			t.Errorf("put %q: %v, want ErrInvalidKey", k, err)
+	for k, rule := range badKeys {
+		check := func(op string, err error) {
+			t.Helper()
+			if !errors.Is(err, state.ErrInvalidKey) || !strings.Contains(err.Error(), rule) || !strings.Contains(err.Error(), state.KeyRule) {
+				t.Errorf("%s %.20q: %v, want ErrInvalidKey saying %q and the rule", op, k, err, rule)
+			}
 		}
-		if _, _, err := b.Get(ctx, "shop", "counts", k); !errors.Is(err, state.ErrInvalidKey) {
-			t.Errorf("get %q: %v, want ErrInvalidKey", k, err)
-		}
-		if err := b.Delete(ctx, "shop", "counts", k, nil); !errors.Is(err, state.ErrInvalidKey) {
-			t.Errorf("delete %q: %v, want ErrInvalidKey", k, err)
-		}
+		_, err := b.Put(ctx, "shop", "counts", k, nil, state.PutOptions{})
+		check("put", err)
+		_, _, err = b.Get(ctx, "shop", "counts", k)
+		check("get", err)
+		check("delete", b.Delete(ctx, "shop", "counts", k, nil))
 	}
 	for _, k := range []string{"a", "A-b_c=d/e.f", "1", strings.Repeat("k", state.MaxKeyLen)} {
 		if _, err := b.Put(ctx, "shop", "counts", k, nil, state.PutOptions{}); err != nil {

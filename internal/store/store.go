@@ -53,7 +53,9 @@ type Options struct {
 	// Listen is the host:port the embedded NATS server accepts clients on
 	// (the `nimbus up --nats-listen` flag). Optional: default "", which opens
 	// no listener at all; Nimbus itself always connects in-process. A port of
-	// 0 picks a free port (see ClientURL).
+	// 0 picks a free port (see ClientURL). Clients must authenticate with
+	// the NKey seed in DataDir/nats-client.nk (ClientSeedFile), created on
+	// the first start with a listener.
 	Listen string
 	// Logger receives the NATS server's warnings and errors, and notices at
 	// debug level. Optional: default slog.Default().
@@ -75,6 +77,7 @@ type Store struct {
 	committer *Committer
 
 	listening bool
+	seedPath  string        // ClientSeedFile's path; "" when not listening
 	closed    chan struct{} // closed by the connection's ClosedHandler
 
 	closeOnce sync.Once
@@ -141,6 +144,20 @@ func Open(ctx context.Context, opts Options) (_ *Store, err error) {
 		}
 		sopts.Host, sopts.Port = host, port
 	}
+	// Every connection authenticates, the in-process one included (the
+	// server applies its authorization to in-process clients too), so a
+	// listener never admits an anonymous client.
+	au, err := newAuth(dataDir, opts.Listen != "")
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	if err := au.configure(sopts); err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	authOpt, err := au.connectOption()
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
 
 	ns, err := server.NewServer(sopts)
 	if err != nil {
@@ -163,6 +180,7 @@ func Open(ctx context.Context, opts Options) (_ *Store, err error) {
 	nc, err := nats.Connect("",
 		nats.InProcessServer(ns),
 		nats.Name("nimbus"),
+		authOpt,
 		nats.ClosedHandler(func(*nats.Conn) { close(closed) }),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			subj := ""
@@ -192,6 +210,7 @@ func Open(ctx context.Context, opts Options) (_ *Store, err error) {
 		lock:      lock,
 		logger:    logger,
 		listening: opts.Listen != "",
+		seedPath:  au.seedPath,
 		closed:    closed,
 	}
 	if err := s.setup(ctx); err != nil {
@@ -266,6 +285,10 @@ func (s *Store) ClientURL() string {
 	}
 	return s.ns.ClientURL()
 }
+
+// ClientSeedFile returns the path of the NKey seed file external NATS
+// clients authenticate with, or "" when the server does not listen.
+func (s *Store) ClientSeedFile() string { return s.seedPath }
 
 // Close drains the connection, shuts the server down, waits for it and
 // releases the data directory. It is safe to call more than once.

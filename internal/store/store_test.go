@@ -11,8 +11,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go"
 )
 
 func testLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -160,10 +158,7 @@ func TestListen(t *testing.T) {
 	if !strings.HasPrefix(url, "nats://127.0.0.1:") || strings.HasSuffix(url, ":0") || strings.HasSuffix(url, ":-1") {
 		t.Fatalf("ClientURL = %q, want nats://127.0.0.1:<port>", url)
 	}
-	nc, err := nats.Connect(url, nats.Timeout(5*time.Second))
-	if err != nil {
-		t.Fatalf("connect to %s: %v", url, err)
-	}
+	nc := connectWithSeed(t, url, s.ClientSeedFile())
 	defer nc.Close()
 	sub, err := s.Conn().SubscribeSync("hello")
 	if err != nil {
