@@ -76,6 +76,7 @@ func waitDone(t *testing.T, srv *server.Server, id string) *events.Invocation {
 // a retried failure ending in the dead-letter topic, and idempotency keys
 // are visible through the invocation record and the API.
 func TestAsyncInvocation(t *testing.T) {
+	t.Parallel()
 	guest := guesttest.MustBuild(t, sdkGuestDir, guesttest.Reactor)
 	srv, err := server.Start(context.Background(), server.Config{
 		DataDir: t.TempDir(), CacheDir: cacheDir, Listen: "127.0.0.1:0", APIListen: "127.0.0.1:0",

@@ -21,6 +21,7 @@ import (
 // Retry-After, and stores nothing of it; the node's limits come from
 // server.Config (the flags of nimbus up).
 func TestPublishBackpressure(t *testing.T) {
+	t.Parallel()
 	counter := guesttest.MustBuild(t, counterDir, guesttest.Reactor)
 	srv, err := server.Start(context.Background(), server.Config{
 		DataDir: t.TempDir(), CacheDir: cacheDir, Listen: "127.0.0.1:0", APIListen: "127.0.0.1:0",

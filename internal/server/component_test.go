@@ -18,6 +18,7 @@ import (
 // schedule that does not parse, a trigger on an undeclared bucket) is
 // refused with a 4xx and leaves no trace in the registry.
 func TestComponentsRefuseBeforeAnythingIsRecorded(t *testing.T) {
+	t.Parallel()
 	hello := guesttest.MustBuild(t, helloDir, guesttest.Reactor)
 	srv := start(t, t.TempDir())
 	ctx := context.Background()
@@ -77,6 +78,7 @@ func TestComponentsRefuseBeforeAnythingIsRecorded(t *testing.T) {
 // component. Two apps whose routes overlap (recorded before routes had
 // owners) are both served.
 func TestNodeStartsWhenAComponentRefusesAStoredApp(t *testing.T) {
+	t.Parallel()
 	hello := guesttest.MustBuild(t, helloDir, guesttest.Reactor)
 	dir := t.TempDir()
 	srv := start(t, dir)
@@ -130,6 +132,7 @@ func TestNodeStartsWhenAComponentRefusesAStoredApp(t *testing.T) {
 // serving. Once b deploys without a route, a may take it; b's rollback to
 // the revision that had it is then refused the same way.
 func TestRoutesBelongToOneApp(t *testing.T) {
+	t.Parallel()
 	hello := guesttest.MustBuild(t, helloDir, guesttest.Reactor)
 	srv := start(t, t.TempDir())
 	ctx := context.Background()

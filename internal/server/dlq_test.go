@@ -21,6 +21,7 @@ import (
 // the orders example's guest: "count" counts events in a bucket, "audit"
 // fails them until a new revision fixes it.
 func TestDeadLettersListAndReplayThroughAPI(t *testing.T) {
+	t.Parallel()
 	orders := guesttest.MustBuild(t, "../../examples/orders/orders", guesttest.Reactor)
 	srv := start(t, t.TempDir())
 	ctx := context.Background()

@@ -21,6 +21,7 @@ import (
 // does not declare is bucket_not_found), and a value of exactly 1MiB, the
 // default max_value_size, is accepted while one byte more is refused.
 func TestKVAPIErrors(t *testing.T) {
+	t.Parallel()
 	wagi := guesttest.MustBuild(t, wagiDir, guesttest.Command)
 	srv := start(t, t.TempDir())
 	ctx := context.Background()

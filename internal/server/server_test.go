@@ -106,6 +106,7 @@ var (
 )
 
 func TestDeployNoopChangeRollbackRestart(t *testing.T) {
+	t.Parallel()
 	hello := guesttest.MustBuild(t, helloDir, guesttest.Reactor)
 	dir := t.TempDir()
 	srv := start(t, dir)
@@ -170,6 +171,7 @@ func TestDeployNoopChangeRollbackRestart(t *testing.T) {
 }
 
 func TestWAGIThroughGateway(t *testing.T) {
+	t.Parallel()
 	wagi := guesttest.MustBuild(t, wagiDir, guesttest.Command)
 	srv := start(t, t.TempDir())
 	deploy(t, srv, "wagi", [][]byte{wagi}, fn("cgi", wagi, "/wagi/{rest...}"))
@@ -193,6 +195,7 @@ func TestWAGIThroughGateway(t *testing.T) {
 }
 
 func TestBrokenModuleRejectedAtDeploy(t *testing.T) {
+	t.Parallel()
 	hello := guesttest.MustBuild(t, helloDir, guesttest.Reactor)
 	srv := start(t, t.TempDir())
 	rev1, _ := deploy(t, srv, "app", [][]byte{hello}, fn("hello", hello, "GET /hello/{name}"))
@@ -219,6 +222,7 @@ func TestBrokenModuleRejectedAtDeploy(t *testing.T) {
 }
 
 func TestConcurrentRequestsNeverShareAnInstance(t *testing.T) {
+	t.Parallel()
 	counter := guesttest.MustBuild(t, counterDir, guesttest.Reactor)
 	srv := start(t, t.TempDir())
 	f := fn("count", counter, "GET /count")
@@ -284,6 +288,7 @@ func TestConcurrentRequestsNeverShareAnInstance(t *testing.T) {
 }
 
 func TestAPIAuthAndScopes(t *testing.T) {
+	t.Parallel()
 	srv := start(t, t.TempDir())
 	call := func(token, method, path string) int {
 		req, _ := http.NewRequest(method, srv.APIURL()+path, nil)
@@ -329,6 +334,7 @@ func TestAPIAuthAndScopes(t *testing.T) {
 }
 
 func TestLogsAndMetricsCarryTheInvocation(t *testing.T) {
+	t.Parallel()
 	hello := guesttest.MustBuild(t, helloDir, guesttest.Reactor)
 	srv := start(t, t.TempDir())
 	deploy(t, srv, "hello", [][]byte{hello}, fn("hello", hello, "GET /hello/{name}"))
@@ -369,6 +375,7 @@ func TestLogsAndMetricsCarryTheInvocation(t *testing.T) {
 }
 
 func TestAPIDeployAndInvoke(t *testing.T) {
+	t.Parallel()
 	hello := guesttest.MustBuild(t, helloDir, guesttest.Reactor)
 	srv := start(t, t.TempDir())
 	do := func(method, path string, body []byte) (*http.Response, []byte) {
@@ -408,6 +415,7 @@ func TestAPIDeployAndInvoke(t *testing.T) {
 // comes back as the right status with a message naming the limit, and that
 // the node keeps serving afterwards.
 func TestLimitsThroughGateway(t *testing.T) {
+	t.Parallel()
 	guest := guesttest.MustBuild(t, "../runtime/wasm/testdata/sdkguest", guesttest.Reactor)
 	srv := start(t, t.TempDir())
 	f := fn("g", guest, "/{path...}")
@@ -467,6 +475,7 @@ func TestLimitsThroughGateway(t *testing.T) {
 }
 
 func TestGatewayNotFoundAndMethodNotAllowed(t *testing.T) {
+	t.Parallel()
 	hello := guesttest.MustBuild(t, helloDir, guesttest.Reactor)
 	srv := start(t, t.TempDir())
 	deploy(t, srv, "hello", [][]byte{hello}, fn("hello", hello, "GET /hello/{name}"))
@@ -487,6 +496,7 @@ func TestGatewayNotFoundAndMethodNotAllowed(t *testing.T) {
 // TestFlowRateLimitPerKey: a per-tenant rate limit answers 429 with
 // Retry-After to the tenant over its rate, and not to the others.
 func TestFlowRateLimitPerKey(t *testing.T) {
+	t.Parallel()
 	hello := guesttest.MustBuild(t, helloDir, guesttest.Reactor)
 	srv := start(t, t.TempDir())
 	f := fn("hello", hello, "GET /hello/{name}")
@@ -519,6 +529,7 @@ func TestFlowRateLimitPerKey(t *testing.T) {
 // publishes through the node's event log, a topic trigger delivers it, and
 // an ungranted topic or an undeclared one are refused to the guest.
 func TestGuestPublishReachesSubscribers(t *testing.T) {
+	t.Parallel()
 	pub := guesttest.MustBuild(t, "../runtime/wasm/testdata/pubguest", guesttest.Reactor)
 	counter := guesttest.MustBuild(t, counterDir, guesttest.Reactor)
 	srv := start(t, t.TempDir())
@@ -565,6 +576,7 @@ func TestGuestPublishReachesSubscribers(t *testing.T) {
 // TestCronTriggerInvokesFunction: a cron trigger's tick becomes an event on
 // its internal topic, which the dispatcher delivers to the function.
 func TestCronTriggerInvokesFunction(t *testing.T) {
+	t.Parallel()
 	counter := guesttest.MustBuild(t, counterDir, guesttest.Reactor)
 	srv := start(t, t.TempDir())
 	f := fn("tick", counter)
@@ -593,6 +605,7 @@ func TestCronTriggerInvokesFunction(t *testing.T) {
 // with the change; also after a restart. Internal topics stay closed to
 // publishers.
 func TestBucketTriggerInvokesFunction(t *testing.T) {
+	t.Parallel()
 	counter := guesttest.MustBuild(t, "../../examples/counter/counter", guesttest.Reactor)
 	watch := guesttest.MustBuild(t, "testdata/kvwatch", guesttest.Reactor)
 	dir := t.TempDir()
