@@ -19,6 +19,7 @@ import (
 // TestQuickStart follows the README: `nimbus up examples/hello` on a fresh
 // data directory, then the CLI against it, then a restart.
 func TestQuickStart(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds the binary and the example guest")
 	}
@@ -298,6 +299,7 @@ func TestQuickStart(t *testing.T) {
 // a manifest problem, and of a problem only a deploy's checks see (a route
 // over the model's length limit) the function it is about.
 func TestValidateReportsPosition(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct{ fields, field string }{
 		{"memory: lots", "functions.f.memory"},
 		{"routes: [/" + strings.Repeat("a", 1100) + "]", "functions.f"},

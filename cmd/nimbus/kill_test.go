@@ -30,6 +30,7 @@ import (
 // function until the test opens the gate after the restart, so deliveries
 // are in flight at the kill whatever the machine's speed.
 func TestKillWithEventsInFlight(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds the binary and a guest, kills and restarts a node")
 	}

@@ -16,6 +16,7 @@ import (
 // The examples run sandboxed, so the host must allow it (root, namespaces,
 // cgroups); otherwise the node refuses them and the test says why.
 func TestProcessExamples(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds the binary, starts processes")
 	}

@@ -22,6 +22,7 @@ import (
 // and a lost admin token minted again from the data directory, with the
 // node running and with it stopped.
 func TestTokensAndDataDirs(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds the binary and the example guest")
 	}
