@@ -35,11 +35,9 @@ func (p *parser) process(fields fieldSet, key *yaml.Node, path string, f *Functi
 	if kv, ok := fields.get("contract"); ok {
 		if s, ok := p.str(kv.value, path+".contract"); ok {
 			switch s {
-			case model.ContractHTTP:
-			case model.ContractLambda:
-				p.errorf(kv.value, path+".contract", "contract %q is not available yet: use %q (serve HTTP on $PORT)", s, model.ContractHTTP)
+			case model.ContractHTTP, model.ContractLambda:
 			default:
-				p.errorf(kv.value, path+".contract", "unknown contract %q: use %q (serve HTTP on $PORT)", s, model.ContractHTTP)
+				p.errorf(kv.value, path+".contract", "unknown contract %q: use %q (serve HTTP on $PORT) or %q (the AWS Lambda Runtime API)", s, model.ContractHTTP, model.ContractLambda)
 			}
 			pr.Contract = s
 		}
@@ -48,6 +46,8 @@ func (p *parser) process(fields fieldSet, key *yaml.Node, path string, f *Functi
 		if s, ok := p.str(kv.value, path+".readiness"); ok {
 			if !strings.HasPrefix(s, "/") || strings.ContainsFunc(s, func(c rune) bool { return c <= ' ' || c == 0x7f }) {
 				p.errorf(kv.value, path+".readiness", "%q is not a path: give the path Nimbus polls until it answers, such as /healthz", s)
+			} else if pr.Contract == model.ContractLambda {
+				p.errorf(kv.value, path+".readiness", "is for contract http: a Lambda runtime is ready when it asks for its first invocation; remove it")
 			}
 			pr.ReadinessPath = s
 		}

@@ -163,7 +163,7 @@ func TestRuntimeNamesAreOneList(t *testing.T) {
 		want   string
 	}{
 		{func(f *Function) { f.Runtime = RuntimeWasm }, "only for runtime"},
-		{func(f *Function) { f.Process.Contract = ContractLambda }, "not available yet"},
+		{func(f *Function) { f.Process.Contract = ContractLambda; f.Process.ReadinessPath = "/healthz" }, "a Lambda runtime is ready when"},
 		{func(f *Function) { f.Process.Contract = "grpc" }, "unknown contract"},
 		{func(f *Function) { f.Process.Isolation = "off" }, "unknown isolation"},
 		{func(f *Function) { f.Process.ReadinessPath = "healthz" }, "must start with '/'"},

@@ -23,7 +23,9 @@ const (
 	// the process listens on the port Nimbus gives it in PORT and answers
 	// the requests Nimbus proxies to it. The default.
 	ContractHTTP = "http"
-	// ContractLambda is reserved for the AWS Lambda Runtime API.
+	// ContractLambda is the AWS Lambda Runtime API: the process (a function
+	// built with a Lambda runtime client, or a custom runtime bootstrap)
+	// polls AWS_LAMBDA_RUNTIME_API for invocations, one at a time.
 	ContractLambda = "lambda"
 )
 
@@ -53,7 +55,8 @@ type Process struct {
 	// relative to the function's directory ("./server") or a program name
 	// looked up in the process's PATH (/usr/local/bin:/usr/bin:/bin).
 	Command []string `json:"command"`
-	// Contract is how Nimbus talks to the process: ContractHTTP (default).
+	// Contract is how Nimbus talks to the process: ContractHTTP (default)
+	// or ContractLambda.
 	Contract string `json:"contract"`
 	// ReadinessPath, when set, is polled with GET until it answers below
 	// 500 before the first request; otherwise the process is ready when
@@ -97,11 +100,12 @@ func checkProcess(f Function) (*Process, error) {
 		p.Contract = ContractHTTP
 	}
 	switch p.Contract {
-	case ContractHTTP:
-	case ContractLambda:
-		return nil, fmt.Errorf("contract %q is not available yet: use %q", p.Contract, ContractHTTP)
+	case ContractHTTP, ContractLambda:
 	default:
-		return nil, fmt.Errorf("unknown contract %q: use %q", p.Contract, ContractHTTP)
+		return nil, fmt.Errorf("unknown contract %q: use %q (HTTP on $PORT) or %q (the AWS Lambda Runtime API)", p.Contract, ContractHTTP, ContractLambda)
+	}
+	if p.Contract == ContractLambda && p.ReadinessPath != "" {
+		return nil, fmt.Errorf("readiness path %q is for contract %q: a Lambda runtime is ready when it asks for its first invocation", p.ReadinessPath, ContractHTTP)
 	}
 	if p.ReadinessPath != "" && (!strings.HasPrefix(p.ReadinessPath, "/") || strings.ContainsFunc(p.ReadinessPath, func(c rune) bool { return c <= ' ' || c == 0x7f })) {
 		return nil, fmt.Errorf("readiness path %q must start with '/' and contain no spaces or control characters", p.ReadinessPath)

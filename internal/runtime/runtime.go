@@ -85,6 +85,10 @@ const (
 	// ContractHTTP is a native process that serves HTTP on $PORT
 	// (model.ContractHTTP); instances are long-lived and reused.
 	ContractHTTP Contract = "http"
+	// ContractLambda is a native process that speaks the AWS Lambda
+	// Runtime API (model.ContractLambda); instances are long-lived, reused
+	// and take one request at a time.
+	ContractLambda Contract = "lambda"
 )
 
 // Spec is everything a runtime needs to load one function revision.

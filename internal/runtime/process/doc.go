@@ -1,10 +1,13 @@
 // Package process is the process runtime: a function is any executable (a
 // Python or Node program, a native Go binary) started as a long-lived
-// worker and spoken to through a contract. The contract here is HTTP on
-// $PORT (Cloud Run, Knative): Nimbus starts the command with PORT set,
-// waits until the port accepts (or a readiness path answers), and proxies
-// each request to it. The AWS Lambda Runtime API is the second contract to
-// plug in (see contract and session in module.go).
+// worker and spoken to through a contract (see contract and session in
+// module.go). HTTP on $PORT (Cloud Run, Knative; http.go): Nimbus starts
+// the command with PORT set, waits until the port accepts (or a readiness
+// path answers), and proxies each request to it. The AWS Lambda Runtime
+// API (lambda.go): Nimbus serves the API to the process at
+// AWS_LAMBDA_RUNTIME_API (in its network namespace when sandboxed), hands
+// each request to its long poll as an API Gateway 2.0 event (routes) or the
+// raw payload (everything else), one at a time, and maps the answer back.
 //
 // It sits where the wasm runtime sits:
 //

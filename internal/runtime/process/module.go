@@ -40,8 +40,13 @@ func (m *module) Reusable() bool { return true }
 
 // MaxConcurrency implements runtime.Module: a process may serve as many
 // requests at once as the function's concurrency allows (the scheduler
-// takes the minimum).
-func (m *module) MaxConcurrency() int { return model.MaxConcurrency }
+// takes the minimum), unless its contract takes fewer (Lambda: one).
+func (m *module) MaxConcurrency() int {
+	if c, ok := m.contract.(interface{ maxConcurrency() int }); ok {
+		return c.maxConcurrency()
+	}
+	return model.MaxConcurrency
+}
 
 // NewInstance implements runtime.Module: it starts the process and waits
 // until it is ready (the cold start).
@@ -96,7 +101,7 @@ func (m *module) forget(i *instance) {
 }
 
 // A contract is one protocol between Nimbus and a started process: HTTP on
-// $PORT here; the AWS Lambda Runtime API plugs in the same way. The
+// $PORT (http.go) or the AWS Lambda Runtime API (lambda.go). The
 // instance owns the process (start, readiness, logs, limits, stop); the
 // contract only says what to add to its environment, when it is ready and
 // how a request reaches it.

@@ -29,8 +29,9 @@ type uidPool struct{}
 func newUIDPool() *uidPool { return &uidPool{} }
 
 type sandbox struct {
-	uid int
-	tmp string
+	uid     int
+	tmp     string
+	inNetns func() error
 }
 
 var errNoSandbox = errors.New("process sandbox: Linux only")

@@ -154,6 +154,8 @@ func (r *Runtime) Load(ctx context.Context, spec runtime.Spec) (runtime.Module, 
 	switch p.Contract {
 	case model.ContractHTTP, "":
 		c = httpContract{readiness: p.ReadinessPath}
+	case model.ContractLambda:
+		c = lambdaContract{}
 	default:
 		return nil, invalid("contract %q is not supported by this node", p.Contract)
 	}

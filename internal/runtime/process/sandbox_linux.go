@@ -67,6 +67,10 @@ type sandbox struct {
 	cgroups map[string]string // controller -> this process's cgroup directory
 	netns   *os.File          // the process's network namespace; nil until start
 	hostns  *os.File          // the node's network namespace
+	// inNetns, when set, runs on the starting thread inside the new
+	// network namespace just before the process is cloned: the Lambda
+	// contract opens its Runtime API listener there.
+	inNetns func() error
 }
 
 // newSandbox prepares the isolation of one process: a uid, a temp
@@ -163,6 +167,11 @@ func (sb *sandbox) startOnThread(cmd *exec.Cmd) (restored bool, err error) {
 	}
 	if err := loopbackUp(); err != nil {
 		return restoreNet(), fmt.Errorf("sandbox: loopback: %w", err)
+	}
+	if sb.inNetns != nil {
+		if err := sb.inNetns(); err != nil {
+			return restoreNet(), fmt.Errorf("sandbox: %w", err)
+		}
 	}
 	tid := strconv.Itoa(unix.Gettid())
 	moved := []string{}
