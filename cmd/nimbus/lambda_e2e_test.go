@@ -18,6 +18,7 @@ import (
 // deploys examples/lambda-python, a custom runtime bootstrap, and calls it
 // the same ways. The examples run sandboxed, so the host must allow it.
 func TestLambdaExamples(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds the binary and the example, starts processes")
 	}
