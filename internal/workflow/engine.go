@@ -466,4 +466,3 @@ func (e *Engine) wake(app, id string) {
 	e.wg.Add(1)
 	go e.drive(r)
 }
-
