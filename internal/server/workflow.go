@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
 
+	"github.com/nimbus-dev/nimbus/internal/registry"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 	"github.com/nimbus-dev/nimbus/internal/scheduler"
 	"github.com/nimbus-dev/nimbus/internal/workflow"
@@ -94,3 +96,31 @@ func (s *Server) startRun(ctx context.Context, app, wf, id string, input []byte,
 
 // Workflows is the node's workflow engine.
 func (s *Server) Workflows() *workflow.Engine { return s.wf }
+
+// StartRun implements api.Workflows.
+func (s *Server) StartRun(ctx context.Context, app, wf, id string, input []byte, wait time.Duration) (*workflow.Run, bool, error) {
+	run, created, err := s.wf.Start(ctx, app, wf, id, input)
+	if err != nil || run.Done() || wait <= 0 {
+		return run, created, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	run, err = s.wf.Wait(wctx, app, run.ID)
+	return run, created, err
+}
+
+// Run implements api.Workflows.
+func (s *Server) Run(ctx context.Context, app, id string) (*workflow.RunInfo, error) {
+	if s.active.get(app) == nil {
+		return nil, fmt.Errorf("%w: %s", registry.ErrAppNotFound, app)
+	}
+	return s.wf.Get(ctx, app, id)
+}
+
+// Runs implements api.Workflows.
+func (s *Server) Runs(ctx context.Context, app string, o workflow.ListOptions) ([]workflow.Run, error) {
+	if s.active.get(app) == nil {
+		return nil, fmt.Errorf("%w: %s", registry.ErrAppNotFound, app)
+	}
+	return s.wf.List(ctx, app, o)
+}

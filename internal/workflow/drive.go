@@ -1,6 +1,7 @@
 package workflow
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -124,7 +125,11 @@ func (e *Engine) step(r *run) (time.Duration, error) {
 	}
 	switch resp.Header.Get(wire.HeaderOutcome) {
 	case wire.OutcomeCompleted:
-		return 0, e.finish(r, StateCompleted, resp.Body, "")
+		result := json.RawMessage(resp.Body)
+		if !json.Valid(result) {
+			result, _ = json.Marshal(string(resp.Body)) // an SDK that returns text
+		}
+		return 0, e.finish(r, StateCompleted, result, "")
 	case wire.OutcomeFailed:
 		return 0, e.finish(r, StateFailed, nil, string(resp.Body))
 	}

@@ -390,14 +390,18 @@ func (e *Engine) Get(ctx context.Context, app, id string) (*RunInfo, error) {
 		ents[i].Result, ents[i].Truncated = cut(ents[i].Result, ents[i].Truncated)
 		ents[i].Input, ents[i].Truncated = cut(ents[i].Input, ents[i].Truncated)
 	}
+	rec.Input, _ = cut(rec.Input, false)
 	return &RunInfo{Run: *rec, Timeline: ents}, nil
 }
 
-func cut(b []byte, was bool) ([]byte, bool) {
+// cut replaces a JSON value over MaxShownBytes by a JSON string of its
+// first MaxShownBytes bytes.
+func cut(b json.RawMessage, was bool) (json.RawMessage, bool) {
 	if len(b) <= MaxShownBytes {
 		return b, was
 	}
-	return b[:MaxShownBytes], true
+	s, _ := json.Marshal(string(b[:MaxShownBytes]) + "...")
+	return s, true
 }
 
 // ListOptions filter List.

@@ -2,6 +2,7 @@ package workflow
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 )
@@ -114,6 +115,9 @@ func (e *Engine) StepEnd(ctx context.Context, app, invocation string, pos int, n
 	r := a.r
 	if pos != len(r.steps) {
 		return false, fmt.Errorf("%w: step %q at position %d was replayed, not begun", ErrBadStep, name, pos)
+	}
+	if !failed && !json.Valid(result) {
+		return false, fmt.Errorf("%w: the result of step %q is not JSON", ErrBadStep, name)
 	}
 	now := e.opts.Now().UTC()
 	attempt := len(r.attempts[pos]) + 1

@@ -50,16 +50,16 @@ type Entry struct {
 	// Attempt is the attempt number (EntryStep, EntryAttempt).
 	Attempt int `json:"attempt,omitempty"`
 	// Result is the step's or the workflow's result.
-	Result []byte `json:"result,omitempty"`
+	Result json.RawMessage `json:"result,omitempty"`
 	// Error is the failure; Failed marks an EntryStep that failed for good.
 	Error  string `json:"error,omitempty"`
 	Failed bool   `json:"failed,omitempty"`
 	// WakeAt is when a sleep ends or a retry runs.
 	WakeAt time.Time `json:"wake_at,omitzero"`
 	// Started: the run's function, revision and input.
-	Function string `json:"function,omitempty"`
-	Revision string `json:"revision,omitempty"`
-	Input    []byte `json:"input,omitempty"`
+	Function string          `json:"function,omitempty"`
+	Revision string          `json:"revision,omitempty"`
+	Input    json.RawMessage `json:"input,omitempty"`
 	// Truncated is set on a shown entry whose Result or Input was cut
 	// (Engine.Get); never stored.
 	Truncated bool `json:"truncated,omitempty"`
@@ -79,14 +79,14 @@ type Run struct {
 	App      string `json:"app"`
 	Workflow string `json:"workflow"`
 	// Revision is the function revision the run started on.
-	Revision string    `json:"revision"`
-	State    string    `json:"state"`
-	Input    []byte    `json:"input,omitempty"`
-	Result   []byte    `json:"result,omitempty"`
-	Error    string    `json:"error,omitempty"`
-	WakeAt   time.Time `json:"wake_at,omitzero"`
-	Created  time.Time `json:"created"`
-	Updated  time.Time `json:"updated"`
+	Revision string          `json:"revision"`
+	State    string          `json:"state"`
+	Input    json.RawMessage `json:"input,omitempty"`
+	Result   json.RawMessage `json:"result,omitempty"`
+	Error    string          `json:"error,omitempty"`
+	WakeAt   time.Time       `json:"wake_at,omitzero"`
+	Created  time.Time       `json:"created"`
+	Updated  time.Time       `json:"updated"`
 	// Steps counts the positions the run has recorded (steps and sleeps).
 	Steps int `json:"steps"`
 }

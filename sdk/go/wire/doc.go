@@ -188,7 +188,8 @@
 //	    0: the attempt failed and val is the error message; bit 1: the
 //	    error is not retryable. retry_ms: for a failure, the delay before
 //	    the next attempt, or -1 when the failure is final (the SDK applies
-//	    the step's retry policy). A success or a final failure is recorded
+//	    the step's retry policy). A result must be JSON (anything else is
+//	    2). A success or a final failure is recorded
 //	    durably (fsynced) before the call returns.
 //	    0: recorded; go on (with a final failure: the step's error).
 //	    20: run the step again now (the next attempt).

@@ -21,6 +21,8 @@ type In struct {
 	SleepMS int64 `json:"sleep_ms"`
 	// FailTimes makes each step fail that many times before it succeeds.
 	FailTimes int `json:"fail_times"`
+	// StepMS makes each step take that long (it holds its instance).
+	StepMS int64 `json:"step_ms"`
 }
 
 // Out is a run's result.
@@ -67,6 +69,7 @@ func run(wf *nimbus.Workflow, in In) (Out, error) {
 	for i := range in.Steps {
 		rev, err := nimbus.Step(wf, prefix+"s"+strconv.Itoa(i), func() (uint64, error) {
 			key := wf.IdempotencyKey()
+			time.Sleep(time.Duration(in.StepMS) * time.Millisecond)
 			if n := count(key); n <= in.FailTimes {
 				return 0, errors.New("failing on purpose, execution " + strconv.Itoa(n))
 			}
