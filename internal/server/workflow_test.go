@@ -162,7 +162,9 @@ func TestWorkflowNonDeterminism(t *testing.T) {
 	srv := start(t, t.TempDir())
 	deployWF(t, srv, guest, "a")
 	ctx := context.Background()
-	if _, _, err := srv.Workflows().Start(ctx, "shop", "flow", "drift", []byte(`{"steps":2,"sleep_ms":1500}`)); err != nil {
+	// The sleep outlasts the redeploy below (a new revision of the same
+	// module: no compile), so the run wakes on the "b" code.
+	if _, _, err := srv.Workflows().Start(ctx, "shop", "flow", "drift", []byte(`{"steps":2,"sleep_ms":4000}`)); err != nil {
 		t.Fatal(err)
 	}
 	poll(t, "run sleeping", func() error {
