@@ -64,6 +64,7 @@ var scenarios = []scenario{
 	{"backpressure", "RSS of a nimbus process flooded with events faster than delivery, requests refused, vs a raw JetStream process with a 10m dedupe window", runBackpressure},
 	{"process", "process function (Go net/http, sandboxed): scale from zero vs fork/exec + first response; warm through the gateway vs direct", runProcess},
 	{"lambda", "aws-lambda-go function (sandboxed) warm through the gateway vs the same binary's direct Runtime API loop", runLambda},
+	{"workflow", "3-step workflow runs/s and start -> result p50/p99, 50 in flight (fsync on), vs raw JetStream sync writes, 5 per run", runWorkflow},
 	{"latency", "publish -> function start p50/p99, single events at a fixed rate, vs raw JetStream publish -> consumer receive", runLatency},
 }
 

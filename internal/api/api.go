@@ -43,6 +43,7 @@ type Platform interface {
 	DeadLetterQueue
 	gateway.EventSink
 	Async
+	Workflows
 }
 
 // Authenticator checks tokens; *security.Tokens implements it.
@@ -77,6 +78,9 @@ func Handler(p Platform, auth Authenticator, metrics *telemetry.Metrics, version
 	handle("GET /api/v1/apps/{app}/logs", security.ScopeRead, a.logs)
 	a.kvRoutes(handle)
 	handle("GET /api/v1/invocations/{id}", security.ScopeRead, a.invocation)
+	handle("POST /api/v1/apps/{app}/workflows/{workflow}/runs", security.ScopeInvoke, a.startRun)
+	handle("GET /api/v1/apps/{app}/runs", security.ScopeRead, a.listRuns)
+	handle("GET /api/v1/apps/{app}/runs/{id}", security.ScopeRead, a.getRun)
 	a.dlqRoutes(handle)
 	if tm, ok := auth.(TokenManager); ok {
 		tokenRoutes(handle, tm)

@@ -19,6 +19,7 @@ import (
 	"github.com/nimbus-dev/nimbus/internal/state"
 	"github.com/nimbus-dev/nimbus/internal/store"
 	"github.com/nimbus-dev/nimbus/internal/throttle"
+	"github.com/nimbus-dev/nimbus/internal/workflow"
 )
 
 // Headers the mapping sets besides Header (X-Nimbus-Error).
@@ -98,6 +99,11 @@ var rules = []rule{
 	{match: is(registry.ErrRevisionNotFound), status: http.StatusNotFound, code: "revision_not_found"},
 	{match: is(registry.ErrFunctionNotFound), status: http.StatusNotFound, code: "function_not_found"},
 	{match: is(events.ErrNoRecord), status: http.StatusNotFound, code: "invocation_not_found"},
+	{match: is(workflow.ErrWorkflowNotFound), status: http.StatusNotFound, code: "workflow_not_found"},
+	{match: is(workflow.ErrRunNotFound), status: http.StatusNotFound, code: "run_not_found"},
+	{match: is(workflow.ErrRunConflict), status: http.StatusConflict, code: "run_conflict"},
+	{match: is(workflow.ErrInvalid), status: http.StatusBadRequest, code: "invalid_run"},
+	{match: is(workflow.ErrClosed), status: http.StatusServiceUnavailable, code: "shutting_down"},
 
 	{match: is(events.ErrTopicNotFound), status: http.StatusNotFound, code: "topic_not_found"},
 	{match: is(events.ErrTopicReserved), status: http.StatusForbidden, code: "topic_reserved"},

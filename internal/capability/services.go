@@ -18,6 +18,10 @@ type Config struct {
 	// *server.Server). Optional: nil makes every publish fail with
 	// ErrUnavailable.
 	Publisher Publisher
+	// Workflows runs the workflow host calls (in the server, the
+	// *workflow.Engine). Optional: nil makes them fail with
+	// ErrUnavailable.
+	Workflows WorkflowBackend
 	// MaxLogBytes caps one log message; longer ones are truncated.
 	// Optional: default DefaultMaxLogBytes.
 	MaxLogBytes int
@@ -26,9 +30,10 @@ type Config struct {
 // Services are the capability services of a node. They are immutable and
 // safe for concurrent use; one set serves every runtime.
 type Services struct {
-	Log     *LogService
-	KV      *KVService
-	Publish *PublishService
+	Log      *LogService
+	KV       *KVService
+	Publish  *PublishService
+	Workflow *WorkflowService
 }
 
 // New returns the services configured by cfg.
@@ -42,9 +47,10 @@ func New(cfg Config) *Services {
 		maxLog = DefaultMaxLogBytes
 	}
 	return &Services{
-		Log:     &LogService{guard: g, maxBytes: maxLog},
-		KV:      &KVService{guard: g, store: cfg.KV},
-		Publish: &PublishService{guard: g, pub: cfg.Publisher},
+		Log:      &LogService{guard: g, maxBytes: maxLog},
+		KV:       &KVService{guard: g, store: cfg.KV},
+		Publish:  &PublishService{guard: g, pub: cfg.Publisher},
+		Workflow: &WorkflowService{guard: g, backend: cfg.Workflows},
 	}
 }
 

@@ -74,6 +74,7 @@ var Known = []Guest{
 	{"examples/wagi/wagi", Command},
 	{"examples/counter/counter", Reactor},
 	{"examples/orders/orders", Reactor},
+	{"internal/workflow/testdata/wfguest", Reactor},
 }
 
 type key struct {

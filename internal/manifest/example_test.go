@@ -41,6 +41,6 @@ functions:
 	}
 	// Output:
 	// nimbus.yaml:6:13: functions.hello.memory: "lots" is not a size: use a whole number with a unit, such as 64MiB
-	// nimbus.yaml:7:5: functions.hello.concurency: unknown field: did you mean "concurrency"? (allowed: runtime, module, command, contract, readiness, isolation, build, memory, timeout, concurrency, max_instances, max_request_body, max_response_body, env, capabilities, routes, triggers, flow, async)
+	// nimbus.yaml:7:5: functions.hello.concurency: unknown field: did you mean "concurrency"? (allowed: runtime, module, command, contract, readiness, isolation, build, memory, timeout, concurrency, max_instances, max_request_body, max_response_body, env, capabilities, routes, triggers, flow, async, kind)
 	// 2 errors; first field: functions.hello.memory
 }

@@ -65,7 +65,9 @@ type Manifest struct {
 
 // Function is one validated function of a manifest.
 type Function struct {
-	Name    string
+	Name string
+	// Kind is "" for a plain function or model.KindWorkflow (kind: workflow).
+	Kind    string
 	Runtime string // "wasm" (default) or "process"
 	// Module is the absolute path of the artifact (inside Manifest.Dir):
 	// the .wasm file, or for a process the directory deploy packs (default
@@ -118,6 +120,7 @@ type Build struct {
 func (f *Function) Registry(moduleSHA256 string) model.Function {
 	return model.Function{
 		Name:             f.Name,
+		Kind:             f.Kind,
 		Runtime:          f.Runtime,
 		Module:           moduleSHA256,
 		MemoryBytes:      f.MemoryBytes,

@@ -22,7 +22,7 @@ var (
 	topFields      = []string{"app", "topics", "buckets", "functions"}
 	functionFields = []string{"runtime", "module", "command", "contract", "readiness", "isolation", "build", "memory", "timeout", "concurrency",
 		"max_instances", "max_request_body", "max_response_body", "env", "capabilities", "routes",
-		"triggers", "flow", "async"}
+		"triggers", "flow", "async", "kind"}
 	buildFields = []string{"command", "dir"}
 	routeFields = []string{"method", "path"}
 )
@@ -360,7 +360,37 @@ func (p *parser) function(key, n *yaml.Node) *Function {
 	if kv, ok := fields.get("async"); ok {
 		f.Async = p.async(kv.key, kv.value, path+".async")
 	}
+	if kv, ok := fields.get("kind"); ok {
+		p.kind(kv.value, path, f, fields)
+	}
 	return f
+}
+
+// kind reads a function's kind and checks what a workflow may not have
+// (the rules are model.Function's; here they point at the line).
+func (p *parser) kind(n *yaml.Node, path string, f *Function, fields fieldSet) {
+	s, ok := p.str(n, path+".kind")
+	if !ok {
+		return
+	}
+	switch s {
+	case model.KindFunction:
+		return
+	case model.KindWorkflow:
+		f.Kind = s
+	default:
+		p.errorf(n, path+".kind", "%q is not a kind: use %s (the default) or %s", s, model.KindFunction, model.KindWorkflow)
+		return
+	}
+	if f.Runtime != RuntimeWasm {
+		p.errorf(n, path+".kind", "a workflow must have runtime %s: runtime %s cannot run workflows yet", RuntimeWasm, f.Runtime)
+	}
+	if kv, ok := fields.get("triggers"); ok {
+		p.errorf(kv.key, path+".triggers", "a workflow cannot have triggers yet: start its runs with a route or `nimbus wf start`")
+	}
+	if kv, ok := fields.get("async"); ok {
+		p.errorf(kv.key, path+".async", "a workflow has no async policy: its runs are durable already; give its steps a retry policy (nimbus.Retry) instead")
+	}
 }
 
 // localPath checks that rel is a relative path that stays inside the

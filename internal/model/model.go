@@ -7,7 +7,12 @@ import "time"
 // the server stores. All defaults are filled in by the manifest package before
 // it gets here, so a Function is complete and valid.
 type Function struct {
-	Name    string `json:"name"`
+	Name string `json:"name"`
+	// Kind is what the function is: "" (KindFunction) serves requests and
+	// events; KindWorkflow is a durable workflow whose runs the workflow
+	// engine drives (its routes start runs). Omitted when empty, so plain
+	// functions keep the ids they had before workflows existed.
+	Kind    string `json:"kind,omitempty"`
 	Runtime string `json:"runtime"` // "wasm" or "process"
 	// Module is the sha256 (hex) of the artifact in the artifact store: the
 	// wasm module, or for a process the tar of the function's directory.
@@ -65,6 +70,17 @@ type Revision struct {
 	// Buckets are the app's key-value buckets, sorted by name.
 	Buckets []Bucket `json:"buckets,omitempty"`
 }
+
+// Function kinds (Function.Kind).
+const (
+	// KindFunction is a plain function; it is written "" in a Function.
+	KindFunction = "function"
+	// KindWorkflow is a durable workflow (docs/workflows.md).
+	KindWorkflow = "workflow"
+)
+
+// IsWorkflow reports whether f is a workflow.
+func (f *Function) IsWorkflow() bool { return f.Kind == KindWorkflow }
 
 // DeadLetterTopic is the topic every app with events has implicitly: an
 // event (or cron firing, or bucket change) whose delivery failed

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"net/http"
@@ -69,6 +70,9 @@ func canonical(f Function) (Function, error) {
 	if err := CheckRuntime(f.Runtime); err != nil {
 		return bad("%v", err)
 	}
+	if err := checkKind(f); err != nil {
+		return bad("%v", err)
+	}
 	if len(f.Module) != 64 || !IsHex(f.Module) {
 		return bad("module %q is not a sha256 hex digest", f.Module)
 	}
@@ -113,6 +117,9 @@ func canonical(f Function) (Function, error) {
 
 	c := f
 	c.Revision = ""
+	if c.Kind == KindFunction {
+		c.Kind = "" // the default, written as nothing (same id as before kinds)
+	}
 	c.Env = nil
 	if len(f.Env) > 0 {
 		c.Env = maps.Clone(f.Env)
@@ -294,6 +301,28 @@ func FindConflict(candidates, existing []OwnedRoute) error {
 		// The combination conflicts but no single route does; name the first.
 		return fmt.Errorf("%w: route %q of function %s (app %s) conflicts with existing routes",
 			ErrConflict, c.Route.Pattern(), c.Function, c.App)
+	}
+	return nil
+}
+
+// checkKind checks what a function's kind allows: a workflow is a wasm
+// guest of the Go SDK (the workflow ABI is a wasm one), started by its
+// routes or the API, not by triggers or async invocations yet.
+func checkKind(f Function) error {
+	switch f.Kind {
+	case "", KindFunction:
+		return nil
+	case KindWorkflow:
+	default:
+		return fmt.Errorf("kind %q is not known: use %s (the default) or %s", f.Kind, KindFunction, KindWorkflow)
+	}
+	switch {
+	case f.Runtime != RuntimeWasm:
+		return fmt.Errorf("a workflow must have runtime %s (runtime %s cannot run workflows yet)", RuntimeWasm, f.Runtime)
+	case len(f.Triggers) > 0:
+		return errors.New("a workflow cannot have triggers yet: start its runs with a route or `nimbus wf start`")
+	case f.Async != nil:
+		return errors.New("a workflow has no async policy: its runs are durable already; give its steps a retry policy instead")
 	}
 	return nil
 }

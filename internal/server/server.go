@@ -30,6 +30,7 @@ import (
 	"github.com/nimbus-dev/nimbus/internal/state"
 	"github.com/nimbus-dev/nimbus/internal/store"
 	"github.com/nimbus-dev/nimbus/internal/telemetry"
+	"github.com/nimbus-dev/nimbus/internal/workflow"
 )
 
 // Config configures a node. The zero value of each field is its default.
@@ -87,6 +88,7 @@ type Server struct {
 	deliver *events.Dispatcher
 	cron    *events.CronSource
 	kvtrig  *events.BucketSource // bucket changes -> events
+	wf      *workflow.Engine
 	logs    *guestlog.Writer
 	metrics *telemetry.Metrics
 
@@ -145,9 +147,13 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	s.buckets = state.New(s.store.Committer(), cfg.Logger)
+	// The engine activates runs through the scheduler, made below.
+	s.wf = workflow.New(s.store.Committer(), invokerFunc(func(ctx context.Context, app, fn string, req *runtime.Request) (*runtime.Response, error) {
+		return s.sched.Invoke(ctx, app, fn, req)
+	}), workflow.Options{Logger: cfg.Logger})
 	s.rts = runtime.Set{}
 	wasmRT, err := wasm.New(ctx, wasm.Config{CacheDir: cfg.CacheDir, Logger: cfg.Logger,
-		HostFunctions: hostfn.NewDefaultRegistry(capability.New(capability.Config{Logger: cfg.Logger, KV: s.buckets, Publisher: s}))})
+		HostFunctions: hostfn.NewDefaultRegistry(capability.New(capability.Config{Logger: cfg.Logger, KV: s.buckets, Publisher: s, Workflows: s.wf}))})
 	if err != nil {
 		return nil, fmt.Errorf("wasm runtime: %w", err)
 	}
@@ -178,7 +184,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.metrics.Registry().MustRegister(newEventsCollector(s))
 	s.cron = events.NewCronSource(s.store.JetStream(), s.events, events.CronOptions{Logger: cfg.Logger})
 	s.kvtrig = events.NewBucketSource(s.store.JetStream(), s.events, events.BucketOptions{Logger: cfg.Logger})
-	s.gw = gateway.New(s.sched, cfg.Logger)
+	s.gw = gateway.New(workflowRoutes{s.sched, s}, cfg.Logger)
 	s.gw.SetEvents(s)
 	s.gw.SetAsync(s)
 	s.gw.SetMetrics(s.metrics) // a 413 answered at the gateway counts like one from the scheduler
@@ -188,6 +194,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		{"buckets", s.buckets},
 		{"scheduler", s.sched},
 		{"active", s.active},
+		{"workflows", s.wf},
 		{"gateway", s.gw},
 		{"dispatcher", s.deliver},
 		{"cron", s.cron},

@@ -34,3 +34,14 @@ func hostKVList(string, string, string, int32, []byte, *[wire.KVListOutSize]byte
 }
 
 func hostPublish(string, []byte, *[wire.PublishOutSize]byte) int32 { return wire.CodeUnavailable }
+
+// Outside WebAssembly there is no workflow host: workflow calls fail
+// with ErrUnavailable (the workflow function unwinds).
+
+func hostStepBegin(int32, string, []byte, *[wire.StepBeginOutSize]byte) int32 {
+	return wire.CodeUnavailable
+}
+
+func hostStepEnd(int32, string, []byte, int32, int64) int32 { return wire.CodeUnavailable }
+
+func hostSleep(int32, int64) int32 { return wire.CodeUnavailable }

@@ -109,3 +109,24 @@ func publish(topic unsafe.Pointer, topicLen int32, event unsafe.Pointer, eventLe
 func hostPublish(topic string, event []byte, out *[8]byte) int32 {
 	return publish(strPtr(topic), clampLen(len(topic)), bytesPtr(event), clampLen(len(event)), unsafe.Pointer(out))
 }
+
+// The workflow host functions (see package wire, section Workflows).
+
+//go:wasmimport nimbus wf_step_begin
+func wfStepBegin(pos int32, name unsafe.Pointer, nameLen int32, buf unsafe.Pointer, bufCap int32, out unsafe.Pointer) int32
+
+//go:wasmimport nimbus wf_step_end
+func wfStepEnd(pos int32, name unsafe.Pointer, nameLen int32, val unsafe.Pointer, valLen int32, flags int32, retryMS int64) int32
+
+//go:wasmimport nimbus wf_sleep
+func wfSleep(pos int32, untilMS int64) int32
+
+func hostStepBegin(pos int32, name string, buf []byte, out *[16]byte) int32 {
+	return wfStepBegin(pos, strPtr(name), clampLen(len(name)), bytesPtr(buf), clampLen(len(buf)), unsafe.Pointer(out))
+}
+
+func hostStepEnd(pos int32, name string, val []byte, flags int32, retryMS int64) int32 {
+	return wfStepEnd(pos, strPtr(name), clampLen(len(name)), bytesPtr(val), clampLen(len(val)), flags, retryMS)
+}
+
+func hostSleep(pos int32, untilMS int64) int32 { return wfSleep(pos, untilMS) }

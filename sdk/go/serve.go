@@ -20,6 +20,9 @@ func serve(h http.Handler, in []byte, dst []byte) (out []byte) {
 	if err != nil {
 		return wire.EncodeResponse(dst, &wire.Response{Status: 500, Error: fmt.Sprintf("sdk: bad request from host: %v", err)})
 	}
+	if ids := wr.Header[wire.HeaderRun]; len(ids) == 1 {
+		return wire.EncodeResponse(dst, runWorkflow(ids[0], wr.Body))
+	}
 	if h == nil {
 		return wire.EncodeResponse(dst, &wire.Response{Status: 500, Error: "no handler registered: call nimbus.Handle or nimbus.HandleFunc from init"})
 	}

@@ -157,4 +157,62 @@
 // invocation publishes again (a fixed id makes the second copy a
 // duplicate). Publishes that commit with a workflow step are a later
 // feature.
+//
+// # Workflows
+//
+// A function of kind workflow is activated like any request: the host
+// calls nimbus_handle with a request that carries the header
+// Nimbus-Workflow-Run (HeaderRun) set to the run id, whose body is the
+// run's input. The guest runs its workflow function from the start every
+// time it is activated; each durable operation has a position (0, 1, 2,
+// ... in the order the code reaches them, per activation) and a name, and
+// the host answers from the run's journal what it already recorded, so the
+// code replays up to where it stopped and goes on from there. The guest
+// answers with the header Nimbus-Workflow-Outcome (HeaderOutcome):
+// "completed" with the result as the body, "failed" with the error message
+// as the body, or "suspended" (empty body) after a call returned 21. A
+// trap, a timeout or any other answer is an activation failure: the host
+// activates the run again later (it replays).
+//
+//	wf_step_begin(pos i32, name_ptr, name_len, buf_ptr, buf_cap, out_ptr i32) -> i32
+//	    out (16 bytes): length u32, flags u32, attempt u32, reserved u32.
+//	    0: the step completed before; its recorded outcome is at
+//	       [buf_ptr, buf_ptr+length): the result, or with flags bit 0 the
+//	       message of the error it failed with for good. Do not run it.
+//	    3: buf_cap is too small; out holds the length: call again.
+//	    20: run the step now; out.attempt is its attempt number (from 1).
+//
+//	wf_step_end(pos i32, name_ptr, name_len, val_ptr, val_len, flags i32,
+//	            retry_ms i64) -> i32
+//	    Records the outcome of the attempt wf_step_begin allowed. flags bit
+//	    0: the attempt failed and val is the error message; bit 1: the
+//	    error is not retryable. retry_ms: for a failure, the delay before
+//	    the next attempt, or -1 when the failure is final (the SDK applies
+//	    the step's retry policy). A result must be JSON (anything else is
+//	    2). A success or a final failure is recorded
+//	    durably (fsynced) before the call returns.
+//	    0: recorded; go on (with a final failure: the step's error).
+//	    20: run the step again now (the next attempt).
+//	    21: the retry is far off: suspended; unwind.
+//
+//	wf_sleep(pos i32, until_ms i64) -> i32
+//	    A durable timer at Unix time until_ms (milliseconds). The first
+//	    activation to reach pos records it; replays use the recorded time,
+//	    whatever until_ms they pass.
+//	    0: the time has come; go on. 21: suspended until then; unwind.
+//
+// Every workflow function may also answer 21 (suspended: the host
+// unwinds an activation whose time is running out, and activates it again
+// at once), 22 (non-determinism: the step at pos has another name or kind
+// in the journal; the run has failed, with an error naming both), 23 (not
+// called by a run's activation), 2 (bad argument: a position that skips
+// one, a name over 256 bytes, an area outside memory) and 3 (a value over
+// 1MiB). After 21 or 22 every further call answers the same; the guest
+// must not run further steps.
+//
+// Names starting with "nimbus." are the SDK's own: the Go SDK records
+// Now, UUID and Random as steps named nimbus.now, nimbus.uuid and
+// nimbus.random. An external effect made in a step should carry the
+// step's idempotency key, "<run>/<pos>/<name>", which is stable across
+// attempts and activations.
 package wire

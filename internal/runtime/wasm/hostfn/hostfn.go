@@ -27,9 +27,9 @@ const (
 )
 
 // Capabilities returns the capability kinds this build's host functions
-// serve, sorted.
+// serve, sorted: the grantable kinds and the workflow calls.
 func Capabilities() []string {
-	return slices.Sorted(slices.Values(capability.Kinds()))
+	return slices.Sorted(slices.Values(append(capability.Kinds(), CapabilityWorkflow)))
 }
 
 // Function is one host function.
@@ -93,7 +93,8 @@ func NewDefaultRegistry(svc *capability.Services) *Registry {
 	if svc == nil {
 		svc = capability.New(capability.Config{})
 	}
-	r, err := NewRegistry(LogProvider{Service: svc.Log}, KVProvider{Service: svc.KV}, PublishProvider{Service: svc.Publish})
+	r, err := NewRegistry(LogProvider{Service: svc.Log}, KVProvider{Service: svc.KV}, PublishProvider{Service: svc.Publish},
+		WorkflowProvider{Service: svc.Workflow})
 	if err != nil {
 		panic(err) // the built-in providers are static; this is a programming error
 	}

@@ -1,0 +1,112 @@
+package capability
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/nimbus-dev/nimbus/internal/workflow"
+)
+
+// WorkflowBackend runs the workflow host calls; *workflow.Engine
+// implements it.
+type WorkflowBackend interface {
+	StepBegin(ctx context.Context, app, invocation string, pos int, name string) (workflow.StepAnswer, error)
+	StepEnd(ctx context.Context, app, invocation string, pos int, name string, result []byte, failed bool, retry time.Duration) (bool, error)
+	Sleep(ctx context.Context, app, invocation string, pos int, until time.Time) error
+}
+
+var _ WorkflowBackend = (*workflow.Engine)(nil)
+
+// Errors of the workflow service, beyond the common ones.
+var (
+	// ErrSuspended: the run is suspended; the guest must unwind.
+	ErrSuspended = errors.New("workflow run suspended")
+	// ErrNonDeterminism: the run's code no longer matches its journal;
+	// the run failed.
+	ErrNonDeterminism = errors.New("workflow non-determinism")
+	// ErrNoRun: the call is not made by a workflow run.
+	ErrNoRun = errors.New("not a workflow run")
+)
+
+// Limits of the workflow calls' arguments.
+const (
+	maxStepName   = 256
+	maxStepResult = 1 << 20
+)
+
+// WorkflowService is the workflow steps capability: journaled steps and
+// durable sleeps of a workflow run. It needs no grant in nimbus.yaml:
+// what it checks is that the caller is an activation of a run (the
+// engine knows its invocations), which only a function of kind workflow
+// gets.
+type WorkflowService struct {
+	guard   *guard
+	backend WorkflowBackend
+}
+
+// StepBegin asks whether the step name at pos completed before (its
+// recorded outcome) or must run now (its attempt number).
+func (s *WorkflowService) StepBegin(ctx context.Context, call *Caller, pos int, name string) (workflow.StepAnswer, error) {
+	const op = "wf_step_begin"
+	if err := s.args(call, op, pos, name, 0); err != nil {
+		return workflow.StepAnswer{}, err
+	}
+	ans, err := s.backend.StepBegin(ctx, call.App, call.InvocationID, pos, name)
+	return ans, s.mapErr(call, op, err)
+}
+
+// StepEnd records the outcome of a step's attempt (see
+// workflow.Engine.StepEnd); it reports whether to run the next attempt
+// now.
+func (s *WorkflowService) StepEnd(ctx context.Context, call *Caller, pos int, name string, result []byte, failed bool, retry time.Duration) (bool, error) {
+	const op = "wf_step_end"
+	if err := s.args(call, op, pos, name, len(result)); err != nil {
+		return false, err
+	}
+	again, err := s.backend.StepEnd(ctx, call.App, call.InvocationID, pos, name, result, failed, retry)
+	return again, s.mapErr(call, op, err)
+}
+
+// Sleep is a durable timer at pos.
+func (s *WorkflowService) Sleep(ctx context.Context, call *Caller, pos int, until time.Time) error {
+	const op = "wf_sleep"
+	if err := s.args(call, op, pos, "sleep", 0); err != nil {
+		return err
+	}
+	return s.mapErr(call, op, s.backend.Sleep(ctx, call.App, call.InvocationID, pos, until))
+}
+
+// args checks a call's arguments and that there is a backend.
+func (s *WorkflowService) args(call *Caller, op string, pos int, name string, size int) error {
+	switch {
+	case call == nil:
+		return fail(op, ErrNoRun, nil)
+	case pos < 0 || name == "" || len(name) > maxStepName:
+		return fail(op, ErrBadArgument, errors.New("a step needs a position and a name of 1 to 256 bytes"))
+	case size > maxStepResult:
+		return fail(op, ErrTooLarge, errors.New("a step's result is at most 1MiB"))
+	case s.backend == nil:
+		return fail(op, ErrUnavailable, nil)
+	}
+	return nil
+}
+
+// mapErr classifies the engine's errors.
+func (s *WorkflowService) mapErr(call *Caller, op string, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, workflow.ErrSuspended):
+		return fail(op, ErrSuspended, err)
+	case errors.Is(err, workflow.ErrNonDeterminism):
+		call.log("error", err.Error())
+		return fail(op, ErrNonDeterminism, err)
+	case errors.Is(err, workflow.ErrNoRun):
+		return fail(op, ErrNoRun, err)
+	case errors.Is(err, workflow.ErrBadStep):
+		return fail(op, ErrBadArgument, err)
+	}
+	s.guard.failed(call, "workflow host call failed", op, err)
+	return fail(op, ErrUnavailable, err)
+}

@@ -1,0 +1,50 @@
+package client
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"strconv"
+
+	"github.com/nimbus-dev/nimbus/internal/api"
+	"github.com/nimbus-dev/nimbus/internal/workflow"
+)
+
+// StartRun starts a run of app's workflow (or finds the run with that
+// id) and, with a wait in req, waits for it to finish.
+func (c *Client) StartRun(ctx context.Context, app, wf string, req api.StartRunRequest) (*api.StartRunResponse, error) {
+	var out api.StartRunResponse
+	err := c.call(ctx, http.MethodPost, "/api/v1/apps/"+url.PathEscape(app)+"/workflows/"+url.PathEscape(wf)+"/runs", req, &out)
+	if err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Run returns a run with its timeline.
+func (c *Client) Run(ctx context.Context, app, id string) (*workflow.RunInfo, error) {
+	var out workflow.RunInfo
+	if err := c.call(ctx, http.MethodGet, "/api/v1/apps/"+url.PathEscape(app)+"/runs/"+url.PathEscape(id), nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Runs lists app's runs, newest first.
+func (c *Client) Runs(ctx context.Context, app string, o workflow.ListOptions) ([]workflow.Run, error) {
+	q := url.Values{}
+	if o.Workflow != "" {
+		q.Set("workflow", o.Workflow)
+	}
+	if o.State != "" {
+		q.Set("state", o.State)
+	}
+	if o.Limit > 0 {
+		q.Set("limit", strconv.Itoa(o.Limit))
+	}
+	var out api.ListRunsResponse
+	if err := c.call(ctx, http.MethodGet, "/api/v1/apps/"+url.PathEscape(app)+"/runs?"+q.Encode(), nil, &out); err != nil {
+		return nil, err
+	}
+	return out.Runs, nil
+}

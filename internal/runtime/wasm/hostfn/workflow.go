@@ -1,0 +1,150 @@
+package hostfn
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/tetratelabs/wazero/api"
+
+	"github.com/nimbus-dev/nimbus/internal/capability"
+	"github.com/nimbus-dev/nimbus/sdk/go/wire"
+)
+
+// CapabilityWorkflow names the workflow host functions' provider. It is
+// not a grant: the service lets exactly the activations of workflow runs
+// call them.
+const CapabilityWorkflow = "workflow"
+
+// WorkflowProvider provides wf_step_begin, wf_step_end and wf_sleep over
+// Service. Their signatures are specified in sdk/go/wire.
+type WorkflowProvider struct {
+	Service *capability.WorkflowService
+}
+
+// Capability implements Provider.
+func (WorkflowProvider) Capability() string { return CapabilityWorkflow }
+
+// Functions implements Provider.
+func (p WorkflowProvider) Functions() []Function {
+	i32, i64 := api.ValueTypeI32, api.ValueTypeI64
+	return []Function{
+		{Name: wire.FuncStepBegin, Params: []api.ValueType{i32, i32, i32, i32, i32, i32}, Results: []api.ValueType{i32},
+			Fn: func(ctx context.Context, call *capability.Caller, mod api.Module, stack []uint64) {
+				stack[0] = api.EncodeI32(p.stepBegin(ctx, call, mod.Memory(), stack))
+			}},
+		{Name: wire.FuncStepEnd, Params: []api.ValueType{i32, i32, i32, i32, i32, i32, i64}, Results: []api.ValueType{i32},
+			Fn: func(ctx context.Context, call *capability.Caller, mod api.Module, stack []uint64) {
+				stack[0] = api.EncodeI32(p.stepEnd(ctx, call, mod.Memory(), stack))
+			}},
+		{Name: wire.FuncSleep, Params: []api.ValueType{i32, i64}, Results: []api.ValueType{i32},
+			Fn: func(ctx context.Context, call *capability.Caller, mod api.Module, stack []uint64) {
+				stack[0] = api.EncodeI32(p.sleep(ctx, call, stack))
+			}},
+	}
+}
+
+// wfStatus is status with the workflow service's own errors.
+func wfStatus(err error) int32 {
+	switch {
+	case errors.Is(err, capability.ErrSuspended):
+		return wire.CodeSuspend
+	case errors.Is(err, capability.ErrNonDeterminism):
+		return wire.CodeNonDeterminism
+	case errors.Is(err, capability.ErrNoRun):
+		return wire.CodeNoRun
+	}
+	return status(err)
+}
+
+// posArg decodes a position: a non-negative i32.
+func posArg(v uint64) (int, int32) {
+	p := int32(api.DecodeI32(v))
+	if p < 0 {
+		return 0, CodeBadArgument
+	}
+	return int(p), CodeOK
+}
+
+// wf_step_begin(pos, name_ptr, name_len, buf_ptr, buf_cap, out_ptr) -> status
+func (p WorkflowProvider) stepBegin(ctx context.Context, call *capability.Caller, mem api.Memory, stack []uint64) int32 {
+	pos, code := posArg(stack[0])
+	if code != CodeOK {
+		return code
+	}
+	name, code := stringArg(mem, stack[1], stack[2], wire.StepMaxNameLen)
+	if code != CodeOK {
+		return code
+	}
+	buf, bufCap, code := bufArg(mem, stack[3], stack[4])
+	if code != CodeOK {
+		return code
+	}
+	out, code := outArg(mem, stack[5], wire.StepBeginOutSize)
+	if code != CodeOK {
+		return code
+	}
+	ans, err := p.Service.StepBegin(ctx, call, pos, name)
+	if err != nil {
+		return wfStatus(err)
+	}
+	var flags uint32
+	if ans.Failed {
+		flags = wire.StepFailed
+	}
+	mem.WriteUint32Le(out, uint32(len(ans.Result)))
+	mem.WriteUint32Le(out+4, flags)
+	mem.WriteUint32Le(out+8, uint32(ans.Attempt))
+	mem.WriteUint32Le(out+12, 0)
+	if !ans.Replay {
+		return wire.CodeRunStep
+	}
+	if uint64(len(ans.Result)) > uint64(bufCap) {
+		// The guest asks again with a larger buffer (the engine answers a
+		// replayed position again).
+		return CodeTooLarge
+	}
+	mem.Write(buf, ans.Result)
+	return CodeOK
+}
+
+// wf_step_end(pos, name_ptr, name_len, val_ptr, val_len, flags, retry_ms) -> status
+func (p WorkflowProvider) stepEnd(ctx context.Context, call *capability.Caller, mem api.Memory, stack []uint64) int32 {
+	pos, code := posArg(stack[0])
+	if code != CodeOK {
+		return code
+	}
+	name, code := stringArg(mem, stack[1], stack[2], wire.StepMaxNameLen)
+	if code != CodeOK {
+		return code
+	}
+	val, code := bytesArg(mem, stack[3], stack[4], wire.StepMaxResultLen)
+	if code != CodeOK {
+		return code
+	}
+	flags := api.DecodeU32(stack[5])
+	failed := flags&wire.StepFailed != 0
+	retry := time.Duration(-1)
+	if ms := int64(stack[6]); failed && flags&wire.StepNonRetryable == 0 && ms >= 0 {
+		retry = time.Duration(min(ms, int64(365*24*time.Hour/time.Millisecond))) * time.Millisecond
+	}
+	// val is a view into guest memory: the service copies what it keeps.
+	again, err := p.Service.StepEnd(ctx, call, pos, name, append([]byte(nil), val...), failed, retry)
+	if err != nil {
+		return wfStatus(err)
+	}
+	if again {
+		return wire.CodeRunStep
+	}
+	return CodeOK
+}
+
+// wf_sleep(pos, until_ms) -> status
+func (p WorkflowProvider) sleep(ctx context.Context, call *capability.Caller, stack []uint64) int32 {
+	pos, code := posArg(stack[0])
+	if code != CodeOK {
+		return code
+	}
+	until := time.UnixMilli(int64(stack[1]))
+	return wfStatus(p.Service.Sleep(ctx, call, pos, until))
+}

@@ -1,0 +1,126 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/nimbus-dev/nimbus/internal/registry"
+	"github.com/nimbus-dev/nimbus/internal/runtime"
+	"github.com/nimbus-dev/nimbus/internal/scheduler"
+	"github.com/nimbus-dev/nimbus/internal/workflow"
+	"github.com/nimbus-dev/nimbus/sdk/go/wire"
+)
+
+// invokerFunc adapts a function to workflow.Invoker.
+type invokerFunc func(ctx context.Context, app, fn string, req *runtime.Request) (*runtime.Response, error)
+
+func (f invokerFunc) Invoke(ctx context.Context, app, fn string, req *runtime.Request) (*runtime.Response, error) {
+	return f(ctx, app, fn, req)
+}
+
+// Headers of a route that starts a workflow run.
+const (
+	// HeaderRunID names the run (an idempotency key) on a start request,
+	// and carries the run id on the answer.
+	HeaderRunID = "Nimbus-Run-Id"
+	// HeaderWait bounds how long a start request waits for the result
+	// (a Go duration, at most MaxStartWait); default DefaultStartWait.
+	HeaderWait = "Nimbus-Wait"
+)
+
+// Start waits of a workflow route.
+const (
+	DefaultStartWait = 10 * time.Second
+	MaxStartWait     = time.Minute
+)
+
+// workflowRoutes is what the gateway invokes: a function's routes go to
+// the scheduler, a workflow's start a run (the body is the input) and
+// answer its result, or 202 with the run id when it has not finished
+// within the wait.
+type workflowRoutes struct {
+	sched *scheduler.Scheduler
+	s     *Server
+}
+
+func (w workflowRoutes) Invoke(ctx context.Context, app, function string, req *runtime.Request) (*runtime.Response, error) {
+	fn, ok := w.sched.Function(app, function)
+	if !ok || !fn.IsWorkflow() {
+		// A client must not pose as the engine activating a run.
+		req.Header.Del(wire.HeaderRun)
+		return w.sched.Invoke(ctx, app, function, req)
+	}
+	return w.s.startRun(ctx, app, function, req.Header.Get(HeaderRunID), req.Body, req.Header.Get(HeaderWait))
+}
+
+// startRun starts (or finds) a run and answers as a workflow route does.
+func (s *Server) startRun(ctx context.Context, app, wf, id string, input []byte, waitArg string) (*runtime.Response, error) {
+	wait := DefaultStartWait
+	if waitArg != "" {
+		d, err := time.ParseDuration(waitArg)
+		if err != nil || d < 0 {
+			return nil, errors.Join(workflow.ErrInvalid, errors.New(HeaderWait+" must be a duration such as 5s"))
+		}
+		wait = min(d, MaxStartWait)
+	}
+	run, _, err := s.wf.Start(ctx, app, wf, id, input)
+	if err != nil {
+		return nil, err
+	}
+	if !run.Done() && wait > 0 {
+		wctx, cancel := context.WithTimeout(ctx, wait)
+		run, err = s.wf.Wait(wctx, app, run.ID)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+	}
+	h := http.Header{HeaderRunID: {run.ID}, "Content-Type": {"application/json"}}
+	switch run.State {
+	case workflow.StateCompleted:
+		return &runtime.Response{Status: http.StatusOK, Header: h, Body: run.Result}, nil
+	case workflow.StateFailed:
+		b, _ := json.Marshal(map[string]string{"run_id": run.ID, "state": run.State, "error": run.Error})
+		return &runtime.Response{Status: http.StatusUnprocessableEntity, Header: h, Body: b}, nil
+	}
+	b, _ := json.Marshal(map[string]string{"run_id": run.ID, "state": run.State})
+	h.Set("Location", "/api/v1/apps/"+app+"/runs/"+run.ID)
+	h.Set("Retry-After", strconv.Itoa(1))
+	return &runtime.Response{Status: http.StatusAccepted, Header: h, Body: b}, nil
+}
+
+// Workflows is the node's workflow engine.
+func (s *Server) Workflows() *workflow.Engine { return s.wf }
+
+// StartRun implements api.Workflows.
+func (s *Server) StartRun(ctx context.Context, app, wf, id string, input []byte, wait time.Duration) (*workflow.Run, bool, error) {
+	run, created, err := s.wf.Start(ctx, app, wf, id, input)
+	if err != nil || run.Done() || wait <= 0 {
+		return run, created, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	run, err = s.wf.Wait(wctx, app, run.ID)
+	return run, created, err
+}
+
+// Run implements api.Workflows.
+func (s *Server) Run(ctx context.Context, app, id string) (*workflow.RunInfo, error) {
+	if s.active.get(app) == nil {
+		return nil, fmt.Errorf("%w: %s", registry.ErrAppNotFound, app)
+	}
+	return s.wf.Get(ctx, app, id)
+}
+
+// Runs implements api.Workflows.
+func (s *Server) Runs(ctx context.Context, app string, o workflow.ListOptions) ([]workflow.Run, error) {
+	if s.active.get(app) == nil {
+		return nil, fmt.Errorf("%w: %s", registry.ErrAppNotFound, app)
+	}
+	return s.wf.List(ctx, app, o)
+}

@@ -1,0 +1,41 @@
+// Package workflow is the durable workflow engine: it starts runs of an
+// app's workflows (functions with kind: workflow), records every step's
+// outcome in the run's journal before the code moves on, sleeps runs on
+// durable timers, and resumes every unfinished run after a restart or a
+// crash by replaying its journal.
+//
+// # Execution
+//
+// A run is driven by activations: one invocation of the workflow function
+// through the scheduler (so pools, flow control and timeouts apply), with
+// the run id in the wire.HeaderRun header and the input as the body. The
+// guest runs its workflow function from the start; each durable operation
+// (a step, a sleep) is a host call at a position. The engine answers from
+// the journal what is recorded (a completed step is never run again), and
+// records new outcomes through the node's store.Committer before the call
+// returns: many runs' step completions share one commit and one fsync. A
+// sleep or retry backoff longer than Options.ShortWait suspends the run:
+// the guest unwinds, the run's record says sleeping until WakeAt, and only
+// a timer entry stays in memory. A code that reaches a position with
+// another step than the journal recorded fails the run with a
+// *NonDeterminismError.
+//
+// # Guarantees
+//
+//   - A step whose completion was acknowledged to the guest is on disk
+//     and is never run again; a step may run more than once only when the
+//     node died before its completion was committed (use its idempotency
+//     key for external effects).
+//   - A run whose start was acknowledged is on disk and will finish: at
+//     start, Provision resumes running runs at once and re-arms the timers
+//     of sleeping ones from their records.
+//   - A sleep never ends early: a timer that fires early (a restart, a
+//     clock step) suspends the run again until its recorded time.
+//   - A run id is an idempotency key: starting it twice makes one run.
+//
+// # Where it sits
+//
+// The engine is a server component (after the scheduler): api and the
+// gateway's routes start runs; the capability service and the wasm host
+// functions call StepBegin, StepEnd and Sleep. Storage: see journal.go.
+package workflow

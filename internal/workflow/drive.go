@@ -1,0 +1,246 @@
+package workflow
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/nimbus-dev/nimbus/internal/model"
+	"github.com/nimbus-dev/nimbus/internal/runtime"
+	"github.com/nimbus-dev/nimbus/sdk/go/wire"
+)
+
+// drive runs r until it is finished, suspended, parked or the engine
+// stops: one activation after another (replaying from the journal each
+// time). One goroutine drives a run at a time (run.active).
+func (e *Engine) drive(r *run) {
+	defer e.wg.Done()
+	backoff := e.opts.ActivationBackoff
+	for {
+		delay, err := e.step(r)
+		if err != nil && e.ctx.Err() == nil {
+			e.logger.Warn("workflow activation failed; it runs again", "app", r.app, "run", r.id, "in", delay.String(), "error", err)
+			if delay == 0 {
+				delay = backoff
+				backoff = min(2*backoff, maxActivationBackoff)
+			}
+		} else if err == nil {
+			backoff = e.opts.ActivationBackoff
+		}
+		if delay > 0 && e.ctx.Err() == nil {
+			e.timers.add(e.opts.Now().Add(delay), r.app, r.id)
+		}
+		e.mu.Lock()
+		if r.again && e.ctx.Err() == nil {
+			r.again = false
+			e.mu.Unlock()
+			continue
+		}
+		r.active = false
+		if len(r.waiters) == 0 {
+			// Nothing holds the run in memory: a sleeping run costs its
+			// timer only.
+			delete(e.runs, runKey(r.app, r.id))
+		} else {
+			r.rec, r.loaded, r.steps, r.attempts = nil, false, nil, nil
+		}
+		e.mu.Unlock()
+		return
+	}
+}
+
+// step makes one activation of r, if it is due, and records its outcome.
+// It returns the delay after which r must be driven again (0: only when
+// something wakes it) and an error when the activation failed.
+func (e *Engine) step(r *run) (time.Duration, error) {
+	if err := e.load(r); err != nil {
+		return 0, err
+	}
+	e.mu.Lock()
+	rec := *r.rec
+	st := e.apps[r.app]
+	var slots chan struct{}
+	fn, ok := st.fnOf(rec.Workflow)
+	if ok {
+		slots = st.slots[fn.Revision]
+	}
+	if !ok && st != nil {
+		st.parked[r.id] = true
+	}
+	e.mu.Unlock()
+	if rec.Done() {
+		e.finished(r)
+		return 0, nil
+	}
+	if now := e.opts.Now(); rec.State == StateSleeping && rec.WakeAt.After(now) {
+		return rec.WakeAt.Sub(now), nil // never early
+	}
+	if !ok {
+		e.logger.Warn("workflow run waits: its workflow is not in the app's active revision", "app", r.app, "run", r.id, "workflow", rec.Workflow)
+		return 0, nil
+	}
+	if fn.Revision != rec.Revision {
+		// RATIONALE.md: the run goes on with the active revision; its
+		// journal catches changes that do not replay (non-determinism).
+		e.logger.Debug("workflow run continues on another revision", "app", r.app, "run", r.id, "started_on", rec.Revision, "now", fn.Revision)
+	}
+	select {
+	case slots <- struct{}{}:
+	case <-e.ctx.Done():
+		return 0, e.ctx.Err()
+	}
+	defer func() { <-slots }()
+
+	a := &activation{r: r, fn: fn}
+	e.mu.Lock()
+	e.actN++
+	a.id = "wf-" + r.id + "-" + strconv.FormatUint(e.actN, 36)
+	e.acts[a.id] = a
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		delete(e.acts, a.id)
+		e.mu.Unlock()
+	}()
+	req := &runtime.Request{
+		Method: http.MethodPost, Path: "/", InvocationID: a.id,
+		Header: http.Header{wire.HeaderRun: {r.id}, "Content-Type": {"application/json"}},
+		Body:   rec.Input,
+	}
+	resp, err := e.inv.Invoke(e.ctx, r.app, rec.Workflow, req)
+	if e.ctx.Err() != nil {
+		return 0, e.ctx.Err()
+	}
+	var nd *NonDeterminismError
+	switch {
+	case errors.As(a.stop, &nd):
+		return 0, e.finish(r, StateFailed, nil, nd.Error())
+	case errors.Is(a.stop, ErrSuspended):
+		return e.suspend(r, a)
+	case err != nil:
+		return 0, err
+	}
+	switch resp.Header.Get(wire.HeaderOutcome) {
+	case wire.OutcomeCompleted:
+		result := json.RawMessage(resp.Body)
+		if !json.Valid(result) {
+			result, _ = json.Marshal(string(resp.Body)) // an SDK that returns text
+		}
+		return 0, e.finish(r, StateCompleted, result, "")
+	case wire.OutcomeFailed:
+		return 0, e.finish(r, StateFailed, nil, string(resp.Body))
+	}
+	return 0, fmt.Errorf("workflow %s answered %d without %s: is it registered with nimbus.RegisterWorkflow?", rec.Workflow, resp.Status, wire.HeaderOutcome)
+}
+
+// fnOf is the active workflow function of that name; st may be nil.
+func (st *appState) fnOf(workflow string) (model.Function, bool) {
+	if st == nil {
+		return model.Function{}, false
+	}
+	fn, ok := st.fns[workflow]
+	return fn, ok
+}
+
+// load reads r's record and journal if they are not in memory.
+func (e *Engine) load(r *run) error {
+	e.mu.Lock()
+	loaded := r.loaded && r.rec != nil
+	e.mu.Unlock()
+	if loaded {
+		return nil
+	}
+	rec, err := e.j.record(e.ctx, r.app, r.id)
+	if err != nil {
+		return err
+	}
+	ents, err := e.j.entries(e.ctx, r.app, r.id)
+	if err != nil {
+		return err
+	}
+	steps, attempts := fold(ents)
+	e.mu.Lock()
+	r.rec, r.loaded, r.steps, r.attempts = rec, true, steps, attempts
+	e.mu.Unlock()
+	return nil
+}
+
+// fold turns a journal into the final entries by position and the failed
+// attempts by position.
+func fold(ents []Entry) ([]Entry, map[int][]Entry) {
+	var steps []Entry
+	attempts := map[int][]Entry{}
+	for _, e := range ents {
+		switch e.Type {
+		case EntryStep, EntrySleep:
+			if e.Pos == len(steps) {
+				steps = append(steps, e)
+			}
+		case EntryAttempt:
+			attempts[e.Pos] = append(attempts[e.Pos], e)
+		}
+	}
+	return steps, attempts
+}
+
+// finish records the run's end: the journal entry and the final record in
+// one unit.
+func (e *Engine) finish(r *run, state string, result []byte, msg string) error {
+	now := e.opts.Now().UTC()
+	e.mu.Lock()
+	rec := *r.rec
+	steps := len(r.steps)
+	e.mu.Unlock()
+	rec.State, rec.Result, rec.Error, rec.Updated, rec.Steps, rec.WakeAt = state, result, msg, now, steps, time.Time{}
+	ent := &Entry{Type: EntryCompleted, Time: now, Result: result}
+	if state == StateFailed {
+		ent = &Entry{Type: EntryFailed, Time: now, Error: msg}
+	}
+	if err := e.j.commit(e.ctx, r.app, r.id, ent, &rec); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	r.rec = &rec
+	e.mu.Unlock()
+	e.finished(r)
+	return nil
+}
+
+// finished wakes whoever waits for r.
+func (e *Engine) finished(r *run) {
+	e.mu.Lock()
+	ws := r.waiters
+	r.waiters = nil
+	e.mu.Unlock()
+	for _, ch := range ws {
+		close(ch)
+	}
+}
+
+// suspend records a suspended activation: the run sleeps until a.wakeAt
+// (its sleep or attempt entry is in the journal already). A yield (the
+// activation ran out of time) is activated again at once.
+func (e *Engine) suspend(r *run, a *activation) (time.Duration, error) {
+	now := e.opts.Now()
+	if !a.wakeAt.After(now) {
+		e.mu.Lock()
+		r.again = true
+		e.mu.Unlock()
+		return 0, nil
+	}
+	e.mu.Lock()
+	rec := *r.rec
+	rec.Steps = len(r.steps)
+	e.mu.Unlock()
+	rec.State, rec.WakeAt, rec.Updated = StateSleeping, a.wakeAt.UTC(), now.UTC()
+	if err := e.j.commit(e.ctx, r.app, r.id, nil, &rec); err != nil {
+		return 0, err
+	}
+	e.mu.Lock()
+	r.rec = &rec
+	e.mu.Unlock()
+	return a.wakeAt.Sub(now), nil
+}

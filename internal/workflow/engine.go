@@ -1,0 +1,472 @@
+package workflow
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nimbus-dev/nimbus/internal/model"
+	"github.com/nimbus-dev/nimbus/internal/runtime"
+	"github.com/nimbus-dev/nimbus/internal/store"
+)
+
+// Invoker runs one activation of a workflow function; the scheduler
+// implements it.
+type Invoker interface {
+	Invoke(ctx context.Context, app, function string, req *runtime.Request) (*runtime.Response, error)
+}
+
+// Defaults of Options.
+const (
+	// DefaultShortWait: sleeps and retry backoffs up to this long wait
+	// inside the activation (holding its instance); longer ones suspend.
+	DefaultShortWait = time.Second
+	// DefaultActivationBackoff is the first delay after a failed
+	// activation (a trap, a timeout); it doubles up to a minute.
+	DefaultActivationBackoff = time.Second
+	maxActivationBackoff     = time.Minute
+)
+
+// Options configure New. The zero value of each field is its default.
+type Options struct {
+	// Logger: default slog.Default().
+	Logger *slog.Logger
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// ShortWait: default DefaultShortWait.
+	ShortWait time.Duration
+	// ActivationBackoff: default DefaultActivationBackoff.
+	ActivationBackoff time.Duration
+}
+
+// Engine is the workflow engine of a node: a component (Validate,
+// Provision, Retire, Close) that drives the runs of every app's workflows,
+// and the backend of the workflow host calls. Safe for concurrent use.
+type Engine struct {
+	j      journal
+	inv    Invoker
+	opts   Options
+	logger *slog.Logger
+
+	ctx    context.Context // ends at Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // drive and timer goroutines
+
+	// mu guards everything below, and every run's rec, active, again,
+	// waiters. It is never held across a commit or an invocation.
+	mu     sync.Mutex
+	closed bool
+	apps   map[string]*appState
+	runs   map[string]*run        // app/id -> runs in memory: active, or waited on
+	acts   map[string]*activation // activation (invocation) id -> its activation
+	timers *timers
+	actN   uint64
+}
+
+// appState is what the engine knows of one app.
+type appState struct {
+	fns   map[string]model.Function // workflow functions of the active revision
+	slots map[string]chan struct{}  // per function revision: activations at once
+	// parked are runs whose workflow is not in the active revision; a
+	// Provision that brings it back wakes them.
+	parked map[string]bool
+}
+
+// run is a run in memory. rec, active, again and waiters are guarded by
+// Engine.mu; steps and attempts belong to the goroutine driving it.
+type run struct {
+	app, id string
+	rec     *Run // nil until loaded
+	active  bool // a drive goroutine owns the run
+	again   bool // woken while active: drive once more
+	waiters []chan struct{}
+
+	loaded   bool
+	steps    []Entry         // final entries by position (EntryStep, EntrySleep)
+	attempts map[int][]Entry // failed attempts by position
+}
+
+// activation is one invocation of a run's workflow function.
+type activation struct {
+	id     string
+	r      *run
+	fn     model.Function
+	next   int       // the next position the code may use
+	stop   error     // once set, every host call answers it
+	wakeAt time.Time // when suspended: when to activate again
+}
+
+// New returns an engine committing through c and activating runs through
+// inv. It runs nothing until an app is provisioned.
+func New(c *store.Committer, inv Invoker, opts Options) *Engine {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.ShortWait <= 0 {
+		opts.ShortWait = DefaultShortWait
+	}
+	if opts.ActivationBackoff <= 0 {
+		opts.ActivationBackoff = DefaultActivationBackoff
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	e := &Engine{
+		j:      journal{c: c, js: c.JetStream()},
+		inv:    inv,
+		opts:   opts,
+		logger: opts.Logger.With("component", "workflow"),
+		ctx:    ctx,
+		cancel: cancel,
+		apps:   map[string]*appState{},
+		runs:   map[string]*run{},
+		acts:   map[string]*activation{},
+	}
+	e.timers = newTimers(opts.Now, e.fire)
+	e.wg.Add(1)
+	go func() { defer e.wg.Done(); e.timers.run(ctx) }()
+	return e
+}
+
+func runKey(app, id string) string { return app + "/" + id }
+
+// Validate implements the component contract: the model checked the
+// workflow functions already (kind, runtime); nothing here can refuse.
+func (e *Engine) Validate(context.Context, *model.Revision) error { return nil }
+
+// Provision makes rev's workflows runnable: it creates the app's stream,
+// and the first time it sees the app in this process it resumes every run
+// that is not finished (running ones at once, sleeping ones at their
+// time), from their records, without waiting for any timeout.
+func (e *Engine) Provision(ctx context.Context, rev *model.Revision) error {
+	fns := map[string]model.Function{}
+	for _, fn := range rev.Functions {
+		if fn.IsWorkflow() {
+			fns[fn.Name] = fn
+		}
+	}
+	e.mu.Lock()
+	st := e.apps[rev.App]
+	e.mu.Unlock()
+	if st == nil && len(fns) == 0 {
+		return nil
+	}
+	if err := e.j.ensure(ctx, rev.App); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return ErrClosed
+	}
+	first := st == nil
+	if first {
+		st = &appState{slots: map[string]chan struct{}{}, parked: map[string]bool{}}
+		e.apps[rev.App] = st
+	}
+	st.fns = fns
+	for _, fn := range fns {
+		if st.slots[fn.Revision] == nil {
+			st.slots[fn.Revision] = make(chan struct{}, max(1, fn.MaxInstances*fn.Concurrency))
+		}
+	}
+	parked := st.parked
+	st.parked = map[string]bool{}
+	e.mu.Unlock()
+	for id := range parked {
+		e.wake(rev.App, id)
+	}
+	if !first {
+		return nil
+	}
+	n := 0
+	err := e.j.records(ctx, rev.App, func(rec *Run) {
+		switch {
+		case rec.Done():
+		case rec.State == StateSleeping && rec.WakeAt.After(e.opts.Now()):
+			e.timers.add(rec.WakeAt, rev.App, rec.ID)
+			n++
+		default:
+			e.wake(rev.App, rec.ID)
+			n++
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("resume workflow runs of %s: %w", rev.App, err)
+	}
+	if n > 0 {
+		e.logger.Info("workflow runs resumed", "app", rev.App, "runs", n)
+	}
+	return nil
+}
+
+// Retire forgets app and deletes its runs (the app was deleted).
+func (e *Engine) Retire(ctx context.Context, app string) error {
+	e.mu.Lock()
+	_, known := e.apps[app]
+	delete(e.apps, app)
+	e.mu.Unlock()
+	if !known {
+		return nil
+	}
+	return e.j.drop(ctx, app)
+}
+
+// Close stops every activation and timer and waits for them. Runs stay as
+// their journals say; the next start resumes them.
+func (e *Engine) Close(ctx context.Context) error {
+	e.mu.Lock()
+	e.closed = true
+	e.mu.Unlock()
+	e.cancel()
+	done := make(chan struct{})
+	go func() { e.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("close workflow engine: %w", ctx.Err())
+	}
+}
+
+// Start starts a run of app's workflow with input (JSON; empty is null).
+// id is the run id, and an idempotency key: a run with that id that
+// exists already is returned with created false, whatever its state, and
+// nothing else happens. An empty id makes a random one.
+func (e *Engine) Start(ctx context.Context, app, workflow, id string, input []byte) (_ *Run, created bool, _ error) {
+	e.mu.Lock()
+	st := e.apps[app]
+	var fn model.Function
+	ok := false
+	if st != nil {
+		fn, ok = st.fns[workflow]
+	}
+	closed := e.closed
+	e.mu.Unlock()
+	if closed {
+		return nil, false, ErrClosed
+	}
+	if !ok {
+		return nil, false, fmt.Errorf("%w: app %s has no workflow %q (a function with kind: workflow)", ErrWorkflowNotFound, app, workflow)
+	}
+	if id == "" {
+		id = newRunID()
+	} else if err := CheckRunID(id); err != nil {
+		return nil, false, err
+	}
+	if len(input) == 0 {
+		input = []byte("null")
+	}
+	if int64(len(input)) > fn.MaxRequestBytes {
+		return nil, false, fmt.Errorf("%w: input is %d bytes, over the workflow's max_request_body of %d", ErrInvalid, len(input), fn.MaxRequestBytes)
+	}
+	if !json.Valid(input) {
+		return nil, false, fmt.Errorf("%w: input is not JSON: a run's input is the JSON value its workflow function takes", ErrInvalid)
+	}
+	now := e.opts.Now().UTC()
+	rec := &Run{ID: id, App: app, Workflow: workflow, Revision: fn.Revision, State: StateRunning, Input: input, Created: now, Updated: now}
+	ok, err := e.j.create(ctx, rec, &Entry{Type: EntryStarted, Time: now, Function: workflow, Revision: fn.Revision, Input: input})
+	if err != nil {
+		return nil, false, err
+	}
+	if !ok {
+		old, err := e.j.record(ctx, app, id)
+		if err != nil {
+			return nil, false, err
+		}
+		if old.Workflow != workflow {
+			return nil, false, fmt.Errorf("%w: run %s of app %s is a run of workflow %q, not %q: use another id", ErrRunConflict, id, app, old.Workflow, workflow)
+		}
+		return old, false, nil
+	}
+	key := runKey(app, id)
+	e.mu.Lock()
+	r := e.runs[key]
+	if r == nil {
+		r = &run{app: app, id: id}
+		e.runs[key] = r
+	}
+	if r.rec == nil {
+		cp := *rec
+		r.rec, r.loaded, r.steps, r.attempts = &cp, true, nil, map[int][]Entry{}
+	}
+	e.mu.Unlock()
+	e.wake(app, id)
+	return rec, true, nil
+}
+
+func newRunID() string {
+	var b [12]byte
+	rand.Read(b[:])
+	return "run-" + hex.EncodeToString(b[:])
+}
+
+// Wait waits until the run is finished or ctx ends, and returns its
+// record as it is then.
+func (e *Engine) Wait(ctx context.Context, app, id string) (*Run, error) {
+	rec, err := e.record(ctx, app, id)
+	if err != nil || rec.Done() {
+		return rec, err
+	}
+	ch := make(chan struct{})
+	key := runKey(app, id)
+	e.mu.Lock()
+	r := e.runs[key]
+	if r == nil {
+		r = &run{app: app, id: id}
+		e.runs[key] = r
+	}
+	r.waiters = append(r.waiters, ch)
+	e.mu.Unlock()
+	defer e.unwait(key, ch)
+	// It may have finished between the read and the registration.
+	if rec, err = e.record(ctx, app, id); err != nil || rec.Done() {
+		return rec, err
+	}
+	select {
+	case <-ch:
+	case <-ctx.Done():
+	}
+	return e.record(context.WithoutCancel(ctx), app, id)
+}
+
+// unwait removes a waiter, and the run from memory if nothing holds it.
+func (e *Engine) unwait(key string, ch chan struct{}) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	r := e.runs[key]
+	if r == nil {
+		return
+	}
+	r.waiters = slices.DeleteFunc(r.waiters, func(c chan struct{}) bool { return c == ch })
+	if !r.active && len(r.waiters) == 0 {
+		delete(e.runs, key)
+	}
+}
+
+// record is the run's record: in memory while it is driven here, else the
+// stored one.
+func (e *Engine) record(ctx context.Context, app, id string) (*Run, error) {
+	e.mu.Lock()
+	if r := e.runs[runKey(app, id)]; r != nil && r.rec != nil {
+		cp := *r.rec
+		e.mu.Unlock()
+		return &cp, nil
+	}
+	e.mu.Unlock()
+	return e.j.record(ctx, app, id)
+}
+
+// RunInfo is a run's record and its journal, for display.
+type RunInfo struct {
+	Run
+	// Timeline is the run's journal; results and inputs over
+	// MaxShownBytes are cut (Entry.Truncated).
+	Timeline []Entry `json:"timeline"`
+}
+
+// MaxShownBytes caps a result or input shown in a timeline.
+const MaxShownBytes = 4 << 10
+
+// Get returns a run with its timeline.
+func (e *Engine) Get(ctx context.Context, app, id string) (*RunInfo, error) {
+	rec, err := e.record(ctx, app, id)
+	if err != nil {
+		return nil, err
+	}
+	ents, err := e.j.entries(ctx, app, id)
+	if err != nil {
+		return nil, err
+	}
+	for i := range ents {
+		ents[i].Result, ents[i].Truncated = cut(ents[i].Result, ents[i].Truncated)
+		ents[i].Input, ents[i].Truncated = cut(ents[i].Input, ents[i].Truncated)
+	}
+	rec.Input, _ = cut(rec.Input, false)
+	return &RunInfo{Run: *rec, Timeline: ents}, nil
+}
+
+// cut replaces a JSON value over MaxShownBytes by a JSON string of its
+// first MaxShownBytes bytes.
+func cut(b json.RawMessage, was bool) (json.RawMessage, bool) {
+	if len(b) <= MaxShownBytes {
+		return b, was
+	}
+	s, _ := json.Marshal(string(b[:MaxShownBytes]) + "...")
+	return s, true
+}
+
+// ListOptions filter List.
+type ListOptions struct {
+	// Workflow keeps runs of that workflow; "" all.
+	Workflow string
+	// State keeps runs in that state; "" all.
+	State string
+	// Limit caps the runs returned, newest first. Default 100.
+	Limit int
+}
+
+// List returns app's runs, newest first, without input or result.
+func (e *Engine) List(ctx context.Context, app string, o ListOptions) ([]Run, error) {
+	if o.Limit <= 0 {
+		o.Limit = 100
+	}
+	var out []Run
+	err := e.j.records(ctx, app, func(r *Run) {
+		if (o.Workflow == "" || r.Workflow == o.Workflow) && (o.State == "" || r.State == o.State) {
+			r.Input, r.Result = nil, nil
+			out = append(out, *r)
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	e.mu.Lock()
+	for i := range out {
+		if r := e.runs[runKey(app, out[i].ID)]; r != nil && r.active && r.rec != nil && !r.rec.Done() {
+			out[i].State = StateRunning
+		}
+	}
+	e.mu.Unlock()
+	slices.SortFunc(out, func(a, b Run) int {
+		return cmp.Or(b.Created.Compare(a.Created), cmp.Compare(a.ID, b.ID))
+	})
+	if len(out) > o.Limit {
+		out = out[:o.Limit]
+	}
+	return out, nil
+}
+
+// fire is the timers' callback.
+func (e *Engine) fire(app, id string) { e.wake(app, id) }
+
+// wake makes the run be driven: now if no goroutine drives it, or once
+// more when the one driving it is done.
+func (e *Engine) wake(app, id string) {
+	key := runKey(app, id)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return
+	}
+	r := e.runs[key]
+	if r == nil {
+		r = &run{app: app, id: id}
+		e.runs[key] = r
+	}
+	if r.active {
+		r.again = true
+		return
+	}
+	r.active = true
+	e.wg.Add(1)
+	go e.drive(r)
+}

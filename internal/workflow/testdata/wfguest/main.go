@@ -1,0 +1,101 @@
+// Command wfguest is the workflow of the engine's tests: Steps steps,
+// each applying its idempotency key once to the "ledger" bucket (create
+// if absent) and counting its executions in the "execs" bucket, with an
+// optional durable sleep after the first step. Step names start with
+// $STEP_PREFIX, so a redeploy with another prefix breaks the journal of
+// runs in flight (non-determinism).
+package main
+
+import (
+	"errors"
+	"os"
+	"strconv"
+	"time"
+
+	nimbus "github.com/nimbus-dev/nimbus/sdk/go"
+)
+
+// In is a run's input.
+type In struct {
+	Steps   int   `json:"steps"`
+	SleepMS int64 `json:"sleep_ms"`
+	// FailTimes makes each step fail that many times before it succeeds.
+	FailTimes int `json:"fail_times"`
+	// StepMS makes each step take that long (it holds its instance).
+	StepMS int64 `json:"step_ms"`
+	// Plain makes steps return at once, touching nothing (the bench).
+	Plain bool `json:"plain"`
+}
+
+// Out is a run's result.
+type Out struct {
+	// Revs are the ledger revisions of the steps' keys, as journaled.
+	Revs []uint64 `json:"revs"`
+	UUID string   `json:"uuid"`
+	// Slept is how long the sleep lasted, measured with journaled times.
+	SleptMS int64 `json:"slept_ms"`
+}
+
+var ledger, execs = nimbus.Bucket("ledger"), nimbus.Bucket("execs")
+
+// count adds one to key in execs (compare-and-swap loop) and returns the
+// new count.
+func count(key string) int {
+	for {
+		v, rev, err := execs.Get(key)
+		if err != nil && !errors.Is(err, nimbus.ErrNotFound) {
+			panic(err)
+		}
+		n, _ := strconv.Atoi(string(v))
+		n++
+		if _, err := execs.Put(key, []byte(strconv.Itoa(n)), nimbus.IfRevision(rev)); err == nil {
+			return n
+		} else if !errors.Is(err, nimbus.ErrRevisionMismatch) {
+			panic(err)
+		}
+	}
+}
+
+// apply writes key to the ledger once: a second attempt finds it there.
+func apply(key string) (uint64, error) {
+	rev, err := ledger.Put(key, []byte("1"), nimbus.IfRevision(0))
+	if errors.Is(err, nimbus.ErrRevisionMismatch) {
+		_, rev, err = ledger.Get(key)
+	}
+	return rev, err
+}
+
+func run(wf *nimbus.Workflow, in In) (Out, error) {
+	prefix := os.Getenv("STEP_PREFIX")
+	var out Out
+	for i := range in.Steps {
+		rev, err := nimbus.Step(wf, prefix+"s"+strconv.Itoa(i), func() (uint64, error) {
+			if in.Plain {
+				return uint64(i), nil
+			}
+			key := wf.IdempotencyKey()
+			time.Sleep(time.Duration(in.StepMS) * time.Millisecond)
+			if n := count(key); n <= in.FailTimes {
+				return 0, errors.New("failing on purpose, execution " + strconv.Itoa(n))
+			}
+			return apply(key)
+		}, nimbus.Retry{MaxAttempts: in.FailTimes + 1, Backoff: 10 * time.Millisecond})
+		if err != nil {
+			return out, err
+		}
+		out.Revs = append(out.Revs, rev)
+		if i == 0 && in.SleepMS > 0 {
+			before := wf.Now()
+			wf.Sleep(time.Duration(in.SleepMS) * time.Millisecond)
+			out.SleptMS = wf.Now().Sub(before).Milliseconds()
+		}
+	}
+	if !in.Plain {
+		out.UUID = wf.UUID()
+	}
+	return out, nil
+}
+
+func init() { nimbus.RegisterWorkflow(run) }
+
+func main() {}

@@ -1,0 +1,69 @@
+package wire
+
+// Durable workflows (ABI version 1). See the package documentation,
+// section "Workflows", for the protocol; these are its names and numbers.
+
+// Import names of the workflow host functions.
+const (
+	FuncStepBegin = "wf_step_begin"
+	FuncStepEnd   = "wf_step_end"
+	FuncSleep     = "wf_sleep"
+)
+
+// Status codes of the workflow host functions, beyond the common ones.
+const (
+	// CodeRunStep: the step has no recorded outcome; run its closure now.
+	CodeRunStep int32 = 20
+	// CodeSuspend: the run is suspended (a long sleep, a retry backoff, or
+	// the activation's time is running out); the guest must unwind its
+	// workflow function without calling the host again, and answer.
+	CodeSuspend int32 = 21
+	// CodeNonDeterminism: the workflow's code no longer matches its
+	// journal; the run has failed. The guest unwinds as for CodeSuspend.
+	CodeNonDeterminism int32 = 22
+	// CodeNoRun: the call is not made by a workflow run's activation.
+	CodeNoRun int32 = 23
+)
+
+// Workflow activation headers. The host marks a request that activates a
+// run with HeaderRun; the guest answers with HeaderOutcome.
+const (
+	// HeaderRun carries the run id on an activation request. Its body is
+	// the run's input.
+	HeaderRun = "Nimbus-Workflow-Run"
+	// HeaderOutcome is the guest's answer: OutcomeCompleted (the body is
+	// the result), OutcomeFailed (the body is the error message) or
+	// OutcomeSuspended (the body is empty).
+	HeaderOutcome = "Nimbus-Workflow-Outcome"
+)
+
+// Values of HeaderOutcome.
+const (
+	OutcomeCompleted = "completed"
+	OutcomeFailed    = "failed"
+	OutcomeSuspended = "suspended"
+)
+
+// StepBeginOutSize is the size of wf_step_begin's out area: length u32,
+// flags u32, attempt u32, reserved u32.
+const StepBeginOutSize = 16
+
+// Flags of the workflow host functions.
+const (
+	// StepFailed (wf_step_begin out flags, wf_step_end flags): the step's
+	// outcome is an error; the bytes are its message.
+	StepFailed uint32 = 1
+	// StepNonRetryable (wf_step_end flags): the error must not be retried.
+	StepNonRetryable uint32 = 2
+)
+
+// Limits of the workflow host functions' arguments.
+const (
+	// StepMaxNameLen caps a step name.
+	StepMaxNameLen = 256
+	// StepMaxResultLen caps a step's result or error message.
+	StepMaxResultLen = 1 << 20
+)
+
+// NoRetry is wf_step_end's retry_ms for a failure that is final.
+const NoRetry int64 = -1

@@ -1,0 +1,323 @@
+package nimbus
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/nimbus-dev/nimbus/sdk/go/wire"
+)
+
+// Workflow is one activation of a durable workflow run, handed to the
+// function registered with RegisterWorkflow. Its code runs from the start
+// at every activation: each Step, Sleep, Now, UUID and Random is journaled
+// by the host at its position, so on replay it returns what was recorded
+// instead of running again. Workflow code must therefore be
+// deterministic outside steps: no clocks, randomness, I/O or map
+// iteration order deciding what to do next, except through those calls.
+type Workflow struct {
+	runID  string
+	pos    int32
+	inStep bool
+	key    string
+}
+
+// RunID returns the run's id.
+func (wf *Workflow) RunID() string { return wf.runID }
+
+// IdempotencyKey returns the key of the step running now:
+// "<run>/<position>/<name>", the same for every attempt of the step and
+// every activation of the run. Send it with external effects (an
+// Idempotency-Key header) so that a step run again after a crash has its
+// effect once. Outside a step it returns "".
+func (wf *Workflow) IdempotencyKey() string {
+	if !wf.inStep {
+		return ""
+	}
+	return wf.key
+}
+
+// workflowFn is the module's registered workflow, or nil.
+var workflowFn atomic.Pointer[func(*Workflow, []byte) ([]byte, error)]
+
+// RegisterWorkflow registers fn as the module's workflow (a function of
+// kind: workflow in nimbus.yaml). Call it from init, like Handle. The run's
+// input is decoded from JSON into In; the result is encoded to JSON.
+func RegisterWorkflow[In, Out any](fn func(wf *Workflow, in In) (Out, error)) {
+	f := func(wf *Workflow, input []byte) ([]byte, error) {
+		var in In
+		if len(input) > 0 {
+			if err := json.Unmarshal(input, &in); err != nil {
+				return nil, fmt.Errorf("input: %w", err)
+			}
+		}
+		out, err := fn(wf, in)
+		if err != nil {
+			return nil, err
+		}
+		return json.Marshal(out)
+	}
+	workflowFn.Store(&f)
+}
+
+// unwind is the panic value that leaves the workflow function when the
+// host suspends the run (or the run failed for non-determinism, or the
+// host failed): runWorkflow recovers it. Do not recover it in workflow
+// code (a deferred recover() must re-panic values it does not know).
+type unwind struct {
+	code int32
+	err  error
+}
+
+// runWorkflow serves one activation.
+func runWorkflow(runID string, input []byte) (resp *wire.Response) {
+	p := workflowFn.Load()
+	if p == nil {
+		return &wire.Response{Status: 500, Error: "no workflow registered: call nimbus.RegisterWorkflow from init"}
+	}
+	wf := &Workflow{runID: runID}
+	defer func() {
+		v := recover()
+		if v == nil {
+			return
+		}
+		if u, ok := v.(unwind); ok {
+			if u.code == wire.CodeSuspend || u.code == wire.CodeNonDeterminism {
+				resp = &wire.Response{Status: 200, Header: map[string][]string{wire.HeaderOutcome: {wire.OutcomeSuspended}}}
+				return
+			}
+			resp = &wire.Response{Status: 500, Error: u.err.Error()}
+			return
+		}
+		resp = &wire.Response{Status: 500, Error: fmt.Sprintf("workflow panicked: %v\n%s", v, debug.Stack())}
+	}()
+	out, err := (*p)(wf, input)
+	if err != nil {
+		return &wire.Response{Status: 200, Header: map[string][]string{wire.HeaderOutcome: {wire.OutcomeFailed}}, Body: []byte(err.Error())}
+	}
+	return &wire.Response{Status: 200, Header: map[string][]string{wire.HeaderOutcome: {wire.OutcomeCompleted}}, Body: out}
+}
+
+// StepOption configures a Step.
+type StepOption interface{ applyStep(*stepConfig) }
+
+type stepConfig struct{ retry Retry }
+
+// Retry is a step's retry policy. The zero value of each field is its
+// default.
+type Retry struct {
+	// MaxAttempts is how many times the step runs before its error is
+	// final. Default 3; 1 runs it once.
+	MaxAttempts int
+	// Backoff is the delay before the second attempt; each further one
+	// doubles it, up to MaxBackoff. Default 1s. A delay past a second (the
+	// host's short wait) suspends the run: it holds no instance meanwhile.
+	Backoff time.Duration
+	// MaxBackoff caps the delay. Default 1m.
+	MaxBackoff time.Duration
+	// NonRetryable errors (matched with errors.Is) end the step at once.
+	// An error wrapped with NonRetryable does too.
+	NonRetryable []error
+}
+
+func (r Retry) applyStep(c *stepConfig) { c.retry = r }
+
+type nonRetryable struct{ err error }
+
+func (e nonRetryable) Error() string { return e.err.Error() }
+func (e nonRetryable) Unwrap() error { return e.err }
+
+// NonRetryable marks err as final: the step is not attempted again.
+func NonRetryable(err error) error { return nonRetryable{err} }
+
+// StepError is the error of a step that failed for good, as recorded: on
+// replay its message is all that is left of the original error.
+type StepError struct {
+	Step    string
+	Message string
+}
+
+func (e *StepError) Error() string { return "step " + e.Step + ": " + e.Message }
+
+// Step runs fn as the durable step name of wf, once: its result (or its
+// final error) is recorded before Step returns, and every later
+// activation of the run gets the recorded outcome without running fn. A
+// failed attempt is retried by the step's Retry policy (default 3
+// attempts). T must survive a JSON round trip. Steps must not be nested.
+func Step[T any](wf *Workflow, name string, fn func() (T, error), opts ...StepOption) (T, error) {
+	var zero T
+	cfg := stepConfig{}
+	for _, o := range opts {
+		o.applyStep(&cfg)
+	}
+	if wf.inStep {
+		panic("nimbus: Step " + name + " called inside another step; steps must not be nested")
+	}
+	pos := wf.pos
+	buf := make([]byte, 4096)
+	var out [wire.StepBeginOutSize]byte
+	var code int32
+	for {
+		code = hostStepBegin(pos, name, buf, &out)
+		if code != wire.CodeTooLarge {
+			break
+		}
+		buf = make([]byte, binary.LittleEndian.Uint32(out[0:4]))
+	}
+	switch code {
+	case wire.CodeOK:
+		wf.pos++
+		n := binary.LittleEndian.Uint32(out[0:4])
+		if binary.LittleEndian.Uint32(out[4:8])&wire.StepFailed != 0 {
+			return zero, &StepError{Step: name, Message: string(buf[:n])}
+		}
+		var v T
+		if err := json.Unmarshal(buf[:n], &v); err != nil {
+			panic(unwind{code: wire.CodeInternal, err: fmt.Errorf("nimbus: step %s: recorded result does not decode into %T: %w", name, v, err)})
+		}
+		return v, nil
+	case wire.CodeRunStep:
+	default:
+		hostUnwind("wf_step_begin", code)
+	}
+	attempt := int(binary.LittleEndian.Uint32(out[8:12]))
+	for {
+		v, err := runAttempt(wf, pos, name, fn)
+		if err == nil {
+			b, merr := json.Marshal(v)
+			if merr != nil {
+				err = NonRetryable(fmt.Errorf("result does not encode to JSON: %w", merr))
+			} else {
+				if code := hostStepEnd(pos, name, b, 0, wire.NoRetry); code != wire.CodeOK {
+					hostUnwind("wf_step_end", code)
+				}
+				wf.pos++
+				return v, nil
+			}
+		}
+		retry := cfg.retry.next(attempt, err)
+		flags := wire.StepFailed
+		if retry < 0 {
+			flags |= wire.StepNonRetryable
+		}
+		switch code := hostStepEnd(pos, name, []byte(err.Error()), int32(flags), retry); code {
+		case wire.CodeOK:
+			wf.pos++
+			return zero, &StepError{Step: name, Message: err.Error()}
+		case wire.CodeRunStep:
+			attempt++
+		default:
+			hostUnwind("wf_step_end", code)
+		}
+	}
+}
+
+// runAttempt runs fn once as the step at pos; a panic is the attempt's
+// error.
+func runAttempt[T any](wf *Workflow, pos int32, name string, fn func() (T, error)) (v T, err error) {
+	wf.inStep, wf.key = true, stepKey(wf.runID, pos, name)
+	defer func() {
+		wf.inStep = false
+		if p := recover(); p != nil {
+			if u, ok := p.(unwind); ok {
+				panic(u)
+			}
+			err = fmt.Errorf("step %s panicked: %v", name, p)
+		}
+	}()
+	return fn()
+}
+
+// next is the delay in milliseconds before attempt+1 after err, or
+// wire.NoRetry.
+func (r Retry) next(attempt int, err error) int64 {
+	max := r.MaxAttempts
+	if max <= 0 {
+		max = 3
+	}
+	var nr nonRetryable
+	if attempt >= max || errors.As(err, &nr) {
+		return wire.NoRetry
+	}
+	for _, e := range r.NonRetryable {
+		if errors.Is(err, e) {
+			return wire.NoRetry
+		}
+	}
+	b, mb := r.Backoff, r.MaxBackoff
+	if b <= 0 {
+		b = time.Second
+	}
+	if mb <= 0 {
+		mb = time.Minute
+	}
+	d := b
+	for i := 1; i < attempt && d < mb; i++ {
+		d *= 2
+	}
+	return min(d, mb).Milliseconds()
+}
+
+// hostUnwind leaves the workflow function after a host call answered
+// code: a suspension, a non-determinism, or a host failure (the
+// activation fails and runs again).
+func hostUnwind(fn string, code int32) {
+	panic(unwind{code: code, err: fmt.Errorf("nimbus: %s: %w", fn, codeError(fn, "workflow", code))})
+}
+
+// Sleep pauses the run for d, durably: the run holds no instance while it
+// sleeps past a second, survives restarts, and never wakes early. The
+// wake time is recorded by the first activation that reaches it.
+func (wf *Workflow) Sleep(d time.Duration) { wf.SleepUntil(time.Now().Add(d)) }
+
+// SleepUntil pauses the run until t (see Sleep).
+func (wf *Workflow) SleepUntil(t time.Time) {
+	if wf.inStep {
+		panic("nimbus: Sleep inside a step; sleep between steps")
+	}
+	if code := hostSleep(wf.pos, t.UnixMilli()); code != wire.CodeOK {
+		hostUnwind("wf_sleep", code)
+	}
+	wf.pos++
+}
+
+// Now returns the current time, journaled: every replay of this point
+// gets the same time.
+func (wf *Workflow) Now() time.Time {
+	n, _ := Step(wf, "nimbus.now", func() (int64, error) { return time.Now().UnixNano(), nil })
+	return time.Unix(0, n)
+}
+
+// UUID returns a random (version 4) UUID, journaled.
+func (wf *Workflow) UUID() string {
+	s, _ := Step(wf, "nimbus.uuid", func() (string, error) {
+		var b [16]byte
+		rand.Read(b[:])
+		b[6] = b[6]&0x0f | 0x40
+		b[8] = b[8]&0x3f | 0x80
+		h := hex.EncodeToString(b[:])
+		return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:], nil
+	})
+	return s
+}
+
+// Random returns a random number, journaled.
+func (wf *Workflow) Random() uint64 {
+	n, _ := Step(wf, "nimbus.random", func() (uint64, error) {
+		var b [8]byte
+		rand.Read(b[:])
+		return binary.LittleEndian.Uint64(b[:]), nil
+	})
+	return n
+}
+
+func stepKey(runID string, pos int32, name string) string {
+	return runID + "/" + strconv.Itoa(int(pos)) + "/" + name
+}
