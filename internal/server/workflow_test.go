@@ -58,6 +58,7 @@ func execs(t *testing.T, srv *server.Server, key string) string {
 // in all; the timeline shows every attempt; the same run id started again
 // is the same run and runs nothing.
 func TestWorkflowRouteRetriesAndIdempotentStart(t *testing.T) {
+	t.Parallel()
 	guest := guesttest.MustBuild(t, wfGuestDir, guesttest.Reactor)
 	srv := start(t, t.TempDir())
 	deployWF(t, srv, guest, "")
@@ -113,6 +114,7 @@ func itoa(i int) string { return string(rune('0' + i)) }
 // holds no instance, survives a restart, wakes once and not early, and no
 // completed step runs again.
 func TestWorkflowSleepAcrossRestart(t *testing.T) {
+	t.Parallel()
 	guest := guesttest.MustBuild(t, wfGuestDir, guesttest.Reactor)
 	dir := t.TempDir()
 	srv := start(t, dir)
@@ -158,6 +160,7 @@ func TestWorkflowSleepAcrossRestart(t *testing.T) {
 // TestWorkflowNonDeterminism: a run in flight whose code changed its
 // step names fails, naming the step and the position.
 func TestWorkflowNonDeterminism(t *testing.T) {
+	t.Parallel()
 	guest := guesttest.MustBuild(t, wfGuestDir, guesttest.Reactor)
 	srv := start(t, t.TempDir())
 	deployWF(t, srv, guest, "a")
