@@ -23,6 +23,7 @@ import (
 // and a step ran more than once only if a kill cut it (at most one step
 // per activation in flight per kill).
 func TestKillWorkflowsInFlight(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds the binary and a guest, kills and restarts a node")
 	}
