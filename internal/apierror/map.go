@@ -63,6 +63,7 @@ type rule struct {
 	code    string
 	message func(error) string
 	details func(error) any
+	header  func(error) http.Header
 }
 
 func is(target error) func(error) bool {
@@ -128,6 +129,14 @@ var rules = []rule{
 	{match: is(state.ErrValueTooLarge), status: http.StatusRequestEntityTooLarge, code: "value_too_large"},
 
 	{match: is(security.ErrUnauthorized), status: http.StatusUnauthorized, code: "unauthorized"},
+
+	// Request bodies refused by the edge's flow control: the node holds
+	// its budget of bodies (come back later), or one came too slowly (the
+	// connection is closed: the rest of it is not read).
+	{match: is(throttle.ErrOverBudget), status: http.StatusServiceUnavailable, code: "body_budget",
+		header: func(error) http.Header { return http.Header{HeaderRetryAfter: {"1"}} }},
+	{match: is(throttle.ErrBodyTooSlow), status: http.StatusRequestTimeout, code: "body_too_slow",
+		header: func(error) http.Header { return http.Header{"Connection": {"close"}} }},
 }
 
 // From is the one mapping from an error to what an HTTP client sees: its
@@ -138,7 +147,10 @@ var rules = []rule{
 // response_too_large and guest_failed, 499 canceled; flow control's 202
 // superseded (with Nimbus-Flow: superseded), 503 revision_retired and
 // flow_concurrency, 429 for the other flow limits, each with Retry-After.
-// The control plane's errors follow rules (see the table test). Anything
+// The control plane's errors follow rules (see the table test), and so do
+// the edge's refusals of request bodies: 503 body_budget with Retry-After
+// (throttle.ErrOverBudget), 408 body_too_slow with Connection: close
+// (throttle.ErrBodyTooSlow). Anything
 // else is a 500 "internal" with the error's message.
 func From(err error) *Error {
 	var e *Error
@@ -158,6 +170,9 @@ func From(err error) *Error {
 		}
 		if r.details != nil {
 			e.Details = r.details(err)
+		}
+		if r.header != nil {
+			e.Header = r.header(err)
 		}
 		return e
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"testing"
 	"time"
 
@@ -92,6 +93,10 @@ func TestFrom(t *testing.T) {
 		{wrap(state.ErrValueTooLarge), 413, "value_too_large", nil},
 
 		{wrap(security.ErrUnauthorized), 401, "unauthorized", nil},
+
+		// Request bodies refused at the edge.
+		{wrap(&throttle.BudgetError{App: "a", Scope: throttle.ScopeNode, Limit: 1 << 20, Body: 1 << 10, Fits: true}), 503, "body_budget", http.Header{"Retry-After": {"1"}}},
+		{&throttle.SlowBodyError{Read: 10, Err: os.ErrDeadlineExceeded}, 408, "body_too_slow", http.Header{"Connection": {"close"}}},
 
 		// An *Error in the chain is the answer; anything else is internal.
 		{wrap(apierror.New(http.StatusTeapot, "teapot", "short and stout")), 418, "teapot", nil},
