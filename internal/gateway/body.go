@@ -41,9 +41,15 @@ func (b *Bodies) Handler(h http.Handler) http.Handler {
 		}
 		body := &limitedBody{rc: r.Body, ctl: http.NewResponseController(w), rate: rate,
 			budget: b.Budget, length: r.ContentLength}
-		r.Body = body
+		// A shallow copy, as http.MaxBytesHandler does: the server keeps
+		// its own request, whose body it inspects after the handler (an
+		// unread body over 256 KiB closes the connection rather than be
+		// drained before the answer).
+		r2 := new(http.Request)
+		*r2 = *r
+		r2.Body = body
 		defer body.finish()
-		h.ServeHTTP(w, r)
+		h.ServeHTTP(w, r2)
 	})
 }
 
@@ -157,14 +163,15 @@ func (b *limitedBody) clearDeadline() {
 }
 
 // finish runs when the handler has returned: the charge is given back,
-// and a body the handler left unread gets a deadline of its grace for
-// what the server still reads of it (it drains up to 256 KiB to keep the
-// connection), so a client cannot hold the connection by trickling it.
+// and a body the handler left unread (refused, or not wanted) gets a
+// deadline of its grace for what the server still reads of it (it drains
+// up to 256 KiB before it answers, to keep the connection), so a client
+// cannot hold the connection, or its answer, by trickling it.
 func (b *limitedBody) finish() {
 	if b.hold != nil {
 		b.hold.Release()
 	}
-	if !b.eof && b.err == nil && !b.rate.Off() {
+	if !b.eof && !b.rate.Off() {
 		b.ctl.SetReadDeadline(time.Now().Add(b.rate.Grace))
 	}
 }

@@ -187,11 +187,17 @@ func TestBodyBudget(t *testing.T) {
 			t.Fatalf("over the budget (chunked %v): %d %+v %v", chunked, w.Code, e, resp.Header)
 		}
 	}
+	// Refused before a byte is read, and answered at once: the server
+	// does not wait for (drain) the body first.
+	resp, e := readResponse(t, startBody(t, srv, 100<<10, 0))
+	if resp.StatusCode != 503 || e.Code != "body_budget" || !resp.Close {
+		t.Fatalf("over the budget, nothing sent: %d close=%v %+v", resp.StatusCode, resp.Close, e)
+	}
 	if inv.runs() != 0 {
 		t.Fatalf("a body over the budget reached the invoker")
 	}
-	if got := counter(t, m, "nimbus_request_errors_total", map[string]string{"app": "shop", "function": "f", "reason": "body_budget"}); got != 2 {
-		t.Errorf("nimbus_request_errors_total{reason=body_budget} = %v, want 2", got)
+	if got := counter(t, m, "nimbus_request_errors_total", map[string]string{"app": "shop", "function": "f", "reason": "body_budget"}); got != 3 {
+		t.Errorf("nimbus_request_errors_total{reason=body_budget} = %v, want 3", got)
 	}
 
 	if resp := post(t, srv, 100, false); resp.StatusCode != 200 {
