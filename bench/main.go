@@ -36,8 +36,14 @@ type options struct {
 	json       bool
 	functions  int
 	memoryRuns int
-	cpuprofile string
-	verbose    bool
+	// slowClients, slowRate and slowDuration shape the slowbodies
+	// scenario.
+	slowClients  int
+	slowRate     int64
+	slowDuration time.Duration
+	slowRuns     int
+	cpuprofile   string
+	verbose      bool
 	// baselineTermination gives the raw wazero baselines wazero's
 	// WithCloseOnContextDone, as Nimbus has.
 	baselineTermination bool
@@ -61,6 +67,7 @@ var scenarios = []scenario{
 	{"async", "async invocations/s from 202 to recorded completion (fsync on) vs raw JetStream sync publishes", runAsync},
 	{"kv", "KV get/put ops/s from a wasm guest through the gateway vs raw jetstream.KeyValue", runKV},
 	{"latency", "publish -> function start p50/p99, single events at a fixed rate, vs raw JetStream publish -> consumer receive", runLatency},
+	{"slowbodies", "RSS and a probe's latency while many clients trickle 6MiB bodies, nimbus up vs a raw net/http server reading bodies whole", runSlowBodies},
 }
 
 // bench is what scenarios share.
@@ -72,6 +79,14 @@ type bench struct {
 }
 
 func main() {
+	if os.Getenv(rawBodiesEnv) != "" {
+		// The slowbodies baseline: this binary as a raw server process.
+		if err := serveRawBodies(); err != nil {
+			fmt.Fprintln(os.Stderr, "bench raw server:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	var o options
 	flag.IntVar(&o.runs, "runs", 5, "measurements per figure (the table shows the median)")
 	flag.DurationVar(&o.duration, "duration", 2*time.Second, "length of one throughput or latency measurement")
@@ -79,6 +94,10 @@ func main() {
 	flag.BoolVar(&o.json, "json", false, "print rows as JSON instead of a table")
 	flag.IntVar(&o.functions, "functions", 1000, "functions deployed by the memory scenario")
 	flag.IntVar(&o.memoryRuns, "memory-runs", 1, "runs of the memory scenario (each starts a process and deploys -functions functions twice; slow, see README)")
+	flag.IntVar(&o.slowClients, "slow-clients", 1000, "clients of the slowbodies scenario, each trickling a 6MiB body")
+	flag.Int64Var(&o.slowRate, "slow-rate", 64<<10, "bytes per second each slowbodies client sends")
+	flag.DurationVar(&o.slowDuration, "slow-duration", 15*time.Second, "how long the slowbodies clients send (then 10s more to read RSS after)")
+	flag.IntVar(&o.slowRuns, "slow-runs", 1, "runs of the slowbodies scenario (each starts two processes and takes -slow-duration plus 10s twice)")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the whole run (this process: load generator, in-process server, runtime) to this file")
 	flag.BoolVar(&o.baselineTermination, "baseline-termination", false, "give the raw wazero baselines WithCloseOnContextDone(true), as the Nimbus runtime has, to isolate what its termination checks cost")
 	flag.BoolVar(&o.verbose, "v", false, "print each run's figures to stderr as they come")

@@ -116,6 +116,7 @@ func memoryRun(ctx context.Context, b *bench, bin, name string, n int, distinct 
 type nimbusProcess struct {
 	cmd    *exec.Cmd
 	apiURL string
+	gwURL  string // the gateway
 	token  string
 	done   chan struct{} // closed when the process has been waited for
 	stderr *strings.Builder
@@ -148,6 +149,7 @@ func startNimbus(ctx context.Context, bin, dir string) (*nimbusProcess, error) {
 	}()
 	type info struct {
 		APIURL string `json:"api_url"`
+		GWURL  string `json:"gateway_url"`
 		Token  string `json:"admin_token"`
 	}
 	got := make(chan info, 1)
@@ -165,7 +167,7 @@ func startNimbus(ctx context.Context, bin, dir string) (*nimbusProcess, error) {
 			p.stop()
 			return nil, fmt.Errorf("nimbus up printed no API URL and token: %s", p.stderr)
 		}
-		p.apiURL, p.token = i.APIURL, i.Token
+		p.apiURL, p.gwURL, p.token = i.APIURL, i.GWURL, i.Token
 		return p, nil
 	case <-time.After(60 * time.Second):
 		p.stop()
