@@ -37,8 +37,14 @@ type options struct {
 	functions  int
 	memoryRuns int
 	flood      time.Duration
-	cpuprofile string
-	verbose    bool
+	// slowClients, slowRate and slowDuration shape the slowbodies
+	// scenario.
+	slowClients  int
+	slowRate     int64
+	slowDuration time.Duration
+	slowRuns     int
+	cpuprofile   string
+	verbose      bool
 	// baselineTermination gives the raw wazero baselines wazero's
 	// WithCloseOnContextDone, as Nimbus has.
 	baselineTermination bool
@@ -66,6 +72,7 @@ var scenarios = []scenario{
 	{"lambda", "aws-lambda-go function (sandboxed) warm through the gateway vs the same binary's direct Runtime API loop", runLambda},
 	{"workflow", "3-step workflow runs/s and start -> result p50/p99, 50 in flight (fsync on), vs raw JetStream sync writes, 5 per run", runWorkflow},
 	{"latency", "publish -> function start p50/p99, single events at a fixed rate, vs raw JetStream publish -> consumer receive", runLatency},
+	{"slowbodies", "RSS and a probe's latency while many clients trickle 6MiB bodies, nimbus up vs a raw net/http server reading bodies whole", runSlowBodies},
 }
 
 // bench is what scenarios share.
@@ -84,6 +91,14 @@ func main() {
 		}
 		return
 	}
+	if os.Getenv(rawBodiesEnv) != "" {
+		// The slowbodies baseline: this binary as a raw server process.
+		if err := serveRawBodies(); err != nil {
+			fmt.Fprintln(os.Stderr, "bench raw server:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	var o options
 	flag.IntVar(&o.runs, "runs", 5, "measurements per figure (the table shows the median)")
 	flag.DurationVar(&o.duration, "duration", 2*time.Second, "length of one throughput or latency measurement")
@@ -92,6 +107,10 @@ func main() {
 	flag.IntVar(&o.functions, "functions", 1000, "functions deployed by the memory scenario")
 	flag.IntVar(&o.memoryRuns, "memory-runs", 1, "runs of the memory scenario (each starts a process and deploys -functions functions twice; slow, see README)")
 	flag.DurationVar(&o.flood, "flood", 30*time.Second, "how long the backpressure scenario publishes (once, not -runs times)")
+	flag.IntVar(&o.slowClients, "slow-clients", 1000, "clients of the slowbodies scenario, each trickling a 6MiB body")
+	flag.Int64Var(&o.slowRate, "slow-rate", 64<<10, "bytes per second each slowbodies client sends")
+	flag.DurationVar(&o.slowDuration, "slow-duration", 15*time.Second, "how long the slowbodies clients send (then 10s more to read RSS after)")
+	flag.IntVar(&o.slowRuns, "slow-runs", 1, "runs of the slowbodies scenario (each starts two processes and takes -slow-duration plus 10s twice)")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the whole run (this process: load generator, in-process server, runtime) to this file")
 	flag.BoolVar(&o.baselineTermination, "baseline-termination", false, "give the raw wazero baselines WithCloseOnContextDone(true), as the Nimbus runtime has, to isolate what its termination checks cost")
 	flag.BoolVar(&o.verbose, "v", false, "print each run's figures to stderr as they come")

@@ -26,6 +26,7 @@ func newUp(g *globals) *cobra.Command {
 	var cfg server.Config
 	var logLevel string
 	var redeploy bool
+	var bodyBudget, bodyMinRate string
 	cmd := &cobra.Command{
 		Use:   "up [DIR]",
 		Short: "Start the platform; deploy DIR's app if it has a nimbus.yaml",
@@ -63,6 +64,9 @@ started is the one the CLI talks to. Lost a token? 'nimbus token create
 			}
 			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 			cfg.Version = version
+			if err := bodyFlags(&cfg, bodyBudget, bodyMinRate); err != nil {
+				return err
+			}
 			return runUp(cmd.Context(), g, cfg, dir, redeploy)
 		},
 	}
@@ -75,9 +79,30 @@ started is the one the CLI talks to. Lost a token? 'nimbus token create
 	f.DurationVar(&cfg.EventsDuplicateWindow, "events-dedupe-window", events.DefaultDuplicateWindow, "how long an event's source and id are remembered to store a re-sent event once (each id costs ~140 B of RAM for the window)")
 	f.IntVar(&cfg.EventsMaxLag, "events-max-lag", events.DefaultMaxLag, "per app: events waiting for its triggers beyond which publishes get 429 (negative: no limit)")
 	f.IntVar(&cfg.EventsMaxWindowEvents, "events-max-window-events", events.DefaultMaxWindowEvents, "per node: events stored within the dedupe window beyond which publishes get 503 (negative: no limit)")
+	f.StringVar(&bodyBudget, "body-budget", "256MiB", "most bytes of request bodies held in memory at once, half of it per app; past it 503 body_budget")
+	f.StringVar(&bodyMinRate, "body-min-rate", "16KiB", "slowest average rate per second a request body may arrive at after --body-grace, else 408 body_too_slow; 0B turns it off")
+	f.DurationVar(&cfg.BodyRate.Grace, "body-grace", 10*time.Second, "how long any request body may take, whatever its size")
 	f.StringVar(&logLevel, "log-level", "info", "server log level: debug, info, warn, error")
 	f.BoolVar(&redeploy, "redeploy", false, "build and deploy DIR's app even if it is already deployed")
 	return cmd
+}
+
+// bodyFlags sets the body budget and minimum rate of cfg from their flags.
+func bodyFlags(cfg *server.Config, budget, minRate string) error {
+	n, err := manifest.ParseSize(budget)
+	if err != nil || n < 1<<20 || n > 1<<40 {
+		return fmt.Errorf("--body-budget %q: use a size from 1MiB to 1TiB, such as 256MiB", budget)
+	}
+	cfg.BodyBudget = int64(n)
+	r, err := manifest.ParseSize(minRate)
+	if err != nil || r > 1<<30 {
+		return fmt.Errorf("--body-min-rate %q: use a size per second up to 1GiB, such as 16KiB, or 0B for none", minRate)
+	}
+	cfg.BodyRate.MinRate = int64(r)
+	if r == 0 {
+		cfg.BodyRate.MinRate = -1 // off
+	}
+	return nil
 }
 
 func runUp(ctx context.Context, g *globals, cfg server.Config, dir string, redeploy bool) error {

@@ -143,13 +143,41 @@ func writeJSON(w http.ResponseWriter, status int, v any) error {
 	return enc.Encode(v)
 }
 
+// MaxJSONBytes caps the JSON body of an API call (a deploy's spec, a
+// rollback, a token request, a dead-letter replay).
+const MaxJSONBytes = 8 << 20
+
+// decodeJSON decodes the request's JSON body into v. A body over
+// MaxJSONBytes is a 413 naming the limit (at once when its Content-Length
+// says so); a body the edge cut (too slow) is answered as that; anything
+// else wrong is a 400 with the decoder's reason.
 func decodeJSON(r *http.Request, v any) error {
-	dec := json.NewDecoder(io.LimitReader(r.Body, 8<<20))
+	if r.ContentLength > MaxJSONBytes {
+		return jsonTooLarge(r)
+	}
+	lr := &io.LimitedReader{R: r.Body, N: MaxJSONBytes + 1}
+	dec := json.NewDecoder(lr)
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	err := dec.Decode(v)
+	if lr.N == 0 {
+		// It read a byte past the limit: the body is over it, whatever
+		// the decoder made of the part it saw.
+		return jsonTooLarge(r)
+	}
+	if berr := gateway.BodyError(r); berr != nil {
+		return berr
+	}
+	if err != nil {
 		return apierror.New(http.StatusBadRequest, "bad_request", "request body is not valid JSON for this endpoint: "+err.Error())
 	}
 	return nil
+}
+
+// jsonTooLarge is the answer to a JSON body over MaxJSONBytes.
+func jsonTooLarge(r *http.Request) error {
+	return apierror.New(http.StatusRequestEntityTooLarge, "request_too_large",
+		fmt.Sprintf("request body is larger than %s, the most %s %s accepts; a deploy carries only the spec (modules go up separately, PUT /api/v1/artifacts/{sha256}), so check what the body holds",
+			model.FormatBytes(MaxJSONBytes), r.Method, r.URL.Path))
 }
 
 // Status is the answer of GET /api/v1/status.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -155,4 +156,41 @@ func testCounter(t *testing.T, m *telemetry.Metrics, code string) float64 {
 		}
 	}
 	return 0
+}
+
+// TestJSONBodyOverLimit: a deploy body over the API's JSON limit is a 413
+// that names the limit, whether its Content-Length says so (nothing is
+// read) or it only shows while read (a chunked body streamed a byte past
+// the limit), not a 400 "unexpected EOF" from a truncated decode.
+func TestJSONBodyOverLimit(t *testing.T) {
+	h := api.Handler(&platform{}, admin{}, telemetry.NewMetrics(), "test", slog.New(slog.DiscardHandler))
+	const path = "/api/v1/apps/shop/deploy"
+	for _, c := range []struct {
+		name   string
+		length int64 // Content-Length; -1 unknown
+	}{{"declared", 100 << 20}, {"streamed", -1}} {
+		t.Run(c.name, func(t *testing.T) {
+			// A JSON object whose padding runs a byte past the limit,
+			// generated as it is read.
+			body := io.MultiReader(strings.NewReader(`{"functions": [`), io.LimitReader(spaces{}, api.MaxJSONBytes), strings.NewReader(`]}`))
+			req := httptest.NewRequest("POST", path, body)
+			req.ContentLength = c.length
+			req.Header.Set("Authorization", "Bearer t")
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, req)
+			if e := errorOf(t, w); w.Code != 413 || e.Code != "request_too_large" || !strings.Contains(e.Message, "larger than 8MiB") {
+				t.Fatalf("deploy body over the limit: %d %+v", w.Code, e)
+			}
+		})
+	}
+}
+
+// spaces reads as endless JSON whitespace.
+type spaces struct{}
+
+func (spaces) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = ' '
+	}
+	return len(p), nil
 }

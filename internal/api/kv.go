@@ -78,6 +78,12 @@ func (a *api) kvPut(w http.ResponseWriter, r *http.Request) error {
 			return apierror.New(http.StatusBadRequest, "bad_ttl", fmt.Sprintf("ttl %q is not a positive duration such as 30s or 1h", s))
 		}
 	}
+	if r.ContentLength <= 1<<20 {
+		// (a larger one is a 413 below, before it costs any budget)
+		if err := gateway.ChargeBody(r, r.PathValue("app")); err != nil {
+			return err
+		}
+	}
 	value, err := gateway.ReadBody(w, r, 1<<20)
 	if err != nil {
 		if errors.Is(err, runtime.ErrRequestTooLarge) {

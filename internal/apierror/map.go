@@ -149,6 +149,15 @@ var rules = []rule{
 	{match: is(state.ErrValueTooLarge), status: http.StatusRequestEntityTooLarge, code: "value_too_large"},
 
 	{match: is(security.ErrUnauthorized), status: http.StatusUnauthorized, code: "unauthorized"},
+
+	// Request bodies refused by the edge's flow control: the node holds
+	// its budget of bodies (come back later), or one came too slowly.
+	// Either way the connection is closed: the rest of the body is not
+	// read, not even the 256 KiB net/http would drain before answering.
+	{match: is(throttle.ErrOverBudget), status: http.StatusServiceUnavailable, code: "body_budget",
+		header: func(error) http.Header { return http.Header{HeaderRetryAfter: {"1"}, "Connection": {"close"}} }},
+	{match: is(throttle.ErrBodyTooSlow), status: http.StatusRequestTimeout, code: "body_too_slow",
+		header: func(error) http.Header { return http.Header{"Connection": {"close"}} }},
 }
 
 // From is the one mapping from an error to what an HTTP client sees: its
@@ -159,7 +168,10 @@ var rules = []rule{
 // response_too_large and guest_failed, 499 canceled; flow control's 202
 // superseded (with Nimbus-Flow: superseded), 503 revision_retired and
 // flow_concurrency, 429 for the other flow limits, each with Retry-After.
-// The control plane's errors follow rules (see the table test). Anything
+// The control plane's errors follow rules (see the table test), and so do
+// the edge's refusals of request bodies: 503 body_budget with Retry-After
+// (throttle.ErrOverBudget), 408 body_too_slow (throttle.ErrBodyTooSlow),
+// both with Connection: close. Anything
 // else is a 500 "internal" with the error's message.
 func From(err error) *Error {
 	var e *Error

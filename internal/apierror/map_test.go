@@ -100,6 +100,10 @@ func TestFrom(t *testing.T) {
 
 		{wrap(security.ErrUnauthorized), 401, "unauthorized", nil},
 
+		// Request bodies refused at the edge.
+		{wrap(&throttle.BudgetError{App: "a", Scope: throttle.ScopeNode, Limit: 1 << 20, Body: 1 << 10, Fits: true}), 503, "body_budget", http.Header{"Retry-After": {"1"}, "Connection": {"close"}}},
+		{&throttle.SlowBodyError{Read: 10, Err: os.ErrDeadlineExceeded}, 408, "body_too_slow", http.Header{"Connection": {"close"}}},
+
 		// An *Error in the chain is the answer; anything else is internal.
 		{wrap(apierror.New(http.StatusTeapot, "teapot", "short and stout")), 418, "teapot", nil},
 		{errors.New("disk on fire"), 500, "internal", nil},

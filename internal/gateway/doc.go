@@ -11,6 +11,14 @@
 // in memory, and counted in the metrics (SetMetrics) as the scheduler
 // counts its own failures.
 //
+// Bodies wraps the gateway's and the API's handlers: every request body
+// must arrive at a minimum rate (a connection read deadline moved forward
+// as bytes arrive; 408 body_too_slow), and the bodies of invocations,
+// events and KV writes are charged to their app's share of the node's body
+// budget (ChargeBody) before they are buffered, until the request ends
+// (503 body_budget). Together they bound the memory that any number of
+// clients, however slow, can make the node hold (docs/functions.md).
+//
 // Routing uses net/http ServeMux patterns ("GET /users/{id}"). The routing
 // table is immutable and swapped atomically when a revision is activated, so
 // requests never see a half-built table and the hot path takes no lock.

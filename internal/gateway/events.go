@@ -39,9 +39,18 @@ type PublishResult struct {
 	Duplicates int `json:"duplicates"`
 }
 
-// ServeEvents reads CloudEvents from r and publishes them to app/topic. The
-// 202 answer means every event is on disk.
+// ServeEvents reads CloudEvents from r and publishes them to app/topic,
+// its body charged to app (ChargeBody). The 202 answer means every event
+// is on disk.
 func ServeEvents(w http.ResponseWriter, r *http.Request, sink EventSink, app, topic string) {
+	// A body over every ingress limit is a 413 from ReadRequest before it
+	// costs any budget.
+	if r.ContentLength <= ingressLimits.MaxBatchBytes {
+		if err := ChargeBody(r, app); err != nil {
+			apierror.Write(w, err)
+			return
+		}
+	}
 	evs, _, err := ingressLimits.ReadRequest(r)
 	if err != nil {
 		apierror.Write(w, eventError(err))

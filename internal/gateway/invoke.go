@@ -6,12 +6,14 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 
 	"github.com/nimbus-dev/nimbus/internal/apierror"
 	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 	"github.com/nimbus-dev/nimbus/internal/telemetry"
+	"github.com/nimbus-dev/nimbus/internal/throttle"
 )
 
 // Invocations answers invocations of functions over HTTP. The gateway's
@@ -35,17 +37,25 @@ type Invocations struct {
 
 // Serve answers one invocation of fn, a function of app. The caller has
 // built req but for its body: Serve sets the invocation id and
-// traceparent headers, reads the body with the function's
-// max_request_body, then queues the invocation (when it asks to be and
+// traceparent headers, charges the body to app (ChargeBody) and reads it
+// with the function's max_request_body, then queues the invocation (when it asks to be and
 // Async is set) or runs it and writes the guest's response. A failure is
 // answered as apierror.FromInvocation maps it.
 func (h *Invocations) Serve(w http.ResponseWriter, r *http.Request, app string, fn *model.Function, req *runtime.Request) {
 	w.Header().Set(HeaderInvocationID, req.InvocationID)
 	w.Header().Set(HeaderTraceParent, req.TraceParent)
-	body, err := ReadBody(w, r, fn.MaxRequestBytes)
+	// A body over max_request_body is a 413 before it costs any budget.
+	err := runtime.CheckRequestBody(r.ContentLength, fn.MaxRequestBytes)
+	if err == nil {
+		err = ChargeBody(r, app)
+	}
+	var body []byte
+	if err == nil {
+		body, err = ReadBody(w, r, fn.MaxRequestBytes)
+	}
 	if err != nil {
 		e := h.fail(w, req, app, fn.Name, err)
-		if h.Metrics != nil && errors.Is(err, runtime.ErrRequestTooLarge) {
+		if h.Metrics != nil && refusedBody(err) {
 			// The scheduler never sees it; count it as it would have.
 			h.Metrics.Refused(app, fn.Name, e.Status, e.Code)
 		}
@@ -62,6 +72,12 @@ func (h *Invocations) Serve(w http.ResponseWriter, r *http.Request, app string, 
 		return
 	}
 	WriteResponse(w, resp)
+}
+
+// refusedBody reports whether err refuses a request body: too large, over
+// the body budget, or too slow.
+func refusedBody(err error) bool {
+	return errors.Is(err, runtime.ErrRequestTooLarge) || errors.Is(err, throttle.ErrOverBudget) || errors.Is(err, throttle.ErrBodyTooSlow)
 }
 
 // fail answers a failed invocation, logs it if it is the platform's or the
@@ -84,7 +100,11 @@ func (h *Invocations) fail(w http.ResponseWriter, req *runtime.Request, app, fn 
 // fails with the error of runtime.CheckRequestBody (a *runtime.LimitError
 // wrapping runtime.ErrRequestTooLarge): at once when its Content-Length
 // says so, else once it has read one byte past the limit, so a body never
-// costs more memory than that.
+// costs more memory than that. A body whose length is known is read into
+// one buffer of that size; one of unknown length grows its buffer by
+// doubling, capped at limit+1. A read error is returned wrapped (a
+// *throttle.SlowBodyError or *throttle.BudgetError from the Bodies
+// wrapping the handler among them).
 func ReadBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
 	if r.Body == nil || r.Body == http.NoBody {
 		return nil, nil
@@ -95,15 +115,36 @@ func ReadBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 	// One byte past the limit tells a body over it from one just at it;
 	// MaxBytesReader also has the server close the connection rather than
 	// drain the rest.
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit+1))
-	var mbe *http.MaxBytesError
-	if err != nil && !errors.As(err, &mbe) {
-		return nil, fmt.Errorf("read request body: %w", err)
+	src := http.MaxBytesReader(w, r.Body, limit+1)
+	size := int64(512)
+	if r.ContentLength >= 0 {
+		size = r.ContentLength + 1 // +1: room for the read that sees EOF
 	}
-	if err := runtime.CheckRequestBody(int64(len(body)), limit); err != nil {
+	buf := make([]byte, 0, min(size, limit+1))
+	for {
+		if len(buf) == cap(buf) {
+			if int64(len(buf)) > limit {
+				break
+			}
+			buf = slices.Grow(buf, int(min(int64(cap(buf)), limit+1-int64(len(buf)))))
+		}
+		n, err := src.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			break
+		}
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read request body: %w", err)
+		}
+	}
+	if err := runtime.CheckRequestBody(int64(len(buf)), limit); err != nil {
 		return nil, err
 	}
-	return body, nil
+	return buf, nil
 }
 
 // hopHeaders are connection-level headers a guest may not set.

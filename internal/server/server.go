@@ -30,6 +30,7 @@ import (
 	"github.com/nimbus-dev/nimbus/internal/state"
 	"github.com/nimbus-dev/nimbus/internal/store"
 	"github.com/nimbus-dev/nimbus/internal/telemetry"
+	"github.com/nimbus-dev/nimbus/internal/throttle"
 	"github.com/nimbus-dev/nimbus/internal/workflow"
 )
 
@@ -66,6 +67,20 @@ type Config struct {
 	// duplicate window beyond which publishes are refused (503
 	// events_overloaded). Default 1,000,000; negative: no limit.
 	EventsMaxWindowEvents int
+	// BodyBudget is the most bytes of request bodies (function
+	// invocations, events, KV values) the node holds in memory at once;
+	// a body past it is refused with 503 body_budget and Retry-After.
+	// Bodies over 64 KiB may use seven eighths of it, keeping the rest
+	// for small requests. Default 256 MiB.
+	BodyBudget int64
+	// AppBodyBudget is the most one app's request bodies hold at once.
+	// Default BodyBudget/2.
+	AppBodyBudget int64
+	// BodyRate is how fast request bodies must arrive on both listeners:
+	// within BodyRate.Grace (default 10s) plus their size at
+	// BodyRate.MinRate (default 16 KiB/s), else 408 body_too_slow and the
+	// connection is closed.
+	BodyRate throttle.BodyRate
 	// Version is reported by the API.
 	Version string
 	// Logger defaults to slog.Default().
@@ -222,8 +237,12 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("API listener (--api-listen %s): %w", cfg.APIListen, err)
 	}
-	s.gatewaySrv = &http.Server{Handler: s.gw, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
-	s.apiSrv = &http.Server{Handler: api.Handler(s, s.tokens, s.metrics, cfg.Version, cfg.Logger), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
+	// Both listeners read bodies under one budget and one rate, so no
+	// number of clients, however slow, holds more than the budget in
+	// memory (docs/functions.md, "Limits").
+	bodies := &gateway.Bodies{Budget: throttle.NewBudget(throttle.BudgetConfig{Node: cfg.BodyBudget, App: cfg.AppBodyBudget}), Rate: cfg.BodyRate}
+	s.gatewaySrv = newHTTPServer(bodies.Handler(s.gw), cfg.Logger)
+	s.apiSrv = newHTTPServer(bodies.Handler(api.Handler(s, s.tokens, s.metrics, cfg.Version, cfg.Logger)), cfg.Logger)
 
 	local, lerr := openLocal(cfg.DataDir, api.LocalHandler(s.tokens, api.LocalInfo{APIURL: s.APIURL(), Version: cfg.Version}), cfg.Logger)
 	if lerr != nil {
@@ -239,6 +258,20 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	go func() { defer s.wg.Done(); s.serve(s.gatewaySrv, s.gatewayLn, "gateway") }()
 	go func() { defer s.wg.Done(); s.serve(s.apiSrv, s.apiLn, "api") }()
 	return s, nil
+}
+
+// Limits of the connections of both listeners (bodies are Bodies'). A
+// read timeout of the whole request is left off: it would cut large
+// bodies on slow links that keep to the minimum rate.
+const (
+	readHeaderTimeout = 10 * time.Second
+	idleTimeout       = 2 * time.Minute // a keep-alive connection between requests
+	maxHeaderBytes    = 64 << 10
+)
+
+func newHTTPServer(h http.Handler, logger *slog.Logger) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: readHeaderTimeout, IdleTimeout: idleTimeout,
+		MaxHeaderBytes: maxHeaderBytes, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
 }
 
 func (s *Server) serve(srv *http.Server, ln net.Listener, name string) {

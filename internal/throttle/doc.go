@@ -93,4 +93,13 @@
 //     a superseded invocation is recorded as done with state "superseded".
 //
 // Time comes from a Clock; tests inject flowtest.Clock and skip time.
+//
+// # Request bodies
+//
+// Before an invocation exists its body is flow controlled by bytes, at the
+// edge (body.go): a Budget (node-wide and per app, never waits: a body
+// that does not fit is refused with a *BudgetError) and a BodyRate (a
+// grace plus a minimum rate; a body that falls behind fails with a
+// *SlowBodyError). Package gateway applies them; package apierror answers
+// them (503 body_budget with Retry-After, 408 body_too_slow).
 package throttle
