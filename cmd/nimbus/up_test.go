@@ -10,6 +10,7 @@ import (
 // TestBodyFlags: --body-budget and --body-min-rate take sizes; 0B turns
 // the rate off; anything else is refused with what to write instead.
 func TestBodyFlags(t *testing.T) {
+	t.Parallel()
 	var cfg server.Config
 	if err := bodyFlags(&cfg, "512MiB", "8KiB"); err != nil || cfg.BodyBudget != 512<<20 || cfg.BodyRate.MinRate != 8<<10 {
 		t.Fatalf("512MiB, 8KiB: %v %+v", err, cfg)

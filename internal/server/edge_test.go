@@ -24,6 +24,7 @@ import (
 // listener (the API's JSON decoder does not turn it into a 400), a body
 // over the budget is 503 body_budget, headers over 64 KiB are 431.
 func TestEdgeLimitsOnBothListeners(t *testing.T) {
+	t.Parallel()
 	srv, err := server.Start(context.Background(), server.Config{
 		DataDir: t.TempDir(), CacheDir: cacheDir, Listen: "127.0.0.1:0", APIListen: "127.0.0.1:0",
 		Logger:     slog.New(slog.DiscardHandler),
