@@ -26,7 +26,7 @@ var (
 )
 
 // Scopes returns every scope, from least to most power.
-func Scopes() []Scope { return []Scope{ScopeRead, ScopeInvoke, ScopeDeploy, ScopeAdmin} }
+func Scopes() []Scope { return []Scope{ScopeRead, ScopeInvoke, ScopeDeploy, ScopeSecrets, ScopeAdmin} }
 
 // ParseScopes checks scope names ("read", "invoke", "deploy", "admin") and
 // returns them without duplicates, in their order of power. Commas separate

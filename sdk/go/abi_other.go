@@ -34,3 +34,9 @@ func hostKVList(string, string, string, int32, []byte, *[wire.KVListOutSize]byte
 }
 
 func hostPublish(string, []byte, *[wire.PublishOutSize]byte) int32 { return wire.CodeUnavailable }
+
+func hostFetch([]byte, []byte, *[wire.FetchOutSize]byte) int32 { return wire.CodeUnavailable }
+
+func hostFetchTake(uint32, []byte, *[wire.FetchTakeOutSize]byte) int32 { return wire.CodeUnavailable }
+
+func hostSecretGet(string, []byte, *[wire.SecretOutSize]byte) int32 { return wire.CodeUnavailable }

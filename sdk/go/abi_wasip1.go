@@ -109,3 +109,24 @@ func publish(topic unsafe.Pointer, topicLen int32, event unsafe.Pointer, eventLe
 func hostPublish(topic string, event []byte, out *[8]byte) int32 {
 	return publish(strPtr(topic), clampLen(len(topic)), bytesPtr(event), clampLen(len(event)), unsafe.Pointer(out))
 }
+
+//go:wasmimport nimbus fetch
+func fetch(req unsafe.Pointer, reqLen int32, errBuf unsafe.Pointer, errCap int32, out unsafe.Pointer) int32
+
+//go:wasmimport nimbus fetch_take
+func fetchTake(handle uint32, buf unsafe.Pointer, bufCap int32, out unsafe.Pointer) int32
+
+//go:wasmimport nimbus secret_get
+func secretGet(name unsafe.Pointer, nameLen int32, buf unsafe.Pointer, bufCap int32, out unsafe.Pointer) int32
+
+func hostFetch(req []byte, errBuf []byte, out *[12]byte) int32 {
+	return fetch(bytesPtr(req), clampLen(len(req)), bytesPtr(errBuf), clampLen(len(errBuf)), unsafe.Pointer(out))
+}
+
+func hostFetchTake(handle uint32, buf []byte, out *[4]byte) int32 {
+	return fetchTake(handle, bytesPtr(buf), clampLen(len(buf)), unsafe.Pointer(out))
+}
+
+func hostSecretGet(name string, buf []byte, out *[4]byte) int32 {
+	return secretGet(strPtr(name), clampLen(len(name)), bytesPtr(buf), clampLen(len(buf)), unsafe.Pointer(out))
+}
