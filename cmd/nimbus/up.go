@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,6 +27,7 @@ func newUp(g *globals) *cobra.Command {
 	var cfg server.Config
 	var logLevel string
 	var redeploy bool
+	var allowCIDRs []string
 	cmd := &cobra.Command{
 		Use:   "up [DIR]",
 		Short: "Start the platform; deploy DIR's app if it has a nimbus.yaml",
@@ -63,6 +65,20 @@ started is the one the CLI talks to. Lost a token? 'nimbus token create
 			}
 			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 			cfg.Version = version
+			for _, c := range allowCIDRs {
+				p, err := netip.ParsePrefix(c)
+				if err != nil {
+					return fmt.Errorf("--egress-allow-cidr %q: write a CIDR range such as 10.0.0.0/8 or 127.0.0.0/8", c)
+				}
+				cfg.EgressAllowCIDRs = append(cfg.EgressAllowCIDRs, p)
+			}
+			if env := os.Getenv("NIMBUS_MASTER_KEY"); env != "" {
+				key, err := security.ParseMasterKey(env)
+				if err != nil {
+					return fmt.Errorf("NIMBUS_MASTER_KEY: %w", err)
+				}
+				cfg.MasterKey = key
+			}
 			return runUp(cmd.Context(), g, cfg, dir, redeploy)
 		},
 	}
@@ -75,6 +91,9 @@ started is the one the CLI talks to. Lost a token? 'nimbus token create
 	f.DurationVar(&cfg.EventsDuplicateWindow, "events-dedupe-window", events.DefaultDuplicateWindow, "how long an event's source and id are remembered to store a re-sent event once (each id costs ~140 B of RAM for the window)")
 	f.IntVar(&cfg.EventsMaxLag, "events-max-lag", events.DefaultMaxLag, "per app: events waiting for its triggers beyond which publishes get 429 (negative: no limit)")
 	f.IntVar(&cfg.EventsMaxWindowEvents, "events-max-window-events", events.DefaultMaxWindowEvents, "per node: events stored within the dedupe window beyond which publishes get 503 (negative: no limit)")
+	f.StringSliceVar(&allowCIDRs, "egress-allow-cidr", nil, "let functions' outbound HTTP reach this internal range (repeatable; default: the public Internet only; the node's own ports stay refused)")
+	f.StringVar(&cfg.MasterKeyFile, "master-key-file", "", "file of the secrets' master key, created 0600 on first use if missing (default $XDG_CONFIG_HOME/nimbus/master.key; NIMBUS_MASTER_KEY, base64, wins)")
+	f.StringSliceVar(&cfg.MasterKeyPreviousFiles, "master-key-previous", nil, "master key file being retired: its data keys are rewrapped with the current key at start (repeatable)")
 	f.StringVar(&logLevel, "log-level", "info", "server log level: debug, info, warn, error")
 	f.BoolVar(&redeploy, "redeploy", false, "build and deploy DIR's app even if it is already deployed")
 	return cmd

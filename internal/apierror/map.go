@@ -143,6 +143,8 @@ var rules = []rule{
 	{match: is(state.ErrValueTooLarge), status: http.StatusRequestEntityTooLarge, code: "value_too_large"},
 
 	{match: is(security.ErrUnauthorized), status: http.StatusUnauthorized, code: "unauthorized"},
+	{match: is(security.ErrSecretNotFound), status: http.StatusNotFound, code: "secret_not_found"},
+	{match: is(security.ErrInvalidSecret), status: http.StatusBadRequest, code: "invalid_secret"},
 }
 
 // From is the one mapping from an error to what an HTTP client sees: its
