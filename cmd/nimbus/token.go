@@ -81,7 +81,7 @@ its server becomes the one the CLI talks to).`,
 				return errors.New("name the token: nimbus token create NAME --scope SCOPE (for example: nimbus token create ci --scope deploy)")
 			}
 			if len(req.Scopes) == 0 {
-				return errors.New("give the token at least one --scope: read, invoke, deploy or admin")
+				return errors.New("give the token at least one --scope: read, invoke, deploy, secrets or admin")
 			}
 			b, err := openTokens(cmd.Context(), g, *dataDir)
 			if err != nil {
@@ -114,7 +114,7 @@ its server becomes the one the CLI talks to).`,
 			return nil
 		},
 	}
-	cmd.Flags().StringSliceVar(&scopes, "scope", nil, "scopes: read, invoke, deploy, admin (repeat, or separate with commas)")
+	cmd.Flags().StringSliceVar(&scopes, "scope", nil, "scopes: read, invoke, deploy, secrets, admin (repeat, or separate with commas)")
 	cmd.Flags().StringVar(&expires, "expires", "", "lifetime: 90m, 12h, 30d (default: never expires)")
 	return cmd
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -27,6 +28,7 @@ func newUp(g *globals) *cobra.Command {
 	var logLevel string
 	var redeploy bool
 	var bodyBudget, bodyMinRate string
+	var allowCIDRs []string
 	cmd := &cobra.Command{
 		Use:   "up [DIR]",
 		Short: "Start the platform; deploy DIR's app if it has a nimbus.yaml",
@@ -67,6 +69,20 @@ started is the one the CLI talks to. Lost a token? 'nimbus token create
 			if err := bodyFlags(&cfg, bodyBudget, bodyMinRate); err != nil {
 				return err
 			}
+			for _, c := range allowCIDRs {
+				p, err := netip.ParsePrefix(c)
+				if err != nil {
+					return fmt.Errorf("--egress-allow-cidr %q: write a CIDR range such as 10.0.0.0/8 or 127.0.0.0/8", c)
+				}
+				cfg.EgressAllowCIDRs = append(cfg.EgressAllowCIDRs, p)
+			}
+			if env := os.Getenv("NIMBUS_MASTER_KEY"); env != "" {
+				key, err := security.ParseMasterKey(env)
+				if err != nil {
+					return fmt.Errorf("NIMBUS_MASTER_KEY: %w", err)
+				}
+				cfg.MasterKey = key
+			}
 			return runUp(cmd.Context(), g, cfg, dir, redeploy)
 		},
 	}
@@ -82,6 +98,9 @@ started is the one the CLI talks to. Lost a token? 'nimbus token create
 	f.StringVar(&bodyBudget, "body-budget", "256MiB", "most bytes of request bodies held in memory at once, half of it per app; past it 503 body_budget")
 	f.StringVar(&bodyMinRate, "body-min-rate", "16KiB", "slowest average rate per second a request body may arrive at after --body-grace, else 408 body_too_slow; 0B turns it off")
 	f.DurationVar(&cfg.BodyRate.Grace, "body-grace", 10*time.Second, "how long any request body may take, whatever its size")
+	f.StringSliceVar(&allowCIDRs, "egress-allow-cidr", nil, "let functions' outbound HTTP reach this internal range (repeatable; default: the public Internet only; the node's own ports stay refused)")
+	f.StringVar(&cfg.MasterKeyFile, "master-key-file", "", "file of the secrets' master key, created 0600 on first use if missing (default $XDG_CONFIG_HOME/nimbus/master.key; NIMBUS_MASTER_KEY, base64, wins)")
+	f.StringSliceVar(&cfg.MasterKeyPreviousFiles, "master-key-previous", nil, "master key file being retired: its data keys are rewrapped with the current key at start (repeatable)")
 	f.StringVar(&logLevel, "log-level", "info", "server log level: debug, info, warn, error")
 	f.BoolVar(&redeploy, "redeploy", false, "build and deploy DIR's app even if it is already deployed")
 	return cmd

@@ -85,6 +85,9 @@ func Handler(p Platform, auth Authenticator, metrics *telemetry.Metrics, version
 	if tm, ok := auth.(TokenManager); ok {
 		tokenRoutes(handle, tm)
 	}
+	if sp, ok := p.(SecretsPlatform); ok {
+		secretRoutes(handle, sp.Secrets())
+	}
 	handle("POST /api/v1/apps/{app}/topics/{topic}/events", security.ScopeInvoke, func(w http.ResponseWriter, r *http.Request) error {
 		gateway.ServeEvents(w, r, a.p, r.PathValue("app"), r.PathValue("topic"))
 		return nil

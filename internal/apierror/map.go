@@ -158,6 +158,8 @@ var rules = []rule{
 		header: func(error) http.Header { return http.Header{HeaderRetryAfter: {"1"}, "Connection": {"close"}} }},
 	{match: is(throttle.ErrBodyTooSlow), status: http.StatusRequestTimeout, code: "body_too_slow",
 		header: func(error) http.Header { return http.Header{"Connection": {"close"}} }},
+	{match: is(security.ErrSecretNotFound), status: http.StatusNotFound, code: "secret_not_found"},
+	{match: is(security.ErrInvalidSecret), status: http.StatusBadRequest, code: "invalid_secret"},
 }
 
 // From is the one mapping from an error to what an HTTP client sees: its

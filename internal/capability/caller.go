@@ -28,8 +28,55 @@ type Caller struct {
 	// Sink receives the invocation's log lines. Optional: nil discards.
 	Sink LogSink
 
-	mu   sync.Mutex
-	once map[string]bool
+	mu     sync.Mutex
+	once   map[string]bool
+	counts map[string]int
+	kept   map[uint32]any
+	nextID uint32
+}
+
+// count adds one to the invocation's counter key and returns the new
+// value: per-invocation limits (fetches per invocation) count with it.
+func (c *Caller) count(key string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.counts == nil {
+		c.counts = map[string]int{}
+	}
+	c.counts[key]++
+	return c.counts[key]
+}
+
+// Keep holds v for the rest of the invocation and returns a handle to it
+// (never 0). An adapter whose result the guest reads in a second call (a
+// fetch's response) keeps it here: it goes away with the invocation.
+func (c *Caller) Keep(v any) uint32 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.kept == nil {
+		c.kept = map[uint32]any{}
+	}
+	c.nextID++
+	if c.nextID == 0 {
+		c.nextID = 1
+	}
+	c.kept[c.nextID] = v
+	return c.nextID
+}
+
+// Peek returns what Keep holds under handle h.
+func (c *Caller) Peek(h uint32) (any, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, ok := c.kept[h]
+	return v, ok
+}
+
+// Drop releases handle h.
+func (c *Caller) Drop(h uint32) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.kept, h)
 }
 
 // log writes one line to the invocation's log.

@@ -3,6 +3,7 @@ package capability
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 )
 
 // Errors the services return, wrapped with what failed and, where there is
@@ -31,7 +32,36 @@ var (
 	ErrNoBucket = errors.New("no such bucket")
 	// ErrNoTopic: the app has no topic of that name.
 	ErrNoTopic = errors.New("no such topic")
+	// ErrBlocked: an outbound request's destination resolves to an address
+	// the network guard refuses (loopback, private, link-local, ...; a
+	// *BlockedError), whatever the function is granted.
+	ErrBlocked = errors.New("destination blocked by the network guard")
+	// ErrTimeout: an outbound request did not complete within its timeout.
+	ErrTimeout = errors.New("timed out")
 )
+
+// BlockedError is a connection the network guard refused. It matches
+// ErrBlocked. Its message names the host and the class of address, not
+// the address: a function must not learn the node's internal network from
+// its errors (the node's log has the address).
+type BlockedError struct {
+	// Host is the host as the request named it.
+	Host string
+	// Addr is the address refused.
+	Addr netip.AddrPort
+	// Reason is the class of address ("loopback", "private (RFC 1918)", ...).
+	Reason string
+}
+
+func (e *BlockedError) Error() string {
+	if e.Reason == reasonOwn {
+		return fmt.Sprintf("connection to %s refused: it is an address this Nimbus node listens on; call other functions through events or publish", e.Host)
+	}
+	return fmt.Sprintf("connection to %s refused: it resolves to a %s address, which functions may not reach (an operator may allow a range with --egress-allow-cidr)", e.Host, e.Reason)
+}
+
+// Is makes a BlockedError match ErrBlocked.
+func (e *BlockedError) Is(target error) bool { return target == ErrBlocked }
 
 // DeniedError is a call its caller is not granted. It matches ErrDenied.
 // Its message names the grant to add in nimbus.yaml.

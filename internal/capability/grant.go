@@ -18,6 +18,14 @@ const (
 	// KindPublish lets the function publish events to one topic of its
 	// app. Written "publish:<topic>".
 	KindPublish = "publish"
+	// KindHTTP lets the function make outbound HTTP requests to the hosts
+	// a grant names. Written "http:[METHODS ][SCHEME://]HOST[:PORT]", such
+	// as "http:api.stripe.com", "http:*.example.com:443" or
+	// "http:POST https://api.stripe.com" (see ParseHTTP).
+	KindHTTP = "http"
+	// KindSecret lets the function read one secret of its app. Written
+	// "secret:<NAME>", such as "secret:STRIPE_KEY".
+	KindSecret = "secret"
 )
 
 // Access levels of a kv grant (Grant.Access).
@@ -28,24 +36,38 @@ const (
 
 // Kinds returns every kind of capability a function may be granted, in
 // documentation order. A grant is a kind with its resource (see Parse).
-func Kinds() []string { return []string{KindLog, KindKV, KindPublish} }
+func Kinds() []string { return []string{KindLog, KindKV, KindPublish, KindHTTP, KindSecret} }
 
 // forms lists the grant syntaxes, for error messages.
-const forms = "log, kv:<bucket>, kv:<bucket>:read, publish:<topic>"
+const forms = "log, kv:<bucket>, kv:<bucket>:read, publish:<topic>, http:<host>, secret:<NAME>"
 
 // Grant is one parsed grant, or (in a DeniedError) the grant a call needs.
 type Grant struct {
-	// Kind is KindLog, KindKV or KindPublish.
+	// Kind is KindLog, KindKV, KindPublish, KindHTTP or KindSecret.
 	Kind string
-	// Resource is the bucket (kv) or topic (publish); "" for log.
+	// Resource is the bucket (kv), topic (publish), host pattern (http:
+	// "api.example.com", "*.example.com", "*", "10.0.0.5", "[fd00::1]")
+	// or secret name; "" for log.
 	Resource string
 	// Access is AccessReadWrite or AccessRead for kv; "" otherwise.
 	Access string
+	// Scheme is "http" or "https" for an http grant that names one; ""
+	// allows both.
+	Scheme string
+	// Port is an http grant's port; 0 is the scheme's default (80 for
+	// http, 443 for https).
+	Port int
+	// Methods are an http grant's methods, comma-separated, upper case
+	// ("GET,POST"); "" allows every method.
+	Methods string
 }
 
 // String returns the grant as written in a manifest: "log", "kv:counts",
 // "kv:counts:read", "publish:orders". Parse(g.String()) == g.
 func (g Grant) String() string {
+	if g.Kind == KindHTTP {
+		return g.httpString()
+	}
 	switch {
 	case g.Resource == "":
 		return g.Kind
@@ -59,6 +81,9 @@ func (g Grant) String() string {
 // resource, and for a kv write (need.Access AccessReadWrite) a read-write
 // grant. A read-write kv grant allows reads.
 func (g Grant) Allows(need Grant) bool {
+	if g.Kind == KindHTTP && need.Kind == KindHTTP {
+		return g.allowsHTTP(need)
+	}
 	if g.Kind != need.Kind || g.Resource != need.Resource {
 		return false
 	}
@@ -92,6 +117,12 @@ func Parse(s string) (Grant, error) {
 	if strings.TrimSpace(s) == "" {
 		return Grant{}, fmt.Errorf("empty capability: write one of %s", forms)
 	}
+	if s == KindHTTP {
+		return parseHTTP(s, "")
+	}
+	if rest, ok := strings.CutPrefix(s, KindHTTP+":"); ok {
+		return parseHTTP(s, rest)
+	}
 	parts := strings.Split(s, ":")
 	g := Grant{Kind: parts[0]}
 	switch g.Kind {
@@ -121,6 +152,18 @@ func Parse(s string) (Grant, error) {
 			return Grant{}, fmt.Errorf("%q: publish takes a topic and nothing after it: write publish:%s", s, parts[1])
 		}
 		g.Resource = parts[1]
+	case KindSecret:
+		if len(parts) == 1 || parts[1] == "" {
+			return Grant{}, fmt.Errorf("%q needs a name: write secret:<NAME>, such as secret:STRIPE_KEY", s)
+		}
+		if len(parts) > 2 {
+			return Grant{}, fmt.Errorf("%q: secret takes a name and nothing after it: write secret:%s", s, parts[1])
+		}
+		if !model.ValidSecretName(parts[1]) {
+			return Grant{}, fmt.Errorf("%q: %q is not a valid secret name: %s", s, parts[1], model.SecretNameRule)
+		}
+		g.Resource = parts[1]
+		return g, nil
 	default:
 		return Grant{}, &UnknownKindError{Grant: s, Kind: g.Kind}
 	}
@@ -167,6 +210,7 @@ func (g Grants) Allows(need Grant) bool {
 // "kv:B" also allows), a write "kv:B".
 func logGrant() Grant                 { return Grant{Kind: KindLog} }
 func publishGrant(topic string) Grant { return Grant{Kind: KindPublish, Resource: topic} }
+func secretGrant(name string) Grant   { return Grant{Kind: KindSecret, Resource: name} }
 func kvGrant(bucket string, write bool) Grant {
 	if write {
 		return Grant{Kind: KindKV, Resource: bucket, Access: AccessReadWrite}

@@ -31,12 +31,39 @@ func TestParse(t *testing.T) {
 		{"publish:", capability.Grant{}, "needs a topic"},
 		{"publish:orders:read", capability.Grant{}, "nothing after it"},
 		{"log:x", capability.Grant{}, "log takes no bucket"},
-		{"lgo", capability.Grant{}, `unknown capability "lgo" (known: log, kv:<bucket>, kv:<bucket>:read, publish:<topic>)`},
+		{"lgo", capability.Grant{}, `unknown capability "lgo" (known: log, kv:<bucket>, kv:<bucket>:read, publish:<topic>, http:<host>, secret:<NAME>)`},
 		{"kv:Counts", capability.Grant{}, "not a valid bucket name"},
 		{"kv:a_b", capability.Grant{}, "not a valid bucket name"},
 		{"kv:a-", capability.Grant{}, "not a valid bucket name"},
 		{"publish:Orders", capability.Grant{}, "not a valid topic name"},
 		{"publish:" + strings.Repeat("a", 64), capability.Grant{}, "not a valid topic name"},
+		{"http:api.stripe.com", capability.Grant{Kind: capability.KindHTTP, Resource: "api.stripe.com"}, ""},
+		{"http:*.example.com:443", capability.Grant{Kind: capability.KindHTTP, Resource: "*.example.com", Port: 443}, ""},
+		{"http:https://api.example.com", capability.Grant{Kind: capability.KindHTTP, Resource: "api.example.com", Scheme: "https"}, ""},
+		{"http:POST,PUT https://h.example.com:8443", capability.Grant{Kind: capability.KindHTTP, Resource: "h.example.com", Scheme: "https", Port: 8443, Methods: "POST,PUT"}, ""},
+		{"http:10.0.0.5:8080", capability.Grant{Kind: capability.KindHTTP, Resource: "10.0.0.5", Port: 8080}, ""},
+		{"http:[fd00::1]:80", capability.Grant{Kind: capability.KindHTTP, Resource: "[fd00::1]", Port: 80}, ""},
+		{"http:*", capability.Grant{Kind: capability.KindHTTP, Resource: "*"}, ""},
+		{"http", capability.Grant{}, "needs a host"},
+		{"http:", capability.Grant{}, "needs a host"},
+		{"http:API.stripe.com", capability.Grant{}, "write the host as api.stripe.com"},
+		{"http:api.stripe.com/v1", capability.Grant{}, "not a path"},
+		{"http:ftp://x.com", capability.Grant{}, `scheme "ftp"`},
+		{"http:get x.com", capability.Grant{}, "not a method"},
+		{"http:GET,GET x.com", capability.Grant{}, "twice"},
+		{"http:x.com:0", capability.Grant{}, "not a number from 1 to 65535"},
+		{"http:x.com:080", capability.Grant{}, "not a number from 1 to 65535"},
+		{"http:*.com", capability.Grant{}, "at least two labels"},
+		{"http:2130706433", capability.Grant{}, "other spellings of addresses are refused"},
+		{"http:0x7f.0.0.1", capability.Grant{}, "other spellings"},
+		{"http:127.1", capability.Grant{}, "other spellings"},
+		{"http:fd00::1", capability.Grant{}, "in brackets"},
+		{"secret:STRIPE_KEY", capability.Grant{Kind: capability.KindSecret, Resource: "STRIPE_KEY"}, ""},
+		{"secret:_x1", capability.Grant{Kind: capability.KindSecret, Resource: "_x1"}, ""},
+		{"secret", capability.Grant{}, "needs a name"},
+		{"secret:1A", capability.Grant{}, "not a valid secret name"},
+		{"secret:A-B", capability.Grant{}, "not a valid secret name"},
+		{"secret:A:B", capability.Grant{}, "nothing after it"},
 		{"", capability.Grant{}, "empty capability"},
 		{" ", capability.Grant{}, "empty capability"},
 	} {
@@ -63,7 +90,7 @@ func TestUnknownKindSuggestion(t *testing.T) {
 		t.Fatalf("Parse(lgo) = %v, want an *UnknownKindError", err)
 	}
 	unknown.Suggestion = "log"
-	if want := `unknown capability "lgo": did you mean "log"? (known: log, kv:<bucket>, kv:<bucket>:read, publish:<topic>)`; err.Error() != want {
+	if want := `unknown capability "lgo": did you mean "log"? (known: log, kv:<bucket>, kv:<bucket>:read, publish:<topic>, http:<host>, secret:<NAME>)`; err.Error() != want {
 		t.Fatalf("message %q, want %q", err, want)
 	}
 }
@@ -109,4 +136,31 @@ func ExampleParse() {
 	// Output:
 	// kv counts read <nil>
 	// "kv:counts:write": unknown access "write": write kv:counts for read-write or kv:counts:read for read-only
+}
+
+func TestHTTPGrantAllows(t *testing.T) {
+	for _, c := range []struct {
+		grant string
+		allow []string // method scheme://host[:port]
+		deny  []string
+	}{
+		{"http:api.stripe.com", []string{"GET https://api.stripe.com", "POST http://api.stripe.com"},
+			[]string{"GET https://api.stripe.com:8443", "GET https://x.api.stripe.com", "GET https://api.stripe.co"}},
+		{"http:https://api.stripe.com", []string{"GET https://api.stripe.com"}, []string{"GET http://api.stripe.com", "GET http://api.stripe.com:443"}},
+		{"http:*.example.com:8443", []string{"GET https://a.example.com:8443", "GET http://a.b.example.com:8443"},
+			[]string{"GET https://example.com:8443", "GET https://badexample.com:8443", "GET https://a.example.com"}},
+		{"http:POST,PUT hooks.example.com", []string{"POST https://hooks.example.com", "PUT http://hooks.example.com"},
+			[]string{"GET https://hooks.example.com", "DELETE https://hooks.example.com"}},
+		{"http:*", []string{"GET https://anything.example", "GET http://[2001:4860::1]"}, nil},
+		{"http:*.example.com", nil, []string{"GET http://[::1]"}},
+	} {
+		g := capability.NewGrants([]string{c.grant})
+		for want, list := range map[bool][]string{true: c.allow, false: c.deny} {
+			for _, req := range list {
+				if got := g.Allows(capability.HTTPNeed(t, req)); got != want {
+					t.Errorf("%s allows %s = %v, want %v", c.grant, req, got, want)
+				}
+			}
+		}
+	}
 }

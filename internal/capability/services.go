@@ -2,6 +2,8 @@ package capability
 
 import (
 	"log/slog"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Config configures New. The zero value is usable: log works, kv and
@@ -25,6 +27,14 @@ type Config struct {
 	// MaxLogBytes caps one log message; longer ones are truncated.
 	// Optional: default DefaultMaxLogBytes.
 	MaxLogBytes int
+	// Egress configures outbound HTTP (fetch) and its network guard.
+	// Optional: the zero value is the public Internet, default limits.
+	Egress EgressConfig
+	// Secrets holds the apps' secrets (in the server, a *secrets.Store).
+	// Optional: nil makes every secret read fail with ErrUnavailable.
+	Secrets SecretStore
+	// Registerer receives the services' metrics. Optional: default none.
+	Registerer prometheus.Registerer
 }
 
 // Services are the capability services of a node. They are immutable and
@@ -34,6 +44,8 @@ type Services struct {
 	KV       *KVService
 	Publish  *PublishService
 	Workflow *WorkflowService
+	Fetch    *FetchService
+	Secret   *SecretService
 }
 
 // New returns the services configured by cfg.
@@ -51,6 +63,8 @@ func New(cfg Config) *Services {
 		KV:       &KVService{guard: g, store: cfg.KV},
 		Publish:  &PublishService{guard: g, pub: cfg.Publisher},
 		Workflow: &WorkflowService{guard: g, backend: cfg.Workflows},
+		Fetch:    newFetchService(g, cfg.Egress, cfg.Registerer),
+		Secret:   &SecretService{guard: g, store: cfg.Secrets},
 	}
 }
 

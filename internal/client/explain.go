@@ -91,3 +91,21 @@ func (c *Client) RevokeToken(ctx context.Context, ref string) (*api.TokenInfo, e
 func (c *Client) DeleteApp(ctx context.Context, app string) error {
 	return c.call(ctx, http.MethodDelete, "/api/v1/apps/"+url.PathEscape(app), nil, nil)
 }
+
+// SetSecret sets app's secret name to value; the answer is its name,
+// version and time, never the value.
+func (c *Client) SetSecret(ctx context.Context, app, name string, value []byte) (*api.SecretInfo, error) {
+	var out api.SecretInfo
+	return &out, c.call(ctx, http.MethodPut, "/api/v1/apps/"+url.PathEscape(app)+"/secrets/"+url.PathEscape(name), api.SetSecretRequest{Value: string(value)}, &out)
+}
+
+// Secrets lists app's secrets: names, versions and times.
+func (c *Client) Secrets(ctx context.Context, app string) ([]api.SecretInfo, error) {
+	var out []api.SecretInfo
+	return out, c.call(ctx, http.MethodGet, "/api/v1/apps/"+url.PathEscape(app)+"/secrets", nil, &out)
+}
+
+// DeleteSecret removes app's secret name.
+func (c *Client) DeleteSecret(ctx context.Context, app, name string) error {
+	return c.call(ctx, http.MethodDelete, "/api/v1/apps/"+url.PathEscape(app)+"/secrets/"+url.PathEscape(name), nil, nil)
+}

@@ -70,6 +70,7 @@ var Known = []Guest{
 	{"internal/events/testdata/eventguest", Reactor},
 	{"internal/server/testdata/kvwatch", Reactor},
 	{"internal/server/testdata/counter", Reactor},
+	{"internal/server/testdata/egress", Reactor},
 	{"examples/hello/hello", Reactor},
 	{"examples/wagi/wagi", Command},
 	{"examples/counter/counter", Reactor},

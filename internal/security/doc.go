@@ -3,7 +3,7 @@
 // This first version knows one kind of identity: API tokens. A token is 32
 // random bytes, shown to the user once ("nmb_" + base64url) and stored only
 // as its sha256, in the security KV bucket, with its name, the scopes it
-// carries (read, invoke, deploy, admin; admin implies the others) and an
+// carries (read, invoke, deploy, secrets, admin; admin implies the others) and an
 // optional expiry. A token's public id is the first 12 hex digits of that
 // hash: listings show ids, never secrets. The first start of a server
 // creates an admin token; every control-plane API call must present a token

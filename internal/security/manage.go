@@ -26,7 +26,7 @@ var (
 )
 
 // Scopes returns every scope, from least to most power.
-func Scopes() []Scope { return []Scope{ScopeRead, ScopeInvoke, ScopeDeploy, ScopeAdmin} }
+func Scopes() []Scope { return []Scope{ScopeRead, ScopeInvoke, ScopeDeploy, ScopeSecrets, ScopeAdmin} }
 
 // ParseScopes checks scope names ("read", "invoke", "deploy", "admin") and
 // returns them without duplicates, in their order of power. Commas separate
@@ -40,7 +40,7 @@ func ParseScopes(names []string) ([]Scope, error) {
 				continue
 			}
 			if !slices.Contains(Scopes(), s) {
-				return nil, fmt.Errorf("%w: unknown scope %q (scopes: read, invoke, deploy, admin)", ErrInvalid, part)
+				return nil, fmt.Errorf("%w: unknown scope %q (scopes: read, invoke, deploy, secrets, admin)", ErrInvalid, part)
 			}
 			seen[s] = true
 		}
@@ -92,7 +92,7 @@ func (t *Tokens) Issue(ctx context.Context, spec TokenSpec) (string, TokenInfo, 
 		return "", TokenInfo{}, err
 	}
 	if len(scopes) == 0 {
-		return "", TokenInfo{}, fmt.Errorf("%w: a token needs at least one scope (read, invoke, deploy, admin)", ErrInvalid)
+		return "", TokenInfo{}, fmt.Errorf("%w: a token needs at least one scope (read, invoke, deploy, secrets, admin)", ErrInvalid)
 	}
 	if spec.TTL < 0 || spec.TTL > MaxTTL {
 		return "", TokenInfo{}, fmt.Errorf("%w: lifetime %s: use a positive duration up to 10 years, or none for a token that does not expire", ErrInvalid, spec.TTL)

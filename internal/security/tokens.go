@@ -32,7 +32,10 @@ const (
 	ScopeRead   Scope = "read"
 	ScopeInvoke Scope = "invoke"
 	ScopeDeploy Scope = "deploy"
-	ScopeAdmin  Scope = "admin"
+	// ScopeSecrets sets, lists and removes apps' secrets (never reads
+	// their values: nothing in the API does).
+	ScopeSecrets Scope = "secrets"
+	ScopeAdmin   Scope = "admin"
 )
 
 // Identity is who presented a token.

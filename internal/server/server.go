@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -81,6 +82,25 @@ type Config struct {
 	// BodyRate.MinRate (default 16 KiB/s), else 408 body_too_slow and the
 	// connection is closed.
 	BodyRate throttle.BodyRate
+	// EgressAllowCIDRs are internal ranges functions' outbound HTTP may
+	// reach (see capability.NetGuard); the node's own listening addresses
+	// stay refused. Default none: the public Internet only.
+	EgressAllowCIDRs []netip.Prefix
+	// EgressResolver resolves the names functions fetch. Default the
+	// system's.
+	EgressResolver *net.Resolver
+	// MasterKey is the master key of the apps' secrets (32 bytes; the CLI
+	// reads it from NIMBUS_MASTER_KEY). Default: MasterKeyFile.
+	MasterKey []byte
+	// MasterKeyFile holds the master key; created (0600) the first time a
+	// secret is set if it does not exist. Default
+	// $XDG_CONFIG_HOME/nimbus/master.key (~/.config/nimbus/master.key):
+	// outside the data directory, so a copy of the data is not a copy of
+	// the secrets.
+	MasterKeyFile string
+	// MasterKeyPreviousFiles hold master keys being retired: at start, the
+	// data keys they wrap are rewrapped with the current one.
+	MasterKeyPreviousFiles []string
 	// Version is reported by the API.
 	Version string
 	// Logger defaults to slog.Default().
@@ -97,6 +117,8 @@ type Server struct {
 	gw      *gateway.Gateway
 	reg     *registry.Registry
 	tokens  *security.Tokens
+	secrets *security.Secrets
+	caps    *capability.Services
 	buckets *state.Buckets
 	events  *events.Log
 	ingress *events.Ingress // back-pressure of publishes
@@ -126,7 +148,11 @@ type Server struct {
 var (
 	_ api.Platform         = (*Server)(nil)
 	_ capability.Publisher = (*Server)(nil)
+	_ api.SecretsPlatform  = (*Server)(nil)
 )
+
+// Secrets returns the apps' secrets (the API's /secrets endpoints).
+func (s *Server) Secrets() api.SecretStore { return s.secrets }
 
 // Start opens the store, restores every active revision and starts serving.
 // On the first start of a data directory it creates the admin token
@@ -166,9 +192,25 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.wf = workflow.New(s.store.Committer(), invokerFunc(func(ctx context.Context, app, fn string, req *runtime.Request) (*runtime.Response, error) {
 		return s.sched.Invoke(ctx, app, fn, req)
 	}), workflow.Options{Logger: cfg.Logger})
+	if cfg.MasterKeyFile == "" && cfg.MasterKey == nil {
+		if dir, err := os.UserConfigDir(); err == nil {
+			cfg.MasterKeyFile = filepath.Join(dir, "nimbus", "master.key")
+		}
+	}
+	s.secrets = security.NewSecrets(s.store.Security(), security.NewMasterKeys(security.MasterKeyConfig{
+		Key: cfg.MasterKey, File: cfg.MasterKeyFile, PreviousFiles: cfg.MasterKeyPreviousFiles}))
+	if len(cfg.MasterKeyPreviousFiles) > 0 {
+		n, err := s.secrets.Rewrap(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("rewrap secrets with the new master key: %w", err)
+		}
+		cfg.Logger.Info("secrets: data keys rewrapped with the current master key; the previous key files may now be removed", "rewrapped", n)
+	}
+	s.caps = capability.New(capability.Config{Logger: cfg.Logger, KV: s.buckets, Publisher: s, Workflows: s.wf, Secrets: s.secrets,
+		Registerer: s.metrics.Registry(), Egress: capability.EgressConfig{AllowCIDRs: cfg.EgressAllowCIDRs, Resolver: cfg.EgressResolver}})
 	s.rts = runtime.Set{}
 	wasmRT, err := wasm.New(ctx, wasm.Config{CacheDir: cfg.CacheDir, Logger: cfg.Logger,
-		HostFunctions: hostfn.NewDefaultRegistry(capability.New(capability.Config{Logger: cfg.Logger, KV: s.buckets, Publisher: s, Workflows: s.wf}))})
+		HostFunctions: hostfn.NewDefaultRegistry(s.caps)})
 	if err != nil {
 		return nil, fmt.Errorf("wasm runtime: %w", err)
 	}
@@ -236,6 +278,17 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.apiLn, err = net.Listen("tcp", cfg.APIListen)
 	if err != nil {
 		return nil, fmt.Errorf("API listener (--api-listen %s): %w", cfg.APIListen, err)
+	}
+	// Functions may not call the node itself, whatever range is allowed.
+	for _, ln := range []net.Listener{s.gatewayLn, s.apiLn} {
+		if ap, err := netip.ParseAddrPort(ln.Addr().String()); err == nil {
+			s.caps.Fetch.Guard().Protect(ap)
+		}
+	}
+	if cfg.NATSListen != "" {
+		if ap, err := netip.ParseAddrPort(cfg.NATSListen); err == nil {
+			s.caps.Fetch.Guard().Protect(ap)
+		}
 	}
 	// Both listeners read bodies under one budget and one rate, so no
 	// number of clients, however slow, holds more than the budget in
@@ -358,6 +411,9 @@ func (s *Server) Close(ctx context.Context) error {
 		s.cancel()
 	}
 	s.wg.Wait()
+	if s.caps != nil {
+		s.caps.Fetch.CloseIdleConnections()
+	}
 	if err := s.closeComponents(ctx); err != nil {
 		errs = append(errs, err)
 	}

@@ -45,3 +45,9 @@ func hostStepBegin(int32, string, []byte, *[wire.StepBeginOutSize]byte) int32 {
 func hostStepEnd(int32, string, []byte, int32, int64) int32 { return wire.CodeUnavailable }
 
 func hostSleep(int32, int64) int32 { return wire.CodeUnavailable }
+
+func hostFetch([]byte, []byte, *[wire.FetchOutSize]byte) int32 { return wire.CodeUnavailable }
+
+func hostFetchTake(uint32, []byte, *[wire.FetchTakeOutSize]byte) int32 { return wire.CodeUnavailable }
+
+func hostSecretGet(string, []byte, *[wire.SecretOutSize]byte) int32 { return wire.CodeUnavailable }

@@ -130,3 +130,26 @@ func hostStepEnd(pos int32, name string, val []byte, flags int32, retryMS int64)
 }
 
 func hostSleep(pos int32, untilMS int64) int32 { return wfSleep(pos, untilMS) }
+
+// Outbound HTTP and secrets (see package wire).
+
+//go:wasmimport nimbus fetch
+func fetch(req unsafe.Pointer, reqLen int32, errBuf unsafe.Pointer, errCap int32, out unsafe.Pointer) int32
+
+//go:wasmimport nimbus fetch_take
+func fetchTake(handle uint32, buf unsafe.Pointer, bufCap int32, out unsafe.Pointer) int32
+
+//go:wasmimport nimbus secret_get
+func secretGet(name unsafe.Pointer, nameLen int32, buf unsafe.Pointer, bufCap int32, out unsafe.Pointer) int32
+
+func hostFetch(req []byte, errBuf []byte, out *[12]byte) int32 {
+	return fetch(bytesPtr(req), clampLen(len(req)), bytesPtr(errBuf), clampLen(len(errBuf)), unsafe.Pointer(out))
+}
+
+func hostFetchTake(handle uint32, buf []byte, out *[4]byte) int32 {
+	return fetchTake(handle, bytesPtr(buf), clampLen(len(buf)), unsafe.Pointer(out))
+}
+
+func hostSecretGet(name string, buf []byte, out *[4]byte) int32 {
+	return secretGet(strPtr(name), clampLen(len(name)), bytesPtr(buf), clampLen(len(buf)), unsafe.Pointer(out))
+}

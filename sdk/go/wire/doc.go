@@ -215,4 +215,32 @@
 // nimbus.random. An external effect made in a step should carry the
 // step's idempotency key, "<run>/<pos>/<name>", which is stable across
 // attempts and activations.
+//
+// # Outbound HTTP
+//
+//	fetch(req_ptr, req_len, err_ptr, err_cap, out_ptr i32) -> i32
+//	    capability "http:[METHODS ][SCHEME://]HOST[:PORT]"
+//	fetch_take(handle, buf_ptr, buf_cap, out_ptr i32) -> i32
+//
+// The request is EncodeFetchRequest's (method, absolute URL, headers, body,
+// timeout in ms or 0, response cap in bytes or 0), at most 16MiB. fetch
+// makes the request, following redirects, and writes out (12 bytes):
+// handle u32, response length u32, error length u32. On 0 the encoded
+// response (EncodeFetchResponse: status, headers, body) is kept under
+// handle until fetch_take copies it into [buf_ptr, buf_ptr+buf_cap) (out,
+// 4 bytes: its length; 3 if buf_cap is too small, 6 for an unknown
+// handle) or the invocation ends. On any other code the host's reason is
+// at [err_ptr, err_ptr+error length), cut at err_cap. Codes: 1 not
+// granted (the reason names the grant), 2 bad URL, method or header, 3 a
+// body or the request count over its limit, 4 connection failed, 9 the
+// network guard refused the address, 10 timed out.
+//
+// # Secrets
+//
+//	secret_get(name_ptr, name_len, buf_ptr, buf_cap, out_ptr i32) -> i32
+//	    capability "secret:NAME"
+//
+// out (4 bytes): the value's length. 0: the value is at [buf_ptr,
+// buf_ptr+length). 3: buf_cap is too small; call again with length. 6:
+// the secret is not set. 2: not a secret name.
 package wire

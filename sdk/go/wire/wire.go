@@ -286,3 +286,5 @@ func (d *decoder) finish() error {
 	}
 	return d.err
 }
+
+func appendUvarint(dst []byte, v uint64) []byte { return binary.AppendUvarint(dst, v) }

@@ -94,7 +94,7 @@ func NewDefaultRegistry(svc *capability.Services) *Registry {
 		svc = capability.New(capability.Config{})
 	}
 	r, err := NewRegistry(LogProvider{Service: svc.Log}, KVProvider{Service: svc.KV}, PublishProvider{Service: svc.Publish},
-		WorkflowProvider{Service: svc.Workflow})
+		WorkflowProvider{Service: svc.Workflow}, FetchProvider{Service: svc.Fetch}, SecretProvider{Service: svc.Secret})
 	if err != nil {
 		panic(err) // the built-in providers are static; this is a programming error
 	}
@@ -157,6 +157,10 @@ func status(err error) int32 {
 		return wire.CodeNoBucket
 	case errors.Is(err, capability.ErrNoTopic):
 		return wire.CodeNoTopic
+	case errors.Is(err, capability.ErrBlocked):
+		return wire.CodeBlocked
+	case errors.Is(err, capability.ErrTimeout):
+		return wire.CodeTimeout
 	}
 	return CodeInternal
 }

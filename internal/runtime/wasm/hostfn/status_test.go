@@ -28,6 +28,8 @@ func TestStatus(t *testing.T) {
 		{&capability.RevisionMismatchError{Current: 3}, wire.CodeRevisionMismatch},
 		{wrap(capability.ErrNoBucket, errors.New("x")), wire.CodeNoBucket},
 		{wrap(capability.ErrNoTopic, &events.TopicError{Err: events.ErrTopicNotFound}), wire.CodeNoTopic},
+		{&capability.BlockedError{Host: "x", Reason: "loopback"}, wire.CodeBlocked},
+		{wrap(capability.ErrTimeout, errors.New("x")), wire.CodeTimeout},
 		// An error the service did not classify is a bug, whatever it says.
 		{errors.New("topic_not_found"), CodeInternal},
 		{&events.TopicError{Err: events.ErrTopicNotFound}, CodeInternal},

@@ -1,0 +1,164 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nimbus-dev/nimbus/internal/capability/captest"
+	"github.com/nimbus-dev/nimbus/internal/guestlog"
+	"github.com/nimbus-dev/nimbus/internal/guesttest"
+	"github.com/nimbus-dev/nimbus/internal/server"
+)
+
+// lockedBuffer collects the node's log.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestEgressWithSecretNeverLeaks: a wasm function reads a secret and sends
+// it to an allowed loopback service; the secret is rotated without a
+// redeploy; blocked, ungranted and missing cases fail with clear errors;
+// and no log line, guest log entry, API answer or gateway answer of the
+// whole run holds either value of the secret.
+func TestEgressWithSecretNeverLeaks(t *testing.T) {
+	t.Parallel()
+	guest := guesttest.MustBuild(t, "testdata/egress", guesttest.Reactor)
+	upstream := captest.Echo(t, "127.0.0.2")
+	canary := captest.NewCanary(t, "127.0.0.1")
+	logs := &lockedBuffer{}
+	dir := t.TempDir()
+	srv, err := server.Start(context.Background(), server.Config{
+		DataDir: filepath.Join(dir, "data"), CacheDir: cacheDir, Listen: "127.0.0.1:0", APIListen: "127.0.0.1:0",
+		Logger:           slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		EgressAllowCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")},
+		MasterKeyFile:    filepath.Join(dir, "keys", "master.key"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close(context.Background()) })
+	token := srv.AdminToken()
+
+	var seen []string // every answer body of the run
+	call := func(method, url, body string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, url, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		if body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		seen = append(seen, string(b))
+		return resp.StatusCode, string(b)
+	}
+	secrets := []string{"sk_live_LEAKCANARY_v1_5d41402abc4b2a76", "sk_live_LEAKCANARY_v2_7d793037a0760186"}
+	hash := func(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:8]) }
+
+	if code, body := call("PUT", srv.APIURL()+"/api/v1/apps/shop/secrets/STRIPE_KEY", `{"value":"`+secrets[0]+`"}`); code != 200 || !strings.Contains(body, `"version": 1`) {
+		t.Fatalf("set secret: %d %s", code, body)
+	}
+	up, cp := upstream.String(), canary.Addr.String()
+	f := fn("pay", guest, "/pay", "/secret")
+	f.Capabilities = []string{"log", "secret:STRIPE_KEY", "secret:MISSING", "http:POST http://" + up, "http:" + cp}
+	deploy(t, srv, "shop", [][]byte{guest}, f)
+
+	gw := srv.GatewayURL()
+	if code, body := call("GET", gw+"/pay?to=http://"+up+"/charge", ""); code != 200 || body != "status=200 auth=true key="+hash(secrets[0]) {
+		t.Fatalf("pay: %d %q", code, body)
+	}
+	// Rotation without redeploy: the next invocation reads the new value.
+	if code, body := call("PUT", srv.APIURL()+"/api/v1/apps/shop/secrets/STRIPE_KEY", `{"value":"`+secrets[1]+`"}`); code != 200 || !strings.Contains(body, `"version": 2`) {
+		t.Fatalf("set secret again: %d %s", code, body)
+	}
+	if code, body := call("GET", gw+"/pay?to=http://"+up+"/charge", ""); code != 200 || body != "status=200 auth=true key="+hash(secrets[1]) {
+		t.Fatalf("pay after rotation: %d %q", code, body)
+	}
+	for _, c := range []struct{ path, want string }{
+		{"/pay?to=http://" + cp + "/", "destination blocked by the network guard"},
+		{"/pay?to=http://" + up + "/x", ""}, // granted: POST to the upstream
+		{"/pay?to=http://example.invalid/", "capability not granted"},
+		{"/secret?name=MISSING", "secret not set"},
+		{"/secret?name=OTHER", `capabilities: [secret:OTHER]`},
+		{"/secret?name=bad-name", "bad argument"},
+	} {
+		code, body := call("GET", gw+c.path, "")
+		if c.want == "" {
+			if code != 200 {
+				t.Errorf("%s: %d %q", c.path, code, body)
+			}
+			continue
+		}
+		if code != 502 || !strings.Contains(body, c.want) {
+			t.Errorf("%s: %d %q, want 502 with %q", c.path, code, body, c.want)
+		}
+	}
+	if code, body := call("GET", srv.APIURL()+"/api/v1/apps/shop/secrets", ""); code != 200 || !strings.Contains(body, `"name": "STRIPE_KEY"`) {
+		t.Fatalf("list: %d %s", code, body)
+	}
+	_, metrics := call("GET", srv.APIURL()+"/metrics", "")
+	for _, want := range []string{`nimbus_egress_requests_total{app="shop",outcome="ok"} 3`, `nimbus_egress_requests_total{app="shop",outcome="blocked"} 1`, `nimbus_egress_requests_total{app="shop",outcome="denied"} 1`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if code, _ := call("DELETE", srv.APIURL()+"/api/v1/apps/shop/secrets/STRIPE_KEY", ""); code != 204 {
+		t.Fatalf("rm: %d", code)
+	}
+
+	// The guest log holds the blocked call's warning (and no secret).
+	var guestLines []string
+	poll(t, "the blocked fetch's warning in the guest log", func() error {
+		guestLines = guestLines[:0]
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		srv.ReadLogs(ctx, guestlog.Query{App: "shop"}, func(e guestlog.Entry) error {
+			guestLines = append(guestLines, e.Message)
+			return nil
+		})
+		if !strings.Contains(strings.Join(guestLines, "\n"), "network guard") {
+			return io.ErrUnexpectedEOF
+		}
+		return nil
+	})
+	everything := logs.String() + "\n" + strings.Join(guestLines, "\n") + "\n" + strings.Join(seen, "\n")
+	for _, s := range secrets {
+		if strings.Contains(everything, s) {
+			t.Errorf("the secret value %q appears in a log line or an answer", s)
+		}
+	}
+	if !strings.Contains(logs.String(), "fetch blocked by the network guard") {
+		t.Errorf("the node's log lacks the blocked fetch")
+	}
+	if conns, n := canary.Reached(); conns != 0 || n != 0 {
+		t.Errorf("the canary received %d connections, %d bytes", conns, n)
+	}
+}
