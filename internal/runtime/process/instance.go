@@ -117,8 +117,7 @@ func (i *instance) spawn(ctx context.Context) (_ *proc, err error) {
 		SysProcAttr: plainProcAttr(),
 	}
 	if p.sb != nil {
-		p.cmd.SysProcAttr = p.sb.sysProcAttr()
-		err = p.sb.start(p.cmd)
+		err = p.sb.start(p.cmd, m.view())
 	} else {
 		err = p.cmd.Start()
 	}
@@ -156,6 +155,14 @@ func (i *instance) spawn(ctx context.Context) (_ *proc, err error) {
 		}
 	}
 	return p, nil
+}
+
+// appDir is the function's directory as the process sees it.
+func (p *proc) appDir() string {
+	if p.sb != nil {
+		return p.inst.m.appDir()
+	}
+	return p.inst.m.dir
 }
 
 // environ is the process's environment: a minimal PATH, HOME and TMPDIR

@@ -155,8 +155,8 @@ func (s *lambdaSession) env() []string {
 		"AWS_LAMBDA_FUNCTION_MEMORY_SIZE=" + strconv.FormatUint(m.limits.MemoryBytes>>20, 10),
 		"AWS_LAMBDA_LOG_GROUP_NAME=/nimbus/" + m.app + "/" + m.function,
 		"AWS_LAMBDA_LOG_STREAM_NAME=" + shortRevision(m.revision),
-		"LAMBDA_TASK_ROOT=" + m.dir,
-		"LAMBDA_RUNTIME_DIR=" + m.dir,
+		"LAMBDA_TASK_ROOT=" + s.p.appDir(),
+		"LAMBDA_RUNTIME_DIR=" + s.p.appDir(),
 	}
 	defaults := map[string]string{
 		"AWS_REGION":         LambdaRegion,

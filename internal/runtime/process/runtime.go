@@ -46,7 +46,32 @@ type Config struct {
 	MaxOpenFiles uint64
 	// Host is what isolation the host offers. Default: Probe().
 	Host *Host
+	// System are the host paths a sandboxed process sees, read-only, at
+	// the same path (what interpreters and dynamically linked programs
+	// need); nothing else of the host is visible. Default DefaultSystem.
+	System []string
+	// TmpBytes is the size of a sandboxed process's private /tmp (a tmpfs,
+	// whose pages also count against the function's memory). Default
+	// 64MiB.
+	TmpBytes uint64
 }
+
+// DefaultSystem are the host paths a sandboxed process sees by default:
+// programs and libraries, TLS roots, the dynamic linker's cache, the
+// Debian alternatives links and the time zone. A path the host lacks is
+// skipped; a symbolic link (/bin -> usr/bin) is recreated as one.
+var DefaultSystem = []string{
+	"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+	"/etc/ssl", "/etc/ca-certificates", "/etc/pki", "/etc/ld.so.cache", "/etc/alternatives", "/etc/localtime",
+	"/etc/nsswitch.conf", "/etc/mime.types",
+}
+
+// Where a sandboxed process sees its function's directory: Lambda's
+// LAMBDA_TASK_ROOT, or /app for HTTP on $PORT.
+const (
+	AppDir        = "/app"
+	LambdaTaskDir = "/var/task"
+)
 
 // Runtime starts function processes. It is safe for concurrent use.
 type Runtime struct {
@@ -55,6 +80,7 @@ type Runtime struct {
 	host   Host
 	dir    string // where revisions are unpacked
 	tmp    bool   // dir is private to this runtime, removed at Close
+	root   string // where a sandbox mounts its root, in its own mount namespace
 	uids   *uidPool
 
 	mu      sync.Mutex
@@ -79,6 +105,12 @@ func New(cfg Config) (*Runtime, error) {
 	}
 	if cfg.MaxOpenFiles == 0 {
 		cfg.MaxOpenFiles = 1024
+	}
+	if cfg.System == nil {
+		cfg.System = DefaultSystem
+	}
+	if cfg.TmpBytes == 0 {
+		cfg.TmpBytes = 64 << 20
 	}
 	host := Probe()
 	if cfg.Host != nil {
@@ -105,6 +137,10 @@ func New(cfg Config) (*Runtime, error) {
 			r.logger.Info("process runtime: functions unpacked in a private temp directory, since sandboxed uids cannot reach the data directory",
 				"dir", tmp, "blocked_by", blocked)
 			r.dir, r.tmp = tmp, true
+		}
+		r.root = filepath.Join(r.dir, "root")
+		if err := os.Mkdir(r.root, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+			return nil, fmt.Errorf("process runtime: %w", err)
 		}
 	}
 	return r, nil
