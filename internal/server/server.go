@@ -146,13 +146,16 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	s.buckets = state.New(s.store.Committer(), cfg.Logger)
 	s.rts = runtime.Set{}
+	// One set of capability services for every runtime: the wasm host
+	// functions and the processes' platform API check the same grants.
+	caps := capability.New(capability.Config{Logger: cfg.Logger, KV: s.buckets, Publisher: s})
 	wasmRT, err := wasm.New(ctx, wasm.Config{CacheDir: cfg.CacheDir, Logger: cfg.Logger,
-		HostFunctions: hostfn.NewDefaultRegistry(capability.New(capability.Config{Logger: cfg.Logger, KV: s.buckets, Publisher: s}))})
+		HostFunctions: hostfn.NewDefaultRegistry(caps)})
 	if err != nil {
 		return nil, fmt.Errorf("wasm runtime: %w", err)
 	}
 	s.rts[model.RuntimeWasm] = wasmRT
-	procRT, err := process.New(process.Config{Dir: filepath.Join(cfg.DataDir, "process"), Logger: cfg.Logger})
+	procRT, err := process.New(process.Config{Dir: filepath.Join(cfg.DataDir, "process"), Logger: cfg.Logger, Services: caps})
 	if err != nil {
 		return nil, fmt.Errorf("process runtime: %w", err)
 	}

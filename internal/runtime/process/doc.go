@@ -33,6 +33,10 @@
 //     memory (the function's memory), process count and CPU, rlimits on
 //     open files and processes. A host that cannot provide this refuses
 //     the function (ErrUnisolated) unless it opts in with isolation: none.
+//   - Platform services (api.go): each process gets its own HTTP endpoint
+//     (NIMBUS_API, inside its network namespace when sandboxed) and token
+//     (NIMBUS_TOKEN) for KV, publish and log, through the capability
+//     services, so its grants are checked exactly as a wasm function's.
 //   - A request past the function's timeout kills the process (and
 //     everything it started); a process that dies fails the requests in
 //     flight with ErrGuestFailed (ErrMemoryLimit when the memory cgroup

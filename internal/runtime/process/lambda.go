@@ -78,14 +78,14 @@ func (lambdaContract) attach(p *proc) (session, error) {
 		// its namespace: the sandbox opens it on the starting thread, inside
 		// the new namespace, just before the clone.
 		s.addr = LambdaRuntimeAPIAddr
-		p.sb.inNetns = func() error {
+		p.sb.inNetns = append(p.sb.inNetns, func() error {
 			ln, err := net.Listen("tcp", s.addr)
 			if err != nil {
 				return fmt.Errorf("lambda runtime API: %w", err)
 			}
 			s.ln = ln
 			return nil
-		}
+		})
 		return s, nil
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/nimbus-dev/nimbus/internal/capability"
 	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 	"github.com/nimbus-dev/nimbus/internal/runtime/process/sandboxinit"
@@ -26,6 +27,7 @@ type module struct {
 	sandbox                 bool
 	limits                  runtime.Limits
 	env                     map[string]string
+	grants                  capability.Grants
 	closeOnce               sync.Once
 	mu                      sync.Mutex
 	instances               map[*instance]struct{}

@@ -33,7 +33,7 @@ func newUIDPool() *uidPool { return &uidPool{} }
 type sandbox struct {
 	uid     int
 	tmp     string
-	inNetns func() error
+	inNetns []func() error
 }
 
 var errNoSandbox = errors.New("process sandbox: Linux only")

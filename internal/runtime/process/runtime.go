@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nimbus-dev/nimbus/internal/capability"
 	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 )
@@ -50,6 +51,10 @@ type Config struct {
 	// the same path (what interpreters and dynamically linked programs
 	// need); nothing else of the host is visible. Default DefaultSystem.
 	System []string
+	// Services are the capability services processes reach through their
+	// platform API (api.go). Default: capability.New with Logger, whose
+	// kv and publish answer unavailable.
+	Services *capability.Services
 	// TmpBytes is the size of a sandboxed process's private /tmp (a tmpfs,
 	// whose pages also count against the function's memory). Default
 	// 64MiB.
@@ -75,13 +80,14 @@ const (
 
 // Runtime starts function processes. It is safe for concurrent use.
 type Runtime struct {
-	cfg    Config
-	logger *slog.Logger
-	host   Host
-	dir    string // where revisions are unpacked
-	tmp    bool   // dir is private to this runtime, removed at Close
-	root   string // where a sandbox mounts its root, in its own mount namespace
-	uids   *uidPool
+	cfg      Config
+	logger   *slog.Logger
+	host     Host
+	dir      string // where revisions are unpacked
+	tmp      bool   // dir is private to this runtime, removed at Close
+	root     string // where a sandbox mounts its root, in its own mount namespace
+	uids     *uidPool
+	services *capability.Services
 
 	mu      sync.Mutex
 	modules map[*module]struct{}
@@ -112,11 +118,14 @@ func New(cfg Config) (*Runtime, error) {
 	if cfg.TmpBytes == 0 {
 		cfg.TmpBytes = 64 << 20
 	}
+	if cfg.Services == nil {
+		cfg.Services = capability.New(capability.Config{Logger: cfg.Logger})
+	}
 	host := Probe()
 	if cfg.Host != nil {
 		host = *cfg.Host
 	}
-	r := &Runtime{cfg: cfg, logger: cfg.Logger, host: host, dir: cfg.Dir, uids: newUIDPool(), modules: map[*module]struct{}{}}
+	r := &Runtime{cfg: cfg, logger: cfg.Logger, host: host, dir: cfg.Dir, uids: newUIDPool(), services: cfg.Services, modules: map[*module]struct{}{}}
 	if err := os.MkdirAll(r.dir, 0o711); err != nil {
 		return nil, fmt.Errorf("process runtime: %w", err)
 	}
@@ -219,7 +228,7 @@ func (r *Runtime) Load(ctx context.Context, spec runtime.Spec) (runtime.Module, 
 	m := &module{
 		rt: r, app: spec.App, function: spec.Function, revision: spec.Revision,
 		dir: dir, argv0: argv0, args: p.Command, contract: c, sandbox: sandbox,
-		limits: spec.Limits, env: spec.Env,
+		limits: spec.Limits, env: spec.Env, grants: capability.NewGrants(spec.Capabilities),
 	}
 	r.mu.Lock()
 	r.modules[m] = struct{}{}

@@ -71,10 +71,10 @@ type sandbox struct {
 	cgroups map[string]string // controller -> this process's cgroup directory
 	netns   *os.File          // the process's network namespace; nil until start
 	hostns  *os.File          // the node's network namespace
-	// inNetns, when set, runs on the starting thread inside the new
-	// network namespace just before the process is cloned: the Lambda
-	// contract opens its Runtime API listener there.
-	inNetns func() error
+	// inNetns run on the starting thread inside the new network namespace
+	// just before the process is cloned: the Lambda contract opens its
+	// Runtime API listener there, and the platform API its own.
+	inNetns []func() error
 }
 
 // newSandbox prepares the isolation of one process: a uid and cgroups
@@ -182,8 +182,8 @@ func (sb *sandbox) startOnThread(cmd *exec.Cmd) (restored bool, err error) {
 	if err := loopbackUp(); err != nil {
 		return restoreNet(), fmt.Errorf("sandbox: loopback: %w", err)
 	}
-	if sb.inNetns != nil {
-		if err := sb.inNetns(); err != nil {
+	for _, f := range sb.inNetns {
+		if err := f(); err != nil {
 			return restoreNet(), fmt.Errorf("sandbox: %w", err)
 		}
 	}

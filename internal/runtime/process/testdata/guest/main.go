@@ -161,6 +161,30 @@ func main() {
 		}
 		fmt.Fprint(w, strings.Join(names, " "))
 	})
+	mux.HandleFunc("/api", func(w http.ResponseWriter, r *http.Request) {
+		// Calls the platform API: ?method=PUT&path=/kv/b/k&body=v[&token=t],
+		// passing the invocation id on; answers "status body".
+		q := r.URL.Query()
+		req, err := http.NewRequest(q.Get("method"), os.Getenv("NIMBUS_API")+q.Get("path"), strings.NewReader(q.Get("body")))
+		if err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		token := os.Getenv("NIMBUS_TOKEN")
+		if q.Has("token") {
+			token = q.Get("token")
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("X-Nimbus-Invocation-Id", r.Header.Get("X-Nimbus-Invocation-Id"))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			fmt.Fprint(w, "call failed: ", err)
+			return
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		fmt.Fprintf(w, "%d %s", resp.StatusCode, body)
+	})
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
 	if err := http.ListenAndServe(":"+os.Getenv("PORT"), mux); err != nil {
 		fmt.Fprintln(os.Stderr, err)
