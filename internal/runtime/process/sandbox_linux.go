@@ -143,10 +143,7 @@ func (sb *sandbox) sysProcAttr() *syscall.SysProcAttr {
 // start fails.
 func (sb *sandbox) start(cmd *exec.Cmd, view sandboxinit.Config) error {
 	view.Root, view.UID = sb.rt.root, sb.uid
-	argv, err := view.Argv()
-	if err != nil {
-		return err
-	}
+	argv := view.Argv()
 	r, w, err := os.Pipe()
 	if err != nil {
 		return fmt.Errorf("sandbox: liveness pipe: %w", err)

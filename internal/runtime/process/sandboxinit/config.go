@@ -1,57 +1,83 @@
 package sandboxinit
 
 import (
-	"encoding/json"
-	"fmt"
+	"errors"
+	"strconv"
 )
 
 // Arg0 is argv[0] of a process that must run as the sandbox helper.
 const Arg0 = "nimbus-sandbox-init"
 
 // Config is the filesystem view and the identity of one sandboxed process,
-// passed as argv[1] (JSON).
+// passed in argv (see Argv). It is encoded by hand, not as JSON: the
+// helper's init must run before the node's other packages' inits, so its
+// package imports as little as it can (os, syscall, strconv, errors).
 type Config struct {
 	// Root is a directory of the node, empty, that the new root is mounted
 	// on (in the process's own mount namespace: nothing else sees it).
-	Root string `json:"root"`
+	Root string
 	// App is the function's directory on the node; AppDir is where the
 	// process sees it (read-only).
-	App    string `json:"app"`
-	AppDir string `json:"app_dir"`
+	App    string
+	AppDir string
 	// System are host paths shown read-only at the same path: directories,
 	// files, or symbolic links (recreated as links). A path the host lacks
 	// is skipped.
-	System []string `json:"system"`
+	System []string
 	// TmpBytes is the size of the private /tmp.
-	TmpBytes uint64 `json:"tmp_bytes"`
+	TmpBytes uint64
 	// UID is the uid and gid the process runs as.
-	UID int `json:"uid"`
+	UID int
 	// Path is the program, as the process sees it; Args its argv; Dir its
 	// working directory (as the process sees it).
-	Path string   `json:"path"`
-	Args []string `json:"args"`
-	Dir  string   `json:"dir"`
+	Path string
+	Args []string
+	Dir  string
 }
 
-// Argv is how the node starts the helper for c: argv[0] Arg0, argv[1] c.
-func (c Config) Argv() ([]string, error) {
-	b, err := json.Marshal(c)
-	if err != nil {
-		return nil, fmt.Errorf("sandbox config: %w", err)
+// Argv is how the node starts the helper for c: Arg0, then the fields in
+// order, the count of System paths and the paths, then Args.
+func (c Config) Argv() []string {
+	out := []string{Arg0, c.Root, c.App, c.AppDir, strconv.FormatUint(c.TmpBytes, 10), strconv.Itoa(c.UID), c.Path, c.Dir,
+		strconv.Itoa(len(c.System))}
+	out = append(out, c.System...)
+	return append(out, c.Args...)
+}
+
+// parse reads what Argv wrote (without argv[0]).
+func parse(a []string) (Config, error) {
+	var c Config
+	if len(a) < 8 {
+		return c, errors.New("config: too few arguments")
 	}
-	return []string{Arg0, string(b)}, nil
+	c.Root, c.App, c.AppDir, c.Path, c.Dir = a[0], a[1], a[2], a[5], a[6]
+	var err error
+	if c.TmpBytes, err = strconv.ParseUint(a[3], 10, 64); err != nil {
+		return c, errors.New("config: tmp size: " + err.Error())
+	}
+	if c.UID, err = strconv.Atoi(a[4]); err != nil {
+		return c, errors.New("config: uid: " + err.Error())
+	}
+	n, err := strconv.Atoi(a[7])
+	if err != nil || n < 0 || len(a) < 8+n+1 {
+		return c, errors.New("config: system paths")
+	}
+	c.System = a[8 : 8+n]
+	c.Args = a[8+n:]
+	return c, nil
 }
 
 // Passwd is /etc/passwd of a process running as uid: root (owner of
 // everything mounted), and the process's own user, named "nimbus", whose
 // home is /tmp.
 func Passwd(uid int) string {
-	return fmt.Sprintf("root:x:0:0:root:/root:/usr/sbin/nologin\nnimbus:x:%d:%d:nimbus function:/tmp:/usr/sbin/nologin\n", uid, uid)
+	u := strconv.Itoa(uid)
+	return "root:x:0:0:root:/root:/usr/sbin/nologin\nnimbus:x:" + u + ":" + u + ":nimbus function:/tmp:/usr/sbin/nologin\n"
 }
 
 // Group is /etc/group of a process running as uid.
 func Group(uid int) string {
-	return fmt.Sprintf("root:x:0:\nnimbus:x:%d:\n", uid)
+	return "root:x:0:\nnimbus:x:" + strconv.Itoa(uid) + ":\n"
 }
 
 // Hosts is /etc/hosts: the loopback is all a sandboxed process has.

@@ -1,55 +1,65 @@
 package sandboxinit
 
 import (
-	"encoding/json"
 	"errors"
-	"fmt"
 	"os"
-	"path/filepath"
+	"strconv"
 	"syscall"
-
-	"golang.org/x/sys/unix"
 )
 
 // init runs the helper when this process was started as one, and never
-// returns then.
+// returns then. It imports only os, syscall, strconv and errors, so that
+// it runs before the inits of the node's heavy dependencies.
 func init() {
-	if len(os.Args) != 2 || os.Args[0] != Arg0 {
+	if len(os.Args) < 2 || os.Args[0] != Arg0 {
 		return
 	}
 	// The main goroutine is locked to the main thread during inits: the
 	// parent-death signal and the exec below are on the same thread.
-	err := run(os.Args[1])
-	fmt.Fprintf(os.Stderr, "nimbus sandbox: %v\n", err)
+	err := run(os.Args[1:])
+	os.Stderr.WriteString("nimbus sandbox: " + err.Error() + "\n")
 	os.Exit(127)
 }
 
 // livenessFD is the read end of a pipe whose write end only the node
-// holds: it hangs up when the node dies.
+// holds: it reads end-of-file once the node is gone.
 const livenessFD = 3
 
-func run(arg string) error {
-	var c Config
-	if err := json.Unmarshal([]byte(arg), &c); err != nil {
-		return fmt.Errorf("config: %w", err)
+// prctl options (linux/prctl.h).
+const (
+	prSetPdeathsig  = 1
+	prSetNoNewPrivs = 38
+)
+
+func run(args []string) error {
+	c, err := parse(args)
+	if err != nil {
+		return err
 	}
 	if err := build(c); err != nil {
 		return err
 	}
-	if err := unix.Sethostname([]byte(Hostname)); err != nil {
-		return fmt.Errorf("hostname: %w", err)
+	if err := syscall.Sethostname([]byte(Hostname)); err != nil {
+		return wrap("hostname", err)
 	}
 	if err := pivot(c.Root); err != nil {
 		return err
 	}
-	if err := os.Chdir(c.Dir); err != nil {
-		return fmt.Errorf("working directory: %w", err)
+	if err := syscall.Chdir(c.Dir); err != nil {
+		return wrap("working directory "+c.Dir, err)
 	}
 	if err := drop(c.UID); err != nil {
 		return err
 	}
-	if err := syscall.Exec(c.Path, c.Args, os.Environ()); err != nil {
-		return fmt.Errorf("exec %s: %w (the sandbox shows the function's directory at %s and the system paths %v)", c.Path, err, c.AppDir, c.System)
+	err = syscall.Exec(c.Path, c.Args, os.Environ())
+	return wrap("exec "+c.Path+" (the sandbox shows the function's directory at "+c.AppDir+" and the system paths)", err)
+}
+
+func wrap(what string, err error) error { return errors.New(what + ": " + err.Error()) }
+
+func mount(src, target, fstype string, flags uintptr, data string) error {
+	if err := syscall.Mount(src, target, fstype, flags, data); err != nil {
+		return wrap("mount "+fstype+" "+src+" at "+target, err)
 	}
 	return nil
 }
@@ -57,12 +67,12 @@ func run(arg string) error {
 // build mounts the new root at c.Root.
 func build(c Config) error {
 	// Nothing done here may reach the node's mount namespace.
-	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-		return fmt.Errorf("make mounts private: %w", err)
+	if err := mount("", "/", "", syscall.MS_REC|syscall.MS_PRIVATE, ""); err != nil {
+		return err
 	}
 	root := c.Root
-	if err := unix.Mount("tmpfs", root, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size=1m,mode=0755"); err != nil {
-		return fmt.Errorf("root tmpfs at %s: %w", root, err)
+	if err := mount("tmpfs", root, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, "size=1m,mode=0755"); err != nil {
+		return err
 	}
 	for _, p := range c.System {
 		if err := show(root, p, p, true); err != nil {
@@ -72,31 +82,29 @@ func build(c Config) error {
 	if err := show(root, c.App, c.AppDir, true); err != nil {
 		return err
 	}
-	tmp := filepath.Join(root, "tmp")
-	if err := os.MkdirAll(tmp, 0o755); err != nil {
+	u := strconv.Itoa(c.UID)
+	if err := os.MkdirAll(root+"/tmp", 0o755); err != nil {
 		return err
 	}
-	opts := fmt.Sprintf("size=%d,mode=0700,uid=%d,gid=%d", c.TmpBytes, c.UID, c.UID)
-	if err := unix.Mount("tmpfs", tmp, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
-		return fmt.Errorf("/tmp: %w", err)
+	if err := mount("tmpfs", root+"/tmp", "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV,
+		"size="+strconv.FormatUint(c.TmpBytes, 10)+",mode=0700,uid="+u+",gid="+u); err != nil {
+		return err
 	}
 	if err := devices(root); err != nil {
 		return err
 	}
-	proc := filepath.Join(root, "proc")
-	if err := os.MkdirAll(proc, 0o555); err != nil {
+	if err := os.MkdirAll(root+"/proc", 0o555); err != nil {
 		return err
 	}
-	if err := unix.Mount("proc", proc, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
-		return fmt.Errorf("/proc: %w", err)
-	}
-	etc := filepath.Join(root, "etc")
-	if err := os.MkdirAll(etc, 0o755); err != nil {
+	if err := mount("proc", root+"/proc", "proc", syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC, ""); err != nil {
 		return err
 	}
-	for name, content := range map[string]string{"passwd": Passwd(c.UID), "group": Group(c.UID), "hosts": Hosts, "hostname": Hostname + "\n"} {
-		if err := os.WriteFile(filepath.Join(etc, name), []byte(content), 0o644); err != nil {
-			return fmt.Errorf("/etc/%s: %w", name, err)
+	if err := os.MkdirAll(root+"/etc", 0o755); err != nil {
+		return err
+	}
+	for _, f := range [][2]string{{"passwd", Passwd(c.UID)}, {"group", Group(c.UID)}, {"hosts", Hosts}, {"hostname", Hostname + "\n"}} {
+		if err := os.WriteFile(root+"/etc/"+f[0], []byte(f[1]), 0o644); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -113,8 +121,8 @@ func show(root, src, dst string, ro bool) error {
 	if err != nil {
 		return err
 	}
-	target := filepath.Join(root, dst)
-	if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+	target := root + dst
+	if err := os.MkdirAll(dir(target), 0o755); err != nil {
 		return err
 	}
 	switch {
@@ -135,36 +143,44 @@ func show(root, src, dst string, ro bool) error {
 	if err != nil && !errors.Is(err, os.ErrExist) {
 		return err
 	}
-	if err := unix.Mount(src, target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-		return fmt.Errorf("show %s at %s: %w", src, dst, err)
+	if err := mount(src, target, "", syscall.MS_BIND|syscall.MS_REC, ""); err != nil {
+		return err
 	}
-	flags := uintptr(unix.MS_BIND | unix.MS_REMOUNT | unix.MS_NOSUID)
+	flags := uintptr(syscall.MS_BIND | syscall.MS_REMOUNT | syscall.MS_NOSUID)
 	if ro {
-		flags |= unix.MS_RDONLY | unix.MS_NODEV
+		flags |= syscall.MS_RDONLY | syscall.MS_NODEV
 	}
-	if err := unix.Mount("", target, "", flags, ""); err != nil {
-		return fmt.Errorf("make %s read-only: %w", dst, err)
+	return mount("", target, "", flags, "")
+}
+
+// dir is filepath.Dir for the clean absolute paths used here (path/filepath
+// is not imported: see init).
+func dir(p string) string {
+	for i := len(p) - 1; i > 0; i-- {
+		if p[i] == '/' {
+			return p[:i]
+		}
 	}
-	return nil
+	return "/"
 }
 
 // devices makes /dev: a small tmpfs with the harmless host devices bound
 // in, and the usual links into /proc.
 func devices(root string) error {
-	dev := filepath.Join(root, "dev")
+	dev := root + "/dev"
 	if err := os.MkdirAll(dev, 0o755); err != nil {
 		return err
 	}
-	if err := unix.Mount("tmpfs", dev, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "size=64k,mode=0755"); err != nil {
-		return fmt.Errorf("/dev: %w", err)
+	if err := mount("tmpfs", dev, "tmpfs", syscall.MS_NOSUID|syscall.MS_NOEXEC, "size=64k,mode=0755"); err != nil {
+		return err
 	}
 	for _, d := range []string{"null", "zero", "full", "random", "urandom"} {
-		if err := show(dev, "/dev/"+d, d, false); err != nil {
+		if err := show(dev, "/dev/"+d, "/"+d, false); err != nil {
 			return err
 		}
 	}
-	for name, to := range map[string]string{"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2"} {
-		if err := os.Symlink(to, filepath.Join(dev, name)); err != nil {
+	for _, l := range [][2]string{{"fd", "/proc/self/fd"}, {"stdin", "/proc/self/fd/0"}, {"stdout", "/proc/self/fd/1"}, {"stderr", "/proc/self/fd/2"}} {
+		if err := os.Symlink(l[1], dev+"/"+l[0]); err != nil {
 			return err
 		}
 	}
@@ -174,26 +190,22 @@ func devices(root string) error {
 // pivot makes root the root and detaches the old one, then makes the root
 // read-only (its mounts keep their own flags: /tmp stays writable).
 func pivot(root string) error {
-	old := filepath.Join(root, ".old")
-	if err := os.Mkdir(old, 0o700); err != nil {
+	if err := os.Mkdir(root+"/.old", 0o700); err != nil {
 		return err
 	}
-	if err := unix.PivotRoot(root, old); err != nil {
-		return fmt.Errorf("pivot_root: %w", err)
+	if err := syscall.PivotRoot(root, root+"/.old"); err != nil {
+		return wrap("pivot_root", err)
 	}
-	if err := os.Chdir("/"); err != nil {
+	if err := syscall.Chdir("/"); err != nil {
 		return err
 	}
-	if err := unix.Unmount("/.old", unix.MNT_DETACH); err != nil {
-		return fmt.Errorf("detach the old root: %w", err)
+	if err := syscall.Unmount("/.old", syscall.MNT_DETACH); err != nil {
+		return wrap("detach the old root", err)
 	}
 	if err := os.Remove("/.old"); err != nil {
 		return err
 	}
-	if err := unix.Mount("", "/", "", unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
-		return fmt.Errorf("make the root read-only: %w", err)
-	}
-	return nil
+	return mount("", "/", "", syscall.MS_REMOUNT|syscall.MS_RDONLY|syscall.MS_NOSUID|syscall.MS_NODEV, "")
 }
 
 // drop becomes uid (and its gid, without groups), forbids gaining
@@ -201,26 +213,30 @@ func pivot(root string) error {
 // then it checks that the node did not die before that.
 func drop(uid int) error {
 	if err := syscall.Setgroups([]int{}); err != nil {
-		return fmt.Errorf("setgroups: %w", err)
+		return wrap("setgroups", err)
 	}
 	if err := syscall.Setresgid(uid, uid, uid); err != nil {
-		return fmt.Errorf("setresgid: %w", err)
+		return wrap("setresgid", err)
 	}
 	if err := syscall.Setresuid(uid, uid, uid); err != nil {
-		return fmt.Errorf("setresuid: %w", err)
+		return wrap("setresuid", err)
 	}
-	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-		return fmt.Errorf("no_new_privs: %w", err)
+	if _, _, e := syscall.RawSyscall(syscall.SYS_PRCTL, prSetNoNewPrivs, 1, 0); e != 0 {
+		return wrap("no_new_privs", e)
 	}
-	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0); err != nil {
-		return fmt.Errorf("parent-death signal: %w", err)
+	if _, _, e := syscall.RawSyscall(syscall.SYS_PRCTL, prSetPdeathsig, uintptr(syscall.SIGKILL), 0); e != 0 {
+		return wrap("parent-death signal", e)
 	}
-	fds := []unix.PollFd{{Fd: livenessFD, Events: unix.POLLIN}}
-	if _, err := unix.Poll(fds, 0); err != nil {
-		return fmt.Errorf("liveness pipe: %w", err)
+	if err := syscall.SetNonblock(livenessFD, true); err != nil {
+		return wrap("liveness pipe", err)
 	}
-	if fds[0].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0 {
+	var b [1]byte
+	n, err := syscall.Read(livenessFD, b[:])
+	if n == 0 && err == nil {
 		return errors.New("the node is gone")
 	}
-	return unix.Close(livenessFD)
+	if err != nil && err != syscall.EAGAIN {
+		return wrap("liveness pipe", err)
+	}
+	return syscall.Close(livenessFD)
 }
