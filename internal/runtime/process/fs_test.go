@@ -40,7 +40,7 @@ func TestFilesystemView(t *testing.T) {
 	if !strings.Contains(passwd, fmt.Sprintf("nimbus:x:%d:%d:", uid, uid)) || strings.Count(passwd, "\n") != 2 {
 		t.Errorf("/etc/passwd is not the sandbox's own:\n%s", passwd)
 	}
-	if got := mustGet(t, inst, "/ls?path=/"); got != "app bin dev etc lib lib64 proc sbin tmp usr" {
+	if got := mustGet(t, inst, "/ls?path=/"); got != "app bin dev etc lib lib64 proc sbin sys tmp usr" {
 		t.Errorf("the root holds %q", got)
 	}
 	if got := mustGet(t, inst, "/ls?path=/proc"); strings.Contains(got, "2 ") || !strings.HasPrefix(got, "1 ") {
@@ -56,6 +56,10 @@ func TestFilesystemView(t *testing.T) {
 	// /tmp is a 1MiB tmpfs: 2MiB do not fit.
 	if got := mustGet(t, inst, "/fill?n=2097152"); !strings.Contains(got, "no space left on device") {
 		t.Errorf("filling /tmp: %s", got)
+	}
+	// Its own cgroups, read-only, where runtimes look for their limits.
+	if got := mustGet(t, inst, "/cat?path=/sys/fs/cgroup/memory/memory.limit_in_bytes"); got != fmt.Sprint(64<<20)+"\n" {
+		t.Errorf("memory limit as the process reads it: %q", got)
 	}
 	if got := mustGet(t, inst, "/read?path=/usr/bin/env"); got != "read ok" {
 		t.Errorf("system paths: %s", got)

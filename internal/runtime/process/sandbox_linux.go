@@ -143,6 +143,9 @@ func (sb *sandbox) sysProcAttr() *syscall.SysProcAttr {
 // start fails.
 func (sb *sandbox) start(cmd *exec.Cmd, view sandboxinit.Config) error {
 	view.Root, view.UID = sb.rt.root, sb.uid
+	for _, c := range controllers {
+		view.Binds = append(view.Binds, [2]string{sb.cgroups[c], cgroupRoot + "/" + c})
+	}
 	argv := view.Argv()
 	r, w, err := os.Pipe()
 	if err != nil {

@@ -24,6 +24,11 @@ type Config struct {
 	// files, or symbolic links (recreated as links). A path the host lacks
 	// is skipped.
 	System []string
+	// Binds are host paths shown read-only elsewhere: {host, in the
+	// sandbox}. The node binds the instance's own cgroup directories at
+	// /sys/fs/cgroup/<controller>, so that runtimes size themselves to
+	// their limits (Go's GOMAXPROCS, Node's heap) and see nothing else.
+	Binds [][2]string
 	// TmpBytes is the size of the private /tmp.
 	TmpBytes uint64
 	// UID is the uid and gid the process runs as.
@@ -41,6 +46,10 @@ func (c Config) Argv() []string {
 	out := []string{Arg0, c.Root, c.App, c.AppDir, strconv.FormatUint(c.TmpBytes, 10), strconv.Itoa(c.UID), c.Path, c.Dir,
 		strconv.Itoa(len(c.System))}
 	out = append(out, c.System...)
+	out = append(out, strconv.Itoa(len(c.Binds)))
+	for _, b := range c.Binds {
+		out = append(out, b[0], b[1])
+	}
 	return append(out, c.Args...)
 }
 
@@ -63,7 +72,15 @@ func parse(a []string) (Config, error) {
 		return c, errors.New("config: system paths")
 	}
 	c.System = a[8 : 8+n]
-	c.Args = a[8+n:]
+	a = a[8+n:]
+	n, err = strconv.Atoi(a[0])
+	if err != nil || n < 0 || len(a) < 1+2*n+1 {
+		return c, errors.New("config: binds")
+	}
+	for i := range n {
+		c.Binds = append(c.Binds, [2]string{a[1+2*i], a[2+2*i]})
+	}
+	c.Args = a[1+2*n:]
 	return c, nil
 }
 

@@ -82,6 +82,11 @@ func build(c Config) error {
 	if err := show(root, c.App, c.AppDir, true); err != nil {
 		return err
 	}
+	for _, b := range c.Binds {
+		if err := show(root, b[0], b[1], true); err != nil {
+			return err
+		}
+	}
 	u := strconv.Itoa(c.UID)
 	if err := os.MkdirAll(root+"/tmp", 0o755); err != nil {
 		return err
