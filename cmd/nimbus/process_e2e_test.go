@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os/exec"
@@ -56,8 +57,30 @@ func TestProcessExamples(t *testing.T) {
 			t.Errorf("GET %s: %v", tc.path, got)
 		}
 	}
+	// The Python example counts in KV through the platform API, within its
+	// grant (kv:counts); another bucket is refused.
+	for want := 1; want <= 2; want++ {
+		if got := getBody(t, f["gateway"]+"/python/count/visits"); got != fmt.Sprintf(`{"name": "visits", "count": %d}`, want) {
+			t.Fatalf("count %d: %s\nstderr:\n%s", want, got, stderr)
+		}
+	}
+	if got := getBody(t, f["gateway"]+"/python/kv/orders/x"); !strings.Contains(got, `"error":"denied"`) || !strings.Contains(got, "kv:orders") {
+		t.Fatalf("ungranted bucket: %s", got)
+	}
 	// `nimbus invoke` reaches a process function too.
 	if out, err := c.run("invoke", "process-node/hello"); err != nil || !strings.Contains(out, `"runtime":"node"`) {
 		t.Fatalf("invoke process-node/hello: %v\n%s", err, out)
 	}
+}
+
+// getBody GETs url and returns its body.
+func getBody(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }

@@ -4,8 +4,8 @@
 // function reaches: Log, KV and Publish. Runtimes reach the services through
 // thin adapters that decode their own wire format and map the services'
 // typed errors to their own status codes: the wasm host functions
-// (internal/runtime/wasm/hostfn) today, a process runtime's local endpoint
-// next.
+// (internal/runtime/wasm/hostfn) and the process runtime's platform API
+// (internal/runtime/process, api.go).
 //
 // It sits at the end of the request flow:
 //

@@ -98,16 +98,17 @@ func newPool(app string, fn model.Function, mod runtime.Module, m *telemetry.Fun
 	return p, nil
 }
 
-// acquire returns an instance with a slot taken for the caller, and
-// whether it was created for this call (a cold start).
-func (p *pool) acquire(ctx context.Context) (*instance, bool, error) {
+// acquire returns an instance with a slot taken for the caller, and how
+// long creating it took when it was created for this call (a cold start;
+// 0 when an existing instance serves).
+func (p *pool) acquire(ctx context.Context) (*instance, time.Duration, error) {
 	select {
 	case p.tokens <- struct{}{}:
 	default:
 		select {
 		case p.tokens <- struct{}{}:
 		case <-ctx.Done():
-			return nil, false, p.busyError(ctx)
+			return nil, 0, p.busyError(ctx)
 		}
 	}
 	p.mu.Lock()
@@ -115,7 +116,7 @@ func (p *pool) acquire(ctx context.Context) (*instance, bool, error) {
 		if p.closed {
 			p.mu.Unlock()
 			<-p.tokens
-			return nil, false, errPoolClosed
+			return nil, 0, errPoolClosed
 		}
 		if n := len(p.open); n > 0 {
 			inst := p.open[n-1]
@@ -125,7 +126,7 @@ func (p *pool) acquire(ctx context.Context) (*instance, bool, error) {
 				p.open = p.open[:n-1]
 			}
 			p.mu.Unlock()
-			return inst, false, nil
+			return inst, 0, nil
 		}
 		if n := len(p.idle); n > 0 {
 			inst := p.idle[n-1]
@@ -138,7 +139,7 @@ func (p *pool) acquire(ctx context.Context) (*instance, bool, error) {
 			p.busy++
 			p.gauge()
 			p.mu.Unlock()
-			return inst, false, nil
+			return inst, 0, nil
 		}
 		if p.busy+len(p.idle) < p.max {
 			break
@@ -151,7 +152,7 @@ func (p *pool) acquire(ctx context.Context) (*instance, bool, error) {
 		case <-wake:
 		case <-ctx.Done():
 			<-p.tokens
-			return nil, false, p.busyError(ctx)
+			return nil, 0, p.busyError(ctx)
 		}
 		p.mu.Lock()
 	}
@@ -168,9 +169,10 @@ func (p *pool) acquire(ctx context.Context) (*instance, bool, error) {
 		p.gauge()
 		p.mu.Unlock()
 		<-p.tokens
-		return nil, false, fmt.Errorf("start instance of %s/%s: %w", p.app, p.fn.Name, err)
+		return nil, 0, fmt.Errorf("start instance of %s/%s: %w", p.app, p.fn.Name, err)
 	}
-	p.metrics.ColdStart(time.Since(start))
+	cold := max(time.Since(start), time.Nanosecond)
+	p.metrics.ColdStart(cold)
 	inst := &instance{Instance: ri, inflight: 1}
 	if p.slots > 1 {
 		p.mu.Lock()
@@ -180,7 +182,7 @@ func (p *pool) acquire(ctx context.Context) (*instance, bool, error) {
 		}
 		p.mu.Unlock()
 	}
-	return inst, true, nil
+	return inst, cold, nil
 }
 
 func (p *pool) busyError(ctx context.Context) error {

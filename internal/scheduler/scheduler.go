@@ -297,7 +297,7 @@ func (s *Scheduler) invoke(ctx context.Context, p *pool, req *runtime.Request) (
 				return nil, err
 			}
 		}
-		inst, _, err := p.acquire(wait)
+		inst, cold, err := p.acquire(wait)
 		if errors.Is(err, errPoolClosed) {
 			if p.limiter != nil {
 				permit.Release()
@@ -315,6 +315,11 @@ func (s *Scheduler) invoke(ctx context.Context, p *pool, req *runtime.Request) (
 				permit.Release()
 			}
 			return nil, err
+		}
+		if cold > 0 && req.Log != nil {
+			// Which invocations paid for a new instance, and how much, is
+			// read in the invocation's own log, for every runtime.
+			req.Log.Log("nimbus", "info", []byte("cold start: a new instance in "+cold.Round(10*time.Microsecond).String()))
 		}
 		resp, err := inst.Handle(ctx, req)
 		p.release(inst, err != nil)

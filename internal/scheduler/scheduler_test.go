@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -109,6 +110,45 @@ func TestWarmInstanceIsReused(t *testing.T) {
 	for i := 1; i <= 5; i++ {
 		if got := string(invoke(t, s, "/count").Body); got != fmt.Sprint(i) {
 			t.Fatalf("call %d on a warm instance counted %q", i, got)
+		}
+	}
+}
+
+// lines is a log sink that keeps what it gets.
+type lines struct {
+	mu sync.Mutex
+	l  []string
+}
+
+func (s *lines) Log(stream, level string, line []byte) {
+	s.mu.Lock()
+	s.l = append(s.l, stream+" "+level+" "+string(line))
+	s.mu.Unlock()
+}
+
+func (s *lines) cold() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, l := range s.l {
+		if strings.HasPrefix(l, "nimbus info cold start: a new instance in ") {
+			n++
+		}
+	}
+	return n
+}
+
+// TestColdStartIsLogged: the invocation that started an instance says so
+// in its own log; one served by a warm instance does not.
+func TestColdStartIsLogged(t *testing.T) {
+	s, _, _ := setup(t, 4)
+	for i, want := range []int{1, 0} {
+		log := &lines{}
+		if _, err := s.Invoke(context.Background(), "app", "g", &runtime.Request{Method: "GET", Path: "/hello", Log: log}); err != nil {
+			t.Fatal(err)
+		}
+		if got := log.cold(); got != want {
+			t.Errorf("call %d: %d cold start lines, want %d (log: %q)", i+1, got, want, log.l)
 		}
 	}
 }

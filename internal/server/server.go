@@ -206,6 +206,8 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		}
 		cfg.Logger.Info("secrets: data keys rewrapped with the current master key; the previous key files may now be removed", "rewrapped", n)
 	}
+	// One set of capability services for every runtime: the wasm host
+	// functions and the processes' platform API check the same grants.
 	s.caps = capability.New(capability.Config{Logger: cfg.Logger, KV: s.buckets, Publisher: s, Workflows: s.wf, Secrets: s.secrets,
 		Registerer: s.metrics.Registry(), Egress: capability.EgressConfig{AllowCIDRs: cfg.EgressAllowCIDRs, Resolver: cfg.EgressResolver}})
 	s.rts = runtime.Set{}
@@ -215,7 +217,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, fmt.Errorf("wasm runtime: %w", err)
 	}
 	s.rts[model.RuntimeWasm] = wasmRT
-	procRT, err := process.New(process.Config{Dir: filepath.Join(cfg.DataDir, "process"), Logger: cfg.Logger})
+	procRT, err := process.New(process.Config{Dir: filepath.Join(cfg.DataDir, "process"), Logger: cfg.Logger, Services: s.caps})
 	if err != nil {
 		return nil, fmt.Errorf("process runtime: %w", err)
 	}

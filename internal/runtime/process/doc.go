@@ -21,14 +21,22 @@
 //
 // Guarantees:
 //   - The process sees only what the function declares: its env, a
-//     minimal PATH, HOME and TMPDIR in a private temp directory, and PORT.
+//     minimal PATH, HOME and TMPDIR in a private temp directory (/tmp when
+//     sandboxed), and PORT.
 //     Nothing of the node's environment.
 //   - Sandboxed (the default): new pid, ipc, uts, mount and network
 //     namespaces (the network one has only a loopback, which the node
-//     reaches by dialing from inside it), its own uid, cgroups capping
+//     reaches by dialing from inside it), a filesystem of its own (its
+//     code read-only at /app or /var/task, the system paths read-only, a
+//     private size-bounded /tmp, /dev, its own /proc; nothing else of the
+//     host: see sandboxinit), its own uid, cgroups capping
 //     memory (the function's memory), process count and CPU, rlimits on
 //     open files and processes. A host that cannot provide this refuses
 //     the function (ErrUnisolated) unless it opts in with isolation: none.
+//   - Platform services (api.go): each process gets its own HTTP endpoint
+//     (NIMBUS_API, inside its network namespace when sandboxed) and token
+//     (NIMBUS_TOKEN) for KV, publish and log, through the capability
+//     services, so its grants are checked exactly as a wasm function's.
 //   - A request past the function's timeout kills the process (and
 //     everything it started); a process that dies fails the requests in
 //     flight with ErrGuestFailed (ErrMemoryLimit when the memory cgroup

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nimbus-dev/nimbus/internal/capability"
 	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 )
@@ -38,7 +39,9 @@ type instance struct {
 
 	mu      sync.Mutex
 	p       *proc
-	sinks   []runtime.LogSink // of the requests in flight, in arrival order
+	sinks   []runtime.LogSink             // of the requests in flight, in arrival order
+	calls   map[string]*capability.Caller // of the requests in flight, by invocation id
+	self    *capability.Caller            // platform API calls outside any request
 	closed  bool
 	closing sync.Once
 }
@@ -55,6 +58,7 @@ type proc struct {
 	addr   string // host:port as the process sees it
 	dial   dialer
 	sess   session
+	api    *platformAPI
 	stderr *lineWriter
 
 	exited  chan struct{} // closed when the process has exited and its output is drained
@@ -104,6 +108,9 @@ func (i *instance) spawn(ctx context.Context) (_ *proc, err error) {
 	if p.sess, err = m.contract.attach(p); err != nil {
 		return nil, fmt.Errorf("start %s/%s: %w", m.app, m.function, err)
 	}
+	if p.api, err = newAPI(p); err != nil {
+		return nil, fmt.Errorf("start %s/%s: %w", m.app, m.function, err)
+	}
 
 	p.stderr = &lineWriter{emit: func(l []byte) { i.log("stderr", l) }, keep: true}
 	p.cmd = &exec.Cmd{
@@ -117,8 +124,7 @@ func (i *instance) spawn(ctx context.Context) (_ *proc, err error) {
 		SysProcAttr: plainProcAttr(),
 	}
 	if p.sb != nil {
-		p.cmd.SysProcAttr = p.sb.sysProcAttr()
-		err = p.sb.start(p.cmd)
+		err = p.sb.start(p.cmd, m.view())
 	} else {
 		err = p.cmd.Start()
 	}
@@ -126,6 +132,7 @@ func (i *instance) spawn(ctx context.Context) (_ *proc, err error) {
 		return nil, guestFailed(fmt.Sprintf("%s/%s: start %s", m.app, m.function, strings.Join(m.args, " ")), "", err)
 	}
 	setRlimits(p.cmd.Process.Pid, r.cfg.MaxOpenFiles, r.cfg.MaxProcs, p.sb != nil)
+	p.api.serve()
 	go func() {
 		err := p.cmd.Wait()
 		p.exitErr = err
@@ -158,6 +165,14 @@ func (i *instance) spawn(ctx context.Context) (_ *proc, err error) {
 	return p, nil
 }
 
+// appDir is the function's directory as the process sees it.
+func (p *proc) appDir() string {
+	if p.sb != nil {
+		return p.inst.m.appDir()
+	}
+	return p.inst.m.dir
+}
+
 // environ is the process's environment: a minimal PATH, HOME and TMPDIR
 // in its private temp directory, then the function's env, then what the
 // contract sets (PORT), which wins. Nothing of the node's environment.
@@ -166,7 +181,7 @@ func (m *module) environ(p *proc) []string {
 	for k, v := range m.env {
 		env[k] = v
 	}
-	for _, kv := range p.sess.env() {
+	for _, kv := range append(p.api.env(), p.sess.env()...) {
 		k, v, _ := strings.Cut(kv, "=")
 		env[k] = v
 	}
@@ -186,9 +201,9 @@ func (i *instance) Handle(ctx context.Context, req *runtime.Request) (*runtime.R
 	if err != nil {
 		return nil, err
 	}
-	i.track(req.Log, true)
+	i.track(req, true)
 	defer func() {
-		i.track(req.Log, false)
+		i.track(req, false)
 		runtime.FlushLog(req.Log)
 	}()
 	tctx, cancel := context.WithTimeoutCause(ctx, m.limits.Timeout, runtime.ErrTimeout)
@@ -270,17 +285,54 @@ func (i *instance) current(ctx context.Context) (*proc, error) {
 	return np, nil
 }
 
-// track adds or removes the log sink of a request in flight.
-func (i *instance) track(sink runtime.LogSink, add bool) {
+// track adds or removes a request in flight: its log sink, and its
+// caller for the platform API.
+func (i *instance) track(req *runtime.Request, add bool) {
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	if add {
-		i.sinks = append(i.sinks, sink)
+		i.sinks = append(i.sinks, req.Log)
+		if i.calls == nil {
+			i.calls = map[string]*capability.Caller{}
+		}
+		i.calls[req.InvocationID] = &capability.Caller{App: i.m.app, Function: i.m.function, InvocationID: req.InvocationID,
+			TraceParent: req.TraceParent, Grants: i.m.grants, Sink: req.Log}
 		return
 	}
-	if k := slices.Index(i.sinks, sink); k >= 0 {
+	if k := slices.Index(i.sinks, req.Log); k >= 0 {
 		i.sinks = slices.Delete(i.sinks, k, k+1)
 	}
+	if c := i.calls[req.InvocationID]; c != nil && c.Sink == req.Log {
+		delete(i.calls, req.InvocationID)
+	}
+}
+
+// caller is who a platform API call speaks for: the request in flight
+// with invocation id, else the only request in flight, else the instance
+// itself (same grants; its log lines go to the node's log).
+func (i *instance) caller(id string) *capability.Caller {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if c := i.calls[id]; c != nil {
+		return c
+	}
+	if len(i.calls) == 1 && id == "" {
+		for _, c := range i.calls {
+			return c
+		}
+	}
+	if i.self == nil {
+		i.self = &capability.Caller{App: i.m.app, Function: i.m.function, Grants: i.m.grants, Sink: nodeSink{i}}
+	}
+	return i.self
+}
+
+// nodeSink writes an instance's platform API log lines, made outside any
+// request, to the node's log.
+type nodeSink struct{ i *instance }
+
+func (s nodeSink) Log(stream, level string, line []byte) {
+	s.i.m.rt.logger.Info(string(line), "app", s.i.m.app, "function", s.i.m.function, "stream", stream, "level", level)
 }
 
 // log routes one line of output: to the request in flight when there is
@@ -384,6 +436,10 @@ func (p *proc) cleanup() {
 	if p.sess != nil {
 		p.sess.close()
 		p.sess = nil
+	}
+	if p.api != nil {
+		p.api.close()
+		p.api = nil
 	}
 	if p.sb != nil {
 		p.sb.release()

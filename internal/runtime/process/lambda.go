@@ -78,14 +78,14 @@ func (lambdaContract) attach(p *proc) (session, error) {
 		// its namespace: the sandbox opens it on the starting thread, inside
 		// the new namespace, just before the clone.
 		s.addr = LambdaRuntimeAPIAddr
-		p.sb.inNetns = func() error {
+		p.sb.inNetns = append(p.sb.inNetns, func() error {
 			ln, err := net.Listen("tcp", s.addr)
 			if err != nil {
 				return fmt.Errorf("lambda runtime API: %w", err)
 			}
 			s.ln = ln
 			return nil
-		}
+		})
 		return s, nil
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -155,8 +155,8 @@ func (s *lambdaSession) env() []string {
 		"AWS_LAMBDA_FUNCTION_MEMORY_SIZE=" + strconv.FormatUint(m.limits.MemoryBytes>>20, 10),
 		"AWS_LAMBDA_LOG_GROUP_NAME=/nimbus/" + m.app + "/" + m.function,
 		"AWS_LAMBDA_LOG_STREAM_NAME=" + shortRevision(m.revision),
-		"LAMBDA_TASK_ROOT=" + m.dir,
-		"LAMBDA_RUNTIME_DIR=" + m.dir,
+		"LAMBDA_TASK_ROOT=" + s.p.appDir(),
+		"LAMBDA_RUNTIME_DIR=" + s.p.appDir(),
 	}
 	defaults := map[string]string{
 		"AWS_REGION":         LambdaRegion,

@@ -5,10 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
+	"slices"
 	"sync"
 
+	"github.com/nimbus-dev/nimbus/internal/capability"
 	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
+	"github.com/nimbus-dev/nimbus/internal/runtime/process/sandboxinit"
 )
 
 // module is one loaded process function: its unpacked directory and how to
@@ -23,6 +27,7 @@ type module struct {
 	sandbox                 bool
 	limits                  runtime.Limits
 	env                     map[string]string
+	grants                  capability.Grants
 	closeOnce               sync.Once
 	mu                      sync.Mutex
 	instances               map[*instance]struct{}
@@ -98,6 +103,28 @@ func (m *module) forget(i *instance) {
 	m.mu.Lock()
 	delete(m.instances, i)
 	m.mu.Unlock()
+}
+
+// appDir is where a sandboxed process sees its function's directory.
+func (m *module) appDir() string {
+	if m.contract.name() == runtime.ContractLambda {
+		return LambdaTaskDir
+	}
+	return AppDir
+}
+
+// view is the filesystem view of a sandboxed process of m: its program
+// and working directory as it sees them (a program inside the function's
+// directory moves with it; one found in Path keeps its system path).
+func (m *module) view() sandboxinit.Config {
+	path := m.argv0
+	if rel, err := filepath.Rel(m.dir, m.argv0); err == nil && filepath.IsLocal(rel) {
+		path = filepath.Join(m.appDir(), rel)
+	}
+	return sandboxinit.Config{
+		App: m.dir, AppDir: m.appDir(), System: m.rt.cfg.System, TmpBytes: m.rt.cfg.TmpBytes,
+		Path: path, Args: slices.Clone(m.args), Dir: m.appDir(),
+	}
 }
 
 // A contract is one protocol between Nimbus and a started process: HTTP on

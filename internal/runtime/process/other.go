@@ -8,6 +8,8 @@ import (
 	"net"
 	"os/exec"
 	"syscall"
+
+	"github.com/nimbus-dev/nimbus/internal/runtime/process/sandboxinit"
 )
 
 // Host is the isolation a host offers a process runtime; outside Linux,
@@ -31,14 +33,14 @@ func newUIDPool() *uidPool { return &uidPool{} }
 type sandbox struct {
 	uid     int
 	tmp     string
-	inNetns func() error
+	inNetns []func() error
 }
 
 var errNoSandbox = errors.New("process sandbox: Linux only")
 
 func (r *Runtime) newSandbox(uint64) (*sandbox, error)                     { return nil, errNoSandbox }
 func (sb *sandbox) sysProcAttr() *syscall.SysProcAttr                      { return nil }
-func (sb *sandbox) start(*exec.Cmd) error                                  { return errNoSandbox }
+func (sb *sandbox) start(*exec.Cmd, sandboxinit.Config) error              { return errNoSandbox }
 func (sb *sandbox) dial(context.Context, string, string) (net.Conn, error) { return nil, errNoSandbox }
 func (sb *sandbox) memoryExceeded() bool                                   { return false }
 func (sb *sandbox) release()                                               {}

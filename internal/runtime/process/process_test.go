@@ -270,6 +270,12 @@ func (s *sink) has(line string) bool {
 	return slices.Contains(s.lines, line)
 }
 
+func (s *sink) hasPrefix(prefix string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.ContainsFunc(s.lines, func(l string) bool { return strings.HasPrefix(l, prefix) })
+}
+
 // eventually polls cond until it holds or the deadline passes.
 func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()

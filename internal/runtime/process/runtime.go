@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nimbus-dev/nimbus/internal/capability"
 	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 )
@@ -46,16 +47,47 @@ type Config struct {
 	MaxOpenFiles uint64
 	// Host is what isolation the host offers. Default: Probe().
 	Host *Host
+	// System are the host paths a sandboxed process sees, read-only, at
+	// the same path (what interpreters and dynamically linked programs
+	// need); nothing else of the host is visible. Default DefaultSystem.
+	System []string
+	// Services are the capability services processes reach through their
+	// platform API (api.go). Default: capability.New with Logger, whose
+	// kv and publish answer unavailable.
+	Services *capability.Services
+	// TmpBytes is the size of a sandboxed process's private /tmp (a tmpfs,
+	// whose pages also count against the function's memory). Default
+	// 64MiB.
+	TmpBytes uint64
 }
+
+// DefaultSystem are the host paths a sandboxed process sees by default:
+// programs and libraries, TLS roots, the dynamic linker's cache, the
+// Debian alternatives links and the time zone. A path the host lacks is
+// skipped; a symbolic link (/bin -> usr/bin) is recreated as one.
+var DefaultSystem = []string{
+	"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+	"/etc/ssl", "/etc/ca-certificates", "/etc/pki", "/etc/ld.so.cache", "/etc/alternatives", "/etc/localtime",
+	"/etc/nsswitch.conf", "/etc/mime.types",
+}
+
+// Where a sandboxed process sees its function's directory: Lambda's
+// LAMBDA_TASK_ROOT, or /app for HTTP on $PORT.
+const (
+	AppDir        = "/app"
+	LambdaTaskDir = "/var/task"
+)
 
 // Runtime starts function processes. It is safe for concurrent use.
 type Runtime struct {
-	cfg    Config
-	logger *slog.Logger
-	host   Host
-	dir    string // where revisions are unpacked
-	tmp    bool   // dir is private to this runtime, removed at Close
-	uids   *uidPool
+	cfg      Config
+	logger   *slog.Logger
+	host     Host
+	dir      string // where revisions are unpacked
+	tmp      bool   // dir is private to this runtime, removed at Close
+	root     string // where a sandbox mounts its root, in its own mount namespace
+	uids     *uidPool
+	services *capability.Services
 
 	mu      sync.Mutex
 	modules map[*module]struct{}
@@ -80,11 +112,20 @@ func New(cfg Config) (*Runtime, error) {
 	if cfg.MaxOpenFiles == 0 {
 		cfg.MaxOpenFiles = 1024
 	}
+	if cfg.System == nil {
+		cfg.System = DefaultSystem
+	}
+	if cfg.TmpBytes == 0 {
+		cfg.TmpBytes = 64 << 20
+	}
+	if cfg.Services == nil {
+		cfg.Services = capability.New(capability.Config{Logger: cfg.Logger})
+	}
 	host := Probe()
 	if cfg.Host != nil {
 		host = *cfg.Host
 	}
-	r := &Runtime{cfg: cfg, logger: cfg.Logger, host: host, dir: cfg.Dir, uids: newUIDPool(), modules: map[*module]struct{}{}}
+	r := &Runtime{cfg: cfg, logger: cfg.Logger, host: host, dir: cfg.Dir, uids: newUIDPool(), services: cfg.Services, modules: map[*module]struct{}{}}
 	if err := os.MkdirAll(r.dir, 0o711); err != nil {
 		return nil, fmt.Errorf("process runtime: %w", err)
 	}
@@ -105,6 +146,10 @@ func New(cfg Config) (*Runtime, error) {
 			r.logger.Info("process runtime: functions unpacked in a private temp directory, since sandboxed uids cannot reach the data directory",
 				"dir", tmp, "blocked_by", blocked)
 			r.dir, r.tmp = tmp, true
+		}
+		r.root = filepath.Join(r.dir, "root")
+		if err := os.Mkdir(r.root, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+			return nil, fmt.Errorf("process runtime: %w", err)
 		}
 	}
 	return r, nil
@@ -183,7 +228,7 @@ func (r *Runtime) Load(ctx context.Context, spec runtime.Spec) (runtime.Module, 
 	m := &module{
 		rt: r, app: spec.App, function: spec.Function, revision: spec.Revision,
 		dir: dir, argv0: argv0, args: p.Command, contract: c, sandbox: sandbox,
-		limits: spec.Limits, env: spec.Env,
+		limits: spec.Limits, env: spec.Env, grants: capability.NewGrants(spec.Capabilities),
 	}
 	r.mu.Lock()
 	r.modules[m] = struct{}{}

@@ -18,6 +18,8 @@ import (
 	"crypto/rand"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nimbus-dev/nimbus/internal/runtime/process/sandboxinit"
 )
 
 // uidPool hands out the uids sandboxed processes run as, one per live
@@ -58,41 +60,36 @@ func (p *uidPool) put(uid int) {
 	p.mu.Unlock()
 }
 
-// sandbox is the isolation of one process: its uid, private temp
-// directory, cgroups and network namespace.
+// sandbox is the isolation of one process: its uid, cgroups and network
+// namespace; its filesystem view is built by the sandboxinit helper it
+// starts as.
 type sandbox struct {
 	rt      *Runtime
 	uid     int
-	tmp     string            // private writable directory, HOME and TMPDIR
+	tmp     string            // HOME and TMPDIR as the process sees them: its private tmpfs
+	live    *os.File          // the node's end of the helper's liveness pipe; nil until start
 	cgroups map[string]string // controller -> this process's cgroup directory
 	netns   *os.File          // the process's network namespace; nil until start
 	hostns  *os.File          // the node's network namespace
-	// inNetns, when set, runs on the starting thread inside the new
-	// network namespace just before the process is cloned: the Lambda
-	// contract opens its Runtime API listener there.
-	inNetns func() error
+	// inNetns run on the starting thread inside the new network namespace
+	// just before the process is cloned: the Lambda contract opens its
+	// Runtime API listener there, and the platform API its own.
+	inNetns []func() error
 }
 
-// newSandbox prepares the isolation of one process: a uid, a temp
-// directory only it can use, and cgroups capping its memory, process count
-// and CPU.
+// newSandbox prepares the isolation of one process: a uid and cgroups
+// capping its memory, process count and CPU.
 func (r *Runtime) newSandbox(memory uint64) (_ *sandbox, err error) {
 	uid, err := r.uids.get()
 	if err != nil {
 		return nil, err
 	}
-	sb := &sandbox{rt: r, uid: uid, cgroups: map[string]string{}}
+	sb := &sandbox{rt: r, uid: uid, tmp: "/tmp", cgroups: map[string]string{}}
 	defer func() {
 		if err != nil {
 			sb.release()
 		}
 	}()
-	if sb.tmp, err = r.newTemp(); err != nil {
-		return nil, err
-	}
-	if err := os.Chown(sb.tmp, uid, uid); err != nil {
-		return nil, fmt.Errorf("sandbox temp directory: %w", err)
-	}
 	id := "i-" + randomID()
 	for _, c := range controllers {
 		dir := filepath.Join(r.host.Cgroups[c], id)
@@ -123,25 +120,42 @@ func (r *Runtime) newSandbox(memory uint64) (_ *sandbox, err error) {
 }
 
 // sysProcAttr is how the process is cloned: new pid, ipc, uts and mount
-// namespaces, its own uid and gid without supplementary groups, its own
-// process group, and SIGKILL when the node dies.
+// namespaces, its own process group, and SIGKILL when the node dies. It
+// starts as root (the sandboxinit helper), which builds its filesystem
+// view and then drops to the sandbox's uid.
 func (sb *sandbox) sysProcAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{
 		Cloneflags: sandboxFlags,
-		Credential: &syscall.Credential{Uid: uint32(sb.uid), Gid: uint32(sb.uid), Groups: []uint32{}},
 		Setpgid:    true,
 		Pdeathsig:  syscall.SIGKILL,
 	}
 }
 
-// start starts cmd inside the sandbox. The process is cloned from a
-// thread that first moves into a new network namespace (with its loopback
-// up) and into the process's cgroups, so the process is born inside both
-// and never runs outside its limits; the thread then moves back. A thread
-// that cannot move back is never reused: its goroutine exits locked, and
-// the runtime ends the thread (which kills the process too, by its
-// parent-death signal), so the start fails.
-func (sb *sandbox) start(cmd *exec.Cmd) error {
+// start starts cmd inside the sandbox, with the filesystem view view:
+// cmd runs as the sandboxinit helper (this binary, re-executed), which
+// mounts the view, becomes the sandbox's uid and execs cmd's program as
+// view says. The process is cloned from a thread that first moves into a
+// new network namespace (with its loopback up) and into the process's
+// cgroups, so the process is born inside both and never runs outside its
+// limits; the thread then moves back. A thread that cannot move back is
+// never reused: its goroutine exits locked, and the runtime ends the
+// thread (which kills the process too, by its parent-death signal), so the
+// start fails.
+func (sb *sandbox) start(cmd *exec.Cmd, view sandboxinit.Config) error {
+	view.Root, view.UID = sb.rt.root, sb.uid
+	for _, c := range controllers {
+		view.Binds = append(view.Binds, [2]string{sb.cgroups[c], cgroupRoot + "/" + c})
+	}
+	argv := view.Argv()
+	r, w, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("sandbox: liveness pipe: %w", err)
+	}
+	defer r.Close()
+	sb.live = w
+	cmd.Path, cmd.Args, cmd.Dir = "/proc/self/exe", argv, "/"
+	cmd.ExtraFiles = []*os.File{r}
+	cmd.SysProcAttr = sb.sysProcAttr()
 	errc := make(chan error, 1)
 	go func() {
 		goruntime.LockOSThread()
@@ -168,8 +182,8 @@ func (sb *sandbox) startOnThread(cmd *exec.Cmd) (restored bool, err error) {
 	if err := loopbackUp(); err != nil {
 		return restoreNet(), fmt.Errorf("sandbox: loopback: %w", err)
 	}
-	if sb.inNetns != nil {
-		if err := sb.inNetns(); err != nil {
+	for _, f := range sb.inNetns {
+		if err := f(); err != nil {
 			return restoreNet(), fmt.Errorf("sandbox: %w", err)
 		}
 	}
@@ -302,8 +316,8 @@ func (sb *sandbox) release() {
 	if sb.hostns != nil {
 		sb.hostns.Close()
 	}
-	if sb.tmp != "" {
-		_ = os.RemoveAll(sb.tmp)
+	if sb.live != nil {
+		sb.live.Close()
 	}
 	sb.rt.uids.put(sb.uid)
 }

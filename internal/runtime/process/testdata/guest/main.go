@@ -119,6 +119,72 @@ func main() {
 		}
 		fmt.Fprint(w, "read ok")
 	})
+	mux.HandleFunc("/fill", func(w http.ResponseWriter, r *http.Request) {
+		// Writes $TMPDIR/fill in 64KiB blocks until a write fails or n
+		// bytes are written, and says how far it got.
+		f, err := os.Create(os.Getenv("TMPDIR") + "/fill")
+		if err != nil {
+			fmt.Fprint(w, "create failed: ", err)
+			return
+		}
+		defer f.Close()
+		block := make([]byte, 64<<10)
+		n := atoi(r.URL.Query().Get("n"), 0)
+		written := 0
+		for written < n {
+			k, err := f.Write(block)
+			written += k
+			if err != nil {
+				fmt.Fprintf(w, "wrote %d: %v", written, err)
+				return
+			}
+		}
+		fmt.Fprintf(w, "wrote %d", written)
+	})
+	mux.HandleFunc("/cat", func(w http.ResponseWriter, r *http.Request) {
+		b, err := os.ReadFile(r.URL.Query().Get("path"))
+		if err != nil {
+			fmt.Fprint(w, "read failed: ", err)
+			return
+		}
+		w.Write(b)
+	})
+	mux.HandleFunc("/ls", func(w http.ResponseWriter, r *http.Request) {
+		ents, err := os.ReadDir(r.URL.Query().Get("path"))
+		if err != nil {
+			fmt.Fprint(w, "ls failed: ", err)
+			return
+		}
+		var names []string
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		fmt.Fprint(w, strings.Join(names, " "))
+	})
+	mux.HandleFunc("/api", func(w http.ResponseWriter, r *http.Request) {
+		// Calls the platform API: ?method=PUT&path=/kv/b/k&body=v[&token=t],
+		// passing the invocation id on; answers "status body".
+		q := r.URL.Query()
+		req, err := http.NewRequest(q.Get("method"), os.Getenv("NIMBUS_API")+q.Get("path"), strings.NewReader(q.Get("body")))
+		if err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		token := os.Getenv("NIMBUS_TOKEN")
+		if q.Has("token") {
+			token = q.Get("token")
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("X-Nimbus-Invocation-Id", r.Header.Get("X-Nimbus-Invocation-Id"))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			fmt.Fprint(w, "call failed: ", err)
+			return
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		fmt.Fprintf(w, "%d %s", resp.StatusCode, body)
+	})
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
 	if err := http.ListenAndServe(":"+os.Getenv("PORT"), mux); err != nil {
 		fmt.Fprintln(os.Stderr, err)

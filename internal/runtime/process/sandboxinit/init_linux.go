@@ -1,0 +1,247 @@
+package sandboxinit
+
+import (
+	"errors"
+	"os"
+	"strconv"
+	"syscall"
+)
+
+// init runs the helper when this process was started as one, and never
+// returns then. It imports only os, syscall, strconv and errors, so that
+// it runs before the inits of the node's heavy dependencies.
+func init() {
+	if len(os.Args) < 2 || os.Args[0] != Arg0 {
+		return
+	}
+	// The main goroutine is locked to the main thread during inits: the
+	// parent-death signal and the exec below are on the same thread.
+	err := run(os.Args[1:])
+	os.Stderr.WriteString("nimbus sandbox: " + err.Error() + "\n")
+	os.Exit(127)
+}
+
+// livenessFD is the read end of a pipe whose write end only the node
+// holds: it reads end-of-file once the node is gone.
+const livenessFD = 3
+
+// prctl options (linux/prctl.h).
+const (
+	prSetPdeathsig  = 1
+	prSetNoNewPrivs = 38
+)
+
+func run(args []string) error {
+	c, err := parse(args)
+	if err != nil {
+		return err
+	}
+	if err := build(c); err != nil {
+		return err
+	}
+	if err := syscall.Sethostname([]byte(Hostname)); err != nil {
+		return wrap("hostname", err)
+	}
+	if err := pivot(c.Root); err != nil {
+		return err
+	}
+	if err := syscall.Chdir(c.Dir); err != nil {
+		return wrap("working directory "+c.Dir, err)
+	}
+	if err := drop(c.UID); err != nil {
+		return err
+	}
+	err = syscall.Exec(c.Path, c.Args, os.Environ())
+	return wrap("exec "+c.Path+" (the sandbox shows the function's directory at "+c.AppDir+" and the system paths)", err)
+}
+
+func wrap(what string, err error) error { return errors.New(what + ": " + err.Error()) }
+
+func mount(src, target, fstype string, flags uintptr, data string) error {
+	if err := syscall.Mount(src, target, fstype, flags, data); err != nil {
+		return wrap("mount "+fstype+" "+src+" at "+target, err)
+	}
+	return nil
+}
+
+// build mounts the new root at c.Root.
+func build(c Config) error {
+	// Nothing done here may reach the node's mount namespace.
+	if err := mount("", "/", "", syscall.MS_REC|syscall.MS_PRIVATE, ""); err != nil {
+		return err
+	}
+	root := c.Root
+	if err := mount("tmpfs", root, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, "size=1m,mode=0755"); err != nil {
+		return err
+	}
+	for _, p := range c.System {
+		if err := show(root, p, p, true); err != nil {
+			return err
+		}
+	}
+	if err := show(root, c.App, c.AppDir, true); err != nil {
+		return err
+	}
+	for _, b := range c.Binds {
+		if err := show(root, b[0], b[1], true); err != nil {
+			return err
+		}
+	}
+	u := strconv.Itoa(c.UID)
+	if err := os.MkdirAll(root+"/tmp", 0o755); err != nil {
+		return err
+	}
+	if err := mount("tmpfs", root+"/tmp", "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV,
+		"size="+strconv.FormatUint(c.TmpBytes, 10)+",mode=0700,uid="+u+",gid="+u); err != nil {
+		return err
+	}
+	if err := devices(root); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(root+"/proc", 0o555); err != nil {
+		return err
+	}
+	if err := mount("proc", root+"/proc", "proc", syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC, ""); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(root+"/etc", 0o755); err != nil {
+		return err
+	}
+	for _, f := range [][2]string{{"passwd", Passwd(c.UID)}, {"group", Group(c.UID)}, {"hosts", Hosts}, {"hostname", Hostname + "\n"}} {
+		if err := os.WriteFile(root+"/etc/"+f[0], []byte(f[1]), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// show makes host path src visible at dst in root: a symbolic link is
+// recreated, a directory or file is bind-mounted (read-only when ro); a
+// missing src is skipped.
+func show(root, src, dst string, ro bool) error {
+	st, err := os.Lstat(src)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	target := root + dst
+	if err := os.MkdirAll(dir(target), 0o755); err != nil {
+		return err
+	}
+	switch {
+	case st.Mode()&os.ModeSymlink != 0:
+		link, err := os.Readlink(src)
+		if err != nil {
+			return err
+		}
+		return os.Symlink(link, target)
+	case st.IsDir():
+		err = os.Mkdir(target, 0o755)
+	default:
+		var f *os.File
+		if f, err = os.OpenFile(target, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644); err == nil {
+			err = f.Close()
+		}
+	}
+	if err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	if err := mount(src, target, "", syscall.MS_BIND|syscall.MS_REC, ""); err != nil {
+		return err
+	}
+	flags := uintptr(syscall.MS_BIND | syscall.MS_REMOUNT | syscall.MS_NOSUID)
+	if ro {
+		flags |= syscall.MS_RDONLY | syscall.MS_NODEV
+	}
+	return mount("", target, "", flags, "")
+}
+
+// dir is filepath.Dir for the clean absolute paths used here (path/filepath
+// is not imported: see init).
+func dir(p string) string {
+	for i := len(p) - 1; i > 0; i-- {
+		if p[i] == '/' {
+			return p[:i]
+		}
+	}
+	return "/"
+}
+
+// devices makes /dev: a small tmpfs with the harmless host devices bound
+// in, and the usual links into /proc.
+func devices(root string) error {
+	dev := root + "/dev"
+	if err := os.MkdirAll(dev, 0o755); err != nil {
+		return err
+	}
+	if err := mount("tmpfs", dev, "tmpfs", syscall.MS_NOSUID|syscall.MS_NOEXEC, "size=64k,mode=0755"); err != nil {
+		return err
+	}
+	for _, d := range []string{"null", "zero", "full", "random", "urandom"} {
+		if err := show(dev, "/dev/"+d, "/"+d, false); err != nil {
+			return err
+		}
+	}
+	for _, l := range [][2]string{{"fd", "/proc/self/fd"}, {"stdin", "/proc/self/fd/0"}, {"stdout", "/proc/self/fd/1"}, {"stderr", "/proc/self/fd/2"}} {
+		if err := os.Symlink(l[1], dev+"/"+l[0]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pivot makes root the root and detaches the old one, then makes the root
+// read-only (its mounts keep their own flags: /tmp stays writable).
+func pivot(root string) error {
+	if err := os.Mkdir(root+"/.old", 0o700); err != nil {
+		return err
+	}
+	if err := syscall.PivotRoot(root, root+"/.old"); err != nil {
+		return wrap("pivot_root", err)
+	}
+	if err := syscall.Chdir("/"); err != nil {
+		return err
+	}
+	if err := syscall.Unmount("/.old", syscall.MNT_DETACH); err != nil {
+		return wrap("detach the old root", err)
+	}
+	if err := os.Remove("/.old"); err != nil {
+		return err
+	}
+	return mount("", "/", "", syscall.MS_REMOUNT|syscall.MS_RDONLY|syscall.MS_NOSUID|syscall.MS_NODEV, "")
+}
+
+// drop becomes uid (and its gid, without groups), forbids gaining
+// privileges, and re-arms the parent-death signal the uid change cleared;
+// then it checks that the node did not die before that.
+func drop(uid int) error {
+	if err := syscall.Setgroups([]int{}); err != nil {
+		return wrap("setgroups", err)
+	}
+	if err := syscall.Setresgid(uid, uid, uid); err != nil {
+		return wrap("setresgid", err)
+	}
+	if err := syscall.Setresuid(uid, uid, uid); err != nil {
+		return wrap("setresuid", err)
+	}
+	if _, _, e := syscall.RawSyscall(syscall.SYS_PRCTL, prSetNoNewPrivs, 1, 0); e != 0 {
+		return wrap("no_new_privs", e)
+	}
+	if _, _, e := syscall.RawSyscall(syscall.SYS_PRCTL, prSetPdeathsig, uintptr(syscall.SIGKILL), 0); e != 0 {
+		return wrap("parent-death signal", e)
+	}
+	if err := syscall.SetNonblock(livenessFD, true); err != nil {
+		return wrap("liveness pipe", err)
+	}
+	var b [1]byte
+	n, err := syscall.Read(livenessFD, b[:])
+	if n == 0 && err == nil {
+		return errors.New("the node is gone")
+	}
+	if err != nil && err != syscall.EAGAIN {
+		return wrap("liveness pipe", err)
+	}
+	return syscall.Close(livenessFD)
+}
