@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+	"time"
 )
 
 // dirLock is an exclusive advisory lock on DataDir/LOCK. nats-server takes no
@@ -24,7 +25,7 @@ func lockDir(dir string) (*dirLock, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lock data directory: %w", err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if err := flockWait(f, lockWait); err != nil {
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
 			return nil, fmt.Errorf("%w: %s (lock %s is held; stop the other `nimbus up` or use another --data directory)", ErrLocked, dir, path)
@@ -35,6 +36,28 @@ func lockDir(dir string) (*dirLock, error) {
 	_ = f.Truncate(0)
 	_, _ = fmt.Fprintf(f, "%d\n", os.Getpid())
 	return &dirLock{f: f}, nil
+}
+
+// lockWait is how long lockDir waits for a lock that is held. A lock
+// released a moment ago can still be held for a moment: flock belongs to
+// the open file, and a child forked by this process (a process function,
+// a build) shares every descriptor from fork until its exec closes the
+// close-on-exec ones. So a node that stops and starts again on the same
+// directory in one process could find its own lock still held. Another
+// live node holds it for longer than this, and is reported.
+const lockWait = 2 * time.Second
+
+// flockWait takes an exclusive flock on f, trying again until wait has
+// passed while another holds it.
+func flockWait(f *os.File, wait time.Duration) error {
+	deadline := time.Now().Add(wait)
+	for delay := 5 * time.Millisecond; ; delay = min(2*delay, 200*time.Millisecond) {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().Add(delay).After(deadline) {
+			return err
+		}
+		time.Sleep(delay)
+	}
 }
 
 func (l *dirLock) release() error {
