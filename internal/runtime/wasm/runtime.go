@@ -53,12 +53,36 @@ var rewriteOptions = wasmrw.Options{
 	MergeDataGap: mergeDataGap,
 }
 
+// callDone is ctx.Err(), or context.DeadlineExceeded as soon as ctx's
+// deadline has passed even if its timer has not fired yet: on a busy node
+// the timer goroutine can run milliseconds late, and a spinning guest would
+// run on until it does.
+func callDone(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+// Rewrite returns wasm as Load compiles it: instrumented with the
+// interruption check (imported as nimbus_runtime.interrupt_check, () ->
+// (i32), returning the fuel until the next check) and with its data
+// segments merged. Load calls it; benchmarks use it to run the same code on
+// plain wazero.
+func Rewrite(wasm []byte) ([]byte, error) {
+	out, _, err := wasmrw.Rewrite(wasm, rewriteOptions)
+	return out, err
+}
+
 // interruptCheck is the host side of the fuel check: it stops the guest
 // when the call's context is done (deadline, caller gone, node stopping),
 // as proc_exit does, and otherwise refills the fuel. Being an exit to Go, it
 // is also where a spinning guest's goroutine can be preempted.
 func interruptCheck(ctx context.Context, mod api.Module, stack []uint64) {
-	if err := ctx.Err(); err != nil {
+	if err := callDone(ctx); err != nil {
 		code := sys.ExitCodeContextCanceled
 		if errors.Is(err, context.DeadlineExceeded) {
 			code = sys.ExitCodeDeadlineExceeded

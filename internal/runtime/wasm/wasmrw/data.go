@@ -1,5 +1,10 @@
 package wasmrw
 
+import (
+	"cmp"
+	"slices"
+)
+
 // segment is one data segment as decoded for merging.
 type segment struct {
 	raw []byte // the whole encoded segment
@@ -11,7 +16,7 @@ type segment struct {
 
 // mergeData merges runs of active data segments whose gaps are at most
 // maxGap bytes. It returns the payload unchanged (and n == m) when the
-// segments are not all constant, ordered and disjoint.
+// active segments are not all constant and disjoint.
 func mergeData(p []byte, maxGap int) (out []byte, n, m, fill int, err error) {
 	r := &reader{b: p}
 	count := r.u32()
@@ -49,14 +54,24 @@ func mergeData(p []byte, maxGap int) (out []byte, n, m, fill int, err error) {
 		return nil, 0, 0, 0, r.err
 	}
 	n = len(segs)
-	// Merging is safe only when applying the segments in order writes each
-	// byte at most once: every active segment constant, ascending, disjoint.
-	var end uint64
+	// Merging is safe only when the active segments are disjoint: then no
+	// byte is written twice, the order they are applied in does not matter,
+	// and the gaps between them are bytes no segment writes, zero in a fresh
+	// memory. Every active segment must be in memory 0 at a constant offset.
+	active := make([]segment, 0, len(segs))
 	for _, s := range segs {
 		if s.raw[0] == 1 { // passive: not applied at instantiation
 			continue
 		}
-		if !s.constant || uint64(s.offset) < end {
+		if !s.constant {
+			return p, n, n, 0, nil
+		}
+		active = append(active, s)
+	}
+	slices.SortStableFunc(active, func(a, b segment) int { return cmp.Compare(a.offset, b.offset) })
+	var end uint64
+	for _, s := range active {
+		if uint64(s.offset) < end {
 			return p, n, n, 0, nil
 		}
 		end = uint64(s.offset) + uint64(len(s.data))
@@ -79,8 +94,9 @@ func mergeData(p []byte, maxGap int) (out []byte, n, m, fill int, err error) {
 			// indexes matter only with a data count section, absent here.
 			out = append(out, s.raw...)
 			m++
-			continue
 		}
+	}
+	for _, s := range active {
 		if inRun && uint64(s.offset)-(uint64(runOff)+uint64(len(run))) <= uint64(maxGap) {
 			gap := int(s.offset - runOff - uint32(len(run)))
 			fill += gap

@@ -38,9 +38,12 @@ func TestMergeData(t *testing.T) {
 		{"adjacent and near", []wasmbin.Data{{Offset: 0, Bytes: []byte("ab")}, {Offset: 2, Bytes: []byte("cd")}, {Offset: 12, Bytes: []byte("ef")}, {Offset: 200, Bytes: []byte("gh")}}, 2, 8},
 		{"one segment", []wasmbin.Data{{Offset: 5, Bytes: []byte("x")}}, 1, 0},
 		{"empty segments", []wasmbin.Data{{Offset: 5, Bytes: nil}, {Offset: 6, Bytes: []byte("y")}, {Offset: 7, Bytes: nil}}, 1, 1},
-		// Out of order or overlapping: later segments overwrite earlier
-		// ones, so merging with zero fill could clobber data; left alone.
+		// Disjoint segments in any order (Go's linker writes its sections
+		// out of address order) are sorted, then merged.
 		{"descending", []wasmbin.Data{{Offset: 100, Bytes: []byte("ab")}, {Offset: 0, Bytes: []byte("cd")}}, 2, 0},
+		{"descending and near", []wasmbin.Data{{Offset: 10, Bytes: []byte("ab")}, {Offset: 0, Bytes: []byte("cd")}, {Offset: 4, Bytes: []byte("ef")}}, 1, 6},
+		// Overlapping: a later segment overwrites an earlier one, so
+		// merging with zero fill could clobber data; left alone.
 		{"overlapping", []wasmbin.Data{{Offset: 0, Bytes: []byte("abcd")}, {Offset: 2, Bytes: []byte("XY")}}, 2, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
