@@ -62,6 +62,7 @@ type scenario struct {
 var scenarios = []scenario{
 	{"warm", "warm invoke of the SDK hello guest through the gateway vs raw net/http", runWarm},
 	{"cold", "cold start (NewInstance + one Handle) vs raw wazero", runCold},
+	{"interrupt", "raw wazero: Go guest warm call with the fuel check or CloseOnContextDone vs none; instantiate with merged data segments vs original; timeout-to-error latency", runInterrupt},
 	{"wagi", "WAGI request through the gateway vs raw net/http and raw wazero", runWAGI},
 	{"memory", "RSS of a nimbus process with 1,000 idle functions vs none; deploy rate", runMemory},
 	{"events", "events/s from CloudEvents ingress to function completion (fsync on) vs raw JetStream sync publishes", runEvents},

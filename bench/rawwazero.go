@@ -52,12 +52,23 @@ func newRawWazero(ctx context.Context, closeOnDone bool, wasm []byte, function s
 			hosts[mod] = rt.NewHostModuleBuilder(mod)
 		}
 		results := len(def.ResultTypes())
-		hosts[mod].NewFunctionBuilder().
-			WithGoModuleFunction(api.GoModuleFunc(func(_ context.Context, _ api.Module, stack []uint64) {
-				for i := range results {
-					stack[i] = 0
+		fn := api.GoModuleFunc(func(_ context.Context, _ api.Module, stack []uint64) {
+			for i := range results {
+				stack[i] = 0
+			}
+		})
+		if mod == "nimbus_runtime" {
+			// The interruption check of a module rewritten by wasm.Rewrite:
+			// what Nimbus's does, refilling the fuel.
+			fn = func(ctx context.Context, m api.Module, stack []uint64) {
+				if ctx.Err() != nil {
+					panic(ctx.Err())
 				}
-			}), def.ParamTypes(), def.ResultTypes()).
+				stack[0] = 10_000
+			}
+		}
+		hosts[mod].NewFunctionBuilder().
+			WithGoModuleFunction(fn, def.ParamTypes(), def.ResultTypes()).
 			Export(name)
 	}
 	for mod, hb := range hosts {

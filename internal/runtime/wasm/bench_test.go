@@ -66,3 +66,14 @@ func BenchmarkWAGIRequest(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkRewrite is Load's rewrite (fuel checks, merged data segments)
+// of a Go SDK guest.
+func BenchmarkRewrite(b *testing.B) {
+	b.SetBytes(int64(len(guests["sdk"])))
+	for b.Loop() {
+		if _, err := Rewrite(guests["sdk"]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -38,8 +38,17 @@
 // defaults); Load refuses a Spec with a zero limit rather than guess one.
 // The request body limit is the scheduler's to check, before a request
 // reaches an instance (runtime.CheckRequestBody). The
-// timeout is a context deadline with wazero's CloseOnContextDone, which stops
-// even a guest spinning in a loop. Memory is capped per instance by a wazero
+// timeout is a context deadline, enforced by instrumentation rather than by
+// wazero's CloseOnContextDone (off): Load rewrites every module (package
+// wasmrw) so that each loop header and function entry decrements a fuel
+// counter and, every fuelPerCheck of them, calls a host function that stops
+// the guest when the call's context is done. That stops even a guest
+// spinning in a loop or recursing without one, within microseconds of the
+// check failing, and gives the Go scheduler and garbage collector a
+// safepoint in a spinning guest. The same rewrite merges Go's tens of
+// thousands of small data segments into a few, which is most of a Go
+// guest's instantiation time. The compilation cache holds the rewritten
+// modules (wazero keys it by their hash). Memory is capped per instance by a wazero
 // memory allocator that refuses to grow past the limit and records the
 // refusal, so a guest that dies of it (Go prints "out of memory" and exits)
 // is reported precisely as ErrMemoryLimit. One wazero runtime therefore

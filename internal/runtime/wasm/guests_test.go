@@ -53,12 +53,19 @@ var minimalResponse = wire.EncodeResponse(nil, &wire.Response{Status: 200, Heade
 // minimalSDK is the smallest SDK reactor: no imports, one page of memory,
 // nimbus_alloc returns 1024 and nimbus_handle returns handleBody's value
 // (by default a fixed, pre-encoded response).
-func minimalSDK(handleBody []byte) []byte {
+func minimalSDK(handleBody []byte) []byte { return minimalSDKWith(handleBody) }
+
+// tRecurse is the type of minimalSDKWith's extra functions: (i32) -> ().
+var tRecurse = wasmbin.FuncType{Params: []byte{wasmbin.I32}}
+
+// minimalSDKWith is minimalSDK with extra functions of type tRecurse,
+// from index 3 on, that handleBody may call.
+func minimalSDKWith(handleBody []byte, extra ...[]byte) []byte {
 	if handleBody == nil {
 		handleBody = wasmbin.I64Const(int64(minimalRespAt)<<32 | int64(len(minimalResponse)))
 	}
 	m := &wasmbin.Module{
-		Types: []wasmbin.FuncType{tVoid, tAlloc, tHandle},
+		Types: []wasmbin.FuncType{tVoid, tAlloc, tHandle, tRecurse},
 		Funcs: []wasmbin.Func{
 			{Type: 0},
 			{Type: 1, Body: wasmbin.I32Const(1024)},
@@ -72,6 +79,9 @@ func minimalSDK(handleBody []byte) []byte {
 			{Name: wire.ExportHandle, Kind: wasmbin.KindFunc, Index: 2},
 		},
 		Data: []wasmbin.Data{{Offset: minimalRespAt, Bytes: minimalResponse}},
+	}
+	for _, body := range extra {
+		m.Funcs = append(m.Funcs, wasmbin.Func{Type: 3, Body: body})
 	}
 	return m.Encode()
 }

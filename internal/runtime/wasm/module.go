@@ -111,14 +111,14 @@ func (m *module) failure(parent context.Context, err error, alloc *cappedAllocat
 	if errors.As(err, &exit) {
 		switch exit.ExitCode() {
 		case sys.ExitCodeDeadlineExceeded, sys.ExitCodeContextCanceled:
-			if perr := parent.Err(); perr != nil {
+			if perr := callDone(parent); perr != nil {
 				return fmt.Errorf("%s/%s: %w", m.app, m.function, perr)
 			}
 			return &runtime.LimitError{Err: runtime.ErrTimeout, Limit: m.limits.Timeout.String()}
 		}
 		return guestFailed(fmt.Sprintf("exited with code %d", exit.ExitCode()), stderr.reason(), err)
 	}
-	if perr := parent.Err(); perr != nil {
+	if perr := callDone(parent); perr != nil {
 		return fmt.Errorf("%s/%s: %w", m.app, m.function, perr)
 	}
 	return guestFailed(firstLine(err.Error()), stderr.reason(), err)

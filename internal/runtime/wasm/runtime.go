@@ -13,11 +13,13 @@ import (
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+	"github.com/tetratelabs/wazero/sys"
 
 	"github.com/nimbus-dev/nimbus/internal/capability"
 	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 	"github.com/nimbus-dev/nimbus/internal/runtime/wasm/hostfn"
+	"github.com/nimbus-dev/nimbus/internal/runtime/wasm/wasmrw"
 	"github.com/nimbus-dev/nimbus/sdk/go/wire"
 )
 
@@ -27,6 +29,69 @@ const (
 	maxMemoryBytes = 1 << 32
 	wasiModule     = wasi_snapshot_preview1.ModuleName
 )
+
+// The interruption check Load instruments every module with (package
+// wasmrw): a fuel counter decremented at each loop header and function
+// entry calls interruptModule.interruptName when it reaches zero.
+const (
+	interruptModule = "nimbus_runtime"
+	interruptName   = "interrupt_check"
+	// fuelPerCheck is how many loop iterations and function entries run
+	// between two checks of the deadline. A Go guest runs 10,000 of them in
+	// tens of microseconds, so a check costs it a fraction of a percent, and
+	// a deadline, the Go scheduler and the garbage collector wait at most
+	// that long for a spinning guest.
+	fuelPerCheck = 10_000
+	// mergeDataGap is the largest run of zeros that merging data segments
+	// fills in: Go's linker starts a segment at every 8 zero bytes.
+	mergeDataGap = 4096
+)
+
+// rewriteOptions is what Load does to every module before compiling it.
+var rewriteOptions = wasmrw.Options{
+	Interrupt:    &wasmrw.Interrupt{Module: interruptModule, Name: interruptName, Fuel: fuelPerCheck},
+	MergeDataGap: mergeDataGap,
+}
+
+// callDone is ctx.Err(), or context.DeadlineExceeded as soon as ctx's
+// deadline has passed even if its timer has not fired yet: on a busy node
+// the timer goroutine can run milliseconds late, and a spinning guest would
+// run on until it does.
+func callDone(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+// Rewrite returns wasm as Load compiles it: instrumented with the
+// interruption check (imported as nimbus_runtime.interrupt_check, () ->
+// (i32), returning the fuel until the next check) and with its data
+// segments merged. Load calls it; benchmarks use it to run the same code on
+// plain wazero.
+func Rewrite(wasm []byte) ([]byte, error) {
+	out, _, err := wasmrw.Rewrite(wasm, rewriteOptions)
+	return out, err
+}
+
+// interruptCheck is the host side of the fuel check: it stops the guest
+// when the call's context is done (deadline, caller gone, node stopping),
+// as proc_exit does, and otherwise refills the fuel. Being an exit to Go, it
+// is also where a spinning guest's goroutine can be preempted.
+func interruptCheck(ctx context.Context, mod api.Module, stack []uint64) {
+	if err := callDone(ctx); err != nil {
+		code := sys.ExitCodeContextCanceled
+		if errors.Is(err, context.DeadlineExceeded) {
+			code = sys.ExitCodeDeadlineExceeded
+		}
+		_ = mod.CloseWithExitCode(ctx, code)
+		panic(sys.NewExitError(code))
+	}
+	stack[0] = fuelPerCheck
+}
 
 // Config configures a Runtime. The zero value is usable.
 type Config struct {
@@ -71,9 +136,12 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 			return nil, fmt.Errorf("wasm: compilation cache %s: %w", cfg.CacheDir, err)
 		}
 	}
+	// Deadlines are enforced by the instrumentation (interruptCheck), not
+	// by CloseOnContextDone, whose exit to Go at every loop header costs a
+	// Go guest a large factor (RATIONALE.md).
 	rcfg := wazero.NewRuntimeConfigCompiler().
 		WithCompilationCache(cache).
-		WithCloseOnContextDone(true) // a deadline stops even a guest in a tight loop
+		WithCloseOnContextDone(false)
 	rt := wazero.NewRuntimeWithConfig(ctx, rcfg)
 	r := &Runtime{logger: logger, cache: cache, rt: rt, provided: map[string]map[string]api.FunctionDefinition{}}
 	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
@@ -84,7 +152,13 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		r.Close(ctx)
 		return nil, fmt.Errorf("wasm: %w", err)
 	}
-	for _, name := range []string{wasiModule, hostfn.ModuleName} {
+	if _, err := rt.NewHostModuleBuilder(interruptModule).NewFunctionBuilder().
+		WithGoModuleFunction(api.GoModuleFunc(interruptCheck), nil, []api.ValueType{api.ValueTypeI32}).
+		Export(interruptName).Instantiate(ctx); err != nil {
+		r.Close(ctx)
+		return nil, fmt.Errorf("wasm: instantiate %s: %w", interruptModule, err)
+	}
+	for _, name := range []string{wasiModule, hostfn.ModuleName, interruptModule} {
 		r.provided[name] = rt.Module(name).ExportedFunctionDefinitions()
 	}
 	return r, nil
@@ -95,8 +169,10 @@ func (r *Runtime) Close(ctx context.Context) error {
 	return errors.Join(r.rt.Close(ctx), r.cache.Close(ctx))
 }
 
-// Load implements runtime.Runtime: it compiles the module (or loads it from
-// the compilation cache), checks its imports and detects its contract.
+// Load implements runtime.Runtime: it rewrites the module (the interruption
+// check, merged data segments: rewriteOptions), compiles the result (or
+// loads it from the compilation cache, keyed by the rewritten bytes),
+// checks its imports and detects its contract.
 func (r *Runtime) Load(ctx context.Context, spec runtime.Spec) (runtime.Module, error) {
 	invalid := func(format string, args ...any) error {
 		return fmt.Errorf("load %s/%s: %w: %s", spec.App, spec.Function, runtime.ErrInvalidModule, fmt.Sprintf(format, args...))
@@ -122,6 +198,14 @@ func (r *Runtime) Load(ctx context.Context, spec runtime.Spec) (runtime.Module, 
 		return nil, invalid("unsupported WebAssembly binary version %x (want 1)", b[4:8])
 	}
 	start := time.Now()
+	b, stats, err := wasmrw.Rewrite(b, rewriteOptions)
+	switch {
+	case errors.Is(err, wasmrw.ErrReserved):
+		return nil, invalid("%v: %q belongs to Nimbus", err, interruptModule)
+	case err != nil:
+		return nil, invalid("does not compile: %v", err)
+	}
+	rewrite := time.Since(start)
 	compiled, err := r.rt.CompileModule(ctx, b)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -143,7 +227,9 @@ func (r *Runtime) Load(ctx context.Context, spec runtime.Spec) (runtime.Module, 
 		return nil, invalid("%s", why)
 	}
 	r.logger.Debug("module loaded", "app", spec.App, "function", spec.Function, "revision", spec.Revision,
-		"contract", string(m.contract), "bytes", len(b), "compile_seconds", time.Since(start).Seconds())
+		"contract", string(m.contract), "bytes", len(spec.Artifact), "rewrite_seconds", rewrite.Seconds(),
+		"checks", stats.Checks, "data_segments", stats.DataSegments, "merged_data_segments", stats.MergedSegments,
+		"compile_seconds", time.Since(start).Seconds())
 	return m, nil
 }
 

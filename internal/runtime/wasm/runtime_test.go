@@ -507,6 +507,8 @@ func TestLoadRejects(t *testing.T) {
 		{"import from env", importing("env", "foo", tVoid), runtime.Limits{}, nil, `module imports "foo" from "env", which Nimbus does not provide`},
 		{"unknown host function", importing("nimbus", "nope", tVoid), runtime.Limits{}, nil, `module imports "nope" from "nimbus", which Nimbus does not provide`},
 		{"unknown WASI function", importing("wasi_snapshot_preview1", "sock_teleport", tVoid), runtime.Limits{}, nil, `imports "sock_teleport" from "wasi_snapshot_preview1"`},
+		{"import of the interruption check", importing(interruptModule, interruptName, wasmbin.FuncType{Results: []byte{i32}}), runtime.Limits{}, nil,
+			`module imports from a module name reserved for the host: it imports "interrupt_check" from "nimbus_runtime": "nimbus_runtime" belongs to Nimbus`},
 		{"wrong host signature", importing("nimbus", "log", wasmbin.FuncType{Params: []byte{i32}}), runtime.Limits{}, nil, "imports nimbus.log as (i32) -> (), but Nimbus provides (i32, i32, i32) -> (i32)"},
 		{"sdk with _start", sdkWith(func(m *wasmbin.Module) {
 			m.Exports = append(m.Exports, wasmbin.Export{Name: "_start", Kind: wasmbin.KindFunc, Index: 0})

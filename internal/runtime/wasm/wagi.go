@@ -40,7 +40,7 @@ func (i *wagiInstance) Handle(ctx context.Context, req *runtime.Request) (*runti
 	tctx, cancel := context.WithTimeout(ctx, m.limits.Timeout)
 	defer cancel()
 	// Stdout is the response: once it is past the limit the request has
-	// failed, so stop the guest (CloseOnContextDone) rather than let one
+	// failed, so stop the guest (at its next interruption check) rather than let one
 	// that writes forever run into its timeout.
 	stdout.onOverflow = cancel
 	// On exit code 0 wazero returns a nil error and a closed module.

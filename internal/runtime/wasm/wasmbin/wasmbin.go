@@ -1,7 +1,8 @@
 // Package wasmbin encodes small WebAssembly modules by hand. Tests and
 // benchmarks use it for modules that a compiler would not produce: minimal
 // guests, hostile guests, and broken contracts. It supports just the sections
-// those need (type, import, function, memory, export, code, data).
+// those need (type, import, function, table, memory, global, export, start,
+// element, code, data, custom).
 package wasmbin
 
 import "encoding/binary"
@@ -47,15 +48,37 @@ type Data struct {
 	Bytes  []byte
 }
 
+// Global is a defined global initialized by Init (a constant expression
+// without its end opcode).
+type Global struct {
+	Type    byte
+	Mutable bool
+	Init    []byte
+}
+
+// Custom is a custom section.
+type Custom struct {
+	Name    string
+	Payload []byte
+}
+
 // Module is a module to encode. Function indexes count imports first.
 type Module struct {
 	Types   []FuncType
 	Imports []Import
 	Funcs   []Func
+	// TableSize, when non-zero, defines funcref table 0 of that size, and
+	// Elements fills it from index 0.
+	TableSize uint32
+	Elements  []uint32
 	// MemoryPages, when non-zero, defines memory 0 with that many initial pages.
 	MemoryPages uint32
+	Globals     []Global
 	Exports     []Export
-	Data        []Data
+	// Start, when non-nil, is the start function's index.
+	Start   *uint32
+	Data    []Data
+	Customs []Custom
 }
 
 // Encode returns the binary module.
@@ -90,10 +113,29 @@ func (m *Module) Encode() []byte {
 		}
 		out = section(out, 3, s)
 	}
+	if m.TableSize > 0 {
+		s := []byte{1, 0x70, 0x00}
+		s = uleb(s, uint64(m.TableSize))
+		out = section(out, 4, s)
+	}
 	if m.MemoryPages > 0 {
 		s := []byte{1, 0x00}
 		s = uleb(s, uint64(m.MemoryPages))
 		out = section(out, 5, s)
+	}
+	if len(m.Globals) > 0 {
+		var s []byte
+		s = uleb(s, uint64(len(m.Globals)))
+		for _, g := range m.Globals {
+			mut := byte(0)
+			if g.Mutable {
+				mut = 1
+			}
+			s = append(s, g.Type, mut)
+			s = append(s, g.Init...)
+			s = append(s, 0x0b)
+		}
+		out = section(out, 6, s)
 	}
 	if len(m.Exports) > 0 {
 		var s []byte
@@ -104,6 +146,19 @@ func (m *Module) Encode() []byte {
 			s = uleb(s, uint64(e.Index))
 		}
 		out = section(out, 7, s)
+	}
+	if m.Start != nil {
+		out = section(out, 8, uleb(nil, uint64(*m.Start)))
+	}
+	if len(m.Elements) > 0 {
+		s := []byte{1, 0x00}
+		s = append(s, I32Const(0)...)
+		s = append(s, 0x0b)
+		s = uleb(s, uint64(len(m.Elements)))
+		for _, f := range m.Elements {
+			s = uleb(s, uint64(f))
+		}
+		out = section(out, 9, s)
 	}
 	if len(m.Funcs) > 0 {
 		var s []byte
@@ -128,6 +183,9 @@ func (m *Module) Encode() []byte {
 		}
 		out = section(out, 11, s)
 	}
+	for _, c := range m.Customs {
+		out = section(out, 0, append(name(nil, c.Name), c.Payload...))
+	}
 	return out
 }
 
@@ -151,6 +209,26 @@ func Unreachable() []byte { return []byte{0x00} }
 
 // LoopForever is an infinite loop: loop br 0 end.
 func LoopForever() []byte { return []byte{0x03, 0x40, 0x0c, 0x00, 0x0b} }
+
+// RefFunc is the instruction ref.func f.
+func RefFunc(f uint32) []byte { return uleb([]byte{0xd2}, uint64(f)) }
+
+// GlobalGet is the instruction global.get g.
+func GlobalGet(g uint32) []byte { return uleb([]byte{0x23}, uint64(g)) }
+
+// CallIndirect is the instruction call_indirect of type t in table 0.
+func CallIndirect(t uint32) []byte { return append(uleb([]byte{0x11}, uint64(t)), 0x00) }
+
+// NameSection is a "name" custom section naming functions (index order).
+func NameSection(funcs map[uint32]string, order []uint32) Custom {
+	var sub []byte
+	sub = uleb(sub, uint64(len(order)))
+	for _, i := range order {
+		sub = uleb(sub, uint64(i))
+		sub = name(sub, funcs[i])
+	}
+	return Custom{Name: "name", Payload: section(nil, 1, sub)}
+}
 
 // Concat joins instructions.
 func Concat(parts ...[]byte) []byte {

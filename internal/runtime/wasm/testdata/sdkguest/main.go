@@ -73,6 +73,7 @@ func serve(w http.ResponseWriter, r *http.Request) {
 			keep = append(keep, b)
 		}
 	case r.URL.Path == "/loop":
+		fmt.Println("looping") // tests wait for this line: the guest is spinning
 		for i := 0; ; i++ {
 			sink = i
 		}

@@ -1,0 +1,118 @@
+package wasmrw
+
+import (
+	"cmp"
+	"slices"
+)
+
+// segment is one data segment as decoded for merging.
+type segment struct {
+	raw []byte // the whole encoded segment
+	// active at a constant offset in memory 0:
+	constant bool
+	offset   uint32
+	data     []byte
+}
+
+// mergeData merges runs of active data segments whose gaps are at most
+// maxGap bytes. It returns the payload unchanged (and n == m) when the
+// active segments are not all constant and disjoint.
+func mergeData(p []byte, maxGap int) (out []byte, n, m, fill int, err error) {
+	r := &reader{b: p}
+	count := r.u32()
+	segs := make([]segment, 0, min(count, 1<<16))
+	for i := uint32(0); i < count && r.err == nil; i++ {
+		start := r.pos
+		var s segment
+		switch flags := r.u32(); flags {
+		case 0, 2:
+			mem := uint32(0)
+			if flags == 2 {
+				mem = r.u32()
+			}
+			exprStart := r.pos
+			if r.byte() == opI32Const {
+				v := r.s32()
+				if r.byte() == opEnd && mem == 0 {
+					s.constant, s.offset = true, uint32(v)
+				}
+			}
+			if !s.constant && r.err == nil {
+				// Any other offset expression: skip it and keep the segment.
+				r.pos = exprStart
+				(&code{}).constExpr(r, nil)
+			}
+		case 1:
+		default:
+			r.fail("unknown data segment kind %d", flags)
+		}
+		s.data = r.bytes(r.u32())
+		s.raw = p[start:r.pos]
+		segs = append(segs, s)
+	}
+	if r.err != nil {
+		return nil, 0, 0, 0, r.err
+	}
+	n = len(segs)
+	// Merging is safe only when the active segments are disjoint: then no
+	// byte is written twice, the order they are applied in does not matter,
+	// and the gaps between them are bytes no segment writes, zero in a fresh
+	// memory. Every active segment must be in memory 0 at a constant offset.
+	active := make([]segment, 0, len(segs))
+	for _, s := range segs {
+		if s.raw[0] == 1 { // passive: not applied at instantiation
+			continue
+		}
+		if !s.constant {
+			return p, n, n, 0, nil
+		}
+		active = append(active, s)
+	}
+	slices.SortStableFunc(active, func(a, b segment) int { return cmp.Compare(a.offset, b.offset) })
+	var end uint64
+	for _, s := range active {
+		if uint64(s.offset) < end {
+			return p, n, n, 0, nil
+		}
+		end = uint64(s.offset) + uint64(len(s.data))
+	}
+	out = appendU32(make([]byte, 0, len(p)+1024), 0) // count patched below
+	flush := func(off uint32, data []byte) {
+		out = append(out, 0, opI32Const)
+		out = appendS32(out, int32(off))
+		out = append(out, opEnd)
+		out = appendU32(out, uint32(len(data)))
+		out = append(out, data...)
+		m++
+	}
+	var run []byte
+	var runOff uint32
+	inRun := false
+	for _, s := range segs {
+		if s.raw[0] == 1 {
+			// Passive segments keep their order among themselves; their
+			// indexes matter only with a data count section, absent here.
+			out = append(out, s.raw...)
+			m++
+		}
+	}
+	for _, s := range active {
+		if inRun && uint64(s.offset)-(uint64(runOff)+uint64(len(run))) <= uint64(maxGap) {
+			gap := int(s.offset - runOff - uint32(len(run)))
+			fill += gap
+			run = append(run, make([]byte, gap)...)
+			run = append(run, s.data...)
+			continue
+		}
+		if inRun {
+			flush(runOff, run)
+		}
+		run, runOff, inRun = append(run[:0:0], s.data...), s.offset, true
+	}
+	if inRun {
+		flush(runOff, run)
+	}
+	// Re-encode with the real count in front.
+	body := out[1:]
+	return append(appendU32(make([]byte, 0, len(body)+5), uint32(m)), body...), n, m, fill, nil
+}
