@@ -21,6 +21,7 @@ import (
 	"math"
 	"os"
 	"os/signal"
+	goruntime "runtime"
 	"runtime/pprof"
 	"slices"
 	"strings"
@@ -44,7 +45,9 @@ type options struct {
 	slowDuration time.Duration
 	slowRuns     int
 	cpuprofile   string
-	verbose      bool
+	// blockprofile and mutexprofile, when set, are written at the end.
+	blockprofile, mutexprofile string
+	verbose                    bool
 	// baselineTermination gives the raw wazero baselines wazero's
 	// WithCloseOnContextDone, as Nimbus has.
 	baselineTermination bool
@@ -71,7 +74,7 @@ var scenarios = []scenario{
 	{"backpressure", "RSS of a nimbus process flooded with events faster than delivery, requests refused, vs a raw JetStream process with a 10m dedupe window", runBackpressure},
 	{"process", "process function (Go net/http, sandboxed): scale from zero vs fork/exec + first response; warm through the gateway vs direct", runProcess},
 	{"lambda", "aws-lambda-go function (sandboxed) warm through the gateway vs the same binary's direct Runtime API loop", runLambda},
-	{"workflow", "3-step workflow runs/s and start -> result p50/p99, 50 in flight (fsync on), vs raw JetStream sync writes, 5 per run", runWorkflow},
+	{"workflow", "3-step workflow runs/s at 50 and 500 in flight, start -> result p50/p99 (fsync on), vs raw JetStream sync writes, 5 per run", runWorkflow},
 	{"latency", "publish -> function start p50/p99, single events at a fixed rate, vs raw JetStream publish -> consumer receive", runLatency},
 	{"slowbodies", "RSS and a probe's latency while many clients trickle 6MiB bodies, nimbus up vs a raw net/http server reading bodies whole", runSlowBodies},
 }
@@ -113,6 +116,8 @@ func main() {
 	flag.DurationVar(&o.slowDuration, "slow-duration", 15*time.Second, "how long the slowbodies clients send (then 10s more to read RSS after)")
 	flag.IntVar(&o.slowRuns, "slow-runs", 1, "runs of the slowbodies scenario (each starts two processes and takes -slow-duration plus 10s twice)")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the whole run (this process: load generator, in-process server, runtime) to this file")
+	flag.StringVar(&o.blockprofile, "blockprofile", "", "write a blocking profile of the whole run to this file (where goroutines wait: commits, locks, channels)")
+	flag.StringVar(&o.mutexprofile, "mutexprofile", "", "write a mutex contention profile of the whole run to this file")
 	flag.BoolVar(&o.baselineTermination, "baseline-termination", false, "give the raw wazero baselines WithCloseOnContextDone(true), as the Nimbus runtime has, to isolate what its termination checks cost")
 	flag.BoolVar(&o.verbose, "v", false, "print each run's figures to stderr as they come")
 	flag.Parse()
@@ -171,6 +176,15 @@ func run(o options) error {
 		defer pprof.StopCPUProfile()
 	}
 
+	if o.blockprofile != "" {
+		goruntime.SetBlockProfileRate(int(100 * time.Microsecond)) // waits of 100µs and more, sampled by duration
+		defer writeProfile("block", o.blockprofile)
+	}
+	if o.mutexprofile != "" {
+		goruntime.SetMutexProfileFraction(10)
+		defer writeProfile("mutex", o.mutexprofile)
+	}
+
 	b := &bench{opts: o, root: root, tmp: tmp, logger: slog.New(slog.DiscardHandler)}
 	var rows []row
 	start := time.Now()
@@ -192,6 +206,19 @@ func run(o options) error {
 	fmt.Printf("\nNimbus scenario benchmarks: %d runs each, medians; %s; total %s\n\n", o.runs, machine(), time.Since(start).Round(time.Second))
 	printTable(os.Stdout, rows)
 	return nil
+}
+
+// writeProfile writes the named runtime profile to path (a failure is
+// reported, not fatal: the figures are printed anyway).
+func writeProfile(name, path string) {
+	f, err := os.Create(path)
+	if err == nil {
+		err = pprof.Lookup(name).WriteTo(f, 0)
+		f.Close()
+	}
+	if err != nil {
+		progress("bench: %s profile: %v", name, err)
+	}
 }
 
 func progress(format string, a ...any) {

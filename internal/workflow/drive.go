@@ -186,8 +186,8 @@ func fold(ents []Entry) ([]Entry, map[int][]Entry) {
 	return steps, attempts
 }
 
-// finish records the run's end: the journal entry and the final record in
-// one unit.
+// finish records the run's end: its final record, one message (the
+// timeline shows it as the last entry).
 func (e *Engine) finish(r *run, state string, result []byte, msg string) error {
 	now := e.opts.Now().UTC()
 	e.mu.Lock()
@@ -195,11 +195,7 @@ func (e *Engine) finish(r *run, state string, result []byte, msg string) error {
 	steps := len(r.steps)
 	e.mu.Unlock()
 	rec.State, rec.Result, rec.Error, rec.Updated, rec.Steps, rec.WakeAt = state, result, msg, now, steps, time.Time{}
-	ent := &Entry{Type: EntryCompleted, Time: now, Result: result}
-	if state == StateFailed {
-		ent = &Entry{Type: EntryFailed, Time: now, Error: msg}
-	}
-	if err := e.j.commit(e.ctx, r.app, r.id, ent, &rec); err != nil {
+	if err := e.j.commit(e.ctx, r.app, r.id, nil, &rec); err != nil {
 		return err
 	}
 	e.mu.Lock()

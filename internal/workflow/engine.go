@@ -50,7 +50,7 @@ type Options struct {
 // Provision, Retire, Close) that drives the runs of every app's workflows,
 // and the backend of the workflow host calls. Safe for concurrent use.
 type Engine struct {
-	j      journal
+	j      *journal
 	inv    Invoker
 	opts   Options
 	logger *slog.Logger
@@ -120,7 +120,7 @@ func New(c *store.Committer, inv Invoker, opts Options) *Engine {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	e := &Engine{
-		j:      journal{c: c, js: c.JetStream()},
+		j:      &journal{c: c, js: c.JetStream()},
 		inv:    inv,
 		opts:   opts,
 		logger: opts.Logger.With("component", "workflow"),
@@ -134,6 +134,25 @@ func New(c *store.Committer, inv Invoker, opts Options) *Engine {
 	e.wg.Add(1)
 	go func() { defer e.wg.Done(); e.timers.run(ctx) }()
 	return e
+}
+
+// CommitStats are the counters of the engine's journal commits (every
+// app's): round trips, writes, the largest batch. Commits over Writes is
+// the group commit at work.
+func (e *Engine) CommitStats() store.CommitStats { return e.j.stats.Stats() }
+
+// ActiveRuns is the number of runs a goroutine drives right now (running,
+// or waiting for an instance), over every app.
+func (e *Engine) ActiveRuns() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := 0
+	for _, r := range e.runs {
+		if r.active {
+			n++
+		}
+	}
+	return n
 }
 
 func runKey(app, id string) string { return app + "/" + id }
@@ -273,7 +292,7 @@ func (e *Engine) Start(ctx context.Context, app, workflow, id string, input []by
 	}
 	now := e.opts.Now().UTC()
 	rec := &Run{ID: id, App: app, Workflow: workflow, Revision: fn.Revision, State: StateRunning, Input: input, Created: now, Updated: now}
-	ok, err := e.j.create(ctx, rec, &Entry{Type: EntryStarted, Time: now, Function: workflow, Revision: fn.Revision, Input: input})
+	ok, err := e.j.create(ctx, rec)
 	if err != nil {
 		return nil, false, err
 	}
@@ -333,6 +352,16 @@ func (e *Engine) Wait(ctx context.Context, app, id string) (*Run, error) {
 	}
 	select {
 	case <-ch:
+		// finish set r.rec before it woke us: answer from memory (the
+		// run may have left e.runs already), not with two JetStream
+		// round trips per run.
+		e.mu.Lock()
+		rec := r.rec
+		e.mu.Unlock()
+		if rec != nil && rec.Done() {
+			cp := *rec
+			return &cp, nil
+		}
 	case <-ctx.Done():
 	}
 	return e.record(context.WithoutCancel(ctx), app, id)
@@ -386,12 +415,32 @@ func (e *Engine) Get(ctx context.Context, app, id string) (*RunInfo, error) {
 	if err != nil {
 		return nil, err
 	}
+	ents = timeline(rec, ents)
 	for i := range ents {
 		ents[i].Result, ents[i].Truncated = cut(ents[i].Result, ents[i].Truncated)
 		ents[i].Input, ents[i].Truncated = cut(ents[i].Input, ents[i].Truncated)
 	}
 	rec.Input, _ = cut(rec.Input, false)
 	return &RunInfo{Run: *rec, Timeline: ents}, nil
+}
+
+// timeline is a run's journal as shown: with its start and its end, which
+// are stored in the run's record only (one message per start and per end:
+// see journal.go), as the first and last entries.
+func timeline(rec *Run, ents []Entry) []Entry {
+	out := make([]Entry, 0, len(ents)+2)
+	if len(ents) == 0 || ents[0].Type != EntryStarted { // journals before 2026-12 have it
+		out = append(out, Entry{Type: EntryStarted, Time: rec.Created, Function: rec.Workflow, Revision: rec.Revision, Input: rec.Input})
+	}
+	out = append(out, ents...)
+	if n := len(ents); rec.Done() && (n == 0 || (ents[n-1].Type != EntryCompleted && ents[n-1].Type != EntryFailed)) {
+		end := Entry{Type: EntryCompleted, Time: rec.Updated, Result: rec.Result}
+		if rec.State == StateFailed {
+			end = Entry{Type: EntryFailed, Time: rec.Updated, Error: rec.Error}
+		}
+		out = append(out, end)
+	}
+	return out
 }
 
 // cut replaces a JSON value over MaxShownBytes by a JSON string of its

@@ -22,21 +22,28 @@ import (
 //	nimbus.wf.<app>.r.<run>   the run record: a Run, one message per state
 //	                          change; the last one is the run's state
 //
-// Every durable change of a run is one store.Unit on that one stream
-// (journal entry, plus the record when the state changes), so it is
-// atomic and group-committed with every other run's changes of the app.
+// Every durable change of a run is one store.Unit on that one stream, so
+// it is atomic and group-committed with every other run's changes of the
+// app. The hot path writes one message per change: a step's end is its
+// journal entry, a run's start and its end are its record alone (the
+// record holds the input, revision, result and error; Engine.Get shows
+// them as the timeline's first and last entries). A unit of one message
+// needs no atomic batch, which on R1 file storage costs the server a
+// staging store per batch (bench/README.md "workflow"); a lone run's
+// commits are plain fsynced publishes. Journals written before 2026-12
+// also have "started" and "completed"/"failed" entries; readers take both.
 // Starting a run writes its record with IfLastSeq 0: a second start of the
 // same id fails the compare-and-swap, which is what makes a run id an
 // idempotency key forever, not for a duplicate window.
 
 // Entry types (Entry.Type).
 const (
-	EntryStarted   = "started"   // the run was accepted: Function, Revision, Input
+	EntryStarted   = "started"   // the run was accepted: Function, Revision, Input (shown; from the record)
 	EntryStep      = "step"      // a step's final outcome: Result, or Error with Failed
 	EntryAttempt   = "attempt"   // an attempt of a step failed and will be retried at WakeAt
 	EntrySleep     = "sleep"     // a durable timer at WakeAt
-	EntryCompleted = "completed" // the workflow function returned Result
-	EntryFailed    = "failed"    // the workflow failed with Error
+	EntryCompleted = "completed" // the workflow function returned Result (shown; from the record)
+	EntryFailed    = "failed"    // the workflow failed with Error (shown; from the record)
 )
 
 // Entry is one record of a run's journal.
@@ -128,6 +135,8 @@ func truncate(s string, n int) string {
 type journal struct {
 	c  *store.Committer
 	js jetstream.JetStream
+	// stats counts the engine's commits (every unit carries it).
+	stats store.Counters
 }
 
 // ensure creates or updates app's stream.
@@ -178,7 +187,7 @@ func recordWrite(rec *Run) (store.Write, error) {
 
 // commit appends e (if not nil) and rec (if not nil) in one unit.
 func (j *journal) commit(ctx context.Context, app, run string, e *Entry, rec *Run) error {
-	u := &store.Unit{}
+	u := &store.Unit{Counters: &j.stats}
 	if e != nil {
 		w, err := entryWrite(app, run, e)
 		if err != nil {
@@ -199,20 +208,16 @@ func (j *journal) commit(ctx context.Context, app, run string, e *Entry, rec *Ru
 	return nil
 }
 
-// create stores a new run: its started entry and its first record, only
-// if the run has no record yet. It reports false when it has one.
-func (j *journal) create(ctx context.Context, rec *Run, e *Entry) (bool, error) {
-	ew, err := entryWrite(rec.App, rec.ID, e)
-	if err != nil {
-		return false, err
-	}
+// create stores a new run, its first record, only if the run has no
+// record yet. It reports false when it has one.
+func (j *journal) create(ctx context.Context, rec *Run) (bool, error) {
 	rw, err := recordWrite(rec)
 	if err != nil {
 		return false, err
 	}
 	var none uint64
 	rw.IfLastSeq = &none
-	_, err = j.c.Commit(ctx, &store.Unit{Writes: []store.Write{rw, ew}})
+	_, err = j.c.Commit(ctx, &store.Unit{Writes: []store.Write{rw}, Counters: &j.stats})
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
 		return false, nil

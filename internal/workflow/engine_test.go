@@ -1,0 +1,288 @@
+package workflow
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nimbus-dev/nimbus/internal/model"
+	"github.com/nimbus-dev/nimbus/internal/runtime"
+	"github.com/nimbus-dev/nimbus/internal/store"
+	"github.com/nimbus-dev/nimbus/sdk/go/wire"
+)
+
+// These tests drive the engine on a real embedded JetStream with a guest
+// played in Go: the invoker makes the host calls a workflow's SDK makes
+// (StepBegin, StepEnd, Sleep) with the activation's invocation id. The
+// server package's tests run the same engine with real wasm guests.
+
+const testApp = "app"
+
+// clock is a test clock.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newClock() *clock { return &clock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)} }
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+
+func (c *clock) Set(t time.Time) { c.mu.Lock(); c.t = t; c.mu.Unlock() }
+
+// guest plays a workflow: one activation of the run with invocation id
+// inv; n counts the activations of that run, from 1.
+type guest func(ctx context.Context, e *Engine, inv string, n int) (*runtime.Response, error)
+
+// invoker runs g for every activation and counts activations per run.
+type invoker struct {
+	e  *Engine
+	g  guest
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (i *invoker) Invoke(ctx context.Context, app, fn string, req *runtime.Request) (*runtime.Response, error) {
+	run := req.Header.Get(wire.HeaderRun)
+	i.mu.Lock()
+	i.n[run]++
+	n := i.n[run]
+	i.mu.Unlock()
+	return i.g(ctx, i.e, req.InvocationID, n)
+}
+
+func (i *invoker) count(run string) int {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return i.n[run]
+}
+
+func completed(body string) *runtime.Response {
+	return &runtime.Response{Status: http.StatusOK, Header: http.Header{wire.HeaderOutcome: {wire.OutcomeCompleted}}, Body: []byte(body)}
+}
+
+// testRevision has the workflows "flow" and "other".
+func testRevision() *model.Revision {
+	fn := model.Function{Name: "flow", Kind: model.KindWorkflow, Runtime: model.RuntimeWasm, Revision: "f1", TimeoutMS: 60_000,
+		Concurrency: 1, MaxInstances: 8, MaxRequestBytes: 1 << 20, MaxResponseBytes: 1 << 20}
+	other := fn
+	other.Name, other.Revision = "other", "o1"
+	return &model.Revision{ID: "r1", App: testApp, Functions: []model.Function{fn, other}}
+}
+
+func openStore(t *testing.T) *store.Store {
+	t.Helper()
+	st, err := store.Open(t.Context(), store.Options{DataDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// newEngine starts an engine on st playing g, with the app provisioned.
+func newEngine(t *testing.T, st *store.Store, g guest, now func() time.Time) (*Engine, *invoker) {
+	t.Helper()
+	inv := &invoker{g: g, n: map[string]int{}}
+	e := New(st.Committer(), inv, Options{Logger: slog.New(slog.DiscardHandler), Now: now, ActivationBackoff: time.Millisecond})
+	inv.e = e
+	t.Cleanup(func() { e.Close(context.Background()) })
+	if err := e.Provision(t.Context(), testRevision()); err != nil {
+		t.Fatal(err)
+	}
+	return e, inv
+}
+
+func wait(t *testing.T, e *Engine, id string) *Run {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	rec, err := e.Wait(ctx, testApp, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rec.Done() {
+		t.Fatalf("run %s is %s, not finished", id, rec.State)
+	}
+	return rec
+}
+
+// steps plays the steps names in order; the body of a step that runs
+// (not replayed) is counted in execs and returns "name-n"; trapAfter
+// makes activation 1 fail after that many steps. It answers the results
+// as a JSON array.
+func steps(names []string, trapAfter int, execs *sync.Map) guest {
+	return func(ctx context.Context, e *Engine, inv string, n int) (*runtime.Response, error) {
+		var out []string
+		for pos, name := range names {
+			ans, err := e.StepBegin(ctx, testApp, inv, pos, name)
+			if err != nil {
+				return nil, err
+			}
+			res := ans.Result
+			if !ans.Replay {
+				c, _ := execs.LoadOrStore(name, new(atomic.Int32))
+				c.(*atomic.Int32).Add(1)
+				res = fmt.Appendf(nil, `"%s-%d"`, name, n)
+				if _, err := e.StepEnd(ctx, testApp, inv, pos, name, res, false, -1); err != nil {
+					return nil, err
+				}
+			}
+			out = append(out, string(res))
+			if n == 1 && pos+1 == trapAfter {
+				return nil, errors.New("trap after a step")
+			}
+		}
+		return completed("[" + strings.Join(out, ",") + "]"), nil
+	}
+}
+
+func execCount(m *sync.Map, name string) int32 {
+	c, ok := m.Load(name)
+	if !ok {
+		return 0
+	}
+	return c.(*atomic.Int32).Load()
+}
+
+// A step completed before a failed activation is replayed from the
+// journal, not run again; the timeline shows start, steps and end.
+func TestReplayRunsACompletedStepOnce(t *testing.T) {
+	t.Parallel()
+	var execs sync.Map
+	e, inv := newEngine(t, openStore(t), steps([]string{"a", "b"}, 1, &execs), nil)
+	if _, _, err := e.Start(t.Context(), testApp, "flow", "run-1", []byte(`{"x":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	rec := wait(t, e, "run-1")
+	if rec.State != StateCompleted || string(rec.Result) != `["a-1","b-2"]` {
+		t.Fatalf("run: %s %s %s, want completed [\"a-1\",\"b-2\"] (step a from activation 1, replayed)", rec.State, rec.Result, rec.Error)
+	}
+	if a, b, n := execCount(&execs, "a"), execCount(&execs, "b"), inv.count("run-1"); a != 1 || b != 1 || n != 2 {
+		t.Fatalf("step a ran %d times, b %d, in %d activations; want 1, 1, 2", a, b, n)
+	}
+	info, err := e.Get(t.Context(), testApp, "run-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	for _, ent := range info.Timeline {
+		types = append(types, ent.Type+":"+ent.Name)
+	}
+	if got := strings.Join(types, " "); got != "started: step:a step:b completed:" {
+		t.Fatalf("timeline %q", got)
+	}
+	if string(info.Timeline[0].Input) != `{"x":1}` || string(info.Timeline[3].Result) != `["a-1","b-2"]` {
+		t.Fatalf("timeline start input %s, end result %s", info.Timeline[0].Input, info.Timeline[3].Result)
+	}
+}
+
+// Code that reaches a recorded position with another step fails the run
+// with a non-determinism error naming both steps and the position.
+func TestReplayDetectsNonDeterminism(t *testing.T) {
+	t.Parallel()
+	var execs sync.Map
+	first := steps([]string{"a", "b"}, 1, &execs)
+	var got atomic.Value
+	g := func(ctx context.Context, e *Engine, inv string, n int) (*runtime.Response, error) {
+		if n == 1 {
+			return first(ctx, e, inv, n)
+		}
+		_, err := e.StepBegin(ctx, testApp, inv, 0, "renamed") // the code changed
+		got.Store(err)
+		return nil, err
+	}
+	e, _ := newEngine(t, openStore(t), g, nil)
+	if _, _, err := e.Start(t.Context(), testApp, "flow", "run-nd", nil); err != nil {
+		t.Fatal(err)
+	}
+	rec := wait(t, e, "run-nd")
+	err, _ := got.Load().(error)
+	var nd *NonDeterminismError
+	if !errors.As(err, &nd) || !errors.Is(err, ErrNonDeterminism) || nd.Pos != 0 || nd.Recorded != "a" || nd.Got != "renamed" {
+		t.Fatalf("StepBegin answered %v, want a non-determinism error at position 0 (a, renamed)", err)
+	}
+	if rec.State != StateFailed || !strings.Contains(rec.Error, `position 0`) || !strings.Contains(rec.Error, `"a"`) || !strings.Contains(rec.Error, `"renamed"`) {
+		t.Fatalf("run: %s %q, want failed naming position 0, \"a\" and \"renamed\"", rec.State, rec.Error)
+	}
+	if n := execCount(&execs, "a"); n != 1 {
+		t.Fatalf("step a ran %d times, want 1", n)
+	}
+}
+
+// fold keeps the first final entry of each position and the failed
+// attempts by position.
+func TestFold(t *testing.T) {
+	t.Parallel()
+	ents := []Entry{
+		{Type: EntryStarted},
+		{Type: EntryAttempt, Pos: 0, Name: "a", Attempt: 1},
+		{Type: EntryStep, Pos: 0, Name: "a", Attempt: 2},
+		{Type: EntryStep, Pos: 0, Name: "a-again"}, // a duplicate position is ignored
+		{Type: EntrySleep, Pos: 1, Name: "sleep"},
+		{Type: EntryStep, Pos: 3, Name: "gap"}, // not contiguous: ignored
+		{Type: EntryCompleted},
+	}
+	st, att := fold(ents)
+	if len(st) != 2 || st[0].Name != "a" || st[0].Attempt != 2 || st[1].Type != EntrySleep {
+		t.Fatalf("steps %+v", st)
+	}
+	if len(att) != 1 || len(att[0]) != 1 || att[0][0].Attempt != 1 {
+		t.Fatalf("attempts %+v", att)
+	}
+}
+
+// Starting a run id twice makes one run, even concurrently; the id of a
+// run of another workflow is refused.
+func TestStartIsIdempotent(t *testing.T) {
+	t.Parallel()
+	e, inv := newEngine(t, openStore(t), func(context.Context, *Engine, string, int) (*runtime.Response, error) {
+		return completed(`"done"`), nil
+	}, nil)
+	ctx := t.Context()
+	first, created, err := e.Start(ctx, testApp, "flow", "same", []byte(`1`))
+	if err != nil || !created {
+		t.Fatalf("first start: created %v, %v", created, err)
+	}
+	wait(t, e, "same")
+	again, created, err := e.Start(ctx, testApp, "flow", "same", []byte(`2`))
+	if err != nil || created || !again.Created.Equal(first.Created) || string(again.Input) != `1` || again.State != StateCompleted {
+		t.Fatalf("second start: created %v, %+v, %v; want the first run", created, again, err)
+	}
+	if _, _, err := e.Start(ctx, testApp, "other", "same", nil); !errors.Is(err, ErrRunConflict) {
+		t.Fatalf("start of another workflow with a taken id: %v, want ErrRunConflict", err)
+	}
+	var made atomic.Int32
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			_, created, err := e.Start(ctx, testApp, "flow", "racy", nil)
+			if err != nil {
+				t.Error(err)
+			}
+			if created {
+				made.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	wait(t, e, "racy")
+	if n, acts := made.Load(), inv.count("racy")+inv.count("same"); n != 1 || acts != 2 {
+		t.Fatalf("8 concurrent starts created %d runs and %d activations in all; want 1 and 2", n, acts)
+	}
+	for _, bad := range []string{"", "a b", "a.b", strings.Repeat("x", MaxRunIDLen+1)} {
+		if bad == "" {
+			continue // empty makes a random id
+		}
+		if _, _, err := e.Start(ctx, testApp, "flow", bad, nil); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("run id %q: %v, want ErrInvalid", bad, err)
+		}
+	}
+}
