@@ -31,18 +31,22 @@ var (
 // logged (bench measures it): tests do not assert on timing.
 func TestInterruptStopsEndlessGuests(t *testing.T) {
 	r := newRuntime(t, Config{})
-	const timeout = 50 * time.Millisecond
+	// The timeout also bounds a new instance's start, and a Go guest's
+	// _initialize under the race detector on a loaded machine can take
+	// longer than 50ms: the Go guest gets 3s, the tiny modules 50ms.
 	for _, tc := range []struct {
 		name     string
 		artifact []byte
 		path     string
+		timeout  time.Duration
 	}{
-		{"go loop", guests["sdk"], "/loop"},
-		{"loop", minimalSDK(wasmbin.Concat(wasmbin.LoopForever(), wasmbin.I64Const(0))), "/"},
-		{"loop of calls", minimalSDK(wasmbin.Concat(spinCalling, wasmbin.I64Const(0))), "/"},
-		{"deep recursion", minimalSDKWith(wasmbin.Concat(wasmbin.I32Const(62), wasmbin.Call(3), wasmbin.I64Const(0)), recurse), "/"},
+		{"go loop", guests["sdk"], "/loop", 3 * time.Second},
+		{"loop", minimalSDK(wasmbin.Concat(wasmbin.LoopForever(), wasmbin.I64Const(0))), "/", 50 * time.Millisecond},
+		{"loop of calls", minimalSDK(wasmbin.Concat(spinCalling, wasmbin.I64Const(0))), "/", 50 * time.Millisecond},
+		{"deep recursion", minimalSDKWith(wasmbin.Concat(wasmbin.I32Const(62), wasmbin.Call(3), wasmbin.I64Const(0)), recurse), "/", 50 * time.Millisecond},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			timeout := tc.timeout
 			inst := instance(t, load(t, r, runtime.Spec{Artifact: tc.artifact, Limits: runtime.Limits{Timeout: timeout}}))
 			start := time.Now()
 			_, err := inst.Handle(context.Background(), get(tc.path, ""))
