@@ -27,9 +27,11 @@ type module struct {
 	contract runtime.Contract
 	// initialize is set for reactors exporting _initialize.
 	initialize bool
-	limits     runtime.Limits
-	grants     capability.Grants
-	env        []envVar
+	// reuse is set for SDK guests exporting wire.ExportReuse.
+	reuse  bool
+	limits runtime.Limits
+	grants capability.Grants
+	env    []envVar
 	// base is moduleConfig's result, built once: each With* call copies
 	// the config, which was a visible share of a minimal cold start.
 	baseOnce sync.Once

@@ -289,6 +289,7 @@ func (r *Runtime) check(c wazero.CompiledModule, lim runtime.Limits, m *module) 
 			}
 			m.initialize = true
 		}
+		_, m.reuse = exports[wire.ExportReuse]
 		m.contract = runtime.ContractSDK
 	case hasStart:
 		if sig := signature(start); sig != "() -> ()" {
