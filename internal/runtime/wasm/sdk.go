@@ -42,21 +42,38 @@ const minRequestBuffer = 4096
 
 func (m *module) newSDKInstance(ctx context.Context) (*sdkInstance, error) {
 	init := slogSink{r: m.rt, app: m.app, function: m.function}
+	snap := m.snap.Load()
+	memcap := &cappedAllocator{limit: m.limits.MemoryBytes}
+	if snap != nil {
+		memcap.prefill = snap.memory
+	}
 	i := &sdkInstance{
 		m:      m,
-		memcap: &cappedAllocator{limit: m.limits.MemoryBytes},
+		memcap: memcap,
 		stdout: newLineWriter("stdout", init),
 		stderr: newLineWriter("stderr", init),
 	}
 	cfg := m.moduleConfig().WithStdout(i.stdout).WithStderr(i.stderr)
-	if m.initialize {
+	if m.initialize && snap == nil {
 		cfg = cfg.WithStartFunctions("_initialize")
 	}
 	tctx, cancel := context.WithTimeout(ctx, m.limits.Timeout)
 	defer cancel()
 	mod, err := m.instantiate(m.withCall(tctx, "", "", init), i.memcap, cfg)
+	if err == nil && snap != nil {
+		if err = snap.restore(m, mod, i.memcap.prefilled); err != nil {
+			mod.Close(ctx)
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("new instance of %s/%s: %w", m.app, m.function, m.failure(ctx, err, i.memcap, i.stderr))
+	}
+	if snap == nil && m.snapOK {
+		if s, err := m.capture(mod); err != nil {
+			m.rt.logger.Warn("no snapshot: every instance runs _initialize", "app", m.app, "function", m.function, "error", err)
+		} else {
+			m.snap.CompareAndSwap(nil, s)
+		}
 	}
 	i.mod = mod
 	i.alloc = mod.ExportedFunction(wire.ExportAlloc)
