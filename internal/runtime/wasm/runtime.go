@@ -70,8 +70,8 @@ func callDone(ctx context.Context) error {
 
 // Rewrite returns wasm as Load compiles it: instrumented with the
 // interruption check (imported as nimbus_runtime.interrupt_check, () ->
-// (i32), returning the fuel until the next check) and with its data
-// segments merged. Load calls it; benchmarks use it to run the same code on
+// (i32), returning the fuel until the next check), with its data segments
+// merged and its mutable globals exported (snapshotGlobals). Load calls it; benchmarks use it to run the same code on
 // plain wazero.
 func Rewrite(wasm []byte) ([]byte, error) {
 	out, _, err := wasmrw.Rewrite(wasm, rewriteOptions)
