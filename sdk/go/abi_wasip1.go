@@ -13,20 +13,35 @@ import (
 // suffice; they keep the memory the host reads or writes reachable (Go's GC
 // does not move objects, so the addresses stay valid).
 var (
-	reqBuf  []byte // handed out by nimbus_alloc, consumed by nimbus_handle
+	reqBuf  []byte // handed out by nimbus_alloc, read by nimbus_handle, reused
 	respBuf []byte // the last encoded response, valid until the next call
 )
+
+// minRequestBuffer is the smallest request buffer nimbus_alloc hands out:
+// a usual request fits, so the host writes every request into the same
+// buffer without calling nimbus_alloc again (wire.ExportReuse).
+const minRequestBuffer = 4096
 
 //go:wasmexport nimbus_abi_v1
 func abiV1() {}
 
+// reuseRequestBuffer says that the buffer nimbus_alloc returns stays valid
+// for later requests (wire.ExportReuse).
+//
+//go:wasmexport nimbus_reuse_request_buffer
+func reuseRequestBuffer() {}
+
 //go:wasmexport nimbus_alloc
 func nimbusAlloc(size int32) uint32 {
 	if size <= 0 {
-		reqBuf = nil
 		return 0
 	}
-	reqBuf = make([]byte, size)
+	if int(size) > cap(reqBuf) {
+		// A new array: nothing of the old one is referenced after a
+		// request (the body reader aliases it only while it is served).
+		reqBuf = make([]byte, max(int(size), minRequestBuffer))
+	}
+	reqBuf = reqBuf[:cap(reqBuf)]
 	return addr(reqBuf)
 }
 
@@ -36,7 +51,6 @@ func nimbusHandle(ptr uint32, size int32) uint64 {
 	if size > 0 && len(reqBuf) >= int(size) && ptr == addr(reqBuf) {
 		in = reqBuf[:size]
 	}
-	reqBuf = nil
 	respBuf = serve(registered(), in, respBuf[:0])
 	if len(respBuf) == 0 {
 		return 0

@@ -77,13 +77,21 @@ func HandleFunc(f func(http.ResponseWriter, *http.Request)) {
 
 type metaKey struct{}
 
+// meta is the invocation's identity, carried by the request's context. It
+// is its own context (a parent plus one value) so that a request costs one
+// allocation for it, not two.
 type meta struct {
+	context.Context
 	invocationID string
 	traceParent  string
 }
 
-func withMeta(ctx context.Context, m *meta) context.Context {
-	return context.WithValue(ctx, metaKey{}, m)
+// Value implements context.Context.
+func (m *meta) Value(key any) any {
+	if key == (metaKey{}) {
+		return m
+	}
+	return m.Context.Value(key)
 }
 
 // InvocationID returns the id of the invocation r belongs to, or "" for a

@@ -16,7 +16,9 @@ import (
 // to dst. It never panics: a handler panic becomes a response with Error set,
 // which the host reports as a failed invocation.
 func serve(h http.Handler, in []byte, dst []byte) (out []byte) {
-	wr, err := wire.DecodeRequest(in)
+	wr := &request
+	var err error
+	params, err = wire.DecodeRequestInto(in, wr, params[:0])
 	if err != nil {
 		return wire.EncodeResponse(dst, &wire.Response{Status: 500, Error: fmt.Sprintf("sdk: bad request from host: %v", err)})
 	}
@@ -26,19 +28,29 @@ func serve(h http.Handler, in []byte, dst []byte) (out []byte) {
 	if h == nil {
 		return wire.EncodeResponse(dst, &wire.Response{Status: 500, Error: "no handler registered: call nimbus.Handle or nimbus.HandleFunc from init"})
 	}
-	w := &responseWriter{header: make(http.Header)}
+	body.Reset()
+	w := &responseWriter{header: make(http.Header), body: &body}
 	defer func() {
 		if p := recover(); p != nil {
 			fmt.Fprintf(os.Stderr, "panic: %v\n\n%s", p, debug.Stack())
 			out = wire.EncodeResponse(dst, &wire.Response{Status: 500, Error: fmt.Sprintf("panic: %v", p)})
 		}
 	}()
-	h.ServeHTTP(w, newRequest(wr))
+	h.ServeHTTP(w, newRequest(wr, params))
 	return wire.EncodeResponse(dst, w.response())
 }
 
-// newRequest builds the *http.Request a handler sees.
-func newRequest(wr *wire.Request) *http.Request {
+// request and params are the decoded request, reused: an instance serves
+// one request at a time, and what a handler sees (strings, the header map)
+// is allocated for it.
+var (
+	request wire.Request
+	params  []string
+)
+
+// newRequest builds the *http.Request a handler sees; params are the path
+// parameters as name, value pairs.
+func newRequest(wr *wire.Request, params []string) *http.Request {
 	u := &url.URL{Path: wr.Path, RawQuery: wr.RawQuery}
 	header := http.Header(wr.Header)
 	if header == nil {
@@ -47,7 +59,7 @@ func newRequest(wr *wire.Request) *http.Request {
 	if wr.TraceParent != "" && header.Get("Traceparent") == "" {
 		header.Set("Traceparent", wr.TraceParent)
 	}
-	r := &http.Request{
+	r := http.Request{
 		Method:        wr.Method,
 		URL:           u,
 		Proto:         "HTTP/1.1",
@@ -67,23 +79,28 @@ func newRequest(wr *wire.Request) *http.Request {
 	if len(wr.Body) > 0 {
 		r.Body = readCloser{bytes.NewReader(wr.Body)}
 	}
-	r = r.WithContext(withMeta(context.Background(), &meta{invocationID: wr.InvocationID, traceParent: wr.TraceParent}))
-	for k, v := range wr.Params {
-		r.SetPathValue(k, v)
+	// WithContext copies r to the heap: the one allocation of the request.
+	rp := r.WithContext(&meta{Context: context.Background(), invocationID: wr.InvocationID, traceParent: wr.TraceParent})
+	for i := 0; i+1 < len(params); i += 2 {
+		rp.SetPathValue(params[i], params[i+1])
 	}
-	return r
+	return rp
 }
 
 type readCloser struct{ *bytes.Reader }
 
 func (readCloser) Close() error { return nil }
 
+// body is every response's body buffer, reused: a response is encoded
+// before the next request, and an instance serves one request at a time.
+var body bytes.Buffer
+
 // responseWriter buffers the whole response: the ABI returns it in one piece.
 type responseWriter struct {
 	header      http.Header
 	status      int
 	wroteHeader bool
-	body        bytes.Buffer
+	body        *bytes.Buffer
 }
 
 func (w *responseWriter) Header() http.Header { return w.header }

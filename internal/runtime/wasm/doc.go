@@ -12,7 +12,11 @@
 //   - SDK (runtime.ContractSDK): a WASI reactor exporting the Nimbus ABI
 //     (nimbus_abi_v1, nimbus_alloc, nimbus_handle; specified in sdk/go/wire).
 //     NewInstance instantiates it and runs _initialize (not _start): that is
-//     the cold start. The instance then serves requests in turn; its stdout
+//     the cold start. The first instance of a module then captures its
+//     memory and mutable globals (snapshot.go); later instances are
+//     restored from that image instead of running _initialize. An instance
+//     serves requests in turn, one guest call each when the guest exports
+//     nimbus_reuse_request_buffer; its stdout
 //     and stderr go, line by line, to the LogSink of the request being served.
 //   - WAGI (runtime.ContractWAGI): a WASI command exporting _start, spoken to
 //     as CGI (RFC 3875, as WAGI does). The request is in the environment and

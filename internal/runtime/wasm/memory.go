@@ -13,12 +13,24 @@ import (
 // guest that dies after memory.grow failed (Go prints "out of memory" and
 // exits 2; other guests trap) is reported as ErrMemoryLimit and not as a
 // generic failure.
+//
+// prefill, when set, is a snapshot's memory: the memory starts as a copy of
+// it (one copy, without clearing it first), of which instantiation
+// exposes the initial pages and restore grows it to the rest.
 type cappedAllocator struct {
 	limit   uint64
 	refused atomic.Bool
+	prefill []byte
+	// prefilled is set when Allocate used prefill.
+	prefilled bool
 }
 
 func (a *cappedAllocator) Allocate(capacity, _ uint64) experimental.LinearMemory {
+	if a.prefill != nil && uint64(len(a.prefill)) <= a.limit && capacity <= uint64(len(a.prefill)) {
+		// append copies into memory it does not clear first.
+		a.prefilled = true
+		return &linearMemory{a: a, buf: append([]byte(nil), a.prefill...)[:0]}
+	}
 	return &linearMemory{a: a, buf: make([]byte, 0, min(capacity, a.limit))}
 }
 

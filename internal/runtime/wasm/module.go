@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
@@ -27,9 +28,19 @@ type module struct {
 	contract runtime.Contract
 	// initialize is set for reactors exporting _initialize.
 	initialize bool
-	limits     runtime.Limits
-	grants     capability.Grants
-	env        []envVar
+	// reuse is set for SDK guests exporting wire.ExportReuse.
+	reuse bool
+	// snapOK is set when instances can start from a snapshot (snapshottable);
+	// snapGlobals are the module's exported mutable globals, and snap the
+	// snapshot, taken by the first instance.
+	snapOK      bool
+	snapGlobals []string
+	snap        atomic.Pointer[snapshot]
+	// dataEnd is wasmrw.Stats.DataEnd: where instantiation stops writing.
+	dataEnd int64
+	limits  runtime.Limits
+	grants  capability.Grants
+	env     []envVar
 	// base is moduleConfig's result, built once: each With* call copies
 	// the config, which was a visible share of a minimal cold start.
 	baseOnce sync.Once

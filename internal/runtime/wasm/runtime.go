@@ -49,8 +49,9 @@ const (
 
 // rewriteOptions is what Load does to every module before compiling it.
 var rewriteOptions = wasmrw.Options{
-	Interrupt:    &wasmrw.Interrupt{Module: interruptModule, Name: interruptName, Fuel: fuelPerCheck},
-	MergeDataGap: mergeDataGap,
+	Interrupt:     &wasmrw.Interrupt{Module: interruptModule, Name: interruptName, Fuel: fuelPerCheck},
+	MergeDataGap:  mergeDataGap,
+	ExportGlobals: snapshotGlobals,
 }
 
 // callDone is ctx.Err(), or context.DeadlineExceeded as soon as ctx's
@@ -69,8 +70,8 @@ func callDone(ctx context.Context) error {
 
 // Rewrite returns wasm as Load compiles it: instrumented with the
 // interruption check (imported as nimbus_runtime.interrupt_check, () ->
-// (i32), returning the fuel until the next check) and with its data
-// segments merged. Load calls it; benchmarks use it to run the same code on
+// (i32), returning the fuel until the next check), with its data segments
+// merged and its mutable globals exported (snapshotGlobals). Load calls it; benchmarks use it to run the same code on
 // plain wazero.
 func Rewrite(wasm []byte) ([]byte, error) {
 	out, _, err := wasmrw.Rewrite(wasm, rewriteOptions)
@@ -226,9 +227,11 @@ func (r *Runtime) Load(ctx context.Context, spec runtime.Spec) (runtime.Module, 
 		compiled.Close(ctx)
 		return nil, invalid("%s", why)
 	}
+	m.snapOK = m.contract == runtime.ContractSDK && snapshottable(stats, m.initialize)
+	m.snapGlobals, m.dataEnd = stats.Globals, stats.DataEnd
 	r.logger.Debug("module loaded", "app", spec.App, "function", spec.Function, "revision", spec.Revision,
 		"contract", string(m.contract), "bytes", len(spec.Artifact), "rewrite_seconds", rewrite.Seconds(),
-		"checks", stats.Checks, "data_segments", stats.DataSegments, "merged_data_segments", stats.MergedSegments,
+		"checks", stats.Checks, "data_segments", stats.DataSegments, "merged_data_segments", stats.MergedSegments, "snapshot", m.snapOK,
 		"compile_seconds", time.Since(start).Seconds())
 	return m, nil
 }
@@ -289,6 +292,7 @@ func (r *Runtime) check(c wazero.CompiledModule, lim runtime.Limits, m *module) 
 			}
 			m.initialize = true
 		}
+		_, m.reuse = exports[wire.ExportReuse]
 		m.contract = runtime.ContractSDK
 	case hasStart:
 		if sig := signature(start); sig != "() -> ()" {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/textproto"
 
 	"github.com/tetratelabs/wazero/api"
 
@@ -27,26 +28,52 @@ type sdkInstance struct {
 	stdout *lineWriter
 	stderr *lineWriter
 	buf    []byte // reused request encoding buffer
-	broken error
+	// reqPtr and reqCap are the request buffer the guest handed out, which
+	// a guest exporting wire.ExportReuse lets the host write every request
+	// that fits into, without calling nimbus_alloc.
+	reqPtr, reqCap uint32
+	broken         error
 }
+
+// minRequestBuffer is the least the host asks nimbus_alloc for when the
+// guest reuses its buffer: a usual request fits, so the guest is called
+// once per request.
+const minRequestBuffer = 4096
 
 func (m *module) newSDKInstance(ctx context.Context) (*sdkInstance, error) {
 	init := slogSink{r: m.rt, app: m.app, function: m.function}
+	snap := m.snap.Load()
+	memcap := &cappedAllocator{limit: m.limits.MemoryBytes}
+	if snap != nil {
+		memcap.prefill = snap.memory
+	}
 	i := &sdkInstance{
 		m:      m,
-		memcap: &cappedAllocator{limit: m.limits.MemoryBytes},
+		memcap: memcap,
 		stdout: newLineWriter("stdout", init),
 		stderr: newLineWriter("stderr", init),
 	}
 	cfg := m.moduleConfig().WithStdout(i.stdout).WithStderr(i.stderr)
-	if m.initialize {
+	if m.initialize && snap == nil {
 		cfg = cfg.WithStartFunctions("_initialize")
 	}
 	tctx, cancel := context.WithTimeout(ctx, m.limits.Timeout)
 	defer cancel()
 	mod, err := m.instantiate(m.withCall(tctx, "", "", init), i.memcap, cfg)
+	if err == nil && snap != nil {
+		if err = snap.restore(m, mod, i.memcap.prefilled); err != nil {
+			mod.Close(ctx)
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("new instance of %s/%s: %w", m.app, m.function, m.failure(ctx, err, i.memcap, i.stderr))
+	}
+	if snap == nil && m.snapOK {
+		if s, err := m.capture(mod); err != nil {
+			m.rt.logger.Warn("no snapshot: every instance runs _initialize", "app", m.app, "function", m.function, "error", err)
+		} else {
+			m.snap.CompareAndSwap(nil, s)
+		}
 	}
 	i.mod = mod
 	i.alloc = mod.ExportedFunction(wire.ExportAlloc)
@@ -85,18 +112,14 @@ func (i *sdkInstance) serve(ctx context.Context, req *runtime.Request) (*runtime
 	defer cancel()
 	cctx := m.withCall(tctx, req.InvocationID, req.TraceParent, req.Log)
 
-	res, err := i.alloc.Call(cctx, uint64(len(i.buf)))
+	ptr, err := i.requestBuffer(ctx, cctx)
 	if err != nil {
-		return nil, m.failure(ctx, err, i.memcap, i.stderr)
-	}
-	ptr := api.DecodeU32(res[0])
-	if ptr == 0 && len(i.buf) > 0 {
-		return nil, guestFailed(wire.ExportAlloc+" returned 0", i.stderr.reason(), nil)
+		return nil, err
 	}
 	if !i.mem.Write(ptr, i.buf) {
 		return nil, guestFailed(fmt.Sprintf("%s returned a buffer at %d that does not fit %d bytes in its %d-byte memory", wire.ExportAlloc, ptr, len(i.buf), i.mem.Size()), "", nil)
 	}
-	res, err = i.handle.Call(cctx, uint64(ptr), uint64(len(i.buf)))
+	res, err := i.handle.Call(cctx, uint64(ptr), uint64(len(i.buf)))
 	if err != nil {
 		return nil, m.failure(ctx, err, i.memcap, i.stderr)
 	}
@@ -108,8 +131,9 @@ func (i *sdkInstance) serve(ctx context.Context, req *runtime.Request) (*runtime
 	if !ok {
 		return nil, guestFailed(fmt.Sprintf("%s returned a response at [%d, %d+%d) outside its %d-byte memory", wire.ExportHandle, rptr, rptr, rlen, i.mem.Size()), "", nil)
 	}
-	// Copy out: the guest reuses that memory on its next call.
-	wr, err := wire.DecodeResponse(bytes.Clone(raw))
+	// The strings are copies; the body aliases the guest's memory, which
+	// the guest reuses on its next call: copied below.
+	wr, err := wire.DecodeResponse(raw)
 	if err != nil {
 		return nil, guestFailed("undecodable response: "+err.Error(), "", err)
 	}
@@ -123,7 +147,33 @@ func (i *sdkInstance) serve(ctx context.Context, req *runtime.Request) (*runtime
 	if err != nil {
 		return nil, guestFailed(err.Error(), "", err)
 	}
-	return &runtime.Response{Status: wr.Status, Header: header, Body: wr.Body}, nil
+	return &runtime.Response{Status: wr.Status, Header: header, Body: bytes.Clone(wr.Body)}, nil
+}
+
+// requestBuffer returns where in the guest's memory the request i.buf goes:
+// the buffer of an earlier call when the guest reuses it and it is large
+// enough, otherwise a new one from nimbus_alloc.
+func (i *sdkInstance) requestBuffer(parent, cctx context.Context) (uint32, error) {
+	n := uint32(len(i.buf))
+	if i.m.reuse && i.reqPtr != 0 && n <= i.reqCap {
+		return i.reqPtr, nil
+	}
+	size := n
+	if i.m.reuse {
+		size = max(n, minRequestBuffer)
+	}
+	res, err := i.alloc.Call(cctx, uint64(size))
+	if err != nil {
+		return 0, i.m.failure(parent, err, i.memcap, i.stderr)
+	}
+	ptr := api.DecodeU32(res[0])
+	if ptr == 0 && n > 0 {
+		return 0, guestFailed(wire.ExportAlloc+" returned 0", i.stderr.reason(), nil)
+	}
+	if i.m.reuse {
+		i.reqPtr, i.reqCap = ptr, size
+	}
+	return ptr, nil
 }
 
 // Close implements runtime.Instance.
@@ -132,9 +182,10 @@ func (i *sdkInstance) Close(ctx context.Context) error {
 }
 
 // checkHeader canonicalizes a guest's headers and rejects names and values
-// that could split or smuggle headers.
+// that could split or smuggle headers. A header whose names are all
+// canonical already (the Go SDK's are) is returned as is.
 func checkHeader(h map[string][]string) (http.Header, error) {
-	out := make(http.Header, len(h))
+	canonical := true
 	for k, vs := range h {
 		if !validHeaderName(k) {
 			return nil, fmt.Errorf("invalid response header name %q", truncate([]byte(k), 60))
@@ -143,6 +194,15 @@ func checkHeader(h map[string][]string) (http.Header, error) {
 			if !validHeaderValue(v) {
 				return nil, fmt.Errorf("invalid value of response header %s", k)
 			}
+		}
+		canonical = canonical && textproto.CanonicalMIMEHeaderKey(k) == k
+	}
+	if canonical && h != nil {
+		return http.Header(h), nil
+	}
+	out := make(http.Header, len(h))
+	for k, vs := range h {
+		for _, v := range vs {
 			out.Add(k, v)
 		}
 	}

@@ -14,6 +14,7 @@
 //	nimbus_abi_v1()                            marker: "I speak this ABI"; never called
 //	nimbus_alloc(size i32) -> i32              returns a pointer to size writable bytes
 //	nimbus_handle(ptr i32, len i32) -> i64     serves one request
+//	nimbus_reuse_request_buffer()              optional marker; never called
 //
 // and may import WASI preview 1 (module "wasi_snapshot_preview1") and the
 // Nimbus host functions (module "nimbus"). Nothing else links.
@@ -30,6 +31,16 @@
 //  4. The host bounds-checks respPtr and respLen against the guest's memory
 //     and its response limit, copies the bytes out and decodes them. Anything
 //     out of range, or undecodable, is a guest failure, never a host crash.
+//
+// A guest that exports nimbus_reuse_request_buffer promises more: the
+// buffer nimbus_alloc(n) returned stays valid, and is read by nimbus_handle,
+// for every later request of at most n bytes, until the next nimbus_alloc
+// call; the guest keeps no reference into it after nimbus_handle returns.
+// Its host then makes one guest call per request: it writes each request
+// that fits into the last buffer and calls nimbus_alloc only for a larger
+// one (asking for at least 4KiB, so small requests never need it). A host
+// that does not know the marker calls nimbus_alloc every time, which such
+// a guest also serves (the Go SDK returns the same buffer while it fits).
 //
 // An instance serves requests one at a time, in turn, for as long as the host
 // keeps it. Guests must not rely on being kept or on being reused.

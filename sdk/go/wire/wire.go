@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 )
 
@@ -18,7 +19,10 @@ const (
 	ExportMarker = "nimbus_abi_v1"
 	ExportAlloc  = "nimbus_alloc"
 	ExportHandle = "nimbus_handle"
-	HostModule   = "nimbus"
+	// ExportReuse is optional (see the package documentation, "One
+	// request"): the buffer nimbus_alloc returns may be reused.
+	ExportReuse = "nimbus_reuse_request_buffer"
+	HostModule  = "nimbus"
 )
 
 // Status codes returned by host functions.
@@ -101,34 +105,50 @@ func EncodeResponse(dst []byte, r *Response) []byte {
 // a small multiple of len(b): every length is checked against what remains
 // before anything is allocated. The returned Body aliases b.
 func DecodeRequest(b []byte) (*Request, error) {
-	d := decoder{b: b}
+	r := &Request{}
+	params, err := DecodeRequestInto(b, r, nil)
+	if err != nil {
+		return nil, err
+	}
+	if len(params) > 0 {
+		r.Params = make(map[string]string, len(params)/2)
+		for i := 0; i < len(params); i += 2 {
+			r.Params[params[i]] = params[i+1]
+		}
+	}
+	return r, nil
+}
+
+// DecodeRequestInto is DecodeRequest into *r (overwriting every field),
+// for a caller that reuses one Request: it leaves r.Params nil and appends
+// the parameters to params as name, value pairs instead, and returns it.
+// Its strings share one allocation; Body aliases b.
+func DecodeRequestInto(b []byte, r *Request, params []string) ([]string, error) {
+	d := decoder{b: b, s: requestArena(b)}
 	if d.byte() != TagRequest && d.err == nil {
 		d.fail("not a request")
 	}
-	r := &Request{}
+	*r = Request{}
 	for _, p := range [...]*string{&r.Method, &r.Path, &r.RawQuery, &r.Host, &r.RemoteAddr, &r.Route, &r.InvocationID, &r.TraceParent} {
 		*p = d.string()
 	}
 	r.Header = d.header()
 	n := d.count()
-	if n > 0 {
-		r.Params = make(map[string]string, n)
-	}
 	for i := 0; i < n && d.err == nil; i++ {
-		k := d.string()
-		r.Params[k] = d.string()
+		params = append(params, d.string(), d.string())
 	}
 	r.Body = d.bytes()
 	if err := d.finish(); err != nil {
-		return nil, err
+		*r = Request{}
+		return params[:0], err
 	}
-	return r, nil
+	return params, nil
 }
 
 // DecodeResponse decodes a response with the same guarantees as
 // DecodeRequest. The returned Body aliases b.
 func DecodeResponse(b []byte) (*Response, error) {
-	d := decoder{b: b}
+	d := decoder{b: b, s: responseArena(b)}
 	if d.byte() != TagResponse && d.err == nil {
 		d.fail("not a response")
 	}
@@ -162,11 +182,15 @@ func appendBytes(dst, b []byte) []byte {
 
 func appendHeader(dst []byte, h map[string][]string) []byte {
 	n := 0
-	for _, vs := range h {
+	var small [16]string // sorts the keys of a usual header without allocating
+	keys := small[:0]
+	for k, vs := range h {
 		n += len(vs)
+		keys = append(keys, k)
 	}
+	slices.Sort(keys)
 	dst = binary.AppendUvarint(dst, uint64(n))
-	for _, k := range sortedKeys(h) {
+	for _, k := range keys {
 		for _, v := range h[k] {
 			dst = appendString(dst, k)
 			dst = appendString(dst, v)
@@ -191,6 +215,49 @@ type decoder struct {
 	b   []byte
 	off int
 	err error
+	// s, when not empty, is string(b[:len(s)]): strings within it are
+	// taken from it, so decoding a message's strings allocates once (a Go
+	// guest's allocator is slow).
+	s string
+}
+
+// requestArena returns the strings part of an encoded request (everything
+// before the body) as one string, or "" if b is malformed.
+func requestArena(b []byte) string {
+	d := decoder{b: b}
+	d.byte()
+	for range 8 {
+		d.skip()
+	}
+	d.skipPairs()
+	d.skipPairs()
+	return d.arena()
+}
+
+// responseArena is requestArena for a response.
+func responseArena(b []byte) string {
+	d := decoder{b: b}
+	d.byte()
+	d.uvarint()
+	d.skip()
+	d.skipPairs()
+	return d.arena()
+}
+
+func (d *decoder) skip() { d.off += d.length() }
+
+func (d *decoder) skipPairs() {
+	for n := d.count(); n > 0 && d.err == nil; n-- {
+		d.skip()
+		d.skip()
+	}
+}
+
+func (d *decoder) arena() string {
+	if d.err != nil {
+		return ""
+	}
+	return string(d.b[:d.off])
 }
 
 func (d *decoder) fail(why string) {
@@ -262,7 +329,20 @@ func (d *decoder) bytes() []byte {
 	return b
 }
 
-func (d *decoder) string() string { return string(d.bytes()) }
+func (d *decoder) string() string {
+	n := d.length()
+	if d.err != nil || n == 0 {
+		return ""
+	}
+	var s string
+	if d.off+n <= len(d.s) {
+		s = d.s[d.off : d.off+n]
+	} else {
+		s = string(d.b[d.off : d.off+n])
+	}
+	d.off += n
+	return s
+}
 
 func (d *decoder) header() map[string][]string {
 	n := d.count()
@@ -270,12 +350,21 @@ func (d *decoder) header() map[string][]string {
 		return nil
 	}
 	h := make(map[string][]string, min(n, 64))
+	// One array holds every value; a name's first value gets a
+	// one-element slice of it (full, so an append copies).
+	vals := make([]string, min(n, 64))
 	for i := 0; i < n && d.err == nil; i++ {
 		k := d.string()
 		v := d.string()
-		if d.err == nil {
-			h[k] = append(h[k], v)
+		if d.err != nil {
+			break
 		}
+		if vs, ok := h[k]; ok || i >= len(vals) {
+			h[k] = append(vs, v)
+			continue
+		}
+		vals[i] = v
+		h[k] = vals[i : i+1 : i+1]
 	}
 	return h
 }

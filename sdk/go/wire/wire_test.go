@@ -176,3 +176,28 @@ func FuzzDecodeKeys(f *testing.F) {
 		}
 	})
 }
+
+// TestDecodeRequestInto: decoding into a reused Request overwrites every
+// field, returns the parameters as pairs, and a value appended to a
+// decoded header does not show through in another name's values.
+func TestDecodeRequestInto(t *testing.T) {
+	var r Request
+	params, err := DecodeRequestInto(EncodeRequest(nil, &Request{Method: "POST", Path: "/a", Header: map[string][]string{"A": {"1"}, "B": {"2", "3"}}, Params: map[string]string{"x": "1", "y": "2"}, Body: []byte("b")}), &r, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Method != "POST" || r.Path != "/a" || string(r.Body) != "b" || !reflect.DeepEqual(params, []string{"x", "1", "y", "2"}) {
+		t.Fatalf("got %+v %q", r, params)
+	}
+	r.Header["A"] = append(r.Header["A"], "appended")
+	if !reflect.DeepEqual(r.Header["B"], []string{"2", "3"}) {
+		t.Fatalf("B = %q after an append to A", r.Header["B"])
+	}
+	params, err = DecodeRequestInto(EncodeRequest(nil, &Request{Path: "/b"}), &r, params[:0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Method != "" || r.Path != "/b" || r.Header != nil || r.Body != nil || len(params) != 0 {
+		t.Fatalf("second decode left %+v %q", r, params)
+	}
+}

@@ -17,6 +17,7 @@ const (
 const (
 	KindFunc   byte = 0x00
 	KindMemory byte = 0x02
+	KindGlobal byte = 0x03
 )
 
 // FuncType is a function signature.

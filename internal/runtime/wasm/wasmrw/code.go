@@ -27,6 +27,8 @@ type code struct {
 	check []byte
 	// checks counts the insertions.
 	checks int
+	// stateOps counts table and drop instructions (Stats.TableOrDropOps).
+	stateOps int
 }
 
 func (c *code) fn(idx uint32) uint32 {
@@ -153,6 +155,9 @@ func (c *code) skipImmediates(r *reader, op byte) {
 			r.valtype()
 		}
 	case op >= 0x20 && op <= 0x26: // local.*, global.*, table.get/set
+		if op == 0x26 {
+			c.stateOps++
+		}
 		r.u32()
 	case op >= 0x28 && op <= 0x3e: // loads and stores
 		r.memarg()
@@ -170,7 +175,10 @@ func (c *code) skipImmediates(r *reader, op byte) {
 	case op == 0xd0: // ref.null
 		r.skipLEB(5)
 	case op == 0xfc:
-		fcImmediates(r)
+		switch fcImmediates(r) {
+		case 9, 12, 13, 14, 15, 17: // data.drop, table.init, elem.drop, table.copy, table.grow, table.fill
+			c.stateOps++
+		}
 	case op == 0xfd:
 		simdImmediates(r)
 	case op == 0xfe:
@@ -181,8 +189,11 @@ func (c *code) skipImmediates(r *reader, op byte) {
 	}
 }
 
-func fcImmediates(r *reader) {
-	switch sub := r.u32(); {
+// fcImmediates skips the immediates of a 0xfc instruction and returns its
+// sub-opcode.
+func fcImmediates(r *reader) uint32 {
+	sub := r.u32()
+	switch {
 	case sub <= 7: // saturating truncation
 	case sub == 8: // memory.init data mem
 		r.u32()
@@ -209,6 +220,7 @@ func fcImmediates(r *reader) {
 			r.fail("unknown instruction 0xfc %d", sub)
 		}
 	}
+	return sub
 }
 
 func simdImmediates(r *reader) {

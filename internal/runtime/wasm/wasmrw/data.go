@@ -116,3 +116,33 @@ func mergeData(p []byte, maxGap int) (out []byte, n, m, fill int, err error) {
 	body := out[1:]
 	return append(appendU32(make([]byte, 0, len(body)+5), uint32(m)), body...), n, m, fill, nil
 }
+
+// dataEnd returns the end of the highest byte the active data segments of
+// the data section p write at instantiation, or -1 when one of them is not
+// in memory 0 at a constant offset.
+func dataEnd(p []byte) int64 {
+	r := &reader{b: p}
+	end := int64(0)
+	for n := r.u32(); n > 0 && r.err == nil; n-- {
+		flags := r.u32()
+		switch flags {
+		case 0:
+			if r.byte() != opI32Const {
+				return -1
+			}
+			off := uint32(r.s32())
+			if r.byte() != opEnd {
+				return -1
+			}
+			end = max(end, int64(off)+int64(len(r.bytes(r.u32()))))
+		case 1:
+			r.bytes(r.u32())
+		default:
+			return -1
+		}
+	}
+	if r.err != nil {
+		return -1
+	}
+	return end
+}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 )
 
 // Section ids.
@@ -51,6 +53,11 @@ type Options struct {
 	// offset, in increasing order without overlap, and the module has no
 	// data count section (so no instruction names a segment by index).
 	MergeDataGap int
+	// ExportGlobals, when set, exports every mutable global the module
+	// defines (the fuel counter included) as ExportGlobals followed by its
+	// index, so that a host can read and restore the module's whole state
+	// (with its memory: a post-init snapshot). It needs Interrupt.
+	ExportGlobals string
 }
 
 // Stats describes what Rewrite did.
@@ -60,6 +67,20 @@ type Stats struct {
 	// DataSegments and MergedSegments are the number of data segments
 	// before and after merging; ZeroFill is the number of gap bytes added.
 	DataSegments, MergedSegments, ZeroFill int
+	// Globals are the names of the exported mutable globals
+	// (Options.ExportGlobals).
+	Globals []string
+	// TableOrDropOps counts instructions that change state beyond memory
+	// and globals (table.set, table.grow, table.fill, table.copy,
+	// table.init, elem.drop, data.drop): a snapshot of memory and globals
+	// does not capture their effect.
+	TableOrDropOps int
+	// Start is set when the module has a start function.
+	Start bool
+	// DataEnd is the end of the last byte the (merged) active data
+	// segments write at instantiation, or -1 when that is not known (a
+	// segment at a computed offset or in another memory).
+	DataEnd int64
 }
 
 type section struct {
@@ -103,6 +124,9 @@ type rewriter struct {
 	opts Options
 	secs []section
 	code code
+	// exportGlobals are the indexes of the globals to export
+	// (Options.ExportGlobals).
+	exportGlobals []uint32
 }
 
 func (rw *rewriter) find(id byte) *section {
@@ -141,6 +165,9 @@ func (rw *rewriter) run(st *Stats) error {
 			s.payload, st.DataSegments, st.MergedSegments, st.ZeroFill = p, n, m, fill
 		}
 	}
+	if s := rw.find(secData); s != nil {
+		st.DataEnd = dataEnd(s.payload)
+	}
 	in := rw.opts.Interrupt
 	if in == nil {
 		return nil
@@ -174,14 +201,22 @@ func (rw *rewriter) run(st *Stats) error {
 
 	// The fuel global, appended after the module's own.
 	gs := rw.ensure(secGlobal)
-	ndefined, gp, err := rw.globals(gs.payload)
+	ndefined, gp, mutable, err := rw.globals(gs.payload)
 	if err != nil {
 		return err
+	}
+	if rw.opts.ExportGlobals != "" {
+		for _, i := range append(mutable, ndefined) { // and the fuel counter
+			rw.exportGlobals = append(rw.exportGlobals, globals+i)
+		}
 	}
 	gp = append(gp, 0x7f, 0x01, opI32Const)
 	gp = append(appendS32(gp, in.Fuel), opEnd)
 	gs.payload = append(appendU32(nil, ndefined+1), gp...)
 	rw.code.check = checkSequence(globals+ndefined, checkFn)
+	if len(rw.exportGlobals) > 0 {
+		rw.ensure(secExport) // after the last use of gs: ensure may move it
+	}
 
 	for i := range rw.secs {
 		s := &rw.secs[i]
@@ -190,6 +225,7 @@ func (rw *rewriter) run(st *Stats) error {
 		case secExport:
 			s.payload, err = rw.exports(s.payload)
 		case secStart:
+			st.Start = true
 			r := &reader{b: s.payload}
 			idx := r.u32()
 			s.payload, err = appendU32(nil, rw.code.fn(idx)), r.err
@@ -205,6 +241,10 @@ func (rw *rewriter) run(st *Stats) error {
 		}
 	}
 	st.Checks = rw.code.checks
+	st.TableOrDropOps = rw.code.stateOps
+	for _, g := range rw.exportGlobals {
+		st.Globals = append(st.Globals, rw.opts.ExportGlobals+strconv.FormatUint(uint64(g), 10))
+	}
 	return nil
 }
 
@@ -256,25 +296,29 @@ func (r *reader) limits() {
 }
 
 // globals rewrites the global section's entries (ref.func in initializers)
-// and returns their count and bytes, without the count.
-func (rw *rewriter) globals(p []byte) (uint32, []byte, error) {
+// and returns their count and bytes, without the count, and the indexes
+// (among the defined globals) of the mutable ones.
+func (rw *rewriter) globals(p []byte) (uint32, []byte, []uint32, error) {
 	r := &reader{b: p}
 	n := r.u32()
 	var out []byte
+	var mutable []uint32
 	for i := uint32(0); i < n && r.err == nil; i++ {
 		start := r.pos
 		r.valtype()
-		r.byte()
+		if r.byte() == 1 {
+			mutable = append(mutable, i)
+		}
 		out = append(out, p[start:r.pos]...)
 		out = rw.code.constExpr(r, out)
 	}
-	return n, out, errAt(r.err, "global section")
+	return n, out, mutable, errAt(r.err, "global section")
 }
 
 func (rw *rewriter) exports(p []byte) ([]byte, error) {
 	r := &reader{b: p}
 	n := r.u32()
-	out := appendU32(make([]byte, 0, len(p)+8), n)
+	out := appendU32(make([]byte, 0, len(p)+8), n+uint32(len(rw.exportGlobals)))
 	for i := uint32(0); i < n && r.err == nil; i++ {
 		name := r.name()
 		kind := r.byte()
@@ -282,7 +326,13 @@ func (rw *rewriter) exports(p []byte) ([]byte, error) {
 		if kind == 0x00 {
 			idx = rw.code.fn(idx)
 		}
+		if rw.opts.ExportGlobals != "" && strings.HasPrefix(name, rw.opts.ExportGlobals) {
+			return nil, fmt.Errorf("%w: it exports %q", ErrReserved, name)
+		}
 		out = appendU32(append(appendName(out, name), kind), idx)
+	}
+	for _, g := range rw.exportGlobals {
+		out = appendU32(append(appendName(out, rw.opts.ExportGlobals+strconv.FormatUint(uint64(g), 10)), 0x03), g)
 	}
 	return out, errAt(r.err, "export section")
 }

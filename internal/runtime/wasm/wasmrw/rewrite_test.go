@@ -286,3 +286,53 @@ func TestShiftRenumbersOnlyDefinedFunctions(t *testing.T) {
 		}
 	}
 }
+
+// TestExportGlobals: every mutable defined global and the fuel counter are
+// exported under the prefix (immutable ones are not), and a module that
+// already exports a name with the prefix is refused.
+func TestExportGlobals(t *testing.T) {
+	m := &wasmbin.Module{
+		Types: []wasmbin.FuncType{{}},
+		Funcs: []wasmbin.Func{{Type: 0, Body: wasmbin.Concat(wasmbin.I32Const(7), []byte{opGlobalSet, 1})}},
+		Globals: []wasmbin.Global{
+			{Type: i32, Init: wasmbin.I32Const(1)},
+			{Type: i32, Mutable: true, Init: wasmbin.I32Const(2)},
+		},
+		Exports: []wasmbin.Export{{Name: "set", Kind: wasmbin.KindFunc}},
+	}
+	opts := Options{Interrupt: testInterrupt, ExportGlobals: "g."}
+	out, st, err := Rewrite(m.Encode(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"g.1", "g.2"}; strings.Join(st.Globals, ",") != strings.Join(want, ",") || st.Start || st.TableOrDropOps != 0 {
+		t.Fatalf("stats %+v, want globals %v", st, want)
+	}
+	ctx := context.Background()
+	rt := wazero.NewRuntime(ctx)
+	defer rt.Close(ctx)
+	if _, err := rt.NewHostModuleBuilder(testInterrupt.Module).NewFunctionBuilder().
+		WithFunc(func() int32 { return 3 }).Export(testInterrupt.Name).Instantiate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mod, err := rt.Instantiate(ctx, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mod.ExportedFunction("set").Call(ctx); err != nil {
+		t.Fatal(err)
+	}
+	g, ok := mod.ExportedGlobal("g.1").(api.MutableGlobal)
+	if !ok || g.Get() != 7 {
+		t.Fatalf("g.1 = %v (mutable %v), want 7", mod.ExportedGlobal("g.1"), ok)
+	}
+	g.Set(9)
+	if fuel := mod.ExportedGlobal("g.2"); fuel == nil || fuel.Get() != 2 { // 3, minus set's entry
+		t.Fatalf("fuel global g.2 = %v, want 2", fuel)
+	}
+
+	m.Exports = append(m.Exports, wasmbin.Export{Name: "g.x", Kind: wasmbin.KindFunc})
+	if _, _, err := Rewrite(m.Encode(), opts); !errors.Is(err, ErrReserved) {
+		t.Fatalf("a module exporting g.x: %v, want ErrReserved", err)
+	}
+}

@@ -20,10 +20,15 @@ var (
 )
 
 func init() {
-	var b [8]byte
-	rand.Read(b[:])
-	id = hex.EncodeToString(b[:])
 	nimbus.HandleFunc(func(w http.ResponseWriter, r *http.Request) {
+		if id == "" {
+			// Drawn at the first request, not in init: init runs once per
+			// revision and node, and every further instance starts from
+			// the memory it left (docs/functions.md).
+			var b [8]byte
+			rand.Read(b[:])
+			id = hex.EncodeToString(b[:])
+		}
 		served++
 		n := served
 		for i := 0; i < 200000; i++ { // long enough for overlapping requests to collide
