@@ -108,6 +108,13 @@ func (r *Registry) DeploySpec(ctx context.Context, app string, spec model.Spec) 
 	if err != nil && !errors.Is(err, ErrAppNotFound) {
 		return nil, false, fmt.Errorf("deploy %s: %w", app, err)
 	}
+	if head != nil {
+		// Refuse before storing anything under another tenant's app;
+		// activate checks again under its compare-and-set.
+		if err := checkTenant(ctx, head); err != nil {
+			return nil, false, fmt.Errorf("deploy %s: %w", app, err)
+		}
+	}
 	if head != nil && head.Active == rev.ID {
 		active, err := r.revision(ctx, app, rev.ID)
 		if err != nil {
@@ -174,8 +181,11 @@ func (r *Registry) activate(ctx context.Context, app, id, reason string, mustExi
 		head, kvRev, err := r.head(ctx, app)
 		switch {
 		case errors.Is(err, ErrAppNotFound) && !mustExist:
-			head = &App{Name: app}
+			head = &App{Name: app, Tenant: model.TenantOr(model.TenantOf(ctx))}
 		case err != nil:
+			return false, err
+		}
+		if err := checkTenant(ctx, head); err != nil {
 			return false, err
 		}
 		if head.Active == id {
@@ -209,6 +219,17 @@ func (r *Registry) activate(ctx context.Context, app, id, reason string, mustExi
 		}
 	}
 	return false, fmt.Errorf("update app head: gave up after %d concurrent updates; retry", casAttempts)
+}
+
+// checkTenant refuses a change to head by a caller acting for another
+// tenant (model.WithTenant); a caller acting for every tenant passes. It
+// runs inside the compare-and-set loop, so two tenants racing to create
+// one app name cannot both win: the loser re-reads the head and is refused.
+func checkTenant(ctx context.Context, head *App) error {
+	if t := model.TenantOf(ctx); t != "" && head.TenantName() != t {
+		return &model.TenantError{App: head.Name, Tenant: head.TenantName(), Caller: t}
+	}
+	return nil
 }
 
 func backoff(ctx context.Context, attempt int) error {
@@ -474,7 +495,11 @@ func (r *Registry) Revisions(ctx context.Context, app string) ([]*model.Revision
 // Delete removes app and all its revisions. Artifacts stay in the artifact
 // store (other apps may share them).
 func (r *Registry) Delete(ctx context.Context, app string) error {
-	if _, err := r.App(ctx, app); err != nil {
+	head, err := r.App(ctx, app)
+	if err != nil {
+		return fmt.Errorf("delete: %w", err)
+	}
+	if err := checkTenant(ctx, head); err != nil {
 		return fmt.Errorf("delete: %w", err)
 	}
 	r.revs.Range(func(k, _ any) bool {
