@@ -77,6 +77,10 @@ func New(kv jetstream.KeyValue, artifacts ArtifactChecker) *Registry {
 const (
 	appPrefix = "apps."
 	revPrefix = "revisions."
+	// ownerPrefix keys the tenant a deleted app belonged to: its data
+	// (buckets, secrets, logs) outlives the delete, so its name stays with
+	// that tenant.
+	ownerPrefix = "owners."
 	// maxHistory bounds App.History so the head stays well under the NATS
 	// max payload (1 MiB) however often an app is deployed: 1000 items are
 	// about 130 KiB. The oldest items are dropped first.
@@ -88,6 +92,7 @@ const (
 )
 
 func appKey(app string) string     { return appPrefix + app }
+func ownerKey(app string) string   { return ownerPrefix + app }
 func revKey(app, id string) string { return revPrefix + app + "." + id }
 
 // Deploy makes fns the active revision of app, creating the app if needed.
@@ -108,12 +113,16 @@ func (r *Registry) DeploySpec(ctx context.Context, app string, spec model.Spec) 
 	if err != nil && !errors.Is(err, ErrAppNotFound) {
 		return nil, false, fmt.Errorf("deploy %s: %w", app, err)
 	}
-	if head != nil {
-		// Refuse before storing anything under another tenant's app;
-		// activate checks again under its compare-and-set.
-		if err := checkTenant(ctx, head); err != nil {
+	if head == nil {
+		// A deleted app's name stays with its tenant (its data does).
+		if head, err = r.newHead(ctx, app); err != nil {
 			return nil, false, fmt.Errorf("deploy %s: %w", app, err)
 		}
+	}
+	// Refuse before storing anything under another tenant's app;
+	// activate checks again under its compare-and-set.
+	if err := checkTenant(ctx, head); err != nil {
+		return nil, false, fmt.Errorf("deploy %s: %w", app, err)
 	}
 	if head != nil && head.Active == rev.ID {
 		active, err := r.revision(ctx, app, rev.ID)
@@ -181,7 +190,9 @@ func (r *Registry) activate(ctx context.Context, app, id, reason string, mustExi
 		head, kvRev, err := r.head(ctx, app)
 		switch {
 		case errors.Is(err, ErrAppNotFound) && !mustExist:
-			head = &App{Name: app, Tenant: model.TenantOr(model.TenantOf(ctx))}
+			if head, err = r.newHead(ctx, app); err != nil {
+				return false, err
+			}
 		case err != nil:
 			return false, err
 		}
@@ -219,6 +230,20 @@ func (r *Registry) activate(ctx context.Context, app, id, reason string, mustExi
 		}
 	}
 	return false, fmt.Errorf("update app head: gave up after %d concurrent updates; retry", casAttempts)
+}
+
+// newHead is the head of app before its first revision: owned by the
+// tenant it belonged to when it was deleted, if it was, else by the
+// caller's tenant (DefaultTenant for a node-wide caller).
+func (r *Registry) newHead(ctx context.Context, app string) (*App, error) {
+	e, err := r.kv.Get(ctx, ownerKey(app))
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return &App{Name: app, Tenant: model.TenantOr(model.TenantOf(ctx))}, nil
+	case err != nil:
+		return nil, fmt.Errorf("read the owner of %s: %w", app, err)
+	}
+	return &App{Name: app, Tenant: string(e.Value())}, nil
 }
 
 // checkTenant refuses a change to head by a caller acting for another
@@ -508,6 +533,13 @@ func (r *Registry) Delete(ctx context.Context, app string) error {
 		}
 		return true
 	})
+	// The name stays with its tenant: the app's buckets, secrets and logs
+	// outlive the delete, and another tenant deploying the name would
+	// inherit them. Written before the head goes, so no moment lets another
+	// tenant claim it.
+	if _, err := r.kv.Put(ctx, ownerKey(app), []byte(head.TenantName())); err != nil {
+		return fmt.Errorf("delete app %s: keep its owner: %w", app, err)
+	}
 	// The head goes first: routing stops as soon as it is gone.
 	if err := r.kv.Purge(ctx, appKey(app)); err != nil {
 		return fmt.Errorf("delete app %s: %w", app, err)

@@ -53,3 +53,39 @@ func TestTenantOwnsApp(t *testing.T) {
 		t.Fatalf("node-wide delete: %v", err)
 	}
 }
+
+// TestDeletedAppNameStaysWithItsTenant: a deleted app's buckets, secrets
+// and logs stay, so its name does too: another tenant cannot deploy it
+// (and inherit that data); its own tenant and a node-wide caller can, and
+// the app is its tenant's again.
+func TestDeletedAppNameStaysWithItsTenant(t *testing.T) {
+	e := newEnv(t)
+	a := model.WithTenant(context.Background(), "team-a")
+	b := model.WithTenant(context.Background(), "team-b")
+	if _, _, err := e.reg.Deploy(a, "shop", []model.Function{e.fn("f", "/a")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.reg.Delete(a, "shop"); err != nil {
+		t.Fatal(err)
+	}
+	var te *model.TenantError
+	if _, _, err := e.reg.Deploy(b, "shop", []model.Function{e.fn("f", "/b")}); !errors.As(err, &te) || te.Tenant != "team-a" {
+		t.Fatalf("deploy of a deleted app's name by team-b: %v, want a TenantError naming team-a", err)
+	}
+	if _, err := e.reg.App(context.Background(), "shop"); !errors.Is(err, ErrAppNotFound) {
+		t.Fatalf("the refused deploy created the app: %v", err)
+	}
+	// A node-wide caller deploys it back into team-a, not into default.
+	if _, _, err := e.reg.Deploy(context.Background(), "shop", []model.Function{e.fn("f", "/a")}); err != nil {
+		t.Fatal(err)
+	}
+	if app, err := e.reg.App(context.Background(), "shop"); err != nil || app.TenantName() != "team-a" {
+		t.Fatalf("redeployed app: %+v %v, want tenant team-a", app, err)
+	}
+	if err := e.reg.Delete(context.Background(), "shop"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.reg.Deploy(a, "shop", []model.Function{e.fn("f", "/a")}); err != nil {
+		t.Fatalf("its own tenant deploys it again: %v", err)
+	}
+}
