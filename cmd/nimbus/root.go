@@ -37,7 +37,7 @@ Start a server with an app, then talk to it from another terminal:`,
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print machine-readable JSON")
 	root.AddCommand(
 		newNew(g), newUp(g), newValidate(g), newDeploy(g), newLs(g), newRollback(g),
-		newInvoke(g), newInvocation(g), newWorkflow(g), newLogs(g), newKV(g), newPublish(g), newDLQ(g), newDelete(g), newToken(g), newSecret(g), newVersion(g),
+		newInvoke(g), newInvocation(g), newWorkflow(g), newLogs(g), newKV(g), newPublish(g), newDLQ(g), newDelete(g), newToken(g), newSecret(g), newAudit(g), newVersion(g),
 	)
 	return root
 }

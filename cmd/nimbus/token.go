@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/nimbus-dev/nimbus/internal/api"
+	"github.com/nimbus-dev/nimbus/internal/audit"
 	"github.com/nimbus-dev/nimbus/internal/client"
 	"github.com/nimbus-dev/nimbus/internal/security"
 	"github.com/nimbus-dev/nimbus/internal/server"
@@ -24,8 +25,9 @@ import (
 func newToken(g *globals) *cobra.Command {
 	var dataDir string
 	cmd := &cobra.Command{
-		Use:   "token",
-		Short: "Create, list and revoke API tokens",
+		Use:     "token",
+		Aliases: []string{"key", "keys", "tokens"},
+		Short:   "Create, list and revoke API tokens (keys), node-wide or of one tenant",
 		Long: `Manage the API tokens of a server. Tokens carry scopes: read (list, show,
 logs, kv get), invoke (invoke, publish, kv put/del, dlq replay), deploy
 (deploy, rollback, delete) and admin (everything, tokens included). The
@@ -36,11 +38,17 @@ Through the API these commands need an admin token. With --data DIR they
 work on that data directory instead, without a token: through the running
 node's local socket, or by opening the store if no node runs. That is how an
 operator who lost the admin token mints a new one; only the user who can
-reach the data directory can do it.`,
+reach the data directory can do it.
+
+'nimbus key' is the same command. A token made with --tenant T is a key of
+tenant T: it reaches only T's apps (an app belongs to the tenant whose key
+first deployed it), and everything else of another tenant answers 403. A
+tenant's admin key makes, lists and revokes keys of its own tenant only.`,
 		Example: `  nimbus token create ci --scope deploy,read --expires 90d
   nimbus token ls
   nimbus token revoke ci
-  nimbus token create --data examples/hello/.nimbus   # a new admin token, saved for the CLI`,
+  nimbus token create --data examples/hello/.nimbus   # a new admin token, saved for the CLI
+  nimbus key create shop-ci --tenant shop --scope deploy,read --expires 30d`,
 	}
 	cmd.PersistentFlags().StringVar(&dataDir, "data", "", "work on data directory `DIR` without a token (local access only)")
 	cmd.AddCommand(newTokenCreate(g, &dataDir), newTokenLs(g, &dataDir), newTokenRevoke(g, &dataDir))
@@ -49,7 +57,7 @@ reach the data directory can do it.`,
 
 func newTokenCreate(g *globals, dataDir *string) *cobra.Command {
 	var scopes []string
-	var expires string
+	var expires, tenant string
 	cmd := &cobra.Command{
 		Use:   "create [NAME]",
 		Short: "Create a token and print it once",
@@ -65,7 +73,7 @@ its server becomes the one the CLI talks to).`,
   nimbus token create --data /var/lib/nimbus`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req := api.CreateTokenRequest{Scopes: scopes, ExpiresIn: expires}
+			req := api.CreateTokenRequest{Scopes: scopes, ExpiresIn: expires, Tenant: tenant}
 			if len(args) == 1 {
 				req.Name = args[0]
 			}
@@ -104,7 +112,7 @@ its server becomes the one the CLI talks to).`,
 					SavedTo string `json:"saved_to,omitempty"`
 				}{created, saved})
 			}
-			fmt.Printf("created token %s (id %s) with scopes %s%s on %s:\n", created.Name, created.ID, joinScopes(created.Scopes), expiry(created.ExpiresAt), b.where)
+			fmt.Printf("created token %s (id %s, %s) with scopes %s%s on %s:\n", created.Name, created.ID, tenantOf(created.Tenant), joinScopes(created.Scopes), expiry(created.ExpiresAt), b.where)
 			fmt.Println(created.Token)
 			if saved != "" {
 				fmt.Printf("shown once; saved for the CLI in %s\n", saved)
@@ -116,6 +124,7 @@ its server becomes the one the CLI talks to).`,
 	}
 	cmd.Flags().StringSliceVar(&scopes, "scope", nil, "scopes: read, invoke, deploy, secrets, admin (repeat, or separate with commas)")
 	cmd.Flags().StringVar(&expires, "expires", "", "lifetime: 90m, 12h, 30d (default: never expires)")
+	cmd.Flags().StringVar(&tenant, "tenant", "", "bind the key to tenant `T`: it reaches only T's apps (default: node-wide, or your key's tenant)")
 	return cmd
 }
 
@@ -141,7 +150,7 @@ func newTokenLs(g *globals, dataDir *string) *cobra.Command {
 				return printJSON(os.Stdout, list)
 			}
 			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tNAME\tSCOPES\tCREATED\tEXPIRES\tCREATED BY")
+			fmt.Fprintln(tw, "ID\tNAME\tTENANT\tSCOPES\tCREATED\tEXPIRES\tCREATED BY")
 			for _, t := range list {
 				exp := "never"
 				if t.ExpiresAt != nil {
@@ -150,7 +159,7 @@ func newTokenLs(g *globals, dataDir *string) *cobra.Command {
 						exp += " (expired)"
 					}
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Name, joinScopes(t.Scopes), t.CreatedAt.Local().Format(time.DateTime), exp, dash(t.CreatedBy))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Name, tenantOf(t.Tenant), joinScopes(t.Scopes), t.CreatedAt.Local().Format(time.DateTime), exp, dash(t.CreatedBy))
 			}
 			return tw.Flush()
 		},
@@ -235,6 +244,17 @@ func openTokens(ctx context.Context, g *globals, dataDir string) (*tokenBackend,
 		return nil, err
 	}
 	tokens := security.NewTokens(st.Security())
+	alog, err := audit.Open(ctx, st.Committer())
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	// record appends what was done offline to the audit log, as the
+	// local socket would.
+	record := func(ctx context.Context, action, tenant, target, detail string) error {
+		_, err := alog.Append(ctx, audit.Entry{Actor: api.LocalIdentity.Name, Tenant: tenant, Action: action, Target: target, Outcome: audit.OutcomeOK, Detail: detail})
+		return err
+	}
 	return &tokenBackend{
 		create: func(ctx context.Context, req api.CreateTokenRequest) (*api.CreatedToken, error) {
 			scopes, err := security.ParseScopes(req.Scopes)
@@ -245,9 +265,12 @@ func openTokens(ctx context.Context, g *globals, dataDir string) (*tokenBackend,
 			if err != nil {
 				return nil, err
 			}
-			tok, info, err := tokens.Issue(ctx, security.TokenSpec{Name: req.Name, Scopes: scopes, TTL: ttl, CreatedBy: api.LocalIdentity.Name})
+			tok, info, err := tokens.Issue(ctx, security.TokenSpec{Name: req.Name, Scopes: scopes, TTL: ttl, CreatedBy: api.LocalIdentity.Name, Tenant: req.Tenant})
 			if err != nil {
 				return nil, err
+			}
+			if err := record(ctx, "key.create", info.Tenant, info.ID, "name "+info.Name+", scopes "+joinScopes(info.Scopes)); err != nil {
+				return nil, fmt.Errorf("key %s created, but not audited: %w", info.ID, err)
 			}
 			return &api.CreatedToken{Token: tok, TokenInfo: api.TokenInfo{TokenInfo: info}}, nil
 		},
@@ -263,6 +286,9 @@ func openTokens(ctx context.Context, g *globals, dataDir string) (*tokenBackend,
 			info, err := tokens.Revoke(ctx, ref)
 			if err != nil {
 				return nil, err
+			}
+			if err := record(ctx, "key.revoke", info.Tenant, info.ID, "name "+info.Name); err != nil {
+				return nil, fmt.Errorf("key %s revoked, but not audited: %w", info.ID, err)
 			}
 			return &api.TokenInfo{TokenInfo: info, Expired: info.Expired(time.Now())}, nil
 		},
@@ -317,6 +343,14 @@ func expiry(t *time.Time) string {
 		return ""
 	}
 	return ", expiring " + t.Local().Format(time.DateTime)
+}
+
+// tenantOf names a key's tenant, "*" for a node-wide key.
+func tenantOf(t string) string {
+	if t == "" {
+		return "*"
+	}
+	return t
 }
 
 func dash(s string) string {

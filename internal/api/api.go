@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/nimbus-dev/nimbus/internal/apierror"
+	"github.com/nimbus-dev/nimbus/internal/audit"
 	"github.com/nimbus-dev/nimbus/internal/gateway"
 	"github.com/nimbus-dev/nimbus/internal/guestlog"
 	"github.com/nimbus-dev/nimbus/internal/model"
@@ -54,16 +55,24 @@ type Authenticator interface {
 // MaxArtifactBytes caps one uploaded artifact.
 const MaxArtifactBytes = 256 << 20
 
-// Handler returns the API handler: /api/v1/... and /metrics.
-func Handler(p Platform, auth Authenticator, metrics *telemetry.Metrics, version string, logger *slog.Logger) http.Handler {
+// Handler returns the API handler: /api/v1/... and /metrics. Every route
+// says how it keeps tenants apart (Route.Tenancy) and the guard enforces
+// it; control-plane calls are recorded in the audit log when p is an
+// AuditPlatform.
+func Handler(p Platform, auth Authenticator, metrics *telemetry.Metrics, version string, logger *slog.Logger) *Mux {
 	if logger == nil {
 		logger = slog.Default()
 	}
 	a := &api{p: p, auth: auth, logger: logger, version: version, started: time.Now(),
 		calls: gateway.Invocations{Invoker: p, Async: p, Metrics: metrics, Logger: logger}}
-	mux := http.NewServeMux()
+	if ap, ok := p.(AuditPlatform); ok {
+		a.audit = ap.Audit()
+	}
+	m := &Mux{mux: http.NewServeMux()}
 	handle := func(pattern string, scope security.Scope, h func(http.ResponseWriter, *http.Request) error) {
-		mux.Handle(pattern, a.guard(scope, h))
+		rt := routeOf(pattern, scope)
+		m.routes = append(m.routes, rt)
+		m.mux.Handle(pattern, a.guard(rt, h))
 	}
 	handle("GET /api/v1/status", security.ScopeRead, a.status)
 	handle("HEAD /api/v1/artifacts/{sha}", security.ScopeDeploy, a.hasArtifact)
@@ -88,28 +97,36 @@ func Handler(p Platform, auth Authenticator, metrics *telemetry.Metrics, version
 	if sp, ok := p.(SecretsPlatform); ok {
 		secretRoutes(handle, sp.Secrets())
 	}
+	if a.audit != nil {
+		auditRoutes(handle, a.audit)
+	}
 	handle("POST /api/v1/apps/{app}/topics/{topic}/events", security.ScopeInvoke, func(w http.ResponseWriter, r *http.Request) error {
 		gateway.ServeEvents(w, r, a.p, r.PathValue("app"), r.PathValue("topic"))
 		return nil
 	})
-	mux.Handle("GET /metrics", metrics.Handler())
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	m.routes = append(m.routes, routeOf("GET /metrics", ""))
+	m.mux.Handle("GET /metrics", metrics.Handler())
+	m.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		apierror.Write(w, apierror.New(http.StatusNotFound, "not_found",
 			fmt.Sprintf("no API endpoint %s %s; see docs/api.md", r.Method, r.URL.Path)))
 	})
-	return mux
+	return m
 }
 
 type api struct {
 	p       Platform
 	auth    Authenticator
+	audit   AuditLog // nil: nothing is recorded
 	logger  *slog.Logger
 	version string
 	started time.Time
 	calls   gateway.Invocations // answers invoke
 }
 
-func (a *api) guard(scope security.Scope, h func(http.ResponseWriter, *http.Request) error) http.Handler {
+// guard authenticates a call, checks its scope and its tenant (rt.Tenancy),
+// runs h acting for the caller's tenant (model.WithTenant), and records
+// the call in the audit log when rt is audited.
+func (a *api) guard(rt Route, h func(http.ResponseWriter, *http.Request) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		token, ok := bearerToken(r.Header.Get("Authorization"))
 		if !ok {
@@ -122,18 +139,59 @@ func (a *api) guard(scope security.Scope, h func(http.ResponseWriter, *http.Requ
 			apierror.Write(w, err)
 			return
 		}
-		if !id.Allows(scope) {
-			w.Header().Set(HeaderRequiredScope, string(scope))
-			apierror.Write(w, apierror.New(http.StatusForbidden, "forbidden",
-				fmt.Sprintf("token %q lacks the %q scope needed for %s %s (an admin can create one: `nimbus token create NAME --scope %s`)", id.Name, scope, r.Method, r.URL.Path, scope)))
+		var note *auditNote
+		if rt.Audit != "" && a.audit != nil {
+			note = &auditNote{target: auditTarget(r), tenant: id.Tenant}
+			defer func() {
+				a.record(r.Context(), audit.Entry{Actor: Actor(id), Tenant: note.tenant, Action: rt.Audit,
+					Target: note.target, Outcome: note.outcome, Detail: note.detail})
+			}()
+		}
+		deny := func(err error) {
+			if note != nil {
+				note.outcome, note.detail = audit.OutcomeDenied, apierror.From(err).Code
+			}
+			apierror.Write(w, err)
+		}
+		if !id.Allows(rt.Scope) {
+			w.Header().Set(HeaderRequiredScope, string(rt.Scope))
+			deny(apierror.New(http.StatusForbidden, "forbidden",
+				fmt.Sprintf("token %q lacks the %q scope needed for %s %s (an admin can create one: `nimbus token create NAME --scope %s`)", id.Name, rt.Scope, r.Method, r.URL.Path, rt.Scope)))
 			return
 		}
-		r = r.WithContext(withIdentity(r.Context(), id))
-		if err := h(w, r); err != nil {
+		tenant, err := a.tenantOfTarget(r.Context(), rt, id, r)
+		if note != nil && tenant != "" {
+			note.tenant = tenant
+		}
+		if err != nil {
+			if apierror.Status(err) == http.StatusForbidden {
+				deny(err)
+				return
+			}
+			if note != nil {
+				note.outcome, note.detail = audit.OutcomeFailed, apierror.From(err).Code
+			}
+			apierror.Write(w, err)
+			return
+		}
+		ctx := model.WithTenant(withIdentity(r.Context(), id), id.Tenant)
+		if note != nil {
+			ctx = context.WithValue(ctx, auditNoteKey{}, note)
+		}
+		r = r.WithContext(ctx)
+		sw := &statusWriter{ResponseWriter: w}
+		err = h(sw, r)
+		if err != nil {
 			if apierror.Status(err) >= 500 {
 				a.logger.Error("api call failed", "method", r.Method, "path", r.URL.Path, "error", err)
 			}
-			apierror.Write(w, err)
+			apierror.Write(sw, err)
+		}
+		if note != nil {
+			note.outcome = outcomeOf(sw.status)
+			if err != nil {
+				note.detail = apierror.From(err).Code
+			}
 		}
 	})
 }
@@ -191,7 +249,7 @@ type Status struct {
 }
 
 func (a *api) status(w http.ResponseWriter, r *http.Request) error {
-	apps, err := a.p.Registry().Apps(r.Context())
+	apps, err := a.reachableApps(r.Context())
 	if err != nil {
 		return err
 	}
@@ -253,7 +311,9 @@ func (a *api) putArtifact(w http.ResponseWriter, r *http.Request) error {
 
 // AppSummary is one row of GET /api/v1/apps.
 type AppSummary struct {
-	Name      string               `json:"name"`
+	Name string `json:"name"`
+	// Tenant owns the app.
+	Tenant    string               `json:"tenant"`
 	Active    string               `json:"active"`
 	UpdatedAt time.Time            `json:"updated_at"`
 	Revisions int                  `json:"revisions"`
@@ -268,7 +328,7 @@ type Instances struct {
 }
 
 func (a *api) summary(ctx context.Context, app *registry.App) (AppSummary, error) {
-	s := AppSummary{Name: app.Name, Active: app.Active, UpdatedAt: app.UpdatedAt, Instances: map[string]Instances{}}
+	s := AppSummary{Name: app.Name, Tenant: app.TenantName(), Active: app.Active, UpdatedAt: app.UpdatedAt, Instances: map[string]Instances{}}
 	revs, err := a.p.Registry().Revisions(ctx, app.Name)
 	if err != nil {
 		return s, err
@@ -288,8 +348,25 @@ func (a *api) summary(ctx context.Context, app *registry.App) (AppSummary, error
 	return s, nil
 }
 
+// reachableApps lists the apps the caller's key reaches: its tenant's, or
+// every app for a node-wide key.
+func (a *api) reachableApps(ctx context.Context) ([]*registry.App, error) {
+	apps, err := a.p.Registry().Apps(ctx)
+	if err != nil {
+		return nil, err
+	}
+	id := identity(ctx)
+	out := apps[:0]
+	for _, app := range apps {
+		if id == nil || id.Reaches(app.Tenant) {
+			out = append(out, app)
+		}
+	}
+	return out, nil
+}
+
 func (a *api) listApps(w http.ResponseWriter, r *http.Request) error {
-	apps, err := a.p.Registry().Apps(r.Context())
+	apps, err := a.reachableApps(r.Context())
 	if err != nil {
 		return err
 	}
@@ -352,7 +429,15 @@ func (a *api) deploy(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	a.logger.Info("deploy", "app", app, "revision", rev.ID, "changed", changed)
+	noteAudit(r.Context(), "", deployDetail(rev.ID, changed), "")
 	return writeJSON(w, http.StatusOK, DeployResult{App: app, Revision: rev, Changed: changed})
+}
+
+func deployDetail(rev string, changed bool) string {
+	if !changed {
+		return "revision " + rev + " (already active)"
+	}
+	return "revision " + rev
 }
 
 func (a *api) revisions(w http.ResponseWriter, r *http.Request) error {
@@ -382,6 +467,7 @@ func (a *api) rollback(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	a.logger.Info("rollback", "app", app, "revision", rev.ID)
+	noteAudit(r.Context(), "", "revision "+rev.ID, "")
 	return writeJSON(w, http.StatusOK, DeployResult{App: app, Revision: rev, Changed: true})
 }
 

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/nimbus-dev/nimbus/internal/apierror"
+	"github.com/nimbus-dev/nimbus/internal/audit"
 	"github.com/nimbus-dev/nimbus/internal/security"
 )
 
@@ -20,7 +22,7 @@ type TokenManager interface {
 	Authenticator
 	Issue(ctx context.Context, spec security.TokenSpec) (string, security.TokenInfo, error)
 	List(ctx context.Context) ([]security.TokenInfo, error)
-	Revoke(ctx context.Context, ref string) (security.TokenInfo, error)
+	RevokeIn(ctx context.Context, tenant, ref string) (security.TokenInfo, error)
 }
 
 var _ TokenManager = (*security.Tokens)(nil)
@@ -36,6 +38,10 @@ type CreateTokenRequest struct {
 	// ExpiresIn is the token's lifetime: a Go duration (720h, 90m) or a
 	// number of days (30d); empty: it never expires.
 	ExpiresIn string `json:"expires_in,omitempty"`
+	// Tenant binds the token to one tenant's apps (a key of that
+	// tenant); empty: node-wide, or the caller's tenant when the caller's
+	// own key is bound to one (it can make keys of its tenant only).
+	Tenant string `json:"tenant,omitempty"`
 }
 
 // CreatedToken is the answer of POST /api/v1/tokens: the only time the
@@ -71,10 +77,16 @@ func withIdentity(ctx context.Context, id *security.Identity) context.Context {
 }
 
 func identityOf(ctx context.Context) string {
-	if id, ok := ctx.Value(identityKey{}).(*security.Identity); ok && id != nil {
+	if id := identity(ctx); id != nil {
 		return id.Name
 	}
 	return ""
+}
+
+// identity is who made the call; nil outside the guard.
+func identity(ctx context.Context) *security.Identity {
+	id, _ := ctx.Value(identityKey{}).(*security.Identity)
+	return id
 }
 
 // bearerToken reads "Authorization: Bearer <token>"; the scheme is
@@ -112,10 +124,19 @@ func (t tokenAPI) create(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return apierror.New(http.StatusBadRequest, "invalid_token_request", err.Error())
 	}
-	tok, info, err := t.tm.Issue(r.Context(), security.TokenSpec{Name: req.Name, Scopes: scopes, TTL: ttl, CreatedBy: identityOf(r.Context())})
+	tenant := req.Tenant
+	if caller := identity(r.Context()); caller != nil && !caller.NodeWide() {
+		if tenant != "" && tenant != caller.Tenant {
+			return apierror.New(http.StatusForbidden, "wrong_tenant",
+				fmt.Sprintf("key %q of tenant %s can make keys of its own tenant only, not of %s; a node-wide admin key can", caller.Name, caller.Tenant, tenant))
+		}
+		tenant = caller.Tenant
+	}
+	tok, info, err := t.tm.Issue(r.Context(), security.TokenSpec{Name: req.Name, Scopes: scopes, TTL: ttl, CreatedBy: identityOf(r.Context()), Tenant: tenant})
 	if err != nil {
 		return tokenError(err)
 	}
+	noteAudit(r.Context(), info.ID, "name "+info.Name+", scopes "+scopeList(info.Scopes), tenant)
 	return writeJSON(w, http.StatusCreated, CreatedToken{Token: tok, TokenInfo: TokenInfo{TokenInfo: info}})
 }
 
@@ -125,19 +146,40 @@ func (t tokenAPI) list(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	now := time.Now()
-	out := make([]TokenInfo, len(all))
-	for i, info := range all {
-		out[i] = TokenInfo{TokenInfo: info, Expired: info.Expired(now)}
+	out := make([]TokenInfo, 0, len(all))
+	caller := identity(r.Context())
+	for _, info := range all {
+		if caller != nil && !caller.NodeWide() && info.Tenant != caller.Tenant {
+			continue
+		}
+		out = append(out, TokenInfo{TokenInfo: info, Expired: info.Expired(now)})
 	}
 	return writeJSON(w, http.StatusOK, out)
 }
 
 func (t tokenAPI) revoke(w http.ResponseWriter, r *http.Request) error {
-	info, err := t.tm.Revoke(r.Context(), r.PathValue("ref"))
+	tenant := ""
+	if caller := identity(r.Context()); caller != nil {
+		tenant = caller.Tenant
+	}
+	info, err := t.tm.RevokeIn(r.Context(), tenant, r.PathValue("ref"))
 	if err != nil {
 		return tokenError(err)
 	}
+	noteAudit(r.Context(), info.ID, "name "+info.Name, info.Tenant)
 	return writeJSON(w, http.StatusOK, TokenInfo{TokenInfo: info, Expired: info.Expired(time.Now())})
+}
+
+func scopeList(s []security.Scope) string {
+	return strings.Join(scopeStrings(s), ",")
+}
+
+func scopeStrings(s []security.Scope) []string {
+	out := make([]string, len(s))
+	for i, v := range s {
+		out[i] = string(v)
+	}
+	return out
 }
 
 // tokenError maps token management errors to API errors.
@@ -177,13 +219,30 @@ func ParseTTL(s string) (time.Duration, error) {
 // node), as LocalIdentity and without a bearer token: it is how an operator
 // who lost the admin token mints a new one (`nimbus token create --data
 // DIR`). GET /local/v1/info says where the node's API listens.
-func LocalHandler(tm TokenManager, info LocalInfo) http.Handler {
+//
+// Calls of audited routes (key.create, key.revoke) are recorded in log,
+// when not nil, with the actor "local".
+func LocalHandler(tm TokenManager, info LocalInfo, log AuditLog) http.Handler {
 	mux := http.NewServeMux()
+	a := &api{audit: log, logger: slog.Default()}
 	local := func(pattern string, _ security.Scope, h func(http.ResponseWriter, *http.Request) error) {
+		action := auditActions[pattern]
 		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 			id := LocalIdentity
-			if err := h(w, r.WithContext(withIdentity(r.Context(), &id))); err != nil {
-				apierror.Write(w, err)
+			ctx := withIdentity(r.Context(), &id)
+			note := &auditNote{target: auditTarget(r)}
+			if action != "" {
+				ctx = context.WithValue(ctx, auditNoteKey{}, note)
+			}
+			sw := &statusWriter{ResponseWriter: w}
+			err := h(sw, r.WithContext(ctx))
+			if err != nil {
+				apierror.Write(sw, err)
+				note.detail = apierror.From(err).Code
+			}
+			if action != "" {
+				a.record(ctx, audit.Entry{Actor: Actor(&id), Tenant: note.tenant, Action: action,
+					Target: note.target, Outcome: outcomeOf(sw.status), Detail: note.detail})
 			}
 		})
 	}

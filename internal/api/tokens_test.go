@@ -157,7 +157,7 @@ func TestTokenRequestsRefused(t *testing.T) {
 // tokens as created by "local".
 func TestLocalHandler(t *testing.T) {
 	_, tokens, _ := tokenServer(t)
-	srv := httptest.NewServer(api.LocalHandler(tokens, api.LocalInfo{APIURL: "http://127.0.0.1:1", Version: "test"}))
+	srv := httptest.NewServer(api.LocalHandler(tokens, api.LocalInfo{APIURL: "http://127.0.0.1:1", Version: "test"}, nil))
 	t.Cleanup(srv.Close)
 	a := call(t, srv.URL, "", "POST", "/api/v1/tokens", `{"name": "rescue", "scopes": ["admin"]}`)
 	var created api.CreatedToken

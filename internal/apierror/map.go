@@ -115,6 +115,10 @@ var rules = []rule{
 	{match: backpressure(events.LimitLag), status: http.StatusTooManyRequests, code: "events_backlog", header: backpressureRetry},
 	{match: backpressure(events.LimitWindow), status: http.StatusServiceUnavailable, code: "events_overloaded", header: backpressureRetry},
 
+	// A key of one tenant asking for another tenant's app (before the
+	// rollback rule: a wrong-tenant rollback is this, not a failed one).
+	{match: as[*model.TenantError](), status: http.StatusForbidden, code: "wrong_tenant"},
+
 	// A rollback the registry refused, whatever the cause (before
 	// ErrInvalid: a malformed revision id is a failed rollback).
 	{match: as[*registry.RollbackError](), status: http.StatusConflict, code: "rollback_failed"},

@@ -84,6 +84,8 @@ func TestFrom(t *testing.T) {
 		// A spec conflicting with itself is invalid (the server marks it so).
 		{errors.Join(model.ErrInvalid, &model.ConflictError{}), 400, "invalid_revision", nil},
 		{wrap(store.ErrNotFound), 400, "artifact_missing", nil},
+		{&registry.RollbackError{Err: fmt.Errorf("rollback shop: %w", &model.TenantError{App: "shop", Tenant: "a", Caller: "b"})}, 403, "wrong_tenant", nil},
+		{fmt.Errorf("delete: %w", &model.TenantError{App: "shop", Tenant: "a", Caller: "b"}), 403, "wrong_tenant", nil},
 		{&registry.RollbackError{Err: registry.ErrNoPreviousRevision}, 409, "rollback_failed", nil},
 		{&registry.RollbackError{Err: wrap(model.ErrInvalid)}, 409, "rollback_failed", nil},
 		{&registry.RollbackError{Err: wrap(registry.ErrRevisionNotFound)}, 404, "revision_not_found", nil},

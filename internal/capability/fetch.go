@@ -292,6 +292,7 @@ func (s *FetchService) fetchError(ctx context.Context, call *Caller, t target, t
 			call.log("warn", fmt.Sprintf("nimbus.fetch %s: %s", t, be.Error()))
 			s.logger.Warn("fetch blocked by the network guard", "app", call.App, "function", call.Function,
 				"invocation", call.InvocationID, "host", be.Host, "addr", be.Addr.String(), "reason", be.Reason)
+			s.denied(Denial{App: call.App, Function: call.Function, Invocation: call.InvocationID, Kind: "egress", What: be.Host})
 		}
 		return fail(op, ErrBlocked, be)
 	case errors.Is(err, ErrDenied):

@@ -35,6 +35,21 @@ type Config struct {
 	Secrets SecretStore
 	// Registerer receives the services' metrics. Optional: default none.
 	Registerer prometheus.Registerer
+	// OnDenied is told of the first denial of each grant in an
+	// invocation, and of the first address the network guard blocks for
+	// each host (the node's audit log records them). It must not block.
+	// Optional.
+	OnDenied func(Denial)
+}
+
+// Denial is a refusal of a function's call, for the audit log.
+type Denial struct {
+	App, Function, Invocation string
+	// Kind is "capability" (no grant) or "egress" (the network guard).
+	Kind string
+	// What is the grant missing ("kv:orders", "http:api.example.com") or
+	// the host blocked; never a URL's path, a header or a value.
+	What string
 }
 
 // Services are the capability services of a node. They are immutable and
@@ -50,7 +65,7 @@ type Services struct {
 
 // New returns the services configured by cfg.
 func New(cfg Config) *Services {
-	g := &guard{logger: cfg.Logger}
+	g := &guard{logger: cfg.Logger, onDenied: cfg.OnDenied}
 	if g.logger == nil {
 		g.logger = slog.New(slog.DiscardHandler)
 	}
@@ -70,7 +85,14 @@ func New(cfg Config) *Services {
 
 // guard is where every service checks grants.
 type guard struct {
-	logger *slog.Logger
+	logger   *slog.Logger
+	onDenied func(Denial) // nil: nobody is told
+}
+
+func (g *guard) denied(d Denial) {
+	if g.onDenied != nil {
+		g.onDenied(d)
+	}
 }
 
 // check is the one place a grant is checked: it returns nil when call may
@@ -96,6 +118,7 @@ func (g *guard) check(call *Caller, op string, need Grant) error {
 		call.log("warn", err.Error())
 		g.logger.Warn("host function denied", "app", call.App, "function", call.Function, "capability", need.String(),
 			"host_function", op, "invocation", call.InvocationID)
+		g.denied(Denial{App: call.App, Function: call.Function, Invocation: call.InvocationID, Kind: "capability", What: need.String()})
 	}
 	return err
 }

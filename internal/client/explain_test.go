@@ -111,7 +111,7 @@ func TestLocalClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewUnstartedServer(api.LocalHandler(tokens, api.LocalInfo{APIURL: "http://127.0.0.1:1"}))
+	srv := httptest.NewUnstartedServer(api.LocalHandler(tokens, api.LocalInfo{APIURL: "http://127.0.0.1:1"}, nil))
 	srv.Listener = ln
 	srv.Start()
 	t.Cleanup(srv.Close)

@@ -77,6 +77,10 @@ func New(kv jetstream.KeyValue, artifacts ArtifactChecker) *Registry {
 const (
 	appPrefix = "apps."
 	revPrefix = "revisions."
+	// ownerPrefix keys the tenant a deleted app belonged to: its data
+	// (buckets, secrets, logs) outlives the delete, so its name stays with
+	// that tenant.
+	ownerPrefix = "owners."
 	// maxHistory bounds App.History so the head stays well under the NATS
 	// max payload (1 MiB) however often an app is deployed: 1000 items are
 	// about 130 KiB. The oldest items are dropped first.
@@ -88,6 +92,7 @@ const (
 )
 
 func appKey(app string) string     { return appPrefix + app }
+func ownerKey(app string) string   { return ownerPrefix + app }
 func revKey(app, id string) string { return revPrefix + app + "." + id }
 
 // Deploy makes fns the active revision of app, creating the app if needed.
@@ -106,6 +111,17 @@ func (r *Registry) DeploySpec(ctx context.Context, app string, spec model.Spec) 
 	}
 	head, _, err := r.head(ctx, app)
 	if err != nil && !errors.Is(err, ErrAppNotFound) {
+		return nil, false, fmt.Errorf("deploy %s: %w", app, err)
+	}
+	if head == nil {
+		// A deleted app's name stays with its tenant (its data does).
+		if head, err = r.newHead(ctx, app); err != nil {
+			return nil, false, fmt.Errorf("deploy %s: %w", app, err)
+		}
+	}
+	// Refuse before storing anything under another tenant's app;
+	// activate checks again under its compare-and-set.
+	if err := checkTenant(ctx, head); err != nil {
 		return nil, false, fmt.Errorf("deploy %s: %w", app, err)
 	}
 	if head != nil && head.Active == rev.ID {
@@ -174,8 +190,13 @@ func (r *Registry) activate(ctx context.Context, app, id, reason string, mustExi
 		head, kvRev, err := r.head(ctx, app)
 		switch {
 		case errors.Is(err, ErrAppNotFound) && !mustExist:
-			head = &App{Name: app}
+			if head, err = r.newHead(ctx, app); err != nil {
+				return false, err
+			}
 		case err != nil:
+			return false, err
+		}
+		if err := checkTenant(ctx, head); err != nil {
 			return false, err
 		}
 		if head.Active == id {
@@ -209,6 +230,31 @@ func (r *Registry) activate(ctx context.Context, app, id, reason string, mustExi
 		}
 	}
 	return false, fmt.Errorf("update app head: gave up after %d concurrent updates; retry", casAttempts)
+}
+
+// newHead is the head of app before its first revision: owned by the
+// tenant it belonged to when it was deleted, if it was, else by the
+// caller's tenant (DefaultTenant for a node-wide caller).
+func (r *Registry) newHead(ctx context.Context, app string) (*App, error) {
+	e, err := r.kv.Get(ctx, ownerKey(app))
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return &App{Name: app, Tenant: model.TenantOr(model.TenantOf(ctx))}, nil
+	case err != nil:
+		return nil, fmt.Errorf("read the owner of %s: %w", app, err)
+	}
+	return &App{Name: app, Tenant: string(e.Value())}, nil
+}
+
+// checkTenant refuses a change to head by a caller acting for another
+// tenant (model.WithTenant); a caller acting for every tenant passes. It
+// runs inside the compare-and-set loop, so two tenants racing to create
+// one app name cannot both win: the loser re-reads the head and is refused.
+func checkTenant(ctx context.Context, head *App) error {
+	if t := model.TenantOf(ctx); t != "" && head.TenantName() != t {
+		return &model.TenantError{App: head.Name, Tenant: head.TenantName(), Caller: t}
+	}
+	return nil
 }
 
 func backoff(ctx context.Context, attempt int) error {
@@ -474,7 +520,11 @@ func (r *Registry) Revisions(ctx context.Context, app string) ([]*model.Revision
 // Delete removes app and all its revisions. Artifacts stay in the artifact
 // store (other apps may share them).
 func (r *Registry) Delete(ctx context.Context, app string) error {
-	if _, err := r.App(ctx, app); err != nil {
+	head, err := r.App(ctx, app)
+	if err != nil {
+		return fmt.Errorf("delete: %w", err)
+	}
+	if err := checkTenant(ctx, head); err != nil {
 		return fmt.Errorf("delete: %w", err)
 	}
 	r.revs.Range(func(k, _ any) bool {
@@ -483,6 +533,13 @@ func (r *Registry) Delete(ctx context.Context, app string) error {
 		}
 		return true
 	})
+	// The name stays with its tenant: the app's buckets, secrets and logs
+	// outlive the delete, and another tenant deploying the name would
+	// inherit them. Written before the head goes, so no moment lets another
+	// tenant claim it.
+	if _, err := r.kv.Put(ctx, ownerKey(app), []byte(head.TenantName())); err != nil {
+		return fmt.Errorf("delete app %s: keep its owner: %w", app, err)
+	}
 	// The head goes first: routing stops as soon as it is gone.
 	if err := r.kv.Purge(ctx, appKey(app)); err != nil {
 		return fmt.Errorf("delete app %s: %w", app, err)

@@ -4,7 +4,9 @@
 // random bytes, shown to the user once ("nmb_" + base64url) and stored only
 // as its sha256, in the security KV bucket, with its name, the scopes it
 // carries (read, invoke, deploy, secrets, admin; admin implies the others) and an
-// optional expiry. A token's public id is the first 12 hex digits of that
+// optional expiry, and optionally a tenant: a token bound to a tenant is a
+// key of that tenant and reaches only its apps (Identity.Reaches); one bound
+// to none is node-wide. A token's public id is the first 12 hex digits of that
 // hash: listings show ids, never secrets. The first start of a server
 // creates an admin token; every control-plane API call must present a token
 // ("Authorization: Bearer nmb_..."). Tokens are never logged.

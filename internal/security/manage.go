@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nimbus-dev/nimbus/internal/model"
 )
 
 // Errors of token management.
@@ -65,6 +67,9 @@ type TokenSpec struct {
 	TTL time.Duration
 	// CreatedBy names who issued it.
 	CreatedBy string
+	// Tenant binds the token to one tenant (a name under model's name
+	// rule); empty: node-wide.
+	Tenant string
 }
 
 // TokenInfo describes a stored token; it never holds the secret.
@@ -97,8 +102,11 @@ func (t *Tokens) Issue(ctx context.Context, spec TokenSpec) (string, TokenInfo, 
 	if spec.TTL < 0 || spec.TTL > MaxTTL {
 		return "", TokenInfo{}, fmt.Errorf("%w: lifetime %s: use a positive duration up to 10 years, or none for a token that does not expire", ErrInvalid, spec.TTL)
 	}
+	if spec.Tenant != "" && !model.ValidName(spec.Tenant) {
+		return "", TokenInfo{}, fmt.Errorf("%w: tenant %q: use %s", ErrInvalid, spec.Tenant, model.NameRule)
+	}
 	now := time.Now().UTC()
-	id := Identity{Name: spec.Name, Scopes: scopes, CreatedAt: now, CreatedBy: spec.CreatedBy}
+	id := Identity{Name: spec.Name, Scopes: scopes, CreatedAt: now, CreatedBy: spec.CreatedBy, Tenant: spec.Tenant}
 	if spec.TTL > 0 {
 		exp := now.Add(spec.TTL)
 		id.ExpiresAt = &exp
@@ -163,12 +171,21 @@ func idOfKey(key string) string {
 // Tokens on the store as soon as their Watch sees the deletion. Errors wrap
 // ErrTokenNotFound or ErrAmbiguous.
 func (t *Tokens) Revoke(ctx context.Context, ref string) (TokenInfo, error) {
+	return t.RevokeIn(ctx, "", ref)
+}
+
+// RevokeIn is Revoke among the tokens of tenant only (its keys); "" means
+// among every token. A token of another tenant is not found.
+func (t *Tokens) RevokeIn(ctx context.Context, tenant, ref string) (TokenInfo, error) {
 	all, err := t.List(ctx)
 	if err != nil {
 		return TokenInfo{}, err
 	}
 	var byID, byName []TokenInfo
 	for _, tok := range all {
+		if tenant != "" && tok.Tenant != tenant {
+			continue
+		}
 		if len(ref) >= 6 && strings.HasPrefix(tok.ID, strings.ToLower(ref)) {
 			byID = append(byID, tok)
 		}

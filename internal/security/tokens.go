@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nimbus-dev/nimbus/internal/model"
 )
 
 // ErrUnauthorized means a token is missing, malformed, unknown (never
@@ -48,6 +50,22 @@ type Identity struct {
 	// CreatedBy names the identity that issued the token ("local" for one
 	// minted from the data directory); empty for the first admin token.
 	CreatedBy string `json:"created_by,omitempty"`
+	// Tenant binds the token to one tenant's apps (a key of that tenant);
+	// empty: node-wide, every tenant's apps and the node itself (the
+	// first admin token, and every token made before tenants existed).
+	Tenant string `json:"tenant,omitempty"`
+	// ID is the token's public id (TokenInfo.ID), filled by Verify for
+	// audit records; not stored.
+	ID string `json:"-"`
+}
+
+// NodeWide reports whether the identity is bound to no tenant.
+func (id *Identity) NodeWide() bool { return id.Tenant == "" }
+
+// Reaches reports whether the identity may act on the apps of tenant t:
+// a node-wide identity reaches every tenant, a tenant's key only its own.
+func (id *Identity) Reaches(t string) bool {
+	return id.Tenant == "" || id.Tenant == model.TenantOr(t)
 }
 
 // Allows reports whether the identity holds scope s.
@@ -157,6 +175,7 @@ func (t *Tokens) Verify(ctx context.Context, token string) (*Identity, error) {
 		if err := json.Unmarshal(e.Value(), id); err != nil {
 			return nil, fmt.Errorf("token record: %w", err)
 		}
+		id.ID = idOfKey(key)
 		// Cache only if no token record changed while we read: a change
 		// seen by Watch during the read could be this token's revocation,
 		// and the answer read before it must not outlive it.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nimbus-dev/nimbus/internal/audit"
 	"github.com/nimbus-dev/nimbus/internal/capability/captest"
 	"github.com/nimbus-dev/nimbus/internal/guestlog"
 	"github.com/nimbus-dev/nimbus/internal/guesttest"
@@ -160,5 +162,37 @@ func TestEgressWithSecretNeverLeaks(t *testing.T) {
 	}
 	if conns, n := canary.Reached(); conns != 0 || n != 0 {
 		t.Errorf("the canary received %d connections, %d bytes", conns, n)
+	}
+	// The audit log holds the secret operations (names only), the
+	// ungranted call and the blocked one, and its chain verifies.
+	ctx := context.Background()
+	poll(t, "the function's denials in the audit log", func() error {
+		entries, err := srv.Audit().List(ctx, audit.Filter{})
+		if err != nil {
+			return err
+		}
+		got := map[string]bool{}
+		for _, e := range entries {
+			got[e.Action+" "+e.Target+" "+e.Outcome] = true
+			for _, s := range secrets {
+				if strings.Contains(fmt.Sprint(e), s) {
+					t.Fatalf("audit entry %d holds a secret value", e.Seq)
+				}
+			}
+		}
+		for _, want := range []string{"secret.set shop/STRIPE_KEY ok", "secret.rm shop/STRIPE_KEY ok", "egress.blocked 127.0.0.1 denied"} {
+			if !got[want] {
+				return fmt.Errorf("no entry %q in %v", want, got)
+			}
+		}
+		for k := range got {
+			if strings.HasPrefix(k, "capability.denied http:") {
+				return nil
+			}
+		}
+		return fmt.Errorf("no capability.denied entry in %v", got)
+	})
+	if rep, err := srv.Audit().Verify(ctx); err != nil || !rep.OK() {
+		t.Fatalf("audit verify: %+v %v", rep, err)
 	}
 }

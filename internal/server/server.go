@@ -16,6 +16,7 @@ import (
 
 	"github.com/nimbus-dev/nimbus/internal/api"
 	"github.com/nimbus-dev/nimbus/internal/apierror"
+	"github.com/nimbus-dev/nimbus/internal/audit"
 	"github.com/nimbus-dev/nimbus/internal/capability"
 	"github.com/nimbus-dev/nimbus/internal/events"
 	"github.com/nimbus-dev/nimbus/internal/gateway"
@@ -118,6 +119,8 @@ type Server struct {
 	reg     *registry.Registry
 	tokens  *security.Tokens
 	secrets *security.Secrets
+	audit   *audit.Log
+	denials *auditDenials // function denials -> audit
 	caps    *capability.Services
 	buckets *state.Buckets
 	events  *events.Log
@@ -206,9 +209,14 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		}
 		cfg.Logger.Info("secrets: data keys rewrapped with the current master key; the previous key files may now be removed", "rewrapped", n)
 	}
+	s.audit, err = audit.Open(ctx, s.store.Committer())
+	if err != nil {
+		return nil, err
+	}
+	s.denials = newAuditDenials(s, s.audit)
 	// One set of capability services for every runtime: the wasm host
 	// functions and the processes' platform API check the same grants.
-	s.caps = capability.New(capability.Config{Logger: cfg.Logger, KV: s.buckets, Publisher: s, Workflows: s.wf, Secrets: s.secrets,
+	s.caps = capability.New(capability.Config{Logger: cfg.Logger, KV: s.buckets, Publisher: s, Workflows: s.wf, Secrets: s.secrets, OnDenied: s.denials.OnDenied,
 		Registerer: s.metrics.Registry(), Egress: capability.EgressConfig{AllowCIDRs: cfg.EgressAllowCIDRs, Resolver: cfg.EgressResolver}})
 	s.rts = runtime.Set{}
 	wasmRT, err := wasm.New(ctx, wasm.Config{CacheDir: cfg.CacheDir, Logger: cfg.Logger,
@@ -299,7 +307,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.gatewaySrv = newHTTPServer(bodies.Handler(s.gw), cfg.Logger)
 	s.apiSrv = newHTTPServer(bodies.Handler(api.Handler(s, s.tokens, s.metrics, cfg.Version, cfg.Logger)), cfg.Logger)
 
-	local, lerr := openLocal(cfg.DataDir, api.LocalHandler(s.tokens, api.LocalInfo{APIURL: s.APIURL(), Version: cfg.Version}), cfg.Logger)
+	local, lerr := openLocal(cfg.DataDir, api.LocalHandler(s.tokens, api.LocalInfo{APIURL: s.APIURL(), Version: cfg.Version}, s.audit), cfg.Logger)
 	if lerr != nil {
 		cfg.Logger.Warn("no local socket: `nimbus token create --data` needs this node stopped", "error", lerr)
 	}
@@ -431,6 +439,9 @@ func (s *Server) Close(ctx context.Context) error {
 	}
 	if err := s.rts.Close(ctx); err != nil {
 		errs = append(errs, err)
+	}
+	if s.denials != nil {
+		s.denials.close() // no guest runs now: record what is queued
 	}
 	if s.store != nil {
 		if err := s.store.Close(); err != nil {
