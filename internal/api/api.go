@@ -81,6 +81,8 @@ func Handler(p Platform, auth Authenticator, metrics *telemetry.Metrics, version
 	handle("POST /api/v1/apps/{app}/workflows/{workflow}/runs", security.ScopeInvoke, a.startRun)
 	handle("GET /api/v1/apps/{app}/runs", security.ScopeRead, a.listRuns)
 	handle("GET /api/v1/apps/{app}/runs/{id}", security.ScopeRead, a.getRun)
+	handle("POST /api/v1/apps/{app}/runs/{id}/signals/{name}", security.ScopeInvoke, a.signalRun)
+	handle("POST /api/v1/apps/{app}/runs/{id}/cancel", security.ScopeInvoke, a.cancelRun)
 	a.dlqRoutes(handle)
 	if tm, ok := auth.(TokenManager); ok {
 		tokenRoutes(handle, tm)

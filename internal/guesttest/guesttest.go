@@ -75,6 +75,7 @@ var Known = []Guest{
 	{"examples/counter/counter", Reactor},
 	{"examples/orders/orders", Reactor},
 	{"internal/workflow/testdata/wfguest", Reactor},
+	{"internal/workflow/testdata/sagaguest", Reactor},
 }
 
 type key struct {

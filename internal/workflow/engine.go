@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nimbus-dev/nimbus/internal/model"
@@ -89,8 +90,14 @@ type run struct {
 	waiters []chan struct{}
 
 	loaded   bool
-	steps    []Entry         // final entries by position (EntryStep, EntrySleep)
+	steps    []Entry         // final entries by position (EntryStep, EntrySleep, EntryWait, EntryCut)
 	attempts map[int][]Entry // failed attempts by position
+
+	// cancelled is set once the run's journal has EntryCancel (control.go);
+	// cut is the position where the cancellation took effect, once hasCut.
+	cancelled atomic.Bool
+	hasCut    bool
+	cut       int
 }
 
 // activation is one invocation of a run's workflow function.
@@ -101,6 +108,9 @@ type activation struct {
 	next   int       // the next position the code may use
 	stop   error     // once set, every host call answers it
 	wakeAt time.Time // when suspended: when to activate again
+	// waiting: suspended by a signal wait, which wrote the run's record
+	// (signals.go); wakeAt is its deadline, zero for none.
+	waiting bool
 }
 
 // New returns an engine committing through c and activating runs through
@@ -193,6 +203,13 @@ func (e *Engine) Provision(ctx context.Context, rev *model.Revision) error {
 		case rec.Done():
 		case rec.State == StateSleeping && rec.WakeAt.After(e.opts.Now()):
 			e.timers.add(rec.WakeAt, rev.App, rec.ID)
+			n++
+		case rec.State == StateWaiting:
+			// A signal wakes it (a signal moves the record to running
+			// first); so does its deadline.
+			if !rec.WakeAt.IsZero() {
+				e.timers.add(rec.WakeAt, rev.App, rec.ID)
+			}
 			n++
 		default:
 			e.wake(rev.App, rec.ID)

@@ -76,6 +76,9 @@ func (e *Engine) StepBegin(ctx context.Context, app, invocation string, pos int,
 	if err != nil {
 		return StepAnswer{}, err
 	}
+	if err := e.cancelGate(ctx, a, pos, name); err != nil {
+		return StepAnswer{}, err
+	}
 	r := a.r
 	if pos < len(r.steps) {
 		rec := r.steps[pos]
@@ -152,6 +155,9 @@ func (e *Engine) StepEnd(ctx context.Context, app, invocation string, pos int, n
 func (e *Engine) Sleep(ctx context.Context, app, invocation string, pos int, until time.Time) error {
 	a, err := e.check(app, invocation, pos)
 	if err != nil {
+		return err
+	}
+	if err := e.cancelGate(ctx, a, pos, "sleep"); err != nil {
 		return err
 	}
 	r := a.r

@@ -45,3 +45,7 @@ func hostStepBegin(int32, string, []byte, *[wire.StepBeginOutSize]byte) int32 {
 func hostStepEnd(int32, string, []byte, int32, int64) int32 { return wire.CodeUnavailable }
 
 func hostSleep(int32, int64) int32 { return wire.CodeUnavailable }
+
+func hostWait(int32, string, int64, []byte, *[wire.WaitOutSize]byte) int32 {
+	return wire.CodeUnavailable
+}

@@ -130,3 +130,10 @@ func hostStepEnd(pos int32, name string, val []byte, flags int32, retryMS int64)
 }
 
 func hostSleep(pos int32, untilMS int64) int32 { return wfSleep(pos, untilMS) }
+
+//go:wasmimport nimbus wf_wait
+func wfWait(pos int32, name unsafe.Pointer, nameLen int32, timeoutMS int64, buf unsafe.Pointer, bufCap int32, out unsafe.Pointer) int32
+
+func hostWait(pos int32, name string, timeoutMS int64, buf []byte, out *[8]byte) int32 {
+	return wfWait(pos, strPtr(name), clampLen(len(name)), timeoutMS, bytesPtr(buf), clampLen(len(buf)), unsafe.Pointer(out))
+}

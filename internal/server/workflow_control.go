@@ -1,0 +1,25 @@
+package server
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/nimbus-dev/nimbus/internal/registry"
+	"github.com/nimbus-dev/nimbus/internal/workflow"
+)
+
+// Signal implements api.Workflows: it sends a signal to a run.
+func (s *Server) Signal(ctx context.Context, app, id, name string, payload []byte) (*workflow.Run, error) {
+	if s.active.get(app) == nil {
+		return nil, fmt.Errorf("%w: %s", registry.ErrAppNotFound, app)
+	}
+	return s.wf.Signal(ctx, app, id, name, payload)
+}
+
+// Cancel implements api.Workflows: it requests a run's cancellation.
+func (s *Server) Cancel(ctx context.Context, app, id, reason string) (*workflow.Run, error) {
+	if s.active.get(app) == nil {
+		return nil, fmt.Errorf("%w: %s", registry.ErrAppNotFound, app)
+	}
+	return s.wf.Cancel(ctx, app, id, reason)
+}
