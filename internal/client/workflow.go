@@ -53,6 +53,9 @@ func (c *Client) Runs(ctx context.Context, app string, o workflow.ListOptions) (
 // Signal sends the signal name with payload (a JSON value; empty is null)
 // to a run.
 func (c *Client) Signal(ctx context.Context, app, id, name string, payload json.RawMessage) (*api.SignalResponse, error) {
+	if len(payload) == 0 {
+		payload = json.RawMessage("null")
+	}
 	var out api.SignalResponse
 	path := "/api/v1/apps/" + url.PathEscape(app) + "/runs/" + url.PathEscape(id) + "/signals/" + url.PathEscape(name)
 	if err := c.call(ctx, http.MethodPost, path, payload, &out); err != nil {
