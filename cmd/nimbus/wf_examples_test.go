@@ -146,6 +146,28 @@ func TestWorkflowExamples(t *testing.T) {
 	if out, err := c.run("wf", "cancel", "approval", "req-2"); err == nil || !strings.Contains(out, "cancelled already") {
 		t.Errorf("second cancel: want exit 1 and why: %v\n%s", err, out)
 	}
+	// Pause and resume through the CLI: paused twice is refused.
+	if out, err := c.run("wf", "start", "approval/approve", "--id", "req-4", "-i", `{"request":"req-4"}`); err != nil {
+		t.Fatalf("start req-4: %v\n%s", err, out)
+	}
+	if out, err := c.run("wf", "pause", "approval", "req-4"); err != nil || !strings.Contains(out, "paused") {
+		t.Fatalf("pause: %v\n%s", err, out)
+	}
+	if out, err := c.run("wf", "pause", "approval", "req-4"); err == nil || !strings.Contains(out, "paused already") {
+		t.Errorf("second pause: want exit 1 and why: %v\n%s", err, out)
+	}
+	if out, err := c.run("wf", "resume", "approval", "req-4", "--json"); err != nil || !strings.Contains(out, `"state": "running"`) {
+		t.Fatalf("resume: %v\n%s", err, out)
+	}
+	if out, err := c.run("wf", "signal", "approval", "req-4", "approval", "-d", `{"approved":false,"by":"bo"}`); err != nil {
+		t.Fatalf("signal req-4: %v\n%s", err, out)
+	}
+	poll(t, 30*time.Second, func() error {
+		if r := show("approval", "req-4"); r.State != "completed" || string(r.Result) != `{"request":"req-4","decision":"rejected","by":"bo"}` {
+			return fmt.Errorf("req-4 %s %s", r.State, r.Result)
+		}
+		return nil
+	})
 	out, err = c.run("wf", "start", "approval/approve", "--id", "req-3", "-i", `{"request":"req-3","timeout_s":1}`, "--wait", "30s")
 	if err != nil || !strings.Contains(out, `"decision": "expired"`) {
 		t.Errorf("approval without a signal: want expired: %v\n%s", err, out)

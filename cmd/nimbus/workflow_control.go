@@ -77,3 +77,63 @@ refused with a 409 (exit 1) and changes nothing.`,
 	cmd.Flags().StringVar(&reason, "reason", "", "why, recorded in the run's timeline")
 	return cmd
 }
+
+func newWFPause(g *globals) *cobra.Command {
+	var reason string
+	cmd := &cobra.Command{
+		Use:   "pause APP RUN",
+		Short: "Pause a run: it starts no new step until resumed",
+		Long: `Pause a run. A step running now finishes; the run then starts nothing
+new (no step, sleep or wait) and holds no instance until "nimbus wf resume".
+Signals sent meanwhile are kept. A restart keeps it paused. Pausing a
+finished, cancelling or paused run is refused with a 409 (exit 1).`,
+		Example: `  nimbus wf pause shop order-o-1 --reason "supplier outage"
+  nimbus wf ls shop --state paused
+  nimbus wf resume shop order-o-1`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			run, err := c.Pause(cmd.Context(), args[0], args[1], reason)
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(os.Stdout, run)
+			}
+			fmt.Printf("%s  %s  %s: it starts no new step until `nimbus wf resume %s %s`\n", run.ID, run.Workflow, run.State, args[0], run.ID)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&reason, "reason", "", "why, recorded in the run's timeline")
+	return cmd
+}
+
+func newWFResume(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "resume APP RUN",
+		Short: "Resume a paused run",
+		Long: `Resume a paused run: it goes on from where it stopped. Resuming a run that
+is not paused is refused with a 409 (exit 1).`,
+		Example: `  nimbus wf resume shop order-o-1
+  nimbus wf resume shop order-o-1 --json`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			run, err := c.Resume(cmd.Context(), args[0], args[1])
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(os.Stdout, run)
+			}
+			fmt.Printf("%s  %s  %s\n", run.ID, run.Workflow, run.State)
+			return nil
+		},
+	}
+}

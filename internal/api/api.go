@@ -83,6 +83,8 @@ func Handler(p Platform, auth Authenticator, metrics *telemetry.Metrics, version
 	handle("GET /api/v1/apps/{app}/runs/{id}", security.ScopeRead, a.getRun)
 	handle("POST /api/v1/apps/{app}/runs/{id}/signals/{name}", security.ScopeInvoke, a.signalRun)
 	handle("POST /api/v1/apps/{app}/runs/{id}/cancel", security.ScopeInvoke, a.cancelRun)
+	handle("POST /api/v1/apps/{app}/runs/{id}/pause", security.ScopeInvoke, a.pauseRun)
+	handle("POST /api/v1/apps/{app}/runs/{id}/resume", security.ScopeInvoke, a.resumeRun)
 	a.dlqRoutes(handle)
 	if tm, ok := auth.(TokenManager); ok {
 		tokenRoutes(handle, tm)

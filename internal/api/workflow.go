@@ -24,6 +24,9 @@ type Workflows interface {
 	Signal(ctx context.Context, app, id, name string, payload []byte) (*workflow.Run, error)
 	// Cancel requests a run's cancellation.
 	Cancel(ctx context.Context, app, id, reason string) (*workflow.Run, error)
+	// Pause pauses a run; Resume resumes it.
+	Pause(ctx context.Context, app, id, reason string) (*workflow.Run, error)
+	Resume(ctx context.Context, app, id string) (*workflow.Run, error)
 }
 
 // StartRunRequest is the body of POST .../workflows/{workflow}/runs.
@@ -102,10 +105,10 @@ func (a *api) listRuns(w http.ResponseWriter, r *http.Request) error {
 		o.Limit = n
 	}
 	switch o.State {
-	case "", workflow.StateRunning, workflow.StateSleeping, workflow.StateWaiting, workflow.StateCompleted, workflow.StateFailed,
+	case "", workflow.StateRunning, workflow.StateSleeping, workflow.StateWaiting, workflow.StatePaused, workflow.StateCompleted, workflow.StateFailed,
 		workflow.StateCancelling, workflow.StateCancelled:
 	default:
-		return fmt.Errorf("%w: state %q: use running, sleeping, waiting, cancelling, completed, failed or cancelled", workflow.ErrInvalid, o.State)
+		return fmt.Errorf("%w: state %q: use running, sleeping, waiting, paused, cancelling, completed, failed or cancelled", workflow.ErrInvalid, o.State)
 	}
 	runs, err := a.p.Runs(r.Context(), r.PathValue("app"), o)
 	if err != nil {

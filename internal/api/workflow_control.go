@@ -32,7 +32,8 @@ func (a *api) signalRun(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusAccepted, SignalResponse{RunID: run.ID, Signal: name, State: run.State})
 }
 
-// CancelRequest is the optional body of POST .../runs/{id}/cancel.
+// CancelRequest is the optional body of POST .../runs/{id}/cancel and
+// .../pause.
 type CancelRequest struct {
 	// Reason is recorded in the run's journal. Optional.
 	Reason string `json:"reason,omitempty"`
@@ -41,19 +42,51 @@ type CancelRequest struct {
 // cancelRun requests a run's cancellation (202 with the run, now
 // cancelling); 409 when it is finished or being cancelled already.
 func (a *api) cancelRun(w http.ResponseWriter, r *http.Request) error {
-	var req CancelRequest
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 4<<10))
+	req, err := controlRequest(w, r)
 	if err != nil {
-		return fmt.Errorf("%w: read body: %w", workflow.ErrInvalid, err)
-	}
-	if len(body) > 0 {
-		if err := json.Unmarshal(body, &req); err != nil {
-			return fmt.Errorf("%w: body is not a cancel request ({\"reason\": \"...\"}): %w", workflow.ErrInvalid, err)
-		}
+		return err
 	}
 	run, err := a.p.Cancel(r.Context(), r.PathValue("app"), r.PathValue("id"), req.Reason)
 	if err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusAccepted, run)
+}
+
+// pauseRun pauses a run (202 with the run, now paused); 409 when it is
+// finished, cancelling or paused already.
+func (a *api) pauseRun(w http.ResponseWriter, r *http.Request) error {
+	req, err := controlRequest(w, r)
+	if err != nil {
+		return err
+	}
+	run, err := a.p.Pause(r.Context(), r.PathValue("app"), r.PathValue("id"), req.Reason)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusAccepted, run)
+}
+
+// resumeRun resumes a paused run (202); 409 when it is not paused.
+func (a *api) resumeRun(w http.ResponseWriter, r *http.Request) error {
+	run, err := a.p.Resume(r.Context(), r.PathValue("app"), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusAccepted, run)
+}
+
+// controlRequest reads the optional body of a cancel or a pause.
+func controlRequest(w http.ResponseWriter, r *http.Request) (CancelRequest, error) {
+	var req CancelRequest
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 4<<10))
+	if err != nil {
+		return req, fmt.Errorf("%w: read body: %w", workflow.ErrInvalid, err)
+	}
+	if len(body) > 0 {
+		if err := json.Unmarshal(body, &req); err != nil {
+			return req, fmt.Errorf("%w: body is not {\"reason\": \"...\"}: %w", workflow.ErrInvalid, err)
+		}
+	}
+	return req, nil
 }

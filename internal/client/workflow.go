@@ -73,3 +73,23 @@ func (c *Client) Cancel(ctx context.Context, app, id, reason string) (*workflow.
 	}
 	return &out, nil
 }
+
+// Pause pauses a run.
+func (c *Client) Pause(ctx context.Context, app, id, reason string) (*workflow.Run, error) {
+	var out workflow.Run
+	path := "/api/v1/apps/" + url.PathEscape(app) + "/runs/" + url.PathEscape(id) + "/pause"
+	if err := c.call(ctx, http.MethodPost, path, api.CancelRequest{Reason: reason}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Resume resumes a paused run.
+func (c *Client) Resume(ctx context.Context, app, id string) (*workflow.Run, error) {
+	var out workflow.Run
+	path := "/api/v1/apps/" + url.PathEscape(app) + "/runs/" + url.PathEscape(id) + "/resume"
+	if err := c.call(ctx, http.MethodPost, path, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}

@@ -23,3 +23,19 @@ func (s *Server) Cancel(ctx context.Context, app, id, reason string) (*workflow.
 	}
 	return s.wf.Cancel(ctx, app, id, reason)
 }
+
+// Pause implements api.Workflows: it pauses a run.
+func (s *Server) Pause(ctx context.Context, app, id, reason string) (*workflow.Run, error) {
+	if s.active.get(app) == nil {
+		return nil, fmt.Errorf("%w: %s", registry.ErrAppNotFound, app)
+	}
+	return s.wf.Pause(ctx, app, id, reason)
+}
+
+// Resume implements api.Workflows: it resumes a paused run.
+func (s *Server) Resume(ctx context.Context, app, id string) (*workflow.Run, error) {
+	if s.active.get(app) == nil {
+		return nil, fmt.Errorf("%w: %s", registry.ErrAppNotFound, app)
+	}
+	return s.wf.Resume(ctx, app, id)
+}

@@ -232,3 +232,61 @@ func TestWorkflowCancel(t *testing.T) {
 		t.Errorf("timeline without the cut and the end: %s", b)
 	}
 }
+
+// TestWorkflowPauseResume: a paused run that gets its signal starts no
+// new step until resumed (the wait's outcome is journaled after the
+// resume), and pausing twice or resuming a run that is not paused are
+// 409s.
+func TestWorkflowPauseResume(t *testing.T) {
+	t.Parallel()
+	srv := start(t, t.TempDir())
+	deploySaga(t, srv)
+	ctx := context.Background()
+	wf := srv.Workflows()
+	if _, _, err := wf.Start(ctx, "shop", "saga", "p", []byte(`{"steps":2,"waits":["go"]}`)); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, srv, "p", workflow.StateWaiting)
+	if _, err := srv.Resume(ctx, "shop", "p"); !errors.Is(err, workflow.ErrRunNotPaused) || apierror.Status(err) != http.StatusConflict {
+		t.Errorf("resume of a running run: %v, want run_not_paused 409", err)
+	}
+	if r, err := srv.Pause(ctx, "shop", "p", "test"); err != nil || r.State != workflow.StatePaused {
+		t.Fatalf("pause: %v %+v", err, r)
+	}
+	if _, err := srv.Pause(ctx, "shop", "p", "again"); !errors.Is(err, workflow.ErrRunPaused) || apierror.Status(err) != http.StatusConflict {
+		t.Errorf("second pause: %v, want run_paused 409", err)
+	}
+	if _, err := srv.Signal(ctx, "shop", "p", "go", []byte(`"now"`)); err != nil {
+		t.Fatal(err)
+	}
+	// Paused, the signal wakes it, but it does not go on (bounded check:
+	// it would finish in milliseconds if it did).
+	wctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	r, err := wf.Wait(wctx, "shop", "p")
+	cancel()
+	if err != nil || r.Done() || execsOf(t, srv, "p/s2") != 0 {
+		t.Fatalf("paused run went on: %+v %v", r, err)
+	}
+	waitState(t, srv, "p", workflow.StatePaused)
+	if _, err := srv.Resume(ctx, "shop", "p"); err != nil {
+		t.Fatal(err)
+	}
+	r = finished(t, srv, "p")
+	if r.State != workflow.StateCompleted || string(r.Result) != `{"steps":["s1","s2"],"got":["now"]}` {
+		t.Fatalf("resumed run %s: %s %s", r.State, r.Result, r.Error)
+	}
+	info, err := wf.Get(ctx, "shop", "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var order []string
+	for _, e := range info.Timeline {
+		switch e.Type {
+		case workflow.EntryPause, workflow.EntrySignal, workflow.EntryResume, workflow.EntryWait:
+			order = append(order, e.Type)
+		}
+	}
+	if got := strings.Join(order, " "); got != "pause signal resume wait" {
+		t.Errorf("journal order %q, want the wait's outcome after the resume", got)
+	}
+}

@@ -57,6 +57,7 @@ func IsCompensation(name string) bool { return strings.HasPrefix(name, Compensat
 // only ever set: Cancel may set it while the journal is read.
 func (r *run) loadControl(ents []Entry) {
 	r.hasCut = false
+	r.paused.Store(pausedIn(ents))
 	for _, e := range ents {
 		switch e.Type {
 		case EntryCancel:
@@ -74,6 +75,9 @@ func (r *run) loadControl(ents []Entry) {
 // took, on a replay) effect, and nil everywhere else.
 func (e *Engine) cancelGate(ctx context.Context, a *activation, pos int, name string) error {
 	r := a.r
+	if r.paused.Load() && !e.recorded(r, pos) {
+		return e.hold(ctx, a)
+	}
 	if r.hasCut {
 		if pos == r.cut && !IsCompensation(name) {
 			a.next = pos + 1
@@ -84,12 +88,10 @@ func (e *Engine) cancelGate(ctx context.Context, a *activation, pos int, name st
 	if !r.cancelled.Load() || IsCompensation(name) {
 		return nil
 	}
-	now := e.opts.Now()
-	if pos < len(r.steps) {
-		if rec := r.steps[pos]; rec.Type != EntrySleep || !rec.WakeAt.After(now) {
-			return nil // a recorded outcome: replay it
-		}
+	if e.recorded(r, pos) {
+		return nil // replay it
 	}
+	now := e.opts.Now()
 	ent := Entry{Type: EntryCut, Time: now.UTC(), Pos: pos, Name: name}
 	if err := e.j.commit(ctx, r.app, r.id, &ent, nil); err != nil {
 		return err
@@ -100,6 +102,17 @@ func (e *Engine) cancelGate(ctx context.Context, a *activation, pos int, name st
 	r.hasCut, r.cut = true, pos
 	a.next = pos + 1
 	return ErrCancelled
+}
+
+// recorded reports whether the operation at pos is a recorded outcome
+// (a step, a wait's outcome, a sleep that is over), which a replay
+// returns, unlike a new operation or a sleep still running.
+func (e *Engine) recorded(r *run, pos int) bool {
+	if pos >= len(r.steps) {
+		return false
+	}
+	rec := r.steps[pos]
+	return rec.Type != EntrySleep || !rec.WakeAt.After(e.opts.Now())
 }
 
 // Cancel requests the cancellation of a run: it stops at its next
@@ -129,6 +142,7 @@ func (e *Engine) Cancel(ctx context.Context, app, id, reason string) (*Run, erro
 	}
 	e.mu.Lock()
 	if r := e.runs[runKey(app, id)]; r != nil {
+		r.paused.Store(false) // a cancel ends a pause: compensations run
 		r.cancelled.Store(true)
 		r.loaded = false // the next activation reads the record and journal again
 	}

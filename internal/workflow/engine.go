@@ -98,6 +98,8 @@ type run struct {
 	cancelled atomic.Bool
 	hasCut    bool
 	cut       int
+	// paused: the journal's last pause/resume/cancel is a pause.
+	paused atomic.Bool
 }
 
 // activation is one invocation of a run's workflow function.
@@ -200,7 +202,7 @@ func (e *Engine) Provision(ctx context.Context, rev *model.Revision) error {
 	n := 0
 	err := e.j.records(ctx, rev.App, func(rec *Run) {
 		switch {
-		case rec.Done():
+		case rec.Done(), rec.State == StatePaused: // Resume wakes a paused run
 		case rec.State == StateSleeping && rec.WakeAt.After(e.opts.Now()):
 			e.timers.add(rec.WakeAt, rev.App, rec.ID)
 			n++

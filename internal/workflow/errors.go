@@ -36,6 +36,10 @@ var (
 	// ErrAlreadyCancelling: a cancellation of a run whose cancellation
 	// was requested already.
 	ErrAlreadyCancelling = errors.New("workflow run is already being cancelled")
+	// ErrRunPaused: a pause of a paused run.
+	ErrRunPaused = errors.New("workflow run is paused already")
+	// ErrRunNotPaused: a resume of a run that is not paused.
+	ErrRunNotPaused = errors.New("workflow run is not paused")
 	// ErrCancelled: the host call's operation does not happen because the
 	// run is cancelled; the guest runs its compensations (control.go).
 	ErrCancelled = errors.New("workflow run cancelled")
