@@ -137,3 +137,34 @@ is not paused is refused with a 409 (exit 1).`,
 		},
 	}
 }
+
+func newWFTerminate(g *globals) *cobra.Command {
+	var reason string
+	cmd := &cobra.Command{
+		Use:   "terminate APP RUN",
+		Short: "End a run now, without running its compensations",
+		Long: `Terminate a run: it ends at once in state terminated; no more of its code
+runs, and its compensations do not run (use "nimbus wf cancel" to undo
+what it did). Terminating a finished run is refused with a 409 (exit 1).`,
+		Example: `  nimbus wf terminate shop order-o-1 --reason "stuck on a retired API"
+  nimbus wf terminate shop order-o-1 --json`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			run, err := c.Terminate(cmd.Context(), args[0], args[1], reason)
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(os.Stdout, run)
+			}
+			fmt.Printf("%s  %s  %s\n", run.ID, run.Workflow, run.State)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&reason, "reason", "", "why, recorded in the run's timeline")
+	return cmd
+}

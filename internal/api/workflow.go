@@ -27,6 +27,8 @@ type Workflows interface {
 	// Pause pauses a run; Resume resumes it.
 	Pause(ctx context.Context, app, id, reason string) (*workflow.Run, error)
 	Resume(ctx context.Context, app, id string) (*workflow.Run, error)
+	// Terminate ends a run now, without compensations.
+	Terminate(ctx context.Context, app, id, reason string) (*workflow.Run, error)
 }
 
 // StartRunRequest is the body of POST .../workflows/{workflow}/runs.
@@ -106,9 +108,9 @@ func (a *api) listRuns(w http.ResponseWriter, r *http.Request) error {
 	}
 	switch o.State {
 	case "", workflow.StateRunning, workflow.StateSleeping, workflow.StateWaiting, workflow.StatePaused, workflow.StateCompleted, workflow.StateFailed,
-		workflow.StateCancelling, workflow.StateCancelled:
+		workflow.StateCancelling, workflow.StateCancelled, workflow.StateTerminated:
 	default:
-		return fmt.Errorf("%w: state %q: use running, sleeping, waiting, paused, cancelling, completed, failed or cancelled", workflow.ErrInvalid, o.State)
+		return fmt.Errorf("%w: state %q: use running, sleeping, waiting, paused, cancelling, completed, failed, cancelled or terminated", workflow.ErrInvalid, o.State)
 	}
 	runs, err := a.p.Runs(r.Context(), r.PathValue("app"), o)
 	if err != nil {

@@ -32,8 +32,8 @@ func (a *api) signalRun(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusAccepted, SignalResponse{RunID: run.ID, Signal: name, State: run.State})
 }
 
-// CancelRequest is the optional body of POST .../runs/{id}/cancel and
-// .../pause.
+// CancelRequest is the optional body of POST .../runs/{id}/cancel,
+// .../pause and .../terminate.
 type CancelRequest struct {
 	// Reason is recorded in the run's journal. Optional.
 	Reason string `json:"reason,omitempty"`
@@ -70,6 +70,20 @@ func (a *api) pauseRun(w http.ResponseWriter, r *http.Request) error {
 // resumeRun resumes a paused run (202); 409 when it is not paused.
 func (a *api) resumeRun(w http.ResponseWriter, r *http.Request) error {
 	run, err := a.p.Resume(r.Context(), r.PathValue("app"), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusAccepted, run)
+}
+
+// terminateRun ends a run now (202 with the run, terminated); 409 when
+// it is finished.
+func (a *api) terminateRun(w http.ResponseWriter, r *http.Request) error {
+	req, err := controlRequest(w, r)
+	if err != nil {
+		return err
+	}
+	run, err := a.p.Terminate(r.Context(), r.PathValue("app"), r.PathValue("id"), req.Reason)
 	if err != nil {
 		return err
 	}

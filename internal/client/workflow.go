@@ -93,3 +93,13 @@ func (c *Client) Resume(ctx context.Context, app, id string) (*workflow.Run, err
 	}
 	return &out, nil
 }
+
+// Terminate ends a run now, without compensations.
+func (c *Client) Terminate(ctx context.Context, app, id, reason string) (*workflow.Run, error) {
+	var out workflow.Run
+	path := "/api/v1/apps/" + url.PathEscape(app) + "/runs/" + url.PathEscape(id) + "/terminate"
+	if err := c.call(ctx, http.MethodPost, path, api.CancelRequest{Reason: reason}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}

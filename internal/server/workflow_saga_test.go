@@ -290,3 +290,60 @@ func TestWorkflowPauseResume(t *testing.T) {
 		t.Errorf("journal order %q, want the wait's outcome after the resume", got)
 	}
 }
+
+// TestWorkflowTerminate: terminating a waiting run and a run in the
+// middle of a step ends each at once, terminated, without compensations;
+// the step in flight may record its result but no further step starts;
+// terminating again, or signalling, is a 409.
+func TestWorkflowTerminate(t *testing.T) {
+	t.Parallel()
+	srv := start(t, t.TempDir())
+	deploySaga(t, srv)
+	ctx := context.Background()
+	wf := srv.Workflows()
+	if _, _, err := wf.Start(ctx, "shop", "saga", "t1", []byte(`{"steps":2,"waits":["never"]}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := wf.Start(ctx, "shop", "saga", "t2", []byte(`{"steps":3,"step_ms":1000}`)); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, srv, "t1", workflow.StateWaiting)
+	poll(t, "t2's first step running", func() error {
+		if execsOf(t, srv, "t2/s1") == 0 {
+			return errorf("not yet")
+		}
+		return nil
+	})
+	for _, id := range []string{"t1", "t2"} {
+		if r, err := srv.Terminate(ctx, "shop", id, "test"); err != nil || r.State != workflow.StateTerminated {
+			t.Fatalf("terminate %s: %v %+v", id, err, r)
+		}
+		if r := finished(t, srv, id); r.State != workflow.StateTerminated || r.Error != "terminated: test" {
+			t.Errorf("run %s: %s %q", id, r.State, r.Error)
+		}
+		if _, err := srv.Terminate(ctx, "shop", id, ""); !errors.Is(err, workflow.ErrRunFinished) || apierror.Status(err) != http.StatusConflict {
+			t.Errorf("second terminate of %s: %v, want run_finished 409", id, err)
+		}
+	}
+	if _, err := srv.Signal(ctx, "shop", "t1", "never", nil); apierror.Status(err) != http.StatusConflict {
+		t.Errorf("signal to a terminated run: %v, want 409", err)
+	}
+	// t2's step in flight finishes (its effect lands), then nothing more.
+	poll(t, "t2's first step done", func() error {
+		if ledgerRev(t, srv, "t2/s1") == 0 {
+			return errorf("not yet")
+		}
+		return nil
+	})
+	wctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	<-wctx.Done()
+	cancel()
+	r, err := wf.Get(ctx, "shop", "t2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.State != workflow.StateTerminated || execsOf(t, srv, "t2/s2") != 0 || execsOf(t, srv, "t2/c1") != 0 || execsOf(t, srv, "t1/c1") != 0 {
+		t.Errorf("after terminate: t2 %s, s2 ran %d times, compensations ran %d+%d times; want terminated and none",
+			r.State, execsOf(t, srv, "t2/s2"), execsOf(t, srv, "t2/c1"), execsOf(t, srv, "t1/c1"))
+	}
+}

@@ -62,6 +62,8 @@ func (r *run) loadControl(ents []Entry) {
 		switch e.Type {
 		case EntryCancel:
 			r.cancelled.Store(true)
+		case EntryTerminated:
+			r.terminated.Store(true)
 		case EntryCut:
 			if !r.hasCut {
 				r.hasCut, r.cut = true, e.Pos
@@ -75,6 +77,9 @@ func (r *run) loadControl(ents []Entry) {
 // took, on a replay) effect, and nil everywhere else.
 func (e *Engine) cancelGate(ctx context.Context, a *activation, pos int, name string) error {
 	r := a.r
+	if r.terminated.Load() {
+		return a.suspendAt(time.Time{}) // unwind; the run's record is final
+	}
 	if r.paused.Load() && !e.recorded(r, pos) {
 		return e.hold(ctx, a)
 	}

@@ -114,6 +114,9 @@ func (e *Engine) step(r *run) (time.Duration, error) {
 	if e.ctx.Err() != nil {
 		return 0, e.ctx.Err()
 	}
+	if r.terminated.Load() {
+		return 0, nil // its record is final already (terminate.go)
+	}
 	var nd *NonDeterminismError
 	switch {
 	case errors.As(a.stop, &nd):

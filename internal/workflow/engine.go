@@ -100,6 +100,8 @@ type run struct {
 	cut       int
 	// paused: the journal's last pause/resume/cancel is a pause.
 	paused atomic.Bool
+	// terminated: the run was terminated (terminate.go).
+	terminated atomic.Bool
 }
 
 // activation is one invocation of a run's workflow function.
