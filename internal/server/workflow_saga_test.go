@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -345,5 +347,44 @@ func TestWorkflowTerminate(t *testing.T) {
 	if r.State != workflow.StateTerminated || execsOf(t, srv, "t2/s2") != 0 || execsOf(t, srv, "t2/c1") != 0 || execsOf(t, srv, "t1/c1") != 0 {
 		t.Errorf("after terminate: t2 %s, s2 ran %d times, compensations ran %d+%d times; want terminated and none",
 			r.State, execsOf(t, srv, "t2/s2"), execsOf(t, srv, "t2/c1"), execsOf(t, srv, "t1/c1"))
+	}
+}
+
+// TestWorkflowSignalsHammer: signals sent while runs start, replay and
+// wait (some before a wait, some during, some between two) are each
+// taken once, in the order they were sent: the compare-and-swap between
+// a wait and a signal loses none.
+func TestWorkflowSignalsHammer(t *testing.T) {
+	t.Parallel()
+	srv := start(t, t.TempDir())
+	deploySaga(t, srv)
+	ctx := context.Background()
+	const runs, signals = 20, 5
+	waits, _ := json.Marshal(slices.Repeat([]string{"x"}, signals))
+	var wg sync.WaitGroup
+	for i := range runs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id := "h" + strconv.Itoa(i)
+			if _, _, err := srv.Workflows().Start(ctx, "shop", "saga", id, []byte(`{"steps":1,"waits":`+string(waits)+`}`)); err != nil {
+				t.Error(err)
+				return
+			}
+			for k := range signals {
+				if _, err := srv.Signal(ctx, "shop", id, "x", []byte(strconv.Itoa(k))); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for i := range runs {
+		id := "h" + strconv.Itoa(i)
+		r := finished(t, srv, id)
+		if r.State != workflow.StateCompleted || string(r.Result) != `{"steps":["s1"],"got":[0,1,2,3,4]}` {
+			t.Errorf("run %s: %s %s %s", id, r.State, r.Result, r.Error)
+		}
 	}
 }
