@@ -22,7 +22,7 @@ func newWorkflow(g *globals) *cobra.Command {
 docs/workflows.md). A run's id is an idempotency key: starting an id that
 exists shows that run and starts nothing.`,
 	}
-	cmd.AddCommand(newWFStart(g), newWFLs(g), newWFShow(g))
+	cmd.AddCommand(newWFStart(g), newWFLs(g), newWFShow(g), newWFSignal(g), newWFCancel(g), newWFPause(g), newWFResume(g), newWFTerminate(g))
 	return cmd
 }
 
@@ -63,7 +63,7 @@ result (at most 1m); exits 1 if the run failed.`,
 			}
 			fmt.Printf("%s  %s  %s%s\n", r.ID, r.Workflow, r.State, note)
 			printOutcome(r)
-			if r.State == workflow.StateFailed {
+			if r.State == workflow.StateFailed || r.State == workflow.StateCancelled || r.State == workflow.StateTerminated {
 				return &exitError{1}
 			}
 			return nil
@@ -83,6 +83,14 @@ func printOutcome(r *workflow.Run) {
 		fmt.Printf("error: %s\n", r.Error)
 	case workflow.StateSleeping:
 		fmt.Printf("sleeping until %s\n", r.WakeAt.Local().Format(time.RFC3339))
+	case workflow.StateWaiting:
+		if r.WakeAt.IsZero() {
+			fmt.Println("waiting for a signal")
+		} else {
+			fmt.Printf("waiting for a signal until %s\n", r.WakeAt.Local().Format(time.RFC3339))
+		}
+	case workflow.StateCancelled, workflow.StateTerminated:
+		fmt.Printf("%s: %s\n", r.State, r.Error)
 	}
 }
 
@@ -119,7 +127,7 @@ func newWFLs(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&o.Workflow, "workflow", "", "only runs of this workflow")
-	cmd.Flags().StringVar(&o.State, "state", "", "only runs in this state: running, sleeping, completed, failed")
+	cmd.Flags().StringVar(&o.State, "state", "", "only runs in this state: running, sleeping, waiting, paused, cancelling, completed, failed, cancelled, terminated")
 	cmd.Flags().IntVar(&o.Limit, "limit", 100, "at most this many runs")
 	return cmd
 }
@@ -162,8 +170,23 @@ func newWFShow(g *globals) *cobra.Command {
 					line += fmt.Sprintf(" #%d %s attempt %d failed: %s; retry at +%s", e.Pos, e.Name, e.Attempt, clip(e.Error, 80), e.WakeAt.Sub(start).Round(time.Millisecond))
 				case workflow.EntrySleep:
 					line += fmt.Sprintf(" #%d until +%s", e.Pos, e.WakeAt.Sub(start).Round(time.Millisecond))
-				case workflow.EntryFailed:
+				case workflow.EntryFailed, workflow.EntryCancelled, workflow.EntryCancel, workflow.EntryPause, workflow.EntryTerminated:
 					line += " " + clip(e.Error, 120)
+				case workflow.EntrySignal:
+					line += fmt.Sprintf(" %s %s", e.Name, clip(string(e.Result), 80))
+				case workflow.EntryWaiting:
+					line += fmt.Sprintf(" #%d for signal %s", e.Pos, e.Name)
+					if !e.WakeAt.IsZero() {
+						line += fmt.Sprintf(" until +%s", e.WakeAt.Sub(start).Round(time.Millisecond))
+					}
+				case workflow.EntryWait:
+					if e.Failed {
+						line += fmt.Sprintf(" #%d %s: %s", e.Pos, e.Name, e.Error)
+					} else {
+						line += fmt.Sprintf(" #%d %s -> %s", e.Pos, e.Name, clip(string(e.Result), 80))
+					}
+				case workflow.EntryCut:
+					line += fmt.Sprintf(" #%d cancelled here (instead of %s)", e.Pos, e.Name)
 				}
 				fmt.Println(line)
 			}

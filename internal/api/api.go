@@ -90,6 +90,11 @@ func Handler(p Platform, auth Authenticator, metrics *telemetry.Metrics, version
 	handle("POST /api/v1/apps/{app}/workflows/{workflow}/runs", security.ScopeInvoke, a.startRun)
 	handle("GET /api/v1/apps/{app}/runs", security.ScopeRead, a.listRuns)
 	handle("GET /api/v1/apps/{app}/runs/{id}", security.ScopeRead, a.getRun)
+	handle("POST /api/v1/apps/{app}/runs/{id}/signals/{name}", security.ScopeInvoke, a.signalRun)
+	handle("POST /api/v1/apps/{app}/runs/{id}/cancel", security.ScopeInvoke, a.cancelRun)
+	handle("POST /api/v1/apps/{app}/runs/{id}/pause", security.ScopeInvoke, a.pauseRun)
+	handle("POST /api/v1/apps/{app}/runs/{id}/resume", security.ScopeInvoke, a.resumeRun)
+	handle("POST /api/v1/apps/{app}/runs/{id}/terminate", security.ScopeInvoke, a.terminateRun)
 	a.dlqRoutes(handle)
 	if tm, ok := auth.(TokenManager); ok {
 		tokenRoutes(handle, tm)

@@ -20,6 +20,15 @@ type Workflows interface {
 	StartRun(ctx context.Context, app, wf, id string, input []byte, wait time.Duration) (run *workflow.Run, created bool, err error)
 	Run(ctx context.Context, app, id string) (*workflow.RunInfo, error)
 	Runs(ctx context.Context, app string, o workflow.ListOptions) ([]workflow.Run, error)
+	// Signal sends the signal name with payload to a run.
+	Signal(ctx context.Context, app, id, name string, payload []byte) (*workflow.Run, error)
+	// Cancel requests a run's cancellation.
+	Cancel(ctx context.Context, app, id, reason string) (*workflow.Run, error)
+	// Pause pauses a run; Resume resumes it.
+	Pause(ctx context.Context, app, id, reason string) (*workflow.Run, error)
+	Resume(ctx context.Context, app, id string) (*workflow.Run, error)
+	// Terminate ends a run now, without compensations.
+	Terminate(ctx context.Context, app, id, reason string) (*workflow.Run, error)
 }
 
 // StartRunRequest is the body of POST .../workflows/{workflow}/runs.
@@ -98,9 +107,10 @@ func (a *api) listRuns(w http.ResponseWriter, r *http.Request) error {
 		o.Limit = n
 	}
 	switch o.State {
-	case "", workflow.StateRunning, workflow.StateSleeping, workflow.StateCompleted, workflow.StateFailed:
+	case "", workflow.StateRunning, workflow.StateSleeping, workflow.StateWaiting, workflow.StatePaused, workflow.StateCompleted, workflow.StateFailed,
+		workflow.StateCancelling, workflow.StateCancelled, workflow.StateTerminated:
 	default:
-		return fmt.Errorf("%w: state %q: use running, sleeping, completed or failed", workflow.ErrInvalid, o.State)
+		return fmt.Errorf("%w: state %q: use running, sleeping, waiting, paused, cancelling, completed, failed, cancelled or terminated", workflow.ErrInvalid, o.State)
 	}
 	runs, err := a.p.Runs(r.Context(), r.PathValue("app"), o)
 	if err != nil {

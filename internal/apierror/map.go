@@ -102,6 +102,10 @@ var rules = []rule{
 	{match: is(workflow.ErrWorkflowNotFound), status: http.StatusNotFound, code: "workflow_not_found"},
 	{match: is(workflow.ErrRunNotFound), status: http.StatusNotFound, code: "run_not_found"},
 	{match: is(workflow.ErrRunConflict), status: http.StatusConflict, code: "run_conflict"},
+	{match: is(workflow.ErrRunFinished), status: http.StatusConflict, code: "run_finished"},
+	{match: is(workflow.ErrAlreadyCancelling), status: http.StatusConflict, code: "run_cancelling"},
+	{match: is(workflow.ErrRunPaused), status: http.StatusConflict, code: "run_paused"},
+	{match: is(workflow.ErrRunNotPaused), status: http.StatusConflict, code: "run_not_paused"},
 	{match: is(workflow.ErrInvalid), status: http.StatusBadRequest, code: "invalid_run"},
 	{match: is(workflow.ErrClosed), status: http.StatusServiceUnavailable, code: "shutting_down"},
 

@@ -14,6 +14,7 @@ type WorkflowBackend interface {
 	StepBegin(ctx context.Context, app, invocation string, pos int, name string) (workflow.StepAnswer, error)
 	StepEnd(ctx context.Context, app, invocation string, pos int, name string, result []byte, failed bool, retry time.Duration) (bool, error)
 	Sleep(ctx context.Context, app, invocation string, pos int, until time.Time) error
+	WaitSignal(ctx context.Context, app, invocation string, pos int, name string, timeout time.Duration) (workflow.WaitAnswer, error)
 }
 
 var _ WorkflowBackend = (*workflow.Engine)(nil)
@@ -27,6 +28,9 @@ var (
 	ErrNonDeterminism = errors.New("workflow non-determinism")
 	// ErrNoRun: the call is not made by a workflow run.
 	ErrNoRun = errors.New("not a workflow run")
+	// ErrCancelled: the run is cancelled; the guest runs its
+	// compensations.
+	ErrCancelled = errors.New("workflow run cancelled")
 )
 
 // Limits of the workflow calls' arguments.
@@ -77,6 +81,17 @@ func (s *WorkflowService) Sleep(ctx context.Context, call *Caller, pos int, unti
 	return s.mapErr(call, op, s.backend.Sleep(ctx, call.App, call.InvocationID, pos, until))
 }
 
+// WaitSignal is the durable wait at pos for the signal name (see
+// workflow.Engine.WaitSignal).
+func (s *WorkflowService) WaitSignal(ctx context.Context, call *Caller, pos int, name string, timeout time.Duration) (workflow.WaitAnswer, error) {
+	const op = "wf_wait"
+	if err := s.args(call, op, pos, name, 0); err != nil {
+		return workflow.WaitAnswer{}, err
+	}
+	ans, err := s.backend.WaitSignal(ctx, call.App, call.InvocationID, pos, name, timeout)
+	return ans, s.mapErr(call, op, err)
+}
+
 // args checks a call's arguments and that there is a backend.
 func (s *WorkflowService) args(call *Caller, op string, pos int, name string, size int) error {
 	switch {
@@ -104,6 +119,8 @@ func (s *WorkflowService) mapErr(call *Caller, op string, err error) error {
 		return fail(op, ErrNonDeterminism, err)
 	case errors.Is(err, workflow.ErrNoRun):
 		return fail(op, ErrNoRun, err)
+	case errors.Is(err, workflow.ErrCancelled):
+		return fail(op, ErrCancelled, err)
 	case errors.Is(err, workflow.ErrBadStep):
 		return fail(op, ErrBadArgument, err)
 	}

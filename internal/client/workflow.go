@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -47,4 +48,58 @@ func (c *Client) Runs(ctx context.Context, app string, o workflow.ListOptions) (
 		return nil, err
 	}
 	return out.Runs, nil
+}
+
+// Signal sends the signal name with payload (a JSON value; empty is null)
+// to a run.
+func (c *Client) Signal(ctx context.Context, app, id, name string, payload json.RawMessage) (*api.SignalResponse, error) {
+	if len(payload) == 0 {
+		payload = json.RawMessage("null")
+	}
+	var out api.SignalResponse
+	path := "/api/v1/apps/" + url.PathEscape(app) + "/runs/" + url.PathEscape(id) + "/signals/" + url.PathEscape(name)
+	if err := c.call(ctx, http.MethodPost, path, payload, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Cancel requests a run's cancellation.
+func (c *Client) Cancel(ctx context.Context, app, id, reason string) (*workflow.Run, error) {
+	var out workflow.Run
+	path := "/api/v1/apps/" + url.PathEscape(app) + "/runs/" + url.PathEscape(id) + "/cancel"
+	if err := c.call(ctx, http.MethodPost, path, api.CancelRequest{Reason: reason}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Pause pauses a run.
+func (c *Client) Pause(ctx context.Context, app, id, reason string) (*workflow.Run, error) {
+	var out workflow.Run
+	path := "/api/v1/apps/" + url.PathEscape(app) + "/runs/" + url.PathEscape(id) + "/pause"
+	if err := c.call(ctx, http.MethodPost, path, api.CancelRequest{Reason: reason}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Resume resumes a paused run.
+func (c *Client) Resume(ctx context.Context, app, id string) (*workflow.Run, error) {
+	var out workflow.Run
+	path := "/api/v1/apps/" + url.PathEscape(app) + "/runs/" + url.PathEscape(id) + "/resume"
+	if err := c.call(ctx, http.MethodPost, path, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Terminate ends a run now, without compensations.
+func (c *Client) Terminate(ctx context.Context, app, id, reason string) (*workflow.Run, error) {
+	var out workflow.Run
+	path := "/api/v1/apps/" + url.PathEscape(app) + "/runs/" + url.PathEscape(id) + "/terminate"
+	if err := c.call(ctx, http.MethodPost, path, api.CancelRequest{Reason: reason}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
 }

@@ -76,6 +76,9 @@ var Known = []Guest{
 	{"examples/counter/counter", Reactor},
 	{"examples/orders/orders", Reactor},
 	{"internal/workflow/testdata/wfguest", Reactor},
+	{"internal/workflow/testdata/sagaguest", Reactor},
+	{"examples/checkout/checkout", Reactor},
+	{"examples/approval/approval", Reactor},
 }
 
 type key struct {

@@ -84,7 +84,7 @@ func (s *Server) startRun(ctx context.Context, app, wf, id string, input []byte,
 	switch run.State {
 	case workflow.StateCompleted:
 		return &runtime.Response{Status: http.StatusOK, Header: h, Body: run.Result}, nil
-	case workflow.StateFailed:
+	case workflow.StateFailed, workflow.StateCancelled, workflow.StateTerminated:
 		b, _ := json.Marshal(map[string]string{"run_id": run.ID, "state": run.State, "error": run.Error})
 		return &runtime.Response{Status: http.StatusUnprocessableEntity, Header: h, Body: b}, nil
 	}

@@ -20,6 +20,18 @@
 // another step than the journal recorded fails the run with a
 // *NonDeterminismError.
 //
+// # Control
+//
+// Signals (signals.go) are journaled with the run and buffered until a
+// wait for their name takes them, in order, each once; a waiting run
+// holds no instance. Cancel, Pause and Terminate (control.go, pause.go,
+// terminate.go) journal the request and change the run's record as a
+// compare-and-swap; a cancellation or a pause takes effect at the run's
+// first operation that is not a recorded outcome (the gate), where a
+// cancellation is journaled as a cut so a replay meets it at the same
+// position; the SDK then runs the compensations (steps named
+// CompensationPrefix+name), which pass the gate.
+//
 // # Guarantees
 //
 //   - A step whose completion was acknowledged to the guest is on disk
@@ -36,6 +48,7 @@
 // # Where it sits
 //
 // The engine is a server component (after the scheduler): api and the
-// gateway's routes start runs; the capability service and the wasm host
-// functions call StepBegin, StepEnd and Sleep. Storage: see journal.go.
+// gateway's routes start runs and send signals and control requests; the
+// capability service and the wasm host functions call StepBegin, StepEnd,
+// Sleep and WaitSignal. Storage: see journal.go.
 package workflow

@@ -75,7 +75,7 @@ func (e *Engine) step(r *run) (time.Duration, error) {
 		e.finished(r)
 		return 0, nil
 	}
-	if now := e.opts.Now(); rec.State == StateSleeping && rec.WakeAt.After(now) {
+	if now := e.opts.Now(); rec.State == StateSleeping && rec.WakeAt.After(now) && !r.cancelled.Load() {
 		return rec.WakeAt.Sub(now), nil // never early
 	}
 	if !ok {
@@ -114,6 +114,9 @@ func (e *Engine) step(r *run) (time.Duration, error) {
 	if e.ctx.Err() != nil {
 		return 0, e.ctx.Err()
 	}
+	if r.terminated.Load() {
+		return 0, nil // its record is final already (terminate.go)
+	}
 	var nd *NonDeterminismError
 	switch {
 	case errors.As(a.stop, &nd):
@@ -132,6 +135,8 @@ func (e *Engine) step(r *run) (time.Duration, error) {
 		return 0, e.finish(r, StateCompleted, result, "")
 	case wire.OutcomeFailed:
 		return 0, e.finish(r, StateFailed, nil, string(resp.Body))
+	case wire.OutcomeCancelled:
+		return 0, e.finish(r, StateCancelled, nil, string(resp.Body))
 	}
 	return 0, fmt.Errorf("workflow %s answered %d without %s: is it registered with nimbus.RegisterWorkflow?", rec.Workflow, resp.Status, wire.HeaderOutcome)
 }
@@ -165,6 +170,7 @@ func (e *Engine) load(r *run) error {
 	e.mu.Lock()
 	r.rec, r.loaded, r.steps, r.attempts = rec, true, steps, attempts
 	e.mu.Unlock()
+	r.loadControl(ents)
 	return nil
 }
 
@@ -175,7 +181,7 @@ func fold(ents []Entry) ([]Entry, map[int][]Entry) {
 	attempts := map[int][]Entry{}
 	for _, e := range ents {
 		switch e.Type {
-		case EntryStep, EntrySleep:
+		case EntryStep, EntrySleep, EntryWait, EntryCut:
 			if e.Pos == len(steps) {
 				steps = append(steps, e)
 			}
@@ -221,7 +227,10 @@ func (e *Engine) finished(r *run) {
 // activation ran out of time) is activated again at once.
 func (e *Engine) suspend(r *run, a *activation) (time.Duration, error) {
 	now := e.opts.Now()
-	if !a.wakeAt.After(now) {
+	if a.waiting {
+		return waitDelay(a, now), nil // the wait wrote the record (signals.go)
+	}
+	if !a.wakeAt.After(now) || r.cancelled.Load() {
 		e.mu.Lock()
 		r.again = true
 		e.mu.Unlock()

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nimbus-dev/nimbus/internal/model"
@@ -89,8 +90,18 @@ type run struct {
 	waiters []chan struct{}
 
 	loaded   bool
-	steps    []Entry         // final entries by position (EntryStep, EntrySleep)
+	steps    []Entry         // final entries by position (EntryStep, EntrySleep, EntryWait, EntryCut)
 	attempts map[int][]Entry // failed attempts by position
+
+	// cancelled is set once the run's journal has EntryCancel (control.go);
+	// cut is the position where the cancellation took effect, once hasCut.
+	cancelled atomic.Bool
+	hasCut    bool
+	cut       int
+	// paused: the journal's last pause/resume/cancel is a pause.
+	paused atomic.Bool
+	// terminated: the run was terminated (terminate.go).
+	terminated atomic.Bool
 }
 
 // activation is one invocation of a run's workflow function.
@@ -101,6 +112,9 @@ type activation struct {
 	next   int       // the next position the code may use
 	stop   error     // once set, every host call answers it
 	wakeAt time.Time // when suspended: when to activate again
+	// waiting: suspended by a signal wait, which wrote the run's record
+	// (signals.go); wakeAt is its deadline, zero for none.
+	waiting bool
 }
 
 // New returns an engine committing through c and activating runs through
@@ -209,9 +223,16 @@ func (e *Engine) Provision(ctx context.Context, rev *model.Revision) error {
 	n := 0
 	err := e.j.records(ctx, rev.App, func(rec *Run) {
 		switch {
-		case rec.Done():
+		case rec.Done(), rec.State == StatePaused: // Resume wakes a paused run
 		case rec.State == StateSleeping && rec.WakeAt.After(e.opts.Now()):
 			e.timers.add(rec.WakeAt, rev.App, rec.ID)
+			n++
+		case rec.State == StateWaiting:
+			// A signal wakes it (a signal moves the record to running
+			// first); so does its deadline.
+			if !rec.WakeAt.IsZero() {
+				e.timers.add(rec.WakeAt, rev.App, rec.ID)
+			}
 			n++
 		default:
 			e.wake(rev.App, rec.ID)
@@ -433,14 +454,23 @@ func timeline(rec *Run, ents []Entry) []Entry {
 		out = append(out, Entry{Type: EntryStarted, Time: rec.Created, Function: rec.Workflow, Revision: rec.Revision, Input: rec.Input})
 	}
 	out = append(out, ents...)
-	if n := len(ents); rec.Done() && (n == 0 || (ents[n-1].Type != EntryCompleted && ents[n-1].Type != EntryFailed)) {
+	if n := len(ents); rec.Done() && (n == 0 || !isEnd(ents[n-1].Type)) {
 		end := Entry{Type: EntryCompleted, Time: rec.Updated, Result: rec.Result}
-		if rec.State == StateFailed {
+		switch rec.State {
+		case StateFailed:
 			end = Entry{Type: EntryFailed, Time: rec.Updated, Error: rec.Error}
+		case StateCancelled:
+			end = Entry{Type: EntryCancelled, Time: rec.Updated, Error: rec.Error}
 		}
 		out = append(out, end)
 	}
 	return out
+}
+
+// isEnd reports whether an entry of type t ends a run in its journal
+// (older journals, and a termination, which is journaled).
+func isEnd(t string) bool {
+	return t == EntryCompleted || t == EntryFailed || t == EntryCancelled || t == EntryTerminated
 }
 
 // cut replaces a JSON value over MaxShownBytes by a JSON string of its

@@ -30,6 +30,19 @@ var (
 	ErrNonDeterminism = errors.New("workflow non-determinism")
 	// ErrClosed: the engine is closed.
 	ErrClosed = errors.New("workflow engine closed")
+	// ErrRunFinished: a signal or a cancellation for a run that has
+	// finished (completed, failed or cancelled).
+	ErrRunFinished = errors.New("workflow run is finished")
+	// ErrAlreadyCancelling: a cancellation of a run whose cancellation
+	// was requested already.
+	ErrAlreadyCancelling = errors.New("workflow run is already being cancelled")
+	// ErrRunPaused: a pause of a paused run.
+	ErrRunPaused = errors.New("workflow run is paused already")
+	// ErrRunNotPaused: a resume of a run that is not paused.
+	ErrRunNotPaused = errors.New("workflow run is not paused")
+	// ErrCancelled: the host call's operation does not happen because the
+	// run is cancelled; the guest runs its compensations (control.go).
+	ErrCancelled = errors.New("workflow run cancelled")
 )
 
 // NonDeterminismError is a run whose code reached position Pos with a step

@@ -24,6 +24,15 @@ type StepAnswer struct {
 	Attempt int
 }
 
+// replayed answers a recorded step: its result, or the message of the
+// error it failed with for good.
+func replayed(rec Entry) StepAnswer {
+	if rec.Failed {
+		return StepAnswer{Replay: true, Result: []byte(rec.Error), Failed: true}
+	}
+	return StepAnswer{Replay: true, Result: rec.Result}
+}
+
 // activation returns the activation of invocation id of app.
 func (e *Engine) activation(app, id string) (*activation, error) {
 	e.mu.Lock()
@@ -70,10 +79,13 @@ func (e *Engine) StepBegin(ctx context.Context, app, invocation string, pos int,
 		// The same replayed step asked again (its result did not fit the
 		// guest's buffer).
 		rec := a.r.steps[pos]
-		return StepAnswer{Replay: true, Result: rec.Result, Failed: rec.Failed}, nil
+		return replayed(rec), nil
 	}
 	a, err := e.check(app, invocation, pos)
 	if err != nil {
+		return StepAnswer{}, err
+	}
+	if err := e.cancelGate(ctx, a, pos, name); err != nil {
 		return StepAnswer{}, err
 	}
 	r := a.r
@@ -83,7 +95,7 @@ func (e *Engine) StepBegin(ctx context.Context, app, invocation string, pos int,
 			return StepAnswer{}, a.mismatch(pos, rec, EntryStep, name)
 		}
 		a.next++
-		return StepAnswer{Replay: true, Result: rec.Result, Failed: rec.Failed}, nil
+		return replayed(rec), nil
 	}
 	// A new step. Unwind rather than start it with too little time left:
 	// the next activation gets a whole timeout.
@@ -152,6 +164,9 @@ func (e *Engine) StepEnd(ctx context.Context, app, invocation string, pos int, n
 func (e *Engine) Sleep(ctx context.Context, app, invocation string, pos int, until time.Time) error {
 	a, err := e.check(app, invocation, pos)
 	if err != nil {
+		return err
+	}
+	if err := e.cancelGate(ctx, a, pos, "sleep"); err != nil {
 		return err
 	}
 	r := a.r

@@ -99,7 +99,9 @@ type Run struct {
 }
 
 // Done reports whether the run reached a final state.
-func (r *Run) Done() bool { return r.State == StateCompleted || r.State == StateFailed }
+func (r *Run) Done() bool {
+	return r.State == StateCompleted || r.State == StateFailed || r.State == StateCancelled || r.State == StateTerminated
+}
 
 // StreamName is the journal stream of app.
 func StreamName(app string) string { return "NIMBUS_WF_" + app }

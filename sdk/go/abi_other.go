@@ -51,3 +51,7 @@ func hostFetch([]byte, []byte, *[wire.FetchOutSize]byte) int32 { return wire.Cod
 func hostFetchTake(uint32, []byte, *[wire.FetchTakeOutSize]byte) int32 { return wire.CodeUnavailable }
 
 func hostSecretGet(string, []byte, *[wire.SecretOutSize]byte) int32 { return wire.CodeUnavailable }
+
+func hostWait(int32, string, int64, []byte, *[wire.WaitOutSize]byte) int32 {
+	return wire.CodeUnavailable
+}

@@ -167,3 +167,12 @@ func hostFetchTake(handle uint32, buf []byte, out *[4]byte) int32 {
 func hostSecretGet(name string, buf []byte, out *[4]byte) int32 {
 	return secretGet(strPtr(name), clampLen(len(name)), bytesPtr(buf), clampLen(len(buf)), unsafe.Pointer(out))
 }
+
+// The workflow wait (see package wire, section Workflows).
+
+//go:wasmimport nimbus wf_wait
+func wfWait(pos int32, name unsafe.Pointer, nameLen int32, timeoutMS int64, buf unsafe.Pointer, bufCap int32, out unsafe.Pointer) int32
+
+func hostWait(pos int32, name string, timeoutMS int64, buf []byte, out *[8]byte) int32 {
+	return wfWait(pos, strPtr(name), clampLen(len(name)), timeoutMS, bytesPtr(buf), clampLen(len(buf)), unsafe.Pointer(out))
+}

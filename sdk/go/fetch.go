@@ -20,7 +20,9 @@ var (
 	// metadata service, ...), whatever the function is granted; an
 	// operator may allow a range with --egress-allow-cidr.
 	ErrBlocked = errors.New("destination blocked by the network guard")
-	// ErrTimeout means an outbound request did not complete in time.
+	// ErrTimeout means an outbound request did not complete in time, or
+	// a workflow's WaitForEvent got no signal in time (match it with
+	// errors.Is).
 	ErrTimeout = errors.New("timed out")
 	// ErrSecretNotFound means the secret is not set for the app (set it
 	// with `nimbus secret set APP NAME`).

@@ -27,6 +27,7 @@ type Workflow struct {
 	pos    int32
 	inStep bool
 	key    string
+	comps  []compensation // registered by Compensate, in order (saga.go)
 }
 
 // RunID returns the run's id.
@@ -76,7 +77,9 @@ type unwind struct {
 	err  error
 }
 
-// runWorkflow serves one activation.
+// runWorkflow serves one activation. When the workflow function fails
+// (returns an error) or the run is cancelled, the compensations it
+// registered run first, in reverse order (saga.go).
 func runWorkflow(runID string, input []byte) (resp *wire.Response) {
 	p := workflowFn.Load()
 	if p == nil {
@@ -96,13 +99,64 @@ func runWorkflow(runID string, input []byte) (resp *wire.Response) {
 			resp = &wire.Response{Status: 500, Error: u.err.Error()}
 			return
 		}
+		if up, ok := v.(userPanic); ok {
+			resp = &wire.Response{Status: 500, Error: fmt.Sprintf("workflow panicked: %v\n%s", up.v, up.stack)}
+			return
+		}
 		resp = &wire.Response{Status: 500, Error: fmt.Sprintf("workflow panicked: %v\n%s", v, debug.Stack())}
 	}()
-	out, err := (*p)(wf, input)
+	out, err := wf.call(*p, input)
+	cancelled := errors.Is(err, errCancelled)
 	if err != nil {
+		if cerr := wf.compensate(); cerr != nil {
+			if cancelled {
+				err = cerr
+			} else {
+				err = fmt.Errorf("%w; compensations failed: %w", err, cerr)
+			}
+		}
+	}
+	switch {
+	case cancelled:
+		msg := "cancelled"
+		if !errors.Is(err, errCancelled) {
+			msg = "cancelled; compensations failed: " + err.Error()
+		}
+		return &wire.Response{Status: 200, Header: map[string][]string{wire.HeaderOutcome: {wire.OutcomeCancelled}}, Body: []byte(msg)}
+	case err != nil:
 		return &wire.Response{Status: 200, Header: map[string][]string{wire.HeaderOutcome: {wire.OutcomeFailed}}, Body: []byte(err.Error())}
 	}
 	return &wire.Response{Status: 200, Header: map[string][]string{wire.HeaderOutcome: {wire.OutcomeCompleted}}, Body: out}
+}
+
+// errCancelled is what wf.call returns when the host cancelled the run.
+var errCancelled = errors.New("nimbus: workflow run cancelled")
+
+// userPanic carries a panic of workflow code out of wf.call with the
+// stack where it happened.
+type userPanic struct {
+	v     any
+	stack []byte
+}
+
+// call runs the workflow function; a cancellation (the host answered
+// CodeCancelled) returns errCancelled.
+func (wf *Workflow) call(f func(*Workflow, []byte) ([]byte, error), input []byte) (out []byte, err error) {
+	defer func() {
+		v := recover()
+		if v == nil {
+			return
+		}
+		if u, ok := v.(unwind); ok {
+			if u.code == wire.CodeCancelled {
+				out, err = nil, errCancelled
+				return
+			}
+			panic(u)
+		}
+		panic(userPanic{v, debug.Stack()})
+	}()
+	return f(wf, input)
 }
 
 // StepOption configures a Step.
@@ -185,7 +239,7 @@ func Step[T any](wf *Workflow, name string, fn func() (T, error), opts ...StepOp
 		return v, nil
 	case wire.CodeRunStep:
 	default:
-		hostUnwind("wf_step_begin", code)
+		wf.hostUnwind(pos, "wf_step_begin", code)
 	}
 	attempt := int(binary.LittleEndian.Uint32(out[8:12]))
 	for {
@@ -196,7 +250,7 @@ func Step[T any](wf *Workflow, name string, fn func() (T, error), opts ...StepOp
 				err = NonRetryable(fmt.Errorf("result does not encode to JSON: %w", merr))
 			} else {
 				if code := hostStepEnd(pos, name, b, 0, wire.NoRetry); code != wire.CodeOK {
-					hostUnwind("wf_step_end", code)
+					wf.hostUnwind(pos, "wf_step_end", code)
 				}
 				wf.pos++
 				return v, nil
@@ -214,7 +268,7 @@ func Step[T any](wf *Workflow, name string, fn func() (T, error), opts ...StepOp
 		case wire.CodeRunStep:
 			attempt++
 		default:
-			hostUnwind("wf_step_end", code)
+			wf.hostUnwind(pos, "wf_step_end", code)
 		}
 	}
 }
@@ -265,10 +319,14 @@ func (r Retry) next(attempt int, err error) int64 {
 	return min(d, mb).Milliseconds()
 }
 
-// hostUnwind leaves the workflow function after a host call answered
-// code: a suspension, a non-determinism, or a host failure (the
-// activation fails and runs again).
-func hostUnwind(fn string, code int32) {
+// hostUnwind leaves the workflow function after a host call at pos
+// answered code: a suspension, a non-determinism, a cancellation (the
+// compensations run from pos+1), or a host failure (the activation fails
+// and runs again).
+func (wf *Workflow) hostUnwind(pos int32, fn string, code int32) {
+	if code == wire.CodeCancelled {
+		wf.pos = pos + 1
+	}
 	panic(unwind{code: code, err: fmt.Errorf("nimbus: %s: %w", fn, codeError(fn, "workflow", code))})
 }
 
@@ -283,7 +341,7 @@ func (wf *Workflow) SleepUntil(t time.Time) {
 		panic("nimbus: Sleep inside a step; sleep between steps")
 	}
 	if code := hostSleep(wf.pos, t.UnixMilli()); code != wire.CodeOK {
-		hostUnwind("wf_sleep", code)
+		wf.hostUnwind(wf.pos, "wf_sleep", code)
 	}
 	wf.pos++
 }

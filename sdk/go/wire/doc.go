@@ -181,7 +181,8 @@
 // code replays up to where it stopped and goes on from there. The guest
 // answers with the header Nimbus-Workflow-Outcome (HeaderOutcome):
 // "completed" with the result as the body, "failed" with the error message
-// as the body, or "suspended" (empty body) after a call returned 21. A
+// as the body, "cancelled" (see Cancellation below), or "suspended"
+// (empty body) after a call returned 21. A
 // trap, a timeout or any other answer is an activation failure: the host
 // activates the run again later (it replays).
 //
@@ -211,6 +212,29 @@
 //	    activation to reach pos records it; replays use the recorded time,
 //	    whatever until_ms they pass.
 //	    0: the time has come; go on. 21: suspended until then; unwind.
+//
+//	wf_wait(pos i32, name_ptr, name_len i32, timeout_ms i64, buf_ptr,
+//	        buf_cap, out_ptr i32) -> i32
+//	    A durable wait for the next signal called name sent to the run
+//	    (signals of a name are taken in the order they arrived, each by
+//	    one wait). timeout_ms counts from the first activation that
+//	    reaches pos (0 or less: no deadline); replays use the recorded
+//	    deadline. out (8 bytes): length u32, flags u32.
+//	    0: the outcome: the signal's payload (JSON) at [buf_ptr,
+//	       buf_ptr+length), or with flags bit 0 (WaitTimedOut) a timeout
+//	       and no payload.
+//	    3: buf_cap is too small; out holds the length: call again.
+//	    21: no signal yet: the run waits (holding no instance); unwind.
+//
+// Cancellation. wf_step_begin, wf_sleep and wf_wait may answer 24
+// (CodeCancelled): the run was cancelled and the operation at pos did not
+// happen. The guest stops its workflow code, runs its compensations as
+// steps from position pos+1 on, named with the prefix
+// "nimbus.compensate:" (only such steps still run; a replay meets the
+// cut at the same position and replays the compensations recorded), and
+// answers the outcome "cancelled" (HeaderOutcome) with a message as the
+// body. The Go SDK also runs those compensations, in reverse order of
+// registration, before it answers "failed".
 //
 // Every workflow function may also answer 21 (suspended: the host
 // unwinds an activation whose time is running out, and activates it again

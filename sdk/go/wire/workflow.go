@@ -8,6 +8,7 @@ const (
 	FuncStepBegin = "wf_step_begin"
 	FuncStepEnd   = "wf_step_end"
 	FuncSleep     = "wf_sleep"
+	FuncWait      = "wf_wait"
 )
 
 // Status codes of the workflow host functions, beyond the common ones.
@@ -23,6 +24,11 @@ const (
 	CodeNonDeterminism int32 = 22
 	// CodeNoRun: the call is not made by a workflow run's activation.
 	CodeNoRun int32 = 23
+	// CodeCancelled: the run is cancelled; the operation at pos did not
+	// happen. The guest runs its compensations as steps from pos+1 on
+	// (names starting with CompensationPrefix), then answers
+	// OutcomeCancelled.
+	CodeCancelled int32 = 24
 )
 
 // Workflow activation headers. The host marks a request that activates a
@@ -42,7 +48,21 @@ const (
 	OutcomeCompleted = "completed"
 	OutcomeFailed    = "failed"
 	OutcomeSuspended = "suspended"
+	// OutcomeCancelled: the run was cancelled and has run its
+	// compensations; the body is a message (their failures, if any).
+	OutcomeCancelled = "cancelled"
 )
+
+// CompensationPrefix starts the names of compensation steps: once a run
+// is cancelled, only steps with such names still run.
+const CompensationPrefix = "nimbus.compensate:"
+
+// WaitOutSize is the size of wf_wait's out area: length u32, flags u32.
+const WaitOutSize = 8
+
+// WaitTimedOut (wf_wait out flags): the wait timed out; there is no
+// payload.
+const WaitTimedOut uint32 = 1
 
 // StepBeginOutSize is the size of wf_step_begin's out area: length u32,
 // flags u32, attempt u32, reserved u32.

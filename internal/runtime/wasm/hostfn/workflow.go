@@ -16,7 +16,7 @@ import (
 // call them.
 const CapabilityWorkflow = "workflow"
 
-// WorkflowProvider provides wf_step_begin, wf_step_end and wf_sleep over
+// WorkflowProvider provides wf_step_begin, wf_step_end, wf_sleep and wf_wait over
 // Service. Their signatures are specified in sdk/go/wire.
 type WorkflowProvider struct {
 	Service *capability.WorkflowService
@@ -41,6 +41,10 @@ func (p WorkflowProvider) Functions() []Function {
 			Fn: func(ctx context.Context, call *capability.Caller, mod api.Module, stack []uint64) {
 				stack[0] = api.EncodeI32(p.sleep(ctx, call, stack))
 			}},
+		{Name: wire.FuncWait, Params: []api.ValueType{i32, i32, i32, i64, i32, i32, i32}, Results: []api.ValueType{i32},
+			Fn: func(ctx context.Context, call *capability.Caller, mod api.Module, stack []uint64) {
+				stack[0] = api.EncodeI32(p.wait(ctx, call, mod.Memory(), stack))
+			}},
 	}
 }
 
@@ -53,6 +57,8 @@ func wfStatus(err error) int32 {
 		return wire.CodeNonDeterminism
 	case errors.Is(err, capability.ErrNoRun):
 		return wire.CodeNoRun
+	case errors.Is(err, capability.ErrCancelled):
+		return wire.CodeCancelled
 	}
 	return status(err)
 }
@@ -147,4 +153,43 @@ func (p WorkflowProvider) sleep(ctx context.Context, call *capability.Caller, st
 	}
 	until := time.UnixMilli(int64(stack[1]))
 	return wfStatus(p.Service.Sleep(ctx, call, pos, until))
+}
+
+// wf_wait(pos, name_ptr, name_len, timeout_ms, buf_ptr, buf_cap, out_ptr) -> status
+func (p WorkflowProvider) wait(ctx context.Context, call *capability.Caller, mem api.Memory, stack []uint64) int32 {
+	pos, code := posArg(stack[0])
+	if code != CodeOK {
+		return code
+	}
+	name, code := stringArg(mem, stack[1], stack[2], wire.StepMaxNameLen)
+	if code != CodeOK {
+		return code
+	}
+	var timeout time.Duration
+	if ms := int64(stack[3]); ms > 0 {
+		timeout = time.Duration(min(ms, int64(10*365*24*time.Hour/time.Millisecond))) * time.Millisecond
+	}
+	buf, bufCap, code := bufArg(mem, stack[4], stack[5])
+	if code != CodeOK {
+		return code
+	}
+	out, code := outArg(mem, stack[6], wire.WaitOutSize)
+	if code != CodeOK {
+		return code
+	}
+	ans, err := p.Service.WaitSignal(ctx, call, pos, name, timeout)
+	if err != nil {
+		return wfStatus(err)
+	}
+	var flags uint32
+	if ans.TimedOut {
+		flags = wire.WaitTimedOut
+	}
+	mem.WriteUint32Le(out, uint32(len(ans.Payload)))
+	mem.WriteUint32Le(out+4, flags)
+	if uint64(len(ans.Payload)) > uint64(bufCap) {
+		return CodeTooLarge // asked again with a larger buffer
+	}
+	mem.Write(buf, ans.Payload)
+	return CodeOK
 }

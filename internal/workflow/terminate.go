@@ -1,0 +1,57 @@
+package workflow
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Terminating: a run ends at once, in state terminated, without running
+// its compensations or any more of its code. Terminate writes the final
+// record with EntryTerminated (a compare-and-swap); an activation in
+// flight is answered "suspended" at its next host call and its outcome
+// is discarded. A step running then may still record its result (after
+// the final record: the timeline shows it). Use Cancel to undo what the
+// run did; Terminate is for a run that must stop now (it loops, it is
+// stuck on a broken dependency).
+
+// More entry types (Entry.Type) and a state (Run.State).
+const (
+	// EntryTerminated: the run was terminated (Error: the reason).
+	EntryTerminated = "terminated"
+	// StateTerminated: the run was terminated (final).
+	StateTerminated = "terminated"
+)
+
+// Terminate ends a run now, without compensations. A finished run
+// answers ErrRunFinished.
+func (e *Engine) Terminate(ctx context.Context, app, id, reason string) (*Run, error) {
+	if err := CheckRunID(id); err != nil {
+		return nil, err
+	}
+	if len(reason) > 1024 {
+		return nil, fmt.Errorf("%w: a termination reason is at most 1024 bytes", ErrInvalid)
+	}
+	now := e.opts.Now().UTC()
+	rec, err := e.update(ctx, app, id, func(rec *Run) (*Entry, error) {
+		if rec.Done() {
+			return nil, fmt.Errorf("%w: run %s is %s already; there is nothing to terminate", ErrRunFinished, id, rec.State)
+		}
+		rec.State, rec.WakeAt, rec.Error = StateTerminated, time.Time{}, "terminated"
+		if reason != "" {
+			rec.Error += ": " + reason
+		}
+		return &Entry{Type: EntryTerminated, Time: now, Error: reason}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	e.mu.Lock()
+	if r := e.runs[runKey(app, id)]; r != nil {
+		r.terminated.Store(true)
+		r.loaded = false
+	}
+	e.mu.Unlock()
+	e.wake(app, id) // wakes whoever waits for its end
+	return rec, nil
+}
