@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nimbus-dev/nimbus/internal/guesttest"
 )
 
 // The nimbus binary is built once per test binary, into a directory that
@@ -73,7 +75,11 @@ func newCLI(t *testing.T, dir string) *cli {
 func (c *cli) up(app, data string) (*exec.Cmd, map[string]string, *syncBuffer) {
 	t := c.t
 	t.Helper()
-	cmd := exec.Command(c.bin, "up", app, "--data", data, "--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0")
+	// The compiled examples are shared with every other test binary
+	// (guesttest.WazeroCacheDir, filled by the prewarm step): a node
+	// compiles only what no test compiled before.
+	cmd := exec.Command(c.bin, "up", app, "--data", data, "--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0",
+		"--cache-dir", guesttest.WazeroCacheDir())
 	cmd.Env = c.env
 	stderr := &syncBuffer{}
 	cmd.Stderr = stderr

@@ -92,6 +92,7 @@ started is the one the CLI talks to. Lost a token? 'nimbus token create
 	f.StringVar(&cfg.APIListen, "api-listen", "127.0.0.1:8081", "control plane API and /metrics address")
 	f.StringVar(&cfg.NATSListen, "nats-listen", "", "also open a NATS client listener on this address, for clients with the NKey seed in DATA/nats-client.nk (default: none)")
 	f.DurationVar(&cfg.IdleTimeout, "idle-timeout", 5*time.Minute, "close instances idle this long (scale to zero)")
+	f.StringVar(&cfg.CacheDir, "cache-dir", "", "where compiled WebAssembly is kept across restarts (default DATA/wasm-cache); entries are keyed by module and version, so nodes may share one")
 	f.DurationVar(&cfg.EventsDuplicateWindow, "events-dedupe-window", events.DefaultDuplicateWindow, "how long an event's source and id are remembered to store a re-sent event once (each id costs ~140 B of RAM for the window)")
 	f.IntVar(&cfg.EventsMaxLag, "events-max-lag", events.DefaultMaxLag, "per app: events waiting for its triggers beyond which publishes get 429 (negative: no limit)")
 	f.IntVar(&cfg.EventsMaxWindowEvents, "events-max-window-events", events.DefaultMaxWindowEvents, "per node: events stored within the dedupe window beyond which publishes get 503 (negative: no limit)")
