@@ -12,8 +12,16 @@ test: tidy fmt vet lint prewarm
 # shared compilation cache outside the race detector (several times faster
 # than under it); the test binaries then load them from the cache. Both
 # caches are keyed by content, so a run that changed nothing does nothing.
+#
+# wazero keeps its cache in a directory named after its version, which it
+# reads from the binary's build info; test binaries carry no module
+# versions, so they use "dev". prewarm (and the nimbus binary the CLI tests
+# build) set the same name, or the tests would compile every guest again
+# under the race detector.
+WAZERO_TEST_VERSION = -ldflags=-X=github.com/tetratelabs/wazero/internal/version.version=dev
+
 prewarm:
-	$(GO) run ./internal/guesttest/prewarm
+	$(GO) run $(WAZERO_TEST_VERSION) ./internal/guesttest/prewarm
 
 check: test
 

@@ -32,6 +32,12 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// wazeroTestVersion names wazero's cache directory as test binaries do
+// ("dev": they carry no module versions), so the nodes the CLI tests start
+// share the compiled guests of the prewarm step (see the Makefile's
+// WAZERO_TEST_VERSION) instead of compiling them again.
+const wazeroTestVersion = "-ldflags=-X=github.com/tetratelabs/wazero/internal/version.version=dev"
+
 // nimbusBinary builds ./cmd/nimbus with the local toolchain (through the Go
 // build cache) and returns its path.
 func nimbusBinary(t *testing.T) string {
@@ -42,7 +48,7 @@ func nimbusBinary(t *testing.T) string {
 			return
 		}
 		built.bin = filepath.Join(built.dir, "nimbus")
-		if out, err := exec.Command("go", "build", "-o", built.bin, ".").CombinedOutput(); err != nil {
+		if out, err := exec.Command("go", "build", wazeroTestVersion, "-o", built.bin, ".").CombinedOutput(); err != nil {
 			built.err = fmt.Errorf("build nimbus: %w\n%s", err, out)
 		}
 	})

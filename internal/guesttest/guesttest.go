@@ -13,9 +13,11 @@
 // Compiling a guest to machine code is the other slow step (a Go guest
 // takes seconds, several times that under the race detector).
 // WazeroCacheDir is one wazero compilation cache for every test binary
-// and the prewarm command (go run ./internal/guesttest/prewarm, which
-// `make test` runs first, without the race detector), so each guest is
-// compiled once per machine, not once per test.
+// and the prewarm command (`make prewarm`, which `make test` runs first,
+// without the race detector), so each guest is compiled once per machine,
+// not once per test. wazero files its entries under its version, which
+// test binaries do not carry ("dev"): the Makefile builds prewarm with the
+// same name (WAZERO_TEST_VERSION), or its entries would go unused.
 package guesttest
 
 import (

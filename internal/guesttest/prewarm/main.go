@@ -5,7 +5,7 @@
 // cache instead of compiling them under the race detector, several times
 // slower. Running the tests without it is correct, only slower.
 //
-//	go run ./internal/guesttest/prewarm
+//	go run -ldflags=-X=github.com/tetratelabs/wazero/internal/version.version=dev ./internal/guesttest/prewarm
 package main
 
 import (
