@@ -1,11 +1,15 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/nimbus-dev/nimbus/internal/client"
+	"github.com/nimbus-dev/nimbus/internal/workflow"
 )
 
 func newWFSignal(g *globals) *cobra.Command {
@@ -44,127 +48,110 @@ unknown run is a 404.`,
 	return cmd
 }
 
-func newWFCancel(g *globals) *cobra.Command {
+// runControl describes one of the commands that act on a run and answer
+// it (cancel, pause, resume, terminate).
+type runControl struct {
+	use, short, long, example string
+	// withReason adds --reason, recorded in the run's timeline.
+	withReason bool
+	// call asks the API; next, when set, says what happens to the run now.
+	call func(c *client.Client, ctx context.Context, app, run, reason string) (*workflow.Run, error)
+	next func(app string, run *workflow.Run) string
+}
+
+func (rc runControl) command(g *globals) *cobra.Command {
 	var reason string
 	cmd := &cobra.Command{
-		Use:   "cancel APP RUN",
-		Short: "Cancel a run: it stops at its next step and runs its compensations",
-		Long: `Request the cancellation of a run. It stops at its next operation (a step,
+		Use: rc.use, Short: rc.short, Long: rc.long, Example: rc.example,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			run, err := rc.call(c, cmd.Context(), args[0], args[1], reason)
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(os.Stdout, run)
+			}
+			line := fmt.Sprintf("%s  %s  %s", run.ID, run.Workflow, run.State)
+			if rc.next != nil {
+				line += ": " + rc.next(args[0], run)
+			}
+			fmt.Println(line)
+			return nil
+		},
+	}
+	if rc.withReason {
+		cmd.Flags().StringVar(&reason, "reason", "", "why, recorded in the run's timeline")
+	}
+	return cmd
+}
+
+func newWFCancel(g *globals) *cobra.Command {
+	return runControl{
+		use:   "cancel APP RUN",
+		short: "Cancel a run: it stops at its next step and runs its compensations",
+		long: `Request the cancellation of a run. It stops at its next operation (a step,
 sleep or signal wait; a step running now finishes), runs the compensations
 its code registered (wf.Compensate), in reverse order, each once, and ends
 cancelled. Cancelling a finished run, or one already being cancelled, is
 refused with a 409 (exit 1) and changes nothing.`,
-		Example: `  nimbus wf cancel shop order-o-1
+		example: `  nimbus wf cancel shop order-o-1
   nimbus wf cancel shop order-o-1 --reason "customer asked" --json`,
-		Args: cobra.ExactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			run, err := c.Cancel(cmd.Context(), args[0], args[1], reason)
-			if err != nil {
-				return err
-			}
-			if g.json {
-				return printJSON(os.Stdout, run)
-			}
-			fmt.Printf("%s  %s  %s: it stops at its next step and runs its compensations (nimbus wf show %s %s)\n",
-				run.ID, run.Workflow, run.State, args[0], run.ID)
-			return nil
+		withReason: true,
+		call:       (*client.Client).Cancel,
+		next: func(app string, run *workflow.Run) string {
+			return fmt.Sprintf("it stops at its next step and runs its compensations (nimbus wf show %s %s)", app, run.ID)
 		},
-	}
-	cmd.Flags().StringVar(&reason, "reason", "", "why, recorded in the run's timeline")
-	return cmd
+	}.command(g)
 }
 
 func newWFPause(g *globals) *cobra.Command {
-	var reason string
-	cmd := &cobra.Command{
-		Use:   "pause APP RUN",
-		Short: "Pause a run: it starts no new step until resumed",
-		Long: `Pause a run. A step running now finishes; the run then starts nothing
+	return runControl{
+		use:   "pause APP RUN",
+		short: "Pause a run: it starts no new step until resumed",
+		long: `Pause a run. A step running now finishes; the run then starts nothing
 new (no step, sleep or wait) and holds no instance until "nimbus wf resume".
 Signals sent meanwhile are kept. A restart keeps it paused. Pausing a
 finished, cancelling or paused run is refused with a 409 (exit 1).`,
-		Example: `  nimbus wf pause shop order-o-1 --reason "supplier outage"
+		example: `  nimbus wf pause shop order-o-1 --reason "supplier outage"
   nimbus wf ls shop --state paused
   nimbus wf resume shop order-o-1`,
-		Args: cobra.ExactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			run, err := c.Pause(cmd.Context(), args[0], args[1], reason)
-			if err != nil {
-				return err
-			}
-			if g.json {
-				return printJSON(os.Stdout, run)
-			}
-			fmt.Printf("%s  %s  %s: it starts no new step until `nimbus wf resume %s %s`\n", run.ID, run.Workflow, run.State, args[0], run.ID)
-			return nil
+		withReason: true,
+		call:       (*client.Client).Pause,
+		next: func(app string, run *workflow.Run) string {
+			return fmt.Sprintf("it starts no new step until `nimbus wf resume %s %s`", app, run.ID)
 		},
-	}
-	cmd.Flags().StringVar(&reason, "reason", "", "why, recorded in the run's timeline")
-	return cmd
+	}.command(g)
 }
 
 func newWFResume(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "resume APP RUN",
-		Short: "Resume a paused run",
-		Long: `Resume a paused run: it goes on from where it stopped. Resuming a run that
+	return runControl{
+		use:   "resume APP RUN",
+		short: "Resume a paused run",
+		long: `Resume a paused run: it goes on from where it stopped. Resuming a run that
 is not paused is refused with a 409 (exit 1).`,
-		Example: `  nimbus wf resume shop order-o-1
+		example: `  nimbus wf resume shop order-o-1
   nimbus wf resume shop order-o-1 --json`,
-		Args: cobra.ExactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			run, err := c.Resume(cmd.Context(), args[0], args[1])
-			if err != nil {
-				return err
-			}
-			if g.json {
-				return printJSON(os.Stdout, run)
-			}
-			fmt.Printf("%s  %s  %s\n", run.ID, run.Workflow, run.State)
-			return nil
+		call: func(c *client.Client, ctx context.Context, app, run, _ string) (*workflow.Run, error) {
+			return c.Resume(ctx, app, run)
 		},
-	}
+	}.command(g)
 }
 
 func newWFTerminate(g *globals) *cobra.Command {
-	var reason string
-	cmd := &cobra.Command{
-		Use:   "terminate APP RUN",
-		Short: "End a run now, without running its compensations",
-		Long: `Terminate a run: it ends at once in state terminated; no more of its code
+	return runControl{
+		use:   "terminate APP RUN",
+		short: "End a run now, without running its compensations",
+		long: `Terminate a run: it ends at once in state terminated; no more of its code
 runs, and its compensations do not run (use "nimbus wf cancel" to undo
 what it did). Terminating a finished run is refused with a 409 (exit 1).`,
-		Example: `  nimbus wf terminate shop order-o-1 --reason "stuck on a retired API"
+		example: `  nimbus wf terminate shop order-o-1 --reason "stuck on a retired API"
   nimbus wf terminate shop order-o-1 --json`,
-		Args: cobra.ExactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			run, err := c.Terminate(cmd.Context(), args[0], args[1], reason)
-			if err != nil {
-				return err
-			}
-			if g.json {
-				return printJSON(os.Stdout, run)
-			}
-			fmt.Printf("%s  %s  %s\n", run.ID, run.Workflow, run.State)
-			return nil
-		},
-	}
-	cmd.Flags().StringVar(&reason, "reason", "", "why, recorded in the run's timeline")
-	return cmd
+		withReason: true,
+		call:       (*client.Client).Terminate,
+	}.command(g)
 }

@@ -66,39 +66,30 @@ func (c *Client) Signal(ctx context.Context, app, id, name string, payload json.
 
 // Cancel requests a run's cancellation.
 func (c *Client) Cancel(ctx context.Context, app, id, reason string) (*workflow.Run, error) {
-	var out workflow.Run
-	path := "/api/v1/apps/" + url.PathEscape(app) + "/runs/" + url.PathEscape(id) + "/cancel"
-	if err := c.call(ctx, http.MethodPost, path, api.CancelRequest{Reason: reason}, &out); err != nil {
-		return nil, err
-	}
-	return &out, nil
+	return c.runAction(ctx, app, id, "cancel", api.CancelRequest{Reason: reason})
 }
 
 // Pause pauses a run.
 func (c *Client) Pause(ctx context.Context, app, id, reason string) (*workflow.Run, error) {
-	var out workflow.Run
-	path := "/api/v1/apps/" + url.PathEscape(app) + "/runs/" + url.PathEscape(id) + "/pause"
-	if err := c.call(ctx, http.MethodPost, path, api.CancelRequest{Reason: reason}, &out); err != nil {
-		return nil, err
-	}
-	return &out, nil
+	return c.runAction(ctx, app, id, "pause", api.CancelRequest{Reason: reason})
 }
 
 // Resume resumes a paused run.
 func (c *Client) Resume(ctx context.Context, app, id string) (*workflow.Run, error) {
-	var out workflow.Run
-	path := "/api/v1/apps/" + url.PathEscape(app) + "/runs/" + url.PathEscape(id) + "/resume"
-	if err := c.call(ctx, http.MethodPost, path, nil, &out); err != nil {
-		return nil, err
-	}
-	return &out, nil
+	return c.runAction(ctx, app, id, "resume", nil)
 }
 
 // Terminate ends a run now, without compensations.
 func (c *Client) Terminate(ctx context.Context, app, id, reason string) (*workflow.Run, error) {
+	return c.runAction(ctx, app, id, "terminate", api.CancelRequest{Reason: reason})
+}
+
+// runAction posts body to a run's control endpoint
+// (/api/v1/apps/APP/runs/ID/ACTION) and returns the run it answers.
+func (c *Client) runAction(ctx context.Context, app, id, action string, body any) (*workflow.Run, error) {
 	var out workflow.Run
-	path := "/api/v1/apps/" + url.PathEscape(app) + "/runs/" + url.PathEscape(id) + "/terminate"
-	if err := c.call(ctx, http.MethodPost, path, api.CancelRequest{Reason: reason}, &out); err != nil {
+	path := "/api/v1/apps/" + url.PathEscape(app) + "/runs/" + url.PathEscape(id) + "/" + action
+	if err := c.call(ctx, http.MethodPost, path, body, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil
