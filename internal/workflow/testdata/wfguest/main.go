@@ -1,7 +1,8 @@
 // Command wfguest is the workflow of the engine's tests: Steps steps,
 // each applying its idempotency key once to the "ledger" bucket (create
 // if absent) and counting its executions in the "execs" bucket, with an
-// optional durable sleep after the first step. Step names start with
+// optional durable sleep after the first step (and a count of the
+// activations that get past it). Step names start with
 // $STEP_PREFIX, so a redeploy with another prefix breaks the journal of
 // runs in flight (non-determinism).
 package main
@@ -25,6 +26,10 @@ type In struct {
 	StepMS int64 `json:"step_ms"`
 	// Plain makes steps return at once, touching nothing (the bench).
 	Plain bool `json:"plain"`
+	// CountWakes makes every activation that gets past the sleep append
+	// its wall-clock time (Unix ns) to "<run>/woke" in execs: the
+	// wake-ups of the run, outside any step.
+	CountWakes bool `json:"count_wakes"`
 }
 
 // Out is a run's result.
@@ -50,6 +55,25 @@ func count(key string) int {
 		n++
 		if _, err := execs.Put(key, []byte(strconv.Itoa(n)), nimbus.IfRevision(rev)); err == nil {
 			return n
+		} else if !errors.Is(err, nimbus.ErrRevisionMismatch) {
+			panic(err)
+		}
+	}
+}
+
+// appendWake appends the time now to key in execs (compare-and-swap loop).
+func appendWake(key string) {
+	for {
+		v, rev, err := execs.Get(key)
+		if err != nil && !errors.Is(err, nimbus.ErrNotFound) {
+			panic(err)
+		}
+		if len(v) > 0 {
+			v = append(v, ',')
+		}
+		v = strconv.AppendInt(v, time.Now().UnixNano(), 10)
+		if _, err := execs.Put(key, v, nimbus.IfRevision(rev)); err == nil {
+			return
 		} else if !errors.Is(err, nimbus.ErrRevisionMismatch) {
 			panic(err)
 		}
@@ -87,6 +111,9 @@ func run(wf *nimbus.Workflow, in In) (Out, error) {
 		if i == 0 && in.SleepMS > 0 {
 			before := wf.Now()
 			wf.Sleep(time.Duration(in.SleepMS) * time.Millisecond)
+			if in.CountWakes {
+				appendWake(wf.RunID() + "/woke")
+			}
 			out.SleptMS = wf.Now().Sub(before).Milliseconds()
 		}
 	}
