@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -314,6 +315,12 @@ func (e *Engine) Start(ctx context.Context, app, workflow, id string, input []by
 	now := e.opts.Now().UTC()
 	rec := &Run{ID: id, App: app, Workflow: workflow, Revision: fn.Revision, State: StateRunning, Input: input, Created: now, Updated: now}
 	ok, err := e.j.create(ctx, rec)
+	if errors.Is(err, store.ErrWriteTooLarge) {
+		// The input fits max_request_body but not the run's record,
+		// one store write: a client error, not the node's.
+		return nil, false, fmt.Errorf("%w: input is %d bytes, more than a run's record holds (about %d bytes): pass large data by reference, such as a KV key: %w",
+			ErrInvalid, len(input), e.j.c.MaxWriteBytes(), err)
+	}
 	if err != nil {
 		return nil, false, err
 	}
