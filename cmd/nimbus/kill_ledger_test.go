@@ -127,7 +127,7 @@ func TestKillLedgerExactlyOnce(t *testing.T) {
 	}
 	const (
 		runs, steps  = 1000, 5
-		kills        = 22
+		kills        = 20
 		maxInstances = 16
 	)
 	led := &ledger{delay: 50 * time.Millisecond, keys: map[string]*ledgerKey{}}
