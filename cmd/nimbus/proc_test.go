@@ -73,19 +73,19 @@ func newCLI(t *testing.T, dir string) *cli {
 		env: append(os.Environ(), "NIMBUS_CONFIG="+filepath.Join(dir, "config.json"), "NIMBUS_URL=", "NIMBUS_TOKEN=")}
 }
 
-// up starts `nimbus up app --data data` on 127.0.0.1 port 0 and waits (at
+// up starts `nimbus up app --data data [extra...]` on 127.0.0.1 port 0 and waits (at
 // most 3 minutes: the first start builds the app) until it says it is up.
 // It returns the process, the fields it printed ("gateway", "API",
 // "admin": the URLs and token; "out": all of stdout so far) and its
 // stderr. The process is killed at the end of the test if still running.
-func (c *cli) up(app, data string) (*exec.Cmd, map[string]string, *syncBuffer) {
+func (c *cli) up(app, data string, extra ...string) (*exec.Cmd, map[string]string, *syncBuffer) {
 	t := c.t
 	t.Helper()
 	// The compiled examples are shared with every other test binary
 	// (guesttest.WazeroCacheDir, filled by the prewarm step): a node
 	// compiles only what no test compiled before.
-	cmd := exec.Command(c.bin, "up", app, "--data", data, "--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0",
-		"--cache-dir", guesttest.WazeroCacheDir())
+	cmd := exec.Command(c.bin, append([]string{"up", app, "--data", data, "--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0",
+		"--cache-dir", guesttest.WazeroCacheDir()}, extra...)...)
 	cmd.Env = c.env
 	stderr := &syncBuffer{}
 	cmd.Stderr = stderr
