@@ -89,7 +89,10 @@ func TestPolicyFromTheCLI(t *testing.T) {
 		t.Fatalf("validate --policy of a compliant app: %v\n%s", err, out)
 	}
 
-	_, _, _ = c.up(tmp, filepath.Join(tmp, "data"), "--policy", policyFile)
+	_, _, stderr := c.up(tmp, filepath.Join(tmp, "data"), "--policy", policyFile)
+	if !strings.Contains(stderr.String(), "policy: 3 rule(s) from "+policyFile) {
+		t.Fatalf("up --policy does not say what it loaded:\n%s", stderr)
+	}
 	out, err = c.run("deploy", big)
 	if err == nil || !strings.Contains(out, `refused by the operator's policy: rule "memory-cap": a function may have at most 256MiB of memory; rule "no-egress-to-any-host"`) {
 		t.Fatalf("deploy of a violating app: %v\n%s", err, out)

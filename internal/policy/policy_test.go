@@ -323,3 +323,32 @@ func BenchmarkCheck(b *testing.B) {
 		}
 	}
 }
+
+// TestFailsClosed: a rule that cannot be evaluated (an index out of
+// range, a cost over CostLimit) refuses the deploy, saying why.
+func TestFailsClosed(t *testing.T) {
+	p, err := policy.Parse("p.yaml", []byte(`
+- name: second-function
+  expression: functions[1].name != ""
+  message: m1
+- name: expensive
+  expression: functions.all(f, functions.all(g, functions.all(h, f.name + g.name + h.name != "")))
+  message: m2
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var de *policy.DeniedError
+	if err := p.Check(rev(fn("a", 1<<20, nil)), ""); !errors.As(err, &de) || de.Rules() != "second-function" ||
+		!strings.Contains(err.Error(), "could not be evaluated") {
+		t.Fatalf("one function: %v", err)
+	}
+	var fns []model.Function
+	for i := range 120 {
+		fns = append(fns, fn(fmt.Sprint("f", i), 1<<20, nil))
+	}
+	if err := p.Check(rev(fns...), ""); !errors.As(err, &de) || de.Rules() != "expensive" ||
+		!strings.Contains(de.Violations[0].Error, "cost") {
+		t.Fatalf("120 functions: %v", err)
+	}
+}
