@@ -196,6 +196,10 @@ func TestPolicyRollbackChecked(t *testing.T) {
 	if code != 403 || e.Code != "policy_denied" || !strings.Contains(e.Message, "memory-cap") {
 		t.Fatalf("rollback to a revision over the cap: %d %s %s", code, e.Code, e.Message)
 	}
+	entries, err := srv2.Audit().List(context.Background(), audit.Filter{Action: "rollback"})
+	if err != nil || len(entries) != 1 || entries[0].Outcome != audit.OutcomeDenied || entries[0].Detail != "policy_denied: rules memory-cap" {
+		t.Fatalf("audit of the refused rollback: %+v %v", entries, err)
+	}
 }
 
 func mustAdmin(t *testing.T, srv *server.Server) string {
