@@ -1,6 +1,7 @@
 package policy_test
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -306,7 +307,9 @@ func BenchmarkRatesAllow(b *testing.B) {
 }
 
 // BenchmarkCheck is the cost of the documented rules on a deploy of
-// eight functions.
+// eight functions ("rules"), beside encoding the same revision as JSON
+// ("baseline-json"), which every deploy does to store it: compare the
+// two as a ratio.
 func BenchmarkCheck(b *testing.B) {
 	p, err := policy.Parse("policy.yaml", []byte(examples))
 	if err != nil {
@@ -317,11 +320,20 @@ func BenchmarkCheck(b *testing.B) {
 		fns = append(fns, fn(fmt.Sprint("f", i), 64<<20, []string{"http:api.stripe.com", "log"}))
 	}
 	r := rev(fns...)
-	for b.Loop() {
-		if err := p.Check(r, "acme"); err != nil {
-			b.Fatal(err)
+	b.Run("rules", func(b *testing.B) {
+		for b.Loop() {
+			if err := p.Check(r, "acme"); err != nil {
+				b.Fatal(err)
+			}
 		}
-	}
+	})
+	b.Run("baseline-json", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := json.Marshal(r); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
 
 // TestFailsClosed: a rule that cannot be evaluated (an index out of
