@@ -237,6 +237,9 @@ quotas:
 	if code != 403 || e.Code != "quota_exceeded" || !strings.Contains(e.Message, "tenant team-a is at its quota of 1 apps") {
 		t.Fatalf("second app: %d %s %s", code, e.Code, e.Message)
 	}
+	if d, _ := json.Marshal(e.Details); string(d) != `{"limit":1,"quota":"apps","tenant":"team-a","used":1}` {
+		t.Fatalf("details of the apps quota: %s", d)
+	}
 	three := spec
 	three.Functions = []model.Function{fn("hello", hello, "GET /hello/{name}"), fn("f2", hello), fn("f3", hello)}
 	code, e, _, _ = apiCall(t, srv, a, "POST", "/api/v1/apps/a1/deploy", three)
