@@ -22,25 +22,44 @@ import (
 	"github.com/nimbus-dev/nimbus/internal/guestlog"
 	"github.com/nimbus-dev/nimbus/internal/manifest"
 	"github.com/nimbus-dev/nimbus/internal/model"
+	"github.com/nimbus-dev/nimbus/internal/policy"
+	"github.com/nimbus-dev/nimbus/internal/server"
 )
 
 func newValidate(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var policyFile, tenant string
+	cmd := &cobra.Command{
 		Use:   "validate [DIR]",
 		Short: "Check a nimbus.yaml without deploying it",
 		Long: `Check the manifest in DIR (or a manifest file) by the rules a deploy of it
 meets, short of building modules and what depends on the server (other
 apps' routes). Every problem is reported with its file, line, column and
-field, and what is allowed instead.`,
+field, and what is allowed instead.
+
+The operator's policy rules (nimbus up --policy) are checked too when given
+the same file with --policy, for the tenant --tenant (default: default).
+Without it they are not: a node checks them at deploy. Quotas depend on
+what the tenant already holds and are checked only by a node.`,
 		Example: `  nimbus validate examples/hello
-  nimbus validate ./nimbus.yaml --json`,
+  nimbus validate ./nimbus.yaml --json
+  nimbus validate examples/hello --policy /etc/nimbus/policy.yaml --tenant team-a`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			path := "."
 			if len(args) == 1 {
 				path = args[0]
 			}
+			var p *policy.Policy
+			if policyFile != "" {
+				var err error
+				if p, err = policy.Load(policyFile); err != nil {
+					return err
+				}
+			}
 			m, err := deploy.Validate(path)
+			if err == nil && p != nil {
+				err = checkPolicy(m, p, tenant)
+			}
 			if g.json {
 				out := map[string]any{"valid": err == nil}
 				if err != nil {
@@ -60,9 +79,42 @@ field, and what is allowed instead.`,
 				return &exitError{1}
 			}
 			fmt.Printf("%s: app %s with %d function(s) is valid\n", m.File, m.App, len(m.Functions))
+			if p != nil {
+				fmt.Printf("%s: it passes the %d rule(s) of %s for tenant %s (quotas are checked at deploy)\n", m.File, len(p.Rules()), policyFile, model.TenantOr(tenant))
+			}
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&policyFile, "policy", "", "also check the operator's policy `FILE` (the one given to nimbus up --policy)")
+	cmd.Flags().StringVar(&tenant, "tenant", "", "the tenant the rules see (default: default)")
+	return cmd
+}
+
+// checkPolicy evaluates p's rules on the revision m plans (with
+// placeholder modules: no rule sees a module's digest) as a node would
+// for tenant; each rule broken is a manifest error at the manifest.
+func checkPolicy(m *manifest.Manifest, p *policy.Policy, tenant string) error {
+	modules := map[string]string{}
+	for _, f := range m.Functions {
+		modules[f.Name] = strings.Repeat("0", 64)
+	}
+	rev, err := server.Check(m.App, m.Spec(modules))
+	if err != nil {
+		return err
+	}
+	var de *policy.DeniedError
+	if err := p.Check(rev, tenant); !errors.As(err, &de) {
+		return err
+	}
+	var errs manifest.Errors
+	for _, v := range de.Violations {
+		msg := fmt.Sprintf("policy rule %q (%s): %s", v.Rule, p.File(), v.Message)
+		if v.Error != "" {
+			msg += " (the rule could not be evaluated: " + v.Error + ")"
+		}
+		errs = append(errs, &manifest.FieldError{Pos: manifest.Position{File: m.File}, Msg: msg})
+	}
+	return errs
 }
 
 func newDeploy(g *globals) *cobra.Command {

@@ -73,7 +73,7 @@ func newCLI(t *testing.T, dir string) *cli {
 		env: append(os.Environ(), "NIMBUS_CONFIG="+filepath.Join(dir, "config.json"), "NIMBUS_URL=", "NIMBUS_TOKEN=")}
 }
 
-// up starts `nimbus up app --data data` on 127.0.0.1 port 0 and waits (at
+// up starts `nimbus up app --data data [extra...]` on 127.0.0.1 port 0 and waits (at
 // most 3 minutes: the first start builds the app) until it says it is up.
 // It returns the process, the fields it printed ("gateway", "API",
 // "admin": the URLs and token; "out": all of stdout so far) and its

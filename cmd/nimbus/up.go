@@ -18,6 +18,7 @@ import (
 	"github.com/nimbus-dev/nimbus/internal/deploy"
 	"github.com/nimbus-dev/nimbus/internal/events"
 	"github.com/nimbus-dev/nimbus/internal/manifest"
+	"github.com/nimbus-dev/nimbus/internal/policy"
 	"github.com/nimbus-dev/nimbus/internal/registry"
 	"github.com/nimbus-dev/nimbus/internal/security"
 	"github.com/nimbus-dev/nimbus/internal/server"
@@ -29,6 +30,7 @@ func newUp(g *globals) *cobra.Command {
 	var redeploy bool
 	var bodyBudget, bodyMinRate string
 	var allowCIDRs []string
+	var policyFile string
 	cmd := &cobra.Command{
 		Use:   "up [DIR]",
 		Short: "Start the platform; deploy DIR's app if it has a nimbus.yaml",
@@ -50,7 +52,8 @@ started is the one the CLI talks to. Lost a token? 'nimbus token create
 --data DIR' mints a new admin token. Ctrl-C stops the server cleanly.`,
 		Example: `  nimbus up examples/hello
   nimbus up --listen 127.0.0.1:9000 --api-listen 127.0.0.1:9001 ./myapp
-  nimbus up --data /var/lib/nimbus --nats-listen 127.0.0.1:4222`,
+  nimbus up --data /var/lib/nimbus --nats-listen 127.0.0.1:4222
+  nimbus up --policy /etc/nimbus/policy.yaml`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dir := "."
@@ -83,6 +86,18 @@ started is the one the CLI talks to. Lost a token? 'nimbus token create
 				}
 				cfg.MasterKey = key
 			}
+			if policyFile != "" {
+				// A rule that does not compile stops the start here,
+				// naming the file, line, column and rule.
+				p, err := policy.Load(policyFile)
+				if err != nil {
+					return err
+				}
+				cfg.Policy = p
+				if !g.json {
+					stderrf("policy: %d rule(s) from %s\n", len(p.Rules()), policyFile)
+				}
+			}
 			return runUp(cmd.Context(), g, cfg, dir, redeploy)
 		},
 	}
@@ -102,6 +117,7 @@ started is the one the CLI talks to. Lost a token? 'nimbus token create
 	f.StringSliceVar(&allowCIDRs, "egress-allow-cidr", nil, "let functions' outbound HTTP reach this internal range (repeatable; default: the public Internet only; the node's own ports stay refused)")
 	f.StringVar(&cfg.MasterKeyFile, "master-key-file", "", "file of the secrets' master key, created 0600 on first use if missing (default $XDG_CONFIG_HOME/nimbus/master.key; NIMBUS_MASTER_KEY, base64, wins)")
 	f.StringSliceVar(&cfg.MasterKeyPreviousFiles, "master-key-previous", nil, "master key file being retired: its data keys are rewrapped with the current key at start (repeatable)")
+	f.StringVar(&policyFile, "policy", "", "the operator's policy `FILE` (YAML or JSON): rules every deploy and rollback must pass, and per-tenant quotas (docs/security.md)")
 	f.StringVar(&logLevel, "log-level", "info", "server log level: debug, info, warn, error")
 	f.BoolVar(&redeploy, "redeploy", false, "build and deploy DIR's app even if it is already deployed")
 	return cmd

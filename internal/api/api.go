@@ -195,7 +195,7 @@ func (a *api) guard(rt Route, h func(http.ResponseWriter, *http.Request) error) 
 		if note != nil {
 			note.outcome = outcomeOf(sw.status)
 			if err != nil {
-				note.detail = apierror.From(err).Code
+				note.detail = auditDetail(err)
 			}
 		}
 	})

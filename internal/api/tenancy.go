@@ -10,6 +10,7 @@ import (
 	"github.com/nimbus-dev/nimbus/internal/apierror"
 	"github.com/nimbus-dev/nimbus/internal/audit"
 	"github.com/nimbus-dev/nimbus/internal/model"
+	"github.com/nimbus-dev/nimbus/internal/policy"
 	"github.com/nimbus-dev/nimbus/internal/registry"
 	"github.com/nimbus-dev/nimbus/internal/security"
 )
@@ -219,6 +220,22 @@ func (a *api) record(ctx context.Context, e audit.Entry) {
 	if _, err := a.audit.Append(context.WithoutCancel(ctx), e); err != nil {
 		a.logger.Error("audit entry not recorded", "action", e.Action, "target", e.Target, "outcome", e.Outcome, "error", err)
 	}
+}
+
+// auditDetail is the detail of a refused call's audit entry: the error
+// code, and for the operator's policy the rules broken or the quota hit,
+// so `nimbus audit ls` says why without the full message.
+func auditDetail(err error) string {
+	code := apierror.From(err).Code
+	var de *policy.DeniedError
+	var qe *policy.QuotaError
+	switch {
+	case errors.As(err, &de):
+		return code + ": rules " + de.Rules()
+	case errors.As(err, &qe):
+		return code + ": " + qe.Quota
+	}
+	return code
 }
 
 // outcomeOf reads a call's audit outcome from its answer.

@@ -12,6 +12,7 @@ import (
 	"github.com/nimbus-dev/nimbus/internal/events"
 	"github.com/nimbus-dev/nimbus/internal/events/cloudevents"
 	"github.com/nimbus-dev/nimbus/internal/model"
+	"github.com/nimbus-dev/nimbus/internal/policy"
 	"github.com/nimbus-dev/nimbus/internal/registry"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 	"github.com/nimbus-dev/nimbus/internal/scheduler"
@@ -122,6 +123,28 @@ var rules = []rule{
 	// A key of one tenant asking for another tenant's app (before the
 	// rollback rule: a wrong-tenant rollback is this, not a failed one).
 	{match: as[*model.TenantError](), status: http.StatusForbidden, code: "wrong_tenant"},
+	// The operator's policy: a rule the deploy broke (the details list
+	// each rule and its message), a count quota (403: the same request
+	// will not pass until something is deleted or the quota raised), the
+	// request rate (429: come back after Retry-After).
+	{match: is(policy.ErrDenied), status: http.StatusForbidden, code: "policy_denied",
+		details: func(err error) any {
+			var de *policy.DeniedError
+			errors.As(err, &de)
+			return map[string]any{"violations": de.Violations}
+		}},
+	{match: quota(policy.QuotaRequestsPerSecond), status: http.StatusTooManyRequests, code: "quota_requests",
+		header: func(err error) http.Header {
+			var qe *policy.QuotaError
+			errors.As(err, &qe)
+			return http.Header{HeaderRetryAfter: {retryAfter(qe.RetryAfter)}}
+		}},
+	{match: is(policy.ErrQuota), status: http.StatusForbidden, code: "quota_exceeded",
+		details: func(err error) any {
+			var qe *policy.QuotaError
+			errors.As(err, &qe)
+			return map[string]any{"tenant": qe.Tenant, "quota": qe.Quota, "limit": qe.Limit, "used": qe.Used}
+		}},
 
 	// A rollback the registry refused, whatever the cause (before
 	// ErrInvalid: a malformed revision id is a failed rollback).
@@ -208,6 +231,14 @@ func From(err error) *Error {
 		return e
 	}
 	return &Error{Status: http.StatusInternalServerError, Code: "internal", Message: err.Error(), Err: err}
+}
+
+// quota matches a *policy.QuotaError of the given quota.
+func quota(name string) func(error) bool {
+	return func(err error) bool {
+		var qe *policy.QuotaError
+		return errors.As(err, &qe) && qe.Quota == name
+	}
 }
 
 // backpressure matches an *events.BackpressureError of the given limit.

@@ -17,6 +17,7 @@ import (
 	"github.com/nimbus-dev/nimbus/internal/events"
 	"github.com/nimbus-dev/nimbus/internal/events/cloudevents"
 	"github.com/nimbus-dev/nimbus/internal/model"
+	"github.com/nimbus-dev/nimbus/internal/policy"
 	"github.com/nimbus-dev/nimbus/internal/registry"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 	"github.com/nimbus-dev/nimbus/internal/scheduler"
@@ -87,6 +88,11 @@ func TestFrom(t *testing.T) {
 		{&registry.RollbackError{Err: fmt.Errorf("rollback shop: %w", &model.TenantError{App: "shop", Tenant: "a", Caller: "b"})}, 403, "wrong_tenant", nil},
 		{fmt.Errorf("delete: %w", &model.TenantError{App: "shop", Tenant: "a", Caller: "b"}), 403, "wrong_tenant", nil},
 		{&registry.RollbackError{Err: registry.ErrNoPreviousRevision}, 409, "rollback_failed", nil},
+		// The operator's policy and quotas.
+		{fmt.Errorf("deploy: %w", &policy.DeniedError{App: "a", Violations: []policy.Violation{{Rule: "r", Message: "m"}}}), 403, "policy_denied", nil},
+		{&policy.QuotaError{Tenant: "t", Quota: policy.QuotaApps, Limit: 1}, 403, "quota_exceeded", nil},
+		{fmt.Errorf("put: %w", &policy.QuotaError{Tenant: "t", Quota: policy.QuotaKVBytes, Limit: 1}), 403, "quota_exceeded", nil},
+		{&policy.QuotaError{Tenant: "t", Quota: policy.QuotaRequestsPerSecond, Limit: 1, RetryAfter: 1500 * time.Millisecond}, 429, "quota_requests", http.Header{"Retry-After": {"2"}}},
 		{&registry.RollbackError{Err: wrap(model.ErrInvalid)}, 409, "rollback_failed", nil},
 		{&registry.RollbackError{Err: wrap(registry.ErrRevisionNotFound)}, 404, "revision_not_found", nil},
 

@@ -23,6 +23,9 @@ func (s *Server) EnqueueInvocation(ctx context.Context, app, function string, re
 	if rev == nil {
 		return "", false, appNotFound(app)
 	}
+	if err := s.admit.allowRequest(app); err != nil {
+		return "", false, err
+	}
 	i := slices.IndexFunc(rev.Functions, func(f model.Function) bool { return f.Name == function })
 	if i < 0 {
 		return "", false, &notFoundError{fmt.Sprintf("app %s has no function %q", app, function), registry.ErrFunctionNotFound}

@@ -57,6 +57,7 @@ var (
 	_ Component = (*state.Buckets)(nil)
 	_ Component = (*scheduler.Scheduler)(nil)
 	_ Component = (*activeSet)(nil)
+	_ Component = (*admission)(nil)
 	_ Component = (*gateway.Gateway)(nil)
 	_ Component = (*events.Dispatcher)(nil)
 	_ Component = (*events.CronSource)(nil)

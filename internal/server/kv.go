@@ -35,13 +35,13 @@ func (k appKV) Get(ctx context.Context, app, bucket, key string) ([]byte, uint64
 
 // Put implements api.KV.
 func (k appKV) Put(ctx context.Context, app, bucket, key string, value []byte, opts state.PutOptions) (uint64, error) {
-	rev, err := k.Buckets.Put(ctx, app, bucket, key, value, opts)
+	rev, err := quotaKV{k.Buckets, k.s.admit}.Put(ctx, app, bucket, key, value, opts)
 	return rev, k.err(app, err)
 }
 
 // Delete implements api.KV.
 func (k appKV) Delete(ctx context.Context, app, bucket, key string, ifRevision *uint64) error {
-	return k.err(app, k.Buckets.Delete(ctx, app, bucket, key, ifRevision))
+	return k.err(app, quotaKV{k.Buckets, k.s.admit}.Delete(ctx, app, bucket, key, ifRevision))
 }
 
 // ListAfter implements api.KV.

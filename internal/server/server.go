@@ -22,6 +22,7 @@ import (
 	"github.com/nimbus-dev/nimbus/internal/gateway"
 	"github.com/nimbus-dev/nimbus/internal/guestlog"
 	"github.com/nimbus-dev/nimbus/internal/model"
+	"github.com/nimbus-dev/nimbus/internal/policy"
 	"github.com/nimbus-dev/nimbus/internal/registry"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 	"github.com/nimbus-dev/nimbus/internal/runtime/process"
@@ -102,6 +103,12 @@ type Config struct {
 	// MasterKeyPreviousFiles hold master keys being retired: at start, the
 	// data keys they wrap are rewrapped with the current one.
 	MasterKeyPreviousFiles []string
+	// Policy is the operator's rules and quotas (`nimbus up --policy
+	// FILE`, policy.Load): every deploy and rollback must pass its rules
+	// and its tenant's count quotas; requests and key-value puts are held
+	// to the tenant's rate and storage quotas. Default nil: no rules, no
+	// quotas.
+	Policy *policy.Policy
 	// Version is reported by the API.
 	Version string
 	// Logger defaults to slog.Default().
@@ -121,6 +128,7 @@ type Server struct {
 	secrets *security.Secrets
 	audit   *audit.Log
 	denials *auditDenials // function denials -> audit
+	admit   *admission    // the operator's policy and quotas
 	caps    *capability.Services
 	buckets *state.Buckets
 	events  *events.Log
@@ -214,9 +222,10 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	s.denials = newAuditDenials(s, s.audit)
+	s.admit = newAdmission(s, cfg.Policy)
 	// One set of capability services for every runtime: the wasm host
 	// functions and the processes' platform API check the same grants.
-	s.caps = capability.New(capability.Config{Logger: cfg.Logger, KV: s.buckets, Publisher: s, Workflows: s.wf, Secrets: s.secrets, OnDenied: s.denials.OnDenied,
+	s.caps = capability.New(capability.Config{Logger: cfg.Logger, KV: quotaKV{s.buckets, s.admit}, Publisher: s, Workflows: s.wf, Secrets: s.secrets, OnDenied: s.denials.OnDenied,
 		Registerer: s.metrics.Registry(), Egress: capability.EgressConfig{AllowCIDRs: cfg.EgressAllowCIDRs, Resolver: cfg.EgressResolver}})
 	s.rts = runtime.Set{}
 	wasmRT, err := wasm.New(ctx, wasm.Config{CacheDir: cfg.CacheDir, Logger: cfg.Logger,
@@ -251,13 +260,14 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.metrics.Registry().MustRegister(newEventsCollector(s))
 	s.cron = events.NewCronSource(s.store.JetStream(), s.events, events.CronOptions{Logger: cfg.Logger})
 	s.kvtrig = events.NewBucketSource(s.store.JetStream(), s.events, events.BucketOptions{Logger: cfg.Logger})
-	s.gw = gateway.New(workflowRoutes{s.sched, s}, cfg.Logger)
+	s.gw = gateway.New(rateLimited{s.admit, workflowRoutes{s.sched, s}}, cfg.Logger)
 	s.gw.SetEvents(s)
 	s.gw.SetAsync(s)
 	s.gw.SetMetrics(s.metrics) // a 413 answered at the gateway counts like one from the scheduler
 	// What a revision is provisioned into, in dependency order (see
 	// Component). A new trigger kind, engine or runtime registers here.
 	s.components = []namedComponent{
+		{"admission", s.admit},
 		{"buckets", s.buckets},
 		{"scheduler", s.sched},
 		{"active", s.active},
@@ -560,6 +570,9 @@ func (s *Server) HasArtifact(ctx context.Context, sha string) (bool, error) {
 
 // Invoke implements api.Platform.
 func (s *Server) Invoke(ctx context.Context, app, function string, req *runtime.Request) (*runtime.Response, error) {
+	if err := s.admit.allowRequest(app); err != nil {
+		return nil, err
+	}
 	return s.sched.Invoke(ctx, app, function, req)
 }
 
