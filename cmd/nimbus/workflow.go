@@ -22,7 +22,7 @@ func newWorkflow(g *globals) *cobra.Command {
 docs/workflows.md). A run's id is an idempotency key: starting an id that
 exists shows that run and starts nothing.`,
 	}
-	cmd.AddCommand(newWFStart(g), newWFLs(g), newWFShow(g), newWFSignal(g), newWFCancel(g), newWFPause(g), newWFResume(g), newWFTerminate(g))
+	cmd.AddCommand(newWFStart(g), newWFLs(g), newWFShow(g), newWFSignal(g), newWFCancel(g), newWFPause(g), newWFResume(g), newWFTerminate(g), newWFRetry(g))
 	return cmd
 }
 

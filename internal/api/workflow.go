@@ -29,6 +29,8 @@ type Workflows interface {
 	Resume(ctx context.Context, app, id string) (*workflow.Run, error)
 	// Terminate ends a run now, without compensations.
 	Terminate(ctx context.Context, app, id, reason string) (*workflow.Run, error)
+	// Retry makes a failed run go on from its failed step.
+	Retry(ctx context.Context, app, id string) (*workflow.Run, error)
 }
 
 // StartRunRequest is the body of POST .../workflows/{workflow}/runs.

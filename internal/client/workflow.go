@@ -84,6 +84,11 @@ func (c *Client) Terminate(ctx context.Context, app, id, reason string) (*workfl
 	return c.runAction(ctx, app, id, "terminate", api.CancelRequest{Reason: reason})
 }
 
+// Retry makes a failed run go on from its failed step.
+func (c *Client) Retry(ctx context.Context, app, id string) (*workflow.Run, error) {
+	return c.runAction(ctx, app, id, "retry", nil)
+}
+
 // runAction posts body to a run's control endpoint
 // (/api/v1/apps/APP/runs/ID/ACTION) and returns the run it answers.
 func (c *Client) runAction(ctx context.Context, app, id, action string, body any) (*workflow.Run, error) {

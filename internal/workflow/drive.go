@@ -187,6 +187,8 @@ func fold(ents []Entry) ([]Entry, map[int][]Entry) {
 			}
 		case EntryAttempt:
 			attempts[e.Pos] = append(attempts[e.Pos], e)
+		case EntryRetry:
+			steps = applyRetry(steps, attempts, e.Pos)
 		}
 	}
 	return steps, attempts

@@ -40,6 +40,9 @@ var (
 	ErrRunPaused = errors.New("workflow run is paused already")
 	// ErrRunNotPaused: a resume of a run that is not paused.
 	ErrRunNotPaused = errors.New("workflow run is not paused")
+	// ErrNotRetryable: a retry of a run that is not failed, or whose
+	// compensations ran (retry.go).
+	ErrNotRetryable = errors.New("workflow run cannot be retried")
 	// ErrCancelled: the host call's operation does not happen because the
 	// run is cancelled; the guest runs its compensations (control.go).
 	ErrCancelled = errors.New("workflow run cancelled")

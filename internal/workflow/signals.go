@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"slices"
 	"time"
 )
 
@@ -162,7 +163,7 @@ func (e *Engine) WaitSignal(ctx context.Context, app, invocation string, pos int
 		}
 		var (
 			start   *Entry
-			taken   int // signals of name taken by earlier waits
+			takers  []int // positions of earlier waits that took a signal of name
 			signals []Entry
 		)
 		for i := range ents {
@@ -170,11 +171,19 @@ func (e *Engine) WaitSignal(ctx context.Context, app, invocation string, pos int
 			case ent.Type == EntryWaiting && ent.Pos == pos:
 				start = ent
 			case ent.Type == EntryWait && ent.Name == name && !ent.Failed:
-				taken++
+				takers = append(takers, ent.Pos)
 			case ent.Type == EntrySignal && ent.Name == name:
 				signals = append(signals, *ent)
+			case ent.Type == EntryRetry:
+				// A retry forgets the waits from its position on: their
+				// signals go to the waits that replace them.
+				takers = slices.DeleteFunc(takers, func(p int) bool { return p >= ent.Pos })
+				if ent.Pos <= pos {
+					start = nil
+				}
 			}
 		}
+		taken := len(takers)
 		now := e.opts.Now().UTC()
 		var begin *Entry
 		if start == nil {

@@ -1,7 +1,8 @@
 // Command wfguest is the workflow of the engine's tests: Steps steps,
 // each applying its idempotency key once to the "ledger" bucket (create
 // if absent) and counting its executions in the "execs" bucket, with an
-// optional durable sleep after the first step. Step names start with
+// optional durable sleep after the first step, and an optional gate that
+// fails a step for good until the test opens it. Step names start with
 // $STEP_PREFIX, so a redeploy with another prefix breaks the journal of
 // runs in flight (non-determinism).
 package main
@@ -25,6 +26,9 @@ type In struct {
 	StepMS int64 `json:"step_ms"`
 	// Plain makes steps return at once, touching nothing (the bench).
 	Plain bool `json:"plain"`
+	// GateAt makes step GateAt (from 0; -1 none) fail for good until the
+	// key "gate" is in the execs bucket (the retry tests).
+	GateAt *int `json:"gate_at"`
 }
 
 // Out is a run's result.
@@ -75,6 +79,13 @@ func run(wf *nimbus.Workflow, in In) (Out, error) {
 			}
 			key := wf.IdempotencyKey()
 			time.Sleep(time.Duration(in.StepMS) * time.Millisecond)
+			if in.GateAt != nil && *in.GateAt == i {
+				count(key)
+				if _, _, err := execs.Get("gate"); err != nil {
+					return 0, nimbus.NonRetryable(errors.New("the gate is closed"))
+				}
+				return apply(key)
+			}
 			if n := count(key); n <= in.FailTimes {
 				return 0, errors.New("failing on purpose, execution " + strconv.Itoa(n))
 			}
