@@ -19,7 +19,9 @@ import (
 func TestRetryPoint(t *testing.T) {
 	t.Parallel()
 	ok := func(pos int, name string) Entry { return Entry{Type: EntryStep, Pos: pos, Name: name} }
-	bad := func(pos int, name string) Entry { return Entry{Type: EntryStep, Pos: pos, Name: name, Failed: true, Error: "x"} }
+	bad := func(pos int, name string) Entry {
+		return Entry{Type: EntryStep, Pos: pos, Name: name, Failed: true, Error: "x"}
+	}
 	for _, c := range []struct {
 		name    string
 		ents    []Entry
