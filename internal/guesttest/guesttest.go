@@ -79,6 +79,7 @@ var Known = []Guest{
 	{"examples/orders/orders", Reactor},
 	{"internal/workflow/testdata/wfguest", Reactor},
 	{"internal/workflow/testdata/sagaguest", Reactor},
+	{"internal/workflow/testdata/callguest", Reactor},
 	{"examples/checkout/checkout", Reactor},
 	{"examples/approval/approval", Reactor},
 }

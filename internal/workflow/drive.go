@@ -203,7 +203,7 @@ func (e *Engine) finish(r *run, state string, result []byte, msg string) error {
 	steps := len(r.steps)
 	e.mu.Unlock()
 	rec.State, rec.Result, rec.Error, rec.Updated, rec.Steps, rec.WakeAt = state, result, msg, now, steps, time.Time{}
-	if err := e.j.commit(e.ctx, r.app, r.id, nil, &rec); err != nil {
+	if err := e.commitEnd(e.ctx, &rec); err != nil {
 		return err
 	}
 	e.mu.Lock()

@@ -115,6 +115,10 @@ type activation struct {
 	// waiting: suspended by a signal wait, which wrote the run's record
 	// (signals.go); wakeAt is its deadline, zero for none.
 	waiting bool
+	// pending is the answer of a Call the guest has not taken (call.go).
+	pending *pendingCall
+	// begun is 1 + the position of the step running now, 0 for none.
+	begun int
 }
 
 // New returns an engine committing through c and activating runs through
@@ -282,6 +286,11 @@ func (e *Engine) Close(ctx context.Context) error {
 // exists already is returned with created false, whatever its state, and
 // nothing else happens. An empty id makes a random one.
 func (e *Engine) Start(ctx context.Context, app, workflow, id string, input []byte) (_ *Run, created bool, _ error) {
+	return e.start(ctx, app, workflow, id, input, "")
+}
+
+// start is Start of a run whose parent is the run parent ("" for none).
+func (e *Engine) start(ctx context.Context, app, workflow, id string, input []byte, parent string) (_ *Run, created bool, _ error) {
 	e.mu.Lock()
 	st := e.apps[app]
 	var fn model.Function
@@ -312,7 +321,7 @@ func (e *Engine) Start(ctx context.Context, app, workflow, id string, input []by
 		return nil, false, fmt.Errorf("%w: input is not JSON: a run's input is the JSON value its workflow function takes", ErrInvalid)
 	}
 	now := e.opts.Now().UTC()
-	rec := &Run{ID: id, App: app, Workflow: workflow, Revision: fn.Revision, State: StateRunning, Input: input, Created: now, Updated: now}
+	rec := &Run{ID: id, App: app, Workflow: workflow, Revision: fn.Revision, State: StateRunning, Input: input, Created: now, Updated: now, Parent: parent}
 	ok, err := e.j.create(ctx, rec)
 	if err != nil {
 		return nil, false, err

@@ -13,6 +13,9 @@ var (
 	ErrInvalid = errors.New("invalid workflow request")
 	// ErrWorkflowNotFound: the app has no active workflow of that name.
 	ErrWorkflowNotFound = errors.New("workflow not found")
+	// ErrFunctionNotFound: a call to a function the app does not have
+	// (the Invoker wraps its own not-found error with it).
+	ErrFunctionNotFound = errors.New("function not found")
 	// ErrRunNotFound: the app has no run of that id.
 	ErrRunNotFound = errors.New("workflow run not found")
 	// ErrRunConflict: a run id is taken by a run of another workflow.

@@ -112,6 +112,7 @@ func (e *Engine) StepBegin(ctx context.Context, app, invocation string, pos int,
 			return StepAnswer{}, err
 		}
 	}
+	a.begun = pos + 1
 	return StepAnswer{Attempt: len(atts) + 1}, nil
 }
 
@@ -155,6 +156,7 @@ func (e *Engine) StepEnd(ctx context.Context, app, invocation string, pos int, n
 	}
 	r.steps = append(r.steps, ent)
 	a.next++
+	a.begun = 0
 	return false, nil
 }
 

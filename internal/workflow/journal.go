@@ -96,6 +96,8 @@ type Run struct {
 	Updated  time.Time       `json:"updated"`
 	// Steps counts the positions the run has recorded (steps and sleeps).
 	Steps int `json:"steps"`
+	// Parent is the run that started this one as its child (call.go).
+	Parent string `json:"parent,omitempty"`
 }
 
 // Done reports whether the run reached a final state.

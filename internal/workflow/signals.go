@@ -77,6 +77,9 @@ func (e *Engine) Signal(ctx context.Context, app, id, name string, payload []byt
 	if err := CheckSignalName(name); err != nil {
 		return nil, err
 	}
+	if isReservedSignal(name) {
+		return nil, fmt.Errorf("%w: signal name %q: names starting with %q are sent by the engine when a child run ends", ErrInvalid, name, ChildSignalPrefix)
+	}
 	if len(payload) == 0 {
 		payload = []byte("null")
 	}
