@@ -100,7 +100,7 @@ type ListRunsResponse struct {
 
 func (a *api) listRuns(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
-	o := workflow.ListOptions{Workflow: q.Get("workflow"), State: q.Get("state")}
+	o := workflow.ListOptions{Workflow: q.Get("workflow"), State: q.Get("state"), InFlight: q.Get("in_flight") == "true"}
 	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > 10000 {

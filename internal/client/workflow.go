@@ -43,6 +43,9 @@ func (c *Client) Runs(ctx context.Context, app string, o workflow.ListOptions) (
 	if o.Limit > 0 {
 		q.Set("limit", strconv.Itoa(o.Limit))
 	}
+	if o.InFlight {
+		q.Set("in_flight", "true")
+	}
 	var out api.ListRunsResponse
 	if err := c.call(ctx, http.MethodGet, "/api/v1/apps/"+url.PathEscape(app)+"/runs?"+q.Encode(), nil, &out); err != nil {
 		return nil, err

@@ -107,8 +107,9 @@ func (e *Engine) step(r *run) (time.Duration, error) {
 	}()
 	req := &runtime.Request{
 		Method: http.MethodPost, Path: "/", InvocationID: a.id,
-		Header: http.Header{wire.HeaderRun: {r.id}, "Content-Type": {"application/json"}},
-		Body:   rec.Input,
+		Header:      http.Header{wire.HeaderRun: {r.id}, "Content-Type": {"application/json"}},
+		Body:        rec.Input,
+		TraceParent: runTraceParent(r.app, r.id),
 	}
 	resp, err := e.inv.Invoke(e.ctx, r.app, rec.Workflow, req)
 	if e.ctx.Err() != nil {
@@ -209,6 +210,7 @@ func (e *Engine) finish(r *run, state string, result []byte, msg string) error {
 	e.mu.Lock()
 	r.rec = &rec
 	e.mu.Unlock()
+	e.observeEnd(&rec)
 	e.finished(r)
 	return nil
 }

@@ -45,6 +45,9 @@ type Options struct {
 	ShortWait time.Duration
 	// ActivationBackoff: default DefaultActivationBackoff.
 	ActivationBackoff time.Duration
+	// Observer receives step latencies and run ends (observe.go).
+	// Optional.
+	Observer Observer
 }
 
 // Engine is the workflow engine of a node: a component (Validate,
@@ -119,6 +122,10 @@ type activation struct {
 	pending *pendingCall
 	// begun is 1 + the position of the step running now, 0 for none.
 	begun int
+	// attemptStart and attemptSpan time the step attempt running now
+	// (observe.go).
+	attemptStart time.Time
+	attemptSpan  string
 }
 
 // New returns an engine committing through c and activating runs through
@@ -336,6 +343,9 @@ func (e *Engine) start(ctx context.Context, app, workflow, id string, input []by
 		}
 		return old, false, nil
 	}
+	if e.opts.Observer != nil {
+		e.opts.Observer.RunStarted(app, workflow)
+	}
 	key := runKey(app, id)
 	e.mu.Lock()
 	r := e.runs[key]
@@ -427,6 +437,9 @@ func (e *Engine) record(ctx context.Context, app, id string) (*Run, error) {
 // RunInfo is a run's record and its journal, for display.
 type RunInfo struct {
 	Run
+	// TraceID is the run's W3C trace id (RunTraceID): its activations'
+	// spans, and each step attempt's (Entry.Span), are in it.
+	TraceID string `json:"trace_id"`
 	// Timeline is the run's journal; results and inputs over
 	// MaxShownBytes are cut (Entry.Truncated).
 	Timeline []Entry `json:"timeline"`
@@ -451,7 +464,7 @@ func (e *Engine) Get(ctx context.Context, app, id string) (*RunInfo, error) {
 		ents[i].Input, ents[i].Truncated = cut(ents[i].Input, ents[i].Truncated)
 	}
 	rec.Input, _ = cut(rec.Input, false)
-	return &RunInfo{Run: *rec, Timeline: ents}, nil
+	return &RunInfo{Run: *rec, TraceID: RunTraceID(app, id), Timeline: ents}, nil
 }
 
 // timeline is a run's journal as shown: with its start and its end, which
@@ -498,6 +511,9 @@ type ListOptions struct {
 	Workflow string
 	// State keeps runs in that state; "" all.
 	State string
+	// InFlight keeps runs that are not finished (what keeps their
+	// revision's module needed).
+	InFlight bool
 	// Limit caps the runs returned, newest first. Default 100.
 	Limit int
 }
@@ -509,7 +525,7 @@ func (e *Engine) List(ctx context.Context, app string, o ListOptions) ([]Run, er
 	}
 	var out []Run
 	err := e.j.records(ctx, app, func(r *Run) {
-		if (o.Workflow == "" || r.Workflow == o.Workflow) && (o.State == "" || r.State == o.State) {
+		if (o.Workflow == "" || r.Workflow == o.Workflow) && (o.State == "" || r.State == o.State) && (!o.InFlight || !r.Done()) {
 			r.Input, r.Result = nil, nil
 			out = append(out, *r)
 		}

@@ -52,6 +52,7 @@ func (e *Engine) Terminate(ctx context.Context, app, id, reason string) (*Run, e
 		r.loaded = false
 	}
 	e.mu.Unlock()
+	e.observeEnd(rec)
 	e.wake(app, id) // wakes whoever waits for its end
 	if rec.Parent != "" {
 		// Not in the termination's unit: a crash between the two leaves
