@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -83,6 +84,17 @@ func TestWorkflowExamples(t *testing.T) {
 	if got := keys("o-2"); got != "o-2.charged o-2.refunded o-2.released o-2.reserved" {
 		t.Errorf("o-2 effects: %s", got)
 	}
+	// A retry of a run whose compensations ran, or of a completed run, is
+	// refused and changes nothing.
+	if out, err := c.run("wf", "retry", "checkout", "o-2"); err == nil || !strings.Contains(out, `compensation "refund"`) {
+		t.Errorf("wf retry of a compensated run: want exit 1 naming the compensation: %v\n%s", err, out)
+	}
+	if out, err := c.run("wf", "retry", "checkout", "o-1"); err == nil || !strings.Contains(out, "only a failed run") {
+		t.Errorf("wf retry of a completed run: want exit 1 and why: %v\n%s", err, out)
+	}
+	if r := show("checkout", "o-2"); r.State != "failed" {
+		t.Errorf("o-2 after refused retries: %s", r.State)
+	}
 	// Through the gateway's route: the charge is declined.
 	req, _ := http.NewRequest("POST", f["gateway"]+"/checkout", strings.NewReader(`{"order":"o-3","amount":7,"fail":"charge"}`))
 	req.Header.Set("Nimbus-Run-Id", "o-3")
@@ -116,6 +128,9 @@ func TestWorkflowExamples(t *testing.T) {
 		}
 		return nil
 	})
+	if out, err := c.run("wf", "revisions", "approval"); err != nil || !regexp.MustCompile(`(?m)^\S+\s+approve\s+2$`).MatchString(out) {
+		t.Errorf("wf revisions approval: want approve with 2 runs in flight: %v\n%s", err, out)
+	}
 	if out, err := c.run("wf", "signal", "approval", "req-1", "approval", "-d", `{"approved":true,"by":"ana"}`); err != nil {
 		t.Fatalf("signal: %v\n%s", err, out)
 	}

@@ -22,7 +22,7 @@ func newWorkflow(g *globals) *cobra.Command {
 docs/workflows.md). A run's id is an idempotency key: starting an id that
 exists shows that run and starts nothing.`,
 	}
-	cmd.AddCommand(newWFStart(g), newWFLs(g), newWFShow(g), newWFSignal(g), newWFCancel(g), newWFPause(g), newWFResume(g), newWFTerminate(g))
+	cmd.AddCommand(newWFStart(g), newWFLs(g), newWFShow(g), newWFSignal(g), newWFCancel(g), newWFPause(g), newWFResume(g), newWFTerminate(g), newWFRetry(g), newWFRevisions(g))
 	return cmd
 }
 
@@ -119,9 +119,9 @@ func newWFLs(g *globals) *cobra.Command {
 				stderrf("no runs\n")
 				return nil
 			}
-			fmt.Printf("%-40s %-16s %-10s %5s  %s\n", "RUN", "WORKFLOW", "STATE", "STEPS", "STARTED")
+			fmt.Printf("%-40s %-16s %-10s %-12s %5s  %s\n", "RUN", "WORKFLOW", "STATE", "REVISION", "STEPS", "STARTED")
 			for _, r := range runs {
-				fmt.Printf("%-40s %-16s %-10s %5d  %s\n", r.ID, r.Workflow, r.State, r.Steps, r.Created.Local().Format(time.DateTime))
+				fmt.Printf("%-40s %-16s %-10s %-12s %5d  %s\n", r.ID, r.Workflow, r.State, short(r.Revision), r.Steps, r.Created.Local().Format(time.DateTime))
 			}
 			return nil
 		},
@@ -129,7 +129,63 @@ func newWFLs(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&o.Workflow, "workflow", "", "only runs of this workflow")
 	cmd.Flags().StringVar(&o.State, "state", "", "only runs in this state: running, sleeping, waiting, paused, cancelling, completed, failed, cancelled, terminated")
 	cmd.Flags().IntVar(&o.Limit, "limit", 100, "at most this many runs")
+	cmd.Flags().BoolVar(&o.InFlight, "in-flight", false, "only runs that are not finished")
 	return cmd
+}
+
+func newWFRevisions(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "revisions APP",
+		Short: "Show which revisions still have runs in flight",
+		Long: `Count an app's runs that are not finished by the function revision each
+started on (nimbus wf ls shows each run's revision). A revision listed here
+still has runs that replay its code.`,
+		Example: `  nimbus wf revisions shop
+  nimbus wf revisions shop --json`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			runs, err := c.Runs(cmd.Context(), args[0], workflow.ListOptions{InFlight: true, Limit: 10000})
+			if err != nil {
+				return err
+			}
+			type row struct {
+				Revision string `json:"revision"`
+				Workflow string `json:"workflow"`
+				Runs     int    `json:"runs"`
+			}
+			var rows []row
+			at := map[[2]string]int{}
+			for _, r := range runs {
+				k := [2]string{r.Revision, r.Workflow}
+				i, ok := at[k]
+				if !ok {
+					i = len(rows)
+					at[k] = i
+					rows = append(rows, row{Revision: r.Revision, Workflow: r.Workflow})
+				}
+				rows[i].Runs++
+			}
+			if g.json {
+				if rows == nil {
+					rows = []row{}
+				}
+				return printJSON(os.Stdout, rows)
+			}
+			if len(rows) == 0 {
+				stderrf("no runs in flight\n")
+				return nil
+			}
+			fmt.Printf("%-12s %-16s %s\n", "REVISION", "WORKFLOW", "RUNS IN FLIGHT")
+			for _, r := range rows {
+				fmt.Printf("%-12s %-16s %d\n", short(r.Revision), r.Workflow, r.Runs)
+			}
+			return nil
+		},
+	}
 }
 
 func newWFShow(g *globals) *cobra.Command {
@@ -152,6 +208,10 @@ func newWFShow(g *globals) *cobra.Command {
 				return printJSON(os.Stdout, info)
 			}
 			fmt.Printf("%s  %s  %s  revision %s\n", info.ID, info.Workflow, info.State, short(info.Revision))
+			if info.Parent != "" {
+				fmt.Printf("child of run %s\n", info.Parent)
+			}
+			fmt.Printf("trace: %s\n", info.TraceID)
 			fmt.Printf("input: %s\n", info.Input)
 			printOutcome(&info.Run)
 			start := info.Created
@@ -160,7 +220,7 @@ func newWFShow(g *globals) *cobra.Command {
 				line := fmt.Sprintf("  +%-9s %-9s", at, e.Type)
 				switch e.Type {
 				case workflow.EntryStep:
-					line += fmt.Sprintf(" #%d %s (attempt %d)", e.Pos, e.Name, e.Attempt)
+					line += fmt.Sprintf(" #%d %s (attempt %d, %dms)", e.Pos, e.Name, e.Attempt, e.DurationMS)
 					if e.Failed {
 						line += " failed: " + e.Error
 					} else {
@@ -185,6 +245,8 @@ func newWFShow(g *globals) *cobra.Command {
 					} else {
 						line += fmt.Sprintf(" #%d %s -> %s", e.Pos, e.Name, clip(string(e.Result), 80))
 					}
+				case workflow.EntryRetry:
+					line += fmt.Sprintf(" from #%d %s (was: %s)", e.Pos, e.Name, clip(e.Error, 80))
 				case workflow.EntryCut:
 					line += fmt.Sprintf(" #%d cancelled here (instead of %s)", e.Pos, e.Name)
 				}

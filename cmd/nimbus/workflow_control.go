@@ -155,3 +155,24 @@ what it did). Terminating a finished run is refused with a 409 (exit 1).`,
 		call:       (*client.Client).Terminate,
 	}.command(g)
 }
+
+func newWFRetry(g *globals) *cobra.Command {
+	return runControl{
+		use:   "retry APP RUN",
+		short: "Retry a failed run from its failed step",
+		long: `Retry a failed run: it goes on from the step that failed (the last one
+that failed for good). The steps before it keep their recorded results and
+do not run again; the failed step runs again with its whole retry policy
+and the same idempotency key; the timeline keeps the failure. Deploy a fix
+first if the failure was a bug. A run that is not failed, or whose
+compensations ran, is refused with a 409 (exit 1) and nothing changes.`,
+		example: `  nimbus wf retry shop order-o-2
+  nimbus wf retry shop order-o-2 --json`,
+		call: func(c *client.Client, ctx context.Context, app, run, _ string) (*workflow.Run, error) {
+			return c.Retry(ctx, app, run)
+		},
+		next: func(app string, run *workflow.Run) string {
+			return fmt.Sprintf("it goes on from position %d (nimbus wf show %s %s)", run.Steps, app, run.ID)
+		},
+	}.command(g)
+}

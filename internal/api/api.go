@@ -95,6 +95,7 @@ func Handler(p Platform, auth Authenticator, metrics *telemetry.Metrics, version
 	handle("POST /api/v1/apps/{app}/runs/{id}/pause", security.ScopeInvoke, a.pauseRun)
 	handle("POST /api/v1/apps/{app}/runs/{id}/resume", security.ScopeInvoke, a.resumeRun)
 	handle("POST /api/v1/apps/{app}/runs/{id}/terminate", security.ScopeInvoke, a.terminateRun)
+	handle("POST /api/v1/apps/{app}/runs/{id}/retry", security.ScopeInvoke, a.retryRun)
 	a.dlqRoutes(handle)
 	if tm, ok := auth.(TokenManager); ok {
 		tokenRoutes(handle, tm)

@@ -193,6 +193,7 @@ func TestWrongTenantKeyOnEveryRoute(t *testing.T) {
 		"POST /api/v1/apps/{app}/runs/{id}/pause":                  forbid("/api/v1/apps/beta/runs/r1/pause"),
 		"POST /api/v1/apps/{app}/runs/{id}/resume":                 forbid("/api/v1/apps/beta/runs/r1/resume"),
 		"POST /api/v1/apps/{app}/runs/{id}/terminate":              forbid("/api/v1/apps/beta/runs/r1/terminate"),
+		"POST /api/v1/apps/{app}/runs/{id}/retry":                  forbid("/api/v1/apps/beta/runs/r1/retry"),
 		"GET /api/v1/apps/{app}/dead-letters":                      forbid("/api/v1/apps/beta/dead-letters"),
 		"POST /api/v1/apps/{app}/dead-letters/replay":              forbid("/api/v1/apps/beta/dead-letters/replay"),
 		"POST /api/v1/tokens":                                      {path: "/api/v1/tokens", status: 403, code: "wrong_tenant", body: `{"name":"x","scopes":["admin"],"tenant":"team-b"}`},

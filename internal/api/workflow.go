@@ -29,6 +29,8 @@ type Workflows interface {
 	Resume(ctx context.Context, app, id string) (*workflow.Run, error)
 	// Terminate ends a run now, without compensations.
 	Terminate(ctx context.Context, app, id, reason string) (*workflow.Run, error)
+	// Retry makes a failed run go on from its failed step.
+	Retry(ctx context.Context, app, id string) (*workflow.Run, error)
 }
 
 // StartRunRequest is the body of POST .../workflows/{workflow}/runs.
@@ -98,7 +100,7 @@ type ListRunsResponse struct {
 
 func (a *api) listRuns(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
-	o := workflow.ListOptions{Workflow: q.Get("workflow"), State: q.Get("state")}
+	o := workflow.ListOptions{Workflow: q.Get("workflow"), State: q.Get("state"), InFlight: q.Get("in_flight") == "true"}
 	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > 10000 {

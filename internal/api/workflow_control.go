@@ -90,6 +90,16 @@ func (a *api) terminateRun(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusAccepted, run)
 }
 
+// retryRun makes a failed run go on from its failed step (202 with the
+// run, running again); 409 when it is not failed or ran compensations.
+func (a *api) retryRun(w http.ResponseWriter, r *http.Request) error {
+	run, err := a.p.Retry(r.Context(), r.PathValue("app"), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusAccepted, run)
+}
+
 // controlRequest reads the optional body of a cancel or a pause.
 func controlRequest(w http.ResponseWriter, r *http.Request) (CancelRequest, error) {
 	var req CancelRequest

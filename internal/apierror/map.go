@@ -107,6 +107,7 @@ var rules = []rule{
 	{match: is(workflow.ErrAlreadyCancelling), status: http.StatusConflict, code: "run_cancelling"},
 	{match: is(workflow.ErrRunPaused), status: http.StatusConflict, code: "run_paused"},
 	{match: is(workflow.ErrRunNotPaused), status: http.StatusConflict, code: "run_not_paused"},
+	{match: is(workflow.ErrNotRetryable), status: http.StatusConflict, code: "run_not_retryable"},
 	{match: is(workflow.ErrInvalid), status: http.StatusBadRequest, code: "invalid_run"},
 	{match: is(workflow.ErrClosed), status: http.StatusServiceUnavailable, code: "shutting_down"},
 

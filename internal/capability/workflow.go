@@ -15,6 +15,9 @@ type WorkflowBackend interface {
 	StepEnd(ctx context.Context, app, invocation string, pos int, name string, result []byte, failed bool, retry time.Duration) (bool, error)
 	Sleep(ctx context.Context, app, invocation string, pos int, until time.Time) error
 	WaitSignal(ctx context.Context, app, invocation string, pos int, name string, timeout time.Duration) (workflow.WaitAnswer, error)
+	Call(ctx context.Context, app, invocation, function string, body []byte, key string) (workflow.CallAnswer, error)
+	TookCall(app, invocation string)
+	StartChild(ctx context.Context, app, invocation, workflow string, input []byte) (string, error)
 }
 
 var _ WorkflowBackend = (*workflow.Engine)(nil)
@@ -92,6 +95,36 @@ func (s *WorkflowService) WaitSignal(ctx context.Context, call *Caller, pos int,
 	return ans, s.mapErr(call, op, err)
 }
 
+// Call invokes function of the caller's app from inside a step of a run
+// (see workflow.Engine.Call). The caller calls TookCall once it took the
+// answer.
+func (s *WorkflowService) Call(ctx context.Context, call *Caller, function string, body []byte, key string) (workflow.CallAnswer, error) {
+	const op = "wf_call"
+	if err := s.args(call, op, 0, function, len(body)); err != nil {
+		return workflow.CallAnswer{}, err
+	}
+	ans, err := s.backend.Call(ctx, call.App, call.InvocationID, function, body, key)
+	return ans, s.mapErr(call, op, err)
+}
+
+// TookCall forgets the kept answer of the caller's last Call.
+func (s *WorkflowService) TookCall(call *Caller) {
+	if call != nil && s.backend != nil {
+		s.backend.TookCall(call.App, call.InvocationID)
+	}
+}
+
+// StartChild starts a child run of workflow from inside a step of a run
+// and answers its id (see workflow.Engine.StartChild).
+func (s *WorkflowService) StartChild(ctx context.Context, call *Caller, workflowName string, input []byte) (string, error) {
+	const op = "wf_start_child"
+	if err := s.args(call, op, 0, workflowName, len(input)); err != nil {
+		return "", err
+	}
+	id, err := s.backend.StartChild(ctx, call.App, call.InvocationID, workflowName, input)
+	return id, s.mapErr(call, op, err)
+}
+
 // args checks a call's arguments and that there is a backend.
 func (s *WorkflowService) args(call *Caller, op string, pos int, name string, size int) error {
 	switch {
@@ -121,8 +154,10 @@ func (s *WorkflowService) mapErr(call *Caller, op string, err error) error {
 		return fail(op, ErrNoRun, err)
 	case errors.Is(err, workflow.ErrCancelled):
 		return fail(op, ErrCancelled, err)
-	case errors.Is(err, workflow.ErrBadStep):
+	case errors.Is(err, workflow.ErrBadStep), errors.Is(err, workflow.ErrInvalid), errors.Is(err, workflow.ErrRunConflict):
 		return fail(op, ErrBadArgument, err)
+	case errors.Is(err, workflow.ErrFunctionNotFound), errors.Is(err, workflow.ErrWorkflowNotFound):
+		return fail(op, ErrNotFound, err)
 	}
 	s.guard.failed(call, "workflow host call failed", op, err)
 	return fail(op, ErrUnavailable, err)

@@ -43,6 +43,9 @@ func (c *Client) Runs(ctx context.Context, app string, o workflow.ListOptions) (
 	if o.Limit > 0 {
 		q.Set("limit", strconv.Itoa(o.Limit))
 	}
+	if o.InFlight {
+		q.Set("in_flight", "true")
+	}
 	var out api.ListRunsResponse
 	if err := c.call(ctx, http.MethodGet, "/api/v1/apps/"+url.PathEscape(app)+"/runs?"+q.Encode(), nil, &out); err != nil {
 		return nil, err
@@ -82,6 +85,11 @@ func (c *Client) Resume(ctx context.Context, app, id string) (*workflow.Run, err
 // Terminate ends a run now, without compensations.
 func (c *Client) Terminate(ctx context.Context, app, id, reason string) (*workflow.Run, error) {
 	return c.runAction(ctx, app, id, "terminate", api.CancelRequest{Reason: reason})
+}
+
+// Retry makes a failed run go on from its failed step.
+func (c *Client) Retry(ctx context.Context, app, id string) (*workflow.Run, error) {
+	return c.runAction(ctx, app, id, "retry", nil)
 }
 
 // runAction posts body to a run's control endpoint

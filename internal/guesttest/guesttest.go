@@ -80,6 +80,7 @@ var Known = []Guest{
 	{"internal/workflow/testdata/wfguest", Reactor},
 	{"internal/workflow/testdata/sagaguest", Reactor},
 	{"cmd/nimbus/testdata/ledgerguest", Reactor},
+	{"internal/workflow/testdata/callguest", Reactor},
 	{"examples/checkout/checkout", Reactor},
 	{"examples/approval/approval", Reactor},
 }

@@ -385,9 +385,6 @@ func (p *parser) kind(n *yaml.Node, path string, f *Function, fields fieldSet) {
 	if f.Runtime != RuntimeWasm {
 		p.errorf(n, path+".kind", "a workflow must have runtime %s: runtime %s cannot run workflows yet", RuntimeWasm, f.Runtime)
 	}
-	if kv, ok := fields.get("triggers"); ok {
-		p.errorf(kv.key, path+".triggers", "a workflow cannot have triggers yet: start its runs with a route or `nimbus wf start`")
-	}
 	if kv, ok := fields.get("async"); ok {
 		p.errorf(kv.key, path+".async", "a workflow has no async policy: its runs are durable already; give its steps a retry policy (nimbus.Retry) instead")
 	}

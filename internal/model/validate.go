@@ -307,7 +307,8 @@ func FindConflict(candidates, existing []OwnedRoute) error {
 
 // checkKind checks what a function's kind allows: a workflow is a wasm
 // guest of the Go SDK (the workflow ABI is a wasm one), started by its
-// routes or the API, not by triggers or async invocations yet.
+// routes, its triggers (one run per event) or the API, not by async
+// invocations (its runs are durable already).
 func checkKind(f Function) error {
 	switch f.Kind {
 	case "", KindFunction:
@@ -319,8 +320,6 @@ func checkKind(f Function) error {
 	switch {
 	case f.Runtime != RuntimeWasm:
 		return fmt.Errorf("a workflow must have runtime %s (runtime %s cannot run workflows yet)", RuntimeWasm, f.Runtime)
-	case len(f.Triggers) > 0:
-		return errors.New("a workflow cannot have triggers yet: start its runs with a route or `nimbus wf start`")
 	case f.Async != nil:
 		return errors.New("a workflow has no async policy: its runs are durable already; give its steps a retry policy instead")
 	}

@@ -201,8 +201,12 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.buckets = state.New(s.store.Committer(), cfg.Logger)
 	// The engine activates runs through the scheduler, made below.
 	s.wf = workflow.New(s.store.Committer(), invokerFunc(func(ctx context.Context, app, fn string, req *runtime.Request) (*runtime.Response, error) {
-		return s.sched.Invoke(ctx, app, fn, req)
-	}), workflow.Options{Logger: cfg.Logger})
+		resp, err := s.sched.Invoke(ctx, app, fn, req)
+		if errors.Is(err, scheduler.ErrNotFound) {
+			err = fmt.Errorf("%w: %w", workflow.ErrFunctionNotFound, err)
+		}
+		return resp, err
+	}), workflow.Options{Logger: cfg.Logger, Observer: newWorkflowMetrics(s)})
 	if cfg.MasterKeyFile == "" && cfg.MasterKey == nil {
 		if dir, err := os.UserConfigDir(); err == nil {
 			cfg.MasterKeyFile = filepath.Join(dir, "nimbus", "master.key")
@@ -253,7 +257,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("event log: %w", err)
 	}
-	s.deliver = events.NewDispatcher(s.store.JetStream(), s.events, s.sched, events.DispatcherOptions{Logger: cfg.Logger,
+	s.deliver = events.NewDispatcher(s.store.JetStream(), s.events, triggerStarts{s.sched, s.wf}, events.DispatcherOptions{Logger: cfg.Logger,
 		AsyncMaxAttempts: cfg.AsyncMaxAttempts, AsyncBackoff: cfg.AsyncBackoff, DuplicateWindow: s.events.DuplicateWindow()})
 	s.ingress = events.NewIngress(s.events, s.deliver, events.IngressOptions{Logger: cfg.Logger,
 		MaxLag: cfg.EventsMaxLag, MaxWindowEvents: cfg.EventsMaxWindowEvents})

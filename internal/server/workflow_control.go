@@ -40,6 +40,15 @@ func (s *Server) Resume(ctx context.Context, app, id string) (*workflow.Run, err
 	return s.wf.Resume(ctx, app, id)
 }
 
+// Retry implements api.Workflows: it makes a failed run go on from its
+// failed step.
+func (s *Server) Retry(ctx context.Context, app, id string) (*workflow.Run, error) {
+	if s.active.get(app) == nil {
+		return nil, fmt.Errorf("%w: %s", registry.ErrAppNotFound, app)
+	}
+	return s.wf.Retry(ctx, app, id)
+}
+
 // Terminate implements api.Workflows: it ends a run now, without
 // compensations.
 func (s *Server) Terminate(ctx context.Context, app, id, reason string) (*workflow.Run, error) {

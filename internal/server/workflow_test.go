@@ -165,9 +165,10 @@ func TestWorkflowNonDeterminism(t *testing.T) {
 	srv := start(t, t.TempDir())
 	deployWF(t, srv, guest, "a")
 	ctx := context.Background()
-	// The sleep outlasts the redeploy below (a new revision of the same
-	// module: no compile), so the run wakes on the "b" code.
-	if _, _, err := srv.Workflows().Start(ctx, "shop", "flow", "drift", []byte(`{"steps":2,"sleep_ms":4000}`)); err != nil {
+	// The sleep outlasts the test: a pause and a resume after the
+	// redeploy wake the run on the "b" code, however long the redeploy
+	// took (no timing involved).
+	if _, _, err := srv.Workflows().Start(ctx, "shop", "flow", "drift", []byte(`{"steps":2,"sleep_ms":600000}`)); err != nil {
 		t.Fatal(err)
 	}
 	poll(t, "run sleeping", func() error {
@@ -181,6 +182,12 @@ func TestWorkflowNonDeterminism(t *testing.T) {
 		return nil
 	})
 	deployWF(t, srv, guest, "b")
+	if _, err := srv.Pause(ctx, "shop", "drift", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.Resume(ctx, "shop", "drift"); err != nil {
+		t.Fatal(err)
+	}
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	r, err := srv.Workflows().Wait(wctx, "shop", "drift")

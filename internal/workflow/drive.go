@@ -107,8 +107,9 @@ func (e *Engine) step(r *run) (time.Duration, error) {
 	}()
 	req := &runtime.Request{
 		Method: http.MethodPost, Path: "/", InvocationID: a.id,
-		Header: http.Header{wire.HeaderRun: {r.id}, "Content-Type": {"application/json"}},
-		Body:   rec.Input,
+		Header:      http.Header{wire.HeaderRun: {r.id}, "Content-Type": {"application/json"}},
+		Body:        rec.Input,
+		TraceParent: runTraceParent(r.app, r.id),
 	}
 	resp, err := e.inv.Invoke(e.ctx, r.app, rec.Workflow, req)
 	if e.ctx.Err() != nil {
@@ -187,6 +188,8 @@ func fold(ents []Entry) ([]Entry, map[int][]Entry) {
 			}
 		case EntryAttempt:
 			attempts[e.Pos] = append(attempts[e.Pos], e)
+		case EntryRetry:
+			steps = applyRetry(steps, attempts, e.Pos)
 		}
 	}
 	return steps, attempts
@@ -201,12 +204,13 @@ func (e *Engine) finish(r *run, state string, result []byte, msg string) error {
 	steps := len(r.steps)
 	e.mu.Unlock()
 	rec.State, rec.Result, rec.Error, rec.Updated, rec.Steps, rec.WakeAt = state, result, msg, now, steps, time.Time{}
-	if err := e.j.commit(e.ctx, r.app, r.id, nil, &rec); err != nil {
+	if err := e.commitEnd(e.ctx, &rec); err != nil {
 		return err
 	}
 	e.mu.Lock()
 	r.rec = &rec
 	e.mu.Unlock()
+	e.observeEnd(&rec)
 	e.finished(r)
 	return nil
 }

@@ -46,6 +46,9 @@ type Options struct {
 	ShortWait time.Duration
 	// ActivationBackoff: default DefaultActivationBackoff.
 	ActivationBackoff time.Duration
+	// Observer receives step latencies and run ends (observe.go).
+	// Optional.
+	Observer Observer
 }
 
 // Engine is the workflow engine of a node: a component (Validate,
@@ -116,6 +119,14 @@ type activation struct {
 	// waiting: suspended by a signal wait, which wrote the run's record
 	// (signals.go); wakeAt is its deadline, zero for none.
 	waiting bool
+	// pending is the answer of a Call the guest has not taken (call.go).
+	pending *pendingCall
+	// begun is 1 + the position of the step running now, 0 for none.
+	begun int
+	// attemptStart and attemptSpan time the step attempt running now
+	// (observe.go).
+	attemptStart time.Time
+	attemptSpan  string
 }
 
 // New returns an engine committing through c and activating runs through
@@ -283,6 +294,11 @@ func (e *Engine) Close(ctx context.Context) error {
 // exists already is returned with created false, whatever its state, and
 // nothing else happens. An empty id makes a random one.
 func (e *Engine) Start(ctx context.Context, app, workflow, id string, input []byte) (_ *Run, created bool, _ error) {
+	return e.start(ctx, app, workflow, id, input, "")
+}
+
+// start is Start of a run whose parent is the run parent ("" for none).
+func (e *Engine) start(ctx context.Context, app, workflow, id string, input []byte, parent string) (_ *Run, created bool, _ error) {
 	e.mu.Lock()
 	st := e.apps[app]
 	var fn model.Function
@@ -313,7 +329,7 @@ func (e *Engine) Start(ctx context.Context, app, workflow, id string, input []by
 		return nil, false, fmt.Errorf("%w: input is not JSON: a run's input is the JSON value its workflow function takes", ErrInvalid)
 	}
 	now := e.opts.Now().UTC()
-	rec := &Run{ID: id, App: app, Workflow: workflow, Revision: fn.Revision, State: StateRunning, Input: input, Created: now, Updated: now}
+	rec := &Run{ID: id, App: app, Workflow: workflow, Revision: fn.Revision, State: StateRunning, Input: input, Created: now, Updated: now, Parent: parent}
 	ok, err := e.j.create(ctx, rec)
 	if errors.Is(err, store.ErrWriteTooLarge) {
 		// The input fits max_request_body but not the run's record,
@@ -333,6 +349,9 @@ func (e *Engine) Start(ctx context.Context, app, workflow, id string, input []by
 			return nil, false, fmt.Errorf("%w: run %s of app %s is a run of workflow %q, not %q: use another id", ErrRunConflict, id, app, old.Workflow, workflow)
 		}
 		return old, false, nil
+	}
+	if e.opts.Observer != nil {
+		e.opts.Observer.RunStarted(app, workflow)
 	}
 	key := runKey(app, id)
 	e.mu.Lock()
@@ -425,6 +444,9 @@ func (e *Engine) record(ctx context.Context, app, id string) (*Run, error) {
 // RunInfo is a run's record and its journal, for display.
 type RunInfo struct {
 	Run
+	// TraceID is the run's W3C trace id (RunTraceID): its activations'
+	// spans, and each step attempt's (Entry.Span), are in it.
+	TraceID string `json:"trace_id"`
 	// Timeline is the run's journal; results and inputs over
 	// MaxShownBytes are cut (Entry.Truncated).
 	Timeline []Entry `json:"timeline"`
@@ -449,7 +471,7 @@ func (e *Engine) Get(ctx context.Context, app, id string) (*RunInfo, error) {
 		ents[i].Input, ents[i].Truncated = cut(ents[i].Input, ents[i].Truncated)
 	}
 	rec.Input, _ = cut(rec.Input, false)
-	return &RunInfo{Run: *rec, Timeline: ents}, nil
+	return &RunInfo{Run: *rec, TraceID: RunTraceID(app, id), Timeline: ents}, nil
 }
 
 // timeline is a run's journal as shown: with its start and its end, which
@@ -496,6 +518,9 @@ type ListOptions struct {
 	Workflow string
 	// State keeps runs in that state; "" all.
 	State string
+	// InFlight keeps runs that are not finished (what keeps their
+	// revision's module needed).
+	InFlight bool
 	// Limit caps the runs returned, newest first. Default 100.
 	Limit int
 }
@@ -507,7 +532,7 @@ func (e *Engine) List(ctx context.Context, app string, o ListOptions) ([]Run, er
 	}
 	var out []Run
 	err := e.j.records(ctx, app, func(r *Run) {
-		if (o.Workflow == "" || r.Workflow == o.Workflow) && (o.State == "" || r.State == o.State) {
+		if (o.Workflow == "" || r.Workflow == o.Workflow) && (o.State == "" || r.State == o.State) && (!o.InFlight || !r.Done()) {
 			r.Input, r.Result = nil, nil
 			out = append(out, *r)
 		}

@@ -13,6 +13,9 @@ var (
 	ErrInvalid = errors.New("invalid workflow request")
 	// ErrWorkflowNotFound: the app has no active workflow of that name.
 	ErrWorkflowNotFound = errors.New("workflow not found")
+	// ErrFunctionNotFound: a call to a function the app does not have
+	// (the Invoker wraps its own not-found error with it).
+	ErrFunctionNotFound = errors.New("function not found")
 	// ErrRunNotFound: the app has no run of that id.
 	ErrRunNotFound = errors.New("workflow run not found")
 	// ErrRunConflict: a run id is taken by a run of another workflow.
@@ -40,6 +43,9 @@ var (
 	ErrRunPaused = errors.New("workflow run is paused already")
 	// ErrRunNotPaused: a resume of a run that is not paused.
 	ErrRunNotPaused = errors.New("workflow run is not paused")
+	// ErrNotRetryable: a retry of a run that is not failed, or whose
+	// compensations ran (retry.go).
+	ErrNotRetryable = errors.New("workflow run cannot be retried")
 	// ErrCancelled: the host call's operation does not happen because the
 	// run is cancelled; the guest runs its compensations (control.go).
 	ErrCancelled = errors.New("workflow run cancelled")

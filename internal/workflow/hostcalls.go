@@ -112,6 +112,8 @@ func (e *Engine) StepBegin(ctx context.Context, app, invocation string, pos int,
 			return StepAnswer{}, err
 		}
 	}
+	a.begun = pos + 1
+	a.beginAttempt(e.opts.Now())
 	return StepAnswer{Attempt: len(atts) + 1}, nil
 }
 
@@ -135,6 +137,7 @@ func (e *Engine) StepEnd(ctx context.Context, app, invocation string, pos int, n
 	attempt := len(r.attempts[pos]) + 1
 	if failed && retry >= 0 {
 		ent := Entry{Type: EntryAttempt, Time: now, Pos: pos, Name: name, Attempt: attempt, Error: string(result), WakeAt: now.Add(retry)}
+		e.endAttempt(a, &ent, "retried")
 		if err := e.j.commit(ctx, r.app, r.id, &ent, nil); err != nil {
 			return false, err
 		}
@@ -142,19 +145,23 @@ func (e *Engine) StepEnd(ctx context.Context, app, invocation string, pos int, n
 		if err := e.waitUntil(ctx, a, ent.WakeAt); err != nil {
 			return false, err
 		}
+		a.beginAttempt(e.opts.Now())
 		return true, nil
 	}
 	ent := Entry{Type: EntryStep, Time: now, Pos: pos, Name: name, Attempt: attempt}
 	if failed {
 		ent.Error, ent.Failed = string(result), true
+		e.endAttempt(a, &ent, "failed")
 	} else {
 		ent.Result = result
+		e.endAttempt(a, &ent, "completed")
 	}
 	if err := e.j.commit(ctx, r.app, r.id, &ent, nil); err != nil {
 		return false, err
 	}
 	r.steps = append(r.steps, ent)
 	a.next++
+	a.begun = 0
 	return false, nil
 }
 

@@ -67,6 +67,10 @@ type Entry struct {
 	Function string          `json:"function,omitempty"`
 	Revision string          `json:"revision,omitempty"`
 	Input    json.RawMessage `json:"input,omitempty"`
+	// Span and DurationMS are a step attempt's span id in the run's trace
+	// and how long it ran (EntryStep, EntryAttempt; observe.go).
+	Span       string `json:"span,omitempty"`
+	DurationMS int64  `json:"duration_ms,omitempty"`
 	// Truncated is set on a shown entry whose Result or Input was cut
 	// (Engine.Get); never stored.
 	Truncated bool `json:"truncated,omitempty"`
@@ -96,6 +100,8 @@ type Run struct {
 	Updated  time.Time       `json:"updated"`
 	// Steps counts the positions the run has recorded (steps and sleeps).
 	Steps int `json:"steps"`
+	// Parent is the run that started this one as its child (call.go).
+	Parent string `json:"parent,omitempty"`
 }
 
 // Done reports whether the run reached a final state.

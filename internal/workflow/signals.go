@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"slices"
 	"time"
 )
 
@@ -75,6 +76,9 @@ func (e *Engine) Signal(ctx context.Context, app, id, name string, payload []byt
 	}
 	if err := CheckSignalName(name); err != nil {
 		return nil, err
+	}
+	if isReservedSignal(name) {
+		return nil, fmt.Errorf("%w: signal name %q: names starting with %q are sent by the engine when a child run ends", ErrInvalid, name, ChildSignalPrefix)
 	}
 	if len(payload) == 0 {
 		payload = []byte("null")
@@ -162,7 +166,7 @@ func (e *Engine) WaitSignal(ctx context.Context, app, invocation string, pos int
 		}
 		var (
 			start   *Entry
-			taken   int // signals of name taken by earlier waits
+			takers  []int // positions of earlier waits that took a signal of name
 			signals []Entry
 		)
 		for i := range ents {
@@ -170,11 +174,19 @@ func (e *Engine) WaitSignal(ctx context.Context, app, invocation string, pos int
 			case ent.Type == EntryWaiting && ent.Pos == pos:
 				start = ent
 			case ent.Type == EntryWait && ent.Name == name && !ent.Failed:
-				taken++
+				takers = append(takers, ent.Pos)
 			case ent.Type == EntrySignal && ent.Name == name:
 				signals = append(signals, *ent)
+			case ent.Type == EntryRetry:
+				// A retry forgets the waits from its position on: their
+				// signals go to the waits that replace them.
+				takers = slices.DeleteFunc(takers, func(p int) bool { return p >= ent.Pos })
+				if ent.Pos <= pos {
+					start = nil
+				}
 			}
 		}
+		taken := len(takers)
 		now := e.opts.Now().UTC()
 		var begin *Entry
 		if start == nil {

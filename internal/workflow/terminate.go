@@ -52,6 +52,14 @@ func (e *Engine) Terminate(ctx context.Context, app, id, reason string) (*Run, e
 		r.loaded = false
 	}
 	e.mu.Unlock()
+	e.observeEnd(rec)
 	e.wake(app, id) // wakes whoever waits for its end
+	if rec.Parent != "" {
+		// Not in the termination's unit: a crash between the two leaves
+		// the parent waiting (RATIONALE.md); cancel or terminate it then.
+		if err := e.tellParent(ctx, rec, false); err != nil {
+			e.logger.Warn("workflow child terminated; its parent was not told", "app", app, "run", id, "parent", rec.Parent, "error", err)
+		}
+	}
 	return rec, nil
 }

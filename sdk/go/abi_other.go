@@ -55,3 +55,11 @@ func hostSecretGet(string, []byte, *[wire.SecretOutSize]byte) int32 { return wir
 func hostWait(int32, string, int64, []byte, *[wire.WaitOutSize]byte) int32 {
 	return wire.CodeUnavailable
 }
+
+func hostCall(string, []byte, string, []byte, *[wire.CallOutSize]byte) int32 {
+	return wire.CodeUnavailable
+}
+
+func hostStartChild(string, []byte, []byte, *[wire.StartChildOutSize]byte) int32 {
+	return wire.CodeUnavailable
+}

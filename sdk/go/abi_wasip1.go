@@ -176,3 +176,19 @@ func wfWait(pos int32, name unsafe.Pointer, nameLen int32, timeoutMS int64, buf 
 func hostWait(pos int32, name string, timeoutMS int64, buf []byte, out *[8]byte) int32 {
 	return wfWait(pos, strPtr(name), clampLen(len(name)), timeoutMS, bytesPtr(buf), clampLen(len(buf)), unsafe.Pointer(out))
 }
+
+// Calling from a workflow (see package wire, section Calling).
+
+//go:wasmimport nimbus wf_call
+func wfCall(fn unsafe.Pointer, fnLen int32, body unsafe.Pointer, bodyLen int32, key unsafe.Pointer, keyLen int32, buf unsafe.Pointer, bufCap int32, out unsafe.Pointer) int32
+
+//go:wasmimport nimbus wf_start_child
+func wfStartChild(wf unsafe.Pointer, wfLen int32, input unsafe.Pointer, inputLen int32, buf unsafe.Pointer, bufCap int32, out unsafe.Pointer) int32
+
+func hostCall(function string, body []byte, key string, buf []byte, out *[8]byte) int32 {
+	return wfCall(strPtr(function), clampLen(len(function)), bytesPtr(body), clampLen(len(body)), strPtr(key), clampLen(len(key)), bytesPtr(buf), clampLen(len(buf)), unsafe.Pointer(out))
+}
+
+func hostStartChild(workflow string, input []byte, buf []byte, out *[4]byte) int32 {
+	return wfStartChild(strPtr(workflow), clampLen(len(workflow)), bytesPtr(input), clampLen(len(input)), bytesPtr(buf), clampLen(len(buf)), unsafe.Pointer(out))
+}

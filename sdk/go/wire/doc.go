@@ -245,9 +245,51 @@
 // 1MiB). After 21 or 22 every further call answers the same; the guest
 // must not run further steps.
 //
+// # Calling (workflows)
+//
+// Two host functions are made inside a step, between the wf_step_begin
+// that answered 20 and its wf_step_end; the step's result journals what
+// they answer, so a replay does not call again. Outside a step they
+// answer 2.
+//
+//	wf_call(fn_ptr, fn_len, body_ptr, body_len, key_ptr, key_len, buf_ptr,
+//	        buf_cap, out_ptr i32) -> i32
+//	    Invokes the function fn of the run's app (not a workflow) with a
+//	    POST whose body is the bytes at body (JSON, at most 1MiB) and whose
+//	    Idempotency-Key header is key (the step's idempotency key; empty:
+//	    none). out (8 bytes): length u32, HTTP status u32.
+//	    0: the answer's body is at [buf_ptr, buf_ptr+length).
+//	    3: buf_cap is too small; call again with the same fn and a buffer
+//	       of length: the answer is kept, the function is not invoked
+//	       again.
+//	    6: the app has no function fn. 2: fn is a workflow, or the call
+//	       is outside a step. 4: the invocation failed (a trap, a
+//	       timeout): retry the step.
+//	    The Go SDK (Call) fails the step for good on a status of 300 to
+//	    499 and retries it on 500 and more.
+//
+//	wf_start_child(wf_ptr, wf_len, input_ptr, input_len, buf_ptr, buf_cap,
+//	               out_ptr i32) -> i32
+//	    Starts a run of the app's workflow wf with input (JSON) as a child
+//	    of the calling run, and answers its id, which is derived from the
+//	    calling run's id and the step's position ("<run>-<pos>", hashed
+//	    when over 128 bytes): starting it again from the same step (a
+//	    replay after a crash) answers the same id and starts nothing.
+//	    out (4 bytes): the id's length.
+//	    0: the id is at [buf_ptr, buf_ptr+length). 3: buf_cap is too
+//	    small; call again. 6: the app has no workflow wf. 2: the input is
+//	    not JSON, or the call is outside a step.
+//	    When the child ends, the signal "nimbus.child:<child id>" is
+//	    journaled in the parent's run (in the same commit as the child's
+//	    end) with the payload {"run_id", "state", "result", "error"}:
+//	    the guest awaits it with wf_wait after the step, like any signal.
+//	    The API refuses to send signals whose names start with
+//	    "nimbus.child:".
+//
 // Names starting with "nimbus." are the SDK's own: the Go SDK records
 // Now, UUID and Random as steps named nimbus.now, nimbus.uuid and
-// nimbus.random. An external effect made in a step should carry the
+// nimbus.random, calls as nimbus.call:<function>, child starts as
+// nimbus.child:<workflow>. An external effect made in a step should carry the
 // step's idempotency key, "<run>/<pos>/<name>", which is stable across
 // attempts and activations.
 //

@@ -9,7 +9,34 @@ const (
 	FuncStepEnd   = "wf_step_end"
 	FuncSleep     = "wf_sleep"
 	FuncWait      = "wf_wait"
+	// FuncCall and FuncStartChild are made inside a step (see the package
+	// documentation, "Calling").
+	FuncCall       = "wf_call"
+	FuncStartChild = "wf_start_child"
 )
+
+// CallOutSize is the size of wf_call's out area: length u32, HTTP status
+// u32.
+const CallOutSize = 8
+
+// StartChildOutSize is the size of wf_start_child's out area: the child
+// run id's length u32.
+const StartChildOutSize = 4
+
+// Step and signal names of calls (the Go SDK's Call and ChildWorkflow).
+const (
+	// CallStepPrefix starts the name of a step that calls a function:
+	// "nimbus.call:<function>".
+	CallStepPrefix = "nimbus.call:"
+	// ChildStepPrefix starts the name of a step that starts a child
+	// workflow: "nimbus.child:<workflow>"; the child's end is the signal
+	// ChildSignalPrefix+<child run id>.
+	ChildStepPrefix   = "nimbus.child:"
+	ChildSignalPrefix = "nimbus.child:"
+)
+
+// MaxCallLen caps a call's body, its answer, and a child's input.
+const MaxCallLen = 1 << 20
 
 // Status codes of the workflow host functions, beyond the common ones.
 const (

@@ -16,7 +16,8 @@ import (
 // call them.
 const CapabilityWorkflow = "workflow"
 
-// WorkflowProvider provides wf_step_begin, wf_step_end, wf_sleep and wf_wait over
+// WorkflowProvider provides wf_step_begin, wf_step_end, wf_sleep, wf_wait,
+// wf_call and wf_start_child over
 // Service. Their signatures are specified in sdk/go/wire.
 type WorkflowProvider struct {
 	Service *capability.WorkflowService
@@ -44,6 +45,14 @@ func (p WorkflowProvider) Functions() []Function {
 		{Name: wire.FuncWait, Params: []api.ValueType{i32, i32, i32, i64, i32, i32, i32}, Results: []api.ValueType{i32},
 			Fn: func(ctx context.Context, call *capability.Caller, mod api.Module, stack []uint64) {
 				stack[0] = api.EncodeI32(p.wait(ctx, call, mod.Memory(), stack))
+			}},
+		{Name: wire.FuncCall, Params: []api.ValueType{i32, i32, i32, i32, i32, i32, i32, i32, i32}, Results: []api.ValueType{i32},
+			Fn: func(ctx context.Context, call *capability.Caller, mod api.Module, stack []uint64) {
+				stack[0] = api.EncodeI32(p.call(ctx, call, mod.Memory(), stack))
+			}},
+		{Name: wire.FuncStartChild, Params: []api.ValueType{i32, i32, i32, i32, i32, i32, i32}, Results: []api.ValueType{i32},
+			Fn: func(ctx context.Context, call *capability.Caller, mod api.Module, stack []uint64) {
+				stack[0] = api.EncodeI32(p.startChild(ctx, call, mod.Memory(), stack))
 			}},
 	}
 }
@@ -191,5 +200,73 @@ func (p WorkflowProvider) wait(ctx context.Context, call *capability.Caller, mem
 		return CodeTooLarge // asked again with a larger buffer
 	}
 	mem.Write(buf, ans.Payload)
+	return CodeOK
+}
+
+// wf_call(fn_ptr, fn_len, body_ptr, body_len, key_ptr, key_len, buf_ptr, buf_cap, out_ptr) -> status
+func (p WorkflowProvider) call(ctx context.Context, call *capability.Caller, mem api.Memory, stack []uint64) int32 {
+	function, code := stringArg(mem, stack[0], stack[1], wire.StepMaxNameLen)
+	if code != CodeOK {
+		return code
+	}
+	body, code := bytesArg(mem, stack[2], stack[3], wire.MaxCallLen)
+	if code != CodeOK {
+		return code
+	}
+	key, code := stringArg(mem, stack[4], stack[5], 1024)
+	if code != CodeOK {
+		return code
+	}
+	buf, bufCap, code := bufArg(mem, stack[6], stack[7])
+	if code != CodeOK {
+		return code
+	}
+	out, code := outArg(mem, stack[8], wire.CallOutSize)
+	if code != CodeOK {
+		return code
+	}
+	// body is a view into guest memory, which the callee's invocation
+	// does not touch; the engine passes it on before this returns.
+	ans, err := p.Service.Call(ctx, call, function, append([]byte(nil), body...), key)
+	if err != nil {
+		return wfStatus(err)
+	}
+	mem.WriteUint32Le(out, uint32(len(ans.Body)))
+	mem.WriteUint32Le(out+4, uint32(ans.Status))
+	if uint64(len(ans.Body)) > uint64(bufCap) {
+		return CodeTooLarge // asked again with a larger buffer: the answer is kept
+	}
+	mem.Write(buf, ans.Body)
+	p.Service.TookCall(call)
+	return CodeOK
+}
+
+// wf_start_child(wf_ptr, wf_len, input_ptr, input_len, buf_ptr, buf_cap, out_ptr) -> status
+func (p WorkflowProvider) startChild(ctx context.Context, call *capability.Caller, mem api.Memory, stack []uint64) int32 {
+	name, code := stringArg(mem, stack[0], stack[1], wire.StepMaxNameLen)
+	if code != CodeOK {
+		return code
+	}
+	input, code := bytesArg(mem, stack[2], stack[3], wire.MaxCallLen)
+	if code != CodeOK {
+		return code
+	}
+	buf, bufCap, code := bufArg(mem, stack[4], stack[5])
+	if code != CodeOK {
+		return code
+	}
+	out, code := outArg(mem, stack[6], wire.StartChildOutSize)
+	if code != CodeOK {
+		return code
+	}
+	id, err := p.Service.StartChild(ctx, call, name, append([]byte(nil), input...))
+	if err != nil {
+		return wfStatus(err)
+	}
+	mem.WriteUint32Le(out, uint32(len(id)))
+	if uint64(len(id)) > uint64(bufCap) {
+		return CodeTooLarge // starting again answers the same id
+	}
+	mem.Write(buf, []byte(id))
 	return CodeOK
 }

@@ -2,7 +2,8 @@
 // each applying its idempotency key once to the "ledger" bucket (create
 // if absent) and counting its executions in the "execs" bucket, with an
 // optional durable sleep after the first step (and a count of the
-// activations that get past it). Step names start with
+// activations that get past it), and an optional gate that fails a step
+// for good until the test opens it. Step names start with
 // $STEP_PREFIX, so a redeploy with another prefix breaks the journal of
 // runs in flight (non-determinism).
 package main
@@ -30,6 +31,9 @@ type In struct {
 	// its wall-clock time (Unix ns) to "<run>/woke" in execs: the
 	// wake-ups of the run, outside any step.
 	CountWakes bool `json:"count_wakes"`
+	// GateAt makes step GateAt (from 0; -1 none) fail for good until the
+	// key "gate" is in the execs bucket (the retry tests).
+	GateAt *int `json:"gate_at"`
 }
 
 // Out is a run's result.
@@ -99,6 +103,13 @@ func run(wf *nimbus.Workflow, in In) (Out, error) {
 			}
 			key := wf.IdempotencyKey()
 			time.Sleep(time.Duration(in.StepMS) * time.Millisecond)
+			if in.GateAt != nil && *in.GateAt == i {
+				count(key)
+				if _, _, err := execs.Get("gate"); err != nil {
+					return 0, nimbus.NonRetryable(errors.New("the gate is closed"))
+				}
+				return apply(key)
+			}
 			if n := count(key); n <= in.FailTimes {
 				return 0, errors.New("failing on purpose, execution " + strconv.Itoa(n))
 			}

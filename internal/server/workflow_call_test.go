@@ -1,0 +1,96 @@
+package server_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/nimbus-dev/nimbus/internal/guesttest"
+	"github.com/nimbus-dev/nimbus/internal/model"
+	"github.com/nimbus-dev/nimbus/internal/server"
+	"github.com/nimbus-dev/nimbus/internal/workflow"
+)
+
+const callGuestDir = "../workflow/testdata/callguest"
+
+// deployCalls deploys app "shop" with the calling guest as the workflows
+// "parent" and "child" and the function "double".
+func deployCalls(t *testing.T, srv *server.Server) {
+	t.Helper()
+	guest := guesttest.MustBuild(t, callGuestDir, guesttest.Reactor)
+	if _, err := srv.PutArtifact(context.Background(), guest); err != nil {
+		t.Fatal(err)
+	}
+	var fns []model.Function
+	for _, name := range []string{"parent", "child", "double"} {
+		f := fn(name, guest)
+		if name != "double" {
+			f.Kind = model.KindWorkflow
+		}
+		f.Capabilities = []string{"log", "kv:execs"}
+		fns = append(fns, f)
+	}
+	_, _, err := srv.Deploy(context.Background(), "shop", model.Spec{Functions: fns, Buckets: []model.Bucket{
+		{Name: "execs", MaxValueBytes: 1 << 10, History: 1}}})
+	if err != nil {
+		t.Fatalf("deploy: %v", err)
+	}
+}
+
+// TestWorkflowCallAndChild: a run calls a function as a step (once, with
+// the step's idempotency key) and starts a child workflow whose id comes
+// from the parent's and awaits its result (the parent suspends, the
+// child's end wakes it, the replay runs neither the call nor the start
+// again). Bad targets and a failing child fail the parent with errors
+// that name them.
+func TestWorkflowCallAndChild(t *testing.T) {
+	t.Parallel()
+	srv := start(t, t.TempDir())
+	deployCalls(t, srv)
+	ctx := context.Background()
+	if _, _, err := srv.Workflows().Start(ctx, "shop", "parent", "p1", []byte(`{"n":5}`)); err != nil {
+		t.Fatal(err)
+	}
+	r := finished(t, srv, "p1")
+	if r.State != workflow.StateCompleted || string(r.Result) != `{"doubled":10,"tripled":15}` {
+		t.Fatalf("parent: %s %s %q", r.State, r.Result, r.Error)
+	}
+	if n := execsOf(t, srv, "call/p1/0/nimbus.call.double"); n != 1 {
+		t.Errorf("double ran %d times with the call step's idempotency key, want 1", n)
+	}
+	if n := execsOf(t, srv, "p1-1/triple"); n != 1 {
+		t.Errorf("the child's step ran %d times, want 1", n)
+	}
+	child, err := srv.Workflows().Get(ctx, "shop", "p1-1")
+	if err != nil || child.Parent != "p1" || child.Workflow != "child" || child.State != workflow.StateCompleted {
+		t.Fatalf("child run p1-1: %+v, %v", child, err)
+	}
+	info, err := srv.Workflows().Get(ctx, "shop", "p1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tl []string
+	for _, e := range info.Timeline {
+		if e.Type == workflow.EntryStep || e.Type == workflow.EntrySignal || e.Type == workflow.EntryWait {
+			tl = append(tl, e.Type+":"+e.Name)
+		}
+	}
+	if got, want := strings.Join(tl, " "), "step:nimbus.call:double step:nimbus.child:child signal:nimbus.child:p1-1 wait:nimbus.child:p1-1"; got != want {
+		t.Errorf("parent timeline %q, want %q", got, want)
+	}
+
+	for id, c := range map[string]struct{ input, want string }{
+		"bad-call":  {`{"n":1,"call":"nope"}`, "no such function"},
+		"call-wf":   {`{"n":1,"call":"child"}`, "ChildWorkflow"},
+		"bad-child": {`{"n":1,"child_wf":"nope"}`, "no workflow of that name"},
+		"neg":       {`{"n":-1}`, "child workflow child (run neg-1) failed: step triple: negative input"},
+	} {
+		if _, _, err := srv.Workflows().Start(ctx, "shop", "parent", id, []byte(c.input)); err != nil {
+			t.Fatal(err)
+		}
+		r := finished(t, srv, id)
+		if r.State != workflow.StateFailed || !strings.Contains(r.Error, c.want) {
+			t.Errorf("run %s: %s %q, want failed with %q", id, r.State, r.Error, c.want)
+		}
+	}
+}

@@ -1,0 +1,92 @@
+package server_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/nimbus-dev/nimbus/internal/events/cloudevents"
+	"github.com/nimbus-dev/nimbus/internal/guesttest"
+	"github.com/nimbus-dev/nimbus/internal/model"
+	"github.com/nimbus-dev/nimbus/internal/server"
+	"github.com/nimbus-dev/nimbus/internal/workflow"
+)
+
+// TestWorkflowTriggerStarts: a workflow with a topic trigger starts one
+// run per event, named after the event ("<workflow>-<event id>"), whose
+// input is the event in CloudEvents' JSON format; the same event
+// published again starts nothing; a cron trigger starts a run per tick.
+func TestWorkflowTriggerStarts(t *testing.T) {
+	t.Parallel()
+	guest := guesttest.MustBuild(t, wfGuestDir, guesttest.Reactor)
+	srv := start(t, t.TempDir())
+	if _, err := srv.PutArtifact(context.Background(), guest); err != nil {
+		t.Fatal(err)
+	}
+	onTopic := fn("flow", guest)
+	onTopic.Kind = model.KindWorkflow
+	onTopic.Capabilities = []string{"log", "kv:ledger", "kv:execs"}
+	onTopic.Triggers = []model.Trigger{{Name: "orders", Kind: model.TriggerTopic, Topic: "orders",
+		MaxAttempts: 3, BackoffMS: 10, MaxBackoffMS: 100, DeadLetter: model.DeadLetterTopic}}
+	onCron := onTopic
+	onCron.Name = "tick"
+	onCron.Triggers = []model.Trigger{{Name: "every-second", Kind: model.TriggerCron, Cron: "@every 1s",
+		CatchUpMS: model.CatchUpNoLimit, MaxAttempts: 3, BackoffMS: 10, MaxBackoffMS: 100, DeadLetter: model.DeadLetterTopic}}
+	topics := []model.Topic{{Name: "orders", MaxEventBytes: 1 << 16, RetentionMS: 3_600_000},
+		{Name: model.DeadLetterTopic, MaxEventBytes: 1 << 20, RetentionMS: 3_600_000}}
+	_, _, err := srv.Deploy(context.Background(), "shop", model.Spec{Functions: []model.Function{onTopic, onCron}, Topics: topics,
+		Buckets: []model.Bucket{{Name: "ledger", MaxValueBytes: 1 << 10, History: 1}, {Name: "execs", MaxValueBytes: 1 << 10, History: 1}}})
+	if err != nil {
+		t.Fatalf("deploy: %v", err)
+	}
+	ctx := context.Background()
+	ev := func(id string) cloudevents.Event {
+		return cloudevents.Event{SpecVersion: "1.0", ID: id, Source: "/shop", Type: "order.created",
+			DataContentType: "application/json", Data: []byte(`{"steps":1}`)}
+	}
+	if _, _, err := srv.Publish(ctx, "shop", "orders", []cloudevents.Event{ev("o-1"), ev("o-2")}, ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"flow-o-1", "flow-o-2"} {
+		poll(t, "run "+id, func() error {
+			_, err := srv.Workflows().Get(ctx, "shop", id)
+			return err
+		})
+		r := finished(t, srv, id)
+		var in struct {
+			ID, Type string
+			Data     json.RawMessage
+		}
+		if err := json.Unmarshal(r.Input, &in); err != nil || r.State != workflow.StateCompleted ||
+			in.ID != strings.TrimPrefix(id, "flow-") || in.Type != "order.created" || string(in.Data) != `{"steps":1}` {
+			t.Fatalf("run %s: %s %q, input %s (%v)", id, r.State, r.Error, r.Input, err)
+		}
+	}
+	// The same event again (the log's duplicate check aside, a
+	// redelivery): no second run.
+	if _, _, err := srv.Publish(ctx, "shop", "orders", []cloudevents.Event{ev("o-1")}, ""); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "a cron run", func() error {
+		runs, err := srv.Workflows().List(ctx, "shop", workflow.ListOptions{Workflow: "tick"})
+		if err != nil {
+			return err
+		}
+		if len(runs) == 0 {
+			return errors.New("no run of tick yet")
+		}
+		if !strings.HasPrefix(runs[0].ID, "tick-") {
+			return errorf("cron run id %q", runs[0].ID)
+		}
+		return nil
+	})
+	runs, err := srv.Workflows().List(ctx, "shop", workflow.ListOptions{Workflow: "flow"})
+	if err != nil || len(runs) != 2 {
+		t.Fatalf("runs of flow: %d, %v; want 2 (one per event)", len(runs), err)
+	}
+	if got := server.TriggerRunID("flow", "/shop", "a b"); workflow.CheckRunID(got) != nil || got == server.TriggerRunID("flow", "/other", "a b") {
+		t.Fatalf("TriggerRunID of an id that is not a run id: %q", got)
+	}
+}
