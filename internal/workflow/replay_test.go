@@ -75,8 +75,10 @@ type goldenWant struct {
 }
 
 // spy is the engine as the capability services see it; it keeps the
-// errors the engine answered the guest's host calls with.
+// errors the engine answered the guest's host calls with (the calls the
+// replays make; the others go to the engine as they are).
 type spy struct {
+	*workflow.Engine
 	e    *workflow.Engine
 	mu   sync.Mutex
 	errs []error
@@ -173,6 +175,7 @@ func newReplayNode(t *testing.T) *replayNode {
 	})
 	n.e = workflow.New(st.Committer(), inv, workflow.Options{Logger: quiet, ActivationBackoff: 10 * time.Millisecond})
 	n.spy.e = n.e
+	n.spy.Engine = n.e
 	t.Cleanup(func() { n.e.Close(context.Background()) })
 	fn := model.Function{Name: "flow", Kind: model.KindWorkflow, Runtime: model.RuntimeWasm, Revision: "f1", TimeoutMS: 30_000,
 		Concurrency: 1, MaxInstances: 4, MaxRequestBytes: 1 << 20, MaxResponseBytes: 1 << 20, Capabilities: grants}
