@@ -170,8 +170,10 @@ type journal struct {
 	ctx    context.Context
 	wg     sync.WaitGroup
 	logger *slog.Logger
-	// ajs publishes views (pipelined; materialize.go).
-	ajs jetstream.JetStream
+	// ajs publishes views (pipelined; materialize.go); matDelay is how
+	// long changes wait for the materializer, at most (tests lengthen it).
+	ajs      jetstream.JetStream
+	matDelay time.Duration
 	// stats counts the log's commits (one pack each); changes counts the
 	// run changes they carried; views the view messages written.
 	stats          store.Counters
@@ -182,7 +184,7 @@ type journal struct {
 }
 
 func newJournal(ctx context.Context, c *store.Committer, logger *slog.Logger) *journal {
-	j := &journal{c: c, js: c.JetStream(), ajs: c.JetStream(), ctx: ctx, logger: logger, apps: map[string]*appLog{}}
+	j := &journal{c: c, js: c.JetStream(), ajs: c.JetStream(), matDelay: defaultMatDelay, ctx: ctx, logger: logger, apps: map[string]*appLog{}}
 	if ajs, err := jetstream.New(c.JetStream().Conn(), jetstream.WithPublishAsyncMaxPending(2*matWindow)); err == nil {
 		j.ajs = ajs
 	}
@@ -474,7 +476,9 @@ func (j *journal) viewRecords(ctx context.Context, app string, st jetstream.Stre
 		return fmt.Errorf("workflow runs of %s: %w", app, err)
 	}
 	for {
-		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(2*time.Second))
+		// No wait: the messages are there; a fetch that waits for its
+		// 1000 would wait out its expiry at the end of every scan.
+		batch, err := cons.FetchNoWait(1000)
 		if err != nil {
 			return fmt.Errorf("workflow runs of %s: %w", app, err)
 		}

@@ -24,11 +24,11 @@ import (
 // keeps.
 
 const (
-	// matDelay is how long the materializer lets packs gather, at most;
-	// matFull changes waiting make it start at once. A run of a few
-	// steps is ~5 changes and 2 views.
-	matDelay = 200 * time.Millisecond
-	matFull  = 2000
+	// defaultMatDelay is how long the materializer lets packs gather, at
+	// most (journal.matDelay); matFull changes waiting make it start at
+	// once. A run of a few steps is ~5 changes and 2 views.
+	defaultMatDelay = 200 * time.Millisecond
+	matFull         = 2000
 	// matWindow bounds the view publishes awaiting their acks.
 	matWindow = 512
 	// logKeep is how long the log keeps a pack after its views were
@@ -41,7 +41,7 @@ const (
 )
 
 // materializer writes views until the app closes: once matFull changes
-// wait, or matDelay after the first of them.
+// wait, or journal.matDelay after the first of them.
 func (a *appLog) materializer() {
 	var done []matPoint // log sequences materialized, oldest first
 	var lastPurge time.Time
@@ -52,7 +52,7 @@ func (a *appLog) materializer() {
 			return
 		case <-a.matKick:
 		}
-		deadline := time.NewTimer(matDelay)
+		deadline := time.NewTimer(a.j.matDelay)
 	gather:
 		for !a.full() {
 			select {

@@ -636,3 +636,10 @@ func (j *journal) create(ctx context.Context, rec *Run) (bool, error) {
 	}
 	return ok, nil
 }
+
+// pending is the number of committed changes not materialized yet.
+func (a *appLog) pending() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.unmat
+}

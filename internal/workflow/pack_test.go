@@ -1,0 +1,164 @@
+package workflow
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nimbus-dev/nimbus/internal/store"
+)
+
+// engineOn starts an engine on st playing g whose views wait matDelay at
+// most before they are written, with the app provisioned.
+func engineOn(t *testing.T, st *store.Store, g guest, matDelay time.Duration) (*Engine, *invoker) {
+	t.Helper()
+	inv := &invoker{g: g, n: map[string]int{}}
+	e := New(st.Committer(), inv, Options{Logger: slog.New(slog.DiscardHandler), ActivationBackoff: time.Millisecond})
+	e.j.matDelay = matDelay
+	inv.e = e
+	t.Cleanup(func() { e.Close(context.Background()) })
+	if err := e.Provision(t.Context(), testRevision()); err != nil {
+		t.Fatal(err)
+	}
+	return e, inv
+}
+
+func timelineOf(t *testing.T, e *Engine, id string) string {
+	t.Helper()
+	info, err := e.Get(t.Context(), testApp, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	for _, ent := range info.Timeline {
+		types = append(types, ent.Type+":"+ent.Name)
+	}
+	return info.State + " " + strings.Join(types, " ")
+}
+
+// What was acknowledged is in the log: a node that stops before any view
+// was written shows every run, its timeline and its record after a
+// restart, keeps the run id taken, and writes the views then.
+func TestLogReplayedBeforeViewsWritten(t *testing.T) {
+	t.Parallel()
+	st := openStore(t)
+	var execs sync.Map
+	e1, _ := engineOn(t, st, steps([]string{"a", "b", "c"}, 0, &execs), time.Hour)
+	for _, id := range []string{"run-1", "run-2"} {
+		if _, _, err := e1.Start(t.Context(), testApp, "flow", id, []byte(`{"x":1}`)); err != nil {
+			t.Fatal(err)
+		}
+		wait(t, e1, id)
+	}
+	const want = "completed started: step:a step:b step:c completed:"
+	if got := timelineOf(t, e1, "run-1"); got != want {
+		t.Fatalf("before the views: %q, want %q", got, want)
+	}
+	if v := e1.JournalStats().Views; v != 0 {
+		t.Fatalf("%d views written; the test needs none", v)
+	}
+	if err := e1.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+
+	e2, inv2 := engineOn(t, st, steps([]string{"a", "b", "c"}, 0, &execs), time.Hour)
+	if v := e2.JournalStats().Views; v == 0 {
+		t.Fatal("the start wrote no views from the log")
+	}
+	if got := timelineOf(t, e2, "run-1"); got != want {
+		t.Fatalf("after a restart: %q, want %q", got, want)
+	}
+	runs, err := e2.List(t.Context(), testApp, ListOptions{})
+	if err != nil || len(runs) != 2 {
+		t.Fatalf("List: %d runs, %v; want 2", len(runs), err)
+	}
+	rec, created, err := e2.Start(t.Context(), testApp, "flow", "run-2", nil)
+	if err != nil || created || rec.State != StateCompleted {
+		t.Fatalf("a second start of run-2: created %v, %v, %v; want the completed run", created, rec, err)
+	}
+	if n := inv2.count("run-2"); n != 0 {
+		t.Fatalf("run-2 was activated %d times after the restart", n)
+	}
+}
+
+// Views written twice (a start rematerializes what the log keeps) are
+// read once.
+func TestViewsWrittenTwiceReadOnce(t *testing.T) {
+	t.Parallel()
+	st := openStore(t)
+	var execs sync.Map
+	e1, _ := engineOn(t, st, steps([]string{"a", "b"}, 0, &execs), time.Millisecond)
+	if _, _, err := e1.Start(t.Context(), testApp, "flow", "run-1", nil); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, e1, "run-1")
+	for deadline := time.Now().Add(10 * time.Second); e1.j.app(testApp).pending() > 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("the views were not written")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := e1.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		e, _ := engineOn(t, st, steps([]string{"a", "b"}, 0, &execs), time.Hour)
+		if got, want := timelineOf(t, e, "run-1"), "completed started: step:a step:b completed:"; got != want {
+			t.Fatalf("timeline %q, want %q", got, want)
+		}
+		if err := e.Close(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// The engine checks a record's version itself: a change read before
+// another change of the record does not commit; a run's own record never
+// replaces a final one.
+func TestRecordVersions(t *testing.T) {
+	t.Parallel()
+	e, _ := engineOn(t, openStore(t), steps(nil, 0, &sync.Map{}), time.Hour)
+	// No workflow is woken: the journal is used directly.
+	j := e.j
+	ctx := t.Context()
+	rec := &Run{ID: "run-v", App: testApp, Workflow: "flow", State: StateRunning}
+	if ok, err := j.create(ctx, rec); err != nil || !ok {
+		t.Fatalf("create: %v %v", ok, err)
+	}
+	if ok, err := j.create(ctx, rec); err != nil || ok {
+		t.Fatalf("a second create: %v %v, want false", ok, err)
+	}
+	got, ver, err := j.recordAt(ctx, testApp, "run-v")
+	if err != nil || got.State != StateRunning {
+		t.Fatalf("recordAt: %v %v", got, err)
+	}
+	sleeping := *rec
+	sleeping.State = StateSleeping
+	if err := j.commit(ctx, testApp, "run-v", nil, &sleeping); err != nil {
+		t.Fatal(err)
+	}
+	term := *rec
+	term.State = StateTerminated
+	if ok, err := j.commitIf(ctx, testApp, "run-v", nil, &term, ver); err != nil || ok {
+		t.Fatalf("commitIf at a stale version: %v %v, want false", ok, err)
+	}
+	_, ver, err = j.recordAt(ctx, testApp, "run-v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := j.commitIf(ctx, testApp, "run-v", []*Entry{{Type: EntryTerminated}}, &term, ver); err != nil || !ok {
+		t.Fatalf("commitIf at the current version: %v %v", ok, err)
+	}
+	done := *rec
+	done.State = StateCompleted
+	if err := j.commit(ctx, testApp, "run-v", nil, &done); !errors.Is(err, ErrRunFinished) {
+		t.Fatalf("a record over a final one: %v, want ErrRunFinished", err)
+	}
+	if got, err := j.record(ctx, testApp, "run-v"); err != nil || got.State != StateTerminated {
+		t.Fatalf("record: %v %v, want terminated", got, err)
+	}
+}
