@@ -162,3 +162,38 @@ func TestRecordVersions(t *testing.T) {
 		t.Fatalf("record: %v %v, want terminated", got, err)
 	}
 }
+
+// Starts of one id at the same time, while views are written, create one
+// run: the others answer it.
+func TestConcurrentStartsCreateOne(t *testing.T) {
+	t.Parallel()
+	e, inv := engineOn(t, openStore(t), steps([]string{"a"}, 0, &sync.Map{}), time.Millisecond)
+	for round := range 5 {
+		id := "same-" + string(rune('a'+round))
+		var created sync.Map
+		var wg sync.WaitGroup
+		for k := range 16 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rec, ok, err := e.Start(t.Context(), testApp, "flow", id, nil)
+				if err != nil || rec.ID != id {
+					t.Errorf("start %d of %s: %v %v", k, id, rec, err)
+				}
+				if ok {
+					created.Store(k, true)
+				}
+			}()
+		}
+		wg.Wait()
+		n := 0
+		created.Range(func(any, any) bool { n++; return true })
+		if n != 1 {
+			t.Fatalf("%s: %d starts created a run, want 1", id, n)
+		}
+		wait(t, e, id)
+		if c := inv.count(id); c != 1 {
+			t.Fatalf("%s: %d activations, want 1", id, c)
+		}
+	}
+}
