@@ -430,6 +430,11 @@ func (j *journal) entries(ctx context.Context, app, run string) ([]Entry, error)
 func (j *journal) records(ctx context.Context, app string, fn func(*Run)) error {
 	mem := map[string]memRec{}
 	if a := j.app(app); a != nil {
+		// No view is written during the scan: a record written meanwhile
+		// would come as well as the one before it (the scan is a
+		// consumer), and memory must match the views it merges with.
+		a.viewMu.RLock()
+		defer a.viewMu.RUnlock()
 		mem = a.memRecords()
 	}
 	st, err := j.viewStream(ctx, app)

@@ -121,6 +121,8 @@ type matRun struct {
 // and drops them from memory. It returns the log sequence materialized,
 // 0 when there was nothing to do.
 func (a *appLog) materializeOnce(ctx context.Context) (uint64, error) {
+	a.viewMu.Lock()
+	defer a.viewMu.Unlock()
 	a.mu.Lock()
 	upto := a.lastSeq
 	if a.unmat == 0 {

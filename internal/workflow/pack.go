@@ -38,6 +38,9 @@ type appLog struct {
 
 	openMu sync.Mutex
 	opened atomic.Bool
+	// viewMu is held to write views (materializeOnce), and read-held by
+	// a scan of every record (journal.records).
+	viewMu sync.RWMutex
 
 	kick    chan struct{} // wakes the packer
 	matKick chan struct{} // wakes the materializer

@@ -2,12 +2,15 @@ package workflow
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nimbus-dev/nimbus/internal/store"
 )
@@ -196,4 +199,62 @@ func TestConcurrentStartsCreateOne(t *testing.T) {
 			t.Fatalf("%s: %d activations, want 1", id, c)
 		}
 	}
+}
+
+// A store written before the log (one stream, one entry per journal
+// message, records without a version) is read as it is, and runs start
+// and finish on it.
+func TestStoreBeforeTheLog(t *testing.T) {
+	t.Parallel()
+	st := openStore(t)
+	ctx := t.Context()
+	js := st.Committer().JetStream()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: StreamName(testApp), Subjects: []string{subjectPrefix(testApp) + ">"}, Storage: jetstream.FileStorage,
+		AllowAtomicPublish: true, Discard: jetstream.DiscardOld,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	old := &Run{ID: "old", App: testApp, Workflow: "flow", Revision: "f1", State: StateCompleted, Input: []byte(`1`),
+		Result: []byte(`"r"`), Created: now, Updated: now, Steps: 1}
+	for _, ent := range []Entry{{Type: EntryStarted, Time: now}, {Type: EntryStep, Time: now, Name: "a", Result: []byte(`"x"`)}, {Type: EntryCompleted, Time: now}} {
+		w, err := entryWriteLegacy(testApp, "old", &ent)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := js.Publish(ctx, w.Subject, w.Data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w, err := recordWrite(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, w.Subject, w.Data); err != nil {
+		t.Fatal(err)
+	}
+
+	e, _ := engineOn(t, st, steps([]string{"a", "b"}, 0, &sync.Map{}), time.Millisecond)
+	if got, want := timelineOf(t, e, "old"), "completed started: step:a completed:"; got != want {
+		t.Fatalf("old run: %q, want %q", got, want)
+	}
+	if rec, created, err := e.Start(ctx, testApp, "flow", "old", nil); err != nil || created || rec.State != StateCompleted {
+		t.Fatalf("a start of the old run's id: %v %v %v", rec, created, err)
+	}
+	if _, _, err := e.Start(ctx, testApp, "flow", "new", nil); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, e, "new")
+	runs, err := e.List(ctx, testApp, ListOptions{})
+	if err != nil || len(runs) != 2 {
+		t.Fatalf("List: %v %v, want 2 runs", runs, err)
+	}
+}
+
+// entryWriteLegacy is a journal message as written before the log: one
+// Entry.
+func entryWriteLegacy(app, run string, e *Entry) (store.Write, error) {
+	b, err := json.Marshal(e)
+	return store.Write{Stream: StreamName(app), Subject: journalSubject(app, run), Data: b}, err
 }
