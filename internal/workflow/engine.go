@@ -311,7 +311,8 @@ func (e *Engine) Start(ctx context.Context, app, workflow, id string, input []by
 	if !ok {
 		return nil, false, fmt.Errorf("%w: app %s has no workflow %q (a function with kind: workflow)", ErrWorkflowNotFound, app, workflow)
 	}
-	if id == "" {
+	fresh := id == "" // 96 random bits: no run has it, nothing to check
+	if fresh {
 		id = newRunID()
 	} else if err := CheckRunID(id); err != nil {
 		return nil, false, err
@@ -327,7 +328,7 @@ func (e *Engine) Start(ctx context.Context, app, workflow, id string, input []by
 	}
 	now := e.opts.Now().UTC()
 	rec := &Run{ID: id, App: app, Workflow: workflow, Revision: fn.Revision, State: StateRunning, Input: input, Created: now, Updated: now}
-	ok, err := e.j.create(ctx, rec)
+	ok, err := e.j.create(ctx, rec, fresh)
 	if err != nil {
 		return nil, false, err
 	}

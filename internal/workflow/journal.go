@@ -211,6 +211,7 @@ func (j *journal) ensure(ctx context.Context, app string) error {
 		// A stream made before the log (2026-12) has synchronous writes
 		// and atomic batches, and its persist mode cannot change: keep it.
 		if _, ierr := j.js.Stream(ctx, cfg.Name); ierr == nil {
+			j.logger.Info("workflow stream kept as it is (made before the log; its writes are synchronous)", "app", app, "reason", err)
 			err = nil
 		}
 	}

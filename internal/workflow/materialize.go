@@ -67,6 +67,9 @@ func (a *appLog) materializer() {
 		deadline.Stop()
 		for a.ctx.Err() == nil {
 			upto, err := a.materializeOnce(a.ctx)
+			if err != nil && a.ctx.Err() != nil {
+				return // closing: the log keeps the changes
+			}
 			if err != nil {
 				a.j.logger.Warn("workflow views: materialize failed; the log keeps the changes", "app", a.app, "error", err)
 				select {

@@ -626,13 +626,18 @@ func (j *journal) commitIf(ctx context.Context, app, run string, ents []*Entry, 
 }
 
 // create stores a new run, its first record, only if the run has no
-// record yet. It reports false when it has one.
-func (j *journal) create(ctx context.Context, rec *Run) (bool, error) {
+// record yet. It reports false when it has one. fresh says the run id
+// was just made at random: nothing is checked.
+func (j *journal) create(ctx context.Context, rec *Run, fresh bool) (bool, error) {
 	cp := *rec
+	c := cond{kind: condNew}
+	if fresh {
+		c.kind = condNone
+	}
 	a, err := j.appFor(rec.App)
 	ok := false
 	if err == nil {
-		ok, err = a.submit(ctx, rec.ID, nil, &cp, cond{kind: condNew})
+		ok, err = a.submit(ctx, rec.ID, nil, &cp, c)
 	}
 	if err != nil {
 		return false, fmt.Errorf("start workflow run %s/%s: %w", rec.App, rec.ID, err)
