@@ -442,13 +442,13 @@ func (a *appLog) send(chs []*change, data []byte, last uint64) {
 		ch.err = err
 	}
 	a.mu.Unlock()
-	for _, ch := range chs {
-		close(ch.done)
-	}
 	// The pack may be stored (the outcome was unknown), and another writer
-	// may have appended: the log is the truth, read it.
+	// may have appended: the log is the truth, read it before answering.
 	if _, cerr := a.catchUp(a.ctx, 0); cerr != nil {
 		a.j.logger.Warn("workflow log: catching up after a failed commit", "app", a.app, "error", cerr)
+	}
+	for _, ch := range chs {
+		close(ch.done)
 	}
 	a.kickMat()
 }

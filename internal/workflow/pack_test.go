@@ -258,3 +258,40 @@ func entryWriteLegacy(app, run string, e *Entry) (store.Write, error) {
 	b, err := json.Marshal(e)
 	return store.Write{Stream: StreamName(app), Subject: journalSubject(app, run), Data: b}, err
 }
+
+// A pack from another writer makes the engine's next commit fail rather
+// than interleave; the engine then reads the log, so the other writer's
+// change shows and the commit after succeeds.
+func TestSecondWriterFailsCommit(t *testing.T) {
+	t.Parallel()
+	st := openStore(t)
+	e, _ := engineOn(t, st, steps(nil, 0, &sync.Map{}), time.Hour)
+	ctx := t.Context()
+	j := e.j
+	rec := &Run{ID: "mine", App: testApp, Workflow: "flow", State: StateRunning}
+	if ok, err := j.create(ctx, rec, false); err != nil || !ok {
+		t.Fatalf("create: %v %v", ok, err)
+	}
+	theirs := &Run{ID: "theirs", App: testApp, Workflow: "flow", State: StateRunning}
+	b, err := json.Marshal(packMsg{Changes: []packChange{{Run: "theirs", Record: theirs}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Committer().JetStream().Publish(ctx, logSubject(testApp), b); err != nil {
+		t.Fatal(err)
+	}
+	err = j.commit(ctx, testApp, "mine", &Entry{Type: EntryStep, Name: "a"}, nil)
+	if err == nil || !strings.Contains(err.Error(), "another writer") {
+		t.Fatalf("a commit after another writer's pack: %v, want an error naming another writer", err)
+	}
+	if got, err := j.record(ctx, testApp, "theirs"); err != nil || got.ID != "theirs" {
+		t.Fatalf("the other writer's run: %v %v", got, err)
+	}
+	if err := j.commit(ctx, testApp, "mine", &Entry{Type: EntryStep, Name: "a"}, nil); err != nil {
+		t.Fatalf("the commit after catching up: %v", err)
+	}
+	ents, err := j.entries(ctx, testApp, "mine")
+	if err != nil || len(ents) != 1 {
+		t.Fatalf("entries: %v %v, want the one step", ents, err)
+	}
+}
