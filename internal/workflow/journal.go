@@ -174,6 +174,9 @@ type journal struct {
 	// long changes wait for the materializer, at most (tests lengthen it).
 	ajs      jetstream.JetStream
 	matDelay time.Duration
+	// logKeep is how long the log keeps a pack after its views were
+	// written (tests shorten it).
+	logKeep time.Duration
 	// stats counts the log's commits (one pack each); changes counts the
 	// run changes they carried; views the view messages written.
 	stats          store.Counters
@@ -184,7 +187,7 @@ type journal struct {
 }
 
 func newJournal(ctx context.Context, c *store.Committer, logger *slog.Logger) *journal {
-	j := &journal{c: c, js: c.JetStream(), ajs: c.JetStream(), matDelay: defaultMatDelay, ctx: ctx, logger: logger, apps: map[string]*appLog{}}
+	j := &journal{c: c, js: c.JetStream(), ajs: c.JetStream(), matDelay: defaultMatDelay, logKeep: defaultLogKeep, ctx: ctx, logger: logger, apps: map[string]*appLog{}}
 	if ajs, err := jetstream.New(c.JetStream().Conn(), jetstream.WithPublishAsyncMaxPending(2*matWindow)); err == nil {
 		j.ajs = ajs
 	}
@@ -201,7 +204,7 @@ func (j *journal) ensure(ctx context.Context, app string) error {
 		Storage:     jetstream.FileStorage,
 		Replicas:    1,
 		// The views are derived: the log, fsynced, is the truth, and it is
-		// kept until the server synced the views (logKeep).
+		// kept until the server synced the views (journal.logKeep).
 		PersistMode: jetstream.AsyncPersistMode,
 		AllowDirect: true,
 		Discard:     jetstream.DiscardOld,

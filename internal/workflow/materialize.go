@@ -31,11 +31,11 @@ const (
 	matFull         = 2000
 	// matWindow bounds the view publishes awaiting their acks.
 	matWindow = 512
-	// logKeep is how long the log keeps a pack after its views were
-	// written: past the server's sync of the views (store.SyncInterval;
-	// the first sync of a stream comes at most that long after it opened,
-	// then one every interval).
-	logKeep = 3 * store.SyncInterval
+	// defaultLogKeep is how long the log keeps a pack after its views
+	// were written (journal.logKeep): past the server's sync of the views
+	// (store.SyncInterval; the first sync of a stream comes at most that
+	// long after it opened, then one every interval).
+	defaultLogKeep = 3 * store.SyncInterval
 	// purgeEvery is how often the materializer purges the log, at most.
 	purgeEvery = time.Second
 )
@@ -249,12 +249,12 @@ func (p *viewPublisher) wait() error {
 	return p.err
 }
 
-// purge deletes from the log the packs materialized more than logKeep
-// ago (the last pack always stays, so that the log's last sequence stays
-// known), and returns the points not yet purged.
+// purge deletes from the log the packs materialized more than
+// journal.logKeep ago (the last pack always stays, so that the log's last
+// sequence stays known), and returns the points not yet purged.
 func (a *appLog) purge(now time.Time, done []matPoint) []matPoint {
 	i := 0
-	for i < len(done) && now.Sub(done[i].t) >= logKeep {
+	for i < len(done) && now.Sub(done[i].t) >= a.j.logKeep {
 		i++
 	}
 	if i == 0 {

@@ -295,3 +295,60 @@ func TestSecondWriterFailsCommit(t *testing.T) {
 		t.Fatalf("entries: %v %v, want the one step", ents, err)
 	}
 }
+
+// The log is purged of packs whose views were written (once logKeep has
+// passed), down to its last pack; the runs stay whole and the next
+// commits follow that last pack.
+func TestLogPurgedBehindViews(t *testing.T) {
+	t.Parallel()
+	st := openStore(t)
+	var execs sync.Map
+	inv := &invoker{g: steps([]string{"a", "b"}, 0, &execs), n: map[string]int{}}
+	e1 := New(st.Committer(), inv, Options{Logger: slog.New(slog.DiscardHandler)})
+	inv.e = e1
+	defer e1.Close(context.Background())
+	e1.j.matDelay, e1.j.logKeep = time.Millisecond, 0
+	ctx := t.Context()
+	if err := e1.Provision(ctx, testRevision()); err != nil {
+		t.Fatal(err)
+	}
+	ids := []string{"run-1", "run-2", "run-3"}
+	for _, id := range ids {
+		if _, _, err := e1.Start(ctx, testApp, "flow", id, nil); err != nil {
+			t.Fatal(err)
+		}
+		wait(t, e1, id)
+	}
+	log, err := st.Committer().JetStream().Stream(ctx, LogStreamName(testApp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		info, err := log.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.Msgs == 1 && e1.j.app(testApp).pending() == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the log keeps %d packs (%d changes not materialized), want 1", info.State.Msgs, e1.j.app(testApp).pending())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := e1.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e2, _ := engineOn(t, st, steps([]string{"a", "b"}, 0, &execs), time.Hour)
+	for _, id := range ids {
+		if got, want := timelineOf(t, e2, id), "completed started: step:a step:b completed:"; got != want {
+			t.Fatalf("%s: %q, want %q", id, got, want)
+		}
+	}
+	if _, _, err := e2.Start(ctx, testApp, "flow", "run-4", nil); err != nil {
+		t.Fatal(err)
+	}
+	if rec := wait(t, e2, "run-4"); rec.State != StateCompleted {
+		t.Fatalf("run-4: %s", rec.State)
+	}
+}
