@@ -23,7 +23,7 @@ const (
 )
 
 // runWorkflow measures a 3-step workflow whose steps return at once,
-// started through its HTTP route and answered with its result (every
+// started through its HTTP route and answered with its result (every log
 // commit fsynced): completed runs/s and start -> result p50/p99 with 50
 // runs in flight, beside raw JetStream doing the same number of sync
 // writes per run (start, 3 steps, end: 5) one after another, 50 at once.
@@ -69,7 +69,7 @@ func runWorkflow(ctx context.Context, b *bench) ([]row, error) {
 		pctx, cancel := context.WithTimeout(ctx, b.opts.duration)
 		defer cancel()
 		start := time.Now()
-		cs0 := srv.Workflows().CommitStats()
+		js0 := srv.Workflows().JournalStats()
 		var wg sync.WaitGroup
 		for range inFlight {
 			wg.Add(1)
@@ -100,10 +100,10 @@ func runWorkflow(ctx context.Context, b *bench) ([]row, error) {
 			time.Sleep(10 * time.Millisecond)
 		}
 		slices.Sort(lat)
-		if cs := srv.Workflows().CommitStats(); len(lat) > 0 && cs.Commits > cs0.Commits {
-			progress("   %d in flight: %d runs, %.2f journal commits and %.2f writes per run, %.1f writes per commit (largest so far %d)",
-				inFlight, len(lat), float64(cs.Commits-cs0.Commits)/float64(len(lat)), float64(cs.Writes-cs0.Writes)/float64(len(lat)),
-				float64(cs.Writes-cs0.Writes)/float64(cs.Commits-cs0.Commits), cs.MaxBatch)
+		if js := srv.Workflows().JournalStats(); len(lat) > 0 && js.Packs > js0.Packs {
+			progress("   %d in flight: %d runs, %.2f log commits per run (%.1f run changes per commit), %.2f view messages per run",
+				inFlight, len(lat), float64(js.Packs-js0.Packs)/float64(len(lat)),
+				float64(js.Changes-js0.Changes)/float64(js.Packs-js0.Packs), float64(js.Views-js0.Views)/float64(len(lat)))
 		}
 		return rate, lat, nil
 	}

@@ -45,6 +45,14 @@ var (
 // MaxPayload is the largest NATS message the embedded server accepts.
 const MaxPayload = 2 << 20
 
+// SyncInterval is how often the embedded server fsyncs what streams in
+// async persist mode wrote (nats-server's default is 2 minutes): such a
+// stream's writes are on disk at most SyncInterval after they were
+// acknowledged. The workflow engine keeps its log that long past the
+// views it materialized into such a stream (RATIONALE.md "Durable
+// workflows: one log message per group commit").
+const SyncInterval = 10 * time.Second
+
 // Options configure Open. The zero value is not usable: DataDir is required.
 type Options struct {
 	// DataDir holds everything Nimbus stores on this node. JetStream keeps
@@ -127,8 +135,9 @@ func Open(ctx context.Context, opts Options) (_ *Store, err error) {
 		// What JetStream acknowledges is fsynced (DESIGN.md "Durability").
 		// The default (fsync every 2 minutes) loses acknowledged writes on
 		// power loss.
-		SyncAlways: true,
-		NoSigs:     true,
+		SyncAlways:   true,
+		SyncInterval: SyncInterval,
+		NoSigs:       true,
 		// Room for the largest value, event or artifact chunk Nimbus
 		// accepts (1MiB) plus its headers; the NATS default is 1MB.
 		MaxPayload: MaxPayload,

@@ -12,10 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/nimbus-dev/nimbus/internal/runtime"
-	"github.com/nimbus-dev/nimbus/internal/store"
 )
 
 // Calling: a run invokes another function of its app, or starts a child
@@ -239,44 +236,29 @@ func (e *Engine) tellParent(ctx context.Context, rec *Run, withRecord bool) erro
 	return fmt.Errorf("workflow run %s/%s: its parent's record kept changing", rec.App, rec.ID)
 }
 
-// commitChildEnd commits the child's final record (unless nil), the
-// signal entry in the parent's journal and the parent's record if it is
-// still at seq, in one unit; false when the parent's record moved.
-func (e *Engine) commitChildEnd(ctx context.Context, child, parent *Run, seq uint64, sig *Entry) (bool, error) {
-	var ws []store.Write
+// commitChildEnd commits the child's final record (unless nil; not over
+// a final one), the signal entry in the parent's journal and the
+// parent's record if it is still at version ver, as one change; false
+// when the parent's record moved.
+func (e *Engine) commitChildEnd(ctx context.Context, child, parent *Run, ver uint64, sig *Entry) (bool, error) {
+	a, err := e.j.appFor(parent.App)
+	if err != nil {
+		return false, err
+	}
+	var parts []part
 	if child != nil {
-		cw, err := recordWrite(child)
-		if err != nil {
-			return false, err
-		}
-		ws = append(ws, cw)
+		cp := *child
+		parts = append(parts, part{run: child.ID, rec: &cp, c: cond{kind: condNotFinal}})
 	}
-	sw, err := entryWrite(parent.App, parent.ID, sig)
-	if err != nil {
-		return false, err
-	}
-	pw, err := recordWrite(parent)
-	if err != nil {
-		return false, err
-	}
-	pw.IfLastSeq = &seq
-	_, err = e.j.c.Commit(ctx, &store.Unit{Writes: append(ws, sw, pw), Counters: &e.j.stats})
-	if isWrongLastSeq(err) {
-		return false, nil
-	}
+	pp := *parent
+	parts = append(parts, part{run: parent.ID, ents: []Entry{*sig}, rec: &pp, c: cond{kind: condVersion, ver: ver}})
+	ok, err := a.submitParts(ctx, parts)
 	if err != nil {
 		return false, fmt.Errorf("workflow run %s/%s: tell parent %s of a child's end: %w", parent.App, parent.ID, sig.Name, err)
 	}
-	return true, nil
+	return ok, nil
 }
 
 // isReservedSignal reports whether a signal name is the engine's own
 // (sent by a child's end), which the API does not send.
 func isReservedSignal(name string) bool { return strings.HasPrefix(name, ChildSignalPrefix) }
-
-// isWrongLastSeq reports whether err is a failed compare-and-swap on a
-// subject's last sequence.
-func isWrongLastSeq(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
-}

@@ -2,15 +2,10 @@ package workflow
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/nimbus-dev/nimbus/internal/store"
 	"github.com/nimbus-dev/nimbus/sdk/go/wire"
 )
 
@@ -186,59 +181,4 @@ func (e *Engine) update(ctx context.Context, app, id string, change func(*Run) (
 		}
 	}
 	return nil, fmt.Errorf("workflow run %s/%s: its record kept changing; try again", app, id)
-}
-
-// recordAt reads a run's record and the stream sequence it is at;
-// ErrRunNotFound when it has none.
-func (j *journal) recordAt(ctx context.Context, app, run string) (*Run, uint64, error) {
-	st, err := j.js.Stream(ctx, StreamName(app))
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return nil, 0, fmt.Errorf("%w: app %s has no run %q", ErrRunNotFound, app, run)
-	}
-	if err != nil {
-		return nil, 0, fmt.Errorf("workflow run %s/%s: %w", app, run, err)
-	}
-	m, err := st.GetLastMsgForSubject(ctx, recordSubject(app, run))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return nil, 0, fmt.Errorf("%w: app %s has no run %q", ErrRunNotFound, app, run)
-	}
-	if err != nil {
-		return nil, 0, fmt.Errorf("workflow run %s/%s: %w", app, run, err)
-	}
-	rec := new(Run)
-	if err := json.Unmarshal(m.Data, rec); err != nil {
-		return nil, 0, fmt.Errorf("workflow run %s/%s: corrupt record: %w", app, run, err)
-	}
-	return rec, m.Sequence, nil
-}
-
-// commitIf commits ents and rec in one unit if rec's subject is still at
-// seq; it reports false (and writes nothing) when it is not.
-func (j *journal) commitIf(ctx context.Context, app, run string, ents []*Entry, rec *Run, seq uint64) (bool, error) {
-	u := &store.Unit{}
-	for _, e := range ents {
-		if e == nil {
-			continue
-		}
-		w, err := entryWrite(app, run, e)
-		if err != nil {
-			return false, err
-		}
-		u.Writes = append(u.Writes, w)
-	}
-	rw, err := recordWrite(rec)
-	if err != nil {
-		return false, err
-	}
-	rw.IfLastSeq = &seq
-	u.Writes = append(u.Writes, rw)
-	_, err = j.c.Commit(ctx, u)
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("workflow run %s/%s: commit: %w", app, run, err)
-	}
-	return true, nil
 }

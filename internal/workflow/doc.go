@@ -12,8 +12,10 @@
 // guest runs its workflow function from the start; each durable operation
 // (a step, a sleep) is a host call at a position. The engine answers from
 // the journal what is recorded (a completed step is never run again), and
-// records new outcomes through the node's store.Committer before the call
-// returns: many runs' step completions share one commit and one fsync. A
+// records new outcomes in the app's log before the call returns: the
+// changes of every run waiting at that moment are one message, one commit
+// and one fsync (pack.go), and the runs' journals and records are written
+// from the log in the background (materialize.go). A
 // sleep or retry backoff longer than Options.ShortWait suspends the run:
 // the guest unwinds, the run's record says sleeping until WakeAt, and only
 // a timer entry stays in memory. A code that reaches a position with
@@ -26,7 +28,8 @@
 // wait for their name takes them, in order, each once; a waiting run
 // holds no instance. Cancel, Pause and Terminate (control.go, pause.go,
 // terminate.go) journal the request and change the run's record as a
-// compare-and-swap; a cancellation or a pause takes effect at the run's
+// compare-and-swap (on the record's version, checked by the engine, the
+// log's only writer); a cancellation or a pause takes effect at the run's
 // first operation that is not a recorded outcome (the gate), where a
 // cancellation is journaled as a cut so a replay meets it at the same
 // position; the SDK then runs the compensations (steps named

@@ -204,7 +204,9 @@ func (e *Engine) finish(r *run, state string, result []byte, msg string) error {
 	steps := len(r.steps)
 	e.mu.Unlock()
 	rec.State, rec.Result, rec.Error, rec.Updated, rec.Steps, rec.WakeAt = state, result, msg, now, steps, time.Time{}
-	if err := e.commitEnd(e.ctx, &rec); err != nil {
+	if err := e.commitEnd(e.ctx, &rec); errors.Is(err, errFinal) {
+		return e.ended(r)
+	} else if err != nil {
 		return err
 	}
 	e.mu.Lock()
@@ -245,11 +247,25 @@ func (e *Engine) suspend(r *run, a *activation) (time.Duration, error) {
 	rec.Steps = len(r.steps)
 	e.mu.Unlock()
 	rec.State, rec.WakeAt, rec.Updated = StateSleeping, a.wakeAt.UTC(), now.UTC()
-	if err := e.j.commit(e.ctx, r.app, r.id, nil, &rec); err != nil {
+	if err := e.j.commit(e.ctx, r.app, r.id, nil, &rec); errors.Is(err, errFinal) {
+		return 0, e.ended(r)
+	} else if err != nil {
 		return 0, err
 	}
 	e.mu.Lock()
 	r.rec = &rec
 	e.mu.Unlock()
 	return a.wakeAt.Sub(now), nil
+}
+
+// ended is finish and suspend when the run's record is final already (it
+// was terminated meanwhile): the stored record stays, and is the run's.
+func (e *Engine) ended(r *run) error {
+	rec, err := e.j.record(e.ctx, r.app, r.id)
+	if err != nil {
+		return err
+	}
+	e.setRecord(r, rec)
+	e.finished(r)
+	return nil
 }

@@ -145,11 +145,12 @@ func New(c *store.Committer, inv Invoker, opts Options) *Engine {
 		opts.ActivationBackoff = DefaultActivationBackoff
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	logger := opts.Logger.With("component", "workflow")
 	e := &Engine{
-		j:      &journal{c: c, js: c.JetStream()},
+		j:      newJournal(ctx, c, logger),
 		inv:    inv,
 		opts:   opts,
-		logger: opts.Logger.With("component", "workflow"),
+		logger: logger,
 		ctx:    ctx,
 		cancel: cancel,
 		apps:   map[string]*appState{},
@@ -162,10 +163,23 @@ func New(c *store.Committer, inv Invoker, opts Options) *Engine {
 	return e
 }
 
-// CommitStats are the counters of the engine's journal commits (every
-// app's): round trips, writes, the largest batch. Commits over Writes is
-// the group commit at work.
+// CommitStats are the counters of the engine's log commits (every app's):
+// one pack, one write, per commit.
 func (e *Engine) CommitStats() store.CommitStats { return e.j.stats.Stats() }
+
+// JournalStats are counters of the engine's journal (every app's).
+type JournalStats struct {
+	// Packs is the number of log commits, Changes the run changes they
+	// carried: Changes over Packs is the group commit at work.
+	Packs, Changes uint64
+	// Views is the number of view messages the materializer wrote.
+	Views uint64
+}
+
+// JournalStats returns the journal's counters.
+func (e *Engine) JournalStats() JournalStats {
+	return JournalStats{Packs: e.j.stats.Stats().Commits, Changes: e.j.changes.Load(), Views: e.j.views.Load()}
+}
 
 // ActiveRuns is the number of runs a goroutine drives right now (running,
 // or waiting for an instance), over every app.
@@ -280,7 +294,7 @@ func (e *Engine) Close(ctx context.Context) error {
 	e.mu.Unlock()
 	e.cancel()
 	done := make(chan struct{})
-	go func() { e.wg.Wait(); close(done) }()
+	go func() { e.wg.Wait(); e.j.close(); close(done) }()
 	select {
 	case <-done:
 		return nil
@@ -314,7 +328,8 @@ func (e *Engine) start(ctx context.Context, app, workflow, id string, input []by
 	if !ok {
 		return nil, false, fmt.Errorf("%w: app %s has no workflow %q (a function with kind: workflow)", ErrWorkflowNotFound, app, workflow)
 	}
-	if id == "" {
+	fresh := id == "" // 96 random bits: no run has it, nothing to check
+	if fresh {
 		id = newRunID()
 	} else if err := CheckRunID(id); err != nil {
 		return nil, false, err
@@ -330,7 +345,7 @@ func (e *Engine) start(ctx context.Context, app, workflow, id string, input []by
 	}
 	now := e.opts.Now().UTC()
 	rec := &Run{ID: id, App: app, Workflow: workflow, Revision: fn.Revision, State: StateRunning, Input: input, Created: now, Updated: now, Parent: parent}
-	ok, err := e.j.create(ctx, rec)
+	ok, err := e.j.create(ctx, rec, fresh)
 	if errors.Is(err, store.ErrWriteTooLarge) {
 		// The input fits max_request_body but not the run's record,
 		// one store write: a client error, not the node's.

@@ -8,8 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	rt "github.com/nimbus-dev/nimbus/internal/runtime"
-	"github.com/nimbus-dev/nimbus/internal/store"
 )
 
 // A timer is due at its time, not a nanosecond before, and fires once
@@ -134,19 +135,17 @@ func TestMemoryPerSleepingRun(t *testing.T) {
 	runtime.GC()
 	runtime.ReadMemStats(&m0)
 	now := clk.Now()
-	for i := 0; i < n; i += st.Committer().MaxBatch() {
-		u := &store.Unit{}
-		for k := i; k < min(n, i+st.Committer().MaxBatch()); k++ {
-			w, err := recordWrite(&Run{ID: fmt.Sprintf("run-%024x", k), App: testApp, Workflow: "flow", Revision: "f1",
-				State: StateSleeping, Input: []byte("null"), WakeAt: now.Add(time.Hour), Created: now, Updated: now, Steps: 1})
-			if err != nil {
-				t.Fatal(err)
-			}
-			u.Writes = append(u.Writes, w)
-		}
-		if _, err := st.Committer().Commit(t.Context(), u); err != nil {
+	p := e1.j.viewPublisher(t.Context())
+	for k := range n {
+		w, err := recordWrite(&Run{ID: fmt.Sprintf("run-%024x", k), App: testApp, Workflow: "flow", Revision: "f1",
+			State: StateSleeping, Input: []byte("null"), WakeAt: now.Add(time.Hour), Created: now, Updated: now, Steps: 1})
+		if err != nil {
 			t.Fatal(err)
 		}
+		p.publish(&nats.Msg{Subject: w.Subject, Data: w.Data})
+	}
+	if err := p.wait(); err != nil {
+		t.Fatal(err)
 	}
 	runtime.GC()
 	runtime.ReadMemStats(&m1)
