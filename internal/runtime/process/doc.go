@@ -31,7 +31,12 @@
 //     private size-bounded /tmp, /dev, its own /proc; nothing else of the
 //     host: see sandboxinit), its own uid, cgroups capping
 //     memory (the function's memory), process count and CPU, rlimits on
-//     open files and processes. A host that cannot provide this refuses
+//     open files and processes. The uid, cgroups, network namespace and
+//     the helper that builds the view are made ahead of time for a few
+//     sandboxes (Config.Sandboxes; pool.go), each empty until one start
+//     claims it, used by one process only and released with it: a cold
+//     start then pays for the function's directory mount, pivot_root,
+//     setuid and exec, not for the rest. A host that cannot provide this refuses
 //     the function (ErrUnisolated) unless it opts in with isolation: none.
 //   - Platform services (api.go): each process gets its own HTTP endpoint
 //     (NIMBUS_API, inside its network namespace when sandboxed) and token

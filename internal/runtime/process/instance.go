@@ -88,9 +88,12 @@ func (i *instance) spawn(ctx context.Context) (_ *proc, err error) {
 		}
 	}()
 	if m.sandbox {
-		if p.sb, err = r.newSandbox(m.limits.MemoryBytes); err != nil {
+		if p.sb, err = r.sandbox(); err != nil {
 			return nil, fmt.Errorf("start %s/%s: %w", m.app, m.function, err)
 		}
+		// The pool makes the next one once this process is up, not while
+		// it starts.
+		defer r.pool.refill()
 		p.tmp = p.sb.tmp
 		p.port = sandboxPort
 		p.dial = p.sb.dial
@@ -113,31 +116,41 @@ func (i *instance) spawn(ctx context.Context) (_ *proc, err error) {
 	}
 
 	p.stderr = &lineWriter{emit: func(l []byte) { i.log("stderr", l) }, keep: true}
-	p.cmd = &exec.Cmd{
-		Path:        m.argv0,
-		Args:        slices.Clone(m.args),
-		Env:         m.environ(p),
-		Dir:         m.dir,
-		Stdout:      &lineWriter{emit: func(l []byte) { i.log("stdout", l) }},
-		Stderr:      p.stderr,
-		WaitDelay:   time.Second, // a child that kept the output open does not hold Wait
-		SysProcAttr: plainProcAttr(),
-	}
-	if p.sb != nil {
-		err = p.sb.start(p.cmd, m.view())
+	stdout := &lineWriter{emit: func(l []byte) { i.log("stdout", l) }}
+	if sb := p.sb; sb != nil {
+		p.cmd = sb.cmd
+		go func() {
+			<-sb.exited
+			p.exitErr = sb.exitErr
+			close(p.exited)
+		}()
+		view := m.view()
+		view.Env = m.environ(p)
+		err = sb.claim(m.limits.MemoryBytes, view, stdout, p.stderr)
 	} else {
-		err = p.cmd.Start()
+		p.cmd = &exec.Cmd{
+			Path:        m.argv0,
+			Args:        slices.Clone(m.args),
+			Env:         m.environ(p),
+			Dir:         m.dir,
+			Stdout:      stdout,
+			Stderr:      p.stderr,
+			WaitDelay:   time.Second, // a child that kept the output open does not hold Wait
+			SysProcAttr: plainProcAttr(),
+		}
+		if err = p.cmd.Start(); err == nil {
+			setRlimits(p.cmd.Process.Pid, r.cfg.MaxOpenFiles, r.cfg.MaxProcs, false)
+			go func() {
+				err := p.cmd.Wait()
+				p.exitErr = err
+				close(p.exited)
+			}()
+		}
 	}
 	if err != nil {
 		return nil, guestFailed(fmt.Sprintf("%s/%s: start %s", m.app, m.function, strings.Join(m.args, " ")), "", err)
 	}
-	setRlimits(p.cmd.Process.Pid, r.cfg.MaxOpenFiles, r.cfg.MaxProcs, p.sb != nil)
 	p.api.serve()
-	go func() {
-		err := p.cmd.Wait()
-		p.exitErr = err
-		close(p.exited)
-	}()
 
 	rctx, cancel := context.WithCancelCause(ctx)
 	go func() {
@@ -429,7 +442,7 @@ func (p *proc) stop(grace time.Duration) {
 // cleanup releases the contract session, the sandbox and the temp
 // directory. The process has exited (or never started).
 func (p *proc) cleanup() {
-	if p.cmd != nil && p.cmd.Process != nil && !p.hasExited() {
+	if p.sb == nil && p.cmd != nil && p.cmd.Process != nil && !p.hasExited() {
 		p.kill()
 		<-p.exited
 	}

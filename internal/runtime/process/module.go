@@ -113,7 +113,8 @@ func (m *module) appDir() string {
 	return AppDir
 }
 
-// view is the filesystem view of a sandboxed process of m: its program
+// view is the function's part of the filesystem view of a sandboxed
+// process of m (the sandbox has the rest): its directory, its program
 // and working directory as it sees them (a program inside the function's
 // directory moves with it; one found in Path keeps its system path).
 func (m *module) view() sandboxinit.Config {
@@ -122,8 +123,7 @@ func (m *module) view() sandboxinit.Config {
 		path = filepath.Join(m.appDir(), rel)
 	}
 	return sandboxinit.Config{
-		App: m.dir, AppDir: m.appDir(), System: m.rt.cfg.System, TmpBytes: m.rt.cfg.TmpBytes,
-		Path: path, Args: slices.Clone(m.args), Dir: m.appDir(),
+		App: m.dir, AppDir: m.appDir(), Path: path, Args: slices.Clone(m.args), Dir: m.appDir(),
 	}
 }
 
