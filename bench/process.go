@@ -26,7 +26,8 @@ const coldStarts = 200
 // runProcess: examples/process-go (plain net/http) as a process function.
 // Scale from zero: a new instance of the loaded function (start the
 // process sandboxed, wait until its port accepts) and its first response,
-// through internal/runtime/process, vs fork/exec of the same binary on the
+// through internal/runtime/process (with its pool of sandboxes made ahead
+// of time full, as after an idle period; and without the pool), vs fork/exec of the same binary on the
 // host, polling its port, and its first response. Warm: GET through the
 // gateway of a whole node vs GET straight to the same binary.
 func runProcess(ctx context.Context, b *bench) ([]row, error) {
@@ -58,32 +59,51 @@ func runProcess(ctx context.Context, b *bench) ([]row, error) {
 	if err != nil {
 		return nil, err
 	}
-	rt, err := process.New(process.Config{Dir: filepath.Join(b.tmp, "process-rt")})
-	if err != nil {
-		return nil, err
-	}
-	defer rt.Close(context.Background())
-	mod, err := rt.Load(ctx, runtime.Spec{App: "bench", Function: "go", Runtime: model.RuntimeProcess, Revision: "bench",
-		Artifact: art, Process: &model.Process{Command: []string{"./server"}, Contract: model.ContractHTTP, Isolation: model.IsolationSandbox},
-		Env:    map[string]string{"GREETING": "bench"},
-		Limits: runtime.Limits{MemoryBytes: 64 << 20, Timeout: 10 * time.Second, MaxResponseBytes: 1 << 20}})
-	if err != nil {
-		return nil, err
-	}
-	defer mod.Close(context.Background())
-	nimbusCold := func(ctx context.Context) (time.Duration, error) {
-		start := time.Now()
-		inst, err := mod.NewInstance(ctx)
+	// Two runtimes: the node's default, whose pool of sandboxes made ahead
+	// of time is full again before each start (untimed), as it is after an
+	// idle period; and one without the pool, which makes the sandbox at
+	// every start (what a burst that empties the pool pays).
+	coldOf := func(name string, sandboxes int) (func(context.Context) (time.Duration, error), func(), error) {
+		rt, err := process.New(process.Config{Dir: filepath.Join(b.tmp, "process-rt-"+name), Sandboxes: sandboxes})
 		if err != nil {
-			return 0, err
+			return nil, nil, err
 		}
-		defer inst.Close(context.Background())
-		resp, err := inst.Handle(ctx, &runtime.Request{Method: "GET", Path: "/cold"})
-		if err != nil || resp.Status != 200 {
-			return 0, fmt.Errorf("first response: %v", err)
+		mod, err := rt.Load(ctx, runtime.Spec{App: "bench", Function: "go", Runtime: model.RuntimeProcess, Revision: "bench",
+			Artifact: art, Process: &model.Process{Command: []string{"./server"}, Contract: model.ContractHTTP, Isolation: model.IsolationSandbox},
+			Env:    map[string]string{"GREETING": "bench"},
+			Limits: runtime.Limits{MemoryBytes: 64 << 20, Timeout: 10 * time.Second, MaxResponseBytes: 1 << 20}})
+		if err != nil {
+			rt.Close(context.Background())
+			return nil, nil, err
 		}
-		return time.Since(start), nil
+		closeAll := func() { mod.Close(context.Background()); rt.Close(context.Background()) }
+		return func(ctx context.Context) (time.Duration, error) {
+			if err := rt.SandboxesReady(ctx); err != nil {
+				return 0, err
+			}
+			start := time.Now()
+			inst, err := mod.NewInstance(ctx)
+			if err != nil {
+				return 0, err
+			}
+			defer inst.Close(context.Background())
+			resp, err := inst.Handle(ctx, &runtime.Request{Method: "GET", Path: "/cold"})
+			if err != nil || resp.Status != 200 {
+				return 0, fmt.Errorf("first response: %v", err)
+			}
+			return time.Since(start), nil
+		}, closeAll, nil
 	}
+	nimbusCold, closePooled, err := coldOf("pooled", 0)
+	if err != nil {
+		return nil, err
+	}
+	defer closePooled()
+	unpooledCold, closeUnpooled, err := coldOf("unpooled", -1)
+	if err != nil {
+		return nil, err
+	}
+	defer closeUnpooled()
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	rawCold := func(ctx context.Context) (time.Duration, error) {
 		port, err := freePort()
@@ -116,12 +136,12 @@ func runProcess(ctx context.Context, b *bench) ([]row, error) {
 		resp.Body.Close()
 		return time.Since(start), nil
 	}
-	var np50, np99, rp50, rp99 []float64
+	var np50, np99, up50, rp50, rp99 []float64
 	for i := range b.opts.runs {
 		sides := []struct {
 			op       func(context.Context) (time.Duration, error)
 			p50, p99 *[]float64
-		}{{nimbusCold, &np50, &np99}, {rawCold, &rp50, &rp99}}
+		}{{nimbusCold, &np50, &np99}, {rawCold, &rp50, &rp99}, {unpooledCold, &up50, nil}}
 		if i%2 == 1 {
 			slices.Reverse(sides)
 		}
@@ -131,13 +151,16 @@ func runProcess(ctx context.Context, b *bench) ([]row, error) {
 				return nil, err
 			}
 			*s.p50 = append(*s.p50, ms(res.P50))
-			*s.p99 = append(*s.p99, ms(res.P99))
+			if s.p99 != nil {
+				*s.p99 = append(*s.p99, ms(res.P99))
+			}
 		}
 	}
 	p50 := newRow("process", "scale from zero: first response p50", "ms", np50, "fork/exec + first response", rp50)
 	rows := []row{
 		p50.goal("< 10ms", p50.Nimbus < 10),
 		newRow("process", "scale from zero: first response p99", "ms", np99, "fork/exec + first response", rp99),
+		newRow("process", "scale from zero, pool empty: p50", "ms", up50, "fork/exec + first response", rp50),
 	}
 
 	// Warm, through a whole node.

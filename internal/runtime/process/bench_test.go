@@ -55,7 +55,8 @@ func BenchmarkColdStart(b *testing.B) {
 	}
 }
 
-// BenchmarkWarmRequest is one request to a running sandboxed process.
+// BenchmarkWarmRequest is one request to a running sandboxed process,
+// from 8 goroutines (as bench's warm scenario).
 func BenchmarkWarmRequest(b *testing.B) {
 	if h := Probe(); !h.Sandbox() {
 		b.Skip("host cannot sandbox processes")
@@ -63,6 +64,7 @@ func BenchmarkWarmRequest(b *testing.B) {
 	rt := newRuntime(b)
 	inst := start(b, load(b, rt, spec(b, true)))
 	ctx := context.Background()
+	b.SetParallelism(4)
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			if _, err := inst.Handle(ctx, &runtime.Request{Method: "GET", Path: "/echo"}); err != nil {

@@ -61,8 +61,17 @@ type proc struct {
 	api    *platformAPI
 	stderr *lineWriter
 
-	exited  chan struct{} // closed when the process has exited and its output is drained
-	exitErr error         // why it exited; set before exited is closed
+	exited  chan struct{}   // closed when the process has exited and its output is drained
+	exitCtx context.Context // canceled when exited is closed
+	exitErr error           // why it exited; set before exited is closed
+	onExit  context.CancelFunc
+}
+
+// markExited records why the process exited and says it has.
+func (p *proc) markExited(err error) {
+	p.exitErr = err
+	close(p.exited)
+	p.onExit()
 }
 
 // start starts the first process of the instance.
@@ -82,6 +91,7 @@ func (i *instance) spawn(ctx context.Context) (_ *proc, err error) {
 	m := i.m
 	r := m.rt
 	p := &proc{inst: i, exited: make(chan struct{})}
+	p.exitCtx, p.onExit = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
 			p.cleanup()
@@ -121,8 +131,7 @@ func (i *instance) spawn(ctx context.Context) (_ *proc, err error) {
 		p.cmd = sb.cmd
 		go func() {
 			<-sb.exited
-			p.exitErr = sb.exitErr
-			close(p.exited)
+			p.markExited(sb.exitErr)
 		}()
 		view := m.view()
 		view.Env = m.environ(p)
@@ -140,11 +149,7 @@ func (i *instance) spawn(ctx context.Context) (_ *proc, err error) {
 		}
 		if err = p.cmd.Start(); err == nil {
 			setRlimits(p.cmd.Process.Pid, r.cfg.MaxOpenFiles, r.cfg.MaxProcs, false)
-			go func() {
-				err := p.cmd.Wait()
-				p.exitErr = err
-				close(p.exited)
-			}()
+			go func() { p.markExited(p.cmd.Wait()) }()
 		}
 	}
 	if err != nil {
@@ -223,13 +228,7 @@ func (i *instance) Handle(ctx context.Context, req *runtime.Request) (*runtime.R
 	defer cancel()
 	rctx, cancelExit := context.WithCancelCause(tctx)
 	defer cancelExit(nil)
-	go func() {
-		select {
-		case <-p.exited:
-			cancelExit(errExited)
-		case <-rctx.Done():
-		}
-	}()
+	defer context.AfterFunc(p.exitCtx, func() { cancelExit(errExited) })()
 	resp, err := p.sess.handle(rctx, req, m.limits.MaxResponseBytes)
 	if err == nil {
 		return resp, nil
