@@ -29,7 +29,9 @@ const coldStarts = 200
 // through internal/runtime/process (with its pool of sandboxes made ahead
 // of time full, as after an idle period; and without the pool), vs fork/exec of the same binary on the
 // host, polling its port, and its first response. Warm: GET through the
-// gateway of a whole node vs GET straight to the same binary.
+// gateway of a whole node vs GET straight to the same binary; and the
+// runtime's hop alone (Handle on an instance), with the node's 1-CPU cap
+// on the process and without it.
 func runProcess(ctx context.Context, b *bench) ([]row, error) {
 	if !process.Probe().Sandbox() {
 		return nil, errors.New("this host cannot sandbox processes (see process.Probe); the scenario measures the sandbox")
@@ -184,6 +186,41 @@ func runProcess(ctx context.Context, b *bench) ([]row, error) {
 	defer func() { raw.Process.Kill(); raw.Wait() }()
 	rawURL := "http://127.0.0.1:" + strconv.Itoa(port) + "/go/bench"
 	targets := []struct{ name, url string }{{"nimbus", srv.GatewayURL() + "/go/bench"}, {"raw", rawURL}}
+
+	// The runtime's own hop, without the gateway: Handle on a running
+	// instance from the same workers, with the node's 1-CPU cap on the
+	// process and without it (the direct server has no cap), so that the
+	// platform's cost and the cap's show apart.
+	hops := map[string]func(context.Context) (time.Duration, error){}
+	for _, c := range []struct {
+		name string
+		cpus float64
+	}{{"hop", 0}, {"hop-nocap", -1}} {
+		rt, err := process.New(process.Config{Dir: filepath.Join(b.tmp, "process-"+c.name), CPUs: c.cpus, Sandboxes: -1})
+		if err != nil {
+			return nil, err
+		}
+		defer rt.Close(context.Background())
+		mod, err := rt.Load(ctx, runtime.Spec{App: "bench", Function: "go", Runtime: model.RuntimeProcess, Revision: "bench",
+			Artifact: art, Process: &model.Process{Command: []string{"./server"}, Contract: model.ContractHTTP, Isolation: model.IsolationSandbox},
+			Env:    map[string]string{"GREETING": "bench"},
+			Limits: runtime.Limits{MemoryBytes: 64 << 20, Timeout: 10 * time.Second, MaxResponseBytes: 1 << 20}})
+		if err != nil {
+			return nil, err
+		}
+		inst, err := mod.NewInstance(ctx)
+		if err != nil {
+			return nil, err
+		}
+		defer inst.Close(context.Background())
+		hops[c.name] = func(ctx context.Context) (time.Duration, error) {
+			resp, err := inst.Handle(ctx, &runtime.Request{Method: "GET", Path: "/go/bench", InvocationID: "bench"})
+			if err == nil && resp.Status != 200 {
+				err = fmt.Errorf("status %d", resp.Status)
+			}
+			return 0, err
+		}
+	}
 	const workers = 8
 	rps := map[string][]float64{}
 	wp50 := map[string][]float64{}
@@ -201,21 +238,34 @@ func runProcess(ctx context.Context, b *bench) ([]row, error) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
+	names := []string{"nimbus", "raw", "hop", "hop-nocap"}
 	for i := range b.opts.runs {
-		for j := range targets {
-			t := targets[(i+j)%len(targets)]
-			res, err := drive(ctx, clients[t.name], t.url, workers, b.opts.duration)
+		for j := range names {
+			name := names[(i+j)%len(names)]
+			var res loadResult
+			var err error
+			if op := hops[name]; op != nil {
+				res, err = measure(ctx, workers, b.opts.duration, maxRequests, op)
+			} else {
+				url := targets[0].url
+				if name == "raw" {
+					url = targets[1].url
+				}
+				res, err = drive(ctx, clients[name], url, workers, b.opts.duration)
+			}
 			if err != nil {
 				return nil, err
 			}
-			rps[t.name] = append(rps[t.name], res.RPS())
-			wp50[t.name] = append(wp50[t.name], ms(res.P50))
+			rps[name] = append(rps[name], res.RPS())
+			wp50[name] = append(wp50[name], ms(res.P50))
 		}
 	}
 	r := newRow("process", "warm req/s, 8 workers", "req/s", rps["nimbus"], "same binary direct", rps["raw"])
 	return append(rows,
 		r.goal(">= 0.60x raw", r.Ratio >= 0.6),
 		newRow("process", "warm p50, 8 workers", "ms", wp50["nimbus"], "same binary direct", wp50["raw"]),
+		newRow("process", "warm req/s, runtime hop only (1-CPU cap)", "req/s", rps["hop"], "same binary direct", rps["raw"]),
+		newRow("process", "warm req/s, runtime hop only, no CPU cap", "req/s", rps["hop-nocap"], "same binary direct", rps["raw"]),
 	), nil
 }
 

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // cgroupRoot is where the v1 controllers are mounted.
@@ -147,4 +149,9 @@ func unreachable(dir string) string {
 // group (so stop reaches what it starts) and SIGKILL when the node dies.
 func plainProcAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+}
+
+// ioctlFIONREAD is how many bytes wait to be read on fd.
+func ioctlFIONREAD(fd uintptr) (int, error) {
+	return unix.IoctlGetInt(int(fd), unix.TIOCINQ) // FIONREAD
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -59,8 +60,11 @@ type proc struct {
 	dial   dialer
 	sess   session
 	api    *platformAPI
+	egress *egressProxy // nil without an http grant, or unisolated
+	secret []string     // the granted secrets, NAME=value, read at the start
 	stderr *lineWriter
 
+	outs    []*outPipe      // its stdout and stderr
 	exited  chan struct{}   // closed when the process has exited and its output is drained
 	exitCtx context.Context // canceled when exited is closed
 	exitErr error           // why it exited; set before exited is closed
@@ -124,11 +128,17 @@ func (i *instance) spawn(ctx context.Context) (_ *proc, err error) {
 	if p.api, err = newAPI(p); err != nil {
 		return nil, fmt.Errorf("start %s/%s: %w", m.app, m.function, err)
 	}
+	p.egress = newEgress(p)
+	if len(m.secrets) > 0 {
+		if p.secret, err = m.secretEnv(ctx, i.caller("")); err != nil {
+			return nil, fmt.Errorf("start %s/%s: %w", m.app, m.function, err)
+		}
+	}
 
 	p.stderr = &lineWriter{emit: func(l []byte) { i.log("stderr", l) }, keep: true}
 	stdout := &lineWriter{emit: func(l []byte) { i.log("stdout", l) }}
 	if sb := p.sb; sb != nil {
-		p.cmd = sb.cmd
+		p.cmd, p.outs = sb.cmd, sb.outs
 		go func() {
 			<-sb.exited
 			p.markExited(sb.exitErr)
@@ -137,25 +147,46 @@ func (i *instance) spawn(ctx context.Context) (_ *proc, err error) {
 		view.Env = m.environ(p)
 		err = sb.claim(m.limits.MemoryBytes, view, stdout, p.stderr)
 	} else {
+		var outW [2]*os.File
+		for k, w := range []io.Writer{stdout, p.stderr} {
+			var o *outPipe
+			if o, outW[k], err = newOutPipe(w); err != nil {
+				return nil, fmt.Errorf("start %s/%s: output pipes: %w", m.app, m.function, err)
+			}
+			p.outs = append(p.outs, o)
+		}
 		p.cmd = &exec.Cmd{
 			Path:        m.argv0,
 			Args:        slices.Clone(m.args),
 			Env:         m.environ(p),
 			Dir:         m.dir,
-			Stdout:      stdout,
-			Stderr:      p.stderr,
-			WaitDelay:   time.Second, // a child that kept the output open does not hold Wait
+			Stdout:      outW[0],
+			Stderr:      outW[1],
 			SysProcAttr: plainProcAttr(),
 		}
-		if err = p.cmd.Start(); err == nil {
+		err = p.cmd.Start()
+		outW[0].Close() // the process has its own copies
+		outW[1].Close()
+		if err == nil {
 			setRlimits(p.cmd.Process.Pid, r.cfg.MaxOpenFiles, r.cfg.MaxProcs, false)
-			go func() { p.markExited(p.cmd.Wait()) }()
+			go func() {
+				err := p.cmd.Wait()
+				for _, o := range p.outs {
+					o.wait(time.Second) // a child that kept the output open does not hold the exit
+				}
+				p.markExited(err)
+			}()
+		} else {
+			for _, o := range p.outs {
+				o.r.Close()
+			}
 		}
 	}
 	if err != nil {
 		return nil, guestFailed(fmt.Sprintf("%s/%s: start %s", m.app, m.function, strings.Join(m.args, " ")), "", err)
 	}
 	p.api.serve()
+	p.egress.serve()
 
 	rctx, cancel := context.WithCancelCause(ctx)
 	go func() {
@@ -192,14 +223,20 @@ func (p *proc) appDir() string {
 }
 
 // environ is the process's environment: a minimal PATH, HOME and TMPDIR
-// in its private temp directory, then the function's env, then what the
-// contract sets (PORT), which wins. Nothing of the node's environment.
+// in its private temp directory, then the function's env, then its
+// granted secrets, the platform API's variables, the egress proxy's
+// (HTTP_PROXY...) when it has one, and what the contract sets (PORT),
+// which win in that order. Nothing of the node's environment.
 func (m *module) environ(p *proc) []string {
 	env := map[string]string{"PATH": Path, "HOME": p.tmp, "TMPDIR": p.tmp}
 	for k, v := range m.env {
 		env[k] = v
 	}
-	for _, kv := range append(p.api.env(), p.sess.env()...) {
+	platform := slices.Concat(p.secret, p.api.env())
+	if p.egress != nil {
+		platform = append(platform, egressEnv()...)
+	}
+	for _, kv := range append(platform, p.sess.env()...) {
 		k, v, _ := strings.Cut(kv, "=")
 		env[k] = v
 	}
@@ -221,6 +258,11 @@ func (i *instance) Handle(ctx context.Context, req *runtime.Request) (*runtime.R
 	}
 	i.track(req, true)
 	defer func() {
+		// What the process wrote before it answered belongs to this
+		// request's log: let it arrive first.
+		for _, o := range p.outs {
+			o.drain()
+		}
 		i.track(req, false)
 		runtime.FlushLog(req.Log)
 	}()
@@ -453,6 +495,8 @@ func (p *proc) cleanup() {
 		p.api.close()
 		p.api = nil
 	}
+	p.egress.close()
+	p.egress = nil
 	if p.sb != nil {
 		p.sb.release()
 		p.sb = nil

@@ -53,3 +53,5 @@ func setRlimits(int, uint64, int, bool)                                         
 func catchesTERM(int) bool                                                       { return true }
 func unreachable(string) string                                                  { return "" }
 func plainProcAttr() *syscall.SysProcAttr                                        { return &syscall.SysProcAttr{Setpgid: true} }
+
+func ioctlFIONREAD(uintptr) (int, error) { return 0, errNoSandbox }

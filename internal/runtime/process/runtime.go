@@ -59,6 +59,10 @@ type Config struct {
 	// whose pages also count against the function's memory). Default
 	// 64MiB.
 	TmpBytes uint64
+	// CPUs is the CPU time a sandboxed process may use, in CPUs (the cpu
+	// cgroup's quota over its 100ms period). Default 1; negative: no cap
+	// (the process competes for every CPU of the node's cgroup).
+	CPUs float64
 	// Sandboxes is how many empty sandboxes are kept made ahead of time
 	// (uid, cgroups, network namespace, the helper started with the view
 	// built but the function's directory), from the first sandboxed
@@ -125,6 +129,9 @@ func New(cfg Config) (*Runtime, error) {
 	}
 	if cfg.TmpBytes == 0 {
 		cfg.TmpBytes = 64 << 20
+	}
+	if cfg.CPUs == 0 {
+		cfg.CPUs = 1
 	}
 	if cfg.Sandboxes == 0 {
 		cfg.Sandboxes = 2
@@ -243,6 +250,7 @@ func (r *Runtime) Load(ctx context.Context, spec runtime.Spec) (runtime.Module, 
 		dir: dir, argv0: argv0, args: p.Command, contract: c, sandbox: sandbox,
 		limits: spec.Limits, env: spec.Env, grants: capability.NewGrants(spec.Capabilities),
 	}
+	m.egress, m.secrets = grantsOf(spec.Capabilities)
 	r.mu.Lock()
 	r.modules[m] = struct{}{}
 	r.mu.Unlock()

@@ -80,6 +80,7 @@ type sandbox struct {
 
 	cmd            *exec.Cmd
 	stdout, stderr *switchWriter
+	outs           []*outPipe    // the helper's (then the process's) stdout and stderr
 	exited         chan struct{} // closed when the helper (then the function) has exited
 	exitErr        error         // set before exited is closed
 
@@ -116,9 +117,13 @@ func (r *Runtime) makeSandbox() (_ *sandbox, err error) {
 		}
 		sb.cgroups[c] = dir
 	}
+	quota := "-1"
+	if r.cfg.CPUs > 0 {
+		quota = strconv.Itoa(max(1000, int(r.cfg.CPUs*100_000))) // of the default period, 100ms
+	}
 	limits := []struct{ c, file, value string }{
 		{"pids", "pids.max", strconv.Itoa(r.cfg.MaxProcs)},
-		{"cpu", "cpu.cfs_quota_us", "100000"}, // one CPU (the default period is 100ms)
+		{"cpu", "cpu.cfs_quota_us", quota},
 	}
 	for _, l := range limits {
 		if err := os.WriteFile(filepath.Join(sb.cgroups[l.c], l.file), []byte(l.value), 0); err != nil {
@@ -159,11 +164,19 @@ func (sb *sandbox) start() error {
 	}
 	defer claimR.Close()
 	sb.claimW = claimW
+	outW, err := sb.outputs()
+	if err != nil {
+		return fmt.Errorf("sandbox: output pipes: %w", err)
+	}
+	defer func() {
+		for _, w := range outW {
+			w.Close() // the helper has its own copies
+		}
+	}()
 	sb.cmd = &exec.Cmd{
 		Path: "/proc/self/exe", Args: view.Argv(), Dir: "/", Env: []string{},
-		Stdout: sb.stdout, Stderr: sb.stderr,
+		Stdout: outW[0], Stderr: outW[1],
 		ExtraFiles: []*os.File{liveR, claimR}, // sandboxinit.LivenessFD, ClaimFD
-		WaitDelay:  time.Second,               // a child that kept the output open does not hold Wait
 		SysProcAttr: &syscall.SysProcAttr{
 			Cloneflags: sandboxFlags,
 			Setpgid:    true,
@@ -182,14 +195,39 @@ func (sb *sandbox) start() error {
 		errc <- err
 	}()
 	if err := <-errc; err != nil {
+		for _, o := range sb.outs {
+			o.r.Close()
+		}
 		return err
 	}
 	setRlimits(sb.cmd.Process.Pid, sb.rt.cfg.MaxOpenFiles, sb.rt.cfg.MaxProcs, true)
 	go func() {
-		sb.exitErr = sb.cmd.Wait()
+		err := sb.cmd.Wait()
+		for _, o := range sb.outs {
+			o.wait(time.Second) // a child that kept the output open does not hold the exit
+		}
+		sb.exitErr = err
 		close(sb.exited)
 	}()
 	return nil
+}
+
+// outputs makes the helper's stdout and stderr pipes, read into
+// sb.stdout and sb.stderr; it returns their write ends.
+func (sb *sandbox) outputs() ([]*os.File, error) {
+	var ws []*os.File
+	for _, w := range []io.Writer{sb.stdout, sb.stderr} {
+		o, wr, err := newOutPipe(w)
+		if err != nil {
+			for _, w := range ws {
+				w.Close()
+			}
+			return nil, err
+		}
+		sb.outs = append(sb.outs, o)
+		ws = append(ws, wr)
+	}
+	return ws, nil
 }
 
 func (sb *sandbox) startOnThread() (restored bool, err error) {

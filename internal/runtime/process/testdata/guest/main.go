@@ -4,6 +4,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -179,6 +180,22 @@ func main() {
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			fmt.Fprint(w, "call failed: ", err)
+			return
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		fmt.Fprintf(w, "%d %s", resp.StatusCode, body)
+	})
+	mux.HandleFunc("/fetch", func(w http.ResponseWriter, r *http.Request) {
+		// GETs ?url= with the proxy the environment names (as most HTTP
+		// clients do); ?insecure=1 skips TLS verification (a test server's
+		// certificate). Answers "status body" or "fetch failed: ...".
+		tr := &http.Transport{Proxy: http.ProxyFromEnvironment,
+			TLSClientConfig: &tls.Config{InsecureSkipVerify: r.URL.Query().Get("insecure") == "1"}}
+		defer tr.CloseIdleConnections()
+		resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get(r.URL.Query().Get("url"))
+		if err != nil {
+			fmt.Fprint(w, "fetch failed: ", err)
 			return
 		}
 		defer resp.Body.Close()
