@@ -63,7 +63,7 @@ func TestProcessEgressAndSecrets(t *testing.T) {
 	tlsPort := ln.Addr().(*net.TCPAddr).Port
 	dns := captest.NewDNS(t, map[string]func(int) []netip.Addr{
 		"echo.test": captest.Fixed("127.0.0.1"), "other.test": captest.Fixed("127.0.0.1"),
-		"tls.test": captest.Fixed("127.0.0.1"), "internal.test": captest.Fixed("10.1.2.3"),
+		"tls.test": captest.Fixed("127.0.0.1"), "internal.test": captest.Fixed("10.1.2.3"), "post.test": captest.Fixed("127.0.0.1"),
 	})
 
 	st, _ := captest.OpenLog(t)
@@ -109,11 +109,16 @@ func TestProcessEgressAndSecrets(t *testing.T) {
 	granted := start(t, load(t, rt, spec(t, true, func(s *runtime.Spec) {
 		s.Function = "granted"
 		s.Capabilities = []string{fmt.Sprintf("http:echo.test:%d", echo.Port()), fmt.Sprintf("http:https://tls.test:%d", tlsPort),
-			"http:internal.test", "http:https://internal.test", "secret:API_KEY"}
+			"http:internal.test", "http:https://internal.test", fmt.Sprintf("http:POST https://post.test:%d", tlsPort),
+			"secret:API_KEY", "secret:MISSING"}
 	})))
 	e := env(granted)
 	if !slices.Contains(e, "API_KEY="+value) || !slices.Contains(e, "HTTPS_PROXY=http://"+EgressProxyAddr) {
 		t.Errorf("a granted process lacks its secret or its proxy: %v", e)
+	}
+	if slices.ContainsFunc(e, func(kv string) bool { return strings.HasPrefix(kv, "MISSING=") }) ||
+		!strings.Contains(logs.String(), "secret=MISSING") {
+		t.Errorf("a granted secret that is not set: env %v; the node's log should name it:\n%s", e, logs.String())
 	}
 	cases := []struct{ path, want string }{
 		{fmt.Sprintf("/fetch?url=http://echo.test:%d/hello", echo.Port()), "200 "},
