@@ -2,8 +2,6 @@ package process
 
 import (
 	"bufio"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -123,12 +121,6 @@ func probeCgroup(c, own string) (string, error) {
 		return "", err
 	}
 	return dir, nil
-}
-
-func randomID() string {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }
 
 // unreachable returns the first ancestor of dir (or dir) that others

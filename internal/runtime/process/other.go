@@ -36,9 +36,15 @@ type sandbox struct {
 	tmp     string
 	inNetns []func() error
 	cmd     *exec.Cmd
+	outs    []*outPipe
+	stderr  *switchWriter
 	exited  chan struct{}
 	exitErr error
 }
+
+type switchWriter struct{}
+
+func (*switchWriter) lastPending() string { return "" }
 
 var errNoSandbox = errors.New("process sandbox: Linux only")
 

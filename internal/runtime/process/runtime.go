@@ -336,6 +336,13 @@ func resolve(dir, name string) (string, error) {
 	return "", fmt.Errorf("command %q is not found in the process's PATH (%s): give a path inside the function's directory (./%s) or install it on the node", name, Path, name)
 }
 
+// randomID is 16 random hex digits.
+func randomID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
 // removeAll removes dir even where unpack made it read-only.
 func removeAll(dir string) error {
 	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
