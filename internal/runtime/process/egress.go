@@ -40,9 +40,11 @@ type egressProxy struct {
 	inst *instance
 	ln   net.Listener
 	srv  *http.Server
+	max  int // tunnels open at once; past it CONNECT answers 503
 
 	mu      sync.Mutex
 	tunnels map[net.Conn]struct{}
+	open    int // tunnels reserved
 	closed  bool
 }
 
@@ -52,7 +54,7 @@ func newEgress(p *proc) *egressProxy {
 	if p.sb == nil || !p.inst.m.egress {
 		return nil
 	}
-	e := &egressProxy{inst: p.inst, tunnels: map[net.Conn]struct{}{}}
+	e := &egressProxy{inst: p.inst, tunnels: map[net.Conn]struct{}{}, max: maxTunnels}
 	e.srv = &http.Server{Handler: e, ReadHeaderTimeout: 10 * time.Second}
 	p.sb.inNetns = append(p.sb.inNetns, func() error {
 		ln, err := net.Listen("tcp", EgressProxyAddr)
@@ -64,6 +66,10 @@ func newEgress(p *proc) *egressProxy {
 	})
 	return e
 }
+
+// maxTunnels bounds the CONNECT tunnels one process holds open at once:
+// each holds a connection of the node's.
+const maxTunnels = 64
 
 // egressEnv is what a process with an egress proxy finds in its
 // environment.
@@ -96,7 +102,7 @@ func (e *egressProxy) close() {
 }
 
 func (e *egressProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	call := e.inst.caller("")
+	call := e.inst.egressCaller()
 	if r.Method == http.MethodConnect {
 		e.tunnel(w, r, call)
 		return
@@ -134,6 +140,11 @@ func (e *egressProxy) tunnel(w http.ResponseWriter, r *http.Request, call *capab
 			return
 		}
 	}
+	if !e.reserve() {
+		http.Error(w, fmt.Sprintf("nimbus egress: over %d tunnels open at once", e.max), http.StatusServiceUnavailable)
+		return
+	}
+	defer e.unreserve()
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
 	up, err := m.rt.services.Fetch.Guard().DialContext(ctx, "tcp", r.Host)
@@ -187,6 +198,23 @@ func (e *egressProxy) tunnel(w http.ResponseWriter, r *http.Request, call *capab
 	}()
 	<-done
 	<-done
+}
+
+// reserve counts one tunnel against the cap.
+func (e *egressProxy) reserve() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.open >= e.max {
+		return false
+	}
+	e.open++
+	return true
+}
+
+func (e *egressProxy) unreserve() {
+	e.mu.Lock()
+	e.open--
+	e.mu.Unlock()
 }
 
 func (e *egressProxy) track(cs ...net.Conn) bool {

@@ -135,6 +135,9 @@ func TestProcessEgressAndSecrets(t *testing.T) {
 			t.Errorf("%s: %q, want %q", c.path, got, c.want)
 		}
 	}
+	if got := mustGet(t, granted, fmt.Sprintf("/tunnels?n=%d&addr=tls.test:%d", maxTunnels+3, tlsPort)); got != fmt.Sprint(maxTunnels) {
+		t.Errorf("tunnels opened at once: %s, want the cap of %d", got, maxTunnels)
+	}
 	if got := mustGet(t, granted, "/fetch?url=http://internal.test/"); !strings.Contains(got, "private (RFC 1918)") {
 		t.Errorf("a blocked address's refusal should say why: %s", got)
 	}

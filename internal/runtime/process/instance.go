@@ -381,6 +381,21 @@ func (i *instance) caller(id string) *capability.Caller {
 	return i.self
 }
 
+// egressCaller is who an egress request speaks for: the request in flight
+// when there is exactly one, else a caller of its own for this request
+// (the same grants; its lines go to the node's log), so that the
+// per-invocation request count does not add up over the instance's life.
+func (i *instance) egressCaller() *capability.Caller {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if len(i.calls) == 1 {
+		for _, c := range i.calls {
+			return c
+		}
+	}
+	return &capability.Caller{App: i.m.app, Function: i.m.function, Grants: i.m.grants, Sink: nodeSink{i}}
+}
+
 // nodeSink writes an instance's platform API log lines, made outside any
 // request, to the node's log.
 type nodeSink struct{ i *instance }
