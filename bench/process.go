@@ -26,9 +26,12 @@ const coldStarts = 200
 // runProcess: examples/process-go (plain net/http) as a process function.
 // Scale from zero: a new instance of the loaded function (start the
 // process sandboxed, wait until its port accepts) and its first response,
-// through internal/runtime/process, vs fork/exec of the same binary on the
+// through internal/runtime/process (with its pool of sandboxes made ahead
+// of time full, as after an idle period; and without the pool), vs fork/exec of the same binary on the
 // host, polling its port, and its first response. Warm: GET through the
-// gateway of a whole node vs GET straight to the same binary.
+// gateway of a whole node vs GET straight to the same binary; and the
+// runtime's hop alone (Handle on an instance), with the node's 1-CPU cap
+// on the process and without it.
 func runProcess(ctx context.Context, b *bench) ([]row, error) {
 	if !process.Probe().Sandbox() {
 		return nil, errors.New("this host cannot sandbox processes (see process.Probe); the scenario measures the sandbox")
@@ -58,32 +61,51 @@ func runProcess(ctx context.Context, b *bench) ([]row, error) {
 	if err != nil {
 		return nil, err
 	}
-	rt, err := process.New(process.Config{Dir: filepath.Join(b.tmp, "process-rt")})
-	if err != nil {
-		return nil, err
-	}
-	defer rt.Close(context.Background())
-	mod, err := rt.Load(ctx, runtime.Spec{App: "bench", Function: "go", Runtime: model.RuntimeProcess, Revision: "bench",
-		Artifact: art, Process: &model.Process{Command: []string{"./server"}, Contract: model.ContractHTTP, Isolation: model.IsolationSandbox},
-		Env:    map[string]string{"GREETING": "bench"},
-		Limits: runtime.Limits{MemoryBytes: 64 << 20, Timeout: 10 * time.Second, MaxResponseBytes: 1 << 20}})
-	if err != nil {
-		return nil, err
-	}
-	defer mod.Close(context.Background())
-	nimbusCold := func(ctx context.Context) (time.Duration, error) {
-		start := time.Now()
-		inst, err := mod.NewInstance(ctx)
+	// Two runtimes: the node's default, whose pool of sandboxes made ahead
+	// of time is full again before each start (untimed), as it is after an
+	// idle period; and one without the pool, which makes the sandbox at
+	// every start (what a burst that empties the pool pays).
+	coldOf := func(name string, sandboxes int) (func(context.Context) (time.Duration, error), func(), error) {
+		rt, err := process.New(process.Config{Dir: filepath.Join(b.tmp, "process-rt-"+name), Sandboxes: sandboxes})
 		if err != nil {
-			return 0, err
+			return nil, nil, err
 		}
-		defer inst.Close(context.Background())
-		resp, err := inst.Handle(ctx, &runtime.Request{Method: "GET", Path: "/cold"})
-		if err != nil || resp.Status != 200 {
-			return 0, fmt.Errorf("first response: %v", err)
+		mod, err := rt.Load(ctx, runtime.Spec{App: "bench", Function: "go", Runtime: model.RuntimeProcess, Revision: "bench",
+			Artifact: art, Process: &model.Process{Command: []string{"./server"}, Contract: model.ContractHTTP, Isolation: model.IsolationSandbox},
+			Env:    map[string]string{"GREETING": "bench"},
+			Limits: runtime.Limits{MemoryBytes: 64 << 20, Timeout: 10 * time.Second, MaxResponseBytes: 1 << 20}})
+		if err != nil {
+			rt.Close(context.Background())
+			return nil, nil, err
 		}
-		return time.Since(start), nil
+		closeAll := func() { mod.Close(context.Background()); rt.Close(context.Background()) }
+		return func(ctx context.Context) (time.Duration, error) {
+			if err := rt.SandboxesReady(ctx); err != nil {
+				return 0, err
+			}
+			start := time.Now()
+			inst, err := mod.NewInstance(ctx)
+			if err != nil {
+				return 0, err
+			}
+			defer inst.Close(context.Background())
+			resp, err := inst.Handle(ctx, &runtime.Request{Method: "GET", Path: "/cold"})
+			if err != nil || resp.Status != 200 {
+				return 0, fmt.Errorf("first response: %v", err)
+			}
+			return time.Since(start), nil
+		}, closeAll, nil
 	}
+	nimbusCold, closePooled, err := coldOf("pooled", 0)
+	if err != nil {
+		return nil, err
+	}
+	defer closePooled()
+	unpooledCold, closeUnpooled, err := coldOf("unpooled", -1)
+	if err != nil {
+		return nil, err
+	}
+	defer closeUnpooled()
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	rawCold := func(ctx context.Context) (time.Duration, error) {
 		port, err := freePort()
@@ -116,12 +138,12 @@ func runProcess(ctx context.Context, b *bench) ([]row, error) {
 		resp.Body.Close()
 		return time.Since(start), nil
 	}
-	var np50, np99, rp50, rp99 []float64
+	var np50, np99, up50, rp50, rp99 []float64
 	for i := range b.opts.runs {
 		sides := []struct {
 			op       func(context.Context) (time.Duration, error)
 			p50, p99 *[]float64
-		}{{nimbusCold, &np50, &np99}, {rawCold, &rp50, &rp99}}
+		}{{nimbusCold, &np50, &np99}, {rawCold, &rp50, &rp99}, {unpooledCold, &up50, nil}}
 		if i%2 == 1 {
 			slices.Reverse(sides)
 		}
@@ -131,13 +153,16 @@ func runProcess(ctx context.Context, b *bench) ([]row, error) {
 				return nil, err
 			}
 			*s.p50 = append(*s.p50, ms(res.P50))
-			*s.p99 = append(*s.p99, ms(res.P99))
+			if s.p99 != nil {
+				*s.p99 = append(*s.p99, ms(res.P99))
+			}
 		}
 	}
 	p50 := newRow("process", "scale from zero: first response p50", "ms", np50, "fork/exec + first response", rp50)
 	rows := []row{
 		p50.goal("< 10ms", p50.Nimbus < 10),
 		newRow("process", "scale from zero: first response p99", "ms", np99, "fork/exec + first response", rp99),
+		newRow("process", "scale from zero, pool empty: p50", "ms", up50, "fork/exec + first response", rp50),
 	}
 
 	// Warm, through a whole node.
@@ -161,6 +186,41 @@ func runProcess(ctx context.Context, b *bench) ([]row, error) {
 	defer func() { raw.Process.Kill(); raw.Wait() }()
 	rawURL := "http://127.0.0.1:" + strconv.Itoa(port) + "/go/bench"
 	targets := []struct{ name, url string }{{"nimbus", srv.GatewayURL() + "/go/bench"}, {"raw", rawURL}}
+
+	// The runtime's own hop, without the gateway: Handle on a running
+	// instance from the same workers, with the node's 1-CPU cap on the
+	// process and without it (the direct server has no cap), so that the
+	// platform's cost and the cap's show apart.
+	hops := map[string]func(context.Context) (time.Duration, error){}
+	for _, c := range []struct {
+		name string
+		cpus float64
+	}{{"hop", 0}, {"hop-nocap", -1}} {
+		rt, err := process.New(process.Config{Dir: filepath.Join(b.tmp, "process-"+c.name), CPUs: c.cpus, Sandboxes: -1})
+		if err != nil {
+			return nil, err
+		}
+		defer rt.Close(context.Background())
+		mod, err := rt.Load(ctx, runtime.Spec{App: "bench", Function: "go", Runtime: model.RuntimeProcess, Revision: "bench",
+			Artifact: art, Process: &model.Process{Command: []string{"./server"}, Contract: model.ContractHTTP, Isolation: model.IsolationSandbox},
+			Env:    map[string]string{"GREETING": "bench"},
+			Limits: runtime.Limits{MemoryBytes: 64 << 20, Timeout: 10 * time.Second, MaxResponseBytes: 1 << 20}})
+		if err != nil {
+			return nil, err
+		}
+		inst, err := mod.NewInstance(ctx)
+		if err != nil {
+			return nil, err
+		}
+		defer inst.Close(context.Background())
+		hops[c.name] = func(ctx context.Context) (time.Duration, error) {
+			resp, err := inst.Handle(ctx, &runtime.Request{Method: "GET", Path: "/go/bench", InvocationID: "bench"})
+			if err == nil && resp.Status != 200 {
+				err = fmt.Errorf("status %d", resp.Status)
+			}
+			return 0, err
+		}
+	}
 	const workers = 8
 	rps := map[string][]float64{}
 	wp50 := map[string][]float64{}
@@ -178,21 +238,34 @@ func runProcess(ctx context.Context, b *bench) ([]row, error) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
+	names := []string{"nimbus", "raw", "hop", "hop-nocap"}
 	for i := range b.opts.runs {
-		for j := range targets {
-			t := targets[(i+j)%len(targets)]
-			res, err := drive(ctx, clients[t.name], t.url, workers, b.opts.duration)
+		for j := range names {
+			name := names[(i+j)%len(names)]
+			var res loadResult
+			var err error
+			if op := hops[name]; op != nil {
+				res, err = measure(ctx, workers, b.opts.duration, maxRequests, op)
+			} else {
+				url := targets[0].url
+				if name == "raw" {
+					url = targets[1].url
+				}
+				res, err = drive(ctx, clients[name], url, workers, b.opts.duration)
+			}
 			if err != nil {
 				return nil, err
 			}
-			rps[t.name] = append(rps[t.name], res.RPS())
-			wp50[t.name] = append(wp50[t.name], ms(res.P50))
+			rps[name] = append(rps[name], res.RPS())
+			wp50[name] = append(wp50[name], ms(res.P50))
 		}
 	}
 	r := newRow("process", "warm req/s, 8 workers", "req/s", rps["nimbus"], "same binary direct", rps["raw"])
 	return append(rows,
 		r.goal(">= 0.60x raw", r.Ratio >= 0.6),
 		newRow("process", "warm p50, 8 workers", "ms", wp50["nimbus"], "same binary direct", wp50["raw"]),
+		newRow("process", "warm req/s, runtime hop only (1-CPU cap)", "req/s", rps["hop"], "same binary direct", rps["raw"]),
+		newRow("process", "warm req/s, runtime hop only, no CPU cap", "req/s", rps["hop-nocap"], "same binary direct", rps["raw"]),
 	), nil
 }
 

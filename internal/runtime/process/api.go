@@ -44,8 +44,8 @@ type platformAPI struct {
 }
 
 // newAPI makes the platform API of p: its listener opens inside p's
-// network namespace when p is sandboxed (just before the clone, as the
-// Lambda Runtime API's does), else on a host loopback port.
+// network namespace when p is sandboxed (at the claim, before the process
+// starts, as the Lambda Runtime API's does), else on a host loopback port.
 func newAPI(p *proc) (*platformAPI, error) {
 	a := &platformAPI{inst: p.inst, token: randomID() + randomID()}
 	a.srv = &http.Server{Handler: a.mux(), ReadHeaderTimeout: 10 * time.Second}

@@ -31,8 +31,19 @@
 //     private size-bounded /tmp, /dev, its own /proc; nothing else of the
 //     host: see sandboxinit), its own uid, cgroups capping
 //     memory (the function's memory), process count and CPU, rlimits on
-//     open files and processes. A host that cannot provide this refuses
+//     open files and processes. The uid, cgroups, network namespace and
+//     the helper that builds the view are made ahead of time for a few
+//     sandboxes (Config.Sandboxes; pool.go), each empty until one start
+//     claims it, used by one process only and released with it: a cold
+//     start then pays for the function's directory mount, pivot_root,
+//     setuid and exec, not for the rest. A host that cannot provide this refuses
 //     the function (ErrUnisolated) unless it opts in with isolation: none.
+//   - Egress (egress.go): a sandboxed process whose function has an http
+//     grant gets an HTTP forward proxy on its namespace's loopback
+//     (HTTP_PROXY, HTTPS_PROXY) that lets through only granted hosts, over
+//     the fetch service's network guard; without a grant, nothing leaves.
+//     Each secret:NAME grant is the environment variable NAME, read at the
+//     start; values are never logged.
 //   - Platform services (api.go): each process gets its own HTTP endpoint
 //     (NIMBUS_API, inside its network namespace when sandboxed) and token
 //     (NIMBUS_TOKEN) for KV, publish and log, through the capability

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/nimbus-dev/nimbus/internal/runtime"
+	"github.com/nimbus-dev/nimbus/internal/runtime/process/sandboxinit"
 )
 
 // helperEnv makes the test binary a stand-in for a node (runHelper): it
@@ -113,11 +115,45 @@ func TestNothingSurvivesSIGKILL(t *testing.T) {
 	if n := len(processesOf(uid)); n < 2 {
 		t.Fatalf("%d processes run as uid %d, want the guest and its child", n, uid)
 	}
+	// The sandboxes the node made ahead of time wait as helpers (still
+	// root, no function in them): they must die with it too.
+	var pooled []int
+	eventually(t, 10*time.Second, "the node's pool of sandboxes fills", func() bool {
+		pooled = helpersOf(node.Process.Pid, nil)
+		return len(pooled) >= 2
+	})
 	if err := node.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	node.Wait()
 	eventually(t, 10*time.Second, "every process of the killed node's sandbox exits", func() bool { return len(processesOf(uid)) == 0 })
+	eventually(t, 10*time.Second, "every unclaimed sandbox's helper exits", func() bool { return len(helpersOf(0, pooled)) == 0 })
+}
+
+// helpersOf lists the pids of live sandbox helpers that are children of
+// parent (when not 0) and among pids (when not nil).
+func helpersOf(parent int, pids []int) []int {
+	var out []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pids != nil && !slices.Contains(pids, pid) {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || !strings.HasPrefix(string(b), sandboxinit.Arg0+"\x00") {
+			continue
+		}
+		st, err := os.ReadFile(filepath.Join("/proc", e.Name(), "status"))
+		if err != nil || strings.Contains(string(st), "State:\tZ") {
+			continue
+		}
+		if parent != 0 && !strings.Contains(string(st), "\nPPid:\t"+strconv.Itoa(parent)+"\n") {
+			continue
+		}
+		out = append(out, pid)
+	}
+	return out
 }
 
 // TestSandbox: the process runs as its own uid, as the init of its own pid

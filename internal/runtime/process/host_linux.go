@@ -2,8 +2,6 @@ package process
 
 import (
 	"bufio"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -11,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // cgroupRoot is where the v1 controllers are mounted.
@@ -123,12 +123,6 @@ func probeCgroup(c, own string) (string, error) {
 	return dir, nil
 }
 
-func randomID() string {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
-
 // unreachable returns the first ancestor of dir (or dir) that others
 // cannot traverse, or "".
 func unreachable(dir string) string {
@@ -147,4 +141,9 @@ func unreachable(dir string) string {
 // group (so stop reaches what it starts) and SIGKILL when the node dies.
 func plainProcAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+}
+
+// ioctlFIONREAD is how many bytes wait to be read on fd.
+func ioctlFIONREAD(fd uintptr) (int, error) {
+	return unix.IoctlGetInt(int(fd), unix.TIOCINQ) // FIONREAD
 }

@@ -1,7 +1,6 @@
 package process
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -10,7 +9,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 )
 
@@ -34,24 +32,30 @@ func (c httpContract) attach(p *proc) (session, error) {
 		ResponseHeaderTimeout: 0,    // the request's deadline bounds it
 		ForceAttemptHTTP2:     false,
 	}
-	return &httpSession{c: c, p: p, tr: tr, client: &http.Client{Transport: tr,
+	return &httpSession{c: c, p: p, tr: tr, proxy: &proxy{p: p}, client: &http.Client{Transport: tr,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}, nil
 }
 
 type httpSession struct {
 	c      httpContract
 	p      *proc
-	tr     *http.Transport
+	tr     *http.Transport // the readiness path's probes
 	client *http.Client
+	proxy  *proxy // requests
 }
 
 func (s *httpSession) env() []string { return []string{"PORT=" + strconv.Itoa(s.p.port)} }
 
 // ready polls until the port accepts (or the readiness path answers below
-// 500), backing off from 200µs to 10ms: a small server is up within a few
-// milliseconds, and the first poll that succeeds ends the cold start.
+// 500), every 100µs for the first 50ms and then every 1ms: the poll that
+// succeeds ends the cold start, so its interval is the most a cold start
+// waits for nothing. A sandboxed process is polled with one socket made
+// in its network namespace (a refused connect on the loopback costs tens
+// of microseconds and the socket connects again); the connection that
+// succeeds carries the first request. An unisolated process is dialed.
 func (s *httpSession) ready(ctx context.Context) error {
-	delay := 200 * time.Microsecond
+	start := time.Now()
+	delay := 100 * time.Microsecond
 	for {
 		err := s.probe(ctx)
 		if err == nil {
@@ -64,12 +68,22 @@ func (s *httpSession) ready(ctx context.Context) error {
 			return fmt.Errorf("%w (last attempt: %w)", context.Cause(ctx), err)
 		case <-t.C:
 		}
-		delay = min(delay*2, 10*time.Millisecond)
+		if time.Since(start) > 50*time.Millisecond {
+			delay = time.Millisecond
+		}
 	}
 }
 
 func (s *httpSession) probe(ctx context.Context) error {
+	if s.p.sb != nil {
+		if err := s.p.sb.probeConnect(s.p.port); err != nil {
+			return err
+		}
+	}
 	if s.c.readiness == "" {
+		if s.p.sb != nil {
+			return nil
+		}
 		c, err := s.p.dial(ctx, "tcp", s.p.addr)
 		if err != nil {
 			return err
@@ -92,76 +106,13 @@ func (s *httpSession) probe(ctx context.Context) error {
 	return nil
 }
 
-// hopHeaders are connection-level headers a proxy does not forward
-// (RFC 9110, section 7.6.1).
-var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
-	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
-
-// Headers Nimbus adds to every proxied request.
-const (
-	HeaderInvocation = "X-Nimbus-Invocation-Id"
-	HeaderRoute      = "X-Nimbus-Route"
-)
-
+// handle forwards one request over a kept-alive connection to the
+// process (proxy.go).
 func (s *httpSession) handle(ctx context.Context, req *runtime.Request, maxResponse int64) (*runtime.Response, error) {
-	target := "http://" + s.p.addr + req.Path
-	if req.Path == "" {
-		target += "/"
-	}
-	if req.RawQuery != "" {
-		target += "?" + req.RawQuery
-	}
-	method := req.Method
-	if method == "" {
-		method = http.MethodPost
-	}
-	hreq, err := http.NewRequestWithContext(ctx, method, target, bytes.NewReader(req.Body))
-	if err != nil {
-		return nil, guestFailed("build request", "", err)
-	}
-	hreq.Header = req.Header.Clone()
-	if hreq.Header == nil {
-		hreq.Header = http.Header{}
-	}
-	for _, h := range hopHeaders {
-		hreq.Header.Del(h)
-	}
-	if req.Host != "" {
-		hreq.Host = req.Host
-	}
-	hreq.Header.Set(HeaderInvocation, req.InvocationID)
-	if req.TraceParent != "" {
-		hreq.Header.Set("Traceparent", req.TraceParent)
-	}
-	if req.Route != "" {
-		hreq.Header.Set(HeaderRoute, req.Route)
-	}
-	if req.RemoteAddr != "" {
-		if host, _, err := net.SplitHostPort(req.RemoteAddr); err == nil {
-			hreq.Header.Add("X-Forwarded-For", host)
-		}
-	}
-	resp, err := s.client.Do(hreq)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.ContentLength > maxResponse {
-		return nil, &runtime.LimitError{Err: runtime.ErrResponseTooLarge, Limit: model.FormatBytes(uint64(maxResponse))}
-	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(body)) > maxResponse {
-		return nil, &runtime.LimitError{Err: runtime.ErrResponseTooLarge, Limit: model.FormatBytes(uint64(maxResponse))}
-	}
-	h := resp.Header.Clone()
-	for _, k := range hopHeaders {
-		h.Del(k)
-	}
-	h.Del("Content-Length")
-	return &runtime.Response{Status: resp.StatusCode, Header: h, Body: body}, nil
+	return s.proxy.forward(ctx, req, maxResponse)
 }
 
-func (s *httpSession) close() { s.tr.CloseIdleConnections() }
+func (s *httpSession) close() {
+	s.tr.CloseIdleConnections()
+	s.proxy.close()
+}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -59,10 +60,22 @@ type proc struct {
 	dial   dialer
 	sess   session
 	api    *platformAPI
+	egress *egressProxy // nil without an http grant, or unisolated
+	secret []string     // the granted secrets, NAME=value, read at the start
 	stderr *lineWriter
 
-	exited  chan struct{} // closed when the process has exited and its output is drained
-	exitErr error         // why it exited; set before exited is closed
+	outs    []*outPipe      // its stdout and stderr
+	exited  chan struct{}   // closed when the process has exited and its output is drained
+	exitCtx context.Context // canceled when exited is closed
+	exitErr error           // why it exited; set before exited is closed
+	onExit  context.CancelFunc
+}
+
+// markExited records why the process exited and says it has.
+func (p *proc) markExited(err error) {
+	p.exitErr = err
+	close(p.exited)
+	p.onExit()
 }
 
 // start starts the first process of the instance.
@@ -82,15 +95,19 @@ func (i *instance) spawn(ctx context.Context) (_ *proc, err error) {
 	m := i.m
 	r := m.rt
 	p := &proc{inst: i, exited: make(chan struct{})}
+	p.exitCtx, p.onExit = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
 			p.cleanup()
 		}
 	}()
 	if m.sandbox {
-		if p.sb, err = r.newSandbox(m.limits.MemoryBytes); err != nil {
+		if p.sb, err = r.sandbox(); err != nil {
 			return nil, fmt.Errorf("start %s/%s: %w", m.app, m.function, err)
 		}
+		// The pool makes the next one once this process is up, not while
+		// it starts.
+		defer r.pool.refill()
 		p.tmp = p.sb.tmp
 		p.port = sandboxPort
 		p.dial = p.sb.dial
@@ -111,33 +128,65 @@ func (i *instance) spawn(ctx context.Context) (_ *proc, err error) {
 	if p.api, err = newAPI(p); err != nil {
 		return nil, fmt.Errorf("start %s/%s: %w", m.app, m.function, err)
 	}
+	p.egress = newEgress(p)
+	if len(m.secrets) > 0 {
+		if p.secret, err = m.secretEnv(ctx, i.caller("")); err != nil {
+			return nil, fmt.Errorf("start %s/%s: %w", m.app, m.function, err)
+		}
+	}
 
 	p.stderr = &lineWriter{emit: func(l []byte) { i.log("stderr", l) }, keep: true}
-	p.cmd = &exec.Cmd{
-		Path:        m.argv0,
-		Args:        slices.Clone(m.args),
-		Env:         m.environ(p),
-		Dir:         m.dir,
-		Stdout:      &lineWriter{emit: func(l []byte) { i.log("stdout", l) }},
-		Stderr:      p.stderr,
-		WaitDelay:   time.Second, // a child that kept the output open does not hold Wait
-		SysProcAttr: plainProcAttr(),
-	}
-	if p.sb != nil {
-		err = p.sb.start(p.cmd, m.view())
+	stdout := &lineWriter{emit: func(l []byte) { i.log("stdout", l) }}
+	if sb := p.sb; sb != nil {
+		p.cmd, p.outs = sb.cmd, sb.outs
+		go func() {
+			<-sb.exited
+			p.markExited(sb.exitErr)
+		}()
+		view := m.view()
+		view.Env = m.environ(p)
+		err = sb.claim(m.limits.MemoryBytes, view, stdout, p.stderr)
 	} else {
+		var outW [2]*os.File
+		for k, w := range []io.Writer{stdout, p.stderr} {
+			var o *outPipe
+			if o, outW[k], err = newOutPipe(w); err != nil {
+				return nil, fmt.Errorf("start %s/%s: output pipes: %w", m.app, m.function, err)
+			}
+			p.outs = append(p.outs, o)
+		}
+		p.cmd = &exec.Cmd{
+			Path:        m.argv0,
+			Args:        slices.Clone(m.args),
+			Env:         m.environ(p),
+			Dir:         m.dir,
+			Stdout:      outW[0],
+			Stderr:      outW[1],
+			SysProcAttr: plainProcAttr(),
+		}
 		err = p.cmd.Start()
+		outW[0].Close() // the process has its own copies
+		outW[1].Close()
+		if err == nil {
+			setRlimits(p.cmd.Process.Pid, r.cfg.MaxOpenFiles, r.cfg.MaxProcs, false)
+			go func() {
+				err := p.cmd.Wait()
+				for _, o := range p.outs {
+					o.wait(time.Second) // a child that kept the output open does not hold the exit
+				}
+				p.markExited(err)
+			}()
+		} else {
+			for _, o := range p.outs {
+				o.r.Close()
+			}
+		}
 	}
 	if err != nil {
 		return nil, guestFailed(fmt.Sprintf("%s/%s: start %s", m.app, m.function, strings.Join(m.args, " ")), "", err)
 	}
-	setRlimits(p.cmd.Process.Pid, r.cfg.MaxOpenFiles, r.cfg.MaxProcs, p.sb != nil)
 	p.api.serve()
-	go func() {
-		err := p.cmd.Wait()
-		p.exitErr = err
-		close(p.exited)
-	}()
+	p.egress.serve()
 
 	rctx, cancel := context.WithCancelCause(ctx)
 	go func() {
@@ -174,14 +223,20 @@ func (p *proc) appDir() string {
 }
 
 // environ is the process's environment: a minimal PATH, HOME and TMPDIR
-// in its private temp directory, then the function's env, then what the
-// contract sets (PORT), which wins. Nothing of the node's environment.
+// in its private temp directory, then the function's env, then its
+// granted secrets, the platform API's variables, the egress proxy's
+// (HTTP_PROXY...) when it has one, and what the contract sets (PORT),
+// which win in that order. Nothing of the node's environment.
 func (m *module) environ(p *proc) []string {
 	env := map[string]string{"PATH": Path, "HOME": p.tmp, "TMPDIR": p.tmp}
 	for k, v := range m.env {
 		env[k] = v
 	}
-	for _, kv := range append(p.api.env(), p.sess.env()...) {
+	platform := slices.Concat(p.secret, p.api.env())
+	if p.egress != nil {
+		platform = append(platform, egressEnv()...)
+	}
+	for _, kv := range append(platform, p.sess.env()...) {
 		k, v, _ := strings.Cut(kv, "=")
 		env[k] = v
 	}
@@ -203,6 +258,11 @@ func (i *instance) Handle(ctx context.Context, req *runtime.Request) (*runtime.R
 	}
 	i.track(req, true)
 	defer func() {
+		// What the process wrote before it answered belongs to this
+		// request's log: let it arrive first.
+		for _, o := range p.outs {
+			o.drain()
+		}
 		i.track(req, false)
 		runtime.FlushLog(req.Log)
 	}()
@@ -210,13 +270,7 @@ func (i *instance) Handle(ctx context.Context, req *runtime.Request) (*runtime.R
 	defer cancel()
 	rctx, cancelExit := context.WithCancelCause(tctx)
 	defer cancelExit(nil)
-	go func() {
-		select {
-		case <-p.exited:
-			cancelExit(errExited)
-		case <-rctx.Done():
-		}
-	}()
+	defer context.AfterFunc(p.exitCtx, func() { cancelExit(errExited) })()
 	resp, err := p.sess.handle(rctx, req, m.limits.MaxResponseBytes)
 	if err == nil {
 		return resp, nil
@@ -327,6 +381,21 @@ func (i *instance) caller(id string) *capability.Caller {
 	return i.self
 }
 
+// egressCaller is who an egress request speaks for: the request in flight
+// when there is exactly one, else a caller of its own for this request
+// (the same grants; its lines go to the node's log), so that the
+// per-invocation request count does not add up over the instance's life.
+func (i *instance) egressCaller() *capability.Caller {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if len(i.calls) == 1 {
+		for _, c := range i.calls {
+			return c
+		}
+	}
+	return &capability.Caller{App: i.m.app, Function: i.m.function, Grants: i.m.grants, Sink: nodeSink{i}}
+}
+
 // nodeSink writes an instance's platform API log lines, made outside any
 // request, to the node's log.
 type nodeSink struct{ i *instance }
@@ -429,7 +498,7 @@ func (p *proc) stop(grace time.Duration) {
 // cleanup releases the contract session, the sandbox and the temp
 // directory. The process has exited (or never started).
 func (p *proc) cleanup() {
-	if p.cmd != nil && p.cmd.Process != nil && !p.hasExited() {
+	if p.sb == nil && p.cmd != nil && p.cmd.Process != nil && !p.hasExited() {
 		p.kill()
 		<-p.exited
 	}
@@ -441,6 +510,8 @@ func (p *proc) cleanup() {
 		p.api.close()
 		p.api = nil
 	}
+	p.egress.close()
+	p.egress = nil
 	if p.sb != nil {
 		p.sb.release()
 		p.sb = nil

@@ -75,8 +75,8 @@ func (lambdaContract) attach(p *proc) (session, error) {
 	s.srv = &http.Server{Handler: s.mux(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: nil}
 	if p.sb != nil {
 		// The listener must exist before the process's first /next, and in
-		// its namespace: the sandbox opens it on the starting thread, inside
-		// the new namespace, just before the clone.
+		// its namespace: the sandbox opens it there at the claim, before
+		// the process starts.
 		s.addr = LambdaRuntimeAPIAddr
 		p.sb.inNetns = append(p.sb.inNetns, func() error {
 			ln, err := net.Listen("tcp", s.addr)

@@ -28,6 +28,8 @@ type module struct {
 	limits                  runtime.Limits
 	env                     map[string]string
 	grants                  capability.Grants
+	egress                  bool     // an http grant: sandboxed processes get an egress proxy
+	secrets                 []string // secret grants: environment variables of the process
 	closeOnce               sync.Once
 	mu                      sync.Mutex
 	instances               map[*instance]struct{}
@@ -105,6 +107,46 @@ func (m *module) forget(i *instance) {
 	m.mu.Unlock()
 }
 
+// grantsOf reads what of a function's capabilities the process runtime
+// acts on at start: whether it has any http grant, and the names of its
+// secret grants.
+func grantsOf(capabilities []string) (egress bool, secrets []string) {
+	for _, c := range capabilities {
+		g, err := capability.Parse(c)
+		if err != nil {
+			continue
+		}
+		switch g.Kind {
+		case capability.KindHTTP:
+			egress = true
+		case capability.KindSecret:
+			secrets = append(secrets, g.Resource)
+		}
+	}
+	return egress, secrets
+}
+
+// secretEnv reads the function's granted secrets, as NAME=value, through
+// the secret service (the grant is checked there too). A secret that is
+// not set is left out, and the node's log says so, by name; values are
+// never logged.
+func (m *module) secretEnv(ctx context.Context, call *capability.Caller) ([]string, error) {
+	var env []string
+	for _, name := range m.secrets {
+		v, err := m.rt.services.Secret.Get(ctx, call, name)
+		switch {
+		case errors.Is(err, capability.ErrNotFound):
+			m.rt.logger.Warn("process function: a granted secret is not set, so its environment variable is left out",
+				"app", m.app, "function", m.function, "secret", name, "fix", "nimbus secret set "+m.app+" "+name)
+			continue
+		case err != nil:
+			return nil, fmt.Errorf("secret %s: %w", name, err)
+		}
+		env = append(env, name+"="+string(v))
+	}
+	return env, nil
+}
+
 // appDir is where a sandboxed process sees its function's directory.
 func (m *module) appDir() string {
 	if m.contract.name() == runtime.ContractLambda {
@@ -113,7 +155,8 @@ func (m *module) appDir() string {
 	return AppDir
 }
 
-// view is the filesystem view of a sandboxed process of m: its program
+// view is the function's part of the filesystem view of a sandboxed
+// process of m (the sandbox has the rest): its directory, its program
 // and working directory as it sees them (a program inside the function's
 // directory moves with it; one found in Path keeps its system path).
 func (m *module) view() sandboxinit.Config {
@@ -122,8 +165,7 @@ func (m *module) view() sandboxinit.Config {
 		path = filepath.Join(m.appDir(), rel)
 	}
 	return sandboxinit.Config{
-		App: m.dir, AppDir: m.appDir(), System: m.rt.cfg.System, TmpBytes: m.rt.cfg.TmpBytes,
-		Path: path, Args: slices.Clone(m.args), Dir: m.appDir(),
+		App: m.dir, AppDir: m.appDir(), Path: path, Args: slices.Clone(m.args), Dir: m.appDir(),
 	}
 }
 

@@ -5,6 +5,7 @@ package process
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"os/exec"
 	"syscall"
@@ -34,17 +35,29 @@ type sandbox struct {
 	uid     int
 	tmp     string
 	inNetns []func() error
+	cmd     *exec.Cmd
+	outs    []*outPipe
+	stderr  *switchWriter
+	exited  chan struct{}
+	exitErr error
 }
+
+type switchWriter struct{}
+
+func (*switchWriter) lastPending() string { return "" }
 
 var errNoSandbox = errors.New("process sandbox: Linux only")
 
-func (r *Runtime) newSandbox(uint64) (*sandbox, error)                     { return nil, errNoSandbox }
-func (sb *sandbox) sysProcAttr() *syscall.SysProcAttr                      { return nil }
-func (sb *sandbox) start(*exec.Cmd, sandboxinit.Config) error              { return errNoSandbox }
-func (sb *sandbox) dial(context.Context, string, string) (net.Conn, error) { return nil, errNoSandbox }
-func (sb *sandbox) memoryExceeded() bool                                   { return false }
-func (sb *sandbox) release()                                               {}
-func setRlimits(int, uint64, int, bool)                                    {}
-func catchesTERM(int) bool                                                 { return true }
-func unreachable(string) string                                            { return "" }
-func plainProcAttr() *syscall.SysProcAttr                                  { return &syscall.SysProcAttr{Setpgid: true} }
+func (r *Runtime) makeSandbox() (*sandbox, error)                                { return nil, errNoSandbox }
+func (sb *sandbox) claim(uint64, sandboxinit.Config, io.Writer, io.Writer) error { return errNoSandbox }
+func (sb *sandbox) alive() bool                                                  { return false }
+func (sb *sandbox) probeConnect(int) error                                       { return errNoSandbox }
+func (sb *sandbox) dial(context.Context, string, string) (net.Conn, error)       { return nil, errNoSandbox }
+func (sb *sandbox) memoryExceeded() bool                                         { return false }
+func (sb *sandbox) release()                                                     {}
+func setRlimits(int, uint64, int, bool)                                          {}
+func catchesTERM(int) bool                                                       { return true }
+func unreachable(string) string                                                  { return "" }
+func plainProcAttr() *syscall.SysProcAttr                                        { return &syscall.SysProcAttr{Setpgid: true} }
+
+func ioctlFIONREAD(uintptr) (int, error) { return 0, errNoSandbox }

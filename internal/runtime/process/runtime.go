@@ -59,6 +59,17 @@ type Config struct {
 	// whose pages also count against the function's memory). Default
 	// 64MiB.
 	TmpBytes uint64
+	// CPUs is the CPU time a sandboxed process may use, in CPUs (the cpu
+	// cgroup's quota over its 100ms period). Default 1; negative: no cap
+	// (the process competes for every CPU of the node's cgroup).
+	CPUs float64
+	// Sandboxes is how many empty sandboxes are kept made ahead of time
+	// (uid, cgroups, network namespace, the helper started with the view
+	// built but the function's directory), from the first sandboxed
+	// function loaded on: a cold start claims one. Each is used once, by
+	// one process, never shared. Default 2; negative keeps none (each
+	// start makes its own).
+	Sandboxes int
 }
 
 // DefaultSystem are the host paths a sandboxed process sees by default:
@@ -87,6 +98,7 @@ type Runtime struct {
 	tmp      bool   // dir is private to this runtime, removed at Close
 	root     string // where a sandbox mounts its root, in its own mount namespace
 	uids     *uidPool
+	pool     *sandboxPool
 	services *capability.Services
 
 	mu      sync.Mutex
@@ -118,6 +130,12 @@ func New(cfg Config) (*Runtime, error) {
 	if cfg.TmpBytes == 0 {
 		cfg.TmpBytes = 64 << 20
 	}
+	if cfg.CPUs == 0 {
+		cfg.CPUs = 1
+	}
+	if cfg.Sandboxes == 0 {
+		cfg.Sandboxes = 2
+	}
 	if cfg.Services == nil {
 		cfg.Services = capability.New(capability.Config{Logger: cfg.Logger})
 	}
@@ -126,6 +144,7 @@ func New(cfg Config) (*Runtime, error) {
 		host = *cfg.Host
 	}
 	r := &Runtime{cfg: cfg, logger: cfg.Logger, host: host, dir: cfg.Dir, uids: newUIDPool(), services: cfg.Services, modules: map[*module]struct{}{}}
+	r.pool = newSandboxPool(r, cfg.Sandboxes)
 	if err := os.MkdirAll(r.dir, 0o711); err != nil {
 		return nil, fmt.Errorf("process runtime: %w", err)
 	}
@@ -171,6 +190,7 @@ func (r *Runtime) Close(ctx context.Context) error {
 	for _, m := range mods {
 		errs = append(errs, m.Close(ctx))
 	}
+	r.pool.close()
 	if r.tmp {
 		errs = append(errs, removeAll(r.dir))
 	}
@@ -230,9 +250,13 @@ func (r *Runtime) Load(ctx context.Context, spec runtime.Spec) (runtime.Module, 
 		dir: dir, argv0: argv0, args: p.Command, contract: c, sandbox: sandbox,
 		limits: spec.Limits, env: spec.Env, grants: capability.NewGrants(spec.Capabilities),
 	}
+	m.egress, m.secrets = grantsOf(spec.Capabilities)
 	r.mu.Lock()
 	r.modules[m] = struct{}{}
 	r.mu.Unlock()
+	if sandbox {
+		r.pool.start()
+	}
 	r.logger.Debug("process function loaded", "app", spec.App, "function", spec.Function, "revision", spec.Revision,
 		"dir", dir, "command", strings.Join(p.Command, " "), "sandbox", sandbox)
 	return m, nil
@@ -256,6 +280,20 @@ func (r *Runtime) unpackDir(spec runtime.Spec) (string, error) {
 	}
 	return dir, nil
 }
+
+// sandbox returns a sandbox for one process: a pooled one, else a new one.
+func (r *Runtime) sandbox() (*sandbox, error) {
+	if sb := r.pool.take(); sb != nil {
+		return sb, nil
+	}
+	return r.makeSandbox()
+}
+
+// SandboxesReady waits until the pool of sandboxes made ahead of time is
+// full (Config.Sandboxes), or ctx ends: a cold start after it claims a
+// pooled sandbox. For benchmarks and tests that measure scale from zero
+// after an idle period.
+func (r *Runtime) SandboxesReady(ctx context.Context) error { return r.pool.full(ctx) }
 
 // forget drops m from the modules Close stops.
 func (r *Runtime) forget(m *module) {
@@ -296,6 +334,13 @@ func resolve(dir, name string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("command %q is not found in the process's PATH (%s): give a path inside the function's directory (./%s) or install it on the node", name, Path, name)
+}
+
+// randomID is 16 random hex digits.
+func randomID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // removeAll removes dir even where unpack made it read-only.

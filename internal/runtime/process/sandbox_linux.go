@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"crypto/rand"
 
@@ -60,31 +62,48 @@ func (p *uidPool) put(uid int) {
 	p.mu.Unlock()
 }
 
-// sandbox is the isolation of one process: its uid, cgroups and network
-// namespace; its filesystem view is built by the sandboxinit helper it
-// starts as.
+// sandbox is the isolation of one process: its uid, cgroups, network
+// namespace and the sandboxinit helper started in them, which has built
+// the filesystem view but the function's directory and waits for a
+// function (claim). A sandbox is made ahead of time by the pool (pool.go)
+// or when a start finds the pool empty; either way it serves one process
+// of one function, once, and is released with it.
 type sandbox struct {
 	rt      *Runtime
 	uid     int
 	tmp     string            // HOME and TMPDIR as the process sees them: its private tmpfs
-	live    *os.File          // the node's end of the helper's liveness pipe; nil until start
 	cgroups map[string]string // controller -> this process's cgroup directory
-	netns   *os.File          // the process's network namespace; nil until start
+	netns   *os.File          // the process's network namespace; nil until the helper starts
 	hostns  *os.File          // the node's network namespace
-	// inNetns run on the starting thread inside the new network namespace
-	// just before the process is cloned: the Lambda contract opens its
-	// Runtime API listener there, and the platform API its own.
+	live    *os.File          // the node's end of the helper's liveness pipe
+	claimW  *os.File          // the node's end of the helper's claim pipe; nil once claimed
+
+	cmd            *exec.Cmd
+	stdout, stderr *switchWriter
+	outs           []*outPipe    // the helper's (then the process's) stdout and stderr
+	exited         chan struct{} // closed when the helper (then the function) has exited
+	exitErr        error         // set before exited is closed
+
+	// inNetns run inside the network namespace at the claim, before the
+	// function starts: the Lambda contract opens its Runtime API listener
+	// there, and the platform API its own.
 	inNetns []func() error
+	mu      sync.Mutex
+	probe   int      // an unconnected TCP socket in netns, for readiness; -1 once used or closed
+	first   net.Conn // the probe socket once connected: the first connection dial returns
 }
 
-// newSandbox prepares the isolation of one process: a uid and cgroups
-// capping its memory, process count and CPU.
-func (r *Runtime) newSandbox(memory uint64) (_ *sandbox, err error) {
+// makeSandbox makes a sandbox: a uid, cgroups capping its process count
+// and CPU (the memory cap is the function's, set at the claim), a new
+// network namespace with its loopback up, and the helper started in them
+// and in new pid, ipc, uts and mount namespaces, where it builds the view.
+func (r *Runtime) makeSandbox() (_ *sandbox, err error) {
 	uid, err := r.uids.get()
 	if err != nil {
 		return nil, err
 	}
-	sb := &sandbox{rt: r, uid: uid, tmp: "/tmp", cgroups: map[string]string{}}
+	sb := &sandbox{rt: r, uid: uid, tmp: "/tmp", cgroups: map[string]string{}, probe: -1,
+		stdout: &switchWriter{}, stderr: &switchWriter{}, exited: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			sb.release()
@@ -98,68 +117,76 @@ func (r *Runtime) newSandbox(memory uint64) (_ *sandbox, err error) {
 		}
 		sb.cgroups[c] = dir
 	}
+	quota := "-1"
+	if r.cfg.CPUs > 0 {
+		quota = strconv.Itoa(max(1000, int(r.cfg.CPUs*100_000))) // of the default period, 100ms
+	}
 	limits := []struct{ c, file, value string }{
-		{"memory", "memory.limit_in_bytes", strconv.FormatUint(memory, 10)},
-		{"memory", "memory.memsw.limit_in_bytes", strconv.FormatUint(memory, 10)}, // no swapping past the cap, where swap is accounted
 		{"pids", "pids.max", strconv.Itoa(r.cfg.MaxProcs)},
-		{"cpu", "cpu.cfs_quota_us", "100000"}, // one CPU (the default period is 100ms)
+		{"cpu", "cpu.cfs_quota_us", quota},
 	}
 	for _, l := range limits {
-		p := filepath.Join(sb.cgroups[l.c], l.file)
-		if err := os.WriteFile(p, []byte(l.value), 0); err != nil {
-			if l.file == "memory.memsw.limit_in_bytes" && errors.Is(err, os.ErrNotExist) {
-				continue
-			}
+		if err := os.WriteFile(filepath.Join(sb.cgroups[l.c], l.file), []byte(l.value), 0); err != nil {
 			return nil, fmt.Errorf("sandbox cgroup %s: %w", l.file, err)
 		}
 	}
 	if sb.hostns, err = os.Open("/proc/thread-self/ns/net"); err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
+	if err := sb.start(); err != nil {
+		return nil, err
+	}
 	return sb, nil
 }
 
-// sysProcAttr is how the process is cloned: new pid, ipc, uts and mount
-// namespaces, its own process group, and SIGKILL when the node dies. It
-// starts as root (the sandboxinit helper), which builds its filesystem
-// view and then drops to the sandbox's uid.
-func (sb *sandbox) sysProcAttr() *syscall.SysProcAttr {
-	return &syscall.SysProcAttr{
-		Cloneflags: sandboxFlags,
-		Setpgid:    true,
-		Pdeathsig:  syscall.SIGKILL,
-	}
-}
-
-// start starts cmd inside the sandbox, with the filesystem view view:
-// cmd runs as the sandboxinit helper (this binary, re-executed), which
-// mounts the view, becomes the sandbox's uid and execs cmd's program as
-// view says. The process is cloned from a thread that first moves into a
-// new network namespace (with its loopback up) and into the process's
-// cgroups, so the process is born inside both and never runs outside its
-// limits; the thread then moves back. A thread that cannot move back is
-// never reused: its goroutine exits locked, and the runtime ends the
-// thread (which kills the process too, by its parent-death signal), so the
-// start fails.
-func (sb *sandbox) start(cmd *exec.Cmd, view sandboxinit.Config) error {
-	view.Root, view.UID = sb.rt.root, sb.uid
+// start starts the helper: /proc/self/exe re-executed as sandboxinit with
+// the sandbox's part of the view. It is cloned from a thread that first
+// moves into a new network namespace (with its loopback up) and into the
+// sandbox's cgroups, so the helper is born inside both and never runs
+// outside its limits; the thread then moves back. A thread that cannot
+// move back is never reused: its goroutine exits locked, and the runtime
+// ends the thread (which kills the helper too, by its parent-death
+// signal), so the start fails.
+func (sb *sandbox) start() error {
+	view := sandboxinit.Config{Root: sb.rt.root, UID: sb.uid, System: sb.rt.cfg.System, TmpBytes: sb.rt.cfg.TmpBytes}
 	for _, c := range controllers {
 		view.Binds = append(view.Binds, [2]string{sb.cgroups[c], cgroupRoot + "/" + c})
 	}
-	argv := view.Argv()
-	r, w, err := os.Pipe()
+	liveR, liveW, err := os.Pipe()
 	if err != nil {
 		return fmt.Errorf("sandbox: liveness pipe: %w", err)
 	}
-	defer r.Close()
-	sb.live = w
-	cmd.Path, cmd.Args, cmd.Dir = "/proc/self/exe", argv, "/"
-	cmd.ExtraFiles = []*os.File{r}
-	cmd.SysProcAttr = sb.sysProcAttr()
+	defer liveR.Close()
+	sb.live = liveW
+	claimR, claimW, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("sandbox: claim pipe: %w", err)
+	}
+	defer claimR.Close()
+	sb.claimW = claimW
+	outW, err := sb.outputs()
+	if err != nil {
+		return fmt.Errorf("sandbox: output pipes: %w", err)
+	}
+	defer func() {
+		for _, w := range outW {
+			w.Close() // the helper has its own copies
+		}
+	}()
+	sb.cmd = &exec.Cmd{
+		Path: "/proc/self/exe", Args: view.Argv(), Dir: "/", Env: []string{},
+		Stdout: outW[0], Stderr: outW[1],
+		ExtraFiles: []*os.File{liveR, claimR}, // sandboxinit.LivenessFD, ClaimFD
+		SysProcAttr: &syscall.SysProcAttr{
+			Cloneflags: sandboxFlags,
+			Setpgid:    true,
+			Pdeathsig:  syscall.SIGKILL,
+		},
+	}
 	errc := make(chan error, 1)
 	go func() {
 		goruntime.LockOSThread()
-		restored, err := sb.startOnThread(cmd)
+		restored, err := sb.startOnThread()
 		if restored {
 			goruntime.UnlockOSThread()
 		} else if err == nil {
@@ -167,10 +194,43 @@ func (sb *sandbox) start(cmd *exec.Cmd, view sandboxinit.Config) error {
 		}
 		errc <- err
 	}()
-	return <-errc
+	if err := <-errc; err != nil {
+		for _, o := range sb.outs {
+			o.r.Close()
+		}
+		return err
+	}
+	setRlimits(sb.cmd.Process.Pid, sb.rt.cfg.MaxOpenFiles, sb.rt.cfg.MaxProcs, true)
+	go func() {
+		err := sb.cmd.Wait()
+		for _, o := range sb.outs {
+			o.wait(time.Second) // a child that kept the output open does not hold the exit
+		}
+		sb.exitErr = err
+		close(sb.exited)
+	}()
+	return nil
 }
 
-func (sb *sandbox) startOnThread(cmd *exec.Cmd) (restored bool, err error) {
+// outputs makes the helper's stdout and stderr pipes, read into
+// sb.stdout and sb.stderr; it returns their write ends.
+func (sb *sandbox) outputs() ([]*os.File, error) {
+	var ws []*os.File
+	for _, w := range []io.Writer{sb.stdout, sb.stderr} {
+		o, wr, err := newOutPipe(w)
+		if err != nil {
+			for _, w := range ws {
+				w.Close()
+			}
+			return nil, err
+		}
+		sb.outs = append(sb.outs, o)
+		ws = append(ws, wr)
+	}
+	return ws, nil
+}
+
+func (sb *sandbox) startOnThread() (restored bool, err error) {
 	own := ownThreadCgroups()
 	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 		return true, fmt.Errorf("sandbox: new network namespace: %w", err)
@@ -182,11 +242,12 @@ func (sb *sandbox) startOnThread(cmd *exec.Cmd) (restored bool, err error) {
 	if err := loopbackUp(); err != nil {
 		return restoreNet(), fmt.Errorf("sandbox: loopback: %w", err)
 	}
-	for _, f := range sb.inNetns {
-		if err := f(); err != nil {
-			return restoreNet(), fmt.Errorf("sandbox: %w", err)
-		}
+	if sb.probe, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0); err != nil {
+		sb.probe = -1
+		return restoreNet(), fmt.Errorf("sandbox: probe socket: %w", err)
 	}
+	// A connect that a full backlog holds up is bounded.
+	_ = unix.SetsockoptTimeval(sb.probe, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &unix.Timeval{Usec: 100_000})
 	tid := strconv.Itoa(unix.Gettid())
 	moved := []string{}
 	restoreCgroups := func() bool {
@@ -204,8 +265,121 @@ func (sb *sandbox) startOnThread(cmd *exec.Cmd) (restored bool, err error) {
 		}
 		moved = append(moved, c)
 	}
-	err = cmd.Start()
+	err = sb.cmd.Start()
 	return restoreCgroups() && restoreNet(), err
+}
+
+// claim hands the sandbox to one process of a function: it caps the
+// memory, opens what must listen inside the network namespace (inNetns),
+// points the helper's output at stdout and stderr and sends it the
+// function's part of the view (program, directory, environment), on which
+// the helper mounts the function's directory, pivots, drops to the uid and
+// execs the program.
+func (sb *sandbox) claim(memory uint64, view sandboxinit.Config, stdout, stderr io.Writer) error {
+	for _, l := range []struct{ file, value string }{
+		{"memory.limit_in_bytes", strconv.FormatUint(memory, 10)},
+		{"memory.memsw.limit_in_bytes", strconv.FormatUint(memory, 10)}, // no swapping past the cap, where swap is accounted
+	} {
+		if err := os.WriteFile(filepath.Join(sb.cgroups["memory"], l.file), []byte(l.value), 0); err != nil {
+			if l.file == "memory.memsw.limit_in_bytes" && errors.Is(err, os.ErrNotExist) {
+				continue
+			}
+			return fmt.Errorf("sandbox cgroup %s: %w", l.file, err)
+		}
+	}
+	if len(sb.inNetns) > 0 {
+		if err := sb.inNamespace(func() error {
+			for _, f := range sb.inNetns {
+				if err := f(); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			return fmt.Errorf("sandbox: %w", err)
+		}
+	}
+	sb.stdout.set(stdout)
+	sb.stderr.set(stderr)
+	w := sb.claimW
+	sb.claimW = nil
+	_, err := w.Write(view.Claim())
+	if cerr := w.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("sandbox: claim: %w", err)
+	}
+	return nil
+}
+
+// inNamespace runs f on a thread inside the sandbox's network namespace:
+// what f opens there stays there after the thread moves back.
+func (sb *sandbox) inNamespace(f func() error) error {
+	ch := make(chan error, 1)
+	go func() {
+		goruntime.LockOSThread()
+		if err := unix.Setns(int(sb.netns.Fd()), unix.CLONE_NEWNET); err != nil {
+			goruntime.UnlockOSThread()
+			ch <- fmt.Errorf("enter the process's network namespace: %w", err)
+			return
+		}
+		err := f()
+		if unix.Setns(int(sb.hostns.Fd()), unix.CLONE_NEWNET) == nil {
+			goruntime.UnlockOSThread()
+		} // else the goroutine exits locked and the thread is discarded
+		ch <- err
+	}()
+	return <-ch
+}
+
+// alive reports whether the helper still runs.
+func (sb *sandbox) alive() bool {
+	select {
+	case <-sb.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// switchWriter is the helper's output until the claim (kept, up to 4KiB:
+// only the helper's own error can be written then) and the process's
+// from the claim on.
+type switchWriter struct {
+	mu      sync.Mutex
+	w       io.Writer
+	pending []byte
+}
+
+func (s *switchWriter) Write(b []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.w == nil {
+		if room := 4<<10 - len(s.pending); room > 0 {
+			s.pending = append(s.pending, b[:min(len(b), room)]...)
+		}
+		return len(b), nil
+	}
+	return s.w.Write(b)
+}
+
+func (s *switchWriter) set(w io.Writer) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.w = w
+	if len(s.pending) > 0 {
+		_, _ = w.Write(s.pending)
+		s.pending = nil
+	}
+}
+
+// lastPending is what the helper wrote before any claim, trimmed: its
+// error when it exits unclaimed.
+func (s *switchWriter) lastPending() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return strings.TrimSpace(string(s.pending))
 }
 
 // ownThreadCgroups reads the calling thread's cgroup path of each
@@ -249,29 +423,22 @@ func loopbackUp() error {
 
 // dial connects to addr inside the process's network namespace: the
 // socket is made on a thread moved into it, and stays in it after the
-// thread moves back.
+// thread moves back. The first call returns the connection readiness made.
 func (sb *sandbox) dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	type result struct {
-		c   net.Conn
-		err error
+	sb.mu.Lock()
+	c := sb.first
+	sb.first = nil
+	sb.mu.Unlock()
+	if c != nil {
+		return c, nil
 	}
-	ch := make(chan result, 1)
-	go func() {
-		goruntime.LockOSThread()
-		if err := unix.Setns(int(sb.netns.Fd()), unix.CLONE_NEWNET); err != nil {
-			goruntime.UnlockOSThread()
-			ch <- result{nil, fmt.Errorf("enter the process's network namespace: %w", err)}
-			return
-		}
+	err := sb.inNamespace(func() error {
 		var d net.Dialer
-		c, err := d.DialContext(ctx, network, addr)
-		if unix.Setns(int(sb.hostns.Fd()), unix.CLONE_NEWNET) == nil {
-			goruntime.UnlockOSThread()
-		} // else the goroutine exits locked and the thread is discarded
-		ch <- result{c, err}
-	}()
-	r := <-ch
-	return r.c, r.err
+		var err error
+		c, err = d.DialContext(ctx, network, addr)
+		return err
+	})
+	return c, err
 }
 
 // memoryExceeded reports whether the memory cgroup's OOM killer killed a
@@ -305,14 +472,36 @@ func (sb *sandbox) pids() int {
 	return n
 }
 
-// release removes what newSandbox made; every process in it has exited.
+// release stops the helper or process if it still runs and removes what
+// makeSandbox made.
 func (sb *sandbox) release() {
+	if sb.cmd != nil && sb.cmd.Process != nil {
+		if sb.alive() {
+			pid := sb.cmd.Process.Pid
+			_ = syscall.Kill(-pid, syscall.SIGKILL)
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		<-sb.exited
+	}
+	if sb.claimW != nil {
+		sb.claimW.Close()
+	}
 	for _, dir := range sb.cgroups {
 		_ = os.Remove(dir)
 	}
 	if sb.netns != nil {
 		sb.netns.Close()
 	}
+	sb.mu.Lock()
+	if sb.probe >= 0 {
+		unix.Close(sb.probe)
+		sb.probe = -1
+	}
+	if sb.first != nil {
+		sb.first.Close()
+		sb.first = nil
+	}
+	sb.mu.Unlock()
 	if sb.hostns != nil {
 		sb.hostns.Close()
 	}
@@ -350,4 +539,33 @@ func catchesTERM(pid int) bool {
 		}
 	}
 	return false
+}
+
+// probeConnect connects the probe socket (made in the process's network
+// namespace when the sandbox was) to port on its loopback: a blocking
+// connect, which on the loopback answers at once (refused while nothing
+// listens; Linux lets a socket whose connect failed connect again). Once
+// it connects, the socket is the first connection to the process: dial
+// hands it out before making others.
+func (sb *sandbox) probeConnect(port int) error {
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	if sb.first != nil {
+		return nil
+	}
+	if sb.probe < 0 {
+		return errors.New("sandbox: no probe socket")
+	}
+	if err := unix.Connect(sb.probe, &unix.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		return err
+	}
+	f := os.NewFile(uintptr(sb.probe), "probe")
+	sb.probe = -1
+	c, err := net.FileConn(f) // dups the descriptor
+	f.Close()
+	if err != nil {
+		return err
+	}
+	sb.first = c
+	return nil
 }

@@ -8,10 +8,16 @@ import (
 // Arg0 is argv[0] of a process that must run as the sandbox helper.
 const Arg0 = "nimbus-sandbox-init"
 
-// Config is the filesystem view and the identity of one sandboxed process,
-// passed in argv (see Argv). It is encoded by hand, not as JSON: the
-// helper's init must run before the node's other packages' inits, so its
-// package imports as little as it can (os, syscall, strconv, errors).
+// Config is the filesystem view and the identity of one sandboxed process.
+// It comes in two parts. The sandbox (Argv: Root, System, Binds, TmpBytes,
+// UID) is known before any function is chosen: the node starts the helper
+// with it ahead of time, and the helper builds everything of the view but
+// the function's directory, then waits. The function (Claim: App, AppDir,
+// Path, Args, Dir, Env) comes later on ClaimFD; the helper mounts the
+// function's directory, pivots into the view, drops to UID and execs.
+// Both are encoded by hand, not as JSON: the helper's init must run before
+// the node's other packages' inits, so its package imports as little as it
+// can (os, syscall, strconv, errors).
 type Config struct {
 	// Root is a directory of the node, empty, that the new root is mounted
 	// on (in the process's own mount namespace: nothing else sees it).
@@ -34,54 +40,105 @@ type Config struct {
 	// UID is the uid and gid the process runs as.
 	UID int
 	// Path is the program, as the process sees it; Args its argv; Dir its
-	// working directory (as the process sees it).
+	// working directory (as the process sees it); Env its environment.
 	Path string
 	Args []string
 	Dir  string
+	Env  []string
 }
 
-// Argv is how the node starts the helper for c: Arg0, then the fields in
-// order, the count of System paths and the paths, then Args.
+// ClaimFD is the descriptor the helper reads the function's part of its
+// Config from (Claim), to end of file. LivenessFD (3) is the read end of a
+// pipe whose write end only the node holds.
+const (
+	LivenessFD = 3
+	ClaimFD    = 4
+)
+
+// Argv is how the node starts the helper for c's sandbox: Arg0, then the
+// fields in order, the count of System paths and the paths, the count of
+// Binds and the pairs.
 func (c Config) Argv() []string {
-	out := []string{Arg0, c.Root, c.App, c.AppDir, strconv.FormatUint(c.TmpBytes, 10), strconv.Itoa(c.UID), c.Path, c.Dir,
-		strconv.Itoa(len(c.System))}
+	out := []string{Arg0, c.Root, strconv.FormatUint(c.TmpBytes, 10), strconv.Itoa(c.UID), strconv.Itoa(len(c.System))}
 	out = append(out, c.System...)
 	out = append(out, strconv.Itoa(len(c.Binds)))
 	for _, b := range c.Binds {
 		out = append(out, b[0], b[1])
 	}
-	return append(out, c.Args...)
+	return out
+}
+
+// Claim is c's function part as the node writes it on ClaimFD: App,
+// AppDir, Path, Dir, the count of Args and the args, then Env, each ended
+// by a NUL.
+func (c Config) Claim() []byte {
+	var b []byte
+	for _, s := range []string{c.App, c.AppDir, c.Path, c.Dir, strconv.Itoa(len(c.Args))} {
+		b = append(append(b, s...), 0)
+	}
+	for _, s := range c.Args {
+		b = append(append(b, s...), 0)
+	}
+	for _, s := range c.Env {
+		b = append(append(b, s...), 0)
+	}
+	return b
 }
 
 // parse reads what Argv wrote (without argv[0]).
 func parse(a []string) (Config, error) {
 	var c Config
-	if len(a) < 8 {
+	if len(a) < 4 {
 		return c, errors.New("config: too few arguments")
 	}
-	c.Root, c.App, c.AppDir, c.Path, c.Dir = a[0], a[1], a[2], a[5], a[6]
+	c.Root = a[0]
 	var err error
-	if c.TmpBytes, err = strconv.ParseUint(a[3], 10, 64); err != nil {
+	if c.TmpBytes, err = strconv.ParseUint(a[1], 10, 64); err != nil {
 		return c, errors.New("config: tmp size: " + err.Error())
 	}
-	if c.UID, err = strconv.Atoi(a[4]); err != nil {
+	if c.UID, err = strconv.Atoi(a[2]); err != nil {
 		return c, errors.New("config: uid: " + err.Error())
 	}
-	n, err := strconv.Atoi(a[7])
-	if err != nil || n < 0 || len(a) < 8+n+1 {
+	n, err := strconv.Atoi(a[3])
+	if err != nil || n < 0 || len(a) < 4+n+1 {
 		return c, errors.New("config: system paths")
 	}
-	c.System = a[8 : 8+n]
-	a = a[8+n:]
+	c.System = a[4 : 4+n]
+	a = a[4+n:]
 	n, err = strconv.Atoi(a[0])
-	if err != nil || n < 0 || len(a) < 1+2*n+1 {
+	if err != nil || n < 0 || len(a) != 1+2*n {
 		return c, errors.New("config: binds")
 	}
 	for i := range n {
 		c.Binds = append(c.Binds, [2]string{a[1+2*i], a[2+2*i]})
 	}
-	c.Args = a[1+2*n:]
 	return c, nil
+}
+
+// parseClaim reads what Claim wrote into c.
+func parseClaim(c *Config, b []byte) error {
+	var f []string
+	for len(b) > 0 {
+		k := 0
+		for k < len(b) && b[k] != 0 {
+			k++
+		}
+		if k == len(b) {
+			return errors.New("claim: unterminated field")
+		}
+		f = append(f, string(b[:k]))
+		b = b[k+1:]
+	}
+	if len(f) < 5 {
+		return errors.New("claim: too few fields")
+	}
+	c.App, c.AppDir, c.Path, c.Dir = f[0], f[1], f[2], f[3]
+	n, err := strconv.Atoi(f[4])
+	if err != nil || n < 1 || len(f) < 5+n {
+		return errors.New("claim: args")
+	}
+	c.Args, c.Env = f[5:5+n], f[5+n:]
+	return nil
 }
 
 // Passwd is /etc/passwd of a process running as uid: root (owner of

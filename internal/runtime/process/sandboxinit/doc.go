@@ -1,10 +1,15 @@
 // Package sandboxinit is the first code a sandboxed process function runs:
 // the node starts its own binary (/proc/self/exe) with argv[0] set to Arg0,
 // already inside the new pid, mount, network, ipc and uts namespaces and
-// the instance's cgroups, and this package's init turns that process into
-// the function: it builds the filesystem view (Config), pivots into it,
-// drops to the instance's uid and execs the function's command, which
-// keeps pid 1 of the namespace.
+// the sandbox's cgroups, and this package's init turns that process into
+// the function, in two steps. First, from its argv (Config.Argv), it
+// builds the sandbox's filesystem view but the function's directory, and
+// waits: the node does this ahead of time, for a pool of empty sandboxes.
+// Then, when a start claims the sandbox, it reads the function's part
+// (Config.Claim: its directory, program, arguments and environment) from
+// ClaimFD, mounts the function's directory, pivots into the view, drops to
+// the sandbox's uid and execs the function's command, which keeps pid 1 of
+// the namespace.
 //
 // It is a package of its own, importing nothing of ours, so that its init
 // runs before the inits of the heavy packages a node links (NATS,
@@ -17,7 +22,7 @@
 //
 // It sits between the node and the function:
 //
-//	runtime/process (clone into namespaces) -> sandboxinit (mounts, pivot_root, setuid) -> exec the function
+//	runtime/process (clone into namespaces) -> sandboxinit (mounts; waits for the claim; the function's mount, pivot_root, setuid) -> exec the function
 //
 // Guarantees, once the function runs:
 //   - Its root is a read-only tmpfs holding only: the function's directory
@@ -28,6 +33,11 @@
 //     own pid namespace, and /etc/passwd, /etc/group, /etc/hosts and
 //     /etc/hostname written here. The node's data directory, other
 //     functions and every other host file are not mounted at all.
+//   - Its environment is Config.Env, sent with the claim; the helper starts
+//     with none.
+//   - A sandbox is claimed once: the helper reads one claim, to the end of
+//     ClaimFD, and a claim that is empty (the node died, or dropped the
+//     sandbox unused) ends it before anything of a function is mounted.
 //   - It runs as Config.UID (gid the same, no supplementary groups), with
 //     no_new_privs (no setuid binary can raise it) and nosuid mounts.
 //   - It dies with the node: the parent-death signal, cleared by the uid

@@ -21,16 +21,14 @@ func init() {
 	os.Exit(127)
 }
 
-// livenessFD is the read end of a pipe whose write end only the node
-// holds: it reads end-of-file once the node is gone.
-const livenessFD = 3
-
 // prctl options (linux/prctl.h).
 const (
 	prSetPdeathsig  = 1
 	prSetNoNewPrivs = 38
 )
 
+// run builds the sandbox's view, waits for the function (ClaimFD), shows
+// its directory, pivots, drops and execs it.
 func run(args []string) error {
 	c, err := parse(args)
 	if err != nil {
@@ -42,6 +40,16 @@ func run(args []string) error {
 	if err := syscall.Sethostname([]byte(Hostname)); err != nil {
 		return wrap("hostname", err)
 	}
+	claim, err := readClaim()
+	if err != nil {
+		return err
+	}
+	if err := parseClaim(&c, claim); err != nil {
+		return err
+	}
+	if err := show(c.Root, c.App, c.AppDir, true); err != nil {
+		return err
+	}
 	if err := pivot(c.Root); err != nil {
 		return err
 	}
@@ -51,8 +59,37 @@ func run(args []string) error {
 	if err := drop(c.UID); err != nil {
 		return err
 	}
-	err = syscall.Exec(c.Path, c.Args, os.Environ())
+	err = syscall.Exec(c.Path, c.Args, c.Env)
 	return wrap("exec "+c.Path+" (the sandbox shows the function's directory at "+c.AppDir+" and the system paths)", err)
+}
+
+// readClaim reads ClaimFD to its end: the node writes the function's part
+// of the Config and closes its end. An empty claim is a node that died or
+// dropped this sandbox unused.
+func readClaim() ([]byte, error) {
+	var out []byte
+	var buf [4096]byte
+	for {
+		n, err := syscall.Read(ClaimFD, buf[:])
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, wrap("read the claim", err)
+		}
+		if n == 0 {
+			break
+		}
+		out = append(out, buf[:n]...)
+		if len(out) > 1<<20 {
+			return nil, errors.New("claim: over 1MiB")
+		}
+	}
+	_ = syscall.Close(ClaimFD)
+	if len(out) == 0 {
+		return nil, errors.New("no function claimed this sandbox")
+	}
+	return out, nil
 }
 
 func wrap(what string, err error) error { return errors.New(what + ": " + err.Error()) }
@@ -78,9 +115,6 @@ func build(c Config) error {
 		if err := show(root, p, p, true); err != nil {
 			return err
 		}
-	}
-	if err := show(root, c.App, c.AppDir, true); err != nil {
-		return err
 	}
 	for _, b := range c.Binds {
 		if err := show(root, b[0], b[1], true); err != nil {
@@ -232,16 +266,16 @@ func drop(uid int) error {
 	if _, _, e := syscall.RawSyscall(syscall.SYS_PRCTL, prSetPdeathsig, uintptr(syscall.SIGKILL), 0); e != 0 {
 		return wrap("parent-death signal", e)
 	}
-	if err := syscall.SetNonblock(livenessFD, true); err != nil {
+	if err := syscall.SetNonblock(LivenessFD, true); err != nil {
 		return wrap("liveness pipe", err)
 	}
 	var b [1]byte
-	n, err := syscall.Read(livenessFD, b[:])
+	n, err := syscall.Read(LivenessFD, b[:])
 	if n == 0 && err == nil {
 		return errors.New("the node is gone")
 	}
 	if err != nil && err != syscall.EAGAIN {
 		return wrap("liveness pipe", err)
 	}
-	return syscall.Close(livenessFD)
+	return syscall.Close(LivenessFD)
 }

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -184,6 +185,41 @@ func main() {
 		defer resp.Body.Close()
 		body, _ := io.ReadAll(resp.Body)
 		fmt.Fprintf(w, "%d %s", resp.StatusCode, body)
+	})
+	mux.HandleFunc("/fetch", func(w http.ResponseWriter, r *http.Request) {
+		// GETs ?url= with the proxy the environment names (as most HTTP
+		// clients do); ?insecure=1 skips TLS verification (a test server's
+		// certificate). Answers "status body" or "fetch failed: ...".
+		tr := &http.Transport{Proxy: http.ProxyFromEnvironment,
+			TLSClientConfig: &tls.Config{InsecureSkipVerify: r.URL.Query().Get("insecure") == "1"}}
+		defer tr.CloseIdleConnections()
+		resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get(r.URL.Query().Get("url"))
+		if err != nil {
+			fmt.Fprint(w, "fetch failed: ", err)
+			return
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		fmt.Fprintf(w, "%d %s", resp.StatusCode, body)
+	})
+	mux.HandleFunc("/tunnels", func(w http.ResponseWriter, r *http.Request) {
+		// Opens ?n= CONNECT tunnels to ?addr= through $HTTPS_PROXY at once
+		// and answers how many the proxy opened.
+		proxy := strings.TrimPrefix(os.Getenv("HTTPS_PROXY"), "http://")
+		ok := 0
+		for range atoi(r.URL.Query().Get("n"), 0) {
+			c, err := net.DialTimeout("tcp", proxy, time.Second)
+			if err != nil {
+				break
+			}
+			defer c.Close()
+			fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", r.URL.Query().Get("addr"), r.URL.Query().Get("addr"))
+			buf := make([]byte, 12)
+			if _, err := io.ReadFull(c, buf); err == nil && string(buf) == "HTTP/1.1 200" {
+				ok++
+			}
+		}
+		fmt.Fprintf(w, "%d", ok)
 	})
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
 	if err := http.ListenAndServe(":"+os.Getenv("PORT"), mux); err != nil {
