@@ -13,6 +13,7 @@ import (
 	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -92,11 +93,18 @@ func (i *Issuer) JWKS(t testing.TB) string {
 	return string(data)
 }
 
-// Serve publishes the key set at URL()/jwks.json on a loopback listener
-// until the test ends. It returns the URL of the set.
-func (i *Issuer) Serve(t testing.TB) string {
+// Serve publishes the key set at /jwks.json on 127.0.0.1 until the test
+// ends. It returns the URL of the set.
+func (i *Issuer) Serve(t testing.TB) string { return i.ServeOn(t, "127.0.0.1") }
+
+// ServeOn is Serve on another loopback address, such as 127.0.0.2.
+func (i *Issuer) ServeOn(t testing.TB, host string) string {
 	t.Helper()
-	i.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	i.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/jwks.json" {
 			http.NotFound(w, r)
 			return
@@ -109,6 +117,9 @@ func (i *Issuer) Serve(t testing.TB) string {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(i.JWKS(t)))
 	}))
+	i.srv.Listener.Close()
+	i.srv.Listener = ln
+	i.srv.Start()
 	t.Cleanup(i.srv.Close)
 	return i.srv.URL + "/jwks.json"
 }
