@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-jose/go-jose/v4"
+
 	"github.com/nimbus-dev/nimbus/internal/gateway"
 	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/security"
@@ -133,6 +135,23 @@ func (f *authFixture) call(t *testing.T, path string, headers map[string]string)
 	return resp.StatusCode, "", seen
 }
 
+// hmacToken is a token signed with HS256 under a guessable secret: the
+// algorithm-confusion attack (a public key used as an HMAC secret).
+func hmacToken(t *testing.T, claims map[string]any) string {
+	t.Helper()
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.HS256, Key: []byte("0123456789abcdef0123456789abcdef")}, (&jose.SignerOptions{}).WithHeader("kid", "k1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, _ := json.Marshal(claims)
+	jws, err := s.Sign(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := jws.CompactSerialize()
+	return out
+}
+
 func bearer(tok string) map[string]string { return map[string]string{"Authorization": "Bearer " + tok} }
 
 // TestRouteAuthKey: a route with auth type key runs its function for a key
@@ -155,12 +174,20 @@ func TestRouteAuthKey(t *testing.T) {
 	if code, _, _ := f.call(t, "/private", bearer(ops)); code != 200 {
 		t.Fatalf("node-wide key: %d", code)
 	}
+	revoked := f.issue(t, "gone", "team-a", security.ScopeInvoke)
+	if code, _, _ := f.call(t, "/private", bearer(revoked)); code != 200 {
+		t.Fatalf("key before revocation: %d", code)
+	}
+	if _, err := f.tokens.Revoke(context.Background(), "gone"); err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct {
 		name    string
 		headers map[string]string
 		status  int
 		msg     string
 	}{
+		{"revoked", bearer(revoked), 401, "unknown token"},
 		{"no credentials", nil, 401, "requires an API key of app shop's tenant"},
 		{"basic auth", map[string]string{"Authorization": "Basic YTpi"}, 401, "requires an API key"},
 		{"unknown key", bearer(security.TokenPrefix + strings.Repeat("A", 43)), 401, "unknown token"},
@@ -215,6 +242,7 @@ func TestRouteAuthJWT(t *testing.T) {
 		{"wrong audience", f.iss.Token(t, "k1", claims(func(c map[string]any) { c["aud"] = "other-api" })), `audience ["other-api"] does not include this route's ("shop-api")`},
 		{"wrong issuer", f.iss.Token(t, "k1", claims(func(c map[string]any) { c["iss"] = "https://evil.test/" })), `issuer "https://evil.test/" is not this route's`},
 		{"alg none", jwttest.Unsigned(t, "k1", f.iss.Claims(f.aud, "alice")), `algorithm "none" is not accepted by this route`},
+		{"alg HS256", hmacToken(t, f.iss.Claims(f.aud, "alice")), `algorithm "HS256" is not accepted by this route`},
 		{"alg not allowed", es.Token(t, "k1", f.iss.Claims(f.aud, "alice")), `algorithm "ES256" is not accepted`},
 		{"unknown kid", stranger.Token(t, "k7", f.iss.Claims(f.aud, "alice")), `key id "k7" is not in the issuer's key set`},
 		{"another key under a known kid", stranger.Token(t, "k1", f.iss.Claims(f.aud, "alice")), `signature does not verify with key "k1"`},

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -156,5 +157,62 @@ func TestInlineKeysNeverFetch(t *testing.T) {
 	if _, err := v.Verify(context.Background(), iss.Token(t, "k1", map[string]any{"iss": iss.Name, "aud": "api", "sub": "x"})); err == nil ||
 		!strings.Contains(err.Error(), "no exp claim") {
 		t.Fatalf("token without exp: %v", err)
+	}
+}
+
+// TestKeyChoiceAndClockChecks: a token without kid passes only against a
+// one-key set; a key published for another algorithm is not used; iat in
+// the future is refused; 60 s of skew on exp is allowed.
+func TestKeyChoiceAndClockChecks(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	one := jwttest.New("https://issuer.test/")
+	one.AddKey(t, "k1", "EdDSA")
+	v1, err := jwtauth.New(&model.RouteAuth{Type: model.AuthJWT, Issuer: one.Name, Audience: "api", JWKS: one.JWKS(t)}, jwtauth.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	two := jwttest.New(one.Name)
+	two.AddKey(t, "k1", "EdDSA")
+	two.AddKey(t, "k2", "EdDSA")
+	v2, _ := jwtauth.New(&model.RouteAuth{Type: model.AuthJWT, Issuer: one.Name, Audience: "api", JWKS: two.JWKS(t)}, jwtauth.Options{})
+	if _, err := v1.Verify(ctx, one.TokenNoKid(t, "k1", one.Claims("api", "a"))); err != nil {
+		t.Fatalf("no kid, one key: %v", err)
+	}
+	if _, err := v2.Verify(ctx, two.TokenNoKid(t, "k1", two.Claims("api", "a"))); err == nil || !strings.Contains(err.Error(), "names no key (kid) and the issuer's key set holds 2 keys") {
+		t.Fatalf("no kid, two keys: %v", err)
+	}
+	// A key published for ES256 is not used for an EdDSA token with its kid.
+	es := jwttest.New(one.Name)
+	es.AddKey(t, "k1", "ES256")
+	vES, _ := jwtauth.New(&model.RouteAuth{Type: model.AuthJWT, Issuer: one.Name, Audience: "api", JWKS: es.JWKS(t)}, jwtauth.Options{})
+	if _, err := vES.Verify(ctx, one.Token(t, "k1", one.Claims("api", "a"))); err == nil || !strings.Contains(err.Error(), `published for algorithm "ES256"`) {
+		t.Fatalf("key of another algorithm: %v", err)
+	}
+	c := one.Claims("api", "a")
+	c["iat"] = time.Now().Add(time.Hour).Unix()
+	if _, err := v1.Verify(ctx, one.Token(t, "k1", c)); !errors.Is(err, jwtauth.ErrInvalidToken) {
+		t.Fatalf("iat in the future: %v", err)
+	}
+	c = one.Claims("api", "a")
+	c["exp"] = time.Now().Add(-30 * time.Second).Unix()
+	if _, err := v1.Verify(ctx, one.Token(t, "k1", c)); err != nil {
+		t.Fatalf("expired 30s ago, within the leeway: %v", err)
+	}
+}
+
+// TestOversizedKeySetIsRefused: a JWKS answer over 64 KiB is not read.
+func TestOversizedKeySetIsRefused(t *testing.T) {
+	t.Parallel()
+	iss := jwttest.New("https://issuer.test/")
+	iss.AddKey(t, "k1", "EdDSA")
+	set := iss.JWKS(t)
+	big := strings.Replace(set, `"keys":[`, `"pad":"`+strings.Repeat("x", model.MaxJWKSBytes)+`","keys":[`, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte(big)) }))
+	defer srv.Close()
+	v, _ := jwtauth.New(&model.RouteAuth{Type: model.AuthJWT, Issuer: iss.Name, Audience: "api", JWKSURL: srv.URL}, jwtauth.Options{})
+	_, err := v.Verify(context.Background(), iss.Token(t, "k1", iss.Claims("api", "a")))
+	if !errors.Is(err, jwtauth.ErrKeysUnavailable) || !strings.Contains(err.Error(), "over 65536 bytes") {
+		t.Fatalf("oversized set: %v", err)
 	}
 }

@@ -143,6 +143,19 @@ func (i *Issuer) Token(t testing.TB, kid string, claims map[string]any) string {
 	return Sign(t, k.alg, k.priv, kid, claims)
 }
 
+// TokenNoKid signs claims with the key kid without naming it in the
+// header.
+func (i *Issuer) TokenNoKid(t testing.TB, kid string, claims map[string]any) string {
+	t.Helper()
+	i.mu.Lock()
+	k, ok := i.keys[kid]
+	i.mu.Unlock()
+	if !ok {
+		t.Fatalf("jwttest: no key %q", kid)
+	}
+	return Sign(t, k.alg, k.priv, "", claims)
+}
+
 // Sign makes a compact JWS of claims with priv.
 func Sign(t testing.TB, alg jose.SignatureAlgorithm, priv crypto.Signer, kid string, claims map[string]any) string {
 	t.Helper()
