@@ -64,7 +64,8 @@ type authConfig struct {
 // SetAuth sets how routes with auth are checked: keys checks API keys (nil:
 // routes with auth type key are refused at Validate), and jwt tunes the
 // JWT verifiers (its Client should dial through the node's egress guard,
-// so a manifest's jwks_url cannot reach what functions may not).
+// so a manifest's jwks_url cannot reach what functions may not). Call it
+// before the first Provision: routes already served keep what they had.
 func (g *Gateway) SetAuth(keys Keys, jwt jwtauth.Options) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
