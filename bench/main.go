@@ -76,6 +76,7 @@ var scenarios = []scenario{
 	{"lambda", "aws-lambda-go function (sandboxed) warm through the gateway vs the same binary's direct Runtime API loop", runLambda},
 	{"workflow", "3-step workflow runs/s at 50 and 500 in flight, start -> result p50/p99 (fsync on), vs raw JetStream sync writes, 5 per run", runWorkflow},
 	{"latency", "publish -> function start p50/p99, single events at a fixed rate, vs raw JetStream publish -> consumer receive", runLatency},
+	{"egress", "one nimbus.Fetch and one nimbus.Secret read from a Go guest, per call, vs a raw net/http GET to the same loopback server, a raw JetStream KV read and an AES-GCM open", runEgress},
 	{"slowbodies", "RSS and a probe's latency while many clients trickle 6MiB bodies, nimbus up vs a raw net/http server reading bodies whole", runSlowBodies},
 }
 

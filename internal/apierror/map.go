@@ -181,6 +181,7 @@ var rules = []rule{
 	{match: is(state.ErrValueTooLarge), status: http.StatusRequestEntityTooLarge, code: "value_too_large"},
 
 	{match: is(security.ErrUnauthorized), status: http.StatusUnauthorized, code: "unauthorized"},
+	{match: is(security.ErrForbidden), status: http.StatusForbidden, code: "forbidden"},
 
 	// Request bodies refused by the edge's flow control: the node holds
 	// its budget of bodies (come back later), or one came too slowly.

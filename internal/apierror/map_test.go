@@ -107,6 +107,7 @@ func TestFrom(t *testing.T) {
 		{wrap(state.ErrValueTooLarge), 413, "value_too_large", nil},
 
 		{wrap(security.ErrUnauthorized), 401, "unauthorized", nil},
+		{wrap(security.ErrForbidden), 403, "forbidden", nil},
 
 		// Request bodies refused at the edge.
 		{wrap(&throttle.BudgetError{App: "a", Scope: throttle.ScopeNode, Limit: 1 << 20, Body: 1 << 10, Fits: true}), 503, "body_budget", http.Header{"Retry-After": {"1"}, "Connection": {"close"}}},

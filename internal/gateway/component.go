@@ -76,7 +76,11 @@ func (g *Gateway) Validate(_ context.Context, rev *model.Revision) error {
 	}
 	g.mu.Lock()
 	others := g.othersRoutes(rev.App)
+	err := g.checkAuth(rev)
 	g.mu.Unlock()
+	if err != nil {
+		return err
+	}
 	return model.FindOverlap(ownRoutes(rev), others)
 }
 
@@ -116,11 +120,12 @@ func (g *Gateway) Close(context.Context) error { return nil }
 
 // swap builds the table of revs and serves it; g.mu is held.
 func (g *Gateway) swap(revs map[string]*model.Revision) error {
-	mux, err := g.buildTable(revs)
+	mux, verifiers, err := g.buildTable(revs)
 	if err != nil {
 		return err
 	}
 	g.revs = revs
+	g.verifiers = verifiers
 	g.table.Store(mux)
 	return nil
 }

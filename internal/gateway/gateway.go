@@ -13,6 +13,7 @@ import (
 	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 	"github.com/nimbus-dev/nimbus/internal/scheduler"
+	"github.com/nimbus-dev/nimbus/internal/security/jwtauth"
 	"github.com/nimbus-dev/nimbus/internal/telemetry"
 )
 
@@ -37,13 +38,18 @@ type Gateway struct {
 	// replace it with a changed copy.
 	calls atomic.Pointer[Invocations]
 
-	mu   sync.Mutex                 // serializes changes of revs, the table built from them, and calls
+	mu   sync.Mutex                 // serializes changes of revs, the table built from them, calls and auth
 	revs map[string]*model.Revision // app -> revision whose routes are served
+	// auth is how routes with auth are checked (SetAuth); verifiers are
+	// the JWT verifiers of the served routes, by configuration, kept
+	// across table swaps so their cached keys survive a redeploy.
+	auth      authConfig
+	verifiers map[string]*jwtauth.Verifier
 }
 
 // New creates a gateway with no routes whose invocations inv runs.
 func New(inv Invoker, logger *slog.Logger) *Gateway {
-	g := &Gateway{revs: map[string]*model.Revision{}}
+	g := &Gateway{revs: map[string]*model.Revision{}, verifiers: map[string]*jwtauth.Verifier{}}
 	g.calls.Store(&Invocations{Invoker: inv, Logger: logger})
 	g.table.Store(g.newMux())
 	return g
@@ -86,15 +92,20 @@ func (g *Gateway) newMux() *http.ServeMux {
 }
 
 // buildTable is the routing table serving the given revisions and the
-// built-in routes. ServeMux panics on a conflicting or invalid pattern;
-// Validate refuses those first, this is the last line.
-func (g *Gateway) buildTable(revs map[string]*model.Revision) (mux *http.ServeMux, err error) {
+// built-in routes, and the JWT verifiers its routes use. ServeMux panics on
+// a conflicting or invalid pattern; Validate refuses those first, this is
+// the last line. g.mu is held.
+func (g *Gateway) buildTable(revs map[string]*model.Revision) (mux *http.ServeMux, verifiers map[string]*jwtauth.Verifier, err error) {
 	mux = g.newMux()
+	verifiers = map[string]*jwtauth.Verifier{}
 	defer func() {
 		if r := recover(); r != nil {
 			mux, err = nil, fmt.Errorf("%w: routing table: %v", model.ErrConflict, r)
 		}
 	}()
+	if err := g.checkAuthKeys(revs); err != nil {
+		return nil, nil, err
+	}
 	for _, rev := range revs {
 		for _, fn := range rev.Functions {
 			for _, rt := range fn.Routes {
@@ -102,11 +113,20 @@ func (g *Gateway) buildTable(revs map[string]*model.Revision) (mux *http.ServeMu
 				if rt.Method != "" {
 					pattern = rt.Method + " " + rt.Path
 				}
-				mux.Handle(pattern, &route{g: g, app: rev.App, fn: fn, pattern: pattern, params: wildcards(rt.Path)})
+				h := &route{g: g, app: rev.App, fn: fn, pattern: pattern, params: wildcards(rt.Path)}
+				if rt.Auth != nil {
+					h.auth = &routeAuth{spec: rt.Auth, keys: g.auth.keys}
+					if rt.Auth.Type == model.AuthJWT {
+						if h.auth.jwt, err = g.verifier(rt.Auth, verifiers); err != nil {
+							return nil, nil, fmt.Errorf("app %s: route %q: %w", rev.App, rt.Pattern(), err)
+						}
+					}
+				}
+				mux.Handle(pattern, h)
 			}
 		}
 	}
-	return mux, nil
+	return mux, verifiers, nil
 }
 
 // ServeHTTP dispatches to the current routing table.
@@ -176,9 +196,14 @@ type route struct {
 	fn      model.Function
 	pattern string
 	params  []string
+	auth    *routeAuth // nil: public
 }
 
 func (rt *route) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	stripAuthHeaders(r.Header)
+	if rt.auth != nil && !rt.authorize(w, r) {
+		return
+	}
 	tc := telemetry.Continue(r.Header.Get("traceparent"))
 	req := &runtime.Request{
 		Method:       r.Method,

@@ -73,6 +73,7 @@ var Known = []Guest{
 	{"internal/server/testdata/kvwatch", Reactor},
 	{"internal/server/testdata/counter", Reactor},
 	{"internal/server/testdata/egress", Reactor},
+	{"internal/server/testdata/whoami", Reactor},
 	{"examples/hello/hello", Reactor},
 	{"examples/wagi/wagi", Command},
 	{"examples/counter/counter", Reactor},

@@ -171,3 +171,27 @@ func TestSuggest(t *testing.T) {
 		}
 	}
 }
+
+// TestJWKSFileIsReadAtLoad: jwks_file is read relative to the manifest,
+// so the deploy carries the keys and the node needs no access to the file.
+func TestJWKSFileIsReadAtLoad(t *testing.T) {
+	dir := t.TempDir()
+	set := `{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"k1","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}`
+	if err := os.MkdirAll(filepath.Join(dir, "keys"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "keys", "jwks.json"), []byte(set), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	yml := "app: shop\nfunctions:\n  f:\n    module: f.wasm\n    routes:\n      - path: /me\n        auth: {type: jwt, issuer: i, audience: a, jwks_file: keys/jwks.json}\n"
+	if err := os.WriteFile(filepath.Join(dir, "nimbus.yaml"), []byte(yml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m, err := Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Functions[0].Routes[0].Auth; got == nil || got.JWKS != set || got.JWKSURL != "" {
+		t.Fatalf("auth = %+v, want the file's key set inline", got)
+	}
+}

@@ -24,7 +24,7 @@ var (
 		"max_instances", "max_request_body", "max_response_body", "env", "capabilities", "routes",
 		"triggers", "flow", "async", "kind"}
 	buildFields = []string{"command", "dir"}
-	routeFields = []string{"method", "path"}
+	routeFields = []string{"method", "path", "auth"}
 )
 
 var (

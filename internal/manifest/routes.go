@@ -104,6 +104,9 @@ func (p *parser) routeMap(n *yaml.Node, field string) (model.Route, bool) {
 	} else {
 		p.missing(fields, n, field, "path", "required field is missing: give the route's path, such as /hello/{name}")
 	}
+	if kv, ok := fields.get("auth"); ok {
+		r.Auth, _ = p.auth(kv.value, field+".auth")
+	}
 	if len(p.errs) > before {
 		return r, false
 	}
@@ -159,7 +162,7 @@ func (p *parser) checkRoutes() {
 		}
 		// Find which earlier route it conflicts with, to name both.
 		for _, q := range ok {
-			if q.r == r.r {
+			if q.pattern() == r.pattern() {
 				p.errorf(r.node, r.field, "route %q is declared twice: also by function %s at %s", r.pattern(), q.function, p.pos(q.node))
 				break
 			}

@@ -82,6 +82,7 @@ func TestSchemaFields(t *testing.T) {
 		{"function", function, functionFields},
 		{"build", v.resolve(function["properties"].(map[string]any)["build"].(map[string]any)), buildFields},
 		{"route", routeObj, routeFields},
+		{"route auth", obj("$defs", "routeAuth"), authFields},
 		{"topic", obj("$defs", "topic"), topicFields},
 		{"bucket", obj("$defs", "bucket"), bucketFields},
 		{"topic trigger", v.resolve(triggerAlt(t, obj("$defs", "trigger"), "topic")), topicTriggerFields},
@@ -261,7 +262,7 @@ func TestSchemaRejectsBadGolden(t *testing.T) {
 		"trigger-field-of-other-kind", "rate-bad", "key-concurrency-without-key", "priority-out-of-range",
 		"ordering-key-bad", "flow-key-bad", "capability-bad-access", "capability-forms", "capability-publish-dead-letter",
 		"topics-list", "topic-bad-options", "bucket-bad-options", "retry-bad", "bucket-trigger-bad", "filter-bad",
-		"triggers-not-list", "trigger-not-map", "flow-bad", "trigger-name-duplicate",
+		"triggers-not-list", "trigger-not-map", "flow-bad", "trigger-name-duplicate", "route-auth-bad",
 	} {
 		data, err := os.ReadFile(filepath.Join("testdata", "errors", name+".yaml"))
 		if err != nil {

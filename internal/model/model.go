@@ -55,6 +55,10 @@ type Route struct {
 	Method string `json:"method,omitempty"`
 	// Path is a net/http ServeMux path pattern: "/users/{id}", "/static/{path...}".
 	Path string `json:"path"`
+	// Auth is what a request must carry for the function to run; nil: the
+	// route is public. Omitted when nil, so public routes keep the ids they
+	// had before route auth existed.
+	Auth *RouteAuth `json:"auth,omitempty"`
 }
 
 // Revision is one immutable deployment of an app.

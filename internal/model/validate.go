@@ -109,10 +109,17 @@ func canonical(f Function) (Function, error) {
 	if len(f.Routes) > maxRoutes {
 		return bad("%d routes, over the limit of %d", len(f.Routes), maxRoutes)
 	}
-	for _, rt := range f.Routes {
+	routes := make([]Route, len(f.Routes))
+	for i, rt := range f.Routes {
 		if err := checkRoute(rt); err != nil {
 			return bad("%v", err)
 		}
+		auth, err := CheckRouteAuth(rt.Auth)
+		if err != nil {
+			return bad("route %q: %v", rt.Pattern(), err)
+		}
+		rt.Auth = auth
+		routes[i] = rt
 	}
 
 	c := f
@@ -130,14 +137,18 @@ func canonical(f Function) (Function, error) {
 	}
 	c.Routes = nil
 	if len(f.Routes) > 0 {
-		c.Routes = slices.Clone(f.Routes)
-		slices.SortFunc(c.Routes, func(a, b Route) int {
+		c.Routes = routes
+		slices.SortStableFunc(c.Routes, func(a, b Route) int {
 			if c := strings.Compare(a.Path, b.Path); c != 0 {
 				return c
 			}
 			return strings.Compare(a.Method, b.Method)
 		})
-		c.Routes = slices.Compact(c.Routes)
+		// A route declared twice alike is one route; declared twice with
+		// different auth, both stay and checkOwnRoutes refuses the pair.
+		c.Routes = slices.CompactFunc(c.Routes, func(a, b Route) bool {
+			return a.Method == b.Method && a.Path == b.Path && a.Auth.Equal(b.Auth)
+		})
 	}
 	return c, nil
 }

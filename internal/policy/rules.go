@@ -209,28 +209,18 @@ func InputOf(rev *model.Revision, tenant string) Input {
 
 // routeAuth is what rt requires of a request, as rules see it: "none"
 // for a public route, else the auth's type ("key", "jwt").
-//
-// Route auth is being added beside this work (model.Route.Auth, a
-// *RouteAuth whose Type is "key" or "jwt", nil for public). Until both
-// meet, the field is read by name, so the rules' view is right the moment
-// it lands rather than "none" for every route; once it is in the model
-// this becomes: if rt.Auth != nil { return rt.Auth.Type }.
 func routeAuth(rt model.Route) string {
-	f := reflect.ValueOf(rt).FieldByName("Auth")
-	if !f.IsValid() || f.Kind() != reflect.Pointer || f.IsNil() {
+	if rt.Auth == nil || rt.Auth.Type == "" {
 		return AuthNone
 	}
-	if t := f.Elem().FieldByName("Type"); t.IsValid() && t.Kind() == reflect.String && t.String() != "" {
-		return t.String()
-	}
-	return AuthNone
+	return rt.Auth.Type
 }
 
 // Route auth values (Route.Auth).
 const (
 	AuthNone = "none"
-	AuthKey  = "key"
-	AuthJWT  = "jwt"
+	AuthKey  = model.AuthKey
+	AuthJWT  = model.AuthJWT
 )
 
 func (in Input) vars() map[string]any {

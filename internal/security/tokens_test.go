@@ -19,7 +19,7 @@ import (
 
 // openStore opens a real embedded JetStream store in a fresh directory and
 // closes it when the test ends.
-func openStore(t *testing.T, dir string) *store.Store {
+func openStore(t testing.TB, dir string) *store.Store {
 	t.Helper()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	st, err := store.Open(context.Background(), store.Options{DataDir: dir, Logger: quiet})

@@ -30,6 +30,7 @@ import (
 	"github.com/nimbus-dev/nimbus/internal/runtime/wasm/hostfn"
 	"github.com/nimbus-dev/nimbus/internal/scheduler"
 	"github.com/nimbus-dev/nimbus/internal/security"
+	"github.com/nimbus-dev/nimbus/internal/security/jwtauth"
 	"github.com/nimbus-dev/nimbus/internal/state"
 	"github.com/nimbus-dev/nimbus/internal/store"
 	"github.com/nimbus-dev/nimbus/internal/telemetry"
@@ -283,6 +284,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	s.reg = registry.New(s.store.Registry(), s.store)
 	s.tokens = security.NewTokens(s.store.Security())
+	// Routes with auth: keys of the app's tenant, JWTs whose keys are
+	// fetched through the egress guard. Set before restore provisions.
+	s.gw.SetAuth(&routeKeys{tokens: s.tokens, reg: s.reg}, jwtauth.Options{Client: jwksClient(s.caps.Fetch.Guard())})
 
 	token, created, err := s.tokens.EnsureAdmin(ctx)
 	if err != nil {
