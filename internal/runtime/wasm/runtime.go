@@ -68,10 +68,20 @@ func callDone(ctx context.Context) error {
 	return nil
 }
 
-// Rewrite returns wasm as Load compiles it: instrumented with the
-// interruption check (imported as nimbus_runtime.interrupt_check, () ->
-// (i32), returning the fuel until the next check), with its data segments
-// merged and its mutable globals exported (snapshotGlobals). Load calls it; benchmarks use it to run the same code on
+// loadOptions is rewriteOptions plus moving the data segments out into
+// an image (wasmrw.Options.DataImage), which only this package's
+// allocator knows to lay into memory.
+var loadOptions = func() wasmrw.Options {
+	o := rewriteOptions
+	o.DataImage = true
+	return o
+}()
+
+// Rewrite returns wasm as Load compiles it, except that it keeps its data
+// segments: instrumented with the interruption check (imported as
+// nimbus_runtime.interrupt_check, () -> (i32), returning the fuel until the
+// next check), with its data segments merged and its mutable globals
+// exported (snapshotGlobals). Benchmarks use it to run the same code on
 // plain wazero.
 func Rewrite(wasm []byte) ([]byte, error) {
 	out, _, err := wasmrw.Rewrite(wasm, rewriteOptions)
@@ -199,7 +209,14 @@ func (r *Runtime) Load(ctx context.Context, spec runtime.Spec) (runtime.Module, 
 		return nil, invalid("unsupported WebAssembly binary version %x (want 1)", b[4:8])
 	}
 	start := time.Now()
-	b, stats, err := wasmrw.Rewrite(b, rewriteOptions)
+	orig := b
+	b, stats, err := wasmrw.Rewrite(b, loadOptions)
+	if err == nil && stats.Image != nil && !imageFits(b, int64(len(stats.Image))) {
+		// The segments reach past the initial memory (instantiation fails,
+		// as it should, only with them in the module) or the memory is not
+		// exported, so its initial size is unknown here: keep them.
+		b, stats, err = wasmrw.Rewrite(orig, rewriteOptions)
+	}
 	switch {
 	case errors.Is(err, wasmrw.ErrReserved):
 		return nil, invalid("%v: %q belongs to Nimbus", err, interruptModule)
@@ -227,11 +244,15 @@ func (r *Runtime) Load(ctx context.Context, spec runtime.Spec) (runtime.Module, 
 		compiled.Close(ctx)
 		return nil, invalid("%s", why)
 	}
-	m.snapOK = m.contract == runtime.ContractSDK && snapshottable(stats, m.initialize)
-	m.snapGlobals, m.dataEnd = stats.Globals, stats.DataEnd
+	m.image = newDataImage(stats.Image)
+	// A snapshot restores memory by mapping it, so the module must not
+	// write data segments over it at instantiation.
+	dataInModule := stats.Image == nil && stats.DataEnd != 0
+	m.snapOK = m.contract == runtime.ContractSDK && snapshottable(stats, m.initialize) && !dataInModule
+	m.snapGlobals = stats.Globals
 	r.logger.Debug("module loaded", "app", spec.App, "function", spec.Function, "revision", spec.Revision,
 		"contract", string(m.contract), "bytes", len(spec.Artifact), "rewrite_seconds", rewrite.Seconds(),
-		"checks", stats.Checks, "data_segments", stats.DataSegments, "merged_data_segments", stats.MergedSegments, "snapshot", m.snapOK,
+		"checks", stats.Checks, "data_segments", stats.DataSegments, "merged_data_segments", stats.MergedSegments, "data_image_bytes", len(stats.Image), "snapshot", m.snapOK,
 		"compile_seconds", time.Since(start).Seconds())
 	return m, nil
 }
@@ -332,4 +353,11 @@ func sortedEnv(env map[string]string) []envVar {
 	}
 	slices.SortFunc(out, func(a, b envVar) int { return strings.Compare(a.k, b.k) })
 	return out
+}
+
+// imageFits reports whether a data image of n bytes fits the initial size
+// of module b's exported memory.
+func imageFits(b []byte, n int64) bool {
+	min, ok := wasmrw.InitialMemory(b)
+	return ok && n <= int64(min)*pageSize
 }

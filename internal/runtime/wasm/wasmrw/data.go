@@ -146,3 +146,82 @@ func dataEnd(p []byte) int64 {
 	}
 	return end
 }
+
+// moveData returns the data section p with every active segment emptied
+// (kept, at its offset, so that segment indexes and instantiation's bounds
+// check of the offset stay) and the image of memory [0, end) the segments
+// wrote. It returns img == nil when the active segments are not all in
+// memory 0 at constant offsets without overlap: then the order in which
+// they are applied would matter, and they stay.
+func moveData(p []byte, end int64) (out, img []byte, err error) {
+	if end <= 0 || end > 1<<32 {
+		return p, nil, nil
+	}
+	r := &reader{b: p}
+	count := r.u32()
+	img = make([]byte, end)
+	var spans [][2]int64
+	out = appendU32(make([]byte, 0, 64), count)
+	for i := uint32(0); i < count && r.err == nil; i++ {
+		start := r.pos
+		switch flags := r.u32(); flags {
+		case 0:
+			if r.byte() != opI32Const {
+				return p, nil, nil
+			}
+			off := uint32(r.s32())
+			if r.byte() != opEnd {
+				return p, nil, nil
+			}
+			data := r.bytes(r.u32())
+			if r.err != nil {
+				break
+			}
+			lo, hi := int64(off), int64(off)+int64(len(data))
+			spans = append(spans, [2]int64{lo, hi})
+			copy(img[lo:hi], data)
+			out = append(out, 0, opI32Const)
+			out = appendS32(out, int32(off))
+			out = append(out, opEnd, 0)
+		case 1:
+			r.bytes(r.u32())
+			out = append(out, p[start:r.pos]...)
+		default:
+			return p, nil, nil
+		}
+	}
+	if r.err != nil {
+		return nil, nil, r.err
+	}
+	slices.SortFunc(spans, func(a, b [2]int64) int { return cmp.Compare(a[0], b[0]) })
+	for i := 1; i < len(spans); i++ {
+		if spans[i][0] < spans[i-1][1] {
+			return p, nil, nil // overlapping: the order of application matters
+		}
+	}
+	return out, img, nil
+}
+
+// InitialMemory returns the initial size in pages of the memory module b
+// defines, and false when it defines none (or b is malformed).
+func InitialMemory(b []byte) (pages uint32, ok bool) {
+	if len(b) < 8 {
+		return 0, false
+	}
+	r := &reader{b: b, pos: 8}
+	for !r.done() && r.err == nil {
+		id := r.byte()
+		p := r.bytes(r.u32())
+		if id != secMemory {
+			continue
+		}
+		m := &reader{b: p}
+		if m.u32() == 0 {
+			return 0, false
+		}
+		m.byte() // flags
+		pages = m.u32()
+		return pages, m.err == nil
+	}
+	return 0, false
+}

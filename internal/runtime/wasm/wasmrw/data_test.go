@@ -90,3 +90,50 @@ func TestMergeDataKeepsPassiveAndGlobalOffsets(t *testing.T) {
 		t.Errorf("got %d -> %d segments, fill %d, % x; want 3 -> 2, fill 2, % x", n, m, fill, out, want)
 	}
 }
+
+// TestDataImage: the stripped module's memory with the image laid over it
+// is the original module's memory after instantiation; where the segments
+// cannot be moved out (overlapping, a computed offset) the module keeps
+// them and there is no image.
+func TestDataImage(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		data  []wasmbin.Data
+		image bool
+	}{
+		{"disjoint, out of order", []wasmbin.Data{{Offset: 300, Bytes: []byte("gh")}, {Offset: 0, Bytes: []byte("ab")}, {Offset: 12, Bytes: []byte("ef")}}, true},
+		{"with empty segments", []wasmbin.Data{{Offset: 5, Bytes: nil}, {Offset: 6, Bytes: []byte("y")}}, true},
+		{"overlapping", []wasmbin.Data{{Offset: 0, Bytes: []byte("abcd")}, {Offset: 2, Bytes: []byte("XY")}}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			orig := dataModule(tc.data...)
+			for _, merge := range []int{0, 64} {
+				out, st, err := Rewrite(orig, Options{MergeDataGap: merge, DataImage: true})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if (st.Image != nil) != tc.image {
+					t.Fatalf("merge %d: image %q, want one: %v", merge, st.Image, tc.image)
+				}
+				got := memoryAfterInstantiation(t, out)
+				if st.Image != nil {
+					if int64(len(st.Image)) != st.DataEnd {
+						t.Errorf("image of %d bytes, DataEnd %d", len(st.Image), st.DataEnd)
+					}
+					if bytes.ContainsAny(got, "abcdefghyXY") {
+						t.Errorf("merge %d: the stripped module still writes data", merge)
+					}
+					copy(got, st.Image)
+				}
+				if !bytes.Equal(memoryAfterInstantiation(t, orig), got) {
+					t.Errorf("merge %d: memory differs after instantiation", merge)
+				}
+			}
+		})
+	}
+	// A segment at a computed offset keeps every segment in the module.
+	payload := []byte{2, 0, 0x41, 0, 0x0b, 2, 'a', 'b', 0, 0x23, 0, 0x0b, 1, 'g'}
+	if out, img, err := moveData(payload, 2); err != nil || img != nil || !bytes.Equal(out, payload) {
+		t.Errorf("moveData with a global offset = % x, %q, %v; want the section unchanged and no image", out, img, err)
+	}
+}
