@@ -11,6 +11,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nimbus-dev/nimbus/internal/runtime/wasm/wasmrw"
 )
 
 var hostPage = os.Getpagesize()
@@ -47,29 +49,29 @@ func (b *fdBox) close() {
 
 func (f *imageFile) ok() bool { return f.box != nil }
 
-func (f *imageFile) create(im *memImage, b []byte) error {
+func (f *imageFile) create(im *memImage, segs []wasmrw.Segment) error {
 	fd, err := unix.MemfdCreate("nimbus-wasm-image", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 	if err != nil {
 		return fmt.Errorf("memfd_create: %w", err)
 	}
-	n := roundUpPage(uint64(len(b)))
+	n := roundUpPage(uint64(im.size))
 	if err := unix.Ftruncate(fd, int64(n)); err != nil {
 		unix.Close(fd)
 		return fmt.Errorf("ftruncate image: %w", err)
 	}
 	zero := make([]byte, hostPage)
-	for pg := 0; pg < len(b); pg += hostPage {
-		page := b[pg:min(pg+hostPage, len(b))]
-		if bytes.Equal(page, zero[:len(page)]) {
-			continue
-		}
-		for off := pg; len(page) > 0; {
-			w, err := unix.Pwrite(fd, page, int64(off))
-			if err != nil {
-				unix.Close(fd)
-				return fmt.Errorf("write image: %w", err)
+	for _, s := range segs {
+		// In chunks that end on page boundaries, skipping chunks of zeros.
+		for off := int(s.Offset); off < int(s.Offset)+len(s.Data); {
+			end := min((off/hostPage+1)*hostPage, int(s.Offset)+len(s.Data))
+			chunk := s.Data[off-int(s.Offset) : end-int(s.Offset)]
+			if !bytes.Equal(chunk, zero[:len(chunk)]) {
+				if err := pwriteAll(fd, chunk, off); err != nil {
+					unix.Close(fd)
+					return err
+				}
 			}
-			page, off = page[w:], off+w
+			off = end
 		}
 	}
 	// Sealed, the file cannot change under the instances mapping it.
@@ -79,22 +81,33 @@ func (f *imageFile) create(im *memImage, b []byte) error {
 	return nil
 }
 
-// read returns the file's first size bytes, or nil once it is closed.
-func (f *imageFile) read(size int) []byte {
+func pwriteAll(fd int, b []byte, off int) error {
+	for len(b) > 0 {
+		n, err := unix.Pwrite(fd, b, int64(off))
+		if err != nil {
+			return fmt.Errorf("write image: %w", err)
+		}
+		b, off = b[n:], off+n
+	}
+	return nil
+}
+
+// read fills dst from the file's start; it returns false once the file is
+// closed.
+func (f *imageFile) read(dst []byte) bool {
 	f.box.mu.Lock()
 	defer f.box.mu.Unlock()
 	if f.box.fd < 0 {
-		return nil
+		return false
 	}
-	b := make([]byte, size)
-	for off := 0; off < size; {
-		n, err := unix.Pread(f.box.fd, b[off:], int64(off))
+	for off := 0; off < len(dst); {
+		n, err := unix.Pread(f.box.fd, dst[off:], int64(off))
 		if err != nil || n == 0 {
-			return nil
+			return false
 		}
 		off += n
 	}
-	return b
+	return true
 }
 
 func (f *imageFile) close() {
@@ -146,8 +159,8 @@ func newMmapMemory(a *cappedAllocator, capacity, max uint64) *mmapMemory {
 		return nil
 	}
 	f, hasFile := a.image.mapped()
-	if !hasFile && (a.image.bytes() != nil || capacity < minMappedMemory) {
-		return nil // a small memory, or an image copied from bytes: in the Go heap
+	if !hasFile && (a.image.len() > 0 || capacity < minMappedMemory) {
+		return nil // a small memory, or a small image: in the Go heap
 	}
 	base, err := unix.MmapPtr(-1, 0, nil, uintptr(reserve), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
 	if err != nil {

@@ -56,18 +56,17 @@ type heapMemory struct {
 }
 
 func newHeapMemory(a *cappedAllocator, capacity uint64) *heapMemory {
-	img := a.image.bytes()
-	if a.image != nil && a.image.size > 0 && (img == nil || uint64(len(img)) > a.limit) {
-		// The image is gone (its module closed) or larger than allowed:
-		// no memory, which fails the instantiation.
+	size := uint64(a.image.len())
+	if size > a.limit {
+		return &heapMemory{a: a, dead: true} // fails the instantiation
+	}
+	buf := make([]byte, max(capacity, size), max(min(capacity, a.limit), size))
+	if !a.image.copyTo(buf) {
+		// The image is gone (its module closed): no memory, which fails
+		// the instantiation.
 		return &heapMemory{a: a, dead: true}
 	}
-	if img != nil {
-		// append copies into memory it does not clear first.
-		buf := append(make([]byte, 0, max(capacity, uint64(len(img)))), img...)
-		return &heapMemory{a: a, buf: buf[:0]}
-	}
-	return &heapMemory{a: a, buf: make([]byte, 0, min(capacity, a.limit))}
+	return &heapMemory{a: a, buf: buf[:0]}
 }
 
 // Reallocate grows the memory to size bytes, keeping its contents; it

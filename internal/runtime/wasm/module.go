@@ -24,7 +24,9 @@ type module struct {
 	rt       *Runtime
 	app      string
 	function string
+	code     *code // shared with the functions loaded from the same artifact
 	compiled wazero.CompiledModule
+	closed   atomic.Bool
 	contract runtime.Contract
 	// initialize is set for reactors exporting _initialize.
 	initialize bool
@@ -37,7 +39,8 @@ type module struct {
 	snapGlobals []string
 	snap        atomic.Pointer[snapshot]
 	// image is the data segments Load moved out of the module
-	// (wasmrw.Options.DataImage): every memory starts as it, or as snap.
+	// (wasmrw.Options.DataImage; code.image): every memory starts as it,
+	// or as snap.
 	image  *memImage
 	limits runtime.Limits
 	grants capability.Grants
@@ -59,11 +62,13 @@ func (m *module) Reusable() bool { return m.contract == runtime.ContractSDK }
 func (m *module) MaxConcurrency() int { return 1 }
 
 func (m *module) Close(ctx context.Context) error {
-	m.image.close()
+	if m.closed.Swap(true) {
+		return nil
+	}
 	if s := m.snap.Load(); s != nil {
 		s.memory.close()
 	}
-	return m.compiled.Close(ctx)
+	return m.rt.release(ctx, m.code)
 }
 
 // NewInstance implements runtime.Module. For the SDK contract it

@@ -3,11 +3,13 @@ package wasm
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tetratelabs/wazero"
@@ -125,6 +127,9 @@ type Runtime struct {
 	rt     wazero.Runtime
 	// provided lists, per allowed import module, the functions it exports.
 	provided map[string]map[string]api.FunctionDefinition
+	mu       sync.Mutex
+	// codes are the loaded artifacts' code by the SHA-256 of the artifact.
+	codes map[[sha256.Size]byte]*code
 }
 
 var _ runtime.Runtime = (*Runtime)(nil)
@@ -154,7 +159,7 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		WithCompilationCache(cache).
 		WithCloseOnContextDone(false)
 	rt := wazero.NewRuntimeWithConfig(ctx, rcfg)
-	r := &Runtime{logger: logger, cache: cache, rt: rt, provided: map[string]map[string]api.FunctionDefinition{}}
+	r := &Runtime{logger: logger, cache: cache, rt: rt, provided: map[string]map[string]api.FunctionDefinition{}, codes: map[[sha256.Size]byte]*code{}}
 	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
 		r.Close(ctx)
 		return nil, fmt.Errorf("wasm: instantiate WASI: %w", err)
@@ -209,51 +214,43 @@ func (r *Runtime) Load(ctx context.Context, spec runtime.Spec) (runtime.Module, 
 		return nil, invalid("unsupported WebAssembly binary version %x (want 1)", b[4:8])
 	}
 	start := time.Now()
-	orig := b
-	b, stats, err := wasmrw.Rewrite(b, loadOptions)
-	if err == nil && stats.Image != nil && !imageFits(b, int64(len(stats.Image))) {
-		// The segments reach past the initial memory (instantiation fails,
-		// as it should, only with them in the module) or the memory is not
-		// exported, so its initial size is unknown here: keep them.
-		b, stats, err = wasmrw.Rewrite(orig, rewriteOptions)
-	}
+	c, err := r.acquire(ctx, b)
+	var rwErr *rewriteError
 	switch {
 	case errors.Is(err, wasmrw.ErrReserved):
 		return nil, invalid("%v: %q belongs to Nimbus", err, interruptModule)
-	case err != nil:
+	case errors.As(err, &rwErr):
 		return nil, invalid("does not compile: %v", err)
-	}
-	rewrite := time.Since(start)
-	compiled, err := r.rt.CompileModule(ctx, b)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("load %s/%s: %w", spec.App, spec.Function, ctx.Err())
-		}
+	case err != nil && ctx.Err() != nil:
+		return nil, fmt.Errorf("load %s/%s: %w", spec.App, spec.Function, ctx.Err())
+	case err != nil:
 		return nil, fmt.Errorf("load %s/%s: %w: does not compile: %w", spec.App, spec.Function, runtime.ErrInvalidModule, err)
 	}
 	m := &module{
 		rt:       r,
 		app:      spec.App,
 		function: spec.Function,
-		compiled: compiled,
+		code:     c,
+		compiled: c.compiled,
+		image:    c.image,
 		limits:   lim,
 		grants:   capability.NewGrants(spec.Capabilities),
 		env:      sortedEnv(spec.Env),
 	}
-	if why := r.check(compiled, lim, m); why != "" {
-		compiled.Close(ctx)
+	if why := r.check(c.compiled, lim, m); why != "" {
+		r.release(ctx, c)
 		return nil, invalid("%s", why)
 	}
-	m.image = newDataImage(stats.Image)
+	stats := c.stats
 	// A snapshot restores memory by mapping it, so the module must not
 	// write data segments over it at instantiation.
-	dataInModule := stats.Image == nil && stats.DataEnd != 0
+	dataInModule := c.image == nil && stats.DataEnd != 0
 	m.snapOK = m.contract == runtime.ContractSDK && snapshottable(stats, m.initialize) && !dataInModule
 	m.snapGlobals = stats.Globals
 	r.logger.Debug("module loaded", "app", spec.App, "function", spec.Function, "revision", spec.Revision,
-		"contract", string(m.contract), "bytes", len(spec.Artifact), "rewrite_seconds", rewrite.Seconds(),
-		"checks", stats.Checks, "data_segments", stats.DataSegments, "merged_data_segments", stats.MergedSegments, "data_image_bytes", len(stats.Image), "snapshot", m.snapOK,
-		"compile_seconds", time.Since(start).Seconds())
+		"contract", string(m.contract), "bytes", len(spec.Artifact), "rewrite_seconds", c.rewrite.Seconds(),
+		"checks", stats.Checks, "data_segments", stats.DataSegments, "merged_data_segments", stats.MergedSegments, "data_image_bytes", c.image.len(), "snapshot", m.snapOK,
+		"shared_with", c.refs-1, "load_seconds", time.Since(start).Seconds())
 	return m, nil
 }
 

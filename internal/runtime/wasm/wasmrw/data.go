@@ -1,6 +1,7 @@
 package wasmrw
 
 import (
+	"bytes"
 	"cmp"
 	"slices"
 )
@@ -147,21 +148,24 @@ func dataEnd(p []byte) int64 {
 	return end
 }
 
+// Segment is an active data segment: Data is written at Offset in memory 0
+// at instantiation.
+type Segment struct {
+	Offset uint32
+	Data   []byte
+}
+
 // moveData returns the data section p with every active segment emptied
 // (kept, at its offset, so that segment indexes and instantiation's bounds
-// check of the offset stay) and the image of memory [0, end) the segments
-// wrote. It returns img == nil when the active segments are not all in
-// memory 0 at constant offsets without overlap: then the order in which
-// they are applied would matter, and they stay.
-func moveData(p []byte, end int64) (out, img []byte, err error) {
-	if end <= 0 || end > 1<<32 {
-		return p, nil, nil
-	}
+// check of the offset stay) and the segments, their bytes copied, sorted by
+// offset, without the empty ones. It returns segs == nil when the active
+// segments are not all in memory 0 at constant offsets without overlap:
+// then the order in which they are applied would matter, and they stay.
+func moveData(p []byte) (out []byte, segs []Segment, err error) {
 	r := &reader{b: p}
 	count := r.u32()
-	img = make([]byte, end)
-	var spans [][2]int64
 	out = appendU32(make([]byte, 0, 64), count)
+	segs = []Segment{}
 	for i := uint32(0); i < count && r.err == nil; i++ {
 		start := r.pos
 		switch flags := r.u32(); flags {
@@ -177,9 +181,9 @@ func moveData(p []byte, end int64) (out, img []byte, err error) {
 			if r.err != nil {
 				break
 			}
-			lo, hi := int64(off), int64(off)+int64(len(data))
-			spans = append(spans, [2]int64{lo, hi})
-			copy(img[lo:hi], data)
+			if len(data) > 0 {
+				segs = append(segs, Segment{Offset: off, Data: bytes.Clone(data)})
+			}
 			out = append(out, 0, opI32Const)
 			out = appendS32(out, int32(off))
 			out = append(out, opEnd, 0)
@@ -193,13 +197,13 @@ func moveData(p []byte, end int64) (out, img []byte, err error) {
 	if r.err != nil {
 		return nil, nil, r.err
 	}
-	slices.SortFunc(spans, func(a, b [2]int64) int { return cmp.Compare(a[0], b[0]) })
-	for i := 1; i < len(spans); i++ {
-		if spans[i][0] < spans[i-1][1] {
+	slices.SortStableFunc(segs, func(a, b Segment) int { return cmp.Compare(a.Offset, b.Offset) })
+	for i := 1; i < len(segs); i++ {
+		if uint64(segs[i].Offset) < uint64(segs[i-1].Offset)+uint64(len(segs[i-1].Data)) {
 			return p, nil, nil // overlapping: the order of application matters
 		}
 	}
-	return out, img, nil
+	return out, segs, nil
 }
 
 // InitialMemory returns the initial size in pages of the memory module b

@@ -112,18 +112,20 @@ func TestDataImage(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if (st.Image != nil) != tc.image {
-					t.Fatalf("merge %d: image %q, want one: %v", merge, st.Image, tc.image)
+				if (st.Data != nil) != tc.image {
+					t.Fatalf("merge %d: segments %v, want them moved out: %v", merge, st.Data, tc.image)
 				}
 				got := memoryAfterInstantiation(t, out)
-				if st.Image != nil {
-					if int64(len(st.Image)) != st.DataEnd {
-						t.Errorf("image of %d bytes, DataEnd %d", len(st.Image), st.DataEnd)
-					}
+				if st.Data != nil {
 					if bytes.ContainsAny(got, "abcdefghyXY") {
 						t.Errorf("merge %d: the stripped module still writes data", merge)
 					}
-					copy(got, st.Image)
+					for _, s := range st.Data {
+						if len(s.Data) == 0 {
+							t.Errorf("merge %d: empty segment at %d kept", merge, s.Offset)
+						}
+						copy(got[s.Offset:], s.Data)
+					}
 				}
 				if !bytes.Equal(memoryAfterInstantiation(t, orig), got) {
 					t.Errorf("merge %d: memory differs after instantiation", merge)
@@ -133,7 +135,7 @@ func TestDataImage(t *testing.T) {
 	}
 	// A segment at a computed offset keeps every segment in the module.
 	payload := []byte{2, 0, 0x41, 0, 0x0b, 2, 'a', 'b', 0, 0x23, 0, 0x0b, 1, 'g'}
-	if out, img, err := moveData(payload, 2); err != nil || img != nil || !bytes.Equal(out, payload) {
-		t.Errorf("moveData with a global offset = % x, %q, %v; want the section unchanged and no image", out, img, err)
+	if out, segs, err := moveData(payload); err != nil || segs != nil || !bytes.Equal(out, payload) {
+		t.Errorf("moveData with a global offset = % x, %v, %v; want the section unchanged and no segments", out, segs, err)
 	}
 }

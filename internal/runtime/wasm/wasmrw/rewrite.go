@@ -60,11 +60,11 @@ type Options struct {
 	// (with its memory: a post-init snapshot). It needs Interrupt.
 	ExportGlobals string
 	// DataImage, when set, moves the bytes of the active data segments
-	// out of the module into Stats.Image, leaving each segment empty at its
+	// out of the module into Stats.Data, leaving each segment empty at its
 	// offset: a host that starts every instance's memory as a copy (or a
-	// copy-on-write mapping) of the image then skips applying them. It does
-	// so only when every active segment is in memory 0 at a constant offset,
-	// without overlap (Stats.Image is nil otherwise, and the module keeps
+	// copy-on-write mapping) of them then skips applying them. It does so
+	// only when every active segment is in memory 0 at a constant offset,
+	// without overlap (Stats.Data is nil otherwise, and the module keeps
 	// its data).
 	DataImage bool
 }
@@ -90,10 +90,10 @@ type Stats struct {
 	// segments write at instantiation, or -1 when that is not known (a
 	// segment at a computed offset or in another memory).
 	DataEnd int64
-	// Image is memory from address 0 to DataEnd as the active data
-	// segments leave it (Options.DataImage), or nil when they were not
-	// moved out (none, or not all at constant offsets).
-	Image []byte
+	// Data is the active data segments moved out of the module
+	// (Options.DataImage), by increasing offset, without empty ones; nil
+	// when they were not moved out (none, or not all at constant offsets).
+	Data []Segment
 }
 
 type section struct {
@@ -181,12 +181,12 @@ func (rw *rewriter) run(st *Stats) error {
 	if s := rw.find(secData); s != nil {
 		st.DataEnd = dataEnd(s.payload)
 		if rw.opts.DataImage && st.DataEnd > 0 {
-			p, img, err := moveData(s.payload, st.DataEnd)
+			p, segs, err := moveData(s.payload)
 			if err != nil {
 				return errAt(err, "data section")
 			}
-			if img != nil {
-				s.payload, st.Image = p, img
+			if segs != nil {
+				s.payload, st.Data = p, segs
 			}
 		}
 	}
