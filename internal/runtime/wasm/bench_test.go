@@ -17,6 +17,7 @@ func BenchmarkWarmCall(b *testing.B) {
 	req.Params = map[string]string{"name": "bench"}
 	ctx := context.Background()
 	b.ReportAllocs()
+	defer reportCPU(b)()
 	for b.Loop() {
 		if _, err := inst.Handle(ctx, req); err != nil {
 			b.Fatal(err)
