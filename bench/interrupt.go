@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"time"
 
 	"github.com/tetratelabs/wazero/api"
 
 	"github.com/nimbus-dev/nimbus/internal/guesttest"
+	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 	"github.com/nimbus-dev/nimbus/internal/runtime/wasm"
 	"github.com/nimbus-dev/nimbus/internal/runtime/wasm/wasmbin"
@@ -113,6 +115,11 @@ func runInterrupt(ctx context.Context, b *bench) ([]row, error) {
 	if err != nil {
 		return nil, err
 	}
+	gw, err := interruptGateway(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	lat = append(lat, gw...)
 	call := newRow("interrupt", "Go SDK warm call p50, fuel check (Nimbus)", "µs", calls["instrumented"], "no interruption", calls["none"])
 	call = call.goal("<= 1.3x", call.Ratio <= 1.3)
 	return append([]row{
@@ -192,6 +199,61 @@ func interruptLatency(ctx context.Context, b *bench) ([]row, error) {
 			newRow("interrupt", "timeout to error, "+g.name+": p99 past the deadline", "µs", []float64{us(res.P99)}, "", nil))
 	}
 	return rows, nil
+}
+
+// interruptGateway deploys the looping guest with a 20 ms timeout on an
+// in-process node and reports, for requests through its gateway, how long
+// after the timeout the caller receives its 504: the interruption check,
+// the runtime's error path, the scheduler and the gateway together.
+func interruptGateway(ctx context.Context, b *bench) ([]row, error) {
+	const timeout = 20 * time.Millisecond
+	artifact := spinningSDK(wasmbin.Concat(wasmbin.LoopForever(), wasmbin.I64Const(0)))
+	srv, err := b.startServer(ctx, "interrupt")
+	if err != nil {
+		return nil, err
+	}
+	defer srv.Close(context.Background())
+	if _, err := srv.PutArtifact(ctx, artifact); err != nil {
+		return nil, err
+	}
+	fn := benchFunction(artifact)
+	fn.TimeoutMS = int64(timeout / time.Millisecond)
+	fn.Routes = []model.Route{{Method: "GET", Path: "/spin"}}
+	if _, _, err := srv.Deploy(ctx, "spin", model.Spec{Functions: []model.Function{fn}}); err != nil {
+		return nil, fmt.Errorf("deploy spin: %w", err)
+	}
+	client := loadClient(1)
+	defer client.CloseIdleConnections()
+	url := srv.GatewayURL() + "/spin"
+	var p50, p99 []float64
+	for range b.opts.runs {
+		res, err := measure(ctx, 1, b.opts.duration, 100, func(ctx context.Context) (time.Duration, error) {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+			if err != nil {
+				return 0, err
+			}
+			t0 := time.Now()
+			resp, err := client.Do(req)
+			if err != nil {
+				return 0, err
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			took := time.Since(t0) - timeout
+			if resp.StatusCode != http.StatusGatewayTimeout {
+				return 0, fmt.Errorf("status %d, want 504", resp.StatusCode)
+			}
+			return max(took, 1), nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("gateway: %w", err)
+		}
+		p50, p99 = append(p50, us(res.P50)), append(p99, us(res.P99))
+	}
+	return []row{
+		newRow("interrupt", "timeout to the caller's 504, loop, via gateway: p50 past the deadline", "µs", p50, "", nil),
+		newRow("interrupt", "timeout to the caller's 504, loop, via gateway: p99 past the deadline", "µs", p99, "", nil),
+	}, nil
 }
 
 // spinningSDK is the minimal SDK guest with handleBody as nimbus_handle.

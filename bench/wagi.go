@@ -83,42 +83,57 @@ func runWAGI(ctx context.Context, b *bench) ([]row, error) {
 	for _, c := range clients {
 		defer c.CloseIdleConnections()
 	}
-	ops := map[string]func(context.Context, time.Duration) (loadResult, error){
-		"nimbus": func(ctx context.Context, d time.Duration) (loadResult, error) {
-			return drive(ctx, clients["nimbus"], nimbusURL, wagiWorkers, d)
+	ops := map[string]func(context.Context, int, time.Duration) (loadResult, error){
+		"nimbus": func(ctx context.Context, workers int, d time.Duration) (loadResult, error) {
+			return drive(ctx, clients["nimbus"], nimbusURL, workers, d)
 		},
-		"net/http": func(ctx context.Context, d time.Duration) (loadResult, error) {
-			return drive(ctx, clients["net/http"], rawURL, wagiWorkers, d)
+		"net/http": func(ctx context.Context, workers int, d time.Duration) (loadResult, error) {
+			return drive(ctx, clients["net/http"], rawURL, workers, d)
 		},
-		"wazero": func(ctx context.Context, d time.Duration) (loadResult, error) {
-			return measure(ctx, wagiWorkers, d, maxRequests, rawRun)
+		"wazero": func(ctx context.Context, workers int, d time.Duration) (loadResult, error) {
+			return measure(ctx, workers, d, maxRequests, rawRun)
 		},
 	}
 	sides := []string{"nimbus", "net/http", "wazero"}
 	for _, side := range sides {
-		if _, err := ops[side](ctx, min(b.opts.duration/4, 500*time.Millisecond)); err != nil {
+		if _, err := ops[side](ctx, wagiWorkers, min(b.opts.duration/4, 500*time.Millisecond)); err != nil {
 			return nil, fmt.Errorf("warm up %s: %w", side, err)
 		}
 	}
 	rps := map[string][]float64{}
 	p50 := map[string][]float64{}
 	p99 := map[string][]float64{}
+	// One worker: the latency of a request alone, which 8 workers on 2
+	// CPUs multiply by their queueing.
+	p50one := map[string][]float64{}
+	p99one := map[string][]float64{}
 	for i := range b.opts.runs {
 		for j := range sides {
 			side := sides[(i+j)%len(sides)]
-			res, err := ops[side](ctx, b.opts.duration)
+			res, err := ops[side](ctx, wagiWorkers, b.opts.duration)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", side, err)
 			}
 			rps[side] = append(rps[side], res.RPS())
 			p50[side] = append(p50[side], ms(res.P50))
 			p99[side] = append(p99[side], ms(res.P99))
+			one, err := ops[side](ctx, 1, b.opts.duration/2)
+			if err != nil {
+				return nil, fmt.Errorf("%s, 1 worker: %w", side, err)
+			}
+			p50one[side] = append(p50one[side], ms(one.P50))
+			p99one[side] = append(p99one[side], ms(one.P99))
 			if b.opts.verbose {
-				progress("   run %d %-8s %8.0f req/s p50 %.3fms p99 %.3fms", i+1, side, res.RPS(), ms(res.P50), ms(res.P99))
+				progress("   run %d %-8s %8.0f req/s p50 %.3fms p99 %.3fms; 1 worker p50 %.3fms", i+1, side, res.RPS(), ms(res.P50), ms(res.P99), ms(one.P50))
 			}
 		}
 	}
-	var rows []row
+	one := newRow("wagi", "p50, 1 worker", "ms", p50one["nimbus"], "wazero", p50one["wazero"])
+	rows := []row{
+		one.goal("<= 2 ms", one.Nimbus <= 2),
+		newRow("wagi", "p99, 1 worker", "ms", p99one["nimbus"], "wazero", p99one["wazero"]),
+		newRow("wagi", "p50, 1 worker", "ms", p50one["nimbus"], "net/http", p50one["net/http"]),
+	}
 	for _, base := range []string{"net/http", "wazero"} {
 		rows = append(rows,
 			newRow("wagi", fmt.Sprintf("req/s, %d workers", wagiWorkers), "req/s", rps["nimbus"], base, rps[base]),

@@ -38,11 +38,17 @@ var errPoolClosed = errors.New("function revision retired")
 // it either takes a slot, starts an instance, or waits for a start or a
 // release to wake it.
 type pool struct {
-	app     string
-	fn      model.Function
-	mod     runtime.Module
-	metrics *telemetry.FunctionMetrics
-	now     func() time.Time
+	app string
+	fn  model.Function
+	mod runtime.Module
+	now func() time.Time
+	// newMetrics makes the function's metric series, at the first
+	// instance or invocation (metrics): each labelled series costs memory
+	// (about 5 KB for a function's six), which a node holding thousands of
+	// deployed but idle functions should not pay.
+	newMetrics  func() *telemetry.FunctionMetrics
+	metricsOnce sync.Once
+	fm          *telemetry.FunctionMetrics
 
 	// The function's flow control (manifest flow:), applied before an
 	// instance is taken. A nil limiter has no limits.
@@ -70,7 +76,7 @@ type instance struct {
 	broken   bool      // a request failed on it: it takes no more and closes when the last returns
 }
 
-func newPool(app string, fn model.Function, mod runtime.Module, m *telemetry.FunctionMetrics, now func() time.Time) (*pool, error) {
+func newPool(app string, fn model.Function, mod runtime.Module, m func() *telemetry.FunctionMetrics, now func() time.Time) (*pool, error) {
 	n := fn.MaxInstances
 	if n <= 0 {
 		n = 1
@@ -79,7 +85,7 @@ func newPool(app string, fn model.Function, mod runtime.Module, m *telemetry.Fun
 	if !mod.Reusable() {
 		slots = 1 // a single-use instance serves one request in its life
 	}
-	p := &pool{app: app, fn: fn, mod: mod, metrics: m, now: now, max: n, slots: slots,
+	p := &pool{app: app, fn: fn, mod: mod, newMetrics: m, now: now, max: n, slots: slots,
 		tokens: make(chan struct{}, n*slots), priority: throttle.PriorityOf(fn.Flow)}
 	if policy := throttle.PolicyOf(fn.Flow); !policy.IsZero() {
 		lim, err := throttle.NewLimiter(policy, nil)
@@ -172,7 +178,7 @@ func (p *pool) acquire(ctx context.Context) (*instance, time.Duration, error) {
 		return nil, 0, fmt.Errorf("start instance of %s/%s: %w", p.app, p.fn.Name, err)
 	}
 	cold := max(time.Since(start), time.Nanosecond)
-	p.metrics.ColdStart(cold)
+	p.metrics().ColdStart(cold)
 	inst := &instance{Instance: ri, inflight: 1}
 	if p.slots > 1 {
 		p.mu.Lock()
@@ -316,4 +322,10 @@ func (p *pool) counts() (idle, busy int) {
 }
 
 // gauge updates the instance gauges; p.mu is held.
-func (p *pool) gauge() { p.metrics.Instances(len(p.idle), p.busy) }
+func (p *pool) gauge() { p.metrics().Instances(len(p.idle), p.busy) }
+
+// metrics returns the function's metric series, making them on first use.
+func (p *pool) metrics() *telemetry.FunctionMetrics {
+	p.metricsOnce.Do(func() { p.fm, p.newMetrics = p.newMetrics(), nil })
+	return p.fm
+}

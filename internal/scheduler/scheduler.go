@@ -126,7 +126,8 @@ func (s *Scheduler) prepare(ctx context.Context, app string, fn model.Function) 
 	if err != nil {
 		return nil, fmt.Errorf("function %s: %w", fn.Name, err)
 	}
-	p, err = newPool(app, fn, mod, s.opts.Metrics.Function(app, fn.Name), s.opts.Now)
+	name := fn.Name
+	p, err = newPool(app, fn, mod, func() *telemetry.FunctionMetrics { return s.opts.Metrics.Function(app, name) }, s.opts.Now)
 	if err != nil {
 		mod.Close(ctx)
 		return nil, err
@@ -260,7 +261,7 @@ func (s *Scheduler) Invoke(ctx context.Context, app, function string, req *runti
 	if err != nil {
 		code, reason = s.opts.Status(err), Reason(err)
 	}
-	p.metrics.Observe(code, time.Since(start), reason)
+	p.metrics().Observe(code, time.Since(start), reason)
 	return resp, err
 }
 

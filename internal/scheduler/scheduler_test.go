@@ -309,3 +309,36 @@ func TestActivateRetiresTheOldRevision(t *testing.T) {
 		t.Fatalf("unknown function: %v", err)
 	}
 }
+
+// TestMetricsAtFirstUse: a deployed function that has served nothing has
+// no metric series (thousands of idle functions would each pay for
+// theirs); its first invocation makes them.
+func TestMetricsAtFirstUse(t *testing.T) {
+	s, _, _ := setup(t, 1)
+	series := func() int {
+		mfs, err := s.opts.Metrics.Registry().Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "function" && l.GetValue() == "g" {
+						n++
+					}
+				}
+			}
+		}
+		return n
+	}
+	if n := series(); n != 0 {
+		t.Fatalf("%d series of a function that served nothing, want 0", n)
+	}
+	if _, err := s.Invoke(context.Background(), "app", "g", &runtime.Request{Method: "GET", Path: "/hello"}); err != nil {
+		t.Fatal(err)
+	}
+	if n := series(); n < 4 {
+		t.Fatalf("%d series after an invocation, want the function's counters, histograms and gauges", n)
+	}
+}

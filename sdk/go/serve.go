@@ -29,7 +29,12 @@ func serve(h http.Handler, in []byte, dst []byte) (out []byte) {
 		return wire.EncodeResponse(dst, &wire.Response{Status: 500, Error: "no handler registered: call nimbus.Handle or nimbus.HandleFunc from init"})
 	}
 	body.Reset()
-	w := &responseWriter{header: make(http.Header), body: &body}
+	clear(writer.header)
+	writer = responseWriter{header: writer.header, body: &body}
+	if writer.header == nil {
+		writer.header = make(http.Header)
+	}
+	w := &writer
 	defer func() {
 		if p := recover(); p != nil {
 			fmt.Fprintf(os.Stderr, "panic: %v\n\n%s", p, debug.Stack())
@@ -91,9 +96,15 @@ type readCloser struct{ *bytes.Reader }
 
 func (readCloser) Close() error { return nil }
 
-// body is every response's body buffer, reused: a response is encoded
-// before the next request, and an instance serves one request at a time.
-var body bytes.Buffer
+// body is every response's body buffer, and writer every request's
+// ResponseWriter (its header map cleared), reused: a response is encoded
+// before the next request, an instance serves one request at a time, and
+// a handler must not use its ResponseWriter after it returns (net/http's
+// contract).
+var (
+	body   bytes.Buffer
+	writer responseWriter
+)
 
 // responseWriter buffers the whole response: the ABI returns it in one piece.
 type responseWriter struct {
@@ -137,8 +148,23 @@ func (w *responseWriter) response() *wire.Response {
 	body := w.body.Bytes()
 	if len(body) > 0 && w.header.Get("Content-Type") == "" {
 		if _, set := w.header["Content-Type"]; !set {
-			w.header.Set("Content-Type", http.DetectContentType(body))
+			w.header["Content-Type"] = contentType(http.DetectContentType(body))
 		}
 	}
 	return &wire.Response{Status: status, Header: w.header, Body: body}
+}
+
+// detected holds the values http.DetectContentType returns, each as the
+// one-element slice a header holds, shared by every response: the header
+// is encoded and dropped before the next request, and nothing appends to
+// it after response.
+var detected = map[string][]string{}
+
+func contentType(t string) []string {
+	v, ok := detected[t]
+	if !ok {
+		v = []string{t}
+		detected[t] = v
+	}
+	return v[:1:1]
 }

@@ -114,3 +114,27 @@ func TestLogOutsideWasm(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestServeFreshResponse: the response writer is reused across requests,
+// but a header or status one request set never reaches the next.
+func TestServeFreshResponse(t *testing.T) {
+	n := 0
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n++
+		if n == 1 {
+			w.Header().Set("X-Once", "yes")
+			w.WriteHeader(http.StatusTeapot)
+			w.Write([]byte("<html>first"))
+			return
+		}
+		w.Write([]byte("second"))
+	})
+	first := roundTrip(t, h, &wire.Request{Method: "GET", Path: "/"})
+	second := roundTrip(t, h, &wire.Request{Method: "GET", Path: "/"})
+	if first.Status != http.StatusTeapot || first.Header["X-Once"] == nil || first.Header["Content-Type"][0] != "text/html; charset=utf-8" {
+		t.Fatalf("first response %d %v", first.Status, first.Header)
+	}
+	if second.Status != http.StatusOK || second.Header["X-Once"] != nil || second.Header["Content-Type"][0] != "text/plain; charset=utf-8" || string(second.Body) != "second" {
+		t.Errorf("second response %d %v %q: carries the first's state", second.Status, second.Header, second.Body)
+	}
+}

@@ -2,7 +2,9 @@ package wasm
 
 import (
 	"context"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 )
@@ -15,6 +17,7 @@ func BenchmarkWarmCall(b *testing.B) {
 	req.Params = map[string]string{"name": "bench"}
 	ctx := context.Background()
 	b.ReportAllocs()
+	defer reportCPU(b)()
 	for b.Loop() {
 		if _, err := inst.Handle(ctx, req); err != nil {
 			b.Fatal(err)
@@ -39,6 +42,7 @@ func benchColdStart(b *testing.B, artifact []byte, req *runtime.Request) {
 	m := load(b, r, runtime.Spec{Artifact: artifact})
 	ctx := context.Background()
 	b.ReportAllocs()
+	defer reportCPU(b)()
 	for b.Loop() {
 		inst, err := m.NewInstance(ctx)
 		if err != nil {
@@ -60,6 +64,7 @@ func BenchmarkWAGIRequest(b *testing.B) {
 	req.Params = map[string]string{"id": "1"}
 	ctx := context.Background()
 	b.ReportAllocs()
+	defer reportCPU(b)()
 	for b.Loop() {
 		if _, err := inst.Handle(ctx, req); err != nil {
 			b.Fatal(err)
@@ -76,4 +81,25 @@ func BenchmarkRewrite(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// reportCPU reports the process's CPU time (user and system, page faults
+// included) per operation from now until the returned function is called:
+// on a shared machine, wall time per operation measures the neighbours.
+func reportCPU(b *testing.B) func() {
+	cpu, faults := usage()
+	return func() {
+		cpu1, faults1 := usage()
+		b.ReportMetric(float64((cpu1-cpu).Nanoseconds())/float64(b.N), "cpu-ns/op")
+		b.ReportMetric(float64(faults1-faults)/float64(b.N), "faults/op")
+	}
+}
+
+// usage is the process's CPU time and its count of minor page faults.
+func usage() (time.Duration, int64) {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0, 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), ru.Minflt
 }

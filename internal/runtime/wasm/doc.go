@@ -55,7 +55,13 @@
 // modules (wazero keys it by their hash). Memory is capped per instance by a wazero
 // memory allocator that refuses to grow past the limit and records the
 // refusal, so a guest that dies of it (Go prints "out of memory" and exits)
-// is reported precisely as ErrMemoryLimit. One wazero runtime therefore
+// is reported precisely as ErrMemoryLimit. The allocator backs a memory
+// with a private mapping of the whole limit (on Linux), over whose start
+// the module's data segments (moved out of the module at load) or the
+// snapshot are mapped copy-on-write from a memory file (image.go), so an
+// instance costs the pages it writes and growing copies nothing. Functions
+// loaded from one artifact share its compiled code and data image
+// (code.go). One wazero runtime therefore
 // serves modules of every memory limit; all share one compilation cache,
 // on disk when Config.CacheDir is set, so a restarted process does not
 // recompile. A response over the limit is ErrResponseTooLarge; a WAGI

@@ -14,34 +14,67 @@ import (
 // exits 2; other guests trap) is reported as ErrMemoryLimit and not as a
 // generic failure.
 //
-// prefill, when set, is a snapshot's memory: the memory starts as a copy of
-// it (one copy, without clearing it first), of which instantiation
-// exposes the initial pages and restore grows it to the rest.
+// image, when set, is what the memory starts as: the module's data
+// segments (moved out of the module at Load) or a post-init snapshot. On
+// Linux the memory is a private mapping reserved up to the limit at once,
+// with the image mapped copy-on-write over its start, so that an instance
+// costs what it writes, not its size, and growing never copies
+// (memory_linux.go); elsewhere it is a Go slice the image is copied into.
 type cappedAllocator struct {
 	limit   uint64
+	image   *memImage
 	refused atomic.Bool
-	prefill []byte
-	// prefilled is set when Allocate used prefill.
-	prefilled bool
+	mem     linearMemory
 }
 
-func (a *cappedAllocator) Allocate(capacity, _ uint64) experimental.LinearMemory {
-	if a.prefill != nil && uint64(len(a.prefill)) <= a.limit && capacity <= uint64(len(a.prefill)) {
-		// append copies into memory it does not clear first.
-		a.prefilled = true
-		return &linearMemory{a: a, buf: append([]byte(nil), a.prefill...)[:0]}
+// Allocate implements experimental.MemoryAllocator. wazero calls it once
+// per instantiation, with the module's initial size as capacity.
+func (a *cappedAllocator) Allocate(capacity, max uint64) experimental.LinearMemory {
+	a.mem = newLinearMemory(a, capacity, min(max, a.limit))
+	return a.mem
+}
+
+// release frees the memory, if Allocate made one, for the paths where
+// wazero does not (an instantiation that failed after allocating). It is
+// idempotent, like linearMemory.Free.
+func (a *cappedAllocator) release() {
+	if a.mem != nil {
+		a.mem.Free()
 	}
-	return &linearMemory{a: a, buf: make([]byte, 0, min(capacity, a.limit))}
 }
 
-type linearMemory struct {
-	a   *cappedAllocator
-	buf []byte
+// linearMemory is experimental.LinearMemory with Free idempotent.
+type linearMemory interface {
+	experimental.LinearMemory
+}
+
+// heapMemory is a linear memory in the Go heap.
+type heapMemory struct {
+	a    *cappedAllocator
+	buf  []byte
+	dead bool
+}
+
+func newHeapMemory(a *cappedAllocator, capacity uint64) *heapMemory {
+	size := uint64(a.image.len())
+	if size > a.limit {
+		return &heapMemory{a: a, dead: true} // fails the instantiation
+	}
+	buf := make([]byte, max(capacity, size), max(min(capacity, a.limit), size))
+	if !a.image.copyTo(buf) {
+		// The image is gone (its module closed): no memory, which fails
+		// the instantiation.
+		return &heapMemory{a: a, dead: true}
+	}
+	return &heapMemory{a: a, buf: buf[:0]}
 }
 
 // Reallocate grows the memory to size bytes, keeping its contents; it
 // returns nil (memory.grow returns -1 to the guest) past the limit.
-func (m *linearMemory) Reallocate(size uint64) []byte {
+func (m *heapMemory) Reallocate(size uint64) []byte {
+	if m.dead {
+		return nil
+	}
 	if size > m.a.limit {
 		m.a.refused.Store(true)
 		return nil
@@ -58,4 +91,4 @@ func (m *linearMemory) Reallocate(size uint64) []byte {
 	return m.buf
 }
 
-func (m *linearMemory) Free() { m.buf = nil }
+func (m *heapMemory) Free() { m.buf = nil }

@@ -24,7 +24,9 @@ type module struct {
 	rt       *Runtime
 	app      string
 	function string
+	code     *code // shared with the functions loaded from the same artifact
 	compiled wazero.CompiledModule
+	closed   atomic.Bool
 	contract runtime.Contract
 	// initialize is set for reactors exporting _initialize.
 	initialize bool
@@ -36,11 +38,13 @@ type module struct {
 	snapOK      bool
 	snapGlobals []string
 	snap        atomic.Pointer[snapshot]
-	// dataEnd is wasmrw.Stats.DataEnd: where instantiation stops writing.
-	dataEnd int64
-	limits  runtime.Limits
-	grants  capability.Grants
-	env     []envVar
+	// image is the data segments Load moved out of the module
+	// (wasmrw.Options.DataImage; code.image): every memory starts as it,
+	// or as snap.
+	image  *memImage
+	limits runtime.Limits
+	grants capability.Grants
+	env    []envVar
 	// base is moduleConfig's result, built once: each With* call copies
 	// the config, which was a visible share of a minimal cold start.
 	baseOnce sync.Once
@@ -57,7 +61,15 @@ func (m *module) Reusable() bool { return m.contract == runtime.ContractSDK }
 // single-threaded, so it serves one request at a time.
 func (m *module) MaxConcurrency() int { return 1 }
 
-func (m *module) Close(ctx context.Context) error { return m.compiled.Close(ctx) }
+func (m *module) Close(ctx context.Context) error {
+	if m.closed.Swap(true) {
+		return nil
+	}
+	if s := m.snap.Load(); s != nil {
+		s.memory.close()
+	}
+	return m.rt.release(ctx, m.code)
+}
 
 // NewInstance implements runtime.Module. For the SDK contract it
 // instantiates the reactor and runs _initialize (the cold start). A WAGI
@@ -107,6 +119,11 @@ func (m *module) instantiate(ctx context.Context, alloc *cappedAllocator, cfg wa
 	defer func() {
 		if p := recover(); p != nil {
 			mod, err = nil, fmt.Errorf("instantiate: %v", p)
+		}
+	}()
+	defer func() {
+		if mod == nil {
+			alloc.release() // wazero frees only the memory of a module it closes
 		}
 	}()
 	return m.rt.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, alloc), m.compiled, cfg)

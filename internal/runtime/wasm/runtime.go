@@ -3,11 +3,13 @@ package wasm
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tetratelabs/wazero"
@@ -68,10 +70,20 @@ func callDone(ctx context.Context) error {
 	return nil
 }
 
-// Rewrite returns wasm as Load compiles it: instrumented with the
-// interruption check (imported as nimbus_runtime.interrupt_check, () ->
-// (i32), returning the fuel until the next check), with its data segments
-// merged and its mutable globals exported (snapshotGlobals). Load calls it; benchmarks use it to run the same code on
+// loadOptions is rewriteOptions plus moving the data segments out into
+// an image (wasmrw.Options.DataImage), which only this package's
+// allocator knows to lay into memory.
+var loadOptions = func() wasmrw.Options {
+	o := rewriteOptions
+	o.DataImage = true
+	return o
+}()
+
+// Rewrite returns wasm as Load compiles it, except that it keeps its data
+// segments: instrumented with the interruption check (imported as
+// nimbus_runtime.interrupt_check, () -> (i32), returning the fuel until the
+// next check), with its data segments merged and its mutable globals
+// exported (snapshotGlobals). Benchmarks use it to run the same code on
 // plain wazero.
 func Rewrite(wasm []byte) ([]byte, error) {
 	out, _, err := wasmrw.Rewrite(wasm, rewriteOptions)
@@ -115,6 +127,9 @@ type Runtime struct {
 	rt     wazero.Runtime
 	// provided lists, per allowed import module, the functions it exports.
 	provided map[string]map[string]api.FunctionDefinition
+	mu       sync.Mutex
+	// codes are the loaded artifacts' code by the SHA-256 of the artifact.
+	codes map[[sha256.Size]byte]*code
 }
 
 var _ runtime.Runtime = (*Runtime)(nil)
@@ -144,7 +159,7 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		WithCompilationCache(cache).
 		WithCloseOnContextDone(false)
 	rt := wazero.NewRuntimeWithConfig(ctx, rcfg)
-	r := &Runtime{logger: logger, cache: cache, rt: rt, provided: map[string]map[string]api.FunctionDefinition{}}
+	r := &Runtime{logger: logger, cache: cache, rt: rt, provided: map[string]map[string]api.FunctionDefinition{}, codes: map[[sha256.Size]byte]*code{}}
 	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
 		r.Close(ctx)
 		return nil, fmt.Errorf("wasm: instantiate WASI: %w", err)
@@ -199,40 +214,43 @@ func (r *Runtime) Load(ctx context.Context, spec runtime.Spec) (runtime.Module, 
 		return nil, invalid("unsupported WebAssembly binary version %x (want 1)", b[4:8])
 	}
 	start := time.Now()
-	b, stats, err := wasmrw.Rewrite(b, rewriteOptions)
+	c, err := r.acquire(ctx, b)
+	var rwErr *rewriteError
 	switch {
 	case errors.Is(err, wasmrw.ErrReserved):
 		return nil, invalid("%v: %q belongs to Nimbus", err, interruptModule)
-	case err != nil:
+	case errors.As(err, &rwErr):
 		return nil, invalid("does not compile: %v", err)
-	}
-	rewrite := time.Since(start)
-	compiled, err := r.rt.CompileModule(ctx, b)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("load %s/%s: %w", spec.App, spec.Function, ctx.Err())
-		}
+	case err != nil && ctx.Err() != nil:
+		return nil, fmt.Errorf("load %s/%s: %w", spec.App, spec.Function, ctx.Err())
+	case err != nil:
 		return nil, fmt.Errorf("load %s/%s: %w: does not compile: %w", spec.App, spec.Function, runtime.ErrInvalidModule, err)
 	}
 	m := &module{
 		rt:       r,
 		app:      spec.App,
 		function: spec.Function,
-		compiled: compiled,
+		code:     c,
+		compiled: c.compiled,
+		image:    c.image,
 		limits:   lim,
 		grants:   capability.NewGrants(spec.Capabilities),
 		env:      sortedEnv(spec.Env),
 	}
-	if why := r.check(compiled, lim, m); why != "" {
-		compiled.Close(ctx)
+	if why := r.check(c.compiled, lim, m); why != "" {
+		r.release(ctx, c)
 		return nil, invalid("%s", why)
 	}
-	m.snapOK = m.contract == runtime.ContractSDK && snapshottable(stats, m.initialize)
-	m.snapGlobals, m.dataEnd = stats.Globals, stats.DataEnd
+	stats := c.stats
+	// A snapshot restores memory by mapping it, so the module must not
+	// write data segments over it at instantiation.
+	dataInModule := c.image == nil && stats.DataEnd != 0
+	m.snapOK = m.contract == runtime.ContractSDK && snapshottable(stats, m.initialize) && !dataInModule
+	m.snapGlobals = stats.Globals
 	r.logger.Debug("module loaded", "app", spec.App, "function", spec.Function, "revision", spec.Revision,
-		"contract", string(m.contract), "bytes", len(spec.Artifact), "rewrite_seconds", rewrite.Seconds(),
-		"checks", stats.Checks, "data_segments", stats.DataSegments, "merged_data_segments", stats.MergedSegments, "snapshot", m.snapOK,
-		"compile_seconds", time.Since(start).Seconds())
+		"contract", string(m.contract), "bytes", len(spec.Artifact), "rewrite_seconds", c.rewrite.Seconds(),
+		"checks", stats.Checks, "data_segments", stats.DataSegments, "merged_data_segments", stats.MergedSegments, "data_image_bytes", c.image.len(), "snapshot", m.snapOK,
+		"shared_with", c.refs-1, "load_seconds", time.Since(start).Seconds())
 	return m, nil
 }
 
@@ -332,4 +350,11 @@ func sortedEnv(env map[string]string) []envVar {
 	}
 	slices.SortFunc(out, func(a, b envVar) int { return strings.Compare(a.k, b.k) })
 	return out
+}
+
+// imageFits reports whether a data image of n bytes fits the initial size
+// of module b's exported memory.
+func imageFits(b []byte, n int64) bool {
+	min, ok := wasmrw.InitialMemory(b)
+	return ok && n <= int64(min)*pageSize
 }

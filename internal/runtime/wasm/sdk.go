@@ -43,9 +43,9 @@ const minRequestBuffer = 4096
 func (m *module) newSDKInstance(ctx context.Context) (*sdkInstance, error) {
 	init := slogSink{r: m.rt, app: m.app, function: m.function}
 	snap := m.snap.Load()
-	memcap := &cappedAllocator{limit: m.limits.MemoryBytes}
+	memcap := &cappedAllocator{limit: m.limits.MemoryBytes, image: m.image}
 	if snap != nil {
-		memcap.prefill = snap.memory
+		memcap.image = snap.memory
 	}
 	i := &sdkInstance{
 		m:      m,
@@ -61,7 +61,7 @@ func (m *module) newSDKInstance(ctx context.Context) (*sdkInstance, error) {
 	defer cancel()
 	mod, err := m.instantiate(m.withCall(tctx, "", "", init), i.memcap, cfg)
 	if err == nil && snap != nil {
-		if err = snap.restore(m, mod, i.memcap.prefilled); err != nil {
+		if err = snap.restore(m, mod); err != nil {
 			mod.Close(ctx)
 		}
 	}
@@ -71,8 +71,8 @@ func (m *module) newSDKInstance(ctx context.Context) (*sdkInstance, error) {
 	if snap == nil && m.snapOK {
 		if s, err := m.capture(mod); err != nil {
 			m.rt.logger.Warn("no snapshot: every instance runs _initialize", "app", m.app, "function", m.function, "error", err)
-		} else {
-			m.snap.CompareAndSwap(nil, s)
+		} else if !m.snap.CompareAndSwap(nil, s) {
+			s.memory.close() // another instance took it first
 		}
 	}
 	i.mod = mod
@@ -178,7 +178,9 @@ func (i *sdkInstance) requestBuffer(parent, cctx context.Context) (uint32, error
 
 // Close implements runtime.Instance.
 func (i *sdkInstance) Close(ctx context.Context) error {
-	return i.mod.Close(ctx)
+	err := i.mod.Close(ctx)
+	i.memcap.release()
+	return err
 }
 
 // checkHeader canonicalizes a guest's headers and rejects names and values

@@ -1,7 +1,6 @@
 package wasm
 
 import (
-	"bytes"
 	"fmt"
 
 	"github.com/tetratelabs/wazero/api"
@@ -30,8 +29,13 @@ const snapshotGlobals = "nimbus_snapshot_global_"
 // call, and wazero's monotonic clock is the node process's, so it goes on
 // from the snapshot. Side effects of _initialize (log lines, host calls)
 // happen once per revision and node, with the first instance.
+//
+// The image is a memory file each instance maps copy-on-write
+// (cappedAllocator), so an instance costs the pages it writes, not a copy
+// of the whole memory.
 type snapshot struct {
-	memory  []byte
+	memory  *memImage
+	size    uint32   // bytes of memory
 	globals []uint64 // in the order of module.snapGlobals
 }
 
@@ -46,13 +50,6 @@ func snapshottable(st wasmrw.Stats, initialize bool) bool {
 // _initialize.
 func (m *module) capture(mod api.Module) (*snapshot, error) {
 	s := &snapshot{globals: make([]uint64, len(m.snapGlobals))}
-	if mem := mod.Memory(); mem != nil {
-		b, ok := mem.Read(0, mem.Size())
-		if !ok {
-			return nil, fmt.Errorf("snapshot: memory of %d bytes unreadable", mem.Size())
-		}
-		s.memory = bytes.Clone(b)
-	}
 	for i, name := range m.snapGlobals {
 		g := mod.ExportedGlobal(name)
 		if g == nil {
@@ -60,28 +57,28 @@ func (m *module) capture(mod api.Module) (*snapshot, error) {
 		}
 		s.globals[i] = g.Get()
 	}
+	if mem := mod.Memory(); mem != nil {
+		b, ok := mem.Read(0, mem.Size())
+		if !ok {
+			return nil, fmt.Errorf("snapshot: memory of %d bytes unreadable", mem.Size())
+		}
+		s.memory, s.size = captureImage(b), mem.Size()
+	}
 	return s, nil
 }
 
-// restore makes mod, freshly instantiated without _initialize, the
-// snapshot's state. Growing the memory goes through the instance's capped
-// allocator, like any memory.grow. With prefilled (the allocator started
-// the memory as a copy of the snapshot) only what instantiation wrote, the
-// data segments, is copied again.
-func (s *snapshot) restore(m *module, mod api.Module, prefilled bool) error {
-	if n := uint32(len(s.memory)); n > 0 {
+// restore makes mod, freshly instantiated without _initialize from a memory
+// that starts as the snapshot's image (cappedAllocator), the snapshot's
+// state: the memory grows to the snapshot's size (through the instance's
+// capped allocator, like any memory.grow; nothing is copied) and the
+// globals are set.
+func (s *snapshot) restore(m *module, mod api.Module) error {
+	if s.size > 0 {
 		mem := mod.Memory()
-		if size := mem.Size(); size < n {
-			if _, ok := mem.Grow((n - size) / pageSize); !ok {
-				return fmt.Errorf("restore snapshot: memory cannot grow to %d bytes", n)
+		if size := mem.Size(); size < s.size {
+			if _, ok := mem.Grow((s.size - size) / pageSize); !ok {
+				return fmt.Errorf("restore snapshot: memory cannot grow to %d bytes", s.size)
 			}
-		}
-		img := s.memory
-		if prefilled && m.dataEnd >= 0 {
-			img = img[:min(int64(len(img)), m.dataEnd)]
-		}
-		if !mem.Write(0, img) {
-			return fmt.Errorf("restore snapshot: %d bytes do not fit memory of %d", n, mem.Size())
 		}
 	}
 	for i, name := range m.snapGlobals {

@@ -3,6 +3,7 @@ package wasm
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -56,5 +57,38 @@ func TestSnapshotInstances(t *testing.T) {
 	instance(t, denied)
 	if resp := mustHandle(t, instance(t, denied), get("/log", "")); resp.Status != 403 {
 		t.Errorf("/log without the log capability on a restored instance = %d %q, want 403", resp.Status, resp.Body)
+	}
+}
+
+// TestWAGIFreshMemory: every WAGI request runs on memory fresh from the
+// module's data (the image the instances map copy-on-write): what one
+// request wrote, another never sees, in turn or at once.
+func TestWAGIFreshMemory(t *testing.T) {
+	t.Parallel()
+	r := newRuntime(t, Config{})
+	inst := instance(t, load(t, r, runtime.Spec{Artifact: guests["wagi"]}))
+	check := func() error {
+		resp, err := inst.Handle(context.Background(), get("/", "mode=count"))
+		if err != nil {
+			return err
+		}
+		if string(resp.Body) != "42" {
+			return fmt.Errorf("count = %q, want 42 (a fresh instance increments the initial 41 once)", resp.Body)
+		}
+		return nil
+	}
+	for range 3 {
+		if err := check(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() { errs <- check() }()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
 	}
 }

@@ -35,7 +35,8 @@ func (i *wagiInstance) Handle(ctx context.Context, req *runtime.Request) (*runti
 	for _, e := range cgiEnv(req) {
 		cfg = cfg.WithEnv(e.k, e.v)
 	}
-	alloc := &cappedAllocator{limit: m.limits.MemoryBytes}
+	alloc := &cappedAllocator{limit: m.limits.MemoryBytes, image: m.image}
+	defer alloc.release()
 
 	tctx, cancel := context.WithTimeout(ctx, m.limits.Timeout)
 	defer cancel()

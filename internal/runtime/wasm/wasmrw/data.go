@@ -1,6 +1,7 @@
 package wasmrw
 
 import (
+	"bytes"
 	"cmp"
 	"slices"
 )
@@ -145,4 +146,86 @@ func dataEnd(p []byte) int64 {
 		return -1
 	}
 	return end
+}
+
+// Segment is an active data segment: Data is written at Offset in memory 0
+// at instantiation.
+type Segment struct {
+	Offset uint32
+	Data   []byte
+}
+
+// moveData returns the data section p with every active segment emptied
+// (kept, at its offset, so that segment indexes and instantiation's bounds
+// check of the offset stay) and the segments, their bytes copied, sorted by
+// offset, without the empty ones. It returns segs == nil when the active
+// segments are not all in memory 0 at constant offsets without overlap:
+// then the order in which they are applied would matter, and they stay.
+func moveData(p []byte) (out []byte, segs []Segment, err error) {
+	r := &reader{b: p}
+	count := r.u32()
+	out = appendU32(make([]byte, 0, 64), count)
+	segs = []Segment{}
+	for i := uint32(0); i < count && r.err == nil; i++ {
+		start := r.pos
+		switch flags := r.u32(); flags {
+		case 0:
+			if r.byte() != opI32Const {
+				return p, nil, nil
+			}
+			off := uint32(r.s32())
+			if r.byte() != opEnd {
+				return p, nil, nil
+			}
+			data := r.bytes(r.u32())
+			if r.err != nil {
+				break
+			}
+			if len(data) > 0 {
+				segs = append(segs, Segment{Offset: off, Data: bytes.Clone(data)})
+			}
+			out = append(out, 0, opI32Const)
+			out = appendS32(out, int32(off))
+			out = append(out, opEnd, 0)
+		case 1:
+			r.bytes(r.u32())
+			out = append(out, p[start:r.pos]...)
+		default:
+			return p, nil, nil
+		}
+	}
+	if r.err != nil {
+		return nil, nil, r.err
+	}
+	slices.SortStableFunc(segs, func(a, b Segment) int { return cmp.Compare(a.Offset, b.Offset) })
+	for i := 1; i < len(segs); i++ {
+		if uint64(segs[i].Offset) < uint64(segs[i-1].Offset)+uint64(len(segs[i-1].Data)) {
+			return p, nil, nil // overlapping: the order of application matters
+		}
+	}
+	return out, segs, nil
+}
+
+// InitialMemory returns the initial size in pages of the memory module b
+// defines, and false when it defines none (or b is malformed).
+func InitialMemory(b []byte) (pages uint32, ok bool) {
+	if len(b) < 8 {
+		return 0, false
+	}
+	r := &reader{b: b, pos: 8}
+	for !r.done() && r.err == nil {
+		id := r.byte()
+		p := r.bytes(r.u32())
+		if id != secMemory {
+			continue
+		}
+		m := &reader{b: p}
+		if m.u32() == 0 {
+			return 0, false
+		}
+		m.byte() // flags
+		pages = m.u32()
+		return pages, m.err == nil
+	}
+	return 0, false
 }

@@ -90,3 +90,52 @@ func TestMergeDataKeepsPassiveAndGlobalOffsets(t *testing.T) {
 		t.Errorf("got %d -> %d segments, fill %d, % x; want 3 -> 2, fill 2, % x", n, m, fill, out, want)
 	}
 }
+
+// TestDataImage: the stripped module's memory with the image laid over it
+// is the original module's memory after instantiation; where the segments
+// cannot be moved out (overlapping, a computed offset) the module keeps
+// them and there is no image.
+func TestDataImage(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		data  []wasmbin.Data
+		image bool
+	}{
+		{"disjoint, out of order", []wasmbin.Data{{Offset: 300, Bytes: []byte("gh")}, {Offset: 0, Bytes: []byte("ab")}, {Offset: 12, Bytes: []byte("ef")}}, true},
+		{"with empty segments", []wasmbin.Data{{Offset: 5, Bytes: nil}, {Offset: 6, Bytes: []byte("y")}}, true},
+		{"overlapping", []wasmbin.Data{{Offset: 0, Bytes: []byte("abcd")}, {Offset: 2, Bytes: []byte("XY")}}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			orig := dataModule(tc.data...)
+			for _, merge := range []int{0, 64} {
+				out, st, err := Rewrite(orig, Options{MergeDataGap: merge, DataImage: true})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if (st.Data != nil) != tc.image {
+					t.Fatalf("merge %d: segments %v, want them moved out: %v", merge, st.Data, tc.image)
+				}
+				got := memoryAfterInstantiation(t, out)
+				if st.Data != nil {
+					if bytes.ContainsAny(got, "abcdefghyXY") {
+						t.Errorf("merge %d: the stripped module still writes data", merge)
+					}
+					for _, s := range st.Data {
+						if len(s.Data) == 0 {
+							t.Errorf("merge %d: empty segment at %d kept", merge, s.Offset)
+						}
+						copy(got[s.Offset:], s.Data)
+					}
+				}
+				if !bytes.Equal(memoryAfterInstantiation(t, orig), got) {
+					t.Errorf("merge %d: memory differs after instantiation", merge)
+				}
+			}
+		})
+	}
+	// A segment at a computed offset keeps every segment in the module.
+	payload := []byte{2, 0, 0x41, 0, 0x0b, 2, 'a', 'b', 0, 0x23, 0, 0x0b, 1, 'g'}
+	if out, segs, err := moveData(payload); err != nil || segs != nil || !bytes.Equal(out, payload) {
+		t.Errorf("moveData with a global offset = % x, %v, %v; want the section unchanged and no segments", out, segs, err)
+	}
+}

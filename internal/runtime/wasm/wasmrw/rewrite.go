@@ -15,6 +15,7 @@ const (
 	secImport    = 2
 	secFunction  = 3
 	secGlobal    = 6
+	secMemory    = 5
 	secExport    = 7
 	secStart     = 8
 	secElement   = 9
@@ -58,6 +59,14 @@ type Options struct {
 	// index, so that a host can read and restore the module's whole state
 	// (with its memory: a post-init snapshot). It needs Interrupt.
 	ExportGlobals string
+	// DataImage, when set, moves the bytes of the active data segments
+	// out of the module into Stats.Data, leaving each segment empty at its
+	// offset: a host that starts every instance's memory as a copy (or a
+	// copy-on-write mapping) of them then skips applying them. It does so
+	// only when every active segment is in memory 0 at a constant offset,
+	// without overlap (Stats.Data is nil otherwise, and the module keeps
+	// its data).
+	DataImage bool
 }
 
 // Stats describes what Rewrite did.
@@ -81,6 +90,10 @@ type Stats struct {
 	// segments write at instantiation, or -1 when that is not known (a
 	// segment at a computed offset or in another memory).
 	DataEnd int64
+	// Data is the active data segments moved out of the module
+	// (Options.DataImage), by increasing offset, without empty ones; nil
+	// when they were not moved out (none, or not all at constant offsets).
+	Data []Segment
 }
 
 type section struct {
@@ -167,6 +180,15 @@ func (rw *rewriter) run(st *Stats) error {
 	}
 	if s := rw.find(secData); s != nil {
 		st.DataEnd = dataEnd(s.payload)
+		if rw.opts.DataImage && st.DataEnd > 0 {
+			p, segs, err := moveData(s.payload)
+			if err != nil {
+				return errAt(err, "data section")
+			}
+			if segs != nil {
+				s.payload, st.Data = p, segs
+			}
+		}
 	}
 	in := rw.opts.Interrupt
 	if in == nil {

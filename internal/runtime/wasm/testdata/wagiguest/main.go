@@ -11,9 +11,16 @@ import (
 	"strings"
 )
 
+// hits starts at 41 from the module's data: every request, on a fresh
+// instance, must print 42.
+var hits = 41
+
 func main() {
 	q, _ := url.ParseQuery(os.Getenv("QUERY_STRING"))
 	switch q.Get("mode") {
+	case "count":
+		hits++
+		fmt.Printf("Content-Type: text/plain\n\n%d", hits)
 	case "status":
 		fmt.Print("Status: 404 Not Found\r\nContent-Type: text/plain\r\n\r\nnope")
 	case "redirect":
