@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nimbus-dev/nimbus/internal/deploy"
+	"github.com/nimbus-dev/nimbus/internal/guesttest"
 	"github.com/nimbus-dev/nimbus/internal/server"
 )
 
@@ -29,11 +30,14 @@ func TestNewProjectBuildsAndDeploysOutsideTheRepo(t *testing.T) {
 	t.Setenv("GOWORK", "off")
 	t.Setenv("GOTOOLCHAIN", "local")
 	tmp := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	// A bound, not a timing check: two builds and two compilations of
+	// modules no test compiled before, under the race detector on a
+	// machine that may be busy.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	srv, err := server.Start(ctx, server.Config{
 		DataDir: filepath.Join(tmp, "data"), Listen: "127.0.0.1:0", APIListen: "127.0.0.1:0",
-		Version: "test", Logger: slog.New(slog.DiscardHandler),
+		Version: "test", Logger: slog.New(slog.DiscardHandler), CacheDir: guesttest.WazeroCacheDir(),
 	})
 	if err != nil {
 		t.Fatal(err)
