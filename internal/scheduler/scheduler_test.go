@@ -309,3 +309,63 @@ func TestActivateRetiresTheOldRevision(t *testing.T) {
 		t.Fatalf("unknown function: %v", err)
 	}
 }
+
+// A held revision outlives the deploys that replace it, answers
+// InvokeRevision with its own code, and is retired by its last Release.
+func TestHeldRevisionOutlivesActivation(t *testing.T) {
+	s, _, old := setup(t, 2)
+	ctx := context.Background()
+	if err := s.Hold(ctx, "app", old, 2); err != nil {
+		t.Fatal(err)
+	}
+	fn := old
+	fn.Env, fn.Revision = map[string]string{"V": "2"}, ""
+	rev, err := model.Plan("app", []model.Function{fn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Activate(ctx, rev); err != nil {
+		t.Fatal(err)
+	}
+	env := func(revision string) string {
+		t.Helper()
+		req := &runtime.Request{Method: "GET", Path: "/env", RawQuery: "key=V"}
+		var resp *runtime.Response
+		var err error
+		if revision == "" {
+			resp, err = s.Invoke(ctx, "app", "g", req)
+		} else {
+			resp, err = s.InvokeRevision(ctx, "app", "g", revision, req)
+		}
+		if err != nil {
+			t.Fatalf("invoke at %q: %v", revision, err)
+		}
+		return string(resp.Body)
+	}
+	if got := env(""); got != "2" {
+		t.Fatalf("active revision: V=%q, want 2", got)
+	}
+	if got := env(old.Revision); got != "" {
+		t.Fatalf("held revision: V=%q, want unset (its own env)", got)
+	}
+	if got := s.Loaded("app"); len(got) != 2 {
+		t.Fatalf("loaded %v, want the active and the held revision", got)
+	}
+	s.Release("app", old.Revision)
+	if got := s.Loaded("app"); len(got) != 2 {
+		t.Fatalf("loaded %v after one of two releases, want both still", got)
+	}
+	s.Release("app", old.Revision)
+	if got := s.Loaded("app"); len(got) != 1 || got[0] != rev.Functions[0].Revision {
+		t.Fatalf("loaded %v after the last release, want the active revision only", got)
+	}
+	if _, err := s.InvokeRevision(ctx, "app", "g", old.Revision, &runtime.Request{}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("released revision: %v, want ErrNotFound", err)
+	}
+	// One release too many is ignored; a hold of the active revision
+	// loads nothing.
+	s.Release("app", old.Revision)
+	if err := s.Hold(ctx, "app", rev.Functions[0], 1); err != nil {
+		t.Fatal(err)
+	}
+}

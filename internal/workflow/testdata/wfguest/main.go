@@ -34,6 +34,10 @@ type In struct {
 	// GateAt makes step GateAt (from 0; -1 none) fail for good until the
 	// key "gate" is in the execs bucket (the retry tests).
 	GateAt *int `json:"gate_at"`
+	// WaitFor makes the run wait, after its first step (and sleep), for
+	// a signal of that name (the versioning tests: a run held across a
+	// deploy and a restart, woken when the test says).
+	WaitFor string `json:"wait_for"`
 }
 
 // Out is a run's result.
@@ -126,6 +130,11 @@ func run(wf *nimbus.Workflow, in In) (Out, error) {
 				appendWake(wf.RunID() + "/woke")
 			}
 			out.SleptMS = wf.Now().Sub(before).Milliseconds()
+		}
+		if i == 0 && in.WaitFor != "" {
+			if _, err := nimbus.WaitForEvent[any](wf, in.WaitFor, 0); err != nil {
+				return out, err
+			}
 		}
 	}
 	if !in.Plain {
