@@ -369,3 +369,24 @@ func TestHeldRevisionOutlivesActivation(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// BenchmarkHoldRelease is what every workflow run start and end adds (a
+// hold of a loaded revision and its release), beside the baseline of a
+// function lookup (Function: one read lock and two map reads).
+func BenchmarkHoldRelease(b *testing.B) {
+	s, _, fn := setup(&testing.T{}, 1)
+	ctx := context.Background()
+	b.Run("baseline-lookup", func(b *testing.B) {
+		for b.Loop() {
+			s.Function("app", "g")
+		}
+	})
+	b.Run("hold-release", func(b *testing.B) {
+		for b.Loop() {
+			if err := s.Hold(ctx, "app", fn, 1); err != nil {
+				b.Fatal(err)
+			}
+			s.Release("app", fn.Revision)
+		}
+	})
+}

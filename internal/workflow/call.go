@@ -272,7 +272,9 @@ func (e *Engine) commitChildEnd(ctx context.Context, child, parent *Run, seq uin
 
 // isReservedSignal reports whether a signal name is the engine's own
 // (sent by a child's end), which the API does not send.
-func isReservedSignal(name string) bool { return strings.HasPrefix(name, ChildSignalPrefix) }
+func isReservedSignal(name string) bool {
+	return strings.HasPrefix(name, ChildSignalPrefix) || strings.HasPrefix(name, TopicSignalPrefix)
+}
 
 // isWrongLastSeq reports whether err is a failed compare-and-swap on a
 // subject's last sequence.

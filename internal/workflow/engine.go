@@ -52,6 +52,9 @@ type Options struct {
 	// Revisions keeps runs on the revision they started on
 	// (versions.go). Default none: runs go on with the active revision.
 	Revisions Revisions
+	// Topics is what topic waits read (topics.go). Default none: a topic
+	// wait fails as invalid.
+	Topics Topics
 }
 
 // Engine is the workflow engine of a node: a component (Validate,
@@ -76,6 +79,8 @@ type Engine struct {
 	acts   map[string]*activation // activation (invocation) id -> its activation
 	timers *timers
 	actN   uint64
+
+	follows followers // readers of topics with waiting runs (topics.go)
 }
 
 // appState is what the engine knows of one app.
@@ -255,6 +260,10 @@ func (e *Engine) Provision(ctx context.Context, rev *model.Revision) error {
 		case rec.State == StatePaused: // Resume wakes a paused run
 		case rec.State == StateSleeping && rec.WakeAt.After(e.opts.Now()):
 			dues = append(dues, due{rec.ID, rec.WakeAt})
+		case rec.State == StateWaiting && rec.Topic != "":
+			// Its activation reaches the wait again and registers it
+			// with the topic's follower (topics.go).
+			dues = append(dues, due{id: rec.ID})
 		case rec.State == StateWaiting:
 			// A signal wakes it (a signal moves the record to running
 			// first); so does its deadline.
@@ -292,6 +301,7 @@ func (e *Engine) Retire(ctx context.Context, app string) error {
 	_, known := e.apps[app]
 	delete(e.apps, app)
 	e.mu.Unlock()
+	e.stopTopics(app)
 	if !known {
 		return nil
 	}
