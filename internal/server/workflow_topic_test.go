@@ -60,6 +60,13 @@ func TestWorkflowWaitForTopic(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitState(t, srv, "pay", workflow.StateWaiting)
+	// A second run on the same topic, waiting for another order: one
+	// follower serves both, before and after the restart.
+	in2 := `{"steps":1,"wait_topic":"payments","filter":{"data.order":"o-3"}}`
+	if _, _, err := srv.Workflows().Start(ctx, "shop", "flow", "pay2", []byte(in2)); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, srv, "pay2", workflow.StateWaiting)
 	publishPayment(t, srv, "other-order", "paid", "o-2")
 	publishPayment(t, srv, "other-type", "refunded", "o-1")
 
@@ -70,6 +77,10 @@ func TestWorkflowWaitForTopic(t *testing.T) {
 	waitState(t, srv, "pay", workflow.StateSleeping) // past the wait
 	publishPayment(t, srv, "later", "paid", "o-1")
 
+	publishPayment(t, srv, "third", "paid", "o-3")
+	if r := waitRun(t, srv, "pay2"); r.State != workflow.StateCompleted || !strings.Contains(string(r.Result), `"id":"third"`) {
+		t.Fatalf("second run: %s %s %q, want completed with the event \"third\"", r.State, r.Result, r.Error)
+	}
 	r := waitRun(t, srv, "pay")
 	if r.State != workflow.StateCompleted {
 		t.Fatalf("run %s %q, want completed", r.State, r.Error)
