@@ -390,3 +390,59 @@ func BenchmarkHoldRelease(b *testing.B) {
 		}
 	})
 }
+
+// TestHoldHammer: holds, invocations by revision and releases race with
+// activations that move the app between two revisions; every held
+// revision answers, and once every hold is released only the active
+// revision is loaded.
+func TestHoldHammer(t *testing.T) {
+	s, _, a := setup(t, 2)
+	ctx := context.Background()
+	b := a
+	b.Env, b.Revision = map[string]string{"V": "b"}, ""
+	revB, err := model.Plan("app", []model.Function{b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = revB.Functions[0]
+	revA := &model.Revision{ID: "a", App: "app", Functions: []model.Function{a}}
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for w := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fn := a
+			if w%2 == 1 {
+				fn = b
+			}
+			for range 10 {
+				if err := s.Hold(ctx, "app", fn, 1); err != nil {
+					errs <- err
+					return
+				}
+				if _, err := s.InvokeRevision(ctx, "app", "g", fn.Revision, &runtime.Request{Method: "GET", Path: "/count"}); err != nil {
+					errs <- fmt.Errorf("invoke held %s: %w", fn.Revision[:8], err)
+				}
+				s.Release("app", fn.Revision)
+			}
+		}()
+	}
+	for i := range 6 { // ends on revA
+		rev := revA
+		if i%2 == 0 {
+			rev = revB
+		}
+		if err := s.Activate(ctx, rev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if got := s.Loaded("app"); len(got) != 1 || got[0] != a.Revision {
+		t.Fatalf("loaded %v after every release, want the active revision %s only", got, a.Revision)
+	}
+}
