@@ -139,7 +139,8 @@ func newWFRevisions(g *globals) *cobra.Command {
 		Short: "Show which revisions still have runs in flight",
 		Long: `Count an app's runs that are not finished by the function revision each
 started on (nimbus wf ls shows each run's revision). A revision listed here
-still has runs that replay its code.`,
+still has runs on its code: a run stays on the revision it started on, and
+the node keeps that revision's module loaded until its last run ends.`,
 		Example: `  nimbus wf revisions shop
   nimbus wf revisions shop --json`,
 		Args: cobra.ExactArgs(1),

@@ -26,6 +26,9 @@ const (
 	// KindSecret lets the function read one secret of its app. Written
 	// "secret:<NAME>", such as "secret:STRIPE_KEY".
 	KindSecret = "secret"
+	// KindSubscribe lets a workflow wait for events of one topic of its
+	// app (WaitForTopic). Written "subscribe:<topic>".
+	KindSubscribe = "subscribe"
 )
 
 // Access levels of a kv grant (Grant.Access).
@@ -36,10 +39,12 @@ const (
 
 // Kinds returns every kind of capability a function may be granted, in
 // documentation order. A grant is a kind with its resource (see Parse).
-func Kinds() []string { return []string{KindLog, KindKV, KindPublish, KindHTTP, KindSecret} }
+func Kinds() []string {
+	return []string{KindLog, KindKV, KindPublish, KindSubscribe, KindHTTP, KindSecret}
+}
 
 // forms lists the grant syntaxes, for error messages.
-const forms = "log, kv:<bucket>, kv:<bucket>:read, publish:<topic>, http:<host>, secret:<NAME>"
+const forms = "log, kv:<bucket>, kv:<bucket>:read, publish:<topic>, subscribe:<topic>, http:<host>, secret:<NAME>"
 
 // Grant is one parsed grant, or (in a DeniedError) the grant a call needs.
 type Grant struct {
@@ -152,6 +157,14 @@ func Parse(s string) (Grant, error) {
 			return Grant{}, fmt.Errorf("%q: publish takes a topic and nothing after it: write publish:%s", s, parts[1])
 		}
 		g.Resource = parts[1]
+	case KindSubscribe:
+		if len(parts) == 1 || parts[1] == "" {
+			return Grant{}, fmt.Errorf("%q needs a topic: write subscribe:<topic>, such as subscribe:payments", s)
+		}
+		if len(parts) > 2 {
+			return Grant{}, fmt.Errorf("%q: subscribe takes a topic and nothing after it: write subscribe:%s", s, parts[1])
+		}
+		g.Resource = parts[1]
 	case KindSecret:
 		if len(parts) == 1 || parts[1] == "" {
 			return Grant{}, fmt.Errorf("%q needs a name: write secret:<NAME>, such as secret:STRIPE_KEY", s)
@@ -169,7 +182,7 @@ func Parse(s string) (Grant, error) {
 	}
 	if !model.ValidName(g.Resource) {
 		what := "bucket"
-		if g.Kind == KindPublish {
+		if g.Kind == KindPublish || g.Kind == KindSubscribe {
 			what = "topic"
 		}
 		return Grant{}, fmt.Errorf("%q: %q is not a valid %s name: use 1 to 63 lowercase letters, digits and '-', starting with a letter and not ending with '-'", s, g.Resource, what)
@@ -210,7 +223,10 @@ func (g Grants) Allows(need Grant) bool {
 // "kv:B" also allows), a write "kv:B".
 func logGrant() Grant                 { return Grant{Kind: KindLog} }
 func publishGrant(topic string) Grant { return Grant{Kind: KindPublish, Resource: topic} }
-func secretGrant(name string) Grant   { return Grant{Kind: KindSecret, Resource: name} }
+func subscribeGrant(topic string) Grant {
+	return Grant{Kind: KindSubscribe, Resource: topic}
+}
+func secretGrant(name string) Grant { return Grant{Kind: KindSecret, Resource: name} }
 func kvGrant(bucket string, write bool) Grant {
 	if write {
 		return Grant{Kind: KindKV, Resource: bucket, Access: AccessReadWrite}

@@ -31,7 +31,7 @@ func TestParse(t *testing.T) {
 		{"publish:", capability.Grant{}, "needs a topic"},
 		{"publish:orders:read", capability.Grant{}, "nothing after it"},
 		{"log:x", capability.Grant{}, "log takes no bucket"},
-		{"lgo", capability.Grant{}, `unknown capability "lgo" (known: log, kv:<bucket>, kv:<bucket>:read, publish:<topic>, http:<host>, secret:<NAME>)`},
+		{"lgo", capability.Grant{}, `unknown capability "lgo" (known: log, kv:<bucket>, kv:<bucket>:read, publish:<topic>, subscribe:<topic>, http:<host>, secret:<NAME>)`},
 		{"kv:Counts", capability.Grant{}, "not a valid bucket name"},
 		{"kv:a_b", capability.Grant{}, "not a valid bucket name"},
 		{"kv:a-", capability.Grant{}, "not a valid bucket name"},
@@ -90,7 +90,7 @@ func TestUnknownKindSuggestion(t *testing.T) {
 		t.Fatalf("Parse(lgo) = %v, want an *UnknownKindError", err)
 	}
 	unknown.Suggestion = "log"
-	if want := `unknown capability "lgo": did you mean "log"? (known: log, kv:<bucket>, kv:<bucket>:read, publish:<topic>, http:<host>, secret:<NAME>)`; err.Error() != want {
+	if want := `unknown capability "lgo": did you mean "log"? (known: log, kv:<bucket>, kv:<bucket>:read, publish:<topic>, subscribe:<topic>, http:<host>, secret:<NAME>)`; err.Error() != want {
 		t.Fatalf("message %q, want %q", err, want)
 	}
 }

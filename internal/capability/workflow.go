@@ -15,6 +15,7 @@ type WorkflowBackend interface {
 	StepEnd(ctx context.Context, app, invocation string, pos int, name string, result []byte, failed bool, retry time.Duration) (bool, error)
 	Sleep(ctx context.Context, app, invocation string, pos int, until time.Time) error
 	WaitSignal(ctx context.Context, app, invocation string, pos int, name string, timeout time.Duration) (workflow.WaitAnswer, error)
+	WaitTopic(ctx context.Context, app, invocation string, pos int, spec []byte, timeout time.Duration) (workflow.WaitAnswer, error)
 	Call(ctx context.Context, app, invocation, function string, body []byte, key string) (workflow.CallAnswer, error)
 	TookCall(app, invocation string)
 	StartChild(ctx context.Context, app, invocation, workflow string, input []byte) (string, error)
@@ -92,6 +93,26 @@ func (s *WorkflowService) WaitSignal(ctx context.Context, call *Caller, pos int,
 		return workflow.WaitAnswer{}, err
 	}
 	ans, err := s.backend.WaitSignal(ctx, call.App, call.InvocationID, pos, name, timeout)
+	return ans, s.mapErr(call, op, err)
+}
+
+// WaitTopic is the durable wait at pos for the first event of a topic
+// matching a filter (spec: see workflow.ParseTopicWait). It needs the
+// grant "subscribe:<topic>": an event stream of the app is data like a
+// bucket, so reading it is granted per topic, as publishing is.
+func (s *WorkflowService) WaitTopic(ctx context.Context, call *Caller, pos int, spec []byte, timeout time.Duration) (workflow.WaitAnswer, error) {
+	const op = "wf_wait_topic"
+	if err := s.args(call, op, pos, "topic", len(spec)); err != nil {
+		return workflow.WaitAnswer{}, err
+	}
+	topic, err := workflow.ParseTopicWait(spec)
+	if err != nil {
+		return workflow.WaitAnswer{}, fail(op, ErrBadArgument, err)
+	}
+	if err := s.guard.check(call, op, subscribeGrant(topic)); err != nil {
+		return workflow.WaitAnswer{}, err
+	}
+	ans, err := s.backend.WaitTopic(ctx, call.App, call.InvocationID, pos, spec, timeout)
 	return ans, s.mapErr(call, op, err)
 }
 

@@ -67,6 +67,10 @@ func (p *parser) capabilities(key, n *yaml.Node, path string) []string {
 			if !p.declared(item, field, "topic", c.Resource, p.topicNames, fmt.Sprintf("capability %q names", s)) {
 				continue
 			}
+		case capability.KindSubscribe:
+			if !p.declared(item, field, "topic", c.Resource, p.topicNames, fmt.Sprintf("capability %q names", s)) {
+				continue
+			}
 		}
 		out = append(out, s)
 	}

@@ -162,8 +162,8 @@ func TestSchemaValueSyntax(t *testing.T) {
 				return fmt.Errorf("refused by the parser")
 			}
 			return err
-		}, []string{"log", "kv:counts", "kv:counts:read", "publish:orders", "publish:dead-letter", "kv:dead-letter:read",
-			"", "lgo", "kv", "kv:", "kv:Counts", "kv:counts:write", "kv:counts:read:x", "log:x", "publish", "publish:a:read",
+		}, []string{"log", "kv:counts", "kv:counts:read", "publish:orders", "publish:dead-letter", "kv:dead-letter:read", "subscribe:orders",
+			"", "lgo", "kv", "kv:", "kv:Counts", "kv:counts:write", "kv:counts:read:x", "log:x", "publish", "publish:a:read", "subscribe", "subscribe:a:b",
 			"kv:a-", "kv:-a", "kv:" + strings.Repeat("a", 64), "fetch", "kv:a b"}},
 		{"event key", def("eventKey"), func(x string) error { _, err := EventKey(x); return err },
 			[]string{"event.subject", "event.source", "event.type", "event.tenantid", "event.id", "event.time", "event.data",

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -62,6 +63,7 @@ type Scheduler struct {
 	mu    sync.RWMutex
 	apps  map[string]map[string]*pool // app -> function name -> active pool
 	pools map[string]*pool            // app/function-revision -> pool, active or prepared
+	holds map[string]int              // app/function-revision -> Holds not yet Released
 }
 
 // New creates a scheduler over a set of runtimes: each function is loaded
@@ -86,6 +88,7 @@ func New(rts runtime.Set, arts ArtifactSource, opts Options) *Scheduler {
 		rts: rts, arts: arts, opts: opts,
 		apps:  map[string]map[string]*pool{},
 		pools: map[string]*pool{},
+		holds: map[string]int{},
 	}
 }
 
@@ -186,6 +189,11 @@ func (s *Scheduler) Activate(ctx context.Context, rev *model.Revision) error {
 func (s *Scheduler) Deactivate(app string) {
 	s.mu.Lock()
 	delete(s.apps, app)
+	for key := range s.holds {
+		if strings.HasPrefix(key, app+"/") {
+			delete(s.holds, key) // the app is gone: so are its runs
+		}
+	}
 	retired := s.unusedLocked(app)
 	s.mu.Unlock()
 	for _, p := range retired {
@@ -202,11 +210,78 @@ func (s *Scheduler) unusedLocked(app string) []*pool {
 	}
 	var out []*pool
 	for key, p := range s.pools {
-		if p.app == app && !active[p] {
+		if p.app == app && !active[p] && s.holds[key] == 0 {
 			delete(s.pools, key)
 			out = append(out, p)
 		}
 	}
+	return out
+}
+
+// Hold loads fn (a function revision of app, active or not; Revision
+// set) if it is not loaded, and keeps its pool, n times: a deploy or a
+// rollback that moves the app to another revision does not retire it
+// until a Release for each hold. The workflow engine holds the revision
+// of every run in flight, so a run stays on the code it started on
+// (InvokeRevision).
+func (s *Scheduler) Hold(ctx context.Context, app string, fn model.Function, n int) error {
+	key := poolKey(app, fn)
+	for range 3 {
+		p, err := s.prepare(ctx, app, fn)
+		if err != nil {
+			return err
+		}
+		s.mu.Lock()
+		if s.pools[key] == p { // not retired since prepare found it
+			s.holds[key] += n
+			s.mu.Unlock()
+			return nil
+		}
+		s.mu.Unlock()
+	}
+	return fmt.Errorf("hold %s/%s at revision %s: retired while loading; try again", app, fn.Name, short(fn.Revision))
+}
+
+// Release drops one Hold of app's function revision; the last one
+// retires its pool (its module is closed once its invocations end) unless
+// the app's active revision uses it.
+func (s *Scheduler) Release(app, revision string) {
+	key := app + "/" + revision
+	s.mu.Lock()
+	if s.holds[key] <= 0 {
+		s.mu.Unlock()
+		return
+	}
+	s.holds[key]--
+	var retired *pool
+	if s.holds[key] == 0 {
+		delete(s.holds, key)
+		// Only this pool: another one that is neither active nor held
+		// may be a deploy's, prepared by its Validate for its Provision.
+		if p := s.pools[key]; p != nil && s.apps[app][p.fn.Name] != p {
+			delete(s.pools, key)
+			retired = p
+		}
+	}
+	s.mu.Unlock()
+	if retired != nil {
+		retired.close(&s.wg)
+		s.opts.Logger.Info("function revision released: no workflow runs of it in flight", "app", app, "function", retired.fn.Name, "revision", short(revision))
+	}
+}
+
+// Loaded lists the function revisions of app with a pool: the active
+// revision's, and those held (Hold). Sorted.
+func (s *Scheduler) Loaded(app string) []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []string
+	for _, p := range s.pools {
+		if p.app == app {
+			out = append(out, p.fn.Revision)
+		}
+	}
+	slices.Sort(out)
 	return out
 }
 
@@ -243,6 +318,24 @@ func (s *Scheduler) Invoke(ctx context.Context, app, function string, req *runti
 	if p == nil {
 		return nil, fmt.Errorf("%w: %s/%s", ErrNotFound, app, function)
 	}
+	return s.invokePool(ctx, p, function, req)
+}
+
+// InvokeRevision runs one invocation of app/function on its function
+// revision, held with Hold (active or not), rather than on the app's
+// active revision: how a workflow run stays on the code it started on.
+func (s *Scheduler) InvokeRevision(ctx context.Context, app, function, revision string, req *runtime.Request) (*runtime.Response, error) {
+	s.mu.RLock()
+	p := s.pools[app+"/"+revision]
+	s.mu.RUnlock()
+	if p == nil || p.fn.Name != function {
+		return nil, fmt.Errorf("%w: %s/%s at revision %s (not loaded: Hold it first)", ErrNotFound, app, function, short(revision))
+	}
+	return s.invokePool(ctx, p, function, req)
+}
+
+func (s *Scheduler) invokePool(ctx context.Context, p *pool, function string, req *runtime.Request) (*runtime.Response, error) {
+	app := p.app
 	start := time.Now()
 	if req.InvocationID == "" {
 		req.InvocationID = telemetry.NewInvocationID()
@@ -332,6 +425,8 @@ func (s *Scheduler) invoke(ctx context.Context, p *pool, req *runtime.Request) (
 }
 
 // successor is the pool now serving p's function, or nil if none does.
+// A held pool is never closed, so an invocation by revision never needs
+// one.
 func (s *Scheduler) successor(p *pool) *pool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()

@@ -342,3 +342,140 @@ func TestMetricsAtFirstUse(t *testing.T) {
 		t.Fatalf("%d series after an invocation, want the function's counters, histograms and gauges", n)
 	}
 }
+
+// A held revision outlives the deploys that replace it, answers
+// InvokeRevision with its own code, and is retired by its last Release.
+func TestHeldRevisionOutlivesActivation(t *testing.T) {
+	s, _, old := setup(t, 2)
+	ctx := context.Background()
+	if err := s.Hold(ctx, "app", old, 2); err != nil {
+		t.Fatal(err)
+	}
+	fn := old
+	fn.Env, fn.Revision = map[string]string{"V": "2"}, ""
+	rev, err := model.Plan("app", []model.Function{fn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Activate(ctx, rev); err != nil {
+		t.Fatal(err)
+	}
+	env := func(revision string) string {
+		t.Helper()
+		req := &runtime.Request{Method: "GET", Path: "/env", RawQuery: "key=V"}
+		var resp *runtime.Response
+		var err error
+		if revision == "" {
+			resp, err = s.Invoke(ctx, "app", "g", req)
+		} else {
+			resp, err = s.InvokeRevision(ctx, "app", "g", revision, req)
+		}
+		if err != nil {
+			t.Fatalf("invoke at %q: %v", revision, err)
+		}
+		return string(resp.Body)
+	}
+	if got := env(""); got != "2" {
+		t.Fatalf("active revision: V=%q, want 2", got)
+	}
+	if got := env(old.Revision); got != "" {
+		t.Fatalf("held revision: V=%q, want unset (its own env)", got)
+	}
+	if got := s.Loaded("app"); len(got) != 2 {
+		t.Fatalf("loaded %v, want the active and the held revision", got)
+	}
+	s.Release("app", old.Revision)
+	if got := s.Loaded("app"); len(got) != 2 {
+		t.Fatalf("loaded %v after one of two releases, want both still", got)
+	}
+	s.Release("app", old.Revision)
+	if got := s.Loaded("app"); len(got) != 1 || got[0] != rev.Functions[0].Revision {
+		t.Fatalf("loaded %v after the last release, want the active revision only", got)
+	}
+	if _, err := s.InvokeRevision(ctx, "app", "g", old.Revision, &runtime.Request{}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("released revision: %v, want ErrNotFound", err)
+	}
+	// One release too many is ignored; a hold of the active revision
+	// loads nothing.
+	s.Release("app", old.Revision)
+	if err := s.Hold(ctx, "app", rev.Functions[0], 1); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// BenchmarkHoldRelease is what every workflow run start and end adds (a
+// hold of a loaded revision and its release), beside the baseline of a
+// function lookup (Function: one read lock and two map reads).
+func BenchmarkHoldRelease(b *testing.B) {
+	s, _, fn := setup(&testing.T{}, 1)
+	ctx := context.Background()
+	b.Run("baseline-lookup", func(b *testing.B) {
+		for b.Loop() {
+			s.Function("app", "g")
+		}
+	})
+	b.Run("hold-release", func(b *testing.B) {
+		for b.Loop() {
+			if err := s.Hold(ctx, "app", fn, 1); err != nil {
+				b.Fatal(err)
+			}
+			s.Release("app", fn.Revision)
+		}
+	})
+}
+
+// TestHoldHammer: holds, invocations by revision and releases race with
+// activations that move the app between two revisions; every held
+// revision answers, and once every hold is released only the active
+// revision is loaded.
+func TestHoldHammer(t *testing.T) {
+	s, _, a := setup(t, 2)
+	ctx := context.Background()
+	b := a
+	b.Env, b.Revision = map[string]string{"V": "b"}, ""
+	revB, err := model.Plan("app", []model.Function{b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = revB.Functions[0]
+	revA := &model.Revision{ID: "a", App: "app", Functions: []model.Function{a}}
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for w := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fn := a
+			if w%2 == 1 {
+				fn = b
+			}
+			for range 10 {
+				if err := s.Hold(ctx, "app", fn, 1); err != nil {
+					errs <- err
+					return
+				}
+				if _, err := s.InvokeRevision(ctx, "app", "g", fn.Revision, &runtime.Request{Method: "GET", Path: "/count"}); err != nil {
+					errs <- fmt.Errorf("invoke held %s: %w", fn.Revision[:8], err)
+				}
+				s.Release("app", fn.Revision)
+			}
+		}()
+	}
+	for i := range 6 { // ends on revA
+		rev := revA
+		if i%2 == 0 {
+			rev = revB
+		}
+		if err := s.Activate(ctx, rev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if got := s.Loaded("app"); len(got) != 1 || got[0] != a.Revision {
+		t.Fatalf("loaded %v after every release, want the active revision %s only", got, a.Revision)
+	}
+}

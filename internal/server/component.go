@@ -145,6 +145,17 @@ func (a *activeSet) Retire(_ context.Context, app string) error {
 
 func (a *activeSet) Close(context.Context) error { return nil }
 
+// apps lists the apps with an active revision.
+func (a *activeSet) apps() []string {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	out := make([]string, 0, len(a.revs))
+	for app := range a.revs {
+		out = append(out, app)
+	}
+	return out
+}
+
 // get is app's active revision, or nil.
 func (a *activeSet) get(app string) *model.Revision {
 	a.mu.RLock()

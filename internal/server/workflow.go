@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/registry"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 	"github.com/nimbus-dev/nimbus/internal/scheduler"
@@ -123,4 +124,53 @@ func (s *Server) Runs(ctx context.Context, app string, o workflow.ListOptions) (
 		return nil, fmt.Errorf("%w: %s", registry.ErrAppNotFound, app)
 	}
 	return s.wf.List(ctx, app, o)
+}
+
+// workflowRevisions keeps workflow runs on the revision they started on
+// (workflow.Revisions): functions of past revisions come from the
+// registry, which keeps every revision; their pools from the scheduler,
+// held while runs of them are in flight.
+type workflowRevisions struct{ s *Server }
+
+var _ workflow.Revisions = workflowRevisions{}
+
+func (w workflowRevisions) Function(ctx context.Context, app, wf, revision string) (model.Function, error) {
+	if rev := w.s.active.get(app); rev != nil {
+		if fn, ok := functionAt(rev, wf, revision); ok {
+			return fn, nil
+		}
+	}
+	revs, err := w.s.reg.Revisions(ctx, app)
+	if err != nil {
+		return model.Function{}, err
+	}
+	for _, rev := range revs {
+		if fn, ok := functionAt(rev, wf, revision); ok {
+			return fn, nil
+		}
+	}
+	return model.Function{}, fmt.Errorf("%w: no stored revision of app %s has workflow %s at function revision %s", registry.ErrRevisionNotFound, app, wf, revision)
+}
+
+func functionAt(rev *model.Revision, name, revision string) (model.Function, bool) {
+	for _, fn := range rev.Functions {
+		if fn.Name == name && fn.Revision == revision {
+			return fn, true
+		}
+	}
+	return model.Function{}, false
+}
+
+func (w workflowRevisions) Hold(ctx context.Context, app string, fn model.Function, n int) error {
+	return w.s.sched.Hold(ctx, app, fn, n)
+}
+
+func (w workflowRevisions) Release(app, revision string) { w.s.sched.Release(app, revision) }
+
+func (w workflowRevisions) InvokeRevision(ctx context.Context, app, fn, revision string, req *runtime.Request) (*runtime.Response, error) {
+	resp, err := w.s.sched.InvokeRevision(ctx, app, fn, revision, req)
+	if errors.Is(err, scheduler.ErrNotFound) {
+		err = fmt.Errorf("%w: %w", workflow.ErrFunctionNotFound, err)
+	}
+	return resp, err
 }

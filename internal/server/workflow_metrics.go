@@ -16,6 +16,7 @@ type workflowMetrics struct {
 	started, ended                     *prometheus.CounterVec
 	steps                              *prometheus.HistogramVec
 	active, commits, writes, maxBatchD *prometheus.Desc
+	loaded                             *prometheus.Desc
 }
 
 var _ workflow.Observer = (*workflowMetrics)(nil)
@@ -38,6 +39,8 @@ func newWorkflowMetrics(s *Server) *workflowMetrics {
 			"Messages written to workflow journals (entries and run records).", nil, nil),
 		maxBatchD: prometheus.NewDesc("nimbus_workflow_journal_max_batch",
 			"The largest journal commit so far, in messages.", nil, nil),
+		loaded: prometheus.NewDesc("nimbus_function_revisions_loaded",
+			"Function revisions with a loaded module on this node, by app: the active revision's, and older ones kept for workflow runs in flight on them.", []string{"app"}, nil),
 	}
 	s.metrics.Registry().MustRegister(m.started, m.ended, m.steps, m)
 	return m
@@ -61,6 +64,7 @@ func (m *workflowMetrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- m.commits
 	ch <- m.writes
 	ch <- m.maxBatchD
+	ch <- m.loaded
 }
 
 func (m *workflowMetrics) Collect(ch chan<- prometheus.Metric) {
@@ -72,4 +76,9 @@ func (m *workflowMetrics) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(m.commits, prometheus.CounterValue, float64(st.Commits))
 	ch <- prometheus.MustNewConstMetric(m.writes, prometheus.CounterValue, float64(st.Writes))
 	ch <- prometheus.MustNewConstMetric(m.maxBatchD, prometheus.GaugeValue, float64(st.MaxBatch))
+	if m.s.sched != nil && m.s.active != nil {
+		for _, app := range m.s.active.apps() {
+			ch <- prometheus.MustNewConstMetric(m.loaded, prometheus.GaugeValue, float64(len(m.s.sched.Loaded(app))), app)
+		}
+	}
 }

@@ -71,3 +71,41 @@ func TestWorkflowRetryFromFailedStep(t *testing.T) {
 		t.Errorf("retry of an unknown run: %v, want a 404", err)
 	}
 }
+
+// TestWorkflowRetryMovesToActiveRevision: a failed run retried after a
+// deploy goes on with the active revision (deploy the fix, then retry),
+// and the revision it failed on is released.
+func TestWorkflowRetryMovesToActiveRevision(t *testing.T) {
+	t.Parallel()
+	guest := guesttest.MustBuild(t, wfGuestDir, guesttest.Reactor)
+	srv := start(t, t.TempDir())
+	deployWF(t, srv, guest, "")
+	ctx := context.Background()
+	old, _, err := srv.Workflows().Start(ctx, "shop", "flow", "gated", []byte(`{"steps":2,"gate_at":1}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := finished(t, srv, "gated"); r.State != workflow.StateFailed {
+		t.Fatalf("run %s %q, want failed by the closed gate", r.State, r.Error)
+	}
+	deployWFEnv(t, srv, guest, map[string]string{"STEP_PREFIX": "", "FIXED": "1"})
+	if _, err := srv.KV().Put(ctx, "shop", "execs", "gate", []byte("open"), state.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	back, err := srv.Retry(ctx, "shop", "gated")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back.Revision == old.Revision {
+		t.Fatalf("retried run on revision %s, the one it failed on; want the active one", back.Revision)
+	}
+	if r := finished(t, srv, "gated"); r.State != workflow.StateCompleted || r.Revision != back.Revision {
+		t.Fatalf("retried run %s on %s %q, want completed on %s", r.State, r.Revision, r.Error, back.Revision)
+	}
+	poll(t, "one revision loaded", func() error {
+		if got := loadedRevisions(t, srv); got != 1 {
+			return errorf("%v function revisions loaded, want 1", got)
+		}
+		return nil
+	})
+}

@@ -261,4 +261,6 @@ func (e *Engine) commitChildEnd(ctx context.Context, child, parent *Run, ver uin
 
 // isReservedSignal reports whether a signal name is the engine's own
 // (sent by a child's end), which the API does not send.
-func isReservedSignal(name string) bool { return strings.HasPrefix(name, ChildSignalPrefix) }
+func isReservedSignal(name string) bool {
+	return strings.HasPrefix(name, ChildSignalPrefix) || strings.HasPrefix(name, TopicSignalPrefix)
+}

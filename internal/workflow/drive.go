@@ -63,7 +63,7 @@ func (e *Engine) step(r *run) (time.Duration, error) {
 	rec := *r.rec
 	st := e.apps[r.app]
 	var slots chan struct{}
-	fn, ok := st.fnOf(rec.Workflow)
+	fn, pinned, ok := st.fnFor(&rec)
 	if ok {
 		slots = st.slots[fn.Revision]
 	}
@@ -83,8 +83,9 @@ func (e *Engine) step(r *run) (time.Duration, error) {
 		return 0, nil
 	}
 	if fn.Revision != rec.Revision {
-		// RATIONALE.md: the run goes on with the active revision; its
-		// journal catches changes that do not replay (non-determinism).
+		// Its revision is not held (no Revisions, or it could not be
+		// loaded): the run goes on with the active revision; its journal
+		// catches changes that do not replay (non-determinism).
 		e.logger.Debug("workflow run continues on another revision", "app", r.app, "run", r.id, "started_on", rec.Revision, "now", fn.Revision)
 	}
 	select {
@@ -111,7 +112,13 @@ func (e *Engine) step(r *run) (time.Duration, error) {
 		Body:        rec.Input,
 		TraceParent: runTraceParent(r.app, r.id),
 	}
-	resp, err := e.inv.Invoke(e.ctx, r.app, rec.Workflow, req)
+	var resp *runtime.Response
+	var err error
+	if pinned {
+		resp, err = e.opts.Revisions.InvokeRevision(e.ctx, r.app, rec.Workflow, fn.Revision, req)
+	} else {
+		resp, err = e.inv.Invoke(e.ctx, r.app, rec.Workflow, req)
+	}
 	if e.ctx.Err() != nil {
 		return 0, e.ctx.Err()
 	}
@@ -213,6 +220,9 @@ func (e *Engine) finish(r *run, state string, result []byte, msg string) error {
 	r.rec = &rec
 	e.mu.Unlock()
 	e.observeEnd(&rec)
+	if !r.terminated.Load() { // a termination released it
+		e.unpin(r.app, rec.Revision)
+	}
 	e.finished(r)
 	return nil
 }

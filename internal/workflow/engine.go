@@ -49,6 +49,12 @@ type Options struct {
 	// Observer receives step latencies and run ends (observe.go).
 	// Optional.
 	Observer Observer
+	// Revisions keeps runs on the revision they started on
+	// (versions.go). Default none: runs go on with the active revision.
+	Revisions Revisions
+	// Topics is what topic waits read (topics.go). Default none: a topic
+	// wait fails as invalid.
+	Topics Topics
 }
 
 // Engine is the workflow engine of a node: a component (Validate,
@@ -73,6 +79,8 @@ type Engine struct {
 	acts   map[string]*activation // activation (invocation) id -> its activation
 	timers *timers
 	actN   uint64
+
+	follows followers // readers of topics with waiting runs (topics.go)
 }
 
 // appState is what the engine knows of one app.
@@ -82,6 +90,9 @@ type appState struct {
 	// parked are runs whose workflow is not in the active revision; a
 	// Provision that brings it back wakes them.
 	parked map[string]bool
+	// pinned: function revision -> its function, for every revision
+	// held for runs in flight (versions.go).
+	pinned map[string]model.Function
 }
 
 // run is a run in memory. rec, active, again and waiters are guarded by
@@ -228,7 +239,7 @@ func (e *Engine) Provision(ctx context.Context, rev *model.Revision) error {
 	}
 	first := st == nil
 	if first {
-		st = &appState{slots: map[string]chan struct{}{}, parked: map[string]bool{}}
+		st = &appState{slots: map[string]chan struct{}{}, parked: map[string]bool{}, pinned: map[string]model.Function{}}
 		e.apps[rev.App] = st
 	}
 	st.fns = fns
@@ -246,27 +257,51 @@ func (e *Engine) Provision(ctx context.Context, rev *model.Revision) error {
 	if !first {
 		return nil
 	}
-	n := 0
+	// Every run in flight holds its revision before any of them runs
+	// (versions.go): read the records, hold, then arm and wake.
+	type due struct {
+		id string
+		at time.Time // zero: now
+	}
+	var dues []due
+	counts := map[[2]string]int{}
 	err := e.j.records(ctx, rev.App, func(rec *Run) {
+		if rec.Done() {
+			return
+		}
+		counts[[2]string{rec.Workflow, rec.Revision}]++
 		switch {
-		case rec.Done(), rec.State == StatePaused: // Resume wakes a paused run
+		case rec.State == StatePaused: // Resume wakes a paused run
 		case rec.State == StateSleeping && rec.WakeAt.After(e.opts.Now()):
-			e.timers.add(rec.WakeAt, rev.App, rec.ID)
-			n++
+			dues = append(dues, due{rec.ID, rec.WakeAt})
+		case rec.State == StateWaiting && rec.Topic != "":
+			// Its activation reaches the wait again and registers it
+			// with the topic's follower (topics.go).
+			dues = append(dues, due{id: rec.ID})
 		case rec.State == StateWaiting:
 			// A signal wakes it (a signal moves the record to running
 			// first); so does its deadline.
 			if !rec.WakeAt.IsZero() {
-				e.timers.add(rec.WakeAt, rev.App, rec.ID)
+				dues = append(dues, due{rec.ID, rec.WakeAt})
 			}
-			n++
 		default:
-			e.wake(rev.App, rec.ID)
-			n++
+			dues = append(dues, due{id: rec.ID})
 		}
 	})
 	if err != nil {
 		return fmt.Errorf("resume workflow runs of %s: %w", rev.App, err)
+	}
+	e.holdInFlight(ctx, rev.App, counts)
+	n := 0
+	for _, c := range counts {
+		n += c
+	}
+	for _, d := range dues {
+		if d.at.IsZero() {
+			e.wake(rev.App, d.id)
+		} else {
+			e.timers.add(d.at, rev.App, d.id)
+		}
 	}
 	if n > 0 {
 		e.logger.Info("workflow runs resumed", "app", rev.App, "runs", n)
@@ -280,6 +315,7 @@ func (e *Engine) Retire(ctx context.Context, app string) error {
 	_, known := e.apps[app]
 	delete(e.apps, app)
 	e.mu.Unlock()
+	e.stopTopics(app)
 	if !known {
 		return nil
 	}
@@ -343,9 +379,17 @@ func (e *Engine) start(ctx context.Context, app, workflow, id string, input []by
 	if !json.Valid(input) {
 		return nil, false, fmt.Errorf("%w: input is not JSON: a run's input is the JSON value its workflow function takes", ErrInvalid)
 	}
+	// The run holds its revision from before its start is recorded, so
+	// no deploy in between retires it (versions.go).
+	if err := e.pin(ctx, app, fn, 1); err != nil {
+		return nil, false, err
+	}
 	now := e.opts.Now().UTC()
 	rec := &Run{ID: id, App: app, Workflow: workflow, Revision: fn.Revision, State: StateRunning, Input: input, Created: now, Updated: now, Parent: parent}
 	ok, err := e.j.create(ctx, rec, fresh)
+	if err != nil || !ok {
+		e.unpin(app, fn.Revision)
+	}
 	if errors.Is(err, store.ErrWriteTooLarge) {
 		// The input fits max_request_body but not the run's record,
 		// one store write: a client error, not the node's.

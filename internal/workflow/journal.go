@@ -120,6 +120,9 @@ type Run struct {
 	Steps int `json:"steps"`
 	// Parent is the run that started this one as its child (call.go).
 	Parent string `json:"parent,omitempty"`
+	// Topic is the topic a waiting run waits on (topics.go); "" for a
+	// signal wait.
+	Topic string `json:"topic,omitempty"`
 }
 
 // Done reports whether the run reached a final state.

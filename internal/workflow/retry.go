@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/nimbus-dev/nimbus/internal/model"
 )
 
 // Retrying a failed run from its failed step.
@@ -35,7 +37,31 @@ func (e *Engine) Retry(ctx context.Context, app, id string) (*Run, error) {
 	if err := CheckRunID(id); err != nil {
 		return nil, err
 	}
+	// The run goes on with the active revision of its workflow (deploy
+	// the fix, then retry), which it holds from now on (versions.go).
+	var fn model.Function
+	var active bool
+	held := false
+	defer func() {
+		if held {
+			e.unpin(app, fn.Revision)
+		}
+	}()
 	rec, err := e.update(ctx, app, id, func(rec *Run) (*Entry, error) {
+		if !held {
+			e.mu.Lock()
+			fn, active = e.apps[app].fnOf(rec.Workflow)
+			e.mu.Unlock()
+			if active {
+				if err := e.pin(ctx, app, fn, 1); err != nil {
+					return nil, err
+				}
+				held = true
+			}
+		}
+		if active {
+			rec.Revision = fn.Revision
+		}
 		if rec.State != StateFailed {
 			return nil, fmt.Errorf("%w: run %s is %s; only a failed run can be retried (start a new run instead)", ErrNotRetryable, id, rec.State)
 		}
@@ -54,6 +80,7 @@ func (e *Engine) Retry(ctx context.Context, app, id string) (*Run, error) {
 	if err != nil {
 		return nil, err
 	}
+	held = false // the run keeps it until its end
 	e.mu.Lock()
 	if r := e.runs[runKey(app, id)]; r != nil {
 		r.loaded = false // the next activation folds the journal again

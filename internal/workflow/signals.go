@@ -78,7 +78,7 @@ func (e *Engine) Signal(ctx context.Context, app, id, name string, payload []byt
 		return nil, err
 	}
 	if isReservedSignal(name) {
-		return nil, fmt.Errorf("%w: signal name %q: names starting with %q are sent by the engine when a child run ends", ErrInvalid, name, ChildSignalPrefix)
+		return nil, fmt.Errorf("%w: signal name %q: names starting with %q or %q are sent by the engine (a child run's end, a topic event)", ErrInvalid, name, ChildSignalPrefix, TopicSignalPrefix)
 	}
 	if len(payload) == 0 {
 		payload = []byte("null")
@@ -89,6 +89,12 @@ func (e *Engine) Signal(ctx context.Context, app, id, name string, payload []byt
 	if !json.Valid(payload) {
 		return nil, fmt.Errorf("%w: signal payload is not JSON: send a JSON value (a string is quoted: '\"yes\"')", ErrInvalid)
 	}
+	return e.signal(ctx, app, id, name, payload)
+}
+
+// signal journals the signal name with payload (checked) for a run, and
+// wakes it.
+func (e *Engine) signal(ctx context.Context, app, id, name string, payload []byte) (*Run, error) {
 	now := e.opts.Now().UTC()
 	rec, err := e.update(ctx, app, id, func(rec *Run) (*Entry, error) {
 		if rec.Done() {
@@ -131,6 +137,13 @@ func waitAnswer(e Entry) WaitAnswer {
 // the wait; 0 is none) has passed; else ErrSuspended: the run waits,
 // holding no instance.
 func (e *Engine) WaitSignal(ctx context.Context, app, invocation string, pos int, name string, timeout time.Duration) (WaitAnswer, error) {
+	return e.wait(ctx, app, invocation, pos, name, timeout, nil)
+}
+
+// wait is WaitSignal, and with tw a topic wait (topics.go): its start
+// records the topic's position, and a suspension registers the run with
+// the topic's follower.
+func (e *Engine) wait(ctx context.Context, app, invocation string, pos int, name string, timeout time.Duration, tw *topicWait) (WaitAnswer, error) {
 	if a, err := e.activation(app, invocation); err == nil && a.stop == nil && pos == a.next-1 && pos < len(a.r.steps) &&
 		a.r.steps[pos].Type == EntryWait && a.r.steps[pos].Name == name {
 		return waitAnswer(a.r.steps[pos]), nil // asked again: the payload did not fit
@@ -194,6 +207,11 @@ func (e *Engine) WaitSignal(ctx context.Context, app, invocation string, pos int
 			if timeout > 0 {
 				begin.WakeAt = now.Add(timeout)
 			}
+			if tw != nil {
+				if begin.Input, err = e.topicStart(ctx, app, tw); err != nil {
+					return WaitAnswer{}, err
+				}
+			}
 			start = begin
 		} else if start.Name != name {
 			return WaitAnswer{}, a.mismatch(pos, Entry{Type: EntryWait, Name: start.Name}, EntryWait, name)
@@ -230,6 +248,10 @@ func (e *Engine) WaitSignal(ctx context.Context, app, invocation string, pos int
 			continue // the gate sees it on the next round
 		}
 		rec.State, rec.WakeAt, rec.Updated, rec.Steps = StateWaiting, start.WakeAt, now, pos
+		rec.Topic = ""
+		if tw != nil {
+			rec.Topic = tw.Topic
+		}
 		ok, err := e.j.commitIf(ctx, r.app, r.id, []*Entry{begin}, rec, seq)
 		if err != nil {
 			return WaitAnswer{}, err
@@ -238,6 +260,9 @@ func (e *Engine) WaitSignal(ctx context.Context, app, invocation string, pos int
 			continue
 		}
 		e.setRecord(r, rec)
+		if tw != nil {
+			e.watchTopic(r.app, r.id, name, start.Input)
+		}
 		a.waiting = true
 		return WaitAnswer{}, a.suspendAt(start.WakeAt)
 	}

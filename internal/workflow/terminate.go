@@ -53,6 +53,7 @@ func (e *Engine) Terminate(ctx context.Context, app, id, reason string) (*Run, e
 	}
 	e.mu.Unlock()
 	e.observeEnd(rec)
+	e.unpin(app, rec.Revision)
 	e.wake(app, id) // wakes whoever waits for its end
 	if rec.Parent != "" {
 		// Not in the termination's unit: a crash between the two leaves

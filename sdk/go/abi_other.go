@@ -56,6 +56,10 @@ func hostWait(int32, string, int64, []byte, *[wire.WaitOutSize]byte) int32 {
 	return wire.CodeUnavailable
 }
 
+func hostWaitTopic(int32, []byte, int64, []byte, *[wire.WaitOutSize]byte) int32 {
+	return wire.CodeUnavailable
+}
+
 func hostCall(string, []byte, string, []byte, *[wire.CallOutSize]byte) int32 {
 	return wire.CodeUnavailable
 }

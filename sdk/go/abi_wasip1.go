@@ -177,6 +177,13 @@ func hostWait(pos int32, name string, timeoutMS int64, buf []byte, out *[8]byte)
 	return wfWait(pos, strPtr(name), clampLen(len(name)), timeoutMS, bytesPtr(buf), clampLen(len(buf)), unsafe.Pointer(out))
 }
 
+//go:wasmimport nimbus wf_wait_topic
+func wfWaitTopic(pos int32, spec unsafe.Pointer, specLen int32, timeoutMS int64, buf unsafe.Pointer, bufCap int32, out unsafe.Pointer) int32
+
+func hostWaitTopic(pos int32, spec []byte, timeoutMS int64, buf []byte, out *[8]byte) int32 {
+	return wfWaitTopic(pos, bytesPtr(spec), clampLen(len(spec)), timeoutMS, bytesPtr(buf), clampLen(len(buf)), unsafe.Pointer(out))
+}
+
 // Calling from a workflow (see package wire, section Calling).
 
 //go:wasmimport nimbus wf_call

@@ -226,6 +226,22 @@
 //	    3: buf_cap is too small; out holds the length: call again.
 //	    21: no signal yet: the run waits (holding no instance); unwind.
 //
+// Waiting for a topic event.
+//
+//	wf_wait_topic(pos i32, spec_ptr, spec_len i32, timeout_ms i64,
+//	              buf_ptr, buf_cap, out_ptr i32) -> i32
+//	    A durable wait for the first event of a topic of the run's app
+//	    stored after the wait began that matches a filter. spec is JSON:
+//	    {"topic": "<topic>", "filter": {"<key>": <JSON value>, ...}}; a
+//	    key is a CloudEvents attribute ("type", "source", "subject",
+//	    "id", an extension) or "data.<field>" (a top-level field of a
+//	    JSON data), and matches when the event's value is equal (as
+//	    JSON). The function needs the grant "subscribe:<topic>". Answers
+//	    as wf_wait, with the event in the CloudEvents JSON format as the
+//	    payload; 1: not granted; 2: a bad spec or an undeclared topic.
+//	    The engine delivers the event as the signal
+//	    "nimbus.topic:<pos>", journaled with the run.
+//
 // Cancellation. wf_step_begin, wf_sleep and wf_wait may answer 24
 // (CodeCancelled): the run was cancelled and the operation at pos did not
 // happen. The guest stops its workflow code, runs its compensations as

@@ -9,6 +9,9 @@ const (
 	FuncStepEnd   = "wf_step_end"
 	FuncSleep     = "wf_sleep"
 	FuncWait      = "wf_wait"
+	// FuncWaitTopic waits for an event of a topic (see the package
+	// documentation, "Waiting for a topic event").
+	FuncWaitTopic = "wf_wait_topic"
 	// FuncCall and FuncStartChild are made inside a step (see the package
 	// documentation, "Calling").
 	FuncCall       = "wf_call"
@@ -114,3 +117,11 @@ const (
 
 // NoRetry is wf_step_end's retry_ms for a failure that is final.
 const NoRetry int64 = -1
+
+// TopicSignalPrefix starts the name of the signal that carries a topic
+// event to the wait at a position: "nimbus.topic:<pos>". The engine sends
+// it; the wait's outcome is journaled under that name.
+const TopicSignalPrefix = "nimbus.topic:"
+
+// MaxTopicSpecLen caps wf_wait_topic's spec (JSON).
+const MaxTopicSpecLen = 16 << 10

@@ -27,9 +27,12 @@ const (
 )
 
 // Capabilities returns the capability kinds this build's host functions
-// serve, sorted: the grantable kinds and the workflow calls.
+// serve, sorted: the grantable kinds and the workflow calls. A
+// subscribe grant has no provider of its own: the workflow calls serve
+// it (wf_wait_topic).
 func Capabilities() []string {
-	return slices.Sorted(slices.Values(append(capability.Kinds(), CapabilityWorkflow)))
+	kinds := slices.DeleteFunc(capability.Kinds(), func(k string) bool { return k == capability.KindSubscribe })
+	return slices.Sorted(slices.Values(append(kinds, CapabilityWorkflow)))
 }
 
 // Function is one host function.

@@ -17,7 +17,7 @@ import (
 const CapabilityWorkflow = "workflow"
 
 // WorkflowProvider provides wf_step_begin, wf_step_end, wf_sleep, wf_wait,
-// wf_call and wf_start_child over
+// wf_wait_topic, wf_call and wf_start_child over
 // Service. Their signatures are specified in sdk/go/wire.
 type WorkflowProvider struct {
 	Service *capability.WorkflowService
@@ -45,6 +45,10 @@ func (p WorkflowProvider) Functions() []Function {
 		{Name: wire.FuncWait, Params: []api.ValueType{i32, i32, i32, i64, i32, i32, i32}, Results: []api.ValueType{i32},
 			Fn: func(ctx context.Context, call *capability.Caller, mod api.Module, stack []uint64) {
 				stack[0] = api.EncodeI32(p.wait(ctx, call, mod.Memory(), stack))
+			}},
+		{Name: wire.FuncWaitTopic, Params: []api.ValueType{i32, i32, i32, i64, i32, i32, i32}, Results: []api.ValueType{i32},
+			Fn: func(ctx context.Context, call *capability.Caller, mod api.Module, stack []uint64) {
+				stack[0] = api.EncodeI32(p.waitTopic(ctx, call, mod.Memory(), stack))
 			}},
 		{Name: wire.FuncCall, Params: []api.ValueType{i32, i32, i32, i32, i32, i32, i32, i32, i32}, Results: []api.ValueType{i32},
 			Fn: func(ctx context.Context, call *capability.Caller, mod api.Module, stack []uint64) {
@@ -187,19 +191,50 @@ func (p WorkflowProvider) wait(ctx context.Context, call *capability.Caller, mem
 		return code
 	}
 	ans, err := p.Service.WaitSignal(ctx, call, pos, name, timeout)
+	return waitOut(mem, ans.Payload, ans.TimedOut, err, buf, bufCap, out)
+}
+
+// wf_wait_topic(pos, spec_ptr, spec_len, timeout_ms, buf_ptr, buf_cap, out_ptr) -> status
+func (p WorkflowProvider) waitTopic(ctx context.Context, call *capability.Caller, mem api.Memory, stack []uint64) int32 {
+	pos, code := posArg(stack[0])
+	if code != CodeOK {
+		return code
+	}
+	spec, code := bytesArg(mem, stack[1], stack[2], wire.MaxTopicSpecLen)
+	if code != CodeOK {
+		return code
+	}
+	var timeout time.Duration
+	if ms := int64(stack[3]); ms > 0 {
+		timeout = time.Duration(min(ms, int64(10*365*24*time.Hour/time.Millisecond))) * time.Millisecond
+	}
+	buf, bufCap, code := bufArg(mem, stack[4], stack[5])
+	if code != CodeOK {
+		return code
+	}
+	out, code := outArg(mem, stack[6], wire.WaitOutSize)
+	if code != CodeOK {
+		return code
+	}
+	ans, err := p.Service.WaitTopic(ctx, call, pos, spec, timeout)
+	return waitOut(mem, ans.Payload, ans.TimedOut, err, buf, bufCap, out)
+}
+
+// waitOut answers a wait: its status, and its outcome in out and buf.
+func waitOut(mem api.Memory, payload []byte, timedOut bool, err error, buf, bufCap, out uint32) int32 {
 	if err != nil {
 		return wfStatus(err)
 	}
 	var flags uint32
-	if ans.TimedOut {
+	if timedOut {
 		flags = wire.WaitTimedOut
 	}
-	mem.WriteUint32Le(out, uint32(len(ans.Payload)))
+	mem.WriteUint32Le(out, uint32(len(payload)))
 	mem.WriteUint32Le(out+4, flags)
-	if uint64(len(ans.Payload)) > uint64(bufCap) {
+	if uint64(len(payload)) > uint64(bufCap) {
 		return CodeTooLarge // asked again with a larger buffer
 	}
-	mem.Write(buf, ans.Payload)
+	mem.Write(buf, payload)
 	return CodeOK
 }
 

@@ -9,6 +9,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
 	"strconv"
@@ -34,6 +35,16 @@ type In struct {
 	// GateAt makes step GateAt (from 0; -1 none) fail for good until the
 	// key "gate" is in the execs bucket (the retry tests).
 	GateAt *int `json:"gate_at"`
+	// WaitFor makes the run wait, after its first step (and sleep), for
+	// a signal of that name (the versioning tests: a run held across a
+	// deploy and a restart, woken when the test says).
+	WaitFor string `json:"wait_for"`
+	// WaitTopic makes the run wait, after its first step, for the first
+	// event of that topic matching Filter (within TopicTimeoutMS, 0
+	// none), before the sleep; the event is in the result.
+	WaitTopic      string        `json:"wait_topic"`
+	Filter         nimbus.Filter `json:"filter"`
+	TopicTimeoutMS int64         `json:"topic_timeout_ms"`
 }
 
 // Out is a run's result.
@@ -43,6 +54,8 @@ type Out struct {
 	UUID string   `json:"uuid"`
 	// Slept is how long the sleep lasted, measured with journaled times.
 	SleptMS int64 `json:"slept_ms"`
+	// Event is the topic event the run waited for (WaitTopic).
+	Event *nimbus.TopicEvent[json.RawMessage] `json:"event,omitempty"`
 }
 
 var ledger, execs = nimbus.Bucket("ledger"), nimbus.Bucket("execs")
@@ -119,6 +132,13 @@ func run(wf *nimbus.Workflow, in In) (Out, error) {
 			return out, err
 		}
 		out.Revs = append(out.Revs, rev)
+		if i == 0 && in.WaitTopic != "" {
+			ev, err := nimbus.WaitForTopic[json.RawMessage](wf, in.WaitTopic, in.Filter, time.Duration(in.TopicTimeoutMS)*time.Millisecond)
+			if err != nil {
+				return out, err
+			}
+			out.Event = &ev
+		}
 		if i == 0 && in.SleepMS > 0 {
 			before := wf.Now()
 			wf.Sleep(time.Duration(in.SleepMS) * time.Millisecond)
@@ -126,6 +146,11 @@ func run(wf *nimbus.Workflow, in In) (Out, error) {
 				appendWake(wf.RunID() + "/woke")
 			}
 			out.SleptMS = wf.Now().Sub(before).Milliseconds()
+		}
+		if i == 0 && in.WaitFor != "" {
+			if _, err := nimbus.WaitForEvent[any](wf, in.WaitFor, 0); err != nil {
+				return out, err
+			}
 		}
 	}
 	if !in.Plain {
