@@ -247,10 +247,13 @@ func (r *Runtime) Load(ctx context.Context, spec runtime.Spec) (runtime.Module, 
 	dataInModule := c.image == nil && stats.DataEnd != 0
 	m.snapOK = m.contract == runtime.ContractSDK && snapshottable(stats, m.initialize) && !dataInModule
 	m.snapGlobals = stats.Globals
+	r.mu.Lock()
+	shared := c.refs - 1 // refs is guarded by r.mu: loads and releases of the same code race
+	r.mu.Unlock()
 	r.logger.Debug("module loaded", "app", spec.App, "function", spec.Function, "revision", spec.Revision,
 		"contract", string(m.contract), "bytes", len(spec.Artifact), "rewrite_seconds", c.rewrite.Seconds(),
 		"checks", stats.Checks, "data_segments", stats.DataSegments, "merged_data_segments", stats.MergedSegments, "data_image_bytes", c.image.len(), "snapshot", m.snapOK,
-		"shared_with", c.refs-1, "load_seconds", time.Since(start).Seconds())
+		"shared_with", shared, "load_seconds", time.Since(start).Seconds())
 	return m, nil
 }
 
