@@ -253,7 +253,7 @@ func (s *Scheduler) Invoke(ctx context.Context, app, function string, req *runti
 	if req.Log == nil && s.opts.Logs != nil {
 		req.Log = s.opts.Logs.Sink(app, function, p.fn.Revision, req.InvocationID)
 	}
-	resp, err := s.invoke(ctx, p, req)
+	resp, err := s.invoke(ctx, p, req, start)
 	code, reason := http.StatusOK, ""
 	if resp != nil {
 		code = resp.Status
@@ -265,14 +265,14 @@ func (s *Scheduler) Invoke(ctx context.Context, app, function string, req *runti
 	return resp, err
 }
 
-func (s *Scheduler) invoke(ctx context.Context, p *pool, req *runtime.Request) (*runtime.Response, error) {
+func (s *Scheduler) invoke(ctx context.Context, p *pool, req *runtime.Request, start time.Time) (*runtime.Response, error) {
 	// Waiting for an instance is bounded by the function's timeout; the
 	// guest's run is bounded by the runtime's own deadline of the same
 	// length, which reports it as runtime.ErrTimeout. The deadline is made
 	// only when the invocation has to wait: a warm request takes a free
 	// instance at once (tryAcquire), and a context with a timer per
 	// request was a quarter of the scheduler's own cost.
-	wait := waitCtx{parent: ctx, deadline: time.Now().Add(p.fn.Timeout())}
+	wait := waitCtx{parent: ctx, deadline: start.Add(p.fn.Timeout())}
 	defer wait.cancel()
 	for {
 		// The one check of the request body (the gateway ran it too, as it
