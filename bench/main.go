@@ -45,6 +45,9 @@ type options struct {
 	slowDuration time.Duration
 	slowRuns     int
 	cpuprofile   string
+	// wrkprofile, when set, is a CPU profile of the node alone under wrk
+	// (the warm scenario; one extra, uncounted wrk run).
+	wrkprofile string
 	// blockprofile and mutexprofile, when set, are written at the end.
 	blockprofile, mutexprofile string
 	verbose                    bool
@@ -117,6 +120,7 @@ func main() {
 	flag.DurationVar(&o.slowDuration, "slow-duration", 15*time.Second, "how long the slowbodies clients send (then 10s more to read RSS after)")
 	flag.IntVar(&o.slowRuns, "slow-runs", 1, "runs of the slowbodies scenario (each starts two processes and takes -slow-duration plus 10s twice)")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the whole run (this process: load generator, in-process server, runtime) to this file")
+	flag.StringVar(&o.wrkprofile, "wrkprofile", "", "write a CPU profile of the node alone serving wrk (warm and process scenarios, one extra uncounted run each; needs wrk, not with -cpuprofile) to <scenario>-FILE")
 	flag.StringVar(&o.blockprofile, "blockprofile", "", "write a blocking profile of the whole run to this file (where goroutines wait: commits, locks, channels)")
 	flag.StringVar(&o.mutexprofile, "mutexprofile", "", "write a mutex contention profile of the whole run to this file")
 	flag.BoolVar(&o.baselineTermination, "baseline-termination", false, "give the raw wazero baselines WithCloseOnContextDone(true), as the Nimbus runtime has, to isolate what its termination checks cost")

@@ -261,12 +261,17 @@ func runProcess(ctx context.Context, b *bench) ([]row, error) {
 		}
 	}
 	r := newRow("process", "warm req/s, 8 workers", "req/s", rps["nimbus"], "same binary direct", rps["raw"])
-	return append(rows,
+	wrkRows, err := runWrk(ctx, b, "process", "same binary direct", targets[0].url, targets[1].url)
+	if err != nil {
+		return nil, err
+	}
+	rows = append(rows,
 		r.goal(">= 0.60x raw", r.Ratio >= 0.6),
 		newRow("process", "warm p50, 8 workers", "ms", wp50["nimbus"], "same binary direct", wp50["raw"]),
 		newRow("process", "warm req/s, runtime hop only (1-CPU cap)", "req/s", rps["hop"], "same binary direct", rps["raw"]),
 		newRow("process", "warm req/s, runtime hop only, no CPU cap", "req/s", rps["hop-nocap"], "same binary direct", rps["raw"]),
-	), nil
+	)
+	return append(rows, wrkRows...), nil
 }
 
 func freePort() (int, error) {

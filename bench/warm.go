@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
+	"runtime/pprof"
 	"strconv"
 	"time"
 
@@ -100,7 +103,7 @@ func runWarm(ctx context.Context, b *bench) ([]row, error) {
 			)
 		}
 	}
-	wrkRows, err := runWrk(ctx, b, targets[0].url, targets[1].url)
+	wrkRows, err := runWrk(ctx, b, "warm", "net/http", targets[0].url, targets[1].url)
 	if err != nil {
 		return nil, err
 	}
@@ -148,8 +151,10 @@ func (s *rawServer) close() {
 }
 
 // runWrk measures both URLs with wrk when it is installed (the bench never
-// installs it): 2 threads, 32 connections.
-func runWrk(ctx context.Context, b *bench, nimbusURL, rawURL string) ([]row, error) {
+// installs it): 2 threads, 32 connections. The load comes from another
+// process, so the node has this one to itself (the in-process load
+// generator shares it).
+func runWrk(ctx context.Context, b *bench, scenario, baseline, nimbusURL, rawURL string) ([]row, error) {
 	wrk, err := exec.LookPath("wrk")
 	if err != nil {
 		progress("   wrk not installed; skipping the wrk measurement")
@@ -160,11 +165,14 @@ func runWrk(ctx context.Context, b *bench, nimbusURL, rawURL string) ([]row, err
 	p50 := map[string][]float64{}
 	p99 := map[string][]float64{}
 	urls := map[string]string{"nimbus": nimbusURL, "raw": rawURL}
+	if b.opts.wrkprofile != "" {
+		if err := profileWrk(ctx, wrk, secs, nimbusURL, filepath.Join(filepath.Dir(b.opts.wrkprofile), scenario+"-"+filepath.Base(b.opts.wrkprofile))); err != nil {
+			return nil, err
+		}
+	}
 	for i := range b.opts.runs {
-		for j, name := range []string{"nimbus", "raw"} {
-			if (i+j)%2 == 1 {
-				name = map[string]string{"nimbus": "raw", "raw": "nimbus"}[name]
-			}
+		for j := range 2 {
+			name := []string{"nimbus", "raw"}[(i+j)%2] // alternate who goes first
 			cctx, cancel := context.WithTimeout(ctx, time.Duration(secs+30)*time.Second)
 			out, err := exec.CommandContext(cctx, wrk, "-t2", "-c32", fmt.Sprintf("-d%ds", secs), "--latency", urls[name]).CombinedOutput()
 			cancel()
@@ -178,12 +186,34 @@ func runWrk(ctx context.Context, b *bench, nimbusURL, rawURL string) ([]row, err
 			rps[name], p50[name], p99[name] = append(rps[name], r), append(p50[name], p5), append(p99[name], p9)
 		}
 	}
-	r := newRow("warm", "wrk req/s, 32 conns", "req/s", rps["nimbus"], "net/http", rps["raw"])
+	r := newRow(scenario, "wrk req/s, 32 conns", "req/s", rps["nimbus"], baseline, rps["raw"])
 	return []row{
 		r.goal(">= 0.60x raw", r.Ratio >= 0.6),
-		newRow("warm", "wrk p50, 32 conns", "ms", p50["nimbus"], "net/http", p50["raw"]),
-		newRow("warm", "wrk p99, 32 conns", "ms", p99["nimbus"], "net/http", p99["raw"]),
+		newRow(scenario, "wrk p50, 32 conns", "ms", p50["nimbus"], baseline, p50["raw"]),
+		newRow(scenario, "wrk p99, 32 conns", "ms", p99["nimbus"], baseline, p99["raw"]),
 	}, nil
+}
+
+// profileWrk writes a CPU profile of this process (the node; wrk runs
+// in its own) during one wrk run against url, which is not counted.
+func profileWrk(ctx context.Context, wrk string, secs int, url, file string) error {
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := pprof.StartCPUProfile(f); err != nil {
+		return fmt.Errorf("-wrkprofile: %w (not with -cpuprofile)", err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, time.Duration(secs+30)*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(cctx, wrk, "-t2", "-c32", fmt.Sprintf("-d%ds", secs), url).CombinedOutput()
+	pprof.StopCPUProfile()
+	if err != nil {
+		return fmt.Errorf("wrk (profiled): %w\n%s", err, out)
+	}
+	progress("   CPU profile of the node under wrk written to %s", file)
+	return nil
 }
 
 var (

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -113,7 +114,7 @@ func (g *Gateway) buildTable(revs map[string]*model.Revision) (mux *http.ServeMu
 				if rt.Method != "" {
 					pattern = rt.Method + " " + rt.Path
 				}
-				h := &route{g: g, app: rev.App, fn: fn, pattern: pattern, params: wildcards(rt.Path)}
+				h := &route{g: g, app: rev.App, fn: fn, pattern: pattern, path: rt.Path, params: wildcards(rt.Path)}
 				if rt.Auth != nil {
 					h.auth = &routeAuth{spec: rt.Auth, keys: g.auth.keys}
 					if rt.Auth.Type == model.AuthJWT {
@@ -133,6 +134,13 @@ func (g *Gateway) buildTable(revs map[string]*model.Revision) (mux *http.ServeMu
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	mux := g.table.Load()
 	h, pattern := mux.Handler(r)
+	if rt, ok := h.(*route); ok && strings.HasPrefix(rt.path, "/") {
+		// Matched: serve it without matching again in mux.ServeHTTP
+		// (which would fill in r.PathValue; the route reads its
+		// wildcards itself, pathValues).
+		rt.serve(w, r, true)
+		return
+	}
 	if pattern != "" {
 		mux.ServeHTTP(w, r) // (Handler does not fill in r.PathValue)
 		return
@@ -195,34 +203,52 @@ type route struct {
 	app     string
 	fn      model.Function
 	pattern string
-	params  []string
+	path    string     // the pattern's path
+	params  []string   // the names of its wildcards, in order
 	auth    *routeAuth // nil: public
 }
 
-func (rt *route) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (rt *route) ServeHTTP(w http.ResponseWriter, r *http.Request) { rt.serve(w, r, false) }
+
+// serve answers r. matched says ServeMux matched r to this route without
+// filling in r.PathValue, so the wildcards are read from the path here.
+func (rt *route) serve(w http.ResponseWriter, r *http.Request, matched bool) {
 	stripAuthHeaders(r.Header)
 	if rt.auth != nil && !rt.authorize(w, r) {
 		return
 	}
-	tc := telemetry.Continue(r.Header.Get("traceparent"))
-	req := &runtime.Request{
-		Method:       r.Method,
-		Path:         r.URL.Path,
-		RawQuery:     r.URL.RawQuery,
-		Header:       r.Header,
-		Host:         r.Host,
-		RemoteAddr:   r.RemoteAddr,
-		Route:        rt.pattern,
-		InvocationID: telemetry.NewInvocationID(),
-		TraceParent:  tc.String(),
+	// The request and the values of the headers Serve sets are one
+	// allocation; the header's name is the canonical one, which Get
+	// looks up without making a copy of it.
+	c := new(call)
+	c.req = runtime.Request{
+		Method:     r.Method,
+		Path:       r.URL.Path,
+		RawQuery:   r.URL.RawQuery,
+		Header:     r.Header,
+		Host:       r.Host,
+		RemoteAddr: r.RemoteAddr,
+		Route:      rt.pattern,
 	}
+	c.req.InvocationID, c.req.TraceParent = telemetry.NewInvocation(telemetry.Continue(r.Header.Get(HeaderTraceParent)))
 	if len(rt.params) > 0 {
-		req.Params = make(map[string]string, len(rt.params))
-		for _, name := range rt.params {
-			req.Params[name] = r.PathValue(name)
+		c.req.Params = make(map[string]string, len(rt.params))
+		if matched {
+			pathValues(rt.path, r.URL.EscapedPath(), c.req.Params)
+		} else {
+			for _, name := range rt.params {
+				c.req.Params[name] = r.PathValue(name)
+			}
 		}
 	}
-	rt.g.calls.Load().Serve(w, r, rt.app, &rt.fn, req)
+	rt.g.calls.Load().serve(w, r, rt.app, &rt.fn, &c.req, c.values[:])
+}
+
+// call is what the gateway allocates for one request: the runtime's
+// request and the values of the response headers the gateway sets.
+type call struct {
+	req    runtime.Request
+	values [3]string
 }
 
 func traceID(traceparent string) string {
@@ -230,4 +256,56 @@ func traceID(traceparent string) string {
 		return tc.TraceIDString()
 	}
 	return ""
+}
+
+// pathValues puts in values the wildcards of pattern (a ServeMux path
+// pattern) as ServeMux gives them (r.PathValue) for path, an escaped,
+// clean path the pattern matched: {name} is its segment in that place,
+// unescaped; {name...} the rest of the path, unescaped.
+func pathValues(pattern, path string, values map[string]string) {
+	for len(pattern) > 1 && len(path) > 0 {
+		pattern = pattern[1:] // the slash
+		seg := pattern
+		if i := strings.IndexByte(pattern, '/'); i >= 0 {
+			seg, pattern = pattern[:i], pattern[i:]
+		} else {
+			pattern = ""
+		}
+		if name, ok := strings.CutPrefix(seg, "{"); ok {
+			name = strings.TrimSuffix(name, "}")
+			if name == "$" {
+				return
+			}
+			if name, ok := strings.CutSuffix(name, "..."); ok {
+				values[name] = pathUnescape(path[1:])
+				return
+			}
+			seg, _ = firstSegment(path)
+			values[name] = seg
+		}
+		_, path = firstSegment(path)
+	}
+}
+
+// firstSegment is ServeMux's: the first segment of path, unescaped, and
+// the rest.
+func firstSegment(path string) (seg, rest string) {
+	if path == "/" {
+		return "/", ""
+	}
+	path = path[1:]
+	i := strings.IndexByte(path, '/')
+	if i < 0 {
+		i = len(path)
+	}
+	return pathUnescape(path[:i]), path[i:]
+}
+
+// pathUnescape is ServeMux's: a segment that is not validly escaped is
+// kept as it is.
+func pathUnescape(s string) string {
+	if u, err := url.PathUnescape(s); err == nil {
+		return u
+	}
+	return s
 }

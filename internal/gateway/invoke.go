@@ -42,8 +42,16 @@ type Invocations struct {
 // Async is set) or runs it and writes the guest's response. A failure is
 // answered as apierror.FromInvocation maps it.
 func (h *Invocations) Serve(w http.ResponseWriter, r *http.Request, app string, fn *model.Function, req *runtime.Request) {
-	w.Header().Set(HeaderInvocationID, req.InvocationID)
-	w.Header().Set(HeaderTraceParent, req.TraceParent)
+	h.serve(w, r, app, fn, req, make([]string, 3))
+}
+
+// serve is Serve with the values of the response headers it sets in
+// values (3 of them), so a caller can allocate them with others.
+func (h *Invocations) serve(w http.ResponseWriter, r *http.Request, app string, fn *model.Function, req *runtime.Request, values []string) {
+	hdr := w.Header()
+	values[0], values[1] = req.InvocationID, req.TraceParent
+	hdr[HeaderInvocationID] = values[0:1:1]
+	hdr[HeaderTraceParent] = values[1:2:2]
 	// A body over max_request_body is a 413 before it costs any budget.
 	err := runtime.CheckRequestBody(r.ContentLength, fn.MaxRequestBytes)
 	if err == nil {
@@ -71,7 +79,7 @@ func (h *Invocations) Serve(w http.ResponseWriter, r *http.Request, app string, 
 		h.fail(w, req, app, fn.Name, err)
 		return
 	}
-	WriteResponse(w, resp)
+	writeResponse(w, resp, values[2:3:3])
 }
 
 // refusedBody reports whether err refuses a request body: too large, over
@@ -155,14 +163,22 @@ var hopHeaders = map[string]bool{
 
 // WriteResponse writes a guest response.
 func WriteResponse(w http.ResponseWriter, resp *runtime.Response) {
+	writeResponse(w, resp, make([]string, 1))
+}
+
+// writeResponse is WriteResponse with the value of Content-Length in
+// length (1 long).
+func writeResponse(w http.ResponseWriter, resp *runtime.Response, length []string) {
 	h := w.Header()
 	for k, vs := range resp.Header {
-		if hopHeaders[http.CanonicalHeaderKey(k)] {
+		k = http.CanonicalHeaderKey(k)
+		if hopHeaders[k] {
 			continue
 		}
-		h[http.CanonicalHeaderKey(k)] = vs
+		h[k] = vs
 	}
-	h.Set("Content-Length", strconv.Itoa(len(resp.Body)))
+	length[0] = strconv.Itoa(len(resp.Body))
+	h["Content-Length"] = length
 	status := resp.Status
 	if status == 0 {
 		status = http.StatusOK

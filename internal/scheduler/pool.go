@@ -124,26 +124,7 @@ func (p *pool) acquire(ctx context.Context) (*instance, time.Duration, error) {
 			<-p.tokens
 			return nil, 0, errPoolClosed
 		}
-		if n := len(p.open); n > 0 {
-			inst := p.open[n-1]
-			inst.inflight++
-			if inst.inflight == p.slots {
-				p.open[n-1] = nil
-				p.open = p.open[:n-1]
-			}
-			p.mu.Unlock()
-			return inst, 0, nil
-		}
-		if n := len(p.idle); n > 0 {
-			inst := p.idle[n-1]
-			p.idle[n-1] = nil
-			p.idle = p.idle[:n-1]
-			inst.inflight = 1
-			if p.slots > 1 {
-				p.open = append(p.open, inst)
-			}
-			p.busy++
-			p.gauge()
+		if inst := p.takeLocked(); inst != nil {
 			p.mu.Unlock()
 			return inst, 0, nil
 		}
@@ -189,6 +170,55 @@ func (p *pool) acquire(ctx context.Context) (*instance, time.Duration, error) {
 		p.mu.Unlock()
 	}
 	return inst, cold, nil
+}
+
+// tryAcquire is acquire's fast path, which needs no deadline: a slot of
+// a live instance when a token and a slot are free at once, else nil (the
+// caller then waits in acquire, with a deadline). It is what a warm
+// request takes, so it creates no context and no timer.
+func (p *pool) tryAcquire() *instance {
+	select {
+	case p.tokens <- struct{}{}:
+	default:
+		return nil
+	}
+	p.mu.Lock()
+	var inst *instance
+	if !p.closed {
+		inst = p.takeLocked()
+	}
+	p.mu.Unlock()
+	if inst == nil {
+		<-p.tokens
+	}
+	return inst
+}
+
+// takeLocked takes a slot of an open or idle instance, or returns nil if
+// none has one; p.mu is held.
+func (p *pool) takeLocked() *instance {
+	if n := len(p.open); n > 0 {
+		inst := p.open[n-1]
+		inst.inflight++
+		if inst.inflight == p.slots {
+			p.open[n-1] = nil
+			p.open = p.open[:n-1]
+		}
+		return inst
+	}
+	if n := len(p.idle); n > 0 {
+		inst := p.idle[n-1]
+		p.idle[n-1] = nil
+		p.idle = p.idle[:n-1]
+		inst.inflight = 1
+		if p.slots > 1 {
+			p.open = append(p.open, inst)
+		}
+		p.busy++
+		p.gauge()
+		return inst
+	}
+	return nil
 }
 
 func (p *pool) busyError(ctx context.Context) error {

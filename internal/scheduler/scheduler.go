@@ -346,7 +346,7 @@ func (s *Scheduler) invokePool(ctx context.Context, p *pool, function string, re
 	if req.Log == nil && s.opts.Logs != nil {
 		req.Log = s.opts.Logs.Sink(app, function, p.fn.Revision, req.InvocationID)
 	}
-	resp, err := s.invoke(ctx, p, req)
+	resp, err := s.invoke(ctx, p, req, start)
 	code, reason := http.StatusOK, ""
 	if resp != nil {
 		code = resp.Status
@@ -358,12 +358,15 @@ func (s *Scheduler) invokePool(ctx context.Context, p *pool, function string, re
 	return resp, err
 }
 
-func (s *Scheduler) invoke(ctx context.Context, p *pool, req *runtime.Request) (*runtime.Response, error) {
+func (s *Scheduler) invoke(ctx context.Context, p *pool, req *runtime.Request, start time.Time) (*runtime.Response, error) {
 	// Waiting for an instance is bounded by the function's timeout; the
 	// guest's run is bounded by the runtime's own deadline of the same
-	// length, which reports it as runtime.ErrTimeout.
-	wait, cancel := context.WithTimeout(ctx, p.fn.Timeout())
-	defer cancel()
+	// length, which reports it as runtime.ErrTimeout. The deadline is made
+	// only when the invocation has to wait: a warm request takes a free
+	// instance at once (tryAcquire), and a context with a timer per
+	// request was a quarter of the scheduler's own cost.
+	wait := waitCtx{parent: ctx, deadline: start.Add(p.fn.Timeout())}
+	defer wait.cancel()
 	for {
 		// The one check of the request body (the gateway ran it too, as it
 		// read the body): against the limit of the revision that would run
@@ -391,7 +394,12 @@ func (s *Scheduler) invoke(ctx context.Context, p *pool, req *runtime.Request) (
 				return nil, err
 			}
 		}
-		inst, cold, err := p.acquire(wait)
+		var inst *instance
+		var cold time.Duration
+		var err error
+		if inst = p.tryAcquire(); inst == nil {
+			inst, cold, err = p.acquire(wait.get())
+		}
 		if errors.Is(err, errPoolClosed) {
 			if p.limiter != nil {
 				permit.Release()
@@ -421,6 +429,30 @@ func (s *Scheduler) invoke(ctx context.Context, p *pool, req *runtime.Request) (
 			permit.Release()
 		}
 		return resp, err
+	}
+}
+
+// waitCtx is the context of an invocation's wait for an instance, made at
+// its first use: a warm request never waits, and so never pays for a
+// context and its timer.
+type waitCtx struct {
+	parent   context.Context
+	deadline time.Time
+	ctx      context.Context
+	stop     context.CancelFunc
+}
+
+func (w *waitCtx) get() context.Context {
+	if w.ctx == nil {
+		w.ctx, w.stop = context.WithDeadline(w.parent, w.deadline)
+	}
+	return w.ctx
+}
+
+// cancel releases the context, if one was made; the invocation's end.
+func (w *waitCtx) cancel() {
+	if w.stop != nil {
+		w.stop()
 	}
 }
 

@@ -72,3 +72,23 @@ func FuzzParseTraceParent(f *testing.F) {
 		}
 	})
 }
+
+// TestNewInvocation checks the id and traceparent cut from one string: an
+// id of 32 lower-case hex characters and tc's traceparent, unchanged.
+func TestNewInvocation(t *testing.T) {
+	t.Parallel()
+	tc := NewTrace()
+	id, tp := NewInvocation(tc)
+	if len(id) != 32 || !lowerHex(id) {
+		t.Errorf("invocation id %q: want 32 lower-case hex characters", id)
+	}
+	if tp != tc.String() {
+		t.Errorf("traceparent %q, want %q", tp, tc.String())
+	}
+	if got, ok := ParseTraceParent(tp); !ok || got != tc {
+		t.Errorf("traceparent %q parses to %v, %v; want %v", tp, got, ok, tc)
+	}
+	if other, _ := NewInvocation(tc); other == id {
+		t.Errorf("two invocations got the same id %q", id)
+	}
+}
