@@ -1,12 +1,17 @@
 package server
 
 import (
+	"cmp"
 	"context"
+	"fmt"
+	"slices"
 	"sync"
+	"time"
 
 	"github.com/nimbus-dev/nimbus/internal/api"
 	"github.com/nimbus-dev/nimbus/internal/audit"
 	"github.com/nimbus-dev/nimbus/internal/capability"
+	"github.com/nimbus-dev/nimbus/internal/gateway"
 )
 
 var _ api.AuditPlatform = (*Server)(nil)
@@ -83,6 +88,141 @@ func (d *auditDenials) append(den capability.Denial) {
 
 // close records what is queued and stops; later denials are dropped.
 func (d *auditDenials) close() {
+	select {
+	case <-d.closed:
+	default:
+		close(d.closed)
+	}
+	d.wg.Wait()
+}
+
+// Route-auth refusals are not recorded one by one: anyone on the network
+// can send bad credentials, as fast as they like, and an audit log that
+// denies deletes and purges must not be theirs to fill. They are counted
+// per (app, function, route, answer) and each window ends with one
+// route.denied entry per such group that had refusals, so the log grows
+// with the routes under attack, not with the requests.
+const (
+	// routeDenialWindow is how often the counted refusals are written.
+	routeDenialWindow = time.Minute
+	// routeDenialGroups bounds the groups counted per window; refusals
+	// past it are one more entry, counted only.
+	routeDenialGroups = 1000
+)
+
+// routeDenials counts route-auth refusals and writes their summaries.
+type routeDenials struct {
+	log *audit.Log
+	s   *Server
+	now func() time.Time
+
+	mu       sync.Mutex
+	groups   map[gateway.AuthDenial]*denialCount
+	overflow uint64 // refusals past routeDenialGroups in this window
+	from     time.Time
+
+	wg     sync.WaitGroup
+	closed chan struct{}
+}
+
+type denialCount struct {
+	n           uint64
+	first, last time.Time
+}
+
+func newRouteDenials(s *Server, log *audit.Log) *routeDenials {
+	d := &routeDenials{log: log, s: s, now: time.Now, groups: map[gateway.AuthDenial]*denialCount{}, closed: make(chan struct{})}
+	d.wg.Add(1)
+	go d.run()
+	return d
+}
+
+// OnAuthDenied counts one refusal; it never waits for the store.
+func (d *routeDenials) OnAuthDenied(den gateway.AuthDenial) {
+	now := d.now()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.from.IsZero() {
+		d.from = now
+	}
+	switch c := d.groups[den]; {
+	case c != nil:
+		c.n++
+		c.last = now
+	case len(d.groups) < routeDenialGroups:
+		d.groups[den] = &denialCount{n: 1, first: now, last: now}
+	default:
+		d.overflow++
+	}
+}
+
+func (d *routeDenials) run() {
+	defer d.wg.Done()
+	t := time.NewTicker(routeDenialWindow)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			d.flush()
+		case <-d.closed:
+			d.flush()
+			return
+		}
+	}
+}
+
+// flush writes one entry per group counted since the last flush, in a
+// stable order, and starts a new window.
+func (d *routeDenials) flush() {
+	d.mu.Lock()
+	groups, overflow, from := d.groups, d.overflow, d.from
+	d.groups, d.overflow, d.from = map[gateway.AuthDenial]*denialCount{}, 0, time.Time{}
+	d.mu.Unlock()
+	keys := make([]gateway.AuthDenial, 0, len(groups))
+	for k := range groups {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b gateway.AuthDenial) int {
+		return cmp.Or(cmp.Compare(a.App, b.App), cmp.Compare(a.Function, b.Function), cmp.Compare(a.Route, b.Route),
+			cmp.Compare(a.Status, b.Status), cmp.Compare(a.Code, b.Code))
+	})
+	tenants := map[string]string{}
+	for _, k := range keys {
+		c := groups[k]
+		tenant, ok := tenants[k.App]
+		if !ok {
+			if head, err := d.s.reg.App(context.Background(), k.App); err == nil {
+				tenant = head.TenantName()
+			}
+			tenants[k.App] = tenant
+		}
+		d.append(audit.Entry{Actor: "gateway", Tenant: tenant, Action: "route.denied", Target: k.App + "/" + k.Function,
+			Outcome: audit.OutcomeDenied, Detail: fmt.Sprintf("%d %s refused (%d %s) on %s from %s to %s",
+				c.n, plural(c.n, "request"), k.Status, k.Code, k.Route, c.first.UTC().Format(time.RFC3339), c.last.UTC().Format(time.RFC3339))})
+	}
+	if overflow > 0 {
+		d.append(audit.Entry{Actor: "gateway", Action: "route.denied", Outcome: audit.OutcomeDenied,
+			Detail: fmt.Sprintf("%d more %s refused on routes past the first %d of the window, from %s", overflow, plural(overflow, "request"),
+				routeDenialGroups, from.UTC().Format(time.RFC3339))})
+	}
+}
+
+func (d *routeDenials) append(e audit.Entry) {
+	if _, err := d.log.Append(context.Background(), e); err != nil {
+		d.s.logger.Error("audit entry not recorded", "action", e.Action, "target", e.Target, "error", err)
+	}
+}
+
+func plural(n uint64, word string) string {
+	if n == 1 {
+		return word
+	}
+	return word + "s"
+}
+
+// close writes what was counted and stops; later refusals are counted
+// and never written.
+func (d *routeDenials) close() {
 	select {
 	case <-d.closed:
 	default:
