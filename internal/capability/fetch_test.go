@@ -204,7 +204,7 @@ func TestFetchGrants(t *testing.T) {
 	e := newEgressEnv(t)
 	cp, ap := e.ports()
 	var logBuf syncBuffer
-	logger := slog.New(slog.NewTextHandler(&logBuf, nil))
+	logger := slog.New(slog.NewTextHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	svc := e.services(t, logger, capability.EgressConfig{AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}})
 	call, sink := caller("shop", "http:GET allowed.test:"+ap)
 	ctx := context.Background()
@@ -235,6 +235,20 @@ func TestFetchGrants(t *testing.T) {
 	}
 	if tp := resp.Header.Get("Echo-Traceparent"); !strings.HasPrefix(tp, "00-0af7651916cd43dd8448eb211c80319c-") || tp == call.TraceParent {
 		t.Errorf("traceparent sent = %q, want a child span of the invocation's", tp)
+	}
+	// The call's span is logged (debug) with its ids, parent and outcome;
+	// so is the call a redirect took to an ungranted host.
+	tp := resp.Header.Get("Echo-Traceparent")
+	if len(tp) == 55 {
+		want := `msg="egress call" app=shop function=fn invocation=inv1 host=http://allowed.test:` + ap + ` method=GET status=200 outcome=ok duration_ms=`
+		line := lineWith(logBuf.String(), "span_id="+tp[36:52])
+		if !strings.Contains(line, want) || !strings.Contains(line, "trace_id=0af7651916cd43dd8448eb211c80319c") ||
+			!strings.HasSuffix(line, "parent_span_id=b7ad6b7169203331") {
+			t.Errorf("the call's span line is %q, want %q... with its trace and parent", line, want)
+		}
+	}
+	if !strings.Contains(logBuf.String(), `msg="egress call" app=shop function=fn invocation=inv1 host=http://allowed.test:`+ap+` method=GET status=0 outcome=denied`) {
+		t.Errorf("no span line for the call redirected to an ungranted host:\n%s", logBuf.String())
 	}
 	if n := strings.Count(logBuf.String(), "host function denied"); n != 5 {
 		t.Errorf("%d denial warnings logged, want one per grant:\n%s", n, logBuf.String())
@@ -316,4 +330,14 @@ func egressCount(t *testing.T, reg *prometheus.Registry, outcome string) float64
 		}
 	}
 	return 0
+}
+
+// lineWith returns the first line of log that contains s.
+func lineWith(log, s string) string {
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, s) {
+			return l
+		}
+	}
+	return ""
 }
