@@ -44,8 +44,9 @@ func (l *lockedBuffer) String() string {
 // TestEgressWithSecretNeverLeaks: a wasm function reads a secret and sends
 // it to an allowed loopback service; the secret is rotated without a
 // redeploy; blocked, ungranted and missing cases fail with clear errors;
-// and no log line, guest log entry, API answer or gateway answer of the
-// whole run holds either value of the secret.
+// and no log line (debug level: the outbound calls' spans included), guest
+// log entry, audit entry, API or gateway answer (headers and bodies: logs,
+// audit, metrics) of the whole run holds either value of the secret.
 func TestEgressWithSecretNeverLeaks(t *testing.T) {
 	t.Parallel()
 	guest := guesttest.MustBuild(t, "testdata/egress", guesttest.Reactor)
@@ -79,7 +80,7 @@ func TestEgressWithSecretNeverLeaks(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
-		seen = append(seen, string(b))
+		seen = append(seen, fmt.Sprint(resp.Header), string(b)) // headers too: traceparent, errors
 		return resp.StatusCode, string(b)
 	}
 	secrets := []string{"sk_live_LEAKCANARY_v1_5d41402abc4b2a76", "sk_live_LEAKCANARY_v2_7d793037a0760186"}
@@ -151,6 +152,12 @@ func TestEgressWithSecretNeverLeaks(t *testing.T) {
 		}
 		return nil
 	})
+	// The API's answers of logs and audit entries join what is searched.
+	call("GET", srv.APIURL()+"/api/v1/apps/shop/logs", "")
+	call("GET", srv.APIURL()+"/api/v1/audit", "")
+	if !strings.Contains(logs.String(), `msg="egress call"`) {
+		t.Errorf("the node's log lacks the outbound calls' spans (debug level)")
+	}
 	everything := logs.String() + "\n" + strings.Join(guestLines, "\n") + "\n" + strings.Join(seen, "\n")
 	for _, s := range secrets {
 		if strings.Contains(everything, s) {
