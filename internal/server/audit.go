@@ -26,17 +26,32 @@ func (s *Server) Audit() api.AuditLog { return s.audit }
 const denialQueue = 1024
 
 // auditDenials appends the functions' denials to the audit log from one
-// goroutine, fed without blocking by OnDenied.
+// goroutine, fed without blocking by OnDenied. The first denial of a kind
+// (app, function, kind, what) in a window is an entry of its own, with its
+// invocation; the repeats are counted and become one summary entry when
+// the window ends (auditSummaryWindow), so a function denied on every
+// invocation, or invoked in a flood through a public route, adds at most
+// two entries per grant a minute. At most auditSummaryGroups kinds are
+// tracked per window; denials of further kinds are counted in one entry.
 type auditDenials struct {
 	log    *audit.Log
 	s      *Server
 	ch     chan capability.Denial
+	flushc chan chan struct{} // FlushDenials: end the window now
 	wg     sync.WaitGroup
 	closed chan struct{}
+
+	// Owned by run: the kinds written in this window, and their repeats.
+	repeats  map[denialKind]uint64
+	overflow uint64
 }
 
+// denialKind is what a summary counts.
+type denialKind struct{ app, function, kind, what string }
+
 func newAuditDenials(s *Server, log *audit.Log) *auditDenials {
-	d := &auditDenials{log: log, s: s, ch: make(chan capability.Denial, denialQueue), closed: make(chan struct{})}
+	d := &auditDenials{log: log, s: s, ch: make(chan capability.Denial, denialQueue), flushc: make(chan chan struct{}),
+		closed: make(chan struct{}), repeats: map[denialKind]uint64{}}
 	d.wg.Add(1)
 	go d.run()
 	return d
@@ -54,39 +69,109 @@ func (d *auditDenials) OnDenied(den capability.Denial) {
 
 func (d *auditDenials) run() {
 	defer d.wg.Done()
+	t := time.NewTicker(auditSummaryWindow)
+	defer t.Stop()
+	drain := func() {
+		for {
+			select {
+			case den := <-d.ch:
+				d.record(den)
+			default:
+				return
+			}
+		}
+	}
 	for {
 		select {
 		case den := <-d.ch:
-			d.append(den)
+			d.record(den)
+		case <-t.C:
+			d.flush()
+		case done := <-d.flushc:
+			drain()
+			d.flush()
+			close(done)
 		case <-d.closed:
-			for {
-				select {
-				case den := <-d.ch:
-					d.append(den)
-				default:
-					return
-				}
-			}
+			drain()
+			d.flush()
+			return
 		}
 	}
 }
 
-func (d *auditDenials) append(den capability.Denial) {
+// record writes den if it is the first of its kind in the window, else
+// counts it.
+func (d *auditDenials) record(den capability.Denial) {
+	k := denialKind{den.App, den.Function, den.Kind, den.What}
+	if _, seen := d.repeats[k]; seen {
+		d.repeats[k]++
+		return
+	}
+	if len(d.repeats) >= auditSummaryGroups {
+		d.overflow++
+		return
+	}
+	d.repeats[k] = 0
+	d.append(den.App, den.Function, denialAction(den.Kind), den.What, "invocation "+den.Invocation)
+}
+
+// flush writes a summary of each kind that repeated, and starts a new
+// window.
+func (d *auditDenials) flush() {
+	keys := make([]denialKind, 0, len(d.repeats))
+	for k, n := range d.repeats {
+		if n > 0 {
+			keys = append(keys, k)
+		}
+	}
+	slices.SortFunc(keys, func(a, b denialKind) int {
+		return cmp.Or(cmp.Compare(a.app, b.app), cmp.Compare(a.function, b.function), cmp.Compare(a.kind, b.kind), cmp.Compare(a.what, b.what))
+	})
+	for _, k := range keys {
+		n := d.repeats[k]
+		d.append(k.app, k.function, denialAction(k.kind), k.what, fmt.Sprintf("%d more %s in the window since the first", n, plural(n, "denial")))
+	}
+	if d.overflow > 0 {
+		if _, err := d.log.Append(context.Background(), audit.Entry{Actor: "node", Action: "capability.denied", Outcome: audit.OutcomeDenied,
+			Detail: fmt.Sprintf("%d more %s of functions, of kinds past the first %d of the window", d.overflow, plural(d.overflow, "denial"), auditSummaryGroups)}); err != nil {
+			d.s.logger.Error("audit entry not recorded", "action", "capability.denied", "error", err)
+		}
+	}
+	clear(d.repeats)
+	d.overflow = 0
+}
+
+func denialAction(kind string) string {
+	if kind == "egress" {
+		return "egress.blocked"
+	}
+	return "capability.denied"
+}
+
+func (d *auditDenials) append(app, function, action, what, detail string) {
 	tenant := ""
-	if head, err := d.s.reg.App(context.Background(), den.App); err == nil {
+	if head, err := d.s.reg.App(context.Background(), app); err == nil {
 		tenant = head.TenantName()
 	}
-	action := "capability.denied"
-	if den.Kind == "egress" {
-		action = "egress.blocked"
-	}
-	if _, err := d.log.Append(context.Background(), audit.Entry{Actor: den.App + "/" + den.Function, Tenant: tenant,
-		Action: action, Target: den.What, Outcome: audit.OutcomeDenied, Detail: "invocation " + den.Invocation}); err != nil {
-		d.s.logger.Error("audit entry not recorded", "action", action, "app", den.App, "error", err)
+	if _, err := d.log.Append(context.Background(), audit.Entry{Actor: app + "/" + function, Tenant: tenant,
+		Action: action, Target: what, Outcome: audit.OutcomeDenied, Detail: detail}); err != nil {
+		d.s.logger.Error("audit entry not recorded", "action", action, "app", app, "error", err)
 	}
 }
 
-// close records what is queued and stops; later denials are dropped.
+// flushNow ends the window at once (tests); the denials queued before it
+// are recorded first.
+func (d *auditDenials) flushNow() {
+	done := make(chan struct{})
+	select {
+	case d.flushc <- done:
+		<-done
+	case <-d.closed:
+	}
+}
+
+// close records what is queued, writes the window's summaries and stops;
+// later denials are dropped.
 func (d *auditDenials) close() {
 	select {
 	case <-d.closed:
@@ -103,11 +188,12 @@ func (d *auditDenials) close() {
 // route.denied entry per such group that had refusals, so the log grows
 // with the routes under attack, not with the requests.
 const (
-	// routeDenialWindow is how often the counted refusals are written.
-	routeDenialWindow = time.Minute
-	// routeDenialGroups bounds the groups counted per window; refusals
-	// past it are one more entry, counted only.
-	routeDenialGroups = 1000
+	// auditSummaryWindow is how often counted refusals and repeated
+	// denials are written.
+	auditSummaryWindow = time.Minute
+	// auditSummaryGroups bounds the groups counted per window; refusals
+	// or denials past it are one more entry, counted only.
+	auditSummaryGroups = 1000
 )
 
 // routeDenials counts route-auth refusals and writes their summaries.
@@ -118,7 +204,7 @@ type routeDenials struct {
 
 	mu       sync.Mutex
 	groups   map[gateway.AuthDenial]*denialCount
-	overflow uint64 // refusals past routeDenialGroups in this window
+	overflow uint64 // refusals past auditSummaryGroups in this window
 	from     time.Time
 
 	wg     sync.WaitGroup
@@ -149,7 +235,7 @@ func (d *routeDenials) OnAuthDenied(den gateway.AuthDenial) {
 	case c != nil:
 		c.n++
 		c.last = now
-	case len(d.groups) < routeDenialGroups:
+	case len(d.groups) < auditSummaryGroups:
 		d.groups[den] = &denialCount{n: 1, first: now, last: now}
 	default:
 		d.overflow++
@@ -158,7 +244,7 @@ func (d *routeDenials) OnAuthDenied(den gateway.AuthDenial) {
 
 func (d *routeDenials) run() {
 	defer d.wg.Done()
-	t := time.NewTicker(routeDenialWindow)
+	t := time.NewTicker(auditSummaryWindow)
 	defer t.Stop()
 	for {
 		select {
@@ -203,7 +289,7 @@ func (d *routeDenials) flush() {
 	if overflow > 0 {
 		d.append(audit.Entry{Actor: "gateway", Action: "route.denied", Outcome: audit.OutcomeDenied,
 			Detail: fmt.Sprintf("%d more %s refused on routes past the first %d of the window, from %s", overflow, plural(overflow, "request"),
-				routeDenialGroups, from.UTC().Format(time.RFC3339))})
+				auditSummaryGroups, from.UTC().Format(time.RFC3339))})
 	}
 }
 

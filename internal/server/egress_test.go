@@ -133,6 +133,13 @@ func TestEgressWithSecretNeverLeaks(t *testing.T) {
 			t.Errorf("metrics lack %s", want)
 		}
 	}
+	// Repeats of a denial are one summary entry per window, not one each.
+	for range 5 {
+		if code, _ := call("GET", gw+"/pay?to=http://"+cp+"/", ""); code != 502 {
+			t.Fatalf("blocked again: %d", code)
+		}
+	}
+	srv.FlushDenials()
 	if code, _ := call("DELETE", srv.APIURL()+"/api/v1/apps/shop/secrets/STRIPE_KEY", ""); code != 204 {
 		t.Fatalf("rm: %d", code)
 	}
@@ -186,6 +193,15 @@ func TestEgressWithSecretNeverLeaks(t *testing.T) {
 					t.Fatalf("audit entry %d holds a secret value", e.Seq)
 				}
 			}
+		}
+		var blocked []string
+		for _, e := range entries {
+			if e.Action == "egress.blocked" {
+				blocked = append(blocked, e.Detail)
+			}
+		}
+		if len(blocked) != 2 || !strings.HasPrefix(blocked[0], "invocation ") || blocked[1] != "5 more denials in the window since the first" {
+			t.Fatalf("egress.blocked entries: %q, want the first one's invocation, then a summary of 5 more", blocked)
 		}
 		for _, want := range []string{"secret.set shop/STRIPE_KEY ok", "secret.rm shop/STRIPE_KEY ok", "egress.blocked 127.0.0.1 denied"} {
 			if !got[want] {
