@@ -98,6 +98,18 @@ func TestEgressWithSecretNeverLeaks(t *testing.T) {
 	if code, body := call("GET", gw+"/pay?to=http://"+up+"/charge", ""); code != 200 || body != "status=200 auth=true key="+hash(secrets[0]) {
 		t.Fatalf("pay: %d %q", code, body)
 	}
+	// The caller's trace continues through the guest into its outbound
+	// call: the call's span line has the trace id the client sent.
+	req, _ := http.NewRequest("GET", gw+"/pay?to=http://"+up+"/charge", nil)
+	req.Header.Set("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("pay with a traceparent: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	if l := lineOf(logs.String(), `msg="egress call" app=shop function=pay`, "trace_id=4bf92f3577b34da6a3ce929d0e0e4736"); !strings.Contains(l, "outcome=ok") {
+		t.Errorf("no egress span in the client's trace in the node's log")
+	}
 	// Rotation without redeploy: the next invocation reads the new value.
 	if code, body := call("PUT", srv.APIURL()+"/api/v1/apps/shop/secrets/STRIPE_KEY", `{"value":"`+secrets[1]+`"}`); code != 200 || !strings.Contains(body, `"version": 2`) {
 		t.Fatalf("set secret again: %d %s", code, body)
@@ -128,7 +140,7 @@ func TestEgressWithSecretNeverLeaks(t *testing.T) {
 		t.Fatalf("list: %d %s", code, body)
 	}
 	_, metrics := call("GET", srv.APIURL()+"/metrics", "")
-	for _, want := range []string{`nimbus_egress_requests_total{app="shop",outcome="ok"} 3`, `nimbus_egress_requests_total{app="shop",outcome="blocked"} 1`, `nimbus_egress_requests_total{app="shop",outcome="denied"} 1`} {
+	for _, want := range []string{`nimbus_egress_requests_total{app="shop",outcome="ok"} 4`, `nimbus_egress_requests_total{app="shop",outcome="blocked"} 1`, `nimbus_egress_requests_total{app="shop",outcome="denied"} 1`} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %s", want)
 		}
@@ -218,4 +230,18 @@ func TestEgressWithSecretNeverLeaks(t *testing.T) {
 	if rep, err := srv.Audit().Verify(ctx); err != nil || !rep.OK() {
 		t.Fatalf("audit verify: %+v %v", rep, err)
 	}
+}
+
+// lineOf is the first line of log holding every one of subs ("" if none).
+func lineOf(log string, subs ...string) string {
+next:
+	for _, l := range strings.Split(log, "\n") {
+		for _, s := range subs {
+			if !strings.Contains(l, s) {
+				continue next
+			}
+		}
+		return l
+	}
+	return ""
 }
