@@ -259,14 +259,15 @@ func TestFetchGrants(t *testing.T) {
 	e.assertCanaryUntouched(t)
 }
 
-// TestFetchLimits: response size, request count, timeout and redirects.
+// TestFetchLimits: response size, request body size, request count,
+// timeout and redirects.
 func TestFetchLimits(t *testing.T) {
 	e := newEgressEnv(t)
 	_, ap := e.ports()
 	reg := prometheus.NewRegistry()
 	svc := capability.New(capability.Config{Registerer: reg, Egress: capability.EgressConfig{
 		Resolver: e.dns.Resolver(), AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")},
-		MaxResponseBytes: 1000, MaxRequests: 3, MaxRedirects: 1, Timeout: 5 * time.Second,
+		MaxResponseBytes: 1000, MaxRequestBytes: 100, MaxRequests: 3, MaxRedirects: 1, Timeout: 5 * time.Second,
 	}})
 	t.Cleanup(svc.Fetch.CloseIdleConnections)
 	ctx := context.Background()
@@ -293,6 +294,12 @@ func TestFetchLimits(t *testing.T) {
 	if _, err := get("/hang", capability.FetchRequest{Timeout: 50 * time.Millisecond}); !errors.Is(err, capability.ErrTimeout) {
 		t.Fatalf("hang: err = %v, want ErrTimeout", err)
 	}
+	// A request body over the limit is refused before anything is sent
+	// (and is not counted against the invocation's requests).
+	if _, err := svc.Fetch.Fetch(ctx, call, capability.FetchRequest{Method: "POST", URL: base + "/", Body: make([]byte, 101)}); !errors.Is(err, capability.ErrTooLarge) ||
+		!strings.Contains(err.Error(), "the request body is 101B, over the limit of 100B") {
+		t.Fatalf("request body over the limit: err = %v", err)
+	}
 	two := "/redirect?to=" + base + "/redirect?to=" + base + "/"
 	if _, err := get(two, capability.FetchRequest{}); !errors.Is(err, capability.ErrTooLarge) || !strings.Contains(err.Error(), "redirects") {
 		t.Fatalf("two redirects with a limit of one: err = %v", err)
@@ -300,7 +307,7 @@ func TestFetchLimits(t *testing.T) {
 	if _, err := get("/", capability.FetchRequest{Header: map[string][]string{"X-A": {"a\r\nInjected: 1"}}}); !errors.Is(err, capability.ErrBadArgument) {
 		t.Fatalf("header injection: err = %v", err)
 	}
-	want := map[string]float64{"ok": 1, "too_large": 2, "limit": 2, "timeout": 1, "bad_argument": 1}
+	want := map[string]float64{"ok": 1, "too_large": 3, "limit": 2, "timeout": 1, "bad_argument": 1}
 	for outcome, n := range want {
 		if got := egressCount(t, reg, outcome); got != n {
 			t.Errorf("nimbus_egress_requests_total{outcome=%q} = %v, want %v", outcome, got, n)
