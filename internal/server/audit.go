@@ -42,8 +42,9 @@ type auditDenials struct {
 	closed chan struct{}
 
 	// Owned by run: the kinds written in this window, and their repeats.
-	repeats  map[denialKind]uint64
-	overflow uint64
+	repeats   map[denialKind]uint64
+	overflow  uint64
+	maxGroups int // auditSummaryGroups
 }
 
 // denialKind is what a summary counts.
@@ -51,7 +52,7 @@ type denialKind struct{ app, function, kind, what string }
 
 func newAuditDenials(s *Server, log *audit.Log) *auditDenials {
 	d := &auditDenials{log: log, s: s, ch: make(chan capability.Denial, denialQueue), flushc: make(chan chan struct{}),
-		closed: make(chan struct{}), repeats: map[denialKind]uint64{}}
+		closed: make(chan struct{}), repeats: map[denialKind]uint64{}, maxGroups: auditSummaryGroups}
 	d.wg.Add(1)
 	go d.run()
 	return d
@@ -107,7 +108,7 @@ func (d *auditDenials) record(den capability.Denial) {
 		d.repeats[k]++
 		return
 	}
-	if len(d.repeats) >= auditSummaryGroups {
+	if len(d.repeats) >= d.maxGroups {
 		d.overflow++
 		return
 	}
@@ -133,7 +134,7 @@ func (d *auditDenials) flush() {
 	}
 	if d.overflow > 0 {
 		if _, err := d.log.Append(context.Background(), audit.Entry{Actor: "node", Action: "capability.denied", Outcome: audit.OutcomeDenied,
-			Detail: fmt.Sprintf("%d more %s of functions, of kinds past the first %d of the window", d.overflow, plural(d.overflow, "denial"), auditSummaryGroups)}); err != nil {
+			Detail: fmt.Sprintf("%d more %s of functions, of kinds past the first %d of the window", d.overflow, plural(d.overflow, "denial"), d.maxGroups)}); err != nil {
 			d.s.logger.Error("audit entry not recorded", "action", "capability.denied", "error", err)
 		}
 	}
@@ -198,9 +199,10 @@ const (
 
 // routeDenials counts route-auth refusals and writes their summaries.
 type routeDenials struct {
-	log *audit.Log
-	s   *Server
-	now func() time.Time
+	log       *audit.Log
+	s         *Server
+	now       func() time.Time
+	maxGroups int // auditSummaryGroups
 
 	mu       sync.Mutex
 	groups   map[gateway.AuthDenial]*denialCount
@@ -217,7 +219,7 @@ type denialCount struct {
 }
 
 func newRouteDenials(s *Server, log *audit.Log) *routeDenials {
-	d := &routeDenials{log: log, s: s, now: time.Now, groups: map[gateway.AuthDenial]*denialCount{}, closed: make(chan struct{})}
+	d := &routeDenials{log: log, s: s, now: time.Now, maxGroups: auditSummaryGroups, groups: map[gateway.AuthDenial]*denialCount{}, closed: make(chan struct{})}
 	d.wg.Add(1)
 	go d.run()
 	return d
@@ -235,7 +237,7 @@ func (d *routeDenials) OnAuthDenied(den gateway.AuthDenial) {
 	case c != nil:
 		c.n++
 		c.last = now
-	case len(d.groups) < auditSummaryGroups:
+	case len(d.groups) < d.maxGroups:
 		d.groups[den] = &denialCount{n: 1, first: now, last: now}
 	default:
 		d.overflow++
@@ -289,7 +291,7 @@ func (d *routeDenials) flush() {
 	if overflow > 0 {
 		d.append(audit.Entry{Actor: "gateway", Action: "route.denied", Outcome: audit.OutcomeDenied,
 			Detail: fmt.Sprintf("%d more %s refused on routes past the first %d of the window, from %s", overflow, plural(overflow, "request"),
-				auditSummaryGroups, from.UTC().Format(time.RFC3339))})
+				d.maxGroups, from.UTC().Format(time.RFC3339))})
 	}
 }
 
