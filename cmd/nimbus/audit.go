@@ -70,7 +70,7 @@ func newAuditLs(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&f.Tenant, "tenant", "", "only tenant `T`'s entries")
-	cmd.Flags().StringVar(&f.Action, "action", "", "only `ACTION` (deploy, rollback, delete, key.create, key.revoke, secret.set, secret.rm, capability.denied, egress.blocked)")
+	cmd.Flags().StringVar(&f.Action, "action", "", "only `ACTION` (deploy, rollback, delete, key.create, key.revoke, secret.set, secret.rm, capability.denied, egress.blocked, route.denied)")
 	cmd.Flags().StringVar(&f.Target, "target", "", "only entries about `TARGET` (an app also selects its secrets)")
 	cmd.Flags().StringVar(&since, "since", "", "only entries of the last `DURATION` (30m, 24h)")
 	cmd.Flags().IntVar(&f.Limit, "limit", 0, "only the newest `N` entries")

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/nimbus-dev/nimbus/internal/api"
 	"github.com/nimbus-dev/nimbus/internal/audit"
@@ -162,13 +163,11 @@ type wrongTenant struct {
 	absent     string // must not appear in the answer
 }
 
-// TestWrongTenantKeyOnEveryRoute walks every route of the API (from the
-// mux: a route added without a row here fails the test) with a key of
-// team-a asking for team-b's app, invocation, keys or audit entries.
-func TestWrongTenantKeyOnEveryRoute(t *testing.T) {
-	e := newTenantEnv(t)
+// walkTable is, for each route of the API, a call of it on team-b's app,
+// invocation, keys or audit entries, and what a key of team-a must get.
+func (e *tenantEnv) walkTable(t *testing.T) map[string]wrongTenant {
 	forbid := func(path string) wrongTenant { return wrongTenant{path: path, status: 403, code: "wrong_tenant"} }
-	table := map[string]wrongTenant{
+	return map[string]wrongTenant{
 		"GET /api/v1/status":                                       {path: "/api/v1/status", status: 200, absent: `"apps": 2`},
 		"HEAD /api/v1/artifacts/{sha}":                             {path: "/api/v1/artifacts/" + e.fnB.Module, status: 404}, // shared: by content address
 		"PUT /api/v1/artifacts/{sha}":                              {path: "/api/v1/artifacts/nope", status: 400, code: "bad_sha256"},
@@ -207,6 +206,14 @@ func TestWrongTenantKeyOnEveryRoute(t *testing.T) {
 		"POST /api/v1/apps/{app}/topics/{topic}/events":            forbid("/api/v1/apps/beta/topics/t/events"),
 		"GET /metrics":                                             {}, // public: no token, no tenant (see docs/security.md)
 	}
+}
+
+// TestWrongTenantKeyOnEveryRoute walks every route of the API (from the
+// mux: a route added without a row here fails the test) with a key of
+// team-a asking for team-b's app, invocation, keys or audit entries.
+func TestWrongTenantKeyOnEveryRoute(t *testing.T) {
+	e := newTenantEnv(t)
+	table := e.walkTable(t)
 	seen := map[string]bool{}
 	for _, rt := range e.h.Routes() {
 		seen[rt.Pattern] = true
@@ -342,5 +349,76 @@ func TestAuditEntries(t *testing.T) {
 	var mine []audit.Entry
 	if json.Unmarshal(res.Body.Bytes(), &mine) != nil || len(mine) != 2 || mine[0].Tenant != "team-b" || mine[1].Tenant != "team-b" {
 		t.Fatalf("team-b's audit: %s", res.Body)
+	}
+}
+
+// TestEveryScopeOnEveryRoute walks every route of the API with a key of
+// team-b holding one verb (read, invoke, deploy, secrets, admin) on
+// team-b's own things: a route needing another verb answers 403 naming
+// the verb it needs (X-Nimbus-Required-Scope); a route the verb covers is
+// not refused for its scope. Admin covers every verb. An expired key is
+// refused on every route with 401.
+func TestEveryScopeOnEveryRoute(t *testing.T) {
+	e := newTenantEnv(t)
+	table := e.walkTable(t)
+	ctx := context.Background()
+	scopes := []security.Scope{security.ScopeRead, security.ScopeInvoke, security.ScopeSecrets, security.ScopeDeploy, security.ScopeAdmin}
+	covered := map[security.Scope]int{}
+	const deleteApp = "DELETE /api/v1/apps/{app}" // called last: it ends the walk
+	for _, scope := range scopes {
+		key, _ := e.issue(t, "b-"+string(scope), "team-b", scope)
+		for _, rt := range e.h.Routes() {
+			if rt.Tenancy == api.TenancyPublic {
+				continue
+			}
+			allowed := scope == security.ScopeAdmin || scope == rt.Scope
+			if allowed && rt.Pattern == deleteApp {
+				continue
+			}
+			c := table[rt.Pattern]
+			method, _, _ := strings.Cut(rt.Pattern, " ")
+			res := e.do(key, method, c.path, c.body)
+			refused := res.Code == 403 && res.Header().Get(api.HeaderRequiredScope) != ""
+			switch {
+			case !allowed && (!refused || res.Header().Get(api.HeaderRequiredScope) != string(rt.Scope)):
+				t.Errorf("%s with a %s key: %d %s %s, want 403 needing %s", rt.Pattern, scope, res.Code, res.Header().Get(api.HeaderRequiredScope), res.Body, rt.Scope)
+			case allowed && (refused || res.Code == 401):
+				t.Errorf("%s with a %s key: refused %d %s", rt.Pattern, scope, res.Code, res.Body)
+			case allowed:
+				covered[scope]++
+			}
+		}
+	}
+	for _, scope := range scopes[:4] {
+		if covered[scope] == 0 {
+			t.Errorf("no route needs the %s scope", scope)
+		}
+	}
+	// Expired: refused everywhere, before its scope is looked at.
+	expired, _, err := e.tokens.Issue(ctx, security.TokenSpec{Name: "b-old", Tenant: "team-b", Scopes: []security.Scope{security.ScopeAdmin}, TTL: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for e.do(expired, "GET", "/api/v1/apps", "").Code != 401 {
+		if time.Now().After(deadline) {
+			t.Fatal("a key that expired after 1ms is still accepted after 5s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for _, rt := range e.h.Routes() {
+		if rt.Tenancy == api.TenancyPublic {
+			continue
+		}
+		c := table[rt.Pattern]
+		method, _, _ := strings.Cut(rt.Pattern, " ")
+		if res := e.do(expired, method, c.path, c.body); res.Code != 401 || !strings.Contains(res.Body.String(), "expired") {
+			t.Errorf("%s with an expired key: %d %s", rt.Pattern, res.Code, res.Body)
+		}
+	}
+	// Deleting the app is the deploy verb's (admin's too): last.
+	key, _ := e.issue(t, "b-deploy-last", "team-b", security.ScopeDeploy)
+	if res := e.do(key, "DELETE", "/api/v1/apps/beta", ""); res.Code != 204 {
+		t.Fatalf("delete with a deploy key: %d %s", res.Code, res.Body)
 	}
 }

@@ -49,7 +49,9 @@ type Entry struct {
 	// node-wide.
 	Tenant string `json:"tenant,omitempty"`
 	// Action is what was done: deploy, rollback, delete, key.create,
-	// key.revoke, secret.set, secret.rm, capability.denied, egress.blocked.
+	// key.revoke, secret.set, secret.rm, capability.denied, egress.blocked,
+	// route.denied (a summary of route-auth refusals, one per route and
+	// answer per window).
 	Action string `json:"action"`
 	// Target is what it was done to: an app, app/SECRET, a key id, a
 	// grant. Never a secret's value, a key's plaintext or a URL's path.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -223,6 +224,8 @@ func (s *FetchService) Fetch(ctx context.Context, call *Caller, req FetchRequest
 		hreq.Header = http.Header{}
 	}
 	hreq.Header.Del("Host") // the Host is the URL's: the grant was checked on it
+	// The call is a span of the invocation's trace: its traceparent goes
+	// to the server, and one debug line records it whatever the outcome.
 	span := telemetry.Continue(call.TraceParent)
 	if hreq.Header.Get("traceparent") == "" && call.TraceParent != "" {
 		hreq.Header.Set("traceparent", span.String())
@@ -231,6 +234,8 @@ func (s *FetchService) Fetch(ctx context.Context, call *Caller, req FetchRequest
 		return s.redirect(call, r, via)
 	}}
 	start := time.Now()
+	status := 0
+	defer func() { s.logSpan(call, t, span, start, status, outcome) }()
 	resp, err := client.Do(hreq)
 	if err != nil {
 		return nil, s.fetchError(ctx, call, t, timeout, err, &outcome)
@@ -245,10 +250,25 @@ func (s *FetchService) Fetch(ctx context.Context, call *Caller, req FetchRequest
 		return nil, fail(op, ErrTooLarge, fmt.Errorf("the response body of %s is over the limit of %s", t, model.FormatBytes(uint64(limit))))
 	}
 	s.duration.WithLabelValues(app).Observe(time.Since(start).Seconds())
-	outcome = "ok"
-	s.logger.Debug("fetch", "app", call.App, "function", call.Function, "invocation", call.InvocationID,
-		"host", t.String(), "method", t.method, "status", resp.StatusCode, "trace_id", span.TraceIDString())
+	outcome, status = "ok", resp.StatusCode
 	return &FetchResponse{Status: resp.StatusCode, Header: resp.Header, Body: b}, nil
+}
+
+// logSpan writes the span of one outbound call: where it went (host and
+// method, never the path, query, headers or body), how it ended and how
+// long it took, in the invocation's trace. Debug level: one line per call.
+func (s *FetchService) logSpan(call *Caller, t target, span telemetry.TraceContext, start time.Time, status int, outcome string) {
+	if !s.logger.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	parent := ""
+	if tc, ok := telemetry.ParseTraceParent(call.TraceParent); ok {
+		parent = hex.EncodeToString(tc.SpanID[:])
+	}
+	s.logger.Debug("egress call", "app", call.App, "function", call.Function, "invocation", call.InvocationID,
+		"host", t.String(), "method", t.method, "status", status, "outcome", outcome,
+		"duration_ms", float64(time.Since(start).Microseconds())/1000,
+		"trace_id", span.TraceIDString(), "span_id", hex.EncodeToString(span.SpanID[:]), "parent_span_id", parent)
 }
 
 // countRequest counts one request of the invocation against its limit.

@@ -204,7 +204,7 @@ func TestFetchGrants(t *testing.T) {
 	e := newEgressEnv(t)
 	cp, ap := e.ports()
 	var logBuf syncBuffer
-	logger := slog.New(slog.NewTextHandler(&logBuf, nil))
+	logger := slog.New(slog.NewTextHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	svc := e.services(t, logger, capability.EgressConfig{AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}})
 	call, sink := caller("shop", "http:GET allowed.test:"+ap)
 	ctx := context.Background()
@@ -236,6 +236,20 @@ func TestFetchGrants(t *testing.T) {
 	if tp := resp.Header.Get("Echo-Traceparent"); !strings.HasPrefix(tp, "00-0af7651916cd43dd8448eb211c80319c-") || tp == call.TraceParent {
 		t.Errorf("traceparent sent = %q, want a child span of the invocation's", tp)
 	}
+	// The call's span is logged (debug) with its ids, parent and outcome;
+	// so is the call a redirect took to an ungranted host.
+	tp := resp.Header.Get("Echo-Traceparent")
+	if len(tp) == 55 {
+		want := `msg="egress call" app=shop function=fn invocation=inv1 host=http://allowed.test:` + ap + ` method=GET status=200 outcome=ok duration_ms=`
+		line := lineWith(logBuf.String(), "span_id="+tp[36:52])
+		if !strings.Contains(line, want) || !strings.Contains(line, "trace_id=0af7651916cd43dd8448eb211c80319c") ||
+			!strings.HasSuffix(line, "parent_span_id=b7ad6b7169203331") {
+			t.Errorf("the call's span line is %q, want %q... with its trace and parent", line, want)
+		}
+	}
+	if !strings.Contains(logBuf.String(), `msg="egress call" app=shop function=fn invocation=inv1 host=http://allowed.test:`+ap+` method=GET status=0 outcome=denied`) {
+		t.Errorf("no span line for the call redirected to an ungranted host:\n%s", logBuf.String())
+	}
 	if n := strings.Count(logBuf.String(), "host function denied"); n != 5 {
 		t.Errorf("%d denial warnings logged, want one per grant:\n%s", n, logBuf.String())
 	}
@@ -245,14 +259,15 @@ func TestFetchGrants(t *testing.T) {
 	e.assertCanaryUntouched(t)
 }
 
-// TestFetchLimits: response size, request count, timeout and redirects.
+// TestFetchLimits: response size, request body size, request count,
+// timeout and redirects.
 func TestFetchLimits(t *testing.T) {
 	e := newEgressEnv(t)
 	_, ap := e.ports()
 	reg := prometheus.NewRegistry()
 	svc := capability.New(capability.Config{Registerer: reg, Egress: capability.EgressConfig{
 		Resolver: e.dns.Resolver(), AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")},
-		MaxResponseBytes: 1000, MaxRequests: 3, MaxRedirects: 1, Timeout: 5 * time.Second,
+		MaxResponseBytes: 1000, MaxRequestBytes: 100, MaxRequests: 3, MaxRedirects: 1, Timeout: 5 * time.Second,
 	}})
 	t.Cleanup(svc.Fetch.CloseIdleConnections)
 	ctx := context.Background()
@@ -279,6 +294,12 @@ func TestFetchLimits(t *testing.T) {
 	if _, err := get("/hang", capability.FetchRequest{Timeout: 50 * time.Millisecond}); !errors.Is(err, capability.ErrTimeout) {
 		t.Fatalf("hang: err = %v, want ErrTimeout", err)
 	}
+	// A request body over the limit is refused before anything is sent
+	// (and is not counted against the invocation's requests).
+	if _, err := svc.Fetch.Fetch(ctx, call, capability.FetchRequest{Method: "POST", URL: base + "/", Body: make([]byte, 101)}); !errors.Is(err, capability.ErrTooLarge) ||
+		!strings.Contains(err.Error(), "the request body is 101B, over the limit of 100B") {
+		t.Fatalf("request body over the limit: err = %v", err)
+	}
 	two := "/redirect?to=" + base + "/redirect?to=" + base + "/"
 	if _, err := get(two, capability.FetchRequest{}); !errors.Is(err, capability.ErrTooLarge) || !strings.Contains(err.Error(), "redirects") {
 		t.Fatalf("two redirects with a limit of one: err = %v", err)
@@ -286,7 +307,7 @@ func TestFetchLimits(t *testing.T) {
 	if _, err := get("/", capability.FetchRequest{Header: map[string][]string{"X-A": {"a\r\nInjected: 1"}}}); !errors.Is(err, capability.ErrBadArgument) {
 		t.Fatalf("header injection: err = %v", err)
 	}
-	want := map[string]float64{"ok": 1, "too_large": 2, "limit": 2, "timeout": 1, "bad_argument": 1}
+	want := map[string]float64{"ok": 1, "too_large": 3, "limit": 2, "timeout": 1, "bad_argument": 1}
 	for outcome, n := range want {
 		if got := egressCount(t, reg, outcome); got != n {
 			t.Errorf("nimbus_egress_requests_total{outcome=%q} = %v, want %v", outcome, got, n)
@@ -316,4 +337,14 @@ func egressCount(t *testing.T, reg *prometheus.Registry, outcome string) float64
 		}
 	}
 	return 0
+}
+
+// lineWith returns the first line of log that contains s.
+func lineWith(log, s string) string {
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, s) {
+			return l
+		}
+	}
+	return ""
 }

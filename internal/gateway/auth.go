@@ -200,14 +200,44 @@ func (rt *route) authorize(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
+// AuthDenial is one request that a route's auth refused.
+type AuthDenial struct {
+	// App, Function and Route (its pattern, "GET /orders") say where.
+	App, Function, Route string
+	// Status and Code are what the client was answered: 401
+	// unauthorized or invalid_token, 403 forbidden, 503 auth_unavailable.
+	Status int
+	Code   string
+}
+
+// SetAuthDenials makes the gateway report every request that route auth
+// refuses to f, from the request's goroutine: f must not block (the
+// server counts them and writes a summary to the audit log per window, so
+// a flood of bad credentials cannot fill it). nil stops the reports.
+func (g *Gateway) SetAuthDenials(f func(AuthDenial)) {
+	if f == nil {
+		g.onAuthDenied.Store(nil)
+		return
+	}
+	g.onAuthDenied.Store(&f)
+}
+
 // deny answers a refused request; a 401 says how to authenticate
-// (RFC 6750).
+// (RFC 6750). The refusal counts in the request metrics (reason: its
+// error code) and goes to the auth-denial sink.
 func (rt *route) deny(w http.ResponseWriter, err error) {
-	if apierror.Status(err) == http.StatusUnauthorized {
+	e := apierror.From(err)
+	if e.Status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="nimbus"`)
 	}
-	rt.g.logger().Debug("route auth refused a request", "app", rt.app, "function", rt.fn.Name, "route", rt.pattern, "error", err)
-	apierror.Write(w, err)
+	rt.g.logger().Debug("route auth refused a request", "app", rt.app, "function", rt.fn.Name, "route", rt.pattern, "code", e.Code, "error", err)
+	if m := rt.g.calls.Load().Metrics; m != nil {
+		m.Refused(rt.app, rt.fn.Name, e.Status, e.Code)
+	}
+	if f := rt.g.onAuthDenied.Load(); f != nil {
+		(*f)(AuthDenial{App: rt.app, Function: rt.fn.Name, Route: rt.pattern, Status: e.Status, Code: e.Code})
+	}
+	apierror.Write(w, e)
 }
 
 // checkAuthKeys refuses to serve routes with auth type key without a key

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/nimbus-dev/nimbus/internal/security/jwtauth"
 	"github.com/nimbus-dev/nimbus/internal/security/jwtauth/jwttest"
 	"github.com/nimbus-dev/nimbus/internal/store"
+	"github.com/nimbus-dev/nimbus/internal/telemetry"
 )
 
 // tenantKeys is gateway.Keys over real tokens, with each app's tenant
@@ -46,6 +48,10 @@ type authFixture struct {
 	iss    *jwttest.Issuer
 	tokens *security.Tokens
 	aud    string
+
+	metrics *telemetry.Metrics
+	mu      sync.Mutex
+	denials []gateway.AuthDenial // what SetAuthDenials reported
 }
 
 func newAuthFixture(t *testing.T) *authFixture {
@@ -63,6 +69,13 @@ func newAuthFixture(t *testing.T) *authFixture {
 
 	g := gateway.New(f.inv, slog.New(slog.DiscardHandler))
 	g.SetAuth(tenantKeys{tokens: f.tokens, tenants: map[string]string{"shop": "team-a"}}, jwtauth.Options{MinRefresh: -1})
+	f.metrics = telemetry.NewMetrics()
+	g.SetMetrics(f.metrics)
+	g.SetAuthDenials(func(d gateway.AuthDenial) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.denials = append(f.denials, d)
+	})
 	fn := model.Function{Name: "f", MaxRequestBytes: 1 << 10, Routes: []model.Route{
 		{Method: "GET", Path: "/public"},
 		{Method: "GET", Path: "/private", Auth: &model.RouteAuth{Type: model.AuthKey}},
@@ -294,6 +307,65 @@ func TestPublicRouteStaysPublicAndAuthHeadersCannotBeForged(t *testing.T) {
 	if code != 200 || seen.Get(gateway.HeaderAuthSubject) != "alice" || seen.Get("X-Nimbus-Auth-Claim-Roles") != "" ||
 		seen.Get("X-Nimbus-Auth-Claim-Email") != "" || seen.Get(gateway.HeaderAuthTenant) != "" {
 		t.Fatalf("JWT route with forged headers: %d, function saw %v", code, seen)
+	}
+}
+
+// TestRouteAuthRefusalsCounted: every refusal is reported to the denial
+// sink with its route and error code, and counted in the request metrics
+// (nimbus_requests_total by status, nimbus_request_errors_total by code);
+// admitted requests and public routes are neither.
+func TestRouteAuthRefusalsCounted(t *testing.T) {
+	t.Parallel()
+	f := newAuthFixture(t)
+	other := f.issue(t, "b-invoke", "team-b", security.ScopeInvoke)
+	own := f.issue(t, "a-invoke", "team-a", security.ScopeInvoke)
+	for _, c := range []struct {
+		path    string
+		headers map[string]string
+		status  int
+	}{
+		{"/public", nil, 200},
+		{"/private", bearer(own), 200},
+		{"/private", nil, 401},
+		{"/private", bearer(security.TokenPrefix + strings.Repeat("A", 43)), 401},
+		{"/private", bearer(other), 403},
+		{"/me", bearer("e30x.e30."), 401},
+	} {
+		if code, _, _ := f.call(t, c.path, c.headers); code != c.status {
+			t.Fatalf("%s: %d, want %d", c.path, code, c.status)
+		}
+	}
+	f.mu.Lock()
+	got := f.denials
+	f.mu.Unlock()
+	want := []gateway.AuthDenial{
+		{App: "shop", Function: "f", Route: "GET /private", Status: 401, Code: "unauthorized"},
+		{App: "shop", Function: "f", Route: "GET /private", Status: 401, Code: "unauthorized"},
+		{App: "shop", Function: "f", Route: "GET /private", Status: 403, Code: "forbidden"},
+		{App: "shop", Function: "f", Route: "GET /me", Status: 401, Code: "invalid_token"},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("denials reported: %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("denial %d: %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"nimbus_requests_total", map[string]string{"app": "shop", "function": "f", "code": "401"}, 3},
+		{"nimbus_requests_total", map[string]string{"app": "shop", "function": "f", "code": "403"}, 1},
+		{"nimbus_request_errors_total", map[string]string{"app": "shop", "function": "f", "reason": "unauthorized"}, 2},
+		{"nimbus_request_errors_total", map[string]string{"app": "shop", "function": "f", "reason": "forbidden"}, 1},
+		{"nimbus_request_errors_total", map[string]string{"app": "shop", "function": "f", "reason": "invalid_token"}, 1},
+	} {
+		if got := counter(t, f.metrics, c.name, c.labels); got != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
+		}
 	}
 }
 

@@ -38,6 +38,9 @@ type Gateway struct {
 	// calls answers the routes' invocations; SetAsync and SetMetrics
 	// replace it with a changed copy.
 	calls atomic.Pointer[Invocations]
+	// onAuthDenied receives each request route auth refuses
+	// (SetAuthDenials); nil: none.
+	onAuthDenied atomic.Pointer[func(AuthDenial)]
 
 	mu   sync.Mutex                 // serializes changes of revs, the table built from them, calls and auth
 	revs map[string]*model.Revision // app -> revision whose routes are served
@@ -57,7 +60,8 @@ func New(inv Invoker, logger *slog.Logger) *Gateway {
 }
 
 // SetMetrics counts the requests the gateway refuses before they reach
-// the Invoker (a body over max_request_body) in m.
+// the Invoker (a body over max_request_body, a credential route auth
+// refuses) in m.
 func (g *Gateway) SetMetrics(m *telemetry.Metrics) {
 	g.setCalls(func(c *Invocations) { c.Metrics = m })
 }

@@ -44,8 +44,9 @@ func (l *lockedBuffer) String() string {
 // TestEgressWithSecretNeverLeaks: a wasm function reads a secret and sends
 // it to an allowed loopback service; the secret is rotated without a
 // redeploy; blocked, ungranted and missing cases fail with clear errors;
-// and no log line, guest log entry, API answer or gateway answer of the
-// whole run holds either value of the secret.
+// and no log line (debug level: the outbound calls' spans included), guest
+// log entry, audit entry, API or gateway answer (headers and bodies: logs,
+// audit, metrics) of the whole run holds either value of the secret.
 func TestEgressWithSecretNeverLeaks(t *testing.T) {
 	t.Parallel()
 	guest := guesttest.MustBuild(t, "testdata/egress", guesttest.Reactor)
@@ -79,7 +80,7 @@ func TestEgressWithSecretNeverLeaks(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
-		seen = append(seen, string(b))
+		seen = append(seen, fmt.Sprint(resp.Header), string(b)) // headers too: traceparent, errors
 		return resp.StatusCode, string(b)
 	}
 	secrets := []string{"sk_live_LEAKCANARY_v1_5d41402abc4b2a76", "sk_live_LEAKCANARY_v2_7d793037a0760186"}
@@ -96,6 +97,18 @@ func TestEgressWithSecretNeverLeaks(t *testing.T) {
 	gw := srv.GatewayURL()
 	if code, body := call("GET", gw+"/pay?to=http://"+up+"/charge", ""); code != 200 || body != "status=200 auth=true key="+hash(secrets[0]) {
 		t.Fatalf("pay: %d %q", code, body)
+	}
+	// The caller's trace continues through the guest into its outbound
+	// call: the call's span line has the trace id the client sent.
+	req, _ := http.NewRequest("GET", gw+"/pay?to=http://"+up+"/charge", nil)
+	req.Header.Set("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("pay with a traceparent: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	if l := lineOf(logs.String(), `msg="egress call" app=shop function=pay`, "trace_id=4bf92f3577b34da6a3ce929d0e0e4736"); !strings.Contains(l, "outcome=ok") {
+		t.Errorf("no egress span in the client's trace in the node's log")
 	}
 	// Rotation without redeploy: the next invocation reads the new value.
 	if code, body := call("PUT", srv.APIURL()+"/api/v1/apps/shop/secrets/STRIPE_KEY", `{"value":"`+secrets[1]+`"}`); code != 200 || !strings.Contains(body, `"version": 2`) {
@@ -127,11 +140,18 @@ func TestEgressWithSecretNeverLeaks(t *testing.T) {
 		t.Fatalf("list: %d %s", code, body)
 	}
 	_, metrics := call("GET", srv.APIURL()+"/metrics", "")
-	for _, want := range []string{`nimbus_egress_requests_total{app="shop",outcome="ok"} 3`, `nimbus_egress_requests_total{app="shop",outcome="blocked"} 1`, `nimbus_egress_requests_total{app="shop",outcome="denied"} 1`} {
+	for _, want := range []string{`nimbus_egress_requests_total{app="shop",outcome="ok"} 4`, `nimbus_egress_requests_total{app="shop",outcome="blocked"} 1`, `nimbus_egress_requests_total{app="shop",outcome="denied"} 1`} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %s", want)
 		}
 	}
+	// Repeats of a denial are one summary entry per window, not one each.
+	for range 5 {
+		if code, _ := call("GET", gw+"/pay?to=http://"+cp+"/", ""); code != 502 {
+			t.Fatalf("blocked again: %d", code)
+		}
+	}
+	srv.FlushDenials()
 	if code, _ := call("DELETE", srv.APIURL()+"/api/v1/apps/shop/secrets/STRIPE_KEY", ""); code != 204 {
 		t.Fatalf("rm: %d", code)
 	}
@@ -151,6 +171,12 @@ func TestEgressWithSecretNeverLeaks(t *testing.T) {
 		}
 		return nil
 	})
+	// The API's answers of logs and audit entries join what is searched.
+	call("GET", srv.APIURL()+"/api/v1/apps/shop/logs", "")
+	call("GET", srv.APIURL()+"/api/v1/audit", "")
+	if !strings.Contains(logs.String(), `msg="egress call"`) {
+		t.Errorf("the node's log lacks the outbound calls' spans (debug level)")
+	}
 	everything := logs.String() + "\n" + strings.Join(guestLines, "\n") + "\n" + strings.Join(seen, "\n")
 	for _, s := range secrets {
 		if strings.Contains(everything, s) {
@@ -180,6 +206,15 @@ func TestEgressWithSecretNeverLeaks(t *testing.T) {
 				}
 			}
 		}
+		var blocked []string
+		for _, e := range entries {
+			if e.Action == "egress.blocked" {
+				blocked = append(blocked, e.Detail)
+			}
+		}
+		if len(blocked) != 2 || !strings.HasPrefix(blocked[0], "invocation ") || blocked[1] != "5 more denials in the window since the first" {
+			t.Fatalf("egress.blocked entries: %q, want the first one's invocation, then a summary of 5 more", blocked)
+		}
 		for _, want := range []string{"secret.set shop/STRIPE_KEY ok", "secret.rm shop/STRIPE_KEY ok", "egress.blocked 127.0.0.1 denied"} {
 			if !got[want] {
 				return fmt.Errorf("no entry %q in %v", want, got)
@@ -195,4 +230,18 @@ func TestEgressWithSecretNeverLeaks(t *testing.T) {
 	if rep, err := srv.Audit().Verify(ctx); err != nil || !rep.OK() {
 		t.Fatalf("audit verify: %+v %v", rep, err)
 	}
+}
+
+// lineOf is the first line of log holding every one of subs ("" if none).
+func lineOf(log string, subs ...string) string {
+next:
+	for _, l := range strings.Split(log, "\n") {
+		for _, s := range subs {
+			if !strings.Contains(l, s) {
+				continue next
+			}
+		}
+		return l
+	}
+	return ""
 }

@@ -2,14 +2,17 @@ package server_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/nimbus-dev/nimbus/internal/audit"
 	"github.com/nimbus-dev/nimbus/internal/guesttest"
 	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/security"
@@ -113,5 +116,55 @@ func TestRouteAuthOnANode(t *testing.T) {
 	}
 	if code, body := call("/me", own); code != 401 || !strings.Contains(body, "invalid_token") {
 		t.Fatalf("API key on a JWT route: %d %q", code, body)
+	}
+
+	// A flood of bad keys is counted in the metrics, and is one audit
+	// entry per route and answer, not one per request.
+	const flood = 200
+	for range flood {
+		if code, _ := call("/private", security.TokenPrefix+strings.Repeat("A", 43)); code != 401 {
+			t.Fatalf("unknown key: %d", code)
+		}
+	}
+	srv.FlushRouteDenials()
+	entries, err := srv.Audit().List(context.Background(), audit.Filter{Action: "route.denied"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.Actor != "gateway" || e.Tenant != "team-a" || e.Target != "shop/whoami" || e.Outcome != audit.OutcomeDenied {
+			t.Errorf("route.denied entry %+v", e)
+		}
+	}
+	for _, want := range []string{
+		fmt.Sprintf("%d requests refused (401 unauthorized) on GET /private from ", flood+1),
+		"1 request refused (403 forbidden) on GET /private from ",
+		"1 request refused (503 auth_unavailable) on GET /blocked from ",
+		"1 request refused (401 invalid_token) on GET /me from ",
+	} {
+		if !slices.ContainsFunc(entries, func(e audit.Entry) bool { return strings.HasPrefix(e.Detail, want) }) {
+			t.Errorf("no route.denied entry %q... in %+v", want, entries)
+		}
+	}
+	if len(entries) != 4 {
+		t.Errorf("%d route.denied entries, want 4 (one per route and answer): %+v", len(entries), entries)
+	}
+	if rep, err := srv.Audit().Verify(context.Background()); err != nil || !rep.OK() {
+		t.Fatalf("audit verify: %+v %v", rep, err)
+	}
+	resp, err := http.Get(srv.APIURL() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		fmt.Sprintf(`nimbus_request_errors_total{app="shop",function="whoami",reason="unauthorized"} %d`, flood+1),
+		`nimbus_request_errors_total{app="shop",function="whoami",reason="forbidden"} 1`,
+		`nimbus_request_errors_total{app="shop",function="whoami",reason="invalid_token"} 1`,
+	} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("metrics lack %s", want)
+		}
 	}
 }

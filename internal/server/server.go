@@ -155,6 +155,10 @@ type Server struct {
 	deployMu   sync.Mutex // one deploy, rollback or delete at a time keeps the components in step
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup
+
+	// routeDenied counts route-auth refusals and writes a summary per
+	// window to the audit log.
+	routeDenied *routeDenials
 }
 
 var (
@@ -287,6 +291,8 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	// Routes with auth: keys of the app's tenant, JWTs whose keys are
 	// fetched through the egress guard. Set before restore provisions.
 	s.gw.SetAuth(&routeKeys{tokens: s.tokens, reg: s.reg}, jwtauth.Options{Client: jwksClient(s.caps.Fetch.Guard())})
+	s.routeDenied = newRouteDenials(s, s.audit)
+	s.gw.SetAuthDenials(s.routeDenied.OnAuthDenied)
 
 	token, created, err := s.tokens.EnsureAdmin(ctx)
 	if err != nil {
@@ -460,6 +466,9 @@ func (s *Server) Close(ctx context.Context) error {
 	}
 	if s.denials != nil {
 		s.denials.close() // no guest runs now: record what is queued
+	}
+	if s.routeDenied != nil {
+		s.routeDenied.close() // the gateway is closed: write the last window's counts
 	}
 	if s.store != nil {
 		if err := s.store.Close(); err != nil {

@@ -16,7 +16,7 @@ import (
 	"github.com/nimbus-dev/nimbus/internal/state"
 )
 
-// The platform API: the capability services (KV, publish, log) served to
+// The platform API: the capability services (KV, publish, log, secrets) served to
 // one process over HTTP, behind a token only that process is given.
 const (
 	// PlatformAPIAddr is where a sandboxed process reaches the platform
@@ -95,8 +95,9 @@ func (a *platformAPI) mux() http.Handler {
 	mux.HandleFunc("DELETE /kv/{bucket}/{key...}", a.kvDelete)
 	mux.HandleFunc("POST /publish/{topic}", a.publish)
 	mux.HandleFunc("POST /log", a.log)
+	mux.HandleFunc("GET /secret/{name}", a.secret)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		apiFail(w, http.StatusNotFound, "not_found", r.Method+" "+r.URL.Path+" is not a platform API route (GET/PUT/DELETE /kv/{bucket}/{key}, GET /kv/{bucket}, POST /publish/{topic}, POST /log)")
+		apiFail(w, http.StatusNotFound, "not_found", r.Method+" "+r.URL.Path+" is not a platform API route (GET/PUT/DELETE /kv/{bucket}/{key}, GET /kv/{bucket}, POST /publish/{topic}, POST /log, GET /secret/{name})")
 	})
 	return a.auth(mux)
 }
@@ -128,6 +129,20 @@ func (a *platformAPI) kvGet(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set(HeaderRevision, strconv.FormatUint(rev, 10))
+	_, _ = w.Write(v)
+}
+
+// secret answers the current value of a granted secret: unlike the
+// environment variable, made when the process started, it sees a value
+// set since (rotation without a restart).
+func (a *platformAPI) secret(w http.ResponseWriter, r *http.Request) {
+	v, err := a.inst.m.rt.services.Secret.Get(r.Context(), a.caller(r), r.PathValue("name"))
+	if err != nil {
+		serviceFail(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Cache-Control", "no-store")
 	_, _ = w.Write(v)
 }
 

@@ -2,10 +2,12 @@ package process
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +15,7 @@ import (
 	"github.com/nimbus-dev/nimbus/internal/capability"
 	"github.com/nimbus-dev/nimbus/internal/capability/captest"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
+	"github.com/nimbus-dev/nimbus/internal/security"
 	"github.com/nimbus-dev/nimbus/internal/state"
 )
 
@@ -92,6 +95,58 @@ func TestPlatformAPI(t *testing.T) {
 		}
 		if got := call("GET", "/kv/counts/a", "", "token", "wrong"); !strings.HasPrefix(got, `401 {"error":"unauthorized"`) {
 			t.Fatalf("wrong token: %s", got)
+		}
+	})
+}
+
+// TestPlatformAPISecretRotation: a running process reads a granted secret
+// through GET /secret/{name} and sees a new value set after it started,
+// while its environment variable keeps the value it started with; an
+// ungranted secret is 403 naming the grant, an unset one 404.
+func TestPlatformAPISecretRotation(t *testing.T) {
+	ctx := context.Background()
+	st, _ := captest.OpenLog(t)
+	secrets := security.NewSecrets(st.Security(), security.NewMasterKeys(security.MasterKeyConfig{File: filepath.Join(t.TempDir(), "master.key")}))
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	services := capability.New(capability.Config{Logger: quiet, Secrets: secrets})
+	modes(t, func(t *testing.T, sandbox bool) {
+		v1, v2 := "v1-"+t.Name(), "v2-"+t.Name()
+		if _, err := secrets.Set(ctx, "app", "API_KEY", []byte(v1)); err != nil {
+			t.Fatal(err)
+		}
+		rt, err := New(Config{Dir: filepath.Join(t.TempDir(), "process"), MaxProcs: 64, Services: services, StopGrace: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { rt.Close(context.Background()) })
+		inst := start(t, load(t, rt, spec(t, sandbox, func(s *runtime.Spec) {
+			s.Capabilities = []string{"secret:API_KEY", "secret:UNSET"}
+		})))
+		get := func(path string) string {
+			t.Helper()
+			return mustGet(t, inst, "/api?"+url.Values{"method": {"GET"}, "path": {path}}.Encode())
+		}
+		if got := get("/secret/API_KEY"); got != "200 "+v1 {
+			t.Fatalf("secret: %q", got)
+		}
+		if _, err := secrets.Set(ctx, "app", "API_KEY", []byte(v2)); err != nil {
+			t.Fatal(err)
+		}
+		if got := get("/secret/API_KEY"); got != "200 "+v2 {
+			t.Fatalf("secret after rotation: %q, want the new value without a restart", got)
+		}
+		var env []string
+		if err := json.Unmarshal([]byte(mustGet(t, inst, "/env")), &env); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Contains(env, "API_KEY="+v1) {
+			t.Errorf("the environment should keep the value the process started with: %v", env)
+		}
+		if got := get("/secret/OTHER"); !strings.HasPrefix(got, `403 {"error":"denied"`) || !strings.Contains(got, "secret:OTHER") {
+			t.Errorf("ungranted secret: %q", got)
+		}
+		if got := get("/secret/UNSET"); !strings.HasPrefix(got, `404 {"error":"not_found"`) || !strings.Contains(got, "nimbus secret set app UNSET") {
+			t.Errorf("unset secret: %q", got)
 		}
 	})
 }
