@@ -73,9 +73,10 @@ func New(cfg Config) *Services {
 	if maxLog <= 0 {
 		maxLog = DefaultMaxLogBytes
 	}
+	fx, _ := cfg.Workflows.(StepEffects)
 	return &Services{
 		Log:      &LogService{guard: g, maxBytes: maxLog},
-		KV:       &KVService{guard: g, store: cfg.KV},
+		KV:       &KVService{guard: g, store: cfg.KV, fx: fx},
 		Publish:  &PublishService{guard: g, pub: cfg.Publisher},
 		Workflow: &WorkflowService{guard: g, backend: cfg.Workflows},
 		Fetch:    newFetchService(g, cfg.Egress, cfg.Registerer),

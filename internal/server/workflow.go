@@ -12,6 +12,7 @@ import (
 	"github.com/nimbus-dev/nimbus/internal/registry"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 	"github.com/nimbus-dev/nimbus/internal/scheduler"
+	"github.com/nimbus-dev/nimbus/internal/state"
 	"github.com/nimbus-dev/nimbus/internal/workflow"
 	"github.com/nimbus-dev/nimbus/sdk/go/wire"
 )
@@ -21,6 +22,22 @@ type invokerFunc func(ctx context.Context, app, fn string, req *runtime.Request)
 
 func (f invokerFunc) Invoke(ctx context.Context, app, fn string, req *runtime.Request) (*runtime.Response, error) {
 	return f(ctx, app, fn, req)
+}
+
+// wfEffects applies the KV writes of journaled workflow steps to the
+// buckets, once per id (workflow.EffectApplier). The tenant's kv_bytes
+// quota is not checked here: the write is already committed with its step.
+type wfEffects struct{ b *state.Buckets }
+
+func (w wfEffects) ApplyEffect(ctx context.Context, app string, e workflow.Effect, id string) error {
+	switch e.Op {
+	case workflow.EffectKVPut:
+		_, err := w.b.Put(ctx, app, e.Bucket, e.Key, e.Value, state.PutOptions{TTL: time.Duration(e.TTLMS) * time.Millisecond, MsgID: id})
+		return err
+	case workflow.EffectKVDelete:
+		return w.b.DeleteOnce(ctx, app, e.Bucket, e.Key, id)
+	}
+	return fmt.Errorf("workflow effect %q: unknown operation", e.Op)
 }
 
 // Headers of a route that starts a workflow run.

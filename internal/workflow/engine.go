@@ -49,6 +49,9 @@ type Options struct {
 	// Observer receives step latencies and run ends (observe.go).
 	// Optional.
 	Observer Observer
+	// Effects applies the KV writes of journaled steps (effects.go).
+	// Optional: without it they are logged and dropped.
+	Effects EffectApplier
 }
 
 // Engine is the workflow engine of a node: a component (Validate,
@@ -127,6 +130,8 @@ type activation struct {
 	// (observe.go).
 	attemptStart time.Time
 	attemptSpan  string
+	// fx holds the effects of the journaled step running now (effects.go).
+	fx *stepEffects
 }
 
 // New returns an engine committing through c and activating runs through
@@ -157,6 +162,7 @@ func New(c *store.Committer, inv Invoker, opts Options) *Engine {
 		runs:   map[string]*run{},
 		acts:   map[string]*activation{},
 	}
+	e.j.fx = opts.Effects
 	e.timers = newTimers(opts.Now, e.fire)
 	e.wg.Add(1)
 	go func() { defer e.wg.Done(); e.timers.run(ctx) }()

@@ -9,6 +9,8 @@ const (
 	FuncStepEnd   = "wf_step_end"
 	FuncSleep     = "wf_sleep"
 	FuncWait      = "wf_wait"
+	// FuncStepEffects makes the running step's KV writes journaled.
+	FuncStepEffects = "wf_step_effects"
 	// FuncCall and FuncStartChild are made inside a step (see the package
 	// documentation, "Calling").
 	FuncCall       = "wf_call"
