@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,17 +18,19 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/nimbus-dev/nimbus/internal/events"
 	"github.com/nimbus-dev/nimbus/internal/state"
 	"github.com/nimbus-dev/nimbus/internal/store"
 )
 
 // TestKillJournaledEffects: runs of a workflow whose journaled steps
-// (nimbus.JournaledEffects) write a KV key. The node is killed with
+// (nimbus.JournaledEffects) write a KV key and publish an event with a
+// random id. The node is killed with
 // SIGKILL while every run's first journaled step runs (its write made,
 // the step not ended), and again during the second. After the restarts
 // the runs complete, every later step saw its journaled step's write,
-// and the history of each key holds exactly one write: the one of the
-// execution that committed (docs/workflows.md "Guarantees").
+// the history of each key holds exactly one write, and the topic one
+// event (by id) per step: those of the execution that committed (docs/workflows.md "Guarantees").
 func TestKillJournaledEffects(t *testing.T) {
 	t.Parallel()
 	if testing.Short() {
@@ -153,6 +156,44 @@ func TestKillJournaledEffects(t *testing.T) {
 	}
 	if got, want := len(info.State.Subjects), 2*runs; got != want {
 		t.Errorf("the ledger has %d keys, want %d: %v", got, want, info.State.Subjects)
+	}
+
+	// Every event on the topic, by the key it carries, counted by id.
+	es, err := st.JetStream().Stream(ctx, events.DefaultStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]map[string]bool{}
+	subj := events.SubjectFor(events.DefaultSubjectPrefix, "killfx", "done")
+	for seq := uint64(1); ; {
+		m, err := es.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subj))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		seq = m.Sequence + 1
+		e, err := events.DecodeEntry(m.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k := string(e.Data)
+		if ids[k] == nil {
+			ids[k] = map[string]bool{}
+		}
+		ids[k][e.ID] = true
+	}
+	for i := range runs {
+		for _, k := range []string{"s1", "s2"} {
+			key := strconv.Quote(id(i) + "/" + k)
+			if n := len(ids[key]); n != 1 {
+				t.Errorf("the topic has %d events (by id) of %s, want 1", n, key)
+			}
+		}
+	}
+	if len(ids) != 2*runs {
+		t.Errorf("the topic has events of %d keys, want %d", len(ids), 2*runs)
 	}
 }
 

@@ -77,7 +77,7 @@ func New(cfg Config) *Services {
 	return &Services{
 		Log:      &LogService{guard: g, maxBytes: maxLog},
 		KV:       &KVService{guard: g, store: cfg.KV, fx: fx},
-		Publish:  &PublishService{guard: g, pub: cfg.Publisher},
+		Publish:  &PublishService{guard: g, pub: cfg.Publisher, fx: fx},
 		Workflow: &WorkflowService{guard: g, backend: cfg.Workflows},
 		Fetch:    newFetchService(g, cfg.Egress, cfg.Registerer),
 		Secret:   &SecretService{guard: g, store: cfg.Secrets},

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/nimbus-dev/nimbus/internal/events/cloudevents"
 	"github.com/nimbus-dev/nimbus/internal/registry"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 	"github.com/nimbus-dev/nimbus/internal/scheduler"
@@ -27,7 +28,10 @@ func (f invokerFunc) Invoke(ctx context.Context, app, fn string, req *runtime.Re
 // wfEffects applies the KV writes of journaled workflow steps to the
 // buckets, once per id (workflow.EffectApplier). The tenant's kv_bytes
 // quota is not checked here: the write is already committed with its step.
-type wfEffects struct{ b *state.Buckets }
+type wfEffects struct {
+	b *state.Buckets
+	s *Server
+}
 
 func (w wfEffects) ApplyEffect(ctx context.Context, app string, e workflow.Effect, id string) error {
 	switch e.Op {
@@ -36,6 +40,13 @@ func (w wfEffects) ApplyEffect(ctx context.Context, app string, e workflow.Effec
 		return err
 	case workflow.EffectKVDelete:
 		return w.b.DeleteOnce(ctx, app, e.Bucket, e.Key, id)
+	case workflow.EffectPublish:
+		var ev cloudevents.Event
+		if err := ev.UnmarshalJSON(e.Event); err != nil {
+			return fmt.Errorf("workflow effect: publish to %s: %w", e.Topic, err)
+		}
+		_, _, err := w.s.Publish(ctx, app, e.Topic, []cloudevents.Event{ev}, "")
+		return err
 	}
 	return fmt.Errorf("workflow effect %q: unknown operation", e.Op)
 }

@@ -11,38 +11,46 @@ import (
 )
 
 // Journaled effects (RATIONALE.md "Workflow effects: journaled with the
-// step"). A step that asks for it (wf_step_effects) has its KV writes
-// buffered here while it runs instead of written to their buckets; they
-// ride in the step's end entry, so they are committed in the same pack as
+// step, applied by the packer"). A step that asks for it (wf_step_effects)
+// has its KV writes and publishes buffered here while it runs instead of
+// made at once; they ride in the step's end entry, so they are committed in the same pack as
 // the step's outcome, or not at all. The packer applies a pack's effects
 // after its commit and before anything else sees the pack (before its
 // changes enter memory, so before the materializer can write their views
 // and before StepEnd returns to the guest); a replay at start applies
 // again those of every pack whose run's views do not show it, each with
-// the idempotency key (Nats-Msg-Id) of its place in the log, so a write
-// applied before a crash is a duplicate within the bucket's duplicate
-// window.
+// the idempotency key (Nats-Msg-Id) of its place in the log (a publish:
+// its event's source and id), so a write applied before a crash is a
+// duplicate within the bucket's (topic's) duplicate window.
 
 // Effect operations (Effect.Op).
 const (
 	EffectKVPut    = "kv_put"
 	EffectKVDelete = "kv_delete"
+	EffectPublish  = "publish"
 )
 
 // Effect is one write to platform state made inside a journaled step.
 type Effect struct {
 	Op     string `json:"op"`
-	Bucket string `json:"bucket"`
-	Key    string `json:"key"`
+	Bucket string `json:"bucket,omitempty"`
+	Key    string `json:"key,omitempty"`
 	Value  []byte `json:"value,omitempty"`
 	// TTLMS is a put's per-key TTL in milliseconds (0: none).
 	TTLMS int64 `json:"ttl_ms,omitempty"`
+	// Topic and Event are a publish's topic and event (CloudEvents JSON,
+	// its source, id and traceparent fixed when it was buffered: a
+	// publish applied again is a duplicate of the same source and id).
+	Topic string          `json:"topic,omitempty"`
+	Event json.RawMessage `json:"event,omitempty"`
 }
 
-// EffectApplier applies a committed step's effects to their buckets; the
-// server implements it over its buckets. ApplyEffect writes e with id as
-// its idempotency key: a second write with the same id within the
-// bucket's duplicate window is a duplicate and writes nothing.
+// EffectApplier applies a committed step's effects to their buckets and
+// topics; the server implements it. ApplyEffect writes a KV effect with
+// id as its idempotency key: a second write with the same id within the
+// bucket's duplicate window is a duplicate and writes nothing. A publish
+// is idempotent by its event's source and id (the topic's duplicate
+// window).
 type EffectApplier interface {
 	ApplyEffect(ctx context.Context, app string, e Effect, id string) error
 }
@@ -57,9 +65,10 @@ type stepEffects struct {
 	effs []Effect
 }
 
-// JournalEffects makes the KV writes of the step attempt at pos (begun by
-// StepBegin, running now) and of its later attempts journaled: buffered
-// until the step ends, committed with its outcome, applied once.
+// JournalEffects makes the KV writes and publishes of the step attempt at
+// pos (begun by StepBegin, running now) and of its later attempts
+// journaled: buffered until the step ends, committed with its outcome,
+// applied once.
 func (e *Engine) JournalEffects(app, invocation string, pos int) error {
 	a, err := e.activation(app, invocation)
 	if err != nil {
@@ -111,7 +120,7 @@ func (e *Engine) BufferedKV(app, invocation, bucket, key string) (value []byte, 
 		return nil, false, false
 	}
 	for i := len(fx.effs) - 1; i >= 0; i-- {
-		if f := fx.effs[i]; f.Bucket == bucket && f.Key == key {
+		if f := fx.effs[i]; f.Op != EffectPublish && f.Bucket == bucket && f.Key == key {
 			return f.Value, f.Op == EffectKVDelete, true
 		}
 	}

@@ -171,10 +171,10 @@ type journaledEffects struct{}
 
 func (journaledEffects) applyStep(c *stepConfig) { c.journaled = true }
 
-// JournaledEffects makes the step's KV writes (Put, Delete) exactly once:
-// they are held while the step runs and committed together with its
-// result, so after a crash either the step and its writes are on disk or
-// neither is, and they are applied once. Inside such a step Put answers
+// JournaledEffects makes the step's KV writes (Put, Delete) and publishes
+// exactly once: they are held while the step runs and committed together
+// with its result, so after a crash either the step and its effects are on
+// disk or neither is, and they are applied once, before Step returns. Inside such a step Put answers
 // revision 0, Get sees the step's own writes, a compare-and-swap
 // (IfRevision) or a TTL is ErrBadArgument, and a failed attempt's writes
 // are dropped (docs/workflows.md "Guarantees").

@@ -1,8 +1,8 @@
 // Command fxguest is the workflow of the journaled-effects tests: Steps
 // rounds, each a plain step mark<i> that counts its executions in the
 // "execs" bucket, then a journaled step s<i> (nimbus.JournaledEffects)
-// that writes "<run>/s<i>" to the "ledger" bucket, reads its own write
-// back, checks that a compare-and-swap is refused, and takes StepMS, then
+// that writes "<run>/s<i>" to the "ledger" bucket and publishes it to
+// the topic "done" (an event with a random id), reads its write back, checks that a compare-and-swap is refused, and takes StepMS, then
 // a plain step seen<i> that reads the write (it must be applied by then).
 package main
 
@@ -52,6 +52,11 @@ func run(wf *nimbus.Workflow, in In) ([]string, error) {
 		}
 		if _, err := nimbus.Step(wf, "s"+si, func() (string, error) {
 			if _, err := ledger.Put(key, []byte("s"+si)); err != nil {
+				return "", err
+			}
+			// A random id (the SDK's default): a publish made again by a
+			// replay would be a second event.
+			if _, err := nimbus.Publish("done", nimbus.Event{Type: "fx.done", Data: []byte(`"` + key + `"`)}); err != nil {
 				return "", err
 			}
 			if v, _, err := ledger.Get(key); err != nil || string(v) != "s"+si {
