@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -87,6 +88,11 @@ func (e *Engine) JournalEffects(app, invocation string, pos int) error {
 // journaling returns the effects of the journaled step of invocation
 // running now, or nil.
 func (e *Engine) journaling(app, invocation string) *stepEffects {
+	if !strings.HasPrefix(invocation, "wf-") {
+		// Not an activation (drive.go names them "wf-<run>-<n>"): every
+		// KV call of every function asks, so it must not take e.mu.
+		return nil
+	}
 	a, err := e.activation(app, invocation)
 	if err != nil || a.stop != nil || a.fx == nil || a.begun != a.fx.pos+1 {
 		return nil

@@ -133,3 +133,30 @@ func testEffectsOnce(t *testing.T, applied bool) {
 		t.Fatalf("ledger/k = %q, %v", v, err)
 	}
 }
+
+// BenchmarkInJournaledStep is the question every KV call and publish asks
+// the engine: for a plain function's invocation (the common case, no
+// lock) and for an activation that runs no journaled step.
+func BenchmarkInJournaledStep(b *testing.B) {
+	st, err := store.Open(b.Context(), store.Options{DataDir: b.TempDir(), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	e := New(st.Committer(), &invoker{n: map[string]int{}}, Options{Logger: slog.New(slog.DiscardHandler)})
+	defer e.Close(context.Background())
+	e.mu.Lock()
+	e.acts["wf-run-1-1"] = &activation{id: "wf-run-1-1", r: &run{app: testApp, id: "run-1"}}
+	e.mu.Unlock()
+	for _, inv := range []string{"inv-0123456789", "wf-run-1-1"} {
+		b.Run(inv[:3], func(b *testing.B) {
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if e.InJournaledStep(testApp, inv) {
+						b.Fatal("journaled")
+					}
+				}
+			})
+		})
+	}
+}
