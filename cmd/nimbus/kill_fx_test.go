@@ -152,9 +152,13 @@ func TestKillJournaledEffects(t *testing.T) {
 			if n := info.State.Subjects[store.KVSubject(bucket, key)]; n != 1 {
 				t.Errorf("ledger key %s was written %d times, want once", key, n)
 			}
+			// A put then a delete, once.
+			if n := info.State.Subjects[store.KVSubject(bucket, key+".tmp")]; n != 2 {
+				t.Errorf("ledger key %s.tmp was written %d times, want twice (a put, a delete)", key, n)
+			}
 		}
 	}
-	if got, want := len(info.State.Subjects), 2*runs; got != want {
+	if got, want := len(info.State.Subjects), 4*runs; got != want {
 		t.Errorf("the ledger has %d keys, want %d: %v", got, want, info.State.Subjects)
 	}
 

@@ -65,6 +65,18 @@ func run(wf *nimbus.Workflow, in In) ([]string, error) {
 			if _, err := ledger.Put(key+".cas", []byte("x"), nimbus.IfRevision(0)); !errors.Is(err, nimbus.ErrBadArgument) {
 				return "", nimbus.NonRetryable(fmt.Errorf("a compare-and-swap in a journaled step answered %v, want ErrBadArgument", err))
 			}
+			if _, err := ledger.Put(key+".tmp", []byte("x"), nimbus.TTL(time.Minute)); !errors.Is(err, nimbus.ErrBadArgument) {
+				return "", nimbus.NonRetryable(fmt.Errorf("a TTL in a journaled step answered %v, want ErrBadArgument", err))
+			}
+			if _, err := ledger.Put(key+".tmp", []byte("x")); err != nil {
+				return "", err
+			}
+			if err := ledger.Delete(key + ".tmp"); err != nil {
+				return "", err
+			}
+			if _, _, err := ledger.Get(key + ".tmp"); !errors.Is(err, nimbus.ErrNotFound) {
+				return "", nimbus.NonRetryable(fmt.Errorf("a key the step deleted answered %v, want ErrNotFound", err))
+			}
 			time.Sleep(time.Duration(in.StepMS) * time.Millisecond)
 			return "s" + si, nil
 		}, nimbus.JournaledEffects()); err != nil {
