@@ -1,12 +1,14 @@
 package capability
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 
 	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/state"
+	"github.com/nimbus-dev/nimbus/internal/workflow"
 )
 
 // KVStore is what the kv service needs of the buckets; *state.Buckets
@@ -29,7 +31,46 @@ const MaxListKeys = state.MaxListLimit
 type KVService struct {
 	*guard
 	store KVStore
+	fx    StepEffects // nil: no workflow engine
 }
+
+// StepEffects is what the kv service needs of the workflow engine: the
+// writes a workflow run makes inside a journaled step are buffered there,
+// committed with the step and applied once (workflow/effects.go);
+// *workflow.Engine implements it.
+type StepEffects interface {
+	InJournaledStep(app, invocation string) bool
+	BufferEffect(app, invocation string, e workflow.Effect) bool
+	BufferedKV(app, invocation, bucket, key string) (value []byte, deleted, ok bool)
+}
+
+var _ StepEffects = (*workflow.Engine)(nil)
+
+// journaled reports whether call runs a journaled workflow step.
+func (s *KVService) journaled(call *Caller) bool {
+	return s.fx != nil && s.fx.InJournaledStep(call.App, call.InvocationID)
+}
+
+// buffer checks a write of a journaled step and buffers it. The checks
+// that the apply after the commit could fail are made now: the key, and
+// that the bucket exists.
+func (s *KVService) buffer(ctx context.Context, call *Caller, op string, eff workflow.Effect) error {
+	if err := state.CheckKey(eff.Key); err != nil {
+		return fail(op, ErrBadArgument, err)
+	}
+	if _, _, err := s.store.Get(ctx, call.App, eff.Bucket, eff.Key); err != nil && !errors.Is(err, state.ErrKeyNotFound) {
+		return s.storeError(call, op, eff.Bucket, err)
+	}
+	if !s.fx.BufferEffect(call.App, call.InvocationID, eff) {
+		return fail(op, ErrUnavailable, errors.New("the journaled step ended while the write was checked"))
+	}
+	return nil
+}
+
+// errJournaledCAS is the refusal of a compare-and-swap in a journaled step.
+var errJournaledCAS = errors.New("a compare-and-swap (IfRevision) cannot be made inside a step whose effects are journaled: " +
+	"its condition would be checked when the step commits, not when it runs; write unconditionally inside the step, " +
+	"or make the compare-and-swap in a step without nimbus.JournaledEffects()")
 
 // begin validates the bucket name, then checks the grant for op, then that
 // there is a store. The name is checked first so that "counts:read" cannot
@@ -54,6 +95,15 @@ func (s *KVService) Get(ctx context.Context, call *Caller, bucket, key string) (
 	if err := s.begin(call, op, bucket, false); err != nil {
 		return nil, 0, err
 	}
+	if s.journaled(call) {
+		// Read your writes: the step's own buffered write wins.
+		if v, deleted, ok := s.fx.BufferedKV(call.App, call.InvocationID, bucket, key); ok {
+			if deleted {
+				return nil, 0, fail(op, ErrNotFound, fmt.Errorf("key %q was deleted by this step", key))
+			}
+			return v, 0, nil
+		}
+	}
 	v, rev, err := s.store.Get(ctx, call.App, bucket, key)
 	if err != nil {
 		return nil, 0, s.storeError(call, op, bucket, err)
@@ -70,6 +120,16 @@ func (s *KVService) Put(ctx context.Context, call *Caller, bucket, key string, v
 	if err := s.begin(call, op, bucket, true); err != nil {
 		return 0, err
 	}
+	if s.journaled(call) {
+		// Buffered until the step commits: no revision yet (0).
+		switch {
+		case opts.IfRevision != nil:
+			return 0, fail(op, ErrBadArgument, errJournaledCAS)
+		case opts.TTL != 0:
+			return 0, fail(op, ErrBadArgument, errors.New("a per-key TTL cannot be set inside a step whose effects are journaled (not supported yet)"))
+		}
+		return 0, s.buffer(ctx, call, op, workflow.Effect{Op: workflow.EffectKVPut, Bucket: bucket, Key: key, Value: bytes.Clone(value)})
+	}
 	rev, err := s.store.Put(ctx, call.App, bucket, key, value, opts)
 	if err != nil {
 		return 0, s.storeError(call, op, bucket, err)
@@ -83,6 +143,12 @@ func (s *KVService) Delete(ctx context.Context, call *Caller, bucket, key string
 	const op = "kv_delete"
 	if err := s.begin(call, op, bucket, true); err != nil {
 		return err
+	}
+	if s.journaled(call) {
+		if ifRevision != nil {
+			return fail(op, ErrBadArgument, errJournaledCAS)
+		}
+		return s.buffer(ctx, call, op, workflow.Effect{Op: workflow.EffectKVDelete, Bucket: bucket, Key: key})
 	}
 	if err := s.store.Delete(ctx, call.App, bucket, key, ifRevision); err != nil {
 		return s.storeError(call, op, bucket, err)

@@ -10,6 +10,7 @@ import (
 	"github.com/nimbus-dev/nimbus/internal/events/cloudevents"
 	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/telemetry"
+	"github.com/nimbus-dev/nimbus/internal/workflow"
 )
 
 // Publisher is what the publish service needs of the events; the server
@@ -25,13 +26,16 @@ type Publisher interface {
 // (capability "publish", scoped per topic: "publish:orders"). Nothing opens
 // the dead-letter topic to a function, whatever it is granted.
 //
-// An event is durable when Publish returns. It is not transactional with
-// the invocation: it stays published if the function fails afterwards or is
+// An event is durable when Publish returns, except inside a workflow step
+// with journaled effects: there it is buffered and published once, after
+// the step commits (workflow/effects.go). Elsewhere it is not
+// transactional with the invocation: it stays published if the function fails afterwards or is
 // retried (then it may be published again; a fixed id makes the copy a
 // duplicate, stored once).
 type PublishService struct {
 	*guard
 	pub Publisher
+	fx  StepEffects // nil: no workflow engine
 }
 
 // Publish appends one event, in the CloudEvents JSON format, to topic and
@@ -68,6 +72,18 @@ func (s *PublishService) Publish(ctx context.Context, call *Caller, topic string
 		// The trace runs from this invocation to every subscriber; the
 		// publish is a span of the invocation's trace.
 		e.Extensions["traceparent"] = telemetry.Continue(call.TraceParent).String()
+	}
+	if s.fx != nil && s.fx.InJournaledStep(call.App, call.InvocationID) {
+		// Published once the step commits, with this source and id
+		// (workflow/effects.go); a duplicate is not known yet.
+		b, err := e.MarshalJSON()
+		if err != nil {
+			return false, fail(op, ErrBadArgument, err)
+		}
+		if !s.fx.BufferEffect(call.App, call.InvocationID, workflow.Effect{Op: workflow.EffectPublish, Topic: topic, Event: b}) {
+			return false, fail(op, ErrUnavailable, errors.New("the journaled step ended while the event was checked"))
+		}
+		return false, nil
 	}
 	_, dups, err := s.pub.Publish(ctx, call.App, topic, []cloudevents.Event{e}, call.TraceParent)
 	if err != nil {

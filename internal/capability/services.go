@@ -73,10 +73,11 @@ func New(cfg Config) *Services {
 	if maxLog <= 0 {
 		maxLog = DefaultMaxLogBytes
 	}
+	fx, _ := cfg.Workflows.(StepEffects)
 	return &Services{
 		Log:      &LogService{guard: g, maxBytes: maxLog},
-		KV:       &KVService{guard: g, store: cfg.KV},
-		Publish:  &PublishService{guard: g, pub: cfg.Publisher},
+		KV:       &KVService{guard: g, store: cfg.KV, fx: fx},
+		Publish:  &PublishService{guard: g, pub: cfg.Publisher, fx: fx},
 		Workflow: &WorkflowService{guard: g, backend: cfg.Workflows},
 		Fetch:    newFetchService(g, cfg.Egress, cfg.Registerer),
 		Secret:   &SecretService{guard: g, store: cfg.Secrets},

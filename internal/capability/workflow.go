@@ -19,6 +19,7 @@ type WorkflowBackend interface {
 	Call(ctx context.Context, app, invocation, function string, body []byte, key string) (workflow.CallAnswer, error)
 	TookCall(app, invocation string)
 	StartChild(ctx context.Context, app, invocation, workflow string, input []byte) (string, error)
+	JournalEffects(app, invocation string, pos int) error
 }
 
 var _ WorkflowBackend = (*workflow.Engine)(nil)
@@ -74,6 +75,17 @@ func (s *WorkflowService) StepEnd(ctx context.Context, call *Caller, pos int, na
 	}
 	again, err := s.backend.StepEnd(ctx, call.App, call.InvocationID, pos, name, result, failed, retry)
 	return again, s.mapErr(call, op, err)
+}
+
+// JournalEffects makes the KV writes of the step running at pos
+// journaled: buffered until it ends, committed with its outcome, applied
+// once (see workflow.Engine.JournalEffects).
+func (s *WorkflowService) JournalEffects(call *Caller, pos int) error {
+	const op = "wf_step_effects"
+	if err := s.args(call, op, pos, "effects", 0); err != nil {
+		return err
+	}
+	return s.mapErr(call, op, s.backend.JournalEffects(call.App, call.InvocationID, pos))
 }
 
 // Sleep is a durable timer at pos.

@@ -80,6 +80,7 @@ var Known = []Guest{
 	{"examples/orders/orders", Reactor},
 	{"internal/workflow/testdata/wfguest", Reactor},
 	{"internal/workflow/testdata/sagaguest", Reactor},
+	{"internal/workflow/testdata/fxguest", Reactor},
 	{"cmd/nimbus/testdata/ledgerguest", Reactor},
 	{"internal/workflow/testdata/callguest", Reactor},
 	{"examples/checkout/checkout", Reactor},

@@ -9,10 +9,12 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/nimbus-dev/nimbus/internal/events/cloudevents"
 	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/registry"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 	"github.com/nimbus-dev/nimbus/internal/scheduler"
+	"github.com/nimbus-dev/nimbus/internal/state"
 	"github.com/nimbus-dev/nimbus/internal/workflow"
 	"github.com/nimbus-dev/nimbus/sdk/go/wire"
 )
@@ -22,6 +24,32 @@ type invokerFunc func(ctx context.Context, app, fn string, req *runtime.Request)
 
 func (f invokerFunc) Invoke(ctx context.Context, app, fn string, req *runtime.Request) (*runtime.Response, error) {
 	return f(ctx, app, fn, req)
+}
+
+// wfEffects applies the KV writes of journaled workflow steps to the
+// buckets, once per id (workflow.EffectApplier). The tenant's kv_bytes
+// quota is not checked here: the write is already committed with its step.
+type wfEffects struct {
+	b *state.Buckets
+	s *Server
+}
+
+func (w wfEffects) ApplyEffect(ctx context.Context, app string, e workflow.Effect, id string) error {
+	switch e.Op {
+	case workflow.EffectKVPut:
+		_, err := w.b.Put(ctx, app, e.Bucket, e.Key, e.Value, state.PutOptions{TTL: time.Duration(e.TTLMS) * time.Millisecond, MsgID: id})
+		return err
+	case workflow.EffectKVDelete:
+		return w.b.DeleteOnce(ctx, app, e.Bucket, e.Key, id)
+	case workflow.EffectPublish:
+		var ev cloudevents.Event
+		if err := ev.UnmarshalJSON(e.Event); err != nil {
+			return fmt.Errorf("workflow effect: publish to %s: %w", e.Topic, err)
+		}
+		_, _, err := w.s.Publish(ctx, app, e.Topic, []cloudevents.Event{ev}, "")
+		return err
+	}
+	return fmt.Errorf("workflow effect %q: unknown operation", e.Op)
 }
 
 // Headers of a route that starts a workflow run.

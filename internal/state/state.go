@@ -117,6 +117,10 @@ type PutOptions struct {
 	// unconditionally, a pointer to 0 writes only if the key does not exist,
 	// to n only if the key's current revision is n.
 	IfRevision *uint64
+	// MsgID is the write's idempotency key: a second write with the same
+	// MsgID within the bucket's duplicate window (two minutes) writes
+	// nothing. Optional.
+	MsgID string
 }
 
 // Change is one write to a bucket, as Watch reports it.
@@ -469,6 +473,7 @@ func (b *Buckets) put(ctx context.Context, bk *bucket, key string, value []byte,
 		w.TTL = time.Duration(ttlSeconds(opts.TTL)) * time.Second
 	}
 	w.IfLastSeq = opts.IfRevision
+	w.MsgID = opts.MsgID
 	rev, err := b.commit(ctx, w)
 	if err != nil && opts.IfRevision != nil && *opts.IfRevision == 0 && isWrongLastSeq(err) {
 		// Create also accepts a key whose last entry is a delete or an
@@ -558,6 +563,24 @@ func (b *Buckets) Delete(ctx context.Context, app, bucket, key string, ifRevisio
 		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || isWrongLastSeq(err) {
 			return fmt.Errorf("delete %s/%s: %w", app, bucket, b.mismatch(ctx, bk, key, *ifRevision))
 		}
+		return fmt.Errorf("delete %s/%s %q: %w", app, bucket, key, b.storeErr(bk, err))
+	}
+	return nil
+}
+
+// DeleteOnce removes key with msgID as the write's idempotency key (see
+// PutOptions.MsgID).
+func (b *Buckets) DeleteOnce(ctx context.Context, app, bucket, key, msgID string) error {
+	if err := CheckKey(key); err != nil {
+		return fmt.Errorf("delete %s/%s %q: %w", app, bucket, key, err)
+	}
+	bk, err := b.bucket(ctx, app, bucket)
+	if err != nil {
+		return fmt.Errorf("delete: %w", err)
+	}
+	w := store.KVDelete(bk.name, key)
+	w.MsgID = msgID
+	if _, err := b.commit(ctx, w); err != nil {
 		return fmt.Errorf("delete %s/%s %q: %w", app, bucket, key, b.storeErr(bk, err))
 	}
 	return nil

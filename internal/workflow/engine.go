@@ -55,6 +55,9 @@ type Options struct {
 	// Topics is what topic waits read (topics.go). Default none: a topic
 	// wait fails as invalid.
 	Topics Topics
+	// Effects applies the KV writes of journaled steps (effects.go).
+	// Optional: without it they are logged and dropped.
+	Effects EffectApplier
 }
 
 // Engine is the workflow engine of a node: a component (Validate,
@@ -138,6 +141,8 @@ type activation struct {
 	// (observe.go).
 	attemptStart time.Time
 	attemptSpan  string
+	// fx holds the effects of the journaled step running now (effects.go).
+	fx *stepEffects
 }
 
 // New returns an engine committing through c and activating runs through
@@ -168,6 +173,7 @@ func New(c *store.Committer, inv Invoker, opts Options) *Engine {
 		runs:   map[string]*run{},
 		acts:   map[string]*activation{},
 	}
+	e.j.fx = opts.Effects
 	e.timers = newTimers(opts.Now, e.fire)
 	e.wg.Add(1)
 	go func() { defer e.wg.Done(); e.timers.run(ctx) }()

@@ -113,6 +113,7 @@ func (e *Engine) StepBegin(ctx context.Context, app, invocation string, pos int,
 		}
 	}
 	a.begun = pos + 1
+	a.fx = nil
 	a.beginAttempt(e.opts.Now())
 	return StepAnswer{Attempt: len(atts) + 1}, nil
 }
@@ -142,6 +143,9 @@ func (e *Engine) StepEnd(ctx context.Context, app, invocation string, pos int, n
 			return false, err
 		}
 		r.attempts[pos] = append(r.attempts[pos], ent)
+		if a.fx != nil {
+			a.fx.effs = nil // the failed attempt's effects are dropped
+		}
 		if err := e.waitUntil(ctx, a, ent.WakeAt); err != nil {
 			return false, err
 		}
@@ -155,7 +159,12 @@ func (e *Engine) StepEnd(ctx context.Context, app, invocation string, pos int, n
 	} else {
 		ent.Result = result
 		e.endAttempt(a, &ent, "completed")
+		if a.fx != nil && a.fx.pos == pos {
+			// Committed with the step, applied before the commit answers.
+			ent.Effects = a.fx.effs
+		}
 	}
+	a.fx = nil
 	if err := e.j.commit(ctx, r.app, r.id, &ent, nil); err != nil {
 		return false, err
 	}

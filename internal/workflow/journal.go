@@ -89,6 +89,9 @@ type Entry struct {
 	// and how long it ran (EntryStep, EntryAttempt; observe.go).
 	Span       string `json:"span,omitempty"`
 	DurationMS int64  `json:"duration_ms,omitempty"`
+	// Effects are the KV writes of a journaled step (EntryStep,
+	// effects.go), applied once after the entry is committed.
+	Effects []Effect `json:"effects,omitempty"`
 	// Truncated is set on a shown entry whose Result or Input was cut
 	// (Engine.Get); never stored.
 	Truncated bool `json:"truncated,omitempty"`
@@ -188,6 +191,8 @@ type journal struct {
 	logKeep time.Duration
 	// stats counts the log's commits (one pack each); changes counts the
 	// run changes they carried; views the view messages written.
+	// fx applies journaled steps' effects (effects.go); nil drops them.
+	fx             EffectApplier
 	stats          store.Counters
 	changes, views atomic.Uint64
 

@@ -216,6 +216,9 @@ func (a *appLog) catchUp(ctx context.Context, limit int) (int, error) {
 		if err := json.Unmarshal(m.Data, &p); err != nil {
 			return n, fmt.Errorf("workflow log of %s at %d: corrupt pack: %w", a.app, m.Sequence, err)
 		}
+		// Effects first, as send does: the pack may have been committed
+		// by a node that died before applying them (effects.go).
+		a.applyEffects(ctx, m.Sequence, p.Changes, func(run string) bool { return a.viewShows(ctx, run, m.Sequence) })
 		a.mu.Lock()
 		for i := range p.Changes {
 			c := &p.Changes[i]
@@ -483,6 +486,12 @@ func (a *appLog) send(chs []*change, data []byte, last uint64) {
 	res, err := a.j.c.Commit(context.WithoutCancel(a.ctx), &store.Unit{Writes: []store.Write{w}, Counters: &a.j.stats})
 	if err == nil {
 		seq := res[0].Seq
+		if hasEffects(chs) {
+			// Before the pack enters memory: the materializer writes its
+			// views, which tell a replay its effects were applied, and
+			// StepEnd answers, only once they are (effects.go).
+			a.applyEffects(context.WithoutCancel(a.ctx), seq, packChanges(chs), nil)
+		}
 		a.mu.Lock()
 		a.lastSeq = seq
 		for _, ch := range chs {
@@ -719,4 +728,29 @@ func (a *appLog) pending() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.unmat
+}
+
+// hasEffects reports whether a change of chs carries journaled effects.
+func hasEffects(chs []*change) bool {
+	for _, ch := range chs {
+		for _, p := range ch.parts {
+			for _, e := range p.ents {
+				if len(e.Effects) > 0 {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// packChanges is chs as their pack holds them, in its order.
+func packChanges(chs []*change) []packChange {
+	var out []packChange
+	for _, ch := range chs {
+		for _, p := range ch.parts {
+			out = append(out, packChange{Run: p.run, Entries: p.ents, Record: p.rec})
+		}
+	}
+	return out
 }

@@ -46,6 +46,8 @@ func hostStepEnd(int32, string, []byte, int32, int64) int32 { return wire.CodeUn
 
 func hostSleep(int32, int64) int32 { return wire.CodeUnavailable }
 
+func hostStepEffects(int32) int32 { return wire.CodeUnavailable }
+
 func hostFetch([]byte, []byte, *[wire.FetchOutSize]byte) int32 { return wire.CodeUnavailable }
 
 func hostFetchTake(uint32, []byte, *[wire.FetchTakeOutSize]byte) int32 { return wire.CodeUnavailable }

@@ -135,6 +135,11 @@ func wfStepEnd(pos int32, name unsafe.Pointer, nameLen int32, val unsafe.Pointer
 //go:wasmimport nimbus wf_sleep
 func wfSleep(pos int32, untilMS int64) int32
 
+//go:wasmimport nimbus wf_step_effects
+func wfStepEffects(pos int32) int32
+
+func hostStepEffects(pos int32) int32 { return wfStepEffects(pos) }
+
 func hostStepBegin(pos int32, name string, buf []byte, out *[16]byte) int32 {
 	return wfStepBegin(pos, strPtr(name), clampLen(len(name)), bytesPtr(buf), clampLen(len(buf)), unsafe.Pointer(out))
 }

@@ -162,7 +162,23 @@ func (wf *Workflow) call(f func(*Workflow, []byte) ([]byte, error), input []byte
 // StepOption configures a Step.
 type StepOption interface{ applyStep(*stepConfig) }
 
-type stepConfig struct{ retry Retry }
+type stepConfig struct {
+	retry     Retry
+	journaled bool
+}
+
+type journaledEffects struct{}
+
+func (journaledEffects) applyStep(c *stepConfig) { c.journaled = true }
+
+// JournaledEffects makes the step's KV writes (Put, Delete) and publishes
+// exactly once: they are held while the step runs and committed together
+// with its result, so after a crash either the step and its effects are on
+// disk or neither is, and they are applied once, before Step returns. Inside such a step Put answers
+// revision 0, Get sees the step's own writes, a compare-and-swap
+// (IfRevision) or a TTL is ErrBadArgument, and a failed attempt's writes
+// are dropped (docs/workflows.md "Guarantees").
+func JournaledEffects() StepOption { return journaledEffects{} }
 
 // Retry is a step's retry policy. The zero value of each field is its
 // default.
@@ -240,6 +256,11 @@ func Step[T any](wf *Workflow, name string, fn func() (T, error), opts ...StepOp
 	case wire.CodeRunStep:
 	default:
 		wf.hostUnwind(pos, "wf_step_begin", code)
+	}
+	if cfg.journaled {
+		if code := hostStepEffects(pos); code != wire.CodeOK {
+			wf.hostUnwind(pos, "wf_step_effects", code)
+		}
 	}
 	attempt := int(binary.LittleEndian.Uint32(out[8:12]))
 	for {

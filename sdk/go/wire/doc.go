@@ -207,6 +207,17 @@
 //	    20: run the step again now (the next attempt).
 //	    21: the retry is far off: suspended; unwind.
 //
+//	wf_step_effects(pos i32) -> i32
+//	    Called after wf_step_begin answered 20 for the step at pos: the
+//	    KV writes (kv_put, kv_delete) and publishes of this attempt and of
+//	    the step's later attempts are journaled: buffered by the host, committed with
+//	    the step's wf_step_end (a success; a failed attempt's writes are
+//	    dropped) and applied once after that commit, before wf_step_end
+//	    returns. Inside such a step kv_put answers revision 0, publish
+//	    answers "not a duplicate", kv_get sees
+//	    the step's own writes, and a compare-and-swap or a TTL is 2.
+//	    0: done. 2: no step runs at pos.
+//
 //	wf_sleep(pos i32, until_ms i64) -> i32
 //	    A durable timer at Unix time until_ms (milliseconds). The first
 //	    activation to reach pos records it; replays use the recorded time,

@@ -12,6 +12,8 @@ const (
 	// FuncWaitTopic waits for an event of a topic (see the package
 	// documentation, "Waiting for a topic event").
 	FuncWaitTopic = "wf_wait_topic"
+	// FuncStepEffects makes the running step's KV writes journaled.
+	FuncStepEffects = "wf_step_effects"
 	// FuncCall and FuncStartChild are made inside a step (see the package
 	// documentation, "Calling").
 	FuncCall       = "wf_call"

@@ -16,8 +16,8 @@ import (
 // call them.
 const CapabilityWorkflow = "workflow"
 
-// WorkflowProvider provides wf_step_begin, wf_step_end, wf_sleep, wf_wait,
-// wf_wait_topic, wf_call and wf_start_child over
+// WorkflowProvider provides wf_step_begin, wf_step_end, wf_step_effects,
+// wf_sleep, wf_wait, wf_wait_topic, wf_call and wf_start_child over
 // Service. Their signatures are specified in sdk/go/wire.
 type WorkflowProvider struct {
 	Service *capability.WorkflowService
@@ -37,6 +37,14 @@ func (p WorkflowProvider) Functions() []Function {
 		{Name: wire.FuncStepEnd, Params: []api.ValueType{i32, i32, i32, i32, i32, i32, i64}, Results: []api.ValueType{i32},
 			Fn: func(ctx context.Context, call *capability.Caller, mod api.Module, stack []uint64) {
 				stack[0] = api.EncodeI32(p.stepEnd(ctx, call, mod.Memory(), stack))
+			}},
+		{Name: wire.FuncStepEffects, Params: []api.ValueType{i32}, Results: []api.ValueType{i32},
+			Fn: func(ctx context.Context, call *capability.Caller, mod api.Module, stack []uint64) {
+				pos, code := posArg(stack[0])
+				if code == CodeOK {
+					code = wfStatus(p.Service.JournalEffects(call, pos))
+				}
+				stack[0] = api.EncodeI32(code)
 			}},
 		{Name: wire.FuncSleep, Params: []api.ValueType{i32, i64}, Results: []api.ValueType{i32},
 			Fn: func(ctx context.Context, call *capability.Caller, mod api.Module, stack []uint64) {
