@@ -1,5 +1,7 @@
 package model
 
+import "slices"
+
 // RouteIndex holds the routes every app serves, parsed once and indexed by
 // their first path segment, so that checking one app's routes against all
 // the others (FindOverlap) costs the routes that could overlap them, not
@@ -15,10 +17,13 @@ package model
 // A RouteIndex is not safe for concurrent use; its owner serializes
 // changes and checks.
 type RouteIndex struct {
-	apps map[string][]indexedRoute            // app -> its routes
-	lit  map[string]map[string][]indexedRoute // first literal segment -> app -> routes
-	wild map[string][]indexedRoute            // app -> its routes whose first segment is a wildcard
+	apps map[string][]*indexedRoute // app -> its routes
+	lit  map[string][]*indexedRoute // first literal segment -> routes of every app
+	wild []*indexedRoute            // routes whose first segment is a wildcard
 }
+
+// (Flat lists, not maps by app: an app usually has a first segment of its
+// own, and a map per segment would cost more than its one route.)
 
 type indexedRoute struct {
 	owned OwnedRoute
@@ -27,11 +32,7 @@ type indexedRoute struct {
 
 // NewRouteIndex returns an empty index.
 func NewRouteIndex() *RouteIndex {
-	return &RouteIndex{
-		apps: map[string][]indexedRoute{},
-		lit:  map[string]map[string][]indexedRoute{},
-		wild: map[string][]indexedRoute{},
-	}
+	return &RouteIndex{apps: map[string][]*indexedRoute{}, lit: map[string][]*indexedRoute{}}
 }
 
 // firstLiteral is p's first segment when it is a literal.
@@ -49,18 +50,14 @@ func (x *RouteIndex) Set(app string, routes []OwnedRoute) {
 	if len(routes) == 0 {
 		return
 	}
-	own := make([]indexedRoute, len(routes))
+	own := make([]*indexedRoute, len(routes))
 	for i, r := range routes {
-		own[i] = indexedRoute{owned: r, p: parsePattern(r.Route)}
-		if lit, ok := own[i].p.firstLiteral(); ok {
-			byApp := x.lit[lit]
-			if byApp == nil {
-				byApp = map[string][]indexedRoute{}
-				x.lit[lit] = byApp
-			}
-			byApp[app] = append(byApp[app], own[i])
+		ir := &indexedRoute{owned: r, p: parsePattern(r.Route)}
+		own[i] = ir
+		if lit, ok := ir.p.firstLiteral(); ok {
+			x.lit[lit] = append(x.lit[lit], ir)
 		} else {
-			x.wild[app] = append(x.wild[app], own[i])
+			x.wild = append(x.wild, ir)
 		}
 	}
 	x.apps[app] = own
@@ -68,17 +65,26 @@ func (x *RouteIndex) Set(app string, routes []OwnedRoute) {
 
 // Remove drops app's routes.
 func (x *RouteIndex) Remove(app string) {
-	for _, r := range x.apps[app] {
+	own := x.apps[app]
+	if len(own) == 0 {
+		return
+	}
+	mine := func(r *indexedRoute) bool { return r.owned.App == app }
+	wild := false
+	for _, r := range own {
 		if lit, ok := r.p.firstLiteral(); ok {
-			if byApp := x.lit[lit]; byApp != nil {
-				delete(byApp, app)
-				if len(byApp) == 0 {
-					delete(x.lit, lit)
-				}
+			if rest := slices.DeleteFunc(x.lit[lit], mine); len(rest) > 0 {
+				x.lit[lit] = rest
+			} else {
+				delete(x.lit, lit)
 			}
+		} else {
+			wild = true
 		}
 	}
-	delete(x.wild, app)
+	if wild {
+		x.wild = slices.DeleteFunc(x.wild, mine)
+	}
 	delete(x.apps, app)
 }
 
@@ -90,15 +96,13 @@ func (x *RouteIndex) Apps() int { return len(x.apps) }
 // another app owns, or nil. The answer is exactly FindOverlap's; only the
 // routes that cannot overlap are skipped.
 func (x *RouteIndex) FindOverlap(app string, candidates []OwnedRoute) error {
-	check := func(c OwnedRoute, pc pattern, byApp map[string][]indexedRoute) error {
-		for other, routes := range byApp {
-			if other == app {
+	check := func(c OwnedRoute, pc pattern, routes []*indexedRoute) error {
+		for _, o := range routes {
+			if o.owned.App == app {
 				continue
 			}
-			for _, o := range routes {
-				if req, ok := overlap(pc, o.p); ok {
-					return overlapError(c, o.owned, req)
-				}
+			if req, ok := overlap(pc, o.p); ok {
+				return overlapError(c, o.owned, req)
 			}
 		}
 		return nil
@@ -111,8 +115,8 @@ func (x *RouteIndex) FindOverlap(app string, candidates []OwnedRoute) error {
 			}
 		} else {
 			// A wildcard first segment may meet any route.
-			for _, byApp := range x.lit {
-				if err := check(c, pc, byApp); err != nil {
+			for _, routes := range x.lit {
+				if err := check(c, pc, routes); err != nil {
 					return err
 				}
 			}
