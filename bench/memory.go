@@ -35,24 +35,28 @@ func runMemory(ctx context.Context, b *bench) ([]row, error) {
 	n := b.opts.functions
 	var rows []row
 	for _, variant := range []string{"shared module", "distinct modules"} {
-		var rss0, rssN, perFn, rate []float64
+		var rss0, rssN, perFn, rate, first, last []float64
 		for i := range max(b.opts.memoryRuns, 1) {
-			r0, rN, took, err := memoryRun(ctx, b, bin, fmt.Sprintf("%s-%d", strings.Fields(variant)[0], i), n, variant == "distinct modules")
+			r0, rN, took, ends, err := memoryRun(ctx, b, bin, fmt.Sprintf("%s-%d", strings.Fields(variant)[0], i), n, variant == "distinct modules")
 			if err != nil {
 				return nil, fmt.Errorf("%s, run %d: %w", variant, i+1, err)
 			}
 			rss0, rssN = append(rss0, float64(r0)), append(rssN, float64(rN))
 			perFn = append(perFn, float64(rN-r0)/float64(n))
 			rate = append(rate, float64(n)/took.Seconds())
+			first, last = append(first, ends[0]), append(last, ends[1])
 			if b.opts.verbose {
-				progress("   run %d %s: RSS %s -> %s with %d functions, %.0f deploys/s", i+1, variant,
-					fmtValue(float64(r0), "B"), fmtValue(float64(rN), "B"), n, float64(n)/took.Seconds())
+				progress("   run %d %s: RSS %s -> %s with %d functions, %.0f deploys/s (first tenth %.0f/s, last tenth %.0f/s)", i+1, variant,
+					fmtValue(float64(r0), "B"), fmtValue(float64(rN), "B"), n, float64(n)/took.Seconds(), ends[0], ends[1])
 			}
 		}
 		rows = append(rows,
 			newRow("memory", fmt.Sprintf("%s: RSS, %d idle functions", variant, n), "B", rssN, "0 functions", rss0),
 			newRow("memory", variant+": RSS per function", "B", perFn, "", nil),
 			newRow("memory", fmt.Sprintf("%s: %d deploys via API, 1 client", variant, n), "deploys/s", rate, "", nil),
+			// Deploy cost must not grow with the apps already deployed:
+			// the last tenth of the deploys against the first.
+			newRow("memory", variant+": deploys/s, last tenth", "deploys/s", last, "first tenth", first),
 		)
 	}
 	return rows, nil
@@ -60,29 +64,38 @@ func runMemory(ctx context.Context, b *bench) ([]row, error) {
 
 // memoryRun starts one nimbus process, measures its RSS, deploys n
 // functions and measures again. It returns both RSS values and how long
-// the deploys took.
-func memoryRun(ctx context.Context, b *bench, bin, name string, n int, distinct bool) (rss0, rssN int64, took time.Duration, err error) {
+// the deploys took, and the deploy rates of the first and the last tenth
+// of them.
+func memoryRun(ctx context.Context, b *bench, bin, name string, n int, distinct bool) (rss0, rssN int64, took time.Duration, ends [2]float64, err error) {
 	dir, err := os.MkdirTemp(b.tmp, "memory-"+name+"-")
 	if err != nil {
-		return 0, 0, 0, err
+		return 0, 0, 0, ends, err
 	}
 	defer os.RemoveAll(dir)
 	p, err := startNimbus(ctx, bin, dir)
 	if err != nil {
-		return 0, 0, 0, err
+		return 0, 0, 0, ends, err
 	}
 	defer p.stop()
 	c := client.New(p.apiURL, p.token)
 	if _, err := c.Status(ctx); err != nil {
-		return 0, 0, 0, err
+		return 0, 0, 0, ends, err
 	}
 	if rss0, err = settledRSS(ctx, p.cmd.Process.Pid); err != nil {
-		return 0, 0, 0, err
+		return 0, 0, 0, ends, err
 	}
 
 	shared := minimalSDK(0)
 	start := time.Now()
+	tenth := max(n/10, 1)
+	var lastStart time.Time
 	for i := range n {
+		if i == tenth {
+			ends[0] = float64(tenth) / time.Since(start).Seconds()
+		}
+		if i == n-tenth {
+			lastStart = time.Now()
+		}
 		mod := shared
 		if distinct {
 			mod = minimalSDK(uint32(i + 1))
@@ -92,7 +105,7 @@ func memoryRun(ctx context.Context, b *bench, bin, name string, n int, distinct 
 		s := sha(mod)
 		if distinct || i == 0 {
 			if err := c.PutArtifact(ctx, s, mod); err != nil {
-				return 0, 0, 0, fmt.Errorf("upload module %d: %w", i, err)
+				return 0, 0, 0, ends, fmt.Errorf("upload module %d: %w", i, err)
 			}
 		}
 		fn := model.Function{
@@ -102,14 +115,15 @@ func memoryRun(ctx context.Context, b *bench, bin, name string, n int, distinct 
 			Routes: []model.Route{{Method: "GET", Path: fmt.Sprintf("/f%04d/{name}", i)}},
 		}
 		if _, err := c.Deploy(ctx, fmt.Sprintf("f%04d", i), model.Spec{Functions: []model.Function{fn}}); err != nil {
-			return 0, 0, 0, fmt.Errorf("deploy function %d: %w", i, err)
+			return 0, 0, 0, ends, fmt.Errorf("deploy function %d: %w", i, err)
 		}
 	}
 	took = time.Since(start)
+	ends[1] = float64(tenth) / time.Since(lastStart).Seconds()
 	if rssN, err = settledRSS(ctx, p.cmd.Process.Pid); err != nil {
-		return 0, 0, 0, err
+		return 0, 0, 0, ends, err
 	}
-	return rss0, rssN, took, nil
+	return rss0, rssN, took, ends, nil
 }
 
 // nimbusProcess is a running `nimbus up`.

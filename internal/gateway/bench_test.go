@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -119,3 +120,36 @@ type statusWriter struct {
 }
 
 func (s *statusWriter) WriteHeader(code int) { s.status = code }
+
+// BenchmarkProvisionNewApp is the gateway's share of deploying one more
+// app (Validate and Provision) beside 100 or 10,000 deployed ones: it
+// should not grow with them.
+func BenchmarkProvisionNewApp(b *testing.B) {
+	for _, n := range []int{100, 10000} {
+		b.Run(fmt.Sprint(n, "apps"), func(b *testing.B) {
+			ctx := context.Background()
+			g := gateway.New(hello{}, slog.New(slog.DiscardHandler))
+			i := 0
+			deploy := func() {
+				app := fmt.Sprintf("f%07d", i)
+				i++
+				rev := &model.Revision{App: app, ID: "r", Functions: []model.Function{{
+					Name: "fn", Routes: []model.Route{{Method: "GET", Path: "/" + app + "/{name}"}},
+				}}}
+				if err := g.Validate(ctx, rev); err != nil {
+					b.Fatal(err)
+				}
+				if err := g.Provision(ctx, rev); err != nil {
+					b.Fatal(err)
+				}
+			}
+			for range n {
+				deploy()
+			}
+			b.ResetTimer()
+			for b.Loop() {
+				deploy()
+			}
+		})
+	}
+}

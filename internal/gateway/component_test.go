@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -122,5 +123,105 @@ func TestProvisionServesOverlapsRecordedBefore(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "overlap") || !strings.Contains(logs.String(), "app a") {
 		t.Errorf("the overlap was not logged: %s", logs.String())
+	}
+}
+
+// TestTableAcrossManyDeploys: routes added in place as apps are deployed,
+// redeployed with more routes or other functions, redeployed without a
+// route, and retired, are served exactly as a table built from scratch
+// would serve them.
+func TestTableAcrossManyDeploys(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	g := gateway.New(answer{}, slog.New(slog.DiscardHandler))
+	get := func(method, path string) (int, string) {
+		w := httptest.NewRecorder()
+		g.ServeHTTP(w, httptest.NewRequest(method, path, nil))
+		return w.Code, w.Body.String()
+	}
+	const n = 500
+	for i := range n {
+		app := fmt.Sprintf("a%03d", i)
+		if err := g.Validate(ctx, rev(app, "GET /"+app+"/{x}")); err != nil {
+			t.Fatal(err)
+		}
+		if err := g.Provision(ctx, rev(app, "GET /"+app+"/{x}")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, i := range []int{0, 250, n - 1} {
+		app := fmt.Sprintf("a%03d", i)
+		if code, body := get("GET", "/"+app+"/y"); code != 200 || body != app+"/f" {
+			t.Fatalf("GET /%s/y = %d %q", app, code, body)
+		}
+	}
+	// Another app may not take a path of one of them.
+	if err := g.Validate(ctx, rev("new", "GET /a250/probe")); !errors.Is(err, model.ErrConflict) {
+		t.Fatalf("Validate of an overlap with app a250: %v", err)
+	}
+
+	// A redeploy that keeps its pattern and adds one, with another function.
+	r := rev("a007", "GET /a007/{x}", "POST /a007/{x}")
+	r.Functions[0].Name = "g"
+	if err := g.Provision(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []string{"GET", "POST"} {
+		if code, body := get(m, "/a007/y"); code != 200 || body != "a007/g" {
+			t.Fatalf("%s /a007/y after a redeploy = %d %q, want a007/g", m, code, body)
+		}
+	}
+	// A redeploy without a pattern: it stops being served.
+	if err := g.Provision(ctx, rev("a007", "POST /a007/{x}")); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := get("GET", "/a007/y"); code != http.StatusMethodNotAllowed {
+		t.Fatalf("GET /a007/y after its route was dropped = %d, want 405", code)
+	}
+	if code, body := get("POST", "/a007/y"); code != 200 || body != "a007/f" {
+		t.Fatalf("POST /a007/y = %d %q", code, body)
+	}
+	// Deploys in place after a rebuild still work, and a retired app's
+	// paths are free.
+	if err := g.Provision(ctx, rev("late", "GET /late")); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Retire(ctx, "a250"); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := get("GET", "/a250/y"); code != http.StatusNotFound {
+		t.Fatalf("GET /a250/y after retire = %d, want 404", code)
+	}
+	if err := g.Validate(ctx, rev("new", "GET /a250/probe")); err != nil {
+		t.Fatalf("a retired app's route still counts: %v", err)
+	}
+	for path, want := range map[string]string{"/late": "late/f", "/a499/z": "a499/f", "/a000/z": "a000/f"} {
+		if code, body := get("GET", path); code != 200 || body != want {
+			t.Fatalf("GET %s = %d %q, want %q", path, code, body, want)
+		}
+	}
+}
+
+// TestProvisionRefusesAConflictWithinTheRevision: two functions of one
+// revision on one pattern break the table; what was served still is.
+func TestProvisionRefusesAConflictWithinTheRevision(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	g := gateway.New(answer{}, slog.New(slog.DiscardHandler))
+	if err := g.Provision(ctx, rev("a", "GET /a")); err != nil {
+		t.Fatal(err)
+	}
+	bad := rev("b", "GET /b")
+	bad.Functions = append(bad.Functions, model.Function{Name: "g", Routes: []model.Route{{Method: "GET", Path: "/b"}}})
+	if err := g.Provision(ctx, bad); !errors.Is(err, model.ErrConflict) {
+		t.Fatalf("Provision of one pattern twice: %v", err)
+	}
+	w := httptest.NewRecorder()
+	g.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/b", nil))
+	if w.Code != http.StatusNotFound {
+		t.Fatalf("GET /b after a refused Provision = %d", w.Code)
+	}
+	if err := g.Provision(ctx, rev("b", "GET /b")); err != nil {
+		t.Fatalf("a good revision after a refused one: %v", err)
 	}
 }

@@ -44,6 +44,16 @@ type Gateway struct {
 
 	mu   sync.Mutex                 // serializes changes of revs, the table built from them, calls and auth
 	revs map[string]*model.Revision // app -> revision whose routes are served
+	// index holds the routes of revs for the overlap checks across apps
+	// (model.RouteIndex: a check costs the routes that share a first path
+	// segment, not every route of every app).
+	index *model.RouteIndex
+	// slots are the table's handlers by registered pattern, and patterns
+	// each app's patterns in the table: a deploy that keeps or adds
+	// patterns changes slots and adds to the served table in place
+	// instead of building it again (see Provision).
+	slots    map[string]*slot
+	patterns map[string][]string
 	// auth is how routes with auth are checked (SetAuth); verifiers are
 	// the JWT verifiers of the served routes, by configuration, kept
 	// across table swaps so their cached keys survive a redeploy.
@@ -53,7 +63,8 @@ type Gateway struct {
 
 // New creates a gateway with no routes whose invocations inv runs.
 func New(inv Invoker, logger *slog.Logger) *Gateway {
-	g := &Gateway{revs: map[string]*model.Revision{}, verifiers: map[string]*jwtauth.Verifier{}}
+	g := &Gateway{revs: map[string]*model.Revision{}, verifiers: map[string]*jwtauth.Verifier{},
+		index: model.NewRouteIndex(), slots: map[string]*slot{}, patterns: map[string][]string{}}
 	g.calls.Store(&Invocations{Invoker: inv, Logger: logger})
 	g.table.Store(g.newMux())
 	return g
@@ -96,48 +107,90 @@ func (g *Gateway) newMux() *http.ServeMux {
 	return mux
 }
 
+// table is a routing table under construction: the mux, the handler of
+// each pattern, each app's patterns and the JWT verifiers they use.
+type table struct {
+	mux       *http.ServeMux
+	slots     map[string]*slot
+	patterns  map[string][]string
+	verifiers map[string]*jwtauth.Verifier
+}
+
 // buildTable is the routing table serving the given revisions and the
-// built-in routes, and the JWT verifiers its routes use. ServeMux panics on
-// a conflicting or invalid pattern; Validate refuses those first, this is
-// the last line. g.mu is held.
-func (g *Gateway) buildTable(revs map[string]*model.Revision) (mux *http.ServeMux, verifiers map[string]*jwtauth.Verifier, err error) {
-	mux = g.newMux()
-	verifiers = map[string]*jwtauth.Verifier{}
+// built-in routes. ServeMux panics on a conflicting or invalid pattern;
+// Validate refuses those first, this is the last line. g.mu is held.
+func (g *Gateway) buildTable(revs map[string]*model.Revision) (t *table, err error) {
+	t = &table{mux: g.newMux(), slots: map[string]*slot{}, patterns: map[string][]string{}, verifiers: map[string]*jwtauth.Verifier{}}
 	defer func() {
 		if r := recover(); r != nil {
-			mux, err = nil, fmt.Errorf("%w: routing table: %v", model.ErrConflict, r)
+			t, err = nil, fmt.Errorf("%w: routing table: %v", model.ErrConflict, r)
 		}
 	}()
 	if err := g.checkAuthKeys(revs); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	for _, rev := range revs {
-		for _, fn := range rev.Functions {
-			for _, rt := range fn.Routes {
-				pattern := rt.Path
-				if rt.Method != "" {
-					pattern = rt.Method + " " + rt.Path
-				}
-				h := &route{g: g, app: rev.App, fn: fn, pattern: pattern, path: rt.Path, params: wildcards(rt.Path)}
-				if rt.Auth != nil {
-					h.auth = &routeAuth{spec: rt.Auth, keys: g.auth.keys}
-					if rt.Auth.Type == model.AuthJWT {
-						if h.auth.jwt, err = g.verifier(rt.Auth, verifiers); err != nil {
-							return nil, nil, fmt.Errorf("app %s: route %q: %w", rev.App, rt.Pattern(), err)
-						}
-					}
-				}
-				mux.Handle(pattern, h)
-			}
+		if err := g.addRoutes(t, rev); err != nil {
+			return nil, err
 		}
 	}
-	return mux, verifiers, nil
+	return t, nil
 }
+
+// addRoutes adds rev's routes to t: a pattern t already has for rev's app
+// gets the new route in its slot, a new one is registered (ServeMux may
+// panic: the caller recovers). g.mu is held.
+func (g *Gateway) addRoutes(t *table, rev *model.Revision) error {
+	have, seen := map[string]bool{}, map[string]bool{}
+	for _, p := range t.patterns[rev.App] {
+		have[p] = true
+	}
+	for i := range rev.Functions {
+		fn := &rev.Functions[i] // the revision is immutable and outlives its routes
+		for _, rt := range fn.Routes {
+			pattern := rt.Path
+			if rt.Method != "" {
+				pattern = rt.Method + " " + rt.Path
+			}
+			h := &route{g: g, app: rev.App, fn: fn, pattern: pattern, path: rt.Path, params: wildcards(rt.Path)}
+			if rt.Auth != nil {
+				h.auth = &routeAuth{spec: rt.Auth, keys: g.auth.keys}
+				if rt.Auth.Type == model.AuthJWT {
+					var err error
+					if h.auth.jwt, err = g.verifier(rt.Auth, t.verifiers); err != nil {
+						return fmt.Errorf("app %s: route %q: %w", rev.App, rt.Pattern(), err)
+					}
+				}
+			}
+			reuse := have[pattern] && !seen[pattern]
+			seen[pattern] = true
+			if reuse {
+				t.slots[pattern].route.Store(h)
+				continue
+			}
+			s := &slot{}
+			s.route.Store(h)
+			t.mux.Handle(pattern, s) // a pattern twice in rev panics here, as it should
+			t.slots[pattern] = s
+			t.patterns[rev.App] = append(t.patterns[rev.App], pattern)
+		}
+	}
+	return nil
+}
+
+// slot is the handler of one pattern in the table; a redeploy that keeps
+// the pattern stores its new route in it.
+type slot struct{ route atomic.Pointer[route] }
+
+func (s *slot) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.route.Load().ServeHTTP(w, r) }
 
 // ServeHTTP dispatches to the current routing table.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	mux := g.table.Load()
 	h, pattern := mux.Handler(r)
+	if s, ok := h.(*slot); ok {
+		h = s.route.Load()
+	}
 	if rt, ok := h.(*route); ok && strings.HasPrefix(rt.path, "/") {
 		// Matched: serve it without matching again in mux.ServeHTTP
 		// (which would fill in r.PathValue; the route reads its
@@ -205,7 +258,7 @@ func wildcards(path string) []string {
 type route struct {
 	g       *Gateway
 	app     string
-	fn      model.Function
+	fn      *model.Function // in the revision the gateway serves (a copy would cost 232 bytes a route)
 	pattern string
 	path    string     // the pattern's path
 	params  []string   // the names of its wildcards, in order
@@ -245,7 +298,7 @@ func (rt *route) serve(w http.ResponseWriter, r *http.Request, matched bool) {
 			}
 		}
 	}
-	rt.g.calls.Load().serve(w, r, rt.app, &rt.fn, &c.req, c.values[:])
+	rt.g.calls.Load().serve(w, r, rt.app, rt.fn, &c.req, c.values[:])
 }
 
 // call is what the gateway allocates for one request: the runtime's

@@ -212,14 +212,20 @@ func FindOverlap(candidates, owned []OwnedRoute) error {
 		pc := parsePattern(c.Route)
 		for i, o := range owned {
 			if req, ok := overlap(pc, parsed[i]); ok {
-				return &ConflictError{
-					App: c.App, Function: c.Function, Route: c.Route,
-					OtherApp: o.App, OtherFunction: o.Function, OtherRoute: o.Route,
-					Reason: fmt.Sprintf("both match %s, and a path belongs to one app: app %s serves it until it deploys without that route or is deleted (nimbus delete %s)",
-						req, o.App, o.App),
-				}
+				return overlapError(c, o, req)
 			}
 		}
 	}
 	return nil
+}
+
+// overlapError is the *ConflictError of candidate c meeting o, which
+// another app owns, on request req.
+func overlapError(c, o OwnedRoute, req string) *ConflictError {
+	return &ConflictError{
+		App: c.App, Function: c.Function, Route: c.Route,
+		OtherApp: o.App, OtherFunction: o.Function, OtherRoute: o.Route,
+		Reason: fmt.Sprintf("both match %s, and a path belongs to one app: app %s serves it until it deploys without that route or is deleted (nimbus delete %s)",
+			req, o.App, o.App),
+	}
 }

@@ -77,6 +77,12 @@ func TestOverlap(t *testing.T) {
 			if ok {
 				checkBothMatch(t, pair[0], pair[1], got)
 			}
+			// The index gives the same answer.
+			x := NewRouteIndex()
+			x.Set("a", []OwnedRoute{{App: "a", Function: "f", Route: route(pair[1])}})
+			if err := x.FindOverlap("b", []OwnedRoute{{App: "b", Function: "g", Route: route(pair[0])}}); (err != nil) != ok {
+				t.Errorf("RouteIndex.FindOverlap(%q against %q) = %v; Overlap says %v", pair[0], pair[1], err, ok)
+			}
 		}
 	}
 }

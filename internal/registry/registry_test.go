@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -553,5 +554,40 @@ func TestPlanMatchesDeploy(t *testing.T) {
 	}
 	if _, err := model.Plan("a.b", fns); !errors.Is(err, model.ErrInvalid) {
 		t.Fatalf("Plan with a bad name: %v", err)
+	}
+}
+
+// TestSetRouteCheck: a route check set by the node replaces the registry's
+// own: it sees the planned revision, and what it refuses is not recorded.
+func TestSetRouteCheck(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.deploy("users", e.fn("get", "GET /users/{id}"))
+	var seen []string
+	e.reg.SetRouteCheck(func(_ context.Context, rev *model.Revision) error {
+		seen = append(seen, rev.App+" "+rev.Functions[0].Routes[0].Pattern())
+		if rev.App == "refused" {
+			return &model.ConflictError{App: rev.App, OtherApp: "elsewhere", Reason: "the node says so"}
+		}
+		return nil
+	})
+	// The registry's own check would refuse this one; the node's allows it.
+	if _, _, err := e.reg.Deploy(ctx, "other", []model.Function{e.fn("f", "GET /users/{name}")}); err != nil {
+		t.Fatalf("Deploy with the node's check: %v", err)
+	}
+	_, _, err := e.reg.Deploy(ctx, "refused", []model.Function{e.fn("f", "GET /free")})
+	if !errors.Is(err, model.ErrConflict) {
+		t.Fatalf("Deploy the check refuses: %v", err)
+	}
+	if _, err := e.reg.App(ctx, "refused"); !errors.Is(err, ErrAppNotFound) {
+		t.Errorf("a refused deploy created the app: %v", err)
+	}
+	if want := []string{"other GET /users/{name}", "refused GET /free"}; !slices.Equal(seen, want) {
+		t.Errorf("the check saw %q, want %q", seen, want)
+	}
+	// nil: the registry's own check again.
+	e.reg.SetRouteCheck(nil)
+	if _, _, err := e.reg.Deploy(ctx, "third", []model.Function{e.fn("f", "GET /users/{x}")}); !errors.Is(err, model.ErrConflict) {
+		t.Fatalf("Deploy with the registry's own check: %v", err)
 	}
 }

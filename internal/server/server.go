@@ -287,6 +287,10 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		{"bucket-triggers", s.kvtrig},
 	}
 	s.reg = registry.New(s.store.Registry(), s.store)
+	// A deploy meets the gateway's Validate first, under deployMu; its
+	// indexed check of the routes against every other app's stands in for
+	// the registry's, which reads every app from the bucket per deploy.
+	s.reg.SetRouteCheck(s.gw.Validate)
 	s.tokens = security.NewTokens(s.store.Security())
 	// Routes with auth: keys of the app's tenant, JWTs whose keys are
 	// fetched through the egress guard. Set before restore provisions.
