@@ -58,7 +58,15 @@ func TestFilesystemView(t *testing.T) {
 		t.Errorf("filling /tmp: %s", got)
 	}
 	// Its own cgroups, read-only, where runtimes look for their limits.
-	if got := mustGet(t, inst, "/cat?path=/sys/fs/cgroup/memory/memory.limit_in_bytes"); got != fmt.Sprint(64<<20)+"\n" {
+	limitFile := "/sys/fs/cgroup/memory/memory.limit_in_bytes"
+	if rt.host.Cgroup2 != "" {
+		limitFile = "/sys/fs/cgroup/memory.max"
+		// The cgroup namespace is rooted at the instance's cgroup.
+		if got := mustGet(t, inst, "/cat?path=/proc/self/cgroup"); got != "0::/\n" {
+			t.Errorf("/proc/self/cgroup as the process reads it: %q", got)
+		}
+	}
+	if got := mustGet(t, inst, "/cat?path="+limitFile); got != fmt.Sprint(64<<20)+"\n" {
 		t.Errorf("memory limit as the process reads it: %q", got)
 	}
 	if got := mustGet(t, inst, "/read?path=/usr/bin/env"); got != "read ok" {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -13,7 +14,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// cgroupRoot is where the v1 controllers are mounted.
+// cgroupRoot is where the cgroup hierarchies are mounted: the v1
+// controllers at cgroupRoot/<controller>, v2 at cgroupRoot itself (or at
+// cgroupRoot/unified on hybrid hosts).
 const cgroupRoot = "/sys/fs/cgroup"
 
 // sandboxFlags are the namespaces a sandboxed process gets from clone; the
@@ -30,8 +33,13 @@ type Host struct {
 	Namespaces bool
 	// Cgroups are the writable cgroup v1 directories processes are put
 	// under, by controller ("memory", "pids", "cpu"): the node's own
-	// cgroup of each, so that the node's limits still bound them.
+	// cgroup of each, so that the node's limits still bound them. Empty
+	// on a cgroup v2 host.
 	Cgroups map[string]string
+	// Cgroup2 is, on a cgroup v2 host, the directory processes' cgroups
+	// are made under: the node's own cgroup's "nimbus" child, with the
+	// memory, pids and cpu controllers enabled. Empty on v1.
+	Cgroup2 string
 	// Missing says what the sandbox lacks on this host, one item each; empty
 	// when processes can be sandboxed.
 	Missing []string
@@ -44,8 +52,11 @@ func (h Host) Sandbox() bool { return len(h.Missing) == 0 }
 var controllers = []string{"memory", "pids", "cpu"}
 
 // Probe finds what isolation this host offers: root, namespaces (by
-// starting /bin/true in new ones) and writable cgroup v1 controllers (by
-// making and removing a child of the node's own cgroup).
+// starting /bin/true in new ones) and writable cgroups with the memory,
+// pids and cpu controllers: v2 when the unified hierarchy has them (the
+// node's processes may move to a leaf of its own cgroup: setupCgroup2),
+// else v1 (by making and removing a child of the node's own cgroup of
+// each).
 func Probe() Host {
 	h := Host{Root: os.Geteuid() == 0, Cgroups: map[string]string{}}
 	if !h.Root {
@@ -55,6 +66,16 @@ func Probe() Host {
 		h.Missing = append(h.Missing, "namespaces ("+err.Error()+")")
 	} else {
 		h.Namespaces = true
+	}
+	layout, mount := detectLayout(cgroupRoot)
+	if layout == cgroupV2 {
+		dir, err := probeCgroup2(dirCgroupFS(mount))
+		if err != nil {
+			h.Missing = append(h.Missing, "a writable cgroup v2 with the memory, pids and cpu controllers ("+err.Error()+")")
+		} else {
+			h.Cgroup2 = dir
+		}
+		return h
 	}
 	own := ownCgroups()
 	for _, c := range controllers {
@@ -66,6 +87,51 @@ func Probe() Host {
 		h.Cgroups[c] = dir
 	}
 	return h
+}
+
+// probeCgroup2 prepares the node's own v2 cgroup (setupCgroup2) and starts
+// /bin/true into a child of it with CLONE_INTO_CGROUP (Linux 5.7+), as
+// sandboxes are started. It returns the host directory sandboxes' cgroups
+// go under.
+func probeCgroup2(fs dirCgroupFS) (string, error) {
+	self, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return "", err
+	}
+	own, err := ownCgroup2(self)
+	if err != nil {
+		return "", err
+	}
+	dir, err := setupCgroup2(fs, own)
+	if err != nil {
+		return "", err
+	}
+	if err := probeCloneInto(fs, dir); err != nil {
+		return "", err
+	}
+	return fs.HostPath(dir), nil
+}
+
+// probeCloneInto starts /bin/true into a new cgroup under parent the way a
+// sandbox's helper is started (instanceCgroups.enter, clone3).
+func probeCloneInto(fs cgroupFS, parent string) error {
+	c := &cgroup2Instance{fs: fs, dir: path.Join(parent, "probe-"+randomID())}
+	if err := fs.Mkdir(c.dir); err != nil {
+		return fmt.Errorf("cgroup %s: %w", c.dir, err)
+	}
+	defer c.remove()
+	cmd := exec.Command("/bin/true")
+	cmd.Env = []string{}
+	cmd.SysProcAttr = &syscall.SysProcAttr{}
+	leave, err := c.enter(cmd.SysProcAttr)
+	if err != nil {
+		return err
+	}
+	defer leave()
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("cannot start a process into a cgroup (clone3 with CLONE_INTO_CGROUP needs Linux 5.7 or later): %w", err)
+	}
+	return nil
 }
 
 func probeNamespaces() error {

@@ -18,6 +18,7 @@ import (
 type Host struct {
 	Root, Namespaces bool
 	Cgroups          map[string]string
+	Cgroup2          string
 	Missing          []string
 }
 

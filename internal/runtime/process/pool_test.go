@@ -45,11 +45,16 @@ func TestSandboxPool(t *testing.T) {
 		}
 		return l
 	}
-	if a.sb.uid == b.sb.uid || netns(a) == netns(b) || a.sb.cgroups["memory"] == b.sb.cgroups["memory"] {
+	memA, memB := a.sb.cg.binds()[0][0], b.sb.cg.binds()[0][0] // the memory cgroups (v1), the one cgroup (v2)
+	if a.sb.uid == b.sb.uid || netns(a) == netns(b) || memA == memB {
 		t.Fatalf("two instances share a sandbox: uids %d %d, netns %s %s, cgroups %s %s",
-			a.sb.uid, b.sb.uid, netns(a), netns(b), a.sb.cgroups["memory"], b.sb.cgroups["memory"])
+			a.sb.uid, b.sb.uid, netns(a), netns(b), memA, memB)
 	}
-	limit, err := os.ReadFile(filepath.Join(a.sb.cgroups["memory"], "memory.limit_in_bytes"))
+	limitFile := "memory.limit_in_bytes"
+	if rt.host.Cgroup2 != "" {
+		limitFile = "memory.max"
+	}
+	limit, err := os.ReadFile(filepath.Join(memA, limitFile))
 	if err != nil || string(limit) != strconv.Itoa(64<<20)+"\n" {
 		t.Fatalf("claimed sandbox's memory cap: %q %v, want the function's 64MiB", limit, err)
 	}

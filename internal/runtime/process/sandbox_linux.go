@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	goruntime "runtime"
 	"strconv"
 	"strings"
@@ -69,14 +68,14 @@ func (p *uidPool) put(uid int) {
 // or when a start finds the pool empty; either way it serves one process
 // of one function, once, and is released with it.
 type sandbox struct {
-	rt      *Runtime
-	uid     int
-	tmp     string            // HOME and TMPDIR as the process sees them: its private tmpfs
-	cgroups map[string]string // controller -> this process's cgroup directory
-	netns   *os.File          // the process's network namespace; nil until the helper starts
-	hostns  *os.File          // the node's network namespace
-	live    *os.File          // the node's end of the helper's liveness pipe
-	claimW  *os.File          // the node's end of the helper's claim pipe; nil once claimed
+	rt     *Runtime
+	uid    int
+	tmp    string          // HOME and TMPDIR as the process sees them: its private tmpfs
+	cg     instanceCgroups // this process's cgroups (v1 or v2); nil until made
+	netns  *os.File        // the process's network namespace; nil until the helper starts
+	hostns *os.File        // the node's network namespace
+	live   *os.File        // the node's end of the helper's liveness pipe
+	claimW *os.File        // the node's end of the helper's claim pipe; nil once claimed
 
 	cmd            *exec.Cmd
 	stdout, stderr *switchWriter
@@ -102,7 +101,7 @@ func (r *Runtime) makeSandbox() (_ *sandbox, err error) {
 	if err != nil {
 		return nil, err
 	}
-	sb := &sandbox{rt: r, uid: uid, tmp: "/tmp", cgroups: map[string]string{}, probe: -1,
+	sb := &sandbox{rt: r, uid: uid, tmp: "/tmp", probe: -1,
 		stdout: &switchWriter{}, stderr: &switchWriter{}, exited: make(chan struct{})}
 	defer func() {
 		if err != nil {
@@ -110,25 +109,18 @@ func (r *Runtime) makeSandbox() (_ *sandbox, err error) {
 		}
 	}()
 	id := "i-" + randomID()
-	for _, c := range controllers {
-		dir := filepath.Join(r.host.Cgroups[c], id)
-		if err := os.Mkdir(dir, 0o755); err != nil {
-			return nil, fmt.Errorf("sandbox cgroup: %w", err)
-		}
-		sb.cgroups[c] = dir
-	}
-	quota := "-1"
+	quota := -1
 	if r.cfg.CPUs > 0 {
-		quota = strconv.Itoa(max(1000, int(r.cfg.CPUs*100_000))) // of the default period, 100ms
+		quota = max(1000, int(r.cfg.CPUs*100_000)) // of the default period, 100ms
 	}
-	limits := []struct{ c, file, value string }{
-		{"pids", "pids.max", strconv.Itoa(r.cfg.MaxProcs)},
-		{"cpu", "cpu.cfs_quota_us", quota},
+	if r.host.Cgroup2 != "" {
+		sb.cg, err = newCgroup2Instance(dirCgroupFS(r.host.Cgroup2), "/", id, r.cfg.MaxProcs, quota)
+	} else {
+		sb.cg, err = newCgroup1Instance(r.host.Cgroups, id, r.cfg.MaxProcs, quota)
 	}
-	for _, l := range limits {
-		if err := os.WriteFile(filepath.Join(sb.cgroups[l.c], l.file), []byte(l.value), 0); err != nil {
-			return nil, fmt.Errorf("sandbox cgroup %s: %w", l.file, err)
-		}
+	if err != nil {
+		sb.cg = nil
+		return nil, err
 	}
 	if sb.hostns, err = os.Open("/proc/thread-self/ns/net"); err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)
@@ -141,17 +133,18 @@ func (r *Runtime) makeSandbox() (_ *sandbox, err error) {
 
 // start starts the helper: /proc/self/exe re-executed as sandboxinit with
 // the sandbox's part of the view. It is cloned from a thread that first
-// moves into a new network namespace (with its loopback up) and into the
-// sandbox's cgroups, so the helper is born inside both and never runs
-// outside its limits; the thread then moves back. A thread that cannot
+// moves into a new network namespace (with its loopback up) and, on
+// cgroup v1, into the sandbox's cgroups (on v2 the clone itself puts the
+// child in its cgroup: CLONE_INTO_CGROUP), so the helper is born inside
+// both and never runs outside its limits; the thread then moves back. A
+// thread that cannot
 // move back is never reused: its goroutine exits locked, and the runtime
 // ends the thread (which kills the helper too, by its parent-death
 // signal), so the start fails.
 func (sb *sandbox) start() error {
-	view := sandboxinit.Config{Root: sb.rt.root, UID: sb.uid, System: sb.rt.cfg.System, TmpBytes: sb.rt.cfg.TmpBytes}
-	for _, c := range controllers {
-		view.Binds = append(view.Binds, [2]string{sb.cgroups[c], cgroupRoot + "/" + c})
-	}
+	_, v2 := sb.cg.(*cgroup2Instance)
+	view := sandboxinit.Config{Root: sb.rt.root, UID: sb.uid, System: sb.rt.cfg.System, TmpBytes: sb.rt.cfg.TmpBytes,
+		Binds: sb.cg.binds(), CgroupNS: v2}
 	liveR, liveW, err := os.Pipe()
 	if err != nil {
 		return fmt.Errorf("sandbox: liveness pipe: %w", err)
@@ -231,7 +224,6 @@ func (sb *sandbox) outputs() ([]*os.File, error) {
 }
 
 func (sb *sandbox) startOnThread() (restored bool, err error) {
-	own := ownThreadCgroups()
 	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 		return true, fmt.Errorf("sandbox: new network namespace: %w", err)
 	}
@@ -248,25 +240,12 @@ func (sb *sandbox) startOnThread() (restored bool, err error) {
 	}
 	// A connect that a full backlog holds up is bounded.
 	_ = unix.SetsockoptTimeval(sb.probe, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &unix.Timeval{Usec: 100_000})
-	tid := strconv.Itoa(unix.Gettid())
-	moved := []string{}
-	restoreCgroups := func() bool {
-		ok := true
-		for _, c := range moved {
-			if err := os.WriteFile(filepath.Join(cgroupRoot, c, filepath.FromSlash(own[c]), "tasks"), []byte(tid), 0); err != nil {
-				ok = false
-			}
-		}
-		return ok
-	}
-	for _, c := range controllers {
-		if err := os.WriteFile(filepath.Join(sb.cgroups[c], "tasks"), []byte(tid), 0); err != nil {
-			return restoreCgroups() && restoreNet(), fmt.Errorf("sandbox: join %s cgroup: %w", c, err)
-		}
-		moved = append(moved, c)
+	leave, err := sb.cg.enter(sb.cmd.SysProcAttr)
+	if err != nil {
+		return leave() && restoreNet(), err
 	}
 	err = sb.cmd.Start()
-	return restoreCgroups() && restoreNet(), err
+	return leave() && restoreNet(), err
 }
 
 // claim hands the sandbox to one process of a function: it caps the
@@ -276,16 +255,8 @@ func (sb *sandbox) startOnThread() (restored bool, err error) {
 // the helper mounts the function's directory, pivots, drops to the uid and
 // execs the program.
 func (sb *sandbox) claim(memory uint64, view sandboxinit.Config, stdout, stderr io.Writer) error {
-	for _, l := range []struct{ file, value string }{
-		{"memory.limit_in_bytes", strconv.FormatUint(memory, 10)},
-		{"memory.memsw.limit_in_bytes", strconv.FormatUint(memory, 10)}, // no swapping past the cap, where swap is accounted
-	} {
-		if err := os.WriteFile(filepath.Join(sb.cgroups["memory"], l.file), []byte(l.value), 0); err != nil {
-			if l.file == "memory.memsw.limit_in_bytes" && errors.Is(err, os.ErrNotExist) {
-				continue
-			}
-			return fmt.Errorf("sandbox cgroup %s: %w", l.file, err)
-		}
+	if err := sb.cg.setMemory(memory); err != nil {
+		return err
 	}
 	if len(sb.inNetns) > 0 {
 		if err := sb.inNamespace(func() error {
@@ -442,35 +413,12 @@ func (sb *sandbox) dial(ctx context.Context, network, addr string) (net.Conn, er
 }
 
 // memoryExceeded reports whether the memory cgroup's OOM killer killed a
-// process of the sandbox (or, on kernels without that count, whether the
-// cap was ever hit).
-func (sb *sandbox) memoryExceeded() bool {
-	dir := sb.cgroups["memory"]
-	if b, err := os.ReadFile(filepath.Join(dir, "memory.oom_control")); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(line, "oom_kill "); ok {
-				n, _ := strconv.Atoi(strings.TrimSpace(v))
-				return n > 0
-			}
-		}
-	}
-	b, err := os.ReadFile(filepath.Join(dir, "memory.failcnt"))
-	if err != nil {
-		return false
-	}
-	n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	return n > 0
-}
+// process of the sandbox (or, on v1 kernels without that count, whether
+// the cap was ever hit).
+func (sb *sandbox) memoryExceeded() bool { return sb.cg.oomKilled() }
 
 // pids reports how many processes the sandbox holds now.
-func (sb *sandbox) pids() int {
-	b, err := os.ReadFile(filepath.Join(sb.cgroups["pids"], "pids.current"))
-	if err != nil {
-		return -1
-	}
-	n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	return n
-}
+func (sb *sandbox) pids() int { return sb.cg.pids() }
 
 // release stops the helper or process if it still runs and removes what
 // makeSandbox made.
@@ -486,8 +434,8 @@ func (sb *sandbox) release() {
 	if sb.claimW != nil {
 		sb.claimW.Close()
 	}
-	for _, dir := range sb.cgroups {
-		_ = os.Remove(dir)
+	if sb.cg != nil {
+		sb.cg.remove()
 	}
 	if sb.netns != nil {
 		sb.netns.Close()

@@ -35,6 +35,11 @@ type Config struct {
 	// /sys/fs/cgroup/<controller>, so that runtimes size themselves to
 	// their limits (Go's GOMAXPROCS, Node's heap) and see nothing else.
 	Binds [][2]string
+	// CgroupNS: the helper makes a cgroup namespace rooted at its own
+	// cgroup (cgroup v2, where the node binds that cgroup at
+	// /sys/fs/cgroup), so that /proc/self/cgroup says "0::/" and matches
+	// the mount.
+	CgroupNS bool
 	// TmpBytes is the size of the private /tmp.
 	TmpBytes uint64
 	// UID is the uid and gid the process runs as.
@@ -55,11 +60,15 @@ const (
 	ClaimFD    = 4
 )
 
-// Argv is how the node starts the helper for c's sandbox: Arg0, then the
-// fields in order, the count of System paths and the paths, the count of
+// Argv is how the node starts the helper for c's sandbox: Arg0, then
+// Root, TmpBytes, UID, CgroupNS ("1" or "0"), the count of System paths and the paths, the count of
 // Binds and the pairs.
 func (c Config) Argv() []string {
-	out := []string{Arg0, c.Root, strconv.FormatUint(c.TmpBytes, 10), strconv.Itoa(c.UID), strconv.Itoa(len(c.System))}
+	ns := "0"
+	if c.CgroupNS {
+		ns = "1"
+	}
+	out := []string{Arg0, c.Root, strconv.FormatUint(c.TmpBytes, 10), strconv.Itoa(c.UID), ns, strconv.Itoa(len(c.System))}
 	out = append(out, c.System...)
 	out = append(out, strconv.Itoa(len(c.Binds)))
 	for _, b := range c.Binds {
@@ -88,7 +97,7 @@ func (c Config) Claim() []byte {
 // parse reads what Argv wrote (without argv[0]).
 func parse(a []string) (Config, error) {
 	var c Config
-	if len(a) < 4 {
+	if len(a) < 5 {
 		return c, errors.New("config: too few arguments")
 	}
 	c.Root = a[0]
@@ -99,12 +108,19 @@ func parse(a []string) (Config, error) {
 	if c.UID, err = strconv.Atoi(a[2]); err != nil {
 		return c, errors.New("config: uid: " + err.Error())
 	}
-	n, err := strconv.Atoi(a[3])
-	if err != nil || n < 0 || len(a) < 4+n+1 {
+	switch a[3] {
+	case "0":
+	case "1":
+		c.CgroupNS = true
+	default:
+		return c, errors.New("config: cgroup namespace: " + a[3])
+	}
+	n, err := strconv.Atoi(a[4])
+	if err != nil || n < 0 || len(a) < 5+n+1 {
 		return c, errors.New("config: system paths")
 	}
-	c.System = a[4 : 4+n]
-	a = a[4+n:]
+	c.System = a[5 : 5+n]
+	a = a[5+n:]
 	n, err = strconv.Atoi(a[0])
 	if err != nil || n < 0 || len(a) != 1+2*n {
 		return c, errors.New("config: binds")

@@ -10,7 +10,7 @@ import (
 func TestConfigRoundTrip(t *testing.T) {
 	c := Config{
 		Root: "/r", System: []string{"/usr", "/etc/ssl"}, Binds: [][2]string{{"/sys/fs/cgroup/memory/x", "/sys/fs/cgroup/memory"}},
-		TmpBytes: 1 << 20, UID: 1000000001,
+		TmpBytes: 1 << 20, UID: 1000000001, CgroupNS: true,
 		App: "/data/fn", AppDir: "/app", Path: "/app/server", Dir: "/app", Args: []string{"./server", "-v", ""},
 		Env: []string{"PORT=8080", "A=b=c"},
 	}

@@ -34,6 +34,15 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	if c.CgroupNS {
+		// The helper was born in the instance's cgroup (CLONE_INTO_CGROUP),
+		// so the new namespace is rooted there. Made here, not by the clone:
+		// here the root is the cgroup the helper is in, whatever order the
+		// clone copies namespaces and moves the child in.
+		if err := syscall.Unshare(syscall.CLONE_NEWCGROUP); err != nil {
+			return wrap("cgroup namespace", err)
+		}
+	}
 	if err := build(c); err != nil {
 		return err
 	}
