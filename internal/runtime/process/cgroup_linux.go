@@ -147,12 +147,13 @@ var enableControllers = "+" + strings.Join(controllers, " +")
 // EBUSY, the processes of own (the node, and whatever else its service
 // runs there) move to the leaf own/node first, then the controllers are
 // enabled in own and in own/nimbus. Under systemd this is what Delegate=yes
-// hands the service: its cgroup to arrange. A node that already moved
-// (a second runtime in the same process) finds itself in own/node beside
-// own/nimbus and uses its parent.
+// hands the service: its cgroup to arrange. A node that is already in a
+// leaf named node whose parent has the controllers (it moved for an
+// earlier runtime of the same process, or systemd started it there with
+// DelegateSubgroup=node) uses that parent.
 func setupCgroup2(fs cgroupFS, own string) (string, error) {
 	if path.Base(own) == cgroup2Leaf && own != "/" {
-		if _, err := fs.ReadFile(path.Join(path.Dir(own), cgroup2Instances, "cgroup.subtree_control")); err == nil {
+		if b, err := fs.ReadFile(path.Join(path.Dir(own), "cgroup.controllers")); err == nil && len(missingControllers(string(b))) == 0 {
 			own = path.Dir(own)
 		}
 	}

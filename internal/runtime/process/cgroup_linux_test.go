@@ -376,6 +376,31 @@ func TestSetupCgroup2MovesTheNodeToALeaf(t *testing.T) {
 	}
 }
 
+// TestSetupCgroup2DelegateSubgroup: systemd started the node in own/node
+// (DelegateSubgroup=node): nothing moves, the controllers are enabled in
+// own, and the instances go beside the node.
+func TestSetupCgroup2DelegateSubgroup(t *testing.T) {
+	f := newFakeCgroup2FS(t, "cpu memory pids")
+	own := f.systemdService()
+	if err := f.Mkdir(own + "/node"); err != nil {
+		t.Fatal(err)
+	}
+	for _, pid := range []string{"100", "101"} {
+		if err := f.WriteFile(own+"/node/cgroup.procs", []byte(pid)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.writes = nil
+	dir, err := setupCgroup2(f, own+"/node")
+	if err != nil || dir != own+"/nimbus" {
+		t.Fatalf("setup from systemd's subgroup: %q, %v, want %s/nimbus", dir, err, own)
+	}
+	want := []string{own + "/cgroup.subtree_control=+memory +pids +cpu", dir + "/cgroup.subtree_control=+memory +pids +cpu"}
+	if !slices.Equal(f.writes, want) || f.isDir(own+"/node/node") {
+		t.Errorf("writes:\n%s\nwant:\n%s", strings.Join(f.writes, "\n"), strings.Join(want, "\n"))
+	}
+}
+
 // TestSetupCgroup2AtTheRoot: the root cgroup may hold processes and
 // enable controllers: nothing is moved (they are the whole host's).
 func TestSetupCgroup2AtTheRoot(t *testing.T) {
