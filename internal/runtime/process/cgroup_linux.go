@@ -233,6 +233,16 @@ func enableInSubtree(fs cgroupFS, own string) error {
 	return fmt.Errorf("enable %s in %s: processes keep arriving in %s: %w", enableControllers, ctl, own, syscall.EBUSY)
 }
 
+// cpuQuota is the CPU time of cpus CPUs in microseconds of each 100ms
+// period (v1 cpu.cfs_quota_us, v2 cpu.max's first field), at least 1ms;
+// -1 (no cap) for cpus <= 0.
+func cpuQuota(cpus float64) int {
+	if cpus <= 0 {
+		return -1
+	}
+	return max(1000, int(cpus*100_000))
+}
+
 // instanceCgroups are the cgroups of one sandbox, v1 or v2.
 type instanceCgroups interface {
 	// enter arranges that a process started next (on the calling, locked

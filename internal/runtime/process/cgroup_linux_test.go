@@ -513,6 +513,15 @@ func TestCgroup2Instance(t *testing.T) {
 	}
 }
 
+// TestCPUQuota: Config.CPUs as the quota of a 100ms period.
+func TestCPUQuota(t *testing.T) {
+	for cpus, want := range map[float64]int{1: 100_000, 2.5: 250_000, 0.5: 50_000, 0.001: 1000, -1: -1} {
+		if got := cpuQuota(cpus); got != want {
+			t.Errorf("cpuQuota(%v) = %d, want %d", cpus, got, want)
+		}
+	}
+}
+
 // TestCloneIntoCgroup2: the v2 start for real, where the host has a v2
 // hierarchy (on this CI host, the empty one of a hybrid host: no
 // controllers, but CLONE_INTO_CGROUP works the same): a child started with

@@ -29,7 +29,8 @@
 //     reaches by dialing from inside it), a filesystem of its own (its
 //     code read-only at /app or /var/task, the system paths read-only, a
 //     private size-bounded /tmp, /dev, its own /proc; nothing else of the
-//     host: see sandboxinit), its own uid, cgroups capping
+//     host: see sandboxinit), its own uid, cgroups (v2, or v1 where the
+//     v2 hierarchy lacks the controllers; cgroup_linux.go) capping
 //     memory (the function's memory), process count and CPU, rlimits on
 //     open files and processes. The uid, cgroups, network namespace and
 //     the helper that builds the view are made ahead of time for a few

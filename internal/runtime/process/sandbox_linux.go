@@ -109,10 +109,7 @@ func (r *Runtime) makeSandbox() (_ *sandbox, err error) {
 		}
 	}()
 	id := "i-" + randomID()
-	quota := -1
-	if r.cfg.CPUs > 0 {
-		quota = max(1000, int(r.cfg.CPUs*100_000)) // of the default period, 100ms
-	}
+	quota := cpuQuota(r.cfg.CPUs)
 	if r.host.Cgroup2 != "" {
 		sb.cg, err = newCgroup2Instance(dirCgroupFS(r.host.Cgroup2), "/", id, r.cfg.MaxProcs, quota)
 	} else {
