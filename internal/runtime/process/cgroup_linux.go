@@ -259,6 +259,9 @@ type instanceCgroups interface {
 	// binds are the cgroup directories the sandbox shows read-only, and
 	// where (the node's path, the sandbox's).
 	binds() [][2]string
+	// namespace reports whether the sandbox gets a cgroup namespace rooted
+	// at its cgroup (v2, whose one cgroup is bound at /sys/fs/cgroup).
+	namespace() bool
 	// remove kills what is left in the cgroups and removes them.
 	remove()
 }
@@ -360,6 +363,8 @@ func (c *cgroup2Instance) pids() int {
 func (c *cgroup2Instance) binds() [][2]string {
 	return [][2]string{{c.fs.HostPath(c.dir), cgroupRoot}}
 }
+
+func (c *cgroup2Instance) namespace() bool { return true }
 
 // remove kills what is left (cgroup.kill, Linux 5.14+; the sandbox's pid
 // namespace already took everything with its init) and removes the cgroup.
@@ -475,6 +480,10 @@ func (c cgroup1Instance) binds() [][2]string {
 	}
 	return out
 }
+
+// namespace is false on v1, as before v2 support: the view there is the
+// one tested on the CI host (fs_test.go).
+func (c cgroup1Instance) namespace() bool { return false }
 
 func (c cgroup1Instance) remove() {
 	for _, dir := range c {

@@ -1,6 +1,7 @@
 package process
 
 import (
+	"context"
 	"errors"
 	"io/fs"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -568,5 +570,79 @@ func TestCloneIntoCgroup2(t *testing.T) {
 	}
 	if err := probeCloneInto(fsys, own); err != nil {
 		t.Fatalf("probeCloneInto: %v", err)
+	}
+}
+
+// controllerless is an instance cgroup in a v2 hierarchy without
+// controllers (a hybrid host's unified/): no limits to set, the rest real.
+type controllerless struct{ *cgroup2Instance }
+
+func (controllerless) setMemory(uint64) error { return nil }
+
+// TestSandboxInCgroup2Hierarchy: a whole sandbox started the v2 way, for
+// real, in this host's v2 hierarchy (on a hybrid host the empty one, so
+// without limits): the helper is cloned into the instance's cgroup
+// (CLONE_INTO_CGROUP), the function runs in it, sees it read-only at
+// /sys/fs/cgroup, and its cgroup namespace is rooted there ("0::/"); the
+// cgroup is removed with the process.
+func TestSandboxInCgroup2Hierarchy(t *testing.T) {
+	sandboxed(t)
+	mount := ""
+	for _, d := range []string{cgroupRoot, cgroupRoot + "/unified"} {
+		if _, err := os.Stat(d + "/cgroup.procs"); err == nil {
+			mount = d
+			break
+		}
+	}
+	if mount == "" {
+		t.Skip("no cgroup v2 hierarchy on this host")
+	}
+	self, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, err := ownCgroup2(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fsys := dirCgroupFS(mount)
+	parent := path.Join(own, "nimbus-test-"+randomID())
+	if err := fsys.Mkdir(parent); err != nil {
+		t.Skipf("cannot make a cgroup under the node's own: %v", err)
+	}
+	t.Cleanup(func() { _ = fsys.Remove(parent) })
+	rt := newRuntime(t)
+	rt.newCgroups = func(id string, _ int) (instanceCgroups, error) {
+		c := &cgroup2Instance{fs: fsys, dir: path.Join(parent, id)}
+		if err := fsys.Mkdir(c.dir); err != nil {
+			return nil, err
+		}
+		return controllerless{c}, nil
+	}
+	inst := start(t, load(t, rt, spec(t, true)))
+	p := inst.(*instance).p
+	dir := p.sb.cg.(controllerless).dir
+	procs, err := fsys.ReadFile(path.Join(dir, "cgroup.procs"))
+	if err != nil || !slices.Contains(strings.Fields(string(procs)), strconv.Itoa(p.cmd.Process.Pid)) {
+		t.Fatalf("the process (pid %d) is not in its cgroup %s: cgroup.procs %q, %v", p.cmd.Process.Pid, dir, procs, err)
+	}
+	if got, err := ownCgroup2([]byte(mustGet(t, inst, "/cat?path=/proc/self/cgroup"))); err != nil || got != "/" {
+		t.Errorf("the process's cgroup as it sees it: %q, %v, want / (a cgroup namespace rooted at its cgroup)", got, err)
+	}
+	if got := mustGet(t, inst, "/cat?path=/sys/fs/cgroup/cgroup.procs"); got != "1\n" {
+		t.Errorf("/sys/fs/cgroup/cgroup.procs inside: %q, want its own pid 1 only (its cgroup, bound there)", got)
+	}
+	var mountOpts string
+	for _, line := range strings.Split(mustGet(t, inst, "/cat?path=/proc/self/mountinfo"), "\n") {
+		if f := strings.Fields(line); len(f) > 5 && f[4] == "/sys/fs/cgroup" {
+			mountOpts = f[5]
+		}
+	}
+	if !slices.Contains(strings.Split(mountOpts, ","), "ro") {
+		t.Errorf("/sys/fs/cgroup inside is mounted %q, want read-only", mountOpts)
+	}
+	inst.Close(context.Background())
+	if _, err := os.Stat(fsys.HostPath(dir)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the instance's cgroup outlives the process: %v", err)
 	}
 }

@@ -28,6 +28,8 @@ func (h Host) Sandbox() bool { return len(h.Missing) == 0 }
 // Probe reports that only Linux sandboxes processes.
 func Probe() Host { return Host{Missing: []string{"Linux (namespaces, cgroups)"}} }
 
+type instanceCgroups interface{}
+
 type uidPool struct{}
 
 func newUIDPool() *uidPool { return &uidPool{} }

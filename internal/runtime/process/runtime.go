@@ -100,6 +100,9 @@ type Runtime struct {
 	uids     *uidPool
 	pool     *sandboxPool
 	services *capability.Services
+	// newCgroups makes a sandbox's cgroups (id, CPU quota); nil: the
+	// host's (newInstanceCgroups). Tests set it before the first load.
+	newCgroups func(id string, quota int) (instanceCgroups, error)
 
 	mu      sync.Mutex
 	modules map[*module]struct{}

@@ -109,14 +109,11 @@ func (r *Runtime) makeSandbox() (_ *sandbox, err error) {
 		}
 	}()
 	id := "i-" + randomID()
-	quota := cpuQuota(r.cfg.CPUs)
-	if r.host.Cgroup2 != "" {
-		sb.cg, err = newCgroup2Instance(dirCgroupFS(r.host.Cgroup2), "/", id, r.cfg.MaxProcs, quota)
-	} else {
-		sb.cg, err = newCgroup1Instance(r.host.Cgroups, id, r.cfg.MaxProcs, quota)
+	newCgroups := r.newCgroups
+	if newCgroups == nil {
+		newCgroups = r.newInstanceCgroups
 	}
-	if err != nil {
-		sb.cg = nil
+	if sb.cg, err = newCgroups(id, cpuQuota(r.cfg.CPUs)); err != nil {
 		return nil, err
 	}
 	if sb.hostns, err = os.Open("/proc/thread-self/ns/net"); err != nil {
@@ -126,6 +123,23 @@ func (r *Runtime) makeSandbox() (_ *sandbox, err error) {
 		return nil, err
 	}
 	return sb, nil
+}
+
+// newInstanceCgroups makes the cgroups of sandbox id in the host's
+// hierarchy: v2 when the probe found one with the controllers, else v1.
+func (r *Runtime) newInstanceCgroups(id string, quota int) (instanceCgroups, error) {
+	if r.host.Cgroup2 != "" {
+		c, err := newCgroup2Instance(dirCgroupFS(r.host.Cgroup2), "/", id, r.cfg.MaxProcs, quota)
+		if err != nil {
+			return nil, err
+		}
+		return c, nil
+	}
+	c, err := newCgroup1Instance(r.host.Cgroups, id, r.cfg.MaxProcs, quota)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // start starts the helper: /proc/self/exe re-executed as sandboxinit with
@@ -139,9 +153,8 @@ func (r *Runtime) makeSandbox() (_ *sandbox, err error) {
 // ends the thread (which kills the helper too, by its parent-death
 // signal), so the start fails.
 func (sb *sandbox) start() error {
-	_, v2 := sb.cg.(*cgroup2Instance)
 	view := sandboxinit.Config{Root: sb.rt.root, UID: sb.uid, System: sb.rt.cfg.System, TmpBytes: sb.rt.cfg.TmpBytes,
-		Binds: sb.cg.binds(), CgroupNS: v2}
+		Binds: sb.cg.binds(), CgroupNS: sb.cg.namespace()}
 	liveR, liveW, err := os.Pipe()
 	if err != nil {
 		return fmt.Errorf("sandbox: liveness pipe: %w", err)
