@@ -120,7 +120,7 @@ func (d dirCgroupFS) WriteFile(name string, data []byte) error {
 func ownCgroup2(procSelfCgroup []byte) (string, error) {
 	for _, line := range strings.Split(string(procSelfCgroup), "\n") {
 		if p, ok := strings.CutPrefix(line, "0::"); ok {
-			if !strings.HasPrefix(p, "/") || strings.Contains(p, "/..") {
+			if !strings.HasPrefix(p, "/") || slices.Contains(strings.Split(p, "/"), "..") {
 				return "", fmt.Errorf("the node's cgroup %q is outside its cgroup namespace", p)
 			}
 			return p, nil

@@ -307,6 +307,7 @@ func TestOwnCgroup2(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
 		{"0::/system.slice/nimbus.service\n", "/system.slice/nimbus.service"},
 		{"0::/\n", "/"},
+		{"0::/a..b/..c\n", "/a..b/..c"},
 		// A hybrid host: v1 lines, then the unified hierarchy's.
 		{"9:name=systemd:/\n4:memory:/x/y\n1:cpu:/\n0::/user.slice/session-1.scope\n", "/user.slice/session-1.scope"},
 		{"4:memory:/x\n", ""},       // v1 only

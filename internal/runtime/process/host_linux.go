@@ -173,7 +173,7 @@ func ownCgroups() map[string]string {
 func probeCgroup(c, own string) (string, error) {
 	base := filepath.Join(cgroupRoot, c)
 	if _, err := os.Stat(filepath.Join(base, "tasks")); err != nil {
-		return "", fmt.Errorf("no cgroup v1 %s controller at %s", c, base)
+		return "", fmt.Errorf("no cgroup v1 %s controller at %s, and no cgroup v2 hierarchy at %s whose cgroup.controllers lists memory, pids and cpu", c, base, cgroupRoot)
 	}
 	dir := filepath.Join(base, filepath.FromSlash(own), "nimbus")
 	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {

@@ -148,10 +148,9 @@ func (r *Runtime) newInstanceCgroups(id string, quota int) (instanceCgroups, err
 // cgroup v1, into the sandbox's cgroups (on v2 the clone itself puts the
 // child in its cgroup: CLONE_INTO_CGROUP), so the helper is born inside
 // both and never runs outside its limits; the thread then moves back. A
-// thread that cannot
-// move back is never reused: its goroutine exits locked, and the runtime
-// ends the thread (which kills the helper too, by its parent-death
-// signal), so the start fails.
+// thread that cannot move back is never reused: its goroutine exits
+// locked, and the runtime ends the thread (which kills the helper too, by
+// its parent-death signal), so the start fails.
 func (sb *sandbox) start() error {
 	view := sandboxinit.Config{Root: sb.rt.root, UID: sb.uid, System: sb.rt.cfg.System, TmpBytes: sb.rt.cfg.TmpBytes,
 		Binds: sb.cg.binds(), CgroupNS: sb.cg.namespace()}
