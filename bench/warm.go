@@ -46,6 +46,23 @@ func runWarm(ctx context.Context, b *bench) ([]row, error) {
 	if err := deployExample(ctx, srv, "minimal", minimal); err != nil {
 		return nil, err
 	}
+	// Two Go guests split the hello's cost: one that implements the ABI
+	// without the SDK (a Go guest's call alone), and an SDK guest whose
+	// handler writes a constant (the SDK's decoding and encoding).
+	for _, g := range []struct{ name, dir string }{{"nosdk", "bench/testdata/nosdkguest"}, {"const", "bench/testdata/constguest"}} {
+		progress("   building %s (reactor)", g.dir)
+		wasm, err := guesttest.Build(b.root+"/"+g.dir, guesttest.Reactor)
+		if err != nil {
+			return nil, err
+		}
+		c := &example{wasm: wasm, fn: ex.fn}
+		c.fn.Module = sha(wasm)
+		c.fn.Capabilities = nil
+		c.fn.Routes = []model.Route{{Method: http.MethodGet, Path: "/" + g.name + "/{name}"}}
+		if err := deployExample(ctx, srv, g.name, c); err != nil {
+			return nil, err
+		}
+	}
 	raw, err := startRawHello()
 	if err != nil {
 		return nil, err
@@ -56,6 +73,13 @@ func runWarm(ctx context.Context, b *bench) ([]row, error) {
 		{"nimbus", srv.GatewayURL() + "/hello/bench"},
 		{"raw", raw.url + "/hello/bench"},
 		{"minimal", srv.GatewayURL() + "/minimal/bench"},
+		{"nosdk", srv.GatewayURL() + "/nosdk/bench"},
+		{"const", srv.GatewayURL() + "/const/bench"},
+	}
+	contrast := map[string]string{
+		"minimal": "minimal guest",
+		"nosdk":   "Go guest without the SDK",
+		"const":   "Go SDK guest, constant handler",
 	}
 	var rows []row
 	for _, c := range warmWorkers {
@@ -65,7 +89,7 @@ func runWarm(ctx context.Context, b *bench) ([]row, error) {
 		clients := map[string]*http.Client{}
 		targets := targets
 		if c != warmWorkers[0] {
-			targets = targets[:2] // the minimal guest at the first concurrency only
+			targets = targets[:2] // the contrast guests at the first concurrency only
 		}
 		for _, t := range targets {
 			clients[t.name] = loadClient(c)
@@ -96,10 +120,10 @@ func runWarm(ctx context.Context, b *bench) ([]row, error) {
 			newRow("warm", fmt.Sprintf("p50, %d workers", c), "ms", p50["nimbus"], "net/http", p50["raw"]),
 			newRow("warm", fmt.Sprintf("p99, %d workers", c), "ms", p99["nimbus"], "net/http", p99["raw"]),
 		)
-		if len(rps["minimal"]) > 0 {
+		for _, t := range targets[2:] {
 			rows = append(rows,
-				newRow("warm", fmt.Sprintf("minimal guest: req/s, %d workers (for contrast)", c), "req/s", rps["minimal"], "net/http", rps["raw"]),
-				newRow("warm", fmt.Sprintf("minimal guest: p50, %d workers (for contrast)", c), "ms", p50["minimal"], "net/http", p50["raw"]),
+				newRow("warm", fmt.Sprintf("%s: req/s, %d workers (for contrast)", contrast[t.name], c), "req/s", rps[t.name], "net/http", rps["raw"]),
+				newRow("warm", fmt.Sprintf("%s: p50, %d workers (for contrast)", contrast[t.name], c), "ms", p50[t.name], "net/http", p50["raw"]),
 			)
 		}
 	}
@@ -107,7 +131,53 @@ func runWarm(ctx context.Context, b *bench) ([]row, error) {
 	if err != nil {
 		return nil, err
 	}
-	return append(rows, wrkRows...), nil
+	rows = append(rows, wrkRows...)
+	for _, t := range targets[2:] {
+		r, err := runWrkContrast(ctx, b, contrast[t.name], t.url, targets[1].url)
+		if err != nil {
+			return nil, err
+		}
+		rows = append(rows, r...)
+	}
+	return rows, nil
+}
+
+// runWrkContrast is runWrk's req/s figure for a contrast guest, beside the
+// raw server measured again in the same runs.
+func runWrkContrast(ctx context.Context, b *bench, name, url, rawURL string) ([]row, error) {
+	wrk, err := exec.LookPath("wrk")
+	if err != nil {
+		return nil, nil
+	}
+	secs := max(1, int(b.opts.duration.Round(time.Second)/time.Second))
+	var got, raw []float64
+	for i := range b.opts.runs {
+		for j := range 2 {
+			u := []string{url, rawURL}[(i+j)%2]
+			r, _, _, err := wrkOnce(ctx, wrk, secs, u)
+			if err != nil {
+				return nil, err
+			}
+			if u == url {
+				got = append(got, r)
+			} else {
+				raw = append(raw, r)
+			}
+		}
+	}
+	return []row{newRow("warm", name+": wrk req/s, 32 conns (for contrast)", "req/s", got, "net/http", raw)}, nil
+}
+
+// wrkOnce runs wrk once against url (2 threads, 32 connections) and reads
+// its req/s, p50 and p99 (ms).
+func wrkOnce(ctx context.Context, wrk string, secs int, url string) (rps, p50, p99 float64, err error) {
+	cctx, cancel := context.WithTimeout(ctx, time.Duration(secs+30)*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(cctx, wrk, "-t2", "-c32", fmt.Sprintf("-d%ds", secs), "--latency", url).CombinedOutput()
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("wrk %s: %w\n%s", url, err, out)
+	}
+	return parseWrk(string(out))
 }
 
 // rawServer is the baseline: net/http with a ServeMux route like the
@@ -173,13 +243,7 @@ func runWrk(ctx context.Context, b *bench, scenario, baseline, nimbusURL, rawURL
 	for i := range b.opts.runs {
 		for j := range 2 {
 			name := []string{"nimbus", "raw"}[(i+j)%2] // alternate who goes first
-			cctx, cancel := context.WithTimeout(ctx, time.Duration(secs+30)*time.Second)
-			out, err := exec.CommandContext(cctx, wrk, "-t2", "-c32", fmt.Sprintf("-d%ds", secs), "--latency", urls[name]).CombinedOutput()
-			cancel()
-			if err != nil {
-				return nil, fmt.Errorf("wrk %s: %w\n%s", name, err, out)
-			}
-			r, p5, p9, err := parseWrk(string(out))
+			r, p5, p9, err := wrkOnce(ctx, wrk, secs, urls[name])
 			if err != nil {
 				return nil, err
 			}
