@@ -23,9 +23,9 @@ import (
 	"github.com/nimbus-dev/nimbus/internal/store"
 )
 
-// TestKillJournaledEffects: runs of a workflow whose journaled steps
-// (nimbus.JournaledEffects) write a KV key and publish an event with a
-// random id. The node is killed with
+// TestKillJournaledEffects: runs of a workflow whose steps (journaled
+// effects: the default) write KV keys (one with a TTL) and publish an
+// event with a random id. The node is killed with
 // SIGKILL while every run's first journaled step runs (its write made,
 // the step not ended), and again during the second. After the restarts
 // the runs complete, every later step saw its journaled step's write,
@@ -156,9 +156,18 @@ func TestKillJournaledEffects(t *testing.T) {
 			if n := info.State.Subjects[store.KVSubject(bucket, key+".tmp")]; n != 2 {
 				t.Errorf("ledger key %s.tmp was written %d times, want twice (a put, a delete)", key, n)
 			}
+			// A put with a one-hour TTL, once, with its TTL.
+			if n := info.State.Subjects[store.KVSubject(bucket, key+".ttl")]; n != 1 {
+				t.Errorf("ledger key %s.ttl was written %d times, want once", key, n)
+			}
+			if m, err := s.GetLastMsgForSubject(ctx, store.KVSubject(bucket, key+".ttl")); err != nil {
+				t.Errorf("ledger key %s.ttl: %v", key, err)
+			} else if ttl := m.Header.Get(jetstream.MsgTTLHeader); ttl != "3600" {
+				t.Errorf("ledger key %s.ttl has Nats-TTL %q, want 3600", key, ttl)
+			}
 		}
 	}
-	if got, want := len(info.State.Subjects), 4*runs; got != want {
+	if got, want := len(info.State.Subjects), 6*runs; got != want { // s1, s2 and their .tmp and .ttl
 		t.Errorf("the ledger has %d keys, want %d: %v", got, want, info.State.Subjects)
 	}
 

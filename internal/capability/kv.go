@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/state"
@@ -18,6 +19,14 @@ type KVStore interface {
 	Put(ctx context.Context, app, bucket, key string, value []byte, opts state.PutOptions) (uint64, error)
 	Delete(ctx context.Context, app, bucket, key string, ifRevision *uint64) error
 	ListAfter(ctx context.Context, app, bucket, prefix, after string, limit int) ([]string, bool, error)
+	// CheckPut and CheckDelete answer what Put and Delete (without a
+	// condition) would for their arguments, bucket and quota, without
+	// writing: a journaled step's write is checked when the step makes it
+	// and applied after the step commits, where it must not fail.
+	// CheckPut takes the value's bytes from the quota it checks, as Put
+	// does.
+	CheckPut(ctx context.Context, app, bucket, key string, value []byte, opts state.PutOptions) error
+	CheckDelete(ctx context.Context, app, bucket, key string) error
 }
 
 var _ KVStore = (*state.Buckets)(nil)
@@ -51,14 +60,19 @@ func (s *KVService) journaled(call *Caller) bool {
 	return s.fx != nil && s.fx.InJournaledStep(call.App, call.InvocationID)
 }
 
-// buffer checks a write of a journaled step and buffers it. The checks
-// that the apply after the commit could fail are made now: the key, and
-// that the bucket exists.
+// buffer checks a write of a journaled step and buffers it. What the
+// apply after the commit could fail on is checked now (the key, the
+// bucket, the value's size, the TTL, the tenant's kv_bytes quota), so a
+// bad write fails the step's attempt instead of being dropped after the
+// step committed.
 func (s *KVService) buffer(ctx context.Context, call *Caller, op string, eff workflow.Effect) error {
-	if err := state.CheckKey(eff.Key); err != nil {
-		return fail(op, ErrBadArgument, err)
+	var err error
+	if eff.Op == workflow.EffectKVDelete {
+		err = s.store.CheckDelete(ctx, call.App, eff.Bucket, eff.Key)
+	} else {
+		err = s.store.CheckPut(ctx, call.App, eff.Bucket, eff.Key, eff.Value, state.PutOptions{TTL: time.Duration(eff.TTLMS) * time.Millisecond})
 	}
-	if _, _, err := s.store.Get(ctx, call.App, eff.Bucket, eff.Key); err != nil && !errors.Is(err, state.ErrKeyNotFound) {
+	if err != nil {
 		return s.storeError(call, op, eff.Bucket, err)
 	}
 	if !s.fx.BufferEffect(call.App, call.InvocationID, eff) {
@@ -70,7 +84,7 @@ func (s *KVService) buffer(ctx context.Context, call *Caller, op string, eff wor
 // errJournaledCAS is the refusal of a compare-and-swap in a journaled step.
 var errJournaledCAS = errors.New("a compare-and-swap (IfRevision) cannot be made inside a step whose effects are journaled: " +
 	"its condition would be checked when the step commits, not when it runs; write unconditionally inside the step, " +
-	"or make the compare-and-swap in a step without nimbus.JournaledEffects()")
+	"or give the step nimbus.ImmediateEffects() to make its writes at once")
 
 // begin validates the bucket name, then checks the grant for op, then that
 // there is a store. The name is checked first so that "counts:read" cannot
@@ -122,13 +136,16 @@ func (s *KVService) Put(ctx context.Context, call *Caller, bucket, key string, v
 	}
 	if s.journaled(call) {
 		// Buffered until the step commits: no revision yet (0).
-		switch {
-		case opts.IfRevision != nil:
+		if opts.IfRevision != nil {
 			return 0, fail(op, ErrBadArgument, errJournaledCAS)
-		case opts.TTL != 0:
-			return 0, fail(op, ErrBadArgument, errors.New("a per-key TTL cannot be set inside a step whose effects are journaled (not supported yet)"))
 		}
-		return 0, s.buffer(ctx, call, op, workflow.Effect{Op: workflow.EffectKVPut, Bucket: bucket, Key: key, Value: bytes.Clone(value)})
+		if opts.TTL < 0 {
+			return 0, fail(op, ErrBadArgument, fmt.Errorf("%w: %s", state.ErrInvalidTTL, opts.TTL))
+		}
+		// The TTL in whole milliseconds, rounded up (the store rounds it
+		// up to seconds); it runs from when the write is applied.
+		ttl := int64((opts.TTL + time.Millisecond - 1) / time.Millisecond)
+		return 0, s.buffer(ctx, call, op, workflow.Effect{Op: workflow.EffectKVPut, Bucket: bucket, Key: key, Value: bytes.Clone(value), TTLMS: ttl})
 	}
 	rev, err := s.store.Put(ctx, call.App, bucket, key, value, opts)
 	if err != nil {

@@ -20,6 +20,11 @@ import (
 // (an app that is not deployed matches registry.ErrAppNotFound).
 type Publisher interface {
 	Publish(ctx context.Context, app, topic string, evs []cloudevents.Event, traceparent string) (accepted, duplicates int, err error)
+	// CheckPublish answers what Publish of e would for the topic, the
+	// event's size and the app's back-pressure, without publishing: a
+	// journaled step's publish is checked when the step makes it and
+	// published after the step commits, where it must not fail.
+	CheckPublish(ctx context.Context, app, topic string, e *cloudevents.Event) error
 }
 
 // PublishService appends events to the topics of the caller's app
@@ -27,8 +32,8 @@ type Publisher interface {
 // the dead-letter topic to a function, whatever it is granted.
 //
 // An event is durable when Publish returns, except inside a workflow step
-// with journaled effects: there it is buffered and published once, after
-// the step commits (workflow/effects.go). Elsewhere it is not
+// with journaled effects (the default): there it is checked, buffered and
+// published once, after the step commits (workflow/effects.go). Elsewhere it is not
 // transactional with the invocation: it stays published if the function fails afterwards or is
 // retried (then it may be published again; a fixed id makes the copy a
 // duplicate, stored once).
@@ -68,14 +73,22 @@ func (s *PublishService) Publish(ctx context.Context, call *Caller, topic string
 		}
 		return false, fail(op, ErrBadArgument, err)
 	}
-	if _, ok := e.Extensions["traceparent"]; !ok && call.TraceParent != "" {
+	journaled := s.fx != nil && s.fx.InJournaledStep(call.App, call.InvocationID)
+	if _, ok := e.Extensions["traceparent"]; !ok && (call.TraceParent != "" || journaled) {
 		// The trace runs from this invocation to every subscriber; the
-		// publish is a span of the invocation's trace.
+		// publish is a span of the invocation's trace. A buffered event
+		// gets it now (a new trace without one), so that it is checked
+		// as it will be published.
 		e.Extensions["traceparent"] = telemetry.Continue(call.TraceParent).String()
 	}
-	if s.fx != nil && s.fx.InJournaledStep(call.App, call.InvocationID) {
+	if journaled {
 		// Published once the step commits, with this source and id
-		// (workflow/effects.go); a duplicate is not known yet.
+		// (workflow/effects.go); a duplicate is not known yet. What the
+		// publish could fail on then is checked now: the step's attempt
+		// fails instead.
+		if err := s.pub.CheckPublish(ctx, call.App, topic, &e); err != nil {
+			return false, s.publishError(call, topic, err)
+		}
 		b, err := e.MarshalJSON()
 		if err != nil {
 			return false, fail(op, ErrBadArgument, err)

@@ -147,6 +147,10 @@ func TestPublishServiceRefuses(t *testing.T) {
 // failingPublisher fails every publish with err.
 type failingPublisher struct{ err error }
 
+func (failingPublisher) CheckPublish(context.Context, string, string, *cloudevents.Event) error {
+	return nil
+}
+
 func (p failingPublisher) Publish(context.Context, string, string, []cloudevents.Event, string) (int, int, error) {
 	return 0, 0, p.err
 }

@@ -384,6 +384,10 @@ func (l *Log) appendErr(ctx context.Context, err error) error {
 	return fmt.Errorf("events: %w", err)
 }
 
+// Check answers what Append would for e's subject, id, headers and size,
+// without appending it.
+func (l *Log) Check(e *Entry) error { return l.check(e) }
+
 // check validates one entry before it is queued.
 func (l *Log) check(e *Entry) error {
 	if !strings.HasPrefix(e.Subject, l.prefix) || !validSubject(e.Subject) {

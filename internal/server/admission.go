@@ -244,6 +244,20 @@ func (k quotaKV) Put(ctx context.Context, app, bucket, key string, value []byte,
 	return k.Buckets.Put(ctx, app, bucket, key, value, opts)
 }
 
+// CheckPut checks the put as Put would, the quota included, without
+// writing; the bytes are counted against the quota as Put counts them (a
+// journaled workflow step's write: checked when the step makes it,
+// applied without a check after the step commits).
+func (k quotaKV) CheckPut(ctx context.Context, app, bucket, key string, value []byte, opts state.PutOptions) error {
+	if err := k.Buckets.CheckPut(ctx, app, bucket, key, value, opts); err != nil {
+		return err
+	}
+	if err := k.a.allowPut(ctx, app, int64(len(key)+len(value))); err != nil {
+		return fmt.Errorf("put %s/%s %q: %w", app, bucket, key, err)
+	}
+	return nil
+}
+
 // Delete deletes, and has the tenant's bytes counted again.
 func (k quotaKV) Delete(ctx context.Context, app, bucket, key string, ifRevision *uint64) error {
 	err := k.Buckets.Delete(ctx, app, bucket, key, ifRevision)

@@ -41,35 +41,34 @@ func appNotFound(app string) error {
 // the app's triggers lag too far behind or the node holds too many ids in
 // the duplicate window (nothing was stored; retry after its RetryAfter).
 func (s *Server) Publish(ctx context.Context, app, topic string, evs []cloudevents.Event, traceparent string) (accepted, duplicates int, err error) {
-	rev := s.activeRevision(app)
-	if rev == nil {
-		return 0, 0, appNotFound(app)
+	return s.publish(ctx, app, topic, evs, traceparent, true)
+}
+
+// CheckPublish answers what Publish of e would for the topic, the event's
+// size and the app's back-pressure, without publishing it
+// (capability.Publisher). e gets its traceparent, as Publish gives it.
+func (s *Server) CheckPublish(ctx context.Context, app, topic string, e *cloudevents.Event) error {
+	entries, err := s.publishEntries(app, topic, []cloudevents.Event{*e}, "")
+	if err != nil {
+		return err
 	}
-	i := slices.IndexFunc(rev.Topics, func(t model.Topic) bool { return t.Name == topic })
-	if i < 0 {
-		return 0, 0, &events.TopicError{App: app, Topic: topic, Declared: publicTopics(rev), Err: events.ErrTopicNotFound}
+	if err := s.events.Check(&entries[0]); err != nil {
+		return err
 	}
-	if topic == model.DeadLetterTopic {
-		return 0, 0, &events.TopicError{App: app, Topic: topic, Err: events.ErrTopicReserved}
-	}
-	limit := rev.Topics[i].MaxEventBytes
-	entries := make([]events.Entry, len(evs))
-	for j := range evs {
-		e := &evs[j]
-		if e.Extensions == nil {
-			e.Extensions = map[string]string{}
-		}
-		if _, ok := e.Extensions["traceparent"]; !ok {
-			// The trace runs from the publisher to every subscriber.
-			e.Extensions["traceparent"] = telemetry.Continue(traceparent).String()
-		}
-		entries[j] = events.EventEntry(app, topic, e)
-		if limit > 0 && int64(len(entries[j].Data)) > limit {
-			return 0, 0, &events.EventTooLargeError{Topic: topic, Index: j, ID: e.ID, Size: len(entries[j].Data), Limit: limit}
-		}
-	}
-	if err := s.ingress.Admit(ctx, app, len(entries)); err != nil {
+	return s.ingress.Admit(ctx, app, 1)
+}
+
+// publish is Publish; admit false skips the back-pressure check (the
+// event of a committed workflow step, checked when the step made it).
+func (s *Server) publish(ctx context.Context, app, topic string, evs []cloudevents.Event, traceparent string, admit bool) (accepted, duplicates int, err error) {
+	entries, err := s.publishEntries(app, topic, evs, traceparent)
+	if err != nil {
 		return 0, 0, err
+	}
+	if admit {
+		if err := s.ingress.Admit(ctx, app, len(entries)); err != nil {
+			return 0, 0, err
+		}
 	}
 	for len(entries) > 0 {
 		n := min(len(entries), events.DefaultMaxBatch)
@@ -89,6 +88,40 @@ func (s *Server) Publish(ctx context.Context, app, topic string, evs []cloudeven
 		entries = entries[n:]
 	}
 	return accepted, duplicates, nil
+}
+
+// publishEntries checks that app publishes to topic, a topic it declares,
+// and makes the entries of evs, each within the topic's size limit. An
+// event without a traceparent gets a child of traceparent.
+func (s *Server) publishEntries(app, topic string, evs []cloudevents.Event, traceparent string) ([]events.Entry, error) {
+	rev := s.activeRevision(app)
+	if rev == nil {
+		return nil, appNotFound(app)
+	}
+	i := slices.IndexFunc(rev.Topics, func(t model.Topic) bool { return t.Name == topic })
+	if i < 0 {
+		return nil, &events.TopicError{App: app, Topic: topic, Declared: publicTopics(rev), Err: events.ErrTopicNotFound}
+	}
+	if topic == model.DeadLetterTopic {
+		return nil, &events.TopicError{App: app, Topic: topic, Err: events.ErrTopicReserved}
+	}
+	limit := rev.Topics[i].MaxEventBytes
+	entries := make([]events.Entry, len(evs))
+	for j := range evs {
+		e := &evs[j]
+		if e.Extensions == nil {
+			e.Extensions = map[string]string{}
+		}
+		if _, ok := e.Extensions["traceparent"]; !ok {
+			// The trace runs from the publisher to every subscriber.
+			e.Extensions["traceparent"] = telemetry.Continue(traceparent).String()
+		}
+		entries[j] = events.EventEntry(app, topic, e)
+		if limit > 0 && int64(len(entries[j].Data)) > limit {
+			return nil, &events.EventTooLargeError{Topic: topic, Index: j, ID: e.ID, Size: len(entries[j].Data), Limit: limit}
+		}
+	}
+	return entries, nil
 }
 
 // publicTopics are the topics of rev a publisher may name: all but the

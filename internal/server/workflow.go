@@ -26,9 +26,11 @@ func (f invokerFunc) Invoke(ctx context.Context, app, fn string, req *runtime.Re
 	return f(ctx, app, fn, req)
 }
 
-// wfEffects applies the KV writes of journaled workflow steps to the
-// buckets, once per id (workflow.EffectApplier). The tenant's kv_bytes
-// quota is not checked here: the write is already committed with its step.
+// wfEffects applies the KV writes and publishes of journaled workflow
+// steps, once per id (workflow.EffectApplier). They were checked when the
+// step made them (the tenant's kv_bytes quota was charged then, the
+// topic's back-pressure passed): here they are committed with their step
+// and are not refused for those again.
 type wfEffects struct {
 	b *state.Buckets
 	s *Server
@@ -46,7 +48,7 @@ func (w wfEffects) ApplyEffect(ctx context.Context, app string, e workflow.Effec
 		if err := ev.UnmarshalJSON(e.Event); err != nil {
 			return fmt.Errorf("workflow effect: publish to %s: %w", e.Topic, err)
 		}
-		_, _, err := w.s.Publish(ctx, app, e.Topic, []cloudevents.Event{ev}, "")
+		_, _, err := w.s.publish(ctx, app, e.Topic, []cloudevents.Event{ev}, "", false)
 		return err
 	}
 	return fmt.Errorf("workflow effect %q: unknown operation", e.Op)

@@ -437,25 +437,57 @@ func ttlSeconds(d time.Duration) int64 {
 	return max(s, 1)
 }
 
+// CheckPut reports the error Put would answer for its arguments and its
+// bucket (the key, the TTL, that the bucket exists, the value's size and
+// the bucket's support of per-key TTLs), without writing anything. A
+// compare-and-swap's condition is not checked: it is the store's answer
+// at write time. A bucket is known to exist once opened: CheckPut asks
+// the server only the first time.
+func (b *Buckets) CheckPut(ctx context.Context, app, bucket, key string, value []byte, opts PutOptions) error {
+	_, err := b.checkPut(ctx, app, bucket, key, value, opts)
+	return err
+}
+
+func (b *Buckets) checkPut(ctx context.Context, app, bucket, key string, value []byte, opts PutOptions) (*bucket, error) {
+	if err := CheckKey(key); err != nil {
+		return nil, fmt.Errorf("put %s/%s %q: %w", app, bucket, key, err)
+	}
+	if opts.TTL < 0 {
+		return nil, fmt.Errorf("put %s/%s %q: %w: %s", app, bucket, key, ErrInvalidTTL, opts.TTL)
+	}
+	bk, err := b.bucket(ctx, app, bucket)
+	if err != nil {
+		return nil, fmt.Errorf("put: %w", err)
+	}
+	if len(value) > bk.maxValue {
+		return nil, fmt.Errorf("put %s/%s %q: %w: %d bytes, the bucket's limit is %d", app, bucket, key, ErrValueTooLarge, len(value), bk.maxValue)
+	}
+	if opts.TTL > 0 && !bk.msgTTL {
+		return nil, fmt.Errorf("put %s/%s %q: %w", app, bucket, key, ErrTTLUnsupported)
+	}
+	return bk, nil
+}
+
+// CheckDelete reports the error Delete (without a condition) would answer
+// for its arguments and its bucket, without writing anything (see
+// CheckPut).
+func (b *Buckets) CheckDelete(ctx context.Context, app, bucket, key string) error {
+	if err := CheckKey(key); err != nil {
+		return fmt.Errorf("delete %s/%s %q: %w", app, bucket, key, err)
+	}
+	if _, err := b.bucket(ctx, app, bucket); err != nil {
+		return fmt.Errorf("delete: %w", err)
+	}
+	return nil
+}
+
 // Put writes value under key and returns the new revision. With
 // opts.IfRevision set it is a compare-and-swap that fails with a
 // *RevisionMismatchError; see PutOptions.
 func (b *Buckets) Put(ctx context.Context, app, bucket, key string, value []byte, opts PutOptions) (uint64, error) {
-	if err := CheckKey(key); err != nil {
-		return 0, fmt.Errorf("put %s/%s %q: %w", app, bucket, key, err)
-	}
-	if opts.TTL < 0 {
-		return 0, fmt.Errorf("put %s/%s %q: %w: %s", app, bucket, key, ErrInvalidTTL, opts.TTL)
-	}
-	bk, err := b.bucket(ctx, app, bucket)
+	bk, err := b.checkPut(ctx, app, bucket, key, value, opts)
 	if err != nil {
-		return 0, fmt.Errorf("put: %w", err)
-	}
-	if len(value) > bk.maxValue {
-		return 0, fmt.Errorf("put %s/%s %q: %w: %d bytes, the bucket's limit is %d", app, bucket, key, ErrValueTooLarge, len(value), bk.maxValue)
-	}
-	if opts.TTL > 0 && !bk.msgTTL {
-		return 0, fmt.Errorf("put %s/%s %q: %w", app, bucket, key, ErrTTLUnsupported)
+		return 0, err
 	}
 	rev, err := b.put(ctx, bk, key, value, opts)
 	if err != nil {

@@ -520,3 +520,45 @@ func TestRemove(t *testing.T) {
 		t.Fatalf("second remove: %v", err)
 	}
 }
+
+// TestCheckPut: CheckPut and CheckDelete answer the errors Put and Delete
+// would for their arguments and bucket, and write nothing.
+func TestCheckPut(t *testing.T) {
+	ctx := context.Background()
+	b := setup(t, state.BucketConfig{MaxValueBytes: 100})
+	for _, c := range []struct {
+		name   string
+		bucket string
+		key    string
+		value  []byte
+		opts   state.PutOptions
+		want   error
+	}{
+		{"bad key", "counts", "a b", nil, state.PutOptions{}, state.ErrInvalidKey},
+		{"negative TTL", "counts", "k", nil, state.PutOptions{TTL: -time.Second}, state.ErrInvalidTTL},
+		{"undeclared bucket", "other", "k", nil, state.PutOptions{}, state.ErrBucketNotFound},
+		{"over the value limit", "counts", "k", make([]byte, 101), state.PutOptions{}, state.ErrValueTooLarge},
+		{"at the value limit", "counts", "k", make([]byte, 100), state.PutOptions{}, nil},
+		{"with a TTL", "counts", "k", []byte("v"), state.PutOptions{TTL: time.Minute}, nil},
+	} {
+		err := b.CheckPut(ctx, "shop", c.bucket, c.key, c.value, c.opts)
+		if c.want == nil && err != nil || !errors.Is(err, c.want) {
+			t.Errorf("CheckPut %s: %v, want %v", c.name, err, c.want)
+		}
+		if _, perr := b.Put(ctx, "shop", c.bucket, c.key+"p", c.value, c.opts); c.key != "a b" && (perr == nil) != (err == nil) {
+			t.Errorf("%s: Put answered %v where CheckPut answered %v", c.name, perr, err)
+		}
+	}
+	if _, _, err := b.Get(ctx, "shop", "counts", "k"); !errors.Is(err, state.ErrKeyNotFound) {
+		t.Fatalf("CheckPut wrote: get answered %v", err)
+	}
+	if err := b.CheckDelete(ctx, "shop", "other", "k"); !errors.Is(err, state.ErrBucketNotFound) {
+		t.Errorf("CheckDelete undeclared bucket: %v", err)
+	}
+	if err := b.CheckDelete(ctx, "shop", "counts", "a b"); !errors.Is(err, state.ErrInvalidKey) {
+		t.Errorf("CheckDelete bad key: %v", err)
+	}
+	if err := b.CheckDelete(ctx, "shop", "counts", "k"); err != nil {
+		t.Errorf("CheckDelete: %v", err)
+	}
+}

@@ -59,7 +59,7 @@ func Call[Out any](wf *Workflow, function string, input any, opts ...StepOption)
 			return zero, NonRetryable(fmt.Errorf("nimbus: call %s: answer does not decode into %T: %w", function, v, err))
 		}
 		return v, nil
-	}, opts...)
+	}, append([]StepOption{ImmediateEffects()}, opts...)...) // the step makes no KV write or publish: no need to journal them
 }
 
 // callCode turns the code of wf_call or wf_start_child into the step's
@@ -128,7 +128,7 @@ func ChildWorkflow[Out any](wf *Workflow, workflow string, input any, opts ...St
 			return "", err
 		}
 		return string(buf[:binary.LittleEndian.Uint32(out[0:4])]), nil
-	}, opts...)
+	}, append([]StepOption{ImmediateEffects()}, opts...)...)
 	if err != nil {
 		return zero, err
 	}

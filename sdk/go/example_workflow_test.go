@@ -46,3 +46,42 @@ func ExampleWaitForEvent() {
 	}
 	nimbus.RegisterWorkflow(approve)
 }
+
+// A step's KV writes and publishes are committed with its result (the
+// default): after a crash either the step and its effects are on disk or
+// neither is, and they are applied once, before Step returns.
+func ExampleStep() {
+	stock := nimbus.Bucket("stock")
+	reserve := func(wf *nimbus.Workflow, sku string) (int, error) {
+		return nimbus.Step(wf, "reserve", func() (int, error) {
+			stock.Put(sku+"/"+wf.RunID(), []byte("reserved"))                         // held until the step ends
+			v, _, _ := stock.Get(sku + "/" + wf.RunID())                              // "reserved": the step reads its own write
+			nimbus.Publish("reserved", nimbus.Event{Type: "stock.reserved", Data: v}) // held too
+			return len(v), nil
+		})
+	}
+	nimbus.RegisterWorkflow(reserve)
+}
+
+// A compare-and-swap needs the write made at once: ImmediateEffects opts
+// the step out of journaled effects. Its writes are then not atomic with
+// the step (an execution cut by a crash may have made them), so it is
+// written to be run again: the seat taken by this run's earlier
+// execution is its own.
+func ExampleImmediateEffects() {
+	seats := nimbus.Bucket("seats")
+	book := func(wf *nimbus.Workflow, seat string) (uint64, error) {
+		return nimbus.Step(wf, "book", func() (uint64, error) {
+			rev, err := seats.Put(seat, []byte(wf.RunID()), nimbus.IfRevision(0))
+			if errors.Is(err, nimbus.ErrRevisionMismatch) {
+				v, rev, err := seats.Get(seat) // taken: by this run's earlier execution?
+				if err == nil && string(v) != wf.RunID() {
+					return 0, nimbus.NonRetryable(errors.New("seat " + seat + " is taken"))
+				}
+				return rev, err
+			}
+			return rev, err
+		}, nimbus.ImmediateEffects())
+	}
+	nimbus.RegisterWorkflow(book)
+}

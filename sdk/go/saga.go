@@ -24,7 +24,8 @@ var DefaultCompensationRetry = Retry{MaxAttempts: 10, Backoff: time.Second, MaxB
 // the run is cancelled, the compensations registered run before the run
 // ends, in reverse order of registration, each once: each is a step
 // named "nimbus.compensate:"+name, journaled and retried
-// (DefaultCompensationRetry unless opts give a Retry), so a crash during
+// (DefaultCompensationRetry unless opts give a Retry), with its KV writes
+// and publishes committed with it like any step's, so a crash during
 // compensation resumes it and a compensation that completed never runs
 // again. A compensation that fails for good does not stop the others;
 // the run's error lists it. Inside fn, wf.IdempotencyKey() is the
@@ -36,9 +37,8 @@ func (wf *Workflow) Compensate(name string, fn func() error, opts ...StepOption)
 	if wf.inStep {
 		panic("nimbus: Compensate " + name + " called inside a step; register it after the step returns")
 	}
-	if len(opts) == 0 {
-		opts = []StepOption{DefaultCompensationRetry}
-	}
+	// The default first: a Retry in opts replaces it.
+	opts = append([]StepOption{DefaultCompensationRetry}, opts...)
 	wf.comps = append(wf.comps, compensation{name: name, fn: fn, opts: opts})
 }
 

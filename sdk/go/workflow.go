@@ -164,21 +164,29 @@ type StepOption interface{ applyStep(*stepConfig) }
 
 type stepConfig struct {
 	retry     Retry
-	journaled bool
+	immediate bool
 }
 
-type journaledEffects struct{}
+type effectsMode bool
 
-func (journaledEffects) applyStep(c *stepConfig) { c.journaled = true }
+func (m effectsMode) applyStep(c *stepConfig) { c.immediate = bool(m) }
 
-// JournaledEffects makes the step's KV writes (Put, Delete) and publishes
-// exactly once: they are held while the step runs and committed together
-// with its result, so after a crash either the step and its effects are on
-// disk or neither is, and they are applied once, before Step returns. Inside such a step Put answers
-// revision 0, Get sees the step's own writes, a compare-and-swap
-// (IfRevision) or a TTL is ErrBadArgument, and a failed attempt's writes
-// are dropped (docs/workflows.md "Guarantees").
-func JournaledEffects() StepOption { return journaledEffects{} }
+// ImmediateEffects makes the step's KV writes (Put, Delete) and publishes
+// happen at once, when the step's code makes them, instead of with the
+// step's result (the default: see Step). They are then not atomic with
+// the step: a step run again after a crash makes them again (key them by
+// wf.IdempotencyKey(), or make them compare-and-swaps), and those of a
+// failed attempt stay. Use it for what needs the write's outcome while the
+// step runs: a compare-and-swap (IfRevision), Put's revision, a publish's
+// duplicate flag, or a count of the step's executions.
+func ImmediateEffects() StepOption { return effectsMode(true) }
+
+// JournaledEffects asks for what every step does unless it is given
+// ImmediateEffects: its KV writes and publishes are committed with its
+// result (see Step).
+//
+// Deprecated: journaled effects are the default; drop the option.
+func JournaledEffects() StepOption { return effectsMode(false) }
 
 // Retry is a step's retry policy. The zero value of each field is its
 // default.
@@ -221,6 +229,15 @@ func (e *StepError) Error() string { return "step " + e.Step + ": " + e.Message 
 // activation of the run gets the recorded outcome without running fn. A
 // failed attempt is retried by the step's Retry policy (default 3
 // attempts). T must survive a JSON round trip. Steps must not be nested.
+//
+// The KV writes (Put, Delete) and publishes fn makes are journaled: held
+// by the host while the step runs and committed with its result, so after
+// a crash either the step and its effects are on disk or neither is; they
+// are applied once, before Step returns. Inside fn, Put answers revision
+// 0, Get sees the step's own writes, Publish answers "not a duplicate", a
+// compare-and-swap (IfRevision) is ErrBadArgument, and a failed attempt's
+// writes are dropped (docs/workflows.md). ImmediateEffects opts a step
+// out.
 func Step[T any](wf *Workflow, name string, fn func() (T, error), opts ...StepOption) (T, error) {
 	var zero T
 	cfg := stepConfig{}
@@ -257,7 +274,7 @@ func Step[T any](wf *Workflow, name string, fn func() (T, error), opts ...StepOp
 	default:
 		wf.hostUnwind(pos, "wf_step_begin", code)
 	}
-	if cfg.journaled {
+	if !cfg.immediate {
 		if code := hostStepEffects(pos); code != wire.CodeOK {
 			wf.hostUnwind(pos, "wf_step_effects", code)
 		}
@@ -367,10 +384,14 @@ func (wf *Workflow) SleepUntil(t time.Time) {
 	wf.pos++
 }
 
+// noEffects is the option of the SDK's own steps that make no KV write or
+// publish: it spares them the host call that journals effects.
+var noEffects = ImmediateEffects()
+
 // Now returns the current time, journaled: every replay of this point
 // gets the same time.
 func (wf *Workflow) Now() time.Time {
-	n, _ := Step(wf, "nimbus.now", func() (int64, error) { return time.Now().UnixNano(), nil })
+	n, _ := Step(wf, "nimbus.now", func() (int64, error) { return time.Now().UnixNano(), nil }, noEffects)
 	return time.Unix(0, n)
 }
 
@@ -383,7 +404,7 @@ func (wf *Workflow) UUID() string {
 		b[8] = b[8]&0x3f | 0x80
 		h := hex.EncodeToString(b[:])
 		return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:], nil
-	})
+	}, noEffects)
 	return s
 }
 
@@ -393,7 +414,7 @@ func (wf *Workflow) Random() uint64 {
 		var b [8]byte
 		rand.Read(b[:])
 		return binary.LittleEndian.Uint64(b[:]), nil
-	})
+	}, noEffects)
 	return n
 }
 

@@ -29,9 +29,10 @@ type Receipt struct {
 
 var orders = nimbus.Bucket("orders")
 
-// record writes one effect of the order, keyed so that a step run again
-// after a crash writes the same key (the step's idempotency key is the
-// value, for tracing).
+// record writes one effect of the order. The write is committed with the
+// step's result and applied once, even if the node dies while the step
+// runs (a step's KV writes are journaled by default); the step's
+// idempotency key is the value, for tracing.
 func record(wf *nimbus.Workflow, o Order, what string) (string, error) {
 	_, err := orders.Put(o.Order+"."+what, []byte(wf.IdempotencyKey()))
 	return o.Order + "-" + what, err

@@ -28,6 +28,15 @@ type Publisher struct {
 
 var _ capability.Publisher = (*Publisher)(nil)
 
+// CheckPublish implements capability.Publisher: a topic not in Topics is
+// events.ErrTopicNotFound.
+func (p *Publisher) CheckPublish(_ context.Context, app, topic string, _ *cloudevents.Event) error {
+	if !slices.Contains(p.Topics, topic) {
+		return &events.TopicError{App: app, Topic: topic, Declared: p.Topics, Err: events.ErrTopicNotFound}
+	}
+	return nil
+}
+
 // Publish implements capability.Publisher.
 func (p *Publisher) Publish(ctx context.Context, app, topic string, evs []cloudevents.Event, _ string) (int, int, error) {
 	switch {

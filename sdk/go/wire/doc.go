@@ -214,8 +214,11 @@
 //	    the step's wf_step_end (a success; a failed attempt's writes are
 //	    dropped) and applied once after that commit, before wf_step_end
 //	    returns. Inside such a step kv_put answers revision 0, publish
-//	    answers "not a duplicate", kv_get sees
-//	    the step's own writes, and a compare-and-swap or a TTL is 2.
+//	    answers "not a duplicate", kv_get sees the step's own writes,
+//	    and a compare-and-swap is 2. A write the apply could not make (an
+//	    undeclared bucket or topic, too large, over a quota) is refused by
+//	    the kv_put, kv_delete or publish that makes it. The Go SDK calls
+//	    it for every step but one given ImmediateEffects.
 //	    0: done. 2: no step runs at pos.
 //
 //	wf_sleep(pos i32, until_ms i64) -> i32

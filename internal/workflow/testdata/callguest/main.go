@@ -59,7 +59,7 @@ func run(wf *nimbus.Workflow, in In) (Out, error) {
 				return 0, nimbus.NonRetryable(errors.New("negative input"))
 			}
 			return 3 * in.N, nil
-		})
+		}, nimbus.ImmediateEffects()) // counts its executions: the write is made at once
 		return Out{Tripled: n}, err
 	}
 	callee, child := "double", "child"

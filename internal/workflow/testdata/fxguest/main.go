@@ -1,9 +1,19 @@
 // Command fxguest is the workflow of the journaled-effects tests: Steps
-// rounds, each a plain step mark<i> that counts its executions in the
-// "execs" bucket, then a journaled step s<i> (nimbus.JournaledEffects)
-// that writes "<run>/s<i>" to the "ledger" bucket and publishes it to
-// the topic "done" (an event with a random id), reads its write back, checks that a compare-and-swap is refused, and takes StepMS, then
-// a plain step seen<i> that reads the write (it must be applied by then).
+// rounds, each a step mark<i> with nimbus.ImmediateEffects that counts
+// its executions in the "execs" bucket, then a step s<i> (journaled
+// effects, the default) that writes "<run>/s<i>" to the "ledger" bucket,
+// publishes it to the topic "done" (an event with a random id), reads its
+// write back, checks that a compare-and-swap is refused, writes
+// "<run>/s<i>.ttl" with a one-hour TTL, writes and deletes
+// "<run>/s<i>.tmp", and takes StepMS, then a step seen<i> that reads the
+// write (it must be applied by then).
+//
+// With Bad set, the run is one step "bad" that writes "<run>/bad" to the
+// ledger, then makes the write Bad names, and fails for good with that
+// write's error (the checks made when a journaled step makes a write):
+// "topic" publishes to the undeclared topic "nosuch", "event" publishes
+// an event of Bytes bytes to "done", "value" writes Bytes bytes to the
+// ledger.
 package main
 
 import (
@@ -17,13 +27,16 @@ import (
 
 // In is a run's input.
 type In struct {
-	Steps  int   `json:"steps"`
-	StepMS int64 `json:"step_ms"`
+	Steps  int    `json:"steps"`
+	StepMS int64  `json:"step_ms"`
+	Bad    string `json:"bad"`
+	Bytes  int    `json:"bytes"`
 }
 
 var ledger, execs = nimbus.Bucket("ledger"), nimbus.Bucket("execs")
 
-// count adds one to key in execs (a plain step: its write is immediate).
+// count adds one to key in execs (a compare-and-swap: in a step with
+// nimbus.ImmediateEffects).
 func count(key string) {
 	for {
 		v, rev, err := execs.Get(key)
@@ -39,7 +52,35 @@ func count(key string) {
 	}
 }
 
+// bad is the step of a run with In.Bad set.
+func bad(wf *nimbus.Workflow, in In) ([]string, error) {
+	_, err := nimbus.Step(wf, "bad", func() (int, error) {
+		if _, err := ledger.Put(wf.RunID()+"/bad", []byte("x")); err != nil {
+			return 0, err
+		}
+		var err error
+		switch in.Bad {
+		case "topic":
+			_, err = nimbus.Publish("nosuch", nimbus.Event{Type: "fx.bad"})
+		case "event":
+			_, err = nimbus.Publish("done", nimbus.Event{Type: "fx.bad", Data: make([]byte, in.Bytes)})
+		case "value":
+			_, err = ledger.Put(wf.RunID()+"/big", make([]byte, in.Bytes))
+		default:
+			err = errors.New("unknown bad " + in.Bad)
+		}
+		if err == nil {
+			return 0, nimbus.NonRetryable(errors.New("the bad write was accepted"))
+		}
+		return 0, nimbus.NonRetryable(err)
+	})
+	return nil, err
+}
+
 func run(wf *nimbus.Workflow, in In) ([]string, error) {
+	if in.Bad != "" {
+		return bad(wf, in)
+	}
 	var out []string
 	for i := 1; i <= in.Steps; i++ {
 		si := strconv.Itoa(i)
@@ -47,7 +88,7 @@ func run(wf *nimbus.Workflow, in In) ([]string, error) {
 		if _, err := nimbus.Step(wf, "mark"+si, func() (int, error) {
 			count(wf.RunID() + "/mark" + si)
 			return i, nil
-		}); err != nil {
+		}, nimbus.ImmediateEffects()); err != nil {
 			return out, err
 		}
 		if _, err := nimbus.Step(wf, "s"+si, func() (string, error) {
@@ -65,8 +106,8 @@ func run(wf *nimbus.Workflow, in In) ([]string, error) {
 			if _, err := ledger.Put(key+".cas", []byte("x"), nimbus.IfRevision(0)); !errors.Is(err, nimbus.ErrBadArgument) {
 				return "", nimbus.NonRetryable(fmt.Errorf("a compare-and-swap in a journaled step answered %v, want ErrBadArgument", err))
 			}
-			if _, err := ledger.Put(key+".tmp", []byte("x"), nimbus.TTL(time.Minute)); !errors.Is(err, nimbus.ErrBadArgument) {
-				return "", nimbus.NonRetryable(fmt.Errorf("a TTL in a journaled step answered %v, want ErrBadArgument", err))
+			if _, err := ledger.Put(key+".ttl", []byte("x"), nimbus.TTL(time.Hour)); err != nil {
+				return "", err
 			}
 			if _, err := ledger.Put(key+".tmp", []byte("x")); err != nil {
 				return "", err
@@ -79,7 +120,7 @@ func run(wf *nimbus.Workflow, in In) ([]string, error) {
 			}
 			time.Sleep(time.Duration(in.StepMS) * time.Millisecond)
 			return "s" + si, nil
-		}, nimbus.JournaledEffects()); err != nil {
+		}); err != nil {
 			return out, err
 		}
 		seen, err := nimbus.Step(wf, "seen"+si, func() (string, error) {

@@ -3,7 +3,9 @@
 // compensation c1..cN; step FailAt fails for good. Every step and
 // compensation counts its executions in the "execs" bucket and applies
 // "<run>/<name>" once to the "ledger" bucket (create if absent), so the
-// ledger's revisions give the order of first effects. Waits (signal
+// ledger's revisions give the order of first effects. Counting executions
+// and the compare-and-swap need writes made at once: steps and
+// compensations are given nimbus.ImmediateEffects. Waits (signal
 // names) are awaited after the first step, Sleep after them.
 package main
 
@@ -77,14 +79,14 @@ func run(wf *nimbus.Workflow, in In) (Out, error) {
 				return "", nimbus.NonRetryable(errors.New(name + " fails for good"))
 			}
 			return name, effect(wf.RunID()+"/"+name, in.StepMS)
-		})
+		}, nimbus.ImmediateEffects())
 		if err != nil {
 			return out, err
 		}
 		out.Steps = append(out.Steps, name)
 		comp := "c" + strconv.Itoa(i)
 		wf.Compensate(comp, func() error { return effect(wf.RunID()+"/"+comp, in.CompMS) },
-			nimbus.Retry{MaxAttempts: 3, Backoff: 10 * time.Millisecond})
+			nimbus.Retry{MaxAttempts: 3, Backoff: 10 * time.Millisecond}, nimbus.ImmediateEffects())
 		if i == 1 {
 			for _, w := range in.Waits {
 				v, err := nimbus.WaitForEvent[json.RawMessage](wf, w, time.Duration(in.WaitMS)*time.Millisecond)

@@ -3,7 +3,9 @@
 // if absent) and counting its executions in the "execs" bucket, with an
 // optional durable sleep after the first step (and a count of the
 // activations that get past it), and an optional gate that fails a step
-// for good until the test opens it. Step names start with
+// for good until the test opens it. The steps make their writes at once
+// (nimbus.ImmediateEffects): counting executions and a compare-and-swap
+// need it. Step names start with
 // $STEP_PREFIX, so a redeploy with another prefix breaks the journal of
 // runs in flight (non-determinism).
 package main
@@ -109,6 +111,13 @@ func apply(key string) (uint64, error) {
 func run(wf *nimbus.Workflow, in In) (Out, error) {
 	prefix := os.Getenv("STEP_PREFIX")
 	var out Out
+	opts := []nimbus.StepOption{nimbus.Retry{MaxAttempts: in.FailTimes + 1, Backoff: 10 * time.Millisecond}}
+	if !in.Plain {
+		// The steps count their executions and write the ledger with a
+		// compare-and-swap: their writes must be made at once. Plain
+		// steps keep the default, as a user's would.
+		opts = append(opts, nimbus.ImmediateEffects())
+	}
 	for i := range in.Steps {
 		rev, err := nimbus.Step(wf, prefix+"s"+strconv.Itoa(i), func() (uint64, error) {
 			if in.Plain {
@@ -127,7 +136,7 @@ func run(wf *nimbus.Workflow, in In) (Out, error) {
 				return 0, errors.New("failing on purpose, execution " + strconv.Itoa(n))
 			}
 			return apply(key)
-		}, nimbus.Retry{MaxAttempts: in.FailTimes + 1, Backoff: 10 * time.Millisecond})
+		}, opts...)
 		if err != nil {
 			return out, err
 		}
