@@ -116,6 +116,9 @@ func (e *Engine) step(r *run) (_ time.Duration, err error) {
 	// when it ends, however it ends (its end, a suspension or a failure
 	// commits with it; a yield or a trap does not).
 	defer func() {
+		if e.ctx.Err() != nil {
+			return // stopping: nothing more is committed, as in a crash
+		}
 		if derr := e.j.durable(e.ctx, r.app, r.id, false); derr != nil && err == nil {
 			err = derr
 		}

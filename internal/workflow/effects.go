@@ -124,7 +124,8 @@ func (e *Engine) InJournaledStep(app, invocation string) bool {
 
 // settleBefore makes what invocation's run did so far durable (its start
 // and step ends kept back: StartLazy, StepEnd) before the activation
-// writes to a bucket or a topic at once, which others see. Not an
+// writes to a bucket or a topic at once outside a step (in the workflow's
+// body), which others see and no step's idempotency key covers. Not an
 // activation: nothing to do. A failure stops the activation (its further
 // workflow calls answer it).
 func (e *Engine) settleBefore(app, invocation string) {
@@ -132,7 +133,11 @@ func (e *Engine) settleBefore(app, invocation string) {
 		return
 	}
 	a, err := e.activation(app, invocation)
-	if err != nil || a.stop != nil {
+	if err != nil || a.stop != nil || a.begun != 0 {
+		// Inside a step, what the step writes is its effect, made again
+		// with the same idempotency key if the step runs again: the
+		// steps before it are durable (StepBegin), the run's lazy start
+		// may stay back (StartLazy).
 		return
 	}
 	if err := e.j.durable(e.ctx, app, a.r.id, false); err != nil {

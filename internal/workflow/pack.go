@@ -309,28 +309,11 @@ func (a *appLog) submitParts(ctx context.Context, parts []part, lazy bool) (bool
 			a.mu.Unlock()
 			return false, ErrClosed
 		}
-		if err := a.takeDeferredLocked(ch, lazy); err != nil {
-			a.mu.Unlock()
-			return false, err
-		}
-		if ch.lead > 0 && len(ch.data) > a.j.c.MaxWriteBytes()-packOverhead {
-			// The run's deferred change and this one do not fit in one
-			// message: commit the deferred one first, alone.
-			w := a.unmergeLocked(ch)
-			a.mu.Unlock()
-			if err := a.waitChange(ctx, w); err != nil {
-				return false, err
-			}
-			continue
-		}
-		if len(ch.parts) != len(parts) {
-			parts, views = ch.parts, make([]*view, len(ch.parts))
-		}
 		gen := a.matGen
 		need := make([]bool, len(parts))
 		for k, p := range parts {
 			o := a.runs[p.run]
-			need[k] = p.c.kind != condNone && views[k] == nil && (o == nil || (o.rec == nil && o.queuedRec == 0))
+			need[k] = p.c.kind != condNone && views[k] == nil && (o == nil || (o.rec == nil && o.queuedRec == 0 && (o.deferred == nil || !hasRecord(o.deferred))))
 		}
 		a.mu.Unlock()
 		for k, p := range parts {
@@ -348,18 +331,40 @@ func (a *appLog) submitParts(ctx context.Context, parts []part, lazy bool) (bool
 			clear(views) // a view read may predate what was materialized
 			continue
 		}
+		// From here to the queueing the lock is held: a deferred change
+		// merged into ch is out of sight of other changes meanwhile.
+		if err := a.takeDeferredLocked(ch, lazy); err != nil {
+			a.mu.Unlock()
+			return false, err
+		}
+		if ch.lead > 0 && len(ch.data) > a.j.c.MaxWriteBytes()-packOverhead {
+			// The run's deferred change and this one do not fit in one
+			// message: commit the deferred one first, alone.
+			w := a.unmergeLocked(ch, parts)
+			a.mu.Unlock()
+			if err := a.waitChange(ctx, w); err != nil {
+				return false, err
+			}
+			clear(views)
+			continue
+		}
 		var wait chan struct{}
 		again := false
-		for k, p := range parts {
+		for k, p := range ch.parts[ch.lead:] {
 			if p.c.kind == condNone {
 				continue
 			}
 			o := a.runs[p.run]
+			if o != nil && o.deferred != nil && a.flushLocked(p.run) {
+				// Kept back since the checks began (a lazy start of the
+				// same id): queued now, waited for below.
+				a.kickPacker()
+			}
 			if o != nil && o.queuedRec > 0 {
 				// A record write of the run is in flight: a version read
 				// before it is stale; the others wait for it.
 				if p.c.kind == condVersion {
-					a.unmergeLocked(ch)
+					a.unmergeLocked(ch, parts)
 					a.mu.Unlock()
 					return false, nil
 				}
@@ -383,17 +388,17 @@ func (a *appLog) submitParts(ctx context.Context, parts []part, lazy bool) (bool
 			switch {
 			case p.c.kind == condNew && found,
 				p.c.kind == condVersion && (!found || ver != p.c.ver):
-				a.unmergeLocked(ch)
+				a.unmergeLocked(ch, parts)
 				a.mu.Unlock()
 				return false, nil
 			case p.c.kind == condNotFinal && found && cur.Done():
-				a.unmergeLocked(ch)
+				a.unmergeLocked(ch, parts)
 				a.mu.Unlock()
 				return false, errFinal
 			}
 		}
 		if wait != nil || again {
-			a.unmergeLocked(ch)
+			a.unmergeLocked(ch, parts)
 			a.mu.Unlock()
 			if wait != nil {
 				select {
@@ -406,7 +411,11 @@ func (a *appLog) submitParts(ctx context.Context, parts []part, lazy bool) (bool
 			continue
 		}
 		if lazy {
-			a.runs[parts[0].run].deferred = ch // takeDeferredLocked made its pend
+			o := a.runs[parts[0].run] // takeDeferredLocked made it
+			if a.flushLocked(parts[0].run) {
+				a.kickPacker() // one kept back meanwhile goes first
+			}
+			o.deferred = ch
 			a.mu.Unlock()
 			return true, nil
 		}
@@ -936,14 +945,15 @@ func (a *appLog) takeDeferredLocked(ch *change, lazy bool) error {
 }
 
 // unmergeLocked undoes takeDeferredLocked: the deferred parts ch carries
-// are queued alone, flushed, and returned (nil when it carries none).
+// are queued alone, flushed, and returned (nil when it carries none); own
+// are ch's own parts as the caller made them (their conditions).
 // a.mu is held.
-func (a *appLog) unmergeLocked(ch *change) *change {
+func (a *appLog) unmergeLocked(ch *change, own []part) *change {
 	if ch.lead == 0 {
 		return nil
 	}
 	d := &change{parts: ch.parts[:ch.lead:ch.lead], data: ch.data[:ch.dataLead:ch.dataLead], done: make(chan struct{}), deferredOf: ch.parts[0].run}
-	ch.parts, ch.data, ch.lead, ch.dataLead = ch.parts[ch.lead:], ch.data[ch.dataLead+1:], 0, 0
+	ch.parts, ch.data, ch.lead, ch.dataLead = own, ch.data[ch.dataLead+1:], 0, 0
 	a.queueLocked(d)
 	a.kickPacker()
 	return d
