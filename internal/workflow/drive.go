@@ -193,6 +193,10 @@ func (e *Engine) load(r *run) error {
 	if loaded {
 		return nil
 	}
+	// What the run kept back is read with the rest (StartLazy, StepEnd).
+	if err := e.j.durable(e.ctx, r.app, r.id, false); err != nil {
+		return err
+	}
 	rec, err := e.j.record(e.ctx, r.app, r.id)
 	if err != nil {
 		return err
