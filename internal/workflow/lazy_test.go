@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -215,5 +216,58 @@ func TestLazyStartIsIdempotent(t *testing.T) {
 	wait(t, e, "racy")
 	if n, acts := made.Load(), inv.count("racy"); n != 1 || acts != 1 {
 		t.Fatalf("8 concurrent lazy starts created %d runs and %d activations; want 1 and 1", n, acts)
+	}
+}
+
+// The journal's deferral, directly: a deferred start rides in the pack of
+// the run's next change (one commit), its condition met by the start; a
+// deferred change too large to share a message with the next one is
+// committed alone first; a control change (condVersion) flushes it.
+func TestDeferredChangeMerges(t *testing.T) {
+	t.Parallel()
+	e, _ := engineOn(t, openStore(t), steps(nil, 0, &sync.Map{}), time.Hour)
+	// No workflow is woken: the journal is used directly.
+	j, ctx := e.j, t.Context()
+	packs := func() uint64 { return e.JournalStats().Packs }
+	big := []byte(`"` + strings.Repeat("x", e.j.c.MaxWriteBytes()*6/10) + `"`)
+
+	for _, c := range []struct {
+		id    string
+		input []byte
+		packs uint64
+	}{{"small", []byte(`1`), 1}, {"big", big, 2}} {
+		p0 := packs()
+		rec := &Run{ID: c.id, App: testApp, Workflow: "flow", State: StateRunning, Input: c.input}
+		if ok, err := j.create(ctx, rec, false, true); err != nil || !ok {
+			t.Fatalf("%s: lazy create: %v %v", c.id, ok, err)
+		}
+		if p := packs() - p0; p != 0 {
+			t.Fatalf("%s: a lazy create made %d commits", c.id, p)
+		}
+		end := *rec
+		end.State, end.Result = StateCompleted, []byte(`2`)
+		if err := j.commit(ctx, testApp, c.id, &Entry{Type: EntryStep, Name: "a", Result: []byte(`1`)}, &end); err != nil {
+			t.Fatalf("%s: the end after a lazy start: %v", c.id, err)
+		}
+		if p := packs() - p0; p != c.packs {
+			t.Errorf("%s: %d commits, want %d", c.id, p, c.packs)
+		}
+		got, err := j.record(ctx, testApp, c.id)
+		if err != nil || got.State != StateCompleted {
+			t.Fatalf("%s: record %v, %v", c.id, got, err)
+		}
+	}
+
+	rec := &Run{ID: "ctl", App: testApp, Workflow: "flow", State: StateRunning}
+	if ok, err := j.create(ctx, rec, false, true); err != nil || !ok {
+		t.Fatalf("lazy create: %v %v", ok, err)
+	}
+	got, ver, err := j.recordAt(ctx, testApp, "ctl") // a control reads it: flushed
+	if err != nil || got.State != StateRunning {
+		t.Fatalf("recordAt of a lazy start: %v %v", got, err)
+	}
+	got.State = StatePaused
+	if ok, err := j.commitIf(ctx, testApp, "ctl", nil, got, ver); err != nil || !ok {
+		t.Fatalf("commitIf after a lazy start: %v %v", ok, err)
 	}
 }

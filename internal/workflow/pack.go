@@ -929,16 +929,16 @@ func (a *appLog) takeDeferredLocked(ch *change, lazy bool) error {
 			continue
 		}
 		o.deferred = nil
-		p := &ch.parts[ch.lead]
-		if p.c.kind == condNotFinal && hasRecord(d) {
-			// The deferred change writes the record the condition is
-			// about (a start): it holds.
-			p.c = cond{}
-		}
 		data := make([]byte, 0, len(d.data)+1+len(ch.data))
 		data = append(append(append(data, d.data...), ','), ch.data...)
+		// A new slice: the caller's parts keep their conditions (unmerge).
 		ch.parts = append(slices.Clone(d.parts), ch.parts...)
 		ch.data, ch.lead, ch.dataLead = data, len(d.parts), len(d.data)
+		if p := &ch.parts[ch.lead]; p.c.kind == condNotFinal && hasRecord(d) {
+			// The deferred change writes the record the condition is
+			// about (a start, not final): it holds.
+			p.c = cond{}
+		}
 		return nil
 	}
 	return nil
