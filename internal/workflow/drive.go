@@ -69,8 +69,12 @@ func (e *Engine) step(r *run) (_ time.Duration, err error) {
 		// exist, and nobody was told of it.
 		e.logger.Warn("workflow run not found: its start was not committed", "app", r.app, "run", r.id)
 		e.mu.Lock()
+		lost := r.rec
 		r.rec = nil
 		e.mu.Unlock()
+		if lost != nil && !lost.Done() {
+			e.unpin(r.app, lost.Revision) // held by its start
+		}
 		e.finished(r)
 		return 0, nil
 	} else if err != nil {
