@@ -99,17 +99,9 @@ func (s *Server) startRun(ctx context.Context, app, wf, id string, input []byte,
 		}
 		wait = min(d, MaxStartWait)
 	}
-	run, _, err := s.wf.Start(ctx, app, wf, id, input)
+	run, _, err := s.startAndWait(ctx, app, wf, id, input, wait)
 	if err != nil {
 		return nil, err
-	}
-	if !run.Done() && wait > 0 {
-		wctx, cancel := context.WithTimeout(ctx, wait)
-		run, err = s.wf.Wait(wctx, app, run.ID)
-		cancel()
-		if err != nil {
-			return nil, err
-		}
 	}
 	h := http.Header{HeaderRunID: {run.ID}, "Content-Type": {"application/json"}}
 	switch run.State {
@@ -130,14 +122,35 @@ func (s *Server) Workflows() *workflow.Engine { return s.wf }
 
 // StartRun implements api.Workflows.
 func (s *Server) StartRun(ctx context.Context, app, wf, id string, input []byte, wait time.Duration) (*workflow.Run, bool, error) {
-	run, created, err := s.wf.Start(ctx, app, wf, id, input)
-	if err != nil || run.Done() || wait <= 0 {
+	return s.startAndWait(ctx, app, wf, id, input, wait)
+}
+
+// startAndWait starts (or finds) a run and waits up to wait for its end.
+// A start that waits is lazy (workflow.Engine.StartLazy): it is committed
+// with the run's first commit, since the answer is the run's end; when
+// the wait elapses first, the start is made durable before the run's id
+// is answered (RATIONALE.md "Durable workflows: a change is durable
+// before what depends on it").
+func (s *Server) startAndWait(ctx context.Context, app, wf, id string, input []byte, wait time.Duration) (*workflow.Run, bool, error) {
+	if wait <= 0 {
+		return s.wf.Start(ctx, app, wf, id, input)
+	}
+	run, created, err := s.wf.StartLazy(ctx, app, wf, id, input)
+	if err != nil || run.Done() {
 		return run, created, err
 	}
 	wctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
 	run, err = s.wf.Wait(wctx, app, run.ID)
-	return run, created, err
+	cancel()
+	if err != nil {
+		return nil, false, err
+	}
+	if !run.Done() {
+		if err := s.wf.Durable(ctx, app, run.ID); err != nil {
+			return nil, false, err
+		}
+	}
+	return run, created, nil
 }
 
 // Run implements api.Workflows.

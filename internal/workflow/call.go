@@ -165,8 +165,13 @@ func (e *Engine) StartChild(ctx context.Context, app, invocation, workflow strin
 	if err != nil {
 		return "", err
 	}
+	// The child's record names its parent: the parent's start is
+	// durable first (StartLazy).
+	if err := e.j.durable(ctx, app, a.r.id, false); err != nil {
+		return "", err
+	}
 	id := ChildRunID(a.r.id, pos)
-	run, _, err := e.start(ctx, app, workflow, id, input, a.r.id)
+	run, _, err := e.start(ctx, app, workflow, id, input, a.r.id, false)
 	if err != nil {
 		return "", err
 	}
@@ -252,7 +257,7 @@ func (e *Engine) commitChildEnd(ctx context.Context, child, parent *Run, ver uin
 	}
 	pp := *parent
 	parts = append(parts, part{run: parent.ID, ents: []Entry{*sig}, rec: &pp, c: cond{kind: condVersion, ver: ver}})
-	ok, err := a.submitParts(ctx, parts)
+	ok, err := a.submitParts(ctx, parts, false)
 	if err != nil {
 		return false, fmt.Errorf("workflow run %s/%s: tell parent %s of a child's end: %w", parent.App, parent.ID, sig.Name, err)
 	}

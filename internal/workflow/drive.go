@@ -21,6 +21,14 @@ func (e *Engine) drive(r *run) {
 	backoff := e.opts.ActivationBackoff
 	for {
 		delay, err := e.step(r)
+		if err != nil {
+			// A change kept back (StartLazy, StepEnd) may have failed
+			// with the commit that carried it: the next activation reads
+			// the run as stored.
+			e.mu.Lock()
+			r.loaded = false
+			e.mu.Unlock()
+		}
 		if err != nil && e.ctx.Err() == nil {
 			e.logger.Warn("workflow activation failed; it runs again", "app", r.app, "run", r.id, "in", delay.String(), "error", err)
 			if delay == 0 {
@@ -55,8 +63,21 @@ func (e *Engine) drive(r *run) {
 // step makes one activation of r, if it is due, and records its outcome.
 // It returns the delay after which r must be driven again (0: only when
 // something wakes it) and an error when the activation failed.
-func (e *Engine) step(r *run) (time.Duration, error) {
-	if err := e.load(r); err != nil {
+func (e *Engine) step(r *run) (_ time.Duration, err error) {
+	if err := e.load(r); errors.Is(err, ErrRunNotFound) {
+		// A lazy start (StartLazy) whose commit failed: the run does not
+		// exist, and nobody was told of it.
+		e.logger.Warn("workflow run not found: its start was not committed", "app", r.app, "run", r.id)
+		e.mu.Lock()
+		lost := r.rec
+		r.rec = nil
+		e.mu.Unlock()
+		if lost != nil && !lost.Done() {
+			e.unpin(r.app, lost.Revision) // held by its start
+		}
+		e.finished(r)
+		return 0, nil
+	} else if err != nil {
 		return 0, err
 	}
 	e.mu.Lock()
@@ -95,6 +116,17 @@ func (e *Engine) step(r *run) (time.Duration, error) {
 	}
 	defer func() { <-slots }()
 
+	// Whatever the activation kept back (StartLazy, StepEnd) is durable
+	// when it ends, however it ends (its end, a suspension or a failure
+	// commits with it; a yield or a trap does not).
+	defer func() {
+		if e.ctx.Err() != nil {
+			return // stopping: nothing more is committed, as in a crash
+		}
+		if derr := e.j.durable(e.ctx, r.app, r.id, false); derr != nil && err == nil {
+			err = derr
+		}
+	}()
 	a := &activation{r: r, fn: fn}
 	e.mu.Lock()
 	e.actN++
@@ -113,7 +145,6 @@ func (e *Engine) step(r *run) (time.Duration, error) {
 		TraceParent: runTraceParent(r.app, r.id),
 	}
 	var resp *runtime.Response
-	var err error
 	if pinned {
 		resp, err = e.opts.Revisions.InvokeRevision(e.ctx, r.app, rec.Workflow, fn.Revision, req)
 	} else {
@@ -165,6 +196,10 @@ func (e *Engine) load(r *run) error {
 	e.mu.Unlock()
 	if loaded {
 		return nil
+	}
+	// What the run kept back is read with the rest (StartLazy, StepEnd).
+	if err := e.j.durable(e.ctx, r.app, r.id, false); err != nil {
+		return err
 	}
 	rec, err := e.j.record(e.ctx, r.app, r.id)
 	if err != nil {

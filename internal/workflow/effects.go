@@ -106,6 +106,7 @@ func (e *Engine) journaling(app, invocation string) *stepEffects {
 func (e *Engine) BufferEffect(app, invocation string, eff Effect) bool {
 	fx := e.journaling(app, invocation)
 	if fx == nil {
+		e.settleBefore(app, invocation)
 		return false
 	}
 	fx.effs = append(fx.effs, eff)
@@ -114,7 +115,35 @@ func (e *Engine) BufferEffect(app, invocation string, eff Effect) bool {
 
 // InJournaledStep reports whether invocation is running a journaled step.
 func (e *Engine) InJournaledStep(app, invocation string) bool {
-	return e.journaling(app, invocation) != nil
+	if e.journaling(app, invocation) != nil {
+		return true
+	}
+	e.settleBefore(app, invocation)
+	return false
+}
+
+// settleBefore makes what invocation's run did so far durable (its start
+// and step ends kept back: StartLazy, StepEnd) before the activation
+// writes to a bucket or a topic at once outside a step (in the workflow's
+// body), which others see and no step's idempotency key covers. Not an
+// activation: nothing to do. A failure stops the activation (its further
+// workflow calls answer it).
+func (e *Engine) settleBefore(app, invocation string) {
+	if !strings.HasPrefix(invocation, "wf-") {
+		return
+	}
+	a, err := e.activation(app, invocation)
+	if err != nil || a.stop != nil || a.begun != 0 {
+		// Inside a step, what the step writes is its effect, made again
+		// with the same idempotency key if the step runs again: the
+		// steps before it are durable (StepBegin), the run's lazy start
+		// may stay back (StartLazy).
+		return
+	}
+	if err := e.j.durable(e.ctx, app, a.r.id, false); err != nil {
+		e.logger.Warn("workflow run: committing its changes before a write failed", "app", app, "run", a.r.id, "error", err)
+		a.stop = err
+	}
 }
 
 // BufferedKV is the last buffered write of bucket/key in invocation's

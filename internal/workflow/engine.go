@@ -350,11 +350,30 @@ func (e *Engine) Close(ctx context.Context) error {
 // exists already is returned with created false, whatever its state, and
 // nothing else happens. An empty id makes a random one.
 func (e *Engine) Start(ctx context.Context, app, workflow, id string, input []byte) (_ *Run, created bool, _ error) {
-	return e.start(ctx, app, workflow, id, input, "")
+	return e.start(ctx, app, workflow, id, input, "", false)
 }
 
-// start is Start of a run whose parent is the run parent ("" for none).
-func (e *Engine) start(ctx context.Context, app, workflow, id string, input []byte, parent string) (_ *Run, created bool, _ error) {
+// StartLazy is Start for a caller that waits for the run's result (Wait)
+// before it tells anyone of the run: a new run's start is not committed
+// when it returns, but with the run's first commit (its first step's
+// end, usually), or by Durable, or when anything else names the run (a
+// signal, a control, Get, a duplicate start). Until then the run is not
+// durable: a crash forgets it, and no one was told of it. The caller must
+// call Durable before it answers the run's id without its end (RATIONALE.md
+// "Durable workflows: a change is durable before what depends on it").
+func (e *Engine) StartLazy(ctx context.Context, app, workflow, id string, input []byte) (_ *Run, created bool, _ error) {
+	return e.start(ctx, app, workflow, id, input, "", true)
+}
+
+// Durable returns once the run's start, and every change of the run made
+// so far, is committed.
+func (e *Engine) Durable(ctx context.Context, app, id string) error {
+	return e.j.durable(ctx, app, id, false)
+}
+
+// start is Start of a run whose parent is the run parent ("" for none);
+// lazy is StartLazy's.
+func (e *Engine) start(ctx context.Context, app, workflow, id string, input []byte, parent string, lazy bool) (_ *Run, created bool, _ error) {
 	e.mu.Lock()
 	st := e.apps[app]
 	var fn model.Function
@@ -392,7 +411,7 @@ func (e *Engine) start(ctx context.Context, app, workflow, id string, input []by
 	}
 	now := e.opts.Now().UTC()
 	rec := &Run{ID: id, App: app, Workflow: workflow, Revision: fn.Revision, State: StateRunning, Input: input, Created: now, Updated: now, Parent: parent}
-	ok, err := e.j.create(ctx, rec, fresh)
+	ok, err := e.j.create(ctx, rec, fresh, lazy)
 	if err != nil || !ok {
 		e.unpin(app, fn.Revision)
 	}
@@ -522,6 +541,10 @@ const MaxShownBytes = 4 << 10
 
 // Get returns a run with its timeline.
 func (e *Engine) Get(ctx context.Context, app, id string) (*RunInfo, error) {
+	// Shown, the run and what it did are durable first (StartLazy).
+	if err := e.j.durable(ctx, app, id, false); err != nil {
+		return nil, err
+	}
 	rec, err := e.record(ctx, app, id)
 	if err != nil {
 		return nil, err

@@ -16,7 +16,7 @@ func (e *Engine) SeedRun(ctx context.Context, rec *Run, ents []Entry) error {
 	if err := e.j.ensure(ctx, rec.App); err != nil {
 		return err
 	}
-	ok, err := e.j.create(ctx, rec, false)
+	ok, err := e.j.create(ctx, rec, false, false)
 	if err != nil {
 		return err
 	}

@@ -112,6 +112,12 @@ func (e *Engine) StepBegin(ctx context.Context, app, invocation string, pos int,
 			return StepAnswer{}, err
 		}
 	}
+	// The step may act on what the run did so far: the ends of the
+	// steps before it, kept back by StepEnd, are durable first (a lazy
+	// start alone may stay back: see StartLazy).
+	if err := e.j.durable(ctx, r.app, r.id, true); err != nil {
+		return StepAnswer{}, err
+	}
 	a.begun = pos + 1
 	a.fx = nil
 	a.beginAttempt(e.opts.Now())
@@ -165,7 +171,20 @@ func (e *Engine) StepEnd(ctx context.Context, app, invocation string, pos int, n
 		}
 	}
 	a.fx = nil
-	if err := e.j.commit(ctx, r.app, r.id, &ent, nil); err != nil {
+	if len(ent.Effects) == 0 {
+		// Kept back, not committed now: nothing depends on the step's end
+		// before the run's next operation (a step, a sleep, a wait, a
+		// child's start, a write outside a journaled step, its end, the
+		// end of the activation), which makes it durable first or commits
+		// it with its own change (RATIONALE.md "Durable workflows: a
+		// change is durable before what depends on it"). A step with
+		// effects commits now: they are applied after the commit, before
+		// StepEnd answers.
+		err = e.j.commitLazy(ctx, r.app, r.id, &ent)
+	} else {
+		err = e.j.commit(ctx, r.app, r.id, &ent, nil)
+	}
+	if err != nil {
 		return false, err
 	}
 	r.steps = append(r.steps, ent)

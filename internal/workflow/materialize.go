@@ -185,9 +185,7 @@ func (a *appLog) materializeOnce(ctx context.Context) (uint64, error) {
 		if o.rec != nil && o.recVer <= upto {
 			o.rec, o.recVer = nil, 0
 		}
-		if o.rec == nil && len(o.ents) == 0 && o.queued == 0 {
-			delete(a.runs, r.id)
-		}
+		a.dropIdleLocked(r.id, o)
 	}
 	a.matSeq = upto
 	a.matGen++

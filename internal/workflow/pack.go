@@ -69,6 +69,13 @@ type pend struct {
 	// latest (closed when it is settled).
 	queued, queuedRec int
 	last              chan struct{}
+	// deferred is a change of the run alone whose condition held, kept
+	// back until something needs it durable (deferral, below): not
+	// queued and not counted in queued. lost is the error of a deferred
+	// change that failed after someone else flushed it: the run's next
+	// change answers it.
+	deferred *change
+	lost     error
 }
 
 // change is one change of one or more runs (a part each), queued for a
@@ -79,6 +86,12 @@ type change struct {
 	state int    // chQueued -> chTaken (packer) or chAbandoned (caller)
 	done  chan struct{}
 	err   error
+	// lead is how many of parts (and dataLead bytes of data) came from
+	// its run's deferred change, merged in ahead of its own parts.
+	lead, dataLead int
+	// deferredOf is the run of a deferred change flushed by another
+	// change than its run's own (its failure is kept in pend.lost).
+	deferredOf string
 }
 
 const (
@@ -252,7 +265,7 @@ func (a *appLog) applyLocked(run string, ents []Entry, rec *Run, seq uint64) {
 // committed. It reports false, having written nothing, when c does not
 // hold (for condNotFinal it answers errFinal instead).
 func (a *appLog) submit(ctx context.Context, run string, ents []Entry, rec *Run, c cond) (bool, error) {
-	return a.submitParts(ctx, []part{{run: run, ents: ents, rec: rec, c: c}})
+	return a.submitParts(ctx, []part{{run: run, ents: ents, rec: rec, c: c}}, false)
 }
 
 // submitParts queues one change made of parts (of distinct runs) if
@@ -260,7 +273,12 @@ func (a *appLog) submit(ctx context.Context, run string, ents []Entry, rec *Run,
 // parts are in one pack, so they are committed together or not at all.
 // It reports false, having written nothing, when a condition does not
 // hold (errFinal for a condNotFinal one).
-func (a *appLog) submitParts(ctx context.Context, parts []part) (bool, error) {
+//
+// lazy (one part, condNone or condNew) does not wait: once the condition
+// holds, the change is kept back as the run's deferred change, and
+// committed with the run's next change, or when something needs it
+// durable (flushLocked, durable). See "Deferral" below.
+func (a *appLog) submitParts(ctx context.Context, parts []part, lazy bool) (bool, error) {
 	var data []byte
 	for k, p := range parts {
 		b, err := json.Marshal(&packChange{Run: p.run, Entries: p.ents, Record: p.rec})
@@ -295,7 +313,7 @@ func (a *appLog) submitParts(ctx context.Context, parts []part) (bool, error) {
 		need := make([]bool, len(parts))
 		for k, p := range parts {
 			o := a.runs[p.run]
-			need[k] = p.c.kind != condNone && views[k] == nil && (o == nil || (o.rec == nil && o.queuedRec == 0))
+			need[k] = p.c.kind != condNone && views[k] == nil && (o == nil || (o.rec == nil && o.queuedRec == 0 && (o.deferred == nil || !hasRecord(o.deferred))))
 		}
 		a.mu.Unlock()
 		for k, p := range parts {
@@ -313,17 +331,40 @@ func (a *appLog) submitParts(ctx context.Context, parts []part) (bool, error) {
 			clear(views) // a view read may predate what was materialized
 			continue
 		}
+		// From here to the queueing the lock is held: a deferred change
+		// merged into ch is out of sight of other changes meanwhile.
+		if err := a.takeDeferredLocked(ch, lazy); err != nil {
+			a.mu.Unlock()
+			return false, err
+		}
+		if ch.lead > 0 && len(ch.data) > a.j.c.MaxWriteBytes()-packOverhead {
+			// The run's deferred change and this one do not fit in one
+			// message: commit the deferred one first, alone.
+			w := a.unmergeLocked(ch, parts)
+			a.mu.Unlock()
+			if err := a.waitChange(ctx, w); err != nil {
+				return false, err
+			}
+			clear(views)
+			continue
+		}
 		var wait chan struct{}
 		again := false
-		for k, p := range parts {
+		for k, p := range ch.parts[ch.lead:] {
 			if p.c.kind == condNone {
 				continue
 			}
 			o := a.runs[p.run]
+			if o != nil && o.deferred != nil && a.flushLocked(p.run) {
+				// Kept back since the checks began (a lazy start of the
+				// same id): queued now, waited for below.
+				a.kickPacker()
+			}
 			if o != nil && o.queuedRec > 0 {
 				// A record write of the run is in flight: a version read
 				// before it is stale; the others wait for it.
 				if p.c.kind == condVersion {
+					a.unmergeLocked(ch, parts)
 					a.mu.Unlock()
 					return false, nil
 				}
@@ -347,14 +388,17 @@ func (a *appLog) submitParts(ctx context.Context, parts []part) (bool, error) {
 			switch {
 			case p.c.kind == condNew && found,
 				p.c.kind == condVersion && (!found || ver != p.c.ver):
+				a.unmergeLocked(ch, parts)
 				a.mu.Unlock()
 				return false, nil
 			case p.c.kind == condNotFinal && found && cur.Done():
+				a.unmergeLocked(ch, parts)
 				a.mu.Unlock()
 				return false, errFinal
 			}
 		}
 		if wait != nil || again {
+			a.unmergeLocked(ch, parts)
 			a.mu.Unlock()
 			if wait != nil {
 				select {
@@ -366,26 +410,20 @@ func (a *appLog) submitParts(ctx context.Context, parts []part) (bool, error) {
 			clear(views)
 			continue
 		}
-		for _, p := range parts {
-			o := a.runs[p.run]
-			if o == nil {
-				o = &pend{}
-				a.runs[p.run] = o
+		if lazy {
+			o := a.runs[parts[0].run] // takeDeferredLocked made it
+			if a.flushLocked(parts[0].run) {
+				a.kickPacker() // one kept back meanwhile goes first
 			}
-			o.queued++
-			if p.rec != nil {
-				o.queuedRec++
-			}
-			o.last = ch.done
+			o.deferred = ch
+			a.mu.Unlock()
+			return true, nil
 		}
-		a.queue = append(a.queue, ch)
+		a.queueLocked(ch)
 		a.mu.Unlock()
 		break
 	}
-	select {
-	case a.kick <- struct{}{}:
-	default:
-	}
+	a.kickPacker()
 	select {
 	case <-ch.done:
 		if ch.err != nil {
@@ -395,6 +433,16 @@ func (a *appLog) submitParts(ctx context.Context, parts []part) (bool, error) {
 	case <-ctx.Done():
 		a.mu.Lock()
 		defer a.mu.Unlock()
+		if ch.state == chQueued && ch.lead > 0 {
+			// Abandon this change's own parts; the run's deferred
+			// change it carries stays queued.
+			for _, p := range ch.parts[ch.lead:] {
+				a.unpartLocked(p)
+			}
+			ch.parts, ch.data, ch.lead, ch.dataLead = ch.parts[:ch.lead], ch.data[:ch.dataLead], 0, 0
+			ch.deferredOf = ch.parts[0].run
+			return false, ctx.Err()
+		}
 		if ch.state == chQueued {
 			ch.state = chAbandoned
 			a.unqueueLocked(ch)
@@ -409,15 +457,44 @@ func (a *appLog) submitParts(ctx context.Context, parts []part) (bool, error) {
 // counts. a.mu is held.
 func (a *appLog) unqueueLocked(ch *change) {
 	for _, p := range ch.parts {
-		o := a.runs[p.run]
-		o.queued--
-		if p.rec != nil {
-			o.queuedRec--
-		}
-		if o.queued == 0 && o.rec == nil && len(o.ents) == 0 {
-			delete(a.runs, p.run)
-		}
+		a.unpartLocked(p)
 	}
+}
+
+// unpartLocked takes one part of a change that leaves the queue off its
+// run's counts. a.mu is held.
+func (a *appLog) unpartLocked(p part) {
+	o := a.runs[p.run]
+	o.queued--
+	if p.rec != nil {
+		o.queuedRec--
+	}
+	a.dropIdleLocked(p.run, o)
+}
+
+// dropIdleLocked forgets o, the pend of run, when it holds nothing.
+func (a *appLog) dropIdleLocked(run string, o *pend) {
+	if o.queued == 0 && o.rec == nil && len(o.ents) == 0 && o.deferred == nil && o.lost == nil {
+		delete(a.runs, run)
+	}
+}
+
+// queueLocked counts ch on its runs and queues it for the packer (the
+// caller kicks it). a.mu is held.
+func (a *appLog) queueLocked(ch *change) {
+	for _, p := range ch.parts {
+		o := a.runs[p.run]
+		if o == nil {
+			o = &pend{}
+			a.runs[p.run] = o
+		}
+		o.queued++
+		if p.rec != nil {
+			o.queuedRec++
+		}
+		o.last = ch.done
+	}
+	a.queue = append(a.queue, ch)
 }
 
 // packer commits the queue, one pack at a time, until the app closes.
@@ -518,6 +595,16 @@ func (a *appLog) send(chs []*change, data []byte, last uint64) {
 	for _, ch := range chs {
 		a.unqueueLocked(ch)
 		ch.err = err
+		if ch.deferredOf != "" {
+			// Nobody of its run waits for it: its run's next change
+			// answers the error (its activation then reloads the run).
+			o := a.runs[ch.deferredOf]
+			if o == nil {
+				o = &pend{}
+				a.runs[ch.deferredOf] = o
+			}
+			o.lost = err
+		}
 	}
 	a.mu.Unlock()
 	// The pack may be stored (the outcome was unknown), and another writer
@@ -605,6 +692,9 @@ func (a *appLog) memRecords() map[string]memRec {
 func (a *appLog) settled(ctx context.Context, run string) error {
 	for {
 		a.mu.Lock()
+		if a.flushLocked(run) {
+			a.kickPacker()
+		}
 		o := a.runs[run]
 		if o == nil || o.queued == 0 {
 			a.mu.Unlock()
@@ -625,6 +715,15 @@ func (a *appLog) settled(ctx context.Context, run string) error {
 func (a *appLog) current(ctx context.Context, run string) (*Run, uint64, bool, error) {
 	for {
 		a.mu.Lock()
+		if o := a.runs[run]; o != nil && o.deferred != nil {
+			// Someone else names the run: what it has is made durable
+			// first (a run started lazily exists for others from then).
+			a.mu.Unlock()
+			if err := a.settled(ctx, run); err != nil {
+				return nil, 0, false, err
+			}
+			continue
+		}
 		if o := a.runs[run]; o != nil && o.rec != nil {
 			cp, ver := *o.rec, o.recVer
 			a.mu.Unlock()
@@ -681,6 +780,34 @@ func (j *journal) commit(ctx context.Context, app, run string, e *Entry, rec *Ru
 	return nil
 }
 
+// commitLazy appends e to the run's journal as the run's deferred change
+// (see "Deferral" in pack.go): it returns at once; the run's next change
+// carries it, or durable commits it.
+func (j *journal) commitLazy(ctx context.Context, app, run string, e *Entry) error {
+	a, err := j.appFor(app)
+	if err == nil {
+		_, err = a.submitParts(ctx, []part{{run: run, ents: []Entry{*e}}}, true)
+	}
+	if err != nil {
+		return fmt.Errorf("workflow run %s/%s: commit: %w", app, run, err)
+	}
+	return nil
+}
+
+// durable returns once the run's deferred changes are committed (all of
+// them; with entsOnly, none when its only deferred change is a lazy
+// start).
+func (j *journal) durable(ctx context.Context, app, run string, entsOnly bool) error {
+	a := j.app(app)
+	if a == nil {
+		return nil
+	}
+	if err := a.durable(ctx, run, entsOnly); err != nil {
+		return fmt.Errorf("workflow run %s/%s: commit: %w", app, run, err)
+	}
+	return nil
+}
+
 // commitIf commits ents (nil ones skipped) and rec in one change if the
 // run's record is still at version ver (journal.recordAt); it reports
 // false (and writes nothing) when it is not.
@@ -705,8 +832,10 @@ func (j *journal) commitIf(ctx context.Context, app, run string, ents []*Entry, 
 
 // create stores a new run, its first record, only if the run has no
 // record yet. It reports false when it has one. fresh says the run id
-// was just made at random: nothing is checked.
-func (j *journal) create(ctx context.Context, rec *Run, fresh bool) (bool, error) {
+// was just made at random: nothing is checked. lazy makes it the run's
+// deferred change (see "Deferral" in pack.go): it is committed with the
+// run's next change, or by durable.
+func (j *journal) create(ctx context.Context, rec *Run, fresh, lazy bool) (bool, error) {
 	cp := *rec
 	c := cond{kind: condNew}
 	if fresh {
@@ -715,7 +844,7 @@ func (j *journal) create(ctx context.Context, rec *Run, fresh bool) (bool, error
 	a, err := j.appFor(rec.App)
 	ok := false
 	if err == nil {
-		ok, err = a.submit(ctx, rec.ID, nil, &cp, c)
+		ok, err = a.submitParts(ctx, []part{{run: rec.ID, rec: &cp, c: c}}, lazy)
 	}
 	if err != nil {
 		return false, fmt.Errorf("start workflow run %s/%s: %w", rec.App, rec.ID, err)
@@ -753,4 +882,167 @@ func packChanges(chs []*change) []packChange {
 		}
 	}
 	return out
+}
+
+// Deferral (RATIONALE.md "Durable workflows: a change is durable before
+// what depends on it"). A lazy change (a start whose client waits for the
+// result, a step's end) is checked like any other, then kept back as its
+// run's deferred change instead of queued: the run's next change of its
+// own (condNone, condNotFinal: its activation's) carries it, merged ahead
+// of its own parts in one change, so one pack commits both or neither.
+// Anything else that touches the run (a duplicate start, a signal, a
+// control, a read of its current record, settled) flushes it: queues it
+// alone, then goes on as with any change in flight. durable is how the
+// run's activation makes it durable before an operation that depends on
+// it.
+
+// takeDeferredLocked merges the deferred change of ch's run into ch when
+// ch is its run's own change (one part, condNone or condNotFinal), and
+// flushes the deferred changes of ch's other runs. A lazy ch gets its
+// run's pend made. a.mu is held.
+func (a *appLog) takeDeferredLocked(ch *change, lazy bool) error {
+	own := len(ch.parts)-ch.lead == 1 && (ch.parts[ch.lead].c.kind == condNone || ch.parts[ch.lead].c.kind == condNotFinal)
+	for k := ch.lead; k < len(ch.parts); k++ {
+		run := ch.parts[k].run
+		o := a.runs[run]
+		if o == nil {
+			if !lazy {
+				continue
+			}
+			o = &pend{}
+			a.runs[run] = o
+		}
+		if own && o.lost != nil {
+			err := o.lost
+			o.lost = nil
+			a.dropIdleLocked(run, o)
+			return fmt.Errorf("workflow run %s/%s: an earlier change was not committed: %w", a.app, run, err)
+		}
+		d := o.deferred
+		if d == nil {
+			continue
+		}
+		if !own || ch.lead > 0 {
+			if a.flushLocked(run) {
+				a.kickPacker()
+			}
+			continue
+		}
+		o.deferred = nil
+		data := make([]byte, 0, len(d.data)+1+len(ch.data))
+		data = append(append(append(data, d.data...), ','), ch.data...)
+		// A new slice: the caller's parts keep their conditions (unmerge).
+		ch.parts = append(slices.Clone(d.parts), ch.parts...)
+		ch.data, ch.lead, ch.dataLead = data, len(d.parts), len(d.data)
+		if p := &ch.parts[ch.lead]; p.c.kind == condNotFinal && hasRecord(d) {
+			// The deferred change writes the record the condition is
+			// about (a start, not final): it holds.
+			p.c = cond{}
+		}
+		return nil
+	}
+	return nil
+}
+
+// unmergeLocked undoes takeDeferredLocked: the deferred parts ch carries
+// are queued alone, flushed, and returned (nil when it carries none); own
+// are ch's own parts as the caller made them (their conditions).
+// a.mu is held.
+func (a *appLog) unmergeLocked(ch *change, own []part) *change {
+	if ch.lead == 0 {
+		return nil
+	}
+	d := &change{parts: ch.parts[:ch.lead:ch.lead], data: ch.data[:ch.dataLead:ch.dataLead], done: make(chan struct{}), deferredOf: ch.parts[0].run}
+	ch.parts, ch.data, ch.lead, ch.dataLead = own, ch.data[ch.dataLead+1:], 0, 0
+	a.queueLocked(d)
+	a.kickPacker()
+	return d
+}
+
+// flushLocked queues the run's deferred change, if any, and reports
+// whether it did (the caller kicks the packer). a.mu is held.
+func (a *appLog) flushLocked(run string) bool {
+	o := a.runs[run]
+	if o == nil || o.deferred == nil {
+		return false
+	}
+	ch := o.deferred
+	o.deferred = nil
+	ch.deferredOf = run
+	a.queueLocked(ch)
+	return true
+}
+
+// durable returns once what the run's activation committed lazily is
+// committed: its deferred change, flushed, or one flushed by someone
+// else. entsOnly leaves a deferred change that holds no entries (a lazy
+// start alone) where it is. It answers the error of a deferred change
+// that failed.
+func (a *appLog) durable(ctx context.Context, run string, entsOnly bool) error {
+	a.mu.Lock()
+	o := a.runs[run]
+	if o == nil {
+		a.mu.Unlock()
+		return nil
+	}
+	if d := o.deferred; d != nil {
+		if entsOnly && !hasEntries(d) {
+			a.mu.Unlock()
+			return nil
+		}
+		a.flushLocked(run)
+		d.deferredOf = "" // its run's activation waits for it
+		a.mu.Unlock()
+		a.kickPacker()
+		return a.waitChange(ctx, d)
+	}
+	a.mu.Unlock()
+	if err := a.settled(ctx, run); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if o := a.runs[run]; o != nil && o.lost != nil {
+		err := o.lost
+		o.lost = nil
+		a.dropIdleLocked(run, o)
+		return err
+	}
+	return nil
+}
+
+// waitChange waits until ch is settled and answers its error. ch stays
+// queued when ctx ends first.
+func (a *appLog) waitChange(ctx context.Context, ch *change) error {
+	select {
+	case <-ch.done:
+		return ch.err
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %w", store.ErrOutcomeUnknown, ctx.Err())
+	}
+}
+
+func (a *appLog) kickPacker() {
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+}
+
+func hasRecord(ch *change) bool {
+	for _, p := range ch.parts {
+		if p.rec != nil {
+			return true
+		}
+	}
+	return false
+}
+
+func hasEntries(ch *change) bool {
+	for _, p := range ch.parts {
+		if len(p.ents) > 0 {
+			return true
+		}
+	}
+	return false
 }

@@ -36,11 +36,20 @@ func benchEngine(b *testing.B, inFlight int) *Engine {
 }
 
 // BenchmarkRun3Steps: start -> result of a 3-step run (every commit
-// fsynced), one at a time and 50 at once; it reports the runs' changes
-// per log commit.
+// fsynced), one at a time and 50 at once, started with Start or with
+// StartLazy (what the HTTP route and a start with a wait use); it reports
+// the runs' changes per log commit and the log commits per run.
 func BenchmarkRun3Steps(b *testing.B) {
-	for _, inFlight := range []int{1, 50} {
-		b.Run(fmt.Sprintf("inflight=%d", inFlight), func(b *testing.B) {
+	for _, c := range []struct {
+		inFlight int
+		lazy     bool
+	}{{1, false}, {1, true}, {50, false}, {50, true}} {
+		inFlight := c.inFlight
+		start := "eager"
+		if c.lazy {
+			start = "lazy"
+		}
+		b.Run(fmt.Sprintf("inflight=%d/start=%s", inFlight, start), func(b *testing.B) {
 			e := benchEngine(b, inFlight)
 			var n atomic.Int64
 			var mu sync.Mutex
@@ -55,7 +64,11 @@ func BenchmarkRun3Steps(b *testing.B) {
 					defer wg.Done()
 					for n.Add(1) <= int64(b.N) {
 						t := time.Now()
-						rec, _, err := e.Start(b.Context(), testApp, "flow", "", nil)
+						startRun := e.Start
+						if c.lazy {
+							startRun = e.StartLazy
+						}
+						rec, _, err := startRun(b.Context(), testApp, "flow", "", nil)
 						if err != nil {
 							b.Error(err)
 							return
@@ -78,6 +91,7 @@ func BenchmarkRun3Steps(b *testing.B) {
 			b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 			if p := s.Packs - s0.Packs; p > 0 {
 				b.ReportMetric(float64(s.Changes-s0.Changes)/float64(p), "changes/pack")
+				b.ReportMetric(float64(p)/float64(b.N), "packs/run")
 			}
 		})
 	}

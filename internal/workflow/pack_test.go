@@ -129,10 +129,10 @@ func TestRecordVersions(t *testing.T) {
 	j := e.j
 	ctx := t.Context()
 	rec := &Run{ID: "run-v", App: testApp, Workflow: "flow", State: StateRunning}
-	if ok, err := j.create(ctx, rec, false); err != nil || !ok {
+	if ok, err := j.create(ctx, rec, false, false); err != nil || !ok {
 		t.Fatalf("create: %v %v", ok, err)
 	}
-	if ok, err := j.create(ctx, rec, false); err != nil || ok {
+	if ok, err := j.create(ctx, rec, false, false); err != nil || ok {
 		t.Fatalf("a second create: %v %v, want false", ok, err)
 	}
 	got, ver, err := j.recordAt(ctx, testApp, "run-v")
@@ -269,7 +269,7 @@ func TestSecondWriterFailsCommit(t *testing.T) {
 	ctx := t.Context()
 	j := e.j
 	rec := &Run{ID: "mine", App: testApp, Workflow: "flow", State: StateRunning}
-	if ok, err := j.create(ctx, rec, false); err != nil || !ok {
+	if ok, err := j.create(ctx, rec, false, false); err != nil || !ok {
 		t.Fatalf("create: %v %v", ok, err)
 	}
 	theirs := &Run{ID: "theirs", App: testApp, Workflow: "flow", State: StateRunning}
