@@ -237,7 +237,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.caps = capability.New(capability.Config{Logger: cfg.Logger, KV: quotaKV{s.buckets, s.admit}, Publisher: s, Workflows: s.wf, Secrets: s.secrets, OnDenied: s.denials.OnDenied,
 		Registerer: s.metrics.Registry(), Egress: capability.EgressConfig{AllowCIDRs: cfg.EgressAllowCIDRs, Resolver: cfg.EgressResolver}})
 	s.rts = runtime.Set{}
-	wasmRT, err := wasm.New(ctx, wasm.Config{CacheDir: cfg.CacheDir, Logger: cfg.Logger,
+	wasmRT, err := wasm.New(ctx, wasm.Config{CacheDir: cfg.CacheDir, Logger: cfg.Logger, Artifacts: s.store,
 		HostFunctions: hostfn.NewDefaultRegistry(s.caps)})
 	if err != nil {
 		return nil, fmt.Errorf("wasm runtime: %w", err)
