@@ -78,6 +78,9 @@ type rewriteError struct{ err error }
 func (e *rewriteError) Error() string { return e.err.Error() }
 func (e *rewriteError) Unwrap() error { return e.err }
 
+// errRuntimeClosed means an instance was asked of a closed runtime.
+var errRuntimeClosed = errors.New("wasm runtime closed")
+
 // errCodeReleased means an instance was asked of a module closed meanwhile.
 var errCodeReleased = errors.New("module closed")
 
@@ -175,6 +178,11 @@ func (r *Runtime) use(ctx context.Context, c *code, fetch func(context.Context) 
 			return res, nil
 		}
 		l := c.loading
+		if l == nil && r.ctx.Err() != nil {
+			r.mu.Unlock()
+			r.unuse(ctx, c)
+			return nil, errRuntimeClosed
+		}
 		if l == nil {
 			l = &reload{done: make(chan struct{})}
 			c.loading = l

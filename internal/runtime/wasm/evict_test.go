@@ -147,6 +147,9 @@ func TestEvictedModuleReloads(t *testing.T) {
 	if n := src.count(guests["sdk"]); n != 1 {
 		t.Fatalf("%d fetches of the sdk guest, want 1 reload", n)
 	}
+	if sdk.(*module).snap.Load() == nil {
+		t.Fatal("no snapshot after the reload: _initialize must run again and be captured")
+	}
 	if !resident(r, sdk) || !resident(r, wagi) {
 		t.Fatal("want the reloaded code resident (in use) and the idle wagi code too (the budget counts idle codes)")
 	}

@@ -232,7 +232,9 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 
 // Close implements runtime.Runtime.
 func (r *Runtime) Close(ctx context.Context) error {
+	r.mu.Lock() // use starts no reload after this (it checks r.ctx under r.mu)
 	r.cancel()
+	r.mu.Unlock()
 	r.reloads.Wait()
 	return errors.Join(r.rt.Close(ctx), r.cache.Close(ctx))
 }
