@@ -131,7 +131,8 @@ type Config struct {
 	IdleModules int
 	// IdleModuleBytes bounds the total size of the artifacts counted in
 	// IdleModules (the most recently used one stays whatever its size).
-	// Optional: default 64 MiB.
+	// Optional: default 32 MiB (about five Go guests, which take about
+	// 30 MiB of memory each once compiled and run).
 	IdleModuleBytes int64
 }
 
@@ -143,7 +144,7 @@ type ArtifactSource interface {
 // Defaults of Config.IdleModules and Config.IdleModuleBytes.
 const (
 	defaultIdleModules     = 64
-	defaultIdleModuleBytes = 64 << 20
+	defaultIdleModuleBytes = 32 << 20
 )
 
 // Runtime runs WebAssembly functions on one wazero runtime (compiler
