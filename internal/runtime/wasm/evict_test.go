@@ -263,6 +263,19 @@ func TestIdleBudget(t *testing.T) {
 		mods = append(mods, load(t, r, runtime.Spec{Artifact: a}))
 	}
 	busy := instance(t, mods[0]) // reloads mods[0], evicted by the 4th load
+	// A module Load refuses never counts as idle: it evicts nothing.
+	evicted := r.evicted.Load()
+	both := &wasmbin.Module{Types: []wasmbin.FuncType{tVoid, tAlloc, tHandle}, MemoryPages: 1,
+		Funcs: []wasmbin.Func{{Type: 0}, {Type: 1, Body: wasmbin.I32Const(0)}, {Type: 2, Body: wasmbin.I64Const(0)}},
+		Exports: []wasmbin.Export{{Name: "memory", Kind: wasmbin.KindMemory}, {Name: "_start", Kind: wasmbin.KindFunc, Index: 0},
+			{Name: wire.ExportMarker, Kind: wasmbin.KindFunc, Index: 0}, {Name: wire.ExportAlloc, Kind: wasmbin.KindFunc, Index: 1},
+			{Name: wire.ExportHandle, Kind: wasmbin.KindFunc, Index: 2}}}
+	if _, err := r.Load(context.Background(), runtime.Spec{App: "a", Function: "f", Artifact: both.Encode(), Limits: complete(runtime.Limits{})}); !errors.Is(err, runtime.ErrInvalidModule) {
+		t.Fatalf("a module exporting both _start and %s loaded: %v", wire.ExportHandle, err)
+	}
+	if n := r.evicted.Load(); n != evicted {
+		t.Fatalf("a refused module evicted %d idle ones", n-evicted)
+	}
 	for _, a := range arts[4:] {
 		mods = append(mods, load(t, r, runtime.Spec{Artifact: a}))
 	}

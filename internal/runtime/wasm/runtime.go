@@ -293,11 +293,14 @@ func (r *Runtime) Load(ctx context.Context, spec runtime.Spec) (runtime.Module, 
 	why := r.check(res.module, lim, m)
 	dataInModule := res.image == nil && c.stats.DataEnd != 0
 	imageBytes := res.image.len()
-	r.unuse(ctx, c)
 	if why != "" {
+		// Released before the use ends, so that a module refused here
+		// never joins the idle list (where it could evict another).
 		r.release(ctx, c, m)
+		r.unuse(ctx, c)
 		return nil, invalid("%s", why)
 	}
+	r.unuse(ctx, c)
 	stats := c.stats
 	// A snapshot restores memory by mapping it, so the module must not
 	// write data segments over it at instantiation.
