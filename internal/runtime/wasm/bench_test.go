@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nimbus-dev/nimbus/internal/runtime"
+	"github.com/nimbus-dev/nimbus/internal/runtime/wasm/wasmbin"
 )
 
 // BenchmarkWarmCall is one request on a warm Go SDK instance.
@@ -52,6 +53,49 @@ func benchColdStart(b *testing.B, artifact []byte, req *runtime.Request) {
 			b.Fatal(err)
 		}
 		inst.Close(ctx)
+	}
+}
+
+// BenchmarkColdStartAfterEviction is BenchmarkColdStartGoSDK for a
+// function whose compiled code was evicted while it was idle (code.go):
+// the artifact fetched from an in-memory source, rewritten, its machine
+// code read from the compilation cache, and _initialize run (the eviction
+// dropped the snapshot). Two functions take turns with a budget of one
+// idle code, so every instance reloads.
+func BenchmarkColdStartAfterEviction(b *testing.B) {
+	benchReload(b, guests["sdk"], get("/hello", ""))
+}
+
+// BenchmarkColdStartAfterEvictionMinimal is the same for the smallest SDK
+// guest.
+func BenchmarkColdStartAfterEvictionMinimal(b *testing.B) {
+	benchReload(b, minimalSDK(nil), get("/", ""))
+}
+
+func benchReload(b *testing.B, artifact []byte, req *runtime.Request) {
+	other := minimalSDKWith(nil, wasmbin.Concat(wasmbin.I32Const(1), wasmbin.Drop()))
+	r := newRuntime(b, Config{Artifacts: newArtifactStore(artifact, other), IdleModules: 1})
+	mods := []runtime.Module{load(b, r, runtime.Spec{Artifact: artifact}), load(b, r, runtime.Spec{Artifact: other})}
+	ctx := context.Background()
+	b.ReportAllocs()
+	defer reportCPU(b)()
+	evicted := r.evicted.Load()
+	for b.Loop() {
+		for _, m := range mods {
+			inst, err := m.NewInstance(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if m == mods[0] {
+				if _, err := inst.Handle(ctx, req); err != nil {
+					b.Fatal(err)
+				}
+			}
+			inst.Close(ctx)
+		}
+	}
+	if n := r.evicted.Load() - evicted; n < int64(b.N) {
+		b.Fatalf("%d evictions in %d rounds: the benchmark did not reload", n, b.N)
 	}
 }
 

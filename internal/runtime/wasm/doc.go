@@ -61,7 +61,10 @@
 // snapshot are mapped copy-on-write from a memory file (image.go), so an
 // instance costs the pages it writes and growing copies nothing. Functions
 // loaded from one artifact share its compiled code and data image
-// (code.go). One wazero runtime therefore
+// (code.go). With an artifact source (Config.Artifacts), only the
+// artifacts in use and a budget of the most recently used idle ones stay
+// compiled: an idle function's code is released and reloaded at its next
+// instance, which concurrent first instances share. One wazero runtime therefore
 // serves modules of every memory limit; all share one compilation cache,
 // on disk when Config.CacheDir is set, so a restarted process does not
 // recompile. A response over the limit is ErrResponseTooLarge; a WAGI

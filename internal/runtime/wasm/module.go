@@ -25,7 +25,6 @@ type module struct {
 	app      string
 	function string
 	code     *code // shared with the functions loaded from the same artifact
-	compiled wazero.CompiledModule
 	closed   atomic.Bool
 	contract runtime.Contract
 	// initialize is set for reactors exporting _initialize.
@@ -37,11 +36,8 @@ type module struct {
 	// snapshot, taken by the first instance.
 	snapOK      bool
 	snapGlobals []string
-	snap        atomic.Pointer[snapshot]
-	// image is the data segments Load moved out of the module
-	// (wasmrw.Options.DataImage; code.image): every memory starts as it,
-	// or as snap.
-	image  *memImage
+	// An eviction of the code drops it (Runtime.idleLocked).
+	snap   atomic.Pointer[snapshot]
 	limits runtime.Limits
 	grants capability.Grants
 	env    []envVar
@@ -65,10 +61,10 @@ func (m *module) Close(ctx context.Context) error {
 	if m.closed.Swap(true) {
 		return nil
 	}
-	if s := m.snap.Load(); s != nil {
+	if s := m.snap.Swap(nil); s != nil {
 		s.memory.close()
 	}
-	return m.rt.release(ctx, m.code)
+	return m.rt.release(ctx, m.code, m)
 }
 
 // NewInstance implements runtime.Module. For the SDK contract it
@@ -76,11 +72,27 @@ func (m *module) Close(ctx context.Context) error {
 // instance is a handle only: CGI passes the request in the environment and
 // stdin, which are fixed at instantiation, so Handle instantiates the command
 // for each request.
+//
+// Each instance keeps the module's compiled code from eviction until it is
+// closed; an instance of a module whose code was evicted reloads it first
+// (code.go).
 func (m *module) NewInstance(ctx context.Context) (runtime.Instance, error) {
-	if m.contract == runtime.ContractWAGI {
-		return &wagiInstance{m: m}, nil
+	if m.closed.Load() {
+		return nil, fmt.Errorf("new instance of %s/%s: %w", m.app, m.function, errCodeReleased)
 	}
-	return m.newSDKInstance(ctx)
+	res, err := m.rt.use(ctx, m.code, m.rt.fetcher(m.code))
+	if err != nil {
+		return nil, fmt.Errorf("new instance of %s/%s: %w", m.app, m.function, err)
+	}
+	if m.contract == runtime.ContractWAGI {
+		return &wagiInstance{m: m, res: res}, nil
+	}
+	i, err := m.newSDKInstance(ctx, res)
+	if err != nil {
+		m.rt.unuse(ctx, m.code)
+		return nil, err
+	}
+	return i, nil
 }
 
 // moduleConfig is what every instance gets: real clocks and randomness (the
@@ -115,7 +127,7 @@ func (m *module) withCall(ctx context.Context, invocation, traceParent string, s
 // instantiate runs wazero's InstantiateModule with a memory capped at the
 // function's limit. A panic from wazero (an allocator refusing a module's
 // initial memory) becomes an error.
-func (m *module) instantiate(ctx context.Context, alloc *cappedAllocator, cfg wazero.ModuleConfig) (mod api.Module, err error) {
+func (m *module) instantiate(ctx context.Context, cm wazero.CompiledModule, alloc *cappedAllocator, cfg wazero.ModuleConfig) (mod api.Module, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			mod, err = nil, fmt.Errorf("instantiate: %v", p)
@@ -126,7 +138,7 @@ func (m *module) instantiate(ctx context.Context, alloc *cappedAllocator, cfg wa
 			alloc.release() // wazero frees only the memory of a module it closes
 		}
 	}()
-	return m.rt.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, alloc), m.compiled, cfg)
+	return m.rt.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, alloc), cm, cfg)
 }
 
 // failure turns an error from a guest call into the error Handle returns.

@@ -2,6 +2,7 @@ package wasm
 
 import (
 	"bytes"
+	"container/list"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tetratelabs/wazero"
@@ -117,7 +119,33 @@ type Config struct {
 	// default hostfn.NewDefaultRegistry over
 	// capability.New(capability.Config{Logger: Logger}).
 	HostFunctions *hostfn.Registry
+	// Artifacts gives back the artifact of a function whose compiled code
+	// was evicted (code.go), at its next instance. Optional: default nil
+	// keeps the compiled code of every loaded module for as long as it is
+	// loaded.
+	Artifacts ArtifactSource
+	// IdleModules is how many artifacts no instance uses stay compiled
+	// (the most recently used); the code of the others is released and
+	// reloaded at their next instance. Only with Artifacts. Optional:
+	// default 64.
+	IdleModules int
+	// IdleModuleBytes bounds the total size of the artifacts counted in
+	// IdleModules (the most recently used one stays whatever its size).
+	// Optional: default 32 MiB (about five Go guests, which take about
+	// 30 MiB of memory each once compiled and run).
+	IdleModuleBytes int64
 }
+
+// ArtifactSource gives an artifact's bytes by its SHA-256 (lowercase hex).
+type ArtifactSource interface {
+	GetArtifact(ctx context.Context, sha string) ([]byte, error)
+}
+
+// Defaults of Config.IdleModules and Config.IdleModuleBytes.
+const (
+	defaultIdleModules     = 64
+	defaultIdleModuleBytes = 32 << 20
+)
 
 // Runtime runs WebAssembly functions on one wazero runtime (compiler
 // backend) shared by every module it loads.
@@ -127,9 +155,24 @@ type Runtime struct {
 	rt     wazero.Runtime
 	// provided lists, per allowed import module, the functions it exports.
 	provided map[string]map[string]api.FunctionDefinition
-	mu       sync.Mutex
+	// ctx is cancelled by Close, which then waits for reloads.
+	ctx     context.Context
+	cancel  context.CancelFunc
+	reloads sync.WaitGroup
+	// The eviction of idle codes (code.go): src is nil when there is none.
+	src          ArtifactSource
+	idleMax      int
+	idleMaxBytes int64
+	// evicted and reloaded count evictions and reloads of compiled code.
+	evicted, reloaded atomic.Int64
+
+	mu sync.Mutex
 	// codes are the loaded artifacts' code by the SHA-256 of the artifact.
 	codes map[[sha256.Size]byte]*code
+	// idle lists the resident codes no instance uses, most recently used
+	// first, and idleBytes sums their artifacts' sizes.
+	idle      list.List
+	idleBytes int64
 }
 
 var _ runtime.Runtime = (*Runtime)(nil)
@@ -159,7 +202,15 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		WithCompilationCache(cache).
 		WithCloseOnContextDone(false)
 	rt := wazero.NewRuntimeWithConfig(ctx, rcfg)
-	r := &Runtime{logger: logger, cache: cache, rt: rt, provided: map[string]map[string]api.FunctionDefinition{}, codes: map[[sha256.Size]byte]*code{}}
+	r := &Runtime{logger: logger, cache: cache, rt: rt, provided: map[string]map[string]api.FunctionDefinition{}, codes: map[[sha256.Size]byte]*code{},
+		src: cfg.Artifacts, idleMax: cfg.IdleModules, idleMaxBytes: cfg.IdleModuleBytes}
+	if r.idleMax <= 0 {
+		r.idleMax = defaultIdleModules
+	}
+	if r.idleMaxBytes <= 0 {
+		r.idleMaxBytes = defaultIdleModuleBytes
+	}
+	r.ctx, r.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
 		r.Close(ctx)
 		return nil, fmt.Errorf("wasm: instantiate WASI: %w", err)
@@ -182,6 +233,10 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 
 // Close implements runtime.Runtime.
 func (r *Runtime) Close(ctx context.Context) error {
+	r.mu.Lock() // use starts no reload after this (it checks r.ctx under r.mu)
+	r.cancel()
+	r.mu.Unlock()
+	r.reloads.Wait()
 	return errors.Join(r.rt.Close(ctx), r.cache.Close(ctx))
 }
 
@@ -214,7 +269,15 @@ func (r *Runtime) Load(ctx context.Context, spec runtime.Spec) (runtime.Module, 
 		return nil, invalid("unsupported WebAssembly binary version %x (want 1)", b[4:8])
 	}
 	start := time.Now()
-	c, err := r.acquire(ctx, b)
+	m := &module{
+		rt:       r,
+		app:      spec.App,
+		function: spec.Function,
+		limits:   lim,
+		grants:   capability.NewGrants(spec.Capabilities),
+		env:      sortedEnv(spec.Env),
+	}
+	c, res, err := r.acquire(ctx, m, b)
 	var rwErr *rewriteError
 	switch {
 	case errors.Is(err, wasmrw.ErrReserved):
@@ -226,25 +289,21 @@ func (r *Runtime) Load(ctx context.Context, spec runtime.Spec) (runtime.Module, 
 	case err != nil:
 		return nil, fmt.Errorf("load %s/%s: %w: does not compile: %w", spec.App, spec.Function, runtime.ErrInvalidModule, err)
 	}
-	m := &module{
-		rt:       r,
-		app:      spec.App,
-		function: spec.Function,
-		code:     c,
-		compiled: c.compiled,
-		image:    c.image,
-		limits:   lim,
-		grants:   capability.NewGrants(spec.Capabilities),
-		env:      sortedEnv(spec.Env),
-	}
-	if why := r.check(c.compiled, lim, m); why != "" {
-		r.release(ctx, c)
+	m.code = c
+	why := r.check(res.module, lim, m)
+	dataInModule := res.image == nil && c.stats.DataEnd != 0
+	imageBytes := res.image.len()
+	if why != "" {
+		// Released before the use ends, so that a module refused here
+		// never joins the idle list (where it could evict another).
+		r.release(ctx, c, m)
+		r.unuse(ctx, c)
 		return nil, invalid("%s", why)
 	}
+	r.unuse(ctx, c)
 	stats := c.stats
 	// A snapshot restores memory by mapping it, so the module must not
 	// write data segments over it at instantiation.
-	dataInModule := c.image == nil && stats.DataEnd != 0
 	m.snapOK = m.contract == runtime.ContractSDK && snapshottable(stats, m.initialize) && !dataInModule
 	m.snapGlobals = stats.Globals
 	r.mu.Lock()
@@ -252,7 +311,7 @@ func (r *Runtime) Load(ctx context.Context, spec runtime.Spec) (runtime.Module, 
 	r.mu.Unlock()
 	r.logger.Debug("module loaded", "app", spec.App, "function", spec.Function, "revision", spec.Revision,
 		"contract", string(m.contract), "bytes", len(spec.Artifact), "rewrite_seconds", c.rewrite.Seconds(),
-		"checks", stats.Checks, "data_segments", stats.DataSegments, "merged_data_segments", stats.MergedSegments, "data_image_bytes", c.image.len(), "snapshot", m.snapOK,
+		"checks", stats.Checks, "data_segments", stats.DataSegments, "merged_data_segments", stats.MergedSegments, "data_image_bytes", imageBytes, "snapshot", m.snapOK,
 		"shared_with", shared, "load_seconds", time.Since(start).Seconds())
 	return m, nil
 }

@@ -33,6 +33,7 @@ type sdkInstance struct {
 	// that fits into, without calling nimbus_alloc.
 	reqPtr, reqCap uint32
 	broken         error
+	closed         bool
 }
 
 // minRequestBuffer is the least the host asks nimbus_alloc for when the
@@ -40,10 +41,11 @@ type sdkInstance struct {
 // once per request.
 const minRequestBuffer = 4096
 
-func (m *module) newSDKInstance(ctx context.Context) (*sdkInstance, error) {
+// newSDKInstance instantiates res, m's compiled code.
+func (m *module) newSDKInstance(ctx context.Context, res *compiled) (*sdkInstance, error) {
 	init := slogSink{r: m.rt, app: m.app, function: m.function}
 	snap := m.snap.Load()
-	memcap := &cappedAllocator{limit: m.limits.MemoryBytes, image: m.image}
+	memcap := &cappedAllocator{limit: m.limits.MemoryBytes, image: res.image}
 	if snap != nil {
 		memcap.image = snap.memory
 	}
@@ -59,7 +61,7 @@ func (m *module) newSDKInstance(ctx context.Context) (*sdkInstance, error) {
 	}
 	tctx, cancel := context.WithTimeout(ctx, m.limits.Timeout)
 	defer cancel()
-	mod, err := m.instantiate(m.withCall(tctx, "", "", init), i.memcap, cfg)
+	mod, err := m.instantiate(m.withCall(tctx, "", "", init), res.module, i.memcap, cfg)
 	if err == nil && snap != nil {
 		if err = snap.restore(m, mod); err != nil {
 			mod.Close(ctx)
@@ -178,8 +180,13 @@ func (i *sdkInstance) requestBuffer(parent, cctx context.Context) (uint32, error
 
 // Close implements runtime.Instance.
 func (i *sdkInstance) Close(ctx context.Context) error {
+	if i.closed {
+		return nil
+	}
+	i.closed = true
 	err := i.mod.Close(ctx)
 	i.memcap.release()
+	i.m.rt.unuse(ctx, i.m.code)
 	return err
 }
 

@@ -17,7 +17,9 @@ import (
 // instantiates the command afresh, because CGI fixes the request in the
 // environment and stdin at instantiation; the instance itself holds nothing.
 type wagiInstance struct {
-	m *module
+	m      *module
+	res    *compiled // m's code, kept from eviction until Close
+	closed bool
 }
 
 // Handle implements runtime.Instance.
@@ -35,7 +37,7 @@ func (i *wagiInstance) Handle(ctx context.Context, req *runtime.Request) (*runti
 	for _, e := range cgiEnv(req) {
 		cfg = cfg.WithEnv(e.k, e.v)
 	}
-	alloc := &cappedAllocator{limit: m.limits.MemoryBytes, image: m.image}
+	alloc := &cappedAllocator{limit: m.limits.MemoryBytes, image: i.res.image}
 	defer alloc.release()
 
 	tctx, cancel := context.WithTimeout(ctx, m.limits.Timeout)
@@ -45,7 +47,7 @@ func (i *wagiInstance) Handle(ctx context.Context, req *runtime.Request) (*runti
 	// that writes forever run into its timeout.
 	stdout.onOverflow = cancel
 	// On exit code 0 wazero returns a nil error and a closed module.
-	mod, err := m.instantiate(m.withCall(tctx, req.InvocationID, req.TraceParent, req.Log), alloc, cfg)
+	mod, err := m.instantiate(m.withCall(tctx, req.InvocationID, req.TraceParent, req.Log), i.res.module, alloc, cfg)
 	if mod != nil {
 		mod.Close(ctx)
 	}
@@ -71,7 +73,13 @@ func (i *wagiInstance) Handle(ctx context.Context, req *runtime.Request) (*runti
 }
 
 // Close implements runtime.Instance.
-func (i *wagiInstance) Close(context.Context) error { return nil }
+func (i *wagiInstance) Close(ctx context.Context) error {
+	if !i.closed {
+		i.closed = true
+		i.m.rt.unuse(ctx, i.m.code)
+	}
+	return nil
+}
 
 // cgiEnv is the RFC 3875 meta-variables of req, as WAGI sets them, plus
 // Nimbus extras. The request path is all PATH_INFO (SCRIPT_NAME is empty):
