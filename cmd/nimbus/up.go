@@ -28,7 +28,7 @@ func newUp(g *globals) *cobra.Command {
 	var cfg server.Config
 	var logLevel string
 	var redeploy bool
-	var bodyBudget, bodyMinRate string
+	var bodyBudget, bodyMinRate, idleCodeBytes string
 	var allowCIDRs []string
 	var policyFile string
 	cmd := &cobra.Command{
@@ -72,6 +72,14 @@ started is the one the CLI talks to. Lost a token? 'nimbus token create
 			if err := bodyFlags(&cfg, bodyBudget, bodyMinRate); err != nil {
 				return err
 			}
+			n, err := manifest.ParseSize(idleCodeBytes)
+			if err != nil || n > 1<<40 {
+				return fmt.Errorf("--idle-code-bytes %q: use a size up to 1TiB, such as 64MiB", idleCodeBytes)
+			}
+			cfg.WasmIdleModuleBytes = max(int64(n), 1)
+			if cfg.WasmIdleModules < 1 {
+				return fmt.Errorf("--idle-code-modules %d: use at least 1", cfg.WasmIdleModules)
+			}
 			for _, c := range allowCIDRs {
 				p, err := netip.ParsePrefix(c)
 				if err != nil {
@@ -107,6 +115,8 @@ started is the one the CLI talks to. Lost a token? 'nimbus token create
 	f.StringVar(&cfg.APIListen, "api-listen", "127.0.0.1:8081", "control plane API and /metrics address")
 	f.StringVar(&cfg.NATSListen, "nats-listen", "", "also open a NATS client listener on this address, for clients with the NKey seed in DATA/nats-client.nk (default: none)")
 	f.DurationVar(&cfg.IdleTimeout, "idle-timeout", 5*time.Minute, "close instances idle this long (scale to zero)")
+	f.IntVar(&cfg.WasmIdleModules, "idle-code-modules", 1024, "wasm modules with no instance whose compiled code stays in memory (the most recently used); the others reload it at their next request (~150 ms of CPU for a Go guest instead of <1 ms)")
+	f.StringVar(&idleCodeBytes, "idle-code-bytes", "64MiB", "most wasm bytes among those idle modules (a Go guest of 6 MB holds ~30 MiB of RAM while compiled)")
 	f.StringVar(&cfg.CacheDir, "cache-dir", "", "where compiled WebAssembly is kept across restarts (default DATA/wasm-cache); entries are keyed by module and version, so nodes may share one")
 	f.DurationVar(&cfg.EventsDuplicateWindow, "events-dedupe-window", events.DefaultDuplicateWindow, "how long an event's source and id are remembered to store a re-sent event once (each id costs ~140 B of RAM for the window)")
 	f.IntVar(&cfg.EventsMaxLag, "events-max-lag", events.DefaultMaxLag, "per app: events waiting for its triggers beyond which publishes get 429 (negative: no limit)")

@@ -56,8 +56,11 @@ type Config struct {
 	IdleTimeout time.Duration
 	// WasmIdleModules is how many wasm artifacts with no instance stay
 	// compiled; the others are reloaded from the store at their next
-	// instance (wasm.Config.IdleModules). Optional: default 64.
+	// instance (wasm.Config.IdleModules). Optional: default 1024.
 	WasmIdleModules int
+	// WasmIdleModuleBytes bounds the artifact bytes of those idle modules
+	// (wasm.Config.IdleModuleBytes). Optional: default 64 MiB.
+	WasmIdleModuleBytes int64
 	// AsyncMaxAttempts and AsyncBackoff are the retry policy of async
 	// invocations (see events.TriggerSpec). Default 5 attempts, 1s first
 	// backoff.
@@ -241,7 +244,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.caps = capability.New(capability.Config{Logger: cfg.Logger, KV: quotaKV{s.buckets, s.admit}, Publisher: s, Workflows: s.wf, Secrets: s.secrets, OnDenied: s.denials.OnDenied,
 		Registerer: s.metrics.Registry(), Egress: capability.EgressConfig{AllowCIDRs: cfg.EgressAllowCIDRs, Resolver: cfg.EgressResolver}})
 	s.rts = runtime.Set{}
-	wasmRT, err := wasm.New(ctx, wasm.Config{CacheDir: cfg.CacheDir, Logger: cfg.Logger, Artifacts: s.store, IdleModules: cfg.WasmIdleModules,
+	wasmRT, err := wasm.New(ctx, wasm.Config{CacheDir: cfg.CacheDir, Logger: cfg.Logger, Artifacts: s.store, IdleModules: cfg.WasmIdleModules, IdleModuleBytes: cfg.WasmIdleModuleBytes,
 		HostFunctions: hostfn.NewDefaultRegistry(s.caps)})
 	if err != nil {
 		return nil, fmt.Errorf("wasm runtime: %w", err)

@@ -127,12 +127,12 @@ type Config struct {
 	// IdleModules is how many artifacts no instance uses stay compiled
 	// (the most recently used); the code of the others is released and
 	// reloaded at their next instance. Only with Artifacts. Optional:
-	// default 64.
+	// default 1024.
 	IdleModules int
 	// IdleModuleBytes bounds the total size of the artifacts counted in
 	// IdleModules (the most recently used one stays whatever its size).
-	// Optional: default 32 MiB (about five Go guests, which take about
-	// 30 MiB of memory each once compiled and run).
+	// Optional: default 64 MiB (about ten Go guests of 6 MB, which take
+	// about 30 MiB of memory each once compiled and run: ~300 MiB).
 	IdleModuleBytes int64
 }
 
@@ -143,8 +143,8 @@ type ArtifactSource interface {
 
 // Defaults of Config.IdleModules and Config.IdleModuleBytes.
 const (
-	defaultIdleModules     = 64
-	defaultIdleModuleBytes = 32 << 20
+	defaultIdleModules     = 1024
+	defaultIdleModuleBytes = 64 << 20
 )
 
 // Runtime runs WebAssembly functions on one wazero runtime (compiler
