@@ -88,6 +88,14 @@ func (e *Engine) step(r *run) (time.Duration, error) {
 		// catches changes that do not replay (non-determinism).
 		e.logger.Debug("workflow run continues on another revision", "app", r.app, "run", r.id, "started_on", rec.Revision, "now", fn.Revision)
 	}
+	release, err := e.admit(r, &rec) // the workflow's flow control (flow.go)
+	if err != nil {
+		return 0, err
+	}
+	defer release()
+	if r.terminated.Load() {
+		return 0, nil // terminated while it waited for its turn (terminate.go)
+	}
 	select {
 	case slots <- struct{}{}:
 	case <-e.ctx.Done():
@@ -113,7 +121,6 @@ func (e *Engine) step(r *run) (time.Duration, error) {
 		TraceParent: runTraceParent(r.app, r.id),
 	}
 	var resp *runtime.Response
-	var err error
 	if pinned {
 		resp, err = e.opts.Revisions.InvokeRevision(e.ctx, r.app, rec.Workflow, fn.Revision, req)
 	} else {

@@ -96,6 +96,9 @@ type appState struct {
 	// pinned: function revision -> its function, for every revision
 	// held for runs in flight (versions.go).
 	pinned map[string]model.Function
+	// flows: workflow name -> its flow control (flow.go), for the
+	// workflows of the active revision that have one.
+	flows map[string]*flowCtl
 }
 
 // run is a run in memory. rec, active, again and waiters are guarded by
@@ -120,6 +123,9 @@ type run struct {
 	paused atomic.Bool
 	// terminated: the run was terminated (terminate.go).
 	terminated atomic.Bool
+	// admitted: the run's start took its slot of the workflow's rate
+	// window (flow.go); its driving goroutine's.
+	admitted bool
 }
 
 // activation is one invocation of a run's workflow function.
@@ -215,8 +221,19 @@ func (e *Engine) ActiveRuns() int {
 func runKey(app, id string) string { return app + "/" + id }
 
 // Validate implements the component contract: the model checked the
-// workflow functions already (kind, runtime); nothing here can refuse.
-func (e *Engine) Validate(context.Context, *model.Revision) error { return nil }
+// workflow functions already (kind, runtime); here, their flow control
+// (flow.go), which keys runs on their input.
+func (e *Engine) Validate(_ context.Context, rev *model.Revision) error {
+	var errs []error
+	for _, fn := range rev.Functions {
+		if fn.IsWorkflow() {
+			if err := CheckFlow(fn.Flow); err != nil {
+				errs = append(errs, fmt.Errorf("%w: workflow %s: flow: %w", ErrInvalid, fn.Name, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
 
 // Provision makes rev's workflows runnable: it creates the app's stream,
 // and the first time it sees the app in this process it resumes every run
@@ -228,6 +245,9 @@ func (e *Engine) Provision(ctx context.Context, rev *model.Revision) error {
 		if fn.IsWorkflow() {
 			fns[fn.Name] = fn
 		}
+	}
+	if err := e.Validate(ctx, rev); err != nil {
+		return err
 	}
 	e.mu.Lock()
 	st := e.apps[rev.App]
@@ -245,10 +265,11 @@ func (e *Engine) Provision(ctx context.Context, rev *model.Revision) error {
 	}
 	first := st == nil
 	if first {
-		st = &appState{slots: map[string]chan struct{}{}, parked: map[string]bool{}, pinned: map[string]model.Function{}}
+		st = &appState{slots: map[string]chan struct{}{}, parked: map[string]bool{}, pinned: map[string]model.Function{}, flows: map[string]*flowCtl{}}
 		e.apps[rev.App] = st
 	}
 	st.fns = fns
+	e.setFlowsLocked(st, fns)
 	for _, fn := range fns {
 		if st.slots[fn.Revision] == nil {
 			st.slots[fn.Revision] = make(chan struct{}, max(1, fn.MaxInstances*fn.Concurrency))
@@ -318,8 +339,11 @@ func (e *Engine) Provision(ctx context.Context, rev *model.Revision) error {
 // Retire forgets app and deletes its runs (the app was deleted).
 func (e *Engine) Retire(ctx context.Context, app string) error {
 	e.mu.Lock()
-	_, known := e.apps[app]
+	st, known := e.apps[app]
 	delete(e.apps, app)
+	if known {
+		e.setFlowsLocked(st, nil)
+	}
 	e.mu.Unlock()
 	e.stopTopics(app)
 	if !known {
