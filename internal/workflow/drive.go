@@ -120,6 +120,9 @@ func (e *Engine) step(r *run) (time.Duration, error) {
 		Body:        rec.Input,
 		TraceParent: runTraceParent(r.app, r.id),
 	}
+	if e.opts.Logs != nil {
+		req.Log = e.opts.Logs.Sink(r.app, rec.Workflow, fn.Revision, a.id, a.logTag)
+	}
 	var resp *runtime.Response
 	if pinned {
 		resp, err = e.opts.Revisions.InvokeRevision(e.ctx, r.app, rec.Workflow, fn.Revision, req)

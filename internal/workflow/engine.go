@@ -58,6 +58,10 @@ type Options struct {
 	// Effects applies the KV writes of journaled steps (effects.go).
 	// Optional: without it they are logged and dropped.
 	Effects EffectApplier
+	// Logs gives each activation its log sink, whose lines carry the run
+	// and the step running (logtag.go). Optional: without it the
+	// invoker's sink (untagged) applies.
+	Logs LogSinks
 }
 
 // Engine is the workflow engine of a node: a component (Validate,
@@ -141,8 +145,10 @@ type activation struct {
 	waiting bool
 	// pending is the answer of a Call the guest has not taken (call.go).
 	pending *pendingCall
-	// begun is 1 + the position of the step running now, 0 for none.
-	begun int
+	// begun is 1 + the position of the step running now, 0 for none;
+	// stepName is its name.
+	begun    int
+	stepName string
 	// attemptStart and attemptSpan time the step attempt running now
 	// (observe.go).
 	attemptStart time.Time

@@ -112,7 +112,7 @@ func (e *Engine) StepBegin(ctx context.Context, app, invocation string, pos int,
 			return StepAnswer{}, err
 		}
 	}
-	a.begun = pos + 1
+	a.begun, a.stepName = pos+1, name
 	a.fx = nil
 	a.beginAttempt(e.opts.Now())
 	return StepAnswer{Attempt: len(atts) + 1}, nil
