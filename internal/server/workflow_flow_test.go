@@ -156,6 +156,19 @@ func TestWorkflowCallThroughCalleeFlow(t *testing.T) {
 		}
 		return nil
 	})
+	info, err := srv.Workflows().Get(ctx, "shop", "p2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	attempts := 0
+	for _, e := range info.Timeline {
+		if e.Type == workflow.EntryAttempt && e.Name == "nimbus.call:double" {
+			attempts++
+		}
+	}
+	if attempts != 2 {
+		t.Errorf("p2's call step failed %d attempts before failing for good, want 2 (its Retry: 3 attempts)", attempts)
+	}
 	if n := execsOf(t, srv, "call/p1/0/nimbus.call.double"); n != 1 {
 		t.Errorf("double ran %d times for p1, want 1", n)
 	}

@@ -57,7 +57,10 @@ func (g *gated) running() (entered []string, total int) {
 }
 
 func (g *gated) Invoke(ctx context.Context, app, fn string, req *runtime.Request) (*runtime.Response, error) {
-	var in struct{ Tenant string }
+	var in struct {
+		Tenant string
+		Sleep  bool // after the step, sleep an hour (the run suspends)
+	}
 	_ = json.Unmarshal(req.Body, &in)
 	run, inv := req.Header.Get(wire.HeaderRun), req.InvocationID
 	ans, err := g.e.StepBegin(ctx, testApp, inv, 0, "work")
@@ -87,6 +90,11 @@ func (g *gated) Invoke(ctx context.Context, app, fn string, req *runtime.Request
 			return nil, werr // the node stops: the step is not recorded
 		}
 		if _, err := g.e.StepEnd(ctx, testApp, inv, 0, "work", []byte(`"`+run+`"`), false, -1); err != nil {
+			return nil, err
+		}
+	}
+	if in.Sleep {
+		if err := g.e.Sleep(ctx, testApp, inv, 1, time.Now().Add(time.Hour)); err != nil {
 			return nil, err
 		}
 	}
@@ -160,6 +168,30 @@ func TestFlowKeyConcurrencyPerRunInput(t *testing.T) {
 	}
 	if s := e.FlowStats(testApp, "flow"); s != (FlowStats{}) {
 		t.Fatalf("flow after every run ended: %+v", s)
+	}
+}
+
+// A run holds its slot while its code runs, not while it is suspended:
+// with key_concurrency 1, a run sleeping for an hour does not hold back
+// the next run of its key.
+func TestFlowSuspendedRunHoldsNoSlot(t *testing.T) {
+	t.Parallel()
+	g := newGated()
+	g.open()
+	e := flowEngine(t, openStore(t), g, flowRevision("r1", &model.Flow{Key: "input.tenant", KeyConcurrency: 1, Priority: 5}))
+	if _, _, err := e.Start(t.Context(), testApp, "flow", "sleeper", []byte(`{"tenant":"a","sleep":true}`)); err != nil {
+		t.Fatal(err)
+	}
+	pollUntil(t, "sleeper sleeping", func() bool {
+		rec, err := e.Get(t.Context(), testApp, "sleeper")
+		return err == nil && rec.State == StateSleeping
+	})
+	startRun(t, e, "next", "a")
+	if rec := wait(t, e, "next"); rec.State != StateCompleted {
+		t.Fatalf("next: %s %s", rec.State, rec.Error)
+	}
+	if rec, _ := e.Get(t.Context(), testApp, "sleeper"); rec.State != StateSleeping {
+		t.Fatalf("sleeper: %s, want still sleeping", rec.State)
 	}
 }
 
