@@ -252,9 +252,6 @@ func (e *Engine) Provision(ctx context.Context, rev *model.Revision) error {
 			fns[fn.Name] = fn
 		}
 	}
-	if err := e.Validate(ctx, rev); err != nil {
-		return err
-	}
 	e.mu.Lock()
 	st := e.apps[rev.App]
 	e.mu.Unlock()

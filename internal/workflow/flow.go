@@ -174,8 +174,9 @@ func (fc *flowCtl) key(input []byte) string {
 // setFlowsLocked makes st's flow controls those of fns: a workflow whose
 // flow did not change keeps its limiters (and who holds and waits for
 // them); a changed one gets new limiters, and the runs waiting for the old
-// ones move to them. A flow the engine cannot apply (Validate refuses it
-// first) is logged and left out.
+// ones move to them. A flow the engine cannot apply is logged and left
+// out: Validate refuses it at deploy, but a revision stored before (a
+// header key was allowed then) must still provision at start.
 func (e *Engine) setFlowsLocked(st *appState, fns map[string]model.Function) {
 	for name, fc := range st.flows {
 		if fn, ok := fns[name]; !ok || !fc.same(fn) {

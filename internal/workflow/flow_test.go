@@ -346,4 +346,15 @@ func TestFlowRefusedForWorkflow(t *testing.T) {
 			t.Errorf("flow %+v: %v, want ErrInvalid naming workflow flow and %q", fl, err, want)
 		}
 	}
+	// A revision stored before such flows were refused still provisions
+	// (at start), its flow left out, and its runs run.
+	if err := e.Provision(t.Context(), flowRevision("stored", &model.Flow{Key: "header.X-Tenant", KeyConcurrency: 1})); err != nil {
+		t.Fatalf("provision a stored revision with a header key: %v", err)
+	}
+	if _, _, err := e.Start(t.Context(), testApp, "flow", "old-flow", nil); err != nil {
+		t.Fatal(err)
+	}
+	if rec := wait(t, e, "old-flow"); rec.State != StateCompleted {
+		t.Fatalf("run under a flow left out: %s %s", rec.State, rec.Error)
+	}
 }
