@@ -45,8 +45,8 @@ func TestWorkflowFlowKeyConcurrency(t *testing.T) {
 	guest := guesttest.MustBuild(t, wfGuestDir, guesttest.Reactor)
 	srv := start(t, t.TempDir())
 	err := deployFlowWF(t, srv, guest, &model.Flow{Key: "header.X-Tenant", KeyConcurrency: 1, Priority: 5})
-	if !errors.Is(err, workflow.ErrInvalid) || !strings.Contains(err.Error(), "input.<field>") {
-		t.Fatalf("deploy with a header key: %v, want ErrInvalid pointing at input.<field>", err)
+	if !errors.Is(err, model.ErrInvalid) || !strings.Contains(err.Error(), "workflow flow: ") || !strings.Contains(err.Error(), "input.<field>") {
+		t.Fatalf("deploy with a header key: %v, want model.ErrInvalid naming the workflow and pointing at input.<field>", err)
 	}
 	if err := deployFlowWF(t, srv, guest, &model.Flow{Key: "input.tenant", KeyConcurrency: 1, Priority: 5}); err != nil {
 		t.Fatal(err)

@@ -234,7 +234,7 @@ func (e *Engine) Validate(_ context.Context, rev *model.Revision) error {
 	for _, fn := range rev.Functions {
 		if fn.IsWorkflow() {
 			if err := CheckFlow(fn.Flow); err != nil {
-				errs = append(errs, fmt.Errorf("%w: workflow %s: flow: %w", ErrInvalid, fn.Name, err))
+				errs = append(errs, fmt.Errorf("%w: workflow %s: %w", model.ErrInvalid, fn.Name, err))
 			}
 		}
 	}

@@ -341,9 +341,11 @@ func TestFlowRefusedForWorkflow(t *testing.T) {
 		{DebounceMS: 2000}:                          "debounce does not apply to a workflow",
 		{Key: "input..x", KeyConcurrency: 1}:        "empty field name",
 	} {
-		err := e.Validate(t.Context(), flowRevision("bad", fl))
-		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "workflow flow") || !strings.Contains(err.Error(), want) {
-			t.Errorf("flow %+v: %v, want ErrInvalid naming workflow flow and %q", fl, err, want)
+		rev := flowRevision("bad", fl)
+		rev.Functions[0].Name = "checkout"
+		err := e.Validate(t.Context(), rev)
+		if !errors.Is(err, model.ErrInvalid) || !strings.Contains(err.Error(), "workflow checkout: ") || !strings.Contains(err.Error(), want) {
+			t.Errorf("flow %+v: %v, want model.ErrInvalid naming workflow checkout and %q", fl, err, want)
 		}
 	}
 	// A revision stored before such flows were refused still provisions
