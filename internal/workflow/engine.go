@@ -130,6 +130,9 @@ type run struct {
 	// admitted: the run's start took its slot of the workflow's rate
 	// window (flow.go); its driving goroutine's.
 	admitted bool
+	// queued: the run waits for its turn under its workflow's flow
+	// control (flow.go).
+	queued atomic.Bool
 }
 
 // activation is one invocation of a run's workflow function.
@@ -542,6 +545,10 @@ type RunInfo struct {
 	// Timeline is the run's journal; results and inputs over
 	// MaxShownBytes are cut (Entry.Truncated).
 	Timeline []Entry `json:"timeline"`
+	// Queued is set while the run waits for its turn under its
+	// workflow's flow control on this node (flow.go): started, durable,
+	// not running yet.
+	Queued bool `json:"queued,omitempty"`
 }
 
 // MaxShownBytes caps a result or input shown in a timeline.
@@ -563,7 +570,11 @@ func (e *Engine) Get(ctx context.Context, app, id string) (*RunInfo, error) {
 		ents[i].Input, ents[i].Truncated = cut(ents[i].Input, ents[i].Truncated)
 	}
 	rec.Input, _ = cut(rec.Input, false)
-	return &RunInfo{Run: *rec, TraceID: RunTraceID(app, id), Timeline: ents}, nil
+	e.mu.Lock()
+	r := e.runs[runKey(app, id)]
+	queued := r != nil && r.queued.Load() && !rec.Done()
+	e.mu.Unlock()
+	return &RunInfo{Run: *rec, TraceID: RunTraceID(app, id), Timeline: ents, Queued: queued}, nil
 }
 
 // timeline is a run's journal as shown: with its start and its end, which

@@ -212,6 +212,8 @@ func (e *Engine) flowOf(app, workflow string) *flowCtl {
 // A limiter closed meanwhile (the flow changed with a deploy) sends it to
 // the new one.
 func (e *Engine) admit(r *run, rec *Run) (release func(), err error) {
+	r.queued.Store(true)
+	defer r.queued.Store(false)
 	for {
 		fc := e.flowOf(r.app, rec.Workflow)
 		if fc == nil {

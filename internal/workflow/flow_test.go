@@ -147,12 +147,10 @@ func TestFlowKeyConcurrencyPerRunInput(t *testing.T) {
 	if len(entered) != 2 || entered[0][0] == entered[1][0] {
 		t.Fatalf("running %v: want one run of key a and one of key b", entered)
 	}
-	for _, id := range []string{"a2", "b2"} {
-		if !slices.Contains(entered, id) {
-			rec, err := e.Get(t.Context(), testApp, id)
-			if err != nil || rec.State != StateRunning {
-				t.Fatalf("queued run %s: %v, %v; want a run recorded as running", id, rec, err)
-			}
+	for _, id := range []string{"a1", "a2", "b1", "b2"} {
+		rec, err := e.Get(t.Context(), testApp, id)
+		if err != nil || rec.State != StateRunning || rec.Queued == slices.Contains(entered, id) {
+			t.Fatalf("run %s: %+v, %v; want running, and queued unless its step runs (%v run)", id, rec, err, entered)
 		}
 	}
 	g.open()
