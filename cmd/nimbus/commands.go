@@ -329,11 +329,14 @@ func newLogs(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "logs APP[/FUNCTION]",
 		Short: "Show what functions wrote to stdout, stderr and the log",
-		Long: `Show guest output, each line tagged with its function and invocation id.
+		Long: `Show guest output, each line tagged with its function and invocation id,
+and a workflow's lines with their run, and the step, position and attempt
+running when the line was written. --run keeps one run's lines.
 --since takes a duration (10m) or an RFC 3339 time; -f keeps following.
 --json prints one JSON object per line.`,
 		Example: `  nimbus logs hello
   nimbus logs hello/hello --since 10m
+  nimbus logs shop --run order-1
   nimbus logs hello -f --json`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -361,7 +364,7 @@ func newLogs(g *globals) *cobra.Command {
 				if e.Level != "" {
 					level = e.Level
 				}
-				_, err := fmt.Printf("%s %s %s %-6s %s\n", e.Time.Local().Format("15:04:05.000"), e.Function, inv, level, e.Message)
+				_, err := fmt.Printf("%s %s %s %-6s %s%s\n", e.Time.Local().Format("15:04:05.000"), e.Function, inv, level, runTag(e), e.Message)
 				return err
 			})
 		},
@@ -369,7 +372,21 @@ func newLogs(g *globals) *cobra.Command {
 	cmd.Flags().BoolVarP(&q.Follow, "follow", "f", false, "keep streaming new lines")
 	cmd.Flags().StringVar(&q.Since, "since", "", "only lines newer than this (10m, 2h, or RFC 3339)")
 	cmd.Flags().IntVar(&q.Limit, "limit", 0, "at most this many lines (0: no limit)")
+	cmd.Flags().StringVar(&q.Run, "run", "", "only the lines of this workflow run")
 	return cmd
+}
+
+// runTag is how a line of a workflow run shows its run and step:
+// "[run order-1 step 2 charge attempt 1] ", "[run order-1] " outside
+// steps, "" for other invocations.
+func runTag(e guestlog.Entry) string {
+	switch {
+	case e.Run == "":
+		return ""
+	case e.Step == nil:
+		return "[run " + e.Run + "] "
+	}
+	return fmt.Sprintf("[run %s step %d %s attempt %d] ", e.Run, e.Step.Position, e.Step.Name, e.Step.Attempt)
 }
 
 // checkFunction fails unless app has (or had, in some revision) a function

@@ -208,7 +208,11 @@ func newWFShow(g *globals) *cobra.Command {
 			if g.json {
 				return printJSON(os.Stdout, info)
 			}
-			fmt.Printf("%s  %s  %s  revision %s\n", info.ID, info.Workflow, info.State, short(info.Revision))
+			queued := ""
+			if info.Queued {
+				queued = " (queued: waiting for its turn under the workflow's flow control)"
+			}
+			fmt.Printf("%s  %s  %s%s  revision %s\n", info.ID, info.Workflow, info.State, queued, short(info.Revision))
 			if info.Parent != "" {
 				fmt.Printf("child of run %s\n", info.Parent)
 			}

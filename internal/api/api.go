@@ -504,7 +504,7 @@ func (a *api) invoke(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *api) logs(w http.ResponseWriter, r *http.Request) error {
-	q := guestlog.Query{App: r.PathValue("app"), Function: r.URL.Query().Get("function")}
+	q := guestlog.Query{App: r.PathValue("app"), Function: r.URL.Query().Get("function"), Run: r.URL.Query().Get("run")}
 	if s := r.URL.Query().Get("since"); s != "" {
 		t, err := parseSince(s, time.Now())
 		if err != nil {

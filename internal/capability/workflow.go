@@ -136,8 +136,15 @@ func (s *WorkflowService) Call(ctx context.Context, call *Caller, function strin
 	if err := s.args(call, op, 0, function, len(body)); err != nil {
 		return workflow.CallAnswer{}, err
 	}
-	ans, err := s.backend.Call(ctx, call.App, call.InvocationID, function, body, key)
-	return ans, s.mapErr(call, op, err)
+	ans, cause := s.backend.Call(ctx, call.App, call.InvocationID, function, body, key)
+	err := s.mapErr(call, op, cause)
+	if errors.Is(err, ErrUnavailable) {
+		// The guest learns the code only; the run's log (tagged with the
+		// step) says why: the callee's flow control refused it, it timed
+		// out, trapped.
+		call.log("warn", cause.Error())
+	}
+	return ans, err
 }
 
 // TookCall forgets the kept answer of the caller's last Call.

@@ -236,6 +236,7 @@ type LogQuery struct {
 	Since    string // duration or RFC 3339
 	Limit    int
 	Follow   bool
+	Run      string // one workflow run's lines
 }
 
 // Logs streams an app's guest logs to fn until the stream ends (or, with
@@ -250,6 +251,9 @@ func (c *Client) Logs(ctx context.Context, app string, q LogQuery, fn func(guest
 	}
 	if q.Limit > 0 {
 		v.Set("limit", fmt.Sprint(q.Limit))
+	}
+	if q.Run != "" {
+		v.Set("run", q.Run)
 	}
 	if q.Follow {
 		v.Set("follow", "true")

@@ -259,20 +259,20 @@ func TestKV(t *testing.T) {
 
 func TestLogs(t *testing.T) {
 	srv := serve(t, func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Query().Get("function") != "api" || r.URL.Query().Get("limit") != "2" {
+		if r.URL.Query().Get("function") != "api" || r.URL.Query().Get("limit") != "2" || r.URL.Query().Get("run") != "order-1" {
 			apierror.Write(w, apierror.New(http.StatusBadRequest, "bad_query", r.URL.RawQuery))
 			return
 		}
 		io.WriteString(w, `{"app":"shop","function":"api","stream":"stdout","message":"one"}`+"\n")
-		io.WriteString(w, `{"app":"shop","function":"api","stream":"log","level":"info","message":"two"}`+"\n")
+		io.WriteString(w, `{"app":"shop","function":"api","stream":"log","level":"info","message":"two","run":"order-1","step":{"name":"charge","position":1,"attempt":2}}`+"\n")
 	})
 	var got []guestlog.Entry
-	err := client.New(srv.URL, "").Logs(context.Background(), "shop", client.LogQuery{Function: "api", Limit: 2},
+	err := client.New(srv.URL, "").Logs(context.Background(), "shop", client.LogQuery{Function: "api", Limit: 2, Run: "order-1"},
 		func(e guestlog.Entry) error { got = append(got, e); return nil })
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != 2 || got[0].Message != "one" || got[1].Level != "info" {
+	if len(got) != 2 || got[0].Message != "one" || got[1].Level != "info" || got[1].Run != "order-1" || got[1].Step == nil || *got[1].Step != (guestlog.Step{Name: "charge", Position: 1, Attempt: 2}) {
 		t.Fatalf("entries = %+v", got)
 	}
 }

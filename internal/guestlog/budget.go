@@ -87,7 +87,8 @@ func (a *appState) markerDue(now time.Time) bool {
 type sink struct {
 	w     *Writer
 	app   *appState
-	entry Entry // the invocation's fields; Time, Stream, Level and Message unset
+	entry Entry        // the invocation's fields; Time, Stream, Level and Message unset
+	tag   func(*Entry) // tags each line (TaggedSink); nil: none
 
 	lines atomic.Int64 // lines offered, stored or not
 	bytes atomic.Int64 // bytes offered (after capLine), stored or not
@@ -129,6 +130,9 @@ func (s *sink) newEntry(stream, level, msg string) Entry {
 	e := s.entry
 	e.Time = time.Now().UTC()
 	e.Stream, e.Level, e.Message = stream, level, msg
+	if s.tag != nil {
+		s.tag(&e)
+	}
 	return e
 }
 

@@ -31,9 +31,24 @@ type Entry struct {
 	// and stderr.
 	Level   string `json:"level,omitempty"`
 	Message string `json:"message"`
+	// Run is the workflow run whose activation wrote the line; empty for
+	// other invocations.
+	Run string `json:"run,omitempty"`
+	// Step is the step of the run that was running when the line was
+	// written; nil outside steps (the workflow's own code).
+	Step *Step `json:"step,omitempty"`
 	// Seq is the entry's sequence in the logs stream, set by Read. It grows
 	// with every entry, so it can resume a read.
 	Seq uint64 `json:"-"`
+}
+
+// Step is the workflow step a line was written in.
+type Step struct {
+	Name string `json:"name"`
+	// Position is the step's position in the run's journal, from 0.
+	Position int `json:"position"`
+	// Attempt is the attempt of the step running, from 1.
+	Attempt int `json:"attempt"`
 }
 
 // MaxLineBytes caps one log line. A longer line keeps its first MaxLineBytes
@@ -330,6 +345,13 @@ func (w *Writer) Sink(app, function, revision, invocation string) runtime.LogSin
 	return &sink{w: w, app: w.app(app), entry: Entry{App: app, Function: function, Revision: revision, Invocation: invocation}}
 }
 
+// TaggedSink is Sink whose lines are tagged by tag, called as each line
+// is written (on the goroutine writing it): a workflow activation's lines
+// carry the run and the step running at that moment.
+func (w *Writer) TaggedSink(app, function, revision, invocation string, tag func(*Entry)) runtime.LogSink {
+	return &sink{w: w, app: w.app(app), entry: Entry{App: app, Function: function, Revision: revision, Invocation: invocation}, tag: tag}
+}
+
 // Close stops accepting lines and waits, until ctx is done, for the pending
 // ones to be published and acknowledged.
 func (w *Writer) Close(ctx context.Context) error {
@@ -441,6 +463,9 @@ type Query struct {
 	Limit int
 	// Follow keeps Read streaming new entries until its context is done.
 	Follow bool
+	// Run keeps the lines of one workflow run (Entry.Run); "" keeps all.
+	// Limit counts the lines kept.
+	Run string
 }
 
 // Read calls fn for each entry matching q, in the order they were written.
@@ -519,17 +544,25 @@ func Read(ctx context.Context, js jetstream.JetStream, q Query, fn func(Entry) e
 			return fmt.Errorf("read logs of %s: %w", q.App, err)
 		}
 		e := decode(msg)
+		keep := q.Run == "" || e.Run == q.Run
 		if !inBacklog {
+			if !keep {
+				continue
+			}
 			if err := fn(e.Entry); err != nil {
 				return err
 			}
 			continue
 		}
 		delivered++
-		if tail != nil {
+		switch {
+		case !keep:
+		case tail != nil:
 			tail.add(e)
-		} else if err := fn(e.Entry); err != nil {
-			return err
+		default:
+			if err := fn(e.Entry); err != nil {
+				return err
+			}
 		}
 		// Caught up with what was stored when the read began (or with the
 		// stream, if some of that expired meanwhile).

@@ -126,6 +126,52 @@ func TestWriteAndRead(t *testing.T) {
 	}
 }
 
+// A tagged sink's lines carry what its tag says as each is written; a
+// Query's Run keeps one run's lines, and its Limit counts those.
+func TestTaggedSinkAndRunFilter(t *testing.T) {
+	s := openStore(t)
+	js := s.JetStream()
+	w := NewWriter(js, quiet())
+	var step *Step
+	tag := func(run string) func(*Entry) {
+		return func(e *Entry) { e.Run, e.Step = run, step }
+	}
+	a := w.TaggedSink("shop", "wf", "rev1", "act-a", tag("run-a"))
+	b := w.TaggedSink("shop", "wf", "rev1", "act-b", tag("run-b"))
+	a.Log("stdout", "", []byte("a-body"))
+	step = &Step{Name: "charge", Position: 0, Attempt: 2}
+	a.Log("stderr", "", []byte("a-step"))
+	b.Log("log", "info", []byte("b-step"))
+	step = nil
+	a.Log("stdout", "", []byte("a-after"))
+	w.Sink("shop", "fn", "rev2", "inv").Log("stdout", "", []byte("untagged"))
+	closeWriter(t, w)
+
+	all := readAll(t, js, Query{App: "shop"})
+	if got := messages(all); got != "a-body,a-step,b-step,a-after,untagged" {
+		t.Fatalf("all = %q", got)
+	}
+	if e := all[1]; e.Run != "run-a" || e.Step == nil || *e.Step != (Step{Name: "charge", Position: 0, Attempt: 2}) {
+		t.Errorf("a line in a step: %+v", e)
+	}
+	if e := all[0]; e.Run != "run-a" || e.Step != nil {
+		t.Errorf("a line outside steps: %+v", e)
+	}
+	if e := all[4]; e.Run != "" || e.Step != nil {
+		t.Errorf("an untagged line: %+v", e)
+	}
+	for q, want := range map[Query]string{
+		{App: "shop", Run: "run-a"}:           "a-body,a-step,a-after",
+		{App: "shop", Run: "run-a", Limit: 2}: "a-step,a-after",
+		{App: "shop", Run: "run-b"}:           "b-step",
+		{App: "shop", Run: "nope"}:            "",
+	} {
+		if got := messages(readAll(t, js, q)); got != want {
+			t.Errorf("%+v: %q, want %q", q, got, want)
+		}
+	}
+}
+
 func TestSince(t *testing.T) {
 	s := openStore(t)
 	js := s.JetStream()

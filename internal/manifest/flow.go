@@ -131,12 +131,19 @@ func EventKey(s string) (string, error) {
 	return s, nil
 }
 
-const flowKeyForms = "event.subject, event.source, event.type, event.<extension> (a CloudEvents extension attribute), header.<Name> (a request header) or query.<name> (a query parameter)"
+const (
+	functionKeyForms = "event.subject, event.source, event.type, event.<extension> (a CloudEvents extension attribute), header.<Name> (a request header) or query.<name> (a query parameter)"
+	flowKeyForms     = functionKeyForms + "; for a workflow, input.<field> (a field of the run's input)"
+)
+
+var inputKeyRe = regexp.MustCompile(`^input\.[^.\s]+(\.[^.\s]+)*$`)
 
 // FlowKey checks a flow key and returns it in canonical form: an event
 // attribute (see EventKey), an HTTP request header "header.<Name>" (the
-// name canonicalized, header.x-tenant -> header.X-Tenant) or a query
-// parameter "query.<name>" (case-sensitive).
+// name canonicalized, header.x-tenant -> header.X-Tenant), a query
+// parameter "query.<name>" (case-sensitive), or a field of a workflow
+// run's input "input.<field>[.<field>...]" (which only a workflow may use:
+// parse.go's flowForKind).
 func FlowKey(s string) (string, error) {
 	switch {
 	case strings.HasPrefix(s, "event."):
@@ -154,6 +161,11 @@ func FlowKey(s string) (string, error) {
 			return "", fmt.Errorf("%q: %q is not an HTTP header name (use letters, digits and '-', such as header.X-Tenant)", s, name)
 		}
 		return "header." + textproto.CanonicalMIMEHeaderKey(name), nil
+	case strings.HasPrefix(s, "input."):
+		if !inputKeyRe.MatchString(s) || len(s) > 256 {
+			return "", fmt.Errorf("%q is not a field of the input: use input.<field>, or input.<field>.<field> for a field of an object, such as input.customer or input.data.tenant", s)
+		}
+		return s, nil
 	case strings.HasPrefix(s, "query."):
 		name := s[len("query."):]
 		if !queryNameRe.MatchString(name) {
@@ -163,7 +175,7 @@ func FlowKey(s string) (string, error) {
 	}
 	sug := ""
 	if prefix, rest, ok := strings.Cut(s, "."); ok {
-		if p := suggest(prefix, []string{"event", "header", "query"}); p != "" {
+		if p := suggest(prefix, []string{"event", "header", "query", "input"}); p != "" {
 			sug = p + "." + rest
 		}
 	} else if extensionRe.MatchString(s) {

@@ -363,7 +363,40 @@ func (p *parser) function(key, n *yaml.Node) *Function {
 	if kv, ok := fields.get("kind"); ok {
 		p.kind(kv.value, path, f, fields)
 	}
+	if kv, ok := fields.get("flow"); ok && f.Flow != nil {
+		p.flowForKind(kv.value, path+".flow", f)
+	}
 	return f
+}
+
+// flowForKind checks what of a flow block depends on the function's kind:
+// a workflow's runs are keyed on their input (input.<field>, or
+// event.<attribute> of the event a trigger started them with), and a
+// function's invocations on their request or event; a workflow's starts
+// are durable runs, so debounce (which drops all but the last) does not
+// apply.
+func (p *parser) flowForKind(n *yaml.Node, path string, f *Function) {
+	child := func(name string) *yaml.Node {
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == name {
+				return n.Content[i+1]
+			}
+		}
+		return n
+	}
+	key := f.Flow.Key
+	if f.Kind != model.KindWorkflow {
+		if strings.HasPrefix(key, "input.") {
+			p.errorf(child("key"), path+".key", "%q keys a workflow's runs on their input; a function's invocations are keyed by what they carry: use %s", key, functionKeyForms)
+		}
+		return
+	}
+	if strings.HasPrefix(key, "header.") || strings.HasPrefix(key, "query.") {
+		p.errorf(child("key"), path+".key", "%q: a workflow's runs are keyed on their input, which has no headers or query: use input.<field> (a field of the run's JSON input, such as input.customer) or event.<attribute> (for runs its triggers start)", key)
+	}
+	if f.Flow.Debounce > 0 {
+		p.errorf(child("debounce"), path+".debounce", "does not apply to a workflow: every start is a durable run, none is dropped; remove it (key_concurrency: 1 runs one run of a key at a time)")
+	}
 }
 
 // kind reads a function's kind and checks what a workflow may not have

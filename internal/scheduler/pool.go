@@ -87,6 +87,12 @@ func newPool(app string, fn model.Function, mod runtime.Module, m func() *teleme
 	}
 	p := &pool{app: app, fn: fn, mod: mod, newMetrics: m, now: now, max: n, slots: slots,
 		tokens: make(chan struct{}, n*slots), priority: throttle.PriorityOf(fn.Flow)}
+	if fn.IsWorkflow() {
+		// The workflow engine applies a workflow's flow to its runs,
+		// keyed on their input (workflow.CheckFlow); an activation is
+		// admitted before it gets here.
+		return p, nil
+	}
 	if policy := throttle.PolicyOf(fn.Flow); !policy.IsZero() {
 		lim, err := throttle.NewLimiter(policy, nil)
 		if err != nil {

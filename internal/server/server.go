@@ -218,7 +218,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 			err = fmt.Errorf("%w: %w", workflow.ErrFunctionNotFound, err)
 		}
 		return resp, err
-	}), workflow.Options{Logger: cfg.Logger, Observer: newWorkflowMetrics(s), Revisions: workflowRevisions{s}, Topics: workflowTopics{s}, Effects: wfEffects{s.buckets, s}})
+	}), workflow.Options{Logger: cfg.Logger, Observer: newWorkflowMetrics(s), Revisions: workflowRevisions{s}, Topics: workflowTopics{s}, Effects: wfEffects{s.buckets, s}, Logs: wfLogs{s}})
 	if cfg.MasterKeyFile == "" && cfg.MasterKey == nil {
 		if dir, err := os.UserConfigDir(); err == nil {
 			cfg.MasterKeyFile = filepath.Join(dir, "nimbus", "master.key")

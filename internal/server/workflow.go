@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nimbus-dev/nimbus/internal/events/cloudevents"
+	"github.com/nimbus-dev/nimbus/internal/guestlog"
 	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/registry"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
@@ -52,6 +53,21 @@ func (w wfEffects) ApplyEffect(ctx context.Context, app string, e workflow.Effec
 		return err
 	}
 	return fmt.Errorf("workflow effect %q: unknown operation", e.Op)
+}
+
+// wfLogs gives workflow activations log sinks whose lines carry the run
+// and the step running (workflow.LogSinks); s.logs is made after the
+// engine, before anything activates a run.
+type wfLogs struct{ s *Server }
+
+func (w wfLogs) Sink(app, function, revision, invocation string, tag func() workflow.LogTag) runtime.LogSink {
+	return w.s.logs.TaggedSink(app, function, revision, invocation, func(e *guestlog.Entry) {
+		t := tag()
+		e.Run = t.Run
+		if t.InStep {
+			e.Step = &guestlog.Step{Name: t.Step, Position: t.Position, Attempt: t.Attempt}
+		}
+	})
 }
 
 // Headers of a route that starts a workflow run.

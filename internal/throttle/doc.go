@@ -91,6 +91,11 @@
 //   - Async invocations: the stored request's headers and query give the
 //     key (FromRequest), handled as events are: the queue consumer waits,
 //     a superseded invocation is recorded as done with state "superseded".
+//   - Workflow runs: not through the scheduler's Limiter. The workflow
+//     engine keeps its own Limiters per workflow (package workflow,
+//     flow.go): the key comes from the run's input, concurrency is held
+//     per activation, rate is taken per run start, and a run waits without
+//     a deadline (its start is durable already).
 //
 // Time comes from a Clock; tests inject flowtest.Clock and skip time.
 //

@@ -109,6 +109,14 @@ func (e *Engine) step(r *run) (_ time.Duration, err error) {
 		// catches changes that do not replay (non-determinism).
 		e.logger.Debug("workflow run continues on another revision", "app", r.app, "run", r.id, "started_on", rec.Revision, "now", fn.Revision)
 	}
+	release, err := e.admit(r, &rec) // the workflow's flow control (flow.go)
+	if err != nil {
+		return 0, err
+	}
+	defer release()
+	if r.terminated.Load() {
+		return 0, nil // terminated while it waited for its turn (terminate.go)
+	}
 	select {
 	case slots <- struct{}{}:
 	case <-e.ctx.Done():
@@ -143,6 +151,9 @@ func (e *Engine) step(r *run) (_ time.Duration, err error) {
 		Header:      http.Header{wire.HeaderRun: {r.id}, "Content-Type": {"application/json"}},
 		Body:        rec.Input,
 		TraceParent: runTraceParent(r.app, r.id),
+	}
+	if e.opts.Logs != nil {
+		req.Log = e.opts.Logs.Sink(r.app, rec.Workflow, fn.Revision, a.id, a.logTag)
 	}
 	var resp *runtime.Response
 	if pinned {

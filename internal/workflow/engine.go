@@ -58,6 +58,10 @@ type Options struct {
 	// Effects applies the KV writes of journaled steps (effects.go).
 	// Optional: without it they are logged and dropped.
 	Effects EffectApplier
+	// Logs gives each activation its log sink, whose lines carry the run
+	// and the step running (logtag.go). Optional: without it the
+	// invoker's sink (untagged) applies.
+	Logs LogSinks
 }
 
 // Engine is the workflow engine of a node: a component (Validate,
@@ -96,6 +100,9 @@ type appState struct {
 	// pinned: function revision -> its function, for every revision
 	// held for runs in flight (versions.go).
 	pinned map[string]model.Function
+	// flows: workflow name -> its flow control (flow.go), for the
+	// workflows of the active revision that have one.
+	flows map[string]*flowCtl
 }
 
 // run is a run in memory. rec, active, again and waiters are guarded by
@@ -120,6 +127,12 @@ type run struct {
 	paused atomic.Bool
 	// terminated: the run was terminated (terminate.go).
 	terminated atomic.Bool
+	// admitted: the run's start took its slot of the workflow's rate
+	// window (flow.go); its driving goroutine's.
+	admitted bool
+	// queued: the run waits for its turn under its workflow's flow
+	// control (flow.go).
+	queued atomic.Bool
 }
 
 // activation is one invocation of a run's workflow function.
@@ -135,8 +148,10 @@ type activation struct {
 	waiting bool
 	// pending is the answer of a Call the guest has not taken (call.go).
 	pending *pendingCall
-	// begun is 1 + the position of the step running now, 0 for none.
-	begun int
+	// begun is 1 + the position of the step running now, 0 for none;
+	// stepName is its name.
+	begun    int
+	stepName string
 	// attemptStart and attemptSpan time the step attempt running now
 	// (observe.go).
 	attemptStart time.Time
@@ -215,8 +230,19 @@ func (e *Engine) ActiveRuns() int {
 func runKey(app, id string) string { return app + "/" + id }
 
 // Validate implements the component contract: the model checked the
-// workflow functions already (kind, runtime); nothing here can refuse.
-func (e *Engine) Validate(context.Context, *model.Revision) error { return nil }
+// workflow functions already (kind, runtime); here, their flow control
+// (flow.go), which keys runs on their input.
+func (e *Engine) Validate(_ context.Context, rev *model.Revision) error {
+	var errs []error
+	for _, fn := range rev.Functions {
+		if fn.IsWorkflow() {
+			if err := CheckFlow(fn.Flow); err != nil {
+				errs = append(errs, fmt.Errorf("%w: workflow %s: %w", model.ErrInvalid, fn.Name, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
 
 // Provision makes rev's workflows runnable: it creates the app's stream,
 // and the first time it sees the app in this process it resumes every run
@@ -245,10 +271,11 @@ func (e *Engine) Provision(ctx context.Context, rev *model.Revision) error {
 	}
 	first := st == nil
 	if first {
-		st = &appState{slots: map[string]chan struct{}{}, parked: map[string]bool{}, pinned: map[string]model.Function{}}
+		st = &appState{slots: map[string]chan struct{}{}, parked: map[string]bool{}, pinned: map[string]model.Function{}, flows: map[string]*flowCtl{}}
 		e.apps[rev.App] = st
 	}
 	st.fns = fns
+	e.setFlowsLocked(st, fns)
 	for _, fn := range fns {
 		if st.slots[fn.Revision] == nil {
 			st.slots[fn.Revision] = make(chan struct{}, max(1, fn.MaxInstances*fn.Concurrency))
@@ -318,8 +345,11 @@ func (e *Engine) Provision(ctx context.Context, rev *model.Revision) error {
 // Retire forgets app and deletes its runs (the app was deleted).
 func (e *Engine) Retire(ctx context.Context, app string) error {
 	e.mu.Lock()
-	_, known := e.apps[app]
+	st, known := e.apps[app]
 	delete(e.apps, app)
+	if known {
+		e.setFlowsLocked(st, nil)
+	}
 	e.mu.Unlock()
 	e.stopTopics(app)
 	if !known {
@@ -534,6 +564,10 @@ type RunInfo struct {
 	// Timeline is the run's journal; results and inputs over
 	// MaxShownBytes are cut (Entry.Truncated).
 	Timeline []Entry `json:"timeline"`
+	// Queued is set while the run waits for its turn under its
+	// workflow's flow control on this node (flow.go): started, durable,
+	// not running yet.
+	Queued bool `json:"queued,omitempty"`
 }
 
 // MaxShownBytes caps a result or input shown in a timeline.
@@ -559,7 +593,11 @@ func (e *Engine) Get(ctx context.Context, app, id string) (*RunInfo, error) {
 		ents[i].Input, ents[i].Truncated = cut(ents[i].Input, ents[i].Truncated)
 	}
 	rec.Input, _ = cut(rec.Input, false)
-	return &RunInfo{Run: *rec, TraceID: RunTraceID(app, id), Timeline: ents}, nil
+	e.mu.Lock()
+	r := e.runs[runKey(app, id)]
+	queued := r != nil && r.queued.Load() && !rec.Done()
+	e.mu.Unlock()
+	return &RunInfo{Run: *rec, TraceID: RunTraceID(app, id), Timeline: ents, Queued: queued}, nil
 }
 
 // timeline is a run's journal as shown: with its start and its end, which

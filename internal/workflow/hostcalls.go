@@ -118,7 +118,7 @@ func (e *Engine) StepBegin(ctx context.Context, app, invocation string, pos int,
 	if err := e.j.durable(ctx, r.app, r.id, true); err != nil {
 		return StepAnswer{}, err
 	}
-	a.begun = pos + 1
+	a.begun, a.stepName = pos+1, name
 	a.fx = nil
 	a.beginAttempt(e.opts.Now())
 	return StepAnswer{Attempt: len(atts) + 1}, nil

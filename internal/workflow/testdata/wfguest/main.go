@@ -13,6 +13,7 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"strconv"
 	"time"
@@ -47,6 +48,10 @@ type In struct {
 	WaitTopic      string        `json:"wait_topic"`
 	Filter         nimbus.Filter `json:"filter"`
 	TopicTimeoutMS int64         `json:"topic_timeout_ms"`
+	// Log makes the run write a line outside its steps (stdout), and each
+	// step attempt one line to stdout, stderr and the log (the log
+	// tagging tests).
+	Log bool `json:"log"`
 }
 
 // Out is a run's result.
@@ -118,12 +123,20 @@ func run(wf *nimbus.Workflow, in In) (Out, error) {
 		// steps keep the default, as a user's would.
 		opts = append(opts, nimbus.ImmediateEffects())
 	}
+	if in.Log {
+		fmt.Println("body: outside steps")
+	}
 	for i := range in.Steps {
 		rev, err := nimbus.Step(wf, prefix+"s"+strconv.Itoa(i), func() (uint64, error) {
 			if in.Plain {
 				return uint64(i), nil
 			}
 			key := wf.IdempotencyKey()
+			if in.Log {
+				fmt.Println("step", i, "stdout")
+				fmt.Fprintln(os.Stderr, "step", i, "stderr")
+				nimbus.Logf(nimbus.LevelInfo, "step %d log", i)
+			}
 			time.Sleep(time.Duration(in.StepMS) * time.Millisecond)
 			if in.GateAt != nil && *in.GateAt == i {
 				count(key)
