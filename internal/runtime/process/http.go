@@ -88,11 +88,18 @@ func (s *httpSession) probe(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		return c.Close()
+		c.Close()
+		return s.ownListener()
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.p.addr+s.c.readiness, nil)
 	if err != nil {
 		return err
+	}
+	if s.p.sb == nil {
+		// Before the readiness path: its answer must come from the process.
+		if err := s.ownListener(); err != nil {
+			return err
+		}
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
@@ -104,6 +111,17 @@ func (s *httpSession) probe(ctx context.Context) error {
 		return fmt.Errorf("readiness path %s answered %d", s.c.readiness, resp.StatusCode)
 	}
 	return nil
+}
+
+// ownListener fails unless the loopback listener on an unisolated
+// process's port belongs to the process (or a process it started): another
+// program that took the port first would otherwise get its requests.
+func (s *httpSession) ownListener() error {
+	owned, err := listenerOwnedBy(s.p.port, s.p.cmd.Process.Pid)
+	if err != nil || owned {
+		return nil // nothing to check with (no /proc): trust the dial
+	}
+	return fmt.Errorf("port %d answers, but not from the function's process (another program listens there); waiting for the process to listen", s.p.port)
 }
 
 // handle forwards one request over a kept-alive connection to the

@@ -1,6 +1,7 @@
 package process
 
 import (
+	"math/rand/v2"
 	"bytes"
 	"context"
 	"errors"
@@ -530,15 +531,27 @@ func (r *Runtime) newTemp() (string, error) {
 	return os.MkdirTemp(root, "i-")
 }
 
-// freePort asks the kernel for a free loopback port for an unisolated
-// process (which shares the node's network).
+// freePort picks a free loopback port for an unisolated process (which
+// shares the node's network). Not one the kernel would hand out itself
+// (its ephemeral range, 32768-60999 by default): between this check and
+// the process's own listen, any program's "port 0" listener or outgoing
+// connection could take such a port, and the readiness probe would then
+// reach that program instead. Below the range only programs that choose
+// their port collide, and the probe checks that the listener found is
+// the process's own (listenerOwnedBy).
 func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+	const lo, hi = 10000, 32768
+	start := int(rand.Int64N(hi - lo))
+	for i := range hi - lo {
+		port := lo + (start+i)%(hi-lo)
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		return port, nil
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
+	return 0, errors.New("no free loopback port between 10000 and 32767 for an unisolated process")
 }
 
 // guestError is ErrGuestFailed with the reason.
