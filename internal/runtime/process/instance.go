@@ -1,12 +1,12 @@
 package process
 
 import (
-	"math/rand/v2"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
