@@ -346,7 +346,13 @@ func eventCount(b []byte, key string) int {
 }
 
 func (c *cgroup2Instance) pids() int {
-	b, err := c.fs.ReadFile(path.Join(c.dir, "pids.current"))
+	return readCount(c.fs.ReadFile, path.Join(c.dir, "pids.current"))
+}
+
+// readCount reads a cgroup file holding one number (pids.current), or
+// answers -1.
+func readCount(read func(string) ([]byte, error), file string) int {
+	b, err := read(file)
 	if err != nil {
 		return -1
 	}
@@ -461,15 +467,7 @@ func (c cgroup1Instance) oomKilled() bool {
 }
 
 func (c cgroup1Instance) pids() int {
-	b, err := os.ReadFile(filepath.Join(c["pids"], "pids.current"))
-	if err != nil {
-		return -1
-	}
-	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		return -1
-	}
-	return n
+	return readCount(os.ReadFile, filepath.Join(c["pids"], "pids.current"))
 }
 
 // binds shows each controller's cgroup at /sys/fs/cgroup/<controller>.
