@@ -94,3 +94,38 @@ func TestWorkflowCallAndChild(t *testing.T) {
 		}
 	}
 }
+
+// TestWorkflowOversizedResults: a step whose result is over the limit
+// fails that attempt with an error naming the step, the size and the
+// limit (of its JSON: the string and its quotes), and is retried by its
+// policy (2 attempts here); a run whose
+// result is over it ends failed with such an error. Neither is stuck.
+func TestWorkflowOversizedResults(t *testing.T) {
+	t.Parallel()
+	srv := start(t, t.TempDir())
+	deployCalls(t, srv)
+	ctx := context.Background()
+	for id, c := range map[string]struct {
+		input string
+		want  []string
+	}{
+		"big-step":   {`{"step_bytes":1572864}`, []string{"step big: result is 1572866 bytes", "over the limit of 1048576 bytes", "KV key"}},
+		"big-result": {`{"result_bytes":1572864}`, []string{"the run's result is 1572", "over the limit of 1048576 bytes", "KV key"}},
+	} {
+		if _, _, err := srv.Workflows().Start(ctx, "shop", "parent", id, []byte(c.input)); err != nil {
+			t.Fatal(err)
+		}
+		r := finished(t, srv, id)
+		if r.State != workflow.StateFailed {
+			t.Errorf("run %s: %s %q, want failed", id, r.State, r.Error)
+		}
+		for _, w := range c.want {
+			if !strings.Contains(r.Error, w) {
+				t.Errorf("run %s: error %q, want it to say %q", id, r.Error, w)
+			}
+		}
+	}
+	if n := execsOf(t, srv, "big-step/big"); n != 2 {
+		t.Errorf("the oversized step ran %d times, want 2 (its retry policy)", n)
+	}
+}

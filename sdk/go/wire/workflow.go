@@ -43,6 +43,12 @@ const (
 // MaxCallLen caps a call's body, its answer, and a child's input.
 const MaxCallLen = 1 << 20
 
+// MaxResultLen caps the JSON of a step's result and of a run's result:
+// the host fails a step (for good) or a run whose result is larger. The
+// Go SDK checks it first, so an oversized step result is a failed attempt
+// retried by the step's policy.
+const MaxResultLen = 1 << 20
+
 // Status codes of the workflow host functions, beyond the common ones.
 const (
 	// CodeRunStep: the step has no recorded outcome; run its closure now.

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	nimbus "github.com/nimbus-dev/nimbus/sdk/go"
 )
@@ -25,12 +26,18 @@ type In struct {
 	// child workflow started (bad-input tests).
 	Call    string `json:"call"`
 	ChildWF string `json:"child_wf"`
+	// StepBytes makes a run's only step "big" answer a string of that
+	// many bytes (2 attempts, each counted under "<run>/big"), and
+	// ResultBytes makes it return one (the oversized-result tests).
+	StepBytes   int `json:"step_bytes"`
+	ResultBytes int `json:"result_bytes"`
 }
 
 // Out is a parent run's result.
 type Out struct {
-	Doubled int `json:"doubled"`
-	Tripled int `json:"tripled"`
+	Doubled int    `json:"doubled"`
+	Tripled int    `json:"tripled"`
+	Pad     string `json:"pad,omitempty"`
 }
 
 var execs = nimbus.Bucket("execs")
@@ -52,6 +59,9 @@ func count(key string) {
 }
 
 func run(wf *nimbus.Workflow, in In) (Out, error) {
+	if in.StepBytes > 0 || in.ResultBytes > 0 {
+		return big(wf, in)
+	}
 	if in.Child {
 		n, err := nimbus.Step(wf, "triple", func() (int, error) {
 			count(wf.RunID() + "/triple")
@@ -78,6 +88,20 @@ func run(wf *nimbus.Workflow, in In) (Out, error) {
 		return Out{}, err
 	}
 	return Out{Doubled: d, Tripled: c.Tripled}, nil
+}
+
+// big is a run with an oversized step result or run result.
+func big(wf *nimbus.Workflow, in In) (Out, error) {
+	if in.StepBytes > 0 {
+		_, err := nimbus.Step(wf, "big", func() (string, error) {
+			count(wf.RunID() + "/big")
+			return strings.Repeat("x", in.StepBytes), nil
+		}, nimbus.ImmediateEffects(), nimbus.Retry{MaxAttempts: 2, Backoff: time.Millisecond})
+		if err != nil {
+			return Out{}, err
+		}
+	}
+	return Out{Pad: strings.Repeat("y", in.ResultBytes)}, nil
 }
 
 func double(w http.ResponseWriter, r *http.Request) {
