@@ -264,6 +264,14 @@ func (e *Engine) finish(r *run, state string, result []byte, msg string) error {
 	steps := len(r.steps)
 	e.mu.Unlock()
 	rec.State, rec.Result, rec.Error, rec.Updated, rec.Steps, rec.WakeAt = state, result, msg, now, steps, time.Time{}
+	if state == StateCancelled {
+		// Asked when it was cancelled; again here, before its end is
+		// committed, for a crash in between or a child started since
+		// (children.go).
+		if err := e.cancelChildren(e.ctx, r.app, r.id); err != nil {
+			return fmt.Errorf("cancel the children of run %s: %w", r.id, err)
+		}
+	}
 	err := e.commitEnd(e.ctx, &rec)
 	if errors.Is(err, store.ErrWriteTooLarge) && rec.Result != nil {
 		// The result fits MaxResultLen but not with the input in the

@@ -38,6 +38,11 @@ const (
 	// ChildSignalPrefix+<child run id>.
 	ChildStepPrefix   = "nimbus.child:"
 	ChildSignalPrefix = "nimbus.child:"
+	// DetachedStepPrefix starts the name of a step that starts a
+	// detached child: "nimbus.detached:<workflow>". A detached child
+	// keeps running when its parent is cancelled or terminated; any other
+	// child is cancelled or terminated with it.
+	DetachedStepPrefix = "nimbus.detached:"
 )
 
 // MaxCallLen caps a call's body, its answer, and a child's input.

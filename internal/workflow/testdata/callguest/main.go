@@ -31,6 +31,12 @@ type In struct {
 	// ResultBytes makes it return one (the oversized-result tests).
 	StepBytes   int `json:"step_bytes"`
 	ResultBytes int `json:"result_bytes"`
+	// Wait makes a child register the compensation "undo" (counted under
+	// "<run>/undo") after its step and then wait for the signal Wait; a
+	// parent passes it on to its child (the parent close tests), started
+	// with nimbus.Detached() when Detached.
+	Wait     string `json:"wait"`
+	Detached bool   `json:"detached"`
 }
 
 // Out is a parent run's result.
@@ -70,6 +76,14 @@ func run(wf *nimbus.Workflow, in In) (Out, error) {
 			}
 			return 3 * in.N, nil
 		}, nimbus.ImmediateEffects()) // counts its executions: the write is made at once
+		if err != nil || in.Wait == "" {
+			return Out{Tripled: n}, err
+		}
+		wf.Compensate("undo", func() error {
+			count(wf.RunID() + "/undo")
+			return nil
+		}, nimbus.ImmediateEffects())
+		_, err = nimbus.WaitForEvent[any](wf, in.Wait, 0)
 		return Out{Tripled: n}, err
 	}
 	callee, child := "double", "child"
@@ -83,7 +97,11 @@ func run(wf *nimbus.Workflow, in In) (Out, error) {
 	if err != nil {
 		return Out{}, err
 	}
-	c, err := nimbus.ChildWorkflow[Out](wf, child, In{N: in.N, Child: true})
+	var opts []nimbus.StepOption
+	if in.Detached {
+		opts = append(opts, nimbus.Detached())
+	}
+	c, err := nimbus.ChildWorkflow[Out](wf, child, In{N: in.N, Child: true, Wait: in.Wait}, opts...)
 	if err != nil {
 		return Out{}, err
 	}
