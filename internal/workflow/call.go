@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nimbus-dev/nimbus/internal/runtime"
+	"github.com/nimbus-dev/nimbus/sdk/go/wire"
 )
 
 // Calling: a run invokes another function of its app, or starts a child
@@ -171,7 +172,8 @@ func (e *Engine) StartChild(ctx context.Context, app, invocation, workflow strin
 		return "", err
 	}
 	id := ChildRunID(a.r.id, pos)
-	run, _, err := e.start(ctx, app, workflow, id, input, a.r.id, false)
+	detached := strings.HasPrefix(a.stepName, wire.DetachedStepPrefix)
+	run, _, err := e.start(ctx, app, workflow, id, input, a.r.id, detached, false)
 	if err != nil {
 		return "", err
 	}

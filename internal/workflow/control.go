@@ -148,6 +148,11 @@ func (e *Engine) Cancel(ctx context.Context, app, id, reason string) (*Run, erro
 	}
 	e.mu.Unlock()
 	e.wake(app, id)
+	// Its children are asked now, so that they unwind with it; the run
+	// asks again before it ends cancelled (children.go).
+	if err := e.cancelChildren(ctx, app, id); err != nil {
+		e.logger.Warn("workflow run cancelled; its children were not all asked to cancel yet", "app", app, "run", id, "error", err)
+	}
 	return rec, nil
 }
 

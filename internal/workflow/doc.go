@@ -33,7 +33,8 @@
 // first operation that is not a recorded outcome (the gate), where a
 // cancellation is journaled as a cut so a replay meets it at the same
 // position; the SDK then runs the compensations (steps named
-// CompensationPrefix+name), which pass the gate.
+// CompensationPrefix+name), which pass the gate. A cancelled or
+// terminated run's children go with it unless detached (children.go).
 //
 // # Guarantees
 //

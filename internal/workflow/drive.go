@@ -10,6 +10,7 @@ import (
 
 	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
+	"github.com/nimbus-dev/nimbus/internal/store"
 	"github.com/nimbus-dev/nimbus/sdk/go/wire"
 )
 
@@ -173,6 +174,9 @@ func (e *Engine) step(r *run) (_ time.Duration, err error) {
 		return 0, e.finish(r, StateFailed, nil, nd.Error())
 	case errors.Is(a.stop, ErrSuspended):
 		return e.suspend(r, a)
+	case errors.Is(err, runtime.ErrResponseTooLarge):
+		// Activated again, it would answer the same: a final failure.
+		return 0, e.finish(r, StateFailed, nil, fmt.Sprintf("the run's result is over the workflow's max_response_body: %v: pass large data by reference, such as a KV key", err))
 	case err != nil:
 		return 0, err
 	}
@@ -182,11 +186,14 @@ func (e *Engine) step(r *run) (_ time.Duration, err error) {
 		if !json.Valid(result) {
 			result, _ = json.Marshal(string(resp.Body)) // an SDK that returns text
 		}
+		if len(result) > wire.MaxResultLen {
+			return 0, e.finish(r, StateFailed, nil, resultTooLarge("the run's result", len(result)))
+		}
 		return 0, e.finish(r, StateCompleted, result, "")
 	case wire.OutcomeFailed:
-		return 0, e.finish(r, StateFailed, nil, string(resp.Body))
+		return 0, e.finish(r, StateFailed, nil, truncate(string(resp.Body), MaxErrorBytes))
 	case wire.OutcomeCancelled:
-		return 0, e.finish(r, StateCancelled, nil, string(resp.Body))
+		return 0, e.finish(r, StateCancelled, nil, truncate(string(resp.Body), MaxErrorBytes))
 	}
 	return 0, fmt.Errorf("workflow %s answered %d without %s: is it registered with nimbus.RegisterWorkflow?", rec.Workflow, resp.Status, wire.HeaderOutcome)
 }
@@ -257,7 +264,25 @@ func (e *Engine) finish(r *run, state string, result []byte, msg string) error {
 	steps := len(r.steps)
 	e.mu.Unlock()
 	rec.State, rec.Result, rec.Error, rec.Updated, rec.Steps, rec.WakeAt = state, result, msg, now, steps, time.Time{}
-	if err := e.commitEnd(e.ctx, &rec); errors.Is(err, errFinal) {
+	if state == StateCancelled {
+		// Asked when it was cancelled; again here, before its end is
+		// committed, for a crash in between or a child started since
+		// (children.go).
+		if err := e.cancelChildren(e.ctx, r.app, r.id); err != nil {
+			return fmt.Errorf("cancel the children of run %s: %w", r.id, err)
+		}
+	}
+	err := e.commitEnd(e.ctx, &rec)
+	if errors.Is(err, store.ErrWriteTooLarge) && rec.Result != nil {
+		// The result fits MaxResultLen but not with the input in the
+		// record (and, for a child, its copy to the parent): the run
+		// fails rather than stay stuck on a commit that cannot be made.
+		rec.State, rec.Result = StateFailed, nil
+		rec.Error = fmt.Sprintf("the run's result (%d bytes) and its input (%d bytes) are more than a run's record holds (about %d bytes): pass large data by reference, such as a KV key",
+			len(result), len(rec.Input), e.j.c.MaxWriteBytes())
+		err = e.commitEnd(e.ctx, &rec)
+	}
+	if errors.Is(err, errFinal) {
 		return e.ended(r)
 	} else if err != nil {
 		return err

@@ -297,9 +297,13 @@ func (e *Engine) Provision(ctx context.Context, rev *model.Revision) error {
 		at time.Time // zero: now
 	}
 	var dues []due
+	var orphans []string // terminated runs whose children may run on
 	counts := map[[2]string]int{}
 	err := e.j.records(ctx, rev.App, func(rec *Run) {
 		if rec.Done() {
+			if rec.ChildrenPending {
+				orphans = append(orphans, rec.ID)
+			}
 			return
 		}
 		counts[[2]string{rec.Workflow, rec.Revision}]++
@@ -338,6 +342,12 @@ func (e *Engine) Provision(ctx context.Context, rev *model.Revision) error {
 	}
 	if n > 0 {
 		e.logger.Info("workflow runs resumed", "app", rev.App, "runs", n)
+	}
+	for _, id := range orphans {
+		// A crash came between a termination and its children's.
+		if err := e.terminateChildren(ctx, rev.App, id); err != nil {
+			e.logger.Warn("workflow run terminated; its children were not all terminated", "app", rev.App, "run", id, "error", err)
+		}
 	}
 	return nil
 }
@@ -380,7 +390,7 @@ func (e *Engine) Close(ctx context.Context) error {
 // exists already is returned with created false, whatever its state, and
 // nothing else happens. An empty id makes a random one.
 func (e *Engine) Start(ctx context.Context, app, workflow, id string, input []byte) (_ *Run, created bool, _ error) {
-	return e.start(ctx, app, workflow, id, input, "", false)
+	return e.start(ctx, app, workflow, id, input, "", false, false)
 }
 
 // StartLazy is Start for a caller that waits for the run's result (Wait)
@@ -392,7 +402,7 @@ func (e *Engine) Start(ctx context.Context, app, workflow, id string, input []by
 // call Durable before it answers the run's id without its end (RATIONALE.md
 // "Durable workflows: a change is durable before what depends on it").
 func (e *Engine) StartLazy(ctx context.Context, app, workflow, id string, input []byte) (_ *Run, created bool, _ error) {
-	return e.start(ctx, app, workflow, id, input, "", true)
+	return e.start(ctx, app, workflow, id, input, "", false, true)
 }
 
 // Durable returns once the run's start, and every change of the run made
@@ -401,9 +411,9 @@ func (e *Engine) Durable(ctx context.Context, app, id string) error {
 	return e.j.durable(ctx, app, id, false)
 }
 
-// start is Start of a run whose parent is the run parent ("" for none);
-// lazy is StartLazy's.
-func (e *Engine) start(ctx context.Context, app, workflow, id string, input []byte, parent string, lazy bool) (_ *Run, created bool, _ error) {
+// start is Start of a run whose parent is the run parent ("" for none),
+// detached from it or not (children.go); lazy is StartLazy's.
+func (e *Engine) start(ctx context.Context, app, workflow, id string, input []byte, parent string, detached, lazy bool) (_ *Run, created bool, _ error) {
 	e.mu.Lock()
 	st := e.apps[app]
 	var fn model.Function
@@ -440,7 +450,7 @@ func (e *Engine) start(ctx context.Context, app, workflow, id string, input []by
 		return nil, false, err
 	}
 	now := e.opts.Now().UTC()
-	rec := &Run{ID: id, App: app, Workflow: workflow, Revision: fn.Revision, State: StateRunning, Input: input, Created: now, Updated: now, Parent: parent}
+	rec := &Run{ID: id, App: app, Workflow: workflow, Revision: fn.Revision, State: StateRunning, Input: input, Created: now, Updated: now, Parent: parent, Detached: detached}
 	ok, err := e.j.create(ctx, rec, fresh, lazy)
 	if err != nil || !ok {
 		e.unpin(app, fn.Revision)

@@ -3,6 +3,8 @@ package workflow
 import (
 	"errors"
 	"fmt"
+
+	"github.com/nimbus-dev/nimbus/sdk/go/wire"
 )
 
 // Errors of the workflow engine. The API maps them to HTTP
@@ -72,3 +74,14 @@ func (e *NonDeterminismError) Error() string {
 
 // Is makes a NonDeterminismError match ErrNonDeterminism.
 func (e *NonDeterminismError) Is(target error) bool { return target == ErrNonDeterminism }
+
+// MaxErrorBytes caps the error message recorded for a failed step
+// attempt or run; a longer one is cut, so that it always fits the record.
+const MaxErrorBytes = 64 << 10
+
+// resultTooLarge is the error of a result (what: "result", "the run's
+// result") of n bytes, over wire.MaxResultLen. The Go SDK's messages say
+// the same.
+func resultTooLarge(what string, n int) string {
+	return fmt.Sprintf("%s is %d bytes, over the limit of %d bytes: pass large data by reference, such as a KV key", what, n, wire.MaxResultLen)
+}

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/nimbus-dev/nimbus/sdk/go/wire"
 )
 
 // The backend of the workflow host calls (capability.WorkflowService is
@@ -139,6 +141,15 @@ func (e *Engine) StepEnd(ctx context.Context, app, invocation string, pos int, n
 	}
 	if !failed && !json.Valid(result) {
 		return false, fmt.Errorf("%w: the result of step %q is not JSON", ErrBadStep, name)
+	}
+	if !failed && len(result) > wire.MaxResultLen {
+		// The Go SDK fails such an attempt itself (and retries it); from
+		// another guest it is a final failure, never a record too large
+		// to commit (a run stuck on it).
+		result, failed, retry = []byte(resultTooLarge("result", len(result))), true, -1
+	}
+	if failed {
+		result = []byte(truncate(string(result), MaxErrorBytes))
 	}
 	now := e.opts.Now().UTC()
 	attempt := len(r.attempts[pos]) + 1

@@ -123,6 +123,13 @@ type Run struct {
 	Steps int `json:"steps"`
 	// Parent is the run that started this one as its child (call.go).
 	Parent string `json:"parent,omitempty"`
+	// Detached says this child keeps running when its parent is
+	// cancelled or terminated (children.go).
+	Detached bool `json:"detached,omitempty"`
+	// ChildrenPending says the run was terminated and its children may
+	// not all be terminated yet: a start of the engine finishes that
+	// (children.go).
+	ChildrenPending bool `json:"children_pending,omitempty"`
 	// Topic is the topic a waiting run waits on (topics.go); "" for a
 	// signal wait.
 	Topic string `json:"topic,omitempty"`

@@ -32,11 +32,19 @@ func (e *Engine) Terminate(ctx context.Context, app, id, reason string) (*Run, e
 	if len(reason) > 1024 {
 		return nil, fmt.Errorf("%w: a termination reason is at most 1024 bytes", ErrInvalid)
 	}
+	// Its children are terminated after it (children.go): its final
+	// record says so until they are, for a start after a crash to finish.
+	ents, err := e.j.entries(ctx, app, id)
+	if err != nil {
+		return nil, err
+	}
+	children := childIDs(id, ents)
 	now := e.opts.Now().UTC()
 	rec, err := e.update(ctx, app, id, func(rec *Run) (*Entry, error) {
 		if rec.Done() {
 			return nil, fmt.Errorf("%w: run %s is %s already; there is nothing to terminate", ErrRunFinished, id, rec.State)
 		}
+		rec.ChildrenPending = len(children) > 0
 		rec.State, rec.WakeAt, rec.Error = StateTerminated, time.Time{}, "terminated"
 		if reason != "" {
 			rec.Error += ": " + reason
@@ -60,6 +68,13 @@ func (e *Engine) Terminate(ctx context.Context, app, id, reason string) (*Run, e
 		// the parent waiting (RATIONALE.md); cancel or terminate it then.
 		if err := e.tellParent(ctx, rec, false); err != nil {
 			e.logger.Warn("workflow child terminated; its parent was not told", "app", app, "run", id, "parent", rec.Parent, "error", err)
+		}
+	}
+	if rec.ChildrenPending {
+		if err := e.terminateChildren(ctx, app, id); err != nil {
+			e.logger.Warn("workflow run terminated; its children were not all terminated (the next start of the node does it)", "app", app, "run", id, "error", err)
+		} else {
+			rec.ChildrenPending = false
 		}
 	}
 	return rec, nil

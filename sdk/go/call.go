@@ -105,11 +105,21 @@ type childOutcome struct {
 // run's id and the step's position ("<run>-<pos>"), so a replay
 // re-attaches to the same child instead of starting a second one. The
 // wait holds no instance; the child's end reaches this run even across
-// a crash. A child that does not complete answers a *ChildError. A child
-// outlives a parent that is cancelled or terminated.
+// a crash. A child that does not complete answers a *ChildError.
+//
+// The child goes with its parent: cancelling the parent run requests the
+// cancellation of the child if it is still running (it runs its
+// compensations and ends cancelled), and terminating the parent
+// terminates it. Give the option Detached to let the child run on.
 func ChildWorkflow[Out any](wf *Workflow, workflow string, input any, opts ...StepOption) (Out, error) {
 	var zero Out
-	id, err := Step(wf, wire.ChildStepPrefix+workflow, func() (string, error) {
+	prefix := wire.ChildStepPrefix
+	for _, o := range opts {
+		if _, ok := o.(detached); ok {
+			prefix = wire.DetachedStepPrefix
+		}
+	}
+	id, err := Step(wf, prefix+workflow, func() (string, error) {
 		in, err := json.Marshal(input)
 		if err != nil {
 			return "", NonRetryable(fmt.Errorf("nimbus: child workflow %s: input does not encode to JSON: %w", workflow, err))
@@ -145,3 +155,15 @@ func ChildWorkflow[Out any](wf *Workflow, workflow string, input any, opts ...St
 	}
 	return v, nil
 }
+
+type detached struct{}
+
+func (detached) applyStep(*stepConfig) {}
+
+// Detached is an option of ChildWorkflow: the child keeps running when
+// its parent run is cancelled or terminated (Temporal's parent close
+// policy ABANDON). Its start is then the step
+// "nimbus.detached:<workflow>" instead of "nimbus.child:<workflow>", so
+// adding or removing the option under runs in flight is a change of
+// their steps (non-determinism). Step ignores it.
+func Detached() StepOption { return detached{} }

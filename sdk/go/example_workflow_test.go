@@ -85,3 +85,33 @@ func ExampleImmediateEffects() {
 	}
 	nimbus.RegisterWorkflow(book)
 }
+
+// A child goes with its parent: cancelling the order run cancels the
+// payment child (its compensations run); terminating it terminates the
+// child. The audit child is started detached: the order run waits for it
+// too, but if the order run is cancelled or terminated meanwhile, the
+// audit runs on. Large data goes
+// by reference: a result is at most 1 MiB of JSON, so the step stores the
+// report in a KV key and returns the key.
+func ExampleDetached() {
+	reports := nimbus.Bucket("reports")
+	order := func(wf *nimbus.Workflow, id string) (string, error) {
+		paid, err := nimbus.ChildWorkflow[string](wf, "payment", id)
+		if err != nil {
+			return "", err
+		}
+		key, err := nimbus.Step(wf, "report", func() (string, error) {
+			key := "report/" + id
+			_, err := reports.Put(key, []byte("... a large report ..."))
+			return key, err
+		})
+		if err != nil {
+			return "", err
+		}
+		if _, err := nimbus.ChildWorkflow[string](wf, "audit", key, nimbus.Detached()); err != nil {
+			return "", err
+		}
+		return paid, nil
+	}
+	nimbus.RegisterWorkflow(order)
+}

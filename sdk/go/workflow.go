@@ -50,7 +50,9 @@ var workflowFn atomic.Pointer[func(*Workflow, []byte) ([]byte, error)]
 
 // RegisterWorkflow registers fn as the module's workflow (a function of
 // kind: workflow in nimbus.yaml). Call it from init, like Handle. The run's
-// input is decoded from JSON into In; the result is encoded to JSON.
+// input is decoded from JSON into In; the result is encoded to JSON, at
+// most 1 MiB of it (wire.MaxResultLen): a larger result fails the run
+// (after its compensations) with an error that says so.
 func RegisterWorkflow[In, Out any](fn func(wf *Workflow, in In) (Out, error)) {
 	f := func(wf *Workflow, input []byte) ([]byte, error) {
 		var in In
@@ -63,7 +65,11 @@ func RegisterWorkflow[In, Out any](fn func(wf *Workflow, in In) (Out, error)) {
 		if err != nil {
 			return nil, err
 		}
-		return json.Marshal(out)
+		b, err := json.Marshal(out)
+		if err == nil && len(b) > wire.MaxResultLen {
+			err = fmt.Errorf("the run's result is %d bytes, over the limit of %d bytes: pass large data by reference, such as a KV key", len(b), wire.MaxResultLen)
+		}
+		return b, err
 	}
 	workflowFn.Store(&f)
 }
@@ -224,11 +230,24 @@ type StepError struct {
 
 func (e *StepError) Error() string { return "step " + e.Step + ": " + e.Message }
 
+// ResultTooLargeError is the error of a step attempt whose result encodes
+// to more than Limit bytes of JSON (1 MiB): like any error of an attempt,
+// it is retried by the step's Retry policy. Store large data elsewhere (a
+// KV key) and return its key.
+type ResultTooLargeError struct {
+	Size, Limit int
+}
+
+func (e *ResultTooLargeError) Error() string {
+	return fmt.Sprintf("result is %d bytes, over the limit of %d bytes: pass large data by reference, such as a KV key", e.Size, e.Limit)
+}
+
 // Step runs fn as the durable step name of wf, once: its result (or its
 // final error) is recorded before Step returns, and every later
 // activation of the run gets the recorded outcome without running fn. A
 // failed attempt is retried by the step's Retry policy (default 3
-// attempts). T must survive a JSON round trip. Steps must not be nested.
+// attempts). T must survive a JSON round trip, and its JSON is at most 1
+// MiB: a larger result fails the attempt with a *ResultTooLargeError. Steps must not be nested.
 //
 // The KV writes (Put, Delete) and publishes fn makes are journaled: held
 // by the host while the step runs and committed with its result, so after
@@ -286,6 +305,8 @@ func Step[T any](wf *Workflow, name string, fn func() (T, error), opts ...StepOp
 			b, merr := json.Marshal(v)
 			if merr != nil {
 				err = NonRetryable(fmt.Errorf("result does not encode to JSON: %w", merr))
+			} else if len(b) > wire.MaxResultLen {
+				err = &ResultTooLargeError{Size: len(b), Limit: wire.MaxResultLen}
 			} else {
 				if code := hostStepEnd(pos, name, b, 0, wire.NoRetry); code != wire.CodeOK {
 					wf.hostUnwind(pos, "wf_step_end", code)

@@ -315,11 +315,14 @@
 //	    the guest awaits it with wf_wait after the step, like any signal.
 //	    The API refuses to send signals whose names start with
 //	    "nimbus.child:".
+//	    The child is cancelled or terminated with the calling run, unless
+//	    the step's name starts with "nimbus.detached:" (then it runs on).
 //
 // Names starting with "nimbus." are the SDK's own: the Go SDK records
 // Now, UUID and Random as steps named nimbus.now, nimbus.uuid and
 // nimbus.random, calls as nimbus.call:<function>, child starts as
-// nimbus.child:<workflow>. An external effect made in a step should carry the
+// nimbus.child:<workflow> (nimbus.detached:<workflow> for a detached
+// child). An external effect made in a step should carry the
 // step's idempotency key, "<run>/<pos>/<name>", which is stable across
 // attempts and activations.
 //

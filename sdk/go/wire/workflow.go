@@ -38,10 +38,21 @@ const (
 	// ChildSignalPrefix+<child run id>.
 	ChildStepPrefix   = "nimbus.child:"
 	ChildSignalPrefix = "nimbus.child:"
+	// DetachedStepPrefix starts the name of a step that starts a
+	// detached child: "nimbus.detached:<workflow>". A detached child
+	// keeps running when its parent is cancelled or terminated; any other
+	// child is cancelled or terminated with it.
+	DetachedStepPrefix = "nimbus.detached:"
 )
 
 // MaxCallLen caps a call's body, its answer, and a child's input.
 const MaxCallLen = 1 << 20
+
+// MaxResultLen caps the JSON of a step's result and of a run's result:
+// the host fails a step (for good) or a run whose result is larger. The
+// Go SDK checks it first, so an oversized step result is a failed attempt
+// retried by the step's policy.
+const MaxResultLen = 1 << 20
 
 // Status codes of the workflow host functions, beyond the common ones.
 const (

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	nimbus "github.com/nimbus-dev/nimbus/sdk/go"
 )
@@ -25,12 +26,24 @@ type In struct {
 	// child workflow started (bad-input tests).
 	Call    string `json:"call"`
 	ChildWF string `json:"child_wf"`
+	// StepBytes makes a run's only step "big" answer a string of that
+	// many bytes (2 attempts, each counted under "<run>/big"), and
+	// ResultBytes makes it return one (the oversized-result tests).
+	StepBytes   int `json:"step_bytes"`
+	ResultBytes int `json:"result_bytes"`
+	// Wait makes a child register the compensation "undo" (counted under
+	// "<run>/undo") after its step and then wait for the signal Wait; a
+	// parent passes it on to its child (the parent close tests), started
+	// with nimbus.Detached() when Detached.
+	Wait     string `json:"wait"`
+	Detached bool   `json:"detached"`
 }
 
 // Out is a parent run's result.
 type Out struct {
-	Doubled int `json:"doubled"`
-	Tripled int `json:"tripled"`
+	Doubled int    `json:"doubled"`
+	Tripled int    `json:"tripled"`
+	Pad     string `json:"pad,omitempty"`
 }
 
 var execs = nimbus.Bucket("execs")
@@ -52,6 +65,9 @@ func count(key string) {
 }
 
 func run(wf *nimbus.Workflow, in In) (Out, error) {
+	if in.StepBytes > 0 || in.ResultBytes > 0 {
+		return big(wf, in)
+	}
 	if in.Child {
 		n, err := nimbus.Step(wf, "triple", func() (int, error) {
 			count(wf.RunID() + "/triple")
@@ -60,6 +76,14 @@ func run(wf *nimbus.Workflow, in In) (Out, error) {
 			}
 			return 3 * in.N, nil
 		}, nimbus.ImmediateEffects()) // counts its executions: the write is made at once
+		if err != nil || in.Wait == "" {
+			return Out{Tripled: n}, err
+		}
+		wf.Compensate("undo", func() error {
+			count(wf.RunID() + "/undo")
+			return nil
+		}, nimbus.ImmediateEffects())
+		_, err = nimbus.WaitForEvent[any](wf, in.Wait, 0)
 		return Out{Tripled: n}, err
 	}
 	callee, child := "double", "child"
@@ -73,11 +97,29 @@ func run(wf *nimbus.Workflow, in In) (Out, error) {
 	if err != nil {
 		return Out{}, err
 	}
-	c, err := nimbus.ChildWorkflow[Out](wf, child, In{N: in.N, Child: true})
+	var opts []nimbus.StepOption
+	if in.Detached {
+		opts = append(opts, nimbus.Detached())
+	}
+	c, err := nimbus.ChildWorkflow[Out](wf, child, In{N: in.N, Child: true, Wait: in.Wait}, opts...)
 	if err != nil {
 		return Out{}, err
 	}
 	return Out{Doubled: d, Tripled: c.Tripled}, nil
+}
+
+// big is a run with an oversized step result or run result.
+func big(wf *nimbus.Workflow, in In) (Out, error) {
+	if in.StepBytes > 0 {
+		_, err := nimbus.Step(wf, "big", func() (string, error) {
+			count(wf.RunID() + "/big")
+			return strings.Repeat("x", in.StepBytes), nil
+		}, nimbus.ImmediateEffects(), nimbus.Retry{MaxAttempts: 2, Backoff: time.Millisecond})
+		if err != nil {
+			return Out{}, err
+		}
+	}
+	return Out{Pad: strings.Repeat("y", in.ResultBytes)}, nil
 }
 
 func double(w http.ResponseWriter, r *http.Request) {

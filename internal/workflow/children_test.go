@@ -1,0 +1,111 @@
+package workflow
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/nimbus-dev/nimbus/internal/runtime"
+	"github.com/nimbus-dev/nimbus/sdk/go/wire"
+)
+
+func cancelledResp() *runtime.Response {
+	return &runtime.Response{Status: http.StatusOK, Header: http.Header{wire.HeaderOutcome: {wire.OutcomeCancelled}}, Body: []byte("cancelled")}
+}
+
+// TestParentClosePropagationRedoneAfterACrash: a node died after a
+// parent's cancel was committed and before its children were asked
+// (parent p: children p-0 waiting, p-1 cancelling already, p-2
+// detached), and after a parent's termination was committed and before
+// its child's (t, with t-0). The next start redoes both: p-0 ends
+// cancelled, p-1's second cancel is a no-op (it ends cancelled, the
+// parent is not stuck on an error), p-2 runs on, t-0 ends terminated and
+// t's record no longer says its children are pending.
+func TestParentClosePropagationRedoneAfterACrash(t *testing.T) {
+	t.Parallel()
+	g := func(ctx context.Context, e *Engine, inv string, n int) (*runtime.Response, error) {
+		a, err := e.activation(testApp, inv)
+		if err != nil {
+			return nil, err
+		}
+		pos := 0
+		if a.r.id == "p" {
+			for i, name := range []string{"nimbus.child:other", "nimbus.child:other", "nimbus.detached:other"} {
+				if _, err := e.StepBegin(ctx, testApp, inv, i, name); err != nil {
+					return nil, err
+				}
+			}
+			pos = 3
+		}
+		_, err = e.WaitSignal(ctx, testApp, inv, pos, "go", 0)
+		if errors.Is(err, ErrCancelled) {
+			return cancelledResp(), nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		return completed(`"done"`), nil
+	}
+	st := openStore(t)
+	inv := &invoker{g: g, n: map[string]int{}}
+	e := New(st.Committer(), inv, Options{Logger: slog.New(slog.DiscardHandler), ActivationBackoff: time.Millisecond})
+	inv.e = e
+	t.Cleanup(func() { e.Close(context.Background()) })
+	now := time.Now().UTC()
+	run := func(id, wf, state, parent string) *Run {
+		rev := "f1"
+		if wf == "other" {
+			rev = "o1"
+		}
+		return &Run{ID: id, App: testApp, Workflow: wf, Revision: rev, State: state, Input: []byte("null"), Created: now, Updated: now, Parent: parent}
+	}
+	child := func(pos int, name, id string) Entry {
+		return Entry{Type: EntryStep, Time: now, Pos: pos, Name: name, Attempt: 1, Result: []byte(`"` + id + `"`)}
+	}
+	p := run("p", "flow", StateCancelling, "")
+	t1 := run("t", "flow", StateTerminated, "")
+	t1.Error, t1.ChildrenPending = "terminated", true
+	p2 := run("p-2", "other", StateWaiting, "p")
+	p2.Detached = true
+	seeds := []struct {
+		rec  *Run
+		ents []Entry
+	}{
+		{p, []Entry{child(0, "nimbus.child:other", "p-0"), child(1, "nimbus.child:other", "p-1"), child(2, "nimbus.detached:other", "p-2"),
+			{Type: EntryCancel, Time: now, Error: "test"}}},
+		{run("p-0", "other", StateWaiting, "p"), nil},
+		{run("p-1", "other", StateCancelling, "p"), []Entry{{Type: EntryCancel, Time: now, Error: "earlier"}}},
+		{p2, nil},
+		{t1, []Entry{child(0, "nimbus.child:other", "t-0"), {Type: EntryTerminated, Time: now}}},
+		{run("t-0", "other", StateWaiting, "t"), nil},
+	}
+	for _, s := range seeds {
+		if err := e.SeedRun(t.Context(), s.rec, s.ents); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.Provision(t.Context(), testRevision()); err != nil {
+		t.Fatal(err)
+	}
+	for id, want := range map[string]string{"p": StateCancelled, "p-0": StateCancelled, "p-1": StateCancelled, "t-0": StateTerminated} {
+		if rec := wait(t, e, id); rec.State != want {
+			t.Errorf("run %s: %s %q, want %s", id, rec.State, rec.Error, want)
+		}
+	}
+	rec, err := e.Get(t.Context(), testApp, "p-2")
+	if err != nil || rec.State != StateWaiting {
+		t.Fatalf("detached child p-2: %+v %v, want it waiting still", rec, err)
+	}
+	if _, err := e.Signal(t.Context(), testApp, "p-2", "go", nil); err != nil {
+		t.Fatal(err)
+	}
+	if rec := wait(t, e, "p-2"); rec.State != StateCompleted {
+		t.Errorf("detached child p-2: %s %q, want completed", rec.State, rec.Error)
+	}
+	if rec, err := e.Get(t.Context(), testApp, "t"); err != nil || rec.ChildrenPending || rec.State != StateTerminated {
+		t.Errorf("terminated parent t: %+v %v, want its children no longer pending", rec, err)
+	}
+}
