@@ -124,7 +124,12 @@ func DecodeRequest(b []byte) (*Request, error) {
 // the parameters to params as name, value pairs instead, and returns it.
 // Its strings share one allocation; Body aliases b.
 func DecodeRequestInto(b []byte, r *Request, params []string) ([]string, error) {
-	d := decoder{b: b, s: requestArena(b)}
+	d := decoder{b: b}
+	if len(b) <= wholeArena {
+		d.s = string(b)
+	} else {
+		d.s = requestArena(b)
+	}
 	if d.byte() != TagRequest && d.err == nil {
 		d.fail("not a request")
 	}
@@ -181,8 +186,25 @@ func appendBytes(dst, b []byte) []byte {
 }
 
 func appendHeader(dst []byte, h map[string][]string) []byte {
+	// A response's header has zero or one name more often than not: those
+	// need no sort and no second lookup. (In a Go guest compiled to wasm,
+	// a map iteration, a lookup and clearing a keys array each cost
+	// hundreds of nanoseconds.)
+	switch len(h) {
+	case 0:
+		return append(dst, 0)
+	case 1:
+		for k, vs := range h {
+			dst = binary.AppendUvarint(dst, uint64(len(vs)))
+			for _, v := range vs {
+				dst = appendString(dst, k)
+				dst = appendString(dst, v)
+			}
+		}
+		return dst
+	}
 	n := 0
-	var small [16]string // sorts the keys of a usual header without allocating
+	var small [8]string // sorts the keys of a usual header without allocating
 	keys := small[:0]
 	for k, vs := range h {
 		n += len(vs)
@@ -220,6 +242,12 @@ type decoder struct {
 	// guest's allocator is slow).
 	s string
 }
+
+// wholeArena is the size up to which a request's strings are taken from a
+// copy of the whole message, body included, rather than of exactly its
+// strings part: copying a small body costs less than finding where it
+// starts (a pass over every length), and a usual request is small.
+const wholeArena = 2048
 
 // requestArena returns the strings part of an encoded request (everything
 // before the body) as one string, or "" if b is malformed.
@@ -294,6 +322,17 @@ func (d *decoder) uvarint() uint64 {
 
 // length reads a length and checks it against the bytes that remain.
 func (d *decoder) length() int {
+	// Most lengths fit in one byte: read those without binary.Uvarint
+	// (calls and bounds checks are dear in a Go guest compiled to wasm).
+	if d.err == nil && d.off < len(d.b) && d.b[d.off] < 0x80 {
+		v := int(d.b[d.off])
+		d.off++
+		if v > len(d.b)-d.off {
+			d.fail("length past end")
+			return 0
+		}
+		return v
+	}
 	v := d.uvarint()
 	if d.err != nil {
 		return 0

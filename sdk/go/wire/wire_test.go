@@ -201,3 +201,33 @@ func TestDecodeRequestInto(t *testing.T) {
 		t.Fatalf("second decode left %+v %q", r, params)
 	}
 }
+
+// benchRequest is a request as the gateway sends it for wrk's GET.
+var benchRequest = &Request{
+	Method: "GET", Path: "/hello/bench", Host: "127.0.0.1:8080", RemoteAddr: "127.0.0.1:4242",
+	Route: "GET /hello/{name}", InvocationID: "0123456789abcdef0123456789", TraceParent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+	Header: map[string][]string{"User-Agent": {"wrk"}, "Accept": {"*/*"}},
+	Params: map[string]string{"name": "bench"},
+}
+
+func BenchmarkDecodeRequestInto(b *testing.B) {
+	in := EncodeRequest(nil, benchRequest)
+	var r Request
+	var params []string
+	b.ReportAllocs()
+	for b.Loop() {
+		var err error
+		if params, err = DecodeRequestInto(in, &r, params[:0]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkEncodeResponse(b *testing.B) {
+	resp := &Response{Status: 200, Header: map[string][]string{"Content-Type": {"text/plain; charset=utf-8"}}, Body: []byte("hello, bench\n")}
+	var out []byte
+	b.ReportAllocs()
+	for b.Loop() {
+		out = EncodeResponse(out[:0], resp)
+	}
+}
