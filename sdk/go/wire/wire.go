@@ -133,11 +133,12 @@ func DecodeRequestInto(b []byte, r *Request, params []string) ([]string, error) 
 	if d.byte() != TagRequest && d.err == nil {
 		d.fail("not a request")
 	}
-	*r = Request{}
-	for _, p := range [...]*string{&r.Method, &r.Path, &r.RawQuery, &r.Host, &r.RemoteAddr, &r.Route, &r.InvocationID, &r.TraceParent} {
-		*p = d.string()
+	// Calls in a composite literal run left to right: the wire's order.
+	*r = Request{
+		Method: d.string(), Path: d.string(), RawQuery: d.string(), Host: d.string(),
+		RemoteAddr: d.string(), Route: d.string(), InvocationID: d.string(), TraceParent: d.string(),
+		Header: d.header(),
 	}
-	r.Header = d.header()
 	n := d.count()
 	for i := 0; i < n && d.err == nil; i++ {
 		params = append(params, d.string(), d.string())
