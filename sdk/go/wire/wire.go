@@ -124,12 +124,20 @@ func DecodeRequest(b []byte) (*Request, error) {
 // the parameters to params as name, value pairs instead, and returns it.
 // Its strings share one allocation; Body aliases b.
 func DecodeRequestInto(b []byte, r *Request, params []string) ([]string, error) {
-	d := decoder{b: b}
-	if len(b) <= wholeArena {
-		d.s = string(b)
-	} else {
-		d.s = requestArena(b)
+	// One pass notes where each string is; the strings are then cut from
+	// one copy of everything before the body. A request with more strings
+	// than fit here, or a malformed one, takes the two-pass way below.
+	var buf [48]span
+	if sp, nh, body, ok := scanRequest(b, buf[:0]); ok {
+		return buildRequest(b, sp, nh, body, r, params), nil
 	}
+	return decodeRequestTwoPass(b, r, params)
+}
+
+// decodeRequestTwoPass is DecodeRequestInto for any request: a first pass
+// finds where the body starts, the second decodes.
+func decodeRequestTwoPass(b []byte, r *Request, params []string) ([]string, error) {
+	d := decoder{b: b, s: requestArena(b)}
 	if d.byte() != TagRequest && d.err == nil {
 		d.fail("not a request")
 	}
@@ -149,6 +157,101 @@ func DecodeRequestInto(b []byte, r *Request, params []string) ([]string, error) 
 		return params[:0], err
 	}
 	return params, nil
+}
+
+// span is where a string is in an encoded message.
+type span struct{ off, n int32 }
+
+// scanRequest notes the spans of a request's strings in sp (its 8 fields,
+// then the header's names and values, then the parameters'), and the span
+// of the body's length and bytes. ok is false for a malformed request or
+// one with more strings than cap(sp).
+func scanRequest(b []byte, sp []span) (_ []span, nh int, body span, ok bool) {
+	if len(b) == 0 || b[0] != TagRequest || len(b) > 1<<31-1 {
+		return nil, 0, span{}, false
+	}
+	d := decoder{b: b, off: 1}
+	for range 8 {
+		n := d.length()
+		sp = append(sp, span{int32(d.off), int32(n)})
+		d.off += n
+	}
+	nh = d.count()
+	if 8+2*nh > cap(sp) {
+		return nil, 0, span{}, false
+	}
+	for range 2 * nh {
+		n := d.length()
+		sp = append(sp, span{int32(d.off), int32(n)})
+		d.off += n
+	}
+	np := d.count()
+	if len(sp)+2*np > cap(sp) {
+		return nil, 0, span{}, false
+	}
+	for range 2 * np {
+		n := d.length()
+		sp = append(sp, span{int32(d.off), int32(n)})
+		d.off += n
+	}
+	at := d.off
+	n := d.length()
+	d.off += n
+	if d.err != nil || d.off != len(b) {
+		return nil, 0, span{}, false
+	}
+	return sp, nh, span{int32(at), int32(n)}, true
+}
+
+// buildRequest is DecodeRequestInto of a request scanRequest accepted.
+func buildRequest(b []byte, sp []span, nh int, body span, r *Request, params []string) []string {
+	arena := string(b[:body.off])
+	var f [8]string
+	for i := range f {
+		if s := sp[i]; s.n > 0 {
+			f[i] = arena[s.off : s.off+s.n]
+		}
+	}
+	*r = Request{
+		Method: f[0], Path: f[1], RawQuery: f[2], Host: f[3],
+		RemoteAddr: f[4], Route: f[5], InvocationID: f[6], TraceParent: f[7],
+	}
+	if nh > 0 {
+		r.Header = make(map[string][]string, nh)
+		vals := make([]string, nh)
+		for i, s := range sp[8 : 8+2*nh] {
+			if s.n > 0 {
+				f[i&1] = arena[s.off : s.off+s.n]
+			} else {
+				f[i&1] = ""
+			}
+			if i&1 == 1 {
+				addHeader(r.Header, vals, i/2, f[0], f[1])
+			}
+		}
+	}
+	for _, s := range sp[8+2*nh:] {
+		v := ""
+		if s.n > 0 {
+			v = arena[s.off : s.off+s.n]
+		}
+		params = append(params, v)
+	}
+	if body.n > 0 { // the body is the message's end
+		r.Body = b[len(b)-int(body.n) : len(b) : len(b)]
+	}
+	return params
+}
+
+// addHeader adds the i-th name and value of a header to h: a name's first
+// value gets a one-element slice of vals (full, so an append copies).
+func addHeader(h map[string][]string, vals []string, i int, k, v string) {
+	if vs, ok := h[k]; ok || i >= len(vals) {
+		h[k] = append(vs, v)
+		return
+	}
+	vals[i] = v
+	h[k] = vals[i : i+1 : i+1]
 }
 
 // DecodeResponse decodes a response with the same guarantees as
@@ -243,12 +346,6 @@ type decoder struct {
 	// guest's allocator is slow).
 	s string
 }
-
-// wholeArena is the size up to which a request's strings are taken from a
-// copy of the whole message, body included, rather than of exactly its
-// strings part: copying a small body costs less than finding where it
-// starts (a pass over every length), and a usual request is small.
-const wholeArena = 2048
 
 // requestArena returns the strings part of an encoded request (everything
 // before the body) as one string, or "" if b is malformed.
@@ -399,12 +496,7 @@ func (d *decoder) header() map[string][]string {
 		if d.err != nil {
 			break
 		}
-		if vs, ok := h[k]; ok || i >= len(vals) {
-			h[k] = append(vs, v)
-			continue
-		}
-		vals[i] = v
-		h[k] = vals[i : i+1 : i+1]
+		addHeader(h, vals, i, k, v)
 	}
 	return h
 }

@@ -3,6 +3,7 @@ package wire
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -23,6 +24,7 @@ func TestRequestRoundTrip(t *testing.T) {
 			Body:        []byte("hello\x00world"),
 		}},
 		{"binary body", Request{Method: "PUT", Body: bytes.Repeat([]byte{0xff, 0}, 1000)}},
+		{"more strings than one pass notes", Request{Method: "GET", Header: manyHeader(30), Params: map[string]string{"a": "1", "b": strings.Repeat("x", 200)}, Body: []byte("b")}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -106,7 +108,15 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte{TagRequest})
 	f.Add([]byte{TagResponse, 0x80})
 	f.Add([]byte{TagResponse, 0, 0, 0xff, 0xff, 0x03, 0, 0})
+	f.Add(EncodeRequest(nil, &Request{Header: manyHeader(30)}))
 	f.Fuzz(func(t *testing.T, b []byte) {
+		// The one-pass decoder agrees with the two-pass one.
+		var r1, r2 Request
+		p1, err1 := DecodeRequestInto(b, &r1, nil)
+		p2, err2 := decodeRequestTwoPass(b, &r2, nil)
+		if (err1 == nil) != (err2 == nil) || err1 != nil && err1.Error() != err2.Error() || !reflect.DeepEqual(r1, r2) || !reflect.DeepEqual(p1, p2) {
+			t.Fatalf("DecodeRequestInto %+v %q %v, two passes %+v %q %v", r1, p1, err1, r2, p2, err2)
+		}
 		if r, err := DecodeRequest(b); err == nil {
 			r2, err := DecodeRequest(EncodeRequest(nil, r))
 			if err != nil || !reflect.DeepEqual(r, r2) {
@@ -230,4 +240,14 @@ func BenchmarkEncodeResponse(b *testing.B) {
 	for b.Loop() {
 		out = EncodeResponse(out[:0], resp)
 	}
+}
+
+// manyHeader is a header of n names, the second of them with two values.
+func manyHeader(n int) map[string][]string {
+	h := map[string][]string{}
+	for i := range n {
+		h[fmt.Sprintf("X-H%d", i)] = []string{fmt.Sprint(i)}
+	}
+	h["X-H1"] = append(h["X-H1"], "again")
+	return h
 }
