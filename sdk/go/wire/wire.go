@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"slices"
 	"sort"
 )
 
@@ -291,36 +290,59 @@ func appendBytes(dst, b []byte) []byte {
 
 func appendHeader(dst []byte, h map[string][]string) []byte {
 	// A response's header has zero or one name more often than not: those
-	// need no sort and no second lookup. (In a Go guest compiled to wasm,
-	// a map iteration, a lookup and clearing a keys array each cost
-	// hundreds of nanoseconds.)
+	// need no sort. (In a Go guest compiled to wasm, a map iteration, a
+	// lookup and clearing a keys array each cost hundreds of nanoseconds.)
 	switch len(h) {
 	case 0:
 		return append(dst, 0)
 	case 1:
 		for k, vs := range h {
-			dst = binary.AppendUvarint(dst, uint64(len(vs)))
-			for _, v := range vs {
-				dst = appendString(dst, k)
-				dst = appendString(dst, v)
-			}
+			dst = appendValues(binary.AppendUvarint(dst, uint64(len(vs))), k, vs)
 		}
 		return dst
 	}
+	if len(h) > 8 {
+		keys := sortedKeys(h)
+		n := 0
+		for _, k := range keys {
+			n += len(h[k])
+		}
+		dst = binary.AppendUvarint(dst, uint64(n))
+		for _, k := range keys {
+			dst = appendValues(dst, k, h[k])
+		}
+		return dst
+	}
+	// A few names: sorted by insertion with their values, so no second
+	// lookup, in an array on the stack.
+	var small [8]headerField
+	fields := small[:0]
 	n := 0
-	var small [8]string // sorts the keys of a usual header without allocating
-	keys := small[:0]
 	for k, vs := range h {
 		n += len(vs)
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	dst = binary.AppendUvarint(dst, uint64(n))
-	for _, k := range keys {
-		for _, v := range h[k] {
-			dst = appendString(dst, k)
-			dst = appendString(dst, v)
+		i := len(fields)
+		fields = fields[:i+1]
+		for ; i > 0 && fields[i-1].k > k; i-- {
+			fields[i] = fields[i-1]
 		}
+		fields[i] = headerField{k, vs}
+	}
+	dst = binary.AppendUvarint(dst, uint64(n))
+	for _, f := range fields {
+		dst = appendValues(dst, f.k, f.vs)
+	}
+	return dst
+}
+
+type headerField struct {
+	k  string
+	vs []string
+}
+
+func appendValues(dst []byte, k string, vs []string) []byte {
+	for _, v := range vs {
+		dst = appendString(dst, k)
+		dst = appendString(dst, v)
 	}
 	return dst
 }

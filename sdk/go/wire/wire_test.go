@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"sort"
 	"strings"
 	"testing"
 )
@@ -250,4 +251,34 @@ func manyHeader(n int) map[string][]string {
 	}
 	h["X-H1"] = append(h["X-H1"], "again")
 	return h
+}
+
+// TestHeaderEncodingSorted: a header's fields are encoded in name order
+// whatever the map's order, on each of appendHeader's ways (one name, a
+// few sorted on the stack, many).
+func TestHeaderEncodingSorted(t *testing.T) {
+	for _, n := range []int{1, 2, 3, 8, 9, 20} {
+		h := manyHeader(n)
+		if n == 1 {
+			h = map[string][]string{"X-One": {"a", "b"}}
+		}
+		names := make([]string, 0, len(h))
+		count := 0
+		for k, vs := range h {
+			names = append(names, k)
+			count += len(vs)
+		}
+		sort.Strings(names)
+		want := appendUvarint(nil, uint64(count))
+		for _, k := range names {
+			for _, v := range h[k] {
+				want = appendString(appendString(want, k), v)
+			}
+		}
+		for range 10 { // map order varies from one iteration to the next
+			if got := appendHeader(nil, h); !bytes.Equal(got, want) {
+				t.Fatalf("%d names: encoded %q, want %q", n, got, want)
+			}
+		}
+	}
 }
