@@ -198,19 +198,17 @@ func contentType(t string) []string {
 
 // detectContentType is http.DetectContentType, with a shortcut for the
 // usual body a handler writes without a Content-Type: text starting with
-// a lower-case letter other than t and w. No signature of
-// http.DetectContentType starts with one of those; of the two that look
-// past the start, video/mp4 reads its first four bytes as a size, which a
-// letter makes larger than the 512 bytes it sniffs, and the embedded
-// OpenType "LP" at byte 34 is checked here; what remains is its text
-// check. In a
-// Go guest compiled to wasm DetectContentType tries each of its ~50
-// signatures in turn and costs microseconds. TestDetectContentType and
-// FuzzDetectContentType hold the two to the same answers.
+// a byte no signature of http.DetectContentType starts with (textStart).
+// Of its signatures that look past the start, video/mp4 reads the first
+// four bytes as a size, which such a byte makes larger than the 512 bytes
+// it sniffs, and the embedded OpenType "LP" at byte 34 is checked here;
+// what remains is its text check. In a Go guest compiled to wasm
+// DetectContentType tries each of its ~50 signatures in turn and costs
+// microseconds. TestDetectContentType and FuzzDetectContentType hold the
+// two to the same answers.
 func detectContentType(data []byte) string {
 	const sniffLen = 512 // http.DetectContentType reads no further
-	if len(data) == 0 || data[0] < 'a' || data[0] > 'z' || data[0] == 't' || data[0] == 'w' ||
-		len(data) >= 36 && string(data[34:36]) == "LP" {
+	if len(data) == 0 || !textStart[data[0]] || len(data) >= 36 && string(data[34:36]) == "LP" {
 		return http.DetectContentType(data)
 	}
 	for _, b := range data[:min(len(data), sniffLen)] {
@@ -220,3 +218,14 @@ func detectContentType(data []byte) string {
 	}
 	return "text/plain; charset=utf-8"
 }
+
+// textStart holds the first bytes of text that no signature of
+// http.DetectContentType starts with: digits, '{' and '[' (JSON), and
+// letters but those of its signatures (BM, FORM, GIF8, ID3, MThd, OggS,
+// OTTO, PK, RIFF, Rar!, ttcf, wOFF).
+var textStart = func() (t [256]bool) {
+	for _, c := range "0123456789{[abcdefghijklmnopqrsuvxyzACDEHJKLNQSTUVWXYZ" {
+		t[c] = true
+	}
+	return t
+}()

@@ -151,6 +151,15 @@ func detectSeeds() [][]byte {
 		append(append([]byte("a"), bytes.Repeat([]byte("x"), 600)...), 0),
 		[]byte("wOFF0000"), []byte("ttcf"), []byte("<html>"), []byte(" <?xml"), []byte("{\"a\":1}"),
 	}
+	// Every signature of http.DetectContentType that starts with a
+	// printable byte, completed with text where it masks bytes.
+	for _, sig := range []string{
+		"<!DOCTYPE HTML ", "<HTML ", "<!-- ", "<?xml", "%PDF-", "%!PS-Adobe-", "BM", "GIF87a", "GIF89a",
+		"RIFFxxxxWEBPVP", "FORMxxxxAIFF", "ID3", "OggS\x00", "MThd\x00\x00\x00\x06", "RIFFxxxxAVI ", "RIFFxxxxWAVE",
+		"OTTO", "ttcf", "wOFF", "wOF2", "PK\x03\x04", "Rar!\x1A\x07\x00", "Rar!\x1A\x07\x01\x00",
+	} {
+		seeds = append(seeds, []byte(sig), []byte(sig+" and some text"))
+	}
 	for c := range 256 {
 		seeds = append(seeds, []byte{byte(c)}, []byte{'a', byte(c), 'b'}, []byte{byte(c), 'a', 'b', 'c', 'f', 't', 'y', 'p', 0, 0, 0, 0})
 	}
