@@ -1,6 +1,7 @@
 package nimbus
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -136,5 +137,96 @@ func TestServeFreshResponse(t *testing.T) {
 	}
 	if second.Status != http.StatusOK || second.Header["X-Once"] != nil || second.Header["Content-Type"][0] != "text/plain; charset=utf-8" || string(second.Body) != "second" {
 		t.Errorf("second response %d %v %q: carries the first's state", second.Status, second.Header, second.Body)
+	}
+}
+
+// detectSeeds start with every byte and hit the shortcut's edges: the
+// mp4 and OpenType signatures that look past the start, and every
+// control byte after a letter.
+func detectSeeds() [][]byte {
+	seeds := [][]byte{
+		nil, []byte("hello, bench\n"), []byte("abcdftypisom0000"), []byte("abcdftyp"),
+		append(append([]byte("a"), bytes.Repeat([]byte("x"), 33)...), "LP"...),
+		append([]byte("a"), bytes.Repeat([]byte("x"), 600)...),
+		append(append([]byte("a"), bytes.Repeat([]byte("x"), 600)...), 0),
+		[]byte("wOFF0000"), []byte("ttcf"), []byte("<html>"), []byte(" <?xml"), []byte("{\"a\":1}"),
+	}
+	// Every signature of http.DetectContentType that starts with a
+	// printable byte, completed with text where it masks bytes.
+	for _, sig := range []string{
+		"<!DOCTYPE HTML ", "<HTML ", "<!-- ", "<?xml", "%PDF-", "%!PS-Adobe-", "BM", "GIF87a", "GIF89a",
+		"RIFFxxxxWEBPVP", "FORMxxxxAIFF", "ID3", "OggS\x00", "MThd\x00\x00\x00\x06", "RIFFxxxxAVI ", "RIFFxxxxWAVE",
+		"OTTO", "ttcf", "wOFF", "wOF2", "PK\x03\x04", "Rar!\x1A\x07\x00", "Rar!\x1A\x07\x01\x00",
+	} {
+		seeds = append(seeds, []byte(sig), []byte(sig+" and some text"))
+	}
+	for c := range 256 {
+		seeds = append(seeds, []byte{byte(c)}, []byte{'a', byte(c), 'b'}, []byte{byte(c), 'a', 'b', 'c', 'f', 't', 'y', 'p', 0, 0, 0, 0})
+	}
+	return seeds
+}
+
+func TestDetectContentType(t *testing.T) {
+	for _, b := range detectSeeds() {
+		if got, want := detectContentType(b), http.DetectContentType(b); got != want {
+			t.Errorf("detectContentType(%q) = %q, http.DetectContentType says %q", b, got, want)
+		}
+	}
+}
+
+func FuzzDetectContentType(f *testing.F) {
+	for _, b := range detectSeeds() {
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if got, want := detectContentType(b), http.DetectContentType(b); got != want {
+			t.Errorf("detectContentType(%q) = %q, http.DetectContentType says %q", b, got, want)
+		}
+	})
+}
+
+// TestRequestKeptAfterReturn: net/http lets a handler keep its request;
+// what the SDK allocates together or reuses must not leak the next
+// request into a kept one.
+func TestRequestKeptAfterReturn(t *testing.T) {
+	var kept []*http.Request
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { kept = append(kept, r) })
+	for _, name := range []string{"ann", "bob"} {
+		roundTrip(t, h, &wire.Request{
+			Method: "POST", Path: "/hello/" + name, RawQuery: "q=" + name, Host: "h.example", Route: "POST /hello/{name}",
+			InvocationID: "inv-" + name, TraceParent: "00-" + name + "-01",
+			Header: map[string][]string{"X-Who": {name}}, Params: map[string]string{"name": name}, Body: []byte("body of " + name),
+		})
+	}
+	for i, name := range []string{"ann", "bob"} {
+		r := kept[i]
+		body, _ := io.ReadAll(r.Body)
+		got := fmt.Sprintf("%s %s %s %s %s %s %s %s", r.URL.Path, r.URL.RawQuery, r.RequestURI, r.Header.Get("X-Who"), r.Header.Get("Traceparent"), InvocationID(r), r.PathValue("name"), body)
+		want := fmt.Sprintf("/hello/%[1]s q=%[1]s /hello/%[1]s?q=%[1]s %[1]s 00-%[1]s-01 inv-%[1]s %[1]s body of %[1]s", name)
+		if got != want {
+			t.Errorf("kept request %d: %q, want %q", i, got, want)
+		}
+	}
+}
+
+// TestTraceparentHeader: the invocation's traceparent is the request's
+// Traceparent header unless the request brought its own.
+func TestTraceparentHeader(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%q", r.Header["Traceparent"])
+	})
+	for _, c := range []struct {
+		header map[string][]string
+		want   string
+	}{
+		{nil, `["00-inv-01"]`},
+		{map[string][]string{"Accept": {"*/*"}}, `["00-inv-01"]`},
+		{map[string][]string{"Traceparent": {""}}, `["00-inv-01"]`},
+		{map[string][]string{"Traceparent": {"00-own-01"}}, `["00-own-01"]`},
+	} {
+		resp := roundTrip(t, h, &wire.Request{Method: "GET", Path: "/", TraceParent: "00-inv-01", Header: c.header})
+		if string(resp.Body) != c.want {
+			t.Errorf("header %v: Traceparent %s, want %s", c.header, resp.Body, c.want)
+		}
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"slices"
 	"sort"
 )
 
@@ -124,15 +123,29 @@ func DecodeRequest(b []byte) (*Request, error) {
 // the parameters to params as name, value pairs instead, and returns it.
 // Its strings share one allocation; Body aliases b.
 func DecodeRequestInto(b []byte, r *Request, params []string) ([]string, error) {
+	// One pass notes where each string is; the strings are then cut from
+	// one copy of everything before the body. A request with more strings
+	// than fit here, or a malformed one, takes the two-pass way below.
+	var buf [48]span
+	if sp, nh, body, ok := scanRequest(b, buf[:0]); ok {
+		return buildRequest(b, sp, nh, body, r, params), nil
+	}
+	return decodeRequestTwoPass(b, r, params)
+}
+
+// decodeRequestTwoPass is DecodeRequestInto for any request: a first pass
+// finds where the body starts, the second decodes.
+func decodeRequestTwoPass(b []byte, r *Request, params []string) ([]string, error) {
 	d := decoder{b: b, s: requestArena(b)}
 	if d.byte() != TagRequest && d.err == nil {
 		d.fail("not a request")
 	}
-	*r = Request{}
-	for _, p := range [...]*string{&r.Method, &r.Path, &r.RawQuery, &r.Host, &r.RemoteAddr, &r.Route, &r.InvocationID, &r.TraceParent} {
-		*p = d.string()
+	// Calls in a composite literal run left to right: the wire's order.
+	*r = Request{
+		Method: d.string(), Path: d.string(), RawQuery: d.string(), Host: d.string(),
+		RemoteAddr: d.string(), Route: d.string(), InvocationID: d.string(), TraceParent: d.string(),
+		Header: d.header(),
 	}
-	r.Header = d.header()
 	n := d.count()
 	for i := 0; i < n && d.err == nil; i++ {
 		params = append(params, d.string(), d.string())
@@ -143,6 +156,101 @@ func DecodeRequestInto(b []byte, r *Request, params []string) ([]string, error) 
 		return params[:0], err
 	}
 	return params, nil
+}
+
+// span is where a string is in an encoded message.
+type span struct{ off, n int32 }
+
+// scanRequest notes the spans of a request's strings in sp (its 8 fields,
+// then the header's names and values, then the parameters'), and the span
+// of the body's length and bytes. ok is false for a malformed request or
+// one with more strings than cap(sp).
+func scanRequest(b []byte, sp []span) (_ []span, nh int, body span, ok bool) {
+	if len(b) == 0 || b[0] != TagRequest || len(b) > 1<<31-1 {
+		return nil, 0, span{}, false
+	}
+	d := decoder{b: b, off: 1}
+	for range 8 {
+		n := d.length()
+		sp = append(sp, span{int32(d.off), int32(n)})
+		d.off += n
+	}
+	nh = d.count()
+	if 8+2*nh > cap(sp) {
+		return nil, 0, span{}, false
+	}
+	for range 2 * nh {
+		n := d.length()
+		sp = append(sp, span{int32(d.off), int32(n)})
+		d.off += n
+	}
+	np := d.count()
+	if len(sp)+2*np > cap(sp) {
+		return nil, 0, span{}, false
+	}
+	for range 2 * np {
+		n := d.length()
+		sp = append(sp, span{int32(d.off), int32(n)})
+		d.off += n
+	}
+	at := d.off
+	n := d.length()
+	d.off += n
+	if d.err != nil || d.off != len(b) {
+		return nil, 0, span{}, false
+	}
+	return sp, nh, span{int32(at), int32(n)}, true
+}
+
+// buildRequest is DecodeRequestInto of a request scanRequest accepted.
+func buildRequest(b []byte, sp []span, nh int, body span, r *Request, params []string) []string {
+	arena := string(b[:body.off])
+	var f [8]string
+	for i := range f {
+		if s := sp[i]; s.n > 0 {
+			f[i] = arena[s.off : s.off+s.n]
+		}
+	}
+	*r = Request{
+		Method: f[0], Path: f[1], RawQuery: f[2], Host: f[3],
+		RemoteAddr: f[4], Route: f[5], InvocationID: f[6], TraceParent: f[7],
+	}
+	if nh > 0 {
+		r.Header = make(map[string][]string, nh)
+		vals := make([]string, nh)
+		for i, s := range sp[8 : 8+2*nh] {
+			if s.n > 0 {
+				f[i&1] = arena[s.off : s.off+s.n]
+			} else {
+				f[i&1] = ""
+			}
+			if i&1 == 1 {
+				addHeader(r.Header, vals, i/2, f[0], f[1])
+			}
+		}
+	}
+	for _, s := range sp[8+2*nh:] {
+		v := ""
+		if s.n > 0 {
+			v = arena[s.off : s.off+s.n]
+		}
+		params = append(params, v)
+	}
+	if body.n > 0 { // the body is the message's end
+		r.Body = b[len(b)-int(body.n) : len(b) : len(b)]
+	}
+	return params
+}
+
+// addHeader adds the i-th name and value of a header to h: a name's first
+// value gets a one-element slice of vals (full, so an append copies).
+func addHeader(h map[string][]string, vals []string, i int, k, v string) {
+	if vs, ok := h[k]; ok || i >= len(vals) {
+		h[k] = append(vs, v)
+		return
+	}
+	vals[i] = v
+	h[k] = vals[i : i+1 : i+1]
 }
 
 // DecodeResponse decodes a response with the same guarantees as
@@ -181,20 +289,60 @@ func appendBytes(dst, b []byte) []byte {
 }
 
 func appendHeader(dst []byte, h map[string][]string) []byte {
+	// A response's header has zero or one name more often than not: those
+	// need no sort. (In a Go guest compiled to wasm, a map iteration, a
+	// lookup and clearing a keys array each cost hundreds of nanoseconds.)
+	switch len(h) {
+	case 0:
+		return append(dst, 0)
+	case 1:
+		for k, vs := range h {
+			dst = appendValues(binary.AppendUvarint(dst, uint64(len(vs))), k, vs)
+		}
+		return dst
+	}
+	if len(h) > 8 {
+		keys := sortedKeys(h)
+		n := 0
+		for _, k := range keys {
+			n += len(h[k])
+		}
+		dst = binary.AppendUvarint(dst, uint64(n))
+		for _, k := range keys {
+			dst = appendValues(dst, k, h[k])
+		}
+		return dst
+	}
+	// A few names: sorted by insertion with their values, so no second
+	// lookup, in an array on the stack.
+	var small [8]headerField
+	fields := small[:0]
 	n := 0
-	var small [16]string // sorts the keys of a usual header without allocating
-	keys := small[:0]
 	for k, vs := range h {
 		n += len(vs)
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	dst = binary.AppendUvarint(dst, uint64(n))
-	for _, k := range keys {
-		for _, v := range h[k] {
-			dst = appendString(dst, k)
-			dst = appendString(dst, v)
+		i := len(fields)
+		fields = fields[:i+1]
+		for ; i > 0 && fields[i-1].k > k; i-- {
+			fields[i] = fields[i-1]
 		}
+		fields[i] = headerField{k, vs}
+	}
+	dst = binary.AppendUvarint(dst, uint64(n))
+	for _, f := range fields {
+		dst = appendValues(dst, f.k, f.vs)
+	}
+	return dst
+}
+
+type headerField struct {
+	k  string
+	vs []string
+}
+
+func appendValues(dst []byte, k string, vs []string) []byte {
+	for _, v := range vs {
+		dst = appendString(dst, k)
+		dst = appendString(dst, v)
 	}
 	return dst
 }
@@ -294,6 +442,17 @@ func (d *decoder) uvarint() uint64 {
 
 // length reads a length and checks it against the bytes that remain.
 func (d *decoder) length() int {
+	// Most lengths fit in one byte: read those without binary.Uvarint
+	// (calls and bounds checks are dear in a Go guest compiled to wasm).
+	if d.err == nil && d.off < len(d.b) && d.b[d.off] < 0x80 {
+		v := int(d.b[d.off])
+		d.off++
+		if v > len(d.b)-d.off {
+			d.fail("length past end")
+			return 0
+		}
+		return v
+	}
 	v := d.uvarint()
 	if d.err != nil {
 		return 0
@@ -359,12 +518,7 @@ func (d *decoder) header() map[string][]string {
 		if d.err != nil {
 			break
 		}
-		if vs, ok := h[k]; ok || i >= len(vals) {
-			h[k] = append(vs, v)
-			continue
-		}
-		vals[i] = v
-		h[k] = vals[i : i+1 : i+1]
+		addHeader(h, vals, i, k, v)
 	}
 	return h
 }

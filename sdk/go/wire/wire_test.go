@@ -3,7 +3,9 @@ package wire
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"reflect"
+	"sort"
 	"strings"
 	"testing"
 )
@@ -23,6 +25,7 @@ func TestRequestRoundTrip(t *testing.T) {
 			Body:        []byte("hello\x00world"),
 		}},
 		{"binary body", Request{Method: "PUT", Body: bytes.Repeat([]byte{0xff, 0}, 1000)}},
+		{"more strings than one pass notes", Request{Method: "GET", Header: manyHeader(30), Params: map[string]string{"a": "1", "b": strings.Repeat("x", 200)}, Body: []byte("b")}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -106,7 +109,15 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte{TagRequest})
 	f.Add([]byte{TagResponse, 0x80})
 	f.Add([]byte{TagResponse, 0, 0, 0xff, 0xff, 0x03, 0, 0})
+	f.Add(EncodeRequest(nil, &Request{Header: manyHeader(30)}))
 	f.Fuzz(func(t *testing.T, b []byte) {
+		// The one-pass decoder agrees with the two-pass one.
+		var r1, r2 Request
+		p1, err1 := DecodeRequestInto(b, &r1, nil)
+		p2, err2 := decodeRequestTwoPass(b, &r2, nil)
+		if (err1 == nil) != (err2 == nil) || err1 != nil && err1.Error() != err2.Error() || !reflect.DeepEqual(r1, r2) || !reflect.DeepEqual(p1, p2) {
+			t.Fatalf("DecodeRequestInto %+v %q %v, two passes %+v %q %v", r1, p1, err1, r2, p2, err2)
+		}
 		if r, err := DecodeRequest(b); err == nil {
 			r2, err := DecodeRequest(EncodeRequest(nil, r))
 			if err != nil || !reflect.DeepEqual(r, r2) {
@@ -199,5 +210,75 @@ func TestDecodeRequestInto(t *testing.T) {
 	}
 	if r.Method != "" || r.Path != "/b" || r.Header != nil || r.Body != nil || len(params) != 0 {
 		t.Fatalf("second decode left %+v %q", r, params)
+	}
+}
+
+// benchRequest is a request as the gateway sends it for wrk's GET.
+var benchRequest = &Request{
+	Method: "GET", Path: "/hello/bench", Host: "127.0.0.1:8080", RemoteAddr: "127.0.0.1:4242",
+	Route: "GET /hello/{name}", InvocationID: "0123456789abcdef0123456789", TraceParent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+	Header: map[string][]string{"User-Agent": {"wrk"}, "Accept": {"*/*"}},
+	Params: map[string]string{"name": "bench"},
+}
+
+func BenchmarkDecodeRequestInto(b *testing.B) {
+	in := EncodeRequest(nil, benchRequest)
+	var r Request
+	var params []string
+	b.ReportAllocs()
+	for b.Loop() {
+		var err error
+		if params, err = DecodeRequestInto(in, &r, params[:0]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkEncodeResponse(b *testing.B) {
+	resp := &Response{Status: 200, Header: map[string][]string{"Content-Type": {"text/plain; charset=utf-8"}}, Body: []byte("hello, bench\n")}
+	var out []byte
+	b.ReportAllocs()
+	for b.Loop() {
+		out = EncodeResponse(out[:0], resp)
+	}
+}
+
+// manyHeader is a header of n names, the second of them with two values.
+func manyHeader(n int) map[string][]string {
+	h := map[string][]string{}
+	for i := range n {
+		h[fmt.Sprintf("X-H%d", i)] = []string{fmt.Sprint(i)}
+	}
+	h["X-H1"] = append(h["X-H1"], "again")
+	return h
+}
+
+// TestHeaderEncodingSorted: a header's fields are encoded in name order
+// whatever the map's order, on each of appendHeader's ways (one name, a
+// few sorted on the stack, many).
+func TestHeaderEncodingSorted(t *testing.T) {
+	for _, n := range []int{1, 2, 3, 8, 9, 20} {
+		h := manyHeader(n)
+		if n == 1 {
+			h = map[string][]string{"X-One": {"a", "b"}}
+		}
+		names := make([]string, 0, len(h))
+		count := 0
+		for k, vs := range h {
+			names = append(names, k)
+			count += len(vs)
+		}
+		sort.Strings(names)
+		want := appendUvarint(nil, uint64(count))
+		for _, k := range names {
+			for _, v := range h[k] {
+				want = appendString(appendString(want, k), v)
+			}
+		}
+		for range 10 { // map order varies from one iteration to the next
+			if got := appendHeader(nil, h); !bytes.Equal(got, want) {
+				t.Fatalf("%d names: encoded %q, want %q", n, got, want)
+			}
+		}
 	}
 }
