@@ -72,13 +72,8 @@ started is the one the CLI talks to. Lost a token? 'nimbus token create
 			if err := bodyFlags(&cfg, bodyBudget, bodyMinRate); err != nil {
 				return err
 			}
-			n, err := manifest.ParseSize(idleCodeBytes)
-			if err != nil || n > 1<<40 {
-				return fmt.Errorf("--idle-code-bytes %q: use a size up to 1TiB, such as 64MiB", idleCodeBytes)
-			}
-			cfg.WasmIdleModuleBytes = max(int64(n), 1)
-			if cfg.WasmIdleModules < 1 {
-				return fmt.Errorf("--idle-code-modules %d: use at least 1", cfg.WasmIdleModules)
+			if err := idleCodeFlags(&cfg, cfg.WasmIdleModules, idleCodeBytes); err != nil {
+				return err
 			}
 			for _, c := range allowCIDRs {
 				p, err := netip.ParsePrefix(c)
@@ -131,6 +126,20 @@ started is the one the CLI talks to. Lost a token? 'nimbus token create
 	f.StringVar(&logLevel, "log-level", "info", "server log level: debug, info, warn, error")
 	f.BoolVar(&redeploy, "redeploy", false, "build and deploy DIR's app even if it is already deployed")
 	return cmd
+}
+
+// idleCodeFlags sets how much compiled wasm of functions with no instance
+// cfg keeps (--idle-code-modules, --idle-code-bytes).
+func idleCodeFlags(cfg *server.Config, modules int, bytes string) error {
+	if modules < 1 {
+		return fmt.Errorf("--idle-code-modules %d: use at least 1", modules)
+	}
+	n, err := manifest.ParseSize(bytes)
+	if err != nil || n > 1<<40 {
+		return fmt.Errorf("--idle-code-bytes %q: use a size up to 1TiB, such as 64MiB", bytes)
+	}
+	cfg.WasmIdleModules, cfg.WasmIdleModuleBytes = modules, max(int64(n), 1)
+	return nil
 }
 
 // bodyFlags sets the body budget and minimum rate of cfg from their flags.

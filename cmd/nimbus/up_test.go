@@ -28,3 +28,24 @@ func TestBodyFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestIdleCodeFlags: --idle-code-modules and --idle-code-bytes reach the
+// server's config; a bad value is refused with what to write instead.
+func TestIdleCodeFlags(t *testing.T) {
+	t.Parallel()
+	var cfg server.Config
+	if err := idleCodeFlags(&cfg, 100, "8MiB"); err != nil || cfg.WasmIdleModules != 100 || cfg.WasmIdleModuleBytes != 8<<20 {
+		t.Fatalf("100, 8MiB: %v %d %d", err, cfg.WasmIdleModules, cfg.WasmIdleModuleBytes)
+	}
+	for _, c := range []struct {
+		modules     int
+		bytes, want string
+	}{
+		{0, "64MiB", "--idle-code-modules 0: use at least 1"},
+		{10, "lots", "--idle-code-bytes \"lots\": use a size"},
+	} {
+		if err := idleCodeFlags(&cfg, c.modules, c.bytes); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%d %s: %v, want %q", c.modules, c.bytes, err, c.want)
+		}
+	}
+}

@@ -121,7 +121,7 @@ func (s *httpSession) ownListener() error {
 	if err != nil || owned {
 		return nil // nothing to check with (no /proc): trust the dial
 	}
-	return fmt.Errorf("port %d answers, but not from the function's process (another program listens there); waiting for the process to listen", s.p.port)
+	return fmt.Errorf("port %d: no listener of the function's own yet (if this lasts, another program holds the port)", s.p.port)
 }
 
 // handle forwards one request over a kept-alive connection to the
