@@ -2,6 +2,8 @@ package capability
 
 import (
 	"log/slog"
+	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -88,6 +90,48 @@ func New(cfg Config) *Services {
 type guard struct {
 	logger   *slog.Logger
 	onDenied func(Denial) // nil: nobody is told
+
+	mu sync.Mutex
+	// warned is when the node's log last said that a function was denied
+	// a grant, and how many denials it kept quiet since, by app, function
+	// and grant (deniedLogKeys at most: a guest naming grants at random
+	// only makes the node warn again).
+	warned map[[3]string]*deniedLog
+}
+
+type deniedLog struct {
+	at    time.Time
+	quiet int
+}
+
+// deniedLogEvery is how often the node's log repeats that a function was
+// denied the same grant; each invocation's own log says it every time.
+const (
+	deniedLogEvery = time.Minute
+	deniedLogKeys  = 4096
+)
+
+// warnDenied reports whether the node's log should say that function of
+// app was denied grant now, and how many such denials it kept quiet since
+// it last did.
+func (g *guard) warnDenied(app, function, grant string) (bool, int) {
+	now := time.Now()
+	key := [3]string{app, function, grant}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if d, ok := g.warned[key]; ok && now.Sub(d.at) < deniedLogEvery {
+		d.quiet++
+		return false, 0
+	}
+	if g.warned == nil || len(g.warned) >= deniedLogKeys {
+		g.warned = map[[3]string]*deniedLog{}
+	}
+	quiet := 0
+	if d, ok := g.warned[key]; ok {
+		quiet = d.quiet
+	}
+	g.warned[key] = &deniedLog{at: now}
+	return true, quiet
 }
 
 func (g *guard) denied(d Denial) {
@@ -99,8 +143,10 @@ func (g *guard) denied(d Denial) {
 // check is the one place a grant is checked: it returns nil when call may
 // do op, which needs need, and a *DeniedError otherwise. The first denial
 // of each grant in an invocation writes one warning to the invocation's log
-// naming the grant to add, and one slog warning; later ones are silent, so
-// a function retrying in a loop does not flood either log.
+// naming the grant to add; later ones are silent, so a function retrying in
+// a loop does not flood it. The node's log says it once a minute per app,
+// function and grant, with the count of denials since (a function denied
+// on every request would otherwise write a line per request).
 func (g *guard) check(call *Caller, op string, need Grant) error {
 	if call == nil {
 		g.logger.Warn("host function called outside an invocation", "host_function", op, "capability", need.String())
@@ -117,8 +163,10 @@ func (g *guard) check(call *Caller, op string, need Grant) error {
 	}
 	if call.first(need.String()) {
 		call.log("warn", err.Error())
-		g.logger.Warn("host function denied", "app", call.App, "function", call.Function, "capability", need.String(),
-			"host_function", op, "invocation", call.InvocationID)
+		if warn, quiet := g.warnDenied(call.App, call.Function, need.String()); warn {
+			g.logger.Warn("host function denied", "app", call.App, "function", call.Function, "capability", need.String(),
+				"host_function", op, "invocation", call.InvocationID, "denied_since_last_warning", quiet)
+		}
 		g.denied(Denial{App: call.App, Function: call.Function, Invocation: call.InvocationID, Kind: "capability", What: need.String()})
 	}
 	return err

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"slices"
@@ -275,6 +276,27 @@ func TestLogService(t *testing.T) {
 	}
 	if out := slogBuf.String(); strings.Count(out, "host function denied") != 1 || !strings.Contains(out, "app=app function=fn capability=log") {
 		t.Fatalf("slog: %s", out)
+	}
+}
+
+// TestDeniedWarningsPerMinute: a function denied a grant on every request
+// is told so in every invocation's log, but the node's log says it once
+// (per minute, app, function and grant), not once per request.
+func TestDeniedWarningsPerMinute(t *testing.T) {
+	var slogBuf syncBuffer
+	svc := capability.New(capability.Config{Logger: slog.New(slog.NewTextHandler(&slogBuf, nil))})
+	for i := range 100 {
+		call, s := caller("app", "kv:other")
+		call.InvocationID = fmt.Sprint("inv", i)
+		wantErr(t, "not granted", svc.Log.Log(call, capability.LevelInfo, []byte("x")), capability.ErrDenied)
+		if got := s.get(); len(got) != 1 || got[0].level != "warn" {
+			t.Fatalf("invocation %d: its log has %q, want the denial", i, got)
+		}
+	}
+	other, _ := caller("app2", "kv:other")
+	wantErr(t, "not granted", svc.Log.Log(other, capability.LevelInfo, []byte("x")), capability.ErrDenied)
+	if out := slogBuf.String(); strings.Count(out, "host function denied") != 2 || strings.Count(out, "app=app ") != 1 || strings.Count(out, "app=app2 ") != 1 {
+		t.Fatalf("node log after 100 denied invocations of one function and 1 of another:\n%s", out)
 	}
 }
 
