@@ -149,23 +149,34 @@ func runWrkContrast(ctx context.Context, b *bench, name, url, rawURL string) ([]
 	if err != nil {
 		return nil, nil
 	}
+	got, raw, err := wrkPair(ctx, b, wrk, url, rawURL)
+	if err != nil {
+		return nil, err
+	}
+	return []row{newRow("warm", name+": wrk req/s, 32 conns (for contrast)", "req/s", got.rps, "net/http", raw.rps)}, nil
+}
+
+// wrkRuns are the figures of several wrk runs against one URL.
+type wrkRuns struct{ rps, p50, p99 []float64 }
+
+// wrkPair runs wrk -runs times against url and against rawURL, taking
+// turns at going first.
+func wrkPair(ctx context.Context, b *bench, wrk, url, rawURL string) (got, raw wrkRuns, err error) {
 	secs := max(1, int(b.opts.duration.Round(time.Second)/time.Second))
-	var got, raw []float64
 	for i := range b.opts.runs {
 		for j := range 2 {
-			u := []string{url, rawURL}[(i+j)%2]
-			r, _, _, err := wrkOnce(ctx, wrk, secs, u)
+			u, runs := url, &got
+			if (i+j)%2 == 1 {
+				u, runs = rawURL, &raw
+			}
+			r, p5, p9, err := wrkOnce(ctx, wrk, secs, u)
 			if err != nil {
-				return nil, err
+				return got, raw, err
 			}
-			if u == url {
-				got = append(got, r)
-			} else {
-				raw = append(raw, r)
-			}
+			runs.rps, runs.p50, runs.p99 = append(runs.rps, r), append(runs.p50, p5), append(runs.p99, p9)
 		}
 	}
-	return []row{newRow("warm", name+": wrk req/s, 32 conns (for contrast)", "req/s", got, "net/http", raw)}, nil
+	return got, raw, nil
 }
 
 // wrkOnce runs wrk once against url (2 threads, 32 connections) and reads
@@ -230,31 +241,21 @@ func runWrk(ctx context.Context, b *bench, scenario, baseline, nimbusURL, rawURL
 		progress("   wrk not installed; skipping the wrk measurement")
 		return nil, nil
 	}
-	secs := max(1, int(b.opts.duration.Round(time.Second)/time.Second))
-	rps := map[string][]float64{}
-	p50 := map[string][]float64{}
-	p99 := map[string][]float64{}
-	urls := map[string]string{"nimbus": nimbusURL, "raw": rawURL}
 	if b.opts.wrkprofile != "" {
+		secs := max(1, int(b.opts.duration.Round(time.Second)/time.Second))
 		if err := profileWrk(ctx, wrk, secs, nimbusURL, filepath.Join(filepath.Dir(b.opts.wrkprofile), scenario+"-"+filepath.Base(b.opts.wrkprofile))); err != nil {
 			return nil, err
 		}
 	}
-	for i := range b.opts.runs {
-		for j := range 2 {
-			name := []string{"nimbus", "raw"}[(i+j)%2] // alternate who goes first
-			r, p5, p9, err := wrkOnce(ctx, wrk, secs, urls[name])
-			if err != nil {
-				return nil, err
-			}
-			rps[name], p50[name], p99[name] = append(rps[name], r), append(p50[name], p5), append(p99[name], p9)
-		}
+	got, raw, err := wrkPair(ctx, b, wrk, nimbusURL, rawURL)
+	if err != nil {
+		return nil, err
 	}
-	r := newRow(scenario, "wrk req/s, 32 conns", "req/s", rps["nimbus"], baseline, rps["raw"])
+	r := newRow(scenario, "wrk req/s, 32 conns", "req/s", got.rps, baseline, raw.rps)
 	return []row{
 		r.goal(">= 0.60x raw", r.Ratio >= 0.6),
-		newRow(scenario, "wrk p50, 32 conns", "ms", p50["nimbus"], baseline, p50["raw"]),
-		newRow(scenario, "wrk p99, 32 conns", "ms", p99["nimbus"], baseline, p99["raw"]),
+		newRow(scenario, "wrk p50, 32 conns", "ms", got.p50, baseline, raw.p50),
+		newRow(scenario, "wrk p99, 32 conns", "ms", got.p99, baseline, raw.p99),
 	}, nil
 }
 
