@@ -41,9 +41,9 @@ const (
 	// DefaultAckWait is the consumer's ack wait; held events are kept alive
 	// with InProgress every AckWait/3, so it only matters after a crash.
 	DefaultAckWait = 30 * time.Second
-	// DeliveredBucket is the KV bucket recording completed deliveries
-	// (<consumer>.<msgid>), with a TTL of the duplicate window.
-	DeliveredBucket = "nimbus_delivered"
+	// oldDeliveredBucket is the KV bucket earlier versions recorded
+	// finished deliveries in (<consumer>.<msgid>); see RecordsStream.
+	oldDeliveredBucket = "nimbus_delivered"
 )
 
 // Headers and extensions the dispatcher adds.
@@ -273,11 +273,11 @@ type DispatcherStats struct {
 // topic. It may run more than once: a crash (or Close) during an
 // invocation, or between its success and the record below, redelivers it.
 // A delivery that is done (succeeded, dead-lettered, or superseded by a
-// debounce) is recorded in the KV bucket nimbus_delivered (key
-// <consumer>.<msgid>, TTL = the duplicate window) before its ack, through
-// the store's commit path: the record is fsynced before the ack is sent
-// (concurrent records share one commit), so it survives kill -9 and power
-// loss, and a redelivered event with a record is acked without running.
+// debounce) is recorded before its ack: its stream sequence goes into the
+// next pack of delivery records (RecordsStream, kept for the duplicate
+// window; see records.go), written through the store's commit path and
+// fsynced before the ack is sent, so it survives kill -9 and power loss,
+// and a redelivered event with a record is acked without running.
 // Async invocations have their own records (Invocations). Effects happen
 // once only when the function makes them idempotent (the event's
 // source+id is its idempotency key).
@@ -296,12 +296,12 @@ type Dispatcher struct {
 	opts   DispatcherOptions
 	logger *slog.Logger
 
-	syncMu    sync.Mutex // serializes Sync and Close; held while loops start and stop
-	delivered jetstream.KeyValue
-	records   *Invocations
-	running   sync.Map            // stream sequence -> attempt, async invocations running here
-	loops     map[string]*trigger // consumer name -> running loop
-	closed    bool
+	syncMu  sync.Mutex // serializes Sync and Close; held while loops start and stop
+	recs    *recorder  // delivery records (records.go)
+	records *Invocations
+	running sync.Map            // stream sequence -> attempt, async invocations running here
+	loops   map[string]*trigger // consumer name -> running loop
+	closed  bool
 
 	// The dispatcher as a component (see component.go): the revision of
 	// each app provisioned here, and whether the app's async trigger
@@ -526,68 +526,23 @@ func (d *Dispatcher) openRecords(ctx context.Context) error {
 }
 
 func (d *Dispatcher) ensureBucket(ctx context.Context) error {
-	if d.delivered != nil && d.records != nil {
+	if d.recs != nil && d.records != nil {
 		return nil
 	}
-	// A KV bucket created as its stream (the committer writes it, so it
-	// may turn on atomic batches). Its records are written through the
-	// commit path and fsynced before the ack they protect (see
-	// trigger.recordDone). Data directories of earlier versions hold it in
-	// async persist mode, which a stream update cannot change: that stream
-	// is replaced (its records are at most one duplicate window old, and
-	// losing them can only cause a second run, which at-least-once allows).
-	name := "KV_" + DeliveredBucket
-	if err := replaceAsyncStream(ctx, d.js, name); err != nil {
-		return fmt.Errorf("delivery records %s: %w", name, err)
+	// Data directories of earlier versions hold the delivery records as a
+	// KV bucket, one key per delivery. Its records are at most one
+	// duplicate window old, and losing them can only cause a second run,
+	// which at-least-once allows: it is deleted, not read.
+	if err := d.js.DeleteStream(ctx, "KV_"+oldDeliveredBucket); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("delivery records: delete the old bucket %s: %w", oldDeliveredBucket, err)
 	}
-	_, err := d.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:               name,
-		Description:        "Nimbus completed trigger deliveries: <consumer>.<event msgid>",
-		Subjects:           []string{"$KV." + DeliveredBucket + ".>"},
-		MaxMsgsPerSubject:  1,
-		MaxAge:             d.opts.DuplicateWindow,
-		MaxMsgs:            -1,
-		MaxBytes:           -1,
-		MaxConsumers:       -1,
-		Storage:            jetstream.FileStorage,
-		Replicas:           1,
-		AllowRollup:        true,
-		DenyDelete:         true,
-		AllowDirect:        true,
-		AllowAtomicPublish: true,
-		Duplicates:         min(2*time.Minute, d.opts.DuplicateWindow),
-		Discard:            jetstream.DiscardNew,
-	})
-	if err != nil {
-		return fmt.Errorf("delivery records %s: %w", name, err)
-	}
-	kv, err := d.js.KeyValue(ctx, DeliveredBucket)
-	if err != nil {
-		return fmt.Errorf("delivery records %s: %w", DeliveredBucket, err)
-	}
-	d.delivered = kv
-	d.records, err = OpenInvocations(ctx, d.log.Committer(), d.opts.InvocationTTL)
-	return err
-}
-
-// replaceAsyncStream deletes stream name if it exists in JetStream's async
-// persist mode (which cannot be changed by an update), so that it is
-// created again with synchronous writes.
-func replaceAsyncStream(ctx context.Context, js jetstream.JetStream, name string) error {
-	st, err := js.Stream(ctx, name)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return nil
-	}
+	recs, err := openRecorder(ctx, d.log.Committer(), d.opts.DuplicateWindow, d.logger)
 	if err != nil {
 		return err
 	}
-	if st.CachedInfo().Config.PersistMode != jetstream.AsyncPersistMode {
-		return nil
-	}
-	if err := js.DeleteStream(ctx, name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
-		return fmt.Errorf("replace the async persist stream: %w", err)
-	}
-	return nil
+	d.recs = recs
+	d.records, err = OpenInvocations(ctx, d.log.Committer(), d.opts.InvocationTTL)
+	return err
 }
 
 func (d *Dispatcher) consumerConfig(name string, s TriggerSpec) jetstream.ConsumerConfig {

@@ -2,7 +2,11 @@ package events
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -94,30 +98,33 @@ func TestConsumerName(t *testing.T) {
 	}
 }
 
-// TestDeliveryRecordsMadeDurable opens a dispatcher on a store where an
-// earlier version left the delivery records in async persist mode (which a
-// stream update cannot change): the stream is replaced by a synchronous
-// one that the commit path writes.
-func TestDeliveryRecordsMadeDurable(t *testing.T) {
+// TestDeliveryRecordsReplaceTheOldBucket opens a dispatcher on a store
+// where an earlier version kept the delivery records as a KV bucket (one
+// key per delivery): the bucket is deleted, and records go to packs that
+// a lookup finds.
+func TestDeliveryRecordsReplaceTheOldBucket(t *testing.T) {
 	t.Parallel()
 	l, s := openLog(t, LogConfig{})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	js := s.JetStream()
-	name := "KV_" + DeliveredBucket
+	old := "KV_" + oldDeliveredBucket
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
-		Name: name, Subjects: []string{"$KV." + DeliveredBucket + ".>"}, MaxMsgsPerSubject: 1,
+		Name: old, Subjects: []string{"$KV." + oldDeliveredBucket + ".>"}, MaxMsgsPerSubject: 1,
 		Storage: jetstream.FileStorage, AllowDirect: true, PersistMode: jetstream.AsyncPersistMode,
 	}); err != nil {
 		t.Fatal(err)
 	}
 	d := NewDispatcher(js, l, nil, DispatcherOptions{Logger: testLogger()})
-	for range 2 { // the second open finds the new stream and keeps it
-		d.delivered, d.records = nil, nil
+	for i := range 2 { // the second open finds the records stream and keeps it
+		d.recs, d.records = nil, nil
 		if err := d.openRecords(ctx); err != nil {
 			t.Fatal(err)
 		}
-		st, err := js.Stream(ctx, name)
+		if _, err := js.Stream(ctx, old); !errors.Is(err, jetstream.ErrStreamNotFound) {
+			t.Fatalf("old records bucket: %v, want it deleted", err)
+		}
+		st, err := js.Stream(ctx, RecordsStream)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -125,11 +132,109 @@ func TestDeliveryRecordsMadeDurable(t *testing.T) {
 			t.Fatalf("delivery records persist mode %v, want default (synchronous)", m)
 		}
 		tr := &trigger{d: d, name: "c", spec: TriggerSpec{}, ctx: ctx, logger: testLogger()}
-		if !tr.recordDone(ctx, &delivery{seq: 7, msgID: "m"}) {
+		seq := uint64(7 + i)
+		if !tr.recordDone(ctx, &delivery{seq: seq, msgID: "m"}) {
 			t.Fatal("record not written")
 		}
-		if _, err := d.delivered.Get(ctx, "c.m"); err != nil {
-			t.Fatalf("record: %v", err)
+		for _, want := range []uint64{7, seq} {
+			if ok, err := d.recs.done(ctx, "c", want); err != nil || !ok {
+				t.Fatalf("record of %d: %v, %v; want found", want, ok, err)
+			}
 		}
+		if ok, err := d.recs.done(ctx, "c", 100); err != nil || ok {
+			t.Fatalf("record of 100: %v, %v; want none", ok, err)
+		}
+		if ok, err := d.recs.done(ctx, "other", seq); err != nil || ok {
+			t.Fatalf("record of another consumer: %v, %v; want none", ok, err)
+		}
+	}
+}
+
+// TestRecordPacks checks the packs' encoding and the records' lookups:
+// many concurrent records share packs, every one is found, a pack larger
+// than a write splits, and a lookup reads the packs written after its
+// index was loaded.
+func TestRecordPacks(t *testing.T) {
+	t.Parallel()
+	for _, seqs := range [][]uint64{{1}, {1, 2, 3}, {5, 900, 1 << 40, 1<<40 + 1}} {
+		b, n := appendPack(nil, seqs, 1<<20)
+		if n != len(seqs) {
+			t.Fatalf("appendPack took %d of %v", n, seqs)
+		}
+		p, err := decodePack(b)
+		if err != nil || !slices.Equal(p.seqs, seqs) || p.lo != seqs[0] || p.hi != seqs[len(seqs)-1] {
+			t.Fatalf("decodePack(appendPack(%v)) = %+v, %v", seqs, p, err)
+		}
+	}
+	if b, n := appendPack(nil, []uint64{1, 2, 3, 300, 301}, 3); n != 3 || len(b) != 3 {
+		t.Fatalf("appendPack with room for 3 bytes took %d in %d bytes", n, len(b))
+	}
+	if _, n := appendPack(nil, []uint64{1 << 40}, 1); n != 1 {
+		t.Fatalf("appendPack took %d of a sequence larger than max; want it anyway", n)
+	}
+	if _, err := decodePack([]byte{0x80}); err == nil {
+		t.Fatal("decodePack of a truncated varint: no error")
+	}
+
+	l, s := openLog(t, LogConfig{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	d := NewDispatcher(s.JetStream(), l, nil, DispatcherOptions{Logger: testLogger()})
+	if err := d.openRecords(ctx); err != nil {
+		t.Fatal(err)
+	}
+	const n = 2000
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			if err := d.recs.record(ctx, fmt.Sprint("c", i%3), uint64(i+1)); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	st, err := s.JetStream().Stream(ctx, RecordsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs >= n {
+		t.Fatalf("%d records made %d messages: not packed", n, info.State.Msgs)
+	}
+	t.Logf("%d records in %d messages", n, info.State.Msgs)
+	for i := range n {
+		if ok, err := d.recs.done(ctx, fmt.Sprint("c", i%3), uint64(i+1)); err != nil || !ok {
+			t.Fatalf("record %d: %v, %v", i+1, ok, err)
+		}
+		if ok, _ := d.recs.done(ctx, fmt.Sprint("c", (i+1)%3), uint64(i+1)); ok {
+			t.Fatalf("record %d found for another consumer", i+1)
+		}
+	}
+	// A record written after the index was read is found: the miss reads on.
+	if err := d.recs.record(ctx, "c0", n+1); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := d.recs.done(ctx, "c0", n+1); err != nil || !ok {
+		t.Fatalf("record written after the index: %v, %v", ok, err)
+	}
+	// A pack larger than one write is split and still found whole.
+	d.recs.maxPack = 1000
+	big := make([]uint64, 0, 1000)
+	for i := range cap(big) {
+		big = append(big, uint64(10_000+i*1_000_000))
+	}
+	if err := d.recs.commit(map[string][]uint64{"big": big}); err != nil {
+		t.Fatal(err)
+	}
+	for _, seq := range big {
+		if ok, err := d.recs.done(ctx, "big", seq); err != nil || !ok {
+			t.Fatalf("record %d of a split pack: %v, %v", seq, ok, err)
+		}
+	}
+	if idx := d.recs.index("big"); len(idx.packs) < 3 {
+		t.Fatalf("a pack of %d sequences in %d messages of 1000 bytes: not split", len(big), len(idx.packs))
 	}
 }

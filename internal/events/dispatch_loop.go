@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -18,7 +19,6 @@ import (
 
 	"github.com/nimbus-dev/nimbus/internal/events/cloudevents"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
-	"github.com/nimbus-dev/nimbus/internal/store"
 	"github.com/nimbus-dev/nimbus/internal/telemetry"
 	"github.com/nimbus-dev/nimbus/internal/throttle"
 )
@@ -82,6 +82,7 @@ type trigger struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	sem    chan struct{} // worker slots
+	avgRun atomic.Int64  // moving average of an invocation's duration, ns (observeRun)
 
 	mu       sync.Mutex
 	held     map[uint64]*delivery   // stream sequence -> event held unacknowledged
@@ -140,10 +141,9 @@ func (t *trigger) run() {
 	if t.ordered {
 		t.recoverOrder()
 	}
-	batchSize := 2 * t.d.opts.Concurrency
 	for t.ctx.Err() == nil {
 		fctx, cancel := context.WithTimeout(t.ctx, fetchWait)
-		batch, err := t.cons.Fetch(batchSize, jetstream.FetchContext(fctx))
+		batch, err := t.cons.Fetch(t.fetchSize(), jetstream.FetchContext(fctx))
 		if err != nil {
 			cancel()
 			if t.ctx.Err() != nil {
@@ -163,6 +163,33 @@ func (t *trigger) run() {
 			t.pause(time.Second)
 		}
 	}
+}
+
+// fetchSize is how many events the reader asks for at once: enough that
+// one pull feeds the workers for a while (a pull is a round trip and a
+// subscription of its own), few enough that the last event of a pull
+// does not wait in process longer than about AckWait/10 for a worker
+// slot (its ack wait runs from the pull, and the heartbeat keeps only
+// the events taken). From the average invocation time: 2 to 16 times
+// Concurrency, at most MaxAckPending.
+func (t *trigger) fetchSize() int {
+	c := t.d.opts.Concurrency
+	k := 16
+	if avg := time.Duration(t.avgRun.Load()); avg > 0 {
+		k = int(min(16, max(2, t.d.opts.AckWait/10/avg)))
+	}
+	return min(k*c, t.d.opts.MaxAckPending)
+}
+
+// observeRun folds one invocation's duration into avgRun (a moving
+// average over about the last 8).
+func (t *trigger) observeRun(d time.Duration) {
+	old := t.avgRun.Load()
+	if old == 0 {
+		t.avgRun.Store(int64(d))
+		return
+	}
+	t.avgRun.Store(old + (int64(d)-old)/8)
 }
 
 // recoverOrder puts an ordered trigger's consumer back to its ack floor
@@ -322,7 +349,9 @@ func (t *trigger) work(dl *delivery) {
 			}
 			slot = true
 		}
+		began := time.Now()
 		retry, delay := t.deliver(dl)
+		t.observeRun(time.Since(began))
 		if dl.succeeded {
 			<-t.sem
 			slot = false
@@ -390,12 +419,17 @@ func (t *trigger) deliver(dl *delivery) (retry bool, delay time.Duration) {
 		// dead-lettered) just before a crash that lost the ack. Checked
 		// before the attempt count: a recorded event is done, whatever
 		// its count.
-		if _, err := t.d.delivered.Get(t.ctx, t.recordKey(dl)); err == nil {
+		done, err := t.d.recs.done(t.ctx, t.name, dl.seq)
+		if err != nil && t.ctx.Err() == nil {
+			t.logger.Warn("read delivery records; running the redelivered event", "seq", dl.seq, "err", err)
+		}
+		if done {
 			t.d.dups.Add(1)
 			t.forget(dl.seq)
 			_ = t.handle(dl).Ack()
 			return false, 0
 		}
+
 	}
 	if attempt > s.MaxAttempts {
 		// The last attempt ran (or was cut short by a crash) but its dead
@@ -449,17 +483,8 @@ func (t *trigger) deliver(dl *delivery) (retry bool, delay time.Duration) {
 	return t.final(dl, nil, attempt, cause)
 }
 
-// recordKey is the key of dl's delivery record in DeliveredBucket:
-// <consumer>.<msgid> (or seq<n> for an entry without a MsgID).
-func (t *trigger) recordKey(dl *delivery) string {
-	if dl.msgID != "" {
-		return t.name + "." + dl.msgID
-	}
-	return t.name + ".seq" + strconv.FormatUint(dl.seq, 10)
-}
-
-// recordDone writes dl's delivery record (DeliveredBucket) through the
-// commit path and waits until it is on disk, before the caller acks or
+// recordDone writes dl's delivery record (the next pack, see records.go)
+// and waits until it is on disk, before the caller acks or
 // terminates dl: then a redelivery of dl (its ack lost in a crash, or an
 // ordered trigger's recovery, see recoverOrder) is acked without running
 // the function again. Concurrent records share a commit and its fsync.
@@ -473,8 +498,7 @@ func (t *trigger) recordDone(ctx context.Context, dl *delivery) bool {
 	if t.spec.Async {
 		return true
 	}
-	u := &store.Unit{Writes: []store.Write{store.KVPut(DeliveredBucket, t.recordKey(dl), strconv.AppendUint(nil, dl.seq, 10))}}
-	if _, err := t.d.log.Committer().Commit(ctx, u); err != nil {
+	if err := t.d.recs.record(ctx, t.name, dl.seq); err != nil {
 		if ctx.Err() != nil {
 			return false
 		}

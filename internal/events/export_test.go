@@ -1,6 +1,11 @@
 package events
 
-import "context"
+import (
+	"context"
+	"errors"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
 
 // ConsumerNameForTest exposes consumerName to the external tests.
 var ConsumerNameForTest = consumerName
@@ -16,4 +21,29 @@ func (d *Dispatcher) ReplayEntryForTest(ctx context.Context, app string, seq uin
 	}
 	var r ReplayResult
 	return d.replayEntry(ctx, st, app, seq, ReplayOptions{}, map[string]error{}, &r)
+}
+
+// RecordedDeliveries counts the delivery records in every pack of
+// RecordsStream.
+func RecordedDeliveries(ctx context.Context, js jetstream.JetStream) (int, error) {
+	st, err := js.Stream(ctx, RecordsStream)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for seq := uint64(1); ; {
+		m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(RecordsSubjectPrefix+">"))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return n, nil
+		}
+		if err != nil {
+			return 0, err
+		}
+		p, err := decodePack(m.Data)
+		if err != nil {
+			return 0, err
+		}
+		n += len(p.seqs)
+		seq = m.Sequence + 1
+	}
 }

@@ -15,7 +15,7 @@
 // The packages that own a concept create its streams themselves, each
 // idempotently when it opens: package events the events stream
 // NIMBUS_EVENTS (events.OpenLog), the async invocation records
-// (nimbus_invocations) and the delivery records (nimbus_delivered); package
+// (nimbus_invocations) and the delivery records (NIMBUS_DELIVERED); package
 // state one KV bucket per app bucket (nimbus_kv_<app>_<bucket>, at deploy);
 // package guestlog one logs stream per app (NIMBUS_LOGS_<app>, when the app
 // first logs).

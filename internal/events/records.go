@@ -1,0 +1,299 @@
+package events
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nimbus-dev/nimbus/internal/store"
+)
+
+// Delivery records, packed.
+//
+// A trigger records a finished delivery before it acks it (see
+// trigger.recordDone), so that a redelivery after a lost ack does not run
+// the function again. Records are packed: the deliveries of the node that
+// finish while one pack is being committed make the next pack, written as
+// one message per trigger consumer on RecordsStream (subject
+// RecordsSubjectPrefix + consumer; data the events' stream sequences, see
+// appendPack) through the store's commit path, fsynced before any of their
+// acks is sent. The stream keeps a pack for the duplicate window (MaxAge).
+//
+// A pack costs the server one message however many deliveries it holds.
+// The records used to be one KV key per delivery: one more stored message
+// per event, and ~320 bytes of the server's memory for its subject, for
+// the whole window. RATIONALE.md ("Delivery records are packed") has the
+// figures.
+//
+// Records are read only when an event comes back (a redelivery): the
+// trigger's index of recorded sequences is loaded from the stream on the
+// first one, and brought up to date from the stream on every miss, so a
+// record written a moment ago (by this node or another) is found.
+const (
+	// RecordsStream is the stream of delivery record packs.
+	RecordsStream = "NIMBUS_DELIVERED"
+	// RecordsSubjectPrefix + consumer name is the subject of a trigger's
+	// packs.
+	RecordsSubjectPrefix = "nimbus.delivered."
+)
+
+// recorder writes the packs of a Dispatcher and answers whether a
+// delivery was recorded.
+type recorder struct {
+	c      *store.Committer
+	st     jetstream.Stream
+	window time.Duration
+	logger *slog.Logger
+	// maxPack is the largest pack data in bytes: the store's largest
+	// write, less room for the subject and headers.
+	maxPack int
+
+	mu      sync.Mutex
+	pending map[string][]uint64 // consumer -> sequences finished since the last pack
+	waiters []chan error        // one per record in pending
+	writing bool                // a goroutine is writing packs (write)
+
+	imu     sync.Mutex
+	indexes map[string]*recordIndex // consumer -> recorded sequences read from the stream
+}
+
+// recordIndex is what a trigger's lookups have read of its packs.
+type recordIndex struct {
+	mu    sync.Mutex
+	built time.Time // when it started to read; older than the window, it is read again
+	next  uint64    // the first RecordsStream sequence not read yet
+	packs []recordPack
+}
+
+// recordPack is one pack's sequences, sorted, with their bounds.
+type recordPack struct {
+	lo, hi uint64
+	seqs   []uint64
+}
+
+// openRecorder creates or updates RecordsStream with window as its max age.
+func openRecorder(ctx context.Context, c *store.Committer, window time.Duration, logger *slog.Logger) (*recorder, error) {
+	st, err := c.JetStream().CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:         RecordsStream,
+		Description:  "Nimbus finished trigger deliveries: packs of event sequences per consumer",
+		Subjects:     []string{RecordsSubjectPrefix + ">"},
+		MaxAge:       window,
+		MaxMsgs:      -1,
+		MaxBytes:     -1,
+		MaxConsumers: -1,
+		Storage:      jetstream.FileStorage,
+		Replicas:     1,
+		AllowDirect:  true,
+		DenyDelete:   true,
+		Duplicates:   min(2*time.Minute, window),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("delivery records %s: %w", RecordsStream, err)
+	}
+	return &recorder{
+		c: c, st: st, window: window, logger: logger,
+		maxPack: c.MaxWriteBytes() - 512,
+		pending: map[string][]uint64{},
+		indexes: map[string]*recordIndex{},
+	}, nil
+}
+
+// record adds seq to consumer's next pack and waits until that pack is
+// committed (nil), fails (the commit's error), or ctx ends (ctx's error;
+// the pack may still be written).
+func (r *recorder) record(ctx context.Context, consumer string, seq uint64) error {
+	ch := make(chan error, 1)
+	r.mu.Lock()
+	r.pending[consumer] = append(r.pending[consumer], seq)
+	r.waiters = append(r.waiters, ch)
+	if !r.writing {
+		r.writing = true
+		go r.write()
+	}
+	r.mu.Unlock()
+	select {
+	case err := <-ch:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// write commits packs until nothing is pending: whatever was recorded
+// while one pack was in flight is the next one, so packs grow with load
+// and nothing waits for a timer.
+func (r *recorder) write() {
+	for {
+		r.mu.Lock()
+		if len(r.waiters) == 0 {
+			r.writing = false
+			r.mu.Unlock()
+			return
+		}
+		pending, waiters := r.pending, r.waiters
+		r.pending, r.waiters = map[string][]uint64{}, nil
+		r.mu.Unlock()
+
+		err := r.commit(pending)
+		for _, ch := range waiters {
+			ch <- err
+		}
+		r.forgetOldIndexes()
+	}
+}
+
+// commit writes pending as packs: one message per consumer (more when one
+// would exceed the largest write), as few units as the batch limit allows.
+// A pack does not need a unit of its own: packs are sets, and one written
+// twice (a retry after an unknown outcome) changes nothing.
+func (r *recorder) commit(pending map[string][]uint64) error {
+	var writes []store.Write
+	for _, consumer := range slices.Sorted(maps.Keys(pending)) {
+		seqs := pending[consumer]
+		slices.Sort(seqs)
+		seqs = slices.Compact(seqs)
+		for len(seqs) > 0 {
+			data, n := appendPack(nil, seqs, r.maxPack)
+			writes = append(writes, store.Write{Stream: RecordsStream, Subject: RecordsSubjectPrefix + consumer, Data: data})
+			seqs = seqs[n:]
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*store.DefaultCommitTimeout)
+	defer cancel()
+	for len(writes) > 0 {
+		n := min(len(writes), r.c.MaxBatch())
+		if _, err := r.c.Commit(ctx, &store.Unit{Writes: writes[:n]}); err != nil {
+			return fmt.Errorf("delivery records: %w", err)
+		}
+		writes = writes[n:]
+	}
+	return nil
+}
+
+// appendPack appends to b the encoding of the longest prefix of seqs
+// (sorted, no duplicates) that fits in max bytes, and returns how many it
+// took (at least one). The encoding: uvarint of the first sequence, then
+// uvarint of each difference to the previous one.
+func appendPack(b []byte, seqs []uint64, max int) ([]byte, int) {
+	var prev uint64
+	used := 0
+	for i, s := range seqs {
+		var tmp [binary.MaxVarintLen64]byte
+		n := binary.PutUvarint(tmp[:], s-prev)
+		if i > 0 && used+n > max {
+			return b, i
+		}
+		b = append(b, tmp[:n]...)
+		used += n
+		prev = s
+	}
+	return b, len(seqs)
+}
+
+// decodePack reads a pack written by appendPack.
+func decodePack(data []byte) (recordPack, error) {
+	var p recordPack
+	var prev uint64
+	for len(data) > 0 {
+		d, n := binary.Uvarint(data)
+		if n <= 0 {
+			return recordPack{}, errors.New("malformed delivery record pack")
+		}
+		data = data[n:]
+		prev += d
+		p.seqs = append(p.seqs, prev)
+	}
+	if len(p.seqs) > 0 {
+		p.lo, p.hi = p.seqs[0], p.seqs[len(p.seqs)-1]
+	}
+	return p, nil
+}
+
+// done reports whether consumer recorded the delivery of the event at
+// stream sequence seq. It reads the packs it has not read yet when seq is
+// not among those it has.
+func (r *recorder) done(ctx context.Context, consumer string, seq uint64) (bool, error) {
+	idx := r.index(consumer)
+	idx.mu.Lock()
+	defer idx.mu.Unlock()
+	if idx.has(seq) {
+		return true, nil
+	}
+	if err := r.read(ctx, consumer, idx); err != nil {
+		return false, err
+	}
+	return idx.has(seq), nil
+}
+
+// index returns consumer's index, a new one when it has none or when
+// its own is older than the window (the stream no longer holds what it
+// read first, and neither should memory).
+func (r *recorder) index(consumer string) *recordIndex {
+	r.imu.Lock()
+	defer r.imu.Unlock()
+	idx := r.indexes[consumer]
+	if idx == nil || time.Since(idx.built) > r.window {
+		idx = &recordIndex{built: time.Now(), next: 1}
+		r.indexes[consumer] = idx
+	}
+	return idx
+}
+
+// forgetOldIndexes drops the indexes older than the window, read once for
+// a redelivery and not needed since.
+func (r *recorder) forgetOldIndexes() {
+	r.imu.Lock()
+	defer r.imu.Unlock()
+	for c, idx := range r.indexes {
+		if time.Since(idx.built) > r.window {
+			delete(r.indexes, c)
+		}
+	}
+}
+
+// read adds to idx the packs of consumer from idx.next to the end of the
+// stream. idx.mu is held.
+func (r *recorder) read(ctx context.Context, consumer string, idx *recordIndex) error {
+	subject := RecordsSubjectPrefix + consumer
+	for {
+		m, err := r.st.GetMsg(ctx, idx.next, jetstream.WithGetMsgSubject(subject))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("delivery records of %s: %w", consumer, err)
+		}
+		idx.next = m.Sequence + 1
+		p, err := decodePack(m.Data)
+		if err != nil {
+			r.logger.Warn("delivery records: skipped a pack", "consumer", consumer, "seq", m.Sequence, "err", err)
+			continue
+		}
+		if len(p.seqs) > 0 {
+			idx.packs = append(idx.packs, p)
+		}
+	}
+}
+
+func (idx *recordIndex) has(seq uint64) bool {
+	for i := range idx.packs {
+		p := &idx.packs[i]
+		if seq < p.lo || seq > p.hi {
+			continue
+		}
+		j := sort.Search(len(p.seqs), func(j int) bool { return p.seqs[j] >= seq })
+		if j < len(p.seqs) && p.seqs[j] == seq {
+			return true
+		}
+	}
+	return false
+}
