@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 	"github.com/nimbus-dev/nimbus/internal/runtime/process"
+	"github.com/nimbus-dev/nimbus/internal/server"
 )
 
 // coldStarts bounds the scale-from-zero measurements of one run.
@@ -271,7 +273,98 @@ func runProcess(ctx context.Context, b *bench) ([]row, error) {
 		newRow("process", "warm req/s, runtime hop only (1-CPU cap)", "req/s", rps["hop"], "same binary direct", rps["raw"]),
 		newRow("process", "warm req/s, runtime hop only, no CPU cap", "req/s", rps["hop-nocap"], "same binary direct", rps["raw"]),
 	)
-	return append(rows, wrkRows...), nil
+	rows = append(rows, wrkRows...)
+	langRows, err := processLanguages(ctx, b, srv)
+	if err != nil {
+		return nil, err
+	}
+	return append(rows, langRows...), nil
+}
+
+// processLanguages measures, with wrk, the Python and Node examples
+// through the gateway against the same program started directly: one
+// instance each (max_instances: 1), so that both sides run one process.
+// A Go net/http process answers as fast as the gateway itself, which
+// makes it the worst case for the ratio; these show what the gateway
+// costs a function whose own work is not negligible.
+func processLanguages(ctx context.Context, b *bench, srv *server.Server) ([]row, error) {
+	wrk, err := exec.LookPath("wrk")
+	if err != nil {
+		return nil, nil
+	}
+	var rows []row
+	for _, l := range []struct{ name, example, prog, route string }{
+		{"python", "process-python", "python3", "/python/bench"},
+		{"node", "process-node", "node", "/node/bench"},
+	} {
+		if _, err := exec.LookPath(l.prog); err != nil {
+			progress("   %s not installed; skipping the %s process", l.prog, l.name)
+			continue
+		}
+		dir := filepath.Join(b.tmp, "lang-"+l.name)
+		if err := os.CopyFS(dir, os.DirFS(filepath.Join(b.root, "examples", l.example))); err != nil {
+			return nil, err
+		}
+		manifest := filepath.Join(dir, "nimbus.yaml")
+		m, err := os.ReadFile(manifest)
+		if err != nil {
+			return nil, err
+		}
+		one := regexp.MustCompile(`(?m)^(\s*)max_instances: \d+`).ReplaceAll(m, []byte("${1}max_instances: 1"))
+		if err := os.WriteFile(manifest, one, 0o644); err != nil {
+			return nil, err
+		}
+		if _, err := deploy.Run(ctx, deploy.Local{S: srv}, dir, nil); err != nil {
+			return nil, fmt.Errorf("deploy %s: %w", l.example, err)
+		}
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		args := map[string][]string{"python": {"app.py"}, "node": {"server.js"}}[l.name]
+		direct := exec.Command(l.prog, args...)
+		direct.Dir = dir
+		direct.Env = []string{"PORT=" + strconv.Itoa(port), "GREETING=bench", "PATH=" + os.Getenv("PATH")}
+		if err := direct.Start(); err != nil {
+			return nil, err
+		}
+		defer func() { direct.Process.Kill(); direct.Wait() }()
+		url, rawURL := srv.GatewayURL()+l.route, "http://127.0.0.1:"+strconv.Itoa(port)+l.route
+		if err := waitOK(ctx, rawURL, url); err != nil {
+			return nil, fmt.Errorf("%s: %w", l.example, err)
+		}
+		got, raw, err := wrkPair(ctx, b, wrk, url, rawURL)
+		if err != nil {
+			return nil, err
+		}
+		rows = append(rows,
+			newRow("process", l.name+": wrk req/s, 32 conns, one instance", "req/s", got.rps, "same program direct", raw.rps),
+			newRow("process", l.name+": wrk p50, 32 conns, one instance", "ms", got.p50, "same program direct", raw.p50))
+	}
+	return rows, nil
+}
+
+// waitOK waits until every url answers 200 (a process starting, an
+// instance starting on its first request).
+func waitOK(ctx context.Context, urls ...string) error {
+	deadline := time.Now().Add(20 * time.Second)
+	for _, u := range urls {
+		for {
+			resp, err := http.Get(u)
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					break
+				}
+				err = fmt.Errorf("%s answered %d", u, resp.StatusCode)
+			}
+			if time.Now().After(deadline) || ctx.Err() != nil {
+				return err
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	return nil
 }
 
 func freePort() (int, error) {
