@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -166,6 +167,12 @@ func (e *Engine) StartChild(ctx context.Context, app, invocation, workflow strin
 	if err != nil {
 		return "", err
 	}
+	return e.startChild(ctx, app, a, pos, workflow, input)
+}
+
+// startChild is StartChild once its checks passed: a's step at pos
+// starts it.
+func (e *Engine) startChild(ctx context.Context, app string, a *activation, pos int, workflow string, input []byte) (string, error) {
 	// The child's record names its parent: the parent's start is
 	// durable first (StartLazy).
 	if err := e.j.durable(ctx, app, a.r.id, false); err != nil {
@@ -179,6 +186,22 @@ func (e *Engine) StartChild(ctx context.Context, app, invocation, workflow strin
 	}
 	if run.Parent != a.r.id {
 		return "", fmt.Errorf("%w: run %s exists and is not a child of run %s", ErrRunConflict, id, a.r.id)
+	}
+	if detached {
+		return id, nil
+	}
+	// A termination of the parent from now on finds the child here (its
+	// journal names it only once this step ends); one that came before
+	// is seen below, and the child goes with its parent.
+	e.mu.Lock()
+	if !slices.Contains(a.r.children, id) {
+		a.r.children = append(a.r.children, id)
+	}
+	e.mu.Unlock()
+	if a.r.terminated.Load() {
+		if _, err := e.Terminate(ctx, app, id, "its parent run "+a.r.id+" was terminated"); err != nil && !errors.Is(err, ErrRunFinished) {
+			return "", err
+		}
 	}
 	return id, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/nimbus-dev/nimbus/sdk/go/wire"
@@ -49,6 +50,21 @@ func childIDs(parent string, ents []Entry) []string {
 		}
 	}
 	return ids
+}
+
+// inFlightChild is the id of the child that a step of run parent still
+// running may have started: the step at the first position the journal
+// ents has no final entry for. A child start makes what its run kept back
+// durable first (StartChild), so the journal names every step before it.
+func inFlightChild(parent string, ents []Entry) string {
+	next := 0
+	for _, en := range ents {
+		switch en.Type {
+		case EntryStep, EntrySleep, EntryWait, EntryCut:
+			next = max(next, en.Pos+1)
+		}
+	}
+	return ChildRunID(parent, next)
 }
 
 // closeChildren cancels (or terminates) the children of run parent that
@@ -98,7 +114,11 @@ func (e *Engine) terminateChildren(ctx context.Context, app, parent string) erro
 	if err != nil {
 		return err
 	}
-	if err := e.closeChildren(ctx, app, parent, childIDs(parent, ents), true); err != nil {
+	ids := childIDs(parent, ents)
+	if c := inFlightChild(parent, ents); !slices.Contains(ids, c) {
+		ids = append(ids, c) // not found (nothing started there) is skipped
+	}
+	if err := e.closeChildren(ctx, app, parent, ids, true); err != nil {
 		return err
 	}
 	_, err = e.update(ctx, app, parent, func(rec *Run) (*Entry, error) {

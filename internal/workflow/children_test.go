@@ -5,6 +5,8 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,7 +25,11 @@ func cancelledResp() *runtime.Response {
 // its child's (t, with t-0). The next start redoes both: p-0 ends
 // cancelled, p-1's second cancel is a no-op (it ends cancelled, the
 // parent is not stuck on an error), p-2 runs on, t-0 ends terminated and
-// t's record no longer says its children are pending.
+// t's record no longer says its children are pending. u was terminated
+// while the step that started its child u-1 still ran, so its journal
+// does not name u-1 (its record says children may be pending, as
+// Terminate writes it for a running run): u-1 ends terminated, and u's
+// detached u-0 runs on.
 func TestParentClosePropagationRedoneAfterACrash(t *testing.T) {
 	t.Parallel()
 	g := func(ctx context.Context, e *Engine, inv string, n int) (*runtime.Response, error) {
@@ -70,6 +76,10 @@ func TestParentClosePropagationRedoneAfterACrash(t *testing.T) {
 	t1.Error, t1.ChildrenPending = "terminated", true
 	p2 := run("p-2", "other", StateWaiting, "p")
 	p2.Detached = true
+	u := run("u", "flow", StateTerminated, "")
+	u.Error, u.ChildrenPending = "terminated", true
+	u0 := run("u-0", "other", StateWaiting, "u")
+	u0.Detached = true
 	seeds := []struct {
 		rec  *Run
 		ents []Entry
@@ -81,6 +91,11 @@ func TestParentClosePropagationRedoneAfterACrash(t *testing.T) {
 		{p2, nil},
 		{t1, []Entry{child(0, "nimbus.child:other", "t-0"), {Type: EntryTerminated, Time: now}}},
 		{run("t-0", "other", StateWaiting, "t"), nil},
+		// u was terminated while the step at 1 that started u-1 ran
+		// (the one at 0 started u-0, detached): its journal does not name u-1.
+		{u, []Entry{child(0, "nimbus.detached:other", "u-0"), {Type: EntryTerminated, Time: now}}},
+		{u0, nil},
+		{run("u-1", "other", StateWaiting, "u"), nil},
 	}
 	for _, s := range seeds {
 		if err := e.SeedRun(t.Context(), s.rec, s.ents); err != nil {
@@ -90,7 +105,7 @@ func TestParentClosePropagationRedoneAfterACrash(t *testing.T) {
 	if err := e.Provision(t.Context(), testRevision()); err != nil {
 		t.Fatal(err)
 	}
-	for id, want := range map[string]string{"p": StateCancelled, "p-0": StateCancelled, "p-1": StateCancelled, "t-0": StateTerminated} {
+	for id, want := range map[string]string{"p": StateCancelled, "p-0": StateCancelled, "p-1": StateCancelled, "t-0": StateTerminated, "u-1": StateTerminated} {
 		if rec := wait(t, e, id); rec.State != want {
 			t.Errorf("run %s: %s %q, want %s", id, rec.State, rec.Error, want)
 		}
@@ -105,7 +120,107 @@ func TestParentClosePropagationRedoneAfterACrash(t *testing.T) {
 	if rec := wait(t, e, "p-2"); rec.State != StateCompleted {
 		t.Errorf("detached child p-2: %s %q, want completed", rec.State, rec.Error)
 	}
+	if rec, err := e.Get(t.Context(), testApp, "u-0"); err != nil || rec.State != StateWaiting {
+		t.Errorf("detached child u-0 of a terminated parent: %+v %v, want it waiting still", rec, err)
+	}
 	if rec, err := e.Get(t.Context(), testApp, "t"); err != nil || rec.ChildrenPending || rec.State != StateTerminated {
 		t.Errorf("terminated parent t: %+v %v, want its children no longer pending", rec, err)
+	}
+}
+
+// TestTerminateReachesAChildOfARunningStep: a parent is terminated while
+// the step that started its child is still running (its journal does not
+// name the child yet): the child is terminated with it, and a child
+// started after the termination (the step's start raced with it) is too.
+func TestTerminateReachesAChildOfARunningStep(t *testing.T) {
+	t.Parallel()
+	started := make(chan string, 1)
+	release := make(chan struct{})
+	g := func(ctx context.Context, e *Engine, inv string, n int) (*runtime.Response, error) {
+		a, err := e.activation(testApp, inv)
+		if err != nil {
+			return nil, err
+		}
+		if strings.HasPrefix(a.r.id, "par-") {
+			if _, err := e.WaitSignal(ctx, testApp, inv, 0, "go", 0); err != nil {
+				return nil, err
+			}
+			return completed(`"child done"`), nil
+		}
+		if n > 1 {
+			return nil, errors.New("the terminated parent was activated again")
+		}
+		if _, err := e.StepBegin(ctx, testApp, inv, 0, "nimbus.child:other"); err != nil {
+			return nil, err
+		}
+		id, err := e.StartChild(ctx, testApp, inv, "other", nil)
+		if err != nil {
+			return nil, err
+		}
+		started <- id
+		<-release
+		_, err = e.StepEnd(ctx, testApp, inv, 0, "nimbus.child:other", []byte(`"x"`), false, -1)
+		return nil, err
+	}
+	e, _ := newEngine(t, openStore(t), g, nil)
+	if _, _, err := e.Start(t.Context(), testApp, "flow", "par", nil); err != nil {
+		t.Fatal(err)
+	}
+	var child string
+	select {
+	case child = <-started:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the parent's step did not start its child")
+	}
+	if _, err := e.Terminate(t.Context(), testApp, "par", "test"); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	if rec := wait(t, e, child); rec.State != StateTerminated {
+		t.Fatalf("child %s of the terminated parent: %s %q, want terminated", child, rec.State, rec.Error)
+	}
+	if rec := wait(t, e, "par"); rec.State != StateTerminated {
+		t.Fatalf("parent: %s, want terminated", rec.State)
+	}
+
+	// A child whose start commits after its parent's termination (the
+	// step was past its checks): StartChild terminates it.
+	st := openStore(t)
+	var late atomic.Value
+	g2 := func(ctx context.Context, e *Engine, inv string, n int) (*runtime.Response, error) {
+		a, err := e.activation(testApp, inv)
+		if err != nil {
+			return nil, err
+		}
+		if strings.HasPrefix(a.r.id, "par2-") {
+			_, err := e.WaitSignal(ctx, testApp, inv, 0, "go", 0)
+			return nil, err
+		}
+		if _, err := e.StepBegin(ctx, testApp, inv, 0, "nimbus.child:other"); err != nil {
+			return nil, err
+		}
+		// Terminated between the step's checks and the child's start.
+		if _, err := e.Terminate(ctx, testApp, a.r.id, "test"); err != nil {
+			return nil, err
+		}
+		id, err := e.startChild(ctx, testApp, a, 0, "other", nil)
+		late.Store(id)
+		return nil, err
+	}
+	e2, _ := newEngine(t, st, g2, nil)
+	if _, _, err := e2.Start(t.Context(), testApp, "flow", "par2", nil); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, e2, "par2")
+	deadline := time.Now().Add(20 * time.Second)
+	for late.Load() == nil && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	id, _ := late.Load().(string)
+	if id == "" {
+		t.Fatal("the late child was not started")
+	}
+	if rec := wait(t, e2, id); rec.State != StateTerminated {
+		t.Fatalf("late child %s: %s %q, want terminated", id, rec.State, rec.Error)
 	}
 }

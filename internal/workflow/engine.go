@@ -127,6 +127,10 @@ type run struct {
 	paused atomic.Bool
 	// terminated: the run was terminated (terminate.go).
 	terminated atomic.Bool
+	// children: the children (not detached) that StartChild started for
+	// this run in this process, which its journal may not name yet (the
+	// step that started one has not ended); guarded by Engine.mu.
+	children []string
 	// admitted: the run's start took its slot of the workflow's rate
 	// window (flow.go); its driving goroutine's.
 	admitted bool

@@ -3,6 +3,7 @@ package workflow
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -44,7 +45,9 @@ func (e *Engine) Terminate(ctx context.Context, app, id, reason string) (*Run, e
 		if rec.Done() {
 			return nil, fmt.Errorf("%w: run %s is %s already; there is nothing to terminate", ErrRunFinished, id, rec.State)
 		}
-		rec.ChildrenPending = len(children) > 0
+		// A running run's step may have started a child its journal does
+		// not name yet (inFlightChild): terminateChildren looks there too.
+		rec.ChildrenPending = len(children) > 0 || rec.State == StateRunning || rec.State == StateCancelling
 		rec.State, rec.WakeAt, rec.Error = StateTerminated, time.Time{}, "terminated"
 		if reason != "" {
 			rec.Error += ": " + reason
@@ -55,9 +58,11 @@ func (e *Engine) Terminate(ctx context.Context, app, id, reason string) (*Run, e
 		return nil, err
 	}
 	e.mu.Lock()
+	var started []string // children of steps in flight (StartChild)
 	if r := e.runs[runKey(app, id)]; r != nil {
 		r.terminated.Store(true)
 		r.loaded = false
+		started = slices.Clone(r.children)
 	}
 	e.mu.Unlock()
 	e.observeEnd(rec)
@@ -75,6 +80,14 @@ func (e *Engine) Terminate(ctx context.Context, app, id, reason string) (*Run, e
 			e.logger.Warn("workflow run terminated; its children were not all terminated (the next start of the node does it)", "app", app, "run", id, "error", err)
 		} else {
 			rec.ChildrenPending = false
+		}
+	}
+	if extra := slices.DeleteFunc(started, func(c string) bool { return slices.Contains(children, c) }); len(extra) > 0 {
+		// Started by a step that had not ended: not in the journal read
+		// above, nor in ChildrenPending. After a crash before this, the
+		// child's next activation finds its parent terminated (step).
+		if err := e.closeChildren(ctx, app, id, extra, true); err != nil {
+			e.logger.Warn("workflow run terminated; a child its running step started was not terminated (its next activation is)", "app", app, "run", id, "error", err)
 		}
 	}
 	return rec, nil
