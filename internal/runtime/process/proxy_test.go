@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,23 +19,52 @@ import (
 // proxyTo is a proxy to a net/http server on the loopback running h, and
 // a count of the connections the server accepted.
 func proxyTo(t *testing.T, h http.HandlerFunc) (*proxy, *atomic.Int64) {
+	x, conns, _ := proxyToServer(t, h)
+	return x, conns
+}
+
+// proxyToServer is proxyTo, and also returns what closes the server's
+// idle connections (as a process that drops a kept-alive connection) and
+// says how many it closed.
+func proxyToServer(t *testing.T, h http.HandlerFunc) (*proxy, *atomic.Int64, func() int) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var conns atomic.Int64
-	srv := &http.Server{Handler: h, ConnState: func(_ net.Conn, s http.ConnState) {
+	var mu sync.Mutex
+	idle := map[net.Conn]bool{}
+	srv := &http.Server{Handler: h, ConnState: func(c net.Conn, s http.ConnState) {
 		if s == http.StateNew {
 			conns.Add(1)
 		}
+		mu.Lock()
+		idle[c] = s == http.StateIdle
+		if s == http.StateClosed || s == http.StateHijacked {
+			delete(idle, c)
+		}
+		mu.Unlock()
 	}}
+	closeIdle := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for c, ok := range idle {
+			if ok {
+				c.Close()
+				delete(idle, c)
+				n++
+			}
+		}
+		return n
+	}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	var d net.Dialer
 	x := &proxy{p: &proc{addr: ln.Addr().String(), dial: d.DialContext}}
 	t.Cleanup(x.close)
-	return x, &conns
+	return x, &conns, closeIdle
 }
 
 // TestProxy: what reaches the process and what comes back, over one
@@ -107,7 +137,7 @@ func TestProxy(t *testing.T) {
 // request whose context ends is interrupted.
 func TestProxyClosedConnections(t *testing.T) {
 	t.Parallel()
-	x, _ := proxyTo(t, func(w http.ResponseWriter, r *http.Request) {
+	x, _, closeServerIdle := proxyToServer(t, func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
 			select {
 			case <-r.Context().Done():
@@ -120,12 +150,21 @@ func TestProxyClosedConnections(t *testing.T) {
 	ctx := context.Background()
 	closeIdle := func() {
 		x.mu.Lock()
-		defer x.mu.Unlock()
-		if len(x.idle) != 1 {
-			t.Fatalf("%d idle connections, want 1", len(x.idle))
+		n := len(x.idle)
+		x.mu.Unlock()
+		if n != 1 {
+			t.Fatalf("%d idle connections, want 1", n)
 		}
-		// As a process that closed it: the proxy's next read sees EOF.
-		x.idle[0].c.(*net.TCPConn).CloseRead()
+		// The process closes its side: whatever the proxy sends next on
+		// it gets no answer. (Shutting the proxy's own read side is not
+		// the same: the answer may still arrive and be read.)
+		deadline := time.Now().Add(10 * time.Second)
+		for closeServerIdle() != 1 {
+			if time.Now().After(deadline) {
+				t.Fatal("the server's connection did not become idle")
+			}
+			time.Sleep(time.Millisecond)
+		}
 	}
 	if _, err := x.forward(ctx, &runtime.Request{Method: "GET", Path: "/"}, 1<<20); err != nil {
 		t.Fatal(err)
