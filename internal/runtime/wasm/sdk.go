@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/textproto"
+	"time"
 
 	"github.com/tetratelabs/wazero/api"
 
@@ -59,7 +60,7 @@ func (m *module) newSDKInstance(ctx context.Context, res *compiled) (*sdkInstanc
 	if m.initialize && snap == nil {
 		cfg = cfg.WithStartFunctions("_initialize")
 	}
-	tctx, cancel := context.WithTimeout(ctx, m.limits.Timeout)
+	tctx, cancel := withDeadline(ctx, time.Now().Add(m.limits.Timeout))
 	defer cancel()
 	mod, err := m.instantiate(m.withCall(tctx, "", "", init), res.module, i.memcap, cfg)
 	if err == nil && snap != nil {
@@ -110,7 +111,7 @@ func (i *sdkInstance) serve(ctx context.Context, req *runtime.Request) (*runtime
 	defer i.stderr.flush()
 	i.memcap.refused.Store(false)
 
-	tctx, cancel := context.WithTimeout(ctx, m.limits.Timeout)
+	tctx, cancel := withDeadline(ctx, time.Now().Add(m.limits.Timeout))
 	defer cancel()
 	cctx := m.withCall(tctx, req.InvocationID, req.TraceParent, req.Log)
 

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 )
@@ -40,7 +41,7 @@ func (i *wagiInstance) Handle(ctx context.Context, req *runtime.Request) (*runti
 	alloc := &cappedAllocator{limit: m.limits.MemoryBytes, image: i.res.image}
 	defer alloc.release()
 
-	tctx, cancel := context.WithTimeout(ctx, m.limits.Timeout)
+	tctx, cancel := withDeadline(ctx, time.Now().Add(m.limits.Timeout))
 	defer cancel()
 	// Stdout is the response: once it is past the limit the request has
 	// failed, so stop the guest (at its next interruption check) rather than let one
