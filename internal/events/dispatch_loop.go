@@ -429,7 +429,6 @@ func (t *trigger) deliver(dl *delivery) (retry bool, delay time.Duration) {
 			_ = t.handle(dl).Ack()
 			return false, 0
 		}
-
 	}
 	if attempt > s.MaxAttempts {
 		// The last attempt ran (or was cut short by a crash) but its dead

@@ -153,8 +153,8 @@ func (r *recorder) write() {
 
 // commit writes pending as packs: one message per consumer (more when one
 // would exceed the largest write), as few units as the batch limit allows.
-// A pack does not need a unit of its own: packs are sets, and one written
-// twice (a retry after an unknown outcome) changes nothing.
+// Packs need no unit of their own: a lookup reads them as one set per
+// consumer, whatever unit wrote them.
 func (r *recorder) commit(pending map[string][]uint64) error {
 	var writes []store.Write
 	for _, consumer := range slices.Sorted(maps.Keys(pending)) {
