@@ -134,5 +134,40 @@ func (e *Engine) terminateChildren(ctx context.Context, app, parent string) erro
 	return err
 }
 
+// retellParent tells the parent of the terminated child rec that it
+// ended, unless the parent's journal has that signal already (the node
+// stopped after telling it and before clearing ParentPending), then clears
+// rec's ParentPending.
+func (e *Engine) retellParent(ctx context.Context, rec *Run) error {
+	ents, err := e.j.entries(ctx, rec.App, rec.Parent)
+	if err != nil && !errors.Is(err, ErrRunNotFound) {
+		return err
+	}
+	told := slices.ContainsFunc(ents, func(en Entry) bool {
+		return en.Type == EntrySignal && en.Name == ChildSignal(rec.ID)
+	})
+	if err == nil && !told {
+		if err := e.tellParent(ctx, rec, false); err != nil {
+			return err
+		}
+	}
+	return e.clearParentPending(ctx, rec.App, rec.ID)
+}
+
+// clearParentPending clears run id's ParentPending.
+func (e *Engine) clearParentPending(ctx context.Context, app, id string) error {
+	_, err := e.update(ctx, app, id, func(rec *Run) (*Entry, error) {
+		if !rec.ParentPending {
+			return nil, errNoChange
+		}
+		rec.ParentPending = false
+		return nil, nil
+	})
+	if errors.Is(err, errNoChange) {
+		err = nil
+	}
+	return err
+}
+
 // errNoChange is what an update's change answers to write nothing.
 var errNoChange = errors.New("no change")

@@ -2,6 +2,7 @@ package workflow
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -176,8 +177,8 @@ func TestTerminateReachesAChildOfARunningStep(t *testing.T) {
 		t.Fatal(err)
 	}
 	close(release)
-	if rec := wait(t, e, child); rec.State != StateTerminated {
-		t.Fatalf("child %s of the terminated parent: %s %q, want terminated", child, rec.State, rec.Error)
+	if rec := wait(t, e, child); rec.State != StateTerminated || rec.ParentPending {
+		t.Fatalf("child %s of the terminated parent: %s %q (parent_pending %v), want terminated, its parent told", child, rec.State, rec.Error, rec.ParentPending)
 	}
 	if rec := wait(t, e, "par"); rec.State != StateTerminated {
 		t.Fatalf("parent: %s, want terminated", rec.State)
@@ -222,5 +223,107 @@ func TestTerminateReachesAChildOfARunningStep(t *testing.T) {
 	}
 	if rec := wait(t, e2, id); rec.State != StateTerminated {
 		t.Fatalf("late child %s: %s %q, want terminated", id, rec.State, rec.Error)
+	}
+}
+
+// TestChildTerminationToldAfterACrash: a node died after a child's
+// termination was committed and before its parent was told (w-0: its
+// record says parent_pending, its parent w waits for it), and after the
+// parent was told but before the child's record was cleared (x-0, whose
+// end is in x's journal already; x was paused since). The next start
+// tells w once (w ends with the child's outcome) and does not tell x
+// twice (x, resumed, ends with it too); both children's records no
+// longer say parent_pending.
+func TestChildTerminationToldAfterACrash(t *testing.T) {
+	t.Parallel()
+	g := func(ctx context.Context, e *Engine, inv string, n int) (*runtime.Response, error) {
+		a, err := e.activation(testApp, inv)
+		if err != nil {
+			return nil, err
+		}
+		child := a.r.id + "-0"
+		if _, err := e.StepBegin(ctx, testApp, inv, 0, "nimbus.child:other"); err != nil {
+			return nil, err
+		}
+		w, err := e.WaitSignal(ctx, testApp, inv, 1, ChildSignal(child), 0)
+		if err != nil {
+			return nil, err
+		}
+		return completed(string(w.Payload)), nil
+	}
+	st := openStore(t)
+	inv := &invoker{g: g, n: map[string]int{}}
+	e := New(st.Committer(), inv, Options{Logger: slog.New(slog.DiscardHandler), ActivationBackoff: time.Millisecond})
+	inv.e = e
+	t.Cleanup(func() { e.Close(context.Background()) })
+	now := time.Now().UTC()
+	run := func(id, wf, state, parent string) *Run {
+		rev := "f1"
+		if wf == "other" {
+			rev = "o1"
+		}
+		return &Run{ID: id, App: testApp, Workflow: wf, Revision: rev, State: state, Input: []byte("null"), Created: now, Updated: now, Parent: parent}
+	}
+	parentEnts := func(child string, told bool) []Entry {
+		ents := []Entry{
+			{Type: EntryStep, Time: now, Pos: 0, Name: "nimbus.child:other", Attempt: 1, Result: []byte(`"` + child + `"`)},
+			{Type: EntryWaiting, Time: now, Pos: 1, Name: ChildSignal(child)},
+		}
+		if told {
+			out, _ := json.Marshal(ChildOutcome{RunID: child, State: StateTerminated, Error: "terminated: test"})
+			ents = append(ents, Entry{Type: EntrySignal, Time: now, Name: ChildSignal(child), Result: out})
+		}
+		return ents
+	}
+	terminated := func(id, parent string) *Run {
+		r := run(id, "other", StateTerminated, parent)
+		r.Error, r.ParentPending = "terminated: test", true
+		return r
+	}
+	w := run("w", "flow", StateWaiting, "")
+	// x was told, then paused (so that nothing activates it before the
+	// start's retelling, which must see the signal and not send another).
+	x := run("x", "flow", StatePaused, "")
+	for _, s := range []struct {
+		rec  *Run
+		ents []Entry
+	}{
+		{w, parentEnts("w-0", false)},
+		{terminated("w-0", "w"), []Entry{{Type: EntryTerminated, Time: now, Error: "test"}}},
+		{x, append(parentEnts("x-0", true), Entry{Type: EntryPause, Time: now, Error: "test"})},
+		{terminated("x-0", "x"), []Entry{{Type: EntryTerminated, Time: now, Error: "test"}}},
+	} {
+		if err := e.SeedRun(t.Context(), s.rec, s.ents); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.Provision(t.Context(), testRevision()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Resume(t.Context(), testApp, "x"); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"w", "x"} {
+		rec := wait(t, e, id)
+		var out ChildOutcome
+		if err := json.Unmarshal(rec.Result, &out); err != nil || rec.State != StateCompleted || out.RunID != id+"-0" || out.State != StateTerminated {
+			t.Errorf("parent %s: %s %s %q, want completed with its terminated child's outcome", id, rec.State, rec.Result, rec.Error)
+		}
+		ents, err := e.j.entries(t.Context(), testApp, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, en := range ents {
+			if en.Type == EntrySignal && en.Name == ChildSignal(id+"-0") {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("parent %s: told %d times of its child's end, want once", id, n)
+		}
+		if c, err := e.Get(t.Context(), testApp, id+"-0"); err != nil || c.ParentPending {
+			t.Errorf("child %s-0: %+v %v, want parent_pending cleared", id, c, err)
+		}
 	}
 }

@@ -302,11 +302,15 @@ func (e *Engine) Provision(ctx context.Context, rev *model.Revision) error {
 	}
 	var dues []due
 	var orphans []string // terminated runs whose children may run on
+	var untold []*Run    // terminated children whose parents may not know
 	counts := map[[2]string]int{}
 	err := e.j.records(ctx, rev.App, func(rec *Run) {
 		if rec.Done() {
 			if rec.ChildrenPending {
 				orphans = append(orphans, rec.ID)
+			}
+			if rec.ParentPending {
+				untold = append(untold, rec)
 			}
 			return
 		}
@@ -351,6 +355,13 @@ func (e *Engine) Provision(ctx context.Context, rev *model.Revision) error {
 		// A crash came between a termination and its children's.
 		if err := e.terminateChildren(ctx, rev.App, id); err != nil {
 			e.logger.Warn("workflow run terminated; its children were not all terminated", "app", rev.App, "run", id, "error", err)
+		}
+	}
+	for _, rec := range untold {
+		// A crash came between a child's termination and its parent's
+		// signal.
+		if err := e.retellParent(ctx, rec); err != nil {
+			e.logger.Warn("workflow child terminated; its parent was not told", "app", rev.App, "run", rec.ID, "parent", rec.Parent, "error", err)
 		}
 	}
 	return nil

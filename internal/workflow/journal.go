@@ -130,6 +130,10 @@ type Run struct {
 	// not all be terminated yet: a start of the engine finishes that
 	// (children.go).
 	ChildrenPending bool `json:"children_pending,omitempty"`
+	// ParentPending says the run is a child that was terminated and its
+	// parent may not have been told yet: a start of the engine finishes
+	// that (children.go).
+	ParentPending bool `json:"parent_pending,omitempty"`
 	// Topic is the topic a waiting run waits on (topics.go); "" for a
 	// signal wait.
 	Topic string `json:"topic,omitempty"`

@@ -48,6 +48,7 @@ func (e *Engine) Terminate(ctx context.Context, app, id, reason string) (*Run, e
 		// A running run's step may have started a child its journal does
 		// not name yet (inFlightChild): terminateChildren looks there too.
 		rec.ChildrenPending = len(children) > 0 || rec.State == StateRunning || rec.State == StateCancelling
+		rec.ParentPending = rec.Parent != ""
 		rec.State, rec.WakeAt, rec.Error = StateTerminated, time.Time{}, "terminated"
 		if reason != "" {
 			rec.Error += ": " + reason
@@ -69,10 +70,15 @@ func (e *Engine) Terminate(ctx context.Context, app, id, reason string) (*Run, e
 	e.unpin(app, rec.Revision)
 	e.wake(app, id) // wakes whoever waits for its end
 	if rec.Parent != "" {
-		// Not in the termination's unit: a crash between the two leaves
-		// the parent waiting (RATIONALE.md); cancel or terminate it then.
+		// Not in the termination's unit: the record says ParentPending
+		// until the parent is told, and a start after a crash in between
+		// tells it (children.go).
 		if err := e.tellParent(ctx, rec, false); err != nil {
-			e.logger.Warn("workflow child terminated; its parent was not told", "app", app, "run", id, "parent", rec.Parent, "error", err)
+			e.logger.Warn("workflow child terminated; its parent was not told (the next start of the node tells it)", "app", app, "run", id, "parent", rec.Parent, "error", err)
+		} else if err := e.clearParentPending(ctx, app, id); err != nil {
+			e.logger.Warn("workflow child terminated and its parent told; its record still says parent_pending", "app", app, "run", id, "error", err)
+		} else {
+			rec.ParentPending = false
 		}
 	}
 	if rec.ChildrenPending {
