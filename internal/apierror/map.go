@@ -101,6 +101,7 @@ var rules = []rule{
 	{match: is(registry.ErrFunctionNotFound), status: http.StatusNotFound, code: "function_not_found"},
 	{match: is(events.ErrNoRecord), status: http.StatusNotFound, code: "invocation_not_found"},
 	{match: is(workflow.ErrWorkflowNotFound), status: http.StatusNotFound, code: "workflow_not_found"},
+	{match: is(workflow.ErrStartNotStored), status: http.StatusServiceUnavailable, code: "run_not_stored"},
 	{match: is(workflow.ErrRunNotFound), status: http.StatusNotFound, code: "run_not_found"},
 	{match: is(workflow.ErrRunConflict), status: http.StatusConflict, code: "run_conflict"},
 	{match: is(workflow.ErrRunFinished), status: http.StatusConflict, code: "run_finished"},

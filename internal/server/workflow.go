@@ -156,8 +156,14 @@ func (s *Server) startAndWait(ctx context.Context, app, wf, id string, input []b
 		return run, created, err
 	}
 	wctx, cancel := context.WithTimeout(ctx, wait)
-	run, err = s.wf.Wait(wctx, app, run.ID)
+	id = run.ID
+	run, err = s.wf.Wait(wctx, app, id)
 	cancel()
+	if errors.Is(err, workflow.ErrRunNotFound) && created {
+		// Started here a moment ago: its first commit failed (the store
+		// refused it), and nothing of it is stored.
+		return nil, false, fmt.Errorf("%w: run %s of app %s: the store did not take its first commit; nothing of it is stored: start it again (the node's log has the store's error)", workflow.ErrStartNotStored, id, app)
+	}
 	if err != nil {
 		return nil, false, err
 	}

@@ -20,6 +20,11 @@ var (
 	ErrFunctionNotFound = errors.New("function not found")
 	// ErrRunNotFound: the app has no run of that id.
 	ErrRunNotFound = errors.New("workflow run not found")
+	// ErrStartNotStored: a run started lazily (StartLazy: its start rides
+	// with its first commit) whose first commit failed: the run does not
+	// exist (Wait answers ErrRunNotFound; the caller that started it
+	// knows better and answers this).
+	ErrStartNotStored = errors.New("workflow run start not stored")
 	// ErrRunConflict: a run id is taken by a run of another workflow.
 	ErrRunConflict = errors.New("workflow run id is taken")
 	// ErrNoRun: a host call that is not made by a run's activation.
