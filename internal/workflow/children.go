@@ -121,17 +121,7 @@ func (e *Engine) terminateChildren(ctx context.Context, app, parent string) erro
 	if err := e.closeChildren(ctx, app, parent, ids, true); err != nil {
 		return err
 	}
-	_, err = e.update(ctx, app, parent, func(rec *Run) (*Entry, error) {
-		if !rec.ChildrenPending {
-			return nil, errNoChange
-		}
-		rec.ChildrenPending = false
-		return nil, nil
-	})
-	if errors.Is(err, errNoChange) {
-		err = nil
-	}
-	return err
+	return e.clearFlag(ctx, app, parent, func(rec *Run) *bool { return &rec.ChildrenPending })
 }
 
 // retellParent tells the parent of the terminated child rec that it
@@ -151,16 +141,17 @@ func (e *Engine) retellParent(ctx context.Context, rec *Run) error {
 			return err
 		}
 	}
-	return e.clearParentPending(ctx, rec.App, rec.ID)
+	return e.clearFlag(ctx, rec.App, rec.ID, func(rec *Run) *bool { return &rec.ParentPending })
 }
 
-// clearParentPending clears run id's ParentPending.
-func (e *Engine) clearParentPending(ctx context.Context, app, id string) error {
+// clearFlag clears the flag of run id's record that flag points to
+// (ChildrenPending, ParentPending); a flag clear already writes nothing.
+func (e *Engine) clearFlag(ctx context.Context, app, id string, flag func(*Run) *bool) error {
 	_, err := e.update(ctx, app, id, func(rec *Run) (*Entry, error) {
-		if !rec.ParentPending {
+		if !*flag(rec) {
 			return nil, errNoChange
 		}
-		rec.ParentPending = false
+		*flag(rec) = false
 		return nil, nil
 	})
 	if errors.Is(err, errNoChange) {

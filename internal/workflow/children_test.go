@@ -15,6 +15,27 @@ import (
 	"github.com/nimbus-dev/nimbus/sdk/go/wire"
 )
 
+// unprovisioned is an engine playing g on a new store, not provisioned:
+// a test seeds runs (SeedRun) as a node that died left them, then
+// provisions, as the next start does.
+func unprovisioned(t *testing.T, g guest) *Engine {
+	t.Helper()
+	inv := &invoker{g: g, n: map[string]int{}}
+	e := New(openStore(t).Committer(), inv, Options{Logger: slog.New(slog.DiscardHandler), ActivationBackoff: time.Millisecond})
+	inv.e = e
+	t.Cleanup(func() { e.Close(context.Background()) })
+	return e
+}
+
+// seedRecord is a run's record of testRevision's workflow wf, at now.
+func seedRecord(now time.Time, id, wf, state, parent string) *Run {
+	rev := "f1"
+	if wf == "other" {
+		rev = "o1"
+	}
+	return &Run{ID: id, App: testApp, Workflow: wf, Revision: rev, State: state, Input: []byte("null"), Created: now, Updated: now, Parent: parent}
+}
+
 func cancelledResp() *runtime.Response {
 	return &runtime.Response{Status: http.StatusOK, Header: http.Header{wire.HeaderOutcome: {wire.OutcomeCancelled}}, Body: []byte("cancelled")}
 }
@@ -56,19 +77,9 @@ func TestParentClosePropagationRedoneAfterACrash(t *testing.T) {
 		}
 		return completed(`"done"`), nil
 	}
-	st := openStore(t)
-	inv := &invoker{g: g, n: map[string]int{}}
-	e := New(st.Committer(), inv, Options{Logger: slog.New(slog.DiscardHandler), ActivationBackoff: time.Millisecond})
-	inv.e = e
-	t.Cleanup(func() { e.Close(context.Background()) })
+	e := unprovisioned(t, g)
 	now := time.Now().UTC()
-	run := func(id, wf, state, parent string) *Run {
-		rev := "f1"
-		if wf == "other" {
-			rev = "o1"
-		}
-		return &Run{ID: id, App: testApp, Workflow: wf, Revision: rev, State: state, Input: []byte("null"), Created: now, Updated: now, Parent: parent}
-	}
+	run := func(id, wf, state, parent string) *Run { return seedRecord(now, id, wf, state, parent) }
 	child := func(pos int, name, id string) Entry {
 		return Entry{Type: EntryStep, Time: now, Pos: pos, Name: name, Attempt: 1, Result: []byte(`"` + id + `"`)}
 	}
@@ -251,19 +262,9 @@ func TestChildTerminationToldAfterACrash(t *testing.T) {
 		}
 		return completed(string(w.Payload)), nil
 	}
-	st := openStore(t)
-	inv := &invoker{g: g, n: map[string]int{}}
-	e := New(st.Committer(), inv, Options{Logger: slog.New(slog.DiscardHandler), ActivationBackoff: time.Millisecond})
-	inv.e = e
-	t.Cleanup(func() { e.Close(context.Background()) })
+	e := unprovisioned(t, g)
 	now := time.Now().UTC()
-	run := func(id, wf, state, parent string) *Run {
-		rev := "f1"
-		if wf == "other" {
-			rev = "o1"
-		}
-		return &Run{ID: id, App: testApp, Workflow: wf, Revision: rev, State: state, Input: []byte("null"), Created: now, Updated: now, Parent: parent}
-	}
+	run := func(id, wf, state, parent string) *Run { return seedRecord(now, id, wf, state, parent) }
 	parentEnts := func(child string, told bool) []Entry {
 		ents := []Entry{
 			{Type: EntryStep, Time: now, Pos: 0, Name: "nimbus.child:other", Attempt: 1, Result: []byte(`"` + child + `"`)},

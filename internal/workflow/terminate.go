@@ -75,7 +75,7 @@ func (e *Engine) Terminate(ctx context.Context, app, id, reason string) (*Run, e
 		// tells it (children.go).
 		if err := e.tellParent(ctx, rec, false); err != nil {
 			e.logger.Warn("workflow child terminated; its parent was not told (the next start of the node tells it)", "app", app, "run", id, "parent", rec.Parent, "error", err)
-		} else if err := e.clearParentPending(ctx, app, id); err != nil {
+		} else if err := e.clearFlag(ctx, app, id, func(rec *Run) *bool { return &rec.ParentPending }); err != nil {
 			e.logger.Warn("workflow child terminated and its parent told; its record still says parent_pending", "app", app, "run", id, "error", err)
 		} else {
 			rec.ParentPending = false
