@@ -90,10 +90,11 @@ func (e *Engine) Terminate(ctx context.Context, app, id, reason string) (*Run, e
 	}
 	if extra := slices.DeleteFunc(started, func(c string) bool { return slices.Contains(children, c) }); len(extra) > 0 {
 		// Started by a step that had not ended: not in the journal read
-		// above, nor in ChildrenPending. After a crash before this, the
-		// child's next activation finds its parent terminated (step).
+		// above. After a crash before this, the next start finds such a
+		// child at the run's first open position (ChildrenPending,
+		// inFlightChild).
 		if err := e.closeChildren(ctx, app, id, extra, true); err != nil {
-			e.logger.Warn("workflow run terminated; a child its running step started was not terminated (its next activation is)", "app", app, "run", id, "error", err)
+			e.logger.Warn("workflow run terminated; a child its running step started was not terminated", "app", app, "run", id, "error", err)
 		}
 	}
 	return rec, nil
