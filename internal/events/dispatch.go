@@ -187,6 +187,10 @@ type DispatcherOptions struct {
 	// Concurrency bounds the invocations in flight per trigger. Optional:
 	// default 16.
 	Concurrency int
+	// WorkerLinger is how long a trigger's goroutine that finished a
+	// delivery waits for the next one before it exits. Optional: default
+	// 250ms.
+	WorkerLinger time.Duration
 	// MaxAckPending bounds the unacknowledged events per trigger (see
 	// DefaultMaxAckPending). Optional: default 1000, at least Concurrency.
 	MaxAckPending int
@@ -314,6 +318,7 @@ type Dispatcher struct {
 	async  map[string]bool
 
 	nDelivered, failed, dead, filtered, dups, malformed atomic.Uint64
+	workersStarted                                      atomic.Uint64 // goroutines trigger.spawn started (tests see reuse)
 
 	// onRecorded, if set (tests only, before Sync), is called once a
 	// delivery record is on disk, before the ack.
@@ -331,6 +336,9 @@ func NewDispatcher(js jetstream.JetStream, log *Log, inv Invoker, opts Dispatche
 	}
 	if opts.After == nil {
 		opts.After = time.After
+	}
+	if opts.WorkerLinger <= 0 {
+		opts.WorkerLinger = defaultWorkerLinger
 	}
 	if opts.Concurrency <= 0 {
 		opts.Concurrency = DefaultConcurrency

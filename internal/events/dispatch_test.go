@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	goruntime "runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -548,6 +549,72 @@ func TestHammer(t *testing.T) {
 			if got[k] < 2 {
 				return fmt.Errorf("%s succeeded %d times, want once per trigger of a", k, got[k])
 			}
+		}
+		return nil
+	})
+}
+
+// TestWorkersAreReusedAndLeave: a trigger's goroutine that finished a
+// delivery takes the next one (its stack stays grown) instead of a new
+// goroutine starting, and an idle trigger keeps none of them.
+func TestWorkersAreReusedAndLeave(t *testing.T) {
+	// Not parallel: it reads the goroutines of the whole test binary.
+	workers := func() (idle, busy int) {
+		buf := make([]byte, 1<<22)
+		buf = buf[:goruntime.Stack(buf, true)]
+		for _, g := range strings.Split(string(buf), "\n\n") {
+			switch {
+			case strings.Contains(g, "events.(*trigger).work("):
+				busy++
+			case strings.Contains(g, "events.(*trigger).worker("):
+				idle++
+			}
+		}
+		return idle, busy
+	}
+	const n = 100
+	evs := func(prefix string, n int) []*cloudevents.Event {
+		var out []*cloudevents.Event
+		for i := range n {
+			out = append(out, event(fmt.Sprint(prefix, i), "ok", ""))
+		}
+		return out
+	}
+
+	// Workers that never time out: once all are idle, one more event runs
+	// on one of them.
+	e := newEnv(t, events.DispatcherOptions{Concurrency: 4, WorkerLinger: time.Hour}, "a")
+	e.sync(spec("a", "t", "orders"))
+	e.publish("orders", evs("e", n)...)
+	e.waitSucceeded(ids("a", "e", n))
+	waitFor(t, "workers to finish", func() error {
+		if idle, busy := workers(); busy > 0 || idle == 0 {
+			return fmt.Errorf("%d busy, %d idle", busy, idle)
+		}
+		return nil
+	})
+	started := e.disp.WorkersStarted()
+	if started >= n {
+		t.Errorf("%d goroutines for %d events: none was reused", started, n)
+	}
+	e.publish("orders", event("one-more", "ok", ""))
+	e.waitSucceeded([]string{"a/one-more"})
+	if now := e.disp.WorkersStarted(); now != started {
+		t.Errorf("an event on a trigger with idle workers started %d new goroutine(s)", now-started)
+	}
+	e.close()
+	if idle, busy := workers(); idle+busy > 0 {
+		t.Fatalf("%d idle and %d busy workers after the dispatcher closed", idle, busy)
+	}
+
+	// With the default linger, an idle trigger's workers leave.
+	e = newEnv(t, events.DispatcherOptions{Concurrency: 4}, "a")
+	e.sync(spec("a", "t", "orders"))
+	e.publish("orders", evs("f", 20)...)
+	e.waitSucceeded(ids("a", "f", 20))
+	waitFor(t, "idle workers to leave", func() error {
+		if idle, busy := workers(); idle+busy > 0 {
+			return fmt.Errorf("%d idle and %d busy workers on an idle trigger", idle, busy)
 		}
 		return nil
 	})

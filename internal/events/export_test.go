@@ -47,3 +47,6 @@ func RecordedDeliveries(ctx context.Context, js jetstream.JetStream) (int, error
 		seq = m.Sequence + 1
 	}
 }
+
+// WorkersStarted counts the delivery goroutines d started.
+func (d *Dispatcher) WorkersStarted() uint64 { return d.workersStarted.Load() }
