@@ -2,6 +2,7 @@ package wasm
 
 import (
 	"context"
+	"fmt"
 	"syscall"
 	"testing"
 	"time"
@@ -22,6 +23,46 @@ func BenchmarkWarmCall(b *testing.B) {
 	for b.Loop() {
 		if _, err := inst.Handle(ctx, req); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkWarmCallColdCaches is BenchmarkWarmCall with the CPU caches
+// flushed between calls (8 MiB written, more than this host's L2 and its
+// share of L3), as they are under a real load where the kernel's network
+// path, the gateway and the load generator run between two calls of a
+// guest. call-ns/op times Handle alone. A guest's speed under load depends
+// on how much code and memory one request touches, which a warm-cache
+// loop hides: bench/README.md ("Why a guest is slower under load") has the
+// figures.
+func BenchmarkWarmCallColdCaches(b *testing.B) {
+	evict := make([]byte, 8<<20)
+	for _, g := range []struct {
+		name     string
+		artifact func() []byte
+	}{{"minimal", func() []byte { return minimalSDK(nil) }}, {"sdk", func() []byte { return guests["sdk"] }}} {
+		for _, flush := range []bool{false, true} {
+			b.Run(fmt.Sprintf("guest=%s/flushed=%v", g.name, flush), func(b *testing.B) {
+				r := newRuntime(b, Config{})
+				inst := instance(b, load(b, r, runtime.Spec{Artifact: g.artifact()}))
+				req := get("/hello/bench", "")
+				req.Params = map[string]string{"name": "bench"}
+				ctx := context.Background()
+				var in time.Duration
+				for b.Loop() {
+					if flush {
+						for i := 0; i < len(evict); i += 64 {
+							evict[i]++
+						}
+					}
+					t := time.Now()
+					if _, err := inst.Handle(ctx, req); err != nil {
+						b.Fatal(err)
+					}
+					in += time.Since(t)
+				}
+				b.ReportMetric(float64(in.Nanoseconds())/float64(b.N), "call-ns/op")
+			})
 		}
 	}
 }
