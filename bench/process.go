@@ -263,7 +263,7 @@ func runProcess(ctx context.Context, b *bench) ([]row, error) {
 		}
 	}
 	r := newRow("process", "warm req/s, 8 workers", "req/s", rps["nimbus"], "same binary direct", rps["raw"])
-	wrkRows, err := runWrk(ctx, b, "process", "same binary direct", targets[0].url, targets[1].url)
+	wrkRows, err := runWrk(ctx, b, "process", "same binary direct", targets[0].url, targets[1].url, 32)
 	if err != nil {
 		return nil, err
 	}
@@ -333,7 +333,7 @@ func processLanguages(ctx context.Context, b *bench, srv *server.Server) ([]row,
 		if err := waitOK(ctx, rawURL, url); err != nil {
 			return nil, fmt.Errorf("%s: %w", l.example, err)
 		}
-		got, raw, err := wrkPair(ctx, b, wrk, url, rawURL)
+		got, raw, err := wrkPair(ctx, b, wrk, url, rawURL, 32)
 		if err != nil {
 			return nil, err
 		}
