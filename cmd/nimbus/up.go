@@ -28,7 +28,7 @@ func newUp(g *globals) *cobra.Command {
 	var cfg server.Config
 	var logLevel string
 	var redeploy bool
-	var bodyBudget, bodyMinRate, idleCodeBytes string
+	var bodyBudget, bodyMinRate, idleCodeBytes, diskReserve string
 	var allowCIDRs []string
 	var policyFile string
 	cmd := &cobra.Command{
@@ -75,6 +75,14 @@ started is the one the CLI talks to. Lost a token? 'nimbus token create
 			if err := idleCodeFlags(&cfg, cfg.WasmIdleModules, idleCodeBytes); err != nil {
 				return err
 			}
+			n, err := manifest.ParseSize(diskReserve)
+			if err != nil || n > 1<<40 {
+				return fmt.Errorf("--disk-reserve %q: use a size up to 1TiB, such as 64MiB, or 0B for none", diskReserve)
+			}
+			cfg.DiskReserve = int64(n)
+			if n == 0 {
+				cfg.DiskReserve = -1 // none
+			}
 			for _, c := range allowCIDRs {
 				p, err := netip.ParsePrefix(c)
 				if err != nil {
@@ -116,6 +124,7 @@ started is the one the CLI talks to. Lost a token? 'nimbus token create
 	f.DurationVar(&cfg.EventsDuplicateWindow, "events-dedupe-window", events.DefaultDuplicateWindow, "how long an event's source and id are remembered to store a re-sent event once (each id costs ~140 B of RAM for the window)")
 	f.IntVar(&cfg.EventsMaxLag, "events-max-lag", events.DefaultMaxLag, "per app: events waiting for its triggers beyond which publishes get 429 (negative: no limit)")
 	f.IntVar(&cfg.EventsMaxWindowEvents, "events-max-window-events", events.DefaultMaxWindowEvents, "per node: events stored within the dedupe window beyond which publishes get 503 (negative: no limit)")
+	f.StringVar(&diskReserve, "disk-reserve", "64MiB", "free space kept on the data directory's filesystem: below it writes get 507 disk_full and resume by themselves once there is room (a write that filled the disk would stop a JetStream stream until the node restarts); 0B for none")
 	f.StringVar(&bodyBudget, "body-budget", "256MiB", "most bytes of request bodies held in memory at once, half of it per app; past it 503 body_budget")
 	f.StringVar(&bodyMinRate, "body-min-rate", "16KiB", "slowest average rate per second a request body may arrive at after --body-grace, else 408 body_too_slow; 0B turns it off")
 	f.DurationVar(&cfg.BodyRate.Grace, "body-grace", 10*time.Second, "how long any request body may take, whatever its size")

@@ -167,6 +167,9 @@ var rules = []rule{
 			return map[string]string{"owner": ce.OtherApp, "owner_function": ce.OtherFunction, "owner_route": ce.OtherRoute.Pattern()}
 		}},
 	{match: is(store.ErrNotFound), status: http.StatusBadRequest, code: "artifact_missing"},
+	// The node refused a write to keep its store writable (free space
+	// under the reserve); nothing was stored and it resumes by itself.
+	{match: is(store.ErrDiskFull), status: http.StatusInsufficientStorage, code: "disk_full"},
 
 	{match: as[*state.RevisionMismatchError](), status: http.StatusConflict, code: "revision_mismatch",
 		details: func(err error) any {

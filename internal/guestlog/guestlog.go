@@ -87,6 +87,7 @@ const (
 	ReasonPublishFailed    = "publish_failed"
 	ReasonWriterClosed     = "writer_closed"
 	ReasonEncodeFailed     = "encode_failed"
+	ReasonDiskFull         = "disk_full"
 )
 
 // DropCounter counts dropped lines by app and reason (one of the Reason
@@ -124,6 +125,12 @@ type Config struct {
 	AppMaxAge   time.Duration
 	// Now is the clock of the rate budget. Optional: default time.Now.
 	Now func() time.Time
+	// CheckSpace, if set, is asked before each line is published; a line
+	// is dropped (reason disk_full) while it returns an error, so that a
+	// full disk never reaches the logs streams (nats-server stops a
+	// stream whose write failed until it restarts). Optional: the store's
+	// CheckSpace.
+	CheckSpace func() error
 }
 
 func (c Config) withDefaults() Config {
@@ -242,6 +249,12 @@ func New(js jetstream.JetStream, cfg Config) *Writer {
 func (w *Writer) publish() {
 	defer close(w.done)
 	for e := range w.lines {
+		if w.cfg.CheckSpace != nil {
+			if err := w.cfg.CheckSpace(); err != nil {
+				w.drop(e.App, ReasonDiskFull, err)
+				continue
+			}
+		}
 		if err := w.ensureStream(e.App); err != nil {
 			w.drop(e.App, ReasonPublishFailed, err)
 			continue

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -402,6 +403,55 @@ func TestSubject(t *testing.T) {
 	for _, tt := range streams {
 		if got := StreamName(tt.app); got != tt.want {
 			t.Errorf("StreamName(%q) = %q, want %q", tt.app, got, tt.want)
+		}
+	}
+}
+
+// countDrops counts dropped lines by reason.
+type countDrops struct {
+	mu sync.Mutex
+	by map[string]int
+}
+
+func (c *countDrops) GuestLogDropped(_, reason string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.by[reason]++
+}
+
+// TestDiskFullDropsLines: while the store says the disk is full, lines are
+// dropped (counted as disk_full) and nothing reaches the logs stream; once
+// it has room again, lines are stored.
+func TestDiskFullDropsLines(t *testing.T) {
+	s := openStore(t)
+	var full atomic.Bool
+	full.Store(true)
+	drops := &countDrops{by: map[string]int{}}
+	w := New(s.JetStream(), Config{Logger: quiet(), Metrics: drops, CheckSpace: func() error {
+		if full.Load() {
+			return store.ErrDiskFull
+		}
+		return nil
+	}})
+	sink := w.Sink("shop", "api", "rev1", "inv1")
+	sink.Log("stdout", "", []byte("lost"))
+	waitUntil(t, func() bool { return w.Dropped() == 1 })
+	full.Store(false)
+	sink.Log("stdout", "", []byte("kept"))
+	closeWriter(t, w)
+	if got := messages(readAll(t, s.JetStream(), Query{App: "shop"})); got != "kept" {
+		t.Fatalf("stored %q, want only the line written with room", got)
+	}
+	if drops.by[ReasonDiskFull] != 1 || w.Dropped() != 1 {
+		t.Fatalf("drops %v (total %d), want one disk_full", drops.by, w.Dropped())
+	}
+}
+
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in 10s")
 		}
 	}
 }

@@ -50,6 +50,10 @@ type Config struct {
 	// clients authenticate with the NKey seed in NATSSeedFile. Default
 	// none: the embedded server is reachable only in process.
 	NATSListen string
+	// DiskReserve is the free space on the data directory's filesystem
+	// below which the store refuses writes (store.Options.DiskReserve;
+	// 0: store.DefaultDiskReserve, negative: none).
+	DiskReserve int64
 	// CacheDir holds compiled wasm across restarts. Default DataDir/wasm-cache.
 	CacheDir string
 	// IdleTimeout closes idle instances. Default 5m.
@@ -206,7 +210,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		}
 	}()
 
-	s.store, err = store.Open(ctx, store.Options{DataDir: cfg.DataDir, Listen: cfg.NATSListen, Logger: cfg.Logger})
+	s.store, err = store.Open(ctx, store.Options{DataDir: cfg.DataDir, Listen: cfg.NATSListen, Logger: cfg.Logger, DiskReserve: cfg.DiskReserve})
 	if err != nil {
 		return nil, err
 	}
@@ -259,7 +263,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		cfg.Logger.Warn("process runtime: this host cannot sandbox processes; a process function runs only if its manifest sets isolation: none",
 			"missing", strings.Join(host.Missing, "; "))
 	}
-	s.logs = guestlog.New(s.store.JetStream(), guestlog.Config{Logger: cfg.Logger, Metrics: s.metrics})
+	s.logs = guestlog.New(s.store.JetStream(), guestlog.Config{Logger: cfg.Logger, Metrics: s.metrics, CheckSpace: s.store.CheckSpace})
 	s.sched = scheduler.New(s.rts, s.store, scheduler.Options{
 		IdleTimeout: cfg.IdleTimeout, Logger: cfg.Logger, Metrics: s.metrics, Logs: s.logs,
 		Status: apierror.Status, // metrics label failures with the status the edge answers
@@ -496,6 +500,11 @@ func (s *Server) Close(ctx context.Context) error {
 func (s *Server) Deploy(ctx context.Context, app string, spec model.Spec) (*model.Revision, bool, error) {
 	s.deployMu.Lock()
 	defer s.deployMu.Unlock()
+	// A deploy writes records and perhaps modules: refuse it while the
+	// store keeps its reserve rather than half-write it.
+	if err := s.store.CheckSpace(); err != nil {
+		return nil, false, err
+	}
 	planned, err := Check(app, spec)
 	if err != nil {
 		return nil, false, err

@@ -22,6 +22,9 @@ func (s *Store) PutArtifact(ctx context.Context, data []byte) (string, error) {
 	if ok {
 		return sha, nil
 	}
+	if err := s.CheckSpace(); err != nil {
+		return "", err
+	}
 	if _, err := s.artifacts.PutBytes(ctx, sha, data); err != nil {
 		return "", fmt.Errorf("put artifact %s: %w", sha, err)
 	}

@@ -206,6 +206,10 @@ type CommitterOptions struct {
 	CommitTimeout time.Duration
 	// Logger receives commit failures. Optional: default slog.Default().
 	Logger *slog.Logger
+	// CheckSpace, if set, is asked before each commit is sent; an error
+	// fails the commit's units with it and nothing is sent (the store's
+	// free-space reserve, ErrDiskFull). Optional.
+	CheckSpace func() error
 }
 
 // Committer is the commit path of Nimbus: it commits units of work to
@@ -220,6 +224,7 @@ type Committer struct {
 	maxWrite int
 	timeout  time.Duration
 	logger   *slog.Logger
+	space    func() error // CommitterOptions.CheckSpace; nil checks nothing
 
 	// mu guards lanes, every lane's queue and closing. It is never held
 	// while sending.
@@ -307,6 +312,7 @@ func NewCommitter(js jetstream.JetStream, opts CommitterOptions) (*Committer, er
 		maxBatch:    opts.MaxBatch,
 		maxPend:     opts.MaxPending,
 		maxWrite:    maxWrite,
+		space:       opts.CheckSpace,
 		timeout:     opts.CommitTimeout,
 		logger:      opts.Logger.With("component", "store.committer"),
 		lanes:       map[string]*lane{},

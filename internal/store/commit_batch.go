@@ -94,6 +94,21 @@ func (l *lane) commit(ps []*pending) {
 	for _, p := range ps {
 		n += len(p.u.Writes)
 	}
+	if l.c.space != nil {
+		if err := l.c.space(); err != nil {
+			// Refused before anything is sent: a write that reached a full
+			// disk would stop the stream until the server restarts.
+			for _, p := range ps {
+				l.c.stats.add(len(p.u.Writes), 0, err)
+				if cs := p.u.Counters; cs != nil {
+					cs.add(len(p.u.Writes), 0, err)
+				}
+				p.err = err
+				close(p.done)
+			}
+			return
+		}
+	}
 	items := make([]item, n)
 	groups := make([]group, 0, len(ps))
 	// Two writes of one unit with one MsgID: the server would reject the

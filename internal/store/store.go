@@ -68,6 +68,11 @@ type Options struct {
 	// Logger receives the NATS server's warnings and errors, and notices at
 	// debug level. Optional: default slog.Default().
 	Logger *slog.Logger
+	// DiskReserve is the free space, on the data directory's filesystem,
+	// below which the store refuses writes with ErrDiskFull (they resume
+	// once there is more). Optional: default DefaultDiskReserve (64 MiB);
+	// negative keeps no reserve.
+	DiskReserve int64
 }
 
 // Store is an open embedded JetStream server, a connection to it, and the
@@ -83,6 +88,7 @@ type Store struct {
 	registry  jetstream.KeyValue
 	security  jetstream.KeyValue
 	committer *Committer
+	space     *spaceGuard // the free-space reserve (Options.DiskReserve)
 
 	listening bool
 	seedPath  string        // ClientSeedFile's path; "" when not listening
@@ -225,7 +231,12 @@ func Open(ctx context.Context, opts Options) (_ *Store, err error) {
 	if err := s.setup(ctx); err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	s.committer, err = NewCommitter(js, CommitterOptions{Logger: logger})
+	reserve := opts.DiskReserve
+	if reserve == 0 {
+		reserve = DefaultDiskReserve
+	}
+	s.space = &spaceGuard{dir: dataDir, reserve: uint64(max(reserve, 0)), free: freeSpace}
+	s.committer, err = NewCommitter(js, CommitterOptions{Logger: logger, CheckSpace: s.space.check})
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
@@ -279,6 +290,12 @@ func (s *Store) JetStream() jetstream.JetStream { return s.js }
 // event log, the async invocation records and app KV buckets goes through
 // it, so concurrent writers share commits (see Committer).
 func (s *Store) Committer() *Committer { return s.committer }
+
+// CheckSpace returns a *DiskFullError (ErrDiskFull) when the data
+// directory's filesystem has less free space than the store keeps in
+// reserve. The committer asks it before every commit; writers outside the
+// committer (artifact uploads, registry records) ask it before writing.
+func (s *Store) CheckSpace() error { return s.space.check() }
 
 // Registry returns the KV bucket of apps and revisions.
 func (s *Store) Registry() jetstream.KeyValue { return s.registry }
