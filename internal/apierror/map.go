@@ -170,6 +170,9 @@ var rules = []rule{
 	// The node refused a write to keep its store writable (free space
 	// under the reserve); nothing was stored and it resumes by itself.
 	{match: is(store.ErrDiskFull), status: http.StatusInsufficientStorage, code: "disk_full"},
+	// A stream nats-server stopped after a failed write: the node must
+	// restart (the message says so).
+	{match: is(store.ErrStreamStopped), status: http.StatusServiceUnavailable, code: "store_stopped"},
 
 	{match: as[*state.RevisionMismatchError](), status: http.StatusConflict, code: "revision_mismatch",
 		details: func(err error) any {

@@ -86,6 +86,7 @@ func TestFrom(t *testing.T) {
 		{errors.Join(model.ErrInvalid, &model.ConflictError{}), 400, "invalid_revision", nil},
 		{wrap(store.ErrNotFound), 400, "artifact_missing", nil},
 		{fmt.Errorf("publish: %w", &store.DiskFullError{Dir: "/d", Free: 1, Reserve: 2}), 507, "disk_full", nil},
+		{fmt.Errorf("publish: %w", &store.StreamStoppedError{Stream: "S", Cause: "no space left on device"}), 503, "store_stopped", nil},
 		{&registry.RollbackError{Err: fmt.Errorf("rollback shop: %w", &model.TenantError{App: "shop", Tenant: "a", Caller: "b"})}, 403, "wrong_tenant", nil},
 		{fmt.Errorf("delete: %w", &model.TenantError{App: "shop", Tenant: "a", Caller: "b"}), 403, "wrong_tenant", nil},
 		{&registry.RollbackError{Err: registry.ErrNoPreviousRevision}, 409, "rollback_failed", nil},

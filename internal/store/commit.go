@@ -210,6 +210,11 @@ type CommitterOptions struct {
 	// fails the commit's units with it and nothing is sent (the store's
 	// free-space reserve, ErrDiskFull). Optional.
 	CheckSpace func() error
+	// StreamStopped, if set, is asked before each commit to a stream; an
+	// error (the stream can take no write until the server restarts)
+	// fails the commit's units with it at once, instead of after the
+	// commit timeout. Optional.
+	StreamStopped func(stream string) error
 }
 
 // Committer is the commit path of Nimbus: it commits units of work to
@@ -225,6 +230,7 @@ type Committer struct {
 	timeout  time.Duration
 	logger   *slog.Logger
 	space    func() error // CommitterOptions.CheckSpace; nil checks nothing
+	stopped  func(stream string) error
 
 	// mu guards lanes, every lane's queue and closing. It is never held
 	// while sending.
@@ -313,6 +319,7 @@ func NewCommitter(js jetstream.JetStream, opts CommitterOptions) (*Committer, er
 		maxPend:     opts.MaxPending,
 		maxWrite:    maxWrite,
 		space:       opts.CheckSpace,
+		stopped:     opts.StreamStopped,
 		timeout:     opts.CommitTimeout,
 		logger:      opts.Logger.With("component", "store.committer"),
 		lanes:       map[string]*lane{},

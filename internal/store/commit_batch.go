@@ -94,20 +94,19 @@ func (l *lane) commit(ps []*pending) {
 	for _, p := range ps {
 		n += len(p.u.Writes)
 	}
-	if l.c.space != nil {
-		if err := l.c.space(); err != nil {
-			// Refused before anything is sent: a write that reached a full
-			// disk would stop the stream until the server restarts.
-			for _, p := range ps {
-				l.c.stats.add(len(p.u.Writes), 0, err)
-				if cs := p.u.Counters; cs != nil {
-					cs.add(len(p.u.Writes), 0, err)
-				}
-				p.err = err
-				close(p.done)
+	if err := l.refusal(); err != nil {
+		// Refused before anything is sent: a write that reached a full
+		// disk would stop the stream until the server restarts, and a
+		// stopped stream would leave it unanswered.
+		for _, p := range ps {
+			l.c.stats.add(len(p.u.Writes), 0, err)
+			if cs := p.u.Counters; cs != nil {
+				cs.add(len(p.u.Writes), 0, err)
 			}
-			return
+			p.err = err
+			close(p.done)
 		}
+		return
 	}
 	items := make([]item, n)
 	groups := make([]group, 0, len(ps))
@@ -167,6 +166,20 @@ func (l *lane) commit(ps []*pending) {
 		off += len(p.u.Writes)
 		close(p.done)
 	}
+}
+
+// refusal is why the lane must not send now: its stream was stopped by a
+// failed write, or the disk is under the store's reserve.
+func (l *lane) refusal() error {
+	if l.c.stopped != nil {
+		if err := l.c.stopped(l.stream); err != nil {
+			return err
+		}
+	}
+	if l.c.space != nil {
+		return l.c.space()
+	}
+	return nil
 }
 
 // write stores groups in order, each atomically, and records each item's

@@ -12,6 +12,25 @@ import (
 // (see DiskFullError).
 var ErrDiskFull = errors.New("store: disk full")
 
+// ErrStreamStopped is the error of a write to a stream that nats-server
+// stopped after one of its writes failed (see StreamStoppedError).
+var ErrStreamStopped = errors.New("store: stream stopped after a failed write")
+
+// StreamStoppedError names the stream and the write error that stopped
+// it, and what to do: nats-server refuses the stream's writes, without
+// answering them, until it restarts.
+type StreamStoppedError struct {
+	Stream string
+	Cause  string // the failed write's error, as the server reported it
+}
+
+func (e *StreamStoppedError) Error() string {
+	return fmt.Sprintf("store: stream %s stopped writing after a failed write (%s); nothing acknowledged is lost, "+
+		"but it takes no write until the node restarts: free space if the disk is full, then restart nimbus up", e.Stream, e.Cause)
+}
+
+func (e *StreamStoppedError) Unwrap() error { return ErrStreamStopped }
+
 // DefaultDiskReserve is the free space below which the store refuses
 // writes (Options.DiskReserve).
 const DefaultDiskReserve = 64 << 20

@@ -236,7 +236,7 @@ func Open(ctx context.Context, opts Options) (_ *Store, err error) {
 		reserve = DefaultDiskReserve
 	}
 	s.space = &spaceGuard{dir: dataDir, reserve: uint64(max(reserve, 0)), free: freeSpace}
-	s.committer, err = NewCommitter(js, CommitterOptions{Logger: logger, CheckSpace: s.space.check})
+	s.committer, err = NewCommitter(js, CommitterOptions{Logger: logger, CheckSpace: s.space.check, StreamStopped: nlog.streamFailed})
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
@@ -396,7 +396,14 @@ type natsLogger struct {
 
 	mu       sync.Mutex
 	fatalMsg string
+	failed   map[string]string // stream -> the write error that stopped it
 }
+
+// streamWriteErrorFormat is how nats-server (stream.go, setWriteErrLocked)
+// reports the write error after which a stream refuses, unanswered, every
+// write until the server restarts; its arguments are the account, the
+// stream and the error. TestStreamStoppedByAFullDisk fails if it changes.
+const streamWriteErrorFormat = "JetStream stream '%s > %s' critical write error: %v"
 
 func (n *natsLogger) Noticef(format string, v ...any) {
 	n.l.Debug(fmt.Sprintf(format, v...))
@@ -409,7 +416,28 @@ func (n *natsLogger) Fatalf(format string, v ...any) {
 	n.mu.Unlock()
 	n.l.Error(msg)
 }
-func (n *natsLogger) Errorf(format string, v ...any) { n.l.Error(fmt.Sprintf(format, v...)) }
+func (n *natsLogger) Errorf(format string, v ...any) {
+	if format == streamWriteErrorFormat && len(v) == 3 {
+		n.mu.Lock()
+		if n.failed == nil {
+			n.failed = map[string]string{}
+		}
+		n.failed[fmt.Sprint(v[1])] = fmt.Sprint(v[2])
+		n.mu.Unlock()
+	}
+	n.l.Error(fmt.Sprintf(format, v...))
+}
+
+// streamFailed returns a *StreamStoppedError when nats-server stopped
+// stream's writes after a failed one, nil otherwise.
+func (n *natsLogger) streamFailed(stream string) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if cause, ok := n.failed[stream]; ok {
+		return &StreamStoppedError{Stream: stream, Cause: cause}
+	}
+	return nil
+}
 func (n *natsLogger) Debugf(format string, v ...any) {}
 func (n *natsLogger) Tracef(format string, v ...any) {}
 
