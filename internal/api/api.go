@@ -252,6 +252,24 @@ type Status struct {
 	Version string `json:"version"`
 	Uptime  string `json:"uptime"`
 	Apps    int    `json:"apps"`
+	// Storage is the node's disk state, for node-wide callers only (a
+	// tenant's key does not see the node's internals).
+	Storage *Storage `json:"storage,omitempty"`
+}
+
+// Storage is the state of the node's store on its disk.
+type Storage struct {
+	Dir          string   `json:"dir"`
+	FreeBytes    uint64   `json:"free_bytes"`
+	ReserveBytes uint64   `json:"reserve_bytes"` // below it, writes get 507 disk_full
+	State        string   `json:"state"`         // ok, disk_full or stopped
+	Message      string   `json:"message,omitempty"`
+	Stopped      []string `json:"stopped_streams,omitempty"` // streams that take no write until a restart
+}
+
+// StoragePlatform is a Platform that reports its store's disk state.
+type StoragePlatform interface {
+	Storage() Storage
 }
 
 func (a *api) status(w http.ResponseWriter, r *http.Request) error {
@@ -259,7 +277,14 @@ func (a *api) status(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, Status{Version: a.version, Uptime: time.Since(a.started).Round(time.Second).String(), Apps: len(apps)})
+	st := Status{Version: a.version, Uptime: time.Since(a.started).Round(time.Second).String(), Apps: len(apps)}
+	if sp, ok := a.p.(StoragePlatform); ok {
+		if id := identity(r.Context()); id == nil || id.NodeWide() {
+			s := sp.Storage()
+			st.Storage = &s
+		}
+	}
+	return writeJSON(w, http.StatusOK, st)
 }
 
 func validSHA(sha string) bool {

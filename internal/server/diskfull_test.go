@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nimbus-dev/nimbus/internal/api"
 	"github.com/nimbus-dev/nimbus/internal/apierror"
 	"github.com/nimbus-dev/nimbus/internal/guesttest"
 	"github.com/nimbus-dev/nimbus/internal/model"
@@ -87,6 +88,25 @@ func TestDiskFullAnswers507(t *testing.T) {
 	if _, _, err := srv.Deploy(context.Background(), "other", spec); !errors.Is(err, store.ErrDiskFull) {
 		t.Fatalf("deploy on a full disk: %v, want ErrDiskFull", err)
 	}
+	// The operator sees it: the status API and the metrics.
+	status := func() api.Status {
+		_, _, _, raw := apiCall(t, srv, srv.AdminToken(), "GET", "/api/v1/status", nil)
+		var st api.Status
+		if err := json.Unmarshal(raw, &st); err != nil || st.Storage == nil {
+			t.Fatalf("status %s: %v", raw, err)
+		}
+		return st
+	}
+	if st := status(); st.Storage.State != "disk_full" || st.Storage.FreeBytes >= st.Storage.ReserveBytes ||
+		!strings.Contains(st.Storage.Message, "Free space on that filesystem") {
+		t.Fatalf("status on a full disk: %+v", *st.Storage)
+	}
+	_, metrics, _ := get(t, srv.APIURL()+"/metrics")
+	for _, m := range []string{"nimbus_store_free_bytes ", "nimbus_store_reserve_bytes 3.3554432e+07", "nimbus_store_stopped_streams 0"} {
+		if !strings.Contains(metrics, m) {
+			t.Errorf("/metrics lacks %q", m)
+		}
+	}
 
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
@@ -96,5 +116,13 @@ func TestDiskFullAnswers507(t *testing.T) {
 	}
 	if code != http.StatusAccepted {
 		t.Fatalf("publish after space was freed: %d %+v", code, b.Error)
+	}
+	if st := status(); st.Storage.State != "ok" || st.Storage.Message != "" {
+		t.Fatalf("status after space was freed: %+v", *st.Storage)
+	}
+	// A tenant's key does not see the node's disk.
+	_, _, _, raw := apiCall(t, srv, tenantKey(t, srv, "team-a"), "GET", "/api/v1/status", nil)
+	if strings.Contains(string(raw), "storage") {
+		t.Fatalf("a tenant's status shows the node's storage: %s", raw)
 	}
 }

@@ -54,3 +54,34 @@ func (c *eventsCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.deliveries, ds.Duplicates, "duplicate")
 	counter(c.deliveries, ds.Malformed, "malformed")
 }
+
+// storageCollector exports the store's disk state, read at each scrape.
+type storageCollector struct {
+	s                      *Server
+	free, reserve, stopped *prometheus.Desc
+}
+
+func newStorageCollector(s *Server) *storageCollector {
+	return &storageCollector{
+		s: s,
+		free: prometheus.NewDesc("nimbus_store_free_bytes",
+			"Free space on the data directory's filesystem; below nimbus_store_reserve_bytes writes are refused (507 disk_full).", nil, nil),
+		reserve: prometheus.NewDesc("nimbus_store_reserve_bytes",
+			"Free space the store keeps (--disk-reserve).", nil, nil),
+		stopped: prometheus.NewDesc("nimbus_store_stopped_streams",
+			"Streams that stopped writing after a failed write (a disk filled by something else); they take writes again after a restart.", nil, nil),
+	}
+}
+
+func (c *storageCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.free
+	ch <- c.reserve
+	ch <- c.stopped
+}
+
+func (c *storageCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.s.store.Storage()
+	ch <- prometheus.MustNewConstMetric(c.free, prometheus.GaugeValue, float64(st.FreeBytes))
+	ch <- prometheus.MustNewConstMetric(c.reserve, prometheus.GaugeValue, float64(st.ReserveBytes))
+	ch <- prometheus.MustNewConstMetric(c.stopped, prometheus.GaugeValue, float64(len(st.Stopped)))
+}

@@ -277,7 +277,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		AsyncMaxAttempts: cfg.AsyncMaxAttempts, AsyncBackoff: cfg.AsyncBackoff, DuplicateWindow: s.events.DuplicateWindow()})
 	s.ingress = events.NewIngress(s.events, s.deliver, events.IngressOptions{Logger: cfg.Logger,
 		MaxLag: cfg.EventsMaxLag, MaxWindowEvents: cfg.EventsMaxWindowEvents})
-	s.metrics.Registry().MustRegister(newEventsCollector(s))
+	s.metrics.Registry().MustRegister(newEventsCollector(s), newStorageCollector(s))
 	s.cron = events.NewCronSource(s.store.JetStream(), s.events, events.CronOptions{Logger: cfg.Logger})
 	s.kvtrig = events.NewBucketSource(s.store.JetStream(), s.events, events.BucketOptions{Logger: cfg.Logger})
 	s.gw = gateway.New(rateLimited{s.admit, workflowRoutes{s.sched, s}}, cfg.Logger)
@@ -601,6 +601,13 @@ func (s *Server) PutArtifact(ctx context.Context, data []byte) (string, error) {
 }
 
 // HasArtifact implements api.Platform.
+// Storage is the store's disk state: free space, reserve, stopped
+// streams (GET /api/v1/status, the nimbus_store_* metrics).
+func (s *Server) Storage() api.Storage {
+	st := s.store.Storage()
+	return api.Storage{Dir: st.Dir, FreeBytes: st.FreeBytes, ReserveBytes: st.ReserveBytes, State: st.State, Message: st.Message, Stopped: st.Stopped}
+}
+
 func (s *Server) HasArtifact(ctx context.Context, sha string) (bool, error) {
 	return s.store.HasArtifact(ctx, sha)
 }

@@ -100,3 +100,39 @@ func byteSize(n uint64) string {
 	}
 	return fmt.Sprintf("%d B", n)
 }
+
+// Storage states (StorageStatus.State).
+const (
+	StorageOK       = "ok"
+	StorageDiskFull = "disk_full" // free space under the reserve: writes refused until there is more
+	StorageStopped  = "stopped"   // a stream failed a write: its writes refused until the node restarts
+)
+
+// StorageStatus is the state of the store's disk, for the status API and
+// the metrics.
+type StorageStatus struct {
+	Dir          string
+	FreeBytes    uint64
+	ReserveBytes uint64
+	State        string   // StorageOK, StorageDiskFull or StorageStopped
+	Message      string   // what is wrong and what to do, when State is not ok
+	Stopped      []string // streams stopped after a failed write, sorted
+}
+
+// Storage reads the free space now and returns the store's disk state.
+func (s *Store) Storage() StorageStatus {
+	st := StorageStatus{Dir: s.space.dir, ReserveBytes: s.space.reserve, State: StorageOK}
+	if free, err := s.space.free(s.space.dir); err == nil {
+		st.FreeBytes = free
+		if free < s.space.reserve {
+			st.State = StorageDiskFull
+			st.Message = (&DiskFullError{Dir: s.space.dir, Free: free, Reserve: s.space.reserve}).Error()
+		}
+	}
+	if stopped := s.nlog.stopped(); len(stopped) > 0 {
+		st.State = StorageStopped
+		st.Stopped = stopped
+		st.Message = s.nlog.streamFailed(stopped[0]).Error()
+	}
+	return st
+}

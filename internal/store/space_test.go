@@ -114,6 +114,10 @@ func TestStreamStoppedByAFullDisk(t *testing.T) {
 		t.Fatalf("a write to the stopped stream: %v, want ErrStreamStopped naming it and saying to restart", err)
 	}
 
+	if st := s.Storage(); st.State != StorageStopped || len(st.Stopped) != 1 || st.Stopped[0] != testStream || !strings.Contains(st.Message, "restart") {
+		t.Fatalf("storage state of a stopped stream: %+v", st)
+	}
+
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
@@ -122,6 +126,9 @@ func TestStreamStoppedByAFullDisk(t *testing.T) {
 	defer s.Close()
 	if err := commit(i + 2); err != nil {
 		t.Fatalf("a write after freeing space and restarting: %v", err)
+	}
+	if st := s.Storage(); st.State != StorageOK || len(st.Stopped) != 0 {
+		t.Fatalf("storage state after the restart: %+v", st)
 	}
 	info, err := s.JetStream().Stream(context.Background(), testStream)
 	if err != nil {

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -89,6 +91,7 @@ type Store struct {
 	security  jetstream.KeyValue
 	committer *Committer
 	space     *spaceGuard // the free-space reserve (Options.DiskReserve)
+	nlog      *natsLogger // the server's log, which reports stopped streams
 
 	listening bool
 	seedPath  string        // ClientSeedFile's path; "" when not listening
@@ -227,6 +230,7 @@ func Open(ctx context.Context, opts Options) (_ *Store, err error) {
 		listening: opts.Listen != "",
 		seedPath:  au.seedPath,
 		closed:    closed,
+		nlog:      nlog,
 	}
 	if err := s.setup(ctx); err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
@@ -426,6 +430,14 @@ func (n *natsLogger) Errorf(format string, v ...any) {
 		n.mu.Unlock()
 	}
 	n.l.Error(fmt.Sprintf(format, v...))
+}
+
+// stopped lists the streams the server stopped after a failed write,
+// sorted.
+func (n *natsLogger) stopped() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return slices.Sorted(maps.Keys(n.failed))
 }
 
 // streamFailed returns a *StreamStoppedError when nats-server stopped
