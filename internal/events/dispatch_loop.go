@@ -680,18 +680,15 @@ func (t *trigger) finalThen(dl *delivery, raw []byte, attempts int, cause string
 // traceparent extension, a child span of it.
 func (t *trigger) request(dl *delivery, attempt int) *runtime.Request {
 	e := dl.event
-	hr := http.Request{Header: make(http.Header, 10+len(e.Extensions))}
-	if err := cloudevents.WriteRequest(&hr, e); err != nil {
-		// Cannot happen for an event DecodeEntry validated; keep going with
-		// what was written.
-		t.logger.Error("write event request", "seq", dl.seq, "err", err)
-	}
-	hr.Header.Set(HeaderAttempt, strconv.Itoa(attempt))
-	hr.Header.Set(HeaderTrigger, t.spec.Function+"/"+t.spec.ID)
+	// DecodeEntry validated e: only its headers are written again.
+	h := make(http.Header, 10+len(e.Extensions))
+	cloudevents.WriteHeaders(h, e)
+	h.Set(HeaderAttempt, strconv.Itoa(attempt))
+	h.Set(HeaderTrigger, t.spec.Function+"/"+t.spec.ID)
 	return &runtime.Request{
 		Method:      http.MethodPost,
 		Path:        "/",
-		Header:      hr.Header,
+		Header:      h,
 		Body:        e.Data,
 		TraceParent: telemetry.Continue(e.Extensions["traceparent"]).String(),
 	}

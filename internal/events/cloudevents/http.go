@@ -469,14 +469,31 @@ func WriteRequest(req *http.Request, e *Event) error {
 	if req.Header == nil {
 		req.Header = make(http.Header, 8+len(e.Extensions))
 	}
-	for k := range req.Header {
+	WriteHeaders(req.Header, e)
+	if len(e.Data) == 0 {
+		req.Body, req.ContentLength, req.GetBody = http.NoBody, 0, nil
+		return nil
+	}
+	data := e.Data
+	req.ContentLength = int64(len(data))
+	req.Body = io.NopCloser(bytes.NewReader(data))
+	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }
+	return nil
+}
+
+// WriteHeaders puts e's attributes on h as WriteRequest does (ce-*
+// headers, replacing any h had, and Content-Type), without validating e:
+// for an event that ReadRequest, UnmarshalJSON or Validate already
+// checked. The dispatcher writes each delivery's headers this way.
+func WriteHeaders(h http.Header, e *Event) {
+	for k := range h {
 		if hasPrefixFold(k, "ce-") {
-			delete(req.Header, k)
+			delete(h, k)
 		}
 	}
-	for _, h := range coreHeaderKeys {
+	for _, c := range coreHeaderKeys {
 		var v string
-		switch h.name {
+		switch c.name {
 		case "specversion":
 			v = e.SpecVersion
 		case "id":
@@ -495,26 +512,17 @@ func WriteRequest(req *http.Request, e *Event) error {
 			}
 		}
 		if v != "" {
-			req.Header[h.key] = []string{encodeHeaderValue(v)}
+			h[c.key] = []string{encodeHeaderValue(v)}
 		}
 	}
 	for name, v := range e.Extensions {
-		req.Header[textproto.CanonicalMIMEHeaderKey("ce-"+name)] = []string{encodeHeaderValue(v)}
+		h[textproto.CanonicalMIMEHeaderKey("ce-"+name)] = []string{encodeHeaderValue(v)}
 	}
 	if e.DataContentType != "" {
-		req.Header.Set("Content-Type", e.DataContentType)
+		h.Set("Content-Type", e.DataContentType)
 	} else {
-		req.Header.Del("Content-Type")
+		h.Del("Content-Type")
 	}
-	if len(e.Data) == 0 {
-		req.Body, req.ContentLength, req.GetBody = http.NoBody, 0, nil
-		return nil
-	}
-	data := e.Data
-	req.ContentLength = int64(len(data))
-	req.Body = io.NopCloser(bytes.NewReader(data))
-	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }
-	return nil
 }
 
 // readBody reads r's body, refusing more than limit bytes. It allocates at

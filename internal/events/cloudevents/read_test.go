@@ -539,6 +539,12 @@ func TestWriteRequestRoundTrip(t *testing.T) {
 		if mode != cloudevents.Binary || !equalEvent(got[0], e) {
 			t.Errorf("event %d:\n got %s\nwant %s", i, show(got[0]), show(e))
 		}
+		// WriteHeaders (the dispatcher's path) writes the same headers.
+		h := http.Header{"Ce-Stale": {"left over"}, "Content-Type": {"text/old"}}
+		cloudevents.WriteHeaders(h, &e)
+		if !reflect.DeepEqual(h, req.Header) {
+			t.Errorf("event %d: WriteHeaders wrote\n%v\nWriteRequest\n%v", i, h, req.Header)
+		}
 	}
 	bad := base()
 	bad.Type = ""
