@@ -238,3 +238,21 @@ func TestRecordPacks(t *testing.T) {
 		t.Fatalf("a pack of %d sequences in %d messages of 1000 bytes: not split", len(big), len(idx.packs))
 	}
 }
+
+// TestLogEvery: a repeated error is reported once per recordErrEvery with
+// how many times it happened (a full disk fails every delivery record).
+func TestLogEvery(t *testing.T) {
+	var l logEvery
+	t0 := time.Unix(1000, 0)
+	if n, ok := l.due(t0); !ok || n != 1 {
+		t.Fatalf("first: %d %v", n, ok)
+	}
+	for i := range 5 {
+		if _, ok := l.due(t0.Add(time.Duration(i) * time.Second)); ok {
+			t.Fatalf("reported again %ds after", i)
+		}
+	}
+	if n, ok := l.due(t0.Add(recordErrEvery)); !ok || n != 6 {
+		t.Fatalf("after the interval: %d %v, want 6 true", n, ok)
+	}
+}

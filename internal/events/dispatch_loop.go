@@ -86,6 +86,9 @@ type trigger struct {
 	// that finished its last one less than workerLinger ago (unbuffered).
 	handoff chan *delivery
 	avgRun  atomic.Int64 // moving average of an invocation's duration, ns (observeRun)
+	// recordErrs says, at most once per recordErrEvery, that delivery
+	// records fail (a full disk fails every one of them).
+	recordErrs logEvery
 
 	mu       sync.Mutex
 	held     map[uint64]*delivery   // stream sequence -> event held unacknowledged
@@ -546,13 +549,40 @@ func (t *trigger) recordDone(ctx context.Context, dl *delivery) bool {
 		if ctx.Err() != nil {
 			return false
 		}
-		t.logger.Error("record delivery; a redelivery would run it again", "seq", dl.seq, "err", err)
+		if n, ok := t.recordErrs.due(time.Now()); ok {
+			t.logger.Error("record delivery; a redelivery would run it again", "seq", dl.seq, "err", err, "failed_since_last_report", n)
+		}
 		return true
 	}
 	if h := t.d.onRecorded; h != nil {
 		h(t, dl)
 	}
 	return true
+}
+
+// recordErrEvery is how often a trigger reports failing delivery records.
+const recordErrEvery = 10 * time.Second
+
+// logEvery lets a repeated error be logged once per recordErrEvery, with
+// how many times it happened since the last report.
+type logEvery struct {
+	mu   sync.Mutex
+	last time.Time
+	n    int
+}
+
+// due counts one occurrence and reports whether to log it now, with the
+// occurrences since the last report (this one included).
+func (l *logEvery) due(now time.Time) (int, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.n++
+	if !l.last.IsZero() && now.Sub(l.last) < recordErrEvery {
+		return 0, false
+	}
+	n := l.n
+	l.last, l.n = now, 0
+	return n, true
 }
 
 // complete records dl's success, then acks it: the record is on disk
