@@ -430,7 +430,9 @@ func (t *trigger) deliverAsync(dl *delivery, attempt int, s *TriggerSpec) (retry
 			if t.ctx.Err() != nil {
 				return false, 0
 			}
-			t.logger.Error("record async invocation; will run it again", "invocation", id, "err", err)
+			if n, ok := t.recordErrs.due(time.Now()); ok {
+				t.logger.Error("record async invocation; will run it again", "invocation", id, "err", err, "failed_since_last_report", n)
+			}
 			return t.retryLater(dl, backoff(s, attempt))
 		}
 		t.d.nDelivered.Add(1)
@@ -457,6 +459,8 @@ func (t *trigger) deliverAsync(dl *delivery, attempt int, s *TriggerSpec) (retry
 func (t *trigger) record(rec *Invocation) {
 	rec.Updated = time.Now().UTC()
 	if err := t.d.records.put(t.ctx, rec); err != nil && t.ctx.Err() == nil {
-		t.logger.Warn("record async invocation", "invocation", rec.ID, "err", err)
+		if n, ok := t.recordErrs.due(time.Now()); ok {
+			t.logger.Warn("record async invocation", "invocation", rec.ID, "err", err, "failed_since_last_report", n)
+		}
 	}
 }

@@ -86,8 +86,8 @@ type trigger struct {
 	// that finished its last one less than workerLinger ago (unbuffered).
 	handoff chan *delivery
 	avgRun  atomic.Int64 // moving average of an invocation's duration, ns (observeRun)
-	// recordErrs says, at most once per recordErrEvery, that delivery
-	// records fail (a full disk fails every one of them).
+	// recordErrs says, at most once per recordErrEvery, that delivery or
+	// async invocation records fail (a full disk fails every one).
 	recordErrs logEvery
 
 	mu       sync.Mutex
