@@ -77,6 +77,12 @@ type trigger struct {
 	// recoverTo is the last stream sequence the consumer had delivered when
 	// recoverOrder reset it (0: no reset). Reader goroutine only.
 	recoverTo uint64
+	// recordedTo is the highest event sequence this trigger had recorded
+	// as finished when its loop started (recordsHorizon): a delivery at or
+	// below it may have run before, even when the server counts it as a
+	// first delivery, and goes through the record check. Set before the
+	// first fetch, read-only after.
+	recordedTo uint64
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -145,6 +151,7 @@ const fetchWait = 5 * time.Second
 // the Messages iterator of nats.go v1.55 was seen to stop pulling (no
 // waiting request on the server, messages pending) until its 30 s expiry.
 func (t *trigger) run() {
+	t.recordsHorizon()
 	if t.ordered {
 		t.recoverOrder()
 	}
@@ -260,6 +267,36 @@ func (t *trigger) resetToAckFloor() error {
 	t.recoverTo = info.Delivered.Stream
 	t.logger.Info("ordered trigger: consumer reset to its ack floor", "ack_floor", info.AckFloor.Stream, "delivered", info.Delivered.Stream, "ack_pending", info.NumAckPending)
 	return nil
+}
+
+// recordsHorizon sets recordedTo from the trigger's delivery records.
+//
+// The server's delivery counts are not enough to tell a redelivery after
+// a crash: the consumer's state is written to disk in the background, so
+// after a kill -9 it can have forgotten deliveries (and acks) of its last
+// moments, and hand those events out again as first deliveries. Their
+// records are on disk (fsynced before the ack), so every delivery up to
+// the highest recorded sequence is checked against them. Above it nothing
+// was recorded, so nothing there can have finished. Async triggers keep
+// their invocation records instead (deliver's async path).
+func (t *trigger) recordsHorizon() {
+	if t.spec.Async {
+		return
+	}
+	for try := 1; t.ctx.Err() == nil; try++ {
+		ctx, cancel := context.WithTimeout(t.ctx, 10*time.Second)
+		hi, err := t.d.recs.highest(ctx, t.name)
+		cancel()
+		if err == nil {
+			t.recordedTo = hi
+			return
+		}
+		if try == 3 {
+			t.logger.Error("read delivery records at start; events finished just before a crash may run again", "err", err)
+			return
+		}
+		t.pause(time.Second)
+	}
 }
 
 // pause waits for d or the end of the loop.
@@ -462,7 +499,7 @@ func (t *trigger) deliver(dl *delivery) (retry bool, delay time.Duration) {
 	t.mu.Lock()
 	attempt := int(dl.delivered) + dl.local - t.deferred[dl.seq]
 	t.mu.Unlock()
-	if !s.Async && dl.delivered > 1 && dl.local == 0 {
+	if !s.Async && dl.local == 0 && (dl.delivered > 1 || dl.seq <= t.recordedTo) {
 		// A redelivery: the function may have succeeded (or the event been
 		// dead-lettered) just before a crash that lost the ack. Checked
 		// before the attempt count: a recorded event is done, whatever

@@ -234,6 +234,22 @@ func (r *recorder) done(ctx context.Context, consumer string, seq uint64) (bool,
 	return idx.has(seq), nil
 }
 
+// highest returns the largest event sequence consumer recorded within
+// the window, 0 for none, reading the packs it has not read yet.
+func (r *recorder) highest(ctx context.Context, consumer string) (uint64, error) {
+	idx := r.index(consumer)
+	idx.mu.Lock()
+	defer idx.mu.Unlock()
+	if err := r.read(ctx, consumer, idx); err != nil {
+		return 0, err
+	}
+	var hi uint64
+	for i := range idx.packs {
+		hi = max(hi, idx.packs[i].hi)
+	}
+	return hi, nil
+}
+
 // index returns consumer's index, a new one when it has none or when
 // its own is older than the window (the stream no longer holds what it
 // read first, and neither should memory).
