@@ -34,10 +34,12 @@ import (
 // the whole window. RATIONALE.md ("Delivery records are packed") has the
 // figures.
 //
-// Records are read only when an event comes back (a redelivery): the
-// trigger's index of recorded sequences is loaded from the stream on the
-// first one, and brought up to date from the stream on every miss, so a
-// record written a moment ago (by this node or another) is found.
+// Records are read when a trigger's loop starts (its highest recorded
+// sequence, trigger.recordsHorizon) and when an event may have run before
+// (a redelivery, or a sequence at or below that horizon): the trigger's
+// index of recorded sequences is loaded from the stream on the first
+// read, and brought up to date from the stream on every miss, so a record
+// written a moment ago (by this node or another) is found.
 const (
 	// RecordsStream is the stream of delivery record packs.
 	RecordsStream = "NIMBUS_DELIVERED"

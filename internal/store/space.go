@@ -81,11 +81,20 @@ func (g *spaceGuard) check() error {
 	if now := time.Now(); now.Sub(g.checked) >= spaceCheckEvery {
 		g.checked = now
 		g.err = nil
-		if free, err := g.free(g.dir); err == nil && free < g.reserve {
-			g.err = &DiskFullError{Dir: g.dir, Free: free, Reserve: g.reserve}
+		if free, err := g.free(g.dir); err == nil {
+			g.err = g.refusal(free)
 		}
 	}
 	return g.err
+}
+
+// refusal is the *DiskFullError of a write with free bytes left, nil when
+// free is not below the reserve.
+func (g *spaceGuard) refusal(free uint64) error {
+	if free >= g.reserve {
+		return nil
+	}
+	return &DiskFullError{Dir: g.dir, Free: free, Reserve: g.reserve}
 }
 
 // byteSize writes n in the largest unit that keeps it at 1 or more.
@@ -124,9 +133,8 @@ func (s *Store) Storage() StorageStatus {
 	st := StorageStatus{Dir: s.space.dir, ReserveBytes: s.space.reserve, State: StorageOK}
 	if free, err := s.space.free(s.space.dir); err == nil {
 		st.FreeBytes = free
-		if free < s.space.reserve {
-			st.State = StorageDiskFull
-			st.Message = (&DiskFullError{Dir: s.space.dir, Free: free, Reserve: s.space.reserve}).Error()
+		if err := s.space.refusal(free); err != nil {
+			st.State, st.Message = StorageDiskFull, err.Error()
 		}
 	}
 	if stopped := s.nlog.stopped(); len(stopped) > 0 {
