@@ -370,8 +370,8 @@ func (t *trigger) deliverAsync(dl *delivery, attempt int, s *TriggerSpec) (retry
 		// that lost the ack.
 		if old, err := t.d.records.Get(t.ctx, id); err == nil && old.Done() {
 			t.d.dups.Add(1)
-			t.forget(dl.seq)
-			_ = t.handle(dl).Ack()
+			t.forget(dl.pos)
+			t.ack(dl)
 			return false, 0
 		}
 	}
@@ -436,8 +436,8 @@ func (t *trigger) deliverAsync(dl *delivery, attempt int, s *TriggerSpec) (retry
 			return t.retryLater(dl, backoff(s, attempt))
 		}
 		t.d.nDelivered.Add(1)
-		t.forget(dl.seq)
-		_ = t.handle(dl).Ack()
+		t.forget(dl.pos)
+		t.ack(dl)
 		return false, 0
 	}
 

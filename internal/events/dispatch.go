@@ -637,10 +637,11 @@ func DecodeEntry(data []byte) (*cloudevents.Event, error) {
 
 // deadLetterEntry is the entry of an event that failed delivery: the event
 // with the Ext* extensions added, on the trigger's dead-letter topic. Its
-// MsgID is derived from the trigger and the original stream sequence, so a
-// dead letter appended twice (crash before Term) is stored once.
-func (d *Dispatcher) deadLetterEntry(t *trigger, seq uint64, e *cloudevents.Event, raw []byte, attempts int, cause string) Entry {
-	s := t.spec
+// MsgID is derived from the trigger and the event's place in the stream
+// (its sequence, and its index when it is an entry of a pack), so a dead
+// letter appended twice (crash before Term) is stored once.
+func (d *Dispatcher) deadLetterEntry(t *trigger, dl *delivery, raw []byte, attempts int, cause string) Entry {
+	s, e := t.spec, dl.event
 	if len(cause) > 1024 {
 		cause = cause[:1024]
 	}
@@ -651,7 +652,7 @@ func (d *Dispatcher) deadLetterEntry(t *trigger, seq uint64, e *cloudevents.Even
 	hdr.Set("Nimbus-Dead-Topic", s.Topic)
 	hdr.Set("Nimbus-Dead-Function", s.Function)
 	hdr.Set("Nimbus-Dead-Trigger", s.ID)
-	id := sha256.Sum256(fmt.Appendf(nil, "dead-letter\x00%s\x00%d", t.name, seq))
+	id := sha256.Sum256(fmt.Appendf(nil, "dead-letter\x00%s\x00%s", t.name, t.where(dl)))
 	ent := Entry{Subject: SubjectFor(d.log.prefix, s.App, s.DeadLetter), MsgID: hex.EncodeToString(id[:]), Header: hdr}
 	if e == nil {
 		ent.Data = raw // not a CloudEvent: kept as it was, the headers say why

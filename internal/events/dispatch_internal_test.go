@@ -133,18 +133,18 @@ func TestDeliveryRecordsReplaceTheOldBucket(t *testing.T) {
 		}
 		tr := &trigger{d: d, name: "c", spec: TriggerSpec{}, ctx: ctx, logger: testLogger()}
 		seq := uint64(7 + i)
-		if !tr.recordDone(ctx, &delivery{seq: seq, msgID: "m"}) {
+		if !tr.recordDone(ctx, &delivery{seq: seq, pos: Position(seq, 0)}) {
 			t.Fatal("record not written")
 		}
 		for _, want := range []uint64{7, seq} {
-			if ok, err := d.recs.done(ctx, "c", want); err != nil || !ok {
+			if ok, err := d.recs.done(ctx, "c", Position(want, 0)); err != nil || !ok {
 				t.Fatalf("record of %d: %v, %v; want found", want, ok, err)
 			}
 		}
-		if ok, err := d.recs.done(ctx, "c", 100); err != nil || ok {
+		if ok, err := d.recs.done(ctx, "c", Position(100, 0)); err != nil || ok {
 			t.Fatalf("record of 100: %v, %v; want none", ok, err)
 		}
-		if ok, err := d.recs.done(ctx, "other", seq); err != nil || ok {
+		if ok, err := d.recs.done(ctx, "other", Position(seq, 0)); err != nil || ok {
 			t.Fatalf("record of another consumer: %v, %v; want none", ok, err)
 		}
 	}

@@ -96,24 +96,44 @@ type trigger struct {
 	// async invocation records fail (a full disk fails every one).
 	recordErrs logEvery
 
+	// perMsg is a moving average of the entries per message the reader
+	// took, times 16 (a pack holds many, see pack.go): fetchSize asks for
+	// messages, and is meant in events.
+	perMsg atomic.Int64
+
 	mu       sync.Mutex
-	held     map[uint64]*delivery   // stream sequence -> event held unacknowledged
+	held     map[uint64]*delivery   // position -> event held unacknowledged
+	packs    map[uint64]*pack       // stream sequence -> pack with events held
 	keys     map[string][]*delivery // ordered triggers: key -> events in stream order, head in progress
-	deferred map[uint64]int         // stream sequence -> deliveries put off by a flow limit (not attempts)
+	deferred map[uint64]int         // position -> deliveries put off by a flow limit (not attempts)
 }
 
 // delivery is one event held by a trigger.
 type delivery struct {
-	msg       jetstream.Msg // the latest delivery of it; guarded by trigger.mu
-	seq       uint64        // stream sequence
-	delivered uint64        // NumDelivered when taken
+	msg       jetstream.Msg // the latest delivery of it (nil for an entry of a pack: pack.msg); guarded by trigger.mu
+	pack      *pack         // the pack it is an entry of, nil when its message is its own
+	seq       uint64        // stream sequence of its message
+	pos       uint64        // position (Position: seq and index in the pack)
+	delivered uint64        // NumDelivered of its message when taken
 	stored    time.Time     // when the event was appended
 	local     int           // attempts made in this process before the current one (ordered retries)
-	msgID     string
 	event     *cloudevents.Event
 	key       string
 	lastErr   string
 	succeeded bool // the function succeeded; work completes it (records and acks)
+}
+
+// pack is a message holding several events (pack.go) that a trigger took.
+// Its events are delivered as events of their own; the message is acked
+// once every one of them is done (acked, terminated, or filtered out), or
+// nacked when one of them is to be tried again (settle). Guarded by
+// trigger.mu.
+type pack struct {
+	msg   jetstream.Msg // the latest delivery of it
+	seq   uint64
+	left  int           // events not settled yet
+	retry bool          // an event is to be tried again: nak, not ack
+	delay time.Duration // the longest delay an event asked for
 }
 
 func (d *Dispatcher) start(name string, s TriggerSpec, cons jetstream.Consumer) *trigger {
@@ -126,6 +146,7 @@ func (d *Dispatcher) start(name string, s TriggerSpec, cons jetstream.Consumer) 
 		sem:      make(chan struct{}, d.opts.Concurrency),
 		handoff:  make(chan *delivery),
 		held:     map[uint64]*delivery{},
+		packs:    map[uint64]*pack{},
 		keys:     map[string][]*delivery{},
 		deferred: map[uint64]int{},
 	}
@@ -185,14 +206,23 @@ func (t *trigger) run() {
 // does not wait in process longer than about AckWait/10 for a worker
 // slot (its ack wait runs from the pull, and the heartbeat keeps only
 // the events taken). From the average invocation time: 2 to 16 times
-// Concurrency, at most MaxAckPending.
+// Concurrency, at most MaxAckPending. A pull counts messages: when the
+// messages are packs, it asks for as many as hold about that many events
+// (perMsg), at least one.
 func (t *trigger) fetchSize() int {
 	c := t.d.opts.Concurrency
 	k := 16
 	if avg := time.Duration(t.avgRun.Load()); avg > 0 {
 		k = int(min(16, max(2, t.d.opts.AckWait/10/avg)))
 	}
-	return min(k*c, t.d.opts.MaxAckPending)
+	n := k * c
+	switch per := t.perMsg.Load(); {
+	case per == 0:
+		n = c // nothing taken yet: the messages may be large packs
+	case per > 16:
+		n = max(1, int(int64(n)*16/per))
+	}
+	return min(n, t.d.opts.MaxAckPending)
 }
 
 // observeRun folds one invocation's duration into avgRun (a moving
@@ -307,7 +337,8 @@ func (t *trigger) pause(d time.Duration) {
 	}
 }
 
-// accept takes one message from the consumer.
+// accept takes one message from the consumer: an event, or the events of
+// a pack.
 func (t *trigger) accept(msg jetstream.Msg) {
 	meta, err := msg.Metadata()
 	if err != nil {
@@ -315,39 +346,80 @@ func (t *trigger) accept(msg jetstream.Msg) {
 		return
 	}
 	seq := meta.Sequence.Stream
+	delivered := meta.NumDelivered
+	if seq <= t.recoverTo {
+		delivered++ // delivered before recoverOrder's reset, which forgot it
+	}
+	n := packCount(msg.Headers())
+	t.observePerMsg(max(n, 1))
+	if n == 0 {
+		pos := Position(seq, 0)
+		t.mu.Lock()
+		if h := t.held[pos]; h != nil {
+			h.msg = msg // redelivered while held: keep the newest handle, do not run it twice
+			t.mu.Unlock()
+			return
+		}
+		t.mu.Unlock()
+		t.take(&delivery{msg: msg, seq: seq, pos: pos, delivered: delivered, stored: meta.Timestamp}, msg.Data())
+		return
+	}
 	t.mu.Lock()
-	if h := t.held[seq]; h != nil {
-		h.msg = msg // redelivered while held: keep the newest handle, do not run it twice
+	if p := t.packs[seq]; p != nil {
+		p.msg = msg // redelivered while its events are held: as above
 		t.mu.Unlock()
 		return
 	}
+	p := &pack{msg: msg, seq: seq, left: max(n, 1)}
+	t.packs[seq] = p
 	t.mu.Unlock()
-
-	dl := &delivery{msg: msg, seq: seq, delivered: meta.NumDelivered, stored: meta.Timestamp, msgID: msg.Headers().Get(nats.MsgIdHdr)}
-	if seq <= t.recoverTo {
-		dl.delivered++ // delivered before recoverOrder's reset, which forgot it
+	var dls []*delivery
+	var datas [][]byte
+	err = unpack(msg.Data(), func(i int, _ string, data []byte) bool {
+		dls = append(dls, &delivery{pack: p, seq: seq, pos: Position(seq, i), delivered: delivered, stored: meta.Timestamp})
+		datas = append(datas, data)
+		return true
+	})
+	if err == nil && len(dls) != n {
+		err = fmt.Errorf("%w: %d entries, its header says %d", errMalformedPack, len(dls), n)
 	}
-	e, err := DecodeEntry(msg.Data())
+	if err != nil {
+		// No event of it can be trusted: dead-letter the message as it is.
+		t.mu.Lock()
+		p.left = 1
+		t.mu.Unlock()
+		t.d.malformed.Add(1)
+		t.final(&delivery{pack: p, seq: seq, pos: Position(seq, 0), delivered: delivered, stored: meta.Timestamp}, msg.Data(), 0, err.Error())
+		return
+	}
+	for i, dl := range dls {
+		t.take(dl, datas[i])
+	}
+}
+
+// take starts delivering the event dl, whose stored entry is data.
+func (t *trigger) take(dl *delivery, data []byte) {
+	e, err := DecodeEntry(data)
 	if err != nil {
 		// Not a CloudEvent: no attempt can succeed. Dead-letter it as it is.
 		t.d.malformed.Add(1)
-		t.final(dl, msg.Data(), 0, err.Error())
+		t.final(dl, data, 0, err.Error())
 		return
 	}
 	if !t.spec.Filter.Match(e) {
 		t.d.filtered.Add(1)
-		_ = msg.Ack()
+		t.ack(dl)
 		return
 	}
 	dl.event = e
 	start := true
 	t.mu.Lock()
-	t.held[seq] = dl
+	t.held[dl.pos] = dl
 	if t.ordered {
 		dl.key = orderingKey(e, t.spec.OrderingKey)
 		q := t.keys[dl.key]
 		i := len(q)
-		for i > 1 && q[i-1].seq > seq { // in stream order, never before the head
+		for i > 1 && q[i-1].pos > dl.pos { // in stream order, never before the head
 			i--
 		}
 		q = slices.Insert(q, i, dl)
@@ -357,6 +429,75 @@ func (t *trigger) accept(msg jetstream.Msg) {
 	t.mu.Unlock()
 	if start && t.acquire() {
 		t.spawn(dl)
+	}
+}
+
+// observePerMsg folds the entry count of a message taken into perMsg.
+func (t *trigger) observePerMsg(n int) {
+	old := t.perMsg.Load()
+	if old == 0 {
+		t.perMsg.Store(int64(n) * 16) // the first message is the first estimate
+		return
+	}
+	t.perMsg.Store(old + (int64(n)*16-old)/8)
+}
+
+// How settle ends the trigger's part in an event.
+const (
+	settleAck  = iota // done: acknowledged
+	settleNak         // to be delivered again after a delay
+	settleTerm        // done, never to be delivered again
+)
+
+func (t *trigger) ack(dl *delivery)                      { t.settle(dl, settleAck, 0, "") }
+func (t *trigger) nak(dl *delivery, delay time.Duration) { t.settle(dl, settleNak, delay, "") }
+func (t *trigger) term(dl *delivery, reason string)      { t.settle(dl, settleTerm, 0, reason) }
+
+// settle ends the trigger's part in dl. An event with a message of its
+// own is acked, nacked or terminated. An event of a pack counts down its
+// pack: the pack's message is acked when its last event is settled, or
+// nacked (after the longest delay its events asked for) when one of them
+// was nacked. On that redelivery the events already done are found by
+// their delivery records (they were recorded before they were settled)
+// and only the others run again; a filtered event is filtered again.
+// A nacked event leaves held first: its redelivery is a new delivery.
+func (t *trigger) settle(dl *delivery, how int, delay time.Duration, reason string) {
+	t.mu.Lock()
+	if how == settleNak && t.held[dl.pos] == dl {
+		delete(t.held, dl.pos)
+	}
+	p := dl.pack
+	if p == nil {
+		msg := dl.msg
+		t.mu.Unlock()
+		switch how {
+		case settleAck:
+			_ = msg.Ack()
+		case settleNak:
+			_ = msg.NakWithDelay(delay)
+		default:
+			_ = msg.TermWithReason(reason)
+		}
+		return
+	}
+	if how == settleNak {
+		p.retry = true
+		p.delay = max(p.delay, delay)
+	}
+	p.left--
+	if p.left > 0 {
+		t.mu.Unlock()
+		return
+	}
+	if t.packs[p.seq] == p {
+		delete(t.packs, p.seq)
+	}
+	msg, retry, d := p.msg, p.retry, p.delay
+	t.mu.Unlock()
+	if retry {
+		_ = msg.NakWithDelay(d)
+	} else {
+		_ = msg.Ack()
 	}
 }
 
@@ -440,6 +581,10 @@ func (t *trigger) work(dl *delivery) {
 		if dl.succeeded {
 			<-t.sem
 			slot = false
+			if !t.ordered && !t.spec.Async {
+				t.completeLater(dl) // it forgets dl once acked
+				return
+			}
 			t.complete(dl)
 		} else if t.ctx.Err() != nil {
 			return // stopped mid-delivery: left unacknowledged, redelivered later
@@ -450,8 +595,8 @@ func (t *trigger) work(dl *delivery) {
 			return
 		}
 		t.mu.Lock()
-		if t.held[dl.seq] == dl {
-			delete(t.held, dl.seq)
+		if t.held[dl.pos] == dl {
+			delete(t.held, dl.pos)
 		}
 		var next *delivery
 		if t.ordered {
@@ -480,12 +625,6 @@ func (t *trigger) retryAfter(dl *delivery, delay time.Duration) {
 	}
 }
 
-func (t *trigger) handle(dl *delivery) jetstream.Msg {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return dl.msg
-}
-
 // deliver makes one attempt at dl. It acks, nacks (unordered: the server
 // redelivers after the backoff) or terminates the message, or returns
 // retry (ordered: the caller retries after delay in process), or sets
@@ -497,21 +636,21 @@ func (t *trigger) deliver(dl *delivery) (retry bool, delay time.Duration) {
 		s = &pol
 	}
 	t.mu.Lock()
-	attempt := int(dl.delivered) + dl.local - t.deferred[dl.seq]
+	attempt := int(dl.delivered) + dl.local - t.deferred[dl.pos]
 	t.mu.Unlock()
-	if !s.Async && dl.local == 0 && (dl.delivered > 1 || dl.seq <= t.recordedTo) {
+	if !s.Async && dl.local == 0 && (dl.delivered > 1 || dl.pos <= t.recordedTo) {
 		// A redelivery: the function may have succeeded (or the event been
 		// dead-lettered) just before a crash that lost the ack. Checked
 		// before the attempt count: a recorded event is done, whatever
 		// its count.
-		done, err := t.d.recs.done(t.ctx, t.name, dl.seq)
+		done, err := t.d.recs.done(t.ctx, t.name, dl.pos)
 		if err != nil && t.ctx.Err() == nil {
-			t.logger.Warn("read delivery records; running the redelivered event", "seq", dl.seq, "err", err)
+			t.logger.Warn("read delivery records; running the redelivered event", "event", t.where(dl), "err", err)
 		}
 		if done {
 			t.d.dups.Add(1)
-			t.forget(dl.seq)
-			_ = t.handle(dl).Ack()
+			t.forget(dl.pos)
+			t.ack(dl)
 			return false, 0
 		}
 	}
@@ -536,8 +675,8 @@ func (t *trigger) deliver(dl *delivery) (retry bool, delay time.Duration) {
 		if !t.recordDone(t.ctx, dl) {
 			return false, 0
 		}
-		t.forget(dl.seq)
-		_ = t.handle(dl).Ack()
+		t.forget(dl.pos)
+		t.ack(dl)
 		return false, 0
 	}
 	if wait, ok := flowDeferral(err); ok {
@@ -561,7 +700,7 @@ func (t *trigger) deliver(dl *delivery) (retry bool, delay time.Duration) {
 	dl.lastErr = cause
 	if attempt < s.MaxAttempts {
 		delay := backoff(s, attempt)
-		t.logger.Debug("delivery failed, will retry", "seq", dl.seq, "attempt", attempt, "retry_in", delay, "err", cause)
+		t.logger.Debug("delivery failed, will retry", "event", t.where(dl), "attempt", attempt, "retry_in", delay, "err", cause)
 		return t.retryLater(dl, delay)
 	}
 	return t.final(dl, nil, attempt, cause)
@@ -582,12 +721,12 @@ func (t *trigger) recordDone(ctx context.Context, dl *delivery) bool {
 	if t.spec.Async {
 		return true
 	}
-	if err := t.d.recs.record(ctx, t.name, dl.seq); err != nil {
+	if err := t.d.recs.record(ctx, t.name, dl.pos); err != nil {
 		if ctx.Err() != nil {
 			return false
 		}
 		if n, ok := t.recordErrs.due(time.Now()); ok {
-			t.logger.Error("record delivery; a redelivery would run it again", "seq", dl.seq, "err", err, "failed_since_last_report", n)
+			t.logger.Error("record delivery; a redelivery would run it again", "event", t.where(dl), "err", err, "failed_since_last_report", n)
 		}
 		return true
 	}
@@ -630,8 +769,36 @@ func (l *logEvery) due(now time.Time) (int, bool) {
 func (t *trigger) complete(dl *delivery) {
 	t.recordDone(context.WithoutCancel(t.ctx), dl)
 	t.d.nDelivered.Add(1)
-	t.forget(dl.seq)
-	_ = t.handle(dl).Ack()
+	t.forget(dl.pos)
+	t.ack(dl)
+}
+
+// completeLater is complete without waiting: the recorder acks dl once
+// its record is on disk, and the worker goes on at once with another
+// event. Waiting for the record's fsync in the worker left it busy for the
+// commit's duration after its slot was free, so the next event needed a
+// new goroutine. dl stays held (a redelivery meanwhile is not run) until
+// it is acked.
+func (t *trigger) completeLater(dl *delivery) {
+	t.wg.Add(1)
+	t.d.recs.recordThen(t.name, dl.pos, func(err error) {
+		defer t.wg.Done()
+		if err != nil {
+			if n, ok := t.recordErrs.due(time.Now()); ok {
+				t.logger.Error("record delivery; a redelivery would run it again", "event", t.where(dl), "err", err, "failed_since_last_report", n)
+			}
+		} else if h := t.d.onRecorded; h != nil {
+			h(t, dl)
+		}
+		t.d.nDelivered.Add(1)
+		t.forget(dl.pos)
+		t.ack(dl)
+		t.mu.Lock()
+		if t.held[dl.pos] == dl {
+			delete(t.held, dl.pos)
+		}
+		t.mu.Unlock()
+	})
 }
 
 // flowDeferral reports whether err is a flow limit refusing to start an
@@ -652,9 +819,9 @@ func flowDeferral(err error) (time.Duration, bool) {
 func (t *trigger) putOff(dl *delivery, wait time.Duration) (retry bool, delay time.Duration) {
 	delay = wait + time.Duration(rand.Int64N(int64(wait)/10+1))
 	t.mu.Lock()
-	t.deferred[dl.seq]++
+	t.deferred[dl.pos]++
 	t.mu.Unlock()
-	t.logger.Debug("delivery put off by flow limit", "seq", dl.seq, "retry_in", delay)
+	t.logger.Debug("delivery put off by flow limit", "event", t.where(dl), "retry_in", delay)
 	return t.retryLater(dl, delay) // ordered: work counts it in local; deferred takes it back
 }
 
@@ -665,27 +832,21 @@ func (t *trigger) retryLater(dl *delivery, delay time.Duration) (retry bool, d t
 	if t.ordered {
 		return true, delay
 	}
-	msg := t.handle(dl)
-	t.remove(dl) // before the nak: its redelivery is a new delivery
-	_ = msg.NakWithDelay(delay)
+	t.nak(dl, delay)
 	return false, 0
 }
 
 // forget drops what the trigger remembers of an event it is done with.
-func (t *trigger) forget(seq uint64) {
+func (t *trigger) forget(pos uint64) {
 	t.mu.Lock()
-	delete(t.deferred, seq)
+	delete(t.deferred, pos)
 	t.mu.Unlock()
 }
 
-// remove forgets an event about to be nacked: it is the server's again,
-// and its redelivery must not be mistaken for a held copy.
-func (t *trigger) remove(dl *delivery) {
-	t.mu.Lock()
-	if t.held[dl.seq] == dl {
-		delete(t.held, dl.seq)
-	}
-	t.mu.Unlock()
+// where names dl's event in logs: its stream sequence, with its index
+// when it is an entry of a pack.
+func (t *trigger) where(dl *delivery) string {
+	return formatPosition(dl.seq, PositionIndex(dl.pos), dl.pack != nil)
 }
 
 // final dead-letters dl after its last attempt (raw is the entry's data
@@ -703,29 +864,27 @@ func (t *trigger) final(dl *delivery, raw []byte, attempts int, cause string) (r
 // the delivery to run again rather than a record pointing at no letter.
 func (t *trigger) finalThen(dl *delivery, raw []byte, attempts int, cause string, then func()) (retry bool, delay time.Duration) {
 	s := &t.spec
-	msg := t.handle(dl)
 	if s.Topic == s.DeadLetter {
 		// A trigger on the dead-letter topic itself: dead-lettering again
 		// would loop.
-		t.logger.Error("dead letter could not be delivered; dropped", "seq", dl.seq, "attempts", attempts, "err", cause)
+		t.logger.Error("dead letter could not be delivered; dropped", "event", t.where(dl), "attempts", attempts, "err", cause)
 		if !t.recordDone(t.ctx, dl) {
 			return false, 0
 		}
-		_ = msg.TermWithReason("dead letter not delivered")
+		t.term(dl, "dead letter not delivered")
 		return false, 0
 	}
-	ent := t.d.deadLetterEntry(t, dl.seq, dl.event, raw, attempts, cause)
+	ent := t.d.deadLetterEntry(t, dl, raw, attempts, cause)
 	if _, err := t.d.log.Append(t.ctx, ent); err != nil {
 		if t.ctx.Err() != nil {
 			return false, 0
 		}
 		delay := backoff(s, max(attempts, 1))
-		t.logger.Error("append dead letter; will retry", "seq", dl.seq, "retry_in", delay, "err", err)
+		t.logger.Error("append dead letter; will retry", "event", t.where(dl), "retry_in", delay, "err", err)
 		if t.ordered && dl.event != nil {
 			return true, delay
 		}
-		t.remove(dl)
-		_ = msg.NakWithDelay(delay)
+		t.nak(dl, delay)
 		return false, 0
 	}
 	if then != nil {
@@ -735,9 +894,9 @@ func (t *trigger) finalThen(dl *delivery, raw []byte, attempts int, cause string
 		return false, 0
 	}
 	t.d.dead.Add(1)
-	t.forget(dl.seq)
-	t.logger.Warn("event dead-lettered", "seq", dl.seq, "attempts", attempts, "dead_letter", s.DeadLetter, "err", cause)
-	_ = msg.TermWithReason("dead-lettered")
+	t.forget(dl.pos)
+	t.logger.Warn("event dead-lettered", "event", t.where(dl), "attempts", attempts, "dead_letter", s.DeadLetter, "err", cause)
+	t.term(dl, "dead-lettered")
 	return false, 0
 }
 
@@ -775,7 +934,12 @@ func (t *trigger) heartbeat() {
 		msgs = msgs[:0]
 		t.mu.Lock()
 		for _, dl := range t.held {
-			msgs = append(msgs, dl.msg)
+			if dl.pack == nil {
+				msgs = append(msgs, dl.msg)
+			}
+		}
+		for _, p := range t.packs {
+			msgs = append(msgs, p.msg)
 		}
 		t.mu.Unlock()
 		for _, m := range msgs {

@@ -187,7 +187,11 @@ func (in *Ingress) lag(ctx context.Context, app string) int {
 
 // Lag returns how many events app's triggers (its async trigger aside)
 // have waiting on this node's consumers: not yet delivered, plus delivered
-// and not yet acknowledged. It asks the server once per trigger.
+// and not yet acknowledged. It asks the server once per trigger. The
+// server counts messages; a message that is a pack holds many events, so
+// each trigger's count is multiplied by the entries per message appended
+// lately to its topic (Log.EntriesPerMessage): an estimate when a topic
+// gets packs and single events mixed.
 func (d *Dispatcher) Lag(ctx context.Context, app string) (int, error) {
 	d.syncMu.Lock()
 	var ts []*trigger
@@ -203,7 +207,8 @@ func (d *Dispatcher) Lag(ctx context.Context, app string) (int, error) {
 		if err != nil {
 			return 0, fmt.Errorf("lag of trigger %s/%s: %w", t.spec.Function, t.spec.ID, err)
 		}
-		lag += int(info.NumPending) + info.NumAckPending
+		per := d.log.EntriesPerMessage(SubjectFor(d.log.prefix, t.spec.App, t.spec.Topic))
+		lag += int(float64(int(info.NumPending)+info.NumAckPending) * per)
 	}
 	return lag, nil
 }

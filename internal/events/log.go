@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -141,9 +143,13 @@ type Entry struct {
 
 // Ack is the outcome of one appended entry.
 type Ack struct {
-	// Seq is the entry's stream sequence; for a Duplicate, the sequence of
-	// the copy stored first.
+	// Seq is the stream sequence of the entry's message; for a Duplicate,
+	// of the copy stored first.
 	Seq uint64
+	// Index is the entry's index in its message when that message is a
+	// pack (pack.go), else 0. Position(Seq, Index) is the entry's place in
+	// the stream.
+	Index int
 	// Duplicate is true when an entry with the same MsgID was already
 	// stored within the duplicate window (or earlier in the same batch);
 	// this entry was not stored again.
@@ -153,9 +159,11 @@ type Ack struct {
 // LogStats are cumulative counters of a Log.
 type LogStats struct {
 	Commits    uint64 // write round trips to JetStream that carried entries of this Log (atomic batches or single publishes)
+	Messages   uint64 // messages acknowledged (a pack is one), duplicates included
+	Packs      uint64 // packs stored
 	Entries    uint64 // entries acknowledged, duplicates included
 	Duplicates uint64 // entries acknowledged as Duplicate
-	Failed     uint64 // entries whose batch failed
+	Failed     uint64 // messages whose batch failed
 	MaxBatch   int    // the largest batch committed so far, in entries
 	Splits     uint64 // batches split because the server refused part of them (a duplicate MsgID)
 }
@@ -175,6 +183,11 @@ type Log struct {
 	window   time.Duration
 	now      func() time.Time
 	ids      *idWindow // ids appended within the duplicate window (WindowEvents)
+	dedupe   *idIndex  // the ids stored within the window, and where (dedupe.go)
+	maxPack  int       // the largest pack's data, in bytes
+
+	entries, dups, packs atomic.Uint64
+	perMsg               sync.Map // subject -> *atomic.Int64: entries per message appended, moving average, times 16
 
 	// mu guards closing; active counts the Append calls under way (Add
 	// only while not closing).
@@ -256,8 +269,20 @@ func OpenLog(ctx context.Context, js jetstream.JetStream, cfg LogConfig) (*Log, 
 		}
 		return nil, fmt.Errorf("open event log: stream %s: %w", cfg.Stream, err)
 	}
+	dedupe := newIDIndex(cfg.DuplicateWindow)
+	begin := time.Now()
+	msgs, ids, err := dedupe.loadWindow(ctx, js, cfg.Stream, cfg.Now())
+	if err != nil {
+		if own {
+			_ = c.Close(ctx)
+		}
+		return nil, fmt.Errorf("open event log: read the ids of the last %v back from %s: %w", cfg.DuplicateWindow, cfg.Stream, err)
+	}
+	if msgs > 0 {
+		cfg.Logger.Info("event log: ids of the duplicate window read back", "stream", cfg.Stream, "messages", msgs, "ids", ids, "took", time.Since(begin).Round(time.Millisecond))
+	}
 	abort, cancel := context.WithCancel(context.Background())
-	return &Log{
+	l := &Log{
 		c:           c,
 		own:         own,
 		stream:      cfg.Stream,
@@ -268,9 +293,13 @@ func OpenLog(ctx context.Context, js jetstream.JetStream, cfg LogConfig) (*Log, 
 		window:      cfg.DuplicateWindow,
 		now:         cfg.Now,
 		ids:         newIDWindow(cfg.DuplicateWindow),
+		dedupe:      dedupe,
+		maxPack:     maxEvent - packHeaderReserve,
 		abort:       abort,
 		cancelAbort: cancel,
-	}, nil
+	}
+	l.ids.add(cfg.Now(), ids) // they are in memory again, the server's and the index's
+	return l, nil
 }
 
 // Committer returns the commit path the Log appends through.
@@ -297,8 +326,10 @@ func (l *Log) Stats() LogStats {
 	st := l.counters.Stats()
 	return LogStats{
 		Commits:    st.Commits,
-		Entries:    st.Writes,
-		Duplicates: st.Duplicates,
+		Messages:   st.Writes,
+		Packs:      l.packs.Load(),
+		Entries:    l.entries.Load(),
+		Duplicates: l.dups.Load(),
 		Failed:     st.Failed,
 		MaxBatch:   st.MaxBatch,
 		Splits:     st.Splits,
@@ -340,30 +371,178 @@ func (l *Log) Append(ctx context.Context, entries ...Entry) ([]Ack, error) {
 	l.mu.Unlock()
 	defer l.active.Done()
 
-	u := &store.Unit{Writes: make([]store.Write, len(entries)), Counters: &l.counters}
-	for i := range entries {
-		e := &entries[i]
-		u.Writes[i] = store.Write{Stream: l.stream, Subject: e.Subject, Header: e.Header, Data: e.Data, MsgID: e.MsgID}
-	}
-	// Close's abort ends the call as the caller's context would.
-	cctx, cancel := context.WithCancel(ctx)
-	stop := context.AfterFunc(l.abort, cancel)
-	results, err := l.c.Commit(cctx, u)
-	stop()
-	cancel()
-	if err != nil {
-		return nil, l.appendErr(ctx, err)
-	}
-	acks := make([]Ack, len(results))
-	ids := 0
-	for i, r := range results {
-		acks[i] = Ack{Seq: r.Seq, Duplicate: r.Duplicate}
-		if !r.Duplicate && entries[i].MsgID != "" {
-			ids++
+	var plan appendPlan
+	for {
+		busy := l.dedupe.reserve(l.now(), entries, &plan)
+		if busy == nil {
+			break
+		}
+		select {
+		case <-busy.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-l.abort.Done():
+			return nil, ErrClosed
 		}
 	}
+	writes, places, packs := l.layout(entries, &plan)
+	for i := range writes {
+		n := 1
+		if writes[i].Header != nil {
+			n = max(1, packCount(writes[i].Header))
+		}
+		l.observePerMsg(writes[i].Subject, n)
+	}
+	var results []store.Result
+	if len(writes) > 0 {
+		u := &store.Unit{Writes: writes, Counters: &l.counters}
+		// Close's abort ends the call as the caller's context would.
+		cctx, cancel := context.WithCancel(ctx)
+		stop := context.AfterFunc(l.abort, cancel)
+		var err error
+		results, err = l.c.Commit(cctx, u)
+		stop()
+		cancel()
+		if err != nil {
+			l.dedupe.settle(l.now(), &plan, nil)
+			return nil, l.appendErr(ctx, err)
+		}
+	}
+	acks := make([]Ack, len(entries))
+	stored := make(map[string]uint64, len(plan.owned))
+	ids, dups := 0, 0
+	for i := range entries {
+		switch plan.kind[i] {
+		case planStored:
+			acks[i] = Ack{Seq: PositionSeq(plan.pos[i]), Index: PositionIndex(plan.pos[i]), Duplicate: true}
+		case planSameBatch:
+			continue // below, once the first copy has its ack
+		default:
+			pl := places[i]
+			r := results[pl.write]
+			acks[i] = Ack{Seq: r.Seq, Index: pl.index, Duplicate: r.Duplicate}
+			if id := entries[i].MsgID; id != "" {
+				stored[id] = Position(r.Seq, pl.index)
+				if !r.Duplicate {
+					ids++
+				}
+			}
+		}
+		if acks[i].Duplicate {
+			dups++
+		}
+	}
+	for i := range entries {
+		if plan.kind[i] == planSameBatch {
+			acks[i] = acks[plan.of[i]]
+			acks[i].Duplicate = true
+			dups++
+		}
+	}
+	l.dedupe.settle(l.now(), &plan, stored)
 	l.ids.add(l.now(), ids)
+	l.entries.Add(uint64(len(entries)))
+	l.packs.Add(uint64(packs))
+	l.dups.Add(uint64(dups))
 	return acks, nil
+}
+
+// observePerMsg folds a message of n entries appended to subject into
+// its moving average (about the last 16 messages).
+func (l *Log) observePerMsg(subject string, n int) {
+	v, ok := l.perMsg.Load(subject)
+	if !ok {
+		a := new(atomic.Int64)
+		a.Store(int64(n) * 16) // the first message is the first estimate
+		if _, loaded := l.perMsg.LoadOrStore(subject, a); !loaded {
+			return
+		}
+		v, _ = l.perMsg.Load(subject)
+	}
+	a := v.(*atomic.Int64)
+	old := a.Load()
+	a.Store(old + (int64(n)*16-old)/16)
+}
+
+// EntriesPerMessage returns about how many entries a message appended to
+// subject holds lately: 1 when its entries are not packed, up to
+// MaxPackEntries. Consumers count messages; this turns their counts into
+// events.
+func (l *Log) EntriesPerMessage(subject string) float64 {
+	v, ok := l.perMsg.Load(subject)
+	if !ok {
+		return 1
+	}
+	return max(1, float64(v.(*atomic.Int64).Load())/16)
+}
+
+// place is where layout put an entry: its write, and its index in that
+// write when the write is a pack.
+type place struct{ write, index int }
+
+// layout makes the writes of the entries plan sends: entries without
+// headers that go to one subject are packed (as many as fit in a pack,
+// see pack.go), the others are single writes. Writes follow the order of
+// their first entry.
+func (l *Log) layout(entries []Entry, p *appendPlan) (writes []store.Write, places []place, packs int) {
+	places = make([]place, len(entries))
+	bySubject := map[string][]int{}
+	var subjects []string
+	for i := range entries {
+		if p.kind[i] != planNew {
+			continue
+		}
+		e := &entries[i]
+		if e.Header != nil {
+			places[i] = place{write: len(writes)}
+			writes = append(writes, l.single(e))
+			continue
+		}
+		if _, ok := bySubject[e.Subject]; !ok {
+			subjects = append(subjects, e.Subject)
+		}
+		bySubject[e.Subject] = append(bySubject[e.Subject], i)
+	}
+	for _, subj := range subjects {
+		idx := bySubject[subj]
+		for len(idx) > 0 {
+			// The longest run that fits in one pack.
+			n, size := 0, 0
+			for n < len(idx) && n < MaxPackEntries {
+				es := packEntrySize(&entries[idx[n]])
+				if n > 0 && size+es > l.maxPack {
+					break
+				}
+				size += es
+				n++
+			}
+			if n == 1 {
+				places[idx[0]] = place{write: len(writes)}
+				writes = append(writes, l.single(&entries[idx[0]]))
+				idx = idx[1:]
+				continue
+			}
+			run := make([]*Entry, n)
+			data := make([]byte, 0, size)
+			for k := range n {
+				run[k] = &entries[idx[k]]
+				data = appendPackEntry(data, run[k])
+				places[idx[k]] = place{write: len(writes), index: k}
+			}
+			writes = append(writes, store.Write{
+				Stream: l.stream, Subject: subj, Data: data, MsgID: packMsgID(run),
+				Header: nats.Header{HeaderPack: []string{strconv.Itoa(n)}},
+			})
+			packs++
+			idx = idx[n:]
+		}
+	}
+	return writes, places, packs
+}
+
+// single is the write of an entry stored as a message of its own.
+func (l *Log) single(e *Entry) store.Write {
+	return store.Write{Stream: l.stream, Subject: e.Subject, Header: e.Header, Data: e.Data, MsgID: e.MsgID}
 }
 
 // appendErr maps the commit path's error of an Append.

@@ -46,8 +46,53 @@ func openLog(t testing.TB, cfg LogConfig) (*Log, *store.Store) {
 	return l, s
 }
 
-// readAll returns every message of the stream in order.
-func readAll(t testing.TB, js jetstream.JetStream, stream string) []jetstream.Msg {
+// storedEntry is one entry read back from the stream: a message, or one
+// entry of a pack.
+type storedEntry struct {
+	subject string
+	seq     uint64 // its message's
+	index   int    // in its pack; 0 when not packed
+	packed  bool
+	header  nats.Header
+	data    []byte
+}
+
+func (e storedEntry) Subject() string      { return e.subject }
+func (e storedEntry) Data() []byte         { return e.data }
+func (e storedEntry) Headers() nats.Header { return e.header }
+func (e storedEntry) Pos() uint64          { return Position(e.seq, e.index) }
+
+// readAll returns every entry of the stream in order, a pack's entries one
+// by one (with their id as a Nats-Msg-Id header, as a message of its own
+// has it).
+func readAll(t testing.TB, js jetstream.JetStream, stream string) []storedEntry {
+	var out []storedEntry
+	for _, m := range readMessages(t, js, stream) {
+		md, err := m.Metadata()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Headers().Get(HeaderPack) == "" {
+			out = append(out, storedEntry{subject: m.Subject(), seq: md.Sequence.Stream, header: m.Headers(), data: m.Data()})
+			continue
+		}
+		err = unpack(m.Data(), func(i int, id string, data []byte) bool {
+			h := nats.Header{}
+			if id != "" {
+				h.Set(nats.MsgIdHdr, id)
+			}
+			out = append(out, storedEntry{subject: m.Subject(), seq: md.Sequence.Stream, index: i, packed: true, header: h, data: data})
+			return true
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
+// readMessages returns every message of the stream in order.
+func readMessages(t testing.TB, js jetstream.JetStream, stream string) []jetstream.Msg {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -86,14 +131,11 @@ func readAll(t testing.TB, js jetstream.JetStream, stream string) []jetstream.Ms
 	return out
 }
 
-func seqOf(t testing.TB, m jetstream.Msg) uint64 {
-	t.Helper()
-	md, err := m.Metadata()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return md.Sequence.Stream
-}
+// seqOf returns the stream sequence of an entry's message.
+func seqOf(t testing.TB, e storedEntry) uint64 { return e.seq }
+
+// posOf returns the position an ack names.
+func posOf(a Ack) uint64 { return Position(a.Seq, a.Index) }
 
 func TestAppendReadBack(t *testing.T) {
 	t.Parallel()
@@ -270,13 +312,14 @@ func TestAppendDuplicates(t *testing.T) {
 			t.Fatal(err)
 		}
 		stored += n - 1
-		if acks[0].Duplicate || !acks[2].Duplicate || acks[2].Seq != acks[0].Seq || acks[3].Duplicate || acks[1].Seq != acks[0].Seq+1 {
+		if acks[0].Duplicate || !acks[2].Duplicate || posOf(acks[2]) != posOf(acks[0]) || acks[3].Duplicate || posOf(acks[1]) != posOf(acks[0])+1 {
 			t.Fatalf("same-batch acks (%d entries) %+v", n, acks)
 		}
 	}
 
-	// A batch with one id already in the stream: the server rejects it as a
-	// whole, the log splits it, the others are stored once.
+	// A batch with one id already in the stream: the Log's own index (a
+	// pack's ids are not the stream's) answers it as a duplicate, and the
+	// others are stored once, packed.
 	var batch []Entry
 	for i := range 12 {
 		batch = append(batch, ev(fmt.Sprintf("d%d", i), "x"))
@@ -289,16 +332,25 @@ func TestAppendDuplicates(t *testing.T) {
 	stored += len(batch) - 1
 	for i, a := range acks {
 		if (i == 5) != a.Duplicate {
-			t.Fatalf("split batch acks %+v", acks)
+			t.Fatalf("batch acks %+v", acks)
 		}
 	}
-	if st := l.Stats(); st.Splits == 0 {
-		t.Errorf("no split recorded: %+v", st)
+
+	// The same batch again (a client retrying): every entry a duplicate,
+	// each pointing at its stored copy.
+	again, err := l.Append(ctx, batch...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, a := range again {
+		if !a.Duplicate || posOf(a) != posOf(acks[i]) {
+			t.Fatalf("batch sent again: acks %+v, first %+v", again, acks)
+		}
 	}
 
 	msgs := readAll(t, s.JetStream(), l.Stream())
 	if len(msgs) != stored {
-		t.Fatalf("stream has %d messages, want %d", len(msgs), stored)
+		t.Fatalf("stream has %d entries, want %d", len(msgs), stored)
 	}
 	seen := map[string]uint64{}
 	for _, m := range msgs {
@@ -309,14 +361,14 @@ func TestAppendDuplicates(t *testing.T) {
 		if _, ok := seen[id]; ok {
 			t.Fatalf("%s stored twice", id)
 		}
-		seen[id] = seqOf(t, m)
+		seen[id] = m.Pos()
 	}
-	if seen["c5"] != acks[5].Seq || seen["a"] != a1[0].Seq {
-		t.Errorf("duplicate acks point at %d/%d, stored at %d/%d", acks[5].Seq, a1[0].Seq, seen["c"], seen["a"])
+	if seen["c5"] != posOf(acks[5]) || seen["a"] != posOf(a1[0]) {
+		t.Errorf("duplicate acks point at %d/%d, stored at %d/%d", posOf(acks[5]), posOf(a1[0]), seen["c5"], seen["a"])
 	}
 	for i, a := range acks {
-		if id := batch[i].MsgID; seen[id] != a.Seq {
-			t.Errorf("%s acked seq %d, stored at %d", id, a.Seq, seen[id])
+		if id := batch[i].MsgID; seen[id] != posOf(a) {
+			t.Errorf("%s acked at %d, stored at %d", id, posOf(a), seen[id])
 		}
 	}
 }
@@ -582,5 +634,58 @@ func TestReopen(t *testing.T) {
 	acks, err := l.Append(ctx, Entry{Subject: "nimbus.events.app.t", MsgID: "3.7"})
 	if err != nil || !acks[0].Duplicate || acks[0].Seq != acked["3.7"] {
 		t.Fatalf("re-append after restart: %+v %v", acks, err)
+	}
+}
+
+// TestConcurrentBatchesShareIDs: batches sent at once by many callers with
+// ids in common (clients retrying in different batches) store each id
+// once, and every ack of an id names that one copy.
+func TestConcurrentBatchesShareIDs(t *testing.T) {
+	t.Parallel()
+	l, s := openLog(t, LogConfig{})
+	ctx := context.Background()
+	const callers, rounds, ids = 8, 20, 50
+	type got struct {
+		id  string
+		pos uint64
+	}
+	results := make(chan got, callers*rounds*10)
+	var wg sync.WaitGroup
+	for g := range callers {
+		wg.Go(func() {
+			for r := range rounds {
+				var batch []Entry
+				for k := range 10 {
+					id := fmt.Sprint("id", (g*7+r*3+k*11)%ids)
+					batch = append(batch, Entry{Subject: "nimbus.events.app.t", MsgID: id, Data: []byte(id)})
+				}
+				acks, err := l.Append(ctx, batch...)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				for k, a := range acks {
+					results <- got{batch[k].MsgID, posOf(a)}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(results)
+	stored := map[string]uint64{}
+	for _, e := range readAll(t, s.JetStream(), l.Stream()) {
+		id := e.Headers().Get(nats.MsgIdHdr)
+		if _, dup := stored[id]; dup {
+			t.Fatalf("%s stored twice", id)
+		}
+		stored[id] = e.Pos()
+	}
+	for r := range results {
+		if stored[r.id] != r.pos {
+			t.Fatalf("%s acked at %d, stored at %d", r.id, r.pos, stored[r.id])
+		}
+	}
+	if len(stored) != ids {
+		t.Fatalf("%d ids stored, want %d", len(stored), ids)
 	}
 }

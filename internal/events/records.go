@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nimbus-dev/nimbus/internal/store"
@@ -24,7 +25,7 @@ import (
 // the function again. Records are packed: the deliveries of the node that
 // finish while one pack is being committed make the next pack, written as
 // one message per trigger consumer on RecordsStream (subject
-// RecordsSubjectPrefix + consumer; data the events' stream sequences, see
+// RecordsSubjectPrefix + consumer; data the events' positions (pack.go), see
 // appendPack) through the store's commit path, fsynced before any of their
 // acks is sent. The stream keeps a pack for the duplicate window (MaxAge).
 //
@@ -46,6 +47,11 @@ const (
 	// RecordsSubjectPrefix + consumer name is the subject of a trigger's
 	// packs.
 	RecordsSubjectPrefix = "nimbus.delivered."
+	// headerRecordsOf says what a pack's numbers are: "positions" (an
+	// event's Position, pack.go). A pack without it was written before
+	// events were packed and holds stream sequences, read as the
+	// position of each message's only entry.
+	headerRecordsOf = "Nimbus-Records-Of"
 )
 
 // recorder writes the packs of a Dispatcher and answers whether a
@@ -60,8 +66,8 @@ type recorder struct {
 	maxPack int
 
 	mu      sync.Mutex
-	pending map[string][]uint64 // consumer -> sequences finished since the last pack
-	waiters []chan error        // one per record in pending
+	pending map[string][]uint64 // consumer -> positions finished since the last pack
+	waiters []func(error)       // one per record in pending: called with the pack's outcome
 	writing bool                // a goroutine is writing packs (write)
 
 	imu     sync.Mutex
@@ -109,25 +115,32 @@ func openRecorder(ctx context.Context, c *store.Committer, window time.Duration,
 	}, nil
 }
 
-// record adds seq to consumer's next pack and waits until that pack is
+// record adds pos (an event's Position) to consumer's next pack and waits until that pack is
 // committed (nil), fails (the commit's error), or ctx ends (ctx's error;
 // the pack may still be written).
-func (r *recorder) record(ctx context.Context, consumer string, seq uint64) error {
+func (r *recorder) record(ctx context.Context, consumer string, pos uint64) error {
 	ch := make(chan error, 1)
-	r.mu.Lock()
-	r.pending[consumer] = append(r.pending[consumer], seq)
-	r.waiters = append(r.waiters, ch)
-	if !r.writing {
-		r.writing = true
-		go r.write()
-	}
-	r.mu.Unlock()
+	r.recordThen(consumer, pos, func(err error) { ch <- err })
 	select {
 	case err := <-ch:
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// recordThen adds pos to consumer's next pack and calls then with the
+// outcome of its commit (nil once it is on disk), on the goroutine that
+// writes packs: then must not block.
+func (r *recorder) recordThen(consumer string, pos uint64, then func(error)) {
+	r.mu.Lock()
+	r.pending[consumer] = append(r.pending[consumer], pos)
+	r.waiters = append(r.waiters, then)
+	if !r.writing {
+		r.writing = true
+		go r.write()
+	}
+	r.mu.Unlock()
 }
 
 // write commits packs until nothing is pending: whatever was recorded
@@ -146,8 +159,8 @@ func (r *recorder) write() {
 		r.mu.Unlock()
 
 		err := r.commit(pending)
-		for _, ch := range waiters {
-			ch <- err
+		for _, then := range waiters {
+			then(err)
 		}
 		r.forgetOldIndexes()
 	}
@@ -165,7 +178,7 @@ func (r *recorder) commit(pending map[string][]uint64) error {
 		seqs = slices.Compact(seqs)
 		for len(seqs) > 0 {
 			data, n := appendPack(nil, seqs, r.maxPack)
-			writes = append(writes, store.Write{Stream: RecordsStream, Subject: RecordsSubjectPrefix + consumer, Data: data})
+			writes = append(writes, store.Write{Stream: RecordsStream, Subject: RecordsSubjectPrefix + consumer, Data: data, Header: recordsHeader})
 			seqs = seqs[n:]
 		}
 	}
@@ -180,6 +193,9 @@ func (r *recorder) commit(pending map[string][]uint64) error {
 	}
 	return nil
 }
+
+// recordsHeader marks the packs written now (headerRecordsOf).
+var recordsHeader = nats.Header{headerRecordsOf: []string{"positions"}}
 
 // appendPack appends to b the encoding of the longest prefix of seqs
 // (sorted, no duplicates) that fits in max bytes, and returns how many it
@@ -221,22 +237,22 @@ func decodePack(data []byte) (recordPack, error) {
 }
 
 // done reports whether consumer recorded the delivery of the event at
-// stream sequence seq. It reads the packs it has not read yet when seq is
-// not among those it has.
-func (r *recorder) done(ctx context.Context, consumer string, seq uint64) (bool, error) {
+// position pos. It reads the packs it has not read yet when pos is not
+// among those it has.
+func (r *recorder) done(ctx context.Context, consumer string, pos uint64) (bool, error) {
 	idx := r.index(consumer)
 	idx.mu.Lock()
 	defer idx.mu.Unlock()
-	if idx.has(seq) {
+	if idx.has(pos) {
 		return true, nil
 	}
 	if err := r.read(ctx, consumer, idx); err != nil {
 		return false, err
 	}
-	return idx.has(seq), nil
+	return idx.has(pos), nil
 }
 
-// highest returns the largest event sequence consumer recorded within
+// highest returns the largest event position consumer recorded within
 // the window, 0 for none, reading the packs it has not read yet.
 func (r *recorder) highest(ctx context.Context, consumer string) (uint64, error) {
 	idx := r.index(consumer)
@@ -295,6 +311,12 @@ func (r *recorder) read(ctx context.Context, consumer string, idx *recordIndex) 
 		if err != nil {
 			r.logger.Warn("delivery records: skipped a pack", "consumer", consumer, "seq", m.Sequence, "err", err)
 			continue
+		}
+		if m.Header.Get(headerRecordsOf) == "" {
+			for i, s := range p.seqs { // stream sequences, sorted: so are their positions
+				p.seqs[i] = Position(s, 0)
+			}
+			p.lo, p.hi = Position(p.lo, 0), Position(p.hi, 0)
 		}
 		if len(p.seqs) > 0 {
 			idx.packs = append(idx.packs, p)

@@ -70,7 +70,16 @@ func (w workflowTopics) Follow(ctx context.Context, app, topic string, after uin
 		if err != nil {
 			return fmt.Errorf("follow topic %s/%s: %w", app, topic, err)
 		}
-		if !fn(md.Sequence.Stream, msg.Data()) {
+		// A pack's events all have its sequence: they were stored at once.
+		goOn := true
+		err = events.Entries(md.Sequence.Stream, msg.Headers(), msg.Data(), func(_ uint64, ev []byte) bool {
+			goOn = fn(md.Sequence.Stream, ev)
+			return goOn
+		})
+		if err != nil {
+			w.s.logger.Warn("workflow topic: skipped a malformed message", "app", app, "topic", topic, "seq", md.Sequence.Stream, "error", err)
+		}
+		if !goOn {
 			return nil
 		}
 	}
