@@ -311,7 +311,14 @@ func floodRaw(ctx context.Context, b *bench, d time.Duration) (*floodResult, err
 	if err != nil {
 		return nil, fmt.Errorf("raw JetStream server printed no URL: %w", err)
 	}
-	nc, err := nats.Connect(strings.TrimSpace(line))
+	// The server prints its URL and the NKey seed file its clients
+	// authenticate with (the store admits no anonymous client).
+	url, seed, _ := strings.Cut(strings.TrimSpace(line), " ")
+	auth, err := nats.NkeyOptionFromSeed(seed)
+	if err != nil {
+		return nil, fmt.Errorf("raw JetStream server's seed %q: %w", seed, err)
+	}
+	nc, err := nats.Connect(url, auth)
 	if err != nil {
 		return nil, err
 	}
@@ -382,7 +389,7 @@ func floodRaw(ctx context.Context, b *bench, d time.Duration) (*floodResult, err
 
 // rawJetStreamMain is this program as the baseline's JetStream server: the
 // embedded store Nimbus uses (fsync on), listening on 127.0.0.1, until
-// stdin closes.
+// stdin closes. It prints its URL and its clients' NKey seed file.
 func rawJetStreamMain(dir string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -391,7 +398,7 @@ func rawJetStreamMain(dir string) error {
 		return err
 	}
 	defer st.Close()
-	fmt.Println(st.ClientURL())
+	fmt.Println(st.ClientURL(), st.ClientSeedFile())
 	io.Copy(io.Discard, os.Stdin)
 	return nil
 }

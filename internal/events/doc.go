@@ -14,7 +14,9 @@
 //
 //   - Log (log.go) appends events; it is a thin layer over the node's commit
 //     path, store.Committer, so concurrent appends share one write and one
-//     fsync.
+//     fsync. The events of one Append to a topic are one message, a pack
+//     (pack.go), and the Log keeps its own index of the window's ids
+//     (dedupe.go), since a pack's one Nats-Msg-Id cannot name each event.
 //   - Dispatcher (dispatch*.go) keeps one durable consumer per trigger and
 //     delivers each matching event to the trigger's function through the
 //     scheduler, so flow control applies to events as to HTTP.
@@ -33,7 +35,8 @@
 //     ErrOutcomeUnknown means "maybe": retry with the same MsgID.
 //   - An event re-sent with the same source and id within the duplicate
 //     window (2 minutes by default) is acknowledged as a duplicate and
-//     stored once.
+//     stored once (on one node; on a cluster, also when the same batch is
+//     sent again through another node).
 //   - Ingress (ingress.go) refuses publishes, with a BackpressureError,
 //     while an app's triggers lag too far behind or while the node holds
 //     too many ids in the duplicate window, so memory stays bounded
@@ -50,8 +53,8 @@
 //     resetting its consumer to the ack floor, so the events held by the
 //     earlier run come back first, at once.
 //
-// Why events are one message each, how batches are written and what they
-// cost are in RATIONALE.md ("Events: one message per event,
+// Why a batch of events is one message, how commits are written and what
+// they cost are in RATIONALE.md ("Events: one message per batch (packed),
 // group-committed", "One commit path") and package store's documentation;
 // the user-facing promises are in docs/events.md and docs/async.md.
 package events

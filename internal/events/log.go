@@ -163,7 +163,7 @@ type LogStats struct {
 	Packs      uint64 // packs stored
 	Entries    uint64 // entries acknowledged, duplicates included
 	Duplicates uint64 // entries acknowledged as Duplicate
-	Failed     uint64 // messages whose batch failed
+	Failed     uint64 // entries whose commit failed
 	MaxBatch   int    // the largest batch committed so far, in entries
 	Splits     uint64 // batches split because the server refused part of them (a duplicate MsgID)
 }
@@ -186,7 +186,7 @@ type Log struct {
 	dedupe   *idIndex  // the ids stored within the window, and where (dedupe.go)
 	maxPack  int       // the largest pack's data, in bytes
 
-	entries, dups, packs atomic.Uint64
+	entries, dups, packs, failed atomic.Uint64
 	perMsg               sync.Map // subject -> *atomic.Int64: entries per message appended, moving average, times 16
 
 	// mu guards closing; active counts the Append calls under way (Add
@@ -330,7 +330,7 @@ func (l *Log) Stats() LogStats {
 		Packs:      l.packs.Load(),
 		Entries:    l.entries.Load(),
 		Duplicates: l.dups.Load(),
-		Failed:     st.Failed,
+		Failed:     l.failed.Load(),
 		MaxBatch:   st.MaxBatch,
 		Splits:     st.Splits,
 	}
@@ -405,7 +405,8 @@ func (l *Log) Append(ctx context.Context, entries ...Entry) ([]Ack, error) {
 		cancel()
 		if err != nil {
 			l.dedupe.settle(l.now(), &plan, nil)
-			return nil, l.appendErr(ctx, err)
+			l.failed.Add(uint64(len(entries)))
+			return nil, l.appendErr(ctx, err, places)
 		}
 	}
 	acks := make([]Ack, len(entries))
@@ -476,8 +477,8 @@ func (l *Log) EntriesPerMessage(subject string) float64 {
 	return max(1, float64(v.(*atomic.Int64).Load())/16)
 }
 
-// place is where layout put an entry: its write, and its index in that
-// write when the write is a pack.
+// place is where layout put an entry: its write (-1 for an entry not
+// sent), and its index in that write when the write is a pack.
 type place struct{ write, index int }
 
 // layout makes the writes of the entries plan sends: entries without
@@ -486,6 +487,9 @@ type place struct{ write, index int }
 // their first entry.
 func (l *Log) layout(entries []Entry, p *appendPlan) (writes []store.Write, places []place, packs int) {
 	places = make([]place, len(entries))
+	for i := range places {
+		places[i].write = -1 // not sent (a duplicate)
+	}
 	bySubject := map[string][]int{}
 	var subjects []string
 	for i := range entries {
@@ -545,11 +549,20 @@ func (l *Log) single(e *Entry) store.Write {
 	return store.Write{Stream: l.stream, Subject: e.Subject, Header: e.Header, Data: e.Data, MsgID: e.MsgID}
 }
 
-// appendErr maps the commit path's error of an Append.
-func (l *Log) appendErr(ctx context.Context, err error) error {
+// appendErr maps the commit path's error of an Append; places (layout's)
+// turn a write's index into the index of its first entry.
+func (l *Log) appendErr(ctx context.Context, err error, places []place) error {
 	var we *store.WriteError
 	switch {
 	case errors.As(err, &we):
+		idx := we.Index
+		for i, p := range places {
+			if p.write == we.Index && p.index == 0 {
+				idx = i
+				break
+			}
+		}
+		we = &store.WriteError{Index: idx, Err: we.Err}
 		if errors.Is(err, store.ErrWriteTooLarge) {
 			return &EntryError{Index: we.Index, Err: fmt.Errorf("%w: %w", ErrTooLarge, we.Err)}
 		}
