@@ -101,18 +101,23 @@ func sha(b []byte) string {
 
 // startServer starts a whole node in process, on 127.0.0.1 port 0, with its
 // data in a fresh directory under the bench's temp dir.
-func (b *bench) startServer(ctx context.Context, name string) (*server.Server, error) {
+// opts change the node's configuration before it starts.
+func (b *bench) startServer(ctx context.Context, name string, opts ...func(*server.Config)) (*server.Server, error) {
 	dir, err := os.MkdirTemp(b.tmp, name+"-")
 	if err != nil {
 		return nil, err
 	}
-	return server.Start(ctx, server.Config{
+	cfg := server.Config{
 		DataDir:   dir,
 		Listen:    "127.0.0.1:0",
 		APIListen: "127.0.0.1:0",
 		Version:   "bench",
 		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	return server.Start(ctx, cfg)
 }
 
 // deployExample uploads the example's module and deploys it as app.
@@ -168,13 +173,13 @@ func minimalSDK(variant uint32) []byte {
 // serverWithGuest builds the guest in guestDir (relative to the module
 // root) as a reactor, starts a node named name and uploads the module. The
 // caller deploys it and closes the node.
-func (b *bench) serverWithGuest(ctx context.Context, name, guestDir string) (*server.Server, []byte, error) {
+func (b *bench) serverWithGuest(ctx context.Context, name, guestDir string, opts ...func(*server.Config)) (*server.Server, []byte, error) {
 	progress("   building %s (reactor)", guestDir)
 	wasm, err := guesttest.Build(b.root+"/"+guestDir, guesttest.Reactor)
 	if err != nil {
 		return nil, nil, err
 	}
-	srv, err := b.startServer(ctx, name)
+	srv, err := b.startServer(ctx, name, opts...)
 	if err != nil {
 		return nil, nil, err
 	}

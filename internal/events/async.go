@@ -194,6 +194,7 @@ func AsyncEntry(app, function string, req *runtime.Request, idempotencyKey strin
 		}
 	}
 	ent := EventEntry(app, AsyncTopic, e)
+	ent.Alone = true // its id is its message's sequence (AsyncID)
 	if idempotencyKey != "" {
 		ent.MsgID = asyncMsgID(app, function, idempotencyKey)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,9 +25,10 @@ const (
 	// DefaultSubjectPrefix prefixes every event subject:
 	// nimbus.events.<app>.<topic>.
 	DefaultSubjectPrefix = "nimbus.events."
-	// DefaultDuplicateWindow is how long a Nats-Msg-Id is remembered. The
-	// server keeps every id of the window in memory (about 140 bytes of
-	// live heap each, measured), so the window is what an ingress burst
+	// DefaultDuplicateWindow is how long an entry's id is remembered. The
+	// Log (and, for a message's own Nats-Msg-Id, the server) keeps every
+	// id of the window in memory (about 130-140 bytes of live heap each,
+	// measured), so the window is what an ingress burst
 	// costs in RAM: see RATIONALE.md ("Events: a 2-minute duplicate
 	// window and ingress back-pressure").
 	DefaultDuplicateWindow = 2 * time.Minute
@@ -84,10 +86,10 @@ type LogConfig struct {
 	// SubjectPrefix is what every entry's subject starts with; the stream
 	// captures SubjectPrefix + ">". Optional: default "nimbus.events.".
 	SubjectPrefix string
-	// DuplicateWindow is how long the stream remembers a Nats-Msg-Id
-	// (Entry.MsgID): an entry whose MsgID was stored within the window is
-	// acknowledged as a Duplicate and not stored again. The server holds
-	// every id of the window in memory. Optional: default 2m. An existing
+	// DuplicateWindow is how long the Log and the stream remember an
+	// Entry.MsgID: an entry whose MsgID was stored within the window is
+	// acknowledged as a Duplicate and not stored again. Both hold the ids
+	// of the window in memory. Optional: default 2m. An existing
 	// stream is updated to it at open.
 	DuplicateWindow time.Duration
 	// MaxBatch is the largest number of entries in one Append, and in one
@@ -139,6 +141,10 @@ type Entry struct {
 	Header nats.Header
 	// Data is the event's payload. The Log does not modify it.
 	Data []byte
+	// Alone keeps the entry in a message of its own, never in a pack, so
+	// that its Ack.Seq names it alone (an async invocation's id is its
+	// sequence). Entries with a Header are always alone.
+	Alone bool
 }
 
 // Ack is the outcome of one appended entry.
@@ -187,13 +193,19 @@ type Log struct {
 	maxPack  int       // the largest pack's data, in bytes
 
 	entries, dups, packs, failed atomic.Uint64
-	perMsg               sync.Map // subject -> *atomic.Int64: entries per message appended, moving average, times 16
+	perMsg                       sync.Map // subject -> *atomic.Int64: entries per message appended, moving average, times 16
 
 	// mu guards closing; active counts the Append calls under way (Add
 	// only while not closing).
 	mu      sync.Mutex
 	closing bool
 	active  sync.WaitGroup
+
+	// gmu guards gathered and gathering: single entries waiting for the
+	// Log's own group commit (gather), and whether a goroutine commits them.
+	gmu       sync.Mutex
+	gathered  []*gatheredEntry
+	gathering bool
 
 	// abort ends the Append calls under way when Close's context expires.
 	abort       context.Context
@@ -338,10 +350,14 @@ func (l *Log) Stats() LogStats {
 
 // Append stores entries and returns one Ack per entry, in order, once every
 // entry is durably stored (fsynced; on a quorum with Replicas 3) or
-// reported as a duplicate. The entries of one call are committed in one
-// atomic batch, together with the entries of concurrent callers: all of
-// them are stored or none is, unless the server rejects the batch for a
-// duplicate MsgID, in which case the Log splits it (see doc.go).
+// reported as a duplicate. The entries of one call without headers go, per
+// subject, into packs (one message for up to MaxPackEntries of them, see
+// pack.go); the call's messages are committed as one unit, with the
+// messages of concurrent callers: all of them are stored or none is. An
+// entry whose MsgID the Log stored within the duplicate window (or that
+// repeats an earlier entry of the call) is not sent: its Ack is a
+// Duplicate naming the stored copy. A call that shares an id with a call
+// under way waits for that call's outcome first (dedupe.go).
 //
 // Errors: an *EntryError (wrapping ErrTooLarge or ErrInvalidEntry) when an
 // entry is rejected before anything is sent; ErrTooManyEntries; ErrClosed;
@@ -384,6 +400,9 @@ func (l *Log) Append(ctx context.Context, entries ...Entry) ([]Ack, error) {
 		case <-l.abort.Done():
 			return nil, ErrClosed
 		}
+	}
+	if len(entries) == 1 && plan.kind[0] == planNew && entries[0].Header == nil && !entries[0].Alone {
+		return l.gather(ctx, &entries[0], &plan)
 	}
 	writes, places, packs := l.layout(entries, &plan)
 	for i := range writes {
@@ -448,6 +467,143 @@ func (l *Log) Append(ctx context.Context, entries ...Entry) ([]Ack, error) {
 	return acks, nil
 }
 
+// gatheredEntry is a single entry waiting for gather's commit.
+type gatheredEntry struct {
+	e     *Entry
+	plan  *appendPlan
+	taken bool // a commit took it (guarded by Log.gmu)
+	done  chan gatherResult
+}
+
+type gatherResult struct {
+	ack Ack
+	err error
+}
+
+// gather appends one entry through the Log's own group commit of single
+// entries: the entries that arrive while one commit is in flight make the
+// next one, packed per subject. Many concurrent single publishes then cost
+// the server one message per subject and commit instead of one each
+// (RATIONALE.md, "Events: one message per batch"). A lone entry is
+// committed at once, as before: nothing waits for a timer.
+func (l *Log) gather(ctx context.Context, e *Entry, plan *appendPlan) ([]Ack, error) {
+	g := &gatheredEntry{e: e, plan: plan, done: make(chan gatherResult, 1)}
+	l.gmu.Lock()
+	l.gathered = append(l.gathered, g)
+	if !l.gathering {
+		l.gathering = true
+		go l.commitGathered()
+	}
+	l.gmu.Unlock()
+	var cause error
+	select {
+	case r := <-g.done:
+		if r.err != nil {
+			return nil, r.err
+		}
+		return []Ack{r.ack}, nil
+	case <-ctx.Done():
+		cause = ctx.Err()
+	case <-l.abort.Done():
+		cause = ErrClosed
+	}
+	l.gmu.Lock()
+	if !g.taken {
+		if i := slices.Index(l.gathered, g); i >= 0 {
+			l.gathered = slices.Delete(l.gathered, i, i+1)
+		}
+		l.gmu.Unlock()
+		l.dedupe.settle(l.now(), plan, nil)
+		return nil, cause // nothing was sent
+	}
+	l.gmu.Unlock()
+	// Sent: the commit settles the reservation when it ends.
+	return nil, fmt.Errorf("events: %w: %w", ErrOutcomeUnknown, cause)
+}
+
+// commitGathered commits the gathered entries until none is left.
+func (l *Log) commitGathered() {
+	for {
+		l.gmu.Lock()
+		n := min(len(l.gathered), l.maxBatch)
+		if n == 0 {
+			l.gathering = false
+			l.gmu.Unlock()
+			return
+		}
+		batch := slices.Clone(l.gathered[:n])
+		l.gathered = slices.Delete(l.gathered, 0, n)
+		for _, g := range batch {
+			g.taken = true
+		}
+		l.gmu.Unlock()
+		l.commitBatch(batch)
+	}
+}
+
+// commitBatch commits gathered entries as one unit and answers each.
+func (l *Log) commitBatch(batch []*gatheredEntry) {
+	entries := make([]Entry, len(batch))
+	all := appendPlan{kind: make([]uint8, len(batch))} // every one is new: its caller reserved it
+	for i, g := range batch {
+		entries[i] = *g.e
+	}
+	writes, places, packs := l.layout(entries, &all)
+	for i := range writes {
+		n := 1
+		if writes[i].Header != nil {
+			n = max(1, packCount(writes[i].Header))
+		}
+		l.observePerMsg(writes[i].Subject, n)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	stop := context.AfterFunc(l.abort, cancel)
+	results, err := l.c.Commit(ctx, &store.Unit{Writes: writes, Counters: &l.counters})
+	stop()
+	cancel()
+	now := l.now()
+	if err != nil {
+		l.failed.Add(uint64(len(batch)))
+		err = l.appendErr(context.Background(), err, places)
+		var ee *EntryError
+		for i, g := range batch {
+			gerr := err
+			if errors.As(err, &ee) {
+				if ee.Index == i {
+					gerr = &EntryError{Index: 0, Err: ee.Err}
+				} else {
+					gerr = fmt.Errorf("events: not stored: an entry committed with it was refused: %w", ee.Err)
+				}
+			}
+			l.dedupe.settle(now, g.plan, nil)
+			g.done <- gatherResult{err: gerr}
+		}
+		return
+	}
+	ids, dups := 0, 0
+	for i, g := range batch {
+		pl := places[i]
+		r := results[pl.write]
+		ack := Ack{Seq: r.Seq, Index: pl.index, Duplicate: r.Duplicate}
+		var stored map[string]uint64
+		if id := g.e.MsgID; id != "" {
+			stored = map[string]uint64{id: Position(r.Seq, pl.index)}
+			if !r.Duplicate {
+				ids++
+			}
+		}
+		if r.Duplicate {
+			dups++
+		}
+		l.dedupe.settle(now, g.plan, stored)
+		g.done <- gatherResult{ack: ack}
+	}
+	l.ids.add(now, ids)
+	l.entries.Add(uint64(len(batch)))
+	l.dups.Add(uint64(dups))
+	l.packs.Add(uint64(packs))
+}
+
 // observePerMsg folds a message of n entries appended to subject into
 // its moving average (about the last 16 messages).
 func (l *Log) observePerMsg(subject string, n int) {
@@ -497,7 +653,7 @@ func (l *Log) layout(entries []Entry, p *appendPlan) (writes []store.Write, plac
 			continue
 		}
 		e := &entries[i]
-		if e.Header != nil {
+		if e.Header != nil || e.Alone {
 			places[i] = place{write: len(writes)}
 			writes = append(writes, l.single(e))
 			continue

@@ -242,14 +242,17 @@ func TestAppendConcurrent(t *testing.T) {
 			if r.ack.Duplicate || r.ack.Seq == 0 {
 				t.Fatalf("%s: ack %+v", r.id, r.ack)
 			}
-			if other, ok := bySeq[r.ack.Seq]; ok {
-				t.Fatalf("%s and %s both acked with seq %d", r.id, other, r.ack.Seq)
+			// Concurrent single entries are packed together: an entry's
+			// place is its position.
+			pos := posOf(r.ack)
+			if other, ok := bySeq[pos]; ok {
+				t.Fatalf("%s and %s both acked at %d", r.id, other, pos)
 			}
-			if r.ack.Seq <= last { // one appender's entries are stored in its order
-				t.Fatalf("appender %d: seq %d after %d", g, r.ack.Seq, last)
+			if pos <= last { // one appender's entries are stored in its order
+				t.Fatalf("appender %d: position %d after %d", g, pos, last)
 			}
-			last = r.ack.Seq
-			bySeq[r.ack.Seq] = r.id
+			last = pos
+			bySeq[pos] = r.id
 		}
 	}
 	msgs := readAll(t, s.JetStream(), l.Stream())
@@ -263,8 +266,8 @@ func TestAppendConcurrent(t *testing.T) {
 			t.Fatalf("%s stored twice", id)
 		}
 		seen[id] = true
-		if bySeq[seqOf(t, m)] != id || string(m.Data()) != id {
-			t.Fatalf("seq %d holds %s (%q), acked for %s", seqOf(t, m), id, m.Data(), bySeq[seqOf(t, m)])
+		if bySeq[m.Pos()] != id || string(m.Data()) != id {
+			t.Fatalf("position %d holds %s (%q), acked for %s", m.Pos(), id, m.Data(), bySeq[m.Pos()])
 		}
 	}
 	st := l.Stats()
@@ -687,5 +690,46 @@ func TestConcurrentBatchesShareIDs(t *testing.T) {
 	}
 	if len(stored) != ids {
 		t.Fatalf("%d ids stored, want %d", len(stored), ids)
+	}
+}
+
+// TestAloneEntriesAreNotPacked: entries marked Alone (async invocations,
+// whose id is their sequence) get a message each, however many callers
+// append at once, while plain single entries of concurrent callers share
+// packs.
+func TestAloneEntriesAreNotPacked(t *testing.T) {
+	t.Parallel()
+	l, _ := openLog(t, LogConfig{})
+	ctx := context.Background()
+	for _, alone := range []bool{true, false} {
+		before := l.Stats()
+		var mu sync.Mutex
+		seqs := map[uint64]int{}
+		var wg sync.WaitGroup
+		for g := range 16 {
+			wg.Go(func() {
+				for i := range 20 {
+					id := fmt.Sprint(alone, g, ".", i)
+					acks, err := l.Append(ctx, Entry{Subject: "nimbus.events.app.t", MsgID: id, Data: []byte(id), Alone: alone})
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					mu.Lock()
+					seqs[acks[0].Seq]++
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		st := l.Stats()
+		packs, msgs := st.Packs-before.Packs, st.Messages-before.Messages
+		if alone && (packs != 0 || msgs != 16*20 || len(seqs) != 16*20) {
+			t.Errorf("alone: %d packs, %d messages, %d sequences for %d entries", packs, msgs, len(seqs), 16*20)
+		}
+		if !alone && packs == 0 {
+			t.Errorf("16 concurrent callers of single entries: no pack (%d messages)", msgs)
+		}
+		t.Logf("alone=%v: %d messages, %d packs for %d entries", alone, msgs, packs, 16*20)
 	}
 }
