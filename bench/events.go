@@ -102,9 +102,8 @@ func runEvents(ctx context.Context, b *bench) ([]row, error) {
 			goal(">= 20000 events/s", median(batched) >= 20000),
 		newRow("events", "same, minimal guest (platform path only)", "events/s", batchedMin, "raw js.Publish (sync), 16 publishers", rawRuns).
 			goal(">= 20000 events/s", median(batchedMin) >= 20000),
-		// With 4 clients each waiting for its batch's commit, ingress is
-		// the bound (a commit of an atomic batch is several fsyncs on the
-		// server); 8 show what delivery keeps up with.
+		// 4 clients each wait for their batch's commit (one pack, one
+		// fsync); 8 show whether delivery keeps up with more ingress.
 		newRow("events", "same, Go guest, 8 clients", "events/s", batched8, "raw js.Publish (sync), 16 publishers", rawRuns),
 		newRow("events", "ingress->completion, single events, 16 clients", "events/s", single, "raw js.Publish (sync), 16 publishers", rawRuns),
 	}
