@@ -366,9 +366,11 @@ func (t *trigger) deliverAsync(dl *delivery, attempt int, s *TriggerSpec) (retry
 		ID: id, App: s.App, Function: e.Subject, Attempts: attempt,
 		Accepted: dl.stored, IdempotencyKey: e.Extensions["nimbusidempotencykey"],
 	}
-	if dl.delivered > 1 && dl.local == 0 {
-		// A redelivery: the attempt may have finished just before a crash
-		// that lost the ack.
+	if (dl.delivered > 1 || dl.pos <= t.recordedTo) && dl.local == 0 {
+		// A redelivery, or an invocation stored before this loop started
+		// (after a kill -9 the server may count a redelivery as a first
+		// delivery, see recordsHorizon): the attempt may have finished
+		// just before a crash that lost the ack.
 		if old, err := t.d.records.Get(t.ctx, id); err == nil && old.Done() {
 			t.d.dups.Add(1)
 			t.forget(dl.pos)
@@ -435,6 +437,9 @@ func (t *trigger) deliverAsync(dl *delivery, attempt int, s *TriggerSpec) (retry
 				t.logger.Error("record async invocation; will run it again", "invocation", id, "err", err, "failed_since_last_report", n)
 			}
 			return t.retryLater(dl, backoff(s, attempt))
+		}
+		if h := t.d.onAsyncRecorded; h != nil {
+			h(id)
 		}
 		t.d.nDelivered.Add(1)
 		t.forget(dl.pos)

@@ -158,13 +158,6 @@ func (x *idIndex) prune(now time.Time) {
 	}
 }
 
-// size returns the ids the index holds.
-func (x *idIndex) size() int {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	return len(x.ids)
-}
-
 // loadWindow reads into x the ids of the entries the stream stored within
 // the last window, up to the last message at the time of the call, and
 // returns how many messages and ids it read.

@@ -323,6 +323,9 @@ type Dispatcher struct {
 	// onRecorded, if set (tests only, before Sync), is called once a
 	// delivery record is on disk, before the ack.
 	onRecorded func(*trigger, *delivery)
+	// onAsyncRecorded, if set (tests only, before Sync), is called once an
+	// async invocation's final record is stored, with its id.
+	onAsyncRecorded func(id string)
 }
 
 // NewDispatcher returns a Dispatcher delivering the events of log (appended

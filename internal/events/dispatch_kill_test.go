@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -32,14 +33,22 @@ func killSpecs() []TriggerSpec {
 	return []TriggerSpec{
 		{App: killApp, Function: "f", ID: killOrdered, Topic: killTopic, OrderingKey: "event.subject"},
 		{App: killApp, Function: "f", ID: killPlain, Topic: killTopic},
+		AsyncTrigger(killApp),
 	}
 }
+
+// killAsync is how the kill test's reports name the async trigger.
+const killAsync = "async"
 
 // killInvoker answers 200 at once and reports every invocation's start
 // with report(trigger id, event id).
 type killInvoker struct{ report func(trigger, id string) }
 
 func (k killInvoker) Invoke(_ context.Context, _, _ string, req *runtime.Request) (*runtime.Response, error) {
+	if req.InvocationID != "" { // an async invocation: no trigger header, its id names it
+		k.report(killAsync, req.InvocationID)
+		return &runtime.Response{Status: 200}, nil
+	}
 	_, id, _ := strings.Cut(req.Header.Get(HeaderTrigger), "/")
 	k.report(id, req.Header.Get("Ce-Id"))
 	return &runtime.Response{Status: 200}, nil
@@ -80,9 +89,12 @@ func TestKill9DeliveryOrderAndRecords(t *testing.T) {
 	}
 
 	// The child's reports: "run <trigger> <id>" when an invocation starts,
-	// "recorded <trigger> <id>" once its delivery record is on disk.
+	// "recorded <trigger> <id>" once its delivery record (an async
+	// invocation's final record) is on disk, "queued async <id>" once an
+	// async invocation is appended.
 	before := map[string][]string{} // trigger -> event ids in the order their runs started
 	recorded := map[string]bool{}   // trigger/id
+	queued := map[string]bool{}     // async invocation ids
 	read := func(line string) {
 		f := strings.Fields(line)
 		if len(f) != 3 {
@@ -93,6 +105,8 @@ func TestKill9DeliveryOrderAndRecords(t *testing.T) {
 			before[f[1]] = append(before[f[1]], f[2])
 		case "recorded":
 			recorded[f[1]+"/"+f[2]] = true
+		case "queued":
+			queued[f[2]] = true
 		}
 	}
 	sc := bufio.NewScanner(out)
@@ -179,6 +193,29 @@ func TestKill9DeliveryOrderAndRecords(t *testing.T) {
 			trig, len(before[trig]), countPrefix(recorded, trig+"/"), len(after[trig]), again)
 	}
 	checkKeyOrder(t, before[killOrdered], after[killOrdered])
+
+	// Async invocations: none whose final record was on disk runs again,
+	// none runs twice after the restart, every one queued runs.
+	ranBefore, ranAfter := map[string]bool{}, map[string]bool{}
+	for _, id := range before[killAsync] {
+		ranBefore[id] = true
+	}
+	for _, id := range after[killAsync] {
+		if ranAfter[id] {
+			t.Errorf("async: %s ran twice after the restart", id)
+		}
+		ranAfter[id] = true
+		if recorded[killAsync+"/"+id] {
+			t.Errorf("async: %s ran again after the restart although its record was on disk before the kill", id)
+		}
+	}
+	for id := range queued {
+		if !ranBefore[id] && !ranAfter[id] {
+			t.Errorf("async: %s was queued and never ran", id)
+		}
+	}
+	t.Logf("async: %d queued, %d runs before the kill (%d recorded), %d after the restart",
+		len(queued), len(before[killAsync]), countPrefix(recorded, killAsync+"/"), len(after[killAsync]))
 }
 
 // checkKeyOrder checks that per key, the runs before and after the crash
@@ -271,9 +308,25 @@ func deliveryKillChild(dir string) {
 	d := NewDispatcher(s.JetStream(), l, killInvoker{report: func(trigger, id string) { report("run", trigger, id) }},
 		DispatcherOptions{Logger: testLogger(), Concurrency: 16, AckWait: 5 * time.Minute})
 	d.onRecorded = func(t *trigger, dl *delivery) { report("recorded", t.spec.ID, dl.event.ID) }
+	d.onAsyncRecorded = func(id string) { report("recorded", killAsync, id) }
 	if err := d.Sync(ctx, killApp, killSpecs()); err != nil {
 		fail(err)
 	}
+	// Async invocations queued one by one all along, so that some are
+	// running or just recorded when the kill comes.
+	go func() {
+		for ctx.Err() == nil {
+			ent, err := AsyncEntry(killApp, "f", &runtime.Request{Method: "POST", Path: "/", Header: http.Header{}}, "", nil)
+			if err != nil {
+				fail(err)
+			}
+			acks, err := l.Append(ctx, ent)
+			if err != nil {
+				fail(err)
+			}
+			report("queued", killAsync, AsyncID(acks[0].Seq))
+		}
+	}()
 	var batch []Entry
 	for i := range killPerKey {
 		for k := range killKeys {

@@ -77,9 +77,10 @@ type trigger struct {
 	// recoverTo is the last stream sequence the consumer had delivered when
 	// recoverOrder reset it (0: no reset). Reader goroutine only.
 	recoverTo uint64
-	// recordedTo is the highest event sequence this trigger had recorded
-	// as finished when its loop started (recordsHorizon): a delivery at or
-	// below it may have run before, even when the server counts it as a
+	// recordedTo is the highest event position this trigger had recorded
+	// as finished when its loop started (async triggers: the stream's last
+	// position then; see recordsHorizon): a delivery at or below it may
+	// have run before, even when the server counts it as a
 	// first delivery, and goes through the record check. Set before the
 	// first fetch, read-only after.
 	recordedTo uint64
@@ -308,14 +309,20 @@ func (t *trigger) resetToAckFloor() error {
 // records are on disk (fsynced before the ack), so every delivery up to
 // the highest recorded sequence is checked against them. Above it nothing
 // was recorded, so nothing there can have finished. Async triggers keep
-// their invocation records instead (deliver's async path).
+// their invocation records instead, one KV key each, with no highest to
+// ask for: their horizon is the stream's last sequence at the start, so
+// every invocation stored before it is checked against its record once
+// (deliverAsync).
 func (t *trigger) recordsHorizon() {
-	if t.spec.Async {
-		return
-	}
 	for try := 1; t.ctx.Err() == nil; try++ {
 		ctx, cancel := context.WithTimeout(t.ctx, 10*time.Second)
-		hi, err := t.d.recs.highest(ctx, t.name)
+		var hi uint64
+		var err error
+		if t.spec.Async {
+			hi, err = t.d.lastPosition(ctx)
+		} else {
+			hi, err = t.d.recs.highest(ctx, t.name)
+		}
 		cancel()
 		if err == nil {
 			t.recordedTo = hi
@@ -327,6 +334,20 @@ func (t *trigger) recordsHorizon() {
 		}
 		t.pause(time.Second)
 	}
+}
+
+// lastPosition returns the position of the last entry the events stream
+// may hold: its last message, read as a pack of the most entries.
+func (d *Dispatcher) lastPosition(ctx context.Context) (uint64, error) {
+	st, err := d.js.Stream(ctx, d.log.Stream())
+	if err != nil {
+		return 0, err
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return Position(info.State.LastSeq, 1<<positionIndexBits-1), nil
 }
 
 // pause waits for d or the end of the loop.
