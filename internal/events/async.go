@@ -32,9 +32,11 @@ import (
 // carries, instead of the CloudEvents binary mode. Its outcome is kept in
 // the KV bucket InvocationsBucket, read with Invocations.Get.
 //
-// The invocation id is derived from the event's stream sequence
-// (AsyncID), so accepting costs one group-committed append and nothing
-// else; until a record exists, the event itself says "queued".
+// The invocation id is derived from the event's place in the stream
+// (AsyncID: its message's sequence, and its index when the message is a
+// pack of invocations accepted together), so accepting costs a share of
+// one group-committed append and nothing else; until a record exists, the
+// event itself says "queued".
 const (
 	// AsyncTopic is the internal topic of an app's async invocations.
 	AsyncTopic = "_async"
@@ -110,17 +112,34 @@ func (inv *Invocation) Done() bool {
 const asyncIDPrefix = "inv-"
 
 // AsyncID is the invocation id of the async invocation stored at stream
-// sequence seq.
-func AsyncID(seq uint64) string { return asyncIDPrefix + strconv.FormatUint(seq, 10) }
+// sequence seq, at index in its message: "inv-<seq>" for the first (or
+// only) entry, "inv-<seq>.<index>" for the others of a pack.
+func AsyncID(seq uint64, index int) string {
+	id := asyncIDPrefix + strconv.FormatUint(seq, 10)
+	if index > 0 {
+		id += "." + strconv.Itoa(index)
+	}
+	return id
+}
 
-// ParseAsyncID returns the stream sequence of an invocation id.
-func ParseAsyncID(id string) (uint64, bool) {
+// ParseAsyncID returns the stream sequence and index of an invocation id.
+func ParseAsyncID(id string) (seq uint64, index int, ok bool) {
 	s, ok := strings.CutPrefix(id, asyncIDPrefix)
 	if !ok {
-		return 0, false
+		return 0, 0, false
 	}
+	s, idx, packed := strings.Cut(s, ".")
 	seq, err := strconv.ParseUint(s, 10, 64)
-	return seq, err == nil && seq > 0
+	if err != nil || seq == 0 || seq >= 1<<(64-positionIndexBits) {
+		return 0, 0, false
+	}
+	if packed {
+		index, err = strconv.Atoi(idx)
+		if err != nil || index < 0 || index >= MaxPackEntries {
+			return 0, 0, false
+		}
+	}
+	return seq, index, true
 }
 
 // AsyncSource is the CloudEvents source of a function's async
@@ -194,7 +213,6 @@ func AsyncEntry(app, function string, req *runtime.Request, idempotencyKey strin
 		}
 	}
 	ent := EventEntry(app, AsyncTopic, e)
-	ent.Alone = true // its id is its message's sequence (AsyncID)
 	if idempotencyKey != "" {
 		ent.MsgID = asyncMsgID(app, function, idempotencyKey)
 	}
@@ -325,9 +343,10 @@ func (r *Invocations) put(ctx context.Context, inv *Invocation) error {
 }
 
 // QueuedInvocation reads an async invocation from the events stream at
-// seq, for an invocation that has no record yet. It reports false when
-// seq does not hold an async invocation (or no longer exists).
-func QueuedInvocation(ctx context.Context, js jetstream.JetStream, stream, prefix string, seq uint64) (*Invocation, bool, error) {
+// seq and index, for an invocation that has no record yet. It reports
+// false when that place does not hold an async invocation (or no longer
+// exists).
+func QueuedInvocation(ctx context.Context, js jetstream.JetStream, stream, prefix string, seq uint64, index int) (*Invocation, bool, error) {
 	st, err := js.Stream(ctx, stream)
 	if err != nil {
 		return nil, false, fmt.Errorf("events stream: %w", err)
@@ -337,7 +356,17 @@ func QueuedInvocation(ctx context.Context, js jetstream.JetStream, stream, prefi
 		return nil, false, nil
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("invocation %s: %w", AsyncID(seq), err)
+		return nil, false, fmt.Errorf("invocation %s: %w", AsyncID(seq, index), err)
+	}
+	var data []byte
+	if err := Entries(seq, m.Header, m.Data, func(pos uint64, ent []byte) bool {
+		if PositionIndex(pos) == index {
+			data = ent
+			return false
+		}
+		return true
+	}); err != nil || data == nil {
+		return nil, false, nil // a malformed pack, or no entry at index
 	}
 	// On the app's async topic, or on the async trigger's replay subject
 	// (a dead letter replayed): nimbus.events.<app>.<...>.
@@ -346,12 +375,12 @@ func QueuedInvocation(ctx context.Context, js jetstream.JetStream, stream, prefi
 	if !ok || app == "" {
 		return nil, false, nil
 	}
-	e, err := DecodeEntry(m.Data)
+	e, err := DecodeEntry(data)
 	if err != nil || e.Type != AsyncEventType || e.Source != AsyncSource(app, e.Subject) {
 		return nil, false, nil
 	}
 	return &Invocation{
-		ID: AsyncID(seq), App: app, Function: e.Subject, State: StateQueued,
+		ID: AsyncID(seq, index), App: app, Function: e.Subject, State: StateQueued,
 		Accepted: m.Time, Updated: m.Time, IdempotencyKey: e.Extensions["nimbusidempotencykey"],
 	}, true, nil
 }
@@ -361,7 +390,7 @@ func QueuedInvocation(ctx context.Context, js jetstream.JetStream, stream, prefi
 // with the invocation's retry policy.
 func (t *trigger) deliverAsync(dl *delivery, attempt int, s *TriggerSpec) (retry bool, delay time.Duration) {
 	e := dl.event
-	id := AsyncID(dl.seq)
+	id := AsyncID(dl.seq, PositionIndex(dl.pos))
 	rec := &Invocation{
 		ID: id, App: s.App, Function: e.Subject, Attempts: attempt,
 		Accepted: dl.stored, IdempotencyKey: e.Extensions["nimbusidempotencykey"],
@@ -387,9 +416,9 @@ func (t *trigger) deliverAsync(dl *delivery, attempt int, s *TriggerSpec) (retry
 	req.TraceParent = telemetry.Continue(e.Extensions["traceparent"]).String()
 	req.Header.Set(HeaderAttempt, strconv.Itoa(attempt))
 
-	t.d.running.Store(dl.seq, attempt)
+	t.d.running.Store(dl.pos, attempt)
 	resp, err := t.d.inv.Invoke(t.ctx, s.App, e.Subject, req)
-	t.d.running.Delete(dl.seq)
+	t.d.running.Delete(dl.pos)
 	if t.ctx.Err() != nil {
 		return false, 0
 	}

@@ -303,7 +303,7 @@ type Dispatcher struct {
 	syncMu  sync.Mutex // serializes Sync and Close; held while loops start and stop
 	recs    *recorder  // delivery records (records.go)
 	records *Invocations
-	running sync.Map            // stream sequence -> attempt, async invocations running here
+	running sync.Map            // position -> attempt, async invocations running here
 	loops   map[string]*trigger // consumer name -> running loop
 	closed  bool
 
@@ -379,10 +379,11 @@ func (d *Dispatcher) Stats() DispatcherStats {
 // names no async invocation (never accepted, or older than the records'
 // TTL and the stream's retention).
 func (d *Dispatcher) Invocation(ctx context.Context, id string) (*Invocation, error) {
-	seq, ok := ParseAsyncID(id)
+	seq, index, ok := ParseAsyncID(id)
 	if !ok {
 		return nil, ErrNoRecord
 	}
+	id = AsyncID(seq, index) // "inv-5.0" is "inv-5"
 	if err := d.openRecords(ctx); err != nil {
 		return nil, err
 	}
@@ -390,11 +391,11 @@ func (d *Dispatcher) Invocation(ctx context.Context, id string) (*Invocation, er
 	if !errors.Is(err, ErrNoRecord) {
 		return inv, err
 	}
-	inv, found, err := QueuedInvocation(ctx, d.js, d.log.Stream(), d.log.prefix, seq)
+	inv, found, err := QueuedInvocation(ctx, d.js, d.log.Stream(), d.log.prefix, seq, index)
 	if err != nil || !found {
 		return nil, errors.Join(err, ErrNoRecord)
 	}
-	if a, ok := d.running.Load(seq); ok {
+	if a, ok := d.running.Load(Position(seq, index)); ok {
 		inv.State, inv.Attempts = StateRunning, a.(int)
 	}
 	return inv, nil

@@ -324,7 +324,7 @@ func deliveryKillChild(dir string) {
 			if err != nil {
 				fail(err)
 			}
-			report("queued", killAsync, AsyncID(acks[0].Seq))
+			report("queued", killAsync, AsyncID(acks[0].Seq, acks[0].Index))
 		}
 	}()
 	var batch []Entry

@@ -141,10 +141,6 @@ type Entry struct {
 	Header nats.Header
 	// Data is the event's payload. The Log does not modify it.
 	Data []byte
-	// Alone keeps the entry in a message of its own, never in a pack, so
-	// that its Ack.Seq names it alone (an async invocation's id is its
-	// sequence). Entries with a Header are always alone.
-	Alone bool
 }
 
 // Ack is the outcome of one appended entry.
@@ -401,7 +397,7 @@ func (l *Log) Append(ctx context.Context, entries ...Entry) ([]Ack, error) {
 			return nil, ErrClosed
 		}
 	}
-	if len(entries) == 1 && plan.kind[0] == planNew && entries[0].Header == nil && !entries[0].Alone {
+	if len(entries) == 1 && plan.kind[0] == planNew && entries[0].Header == nil {
 		return l.gather(ctx, &entries[0], &plan)
 	}
 	writes, places, packs := l.layout(entries, &plan)
@@ -653,7 +649,7 @@ func (l *Log) layout(entries []Entry, p *appendPlan) (writes []store.Write, plac
 			continue
 		}
 		e := &entries[i]
-		if e.Header != nil || e.Alone {
+		if e.Header != nil {
 			places[i] = place{write: len(writes)}
 			writes = append(writes, l.single(e))
 			continue

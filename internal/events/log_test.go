@@ -693,43 +693,45 @@ func TestConcurrentBatchesShareIDs(t *testing.T) {
 	}
 }
 
-// TestAloneEntriesAreNotPacked: entries marked Alone (async invocations,
-// whose id is their sequence) get a message each, however many callers
-// append at once, while plain single entries of concurrent callers share
-// packs.
-func TestAloneEntriesAreNotPacked(t *testing.T) {
+// TestConcurrentSinglesSharePacks: single entries appended by many
+// callers at once share packs (the Log's own group commit), each acked at
+// its own position.
+func TestConcurrentSinglesSharePacks(t *testing.T) {
 	t.Parallel()
-	l, _ := openLog(t, LogConfig{})
+	l, s := openLog(t, LogConfig{})
 	ctx := context.Background()
-	for _, alone := range []bool{true, false} {
-		before := l.Stats()
-		var mu sync.Mutex
-		seqs := map[uint64]int{}
-		var wg sync.WaitGroup
-		for g := range 16 {
-			wg.Go(func() {
-				for i := range 20 {
-					id := fmt.Sprint(alone, g, ".", i)
-					acks, err := l.Append(ctx, Entry{Subject: "nimbus.events.app.t", MsgID: id, Data: []byte(id), Alone: alone})
-					if err != nil {
-						t.Error(err)
-						return
-					}
-					mu.Lock()
-					seqs[acks[0].Seq]++
-					mu.Unlock()
+	var mu sync.Mutex
+	acked := map[string]uint64{}
+	var wg sync.WaitGroup
+	for g := range 16 {
+		wg.Go(func() {
+			for i := range 20 {
+				id := fmt.Sprint(g, ".", i)
+				acks, err := l.Append(ctx, Entry{Subject: "nimbus.events.app.t", MsgID: id, Data: []byte(id)})
+				if err != nil {
+					t.Error(err)
+					return
 				}
-			})
-		}
-		wg.Wait()
-		st := l.Stats()
-		packs, msgs := st.Packs-before.Packs, st.Messages-before.Messages
-		if alone && (packs != 0 || msgs != 16*20 || len(seqs) != 16*20) {
-			t.Errorf("alone: %d packs, %d messages, %d sequences for %d entries", packs, msgs, len(seqs), 16*20)
-		}
-		if !alone && packs == 0 {
-			t.Errorf("16 concurrent callers of single entries: no pack (%d messages)", msgs)
-		}
-		t.Logf("alone=%v: %d messages, %d packs for %d entries", alone, msgs, packs, 16*20)
+				mu.Lock()
+				acked[id] = posOf(acks[0])
+				mu.Unlock()
+			}
+		})
 	}
+	wg.Wait()
+	st := l.Stats()
+	if st.Packs == 0 || st.Entries != 16*20 {
+		t.Errorf("16 concurrent callers of single entries: %+v, want packs", st)
+	}
+	stored := 0
+	for _, e := range readAll(t, s.JetStream(), l.Stream()) {
+		stored++
+		if id := string(e.Data()); acked[id] != e.Pos() {
+			t.Errorf("%s acked at %d, stored at %d", id, acked[id], e.Pos())
+		}
+	}
+	if stored != 16*20 {
+		t.Errorf("%d entries stored, want %d", stored, 16*20)
+	}
+	t.Logf("%d messages, %d packs for %d entries", st.Messages, st.Packs, st.Entries)
 }

@@ -60,7 +60,7 @@ func (s *Server) EnqueueInvocation(ctx context.Context, app, function string, re
 		}
 		return "", false, fmt.Errorf("queue invocation of %s/%s: %w", app, function, err)
 	}
-	return events.AsyncID(acks[0].Seq), acks[0].Duplicate, nil
+	return events.AsyncID(acks[0].Seq, acks[0].Index), acks[0].Duplicate, nil
 }
 
 // Invocation returns the state of an async invocation.

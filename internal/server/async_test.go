@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -158,7 +159,7 @@ func TestAsyncInvocation(t *testing.T) {
 	if err != nil || len(res) != 1 || res[0].Err != nil || res[0].NewSeq == 0 {
 		t.Fatalf("replay: %v %+v", err, res)
 	}
-	inv = waitDone(t, srv, events.AsyncID(res[0].NewSeq))
+	inv = waitDone(t, srv, events.AsyncID(res[0].NewSeq, 0))
 	if inv.State != events.StateFailed || inv.Attempts != 3 || inv.Function != "g" {
 		t.Fatalf("replayed invocation: %+v", inv)
 	}
@@ -189,7 +190,41 @@ func TestAsyncInvocation(t *testing.T) {
 		}
 	}
 
-	// Unknown ids are 404.
+	// Invocations accepted at the same time share a stored message: each
+	// has an id of its own ("inv-<seq>.<index>" past a message's first),
+	// which reads back and runs once.
+	ids := make([]string, 16)
+	var wg sync.WaitGroup
+	for i := range ids {
+		wg.Go(func() {
+			id, _, err := srv.EnqueueInvocation(context.Background(), "jobs", "g",
+				&runtime.Request{Method: "GET", Path: "/echo", RawQuery: fmt.Sprint("n=", i), Header: http.Header{}}, "")
+			if err != nil {
+				t.Error(err)
+			}
+			ids[i] = id
+		})
+	}
+	wg.Wait()
+	seen := map[string]bool{}
+	for i, id := range ids {
+		if seen[id] {
+			t.Fatalf("two invocations accepted as %s: %v", id, ids)
+		}
+		seen[id] = true
+		inv := waitDone(t, srv, id)
+		if inv.State != events.StateSucceeded || inv.Attempts != 1 || !strings.Contains(string(inv.Body), fmt.Sprint("GET /echo?n=", i, " ")) {
+			t.Fatalf("invocation %s (request %d): %+v %q", id, i, inv, inv.Body)
+		}
+	}
+	t.Logf("16 concurrent invocations: %v", ids)
+
+	// Unknown ids are 404, and so are malformed ones.
+	for _, bad := range []string{"inv-999999.3", "inv-1.1000", "inv-1.x", "inv-0"} {
+		if _, err := srv.Invocation(context.Background(), bad); apierror.From(err).Status != 404 {
+			t.Errorf("invocation %q: %v, want 404", bad, err)
+		}
+	}
 	_, err = srv.Invocation(context.Background(), "inv-999999")
 	if ae := apierror.From(err); err == nil || ae.Status != 404 || ae.Code != "invocation_not_found" {
 		t.Fatalf("unknown invocation: %v", err)
