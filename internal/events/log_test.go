@@ -735,3 +735,57 @@ func TestConcurrentSinglesSharePacks(t *testing.T) {
 	}
 	t.Logf("%d messages, %d packs for %d entries", st.Messages, st.Packs, st.Entries)
 }
+
+// TestPacksSplitBySize: a batch larger than one message goes into several
+// packs, each within the largest message, and an entry too big to share a
+// message goes alone; every entry reads back at its acked position.
+func TestPacksSplitBySize(t *testing.T) {
+	t.Parallel()
+	l, s := openLog(t, LogConfig{MaxEventBytes: 2048})
+	ctx := context.Background()
+	var batch []Entry
+	for i := range 20 {
+		size := 300
+		if i == 7 {
+			size = 1900 // with its id, more than a pack holds: alone
+		}
+		data := []byte(fmt.Sprintf("%d:%s", i, strings.Repeat("x", size)))
+		batch = append(batch, Entry{Subject: "nimbus.events.app.t", MsgID: fmt.Sprint("big", i), Data: data})
+	}
+	acks, err := l.Append(ctx, batch...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := readMessages(t, s.JetStream(), l.Stream())
+	if len(msgs) < 4 {
+		t.Fatalf("%d messages for 20 entries of 300 bytes and one of 1900 in messages of at most ~2 KiB", len(msgs))
+	}
+	for _, m := range msgs {
+		if n := len(m.Data()); n > 2048 {
+			t.Errorf("a message of %d bytes, over the log's largest entry", n)
+		}
+	}
+	if acks[7].Index != 0 || readMessageHeader(t, msgs, acks[7].Seq).Get(HeaderPack) != "" {
+		t.Errorf("the large entry was packed: %+v", acks[7])
+	}
+	got := map[uint64][]byte{}
+	for _, e := range readAll(t, s.JetStream(), l.Stream()) {
+		got[e.Pos()] = e.Data()
+	}
+	for i, a := range acks {
+		if string(got[posOf(a)]) != string(batch[i].Data) {
+			t.Errorf("entry %d acked at %+v, which holds %.20q", i, a, got[posOf(a)])
+		}
+	}
+}
+
+func readMessageHeader(t *testing.T, msgs []jetstream.Msg, seq uint64) nats.Header {
+	t.Helper()
+	for _, m := range msgs {
+		if md, _ := m.Metadata(); md != nil && md.Sequence.Stream == seq {
+			return m.Headers()
+		}
+	}
+	t.Fatalf("no message %d", seq)
+	return nil
+}
