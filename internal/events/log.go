@@ -401,13 +401,7 @@ func (l *Log) Append(ctx context.Context, entries ...Entry) ([]Ack, error) {
 		return l.gather(ctx, &entries[0], &plan)
 	}
 	writes, places, packs := l.layout(entries, &plan)
-	for i := range writes {
-		n := 1
-		if writes[i].Header != nil {
-			n = max(1, packCount(writes[i].Header))
-		}
-		l.observePerMsg(writes[i].Subject, n)
-	}
+	l.observeWrites(writes)
 	var results []store.Result
 	if len(writes) > 0 {
 		u := &store.Unit{Writes: writes, Counters: &l.counters}
@@ -545,13 +539,7 @@ func (l *Log) commitBatch(batch []*gatheredEntry) {
 		entries[i] = *g.e
 	}
 	writes, places, packs := l.layout(entries, &all)
-	for i := range writes {
-		n := 1
-		if writes[i].Header != nil {
-			n = max(1, packCount(writes[i].Header))
-		}
-		l.observePerMsg(writes[i].Subject, n)
-	}
+	l.observeWrites(writes)
 	ctx, cancel := context.WithCancel(context.Background())
 	stop := context.AfterFunc(l.abort, cancel)
 	results, err := l.c.Commit(ctx, &store.Unit{Writes: writes, Counters: &l.counters})
@@ -598,6 +586,14 @@ func (l *Log) commitBatch(batch []*gatheredEntry) {
 	l.entries.Add(uint64(len(batch)))
 	l.dups.Add(uint64(dups))
 	l.packs.Add(uint64(packs))
+}
+
+// observeWrites folds the messages about to be appended into their
+// subjects' entries per message.
+func (l *Log) observeWrites(writes []store.Write) {
+	for i := range writes {
+		l.observePerMsg(writes[i].Subject, max(1, packCount(writes[i].Header)))
+	}
 }
 
 // observePerMsg folds a message of n entries appended to subject into
