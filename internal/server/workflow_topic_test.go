@@ -3,6 +3,8 @@ package server_test
 import (
 	"context"
 	"encoding/json"
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 
@@ -34,9 +36,19 @@ func deployTopicWF(t *testing.T, srv *server.Server, guest []byte, grants ...str
 
 func publishPayment(t *testing.T, srv *server.Server, id, typ, order string) {
 	t.Helper()
-	data, _ := json.Marshal(map[string]string{"order": order})
-	ev := cloudevents.Event{SpecVersion: "1.0", ID: id, Source: "/bank", Type: typ, DataContentType: "application/json", Data: data}
-	if _, _, err := srv.Publish(context.Background(), "shop", "payments", []cloudevents.Event{ev}, ""); err != nil {
+	publishPayments(t, srv, typ, map[string]string{id: order})
+}
+
+// publishPayments publishes one event per id (id -> order) in one request:
+// they are stored together, as one pack.
+func publishPayments(t *testing.T, srv *server.Server, typ string, orders map[string]string) {
+	t.Helper()
+	var evs []cloudevents.Event
+	for _, id := range slices.Sorted(maps.Keys(orders)) {
+		data, _ := json.Marshal(map[string]string{"order": orders[id]})
+		evs = append(evs, cloudevents.Event{SpecVersion: "1.0", ID: id, Source: "/bank", Type: typ, DataContentType: "application/json", Data: data})
+	}
+	if _, _, err := srv.Publish(context.Background(), "shop", "payments", evs, ""); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -77,7 +89,9 @@ func TestWorkflowWaitForTopic(t *testing.T) {
 	waitState(t, srv, "pay", workflow.StateSleeping) // past the wait
 	publishPayment(t, srv, "later", "paid", "o-1")
 
-	publishPayment(t, srv, "third", "paid", "o-3")
+	// In one request with another event before it: the follower reads
+	// every event of a pack, not only its first.
+	publishPayments(t, srv, "paid", map[string]string{"a-filler": "o-9", "third": "o-3"})
 	if r := waitRun(t, srv, "pay2"); r.State != workflow.StateCompleted || !strings.Contains(string(r.Result), `"id":"third"`) {
 		t.Fatalf("second run: %s %s %q, want completed with the event \"third\"", r.State, r.Result, r.Error)
 	}
