@@ -789,3 +789,52 @@ func readMessageHeader(t *testing.T, msgs []jetstream.Msg, seq uint64) nats.Head
 	t.Fatalf("no message %d", seq)
 	return nil
 }
+
+// TestLogsOfManyNodesShareAStream is what docs/events.md says of a
+// cluster, where each node's Log keeps its own index of ids: a batch sent
+// again as it was through another node's Log is caught (the pack's
+// Nats-Msg-Id, checked by the stream), but an id sent again inside a
+// different batch through another node's Log is stored twice.
+func TestLogsOfManyNodesShareAStream(t *testing.T) {
+	t.Parallel()
+	a, s := openLog(t, LogConfig{})
+	ctx := context.Background()
+	other := func() *Log {
+		l, err := OpenLog(ctx, s.JetStream(), LogConfig{Logger: testLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close(ctx) })
+		return l
+	}
+	// The other nodes run already (a Log reads the window's ids back when
+	// it opens, so one opened later would know them).
+	b, c := other(), other()
+	batch := []Entry{
+		{Subject: "nimbus.events.app.t", MsgID: "x1", Data: []byte("1")},
+		{Subject: "nimbus.events.app.t", MsgID: "x2", Data: []byte("2")},
+	}
+	first, err := a.Append(ctx, batch...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := b.Append(ctx, batch...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range again {
+		if !again[i].Duplicate || posOf(again[i]) != posOf(first[i]) {
+			t.Fatalf("the same batch through another log: %+v, first %+v", again, first)
+		}
+	}
+	mixed, err := c.Append(ctx, batch[1], Entry{Subject: "nimbus.events.app.t", MsgID: "x3", Data: []byte("3")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mixed[0].Duplicate {
+		t.Fatalf("x2 in another batch through another log was caught: %+v (docs/events.md says it is not: update them)", mixed)
+	}
+	if n := len(readAll(t, s.JetStream(), a.Stream())); n != 4 {
+		t.Fatalf("%d entries stored, want 4 (x1, x2, and x2 again with x3)", n)
+	}
+}
