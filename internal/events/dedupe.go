@@ -2,6 +2,8 @@ package events
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"sync"
@@ -33,26 +35,49 @@ type idIndex struct {
 	window time.Duration
 
 	mu    sync.Mutex
-	ids   map[string]idEntry
-	queue []idAge // ids in the order they were stored; live from head
+	ids   map[idKey]uint64    // stored ids -> position
+	busy  map[idKey]*idFlight // ids being sent, -> the Append sending them
+	queue []idAge             // stored ids in the order they were stored; live from head
 	head  int
 }
 
-type idEntry struct {
-	pos  uint64
-	busy *idFlight // the Append sending it, until it settles
+// idKey is an id as the index keeps it: the 32 bytes an event's id (the
+// hex of a sha256, IdempotencyKey) stands for, or the sha256 of any other
+// id. Fixed size and free of pointers: with its place in the expiry
+// queue, an id costs ~110 bytes (measured with 200k) and nothing to the
+// garbage collector's scans.
+type idKey [32]byte
+
+func keyOf(id string) idKey {
+	var k idKey
+	if len(id) == 64 && lowerHex(id) {
+		hex.Decode(k[:], []byte(id))
+		return k // lowercase hex only: one id, one key
+	}
+	// Any other id: hashed with a prefix no hex-decoded key can equal
+	// by construction (a collision would need sha256's).
+	return sha256.Sum256([]byte("id\x00" + id))
+}
+
+func lowerHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // idFlight is one Append's reservation; done closes when it settles.
 type idFlight struct{ done chan struct{} }
 
 type idAge struct {
-	id string
-	at int64 // unix nanoseconds
+	key idKey
+	at  int64 // unix nanoseconds
 }
 
 func newIDIndex(window time.Duration) *idIndex {
-	return &idIndex{window: window, ids: map[string]idEntry{}}
+	return &idIndex{window: window, ids: map[idKey]uint64{}, busy: map[idKey]*idFlight{}}
 }
 
 // entry kinds of an appendPlan.
@@ -68,7 +93,7 @@ type appendPlan struct {
 	pos    []uint64 // planStored: the stored copy's position
 	of     []int    // planSameBatch: the index of the first copy
 	flight *idFlight
-	owned  []string // ids reserved by this call
+	owned  []idKey // ids reserved by this call
 }
 
 // reserve classifies entries into plan and reserves their new ids. It
@@ -79,33 +104,39 @@ func (x *idIndex) reserve(now time.Time, entries []Entry, p *appendPlan) *idFlig
 	p.kind, p.pos, p.of = make([]uint8, n), make([]uint64, n), make([]int, n)
 	p.owned = p.owned[:0]
 	p.flight = &idFlight{done: make(chan struct{})}
-	first := map[string]int{}
+	keys := make([]idKey, n)
+	for i := range entries {
+		if id := entries[i].MsgID; id != "" {
+			keys[i] = keyOf(id)
+		}
+	}
+	first := map[idKey]int{}
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	x.prune(now)
 	for i := range entries {
-		id := entries[i].MsgID
-		if id == "" {
+		if entries[i].MsgID == "" {
 			continue
 		}
-		if j, ok := first[id]; ok {
+		k := keys[i]
+		if j, ok := first[k]; ok {
 			p.kind[i], p.of[i] = planSameBatch, j
 			continue
 		}
-		if s, ok := x.ids[id]; ok {
-			if s.busy != nil {
-				for _, o := range p.owned {
-					delete(x.ids, o)
-				}
-				p.owned = p.owned[:0]
-				return s.busy
+		if f := x.busy[k]; f != nil {
+			for _, o := range p.owned {
+				delete(x.busy, o)
 			}
-			p.kind[i], p.pos[i] = planStored, s.pos
+			p.owned = p.owned[:0]
+			return f
+		}
+		if pos, ok := x.ids[k]; ok {
+			p.kind[i], p.pos[i] = planStored, pos
 			continue
 		}
-		first[id] = i
-		x.ids[id] = idEntry{busy: p.flight}
-		p.owned = append(p.owned, id)
+		first[k] = i
+		x.busy[k] = p.flight
+		p.owned = append(p.owned, k)
 	}
 	return nil
 }
@@ -115,16 +146,18 @@ func (x *idIndex) reserve(now time.Time, entries []Entry, p *appendPlan) *idFlig
 // ids are forgotten, and a retry of the same entries is sent again and
 // caught by the stream's own check).
 func (x *idIndex) settle(now time.Time, p *appendPlan, stored map[string]uint64) {
+	byKey := make(map[idKey]uint64, len(stored))
+	for id, pos := range stored {
+		byKey[keyOf(id)] = pos
+	}
 	x.mu.Lock()
 	at := now.UnixNano()
-	for _, id := range p.owned {
-		pos, ok := stored[id]
-		if !ok {
-			delete(x.ids, id)
-			continue
+	for _, k := range p.owned {
+		delete(x.busy, k)
+		if pos, ok := byKey[k]; ok {
+			x.ids[k] = pos
+			x.queue = append(x.queue, idAge{key: k, at: at})
 		}
-		x.ids[id] = idEntry{pos: pos}
-		x.queue = append(x.queue, idAge{id: id, at: at})
 	}
 	x.mu.Unlock()
 	close(p.flight.done)
@@ -132,24 +165,21 @@ func (x *idIndex) settle(now time.Time, p *appendPlan, stored map[string]uint64)
 
 // add records an id read back from the stream (loadWindow).
 func (x *idIndex) add(id string, pos uint64, at time.Time) {
+	k := keyOf(id)
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if _, ok := x.ids[id]; ok {
+	if _, ok := x.ids[k]; ok {
 		return
 	}
-	x.ids[id] = idEntry{pos: pos}
-	x.queue = append(x.queue, idAge{id: id, at: at.UnixNano()})
+	x.ids[k] = pos
+	x.queue = append(x.queue, idAge{key: k, at: at.UnixNano()})
 }
 
 // prune forgets the ids stored before the window. x.mu is held.
 func (x *idIndex) prune(now time.Time) {
 	limit := now.Add(-x.window).UnixNano()
 	for x.head < len(x.queue) && x.queue[x.head].at < limit {
-		id := x.queue[x.head].id
-		if s, ok := x.ids[id]; ok && s.busy == nil {
-			delete(x.ids, id)
-		}
-		x.queue[x.head] = idAge{}
+		delete(x.ids, x.queue[x.head].key)
 		x.head++
 	}
 	if x.head > 1024 && x.head > len(x.queue)/2 {

@@ -27,7 +27,7 @@ const (
 	DefaultSubjectPrefix = "nimbus.events."
 	// DefaultDuplicateWindow is how long an entry's id is remembered. The
 	// Log (and, for a message's own Nats-Msg-Id, the server) keeps every
-	// id of the window in memory (about 130-140 bytes of live heap each,
+	// id of the window in memory (about 110-140 bytes of live heap each,
 	// measured), so the window is what an ingress burst
 	// costs in RAM: see RATIONALE.md ("Events: a 2-minute duplicate
 	// window and ingress back-pressure").
