@@ -200,7 +200,7 @@ type Log struct {
 	// gmu guards gathered and gathering: single entries waiting for the
 	// Log's own group commit (gather), and whether a goroutine commits them.
 	gmu       sync.Mutex
-	gathered  []*gatheredEntry
+	gathered  []*gatheredCall
 	gathering bool
 
 	// abort ends the Append calls under way when Close's context expires.
@@ -397,9 +397,14 @@ func (l *Log) Append(ctx context.Context, entries ...Entry) ([]Ack, error) {
 			return nil, ErrClosed
 		}
 	}
-	if len(entries) == 1 && plan.kind[0] == planNew && entries[0].Header == nil {
-		return l.gather(ctx, &entries[0], &plan)
+	if gatherable(entries, &plan) {
+		acks, err := l.gather(ctx, entries, &plan)
+		if err != nil {
+			return nil, err
+		}
+		return l.finish(entries, &plan, acks), nil
 	}
+	// Entries with headers (dead letters, replays), or nothing new.
 	writes, places, packs := l.layout(entries, &plan)
 	l.observeWrites(writes)
 	var results []store.Result
@@ -418,66 +423,101 @@ func (l *Log) Append(ctx context.Context, entries ...Entry) ([]Ack, error) {
 			return nil, l.appendErr(ctx, err, places)
 		}
 	}
-	acks := make([]Ack, len(entries))
-	stored := make(map[string]uint64, len(plan.owned))
-	ids, dups := 0, 0
-	for i := range entries {
-		switch plan.kind[i] {
-		case planStored:
-			acks[i] = Ack{Seq: PositionSeq(plan.pos[i]), Index: PositionIndex(plan.pos[i]), Duplicate: true}
-		case planSameBatch:
-			continue // below, once the first copy has its ack
-		default:
-			pl := places[i]
-			r := results[pl.write]
-			acks[i] = Ack{Seq: r.Seq, Index: pl.index, Duplicate: r.Duplicate}
-			if id := entries[i].MsgID; id != "" {
-				stored[id] = Position(r.Seq, pl.index)
-				if !r.Duplicate {
-					ids++
-				}
-			}
-		}
-		if acks[i].Duplicate {
-			dups++
-		}
-	}
-	for i := range entries {
-		if plan.kind[i] == planSameBatch {
-			acks[i] = acks[plan.of[i]]
-			acks[i].Duplicate = true
-			dups++
-		}
-	}
+	acks, stored, ids := sentAcks(entries, &plan, places, results)
 	l.dedupe.settle(l.now(), &plan, stored)
 	l.ids.add(l.now(), ids)
-	l.entries.Add(uint64(len(entries)))
 	l.packs.Add(uint64(packs))
-	l.dups.Add(uint64(dups))
-	return acks, nil
+	return l.finish(entries, &plan, acks), nil
 }
 
-// gatheredEntry is a single entry waiting for gather's commit.
-type gatheredEntry struct {
-	e     *Entry
-	plan  *appendPlan
-	taken bool // a commit took it (guarded by Log.gmu)
-	done  chan gatherResult
+// gatherable reports whether the entries p sends can join the Log's own
+// group commit (gather): there is one, and none has headers.
+func gatherable(entries []Entry, p *appendPlan) bool {
+	n := 0
+	for i := range entries {
+		if p.kind[i] != planNew {
+			continue
+		}
+		if entries[i].Header != nil {
+			return false
+		}
+		n++
+	}
+	return n > 0
+}
+
+// sentAcks makes the acks of the entries p sent (places and results of
+// their writes), the positions of their ids, and how many ids were stored
+// anew (not reported as duplicates by the stream).
+func sentAcks(entries []Entry, p *appendPlan, places []place, results []store.Result) (acks []Ack, stored map[string]uint64, ids int) {
+	acks = make([]Ack, len(entries))
+	stored = make(map[string]uint64, len(p.owned))
+	for i := range entries {
+		if p.kind[i] != planNew {
+			continue
+		}
+		pl := places[i]
+		r := results[pl.write]
+		acks[i] = Ack{Seq: r.Seq, Index: pl.index, Duplicate: r.Duplicate}
+		if id := entries[i].MsgID; id != "" {
+			stored[id] = Position(r.Seq, pl.index)
+			if !r.Duplicate {
+				ids++
+			}
+		}
+	}
+	return acks, stored, ids
+}
+
+// finish fills in the acks of the entries p did not send (copies stored
+// earlier, or earlier in the same call) and counts the call.
+func (l *Log) finish(entries []Entry, p *appendPlan, acks []Ack) []Ack {
+	for i := range entries {
+		switch p.kind[i] {
+		case planStored:
+			acks[i] = Ack{Seq: PositionSeq(p.pos[i]), Index: PositionIndex(p.pos[i]), Duplicate: true}
+		case planSameBatch:
+			acks[i] = acks[p.of[i]]
+			acks[i].Duplicate = true
+		}
+	}
+	dups := 0
+	for _, a := range acks {
+		if a.Duplicate {
+			dups++
+		}
+	}
+	l.entries.Add(uint64(len(entries)))
+	l.dups.Add(uint64(dups))
+	return acks
+}
+
+// gatheredCall is an Append waiting for gather's commit.
+type gatheredCall struct {
+	entries []Entry
+	plan    *appendPlan
+	taken   bool // a commit took it (guarded by Log.gmu)
+	done    chan gatherResult
 }
 
 type gatherResult struct {
-	ack Ack
-	err error
+	acks []Ack // of the entries the call sent
+	err  error
 }
 
-// gather appends one entry through the Log's own group commit of single
-// entries: the entries that arrive while one commit is in flight make the
-// next one, packed per subject. Many concurrent single publishes then cost
-// the server one message per subject and commit instead of one each
-// (RATIONALE.md, "Events: one message per batch"). A lone entry is
-// committed at once, as before: nothing waits for a timer.
-func (l *Log) gather(ctx context.Context, e *Entry, plan *appendPlan) ([]Ack, error) {
-	g := &gatheredEntry{e: e, plan: plan, done: make(chan gatherResult, 1)}
+// maxGathered bounds the entries one commit of gather takes (at least one
+// call, whatever its size): a few packs per subject.
+const maxGathered = 4 * MaxPackEntries
+
+// gather appends the entries plan sends through the Log's own group
+// commit: the calls that arrive while one commit is in flight make the
+// next one, their entries packed per subject together. Many concurrent
+// publishes, single events or batches, then cost the server one message
+// per subject and commit instead of one each (RATIONALE.md, "Events: one
+// message per batch"). A lone call is committed at once: nothing waits
+// for a timer. The call's entries stay one atomic unit: the commit is.
+func (l *Log) gather(ctx context.Context, entries []Entry, plan *appendPlan) ([]Ack, error) {
+	g := &gatheredCall{entries: entries, plan: plan, done: make(chan gatherResult, 1)}
 	l.gmu.Lock()
 	l.gathered = append(l.gathered, g)
 	if !l.gathering {
@@ -488,10 +528,7 @@ func (l *Log) gather(ctx context.Context, e *Entry, plan *appendPlan) ([]Ack, er
 	var cause error
 	select {
 	case r := <-g.done:
-		if r.err != nil {
-			return nil, r.err
-		}
-		return []Ack{r.ack}, nil
+		return r.acks, r.err
 	case <-ctx.Done():
 		cause = ctx.Err()
 	case <-l.abort.Done():
@@ -511,34 +548,45 @@ func (l *Log) gather(ctx context.Context, e *Entry, plan *appendPlan) ([]Ack, er
 	return nil, fmt.Errorf("events: %w: %w", ErrOutcomeUnknown, cause)
 }
 
-// commitGathered commits the gathered entries until none is left.
+// commitGathered commits the gathered calls until none is left.
 func (l *Log) commitGathered() {
 	for {
 		l.gmu.Lock()
-		n := min(len(l.gathered), l.maxBatch)
+		n, size := 0, 0
+		for n < len(l.gathered) && (n == 0 || size+len(l.gathered[n].entries) <= maxGathered) {
+			size += len(l.gathered[n].entries)
+			n++
+		}
 		if n == 0 {
 			l.gathering = false
 			l.gmu.Unlock()
 			return
 		}
-		batch := slices.Clone(l.gathered[:n])
+		calls := slices.Clone(l.gathered[:n])
 		l.gathered = slices.Delete(l.gathered, 0, n)
-		for _, g := range batch {
+		for _, g := range calls {
 			g.taken = true
 		}
 		l.gmu.Unlock()
-		l.commitBatch(batch)
+		l.commitCalls(calls)
 	}
 }
 
-// commitBatch commits gathered entries as one unit and answers each.
-func (l *Log) commitBatch(batch []*gatheredEntry) {
-	entries := make([]Entry, len(batch))
-	all := appendPlan{kind: make([]uint8, len(batch))} // every one is new: its caller reserved it
-	for i, g := range batch {
-		entries[i] = *g.e
+// commitCalls commits the entries gathered calls send as one unit and
+// answers each call.
+func (l *Log) commitCalls(calls []*gatheredCall) {
+	type origin struct{ call, entry int }
+	var all []Entry
+	var from []origin
+	for ci, g := range calls {
+		for i := range g.entries {
+			if g.plan.kind[i] == planNew {
+				all = append(all, g.entries[i])
+				from = append(from, origin{ci, i})
+			}
+		}
 	}
-	writes, places, packs := l.layout(entries, &all)
+	writes, places, packs := l.layout(all, &appendPlan{kind: make([]uint8, len(all))}) // every one is new
 	l.observeWrites(writes)
 	ctx, cancel := context.WithCancel(context.Background())
 	stop := context.AfterFunc(l.abort, cancel)
@@ -546,17 +594,25 @@ func (l *Log) commitBatch(batch []*gatheredEntry) {
 	stop()
 	cancel()
 	now := l.now()
+	// Each call's places, in its own entries' indexes.
+	callPlaces := make([][]place, len(calls))
+	for ci, g := range calls {
+		callPlaces[ci] = make([]place, len(g.entries))
+	}
+	for k, o := range from {
+		callPlaces[o.call][o.entry] = places[k]
+	}
 	if err != nil {
-		l.failed.Add(uint64(len(batch)))
 		err = l.appendErr(context.Background(), err, places)
-		var ee *EntryError
-		for i, g := range batch {
+		ee, _ := errors.AsType[*EntryError](err)
+		for ci, g := range calls {
+			l.failed.Add(uint64(len(g.entries)))
 			gerr := err
-			if errors.As(err, &ee) {
-				if ee.Index == i {
-					gerr = &EntryError{Index: 0, Err: ee.Err}
+			if ee != nil {
+				if o := from[ee.Index]; o.call == ci {
+					gerr = &EntryError{Index: o.entry, Err: ee.Err}
 				} else {
-					gerr = fmt.Errorf("events: not stored: an entry committed with it was refused: %w", ee.Err)
+					gerr = fmt.Errorf("events: not stored: an entry committed with them was refused: %w", ee.Err)
 				}
 			}
 			l.dedupe.settle(now, g.plan, nil)
@@ -564,27 +620,14 @@ func (l *Log) commitBatch(batch []*gatheredEntry) {
 		}
 		return
 	}
-	ids, dups := 0, 0
-	for i, g := range batch {
-		pl := places[i]
-		r := results[pl.write]
-		ack := Ack{Seq: r.Seq, Index: pl.index, Duplicate: r.Duplicate}
-		var stored map[string]uint64
-		if id := g.e.MsgID; id != "" {
-			stored = map[string]uint64{id: Position(r.Seq, pl.index)}
-			if !r.Duplicate {
-				ids++
-			}
-		}
-		if r.Duplicate {
-			dups++
-		}
+	ids := 0
+	for ci, g := range calls {
+		acks, stored, n := sentAcks(g.entries, g.plan, callPlaces[ci], results)
+		ids += n
 		l.dedupe.settle(now, g.plan, stored)
-		g.done <- gatherResult{ack: ack}
+		g.done <- gatherResult{acks: acks}
 	}
 	l.ids.add(now, ids)
-	l.entries.Add(uint64(len(batch)))
-	l.dups.Add(uint64(dups))
 	l.packs.Add(uint64(packs))
 }
 
