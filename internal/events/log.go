@@ -505,10 +505,6 @@ type gatherResult struct {
 	err  error
 }
 
-// maxGathered bounds the entries one commit of gather takes (at least one
-// call, whatever its size): a few packs per subject.
-const maxGathered = 4 * MaxPackEntries
-
 // gather appends the entries plan sends through the Log's own group
 // commit: the calls that arrive while one commit is in flight make the
 // next one, their entries packed per subject together. Many concurrent
@@ -553,7 +549,11 @@ func (l *Log) commitGathered() {
 	for {
 		l.gmu.Lock()
 		n, size := 0, 0
-		for n < len(l.gathered) && (n == 0 || size+len(l.gathered[n].entries) <= maxGathered) {
+		// At most maxBatch entries (and so writes: a unit must fit in one
+		// commit, and entries of many subjects, or too big to share a
+		// message, are a write each), and at least one call (at most
+		// maxBatch entries itself).
+		for n < len(l.gathered) && (n == 0 || size+len(l.gathered[n].entries) <= l.maxBatch) {
 			size += len(l.gathered[n].entries)
 			n++
 		}

@@ -838,3 +838,31 @@ func TestLogsOfManyNodesShareAStream(t *testing.T) {
 		t.Fatalf("%d entries stored, want 4 (x1, x2, and x2 again with x3)", n)
 	}
 }
+
+// TestGatheredCommitFitsTheBatchLimit: concurrent callers on many
+// subjects (a write each) are gathered into commits of at most MaxBatch
+// writes, which the commit path refuses beyond.
+func TestGatheredCommitFitsTheBatchLimit(t *testing.T) {
+	t.Parallel()
+	l, s := openLog(t, LogConfig{MaxBatch: 10})
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for g := range 40 {
+		wg.Go(func() {
+			for i := range 10 {
+				id := fmt.Sprint(g, ".", i)
+				if _, err := l.Append(ctx, Entry{Subject: fmt.Sprint("nimbus.events.app.t", g), MsgID: id, Data: []byte(id)}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if n := len(readAll(t, s.JetStream(), l.Stream())); n != 400 {
+		t.Fatalf("%d entries stored, want 400", n)
+	}
+	if st := l.Stats(); st.MaxBatch > 10 {
+		t.Fatalf("a commit of %d writes, over MaxBatch 10", st.MaxBatch)
+	}
+}
