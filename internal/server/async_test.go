@@ -184,7 +184,7 @@ func TestAsyncInvocation(t *testing.T) {
 	// The event log and the dispatcher are on /metrics: the failed
 	// invocations were dead-lettered three times (g, its replay, h).
 	_, metrics, _ := get(t, srv.APIURL()+"/metrics")
-	for _, want := range []string{`nimbus_deliveries_total{outcome="dead_lettered"} 3`, "nimbus_events_appended_total ", "nimbus_events_commits_total "} {
+	for _, want := range []string{`nimbus_deliveries_total{outcome="dead_lettered"} 3`, "nimbus_events_appended_total ", "nimbus_events_commits_total ", "nimbus_events_messages_total ", "nimbus_events_window_ids "} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %s", want)
 		}

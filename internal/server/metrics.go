@@ -9,6 +9,7 @@ import (
 type eventsCollector struct {
 	s                                   *Server
 	appended, duplicates, commits, fail *prometheus.Desc
+	messages, window                    *prometheus.Desc
 	deliveries                          *prometheus.Desc
 }
 
@@ -23,6 +24,10 @@ func newEventsCollector(s *Server) *eventsCollector {
 			"Durable writes of the event log (each an fsync; group commit puts many events in one).", nil, nil),
 		fail: prometheus.NewDesc("nimbus_events_append_failures_total",
 			"Events whose append failed (the publisher got an error).", nil, nil),
+		messages: prometheus.NewDesc("nimbus_events_messages_total",
+			"Messages the event log stored: a pack of events published together is one; appended / messages is how many events a message holds.", nil, nil),
+		window: prometheus.NewDesc("nimbus_events_window_ids",
+			"Event ids this node stored within the duplicate window (held in memory; publishes get 503 past --events-max-window-events).", nil, nil),
 		deliveries: prometheus.NewDesc("nimbus_deliveries_total",
 			"Trigger deliveries by outcome: delivered, failed (an attempt; retried or dead-lettered), dead_lettered, filtered, duplicate (skipped: already delivered), malformed.",
 			[]string{"outcome"}, nil),
@@ -34,6 +39,8 @@ func (c *eventsCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.duplicates
 	ch <- c.commits
 	ch <- c.fail
+	ch <- c.messages
+	ch <- c.window
 	ch <- c.deliveries
 }
 
@@ -46,6 +53,8 @@ func (c *eventsCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.duplicates, ls.Duplicates)
 	counter(c.commits, ls.Commits)
 	counter(c.fail, ls.Failed)
+	counter(c.messages, ls.Messages)
+	ch <- prometheus.MustNewConstMetric(c.window, prometheus.GaugeValue, float64(c.s.events.WindowEvents()))
 	ds := c.s.deliver.Stats()
 	counter(c.deliveries, ds.Delivered, "delivered")
 	counter(c.deliveries, ds.Failed, "failed")
