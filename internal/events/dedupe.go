@@ -175,10 +175,32 @@ func (x *idIndex) add(id string, pos uint64, at time.Time) {
 	x.queue = append(x.queue, idAge{key: k, at: at.UnixNano()})
 }
 
-// prune forgets the ids stored before the window. x.mu is held.
+// count returns the ids stored within the window before now (the ids the
+// Log holds in memory: Log.WindowEvents).
+func (x *idIndex) count(now time.Time) int {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.prune(now)
+	return len(x.ids)
+}
+
+// retryAfter returns how long after now at least need ids have left the
+// window.
+func (x *idIndex) retryAfter(now time.Time, need int) time.Duration {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.prune(now)
+	i := x.head + max(need, 1) - 1
+	if i >= len(x.queue) {
+		return x.window
+	}
+	return max(time.Duration(x.queue[i].at+int64(x.window)-now.UnixNano()), 0)
+}
+
+// prune forgets the ids stored a window or more before now. x.mu is held.
 func (x *idIndex) prune(now time.Time) {
 	limit := now.Add(-x.window).UnixNano()
-	for x.head < len(x.queue) && x.queue[x.head].at < limit {
+	for x.head < len(x.queue) && x.queue[x.head].at <= limit {
 		delete(x.ids, x.queue[x.head].key)
 		x.head++
 	}

@@ -97,10 +97,10 @@ type trigger struct {
 	// async invocation records fail (a full disk fails every one).
 	recordErrs logEvery
 
-	// perMsg is a moving average of the entries per message the reader
-	// took, times 16 (a pack holds many, see pack.go): fetchSize asks for
-	// messages, and is meant in events.
-	perMsg atomic.Int64
+	// perMsg is the entries per message the reader took lately (a pack
+	// holds many, see pack.go): fetchSize asks for messages, and is meant
+	// in events.
+	perMsg perMessage
 
 	mu       sync.Mutex
 	held     map[uint64]*delivery   // position -> event held unacknowledged
@@ -217,11 +217,11 @@ func (t *trigger) fetchSize() int {
 		k = int(min(16, max(2, t.d.opts.AckWait/10/avg)))
 	}
 	n := k * c
-	switch per := t.perMsg.Load(); {
-	case per == 0:
+	switch per, known := t.perMsg.value(); {
+	case !known:
 		n = c // nothing taken yet: the messages may be large packs
-	case per > 16:
-		n = max(1, int(int64(n)*16/per))
+	case per > 1:
+		n = max(1, int(float64(n)/per))
 	}
 	return min(n, t.d.opts.MaxAckPending)
 }
@@ -372,7 +372,7 @@ func (t *trigger) accept(msg jetstream.Msg) {
 		delivered++ // delivered before recoverOrder's reset, which forgot it
 	}
 	n := packCount(msg.Headers())
-	t.observePerMsg(max(n, 1))
+	t.perMsg.observe(n, 8)
 	if n == 0 {
 		pos := Position(seq, 0)
 		t.mu.Lock()
@@ -451,16 +451,6 @@ func (t *trigger) take(dl *delivery, data []byte) {
 	if start && t.acquire() {
 		t.spawn(dl)
 	}
-}
-
-// observePerMsg folds the entry count of a message taken into perMsg.
-func (t *trigger) observePerMsg(n int) {
-	old := t.perMsg.Load()
-	if old == 0 {
-		t.perMsg.Store(int64(n) * 16) // the first message is the first estimate
-		return
-	}
-	t.perMsg.Store(old + (int64(n)*16-old)/8)
 }
 
 // How settle ends the trigger's part in an event.

@@ -135,9 +135,9 @@ func NewIngress(log *Log, d *Dispatcher, opts IngressOptions) *Ingress {
 func (in *Ingress) Admit(ctx context.Context, app string, n int) error {
 	if max := in.opts.MaxWindowEvents; max > 0 {
 		now := in.log.now()
-		if held := in.log.ids.count(now); held+n > max && held > 0 {
+		if held := in.log.dedupe.count(now); held+n > max && held > 0 {
 			return &BackpressureError{App: app, Limit: LimitWindow, Value: held, Max: max, Window: in.log.window,
-				RetryAfter: in.log.ids.retryAfter(now, held+n-max)}
+				RetryAfter: in.log.dedupe.retryAfter(now, held+n-max)}
 		}
 	}
 	if max := in.opts.MaxLag; max > 0 && in.d != nil {
@@ -211,77 +211,4 @@ func (d *Dispatcher) Lag(ctx context.Context, app string) (int, error) {
 		lag += int(float64(int(info.NumPending)+info.NumAckPending) * per)
 	}
 	return lag, nil
-}
-
-// idWindow counts ids stored within a duplicate window, in slots of
-// 1/windowSlots of it. A slot is counted until the window has passed since
-// its end, so the count never misses an id the server still holds (and
-// holds ids at most one slot longer than the server).
-type idWindow struct {
-	width time.Duration // of one slot
-
-	mu    sync.Mutex
-	slots [windowSlots + 1]idSlot
-}
-
-const windowSlots = 60
-
-type idSlot struct {
-	idx int64 // the slot's start, in widths since the epoch
-	n   int
-}
-
-func newIDWindow(window time.Duration) *idWindow {
-	return &idWindow{width: max(window/windowSlots, time.Millisecond)}
-}
-
-func (w *idWindow) slot(now time.Time) int64 { return now.UnixNano() / int64(w.width) }
-
-// add counts n ids stored at now.
-func (w *idWindow) add(now time.Time, n int) {
-	if n <= 0 {
-		return
-	}
-	idx := w.slot(now)
-	w.mu.Lock()
-	s := &w.slots[idx%int64(len(w.slots))]
-	if s.idx != idx {
-		*s = idSlot{idx: idx}
-	}
-	s.n += n
-	w.mu.Unlock()
-}
-
-// count returns the ids stored within the window before now.
-func (w *idWindow) count(now time.Time) int {
-	cur := w.slot(now)
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	n := 0
-	for _, s := range w.slots {
-		if cur-s.idx <= windowSlots {
-			n += s.n
-		}
-	}
-	return n
-}
-
-// retryAfter returns how long after now at least need ids have left the
-// window.
-func (w *idWindow) retryAfter(now time.Time, need int) time.Duration {
-	cur := w.slot(now)
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	freed := 0
-	for idx := cur - windowSlots; idx <= cur; idx++ {
-		s := w.slots[idx%int64(len(w.slots))]
-		if s.idx != idx {
-			continue
-		}
-		if freed += s.n; freed >= need {
-			// Slot idx leaves the count once cur passes idx+windowSlots.
-			return time.Duration((idx+windowSlots+1)*int64(w.width) - now.UnixNano())
-		}
-	}
-	return time.Duration(windowSlots+1) * w.width
 }

@@ -157,7 +157,7 @@ func TestIngressRefusesOverWindowBudget(t *testing.T) {
 	err = in.Admit(ctx, testApp, 3)
 	be := backpressureOf(err)
 	// 1 id over: the 6 ids of a minute ago leave the window first, a
-	// minute from now (plus at most one slot of 2s).
+	// minute from now.
 	if be == nil || be.Limit != events.LimitWindow || be.Value != 8 || be.Window != events.DefaultDuplicateWindow ||
 		be.RetryAfter < time.Minute || be.RetryAfter > time.Minute+2*time.Second {
 		t.Fatalf("8+3 ids, limit 10: got %#v (%v)", be, err)

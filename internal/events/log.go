@@ -184,12 +184,11 @@ type Log struct {
 	counters store.Counters
 	window   time.Duration
 	now      func() time.Time
-	ids      *idWindow // ids appended within the duplicate window (WindowEvents)
-	dedupe   *idIndex  // the ids stored within the window, and where (dedupe.go)
-	maxPack  int       // the largest pack's data, in bytes
+	dedupe   *idIndex // the ids stored within the window, and where (dedupe.go)
+	maxPack  int      // the largest pack's data, in bytes
 
 	entries, dups, packs, failed atomic.Uint64
-	perMsg                       sync.Map // subject -> *atomic.Int64: entries per message appended, moving average, times 16
+	perMsg                       sync.Map // subject -> *perMessage: entries per message appended
 
 	// mu guards closing; active counts the Append calls under way (Add
 	// only while not closing).
@@ -300,13 +299,11 @@ func OpenLog(ctx context.Context, js jetstream.JetStream, cfg LogConfig) (*Log, 
 		logger:      cfg.Logger.With("component", "events.log", "stream", cfg.Stream),
 		window:      cfg.DuplicateWindow,
 		now:         cfg.Now,
-		ids:         newIDWindow(cfg.DuplicateWindow),
 		dedupe:      dedupe,
 		maxPack:     maxEvent - packHeaderReserve,
 		abort:       abort,
 		cancelAbort: cancel,
 	}
-	l.ids.add(cfg.Now(), ids) // they are in memory again, the server's and the index's
 	return l, nil
 }
 
@@ -323,11 +320,11 @@ func (l *Log) MaxEventBytes() int { return l.maxEvent }
 // DuplicateWindow returns how long the stream remembers an entry's MsgID.
 func (l *Log) DuplicateWindow() time.Duration { return l.window }
 
-// WindowEvents returns how many entries with a MsgID this Log stored (not
-// counting duplicates) within the last duplicate window: the ids the
-// server holds in memory for them. It errs on the high side by at most one
-// slot of the window (1/60 of it).
-func (l *Log) WindowEvents() int { return l.ids.count(l.now()) }
+// WindowEvents returns how many ids the Log's duplicate index holds: the
+// ids of entries stored within the last duplicate window (read back at
+// open too), which it and, for messages of their own, the server keep in
+// memory.
+func (l *Log) WindowEvents() int { return l.dedupe.count(l.now()) }
 
 // Stats returns the Log's counters.
 func (l *Log) Stats() LogStats {
@@ -423,9 +420,8 @@ func (l *Log) Append(ctx context.Context, entries ...Entry) ([]Ack, error) {
 			return nil, l.appendErr(ctx, err, places)
 		}
 	}
-	acks, stored, ids := sentAcks(entries, &plan, places, results)
+	acks, stored := sentAcks(entries, &plan, places, results)
 	l.dedupe.settle(l.now(), &plan, stored)
-	l.ids.add(l.now(), ids)
 	l.packs.Add(uint64(packs))
 	return l.finish(entries, &plan, acks), nil
 }
@@ -447,9 +443,8 @@ func gatherable(entries []Entry, p *appendPlan) bool {
 }
 
 // sentAcks makes the acks of the entries p sent (places and results of
-// their writes), the positions of their ids, and how many ids were stored
-// anew (not reported as duplicates by the stream).
-func sentAcks(entries []Entry, p *appendPlan, places []place, results []store.Result) (acks []Ack, stored map[string]uint64, ids int) {
+// their writes) and the positions of their ids.
+func sentAcks(entries []Entry, p *appendPlan, places []place, results []store.Result) (acks []Ack, stored map[string]uint64) {
 	acks = make([]Ack, len(entries))
 	stored = make(map[string]uint64, len(p.owned))
 	for i := range entries {
@@ -461,12 +456,9 @@ func sentAcks(entries []Entry, p *appendPlan, places []place, results []store.Re
 		acks[i] = Ack{Seq: r.Seq, Index: pl.index, Duplicate: r.Duplicate}
 		if id := entries[i].MsgID; id != "" {
 			stored[id] = Position(r.Seq, pl.index)
-			if !r.Duplicate {
-				ids++
-			}
 		}
 	}
-	return acks, stored, ids
+	return acks, stored
 }
 
 // finish fills in the acks of the entries p did not send (copies stored
@@ -620,14 +612,11 @@ func (l *Log) commitCalls(calls []*gatheredCall) {
 		}
 		return
 	}
-	ids := 0
 	for ci, g := range calls {
-		acks, stored, n := sentAcks(g.entries, g.plan, callPlaces[ci], results)
-		ids += n
+		acks, stored := sentAcks(g.entries, g.plan, callPlaces[ci], results)
 		l.dedupe.settle(now, g.plan, stored)
 		g.done <- gatherResult{acks: acks}
 	}
-	l.ids.add(now, ids)
 	l.packs.Add(uint64(packs))
 }
 
@@ -644,16 +633,9 @@ func (l *Log) observeWrites(writes []store.Write) {
 func (l *Log) observePerMsg(subject string, n int) {
 	v, ok := l.perMsg.Load(subject)
 	if !ok {
-		a := new(atomic.Int64)
-		a.Store(int64(n) * 16) // the first message is the first estimate
-		if _, loaded := l.perMsg.LoadOrStore(subject, a); !loaded {
-			return
-		}
-		v, _ = l.perMsg.Load(subject)
+		v, _ = l.perMsg.LoadOrStore(subject, new(perMessage))
 	}
-	a := v.(*atomic.Int64)
-	old := a.Load()
-	a.Store(old + (int64(n)*16-old)/16)
+	v.(*perMessage).observe(n, 16)
 }
 
 // EntriesPerMessage returns about how many entries a message appended to
@@ -665,7 +647,8 @@ func (l *Log) EntriesPerMessage(subject string) float64 {
 	if !ok {
 		return 1
 	}
-	return max(1, float64(v.(*atomic.Int64).Load())/16)
+	per, _ := v.(*perMessage).value()
+	return per
 }
 
 // place is where layout put an entry: its write (-1 for an entry not

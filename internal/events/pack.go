@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"strconv"
+	"sync/atomic"
 
 	"github.com/nats-io/nats.go"
 )
@@ -149,4 +150,29 @@ func packMsgID(entries []*Entry) string {
 		h.Write([]byte{0})
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// perMessage is a moving average of the entries per message, over about
+// the last `over` messages, safe for concurrent use. Consumers count
+// messages; it turns their counts into events. The zero value has seen
+// nothing yet.
+type perMessage struct {
+	x16 atomic.Int64 // the average times 16; 0: nothing seen yet
+}
+
+// observe folds a message of n entries into the average; the first message
+// is the first estimate.
+func (a *perMessage) observe(n int, over int64) {
+	v := int64(max(n, 1)) * 16
+	if a.x16.CompareAndSwap(0, v) {
+		return
+	}
+	old := a.x16.Load()
+	a.x16.Store(old + (v-old)/over)
+}
+
+// value returns the average (at least 1) and whether any message was seen.
+func (a *perMessage) value() (float64, bool) {
+	v := a.x16.Load()
+	return max(1, float64(v)/16), v != 0
 }
