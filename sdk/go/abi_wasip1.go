@@ -3,7 +3,6 @@
 package nimbus
 
 import (
-	"net/http"
 	"unsafe"
 )
 
@@ -51,19 +50,15 @@ func nimbusHandle(ptr uint32, size int32) uint64 {
 	if size > 0 && len(reqBuf) >= int(size) && ptr == addr(reqBuf) {
 		in = reqBuf[:size]
 	}
-	respBuf = serve(registered(), in, respBuf[:0])
+	if f := requestHandler.Load(); f != nil {
+		respBuf = serveRequest(*f, in, respBuf[:0])
+	} else {
+		respBuf = serve(registered(), in, respBuf[:0])
+	}
 	if len(respBuf) == 0 {
 		return 0
 	}
 	return uint64(addr(respBuf))<<32 | uint64(len(respBuf))
-}
-
-// registered is the handler that Handle stored, or nil before Handle.
-func registered() http.Handler {
-	if p := handler.Load(); p != nil {
-		return *p
-	}
-	return nil
 }
 
 func addr(b []byte) uint32 {

@@ -68,6 +68,15 @@ var handler atomic.Pointer[http.Handler]
 // module never runs main.
 func Handle(h http.Handler) {
 	handler.Store(&h)
+	requestHandler.Store(nil)
+}
+
+// registered is the handler that Handle stored, or nil before Handle.
+func registered() http.Handler {
+	if p := handler.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // HandleFunc registers f as the function's handler.

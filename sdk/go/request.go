@@ -1,0 +1,212 @@
+package nimbus
+
+import (
+	"fmt"
+	"iter"
+	"net/http"
+	"net/textproto"
+	"os"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"sync/atomic"
+
+	"github.com/nimbus-dev/nimbus/sdk/go/wire"
+)
+
+// Request is one HTTP request as a HandleRequest handler sees it: the
+// request's fields, read in place, without net/http's maps. Its strings
+// and Body are the handler's to keep; the *Request itself is reused for
+// the next request once the handler returns.
+type Request struct {
+	Method   string
+	Path     string // the path, unescaped, as http.Request's URL.Path
+	RawQuery string // the query without '?', as URL.RawQuery
+	Host     string
+	// RemoteAddr is the client's address as the gateway saw it.
+	RemoteAddr string
+	// Pattern is the route that matched, as in nimbus.yaml ("GET /hello/{name}").
+	Pattern string
+	// InvocationID and TraceParent identify the invocation (see the
+	// functions of the same names for net/http handlers).
+	InvocationID string
+	TraceParent  string
+	// Body is the request's body (nil when empty).
+	Body []byte
+
+	view wire.View
+}
+
+// Header returns the first value of the request header name (matched
+// without regard to case), or "".
+func (r *Request) Header(name string) string {
+	for _, f := range r.view.Header {
+		if f.Name == name || strings.EqualFold(f.Name, name) {
+			return f.Value
+		}
+	}
+	return ""
+}
+
+// HeaderValues returns every value of the request header name, in order.
+func (r *Request) HeaderValues(name string) []string {
+	var vs []string
+	for _, f := range r.view.Header {
+		if f.Name == name || strings.EqualFold(f.Name, name) {
+			vs = append(vs, f.Value)
+		}
+	}
+	return vs
+}
+
+// Headers yields each request header's name and value, in the order
+// received; a name with several values comes once per value.
+func (r *Request) Headers() iter.Seq2[string, string] {
+	return func(yield func(string, string) bool) {
+		for _, f := range r.view.Header {
+			if !yield(f.Name, f.Value) {
+				return
+			}
+		}
+	}
+}
+
+// PathValue returns the value of the route's wildcard name ("{name}" in
+// the pattern), or "" (as http.Request.PathValue).
+func (r *Request) PathValue(name string) string {
+	for _, f := range r.view.Params {
+		if f.Name == name {
+			return f.Value
+		}
+	}
+	return ""
+}
+
+// Response is what a HandleRequest handler answers: a status, header
+// fields and a body, sent when the handler returns. It is reused for the
+// next request: do not keep it.
+type Response struct {
+	status int
+	header []wire.Field
+	body   []byte
+}
+
+// WriteHeader sets the status code, as http.ResponseWriter's does: the
+// first call counts, and without one a response is 200 OK.
+func (w *Response) WriteHeader(code int) {
+	if code < 100 || code > 999 {
+		panic(fmt.Sprintf("invalid WriteHeader code %v", code))
+	}
+	if w.status == 0 && code >= 200 { // informational responses are not forwarded
+		w.status = code
+	}
+}
+
+// SetHeader sets the response header name to value, replacing its values.
+// The name is canonicalized as http.Header.Set does.
+func (w *Response) SetHeader(name, value string) {
+	name = textproto.CanonicalMIMEHeaderKey(name)
+	kept := w.header[:0]
+	for _, f := range w.header {
+		if f.Name != name {
+			kept = append(kept, f)
+		}
+	}
+	w.header = append(kept, wire.Field{Name: name, Value: value})
+}
+
+// AddHeader adds value to the response header name.
+func (w *Response) AddHeader(name, value string) {
+	w.header = append(w.header, wire.Field{Name: textproto.CanonicalMIMEHeaderKey(name), Value: value})
+}
+
+// Write appends p to the body.
+func (w *Response) Write(p []byte) (int, error) {
+	w.body = append(w.body, p...)
+	return len(p), nil
+}
+
+// WriteString appends s to the body.
+func (w *Response) WriteString(s string) (int, error) {
+	w.body = append(w.body, s...)
+	return len(s), nil
+}
+
+// requestHandler is the handler HandleRequest registered, if any.
+var requestHandler atomic.Pointer[func(*Response, *Request)]
+
+// HandleRequest registers f as the function's handler in place of an
+// http.Handler (it replaces one registered with Handle, and Handle
+// replaces it). It is the lean way to serve HTTP: no maps, a request
+// decoded with one allocation, the response written into buffers reused
+// from one request to the next. In a Go guest that is several times
+// less work per request than a net/http handler, whose types need a
+// request's header map, its path values' map and a copy of the request.
+// Call it from init.
+func HandleRequest(f func(w *Response, r *Request)) {
+	requestHandler.Store(&f)
+	handler.Store(nil)
+}
+
+// The request and response every HandleRequest call reuses: an instance
+// serves one request at a time.
+var (
+	leanRequest  Request
+	leanResponse Response
+)
+
+// serveRequest is serve for a HandleRequest handler.
+func serveRequest(f func(*Response, *Request), in []byte, dst []byte) (out []byte) {
+	r := &leanRequest
+	if err := wire.DecodeView(in, &r.view); err != nil {
+		return wire.EncodeResponse(dst, &wire.Response{Status: 500, Error: fmt.Sprintf("sdk: bad request from host: %v", err)})
+	}
+	v := &r.view
+	for _, fl := range v.Header {
+		if fl.Name == wire.HeaderRun {
+			return serve(nil, in, dst) // a workflow activation
+		}
+	}
+	if v.TraceParent != "" {
+		// As for a net/http handler: the invocation's traceparent is the
+		// request's Traceparent header unless the request brought its own.
+		i := slices.IndexFunc(v.Header, func(f wire.Field) bool { return f.Name == "Traceparent" })
+		switch {
+		case i < 0:
+			v.Header = append(v.Header, wire.Field{Name: "Traceparent", Value: v.TraceParent})
+		case v.Header[i].Value == "":
+			v.Header[i].Value = v.TraceParent
+		}
+	}
+	*r = Request{Method: v.Method, Path: v.Path, RawQuery: v.RawQuery, Host: v.Host, RemoteAddr: v.RemoteAddr,
+		Pattern: v.Route, InvocationID: v.InvocationID, TraceParent: v.TraceParent, Body: v.Body, view: *v}
+	if r.Method == "" {
+		r.Method = http.MethodGet
+	}
+	w := &leanResponse
+	w.status, w.header, w.body = 0, w.header[:0], w.body[:0]
+	defer func() {
+		if p := recover(); p != nil {
+			fmt.Fprintf(os.Stderr, "panic: %v\n\n%s", p, debug.Stack())
+			out = wire.EncodeResponse(dst, &wire.Response{Status: 500, Error: fmt.Sprintf("panic: %v", p)})
+		}
+	}()
+	f(w, r)
+	status := w.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	if len(w.body) > 0 && !w.has("Content-Type") {
+		w.header = append(w.header, wire.Field{Name: "Content-Type", Value: detectContentType(w.body)})
+	}
+	return wire.AppendResponse(dst, status, w.header, w.body)
+}
+
+func (w *Response) has(name string) bool {
+	for _, f := range w.header {
+		if f.Name == name {
+			return true
+		}
+	}
+	return false
+}
