@@ -263,7 +263,7 @@ func runProcess(ctx context.Context, b *bench) ([]row, error) {
 		}
 	}
 	r := newRow("process", "warm req/s, 8 workers", "req/s", rps["nimbus"], "same binary direct", rps["raw"])
-	wrkRows, err := runWrk(ctx, b, "process", "same binary direct", targets[0].url, targets[1].url, 32)
+	wrkRows, err := runWrk(ctx, b, "process", "", "same binary direct", targets[0].url, targets[1].url, 32, true)
 	if err != nil {
 		return nil, err
 	}

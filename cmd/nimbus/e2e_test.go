@@ -46,6 +46,16 @@ func TestQuickStart(t *testing.T) {
 	if resp.StatusCode != 200 || strings.TrimSpace(string(body)) != "hello, nimbus" {
 		t.Fatalf("GET /hello/nimbus: %d %q", resp.StatusCode, body)
 	}
+	// The same greeting from the example's lean-API function.
+	resp, err = http.Get(f["gateway"] + "/lean/nimbus")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != "hello, nimbus\n" {
+		t.Fatalf("GET /lean/nimbus: %d %q", resp.StatusCode, body)
+	}
 
 	// The CLI finds the server and token in the config file `up` wrote.
 	out, err := run("invoke", "hello/hello", "-d", "world")

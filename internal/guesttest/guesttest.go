@@ -75,6 +75,7 @@ var Known = []Guest{
 	{"internal/server/testdata/egress", Reactor},
 	{"internal/server/testdata/whoami", Reactor},
 	{"examples/hello/hello", Reactor},
+	{"examples/hello/lean", Reactor},
 	{"examples/wagi/wagi", Command},
 	{"examples/counter/counter", Reactor},
 	{"examples/orders/orders", Reactor},

@@ -30,3 +30,22 @@ func ExampleHandleFunc() {
 	fmt.Println(string(body))
 	// Output: hello, gopher
 }
+
+// HandleRequest is the lean alternative to HandleFunc: the SDK's own
+// request and response types, no net/http maps. On the host, a handler is
+// tested by calling it with a Request and Response of its own.
+func ExampleHandleRequest() {
+	hello := func(w *nimbus.Response, r *nimbus.Request) {
+		w.SetHeader("Content-Type", "text/plain; charset=utf-8")
+		w.WriteString("hello, ")
+		w.WriteString(r.PathValue("name"))
+	}
+	nimbus.HandleRequest(hello)
+
+	r := &nimbus.Request{Method: "GET", Path: "/hello/gopher"}
+	r.SetPathValue("name", "gopher")
+	var w nimbus.Response
+	hello(&w, r)
+	fmt.Println(w.Status(), w.Header("content-type"), string(w.Body()))
+	// Output: 200 text/plain; charset=utf-8 hello, gopher
+}

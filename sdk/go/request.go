@@ -82,6 +82,24 @@ func (r *Request) PathValue(name string) string {
 	return ""
 }
 
+// SetPathValue sets the route wildcard name to value, as
+// http.Request.SetPathValue does: for a handler's tests on the host.
+func (r *Request) SetPathValue(name, value string) {
+	for i, f := range r.view.Params {
+		if f.Name == name {
+			r.view.Params[i].Value = value
+			return
+		}
+	}
+	r.view.Params = append(r.view.Params, wire.Field{Name: name, Value: value})
+}
+
+// AddHeader adds value to the request header name: for a handler's tests
+// on the host.
+func (r *Request) AddHeader(name, value string) {
+	r.view.Header = append(r.view.Header, wire.Field{Name: textproto.CanonicalMIMEHeaderKey(name), Value: value})
+}
+
 // Response is what a HandleRequest handler answers: a status, header
 // fields and a body, sent when the handler returns. It is reused for the
 // next request: do not keep it.
@@ -131,6 +149,28 @@ func (w *Response) WriteString(s string) (int, error) {
 	w.body = append(w.body, s...)
 	return len(s), nil
 }
+
+// Status is the status the response has so far: 200 until WriteHeader.
+func (w *Response) Status() int {
+	if w.status == 0 {
+		return http.StatusOK
+	}
+	return w.status
+}
+
+// Header returns the first value of the response header name (matched
+// without regard to case), or "".
+func (w *Response) Header(name string) string {
+	for _, f := range w.header {
+		if f.Name == name || strings.EqualFold(f.Name, name) {
+			return f.Value
+		}
+	}
+	return ""
+}
+
+// Body is what was written so far.
+func (w *Response) Body() []byte { return w.body }
 
 // requestHandler is the handler HandleRequest registered, if any.
 var requestHandler atomic.Pointer[func(*Response, *Request)]
@@ -192,16 +232,13 @@ func serveRequest(f func(*Response, *Request), in []byte, dst []byte) (out []byt
 		}
 	}()
 	f(w, r)
-	status := w.status
-	if status == 0 {
-		status = http.StatusOK
-	}
 	if len(w.body) > 0 && !w.has("Content-Type") {
 		w.header = append(w.header, wire.Field{Name: "Content-Type", Value: detectContentType(w.body)})
 	}
-	return wire.AppendResponse(dst, status, w.header, w.body)
+	return wire.AppendResponse(dst, w.Status(), w.header, w.body)
 }
 
+// has reports whether the response sets the header name, given canonical.
 func (w *Response) has(name string) bool {
 	for _, f := range w.header {
 		if f.Name == name {

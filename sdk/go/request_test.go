@@ -165,3 +165,25 @@ func TestHandleReplaces(t *testing.T) {
 		t.Fatal("Handle did not replace the HandleRequest handler")
 	}
 }
+
+// TestServeRequestAllocations holds the lean API to what docs/functions.md
+// says: one allocation per request, two with a body.
+func TestServeRequestAllocations(t *testing.T) {
+	f := func(w *Response, r *Request) {
+		w.SetHeader("Content-Type", "text/plain")
+		w.WriteString("hello, ")
+		w.WriteString(r.PathValue("name"))
+		w.Write(r.Body)
+	}
+	for _, c := range []struct {
+		body []byte
+		want float64
+	}{{nil, 1}, {[]byte("a body"), 2}} {
+		in := wire.EncodeRequest(nil, &wire.Request{Method: "POST", Path: "/hello/ann", Route: "POST /hello/{name}", TraceParent: "00-aa-bb-01",
+			Header: map[string][]string{"Accept": {"*/*"}, "User-Agent": {"test"}}, Params: map[string]string{"name": "ann"}, Body: c.body})
+		out := serveRequest(f, in, nil) // the reused buffers grow once
+		if got := testing.AllocsPerRun(100, func() { out = serveRequest(f, in, out[:0]) }); got != c.want {
+			t.Errorf("body %q: %v allocations per request, want %v", c.body, got, c.want)
+		}
+	}
+}

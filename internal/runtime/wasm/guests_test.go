@@ -19,6 +19,7 @@ var guestSrcs = []guestSrc{
 	{"sdk", "internal/runtime/wasm/testdata/sdkguest", guesttest.Reactor},
 	{"wagi", "internal/runtime/wasm/testdata/wagiguest", guesttest.Command},
 	{"hello-example", "examples/hello/hello", guesttest.Reactor},
+	{"lean-example", "examples/hello/lean", guesttest.Reactor},
 	{"wagi-example", "examples/wagi/wagi", guesttest.Command},
 }
 

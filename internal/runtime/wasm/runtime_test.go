@@ -356,6 +356,28 @@ func TestExamples(t *testing.T) {
 			t.Fatalf("got %q", resp.Body)
 		}
 	})
+	// The lean API's request and response are reused by every request of
+	// an instance: many requests in turn, with garbage collections
+	// between them, each get their own answer.
+	t.Run("lean", func(t *testing.T) {
+		inst := instance(t, load(t, r, runtime.Spec{Artifact: guests["lean-example"], Env: map[string]string{"GREETING": "hi"}}))
+		for i := range 3000 {
+			name := fmt.Sprintf("guest-%d-%s", i, strings.Repeat("x", i%2000)) // ~6 MiB in all: garbage collections
+			req := get("/lean/"+name, "")
+			req.Params = map[string]string{"name": name}
+			if resp := mustHandle(t, inst, req); string(resp.Body) != "hi, "+name+"\n" || resp.Header.Get("Content-Type") != "text/plain; charset=utf-8" {
+				t.Fatalf("request %d: %q %v", i, resp.Body, resp.Header)
+			}
+		}
+		if resp := mustHandle(t, inst, get("/lean", "")); string(resp.Body) != "hi, world\n" {
+			t.Fatalf("got %q", resp.Body)
+		}
+		post := get("/lean/echo", "")
+		post.Method, post.Body, post.Header = "POST", []byte(`{"echo":"me"}`), http.Header{"Content-Type": {"application/json"}}
+		if resp := mustHandle(t, inst, post); string(resp.Body) != `{"echo":"me"}` || resp.Header.Get("Content-Type") != "application/json" {
+			t.Fatalf("got %q %v", resp.Body, resp.Header)
+		}
+	})
 	t.Run("wagi", func(t *testing.T) {
 		req := get("/hello/ada", "q=1")
 		req.Params = map[string]string{"name": "ada"}
