@@ -7,7 +7,6 @@ import (
 	"net/textproto"
 	"os"
 	"runtime/debug"
-	"slices"
 	"strings"
 	"sync/atomic"
 
@@ -34,16 +33,25 @@ type Request struct {
 	// Body is the request's body (nil when empty).
 	Body []byte
 
-	view wire.View
+	header []wire.Field // as sent, without the Traceparent Header adds
+	params []wire.Field
 }
 
 // Header returns the first value of the request header name (matched
-// without regard to case), or "".
+// without regard to case), or "". As for a net/http handler, the
+// invocation's TraceParent is the Traceparent header unless the request
+// brought its own.
 func (r *Request) Header(name string) string {
-	for _, f := range r.view.Header {
+	for _, f := range r.header {
 		if f.Name == name || strings.EqualFold(f.Name, name) {
+			if f.Value == "" && r.addsTraceparent(name) {
+				return r.TraceParent
+			}
 			return f.Value
 		}
+	}
+	if r.addsTraceparent(name) {
+		return r.TraceParent
 	}
 	return ""
 }
@@ -51,30 +59,54 @@ func (r *Request) Header(name string) string {
 // HeaderValues returns every value of the request header name, in order.
 func (r *Request) HeaderValues(name string) []string {
 	var vs []string
-	for _, f := range r.view.Header {
+	for _, f := range r.header {
 		if f.Name == name || strings.EqualFold(f.Name, name) {
 			vs = append(vs, f.Value)
 		}
+	}
+	if r.addsTraceparent(name) && (len(vs) == 0 || vs[0] == "") {
+		if len(vs) == 0 {
+			vs = append(vs, "")
+		}
+		vs[0] = r.TraceParent
 	}
 	return vs
 }
 
 // Headers yields each request header's name and value, in the order
-// received; a name with several values comes once per value.
+// received (the invocation's Traceparent last, when the request brought
+// none); a name with several values comes once per value.
 func (r *Request) Headers() iter.Seq2[string, string] {
 	return func(yield func(string, string) bool) {
-		for _, f := range r.view.Header {
-			if !yield(f.Name, f.Value) {
+		seen := false
+		for _, f := range r.header {
+			v := f.Value
+			if f.Name == "Traceparent" {
+				if !seen && v == "" && r.TraceParent != "" {
+					v = r.TraceParent
+				}
+				seen = true
+			}
+			if !yield(f.Name, v) {
 				return
 			}
 		}
+		if !seen && r.TraceParent != "" {
+			yield("Traceparent", r.TraceParent)
+		}
 	}
+}
+
+// addsTraceparent reports whether name is Traceparent and the invocation
+// has one to stand in for a missing or empty header.
+func (r *Request) addsTraceparent(name string) bool {
+	return r.TraceParent != "" && len(name) == len("Traceparent") && strings.EqualFold(name, "Traceparent")
 }
 
 // PathValue returns the value of the route's wildcard name ("{name}" in
 // the pattern), or "" (as http.Request.PathValue).
 func (r *Request) PathValue(name string) string {
-	for _, f := range r.view.Params {
+	for _, f := range r.params {
 		if f.Name == name {
 			return f.Value
 		}
@@ -85,19 +117,19 @@ func (r *Request) PathValue(name string) string {
 // SetPathValue sets the route wildcard name to value, as
 // http.Request.SetPathValue does: for a handler's tests on the host.
 func (r *Request) SetPathValue(name, value string) {
-	for i, f := range r.view.Params {
+	for i, f := range r.params {
 		if f.Name == name {
-			r.view.Params[i].Value = value
+			r.params[i].Value = value
 			return
 		}
 	}
-	r.view.Params = append(r.view.Params, wire.Field{Name: name, Value: value})
+	r.params = append(r.params, wire.Field{Name: name, Value: value})
 }
 
 // AddHeader adds value to the request header name: for a handler's tests
 // on the host.
 func (r *Request) AddHeader(name, value string) {
-	r.view.Header = append(r.view.Header, wire.Field{Name: textproto.CanonicalMIMEHeaderKey(name), Value: value})
+	r.header = append(r.header, wire.Field{Name: textproto.CanonicalMIMEHeaderKey(name), Value: value})
 }
 
 // Response is what a HandleRequest handler answers: a status, header
@@ -197,29 +229,22 @@ var (
 
 // serveRequest is serve for a HandleRequest handler.
 func serveRequest(f func(*Response, *Request), in []byte, dst []byte) (out []byte) {
-	r := &leanRequest
-	if err := wire.DecodeView(in, &r.view); err != nil {
+	// Decoded on the stack, then stored field by field: what a guest's
+	// garbage collector sees written to the heap (write barriers, while
+	// it marks) is the request's fields once.
+	v := wire.View{Header: leanRequest.header[:0], Params: leanRequest.params[:0]}
+	if err := wire.DecodeView(in, &v); err != nil {
 		return wire.EncodeResponse(dst, &wire.Response{Status: 500, Error: fmt.Sprintf("sdk: bad request from host: %v", err)})
 	}
-	v := &r.view
 	for _, fl := range v.Header {
 		if fl.Name == wire.HeaderRun {
 			return serve(nil, in, dst) // a workflow activation
 		}
 	}
-	if v.TraceParent != "" {
-		// As for a net/http handler: the invocation's traceparent is the
-		// request's Traceparent header unless the request brought its own.
-		i := slices.IndexFunc(v.Header, func(f wire.Field) bool { return f.Name == "Traceparent" })
-		switch {
-		case i < 0:
-			v.Header = append(v.Header, wire.Field{Name: "Traceparent", Value: v.TraceParent})
-		case v.Header[i].Value == "":
-			v.Header[i].Value = v.TraceParent
-		}
-	}
-	*r = Request{Method: v.Method, Path: v.Path, RawQuery: v.RawQuery, Host: v.Host, RemoteAddr: v.RemoteAddr,
-		Pattern: v.Route, InvocationID: v.InvocationID, TraceParent: v.TraceParent, Body: v.Body, view: *v}
+	r := &leanRequest
+	r.Method, r.Path, r.RawQuery, r.Host, r.RemoteAddr = v.Method, v.Path, v.RawQuery, v.Host, v.RemoteAddr
+	r.Pattern, r.InvocationID, r.TraceParent, r.Body = v.Route, v.InvocationID, v.TraceParent, v.Body
+	r.header, r.params = v.Header, v.Params
 	if r.Method == "" {
 		r.Method = http.MethodGet
 	}

@@ -126,14 +126,21 @@ func TestServeRequestReuse(t *testing.T) {
 // Traceparent header unless the request brought its own, as for a
 // net/http handler.
 func TestServeRequestTraceparent(t *testing.T) {
-	f := func(w *Response, r *Request) { fmt.Fprintf(w, "%q %s", r.HeaderValues("Traceparent"), r.TraceParent) }
+	f := func(w *Response, r *Request) {
+		var all []string
+		for k, v := range r.Headers() {
+			all = append(all, k+"="+v)
+		}
+		fmt.Fprintf(w, "%q %s %s %q", r.HeaderValues("Traceparent"), r.Header("traceparent"), r.TraceParent, all)
+	}
 	for _, c := range []struct {
 		header map[string][]string
 		want   string
 	}{
-		{nil, `["00-inv-01"] 00-inv-01`},
-		{map[string][]string{"Traceparent": {""}}, `["00-inv-01"] 00-inv-01`},
-		{map[string][]string{"Traceparent": {"00-own-01"}}, `["00-own-01"] 00-inv-01`},
+		{nil, `["00-inv-01"] 00-inv-01 00-inv-01 ["Traceparent=00-inv-01"]`},
+		{map[string][]string{"Accept": {"*/*"}}, `["00-inv-01"] 00-inv-01 00-inv-01 ["Accept=*/*" "Traceparent=00-inv-01"]`},
+		{map[string][]string{"Traceparent": {""}}, `["00-inv-01"] 00-inv-01 00-inv-01 ["Traceparent=00-inv-01"]`},
+		{map[string][]string{"Traceparent": {"00-own-01"}}, `["00-own-01"] 00-own-01 00-inv-01 ["Traceparent=00-own-01"]`},
 	} {
 		resp := roundTripRequest(t, f, &wire.Request{Method: "GET", Path: "/", TraceParent: "00-inv-01", Header: c.header})
 		if string(resp.Body) != c.want {
