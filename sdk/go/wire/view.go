@@ -2,6 +2,7 @@ package wire
 
 import (
 	"encoding/binary"
+	"unsafe"
 )
 
 // Field is one header or path parameter: a name and one value.
@@ -9,8 +10,8 @@ type Field struct{ Name, Value string }
 
 // View is a decoded request without maps, for a guest that reads a
 // request's fields in place: its header and parameters are lists in wire
-// order, and decoding one costs one allocation (two with a body) however
-// many fields it has. The Go SDK's Request handlers are served from it.
+// order, and decoding one costs one allocation (a copy of the message)
+// however many fields it has. The Go SDK's Request handlers are served from it.
 type View struct {
 	Method, Path, RawQuery, Host, RemoteAddr, Route, InvocationID, TraceParent string
 	// Header holds every (name, value) pair in the order sent; a name with
@@ -23,46 +24,92 @@ type View struct {
 }
 
 // DecodeView decodes a request into v, reusing v.Header's and v.Params'
-// arrays. The strings share one copy of the message, and Body is a copy
-// too: nothing in v aliases b. It never panics; a malformed message
-// leaves v empty (its arrays kept) and returns an error wrapping
-// ErrMalformed.
+// arrays. The strings and Body share one copy of the message: nothing in v
+// aliases b, and a handler that writes to Body changes no string (they
+// point before the body). It never panics; a malformed message leaves v
+// empty (its arrays kept) and returns an error wrapping ErrMalformed.
 func DecodeView(b []byte, v *View) error {
 	header, params := v.Header[:0], v.Params[:0]
-	var buf [48]span
-	sp, nh, body, ok := scanRequest(b, buf[:0])
-	if !ok {
+	if len(b) < 2 || b[0] != TagRequest {
 		return decodeViewSlow(b, v, header, params)
 	}
-	arena := string(b[:body.off])
+	// One pass over a copy that no one writes to before the body: its
+	// strings can be cut from it in place.
+	c := make([]byte, len(b))
+	copy(c, b)
+	d := viewDecoder{b: c, off: 1}
 	var f [8]string
 	for i := range f {
-		if s := sp[i]; s.n > 0 {
-			f[i] = arena[s.off : s.off+s.n]
-		}
+		f[i] = d.str()
 	}
-	fields := sp[8:]
-	for i := 0; i+1 < len(fields); i += 2 {
-		fl := Field{cut(arena, fields[i]), cut(arena, fields[i+1])}
-		if i < 2*nh {
-			header = append(header, fl)
-		} else {
-			params = append(params, fl)
-		}
+	for n := d.count(); n > 0 && !d.bad; n-- {
+		header = append(header, Field{d.str(), d.str()})
+	}
+	for n := d.count(); n > 0 && !d.bad; n-- {
+		params = append(params, Field{d.str(), d.str()})
+	}
+	n := d.len()
+	if d.bad || d.off+n != len(c) { // the body is the message's end
+		return decodeViewSlow(b, v, header, params) // says what is wrong
 	}
 	*v = View{Method: f[0], Path: f[1], RawQuery: f[2], Host: f[3], RemoteAddr: f[4],
 		Route: f[5], InvocationID: f[6], TraceParent: f[7], Header: header, Params: params}
-	if body.n > 0 { // the body is the message's end
-		v.Body = append([]byte(nil), b[len(b)-int(body.n):]...)
+	if n > 0 {
+		v.Body = c[d.off : d.off+n : d.off+n]
 	}
 	return nil
 }
 
-func cut(arena string, s span) string {
-	if s.n == 0 {
+// viewDecoder reads the strings of a message that no one writes to.
+type viewDecoder struct {
+	b   []byte
+	off int
+	bad bool // a length or count ran past the end (DecodeView then starts over the slow way)
+}
+
+// str returns the next string, in place; lengths under 128 (one byte)
+// take the short way (calls are dear in a Go guest compiled to wasm).
+func (d *viewDecoder) str() string {
+	if d.off < len(d.b) {
+		if n := int(d.b[d.off]); n < 0x80 && n < len(d.b)-d.off {
+			d.off++
+			if n == 0 {
+				return ""
+			}
+			s := unsafe.String(&d.b[d.off], n)
+			d.off += n
+			return s
+		}
+	}
+	n := d.len()
+	if d.bad || n == 0 {
 		return ""
 	}
-	return arena[s.off : s.off+s.n]
+	s := unsafe.String(&d.b[d.off], n)
+	d.off += n
+	return s
+}
+
+// len reads a length and checks it against what remains.
+func (d *viewDecoder) len() int {
+	v, k := binary.Uvarint(d.b[min(d.off, len(d.b)):])
+	if k <= 0 || v > uint64(len(d.b)-d.off-k) {
+		d.bad = true
+		return 0
+	}
+	d.off += k
+	return int(v)
+}
+
+// count reads an element count: every element takes at least two bytes.
+func (d *viewDecoder) count() int {
+	v, k := binary.Uvarint(d.b[min(d.off, len(d.b)):])
+	if k <= 0 || v > uint64(len(d.b)-d.off-k)/2 {
+		d.bad = true
+		return 0
+	}
+	d.off += k
+	return int(v)
 }
 
 // decodeViewSlow is DecodeView for a request with more fields than
@@ -107,8 +154,16 @@ func AppendResponse(dst []byte, status int, header []Field, body []byte) []byte 
 	dst = append(dst, 0) // no error
 	dst = binary.AppendUvarint(dst, uint64(len(header)))
 	for _, f := range header {
-		dst = appendString(dst, f.Name)
-		dst = appendString(dst, f.Value)
+		dst = appendShort(dst, f.Name)
+		dst = appendShort(dst, f.Value)
 	}
 	return appendBytes(dst, body)
+}
+
+// appendShort is appendString, without a call for a length under 128.
+func appendShort(dst []byte, s string) []byte {
+	if len(s) < 0x80 {
+		return append(append(dst, byte(len(s))), s...)
+	}
+	return appendString(dst, s)
 }

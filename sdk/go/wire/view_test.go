@@ -2,6 +2,7 @@ package wire
 
 import (
 	"errors"
+	"strings"
 	"reflect"
 	"testing"
 )
@@ -43,11 +44,15 @@ func TestDecodeView(t *testing.T) {
 	if !reflect.DeepEqual(v, want) {
 		t.Fatalf("got %+v\nwant %+v", v, want)
 	}
+	v.Body[0] = 'B' // the handler's to change: no string sees it
+	if v.Method != "POST" || v.TraceParent != "tp" || v.Params[0].Value != "b" {
+		t.Fatalf("a write to Body changed a string: %+v", v)
+	}
 	kept := v.Body
 	for i := range in {
 		in[i] = 'X' // the host writes the next request over the buffer
 	}
-	if string(kept) != "body" || v.Method != "POST" || v.Header[1].Value != "2" {
+	if string(kept) != "Body" || v.Method != "POST" || v.Header[1].Value != "2" {
 		t.Fatalf("the view aliases its input: %q %+v", kept, v)
 	}
 	header := v.Header
@@ -62,10 +67,10 @@ func TestDecodeView(t *testing.T) {
 	}
 }
 
-// TestDecodeViewManyFields: a request with more strings than the one pass
-// notes (48) takes the slow way, with the same answer.
+// TestDecodeViewManyFields: a request with many fields and a length past
+// one byte decodes as DecodeRequest does.
 func TestDecodeViewManyFields(t *testing.T) {
-	req := &Request{Method: "GET", Path: "/", Header: manyHeader(40), Params: map[string]string{"p": "1"}, Body: []byte("x")}
+	req := &Request{Method: "GET", Path: "/" + strings.Repeat("p", 300), Header: manyHeader(40), Params: map[string]string{"p": "1"}, Body: []byte("x")}
 	var v View
 	if err := DecodeView(EncodeRequest(nil, req), &v); err != nil {
 		t.Fatal(err)
