@@ -2,8 +2,8 @@ package wire
 
 import (
 	"errors"
-	"strings"
 	"reflect"
+	"strings"
 	"testing"
 )
 
