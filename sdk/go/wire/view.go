@@ -2,6 +2,7 @@ package wire
 
 import (
 	"encoding/binary"
+	"slices"
 	"unsafe"
 )
 
@@ -39,15 +40,9 @@ func DecodeView(b []byte, v *View) error {
 	copy(c, b)
 	d := viewDecoder{b: c, off: 1}
 	var f [8]string
-	for i := range f {
-		f[i] = d.str()
-	}
-	for n := d.count(); n > 0 && !d.bad; n-- {
-		header = append(header, Field{d.str(), d.str()})
-	}
-	for n := d.count(); n > 0 && !d.bad; n-- {
-		params = append(params, Field{d.str(), d.str()})
-	}
+	d.strs(f[:])
+	header = d.fields(header)
+	params = d.fields(params)
 	n := d.len()
 	if d.bad || d.off+n != len(c) { // the body is the message's end
 		return decodeViewSlow(b, v, header, params) // says what is wrong
@@ -67,20 +62,39 @@ type viewDecoder struct {
 	bad bool // a length or count ran past the end (DecodeView then starts over the slow way)
 }
 
-// str returns the next string, in place; lengths under 128 (one byte)
-// take the short way (calls are dear in a Go guest compiled to wasm).
-func (d *viewDecoder) str() string {
-	if d.off < len(d.b) {
-		if n := int(d.b[d.off]); n < 0x80 && n < len(d.b)-d.off {
-			d.off++
-			if n == 0 {
-				return ""
+// strs fills dst with the next len(dst) strings, in place. A length under
+// 128 (one byte) takes the short way, written out here: calls are dear in
+// a Go guest compiled to wasm.
+func (d *viewDecoder) strs(dst []string) {
+	for i := range dst {
+		o := d.off
+		if o+1 < len(d.b) {
+			if n := int(d.b[o]); n < 0x80 && o+n < len(d.b) {
+				d.off = o + 1 + n
+				dst[i] = unsafe.String(&d.b[o+1], n)
+				continue
 			}
-			s := unsafe.String(&d.b[d.off], n)
-			d.off += n
-			return s
 		}
+		dst[i] = d.strLong()
 	}
+}
+
+// fields appends the next list of fields (a count, then name and value
+// strings) to list.
+func (d *viewDecoder) fields(list []Field) []Field {
+	n := d.count()
+	if n == 0 {
+		return list
+	}
+	at := len(list)
+	list = slices.Grow(list, n)[:at+n]
+	// A Field is two strings: the new ones are filled as 2n strings.
+	d.strs(unsafe.Slice((*string)(unsafe.Pointer(&list[at])), 2*n))
+	return list
+}
+
+// strLong is str for a longer length, or a malformed one.
+func (d *viewDecoder) strLong() string {
 	n := d.len()
 	if d.bad || n == 0 {
 		return ""
