@@ -25,12 +25,16 @@ Templates:
         published as a module yet, so a copy of it (the version of this
         binary) is written to DIR/nimbus-sdk and go.mod requires it through a
         replace; once it is published, delete both and 'go get' it.
+  lean  the same function with the SDK's lean API (nimbus.HandleRequest: its
+        own request and response types, several times less work per
+        request than net/http's); the SDK copy as for go.
   wagi  a plain Go program speaking WAGI (CGI over WASI): no SDK, the
         request in environment variables and stdin, the response on stdout.
 
 The app is named after DIR unless --app says otherwise; its routes are
 /APP and /APP/{name}. Needs Go 1.24 or later to build.`,
 		Example: `  nimbus new hello-fn && nimbus up hello-fn
+  nimbus new --template lean ./fast-fn
   nimbus new --template wagi --app cgi-demo ./cgi
   nimbus new --module example.com/shop/api ./api`,
 		Args: cobra.ExactArgs(1),
@@ -48,7 +52,7 @@ The app is named after DIR unless --app says otherwise; its routes are
 		},
 	}
 	f := cmd.Flags()
-	f.StringVarP(&opts.Template, "template", "t", scaffold.TemplateGo, "what to start from: "+strings.Join(scaffold.Templates, " or "))
+	f.StringVarP(&opts.Template, "template", "t", scaffold.TemplateGo, "what to start from: "+strings.Join(scaffold.Templates, ", ")+" (lean: the SDK's HandleRequest API)")
 	f.StringVar(&opts.App, "app", "", "app name, a DNS label (default: DIR's name)")
 	f.StringVar(&opts.Module, "module", "", "Go module path of the project (default: the app name)")
 	return cmd

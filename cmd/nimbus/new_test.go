@@ -22,7 +22,7 @@ import (
 // template; the build leaves its go.mod as written.
 func TestNewProjectBuildsAndDeploysOutsideTheRepo(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds two guests")
+		t.Skip("builds three guests")
 	}
 	// No network and no workspace: everything the project needs is in it.
 	t.Setenv("GOPROXY", "off")
@@ -46,6 +46,7 @@ func TestNewProjectBuildsAndDeploysOutsideTheRepo(t *testing.T) {
 
 	for _, c := range []struct{ template, dir, path, want string }{
 		{"go", "gofn", "/gofn/you", "hello, you\n"},
+		{"lean", "leanfn", "/leanfn/you", "hello, you\n"},
 		{"wagi", "cgifn", "/cgifn/you", "hello, you\n"},
 	} {
 		t.Run(c.template, func(t *testing.T) {

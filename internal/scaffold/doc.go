@@ -4,13 +4,14 @@
 //
 //   - go: a function written with the Nimbus Go SDK (an http.Handler built
 //     as a WASI reactor);
+//   - lean: the same with the SDK's lean API (nimbus.HandleRequest);
 //   - wagi: a plain Go program speaking WAGI (CGI over WASI), no SDK.
 //
 // Guarantees:
 //
 //   - The project builds and deploys outside this repository, offline:
 //     nothing it needs is fetched. The Go SDK is not published as a module
-//     yet, so the go template writes a copy of it (the source embedded in
+//     yet, so the go and lean templates write a copy of it (the source embedded in
 //     the binary by package sdk, tests left out) into the project's
 //     nimbus-sdk/ directory as the module github.com/nimbus-dev/nimbus/sdk/go,
 //     and the project's go.mod requires that module at the binary's version

@@ -21,11 +21,12 @@ import (
 // Template names.
 const (
 	TemplateGo   = "go"   // a function written with the Nimbus Go SDK
+	TemplateLean = "lean" // the same with the SDK's lean API (nimbus.HandleRequest)
 	TemplateWAGI = "wagi" // a plain Go program speaking WAGI, no SDK
 )
 
 // Templates are the template names, the default first.
-var Templates = []string{TemplateGo, TemplateWAGI}
+var Templates = []string{TemplateGo, TemplateLean, TemplateWAGI}
 
 // What a project is made of.
 const (
@@ -55,7 +56,7 @@ var templates embed.FS
 
 // Options say what to create. The zero value of each field is its default.
 type Options struct {
-	// Template is TemplateGo or TemplateWAGI. Optional: default TemplateGo.
+	// Template is TemplateGo, TemplateLean or TemplateWAGI. Optional: default TemplateGo.
 	Template string
 	// App is the app's name, a DNS label. Optional: default the base name
 	// of the directory.
@@ -121,7 +122,7 @@ func Create(dir string, opts Options) (_ *Result, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if opts.Template == TemplateGo {
+	if opts.Template != TemplateWAGI {
 		if err := addSDK(files, v); err != nil {
 			return nil, err
 		}
@@ -137,7 +138,7 @@ func Create(dir string, opts Options) (_ *Result, err error) {
 		}
 	}()
 	res := &Result{Dir: abs, App: v.App, Template: opts.Template, Function: v.Function}
-	if opts.Template == TemplateGo {
+	if opts.Template != TemplateWAGI {
 		res.SDKVersion = v.SDKVersion
 	}
 	for name := range files {

@@ -93,7 +93,7 @@ func TestCreateRefuses(t *testing.T) {
 		want string
 	}{
 		{"not empty", full, scaffold.Options{App: "x"}, scaffold.ErrNotEmpty, "new or empty directory"},
-		{"template", "x", scaffold.Options{Template: "rust"}, scaffold.ErrInvalid, "use one of go, wagi"},
+		{"template", "x", scaffold.Options{Template: "rust"}, scaffold.ErrInvalid, "use one of go, lean, wagi"},
 		{"dir name", "My_Fn", scaffold.Options{}, scaffold.ErrInvalid, "pass one with --app"},
 		{"app name", "x", scaffold.Options{App: "-x"}, scaffold.ErrInvalid, `app name "-x"`},
 		{"module", "x", scaffold.Options{Module: "a b"}, scaffold.ErrInvalid, "module path"},
