@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -267,6 +269,11 @@ func runProcess(ctx context.Context, b *bench) ([]row, error) {
 	if err != nil {
 		return nil, err
 	}
+	proxyRows, err := bareProxy(ctx, b, rawURL)
+	if err != nil {
+		return nil, err
+	}
+	wrkRows = append(wrkRows, proxyRows...)
 	rows = append(rows,
 		r.goal(">= 0.60x raw", r.Ratio >= 0.6),
 		newRow("process", "warm p50, 8 workers", "ms", wp50["nimbus"], "same binary direct", wp50["raw"]),
@@ -375,3 +382,33 @@ func freePort() (int, error) {
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
+
+// bareProxy measures, with wrk, the least any HTTP proxy in front of the
+// process costs: net/http/httputil's ReverseProxy, nothing else (no
+// sandbox, routing, limits, logs or traces), in this process like the
+// node, against the same binary called directly. A Go net/http process
+// answers as fast as a proxy can forward, so this bounds what the
+// gateway's ratio can reach on the machine.
+func bareProxy(ctx context.Context, b *bench, rawURL string) ([]row, error) {
+	wrk, err := exec.LookPath("wrk")
+	if err != nil {
+		return nil, nil
+	}
+	target, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: target.Host})
+	rp.Transport = &http.Transport{MaxIdleConnsPerHost: 64}
+	proxy, err := startRawServer(rp)
+	if err != nil {
+		return nil, err
+	}
+	defer proxy.close()
+	got, raw, err := wrkPair(ctx, b, wrk, proxy.url+target.Path, rawURL, 32)
+	if err != nil {
+		return nil, err
+	}
+	return []row{newRow("process", "bare Go reverse proxy (httputil): wrk req/s, 32 conns (the bound, for contrast)", "req/s", got.rps, "same binary direct", raw.rps)}, nil
+}
+
