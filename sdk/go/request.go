@@ -15,7 +15,8 @@ import (
 
 // Request is one HTTP request as a HandleRequest handler sees it: the
 // request's fields, read in place, without net/http's maps. Its strings
-// and Body are the handler's to keep; the *Request itself is reused for
+// and Body are the handler's to keep (they share one copy of the request:
+// keeping any of them keeps all of it); the *Request itself is reused for
 // the next request once the handler returns.
 type Request struct {
 	Method   string
