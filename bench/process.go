@@ -411,4 +411,3 @@ func bareProxy(ctx context.Context, b *bench, rawURL string) ([]row, error) {
 	}
 	return []row{newRow("process", "bare Go reverse proxy (httputil): wrk req/s, 32 conns (the bound, for contrast)", "req/s", got.rps, "same binary direct", raw.rps)}, nil
 }
-

@@ -266,7 +266,7 @@ func runWrk(ctx context.Context, b *bench, scenario, label, baseline, nimbusURL,
 		progress("   wrk not installed; skipping the wrk measurement")
 		return nil, nil
 	}
-	if b.opts.wrkprofile != "" && conns == 32 {
+	if b.opts.wrkprofile != "" && conns == 32 && goal { // the goal's guest
 		secs := max(1, int(b.opts.duration.Round(time.Second)/time.Second))
 		if err := profileWrk(ctx, wrk, secs, nimbusURL, filepath.Join(filepath.Dir(b.opts.wrkprofile), scenario+"-"+filepath.Base(b.opts.wrkprofile))); err != nil {
 			return nil, err

@@ -45,7 +45,7 @@ func DecodeView(b []byte, v *View) error {
 	params = d.fields(params)
 	n := d.len()
 	if d.bad || d.off+n != len(c) { // the body is the message's end
-		return decodeViewSlow(b, v, header, params) // says what is wrong
+		return decodeViewSlow(b, v, header[:0], params[:0]) // says what is wrong
 	}
 	*v = View{Method: f[0], Path: f[1], RawQuery: f[2], Host: f[3], RemoteAddr: f[4],
 		Route: f[5], InvocationID: f[6], TraceParent: f[7], Header: header, Params: params}
@@ -126,8 +126,8 @@ func (d *viewDecoder) count() int {
 	return int(v)
 }
 
-// decodeViewSlow is DecodeView for a request with more fields than
-// scanRequest notes, or a malformed one.
+// decodeViewSlow is DecodeView with the decoder of DecodeRequest, for a
+// message the one pass refused: it names what is wrong.
 func decodeViewSlow(b []byte, v *View, header, params []Field) error {
 	d := decoder{b: b, s: requestArena(b)}
 	if d.byte() != TagRequest && d.err == nil {
