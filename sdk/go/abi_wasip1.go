@@ -51,9 +51,9 @@ func nimbusHandle(ptr uint32, size int32) uint64 {
 		in = reqBuf[:size]
 	}
 	if f := requestHandler.Load(); f != nil {
-		respBuf = serveRequest(*f, in, respBuf[:0])
+		respBuf = serveRequest(*f, in, keepSmall(respBuf))
 	} else {
-		respBuf = serve(registered(), in, respBuf[:0])
+		respBuf = serve(registered(), in, keepSmall(respBuf))
 	}
 	if len(respBuf) == 0 {
 		return 0

@@ -250,7 +250,7 @@ func serveRequest(f func(*Response, *Request), in []byte, dst []byte) (out []byt
 		r.Method = http.MethodGet
 	}
 	w := &leanResponse
-	w.status, w.header, w.body = 0, w.header[:0], w.body[:0]
+	w.status, w.header, w.body = 0, w.header[:0], keepSmall(w.body)
 	defer func() {
 		if p := recover(); p != nil {
 			fmt.Fprintf(os.Stderr, "panic: %v\n\n%s", p, debug.Stack())
@@ -262,6 +262,20 @@ func serveRequest(f func(*Response, *Request), in []byte, dst []byte) (out []byt
 		w.header = append(w.header, wire.Field{Name: "Content-Type", Value: detectContentType(w.body)})
 	}
 	return wire.AppendResponse(dst, w.Status(), w.header, w.body)
+}
+
+// maxKept is the largest buffer kept from one request to the next: a
+// larger one (a large response once) is dropped for the garbage collector,
+// so it does not count against the function's memory for the rest of the
+// instance's life.
+const maxKept = 1 << 20
+
+// keepSmall returns b emptied, or nil when it grew past maxKept.
+func keepSmall(b []byte) []byte {
+	if cap(b) > maxKept {
+		return nil
+	}
+	return b[:0]
 }
 
 // has reports whether the response sets the header name, given canonical.

@@ -194,3 +194,33 @@ func TestServeRequestAllocations(t *testing.T) {
 		}
 	}
 }
+
+// TestLargeResponseNotKept: the buffers reused from one request to the
+// next are dropped after a response past maxKept, so that one large
+// answer does not hold the function's memory for the instance's life.
+func TestLargeResponseNotKept(t *testing.T) {
+	big := make([]byte, 2*maxKept)
+	lean := func(w *Response, r *Request) {
+		if r.Path == "/big" {
+			w.Write(big)
+		}
+	}
+	roundTripRequest(t, lean, &wire.Request{Method: "GET", Path: "/big"})
+	roundTripRequest(t, lean, &wire.Request{Method: "GET", Path: "/small"})
+	if c := cap(leanResponse.body); c > maxKept {
+		t.Errorf("HandleRequest kept a %d-byte body buffer", c)
+	}
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/big" {
+			w.Write(big)
+		}
+	})
+	roundTrip(t, h, &wire.Request{Method: "GET", Path: "/big"})
+	roundTrip(t, h, &wire.Request{Method: "GET", Path: "/small"})
+	if c := body.Cap(); c > maxKept {
+		t.Errorf("the net/http path kept a %d-byte body buffer", c)
+	}
+	if b := keepSmall(make([]byte, 10, 2*maxKept)); b != nil {
+		t.Errorf("keepSmall kept %d bytes of capacity", cap(b))
+	}
+}

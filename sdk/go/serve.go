@@ -28,6 +28,9 @@ func serve(h http.Handler, in []byte, dst []byte) (out []byte) {
 	if h == nil {
 		return wire.EncodeResponse(dst, &wire.Response{Status: 500, Error: "no handler registered: call nimbus.Handle or nimbus.HandleFunc from init"})
 	}
+	if body.Cap() > maxKept {
+		body = bytes.Buffer{}
+	}
 	body.Reset()
 	clear(writer.header)
 	writer = responseWriter{header: writer.header, body: &body}
