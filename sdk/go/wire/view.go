@@ -38,13 +38,13 @@ func DecodeView(b []byte, v *View) error {
 	// strings can be cut from it in place.
 	c := make([]byte, len(b))
 	copy(c, b)
-	d := viewDecoder{b: c, off: 1}
+	d := viewDecoder{decoder{b: c, off: 1}}
 	var f [8]string
 	d.strs(f[:])
 	header = d.fields(header)
 	params = d.fields(params)
-	n := d.len()
-	if d.bad || d.off+n != len(c) { // the body is the message's end
+	n := d.length()
+	if d.err != nil || d.off+n != len(c) { // the body is the message's end
 		return decodeViewSlow(b, v, header[:0], params[:0]) // says what is wrong
 	}
 	*v = View{Method: f[0], Path: f[1], RawQuery: f[2], Host: f[3], RemoteAddr: f[4],
@@ -55,12 +55,9 @@ func DecodeView(b []byte, v *View) error {
 	return nil
 }
 
-// viewDecoder reads the strings of a message that no one writes to.
-type viewDecoder struct {
-	b   []byte
-	off int
-	bad bool // a length or count ran past the end (DecodeView then starts over the slow way)
-}
+// viewDecoder reads the strings of a message that no one writes to, in
+// place; its decoder checks lengths and counts as DecodeRequest's does.
+type viewDecoder struct{ decoder }
 
 // strs fills dst with the next len(dst) strings, in place. A length under
 // 128 (one byte) takes the short way, written out here: calls are dear in
@@ -93,37 +90,15 @@ func (d *viewDecoder) fields(list []Field) []Field {
 	return list
 }
 
-// strLong is str for a longer length, or a malformed one.
+// strLong is strs's string for a longer length, or a malformed one.
 func (d *viewDecoder) strLong() string {
-	n := d.len()
-	if d.bad || n == 0 {
+	n := d.length()
+	if d.err != nil || n == 0 {
 		return ""
 	}
 	s := unsafe.String(&d.b[d.off], n)
 	d.off += n
 	return s
-}
-
-// len reads a length and checks it against what remains.
-func (d *viewDecoder) len() int {
-	v, k := binary.Uvarint(d.b[min(d.off, len(d.b)):])
-	if k <= 0 || v > uint64(len(d.b)-d.off-k) {
-		d.bad = true
-		return 0
-	}
-	d.off += k
-	return int(v)
-}
-
-// count reads an element count: every element takes at least two bytes.
-func (d *viewDecoder) count() int {
-	v, k := binary.Uvarint(d.b[min(d.off, len(d.b)):])
-	if k <= 0 || v > uint64(len(d.b)-d.off-k)/2 {
-		d.bad = true
-		return 0
-	}
-	d.off += k
-	return int(v)
 }
 
 // decodeViewSlow is DecodeView with the decoder of DecodeRequest, for a
