@@ -43,16 +43,19 @@ type Request struct {
 // invocation's TraceParent is the Traceparent header unless the request
 // brought its own.
 func (r *Request) Header(name string) string {
-	for _, f := range r.header {
+	if v := first(r.header, name); v != "" || !r.addsTraceparent(name) {
+		return v
+	}
+	return r.TraceParent
+}
+
+// first returns the first value of name in fields (matched without regard
+// to case), or "".
+func first(fields []wire.Field, name string) string {
+	for _, f := range fields {
 		if f.Name == name || strings.EqualFold(f.Name, name) {
-			if f.Value == "" && r.addsTraceparent(name) {
-				return r.TraceParent
-			}
 			return f.Value
 		}
-	}
-	if r.addsTraceparent(name) {
-		return r.TraceParent
 	}
 	return ""
 }
@@ -193,14 +196,7 @@ func (w *Response) Status() int {
 
 // Header returns the first value of the response header name (matched
 // without regard to case), or "".
-func (w *Response) Header(name string) string {
-	for _, f := range w.header {
-		if f.Name == name || strings.EqualFold(f.Name, name) {
-			return f.Value
-		}
-	}
-	return ""
-}
+func (w *Response) Header(name string) string { return first(w.header, name) }
 
 // Body is what was written so far.
 func (w *Response) Body() []byte { return w.body }
