@@ -374,6 +374,27 @@ func TestLimits(t *testing.T) {
 	})
 }
 
+// TestEndlessResponseHead: a process that answers with a head that never
+// ends (one endless header line, endless headers, endless 1xx answers)
+// fails its request at once, with the node's memory bounded, instead of
+// being read until the request's timeout; the instance serves on.
+func TestEndlessResponseHead(t *testing.T) {
+	modes(t, func(t *testing.T, sandbox bool) {
+		rt := newRuntime(t)
+		m := load(t, rt, spec(t, sandbox, func(s *runtime.Spec) { s.Limits.Timeout = time.Minute }))
+		inst := start(t, m)
+		for _, kind := range []string{"line", "headers", "1xx"} {
+			_, err := get(t, inst, "/headerbomb?kind="+kind)
+			if !errors.Is(err, runtime.ErrGuestFailed) || !strings.Contains(err.Error(), "response head over 1MiB") {
+				t.Fatalf("%s: %v", kind, err)
+			}
+			if got := mustGet(t, inst, "/big?n=3"); got != "xxx" {
+				t.Fatalf("after %s: %q", kind, got)
+			}
+		}
+	})
+}
+
 func TestLoadErrors(t *testing.T) {
 	rt := newRuntime(t)
 	for _, tc := range []struct {

@@ -38,9 +38,49 @@ type proxy struct {
 const maxIdleConns = 64
 
 type pconn struct {
-	c  net.Conn
-	br *bufio.Reader
-	bw *bufio.Writer
+	c   net.Conn
+	lim headLimit // under br
+	br  *bufio.Reader
+	bw  *bufio.Writer
+}
+
+func newPconn(c net.Conn) *pconn {
+	pc := &pconn{c: c, lim: headLimit{c: c, n: -1}, bw: bufio.NewWriterSize(c, 4096)}
+	pc.br = bufio.NewReaderSize(&pc.lim, 4096)
+	return pc
+}
+
+// maxResponseHead bounds the head of a process's answer (status line and
+// headers, with those of any 1xx answers before it), as net/http's server
+// bounds a request's (DefaultMaxHeaderBytes): http.ReadResponse has no
+// bound of its own, and a process that wrote a head without end would grow
+// the node's memory until the request's timeout.
+const maxResponseHead = 1 << 20
+
+// errHeadTooLarge is an answer whose head is over maxResponseHead.
+var errHeadTooLarge = errors.New("response head over " + model.FormatBytes(maxResponseHead) +
+	" (status line and headers; a fixed limit): the process broke the HTTP contract, its connection was dropped")
+
+// headLimit reads from c, and while n >= 0 (an answer's head is being
+// read) at most n more bytes, then fails with errHeadTooLarge.
+type headLimit struct {
+	c net.Conn
+	n int64
+}
+
+func (l *headLimit) Read(p []byte) (int, error) {
+	if l.n < 0 {
+		return l.c.Read(p)
+	}
+	if l.n == 0 {
+		return 0, errHeadTooLarge
+	}
+	if int64(len(p)) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.c.Read(p)
+	l.n -= int64(n)
+	return n, err
 }
 
 // hopHeaders are connection-level headers a proxy does not forward
@@ -116,7 +156,7 @@ func (x *proxy) get(ctx context.Context) (*pconn, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	return &pconn{c: c, br: bufio.NewReaderSize(c, 4096), bw: bufio.NewWriterSize(c, 4096)}, false, nil
+	return newPconn(c), false, nil
 }
 
 func (x *proxy) put(pc *pconn) {
@@ -161,6 +201,7 @@ func (x *proxy) roundTrip(ctx context.Context, pc *pconn, method string, req *ru
 	if err := pc.bw.Flush(); err != nil {
 		return nil, false, err
 	}
+	pc.lim.n = maxResponseHead
 	if _, err := pc.br.Peek(1); err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
 			err = fmt.Errorf("%w: %w", errNoAnswer, err)
@@ -179,6 +220,7 @@ func (x *proxy) roundTrip(ctx context.Context, pc *pconn, method string, req *ru
 		}
 		resp.Body.Close() // 1xx: informational, the answer follows
 	}
+	pc.lim.n = -1 // the body is bounded by maxResponse
 	defer resp.Body.Close()
 	tooLarge := &runtime.LimitError{Err: runtime.ErrResponseTooLarge, Limit: model.FormatBytes(uint64(maxResponse))}
 	if resp.ContentLength > maxResponse {

@@ -91,6 +91,33 @@ func main() {
 	mux.HandleFunc("/big", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte(strings.Repeat("x", atoi(r.URL.Query().Get("n"), 0))))
 	})
+	mux.HandleFunc("/headerbomb", func(w http.ResponseWriter, r *http.Request) {
+		// An answer whose head never ends, written on the raw connection:
+		// one endless header line, endless headers, or endless 1xx answers.
+		c, bw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		defer c.Close()
+		chunk := strings.Repeat("a", 1000)
+		switch r.URL.Query().Get("kind") {
+		case "line":
+			bw.WriteString("HTTP/1.1 200 OK\r\nX-Long: ")
+			for bw.Flush() == nil {
+				bw.WriteString(chunk)
+			}
+		case "headers":
+			bw.WriteString("HTTP/1.1 200 OK\r\n")
+			for i := 0; bw.Flush() == nil; i++ {
+				fmt.Fprintf(bw, "X-H%d: %s\r\n", i, chunk)
+			}
+		case "1xx":
+			for bw.Flush() == nil {
+				bw.WriteString("HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\n")
+			}
+		}
+	})
 	mux.HandleFunc("/dial", func(w http.ResponseWriter, r *http.Request) {
 		c, err := net.DialTimeout("tcp", r.URL.Query().Get("addr"), time.Second)
 		if err != nil {
@@ -177,6 +204,9 @@ func main() {
 		}
 		req.Header.Set("Authorization", "Bearer "+token)
 		req.Header.Set("X-Nimbus-Invocation-Id", r.Header.Get("X-Nimbus-Invocation-Id"))
+		if n := atoi(q.Get("pad"), 0); n > 0 {
+			req.Header.Set("X-Pad", strings.Repeat("p", n))
+		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			fmt.Fprint(w, "call failed: ", err)
