@@ -48,7 +48,7 @@ type platformAPI struct {
 // starts, as the Lambda Runtime API's does), else on a host loopback port.
 func newAPI(p *proc) (*platformAPI, error) {
 	a := &platformAPI{inst: p.inst, token: randomID() + randomID()}
-	a.srv = &http.Server{Handler: a.mux(), ReadHeaderTimeout: 10 * time.Second}
+	a.srv = &http.Server{Handler: a.mux(), ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: maxServiceHead}
 	if p.sb != nil {
 		a.addr = PlatformAPIAddr
 		p.sb.inNetns = append(p.sb.inNetns, func() error {
@@ -68,6 +68,12 @@ func newAPI(p *proc) (*platformAPI, error) {
 	a.ln, a.addr = ln, ln.Addr().String()
 	return a, nil
 }
+
+// maxServiceHead bounds the request heads a process sends to the node's
+// endpoints for it (platform API, Lambda runtime API, egress proxy), as the
+// gateway bounds its clients' (64KiB), rather than net/http's 1MiB: each
+// of a process's connections (up to its 1024 open files) can hold one.
+const maxServiceHead = 64 << 10
 
 func (a *platformAPI) env() []string {
 	return []string{EnvAPI + "=http://" + a.addr, EnvToken + "=" + a.token}

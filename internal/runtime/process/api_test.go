@@ -96,6 +96,13 @@ func TestPlatformAPI(t *testing.T) {
 		if got := call("GET", "/kv/counts/a", "", "token", "wrong"); !strings.HasPrefix(got, `401 {"error":"unauthorized"`) {
 			t.Fatalf("wrong token: %s", got)
 		}
+		// A request head well over 64KiB: 431, as at the gateway.
+		if got := call("GET", "/kv/counts/a", "", "pad", "100000"); !strings.HasPrefix(got, "431 ") {
+			t.Fatalf("large head: %s", got)
+		}
+		if got := call("GET", "/kv/counts/a", "", "pad", "60000"); !strings.HasPrefix(got, "404 ") {
+			t.Fatalf("head under the limit: %s", got)
+		}
 	})
 }
 

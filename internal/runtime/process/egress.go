@@ -55,7 +55,7 @@ func newEgress(p *proc) *egressProxy {
 		return nil
 	}
 	e := &egressProxy{inst: p.inst, tunnels: map[net.Conn]struct{}{}, max: maxTunnels}
-	e.srv = &http.Server{Handler: e, ReadHeaderTimeout: 10 * time.Second}
+	e.srv = &http.Server{Handler: e, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: maxServiceHead}
 	p.sb.inNetns = append(p.sb.inNetns, func() error {
 		ln, err := net.Listen("tcp", EgressProxyAddr)
 		if err != nil {

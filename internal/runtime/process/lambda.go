@@ -72,7 +72,7 @@ func (lambdaContract) attach(p *proc) (session, error) {
 		initErr: make(chan *LambdaError, 1),
 		done:    make(chan struct{}),
 	}
-	s.srv = &http.Server{Handler: s.mux(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: nil}
+	s.srv = &http.Server{Handler: s.mux(), ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: maxServiceHead, ErrorLog: nil}
 	if p.sb != nil {
 		// The listener must exist before the process's first /next, and in
 		// its namespace: the sandbox opens it there at the claim, before
