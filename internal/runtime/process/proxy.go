@@ -38,10 +38,43 @@ type proxy struct {
 const maxIdleConns = 64
 
 type pconn struct {
-	c   net.Conn
-	lim headLimit // under br
-	br  *bufio.Reader
-	bw  *bufio.Writer
+	c    net.Conn
+	lim  headLimit // under br
+	br   *bufio.Reader
+	bw   *bufio.Writer
+	idle time.Time // when it was put back
+}
+
+// idleCheck is how long a connection may sit idle before it is checked
+// at its next use: servers close kept-alive connections that stay idle
+// (Node after 5 s, Gunicorn after 2 s), and a request written on one
+// that just closed gets no answer, which fails a POST (never sent twice).
+// Connections reused sooner, as under load, are not checked.
+const idleCheck = 250 * time.Millisecond
+
+// closed reports whether the process closed its side of pc (or sent
+// something unasked), with a read that does not wait; a connection that
+// cannot be asked is taken as open.
+func (pc *pconn) closed() bool {
+	if pc.br.Buffered() > 0 {
+		return true
+	}
+	sc, ok := pc.c.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	open := true
+	var b [1]byte
+	_ = rc.Read(func(fd uintptr) bool {
+		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		open = n < 0 && errors.Is(err, syscall.EAGAIN)
+		return true // never wait
+	})
+	return !open
 }
 
 func newPconn(c net.Conn) *pconn {
@@ -144,14 +177,22 @@ func idempotent(method string) bool {
 
 // get returns an idle connection, or dials a new one.
 func (x *proxy) get(ctx context.Context) (*pconn, bool, error) {
-	x.mu.Lock()
-	if n := len(x.idle); n > 0 {
+	for {
+		x.mu.Lock()
+		n := len(x.idle)
+		if n == 0 {
+			x.mu.Unlock()
+			break
+		}
 		pc := x.idle[n-1]
 		x.idle = x.idle[:n-1]
 		x.mu.Unlock()
+		if time.Since(pc.idle) > idleCheck && pc.closed() {
+			pc.c.Close()
+			continue
+		}
 		return pc, true, nil
 	}
-	x.mu.Unlock()
 	c, err := x.p.dial(ctx, "tcp", x.p.addr)
 	if err != nil {
 		return nil, false, err
@@ -160,6 +201,7 @@ func (x *proxy) get(ctx context.Context) (*pconn, bool, error) {
 }
 
 func (x *proxy) put(pc *pconn) {
+	pc.idle = time.Now()
 	x.mu.Lock()
 	if !x.closed && len(x.idle) < maxIdleConns {
 		x.idle = append(x.idle, pc)

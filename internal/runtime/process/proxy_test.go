@@ -26,7 +26,7 @@ func proxyTo(t *testing.T, h http.HandlerFunc) (*proxy, *atomic.Int64) {
 // proxyToServer is proxyTo, and also returns what closes the server's
 // idle connections (as a process that drops a kept-alive connection) and
 // says how many it closed.
-func proxyToServer(t *testing.T, h http.HandlerFunc) (*proxy, *atomic.Int64, func() int) {
+func proxyToServer(t *testing.T, h http.HandlerFunc, configure ...func(*http.Server)) (*proxy, *atomic.Int64, func() int) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -58,6 +58,9 @@ func proxyToServer(t *testing.T, h http.HandlerFunc) (*proxy, *atomic.Int64, fun
 			}
 		}
 		return n
+	}
+	for _, c := range configure {
+		c(srv)
 	}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
@@ -181,5 +184,28 @@ func TestProxyClosedConnections(t *testing.T) {
 	defer cancel()
 	if _, err := x.forward(cctx, &runtime.Request{Method: "GET", Path: "/slow"}, 1<<20); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("a request past its context: %v", err)
+	}
+}
+
+// TestProxyServerClosedIdle: a process that closes kept-alive connections
+// after a short idle time (Node's http server does after 5 s, Gunicorn
+// after 2 s) does not fail the next request, a POST included (which is
+// never sent twice): an idle connection is checked before it is reused.
+func TestProxyServerClosedIdle(t *testing.T) {
+	t.Parallel()
+	x, conns, _ := proxyToServer(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.Write(b)
+	}, func(s *http.Server) { s.IdleTimeout = 50 * time.Millisecond })
+	ctx := context.Background()
+	for i := range 3 {
+		resp, err := x.forward(ctx, &runtime.Request{Method: "POST", Path: "/", Body: []byte("once")}, 1<<20)
+		if err != nil || string(resp.Body) != "once" {
+			t.Fatalf("POST %d: %v", i, err)
+		}
+		time.Sleep(4 * idleCheck) // the server closes the connection meanwhile
+	}
+	if n := conns.Load(); n != 3 {
+		t.Fatalf("%d connections, want one per request", n)
 	}
 }
