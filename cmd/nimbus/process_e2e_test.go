@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -29,7 +30,9 @@ func TestProcessExamples(t *testing.T) {
 	tmp := t.TempDir()
 	c := newCLI(t, tmp)
 	examples := filepath.Join("..", "..", "examples")
-	_, f, stderr := c.up(filepath.Join(examples, "process-python"), filepath.Join(tmp, "data"))
+	// One waiting request per app (--max-waiting 2), for the check of
+	// requests past a busy function's capacity below.
+	_, f, stderr := c.up(filepath.Join(examples, "process-python"), filepath.Join(tmp, "data"), "--max-waiting", "2")
 	if strings.Contains(stderr.String(), "cannot sandbox") {
 		t.Skipf("host cannot sandbox processes:\n%s", stderr)
 	}
@@ -66,6 +69,41 @@ func TestProcessExamples(t *testing.T) {
 	}
 	if got := getBody(t, f["gateway"]+"/python/kv/orders/x"); !strings.Contains(got, `"error":"denied"`) || !strings.Contains(got, "kv:orders") {
 		t.Fatalf("ungranted bucket: %s", got)
+	}
+	// Past the function's capacity (4 instances of 8 requests) and the
+	// one request the app may have waiting, requests are answered 503 busy
+	// at once; every other one is served, and the requests that start the
+	// instances do not count as waiting (the capacity is used whole).
+	var wg sync.WaitGroup
+	statuses := make(chan string, 40)
+	for range 40 {
+		wg.Go(func() {
+			resp, err := http.Get(f["gateway"] + "/python/sleep/5000")
+			if err != nil {
+				statuses <- err.Error()
+				return
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			switch {
+			case resp.StatusCode == 200:
+				statuses <- "200"
+			case resp.StatusCode == 503 && resp.Header.Get("Retry-After") == "1" && strings.Contains(string(body), `"code":"busy"`) &&
+				strings.Contains(string(body), "--max-waiting"):
+				statuses <- "503 busy"
+			default:
+				statuses <- fmt.Sprintf("%d %s", resp.StatusCode, body)
+			}
+		})
+	}
+	wg.Wait()
+	close(statuses)
+	counts := map[string]int{}
+	for s := range statuses {
+		counts[s]++
+	}
+	if counts["200"]+counts["503 busy"] != 40 || counts["200"] < 32 || counts["503 busy"] < 40-32-1 {
+		t.Fatalf("40 requests at once to a function of 32 slots, one waiter allowed: %v", counts)
 	}
 	// `nimbus invoke` reaches a process function too.
 	if out, err := c.run("invoke", "process-node/hello"); err != nil || !strings.Contains(out, `"runtime":"node"`) {

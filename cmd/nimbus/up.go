@@ -22,6 +22,7 @@ import (
 	"github.com/nimbus-dev/nimbus/internal/registry"
 	"github.com/nimbus-dev/nimbus/internal/security"
 	"github.com/nimbus-dev/nimbus/internal/server"
+	"github.com/nimbus-dev/nimbus/internal/throttle"
 )
 
 func newUp(g *globals) *cobra.Command {
@@ -126,6 +127,7 @@ started is the one the CLI talks to. Lost a token? 'nimbus token create
 	f.IntVar(&cfg.EventsMaxWindowEvents, "events-max-window-events", events.DefaultMaxWindowEvents, "per node: events stored within the dedupe window beyond which publishes get 503 (negative: no limit)")
 	f.StringVar(&diskReserve, "disk-reserve", "64MiB", "free space kept on the data directory's filesystem: below it writes get 507 disk_full and resume by themselves once there is room (a write that filled the disk would stop a JetStream stream until the node restarts); 0B for none")
 	f.StringVar(&bodyBudget, "body-budget", "256MiB", "most bytes of request bodies held in memory at once, half of it per app; past it 503 body_budget")
+	f.IntVar(&cfg.MaxWaiting, "max-waiting", throttle.DefaultMaxWaiting, "most HTTP requests (routes, nimbus invoke) waiting at once for a busy function's instance, node-wide, half of them per app; past it 503 busy with Retry-After at once (negative: no bound)")
 	f.StringVar(&bodyMinRate, "body-min-rate", "16KiB", "slowest average rate per second a request body may arrive at after --body-grace, else 408 body_too_slow; 0B turns it off")
 	f.DurationVar(&cfg.BodyRate.Grace, "body-grace", 10*time.Second, "how long any request body may take, whatever its size")
 	f.StringSliceVar(&allowCIDRs, "egress-allow-cidr", nil, "let functions' outbound HTTP reach this internal range (repeatable; default: the public Internet only; the node's own ports stay refused)")

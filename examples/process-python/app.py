@@ -4,11 +4,14 @@ Nimbus starts `python3 app.py` with PORT set and proxies requests to it.
 GET /python/count/{name} counts visits in the KV bucket "counts" through
 the platform API (NIMBUS_API, NIMBUS_TOKEN), as a wasm function would with
 its kv host functions: the manifest grants kv:counts and nothing else.
+GET /python/sleep/{ms} answers after ms milliseconds (at most 10 s): a
+function that takes a while, to see requests wait for a busy instance.
 """
 import http.server
 import json
 import os
 import sys
+import time
 import urllib.error
 import urllib.request
 
@@ -35,6 +38,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         invocation = self.headers.get("X-Nimbus-Invocation-Id", "")
         if self.path.startswith("/python/count/") or self.path.startswith("/python/kv/"):
             return self.count(invocation)
+        if self.path.startswith("/python/sleep/"):
+            ms = self.path.split("?")[0].split("/")[3]
+            time.sleep(min(int(ms) if ms.isdigit() else 0, 10000) / 1000)
         body = json.dumps({
             "runtime": "python",
             "greeting": os.environ.get("GREETING", ""),

@@ -294,7 +294,7 @@ func invocation(reason string, err error) *Error {
 	switch {
 	case errors.Is(err, throttle.ErrSuperseded):
 		e.Header = http.Header{HeaderFlow: {"superseded"}}
-	case errors.Is(err, throttle.ErrClosed):
+	case errors.Is(err, throttle.ErrClosed), errors.Is(err, scheduler.ErrBusy):
 		e.Header = http.Header{HeaderRetryAfter: {"1"}}
 	case isLimit:
 		e.Header = http.Header{HeaderRetryAfter: {retryAfter(le.RetryAfter)}}

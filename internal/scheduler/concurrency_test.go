@@ -13,6 +13,7 @@ import (
 
 	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/runtime"
+	"github.com/nimbus-dev/nimbus/internal/throttle"
 )
 
 // doubleRuntime is a test double of runtime.Runtime: its modules say how
@@ -98,16 +99,19 @@ func (i *doubleInstance) Close(context.Context) error {
 
 // doubleSetup activates one function "f" of app "app" on the double,
 // registered under the runtime name "double".
-func doubleSetup(t *testing.T, r *doubleRuntime, concurrency, maxInstances int) *Scheduler {
+func doubleSetup(t *testing.T, r *doubleRuntime, concurrency, maxInstances int, change ...func(*Options, *model.Function)) *Scheduler {
 	t.Helper()
 	arts := artifacts{}
 	sha := arts.add([]byte("double"))
-	s := New(runtime.Set{"double": r}, arts, Options{IdleTimeout: time.Minute, Logger: slog.New(slog.DiscardHandler)})
+	opts := Options{IdleTimeout: time.Minute, Logger: slog.New(slog.DiscardHandler)}
+	fn := model.Function{Name: "f", Runtime: "double", Module: sha, TimeoutMS: 60_000,
+		Concurrency: concurrency, MaxInstances: maxInstances, Revision: "f1"}
+	for _, c := range change {
+		c(&opts, &fn)
+	}
+	s := New(runtime.Set{"double": r}, arts, opts)
 	t.Cleanup(func() { s.Close(context.Background()) })
-	rev := &model.Revision{App: "app", ID: "rev1", Functions: []model.Function{{
-		Name: "f", Runtime: "double", Module: sha, TimeoutMS: 60_000,
-		Concurrency: concurrency, MaxInstances: maxInstances, Revision: "f1",
-	}}}
+	rev := &model.Revision{App: "app", ID: "rev1", Functions: []model.Function{fn}}
 	if err := s.Provision(context.Background(), rev); err != nil {
 		t.Fatal(err)
 	}
@@ -265,5 +269,73 @@ func TestRuntimeChosenPerFunction(t *testing.T) {
 	}
 	if _, ok := s.Function("app2", "w"); ok {
 		t.Fatal("a refused function is active")
+	}
+}
+
+// TestEdgeWaitersBounded: with every instance busy, edge invocations
+// (InvokeEdge) wait up to the app's share of Options.Waiting and the next
+// one is refused at once with ErrBusy (its timeout is a minute), while the
+// node's own invocations (Invoke) still wait; all of them are served once
+// the instance frees, and the count of waiters goes back to 0. The same
+// holds for a wait on a flow control permit.
+func TestEdgeWaitersBounded(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		insts int
+		flow  *model.Flow
+	}{
+		{"instances", 1, nil},
+		{"flow", 4, &model.Flow{MaxConcurrency: 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &doubleRuntime{maxConc: 1, reusable: true, gate: make(chan struct{})}
+			waiting := throttle.NewWaiting(4) // 2 per app
+			s := doubleSetup(t, r, 1, tc.insts, func(o *Options, fn *model.Function) {
+				o.Waiting = waiting
+				fn.Flow = tc.flow
+			})
+			var wg sync.WaitGroup
+			errs := make(chan error, 4)
+			call := func(edge bool) {
+				wg.Go(func() {
+					invoke := s.Invoke
+					if edge {
+						invoke = s.InvokeEdge
+					}
+					if _, err := invoke(context.Background(), "app", "f", &runtime.Request{Path: "/"}); err != nil {
+						errs <- err
+					}
+				})
+			}
+			call(true) // runs
+			checkFor(t, "the first request runs", func() error {
+				if n := r.inflight.Load(); n != 1 {
+					return fmt.Errorf("%d in flight", n)
+				}
+				return nil
+			})
+			call(true)
+			call(true)
+			checkFor(t, "two edge requests wait", func() error {
+				if _, n := waiting.Count("app"); n != 2 {
+					return fmt.Errorf("%d waiting", n)
+				}
+				return nil
+			})
+			_, err := s.InvokeEdge(context.Background(), "app", "f", &runtime.Request{Path: "/"})
+			if !errors.Is(err, ErrBusy) || !errors.Is(err, throttle.ErrTooManyWaiting) || !strings.Contains(err.Error(), `app "app" has as many requests waiting for an instance as it may (2:`) {
+				t.Fatalf("a third edge waiter: %v", err)
+			}
+			call(false) // the node's own caller is not bounded by it
+			close(r.gate)
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Fatal(err)
+			}
+			if node, app := waiting.Count("app"); node != 0 || app != 0 {
+				t.Fatalf("after: %d waiting on the node, %d of the app", node, app)
+			}
+		})
 	}
 }

@@ -112,11 +112,18 @@ func newPool(app string, fn model.Function, mod runtime.Module, m func() *teleme
 
 // acquire returns an instance with a slot taken for the caller, and how
 // long creating it took when it was created for this call (a cold start;
-// 0 when an existing instance serves).
-func (p *pool) acquire(ctx context.Context) (*instance, time.Duration, error) {
+// 0 when an existing instance serves). Before it blocks for a token (every
+// slot of the function taken: max_instances times the concurrency), it
+// takes wt's place among the waiters (wt may be nil), and fails at once
+// without one; a caller with a token waits only for a slot of an instance
+// that is starting or freeing, within the function's capacity.
+func (p *pool) acquire(ctx context.Context, wt *waiter) (*instance, time.Duration, error) {
 	select {
 	case p.tokens <- struct{}{}:
 	default:
+		if err := wt.enter(); err != nil {
+			return nil, 0, err
+		}
 		select {
 		case p.tokens <- struct{}{}:
 		case <-ctx.Done():

@@ -51,6 +51,10 @@ type Options struct {
 	// scheduler knows no HTTP; the server passes the edge's mapping
 	// (apierror.Status). Default: 500 for every error.
 	Status func(error) int
+	// Waiting bounds the edge invocations (InvokeEdge) that wait at once
+	// for an instance or a flow control permit; one past it is refused at
+	// once with ErrBusy. Nil: no bound.
+	Waiting *throttle.Waiting
 }
 
 // Scheduler routes invocations to instance pools of the active revisions.
@@ -318,7 +322,23 @@ func (s *Scheduler) Invoke(ctx context.Context, app, function string, req *runti
 	if p == nil {
 		return nil, fmt.Errorf("%w: %s/%s", ErrNotFound, app, function)
 	}
-	return s.invokePool(ctx, p, function, req)
+	return s.invokePool(ctx, p, function, req, nil)
+}
+
+// InvokeEdge is Invoke for a client at the edge (an HTTP route, `nimbus
+// invoke`): if it has to wait for an instance or a flow control permit, it
+// first takes a place among the node's waiters (Options.Waiting), and is
+// refused at once with ErrBusy (wrapping a *throttle.WaitError) when there
+// is none. The node's own callers (triggers, async, workflows) queue
+// elsewhere, under their own bounds, and call Invoke.
+func (s *Scheduler) InvokeEdge(ctx context.Context, app, function string, req *runtime.Request) (*runtime.Response, error) {
+	s.mu.RLock()
+	p := s.apps[app][function]
+	s.mu.RUnlock()
+	if p == nil {
+		return nil, fmt.Errorf("%w: %s/%s", ErrNotFound, app, function)
+	}
+	return s.invokePool(ctx, p, function, req, s.opts.Waiting)
 }
 
 // InvokeRevision runs one invocation of app/function on its function
@@ -331,10 +351,10 @@ func (s *Scheduler) InvokeRevision(ctx context.Context, app, function, revision 
 	if p == nil || p.fn.Name != function {
 		return nil, fmt.Errorf("%w: %s/%s at revision %s (not loaded: Hold it first)", ErrNotFound, app, function, short(revision))
 	}
-	return s.invokePool(ctx, p, function, req)
+	return s.invokePool(ctx, p, function, req, nil)
 }
 
-func (s *Scheduler) invokePool(ctx context.Context, p *pool, function string, req *runtime.Request) (*runtime.Response, error) {
+func (s *Scheduler) invokePool(ctx context.Context, p *pool, function string, req *runtime.Request, waiting *throttle.Waiting) (*runtime.Response, error) {
 	app := p.app
 	start := time.Now()
 	if req.InvocationID == "" {
@@ -346,7 +366,7 @@ func (s *Scheduler) invokePool(ctx context.Context, p *pool, function string, re
 	if req.Log == nil && s.opts.Logs != nil {
 		req.Log = s.opts.Logs.Sink(app, function, p.fn.Revision, req.InvocationID)
 	}
-	resp, err := s.invoke(ctx, p, req, start)
+	resp, err := s.invoke(ctx, p, req, start, waiting)
 	code, reason := http.StatusOK, ""
 	if resp != nil {
 		code = resp.Status
@@ -358,7 +378,7 @@ func (s *Scheduler) invokePool(ctx context.Context, p *pool, function string, re
 	return resp, err
 }
 
-func (s *Scheduler) invoke(ctx context.Context, p *pool, req *runtime.Request, start time.Time) (*runtime.Response, error) {
+func (s *Scheduler) invoke(ctx context.Context, p *pool, req *runtime.Request, start time.Time, waiting *throttle.Waiting) (*runtime.Response, error) {
 	// Waiting for an instance is bounded by the function's timeout; the
 	// guest's run is bounded by the runtime's own deadline of the same
 	// length, which reports it as runtime.ErrTimeout. The deadline is made
@@ -367,6 +387,13 @@ func (s *Scheduler) invoke(ctx context.Context, p *pool, req *runtime.Request, s
 	// request was a quarter of the scheduler's own cost.
 	wait := waitCtx{parent: ctx, deadline: start.Add(p.fn.Timeout())}
 	defer wait.cancel()
+	// An edge invocation holds a place among the node's waiters (nil for
+	// the node's own callers) while it waits for a flow permit or for a
+	// token of its pool: while it waits outside its function's capacity,
+	// which nothing else bounds. One that starts an instance, or waits for
+	// a slot of one starting, never does.
+	wt := waiter{w: waiting, app: p.app, fn: p.fn.Name}
+	defer wt.leave()
 	for {
 		// The one check of the request body (the gateway ran it too, as it
 		// read the body): against the limit of the revision that would run
@@ -378,10 +405,14 @@ func (s *Scheduler) invoke(ctx context.Context, p *pool, req *runtime.Request, s
 		// invocations get an instance.
 		var permit throttle.Permit
 		if p.limiter != nil {
+			if err := wt.enter(); err != nil { // the limiter may make it wait
+				return nil, err
+			}
 			fwait, cancel := context.WithTimeout(ctx, p.fn.Timeout()+p.limiter.Policy().Debounce)
 			var err error
 			permit, err = p.limiter.Acquire(fwait, p.flowKey.FromRequest(req.Header, req.RawQuery), p.priority)
 			cancel()
+			wt.leave() // a permit is within the function's capacity
 			if errors.Is(err, throttle.ErrClosed) {
 				np := s.successor(p)
 				if np == nil {
@@ -398,8 +429,9 @@ func (s *Scheduler) invoke(ctx context.Context, p *pool, req *runtime.Request, s
 		var cold time.Duration
 		var err error
 		if inst = p.tryAcquire(); inst == nil {
-			inst, cold, err = p.acquire(wait.get())
+			inst, cold, err = p.acquire(wait.get(), &wt)
 		}
+		wt.leave()
 		if errors.Is(err, errPoolClosed) {
 			if p.limiter != nil {
 				permit.Release()
@@ -429,6 +461,35 @@ func (s *Scheduler) invoke(ctx context.Context, p *pool, req *runtime.Request, s
 			permit.Release()
 		}
 		return resp, err
+	}
+}
+
+// waiter is an edge invocation's place among the node's waiters
+// (Options.Waiting): taken when it blocks outside its function's capacity,
+// given back when that wait ends. With a nil w it bounds nothing.
+type waiter struct {
+	w       *throttle.Waiting
+	app, fn string
+	in      bool
+}
+
+// enter takes the place if not held; with none left, it returns ErrBusy
+// wrapping the *throttle.WaitError.
+func (wt *waiter) enter() error {
+	if wt == nil || wt.w == nil || wt.in {
+		return nil
+	}
+	if err := wt.w.Enter(wt.app); err != nil {
+		return fmt.Errorf("%w: %s/%s: %w", ErrBusy, wt.app, wt.fn, err)
+	}
+	wt.in = true
+	return nil
+}
+
+func (wt *waiter) leave() {
+	if wt != nil && wt.in {
+		wt.w.Leave(wt.app)
+		wt.in = false
 	}
 }
 

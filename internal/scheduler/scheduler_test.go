@@ -170,7 +170,7 @@ func TestBusyAfterWaitingForAnInstance(t *testing.T) {
 	s.mu.RLock()
 	p := s.apps["app"]["g"]
 	s.mu.RUnlock()
-	inst, _, err := p.acquire(context.Background()) // hold the only instance
+	inst, _, err := p.acquire(context.Background(), nil) // hold the only instance
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -36,6 +36,7 @@ import (
 	"github.com/nimbus-dev/nimbus/internal/telemetry"
 	"github.com/nimbus-dev/nimbus/internal/throttle"
 	"github.com/nimbus-dev/nimbus/internal/workflow"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Config configures a node. The zero value of each field is its default.
@@ -91,6 +92,12 @@ type Config struct {
 	// AppBodyBudget is the most one app's request bodies hold at once.
 	// Default BodyBudget/2.
 	AppBodyBudget int64
+	// MaxWaiting is the most edge invocations (HTTP routes, the invoke
+	// API) that wait at once for an instance or a flow control permit,
+	// node-wide; half of it per app. One more is refused at once with 503
+	// busy and Retry-After. Default throttle.DefaultMaxWaiting (4096);
+	// negative: no bound.
+	MaxWaiting int
 	// BodyRate is how fast request bodies must arrive on both listeners:
 	// within BodyRate.Grace (default 10s) plus their size at
 	// BodyRate.MinRate (default 16 KiB/s), else 408 body_too_slow and the
@@ -264,9 +271,14 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 			"missing", strings.Join(host.Missing, "; "))
 	}
 	s.logs = guestlog.New(s.store.JetStream(), guestlog.Config{Logger: cfg.Logger, Metrics: s.metrics, CheckSpace: s.store.CheckSpace})
+	var waiting *throttle.Waiting
+	if cfg.MaxWaiting >= 0 {
+		waiting = throttle.NewWaiting(cfg.MaxWaiting)
+	}
 	s.sched = scheduler.New(s.rts, s.store, scheduler.Options{
 		IdleTimeout: cfg.IdleTimeout, Logger: cfg.Logger, Metrics: s.metrics, Logs: s.logs,
-		Status: apierror.Status, // metrics label failures with the status the edge answers
+		Status:  apierror.Status, // metrics label failures with the status the edge answers
+		Waiting: waiting,
 	})
 	s.events, err = events.OpenLog(ctx, s.store.JetStream(), events.LogConfig{Logger: cfg.Logger, Committer: s.store.Committer(),
 		DuplicateWindow: cfg.EventsDuplicateWindow})
@@ -277,7 +289,10 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		AsyncMaxAttempts: cfg.AsyncMaxAttempts, AsyncBackoff: cfg.AsyncBackoff, DuplicateWindow: s.events.DuplicateWindow()})
 	s.ingress = events.NewIngress(s.events, s.deliver, events.IngressOptions{Logger: cfg.Logger,
 		MaxLag: cfg.EventsMaxLag, MaxWindowEvents: cfg.EventsMaxWindowEvents})
-	s.metrics.Registry().MustRegister(newEventsCollector(s), newStorageCollector(s))
+	s.metrics.Registry().MustRegister(newEventsCollector(s), newStorageCollector(s),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "nimbus_requests_waiting",
+			Help: "HTTP requests (routes, the invoke API) waiting now for a busy function's instance or flow permit; at --max-waiting more are refused with 503 busy."},
+			func() float64 { n, _ := waiting.Count(""); return float64(n) }))
 	s.cron = events.NewCronSource(s.store.JetStream(), s.events, events.CronOptions{Logger: cfg.Logger})
 	s.kvtrig = events.NewBucketSource(s.store.JetStream(), s.events, events.BucketOptions{Logger: cfg.Logger})
 	s.gw = gateway.New(rateLimited{s.admit, workflowRoutes{s.sched, s}}, cfg.Logger)
@@ -617,7 +632,7 @@ func (s *Server) Invoke(ctx context.Context, app, function string, req *runtime.
 	if err := s.admit.allowRequest(app); err != nil {
 		return nil, err
 	}
-	return s.sched.Invoke(ctx, app, function, req)
+	return s.sched.InvokeEdge(ctx, app, function, req)
 }
 
 // Function implements api.Platform.

@@ -100,7 +100,7 @@ func (w workflowRoutes) Invoke(ctx context.Context, app, function string, req *r
 	if !ok || !fn.IsWorkflow() {
 		// A client must not pose as the engine activating a run.
 		req.Header.Del(wire.HeaderRun)
-		return w.sched.Invoke(ctx, app, function, req)
+		return w.sched.InvokeEdge(ctx, app, function, req)
 	}
 	return w.s.startRun(ctx, app, function, req.Header.Get(HeaderRunID), req.Body, req.Header.Get(HeaderWait))
 }

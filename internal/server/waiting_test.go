@@ -1,0 +1,117 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nimbus-dev/nimbus/internal/guesttest"
+	"github.com/nimbus-dev/nimbus/internal/server"
+)
+
+// TestMaxWaiting: with a function's only instance busy, HTTP requests
+// wait for it up to the app's share of --max-waiting (half of it); the
+// next one, through a route or the invoke API, is answered at once with
+// 503 busy and Retry-After instead of holding its connection for the
+// function's timeout, and nimbus_requests_waiting counts the waiters.
+func TestMaxWaiting(t *testing.T) {
+	t.Parallel()
+	guest := guesttest.MustBuild(t, "../runtime/wasm/testdata/sdkguest", guesttest.Reactor)
+	srv, err := server.Start(context.Background(), server.Config{
+		DataDir: t.TempDir(), CacheDir: cacheDir, Listen: "127.0.0.1:0", APIListen: "127.0.0.1:0",
+		Version: "test", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		MaxWaiting: 2, // one waiter per app
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close(context.Background()) })
+	loop := fn("loop", guest, "/loop")
+	loop.MaxInstances = 1
+	loop.TimeoutMS = 60_000
+	deploy(t, srv, "busy", [][]byte{guest}, loop)
+
+	type answer struct {
+		status int
+		err    error
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	call := func(out chan<- answer) {
+		req, _ := http.NewRequestWithContext(ctx, "GET", srv.GatewayURL()+"/loop", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			out <- answer{resp.StatusCode, nil}
+			return
+		}
+		out <- answer{0, err}
+	}
+	running, waiter := make(chan answer, 1), make(chan answer, 1)
+	go call(running)
+	poll(t, "the instance is busy", func() error {
+		if _, busy := srv.Instances("busy", "loop"); busy != 1 {
+			return fmt.Errorf("%d busy", busy)
+		}
+		return nil
+	})
+	go call(waiter)
+	poll(t, "one request waits", waitingIs(t, srv, 1))
+
+	refused := func(resp *http.Response, b []byte) {
+		t.Helper()
+		var e struct {
+			Error struct{ Code, Message string } `json:"error"`
+		}
+		_ = json.Unmarshal(b, &e)
+		if resp.StatusCode != 503 || e.Error.Code != "busy" || resp.Header.Get("Retry-After") != "1" ||
+			!strings.Contains(e.Error.Message, `app "busy" has as many requests waiting for an instance as it may (1:`) {
+			t.Fatalf("%d %v %s", resp.StatusCode, resp.Header, b)
+		}
+	}
+	start := time.Now()
+	resp, err := http.Get(srv.GatewayURL() + "/loop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	refused(resp, b)
+	req, _ := http.NewRequest("POST", srv.APIURL()+"/api/v1/apps/busy/functions/loop/invoke", bytes.NewReader(nil))
+	req.Header.Set("Authorization", "Bearer "+srv.AdminToken())
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	refused(resp, b)
+	if d := time.Since(start); d > 30*time.Second {
+		t.Fatalf("the refusals took %v: they waited", d)
+	}
+
+	// Both clients go away: the loop is interrupted, the waiter leaves;
+	// nothing waits any more.
+	cancel()
+	<-running
+	<-waiter
+	poll(t, "nothing waits", waitingIs(t, srv, 0))
+}
+
+// waitingIs checks nimbus_requests_waiting.
+func waitingIs(t *testing.T, srv *server.Server, n int) func() error {
+	return func() error {
+		_, m, _ := get(t, srv.APIURL()+"/metrics")
+		if want := fmt.Sprintf("\nnimbus_requests_waiting %d\n", n); !strings.Contains(m, want) {
+			return fmt.Errorf("metrics lack %q", strings.TrimSpace(want))
+		}
+		return nil
+	}
+}
