@@ -44,7 +44,9 @@ type options struct {
 	slowRate     int64
 	slowDuration time.Duration
 	slowRuns     int
-	cpuprofile   string
+	// waitClients is the clients of the waiting scenario.
+	waitClients int
+	cpuprofile  string
 	// wrkprofile, when set, is a CPU profile of the node alone under wrk
 	// (the warm scenario; one extra, uncounted wrk run).
 	wrkprofile string
@@ -81,6 +83,7 @@ var scenarios = []scenario{
 	{"latency", "publish -> function start p50/p99, single events at a fixed rate, vs raw JetStream publish -> consumer receive", runLatency},
 	{"egress", "one nimbus.Fetch and one nimbus.Secret read from a Go guest, per call, vs a raw net/http GET to the same loopback server, a raw JetStream KV read and an AES-GCM open", runEgress},
 	{"slowbodies", "RSS and a probe's latency while many clients trickle 6MiB bodies, nimbus up vs a raw net/http server reading bodies whole", runSlowBodies},
+	{"waiting", "RSS and answers while many HTTP clients at once call a function serving 5/s, nimbus up with its default --max-waiting vs with no bound", runWaiting},
 }
 
 // bench is what scenarios share.
@@ -118,6 +121,7 @@ func main() {
 	flag.IntVar(&o.slowClients, "slow-clients", 1000, "clients of the slowbodies scenario, each trickling a 6MiB body")
 	flag.Int64Var(&o.slowRate, "slow-rate", 64<<10, "bytes per second each slowbodies client sends")
 	flag.DurationVar(&o.slowDuration, "slow-duration", 15*time.Second, "how long the slowbodies clients send (then 10s more to read RSS after)")
+	flag.IntVar(&o.waitClients, "wait-clients", 5000, "clients of the waiting scenario, each sending one request at once to a function serving 5 requests/s")
 	flag.IntVar(&o.slowRuns, "slow-runs", 1, "runs of the slowbodies scenario (each starts two processes and takes -slow-duration plus 10s twice)")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the whole run (this process: load generator, in-process server, runtime) to this file")
 	flag.StringVar(&o.wrkprofile, "wrkprofile", "", "write a CPU profile of the node alone serving wrk (warm and process scenarios, one extra uncounted run each; needs wrk, not with -cpuprofile) to <scenario>-FILE")

@@ -25,12 +25,9 @@ import (
 // every function on one shared minimal module, and every function on its own
 // distinct minimal module. Each run is a fresh process and data directory.
 func runMemory(ctx context.Context, b *bench) ([]row, error) {
-	bin := filepath.Join(b.tmp, "nimbus")
-	progress("   building cmd/nimbus")
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/nimbus")
-	build.Dir = b.root
-	if out, err := build.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("go build ./cmd/nimbus: %w\n%s", err, out)
+	bin, err := buildNimbus(ctx, b)
+	if err != nil {
+		return nil, err
 	}
 	n := b.opts.functions
 	var rows []row

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -48,16 +47,12 @@ func runSlowBodies(ctx context.Context, b *bench) ([]row, error) {
 	if err := raiseFileLimit(uint64(2*n + 1024)); err != nil {
 		return nil, err
 	}
-	bin := filepath.Join(b.tmp, "nimbus")
-	progress("   building cmd/nimbus")
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/nimbus")
-	build.Dir = b.root
-	if out, err := build.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("go build ./cmd/nimbus: %w\n%s", err, out)
+	bin, err := buildNimbus(ctx, b)
+	if err != nil {
+		return nil, err
 	}
 
 	var nimbus, raw slowResult
-	var err error
 	for i := range max(b.opts.slowRuns, 1) {
 		// Alternate who goes first, as the other scenarios do.
 		for j := range 2 {
