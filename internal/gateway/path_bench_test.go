@@ -13,6 +13,7 @@ import (
 	"github.com/nimbus-dev/nimbus/internal/runtime"
 	"github.com/nimbus-dev/nimbus/internal/scheduler"
 	"github.com/nimbus-dev/nimbus/internal/telemetry"
+	"github.com/nimbus-dev/nimbus/internal/throttle"
 )
 
 // instant is a runtime whose instances answer at once with a fixed
@@ -34,6 +35,13 @@ type oneArtifact struct{}
 
 func (oneArtifact) GetArtifact(context.Context, string) ([]byte, error) { return []byte("x"), nil }
 
+// edge invokes as the node's gateway does: bounded waits (InvokeEdge).
+type edge struct{ s *scheduler.Scheduler }
+
+func (e edge) Invoke(ctx context.Context, app, fn string, req *runtime.Request) (*runtime.Response, error) {
+	return e.s.InvokeEdge(ctx, app, fn, req)
+}
+
 // pathGateway is a gateway over a real scheduler over the instant runtime,
 // serving GET /hello/{name} with max instances n.
 func pathGateway(b *testing.B, n int) *gateway.Gateway {
@@ -41,7 +49,8 @@ func pathGateway(b *testing.B, n int) *gateway.Gateway {
 	ctx := context.Background()
 	logger := slog.New(slog.DiscardHandler)
 	resp := &runtime.Response{Status: 200, Header: http.Header{"Content-Type": {"text/plain; charset=utf-8"}}, Body: []byte("hello, bench\n")}
-	s := scheduler.New(runtime.Set{model.RuntimeWasm: instant{resp}}, oneArtifact{}, scheduler.Options{Logger: logger, Metrics: telemetry.NewMetrics()})
+	s := scheduler.New(runtime.Set{model.RuntimeWasm: instant{resp}}, oneArtifact{}, scheduler.Options{Logger: logger, Metrics: telemetry.NewMetrics(),
+		Waiting: throttle.NewWaiting(0)})
 	b.Cleanup(func() { s.Close(ctx) })
 	rev, err := model.Plan("hello", []model.Function{{
 		Name: "hello", Runtime: model.RuntimeWasm, Module: strings.Repeat("ab", 32), MemoryBytes: 64 << 20, TimeoutMS: 30_000,
@@ -54,7 +63,7 @@ func pathGateway(b *testing.B, n int) *gateway.Gateway {
 	if err := s.Activate(ctx, rev); err != nil {
 		b.Fatal(err)
 	}
-	g := gateway.New(s, logger)
+	g := gateway.New(edge{s}, logger)
 	g.SetMetrics(telemetry.NewMetrics())
 	if err := g.Provision(ctx, rev); err != nil {
 		b.Fatal(err)
