@@ -164,8 +164,15 @@ func TestSandbox(t *testing.T) {
 	rt := newRuntime(t)
 	inst := start(t, load(t, rt, spec(t, true)))
 	who := mustGet(t, inst, "/whoami")
-	if !strings.Contains(who, " pid=1 ") || strings.Contains(who, "uid=0 ") {
-		t.Errorf("whoami: %s, want pid 1 and a uid other than root", who)
+	var uid, pid, euid, gid, egid, threads, rootIDs int
+	var wd, host, groups string
+	if _, err := fmt.Sscanf(who, "uid=%d pid=%d wd=%s host=%s euid=%d gid=%d egid=%d groups=%s threads=%d rootids=%d",
+		&uid, &pid, &wd, &host, &euid, &gid, &egid, &groups, &threads, &rootIDs); err != nil {
+		t.Fatalf("whoami: %q: %v", who, err)
+	}
+	// Its own uid and gid on every thread, no supplementary group.
+	if pid != 1 || uid == 0 || euid != uid || gid != uid || egid != uid || groups != "[]" || threads < 2 || rootIDs != 0 {
+		t.Errorf("whoami: %s, want pid 1, one uid other than root as every id, no groups, no thread with a root id", who)
 	}
 	if got := mustGet(t, inst, "/write"); got != "app dir read-only; tmp writable" {
 		t.Errorf("write: %s", got)

@@ -3,19 +3,22 @@ package sandboxinit
 import (
 	"errors"
 	"os"
+	"runtime"
 	"strconv"
 	"syscall"
 )
 
 // init runs the helper when this process was started as one, and never
-// returns then. It imports only os, syscall, strconv and errors, so that
+// returns then. It imports only os, runtime, syscall, strconv and errors, so that
 // it runs before the inits of the node's heavy dependencies.
 func init() {
 	if len(os.Args) < 2 || os.Args[0] != Arg0 {
 		return
 	}
-	// The main goroutine is locked to the main thread during inits: the
-	// parent-death signal and the exec below are on the same thread.
+	// The main goroutine is locked to the main thread during inits; say
+	// so: the parent-death signal, the credentials (drop) and the exec
+	// below must be on the same thread.
+	runtime.LockOSThread()
 	err := run(os.Args[1:])
 	os.Stderr.WriteString("nimbus sandbox: " + err.Error() + "\n")
 	os.Exit(127)
@@ -259,15 +262,25 @@ func pivot(root string) error {
 // drop becomes uid (and its gid, without groups), forbids gaining
 // privileges, and re-arms the parent-death signal the uid change cleared;
 // then it checks that the node did not die before that.
+//
+// The credentials change on this thread only, with the raw system calls:
+// the exec that follows runs on this thread (init locks it) and the
+// program gets this thread's credentials, and the exec ends every other
+// thread of the helper (Go runtime threads, which run nothing of the
+// function). syscall.Setresuid and its kin change every thread, with a
+// signal to each and a wait for it, three times: 0.6-0.8 ms of a cold
+// start on this host, where a signal to another thread goes through the
+// hypervisor, against about 0.1 ms for the whole of drop now.
 func drop(uid int) error {
-	if err := syscall.Setgroups([]int{}); err != nil {
-		return wrap("setgroups", err)
+	id := uintptr(uid)
+	if _, _, e := syscall.RawSyscall(syscall.SYS_SETGROUPS, 0, 0, 0); e != 0 {
+		return wrap("setgroups", e)
 	}
-	if err := syscall.Setresgid(uid, uid, uid); err != nil {
-		return wrap("setresgid", err)
+	if _, _, e := syscall.RawSyscall(syscall.SYS_SETRESGID, id, id, id); e != 0 {
+		return wrap("setresgid", e)
 	}
-	if err := syscall.Setresuid(uid, uid, uid); err != nil {
-		return wrap("setresuid", err)
+	if _, _, e := syscall.RawSyscall(syscall.SYS_SETRESUID, id, id, id); e != 0 {
+		return wrap("setresuid", e)
 	}
 	if _, _, e := syscall.RawSyscall(syscall.SYS_PRCTL, prSetNoNewPrivs, 1, 0); e != 0 {
 		return wrap("no_new_privs", e)

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -41,7 +42,21 @@ func main() {
 	mux.HandleFunc("/whoami", func(w http.ResponseWriter, r *http.Request) {
 		wd, _ := os.Getwd()
 		host, _ := os.Hostname()
-		fmt.Fprintf(w, "uid=%d pid=%d wd=%s host=%s", os.Getuid(), os.Getpid(), wd, host)
+		groups, _ := os.Getgroups()
+		// Threads of this process with any root id (real, effective,
+		// saved or filesystem uid or gid).
+		root := 0
+		tasks, _ := os.ReadDir("/proc/self/task")
+		for _, task := range tasks {
+			st, _ := os.ReadFile("/proc/self/task/" + task.Name() + "/status")
+			for _, l := range strings.Split(string(st), "\n") {
+				if f := strings.Fields(l); len(f) == 5 && (f[0] == "Uid:" || f[0] == "Gid:") && slices.Contains(f[1:], "0") {
+					root++
+				}
+			}
+		}
+		fmt.Fprintf(w, "uid=%d pid=%d wd=%s host=%s euid=%d gid=%d egid=%d groups=%v threads=%d rootids=%d",
+			os.Getuid(), os.Getpid(), wd, host, os.Geteuid(), os.Getgid(), os.Getegid(), groups, len(tasks), root)
 	})
 	mux.HandleFunc("/log", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Println("to stdout", r.URL.Query().Get("tag"))
