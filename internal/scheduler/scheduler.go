@@ -316,13 +316,7 @@ func (s *Scheduler) Instances(app, name string) (idle, busy int) {
 // the wait for a free instance and the guest's run are bounded by the
 // function's timeout.
 func (s *Scheduler) Invoke(ctx context.Context, app, function string, req *runtime.Request) (*runtime.Response, error) {
-	s.mu.RLock()
-	p := s.apps[app][function]
-	s.mu.RUnlock()
-	if p == nil {
-		return nil, fmt.Errorf("%w: %s/%s", ErrNotFound, app, function)
-	}
-	return s.invokePool(ctx, p, function, req, nil)
+	return s.invokeActive(ctx, app, function, req, nil)
 }
 
 // InvokeEdge is Invoke for a client at the edge (an HTTP route, `nimbus
@@ -332,13 +326,19 @@ func (s *Scheduler) Invoke(ctx context.Context, app, function string, req *runti
 // is none. The node's own callers (triggers, async, workflows) queue
 // elsewhere, under their own bounds, and call Invoke.
 func (s *Scheduler) InvokeEdge(ctx context.Context, app, function string, req *runtime.Request) (*runtime.Response, error) {
+	return s.invokeActive(ctx, app, function, req, s.opts.Waiting)
+}
+
+// invokeActive invokes the active revision of app/function, its waits
+// bounded by waiting (nil: none).
+func (s *Scheduler) invokeActive(ctx context.Context, app, function string, req *runtime.Request, waiting *throttle.Waiting) (*runtime.Response, error) {
 	s.mu.RLock()
 	p := s.apps[app][function]
 	s.mu.RUnlock()
 	if p == nil {
 		return nil, fmt.Errorf("%w: %s/%s", ErrNotFound, app, function)
 	}
-	return s.invokePool(ctx, p, function, req, s.opts.Waiting)
+	return s.invokePool(ctx, p, function, req, waiting)
 }
 
 // InvokeRevision runs one invocation of app/function on its function
