@@ -93,10 +93,11 @@ type Config struct {
 	// Default BodyBudget/2.
 	AppBodyBudget int64
 	// MaxWaiting is the most edge invocations (HTTP routes, the invoke
-	// API) that wait at once for an instance or a flow control permit,
-	// node-wide; half of it per app. One more is refused at once with 503
-	// busy and Retry-After. Default throttle.DefaultMaxWaiting (4096);
-	// negative: no bound.
+	// API) that wait at once for an instance or a flow control permit, or
+	// workflow starts that wait for their result, node-wide; half of it
+	// per app. One more invocation is refused at once with 503 busy and
+	// Retry-After; one more start does not wait (it answers the run's id).
+	// Default throttle.DefaultMaxWaiting (4096); negative: no bound.
 	MaxWaiting int
 	// BodyRate is how fast request bodies must arrive on both listeners:
 	// within BodyRate.Grace (default 10s) plus their size at
@@ -146,8 +147,9 @@ type Server struct {
 	tokens  *security.Tokens
 	secrets *security.Secrets
 	audit   *audit.Log
-	denials *auditDenials // function denials -> audit
-	admit   *admission    // the operator's policy and quotas
+	denials *auditDenials     // function denials -> audit
+	admit   *admission        // the operator's policy and quotas
+	waiting *throttle.Waiting // edge requests waiting (--max-waiting); nil: no bound
 	caps    *capability.Services
 	buckets *state.Buckets
 	events  *events.Log
@@ -275,6 +277,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if cfg.MaxWaiting >= 0 {
 		waiting = throttle.NewWaiting(cfg.MaxWaiting)
 	}
+	s.waiting = waiting
 	s.sched = scheduler.New(s.rts, s.store, scheduler.Options{
 		IdleTimeout: cfg.IdleTimeout, Logger: cfg.Logger, Metrics: s.metrics, Logs: s.logs,
 		Status:  apierror.Status, // metrics label failures with the status the edge answers
@@ -291,7 +294,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		MaxLag: cfg.EventsMaxLag, MaxWindowEvents: cfg.EventsMaxWindowEvents})
 	s.metrics.Registry().MustRegister(newEventsCollector(s), newStorageCollector(s),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "nimbus_requests_waiting",
-			Help: "HTTP requests (routes, the invoke API) waiting now for a busy function's instance or flow permit; at --max-waiting more are refused with 503 busy."},
+			Help: "HTTP requests (routes, the invoke API, workflow starts) waiting now for a busy function's instance or flow permit, or for a run's result; at --max-waiting more are refused with 503 busy (a workflow start gets its run id at once instead)."},
 			func() float64 { n, _ := waiting.Count(""); return float64(n) }))
 	s.cron = events.NewCronSource(s.store.JetStream(), s.events, events.CronOptions{Logger: cfg.Logger})
 	s.kvtrig = events.NewBucketSource(s.store.JetStream(), s.events, events.BucketOptions{Logger: cfg.Logger})

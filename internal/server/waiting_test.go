@@ -115,3 +115,56 @@ func waitingIs(t *testing.T, srv *server.Server, n int) func() error {
 		return nil
 	}
 }
+
+// TestMaxWaitingWorkflowStart: a client waiting for a run's result holds
+// a place among the waiters; with none left, a start through a route is
+// not refused: the run starts and the client gets its id at once (202).
+func TestMaxWaitingWorkflowStart(t *testing.T) {
+	t.Parallel()
+	guest := guesttest.MustBuild(t, wfGuestDir, guesttest.Reactor)
+	srv, err := server.Start(context.Background(), server.Config{
+		DataDir: t.TempDir(), CacheDir: cacheDir, Listen: "127.0.0.1:0", APIListen: "127.0.0.1:0",
+		Version: "test", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		MaxWaiting: 2, // one waiter per app
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close(context.Background()) })
+	deployWF(t, srv, guest, "w")
+	start := func(id string) (int, string) {
+		req, _ := http.NewRequest("POST", srv.GatewayURL()+"/flow", strings.NewReader(`{"steps":1,"wait_for":"go"}`))
+		req.Header.Set(server.HeaderRunID, id)
+		req.Header.Set(server.HeaderWait, "50s")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Error(err)
+			return 0, ""
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, string(b)
+	}
+	first := make(chan int, 1)
+	go func() { code, _ := start("a"); first <- code }()
+	poll(t, "the first start waits for its result", waitingIs(t, srv, 1))
+
+	began := time.Now()
+	code, body := start("b")
+	if code != http.StatusAccepted || !strings.Contains(body, `"run_id":"b"`) {
+		t.Fatalf("second start: %d %s, want 202 with its run id", code, body)
+	}
+	if d := time.Since(began); d > 40*time.Second {
+		t.Fatalf("the second start answered after %v: it waited", d)
+	}
+	for _, id := range []string{"a", "b"} {
+		if _, err := srv.Signal(context.Background(), "shop", id, "go", []byte(`{}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if code := <-first; code != http.StatusOK {
+		t.Fatalf("first start: %d, want its result", code)
+	}
+	waitState(t, srv, "b", "completed")
+	poll(t, "nothing waits", waitingIs(t, srv, 0))
+}

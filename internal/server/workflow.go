@@ -147,7 +147,20 @@ func (s *Server) StartRun(ctx context.Context, app, wf, id string, input []byte,
 // the wait elapses first, the start is made durable before the run's id
 // is answered (RATIONALE.md "Durable workflows: a change is durable
 // before what depends on it").
+//
+// A client waiting for the result holds what one waiting for an instance
+// does, so it takes a place among the node's waiters (--max-waiting);
+// with none left, the run is started without waiting and the caller gets
+// its id at once (a route's 202), rather than a refusal: the start costs
+// the node nothing more than an event does.
 func (s *Server) startAndWait(ctx context.Context, app, wf, id string, input []byte, wait time.Duration) (*workflow.Run, bool, error) {
+	if wait > 0 && s.waiting != nil {
+		if s.waiting.Enter(app) != nil {
+			wait = 0
+		} else {
+			defer s.waiting.Leave(app)
+		}
+	}
 	if wait <= 0 {
 		return s.wf.Start(ctx, app, wf, id, input)
 	}
