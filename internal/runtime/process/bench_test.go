@@ -14,23 +14,25 @@ import (
 // after-idle waits (untimed) for the pool of sandboxes to be full before
 // each start, as after an idle period; back-to-back does not (the pool
 // refills while the next start runs); no-pool makes every sandbox at the
-// start.
+// start; unisolated starts the process without a sandbox (isolation: none),
+// its readiness a dial and a check that the listener is its own.
 func BenchmarkColdStart(b *testing.B) {
-	if h := Probe(); !h.Sandbox() {
-		b.Skip("host cannot sandbox processes")
-	}
 	for _, c := range []struct {
-		name  string
-		pool  int
-		await bool
-	}{{"after-idle", 0, true}, {"back-to-back", 0, false}, {"no-pool", -1, false}} {
+		name    string
+		pool    int
+		await   bool
+		sandbox bool
+	}{{"after-idle", 0, true, true}, {"back-to-back", 0, false, true}, {"no-pool", -1, false, true}, {"unisolated", 0, false, false}} {
 		b.Run(c.name, func(b *testing.B) {
+			if h := Probe(); c.sandbox && !h.Sandbox() {
+				b.Skip("host cannot sandbox processes")
+			}
 			rt, err := New(Config{Dir: filepath.Join(b.TempDir(), "process"), Sandboxes: c.pool})
 			if err != nil {
 				b.Fatal(err)
 			}
 			b.Cleanup(func() { rt.Close(context.Background()) })
-			m := load(b, rt, spec(b, true))
+			m := load(b, rt, spec(b, c.sandbox))
 			ctx := context.Background()
 			for b.Loop() {
 				if c.await {
