@@ -269,6 +269,14 @@ func runProcess(ctx context.Context, b *bench) ([]row, error) {
 	if err != nil {
 		return nil, err
 	}
+	// One connection: a warm request's own latency, each side idle
+	// between requests (the gateway's two wakeups against the direct
+	// call's one).
+	oneRows, err := runWrk(ctx, b, "process", "", "same binary direct", targets[0].url, targets[1].url, 1, false)
+	if err != nil {
+		return nil, err
+	}
+	wrkRows = append(wrkRows, oneRows...)
 	proxyRows, err := bareProxy(ctx, b, rawURL)
 	if err != nil {
 		return nil, err
