@@ -35,14 +35,23 @@ var cacheDir = guesttest.WazeroCacheDir()
 
 func start(t *testing.T, dataDir string) *server.Server {
 	t.Helper()
-	srv, err := server.Start(context.Background(), server.Config{
-		DataDir:   dataDir,
+	return startConfig(t, func(c *server.Config) { c.DataDir = dataDir })
+}
+
+// startConfig starts a node as start does (a fresh data directory), with
+// change applied to its configuration.
+func startConfig(t *testing.T, change func(*server.Config)) *server.Server {
+	t.Helper()
+	cfg := server.Config{
+		DataDir:   t.TempDir(),
 		CacheDir:  cacheDir,
 		Listen:    "127.0.0.1:0",
 		APIListen: "127.0.0.1:0",
 		Version:   "test",
 		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	}
+	change(&cfg)
+	srv, err := server.Start(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("start server: %v", err)
 	}

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -24,15 +23,7 @@ import (
 func TestMaxWaiting(t *testing.T) {
 	t.Parallel()
 	guest := guesttest.MustBuild(t, "../runtime/wasm/testdata/sdkguest", guesttest.Reactor)
-	srv, err := server.Start(context.Background(), server.Config{
-		DataDir: t.TempDir(), CacheDir: cacheDir, Listen: "127.0.0.1:0", APIListen: "127.0.0.1:0",
-		Version: "test", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		MaxWaiting: 2, // one waiter per app
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close(context.Background()) })
+	srv := startConfig(t, func(c *server.Config) { c.MaxWaiting = 2 }) // one waiter per app
 	loop := fn("loop", guest, "/loop")
 	loop.MaxInstances = 1
 	loop.TimeoutMS = 60_000
@@ -122,15 +113,7 @@ func waitingIs(t *testing.T, srv *server.Server, n int) func() error {
 func TestMaxWaitingWorkflowStart(t *testing.T) {
 	t.Parallel()
 	guest := guesttest.MustBuild(t, wfGuestDir, guesttest.Reactor)
-	srv, err := server.Start(context.Background(), server.Config{
-		DataDir: t.TempDir(), CacheDir: cacheDir, Listen: "127.0.0.1:0", APIListen: "127.0.0.1:0",
-		Version: "test", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		MaxWaiting: 2, // one waiter per app
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close(context.Background()) })
+	srv := startConfig(t, func(c *server.Config) { c.MaxWaiting = 2 }) // one waiter per app
 	deployWF(t, srv, guest, "w")
 	start := func(id string) (int, string) {
 		req, _ := http.NewRequest("POST", srv.GatewayURL()+"/flow", strings.NewReader(`{"steps":1,"wait_for":"go"}`))
