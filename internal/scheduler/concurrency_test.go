@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -294,6 +295,8 @@ func TestEdgeWaitersBounded(t *testing.T) {
 				o.Waiting = waiting
 				fn.Flow = tc.flow
 			})
+			release := sync.OnceFunc(func() { close(r.gate) })
+			t.Cleanup(release) // before the scheduler's close, should the test fail first
 			var wg sync.WaitGroup
 			errs := make(chan error, 4)
 			call := func(edge bool) {
@@ -327,7 +330,7 @@ func TestEdgeWaitersBounded(t *testing.T) {
 				t.Fatalf("a third edge waiter: %v", err)
 			}
 			call(false) // the node's own caller is not bounded by it
-			close(r.gate)
+			release()
 			wg.Wait()
 			close(errs)
 			for err := range errs {
@@ -337,5 +340,62 @@ func TestEdgeWaitersBounded(t *testing.T) {
 				t.Fatalf("after: %d waiting on the node, %d of the app", node, app)
 			}
 		})
+	}
+}
+
+// TestEdgeWaitersKeyIsolation: with a flow key, only the requests that
+// wait count: while one tenant's requests fill the app's waiting places,
+// another tenant's request, whose key has a free slot, still runs.
+func TestEdgeWaitersKeyIsolation(t *testing.T) {
+	r := &doubleRuntime{maxConc: 1, reusable: true, gate: make(chan struct{})}
+	waiting := throttle.NewWaiting(4) // 2 per app
+	s := doubleSetup(t, r, 1, 4, func(o *Options, fn *model.Function) {
+		o.Waiting = waiting
+		fn.Flow = &model.Flow{Key: "header.X-Tenant", KeyConcurrency: 1}
+	})
+	release := sync.OnceFunc(func() { close(r.gate) })
+	t.Cleanup(release) // before the scheduler's close, should the test fail first
+	req := func(tenant string) *runtime.Request {
+		return &runtime.Request{Path: "/", Header: http.Header{"X-Tenant": {tenant}}}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	call := func(tenant string) {
+		wg.Go(func() {
+			if _, err := s.InvokeEdge(context.Background(), "app", "f", req(tenant)); err != nil {
+				errs <- err
+			}
+		})
+	}
+	call("a")
+	checkFor(t, "tenant a runs", func() error {
+		if n := r.inflight.Load(); n != 1 {
+			return fmt.Errorf("%d in flight", n)
+		}
+		return nil
+	})
+	call("a")
+	call("a")
+	checkFor(t, "two of tenant a wait", func() error {
+		if _, n := waiting.Count("app"); n != 2 {
+			return fmt.Errorf("%d waiting", n)
+		}
+		return nil
+	})
+	if _, err := s.InvokeEdge(context.Background(), "app", "f", req("a")); !errors.Is(err, throttle.ErrTooManyWaiting) {
+		t.Fatalf("a third waiter of tenant a: %v", err)
+	}
+	call("b")
+	checkFor(t, "tenant b runs beside tenant a", func() error {
+		if n := r.inflight.Load(); n != 2 {
+			return fmt.Errorf("%d in flight", n)
+		}
+		return nil
+	})
+	release()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
 	}
 }

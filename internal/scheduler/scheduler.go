@@ -390,8 +390,8 @@ func (s *Scheduler) invoke(ctx context.Context, p *pool, req *runtime.Request, s
 	// An edge invocation holds a place among the node's waiters (nil for
 	// the node's own callers) while it waits for a flow permit or for a
 	// token of its pool: while it waits outside its function's capacity,
-	// which nothing else bounds. One that starts an instance, or waits for
-	// a slot of one starting, never does.
+	// which nothing else bounds. One that gets a permit at once, starts an
+	// instance, or waits for a slot of one starting, never does.
 	wt := waiter{w: waiting, app: p.app, fn: p.fn.Name}
 	defer wt.leave()
 	for {
@@ -405,12 +405,9 @@ func (s *Scheduler) invoke(ctx context.Context, p *pool, req *runtime.Request, s
 		// invocations get an instance.
 		var permit throttle.Permit
 		if p.limiter != nil {
-			if err := wt.enter(); err != nil { // the limiter may make it wait
-				return nil, err
-			}
 			fwait, cancel := context.WithTimeout(ctx, p.fn.Timeout()+p.limiter.Policy().Debounce)
 			var err error
-			permit, err = p.limiter.Acquire(fwait, p.flowKey.FromRequest(req.Header, req.RawQuery), p.priority)
+			permit, err = p.limiter.AcquireOr(fwait, p.flowKey.FromRequest(req.Header, req.RawQuery), p.priority, wt.enter)
 			cancel()
 			wt.leave() // a permit is within the function's capacity
 			if errors.Is(err, throttle.ErrClosed) {

@@ -118,6 +118,14 @@ func (p Permit) Release() {
 // While waiting, the caller's goroutine blocks on a channel; there is no
 // other goroutine per waiter.
 func (l *Limiter) Acquire(ctx context.Context, key string, priority int) (Permit, error) {
+	return l.AcquireOr(ctx, key, priority, nil)
+}
+
+// AcquireOr is Acquire that calls beforeWait, when not nil, once it knows
+// the invocation has to wait (not when it may start at once), and returns
+// its error without waiting if it fails: how a caller bounds the waiters
+// it lets in without counting those that never wait.
+func (l *Limiter) AcquireOr(ctx context.Context, key string, priority int, beforeWait func() error) (Permit, error) {
 	if l == nil || l.noop {
 		return Permit{}, nil
 	}
@@ -137,6 +145,13 @@ func (l *Limiter) Acquire(ctx context.Context, key string, priority int) (Permit
 		p := Permit{l: l, k: k, gen: k.gen}
 		l.mu.Unlock()
 		return p, nil
+	}
+	if beforeWait != nil {
+		if err := beforeWait(); err != nil {
+			l.maybeIdleLocked(k, now)
+			l.mu.Unlock()
+			return Permit{}, err
+		}
 	}
 	return l.wait(ctx, k, clampPriority(priority), now)
 }
