@@ -1,6 +1,7 @@
 package process
 
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -66,8 +67,24 @@ func holdsSocket(pid int, inodes map[string]bool) bool {
 // that listen on port, asked of the kernel with a sock_diag dump of the
 // listening sockets only. /proc/net/tcp would say the same, but reading
 // it walks the whole connection table: 7 ms here for 150 lines, most of
-// an unisolated process's cold start.
+// an unisolated process's cold start. It is the fallback, for a kernel
+// that does not answer sock_diag for TCP (tcp_diag not loaded).
 func listeningInodes(port int) (map[string]bool, error) {
+	inodes, err := diagListeningInodes(port)
+	if err == nil {
+		return inodes, nil
+	}
+	inodes = map[string]bool{}
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		if err := procListeningInodes(f, port, inodes); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, err
+		}
+	}
+	return inodes, nil
+}
+
+// diagListeningInodes is listeningInodes through sock_diag.
+func diagListeningInodes(port int) (map[string]bool, error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_INET_DIAG)
 	if err != nil {
 		return nil, fmt.Errorf("sock_diag: %w", err)
@@ -80,6 +97,30 @@ func listeningInodes(port int) (map[string]bool, error) {
 		}
 	}
 	return inodes, nil
+}
+
+// procListeningInodes adds to inodes those of the sockets in file (the
+// format of /proc/net/tcp) that listen on port.
+func procListeningInodes(file string, port int, inodes map[string]bool) error {
+	f, err := os.Open(file)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Scan() // the header
+	for sc.Scan() {
+		// sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 10 || fields[3] != "0A" { // 0A: TCP_LISTEN
+			continue
+		}
+		i := strings.LastIndexByte(fields[1], ':')
+		if p, err := strconv.ParseUint(fields[1][i+1:], 16, 16); err == nil && int(p) == port {
+			inodes[fields[9]] = true
+		}
+	}
+	return sc.Err()
 }
 
 // Sizes and offsets of the sock_diag messages (linux/inet_diag.h): a

@@ -1,7 +1,9 @@
 package process
 
 import (
+	"maps"
 	"net"
+	"os"
 	"os/exec"
 	"syscall"
 	"testing"
@@ -46,6 +48,33 @@ func TestListenerOwnedBy(t *testing.T) {
 // TestFreePortOutsideEphemeralRange: ports given to unisolated processes
 // are below the kernel's ephemeral range, where "port 0" listeners and
 // outgoing connections never land.
+// TestListeningInodesAgree: sock_diag and /proc/net (the fallback) find
+// the same listening sockets, for IPv4 and IPv6.
+func TestListeningInodesAgree(t *testing.T) {
+	for _, addr := range []string{"127.0.0.1:0", "[::1]:0"} {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Logf("%s: %v (skipped)", addr, err)
+			continue
+		}
+		defer ln.Close()
+		port := ln.Addr().(*net.TCPAddr).Port
+		diag, err := diagListeningInodes(port)
+		if err != nil {
+			t.Fatalf("sock_diag: %v", err)
+		}
+		proc := map[string]bool{}
+		for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+			if err := procListeningInodes(f, port, proc); err != nil && !os.IsNotExist(err) {
+				t.Fatal(err)
+			}
+		}
+		if len(diag) != 1 || !maps.Equal(diag, proc) {
+			t.Fatalf("%s: sock_diag found %v, /proc/net %v", addr, diag, proc)
+		}
+	}
+}
+
 func TestFreePortOutsideEphemeralRange(t *testing.T) {
 	for range 20 {
 		p, err := freePort()
