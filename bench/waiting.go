@@ -84,16 +84,14 @@ func runWaiting(ctx context.Context, b *bench) ([]row, error) {
 	}
 	// One run of each side, whatever -runs: each takes the function's
 	// timeout (30s) and more.
-	var bounded, unbounded waitingResult
-	r, err := waitingRun(ctx, b, bin, app)
+	bounded, err := waitingRun(ctx, b, bin, app)
 	if err != nil {
 		return nil, fmt.Errorf("default --max-waiting: %w", err)
 	}
-	bounded.add(r)
-	if r, err = waitingRun(ctx, b, bin, app, "--max-waiting", "-1"); err != nil {
+	unbounded, err := waitingRun(ctx, b, bin, app, "--max-waiting", "-1")
+	if err != nil {
 		return nil, fmt.Errorf("--max-waiting -1: %w", err)
 	}
-	unbounded.add(r)
 	desc := fmt.Sprintf("%d clients at once, function serving 5/s", n)
 	base := "--max-waiting -1 (no bound)"
 	return []row{
@@ -106,16 +104,8 @@ func runWaiting(ctx context.Context, b *bench) ([]row, error) {
 	}, nil
 }
 
+// waitingResult is one run of one side, each figure a one-value series.
 type waitingResult struct{ before, peak, ok, fast, late, other []float64 }
-
-func (w *waitingResult) add(r waitingResult) {
-	w.before = append(w.before, r.before...)
-	w.peak = append(w.peak, r.peak...)
-	w.ok = append(w.ok, r.ok...)
-	w.fast = append(w.fast, r.fast...)
-	w.late = append(w.late, r.late...)
-	w.other = append(w.other, r.other...)
-}
 
 // waitingRun starts a node with flags, deploys the app in dir, and
 // floods it.

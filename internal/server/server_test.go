@@ -43,7 +43,6 @@ func start(t *testing.T, dataDir string) *server.Server {
 func startConfig(t *testing.T, change func(*server.Config)) *server.Server {
 	t.Helper()
 	cfg := server.Config{
-		DataDir:   t.TempDir(),
 		CacheDir:  cacheDir,
 		Listen:    "127.0.0.1:0",
 		APIListen: "127.0.0.1:0",
@@ -51,6 +50,9 @@ func startConfig(t *testing.T, change func(*server.Config)) *server.Server {
 		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	change(&cfg)
+	if cfg.DataDir == "" {
+		cfg.DataDir = t.TempDir()
+	}
 	srv, err := server.Start(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("start server: %v", err)
