@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // TestProcessExamples runs `nimbus up examples/process-python`, deploys
@@ -69,6 +70,29 @@ func TestProcessExamples(t *testing.T) {
 	}
 	if got := getBody(t, f["gateway"]+"/python/kv/orders/x"); !strings.Contains(got, `"error":"denied"`) || !strings.Contains(got, "kv:orders") {
 		t.Fatalf("ungranted bucket: %s", got)
+	}
+	// A client that hangs up before the answer costs the process only that
+	// request's connection: the next request is served by the same
+	// instance, with no new cold start.
+	colds := func() string {
+		for _, l := range strings.Split(getBody(t, f["API"]+"/metrics"), "\n") {
+			if strings.HasPrefix(l, `nimbus_cold_start_duration_seconds_count{app="process-python"`) {
+				return l
+			}
+		}
+		return "none"
+	}
+	before := colds()
+	impatient := &http.Client{Timeout: 200 * time.Millisecond}
+	if resp, err := impatient.Get(f["gateway"] + "/python/sleep/2000"); err == nil {
+		resp.Body.Close()
+		t.Fatalf("GET /python/sleep/2000 answered %d within 200ms", resp.StatusCode)
+	}
+	if got := getBody(t, f["gateway"]+"/python/x"); !strings.Contains(got, "hello from python") {
+		t.Fatalf("after a client hung up: %s", got)
+	}
+	if after := colds(); after != before {
+		t.Fatalf("a client that hung up cost a new instance: cold starts %q, then %q\nstderr:\n%s", before, after, stderr)
 	}
 	// Past the function's capacity (4 instances of 8 requests) and the
 	// one request the app may have waiting, requests are answered 503 busy

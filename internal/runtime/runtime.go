@@ -65,7 +65,8 @@ type Module interface {
 // one request at a time).
 type Instance interface {
 	// Handle serves one request. After Handle returns a non-nil error the
-	// instance must be closed and not reused (its state is unknown).
+	// instance must be closed and not reused (its state is unknown),
+	// unless the error says it is intact (IsIntact).
 	Handle(ctx context.Context, req *Request) (*Response, error)
 	// Close releases the instance.
 	Close(ctx context.Context) error
@@ -209,6 +210,29 @@ var (
 	// broke its contract (for example malformed CGI output).
 	ErrGuestFailed = errors.New("guest failed")
 )
+
+// Intact marks err as a failure of one request that left the instance
+// that returned it sound: the caller went away, or the answer was over a
+// limit, and the guest itself is unharmed (a process whose connection was
+// dropped). The scheduler keeps such an instance instead of closing it, so
+// a client that hangs up does not cost the next one a cold start.
+func Intact(err error) error {
+	if err == nil {
+		return nil
+	}
+	return intactError{err}
+}
+
+// IsIntact reports whether err was marked with Intact.
+func IsIntact(err error) bool {
+	var ie intactError
+	return errors.As(err, &ie)
+}
+
+type intactError struct{ err error }
+
+func (e intactError) Error() string { return e.err.Error() }
+func (e intactError) Unwrap() error { return e.err }
 
 // LimitError carries the limit that was hit, so messages can name it
 // ("function timed out after 2s"). It wraps one of the sentinel errors.

@@ -453,7 +453,7 @@ func (s *Scheduler) invoke(ctx context.Context, p *pool, req *runtime.Request, s
 			req.Log.Log("nimbus", "info", []byte("cold start: a new instance in "+cold.Round(10*time.Microsecond).String()))
 		}
 		resp, err := inst.Handle(ctx, req)
-		p.release(inst, err != nil)
+		p.release(inst, err != nil && !runtime.IsIntact(err))
 		if p.limiter != nil {
 			permit.Release()
 		}

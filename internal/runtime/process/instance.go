@@ -276,8 +276,15 @@ func (i *instance) Handle(ctx context.Context, req *runtime.Request) (*runtime.R
 	if err == nil {
 		return resp, nil
 	}
+	// An HTTP process whose request failed on the node's side (an answer
+	// over the limit, or a caller that went away) lost only that request's
+	// connection: it stays in service.
+	_, proxied := p.sess.(*httpSession)
 	var lim *runtime.LimitError
 	if errors.As(err, &lim) {
+		if proxied {
+			return nil, runtime.Intact(err)
+		}
 		return nil, err
 	}
 	if rctx.Err() == nil {
@@ -296,7 +303,11 @@ func (i *instance) Handle(ctx context.Context, req *runtime.Request) (*runtime.R
 		<-p.exited
 		return nil, p.exitError("exited during the request")
 	case ctx.Err() != nil:
-		return nil, fmt.Errorf("%s/%s: %w", m.app, m.function, ctx.Err())
+		err := fmt.Errorf("%s/%s: %w", m.app, m.function, ctx.Err())
+		if proxied {
+			return nil, runtime.Intact(err)
+		}
+		return nil, err
 	case errors.Is(context.Cause(tctx), runtime.ErrTimeout):
 		// A stuck process would keep its slot forever: stop it; the pool
 		// replaces the instance.

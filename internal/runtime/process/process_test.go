@@ -348,19 +348,31 @@ func TestLimits(t *testing.T) {
 		m := load(t, rt, spec(t, sandbox, func(s *runtime.Spec) { s.Limits.Timeout = 300 * time.Millisecond; s.Limits.MaxResponseBytes = 1000 }))
 
 		inst := start(t, m)
-		if _, err := get(t, inst, "/big?n=1001"); !errors.Is(err, runtime.ErrResponseTooLarge) {
-			t.Fatalf("big response: %v", err)
+		pid := mustGet(t, inst, "/whoami")
+		// An answer over the limit, and a caller that goes away, fail the
+		// request and leave the process serving: the errors say so.
+		if _, err := get(t, inst, "/big?n=1001"); !errors.Is(err, runtime.ErrResponseTooLarge) || !runtime.IsIntact(err) {
+			t.Fatalf("big response: %v (intact %v)", err, runtime.IsIntact(err))
 		}
 		if got := mustGet(t, inst, "/big?n=1000"); len(got) != 1000 {
 			t.Fatalf("response at the limit: %d bytes", len(got))
 		}
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		_, err := inst.Handle(ctx, &runtime.Request{Method: "GET", Path: "/sleep", RawQuery: "ms=250"})
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) || !runtime.IsIntact(err) {
+			t.Fatalf("caller gone: %v (intact %v)", err, runtime.IsIntact(err))
+		}
+		if got := mustGet(t, inst, "/whoami"); got != pid {
+			t.Fatalf("after the caller left: %q, want the same process (%q)", got, pid)
+		}
 
 		// An infinite loop: the deadline kills the process.
 		p := inst.(*instance).p
-		_, err := get(t, inst, "/loop")
+		_, err = get(t, inst, "/loop")
 		var lim *runtime.LimitError
-		if !errors.Is(err, runtime.ErrTimeout) || !errors.As(err, &lim) || lim.Limit != "300ms" {
-			t.Fatalf("loop: %v", err)
+		if !errors.Is(err, runtime.ErrTimeout) || !errors.As(err, &lim) || lim.Limit != "300ms" || runtime.IsIntact(err) {
+			t.Fatalf("loop: %v (intact %v)", err, runtime.IsIntact(err))
 		}
 		select {
 		case <-p.exited:

@@ -71,6 +71,13 @@ func main() {
 		w.Write([]byte("bye"))
 		go func() { time.Sleep(10 * time.Millisecond); os.Exit(4) }()
 	})
+	mux.HandleFunc("/sleep", func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-time.After(time.Duration(atoi(r.URL.Query().Get("ms"), 0)) * time.Millisecond):
+			w.Write([]byte("slept"))
+		case <-r.Context().Done():
+		}
+	})
 	mux.HandleFunc("/loop", func(w http.ResponseWriter, r *http.Request) {
 		for {
 		}
