@@ -25,6 +25,9 @@ type doubleRuntime struct {
 	maxConc  int
 	reusable bool
 	gate     chan struct{} // when non-nil, Handle waits for it to close
+	start    chan struct{} // when non-nil, NewInstance waits for it to close
+	fail     atomic.Int64  // the next this many NewInstance calls fail
+	starting atomic.Int64  // NewInstance calls in progress
 
 	mu       sync.Mutex
 	specs    []runtime.Spec
@@ -55,6 +58,14 @@ func (m *doubleModule) Close(context.Context) error {
 
 func (m *doubleModule) NewInstance(context.Context) (runtime.Instance, error) {
 	r := m.r
+	if r.start != nil {
+		r.starting.Add(1)
+		<-r.start
+		r.starting.Add(-1)
+	}
+	if r.fail.Add(-1) >= 0 {
+		return nil, errors.New("start failed, as asked")
+	}
 	r.mu.Lock()
 	r.live++
 	r.created++
@@ -193,6 +204,72 @@ func TestInstanceServesUpToItsSlots(t *testing.T) {
 			}
 			if idle, busy := s.Instances("app", "f"); busy != 0 || (tc.reusable && idle != tc.insts) {
 				t.Fatalf("after: idle=%d busy=%d", idle, busy)
+			}
+		})
+	}
+}
+
+// TestBurstWaitsForStartingInstances sends a burst at zero to a function
+// whose instances serve 4 at once: while instances start, the requests
+// that fit in their slots wait for them instead of starting one each, so
+// 10 requests start 3 instances (10/4 rounded up), not 10. When a start
+// fails, those waiting for it start their own.
+func TestBurstWaitsForStartingInstances(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		fail        int64
+		wantCreated int
+	}{
+		{"starts succeed", 0, 3},
+		{"first start fails", 1, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &doubleRuntime{maxConc: 4, reusable: true, gate: make(chan struct{}), start: make(chan struct{})}
+			r.fail.Store(tc.fail)
+			s := doubleSetup(t, r, 4, 10)
+			const burst = 10
+			var wg sync.WaitGroup
+			var failed atomic.Int64
+			for range burst {
+				wg.Go(func() {
+					if _, err := s.Invoke(context.Background(), "app", "f", &runtime.Request{Path: "/"}); err != nil {
+						failed.Add(1)
+					}
+				})
+			}
+			checkFor(t, "the burst waiting on starting instances", func() error {
+				s.mu.RLock()
+				p := s.apps["app"]["f"]
+				s.mu.RUnlock()
+				p.mu.Lock()
+				defer p.mu.Unlock()
+				if p.starting+p.claims != burst {
+					return fmt.Errorf("%d starting, %d waiting for their slots; want %d in all", p.starting, p.claims, burst)
+				}
+				return nil
+			})
+			if n := r.starting.Load(); n != 3 {
+				t.Fatalf("%d instances starting for a burst of %d with 4 slots each, want 3", n, burst)
+			}
+			close(r.start)
+			checkFor(t, "the burst served", func() error {
+				if n := r.inflight.Load() + failed.Load(); n != burst {
+					return fmt.Errorf("%d in flight or failed, want %d", n, burst)
+				}
+				return nil
+			})
+			close(r.gate)
+			wg.Wait()
+			if n := failed.Load(); n != tc.fail {
+				t.Fatalf("%d requests failed, want %d (the starters of failed starts)", n, tc.fail)
+			}
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			if r.created != tc.wantCreated {
+				t.Fatalf("%d instances created, want %d", r.created, tc.wantCreated)
+			}
+			if r.overload.Load() {
+				t.Fatal("an instance served more than 4 at once")
 			}
 		})
 	}

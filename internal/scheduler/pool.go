@@ -60,12 +60,18 @@ type pool struct {
 	slots  int           // requests one instance serves at once, >= 1
 	tokens chan struct{} // one per request in flight; cap max*slots
 
-	mu     sync.Mutex
-	idle   []*instance   // serving nothing; LIFO: the most recently used instance is warmest
-	open   []*instance   // serving, with a free slot (only when slots > 1)
-	busy   int           // instances serving or starting
-	wake   chan struct{} // closed when a slot may have freed; nil while no one waits
-	closed bool
+	mu   sync.Mutex
+	idle []*instance // serving nothing; LIFO: the most recently used instance is warmest
+	open []*instance // serving, with a free slot (only when slots > 1)
+	busy int         // instances serving or starting
+	// starting instances and the invocations waiting for a slot of one:
+	// an instance that is starting serves its starter and slots-1 more,
+	// so a burst waits for those slots before it starts another (as
+	// Knative scales to in-flight requests / target concurrency). Without
+	// this a burst at zero started one instance per request.
+	starting, claims int
+	wake             chan struct{} // closed when a slot may have freed; nil while no one waits
+	closed           bool
 }
 
 // instance is a live instance and its accounting; p.mu guards the fields.
@@ -141,6 +147,27 @@ func (p *pool) acquire(ctx context.Context, wt *waiter) (*instance, time.Duratio
 			p.mu.Unlock()
 			return inst, 0, nil
 		}
+		if p.claims < p.starting*(p.slots-1) {
+			// A slot of an instance that is starting is ours: wait for
+			// its start (or failure) rather than start one more.
+			p.claims++
+			wake := p.wait()
+			p.mu.Unlock()
+			var done bool
+			select {
+			case <-wake:
+			case <-ctx.Done():
+				done = true
+			}
+			p.mu.Lock()
+			p.claims--
+			if done {
+				p.mu.Unlock()
+				<-p.tokens
+				return nil, 0, p.busyError(ctx)
+			}
+			continue
+		}
 		if p.busy+len(p.idle) < p.max {
 			break
 		}
@@ -157,6 +184,7 @@ func (p *pool) acquire(ctx context.Context, wt *waiter) (*instance, time.Duratio
 		p.mu.Lock()
 	}
 	p.busy++
+	p.starting++
 	p.gauge()
 	p.mu.Unlock()
 
@@ -165,7 +193,8 @@ func (p *pool) acquire(ctx context.Context, wt *waiter) (*instance, time.Duratio
 	if err != nil {
 		p.mu.Lock()
 		p.busy--
-		p.notify()
+		p.starting--
+		p.notify() // those waiting for its slots start one of their own
 		p.gauge()
 		p.mu.Unlock()
 		<-p.tokens
@@ -174,14 +203,13 @@ func (p *pool) acquire(ctx context.Context, wt *waiter) (*instance, time.Duratio
 	cold := max(time.Since(start), time.Nanosecond)
 	p.metrics().ColdStart(cold)
 	inst := &instance{Instance: ri, inflight: 1}
-	if p.slots > 1 {
-		p.mu.Lock()
-		if !p.closed {
-			p.open = append(p.open, inst)
-			p.notify()
-		}
-		p.mu.Unlock()
+	p.mu.Lock()
+	p.starting--
+	if p.slots > 1 && !p.closed {
+		p.open = append(p.open, inst)
 	}
+	p.notify()
+	p.mu.Unlock()
 	return inst, cold, nil
 }
 
