@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	goruntime "runtime"
 	"strings"
 	"syscall"
 
@@ -207,6 +208,26 @@ func unreachable(dir string) string {
 // group (so stop reaches what it starts) and SIGKILL when the node dies.
 func plainProcAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+}
+
+// startBatch starts an unisolated process SCHED_BATCH, as the sandbox
+// helper makes a sandboxed one (sandboxinit's batch): its wakeups never
+// preempt the node. A child takes the policy of the thread that forks it,
+// so that thread takes it for the fork and gives it back after; a thread
+// that could not give it back stays with this goroutine, never to run
+// another. If the policy cannot be set, the process starts as it is.
+func startBatch(cmd *exec.Cmd) error {
+	goruntime.LockOSThread()
+	old, err := unix.SchedGetAttr(0, 0)
+	if err != nil || unix.SchedSetAttr(0, &unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_BATCH}, 0) != nil {
+		goruntime.UnlockOSThread()
+		return cmd.Start()
+	}
+	err = cmd.Start()
+	if unix.SchedSetAttr(0, old, 0) == nil {
+		goruntime.UnlockOSThread()
+	}
+	return err
 }
 
 // ioctlFIONREAD is how many bytes wait to be read on fd.

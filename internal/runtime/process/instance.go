@@ -165,7 +165,7 @@ func (i *instance) spawn(ctx context.Context) (_ *proc, err error) {
 			Stderr:      outW[1],
 			SysProcAttr: plainProcAttr(),
 		}
-		err = p.cmd.Start()
+		err = startBatch(p.cmd)
 		outW[0].Close() // the process has its own copies
 		outW[1].Close()
 		if err == nil {

@@ -63,6 +63,8 @@ func catchesTERM(int) bool                                                      
 func unreachable(string) string                                                  { return "" }
 func plainProcAttr() *syscall.SysProcAttr                                        { return &syscall.SysProcAttr{Setpgid: true} }
 
+func startBatch(cmd *exec.Cmd) error { return cmd.Start() }
+
 func ioctlFIONREAD(uintptr) (int, error) { return 0, errNoSandbox }
 
 // listenerOwnedBy cannot tell here: the caller trusts the dial.

@@ -219,6 +219,12 @@ func TestHTTPContract(t *testing.T) {
 			t.Errorf("env %v lacks %s", env, port)
 		}
 
+		// The process and all its threads are SCHED_BATCH: their wakeups
+		// never preempt the node.
+		if who := mustGet(t, inst, "/whoami"); !strings.Contains(who, " nonbatch=0") {
+			t.Errorf("whoami: %s: want every thread SCHED_BATCH (nonbatch=0)", who)
+		}
+
 		// Concurrent requests on one instance.
 		var wg sync.WaitGroup
 		errs := make(chan error, 8)
@@ -348,7 +354,8 @@ func TestLimits(t *testing.T) {
 		m := load(t, rt, spec(t, sandbox, func(s *runtime.Spec) { s.Limits.Timeout = 300 * time.Millisecond; s.Limits.MaxResponseBytes = 1000 }))
 
 		inst := start(t, m)
-		pid := mustGet(t, inst, "/whoami")
+		pidOf := func(whoami string) string { return strings.Fields(whoami)[1] } // "pid=N"
+		pid := pidOf(mustGet(t, inst, "/whoami"))
 		// An answer over the limit, and a caller that goes away, fail the
 		// request and leave the process serving: the errors say so.
 		if _, err := get(t, inst, "/big?n=1001"); !errors.Is(err, runtime.ErrResponseTooLarge) || !runtime.IsIntact(err) {
@@ -363,7 +370,7 @@ func TestLimits(t *testing.T) {
 		if !errors.Is(err, context.DeadlineExceeded) || !runtime.IsIntact(err) {
 			t.Fatalf("caller gone: %v (intact %v)", err, runtime.IsIntact(err))
 		}
-		if got := mustGet(t, inst, "/whoami"); got != pid {
+		if got := pidOf(mustGet(t, inst, "/whoami")); got != pid {
 			t.Fatalf("after the caller left: %q, want the same process (%q)", got, pid)
 		}
 

@@ -6,10 +6,11 @@ import (
 	"runtime"
 	"strconv"
 	"syscall"
+	"unsafe"
 )
 
 // init runs the helper when this process was started as one, and never
-// returns then. It imports only os, runtime, syscall, strconv and errors, so that
+// returns then. It imports only os, runtime, syscall, strconv, unsafe and errors, so that
 // it runs before the inits of the node's heavy dependencies.
 func init() {
 	if len(os.Args) < 2 || os.Args[0] != Arg0 {
@@ -67,6 +68,9 @@ func run(args []string) error {
 	}
 	if err := syscall.Chdir(c.Dir); err != nil {
 		return wrap("working directory "+c.Dir, err)
+	}
+	if err := batch(); err != nil {
+		return err
 	}
 	if err := drop(c.UID); err != nil {
 		return err
@@ -300,4 +304,20 @@ func drop(uid int) error {
 		return wrap("liveness pipe", err)
 	}
 	return syscall.Close(LivenessFD)
+}
+
+// schedBatch is SCHED_BATCH (linux/sched.h).
+const schedBatch = 3
+
+// batch makes this thread, and so the function's process and every thread
+// it starts, SCHED_BATCH: scheduled as fairly as any other, but its wakeups
+// never preempt the task running on the CPU. A request the node writes to
+// the process then does not switch the node off the CPU in the middle of
+// its work; the process runs when the node waits, or on an idle CPU.
+func batch() error {
+	var param struct{ priority int32 }
+	if _, _, e := syscall.RawSyscall(syscall.SYS_SCHED_SETSCHEDULER, 0, schedBatch, uintptr(unsafe.Pointer(&param))); e != 0 {
+		return wrap("scheduling policy (SCHED_BATCH)", e)
+	}
+	return nil
 }

@@ -55,8 +55,18 @@ func main() {
 				}
 			}
 		}
-		fmt.Fprintf(w, "uid=%d pid=%d wd=%s host=%s euid=%d gid=%d egid=%d groups=%v threads=%d rootids=%d",
-			os.Getuid(), os.Getpid(), wd, host, os.Geteuid(), os.Getgid(), os.Getegid(), groups, len(tasks), root)
+		// Threads whose scheduling policy is not SCHED_BATCH (3): field 41
+		// of their stat, the 39th after the command's closing parenthesis.
+		nonbatch := 0
+		for _, task := range tasks {
+			st, _ := os.ReadFile("/proc/self/task/" + task.Name() + "/stat")
+			_, rest, _ := strings.Cut(string(st), ") ")
+			if f := strings.Fields(rest); len(f) < 39 || f[38] != "3" {
+				nonbatch++
+			}
+		}
+		fmt.Fprintf(w, "uid=%d pid=%d wd=%s host=%s euid=%d gid=%d egid=%d groups=%v threads=%d rootids=%d nonbatch=%d",
+			os.Getuid(), os.Getpid(), wd, host, os.Geteuid(), os.Getgid(), os.Getegid(), groups, len(tasks), root, nonbatch)
 	})
 	mux.HandleFunc("/log", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Println("to stdout", r.URL.Query().Get("tag"))
