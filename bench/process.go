@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/http/httputil"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -277,7 +275,7 @@ func runProcess(ctx context.Context, b *bench) ([]row, error) {
 		return nil, err
 	}
 	wrkRows = append(wrkRows, oneRows...)
-	proxyRows, err := bareProxy(ctx, b, rawURL)
+	proxyRows, err := proxyBaselines(ctx, b, rawURL)
 	if err != nil {
 		return nil, err
 	}
@@ -389,33 +387,4 @@ func freePort() (int, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
-// bareProxy measures, with wrk, the least any HTTP proxy in front of the
-// process costs: net/http/httputil's ReverseProxy, nothing else (no
-// sandbox, routing, limits, logs or traces), in this process like the
-// node, against the same binary called directly. A Go net/http process
-// answers as fast as a proxy can forward, so this bounds what the
-// gateway's ratio can reach on the machine.
-func bareProxy(ctx context.Context, b *bench, rawURL string) ([]row, error) {
-	wrk, err := exec.LookPath("wrk")
-	if err != nil {
-		return nil, nil
-	}
-	target, err := url.Parse(rawURL)
-	if err != nil {
-		return nil, err
-	}
-	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: target.Host})
-	rp.Transport = &http.Transport{MaxIdleConnsPerHost: 64}
-	proxy, err := startRawServer(rp)
-	if err != nil {
-		return nil, err
-	}
-	defer proxy.close()
-	got, raw, err := wrkPair(ctx, b, wrk, proxy.url+target.Path, rawURL, 32)
-	if err != nil {
-		return nil, err
-	}
-	return []row{newRow("process", "bare Go reverse proxy (httputil): wrk req/s, 32 conns (the bound, for contrast)", "req/s", got.rps, "same binary direct", raw.rps)}, nil
 }
