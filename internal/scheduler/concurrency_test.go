@@ -275,6 +275,31 @@ func TestBurstWaitsForStartingInstances(t *testing.T) {
 	}
 }
 
+// TestWaitForAStartThatDoesNotEnd: a request waiting for the slot of an
+// instance whose start outlasts its deadline is told so, not that every
+// instance was busy.
+func TestWaitForAStartThatDoesNotEnd(t *testing.T) {
+	r := &doubleRuntime{maxConc: 4, reusable: true, start: make(chan struct{})}
+	s := doubleSetup(t, r, 4, 10)
+	go s.Invoke(context.Background(), "app", "f", &runtime.Request{Path: "/"}) // the starter
+	checkFor(t, "a start under way", func() error {
+		if r.starting.Load() != 1 {
+			return errors.New("no start yet")
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_, err := s.Invoke(ctx, "app", "f", &runtime.Request{Path: "/"})
+	if !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), "still starting") {
+		t.Fatalf("got %v, want ErrBusy saying the instance was still starting", err)
+	}
+	if n := r.starting.Load(); n != 1 {
+		t.Fatalf("%d starts, want the one", n)
+	}
+	close(r.start)
+}
+
 // TestConcurrentInstanceHammer runs many invocations, some failing, on a
 // pool of 2 instances serving 3 at once, and checks the accounting: never
 // more than 3 requests on an instance, never more than 2 instances, a

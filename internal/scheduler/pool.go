@@ -164,7 +164,8 @@ func (p *pool) acquire(ctx context.Context, wt *waiter) (*instance, time.Duratio
 			if done {
 				p.mu.Unlock()
 				<-p.tokens
-				return nil, 0, p.busyError(ctx)
+				return nil, 0, fmt.Errorf("%w: %s/%s: the instance this request waited for was still starting (a slow start: its own request reports why): %w",
+					ErrBusy, p.app, p.fn.Name, context.Cause(ctx))
 			}
 			continue
 		}
