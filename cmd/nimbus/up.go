@@ -23,6 +23,7 @@ import (
 	"github.com/nimbus-dev/nimbus/internal/security"
 	"github.com/nimbus-dev/nimbus/internal/server"
 	"github.com/nimbus-dev/nimbus/internal/throttle"
+	"github.com/nimbus-dev/nimbus/internal/workflow"
 )
 
 func newUp(g *globals) *cobra.Command {
@@ -128,6 +129,7 @@ started is the one the CLI talks to. Lost a token? 'nimbus token create
 	f.StringVar(&diskReserve, "disk-reserve", "64MiB", "free space kept on the data directory's filesystem: below it writes get 507 disk_full and resume by themselves once there is room (a write that filled the disk would stop a JetStream stream until the node restarts); 0B for none")
 	f.StringVar(&bodyBudget, "body-budget", "256MiB", "most bytes of request bodies held in memory at once, half of it per app; past it 503 body_budget")
 	f.IntVar(&cfg.MaxWaiting, "max-waiting", throttle.DefaultMaxWaiting, "most HTTP requests (routes, nimbus invoke, workflow starts waiting for their result) waiting at once, node-wide, half of them per app; past it 503 busy with Retry-After at once, and a workflow start answers its run id at once (negative: no bound)")
+	f.IntVar(&cfg.MaxActiveRuns, "max-active-runs", workflow.DefaultMaxActivePerApp, "per app: most workflow runs active at once (running, or queued for an instance or their flow) that starts from outside may make; past it a route's or the API's start gets 503 busy with Retry-After, and a trigger's start waits with its event in the log (negative: no bound)")
 	f.StringVar(&bodyMinRate, "body-min-rate", "16KiB", "slowest average rate per second a request body may arrive at after --body-grace, else 408 body_too_slow; 0B turns it off")
 	f.DurationVar(&cfg.BodyRate.Grace, "body-grace", 10*time.Second, "how long any request body may take, whatever its size")
 	f.StringSliceVar(&allowCIDRs, "egress-allow-cidr", nil, "let functions' outbound HTTP reach this internal range (repeatable; default: the public Internet only; the node's own ports stay refused)")

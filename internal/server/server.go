@@ -99,6 +99,13 @@ type Config struct {
 	// Retry-After; one more start does not wait (it answers the run's id).
 	// Default throttle.DefaultMaxWaiting (4096); negative: no bound.
 	MaxWaiting int
+	// MaxActiveRuns is the most active workflow runs of one app (running,
+	// or queued for an instance or their flow) that starts from outside
+	// may make: past it a route's or the API's start is refused with 503
+	// busy and Retry-After, and a trigger's start waits (its event stays
+	// in the log). Default workflow.DefaultMaxActivePerApp (2048);
+	// negative: no bound.
+	MaxActiveRuns int
 	// BodyRate is how fast request bodies must arrive on both listeners:
 	// within BodyRate.Grace (default 10s) plus their size at
 	// BodyRate.MinRate (default 16 KiB/s), else 408 body_too_slow and the
@@ -231,7 +238,8 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 			err = fmt.Errorf("%w: %w", workflow.ErrFunctionNotFound, err)
 		}
 		return resp, err
-	}), workflow.Options{Logger: cfg.Logger, Observer: newWorkflowMetrics(s), Revisions: workflowRevisions{s}, Topics: workflowTopics{s}, Effects: wfEffects{s.buckets, s}, Logs: wfLogs{s}})
+	}), workflow.Options{Logger: cfg.Logger, Observer: newWorkflowMetrics(s), Revisions: workflowRevisions{s}, Topics: workflowTopics{s}, Effects: wfEffects{s.buckets, s}, Logs: wfLogs{s},
+		MaxActivePerApp: cfg.MaxActiveRuns})
 	if cfg.MasterKeyFile == "" && cfg.MasterKey == nil {
 		if dir, err := os.UserConfigDir(); err == nil {
 			cfg.MasterKeyFile = filepath.Join(dir, "nimbus", "master.key")

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,7 +13,9 @@ import (
 	"time"
 
 	"github.com/nimbus-dev/nimbus/internal/guesttest"
+	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/server"
+	"github.com/nimbus-dev/nimbus/internal/workflow"
 )
 
 // TestMaxWaiting: with a function's only instance busy, HTTP requests
@@ -150,4 +153,55 @@ func TestMaxWaitingWorkflowStart(t *testing.T) {
 	}
 	waitState(t, srv, "b", "completed")
 	poll(t, "nothing waits", waitingIs(t, srv, 0))
+}
+
+// TestMaxActiveRuns: with --max-active-runs 2 and a workflow whose runs
+// queue one at a time (flow max_concurrency 1, two steps of a second), a
+// third start through the route while two runs are active is refused
+// with 503 busy and Retry-After, names the flag, and stores nothing; once
+// the runs end, the same start is taken.
+func TestMaxActiveRuns(t *testing.T) {
+	t.Parallel()
+	guest := guesttest.MustBuild(t, wfGuestDir, guesttest.Reactor)
+	srv := startConfig(t, func(c *server.Config) { c.MaxActiveRuns = 2 })
+	if err := deployFlowWF(t, srv, guest, &model.Flow{MaxConcurrency: 1}); err != nil {
+		t.Fatal(err)
+	}
+	start := func(id string) (*http.Response, string) {
+		req, _ := http.NewRequest("POST", srv.GatewayURL()+"/flow", strings.NewReader(`{"steps":2,"step_ms":1000}`))
+		req.Header.Set(server.HeaderRunID, id)
+		req.Header.Set(server.HeaderWait, "0s")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp, string(b)
+	}
+	for _, id := range []string{"a", "b"} {
+		if resp, body := start(id); resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("start %s: %d %s", id, resp.StatusCode, body)
+		}
+	}
+	resp, body := start("c")
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "1" ||
+		!strings.Contains(body, `"code":"busy"`) || !strings.Contains(body, "--max-active-runs") {
+		t.Fatalf("a third start with two runs active: %d %v %s, want 503 busy with Retry-After naming --max-active-runs", resp.StatusCode, resp.Header, body)
+	}
+	if _, err := srv.Workflows().Get(context.Background(), "shop", "c"); !errors.Is(err, workflow.ErrRunNotFound) {
+		t.Fatalf("the refused start: %v, want no run stored", err)
+	}
+	waitState(t, srv, "a", "completed")
+	waitState(t, srv, "b", "completed")
+	poll(t, "no run active", func() error {
+		if n := srv.Workflows().ActiveRuns(); n != 0 {
+			return fmt.Errorf("%d runs active", n)
+		}
+		return nil
+	})
+	if resp, body := start("c"); resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("start c once the runs ended: %d %s", resp.StatusCode, body)
+	}
+	waitState(t, srv, "c", "completed")
 }

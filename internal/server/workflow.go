@@ -154,6 +154,13 @@ func (s *Server) StartRun(ctx context.Context, app, wf, id string, input []byte,
 // its id at once (a route's 202), rather than a refusal: the start costs
 // the node nothing more than an event does.
 func (s *Server) startAndWait(ctx context.Context, app, wf, id string, input []byte, wait time.Duration) (*workflow.Run, bool, error) {
+	// Starts faster than the node runs them pile up active runs, each a
+	// goroutine and its state: past the app's bound, a client's start is
+	// refused, to be retried (a 60 s flood of route starts grew the node to
+	// 1.7 GB before this).
+	if err := s.wf.StartAllowed(app); err != nil {
+		return nil, false, fmt.Errorf("%w: %w", scheduler.ErrBusy, err)
+	}
 	if wait > 0 && s.waiting != nil {
 		if s.waiting.Enter(app) != nil {
 			wait = 0

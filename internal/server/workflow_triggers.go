@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 
@@ -30,6 +31,11 @@ func (t triggerStarts) Invoke(ctx context.Context, app, function string, req *ru
 		return t.sched.Invoke(ctx, app, function, req)
 	}
 	id := TriggerRunID(function, req.Header.Get("Ce-Source"), req.Header.Get("Ce-Id"))
+	// While the app has as many active runs as the node allows, the start
+	// waits: its event stays in the log, which holds the backlog on disk.
+	if err := t.wf.StartWait(ctx, app); err != nil {
+		return nil, fmt.Errorf("%w: workflow %s/%s: the app's active runs stayed at the node's bound (nimbus up --max-active-runs): %w", scheduler.ErrBusy, app, function, err)
+	}
 	run, _, err := t.wf.Start(ctx, app, function, id, eventInput(req))
 	if err != nil {
 		return nil, err // the dispatcher retries it, then dead-letters it

@@ -90,3 +90,62 @@ func TestWorkflowTriggerStarts(t *testing.T) {
 		t.Fatalf("TriggerRunID of an id that is not a run id: %q", got)
 	}
 }
+
+// TestWorkflowTriggerWaitsAtActiveBound: with --max-active-runs 1 and a
+// slow run active (started through the API), three events at once for the
+// workflow: the trigger's starts wait for that run to end instead of
+// failing, so each event still becomes its run (with one attempt per
+// event: none is retried or dead-lettered), created after the slow run
+// ended, and all complete.
+func TestWorkflowTriggerWaitsAtActiveBound(t *testing.T) {
+	t.Parallel()
+	guest := guesttest.MustBuild(t, wfGuestDir, guesttest.Reactor)
+	srv := startConfig(t, func(c *server.Config) { c.MaxActiveRuns = 1 })
+	if _, err := srv.PutArtifact(context.Background(), guest); err != nil {
+		t.Fatal(err)
+	}
+	onTopic := fn("flow", guest)
+	onTopic.Kind = model.KindWorkflow
+	onTopic.Capabilities = []string{"log", "kv:ledger", "kv:execs"}
+	onTopic.Triggers = []model.Trigger{{Name: "orders", Kind: model.TriggerTopic, Topic: "orders",
+		MaxAttempts: 1, BackoffMS: 10, MaxBackoffMS: 100, DeadLetter: model.DeadLetterTopic}}
+	topics := []model.Topic{{Name: "orders", MaxEventBytes: 1 << 16, RetentionMS: 3_600_000},
+		{Name: model.DeadLetterTopic, MaxEventBytes: 1 << 20, RetentionMS: 3_600_000}}
+	_, _, err := srv.Deploy(context.Background(), "shop", model.Spec{Functions: []model.Function{onTopic}, Topics: topics,
+		Buckets: []model.Bucket{{Name: "ledger", MaxValueBytes: 1 << 10, History: 1}, {Name: "execs", MaxValueBytes: 1 << 10, History: 1}}})
+	if err != nil {
+		t.Fatalf("deploy: %v", err)
+	}
+	ctx := context.Background()
+	if _, _, err := srv.Workflows().Start(ctx, "shop", "flow", "slow", []byte(`{"steps":2,"step_ms":500}`)); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "the slow run active", func() error {
+		if n := srv.Workflows().ActiveRuns(); n != 1 {
+			return errorf("%d runs active", n)
+		}
+		return nil
+	})
+	var evs []cloudevents.Event
+	for _, id := range []string{"o-1", "o-2", "o-3"} {
+		evs = append(evs, cloudevents.Event{SpecVersion: "1.0", ID: id, Source: "/shop", Type: "order.created",
+			DataContentType: "application/json", Data: []byte(`{}`)})
+	}
+	if _, _, err := srv.Publish(ctx, "shop", "orders", evs, ""); err != nil {
+		t.Fatal(err)
+	}
+	slow := finished(t, srv, "slow")
+	for _, id := range []string{"flow-o-1", "flow-o-2", "flow-o-3"} {
+		poll(t, "run "+id, func() error {
+			_, err := srv.Workflows().Get(ctx, "shop", id)
+			return err
+		})
+		r := finished(t, srv, id)
+		if r.State != workflow.StateCompleted {
+			t.Fatalf("run %s: %s %q", id, r.State, r.Error)
+		}
+		if r.Created.Before(slow.Updated) {
+			t.Fatalf("run %s created at %s, before the slow run ended at %s: its start did not wait", id, r.Created, slow.Updated)
+		}
+	}
+}

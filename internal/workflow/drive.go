@@ -48,7 +48,7 @@ func (e *Engine) drive(r *run) {
 			e.mu.Unlock()
 			continue
 		}
-		r.active = false
+		e.setActiveLocked(r, false)
 		if len(r.waiters) == 0 {
 			// Nothing holds the run in memory: a sleeping run costs its
 			// timer only.

@@ -62,7 +62,19 @@ type Options struct {
 	// and the step running (logtag.go). Optional: without it the
 	// invoker's sink (untagged) applies.
 	Logs LogSinks
+	// MaxActivePerApp bounds an app's active runs (a goroutine drives
+	// each: running, or queued for an instance or its flow) as far as
+	// starts from outside decide it: past it StartAllowed refuses and
+	// StartWait waits (ActiveBounds). Default DefaultMaxActivePerApp;
+	// negative: no bound.
+	MaxActivePerApp int
 }
+
+// DefaultMaxActivePerApp is Options.MaxActivePerApp's default. An active
+// run waiting for an instance costs its goroutine, its state and its
+// pending invocation, ~40 KB measured (4096 of them: 160 MB of heap);
+// 2048 queue a few seconds of activations at what one node runs.
+const DefaultMaxActivePerApp = 2048
 
 // Engine is the workflow engine of a node: a component (Validate,
 // Provision, Retire, Close) that drives the runs of every app's workflows,
@@ -86,6 +98,10 @@ type Engine struct {
 	acts   map[string]*activation // activation (invocation) id -> its activation
 	timers *timers
 	actN   uint64
+	// active counts each app's active runs (run.active); below is
+	// closed when an app's count falls under the bound, for StartWait.
+	active map[string]int
+	below  map[string]chan struct{}
 
 	follows followers // readers of topics with waiting runs (topics.go)
 }
@@ -179,6 +195,9 @@ func New(c *store.Committer, inv Invoker, opts Options) *Engine {
 	if opts.ActivationBackoff <= 0 {
 		opts.ActivationBackoff = DefaultActivationBackoff
 	}
+	if opts.MaxActivePerApp == 0 {
+		opts.MaxActivePerApp = DefaultMaxActivePerApp
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	logger := opts.Logger.With("component", "workflow")
 	e := &Engine{
@@ -191,6 +210,8 @@ func New(c *store.Committer, inv Invoker, opts Options) *Engine {
 		apps:   map[string]*appState{},
 		runs:   map[string]*run{},
 		acts:   map[string]*activation{},
+		active: map[string]int{},
+		below:  map[string]chan struct{}{},
 	}
 	e.j.fx = opts.Effects
 	e.timers = newTimers(opts.Now, e.fire)
@@ -223,12 +244,77 @@ func (e *Engine) ActiveRuns() int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	n := 0
-	for _, r := range e.runs {
-		if r.active {
-			n++
-		}
+	for _, c := range e.active {
+		n += c
 	}
 	return n
+}
+
+// ErrTooManyActive refuses a start from outside while its app has
+// Options.MaxActivePerApp active runs (StartAllowed).
+var ErrTooManyActive = errors.New("too many active workflow runs")
+
+// StartAllowed reports, with ErrTooManyActive, an app whose active runs
+// are at Options.MaxActivePerApp: its runs are started faster than the
+// node activates them, and each active run costs a goroutine and its
+// state. A start from a client (a route, the API) is refused then, to be
+// retried; nothing of it is stored.
+func (e *Engine) StartAllowed(app string) error {
+	e.mu.Lock()
+	n := e.active[app]
+	e.mu.Unlock()
+	if max := e.opts.MaxActivePerApp; max > 0 && n >= max {
+		return fmt.Errorf("%w: app %s has %d runs active (running or queued for an instance), the node's bound per app (nimbus up --max-active-runs): runs are started faster than they run", ErrTooManyActive, app, n)
+	}
+	return nil
+}
+
+// StartWait waits until app has fewer than Options.MaxActivePerApp active
+// runs, or ctx ends: what a start from an event (a trigger) does, so that
+// the event log, not memory, holds what the runs cannot take yet.
+func (e *Engine) StartWait(ctx context.Context, app string) error {
+	for {
+		e.mu.Lock()
+		max := e.opts.MaxActivePerApp
+		if max <= 0 || e.active[app] < max || e.closed {
+			e.mu.Unlock()
+			return nil
+		}
+		ch := e.below[app]
+		if ch == nil {
+			ch = make(chan struct{})
+			e.below[app] = ch
+		}
+		e.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// setActiveLocked marks r active or not, and counts it for its app; e.mu
+// is held.
+func (e *Engine) setActiveLocked(r *run, active bool) {
+	if r.active == active {
+		return
+	}
+	r.active = active
+	if active {
+		e.active[r.app]++
+		return
+	}
+	n := e.active[r.app] - 1
+	if n <= 0 {
+		delete(e.active, r.app)
+	} else {
+		e.active[r.app] = n
+	}
+	if ch := e.below[r.app]; ch != nil && n < e.opts.MaxActivePerApp {
+		close(ch)
+		delete(e.below, r.app)
+	}
 }
 
 func runKey(app, id string) string { return app + "/" + id }
@@ -728,7 +814,7 @@ func (e *Engine) wake(app, id string) {
 		r.again = true
 		return
 	}
-	r.active = true
+	e.setActiveLocked(r, true)
 	e.wg.Add(1)
 	go e.drive(r)
 }

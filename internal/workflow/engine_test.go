@@ -286,3 +286,67 @@ func TestStartIsIdempotent(t *testing.T) {
 		}
 	}
 }
+
+// TestActiveRunsBound: with MaxActivePerApp 2 and two runs active (their
+// activations held), a start from a client is refused (StartAllowed) and
+// one from an event waits (StartWait) until a run ends; the counts come
+// back to zero.
+func TestActiveRunsBound(t *testing.T) {
+	t.Parallel()
+	st := openStore(t)
+	gate := make(chan struct{})
+	inv := &invoker{g: func(context.Context, *Engine, string, int) (*runtime.Response, error) {
+		<-gate
+		return completed(`"done"`), nil
+	}, n: map[string]int{}}
+	e := New(st.Committer(), inv, Options{Logger: slog.New(slog.DiscardHandler), MaxActivePerApp: 2})
+	inv.e = e
+	t.Cleanup(func() { e.Close(context.Background()) })
+	if err := e.Provision(t.Context(), testRevision()); err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	for _, id := range []string{"r1", "r2"} {
+		if err := e.StartAllowed(testApp); err != nil {
+			t.Fatalf("start %s: %v", id, err)
+		}
+		if _, _, err := e.Start(ctx, testApp, "flow", id, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for e.ActiveRuns() != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d runs active, want 2", e.ActiveRuns())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := e.StartAllowed(testApp); !errors.Is(err, ErrTooManyActive) || !strings.Contains(err.Error(), "--max-active-runs") {
+		t.Fatalf("a third start: %v, want ErrTooManyActive naming the flag", err)
+	}
+	if err := e.StartAllowed("another-app"); err != nil {
+		t.Fatalf("another app's start: %v", err)
+	}
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if err := e.StartWait(short, testApp); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("StartWait at the bound: %v, want it to wait until its context ends", err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- e.StartWait(ctx, testApp) }()
+	close(gate)
+	if err := <-waited; err != nil {
+		t.Fatal(err)
+	}
+	wait(t, e, "r1")
+	wait(t, e, "r2")
+	for e.ActiveRuns() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d runs active after they ended", e.ActiveRuns())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := e.StartAllowed(testApp); err != nil {
+		t.Fatalf("after the runs ended: %v", err)
+	}
+}
