@@ -102,6 +102,11 @@ type Engine struct {
 	// closed when an app's count falls under the bound, for StartWait.
 	active map[string]int
 	below  map[string]chan struct{}
+	// flowQueued counts each app's active runs in admit (flow.go);
+	// deferred holds the wakes that wait for the app to get under its
+	// bound (atBoundLocked).
+	flowQueued map[string]int
+	deferred   map[string]*deferQueue
 
 	follows followers // readers of topics with waiting runs (topics.go)
 }
@@ -212,6 +217,9 @@ func New(c *store.Committer, inv Invoker, opts Options) *Engine {
 		acts:   map[string]*activation{},
 		active: map[string]int{},
 		below:  map[string]chan struct{}{},
+
+		flowQueued: map[string]int{},
+		deferred:   map[string]*deferQueue{},
 	}
 	e.j.fx = opts.Effects
 	e.timers = newTimers(opts.Now, e.fire)
@@ -314,6 +322,24 @@ func (e *Engine) setActiveLocked(r *run, active bool) {
 	if ch := e.below[r.app]; ch != nil && n < e.opts.MaxActivePerApp {
 		close(ch)
 		delete(e.below, r.app)
+	}
+	e.undeferLocked(r.app)
+}
+
+// setFlowQueued counts r in or out of its app's runs queued for their
+// flow control; in, it may let a deferred wake go.
+func (e *Engine) setFlowQueued(r *run, queued bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if queued {
+		e.flowQueued[r.app]++
+		e.undeferLocked(r.app)
+		return
+	}
+	if n := e.flowQueued[r.app] - 1; n <= 0 {
+		delete(e.flowQueued, r.app)
+	} else {
+		e.flowQueued[r.app] = n
 	}
 }
 
@@ -797,24 +823,99 @@ func (e *Engine) List(ctx context.Context, app string, o ListOptions) ([]Run, er
 func (e *Engine) fire(app, id string) { e.wake(app, id) }
 
 // wake makes the run be driven: now if no goroutine drives it, or once
-// more when the one driving it is done.
+// more when the one driving it is done; or, while its app is at its
+// bound of active runs, once one of them ends (deferLocked).
 func (e *Engine) wake(app, id string) {
-	key := runKey(app, id)
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	e.wakeLocked(app, id)
+}
+
+// wakeLocked is wake with e.mu held.
+func (e *Engine) wakeLocked(app, id string) {
 	if e.closed {
 		return
 	}
+	key := runKey(app, id)
 	r := e.runs[key]
+	if r != nil && r.active {
+		r.again = true
+		return
+	}
+	if e.atBoundLocked(app) {
+		e.deferLocked(app, id)
+		return
+	}
 	if r == nil {
 		r = &run{app: app, id: id}
 		e.runs[key] = r
 	}
-	if r.active {
-		r.again = true
-		return
-	}
 	e.setActiveLocked(r, true)
 	e.wg.Add(1)
 	go e.drive(r)
+}
+
+// deferQueue holds an app's deferred wakes in the order they came.
+type deferQueue struct {
+	ids  []string
+	head int
+	in   map[string]bool
+}
+
+// atBoundLocked reports whether app's active runs, those queued for their
+// flow control aside, are at Options.MaxActivePerApp: a wake then waits
+// for one of them to end, so timers that fire together, a restart with
+// many runs due, or a storm of signals cost a queued id each (~100 B),
+// not a goroutine and a pending invocation (~40 KB). Runs queued for
+// their flow do not count: they wait for their turn, not for a driver,
+// and counting them would hold every other wake of the app behind a
+// rate limit.
+func (e *Engine) atBoundLocked(app string) bool {
+	max := e.opts.MaxActivePerApp
+	return max > 0 && e.active[app]-e.flowQueued[app] >= max
+}
+
+// deferLocked queues a wake of app's run id, once.
+func (e *Engine) deferLocked(app, id string) {
+	q := e.deferred[app]
+	if q == nil {
+		q = &deferQueue{in: map[string]bool{}}
+		e.deferred[app] = q
+	}
+	if q.in[id] {
+		return
+	}
+	q.in[id] = true
+	q.ids = append(q.ids, id)
+}
+
+// undeferLocked wakes app's deferred runs, oldest first, while it is
+// under its bound.
+func (e *Engine) undeferLocked(app string) {
+	q := e.deferred[app]
+	for q != nil && q.head < len(q.ids) && !e.atBoundLocked(app) && !e.closed {
+		id := q.ids[q.head]
+		q.ids[q.head] = ""
+		q.head++
+		delete(q.in, id)
+		e.wakeLocked(app, id)
+	}
+	if q != nil && q.head == len(q.ids) {
+		delete(e.deferred, app)
+	} else if q != nil && q.head > len(q.ids)/2 {
+		q.ids = slices.Delete(q.ids, 0, q.head)
+		q.head = 0
+	}
+}
+
+// DeferredWakes is the number of runs whose wake waits for their app to
+// get under its bound of active runs, over every app.
+func (e *Engine) DeferredWakes() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := 0
+	for _, q := range e.deferred {
+		n += len(q.ids) - q.head
+	}
+	return n
 }

@@ -350,3 +350,105 @@ func TestActiveRunsBound(t *testing.T) {
 		t.Fatalf("after the runs ended: %v", err)
 	}
 }
+
+// fnInvoker plays a guest per workflow function.
+type fnInvoker struct {
+	e      *Engine
+	guests map[string]func() (*runtime.Response, error)
+}
+
+func (i *fnInvoker) Invoke(_ context.Context, _, fn string, _ *runtime.Request) (*runtime.Response, error) {
+	return i.guests[fn]()
+}
+
+// TestDeferredWakes: with MaxActivePerApp 2, five runs woken at once (as
+// timers firing together, or a restart with runs due, would) get two
+// drivers; the other three wait as queued ids, woken in turn as runs end,
+// and never more than two activations run at once. Runs queued for their
+// flow control do not hold back the wakes of other runs: with three runs
+// of a workflow limited to one at a time (two of them queued), a run of
+// another workflow is driven at once.
+func TestDeferredWakes(t *testing.T) {
+	t.Parallel()
+	st := openStore(t)
+	gate := make(chan struct{})
+	var now, most atomic.Int32
+	gated := func() (*runtime.Response, error) {
+		if n := now.Add(1); n > most.Load() {
+			most.Store(n)
+		}
+		defer now.Add(-1)
+		<-gate
+		return completed(`"done"`), nil
+	}
+	otherRan := make(chan struct{}, 10)
+	inv := &fnInvoker{guests: map[string]func() (*runtime.Response, error){
+		"flow":  gated,
+		"other": func() (*runtime.Response, error) { otherRan <- struct{}{}; return completed(`"other"`), nil },
+	}}
+	e := New(st.Committer(), inv, Options{Logger: slog.New(slog.DiscardHandler), MaxActivePerApp: 2})
+	inv.e = e
+	t.Cleanup(func() { e.Close(context.Background()) })
+	rev := testRevision()
+	if err := e.Provision(t.Context(), rev); err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	ids := []string{"w1", "w2", "w3", "w4", "w5"}
+	for _, id := range ids {
+		if _, _, err := e.Start(ctx, testApp, "flow", id, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	poll := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d active, %d deferred", what, e.ActiveRuns(), e.DeferredWakes())
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	poll("two driven, three deferred", func() bool { return e.ActiveRuns() == 2 && e.DeferredWakes() == 3 && now.Load() == 2 })
+	close(gate)
+	for _, id := range ids {
+		if r := wait(t, e, id); r.State != StateCompleted {
+			t.Fatalf("run %s: %s", id, r.State)
+		}
+	}
+	poll("nothing left", func() bool { return e.ActiveRuns() == 0 && e.DeferredWakes() == 0 })
+	if n := most.Load(); n > 2 {
+		t.Fatalf("%d activations at once, want at most 2", n)
+	}
+
+	// Flow-queued runs do not count against the bound.
+	gate = make(chan struct{})
+	limited := testRevision()
+	limited.ID = "r2"
+	limited.Functions[0].Flow = &model.Flow{MaxConcurrency: 1}
+	limited.Functions[0].Revision = "f2"
+	if err := e.Provision(t.Context(), limited); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"q1", "q2", "q3"} {
+		if _, _, err := e.Start(ctx, testApp, "flow", id, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	poll("one running, two queued for the flow", func() bool {
+		return e.ActiveRuns() == 3 && e.FlowStats(testApp, "flow").Queued == 2
+	})
+	if _, _, err := e.Start(ctx, testApp, "other", "o1", nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-otherRan:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the other workflow's run was not driven: %d active, %d deferred", e.ActiveRuns(), e.DeferredWakes())
+	}
+	close(gate)
+	for _, id := range []string{"q1", "q2", "q3", "o1"} {
+		wait(t, e, id)
+	}
+}

@@ -214,10 +214,20 @@ func (e *Engine) flowOf(app, workflow string) *flowCtl {
 func (e *Engine) admit(r *run, rec *Run) (release func(), err error) {
 	r.queued.Store(true)
 	defer r.queued.Store(false)
+	counted := false // in the app's runs queued for their flow (atBoundLocked)
+	defer func() {
+		if counted {
+			e.setFlowQueued(r, false)
+		}
+	}()
 	for {
 		fc := e.flowOf(r.app, rec.Workflow)
 		if fc == nil {
 			return func() {}, nil
+		}
+		if !counted {
+			e.setFlowQueued(r, true)
+			counted = true
 		}
 		key := fc.key(rec.Input)
 		if fc.rate != nil && !r.admitted && len(r.steps) == 0 && len(r.attempts) == 0 {
