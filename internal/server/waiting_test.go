@@ -192,6 +192,12 @@ func TestMaxActiveRuns(t *testing.T) {
 	if _, err := srv.Workflows().Get(context.Background(), "shop", "c"); !errors.Is(err, workflow.ErrRunNotFound) {
 		t.Fatalf("the refused start: %v, want no run stored", err)
 	}
+	_, metrics, _ := get(t, srv.APIURL()+"/metrics")
+	for _, m := range []string{"nimbus_workflow_runs_active 2", "nimbus_workflow_wakes_deferred 0"} {
+		if !strings.Contains(metrics, m) {
+			t.Errorf("/metrics lacks %q", m)
+		}
+	}
 	waitState(t, srv, "a", "completed")
 	waitState(t, srv, "b", "completed")
 	poll(t, "no run active", func() error {

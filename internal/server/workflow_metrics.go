@@ -16,7 +16,7 @@ type workflowMetrics struct {
 	started, ended                     *prometheus.CounterVec
 	steps                              *prometheus.HistogramVec
 	active, commits, writes, maxBatchD *prometheus.Desc
-	loaded                             *prometheus.Desc
+	loaded, deferred                   *prometheus.Desc
 }
 
 var _ workflow.Observer = (*workflowMetrics)(nil)
@@ -33,6 +33,8 @@ func newWorkflowMetrics(s *Server) *workflowMetrics {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10)}, []string{"app", "workflow", "outcome"}),
 		active: prometheus.NewDesc("nimbus_workflow_runs_active",
 			"Workflow runs driven on this node now (running, or waiting for an instance).", nil, nil),
+		deferred: prometheus.NewDesc("nimbus_workflow_wakes_deferred",
+			"Workflow runs due to be driven that wait for their app to have fewer active runs than nimbus up --max-active-runs.", nil, nil),
 		commits: prometheus.NewDesc("nimbus_workflow_journal_commits_total",
 			"Durable writes of workflow journals (each an fsync); writes over commits is the group commit's batch size.", nil, nil),
 		writes: prometheus.NewDesc("nimbus_workflow_journal_writes_total",
@@ -61,6 +63,7 @@ func (m *workflowMetrics) RunStarted(app, wf string) { m.started.WithLabelValues
 
 func (m *workflowMetrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- m.active
+	ch <- m.deferred
 	ch <- m.commits
 	ch <- m.writes
 	ch <- m.maxBatchD
@@ -73,6 +76,7 @@ func (m *workflowMetrics) Collect(ch chan<- prometheus.Metric) {
 	}
 	st := m.s.wf.CommitStats()
 	ch <- prometheus.MustNewConstMetric(m.active, prometheus.GaugeValue, float64(m.s.wf.ActiveRuns()))
+	ch <- prometheus.MustNewConstMetric(m.deferred, prometheus.GaugeValue, float64(m.s.wf.DeferredWakes()))
 	ch <- prometheus.MustNewConstMetric(m.commits, prometheus.CounterValue, float64(st.Commits))
 	ch <- prometheus.MustNewConstMetric(m.writes, prometheus.CounterValue, float64(st.Writes))
 	ch <- prometheus.MustNewConstMetric(m.maxBatchD, prometheus.GaugeValue, float64(st.MaxBatch))
