@@ -63,10 +63,11 @@ type Options struct {
 	// invoker's sink (untagged) applies.
 	Logs LogSinks
 	// MaxActivePerApp bounds an app's active runs (a goroutine drives
-	// each: running, or queued for an instance or its flow) as far as
-	// starts from outside decide it: past it StartAllowed refuses and
-	// StartWait waits (ActiveBounds). Default DefaultMaxActivePerApp;
-	// negative: no bound.
+	// each: running, or queued for an instance or its flow): past it
+	// StartAllowed refuses a client's start, StartWait holds a trigger's,
+	// and the engine's own wakes wait as queued ids (atBoundLocked, which
+	// leaves out the runs queued for their flow). Default
+	// DefaultMaxActivePerApp; negative: no bound.
 	MaxActivePerApp int
 }
 
