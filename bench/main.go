@@ -84,6 +84,7 @@ var scenarios = []scenario{
 	{"egress", "one nimbus.Fetch and one nimbus.Secret read from a Go guest, per call, vs a raw net/http GET to the same loopback server, a raw JetStream KV read and an AES-GCM open", runEgress},
 	{"slowbodies", "RSS and a probe's latency while many clients trickle 6MiB bodies, nimbus up vs a raw net/http server reading bodies whole", runSlowBodies},
 	{"waiting", "RSS and answers while many HTTP clients at once call a function serving 5/s, nimbus up with its default --max-waiting vs with no bound", runWaiting},
+	{"wfflood", "RSS, active runs and answers while clients start workflow runs faster than they run for -flood, nimbus up with its default --max-active-runs vs with no bound", runWorkflowFlood},
 }
 
 // bench is what scenarios share.
@@ -117,7 +118,7 @@ func main() {
 	flag.BoolVar(&o.json, "json", false, "print rows as JSON instead of a table")
 	flag.IntVar(&o.functions, "functions", 1000, "functions deployed by the memory scenario")
 	flag.IntVar(&o.memoryRuns, "memory-runs", 1, "runs of the memory scenario (each starts a process and deploys -functions functions twice; slow, see README)")
-	flag.DurationVar(&o.flood, "flood", 30*time.Second, "how long the backpressure scenario publishes (once, not -runs times)")
+	flag.DurationVar(&o.flood, "flood", 30*time.Second, "how long the backpressure scenario publishes and the wfflood scenario starts runs (once, not -runs times)")
 	flag.IntVar(&o.slowClients, "slow-clients", 1000, "clients of the slowbodies scenario, each trickling a 6MiB body")
 	flag.Int64Var(&o.slowRate, "slow-rate", 64<<10, "bytes per second each slowbodies client sends")
 	flag.DurationVar(&o.slowDuration, "slow-duration", 15*time.Second, "how long the slowbodies clients send (then 10s more to read RSS after)")
