@@ -212,10 +212,9 @@ var (
 )
 
 // Intact marks err as a failure of one request that left the instance
-// that returned it sound: the caller went away, or the answer was over a
-// limit, and the guest itself is unharmed (a process whose connection was
-// dropped). The scheduler keeps such an instance instead of closing it, so
-// a client that hangs up does not cost the next one a cold start.
+// that returned it sound: the answer was over a limit, and the guest
+// itself is unharmed (a process whose connection for that request was
+// dropped). The scheduler keeps such an instance instead of closing it.
 func Intact(err error) error {
 	if err == nil {
 		return nil

@@ -267,7 +267,19 @@ func (i *instance) Handle(ctx context.Context, req *runtime.Request) (*runtime.R
 		i.track(req, false)
 		runtime.FlushLog(req.Log)
 	}()
-	tctx, cancel := context.WithTimeoutCause(ctx, m.limits.Timeout, runtime.ErrTimeout)
+	// A caller that goes away does not abort a request to an HTTP process:
+	// the process finishes it, holding its slot, or the function's timeout
+	// stops it. Aborting it would either close a healthy instance (the
+	// next caller pays a cold start, and any client could force them) or
+	// leave a stuck request running with no deadline, since the process is
+	// not told (HTTP has no cancel but a closed connection, which most
+	// servers notice only when they write).
+	_, proxied := p.sess.(*httpSession)
+	parent := ctx
+	if proxied {
+		parent = context.WithoutCancel(ctx)
+	}
+	tctx, cancel := context.WithTimeoutCause(parent, m.limits.Timeout, runtime.ErrTimeout)
 	defer cancel()
 	rctx, cancelExit := context.WithCancelCause(tctx)
 	defer cancelExit(nil)
@@ -276,10 +288,8 @@ func (i *instance) Handle(ctx context.Context, req *runtime.Request) (*runtime.R
 	if err == nil {
 		return resp, nil
 	}
-	// An HTTP process whose request failed on the node's side (an answer
-	// over the limit, or a caller that went away) lost only that request's
-	// connection: it stays in service.
-	_, proxied := p.sess.(*httpSession)
+	// An HTTP process whose answer was over the limit lost only that
+	// request's connection: it stays in service.
 	var lim *runtime.LimitError
 	if errors.As(err, &lim) {
 		if proxied {
@@ -302,17 +312,13 @@ func (i *instance) Handle(ctx context.Context, req *runtime.Request) (*runtime.R
 	case p.hasExited() || errors.Is(context.Cause(rctx), errExited):
 		<-p.exited
 		return nil, p.exitError("exited during the request")
-	case ctx.Err() != nil:
-		err := fmt.Errorf("%s/%s: %w", m.app, m.function, ctx.Err())
-		if proxied {
-			return nil, runtime.Intact(err)
-		}
-		return nil, err
 	case errors.Is(context.Cause(tctx), runtime.ErrTimeout):
 		// A stuck process would keep its slot forever: stop it; the pool
 		// replaces the instance.
 		p.kill()
 		return nil, &runtime.LimitError{Err: runtime.ErrTimeout, Limit: m.limits.Timeout.String()}
+	case ctx.Err() != nil:
+		return nil, fmt.Errorf("%s/%s: %w", m.app, m.function, ctx.Err())
 	}
 	return nil, guestFailed(fmt.Sprintf("%s/%s: request", m.app, m.function), p.stderr.lastLine(), err)
 }
