@@ -110,19 +110,11 @@ type waitingResult struct{ before, peak, ok, fast, late, other []float64 }
 // waitingRun starts a node with flags, deploys the app in dir, and
 // floods it.
 func waitingRun(ctx context.Context, b *bench, bin, dir string, flags ...string) (waitingResult, error) {
-	data, err := os.MkdirTemp(b.tmp, "waiting-")
+	p, done, err := nodeWithApp(ctx, b, bin, dir, flags...)
 	if err != nil {
 		return waitingResult{}, err
 	}
-	defer os.RemoveAll(data)
-	p, err := startNimbus(ctx, bin, data, flags...)
-	if err != nil {
-		return waitingResult{}, err
-	}
-	defer p.stop()
-	if _, err := deploy.Run(ctx, deploy.API{C: client.New(p.apiURL, p.token)}, dir, nil); err != nil {
-		return waitingResult{}, fmt.Errorf("deploy: %w", err)
-	}
+	defer done()
 	if err := waitOK(ctx, p.gatewayURL+"/slow"); err != nil {
 		return waitingResult{}, err
 	}
@@ -205,4 +197,25 @@ func waitingCall(host, req string) (int, error) {
 	}
 	resp.Body.Close()
 	return resp.StatusCode, nil
+}
+
+// nodeWithApp starts a `nimbus up` process with flags on a data directory
+// of its own and deploys the app in dir through its API; done stops it
+// and removes the directory.
+func nodeWithApp(ctx context.Context, b *bench, bin, dir string, flags ...string) (p *nimbusProcess, done func(), err error) {
+	data, err := os.MkdirTemp(b.tmp, "node-")
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err = startNimbus(ctx, bin, data, flags...)
+	if err != nil {
+		os.RemoveAll(data)
+		return nil, nil, err
+	}
+	done = func() { p.stop(); os.RemoveAll(data) }
+	if _, err := deploy.Run(ctx, deploy.API{C: client.New(p.apiURL, p.token)}, dir, nil); err != nil {
+		done()
+		return nil, nil, fmt.Errorf("deploy: %w", err)
+	}
+	return p, done, nil
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -14,8 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/nimbus-dev/nimbus/internal/client"
-	"github.com/nimbus-dev/nimbus/internal/deploy"
 	"github.com/nimbus-dev/nimbus/internal/model"
 )
 
@@ -59,19 +56,11 @@ func runWorkflowFlood(ctx context.Context, b *bench) ([]row, error) {
 type wfFloodResult struct{ peak, active, goroutines, taken, refused []float64 }
 
 func wfFloodRun(ctx context.Context, b *bench, bin, dir string, flags ...string) (wfFloodResult, error) {
-	data, err := os.MkdirTemp(b.tmp, "wfflood-")
+	p, done, err := nodeWithApp(ctx, b, bin, dir, flags...)
 	if err != nil {
 		return wfFloodResult{}, err
 	}
-	defer os.RemoveAll(data)
-	p, err := startNimbus(ctx, bin, data, flags...)
-	if err != nil {
-		return wfFloodResult{}, err
-	}
-	defer p.stop()
-	if _, err := deploy.Run(ctx, deploy.API{C: client.New(p.apiURL, p.token)}, dir, nil); err != nil {
-		return wfFloodResult{}, fmt.Errorf("deploy: %w", err)
-	}
+	defer done()
 	pid := p.cmd.Process.Pid
 	stop := make(chan struct{})
 	peak := peakRSS(pid, stop)

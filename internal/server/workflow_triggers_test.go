@@ -14,6 +14,24 @@ import (
 	"github.com/nimbus-dev/nimbus/internal/workflow"
 )
 
+// topicWorkflow is the test workflow "flow" of app shop, triggered by the
+// topic orders with maxAttempts attempts per event.
+func topicWorkflow(guest []byte, maxAttempts int) model.Function {
+	f := fn("flow", guest)
+	f.Kind = model.KindWorkflow
+	f.Capabilities = []string{"log", "kv:ledger", "kv:execs"}
+	f.Triggers = []model.Trigger{{Name: "orders", Kind: model.TriggerTopic, Topic: "orders",
+		MaxAttempts: maxAttempts, BackoffMS: 10, MaxBackoffMS: 100, DeadLetter: model.DeadLetterTopic}}
+	return f
+}
+
+// The topics and buckets topicWorkflow needs.
+var (
+	wfTopics = []model.Topic{{Name: "orders", MaxEventBytes: 1 << 16, RetentionMS: 3_600_000},
+		{Name: model.DeadLetterTopic, MaxEventBytes: 1 << 20, RetentionMS: 3_600_000}}
+	wfBuckets = []model.Bucket{{Name: "ledger", MaxValueBytes: 1 << 10, History: 1}, {Name: "execs", MaxValueBytes: 1 << 10, History: 1}}
+)
+
 // TestWorkflowTriggerStarts: a workflow with a topic trigger starts one
 // run per event, named after the event ("<workflow>-<event id>"), whose
 // input is the event in CloudEvents' JSON format; the same event
@@ -25,19 +43,12 @@ func TestWorkflowTriggerStarts(t *testing.T) {
 	if _, err := srv.PutArtifact(context.Background(), guest); err != nil {
 		t.Fatal(err)
 	}
-	onTopic := fn("flow", guest)
-	onTopic.Kind = model.KindWorkflow
-	onTopic.Capabilities = []string{"log", "kv:ledger", "kv:execs"}
-	onTopic.Triggers = []model.Trigger{{Name: "orders", Kind: model.TriggerTopic, Topic: "orders",
-		MaxAttempts: 3, BackoffMS: 10, MaxBackoffMS: 100, DeadLetter: model.DeadLetterTopic}}
+	onTopic := topicWorkflow(guest, 3)
 	onCron := onTopic
 	onCron.Name = "tick"
 	onCron.Triggers = []model.Trigger{{Name: "every-second", Kind: model.TriggerCron, Cron: "@every 1s",
 		CatchUpMS: model.CatchUpNoLimit, MaxAttempts: 3, BackoffMS: 10, MaxBackoffMS: 100, DeadLetter: model.DeadLetterTopic}}
-	topics := []model.Topic{{Name: "orders", MaxEventBytes: 1 << 16, RetentionMS: 3_600_000},
-		{Name: model.DeadLetterTopic, MaxEventBytes: 1 << 20, RetentionMS: 3_600_000}}
-	_, _, err := srv.Deploy(context.Background(), "shop", model.Spec{Functions: []model.Function{onTopic, onCron}, Topics: topics,
-		Buckets: []model.Bucket{{Name: "ledger", MaxValueBytes: 1 << 10, History: 1}, {Name: "execs", MaxValueBytes: 1 << 10, History: 1}}})
+	_, _, err := srv.Deploy(context.Background(), "shop", model.Spec{Functions: []model.Function{onTopic, onCron}, Topics: wfTopics, Buckets: wfBuckets})
 	if err != nil {
 		t.Fatalf("deploy: %v", err)
 	}
@@ -104,15 +115,7 @@ func TestWorkflowTriggerWaitsAtActiveBound(t *testing.T) {
 	if _, err := srv.PutArtifact(context.Background(), guest); err != nil {
 		t.Fatal(err)
 	}
-	onTopic := fn("flow", guest)
-	onTopic.Kind = model.KindWorkflow
-	onTopic.Capabilities = []string{"log", "kv:ledger", "kv:execs"}
-	onTopic.Triggers = []model.Trigger{{Name: "orders", Kind: model.TriggerTopic, Topic: "orders",
-		MaxAttempts: 1, BackoffMS: 10, MaxBackoffMS: 100, DeadLetter: model.DeadLetterTopic}}
-	topics := []model.Topic{{Name: "orders", MaxEventBytes: 1 << 16, RetentionMS: 3_600_000},
-		{Name: model.DeadLetterTopic, MaxEventBytes: 1 << 20, RetentionMS: 3_600_000}}
-	_, _, err := srv.Deploy(context.Background(), "shop", model.Spec{Functions: []model.Function{onTopic}, Topics: topics,
-		Buckets: []model.Bucket{{Name: "ledger", MaxValueBytes: 1 << 10, History: 1}, {Name: "execs", MaxValueBytes: 1 << 10, History: 1}}})
+	_, _, err := srv.Deploy(context.Background(), "shop", model.Spec{Functions: []model.Function{topicWorkflow(guest, 1)}, Topics: wfTopics, Buckets: wfBuckets})
 	if err != nil {
 		t.Fatalf("deploy: %v", err)
 	}
