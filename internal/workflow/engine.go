@@ -273,7 +273,7 @@ func (e *Engine) StartAllowed(app string) error {
 	n := e.active[app]
 	e.mu.Unlock()
 	if max := e.opts.MaxActivePerApp; max > 0 && n >= max {
-		return fmt.Errorf("%w: app %s has %d runs active (running or queued for an instance), the node's bound per app (nimbus up --max-active-runs): runs are started faster than they run", ErrTooManyActive, app, n)
+		return fmt.Errorf("%w: app %s has %d runs active (running, or queued for an instance or their flow), the node's bound per app (nimbus up --max-active-runs): runs are started faster than they run", ErrTooManyActive, app, n)
 	}
 	return nil
 }
