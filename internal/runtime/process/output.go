@@ -81,7 +81,7 @@ func (o *outPipe) drained() bool {
 // drain waits, up to 10ms, until the pipe is drained.
 func (o *outPipe) drain() {
 	for k := 0; k < 100 && !o.drained(); k++ {
-		time.Sleep(100 * time.Microsecond)
+		pause(100 * time.Microsecond)
 	}
 }
 
