@@ -11,7 +11,6 @@ import (
 	goruntime "runtime"
 	"strings"
 	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -234,19 +233,4 @@ func startBatch(cmd *exec.Cmd) error {
 // ioctlFIONREAD is how many bytes wait to be read on fd.
 func ioctlFIONREAD(fd uintptr) (int, error) {
 	return unix.IoctlGetInt(int(fd), unix.TIOCINQ) // FIONREAD
-}
-
-// pause sleeps for d, with the precision of the kernel's timers. Below a
-// millisecond, a Go timer is no help: when nothing else is due, the
-// runtime waits in epoll with a millisecond timeout, so a 100µs timer
-// fires after about 1.1ms (measured here). A nanosleep holds the thread
-// instead (the runtime hands its P to another thread meanwhile).
-func pause(d time.Duration) {
-	if d >= time.Millisecond {
-		time.Sleep(d)
-		return
-	}
-	ts := unix.NsecToTimespec(int64(d))
-	for unix.Nanosleep(&ts, &ts) == unix.EINTR {
-	}
 }

@@ -49,12 +49,10 @@ func (s *httpSession) env() []string { return []string{"PORT=" + strconv.Itoa(s.
 // ready polls until the port accepts (or the readiness path answers below
 // 500), every 100µs for the first 50ms and then every 1ms: the poll that
 // succeeds ends the cold start, so its interval is the most a cold start
-// waits for nothing (the short pauses are nanosleeps: a Go timer would
-// make each of them a millisecond, see pause). A sandboxed process is
-// polled with one socket made in its network namespace (a refused connect
-// on the loopback costs tens of microseconds and the socket connects
-// again); the connection that succeeds carries the first request. An
-// unisolated process is dialed.
+// waits for nothing. A sandboxed process is polled with one socket made
+// in its network namespace (a refused connect on the loopback costs tens
+// of microseconds and the socket connects again); the connection that
+// succeeds carries the first request. An unisolated process is dialed.
 func (s *httpSession) ready(ctx context.Context) error {
 	start := time.Now()
 	delay := 100 * time.Microsecond
@@ -63,14 +61,15 @@ func (s *httpSession) ready(ctx context.Context) error {
 		if err == nil {
 			return nil
 		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w (last attempt: %w)", context.Cause(ctx), err)
+		case <-t.C:
+		}
 		if time.Since(start) > 50*time.Millisecond {
 			delay = time.Millisecond
-		}
-		if ctx.Err() == nil {
-			pause(delay)
-		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("%w (last attempt: %w)", context.Cause(ctx), err)
 		}
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"net"
 	"os/exec"
 	"syscall"
-	"time"
 
 	"github.com/nimbus-dev/nimbus/internal/runtime/process/sandboxinit"
 )
@@ -65,8 +64,6 @@ func unreachable(string) string                                                 
 func plainProcAttr() *syscall.SysProcAttr                                        { return &syscall.SysProcAttr{Setpgid: true} }
 
 func startBatch(cmd *exec.Cmd) error { return cmd.Start() }
-
-func pause(d time.Duration) { time.Sleep(d) }
 
 func ioctlFIONREAD(uintptr) (int, error) { return 0, errNoSandbox }
 

@@ -11,7 +11,7 @@ import (
 
 // outPipe carries one output stream of a process (stdout or stderr) to a
 // writer. Each read from the pipe and the write of what it read happen
-// under one lock, so that drained can tell, exactly, that everything the
+// under one lock, so that drain can tell, exactly, that everything the
 // process wrote so far has reached the writer: a request's log gets the
 // lines its process wrote before answering, although they travel on
 // another pipe than the answer.
@@ -20,6 +20,11 @@ type outPipe struct {
 	mu   sync.Mutex
 	w    io.Writer
 	done chan struct{} // closed when the pipe ended (every writer closed it, or close)
+
+	// Under mu: the bytes read from the pipe so far, and a channel closed
+	// (and replaced) at the next read, made when a drain waits for one.
+	read  int64
+	moved chan struct{}
 }
 
 // newOutPipe returns the pipe and its write end, for the process.
@@ -50,6 +55,11 @@ func (o *outPipe) run() {
 			}
 			if n > 0 {
 				_, _ = o.w.Write(buf[:n])
+				o.read += int64(n)
+				if o.moved != nil {
+					close(o.moved)
+					o.moved = nil
+				}
 			}
 			end = n <= 0 && !errors.Is(err, syscall.EINTR)
 			return true
@@ -60,29 +70,60 @@ func (o *outPipe) run() {
 	}
 }
 
-// drained reports whether nothing the process wrote waits in the pipe:
-// all of it reached the writer.
-func (o *outPipe) drained() bool {
+// drainWait bounds a drain: a pipe whose reader is stuck does not hold the
+// answer longer.
+var drainWait = 10 * time.Millisecond
+
+// drain waits, up to drainWait, until what the process wrote to the pipe so
+// far has reached the writer. Bytes leave a pipe in order, so that is
+// when the bytes waiting in it now (FIONREAD) have been read; output
+// written after this call (another request's, under concurrency) is not
+// waited for.
+func (o *outPipe) drain() {
 	o.mu.Lock()
-	defer o.mu.Unlock()
+	target := o.read + int64(o.pending())
+	o.mu.Unlock()
+	var timeout <-chan time.Time
+	for {
+		o.mu.Lock()
+		if o.read >= target {
+			o.mu.Unlock()
+			return
+		}
+		if o.moved == nil {
+			o.moved = make(chan struct{})
+		}
+		moved := o.moved
+		o.mu.Unlock()
+		if timeout == nil {
+			t := time.NewTimer(drainWait)
+			defer t.Stop()
+			timeout = t.C
+		}
+		select {
+		case <-moved:
+		case <-o.done:
+			return
+		case <-timeout:
+			return
+		}
+	}
+}
+
+// pending is how many bytes wait in the pipe; 0 when that cannot be
+// asked. The caller holds mu, so no read is half done.
+func (o *outPipe) pending() int {
 	rc, err := o.r.SyscallConn()
 	if err != nil {
-		return true
+		return 0
 	}
 	n := 0
 	if cerr := rc.Control(func(fd uintptr) {
 		n, err = ioctlFIONREAD(fd)
 	}); cerr != nil || err != nil {
-		return true
+		return 0
 	}
-	return n == 0
-}
-
-// drain waits, up to 10ms, until the pipe is drained.
-func (o *outPipe) drain() {
-	for k := 0; k < 100 && !o.drained(); k++ {
-		pause(100 * time.Microsecond)
-	}
+	return n
 }
 
 // wait waits for the pipe's end, up to grace (a child of the process may
