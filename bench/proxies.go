@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -28,6 +29,11 @@ import (
 //   - the least a Go proxy does (minimalProxy): net/http's server, and the
 //     request forwarded on a kept-alive connection in the handler's own
 //     goroutine, as the process runtime does;
+//   - a lean Go proxy (leanProxy): a goroutine per connection as
+//     net/http's server has, but no net/http: each message read as bytes
+//     (head lines and a Content-Length body) and written on with one
+//     write, which tells what net/http's server and parsing cost apart
+//     from Go's scheduler;
 //   - nginx and HAProxy, one worker each, with kept-alive upstream
 //     connections, when installed (apt-get install -y nginx-light haproxy;
 //     the bench installs neither).
@@ -66,6 +72,13 @@ func proxyBaselines(ctx context.Context, b *bench, rawURL string) ([]row, error)
 	}
 	defer mps.close()
 	proxies = append(proxies, proxy{"minimal Go proxy (net/http server, pooled connections, no platform)", mps.url})
+
+	lp, err := startLeanProxy(target.Host)
+	if err != nil {
+		return nil, err
+	}
+	defer lp.close()
+	proxies = append(proxies, proxy{"lean Go proxy (goroutine per connection, no net/http)", lp.url})
 
 	for _, d := range []struct {
 		label string
@@ -187,6 +200,135 @@ func (p *minimalProxy) close() {
 	defer p.mu.Unlock()
 	for _, mc := range p.idle {
 		mc.c.Close()
+	}
+	p.idle = nil
+}
+
+// leanProxy forwards HTTP/1.1 requests with a Content-Length body (or
+// none) to addr, answers framed the same way, on kept-alive connections,
+// a goroutine per client connection; anything else closes the
+// connection. A measuring device for this bench, not a proxy to deploy.
+type leanProxy struct {
+	url  string
+	addr string
+	ln   net.Listener
+
+	mu    sync.Mutex
+	idle  []*leanConn
+	conns map[net.Conn]bool
+}
+
+type leanConn struct {
+	c  net.Conn
+	br *bufio.Reader
+}
+
+func startLeanProxy(addr string) (*leanProxy, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	p := &leanProxy{url: "http://" + ln.Addr().String(), addr: addr, ln: ln, conns: map[net.Conn]bool{}}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.mu.Lock()
+			p.conns[c] = true
+			p.mu.Unlock()
+			go p.serve(c)
+		}
+	}()
+	return p, nil
+}
+
+// readMessage reads one message (head, then as many body bytes as its
+// Content-Length says) into dst; chunked bodies are not handled.
+func readMessage(br *bufio.Reader, dst []byte) ([]byte, error) {
+	dst = dst[:0]
+	length := 0
+	for {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			return nil, err
+		}
+		dst = append(dst, line...)
+		if len(line) <= 2 {
+			break
+		}
+		if k, v, ok := strings.Cut(string(line), ":"); ok {
+			switch {
+			case strings.EqualFold(k, "Content-Length"):
+				if length, err = strconv.Atoi(strings.TrimSpace(v)); err != nil || length < 0 {
+					return nil, fmt.Errorf("bad Content-Length %q", v)
+				}
+			case strings.EqualFold(k, "Transfer-Encoding"):
+				return nil, fmt.Errorf("Transfer-Encoding not handled")
+			}
+		}
+	}
+	n := len(dst)
+	dst = append(dst, make([]byte, length)...)
+	if _, err := io.ReadFull(br, dst[n:]); err != nil {
+		return nil, err
+	}
+	return dst, nil
+}
+
+func (p *leanProxy) serve(c net.Conn) {
+	defer func() {
+		p.mu.Lock()
+		delete(p.conns, c)
+		p.mu.Unlock()
+		c.Close()
+	}()
+	br := bufio.NewReader(c)
+	var req, resp []byte
+	for {
+		var err error
+		if req, err = readMessage(br, req); err != nil {
+			return
+		}
+		p.mu.Lock()
+		var up *leanConn
+		if n := len(p.idle); n > 0 {
+			up, p.idle = p.idle[n-1], p.idle[:n-1]
+		}
+		p.mu.Unlock()
+		if up == nil {
+			uc, err := net.Dial("tcp", p.addr)
+			if err != nil {
+				return
+			}
+			up = &leanConn{c: uc, br: bufio.NewReader(uc)}
+		}
+		if _, err = up.c.Write(req); err == nil {
+			resp, err = readMessage(up.br, resp)
+		}
+		if err != nil {
+			up.c.Close()
+			return
+		}
+		p.mu.Lock()
+		p.idle = append(p.idle, up)
+		p.mu.Unlock()
+		if _, err := c.Write(resp); err != nil {
+			return
+		}
+	}
+}
+
+func (p *leanProxy) close() {
+	p.ln.Close()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		c.Close()
+	}
+	for _, up := range p.idle {
+		up.c.Close()
 	}
 	p.idle = nil
 }
