@@ -34,7 +34,7 @@ func newWorkflowMetrics(s *Server) *workflowMetrics {
 		active: prometheus.NewDesc("nimbus_workflow_runs_active",
 			"Workflow runs driven on this node now (running, or waiting for an instance).", nil, nil),
 		deferred: prometheus.NewDesc("nimbus_workflow_wakes_deferred",
-			"Workflow runs due to be driven that wait for their app to have fewer active runs than nimbus up --max-active-runs.", nil, nil),
+			"Workflow runs due to be driven that wait as a run id, not a goroutine: for their app to have fewer active runs than nimbus up --max-active-runs, or for their workflow to have fewer runs queued for its flow control than that bound.", nil, nil),
 		commits: prometheus.NewDesc("nimbus_workflow_journal_commits_total",
 			"Durable writes of workflow journals (each an fsync); writes over commits is the group commit's batch size.", nil, nil),
 		writes: prometheus.NewDesc("nimbus_workflow_journal_writes_total",

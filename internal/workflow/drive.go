@@ -83,6 +83,7 @@ func (e *Engine) step(r *run) (_ time.Duration, err error) {
 	}
 	e.mu.Lock()
 	rec := *r.rec
+	defer e.passHeld(r, rec.Workflow)
 	st := e.apps[r.app]
 	var slots chan struct{}
 	fn, pinned, ok := st.fnFor(&rec)
@@ -111,6 +112,9 @@ func (e *Engine) step(r *run) (_ time.Duration, err error) {
 		e.logger.Debug("workflow run continues on another revision", "app", r.app, "run", r.id, "started_on", rec.Revision, "now", fn.Revision)
 	}
 	release, err := e.admit(r, &rec) // the workflow's flow control (flow.go)
+	if errors.Is(err, errHeld) {
+		return 0, nil // woken when its flow's waiters are under the bound
+	}
 	if err != nil {
 		return 0, err
 	}

@@ -392,7 +392,7 @@ func (e *Engine) Provision(ctx context.Context, rev *model.Revision) error {
 		e.apps[rev.App] = st
 	}
 	st.fns = fns
-	e.setFlowsLocked(st, fns)
+	e.setFlowsLocked(rev.App, st, fns)
 	for _, fn := range fns {
 		if st.slots[fn.Revision] == nil {
 			st.slots[fn.Revision] = make(chan struct{}, max(1, fn.MaxInstances*fn.Concurrency))
@@ -486,7 +486,7 @@ func (e *Engine) Retire(ctx context.Context, app string) error {
 	st, known := e.apps[app]
 	delete(e.apps, app)
 	if known {
-		e.setFlowsLocked(st, nil)
+		e.setFlowsLocked(app, st, nil)
 	}
 	e.mu.Unlock()
 	e.stopTopics(app)
@@ -909,14 +909,21 @@ func (e *Engine) undeferLocked(app string) {
 	}
 }
 
-// DeferredWakes is the number of runs whose wake waits for their app to
-// get under its bound of active runs, over every app.
+// DeferredWakes is the number of runs whose wake waits, as a run id and
+// not a goroutine, over every app: for their app to get under its bound
+// of active runs, or for their workflow's runs waiting for its flow
+// control to get under the same bound (flowCtl.held).
 func (e *Engine) DeferredWakes() int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	n := 0
 	for _, q := range e.deferred {
 		n += len(q.ids) - q.head
+	}
+	for _, st := range e.apps {
+		for _, fc := range st.flows {
+			n += fc.heldCount()
+		}
 	}
 	return n
 }

@@ -368,6 +368,118 @@ func (i *fnInvoker) Invoke(_ context.Context, _, fn string, _ *runtime.Request) 
 // flow control do not hold back the wakes of other runs: with three runs
 // of a workflow limited to one at a time (two of them queued), a run of
 // another workflow is driven at once.
+// TestFlowWaitersHeld: runs that must wait for their workflow's flow
+// control hold a goroutine each only up to the engine's bound; past it
+// they are held back as run ids, and every one of them still runs, also
+// when a deploy changes the flow while they are held.
+func TestFlowWaitersHeld(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name        string
+		bound, runs int
+		terminate   []int // runs terminated while held (or running)
+		redeploy    bool
+	}{
+		{"held", 3, 40, []int{20, 39}, false},
+		{"redeploy", 3, 40, []int{20, 39}, true},
+		// All but one end while held: each woken in turn finds itself
+		// ended, and passes its turn on with nothing waiting to do it.
+		{"all-ended", 2, 8, []int{0, 1, 2, 3, 4, 5, 6}, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			testFlowWaitersHeld(t, c.bound, c.runs, c.terminate, c.redeploy)
+		})
+	}
+}
+
+func testFlowWaitersHeld(t *testing.T, bound, runs int, terminate []int, redeploy bool) {
+	st := openStore(t)
+	gate := make(chan struct{})
+	var now, most atomic.Int32
+	inv := &fnInvoker{guests: map[string]func() (*runtime.Response, error){
+		"flow": func() (*runtime.Response, error) {
+			if n := now.Add(1); n > most.Load() {
+				most.Store(n)
+			}
+			defer now.Add(-1)
+			<-gate
+			return completed(`"done"`), nil
+		},
+	}}
+	e := New(st.Committer(), inv, Options{Logger: slog.New(slog.DiscardHandler), MaxActivePerApp: bound})
+	inv.e = e
+	var open sync.Once
+	release := func() { open.Do(func() { close(gate) }) }
+	t.Cleanup(func() { release(); e.Close(context.Background()) })
+	rev := testRevision()
+	rev.Functions[0].Flow = &model.Flow{MaxConcurrency: 1}
+	if err := e.Provision(t.Context(), rev); err != nil {
+		t.Fatal(err)
+	}
+	for i := range runs {
+		if _, _, err := e.Start(t.Context(), testApp, "flow", fmt.Sprintf("h%d", i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Engine-level starts are not refused (the server's StartAllowed is):
+	// each is a wake, as a timer or a restart makes them.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		fs := e.FlowStats(testApp, "flow")
+		if fs.Active == 1 && fs.Queued == bound && fs.Held == runs-1-bound {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("want 1 running, %d queued, %d held: %+v, %d active runs", bound, runs-1-bound, fs, e.ActiveRuns())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if n := e.ActiveRuns(); n > 1+bound {
+		t.Fatalf("%d runs active (each a goroutine), want at most %d", n, 1+bound)
+	}
+	if n := e.DeferredWakes(); n != runs-1-bound {
+		t.Fatalf("DeferredWakes = %d, want the %d held", n, runs-1-bound)
+	}
+	// Held runs that end meanwhile leave their turn to the next.
+	terminated := map[string]bool{}
+	for _, i := range terminate {
+		terminated[fmt.Sprintf("h%d", i)] = true
+	}
+	for id := range terminated {
+		if _, err := e.Terminate(t.Context(), testApp, id, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if redeploy {
+		// A new limiter: the held runs are woken to go to it.
+		rev2 := testRevision()
+		rev2.ID = "r2"
+		rev2.Functions[0].Revision = "f2"
+		rev2.Functions[0].Flow = &model.Flow{MaxConcurrency: 2}
+		if err := e.Provision(t.Context(), rev2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	release()
+	for i := range runs {
+		id := fmt.Sprintf("h%d", i)
+		want := StateCompleted
+		if terminated[id] {
+			want = StateTerminated
+		}
+		if r := wait(t, e, id); r.State != want {
+			t.Fatalf("run %s: %s, want %s", id, r.State, want)
+		}
+	}
+	if n := most.Load(); n != 1 && !redeploy {
+		t.Fatalf("%d activations at once, want 1 (max_concurrency)", n)
+	}
+	if fs := e.FlowStats(testApp, "flow"); fs != (FlowStats{}) {
+		t.Fatalf("after the runs: %+v", fs)
+	}
+}
+
 func TestDeferredWakes(t *testing.T) {
 	t.Parallel()
 	st := openStore(t)

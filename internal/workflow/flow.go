@@ -2,11 +2,13 @@ package workflow
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
 	"strings"
+	"sync"
 
 	"github.com/nimbus-dev/nimbus/internal/model"
 	"github.com/nimbus-dev/nimbus/internal/throttle"
@@ -49,6 +51,118 @@ type flowCtl struct {
 	prio int
 	conc *throttle.Limiter // concurrency, per activation; nil: none
 	rate *throttle.Limiter // rate, per run start; nil: none
+
+	// A run waiting in conc or rate holds its goroutine (and its state);
+	// past the engine's bound (Options.MaxActivePerApp) of such waiters,
+	// a run that must wait gives its goroutine up and its id waits here
+	// instead, oldest first, until a waiter leaves (hold, next). mu is
+	// taken inside the limiters' locks (AcquireOr's beforeWait) and takes
+	// no other lock.
+	mu      sync.Mutex
+	waiting int
+	held    []string
+	heldIn  map[string]bool
+	woken   map[string]bool // taken from held by next, not yet back in admit
+}
+
+// errHeld is a run that had to wait for its flow when as many runs as
+// the engine's bound were waiting: it waits in flowCtl.held, without a
+// goroutine, until one of them leaves.
+var errHeld = errors.New("held back: its workflow has as many runs waiting for their flow as the engine's bound")
+
+// enter counts id among fc's waiters, or holds it back and fails with
+// errHeld: with max (> 0) waiters already, or while runs are held before
+// it (they keep their turn: a run woken from held goes first, and back to
+// the head if it must be held again).
+func (fc *flowCtl) enter(id string, max int) error {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	woken := fc.woken[id]
+	delete(fc.woken, id)
+	if max > 0 && (fc.waiting >= max || (len(fc.held) > 0 && !woken)) {
+		if !fc.heldIn[id] {
+			if fc.heldIn == nil {
+				fc.heldIn = map[string]bool{}
+			}
+			fc.heldIn[id] = true
+			if woken {
+				fc.held = append([]string{id}, fc.held...)
+			} else {
+				fc.held = append(fc.held, id)
+			}
+		}
+		return errHeld
+	}
+	fc.waiting++
+	return nil
+}
+
+// leave uncounts a waiter.
+func (fc *flowCtl) leave() {
+	fc.mu.Lock()
+	fc.waiting--
+	fc.mu.Unlock()
+}
+
+// next returns the oldest run held back, if any and if fc is under max
+// waiters: the caller wakes it. Every run that leaves admit calls it, so
+// that held runs move on even when the runs woken before them did not
+// have to wait.
+func (fc *flowCtl) next(max int) (string, bool) {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	if len(fc.held) == 0 || (max > 0 && fc.waiting >= max) {
+		return "", false
+	}
+	id := fc.held[0]
+	fc.held[0] = ""
+	fc.held = fc.held[1:]
+	delete(fc.heldIn, id)
+	if fc.woken == nil {
+		fc.woken = map[string]bool{}
+	}
+	fc.woken[id] = true
+	return id, true
+}
+
+// settle forgets that id was woken from held, and reports whether it was.
+func (fc *flowCtl) settle(id string) bool {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	woken := fc.woken[id]
+	delete(fc.woken, id)
+	return woken
+}
+
+// passHeld, at the end of an activation attempt of r, wakes the next run
+// held back for r's workflow if r was woken from there and never reached
+// admit (it had finished or was terminated meanwhile): admit's exit is
+// what moves the held runs on, and r took a turn from them.
+func (e *Engine) passHeld(r *run, workflow string) {
+	fc := e.flowOf(r.app, workflow)
+	if fc == nil || !fc.settle(r.id) {
+		return
+	}
+	if id, ok := fc.next(e.opts.MaxActivePerApp); ok {
+		e.wake(r.app, id)
+	}
+}
+
+// takeHeld empties the runs held back (fc is being replaced: they must
+// be woken to go to the new one).
+func (fc *flowCtl) takeHeld() []string {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	ids := fc.held
+	fc.held, fc.heldIn, fc.woken = nil, nil, nil
+	return ids
+}
+
+// heldCount is how many runs are held back.
+func (fc *flowCtl) heldCount() int {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	return len(fc.held)
 }
 
 // CheckFlow reports what is wrong with a workflow's flow, if anything.
@@ -177,11 +291,16 @@ func (fc *flowCtl) key(input []byte) string {
 // ones move to them. A flow the engine cannot apply is logged and left
 // out: Validate refuses it at deploy, but a revision stored before (a
 // header key was allowed then) must still provision at start.
-func (e *Engine) setFlowsLocked(st *appState, fns map[string]model.Function) {
+func (e *Engine) setFlowsLocked(app string, st *appState, fns map[string]model.Function) {
 	for name, fc := range st.flows {
 		if fn, ok := fns[name]; !ok || !fc.same(fn) {
 			delete(st.flows, name)
 			fc.close()
+			if fns != nil { // (nil: the app is retired, its runs deleted)
+				for _, id := range fc.takeHeld() {
+					e.wakeLocked(app, id)
+				}
+			}
 		}
 	}
 	for name, fn := range fns {
@@ -211,13 +330,29 @@ func (e *Engine) flowOf(app, workflow string) *flowCtl {
 // control, and returns what releases its slot when the activation ends.
 // A limiter closed meanwhile (the flow changed with a deploy) sends it to
 // the new one.
+//
+// While it waits, the run holds its goroutine. With the engine's bound
+// (Options.MaxActivePerApp) of its workflow's runs already waiting, it
+// does not wait: admit fails with errHeld, the run's id is held in the
+// flow control without a goroutine, and it is woken when a waiter leaves
+// (so a backlog of due runs of a rate-limited workflow, after a restart
+// or from its triggers, costs an id each, not a goroutine and its state).
 func (e *Engine) admit(r *run, rec *Run) (release func(), err error) {
 	r.queued.Store(true)
 	defer r.queued.Store(false)
 	counted := false // in the app's runs queued for their flow (atBoundLocked)
+	var last *flowCtl
 	defer func() {
 		if counted {
 			e.setFlowQueued(r, false)
+		}
+		if last != nil {
+			if !errors.Is(err, errHeld) {
+				last.settle(r.id)
+			}
+			if id, ok := last.next(e.opts.MaxActivePerApp); ok {
+				e.wake(r.app, id)
+			}
 		}
 	}()
 	for {
@@ -225,13 +360,14 @@ func (e *Engine) admit(r *run, rec *Run) (release func(), err error) {
 		if fc == nil {
 			return func() {}, nil
 		}
+		last = fc
 		if !counted {
 			e.setFlowQueued(r, true)
 			counted = true
 		}
 		key := fc.key(rec.Input)
 		if fc.rate != nil && !r.admitted && len(r.steps) == 0 && len(r.attempts) == 0 {
-			p, err := fc.rate.Acquire(e.ctx, key, fc.prio)
+			p, err := fc.acquire(fc.rate, e.ctx, key, r.id, e.opts.MaxActivePerApp)
 			if errors.Is(err, throttle.ErrClosed) {
 				continue
 			}
@@ -241,7 +377,7 @@ func (e *Engine) admit(r *run, rec *Run) (release func(), err error) {
 			p.Release() // the start is counted in the window; nothing is held
 			r.admitted = true
 		}
-		p, err := fc.conc.Acquire(e.ctx, key, fc.prio)
+		p, err := fc.acquire(fc.conc, e.ctx, key, r.id, e.opts.MaxActivePerApp)
 		if errors.Is(err, throttle.ErrClosed) {
 			continue
 		}
@@ -252,6 +388,23 @@ func (e *Engine) admit(r *run, rec *Run) (release func(), err error) {
 	}
 }
 
+// acquire takes a permit of l for run id, counted among fc's waiters
+// while it waits, or held back (errHeld) past max of them.
+func (fc *flowCtl) acquire(l *throttle.Limiter, ctx context.Context, key, id string, max int) (throttle.Permit, error) {
+	entered := false
+	p, err := l.AcquireOr(ctx, key, fc.prio, func() error {
+		if err := fc.enter(id, max); err != nil {
+			return err
+		}
+		entered = true
+		return nil
+	})
+	if entered {
+		fc.leave()
+	}
+	return p, err
+}
+
 // FlowStats are the numbers of a workflow's flow control on this node.
 type FlowStats struct {
 	// Active is the activations holding a concurrency slot.
@@ -259,6 +412,10 @@ type FlowStats struct {
 	// Queued is the runs waiting for their turn: for a concurrency slot,
 	// or for the rate window (a start).
 	Queued int
+	// Held is the runs that must wait too but found Queued at the
+	// engine's bound of active runs: held back as a run id, without a
+	// goroutine, until a queued one leaves.
+	Held int
 }
 
 // FlowStats returns the state of app's workflow's flow control; zero when
@@ -269,5 +426,5 @@ func (e *Engine) FlowStats(app, workflow string) FlowStats {
 		return FlowStats{}
 	}
 	c, r := fc.conc.Stats(), fc.rate.Stats()
-	return FlowStats{Active: c.InFlight, Queued: c.Waiting + r.Waiting}
+	return FlowStats{Active: c.InFlight, Queued: c.Waiting + r.Waiting, Held: fc.heldCount()}
 }
